@@ -1,0 +1,483 @@
+//! One AMQP channel: method handling, content assembly, consumers, delivery
+//! tags, acknowledgements, publisher confirms and transactions. Sans-IO: it
+//! writes frames to its connection's write queue and acts on queues through
+//! the shard context.
+//!
+//! Split by concern: this file holds the state, frame dispatch, deliveries and
+//! settling; `publish.rs` assembles and routes published messages; `methods.rs`
+//! handles the exchange, queue, basic, tx and confirm methods.
+
+mod methods;
+mod publish;
+
+use std::collections::VecDeque;
+
+use crate::amqp::field::ShortStr;
+use crate::amqp::frame::{Frame, FrameType};
+use crate::amqp::spec::{self, Method};
+use crate::connection::writer::WriteQueue;
+use crate::connection::{ConnId, ConnShared};
+use crate::message::Message;
+use crate::queue::{ConsumerKey, Delivery, MsgId, QueueRef, SettleOp};
+use crate::ring::envelope::QueueReply;
+use crate::shard::ctx::ShardCtx;
+pub use publish::{direct_reply_name, parse_direct_reply_name, DIRECT_REPLY_QUEUE};
+
+/// Unacknowledged deliveries one channel may hold when no prefetch limit is
+/// set; past it the channel's consumers get no more until acks come.
+pub const UNACKED_DELIVERIES_MAX: usize = 1 << 20;
+
+/// A channel's process-wide address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelRef {
+    /// Its connection.
+    pub conn: ConnId,
+    /// Its number on that connection.
+    pub channel: u16,
+}
+
+/// A peer's mistake: the reply code and text to close with. Hard codes close
+/// the connection, soft ones the channel (the spec's classes, as RabbitMQ
+/// applies them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelError {
+    /// AMQP reply code.
+    pub code: u16,
+    /// Reply text, starting with the code's name as RabbitMQ writes it.
+    pub text: String,
+    /// Class of the method that failed (0 if none).
+    pub class_id: u16,
+    /// Id of the method that failed (0 if none).
+    pub method_id: u16,
+    /// Close the socket without connection.close (failed login of a client
+    /// that did not ask for authentication_failure_close).
+    pub close_silently: bool,
+}
+
+impl ChannelError {
+    /// An error with `code`; the text gets the code's name as prefix.
+    pub fn new(code: u16, detail: String) -> ChannelError {
+        let name = spec::reply_code_name(code);
+        ChannelError {
+            code,
+            text: format!("{name} - {detail}"),
+            class_id: 0,
+            method_id: 0,
+            close_silently: false,
+        }
+    }
+
+    /// Same as [`ChannelError::new`]; says at the call site that it closes the connection.
+    pub fn hard(code: u16, detail: String) -> ChannelError {
+        ChannelError::new(code, detail)
+    }
+
+    /// Names the method that failed.
+    pub fn on(mut self, method: &Method) -> ChannelError {
+        self.class_id = method.class_id();
+        self.method_id = method.method_id();
+        self
+    }
+
+    /// True if it closes the whole connection.
+    pub fn is_hard(&self) -> bool {
+        spec::reply_code_is_hard(self.code)
+    }
+}
+
+/// What the connection must do after a channel handled a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Go on.
+    Continue,
+    /// The channel waits for another shard's reply: stop reading frames.
+    Paused,
+    /// The channel is closed: free its slot.
+    Closed,
+}
+
+/// A consumer on this channel.
+#[derive(Debug, Clone)]
+struct ChannelConsumer {
+    id: u32,
+    tag: ShortStr,
+    queue: QueueRef,
+    /// Deliveries written since credit was last returned to the queue.
+    credit_owed: u32,
+}
+
+/// A delivery waiting for its ack.
+#[derive(Debug, Clone, Copy)]
+struct Unacked {
+    tag: u64,
+    queue: QueueRef,
+    msg_id: MsgId,
+    consumer: u32,
+}
+
+/// Publisher-confirm counters (confirm.select).
+#[derive(Debug, Default)]
+struct Confirms {
+    /// Sequence number of the last publish.
+    published: u64,
+    /// Highest sequence number confirmed (all below it are too).
+    confirmed: u64,
+    /// Highest sequence number whose basic.ack was written.
+    sent: u64,
+}
+
+/// Work buffered by a transaction (tx.select) until commit.
+#[derive(Debug, Default)]
+struct Tx {
+    publishes: Vec<(Message, bool)>,
+    settles: Vec<(u64, bool, SettleOp)>,
+}
+
+/// What a paused channel is waiting for.
+#[derive(Debug, Clone)]
+enum Awaiting {
+    Consume { tag: ShortStr, no_wait: bool, method: (u16, u16) },
+    Get,
+    Purge { no_wait: bool },
+    Delete { no_wait: bool, queue: QueueRef },
+}
+
+/// One channel's state.
+#[derive(Debug)]
+pub struct Channel {
+    me: ChannelRef,
+    /// We sent channel.close and wait for close-ok.
+    closing: bool,
+    content: Option<publish::Content>,
+    consumers: Vec<ChannelConsumer>,
+    /// Consumer tag of the direct reply-to consumer, if any.
+    direct_reply: Option<ShortStr>,
+    unacked: VecDeque<Unacked>,
+    next_tag: u64,
+    /// basic.qos global=false: prefetch for consumers created from now on.
+    prefetch_consumer: u32,
+    /// basic.qos global=true: prefetch shared by the channel's consumers.
+    prefetch_channel: u32,
+    /// Deliveries held back by the channel-wide prefetch.
+    held: VecDeque<Delivery>,
+    confirms: Option<Confirms>,
+    tx: Option<Tx>,
+    /// The last queue declared on this channel (for empty queue names).
+    last_queue: Option<ShortStr>,
+    awaiting: Option<Awaiting>,
+}
+
+impl Channel {
+    /// A newly opened channel.
+    pub fn new(me: ChannelRef) -> Channel {
+        Channel {
+            me,
+            closing: false,
+            content: None,
+            consumers: Vec::new(),
+            direct_reply: None,
+            unacked: VecDeque::new(),
+            next_tag: 1,
+            prefetch_consumer: 0,
+            prefetch_channel: 0,
+            held: VecDeque::new(),
+            confirms: None,
+            tx: None,
+            last_queue: None,
+            awaiting: None,
+        }
+    }
+
+    /// Handles one frame addressed to this channel.
+    pub fn handle_frame(
+        &mut self,
+        frame: Frame,
+        shared: &mut ConnShared,
+        ctx: &mut ShardCtx,
+    ) -> Result<Flow, ChannelError> {
+        if self.closing {
+            return Ok(self.handle_frame_while_closing(frame, shared));
+        }
+        match frame.kind {
+            FrameType::Method => {
+                if self.content.is_some() {
+                    return Err(ChannelError::new(
+                        spec::reply_code::UNEXPECTED_FRAME,
+                        format!(
+                            "expected content header for class 60, got non content header frame instead (channel {})",
+                            self.me.channel
+                        ),
+                    ));
+                }
+                let method =
+                    Method::decode(frame.payload).map_err(|e| crate::connection::decode_error(&e))?;
+                self.handle_method(method, shared, ctx)
+            }
+            FrameType::Header => self.handle_header(frame.payload, shared, ctx).map(|()| Flow::Continue),
+            FrameType::Body => self.handle_body(frame.payload, shared, ctx).map(|()| Flow::Continue),
+            FrameType::Heartbeat => Ok(Flow::Continue),
+        }
+    }
+
+    fn handle_frame_while_closing(&mut self, frame: Frame, shared: &mut ConnShared) -> Flow {
+        if frame.kind != FrameType::Method {
+            return Flow::Continue;
+        }
+        match Method::decode(frame.payload) {
+            Ok(Method::ChannelCloseOk(_)) => Flow::Closed,
+            Ok(Method::ChannelClose(_)) => {
+                shared.out.method(self.me.channel, &Method::ChannelCloseOk(Default::default()));
+                Flow::Closed
+            }
+            _ => Flow::Continue,
+        }
+    }
+
+    fn handle_method(
+        &mut self,
+        method: Method,
+        shared: &mut ConnShared,
+        ctx: &mut ShardCtx,
+    ) -> Result<Flow, ChannelError> {
+        let ids = (method.class_id(), method.method_id());
+        let result = self.dispatch(method, shared, ctx);
+        result.map_err(|mut e| {
+            if e.class_id == 0 {
+                e.class_id = ids.0;
+                e.method_id = ids.1;
+            }
+            e
+        })
+    }
+
+    /// Closes this channel with a soft error: channel.close, release state,
+    /// wait for close-ok.
+    pub fn close_with(&mut self, error: ChannelError, shared: &mut ConnShared, ctx: &mut ShardCtx) {
+        tracing::debug!(channel = self.me.channel, code = error.code, text = %error.text, "closing channel");
+        shared.out.method(
+            self.me.channel,
+            &Method::ChannelClose(spec::ChannelClose {
+                reply_code: error.code,
+                reply_text: ShortStr::copy_from_str(truncate(&error.text)),
+                class_id: error.class_id,
+                method_id: error.method_id,
+            }),
+        );
+        self.release(shared, ctx);
+        self.closing = true;
+    }
+
+    /// Gives back everything the channel holds: consumers detach, unacked and
+    /// held deliveries go back to their queues.
+    pub fn release(&mut self, _shared: &mut ConnShared, ctx: &mut ShardCtx) {
+        for consumer in std::mem::take(&mut self.consumers) {
+            ctx.remove_consumer(consumer.queue, ConsumerKey { channel: self.me, consumer: consumer.id });
+        }
+        self.direct_reply = None;
+        for delivery in std::mem::take(&mut self.held) {
+            undeliverable(delivery, ctx);
+        }
+        let unacked: Vec<Unacked> = self.unacked.drain(..).collect();
+        self.settle_entries(&unacked, SettleOp::Requeue, ctx);
+        self.content = None;
+        self.tx = None;
+        self.awaiting = None;
+    }
+
+    /// A delivery from a queue for one of our consumers.
+    pub fn deliver(&mut self, delivery: Delivery, shared: &mut ConnShared, ctx: &mut ShardCtx) {
+        if self.closing || !self.consumers.iter().any(|c| c.id == delivery.consumer.consumer) {
+            return undeliverable(delivery, ctx);
+        }
+        if !delivery.no_ack
+            && self.prefetch_channel > 0
+            && self.unacked.len() >= self.prefetch_channel as usize
+        {
+            self.held.push_back(delivery);
+            return;
+        }
+        self.write_delivery(delivery, shared);
+    }
+
+    fn write_delivery(&mut self, delivery: Delivery, shared: &mut ConnShared) {
+        let Some(consumer) = self.consumers.iter_mut().find(|c| c.id == delivery.consumer.consumer) else {
+            return;
+        };
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        let message = &delivery.message;
+        shared.out.deliver(
+            self.me.channel,
+            consumer.tag.as_bytes(),
+            tag,
+            delivery.redelivered,
+            message.exchange.as_bytes(),
+            message.routing_key.as_bytes(),
+        );
+        shared.out.content(self.me.channel, &message.header, &message.body, shared.frame_max);
+        if consumer.credit_owed == 0 {
+            shared.credit_dirty.push(self.me.channel);
+        }
+        consumer.credit_owed += 1;
+        if !delivery.no_ack {
+            self.unacked.push_back(Unacked {
+                tag,
+                queue: delivery.queue,
+                msg_id: delivery.msg_id,
+                consumer: delivery.consumer.consumer,
+            });
+        }
+    }
+
+    /// Returns the credit for deliveries written since the last call.
+    pub fn return_credit(&mut self, ctx: &mut ShardCtx) {
+        for consumer in &mut self.consumers {
+            if consumer.credit_owed > 0 {
+                let key = ConsumerKey { channel: self.me, consumer: consumer.id };
+                ctx.credit(consumer.queue, key, consumer.credit_owed);
+                consumer.credit_owed = 0;
+            }
+        }
+    }
+
+    /// The queue of one of our consumers was deleted.
+    pub fn consumer_cancelled(&mut self, consumer: u32, shared: &mut ConnShared) {
+        let Some(index) = self.consumers.iter().position(|c| c.id == consumer) else {
+            return;
+        };
+        let removed = self.consumers.remove(index);
+        if shared.caps.consumer_cancel_notify && !self.closing {
+            shared.out.method(
+                self.me.channel,
+                &Method::BasicCancel(spec::BasicCancel { consumer_tag: removed.tag, no_wait: true }),
+            );
+        }
+    }
+
+    /// A reply for our direct reply-to consumer.
+    pub fn direct_reply(&mut self, message: Message, shared: &mut ConnShared) {
+        let Some(tag) = &self.direct_reply else {
+            return;
+        };
+        if self.closing {
+            return;
+        }
+        let delivery_tag = self.next_tag;
+        self.next_tag += 1;
+        shared.out.deliver(
+            self.me.channel,
+            tag.as_bytes(),
+            delivery_tag,
+            false,
+            message.exchange.as_bytes(),
+            message.routing_key.as_bytes(),
+        );
+        shared.out.content(self.me.channel, &message.header, &message.body, shared.frame_max);
+    }
+
+    /// Writes the coalesced basic.ack for confirms decided in this batch.
+    pub fn flush_confirms(&mut self, out: &mut WriteQueue) {
+        let Some(c) = &mut self.confirms else {
+            return;
+        };
+        if c.confirmed > c.sent {
+            let multiple = c.confirmed - c.sent > 1;
+            out.method(
+                self.me.channel,
+                &Method::BasicAck(spec::BasicAck { delivery_tag: c.confirmed, multiple }),
+            );
+            c.sent = c.confirmed;
+        }
+    }
+
+    /// Acks, nacks, rejects: validates the tags and settles with the queues.
+    fn settle(
+        &mut self,
+        tag: u64,
+        multiple: bool,
+        op: SettleOp,
+        ctx: &mut ShardCtx,
+    ) -> Result<(), ChannelError> {
+        let entries: Vec<Unacked> = if multiple && tag == 0 {
+            self.unacked.drain(..).collect()
+        } else {
+            let position = self.unacked.binary_search_by_key(&tag, |u| u.tag);
+            let Ok(index) = position else {
+                return Err(ChannelError::new(
+                    spec::reply_code::PRECONDITION_FAILED,
+                    format!("unknown delivery tag {tag}"),
+                ));
+            };
+            if multiple {
+                self.unacked.drain(..=index).collect()
+            } else {
+                self.unacked.remove(index).into_iter().collect()
+            }
+        };
+        self.settle_entries(&entries, op, ctx);
+        Ok(())
+    }
+
+    /// Sends settles grouped by (queue, consumer), in delivery order.
+    fn settle_entries(&mut self, entries: &[Unacked], op: SettleOp, ctx: &mut ShardCtx) {
+        let mut start = 0;
+        while start < entries.len() {
+            let first = entries[start];
+            let mut end = start + 1;
+            while end < entries.len()
+                && entries[end].queue == first.queue
+                && entries[end].consumer == first.consumer
+            {
+                end += 1;
+            }
+            let ids: Vec<MsgId> = entries[start..end].iter().map(|u| u.msg_id).collect();
+            let key = ConsumerKey { channel: self.me, consumer: first.consumer };
+            ctx.settle(first.queue, key, op, ids);
+            start = end;
+        }
+    }
+
+    /// Sends held deliveries once the channel-wide prefetch has room.
+    fn release_held(&mut self, shared: &mut ConnShared, ctx: &mut ShardCtx) {
+        while !self.held.is_empty()
+            && (self.prefetch_channel == 0 || self.unacked.len() < self.prefetch_channel as usize)
+        {
+            if let Some(delivery) = self.held.pop_front() {
+                self.deliver(delivery, shared, ctx);
+            }
+        }
+    }
+
+    /// The answer to the request this channel was paused on.
+    pub fn handle_reply(
+        &mut self,
+        reply: QueueReply,
+        shared: &mut ConnShared,
+        ctx: &mut ShardCtx,
+    ) -> Result<(), ChannelError> {
+        let Some(awaiting) = self.awaiting.take() else {
+            return Ok(());
+        };
+        self.apply_reply(awaiting, reply, shared, ctx)
+    }
+}
+
+/// A delivery whose consumer is gone: the message goes back to its queue.
+pub fn undeliverable(delivery: Delivery, ctx: &mut ShardCtx) {
+    if delivery.no_ack {
+        ctx.return_undelivered(delivery);
+    } else {
+        ctx.settle(delivery.queue, delivery.consumer, SettleOp::Undelivered, vec![delivery.msg_id]);
+    }
+}
+
+fn truncate(text: &str) -> &str {
+    if text.len() <= 255 {
+        return text;
+    }
+    let mut end = 255;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}

@@ -1,0 +1,334 @@
+//! basic.publish: assembling method + header + body frames into a message,
+//! routing it through the topology snapshot, and confirming it.
+//!
+//! ```text
+//!  basic.publish ──> Content{method} ──header──> Content{size} ──body*──> Message
+//!                                                                       │
+//!          exchange lookup, route (no lock) ──> publish_to(queue) ──────┘ per target
+//! ```
+
+use bytes::{Bytes, BytesMut};
+
+use crate::amqp::field::ShortStr;
+use crate::amqp::properties::{self, ContentHeader};
+use crate::amqp::spec::{self, BasicPublish, Method};
+use crate::channel::{Channel, ChannelError, ChannelRef};
+use crate::connection::{ConnId, ConnShared};
+use crate::message::{Body, Message, FLAG_HEADERS, FLAG_REPLY_TO, FLAG_USER_ID};
+use crate::ring::envelope::Envelope;
+use crate::ring::ShardId;
+use crate::shard::ctx::ShardCtx;
+
+/// The pseudo-queue of RabbitMQ's direct reply-to.
+pub const DIRECT_REPLY_QUEUE: &str = "amq.rabbitmq.reply-to";
+const DIRECT_REPLY_PREFIX: &str = "amq.rabbitmq.reply-to.";
+/// Body frames one message may arrive in before we stop keeping them apart and
+/// start over in one buffer (bounds the piece list of a hostile sender).
+pub const BODY_PIECES_MAX: usize = 1024;
+
+/// A message being received.
+#[derive(Debug)]
+pub(super) struct Content {
+    method: BasicPublish,
+    /// The content-header payload, once received.
+    header: Option<Bytes>,
+    body_size: u64,
+    received: u64,
+    pieces: Vec<Bytes>,
+}
+
+impl Channel {
+    pub(super) fn start_publish(&mut self, m: BasicPublish, ctx: &ShardCtx) -> Result<(), ChannelError> {
+        if m.immediate {
+            return Err(ChannelError::new(spec::reply_code::NOT_IMPLEMENTED, "immediate=true".into()));
+        }
+        let _ = ctx;
+        self.content =
+            Some(Content { method: m, header: None, body_size: 0, received: 0, pieces: Vec::new() });
+        Ok(())
+    }
+
+    pub(super) fn handle_header(
+        &mut self,
+        payload: Bytes,
+        shared: &mut ConnShared,
+        ctx: &mut ShardCtx,
+    ) -> Result<(), ChannelError> {
+        let Some(content) = self.content.as_mut() else {
+            return Err(ChannelError::new(
+                spec::reply_code::UNEXPECTED_FRAME,
+                format!("expected method frame, got non method frame instead (channel {})", self.me.channel),
+            ));
+        };
+        if content.header.is_some() {
+            return Err(ChannelError::new(
+                spec::reply_code::UNEXPECTED_FRAME,
+                "expected content body, got content header instead".into(),
+            ));
+        }
+        let (class_id, body_size) =
+            properties::peek_content_header(&payload).map_err(|e| crate::connection::decode_error(&e))?;
+        if class_id != 60 {
+            return Err(ChannelError::new(
+                spec::reply_code::FRAME_ERROR,
+                format!("content header class {class_id} does not match method class 60"),
+            ));
+        }
+        let max = ctx.config.body_size_bytes_max;
+        if body_size > max {
+            let error = ChannelError::new(
+                spec::reply_code::PRECONDITION_FAILED,
+                format!("message size {body_size} is larger than configured max size {max}"),
+            );
+            self.content = None;
+            return Err(error.on(&Method::BasicPublish(BasicPublish::default())));
+        }
+        content.header = Some(payload);
+        content.body_size = body_size;
+        if body_size == 0 {
+            return self.finish_publish(shared, ctx);
+        }
+        Ok(())
+    }
+
+    pub(super) fn handle_body(
+        &mut self,
+        payload: Bytes,
+        shared: &mut ConnShared,
+        ctx: &mut ShardCtx,
+    ) -> Result<(), ChannelError> {
+        let Some(content) = self.content.as_mut().filter(|c| c.header.is_some()) else {
+            return Err(ChannelError::new(
+                spec::reply_code::UNEXPECTED_FRAME,
+                format!("expected method frame, got non method frame instead (channel {})", self.me.channel),
+            ));
+        };
+        content.received += payload.len() as u64;
+        if content.received > content.body_size {
+            return Err(ChannelError::new(
+                spec::reply_code::FRAME_ERROR,
+                format!(
+                    "body of {} bytes is longer than the declared {}",
+                    content.received, content.body_size
+                ),
+            ));
+        }
+        if content.pieces.len() >= BODY_PIECES_MAX {
+            let mut joined = BytesMut::with_capacity(content.body_size as usize);
+            for piece in content.pieces.drain(..) {
+                joined.extend_from_slice(&piece);
+            }
+            content.pieces.push(joined.freeze());
+        }
+        content.pieces.push(payload);
+        if content.received == content.body_size {
+            return self.finish_publish(shared, ctx);
+        }
+        Ok(())
+    }
+
+    fn finish_publish(&mut self, shared: &mut ConnShared, ctx: &mut ShardCtx) -> Result<(), ChannelError> {
+        let Some(content) = self.content.take() else {
+            return Ok(());
+        };
+        let mandatory = content.method.mandatory;
+        let message = Message {
+            exchange: content.method.exchange,
+            routing_key: content.method.routing_key,
+            header: content.header.unwrap_or_default(),
+            body: Body::from_chunks(content.pieces),
+        };
+        let seq = self.confirms.as_mut().map(|c| {
+            c.published += 1;
+            c.published
+        });
+        if let Some(tx) = &mut self.tx {
+            tx.publishes.push((message, mandatory));
+            return Ok(());
+        }
+        self.route_message(message, mandatory, shared, ctx)
+            .map_err(|e| e.on(&Method::BasicPublish(BasicPublish::default())))?;
+        if let (Some(seq), Some(c)) = (seq, self.confirms.as_mut()) {
+            c.confirmed = seq;
+            if c.sent + 1 == seq {
+                shared.confirm_dirty.push(self.me.channel);
+            }
+        }
+        Ok(())
+    }
+
+    /// Routes one complete message and hands it to its queues.
+    pub(super) fn route_message(
+        &mut self,
+        mut message: Message,
+        mandatory: bool,
+        shared: &mut ConnShared,
+        ctx: &mut ShardCtx,
+    ) -> Result<(), ChannelError> {
+        let flags = message.property_flags();
+        if flags & (FLAG_REPLY_TO | FLAG_USER_ID) != 0 {
+            message = self.check_properties(message, shared)?;
+        }
+        let Some(vhost) = ctx.vhost(&shared.vhost).cloned() else {
+            return Err(ChannelError::new(spec::reply_code::NOT_FOUND, "vhost is gone".into()));
+        };
+        let Some(exchange) = vhost.exchanges.get(message.exchange.as_bytes()) else {
+            return Err(ChannelError::new(
+                spec::reply_code::NOT_FOUND,
+                format!("no exchange '{}' in vhost '{}'", message.exchange, shared.vhost),
+            ));
+        };
+        if exchange.internal {
+            return Err(ChannelError::new(
+                spec::reply_code::ACCESS_REFUSED,
+                format!(
+                    "cannot publish to internal exchange '{}' in vhost '{}'",
+                    message.exchange, shared.vhost
+                ),
+            ));
+        }
+        if message.exchange.is_empty()
+            && message.routing_key.as_bytes().starts_with(DIRECT_REPLY_PREFIX.as_bytes())
+        {
+            return self.publish_direct_reply(message, mandatory, shared, ctx);
+        }
+        let headers = if exchange.bindings.needs_headers() && flags & FLAG_HEADERS != 0 {
+            ContentHeader::decode(message.header.clone()).ok().and_then(|h| h.properties.headers)
+        } else {
+            None
+        };
+        let mut targets = std::mem::take(&mut ctx.route_targets);
+        targets.clear();
+        vhost.route(
+            exchange,
+            message.routing_key.as_bytes(),
+            headers.as_ref(),
+            &mut targets,
+            &mut ctx.route_scratch,
+        );
+        match targets.len() {
+            0 => {
+                if mandatory {
+                    self.write_return(&message, shared);
+                }
+            }
+            1 => ctx.publish_to(targets[0], message),
+            n => {
+                for target in &targets[..n - 1] {
+                    ctx.publish_to(*target, message.clone());
+                }
+                ctx.publish_to(targets[n - 1], message);
+            }
+        }
+        ctx.route_targets = targets;
+        Ok(())
+    }
+
+    fn write_return(&self, message: &Message, shared: &mut ConnShared) {
+        shared.out.method(
+            self.me.channel,
+            &Method::BasicReturn(spec::BasicReturn {
+                reply_code: spec::reply_code::NO_ROUTE,
+                reply_text: ShortStr::from_static("NO_ROUTE"),
+                exchange: message.exchange.clone(),
+                routing_key: message.routing_key.clone(),
+            }),
+        );
+        shared.out.content(self.me.channel, &message.header, &message.body, shared.frame_max);
+    }
+
+    /// The rare properties we must look at: user-id must be the logged-in user,
+    /// reply-to `amq.rabbitmq.reply-to` is rewritten to this channel's address.
+    #[cold]
+    fn check_properties(&self, mut message: Message, shared: &ConnShared) -> Result<Message, ChannelError> {
+        let mut header =
+            ContentHeader::decode(message.header.clone()).map_err(|e| crate::connection::decode_error(&e))?;
+        if let Some(user_id) = &header.properties.user_id {
+            if user_id.as_bytes() != shared.user.as_bytes() {
+                return Err(ChannelError::new(
+                    spec::reply_code::PRECONDITION_FAILED,
+                    format!(
+                        "user_id property set to '{}' but authenticated user was '{}'",
+                        user_id, shared.user
+                    ),
+                ));
+            }
+        }
+        if header.properties.reply_to.as_ref().is_some_and(|r| r.as_bytes() == DIRECT_REPLY_QUEUE.as_bytes())
+        {
+            if self.direct_reply.is_none() {
+                return Err(ChannelError::new(
+                    spec::reply_code::PRECONDITION_FAILED,
+                    "fast reply consumer does not exist".into(),
+                ));
+            }
+            header.properties.reply_to = Some(direct_reply_name(self.me));
+            let mut encoded = BytesMut::new();
+            header.encode(&mut encoded);
+            message.header = encoded.freeze();
+        }
+        Ok(message)
+    }
+
+    #[cold]
+    fn publish_direct_reply(
+        &mut self,
+        message: Message,
+        mandatory: bool,
+        shared: &mut ConnShared,
+        ctx: &mut ShardCtx,
+    ) -> Result<(), ChannelError> {
+        match parse_direct_reply_name(message.routing_key.as_bytes()) {
+            Some(to) => ctx.send(to.conn.shard, Envelope::DirectReply { to, message }),
+            None => {
+                if mandatory {
+                    self.write_return(&message, shared);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The reply-to name that routes back to `channel`:
+/// `amq.rabbitmq.reply-to.` + shard, slot, generation and channel in hex.
+pub fn direct_reply_name(channel: ChannelRef) -> ShortStr {
+    ShortStr::copy_from_str(&format!(
+        "{DIRECT_REPLY_PREFIX}{:04x}{:08x}{:08x}{:04x}",
+        channel.conn.shard.0, channel.conn.slot, channel.conn.generation, channel.channel
+    ))
+}
+
+/// Reads a name made by [`direct_reply_name`].
+pub fn parse_direct_reply_name(name: &[u8]) -> Option<ChannelRef> {
+    let rest = name.strip_prefix(DIRECT_REPLY_PREFIX.as_bytes())?;
+    if rest.len() != 24 {
+        return None;
+    }
+    let text = std::str::from_utf8(rest).ok()?;
+    let hex16 = |s: &str| u16::from_str_radix(s, 16).ok();
+    let hex32 = |s: &str| u32::from_str_radix(s, 16).ok();
+    Some(ChannelRef {
+        conn: ConnId {
+            shard: ShardId(hex16(text.get(0..4)?)?),
+            slot: hex32(text.get(4..12)?)?,
+            generation: hex32(text.get(12..20)?)?,
+        },
+        channel: hex16(text.get(20..24)?)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direct_reply_names_round_trip() {
+        let channel =
+            ChannelRef { conn: ConnId { shard: ShardId(3), slot: 77, generation: 9 }, channel: 2047 };
+        let name = direct_reply_name(channel);
+        assert_eq!(parse_direct_reply_name(name.as_bytes()), Some(channel));
+        assert_eq!(parse_direct_reply_name(b"amq.rabbitmq.reply-to.zz"), None);
+        assert_eq!(parse_direct_reply_name(b"other"), None);
+    }
+}

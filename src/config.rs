@@ -1,0 +1,144 @@
+//! Broker configuration: every knob with its unit, an embedded default, and the
+//! limits the rest of the code is built around.
+//!
+//! The defaults match RabbitMQ's so that clients negotiate the same values they
+//! are used to (frame_max 131072, channel_max 2047, heartbeat 60 s, message
+//! bodies up to 128 MiB).
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// Largest frame we offer in connection.tune, in bytes (RabbitMQ's default).
+pub const FRAME_SIZE_BYTES_DEFAULT: u32 = 131_072;
+/// Most channels per connection we offer (RabbitMQ's default).
+pub const CHANNEL_MAX_DEFAULT: u16 = 2047;
+/// Heartbeat interval we propose, in seconds (RabbitMQ's default).
+pub const HEARTBEAT_SECONDS_DEFAULT: u16 = 60;
+/// Largest message body accepted, in bytes (RabbitMQ's default max_message_size).
+pub const BODY_SIZE_BYTES_MAX_DEFAULT: u64 = 128 * 1024 * 1024;
+/// Largest configurable body: RabbitMQ caps max_message_size at 512 MiB.
+pub const BODY_SIZE_BYTES_MAX_LIMIT: u64 = 512 * 1024 * 1024;
+/// Slots in each shard-to-shard ring.
+pub const RING_CAPACITY_SLOTS_DEFAULT: usize = 4096;
+
+/// The default listen address: loopback only, like a fresh install should be.
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:5672";
+
+/// What the broker runs with. Built from the embedded defaults, an optional TOML
+/// file and the command line, in that order.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Addresses to accept AMQP connections on (IPv4 or IPv6).
+    pub listen: Vec<SocketAddr>,
+    /// Shard threads; 0 means one per core the process may run on.
+    pub shards: usize,
+    /// frame_max offered in connection.tune, bytes.
+    pub frame_size_bytes_max: u32,
+    /// channel_max offered in connection.tune.
+    pub channel_max: u16,
+    /// Heartbeat interval offered in connection.tune, seconds (0 disables).
+    pub heartbeat_seconds: u16,
+    /// Largest message body accepted, bytes.
+    pub body_size_bytes_max: u64,
+    /// Slots per shard-to-shard ring (power of two).
+    pub ring_capacity_slots: usize,
+    /// Pin each shard thread to its own core.
+    pub pin_shards: bool,
+    /// The default user, created at start.
+    pub default_user: String,
+    /// The default user's password.
+    pub default_pass: String,
+    /// Users that may only connect from loopback (RabbitMQ's loopback_users).
+    pub loopback_users: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: vec![LISTEN_DEFAULT.parse().unwrap_or_else(|_| unreachable!())],
+            shards: 0,
+            frame_size_bytes_max: FRAME_SIZE_BYTES_DEFAULT,
+            channel_max: CHANNEL_MAX_DEFAULT,
+            heartbeat_seconds: HEARTBEAT_SECONDS_DEFAULT,
+            body_size_bytes_max: BODY_SIZE_BYTES_MAX_DEFAULT,
+            ring_capacity_slots: RING_CAPACITY_SLOTS_DEFAULT,
+            pin_shards: true,
+            default_user: "guest".to_owned(),
+            default_pass: "guest".to_owned(),
+            loopback_users: vec!["guest".to_owned()],
+        }
+    }
+}
+
+/// Why a configuration could not be used. Terminal: the broker does not start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    Read(std::io::Error),
+    /// The file is not valid TOML for [`Config`].
+    Parse(toml::de::Error),
+    /// A value is out of its allowed range.
+    Invalid(String),
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::Read(e) => write!(f, "cannot read config file: {e}"),
+            ConfigError::Parse(e) => write!(f, "invalid config file: {e}"),
+            ConfigError::Invalid(s) => write!(f, "invalid configuration: {s}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads a TOML file over the defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(ConfigError::Read)?;
+        toml::from_str(&text).map_err(ConfigError::Parse)
+    }
+
+    /// Checks ranges; called once before the broker starts.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.listen.is_empty() {
+            return Err(ConfigError::Invalid("at least one listen address is needed".into()));
+        }
+        if self.frame_size_bytes_max < crate::amqp::frame::FRAME_SIZE_BYTES_MIN {
+            return Err(ConfigError::Invalid(format!(
+                "frame_size_bytes_max must be at least {}",
+                crate::amqp::frame::FRAME_SIZE_BYTES_MIN
+            )));
+        }
+        if self.body_size_bytes_max > BODY_SIZE_BYTES_MAX_LIMIT {
+            return Err(ConfigError::Invalid(format!(
+                "body_size_bytes_max must be at most {BODY_SIZE_BYTES_MAX_LIMIT}"
+            )));
+        }
+        if !self.ring_capacity_slots.is_power_of_two()
+            || self.ring_capacity_slots < 16
+            || self.ring_capacity_slots > crate::ring::RING_CAPACITY_SLOTS_MAX
+        {
+            return Err(ConfigError::Invalid(
+                "ring_capacity_slots must be a power of two, at least 16".into(),
+            ));
+        }
+        if self.shards > usize::from(u16::MAX) {
+            return Err(ConfigError::Invalid("too many shards".into()));
+        }
+        Ok(())
+    }
+
+    /// The shard count to run with: the configured one, or one per usable core.
+    pub fn shard_count(&self) -> usize {
+        if self.shards > 0 {
+            return self.shards;
+        }
+        core_affinity::get_core_ids().map_or(1, |ids| ids.len().max(1))
+    }
+}

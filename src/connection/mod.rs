@@ -1,0 +1,634 @@
+//! One AMQP connection: the handshake, frame dispatch to channels, heartbeats,
+//! and closing with the right reply code. Sans-IO: the shard reads socket bytes
+//! into [`Connection::read_buffer`], calls [`Connection::process`], and writes
+//! [`Connection::out`] to the socket.
+//!
+//! Call order: `read_buffer()` + `process()` after each read; `handle_*()` for
+//! envelopes addressed to it; `handle_tick()` a few times a second;
+//! `after_flush()` once its write queue has drained; `shutdown()` when the
+//! socket is gone.
+//!
+//! Phases: protocol header → start-ok → tune-ok → open → running → closing.
+//! Errors with hard reply codes close the connection, soft ones one channel
+//! (see [`crate::channel::ChannelError`]).
+
+pub mod handshake;
+pub mod writer;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+use crate::amqp::frame::{self, Frame, FrameError, FrameType, ProtocolHeaderCheck, PROTOCOL_HEADER};
+use crate::amqp::spec::{self, Method};
+use crate::channel::{Channel, ChannelError, ChannelRef, Flow};
+use crate::message::Message;
+use crate::queue::{Delivery, QueueRef};
+use crate::ring::envelope::{Envelope, QueueReply};
+use crate::ring::ShardId;
+use crate::shard::ctx::ShardCtx;
+use writer::WriteQueue;
+
+/// A connection must be open within this long after the TCP accept
+/// (RabbitMQ's handshake_timeout).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// After we send connection.close we wait this long for close-ok.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// The read buffer grows by this much at a time.
+pub const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Write-queue size above which we stop reading from the peer and stop
+/// returning delivery credit: the peer is not keeping up with what it asked for.
+pub const WRITE_QUEUE_BYTES_HIGH: usize = 4 * 1024 * 1024;
+
+/// A connection's process-wide address: shard, slot, and the slot's generation
+/// (so an envelope for a closed connection never reaches its successor).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    /// The shard serving it.
+    pub shard: ShardId,
+    /// Slot in the shard's connection table.
+    pub slot: u32,
+    /// Generation of that slot.
+    pub generation: u32,
+}
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for the 8-byte protocol header.
+    ProtocolHeader,
+    /// connection.start sent; waiting for start-ok.
+    StartOk,
+    /// connection.tune sent; waiting for tune-ok.
+    TuneOk,
+    /// Waiting for connection.open.
+    Open,
+    /// Open for business.
+    Running,
+    /// We sent connection.close; waiting for close-ok.
+    Closing,
+    /// Done: close the socket once the write queue is flushed.
+    Closed,
+}
+
+/// What the client told us it understands (connection.start-ok capabilities).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientCapabilities {
+    /// Send connection.close (403) on failed login instead of just closing.
+    pub authentication_failure_close: bool,
+    /// Send basic.cancel when a consumer's queue is deleted.
+    pub consumer_cancel_notify: bool,
+    /// Understands connection.blocked.
+    pub connection_blocked: bool,
+}
+
+/// The connection state channels need while they run (split from the channel
+/// table so both can be borrowed at once).
+#[derive(Debug)]
+pub struct ConnShared {
+    /// This connection.
+    pub id: ConnId,
+    /// Frames waiting for the socket.
+    pub out: WriteQueue,
+    /// Negotiated frame_max, bytes.
+    pub frame_max: u32,
+    /// Authenticated user.
+    pub user: String,
+    /// The vhost opened.
+    pub vhost: Arc<str>,
+    /// Client capabilities.
+    pub caps: ClientCapabilities,
+    /// Exclusive queues this connection declared (deleted when it closes).
+    pub exclusive_queues: Vec<QueueRef>,
+    /// Connection-wide consumer numbering (never reused, so a delivery for a
+    /// cancelled consumer can never match a newer one).
+    pub next_consumer: u32,
+    /// Channels with confirms to send at the end of this batch.
+    pub confirm_dirty: Vec<u16>,
+    /// Channels owing delivery credit to queues.
+    pub credit_dirty: Vec<u16>,
+}
+
+/// One AMQP connection.
+#[derive(Debug)]
+pub struct Connection {
+    peer: SocketAddr,
+    phase: Phase,
+    read_buf: BytesMut,
+    channels: Vec<Option<Box<Channel>>>,
+    shared: ConnShared,
+    channel_max: u16,
+    heartbeat: Duration,
+    created_at: Instant,
+    last_recv: Instant,
+    last_send: Instant,
+    closing_since: Option<Instant>,
+    /// A channel waiting for another shard's reply; no frame is processed until it comes.
+    paused_on: Option<u16>,
+}
+
+impl Connection {
+    /// A freshly accepted connection.
+    pub fn new(id: ConnId, peer: SocketAddr, now: Instant, frame_max: u32) -> Connection {
+        Connection {
+            peer,
+            phase: Phase::ProtocolHeader,
+            read_buf: BytesMut::new(),
+            channels: Vec::new(),
+            shared: ConnShared {
+                id,
+                out: WriteQueue::new(),
+                frame_max,
+                user: String::new(),
+                vhost: Arc::from(""),
+                caps: ClientCapabilities::default(),
+                exclusive_queues: Vec::new(),
+                next_consumer: 0,
+                confirm_dirty: Vec::new(),
+                credit_dirty: Vec::new(),
+            },
+            channel_max: 0,
+            heartbeat: Duration::ZERO,
+            created_at: now,
+            last_recv: now,
+            last_send: now,
+            closing_since: None,
+            paused_on: None,
+        }
+    }
+
+    /// This connection's id.
+    pub fn id(&self) -> ConnId {
+        self.shared.id
+    }
+
+    /// The phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// The peer's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The write queue.
+    pub fn out(&mut self) -> &mut WriteQueue {
+        &mut self.shared.out
+    }
+
+    /// True when the socket should be closed once the write queue is empty.
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    /// True while frames should not be read: waiting for a reply, closed, or
+    /// the peer is not reading what it asked for.
+    pub fn read_paused(&self) -> bool {
+        self.paused_on.is_some()
+            || self.phase == Phase::Closed
+            || self.shared.out.queued_bytes() > WRITE_QUEUE_BYTES_HIGH
+    }
+
+    /// True if unprocessed frames are buffered (e.g. after a pause ends).
+    pub fn has_buffered_input(&self) -> bool {
+        !self.read_buf.is_empty()
+    }
+
+    /// The buffer socket reads go into; the caller records the time.
+    pub fn read_buffer(&mut self) -> &mut BytesMut {
+        &mut self.read_buf
+    }
+
+    /// Bytes arrived (for heartbeat accounting).
+    pub fn note_received(&mut self, now: Instant) {
+        self.last_recv = now;
+    }
+
+    /// Bytes were written (for heartbeat accounting).
+    pub fn note_sent(&mut self, now: Instant) {
+        self.last_send = now;
+    }
+
+    /// Processes every complete frame in the read buffer, until it is empty,
+    /// the connection pauses for a reply, or closes.
+    pub fn process(&mut self, ctx: &mut ShardCtx) {
+        while self.paused_on.is_none() {
+            match self.phase {
+                Phase::Closed => {
+                    self.read_buf.clear();
+                    break;
+                }
+                Phase::ProtocolHeader => {
+                    if !self.process_protocol_header(ctx) {
+                        break;
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            match frame::split_frame(&mut self.read_buf, self.shared.frame_max) {
+                Ok(None) => break,
+                Ok(Some(frame)) => self.handle_frame(frame, ctx),
+                Err(e) => {
+                    let text = frame_error_text(&e);
+                    self.close_with(ChannelError::hard(spec::reply_code::FRAME_ERROR, text), ctx);
+                }
+            }
+        }
+        self.flush_confirms();
+        if self.read_buf.is_empty() && self.read_buf.capacity() > 0 {
+            // Release the read buffer of an idle connection.
+            self.read_buf = BytesMut::new();
+        }
+    }
+
+    fn process_protocol_header(&mut self, ctx: &mut ShardCtx) -> bool {
+        match frame::check_protocol_header(&self.read_buf) {
+            ProtocolHeaderCheck::Incomplete => false,
+            ProtocolHeaderCheck::Mismatch => {
+                // Tell the client which protocol we speak, then hang up.
+                self.shared.out.raw(&PROTOCOL_HEADER);
+                self.read_buf.clear();
+                self.phase = Phase::Closed;
+                false
+            }
+            ProtocolHeaderCheck::Match => {
+                let _ = self.read_buf.split_to(PROTOCOL_HEADER.len());
+                self.shared.out.method(0, &handshake::start_method());
+                self.phase = Phase::StartOk;
+                let _ = ctx;
+                true
+            }
+        }
+    }
+
+    fn handle_frame(&mut self, frame: Frame, ctx: &mut ShardCtx) {
+        match self.phase {
+            Phase::StartOk | Phase::TuneOk | Phase::Open => self.handle_handshake_frame(frame, ctx),
+            Phase::Running => {
+                if frame.channel == 0 {
+                    self.handle_channel_zero(frame, ctx);
+                } else {
+                    self.handle_channel_frame(frame, ctx);
+                }
+            }
+            Phase::Closing => self.handle_closing_frame(frame),
+            Phase::ProtocolHeader | Phase::Closed => {}
+        }
+    }
+
+    fn handle_handshake_frame(&mut self, frame: Frame, ctx: &mut ShardCtx) {
+        if frame.kind == FrameType::Heartbeat && self.phase != Phase::StartOk {
+            return;
+        }
+        let method = match (frame.kind, frame.channel) {
+            (FrameType::Method, 0) => match Method::decode(frame.payload) {
+                Ok(m) => m,
+                Err(e) => return self.close_with(decode_error(&e), ctx),
+            },
+            _ => {
+                return self.close_with(
+                    ChannelError::hard(
+                        spec::reply_code::UNEXPECTED_FRAME,
+                        "expected a connection method on channel 0".into(),
+                    ),
+                    ctx,
+                )
+            }
+        };
+        let result = match (self.phase, method) {
+            (Phase::StartOk, Method::ConnectionStartOk(m)) => {
+                handshake::start_ok(&mut self.shared, &m, self.peer, ctx).map(|tune| {
+                    self.shared.out.method(0, &tune);
+                    self.phase = Phase::TuneOk;
+                })
+            }
+            (Phase::TuneOk, Method::ConnectionTuneOk(m)) => handshake::tune_ok(&m, &ctx.config).map(|t| {
+                self.shared.frame_max = t.frame_max;
+                self.channel_max = t.channel_max;
+                self.heartbeat = Duration::from_secs(u64::from(t.heartbeat_seconds));
+                self.phase = Phase::Open;
+            }),
+            (Phase::Open, Method::ConnectionOpen(m)) => {
+                handshake::open(&mut self.shared, &m, ctx).map(|ok| {
+                    self.shared.out.method(0, &ok);
+                    self.phase = Phase::Running;
+                })
+            }
+            (_, Method::ConnectionClose(_)) => {
+                self.shared.out.method(0, &Method::ConnectionCloseOk(Default::default()));
+                self.phase = Phase::Closed;
+                Ok(())
+            }
+            (_, other) => Err(ChannelError::hard(
+                spec::reply_code::COMMAND_INVALID,
+                format!("unexpected method {} during the handshake", other.name()),
+            )),
+        };
+        if let Err(e) = result {
+            if e.close_silently {
+                self.phase = Phase::Closed;
+            } else {
+                self.close_with(e, ctx);
+            }
+        }
+    }
+
+    fn handle_channel_zero(&mut self, frame: Frame, ctx: &mut ShardCtx) {
+        match frame.kind {
+            FrameType::Heartbeat => {}
+            FrameType::Method => match Method::decode(frame.payload) {
+                Ok(Method::ConnectionClose(_)) => {
+                    self.shared.out.method(0, &Method::ConnectionCloseOk(Default::default()));
+                    self.release_everything(ctx);
+                    self.phase = Phase::Closed;
+                }
+                Ok(Method::ConnectionCloseOk(_)) => {}
+                Ok(Method::ConnectionUpdateSecret(_)) => {
+                    self.shared.out.method(0, &Method::ConnectionUpdateSecretOk(Default::default()));
+                }
+                Ok(Method::ConnectionBlocked(_) | Method::ConnectionUnblocked(_)) => {}
+                Ok(other) => self.close_with(
+                    ChannelError::hard(
+                        spec::reply_code::COMMAND_INVALID,
+                        format!("unexpected method {} on channel 0", other.name()),
+                    )
+                    .on(&other),
+                    ctx,
+                ),
+                Err(e) => self.close_with(decode_error(&e), ctx),
+            },
+            FrameType::Header | FrameType::Body => self.close_with(
+                ChannelError::hard(spec::reply_code::UNEXPECTED_FRAME, "content frame on channel 0".into()),
+                ctx,
+            ),
+        }
+    }
+
+    fn handle_channel_frame(&mut self, frame: Frame, ctx: &mut ShardCtx) {
+        let number = frame.channel;
+        if frame.kind == FrameType::Heartbeat {
+            return self.close_with(
+                ChannelError::hard(
+                    spec::reply_code::FRAME_ERROR,
+                    format!("heartbeat frame on non-zero channel {number}"),
+                ),
+                ctx,
+            );
+        }
+        if number > self.channel_max {
+            return self.close_with(
+                ChannelError::hard(
+                    spec::reply_code::CHANNEL_ERROR,
+                    format!("channel {number} is above the negotiated channel_max ({})", self.channel_max),
+                ),
+                ctx,
+            );
+        }
+        let index = usize::from(number);
+        let open = self.channels.get(index).is_some_and(Option::is_some);
+        if !open {
+            return self.open_channel(frame, ctx);
+        }
+        let Some(Some(channel)) = self.channels.get_mut(index) else {
+            return;
+        };
+        let result = channel.handle_frame(frame, &mut self.shared, ctx);
+        self.after_channel(number, result, ctx);
+    }
+
+    fn open_channel(&mut self, frame: Frame, ctx: &mut ShardCtx) {
+        let number = frame.channel;
+        let opening = frame.kind == FrameType::Method
+            && matches!(Method::decode(frame.payload), Ok(Method::ChannelOpen(_)));
+        if !opening {
+            return self.close_with(
+                ChannelError::hard(spec::reply_code::CHANNEL_ERROR, "expected 'channel.open'".into()),
+                ctx,
+            );
+        }
+        let index = usize::from(number);
+        if self.channels.len() <= index {
+            self.channels.resize_with(index + 1, || None);
+        }
+        let channel_ref = ChannelRef { conn: self.shared.id, channel: number };
+        self.channels[index] = Some(Box::new(Channel::new(channel_ref)));
+        self.shared.out.method(number, &Method::ChannelOpenOk(Default::default()));
+    }
+
+    /// Applies what a channel's handler decided.
+    fn after_channel(&mut self, number: u16, result: Result<Flow, ChannelError>, ctx: &mut ShardCtx) {
+        match result {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::Paused) => self.paused_on = Some(number),
+            Ok(Flow::Closed) => {
+                if let Some(slot) = self.channels.get_mut(usize::from(number)) {
+                    *slot = None;
+                }
+            }
+            Err(e) if e.is_hard() => self.close_with(e, ctx),
+            Err(e) => {
+                if let Some(Some(channel)) = self.channels.get_mut(usize::from(number)) {
+                    channel.close_with(e, &mut self.shared, ctx);
+                }
+            }
+        }
+    }
+
+    fn handle_closing_frame(&mut self, frame: Frame) {
+        if frame.channel != 0 || frame.kind != FrameType::Method {
+            return;
+        }
+        match Method::decode(frame.payload) {
+            Ok(Method::ConnectionCloseOk(_)) => self.phase = Phase::Closed,
+            Ok(Method::ConnectionClose(_)) => {
+                self.shared.out.method(0, &Method::ConnectionCloseOk(Default::default()));
+                self.phase = Phase::Closed;
+            }
+            _ => {}
+        }
+    }
+
+    /// Closes the connection with a hard error: connection.close, release all
+    /// state, ignore everything but close-ok from now on.
+    pub fn close_with(&mut self, error: ChannelError, ctx: &mut ShardCtx) {
+        if matches!(self.phase, Phase::Closing | Phase::Closed) {
+            return;
+        }
+        tracing::debug!(peer = %self.peer, code = error.code, text = %error.text, "closing connection");
+        self.shared.out.method(
+            0,
+            &Method::ConnectionClose(spec::ConnectionClose {
+                reply_code: error.code,
+                reply_text: crate::amqp::field::ShortStr::copy_from_str(truncate_text(&error.text)),
+                class_id: error.class_id,
+                method_id: error.method_id,
+            }),
+        );
+        self.release_everything(ctx);
+        self.read_buf.clear();
+        self.paused_on = None;
+        self.phase = Phase::Closing;
+        self.closing_since = Some(ctx.now);
+    }
+
+    /// Closes the connection because the broker is shutting down.
+    pub fn close_for_shutdown(&mut self, ctx: &mut ShardCtx) {
+        self.close_with(
+            ChannelError::hard(
+                spec::reply_code::CONNECTION_FORCED,
+                "broker forced connection closure with reason 'shutdown'".into(),
+            ),
+            ctx,
+        );
+    }
+
+    /// The socket is gone (EOF, error, timeout): release everything.
+    pub fn shutdown(&mut self, ctx: &mut ShardCtx) {
+        self.release_everything(ctx);
+        self.shared.out.clear();
+        self.phase = Phase::Closed;
+    }
+
+    fn release_everything(&mut self, ctx: &mut ShardCtx) {
+        for slot in &mut self.channels {
+            if let Some(mut channel) = slot.take() {
+                channel.release(&mut self.shared, ctx);
+            }
+        }
+        for queue in std::mem::take(&mut self.shared.exclusive_queues) {
+            if queue.shard == ctx.shard {
+                ctx.delete_queue_local(queue.id);
+            } else {
+                ctx.send(queue.shard, Envelope::DeleteExclusive { queue: queue.id });
+            }
+        }
+    }
+
+    /// A delivery from a queue for one of this connection's consumers.
+    pub fn handle_delivery(&mut self, delivery: Delivery, ctx: &mut ShardCtx) {
+        let number = delivery.consumer.channel.channel;
+        match self.channels.get_mut(usize::from(number)) {
+            Some(Some(channel)) if self.phase == Phase::Running => {
+                channel.deliver(delivery, &mut self.shared, ctx)
+            }
+            _ => crate::channel::undeliverable(delivery, ctx),
+        }
+    }
+
+    /// A message for this connection's direct reply-to consumer.
+    pub fn handle_direct_reply(&mut self, channel: u16, message: Message, _ctx: &mut ShardCtx) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        if let Some(Some(ch)) = self.channels.get_mut(usize::from(channel)) {
+            ch.direct_reply(message, &mut self.shared);
+        }
+    }
+
+    /// A queue this connection consumed from was deleted.
+    pub fn handle_consumer_cancelled(&mut self, channel: u16, consumer: u32) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        if let Some(Some(ch)) = self.channels.get_mut(usize::from(channel)) {
+            ch.consumer_cancelled(consumer, &mut self.shared);
+        }
+    }
+
+    /// The answer to a request a paused channel sent to another shard.
+    pub fn handle_reply(&mut self, channel: u16, reply: QueueReply, ctx: &mut ShardCtx) {
+        if self.paused_on != Some(channel) {
+            // The connection closed meanwhile; a delivery fetched by basic.get
+            // must not be lost.
+            if let QueueReply::GetOk { delivery, .. } = reply {
+                crate::channel::undeliverable(delivery, ctx);
+            }
+            return;
+        }
+        self.paused_on = None;
+        let result = match self.channels.get_mut(usize::from(channel)) {
+            Some(Some(ch)) => ch.handle_reply(reply, &mut self.shared, ctx).map(|()| Flow::Continue),
+            _ => Ok(Flow::Continue),
+        };
+        self.after_channel(channel, result, ctx);
+    }
+
+    /// Sends the publisher confirms decided during this batch, coalesced.
+    fn flush_confirms(&mut self) {
+        for number in std::mem::take(&mut self.shared.confirm_dirty) {
+            if let Some(Some(ch)) = self.channels.get_mut(usize::from(number)) {
+                ch.flush_confirms(&mut self.shared.out);
+            }
+        }
+    }
+
+    /// The write queue drained: return delivery credit to the queues.
+    pub fn after_flush(&mut self, ctx: &mut ShardCtx) {
+        for number in std::mem::take(&mut self.shared.credit_dirty) {
+            if let Some(Some(ch)) = self.channels.get_mut(usize::from(number)) {
+                ch.return_credit(ctx);
+            }
+        }
+    }
+
+    /// Periodic work: heartbeats and timeouts. Returns false if the connection
+    /// must be dropped now.
+    pub fn handle_tick(&mut self, now: Instant) -> bool {
+        match self.phase {
+            Phase::Running => {
+                if self.heartbeat.is_zero() {
+                    return true;
+                }
+                if now.duration_since(self.last_recv) > self.heartbeat * 2 {
+                    tracing::info!(peer = %self.peer, "missed heartbeats from client, closing");
+                    return false;
+                }
+                if now.duration_since(self.last_send) >= self.heartbeat / 2 && self.shared.out.is_empty() {
+                    self.shared.out.heartbeat();
+                }
+                true
+            }
+            Phase::ProtocolHeader | Phase::StartOk | Phase::TuneOk | Phase::Open => {
+                now.duration_since(self.created_at) < HANDSHAKE_TIMEOUT
+            }
+            Phase::Closing => self.closing_since.is_none_or(|t| now.duration_since(t) < CLOSE_TIMEOUT),
+            Phase::Closed => true,
+        }
+    }
+}
+
+fn frame_error_text(e: &FrameError) -> String {
+    match e {
+        FrameError::UnknownFrameType(t) => format!("unknown frame type {t}"),
+        FrameError::BadFrameEnd(b) => format!("bad frame end marker {b:#04x}"),
+        FrameError::TooLarge { size_bytes, max_bytes } => {
+            format!("frame size {size_bytes} is larger than the negotiated frame_max {max_bytes}")
+        }
+    }
+}
+
+/// Maps a method-decoding failure to the connection error RabbitMQ sends.
+pub fn decode_error(e: &spec::DecodeError) -> ChannelError {
+    use spec::DecodeError as D;
+    match e {
+        D::UnknownClass(_) | D::UnknownMethod { .. } => {
+            ChannelError::hard(spec::reply_code::COMMAND_INVALID, format!("{e}"))
+        }
+        _ => ChannelError::hard(spec::reply_code::SYNTAX_ERROR, format!("{e}")),
+    }
+}
+
+fn truncate_text(text: &str) -> &str {
+    if text.len() <= 255 {
+        return text;
+    }
+    let mut end = 255;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}

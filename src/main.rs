@@ -1,0 +1,102 @@
+//! The `lepus` binary: parse flags, start the broker, stop on SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use lepus::{Config, Server};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Lepus: an AMQP 0-9-1 message broker (RabbitMQ-compatible) on a thread-per-core runtime.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Address to accept AMQP connections on; repeat for several (e.g. 127.0.0.1:5672, [::1]:5672).
+    /// Default: 127.0.0.1:5672.
+    #[arg(long = "listen", value_name = "ADDR")]
+    listen: Vec<SocketAddr>,
+    /// Number of shards (event-loop threads, one per core). Default: one per core this process may use.
+    #[arg(long, value_name = "N")]
+    shards: Option<usize>,
+    /// A TOML configuration file; flags override its values.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Largest frame offered to clients, in bytes (frame_max).
+    #[arg(long, value_name = "BYTES")]
+    frame_max: Option<u32>,
+    /// Heartbeat interval offered to clients, in seconds (0 disables).
+    #[arg(long, value_name = "SECONDS")]
+    heartbeat: Option<u16>,
+    /// Largest message body accepted, in bytes (default 128 MiB).
+    #[arg(long, value_name = "BYTES")]
+    max_message_size: Option<u64>,
+    /// Do not pin shard threads to cores.
+    #[arg(long)]
+    no_pin: bool,
+    /// Log filter (tracing's EnvFilter syntax), e.g. "info" or "lepus=debug". Default: $RUST_LOG or "info".
+    #[arg(long, value_name = "FILTER")]
+    log: Option<String>,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let filter =
+        args.log.clone().or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "info".to_owned());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+    let mut config = match &args.config {
+        Some(path) => match Config::from_file(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("lepus: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+        None => Config::default(),
+    };
+    if !args.listen.is_empty() {
+        config.listen = args.listen.clone();
+    }
+    if let Some(n) = args.shards {
+        config.shards = n;
+    }
+    if let Some(v) = args.frame_max {
+        config.frame_size_bytes_max = v;
+    }
+    if let Some(v) = args.heartbeat {
+        config.heartbeat_seconds = v;
+    }
+    if let Some(v) = args.max_message_size {
+        config.body_size_bytes_max = v;
+    }
+    if args.no_pin {
+        config.pin_shards = false;
+    }
+    let mut signals = match signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("lepus: cannot install signal handlers: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let server = match Server::start(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("lepus: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    if let Some(signal) = signals.forever().next() {
+        tracing::info!(signal, "shutting down");
+    }
+    server.shutdown();
+    tracing::info!("stopped");
+    std::process::ExitCode::SUCCESS
+}

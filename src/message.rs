@@ -1,0 +1,123 @@
+//! A published message as it travels: routing information plus the content
+//! header and body exactly as the publisher sent them.
+//!
+//! Nothing here is copied on the way through the broker. `exchange` and
+//! `routing_key` are slices of the basic.publish frame, `header` is the raw
+//! content-header payload (so deliveries re-send it byte for byte) and the
+//! body is one `Bytes` per body frame the publisher sent. All of them point into
+//! the publisher connection's read buffer; a fan-out to N queues clones
+//! reference counts, never bytes.
+//!
+//! ```text
+//!  read buffer:  [method frame | header frame | body frame ] [method ...
+//!                      │              │             │
+//!  Message { exchange, routing_key, header,       body }
+//! ```
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::amqp::field::ShortStr;
+
+/// Offset of the 16-bit property flags in a content-header payload
+/// (class-id 2 bytes, weight 2 bytes, body size 8 bytes).
+pub const HEADER_FLAGS_OFFSET: usize = 12;
+/// Property-flag bit of `delivery-mode`.
+pub const FLAG_DELIVERY_MODE: u16 = 1 << 12;
+/// Property-flag bit of `reply-to`.
+pub const FLAG_REPLY_TO: u16 = 1 << 9;
+/// Property-flag bit of `user-id`.
+pub const FLAG_USER_ID: u16 = 1 << 4;
+/// Property-flag bit of `headers`.
+pub const FLAG_HEADERS: u16 = 1 << 13;
+
+/// One message, shared by every queue it was routed to.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// The exchange it was published to (as the publisher named it).
+    pub exchange: ShortStr,
+    /// The routing key it was published with.
+    pub routing_key: ShortStr,
+    /// The content-header payload, unchanged.
+    pub header: Bytes,
+    /// The body.
+    pub body: Body,
+}
+
+impl Message {
+    /// The property flags of the content header (0 if the header is short,
+    /// which the codec has already rejected).
+    pub fn property_flags(&self) -> u16 {
+        property_flags(&self.header)
+    }
+
+    /// Body size in bytes.
+    pub fn body_len(&self) -> u64 {
+        self.body.len()
+    }
+}
+
+/// Property flags of a raw content-header payload.
+pub fn property_flags(header: &[u8]) -> u16 {
+    match header.get(HEADER_FLAGS_OFFSET..HEADER_FLAGS_OFFSET + 2) {
+        Some(b) => u16::from_be_bytes([b[0], b[1]]),
+        None => 0,
+    }
+}
+
+/// A message body: one piece when it came in one body frame (the common case),
+/// otherwise the body frames' payloads in order.
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// The whole body (possibly empty).
+    One(Bytes),
+    /// The body in pieces, as received; never fewer than two.
+    Chunks(Arc<[Bytes]>),
+}
+
+impl Body {
+    /// Total length in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Body::One(b) => b.len() as u64,
+            Body::Chunks(c) => c.iter().map(|b| b.len() as u64).sum(),
+        }
+    }
+
+    /// True for an empty body.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The pieces, in order.
+    pub fn chunks(&self) -> &[Bytes] {
+        match self {
+            Body::One(b) => std::slice::from_ref(b),
+            Body::Chunks(c) => c,
+        }
+    }
+
+    /// Builds a body from received pieces.
+    pub fn from_chunks(mut chunks: Vec<Bytes>) -> Body {
+        match chunks.len() {
+            0 => Body::One(Bytes::new()),
+            1 => Body::One(chunks.pop().unwrap_or_default()),
+            _ => Body::Chunks(chunks.into()),
+        }
+    }
+
+    /// The body as one contiguous buffer (copies when it came in pieces).
+    pub fn to_contiguous(&self) -> Bytes {
+        match self {
+            Body::One(b) => b.clone(),
+            Body::Chunks(c) => {
+                let mut out = bytes::BytesMut::with_capacity(self.len() as usize);
+                for piece in c.iter() {
+                    out.extend_from_slice(piece);
+                }
+                out.freeze()
+            }
+        }
+    }
+}

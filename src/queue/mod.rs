@@ -1,0 +1,450 @@
+//! A queue: the messages waiting in it, the deliveries not yet settled, and the
+//! consumers it dispatches to. Owned by exactly one shard; sans-IO.
+//!
+//! Inputs are `publish`, `add_consumer`, `remove_consumer`, `settle`, `get`,
+//! `purge`; every delivery the queue decides on is appended to the caller's
+//! `out` vector, which the shard hands to the consumer's channel (on this shard
+//! directly, on another through a ring).
+//!
+//! ```text
+//!   publish ─> ready (VecDeque, ordered by MsgId) ─dispatch─> Delivery ─> channel
+//!                 ^                                   │
+//!                 └──── settle(Requeue) <── unacked <─┘ (unless no-ack)
+//! ```
+//!
+//! Flow control: a consumer may hold at most `prefetch` unacknowledged
+//! deliveries (basic.qos), and at most [`CONSUMER_CREDIT_MAX`] deliveries that
+//! its connection has not yet written to its socket. The second limit keeps a
+//! slow consumer's backlog in the queue instead of in a socket buffer.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::amqp::field::ShortStr;
+use crate::channel::ChannelRef;
+use crate::message::Message;
+use crate::ring::ShardId;
+use crate::routing::topology::QueueMeta;
+
+/// Deliveries a consumer may have in flight towards its socket (not yet
+/// written) before the queue stops sending to it.
+pub const CONSUMER_CREDIT_MAX: u32 = 2048;
+
+/// A process-wide queue id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueueId(pub u64);
+
+/// A queue's id and the shard that owns it: all a publisher needs to reach it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueueRef {
+    /// The queue.
+    pub id: QueueId,
+    /// Its owner.
+    pub shard: ShardId,
+}
+
+/// A message's sequence number within its queue; order of arrival.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MsgId(pub u64);
+
+/// A consumer, named by its channel and a channel-local number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConsumerKey {
+    /// The channel that consumes.
+    pub channel: ChannelRef,
+    /// Channel-local consumer number ([`GET_CONSUMER`] for basic.get).
+    pub consumer: u32,
+}
+
+/// The consumer number used for messages fetched with basic.get.
+pub const GET_CONSUMER: u32 = u32::MAX;
+
+/// One delivery decided by a queue, on its way to a channel.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The queue it came from.
+    pub queue: QueueRef,
+    /// Its id there (needed to settle it).
+    pub msg_id: MsgId,
+    /// Who gets it.
+    pub consumer: ConsumerKey,
+    /// Delivered before and requeued.
+    pub redelivered: bool,
+    /// The consumer is no-ack: nothing to settle.
+    pub no_ack: bool,
+    /// The message.
+    pub message: Message,
+}
+
+/// How deliveries are settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettleOp {
+    /// basic.ack: done with it.
+    Ack,
+    /// basic.reject/nack without requeue: drop it.
+    Discard,
+    /// basic.reject/nack/recover with requeue, or the channel closed: back to
+    /// the queue, flagged redelivered.
+    Requeue,
+    /// It never reached the client (its consumer was gone on arrival): back to
+    /// the queue with its flag unchanged.
+    Undelivered,
+}
+
+/// A consumer as the queue sees it.
+#[derive(Debug, Clone)]
+pub struct ConsumerSpec {
+    /// Who.
+    pub key: ConsumerKey,
+    /// Its consumer tag (for reports).
+    pub tag: ShortStr,
+    /// Deliveries need no ack.
+    pub no_ack: bool,
+    /// basic.qos prefetch for this consumer; 0 = unlimited.
+    pub prefetch: u32,
+    /// Requested exclusive access.
+    pub exclusive: bool,
+    /// x-priority; higher first.
+    pub priority: i32,
+}
+
+#[derive(Debug)]
+struct ConsumerState {
+    spec: ConsumerSpec,
+    /// Deliveries not yet acked (manual-ack consumers only).
+    unacked: u32,
+    /// Deliveries not yet reported written by the consumer's connection.
+    in_flight: u32,
+}
+
+impl ConsumerState {
+    fn has_credit(&self) -> bool {
+        self.in_flight < CONSUMER_CREDIT_MAX
+            && (self.spec.no_ack || self.spec.prefetch == 0 || self.unacked < self.spec.prefetch)
+    }
+}
+
+#[derive(Debug)]
+struct Ready {
+    id: MsgId,
+    message: Message,
+    redelivered: bool,
+}
+
+#[derive(Debug)]
+struct Unacked {
+    message: Message,
+    consumer: ConsumerKey,
+}
+
+/// Why a queue refused an operation (the caller maps it to a channel error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum QueueRefusal {
+    /// 403: exclusive consumer conflict.
+    ExclusiveUse,
+    /// 406: delete if-unused with consumers.
+    InUse,
+    /// 406: delete if-empty with messages.
+    NotEmpty,
+}
+
+/// What removing a consumer left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterRemove {
+    /// Keep the queue.
+    Keep,
+    /// An auto-delete queue lost its last consumer: delete it.
+    AutoDelete,
+}
+
+/// A queue's state.
+#[derive(Debug)]
+pub struct Queue {
+    meta: Arc<QueueMeta>,
+    vhost: Arc<str>,
+    ready: VecDeque<Ready>,
+    unacked: HashMap<MsgId, Unacked, BuildHasherDefault<IdHasher>>,
+    consumers: Vec<ConsumerState>,
+    /// Round-robin position among consumers.
+    cursor: usize,
+    next_msg_id: u64,
+    had_consumer: bool,
+}
+
+impl Queue {
+    /// An empty queue.
+    pub fn new(meta: Arc<QueueMeta>, vhost: Arc<str>) -> Queue {
+        Queue {
+            meta,
+            vhost,
+            ready: VecDeque::new(),
+            unacked: HashMap::default(),
+            consumers: Vec::new(),
+            cursor: 0,
+            next_msg_id: 0,
+            had_consumer: false,
+        }
+    }
+
+    /// Shared metadata.
+    pub fn meta(&self) -> &Arc<QueueMeta> {
+        &self.meta
+    }
+
+    /// The vhost it lives in.
+    pub fn vhost(&self) -> &Arc<str> {
+        &self.vhost
+    }
+
+    /// Id and owner.
+    pub fn queue_ref(&self) -> QueueRef {
+        self.meta.queue
+    }
+
+    /// Messages ready for delivery.
+    pub fn message_count(&self) -> u32 {
+        u32::try_from(self.ready.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Consumers attached.
+    pub fn consumer_count(&self) -> u32 {
+        u32::try_from(self.consumers.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Appends a message and dispatches what can be dispatched.
+    pub fn publish(&mut self, message: Message, out: &mut Vec<Delivery>) {
+        let id = MsgId(self.next_msg_id);
+        self.next_msg_id += 1;
+        self.ready.push_back(Ready { id, message, redelivered: false });
+        self.dispatch(out);
+    }
+
+    /// Attaches a consumer.
+    pub fn add_consumer(&mut self, spec: ConsumerSpec, out: &mut Vec<Delivery>) -> Result<(), QueueRefusal> {
+        if !self.consumers.is_empty() && (spec.exclusive || self.consumers.iter().any(|c| c.spec.exclusive)) {
+            return Err(QueueRefusal::ExclusiveUse);
+        }
+        // Keep consumers ordered by priority, highest first; equal priorities keep
+        // arrival order so round-robin among them is fair.
+        let at = self
+            .consumers
+            .iter()
+            .position(|c| c.spec.priority < spec.priority)
+            .unwrap_or(self.consumers.len());
+        self.consumers.insert(at, ConsumerState { spec, unacked: 0, in_flight: 0 });
+        self.had_consumer = true;
+        self.dispatch(out);
+        Ok(())
+    }
+
+    /// Detaches a consumer. Its unacked deliveries stay unacked: the channel may
+    /// still ack them, and requeues them when it closes.
+    pub fn remove_consumer(&mut self, key: ConsumerKey) -> AfterRemove {
+        if let Some(i) = self.consumers.iter().position(|c| c.spec.key == key) {
+            self.consumers.remove(i);
+            if self.cursor > i {
+                self.cursor -= 1;
+            }
+        }
+        if self.meta.auto_delete && self.had_consumer && self.consumers.is_empty() {
+            AfterRemove::AutoDelete
+        } else {
+            AfterRemove::Keep
+        }
+    }
+
+    /// Detaches every consumer of a channel (it closed).
+    pub fn remove_channel_consumers(&mut self, channel: ChannelRef) -> AfterRemove {
+        self.consumers.retain(|c| c.spec.key.channel != channel);
+        self.cursor = 0;
+        if self.meta.auto_delete && self.had_consumer && self.consumers.is_empty() {
+            AfterRemove::AutoDelete
+        } else {
+            AfterRemove::Keep
+        }
+    }
+
+    /// The consumers, for cancel notifications when the queue is deleted.
+    pub fn consumers(&self) -> impl Iterator<Item = &ConsumerSpec> {
+        self.consumers.iter().map(|c| &c.spec)
+    }
+
+    /// Settles deliveries of one consumer. Unknown ids are ignored: the channel
+    /// validated the delivery tags, and a requeue may race a purge.
+    pub fn settle(&mut self, consumer: ConsumerKey, ids: &[MsgId], op: SettleOp, out: &mut Vec<Delivery>) {
+        let mut back: Vec<Ready> = Vec::new();
+        for &id in ids {
+            let Some(entry) = self.unacked.remove(&id) else {
+                continue;
+            };
+            if let Some(c) = self.consumers.iter_mut().find(|c| c.spec.key == entry.consumer) {
+                c.unacked = c.unacked.saturating_sub(1);
+            }
+            match op {
+                SettleOp::Ack | SettleOp::Discard => {}
+                SettleOp::Requeue => back.push(Ready { id, message: entry.message, redelivered: true }),
+                SettleOp::Undelivered => back.push(Ready { id, message: entry.message, redelivered: false }),
+            }
+        }
+        let _ = consumer;
+        if !back.is_empty() {
+            self.requeue(back);
+        }
+        self.dispatch(out);
+    }
+
+    /// Deliveries that never reached their client and were sent no-ack: the
+    /// channel hands the message back so it is not lost.
+    pub fn return_undelivered(
+        &mut self,
+        id: MsgId,
+        message: Message,
+        redelivered: bool,
+        out: &mut Vec<Delivery>,
+    ) {
+        self.requeue(vec![Ready { id, message, redelivered }]);
+        self.dispatch(out);
+    }
+
+    /// The consumer's connection wrote `count` deliveries to its socket.
+    pub fn credit(&mut self, consumer: ConsumerKey, count: u32, out: &mut Vec<Delivery>) {
+        if let Some(c) = self.consumers.iter_mut().find(|c| c.spec.key == consumer) {
+            c.in_flight = c.in_flight.saturating_sub(count);
+        }
+        self.dispatch(out);
+    }
+
+    /// basic.get: the first ready message, if any, and how many remain.
+    pub fn get(&mut self, taker: ConsumerKey, no_ack: bool) -> Option<(Delivery, u32)> {
+        let ready = self.ready.pop_front()?;
+        if !no_ack {
+            self.unacked.insert(ready.id, Unacked { message: ready.message.clone(), consumer: taker });
+        }
+        let delivery = Delivery {
+            queue: self.meta.queue,
+            msg_id: ready.id,
+            consumer: taker,
+            redelivered: ready.redelivered,
+            no_ack,
+            message: ready.message,
+        };
+        Some((delivery, self.message_count()))
+    }
+
+    /// queue.purge: drops the ready messages (not the unacked ones), returns how many.
+    pub fn purge(&mut self) -> u32 {
+        let n = self.message_count();
+        self.ready.clear();
+        n
+    }
+
+    /// Checks queue.delete's conditions.
+    pub fn check_delete(&self, if_unused: bool, if_empty: bool) -> Result<(), QueueRefusal> {
+        if if_unused && !self.consumers.is_empty() {
+            return Err(QueueRefusal::InUse);
+        }
+        if if_empty && !self.ready.is_empty() {
+            return Err(QueueRefusal::NotEmpty);
+        }
+        Ok(())
+    }
+
+    /// Publishes the counters for other shards.
+    pub fn report_stats(&self) {
+        let stats = &self.meta.stats;
+        stats.messages_ready.store(self.ready.len() as u64, Ordering::Relaxed);
+        stats.messages_unacked.store(self.unacked.len() as u64, Ordering::Relaxed);
+        stats.consumers.store(self.consumer_count(), Ordering::Relaxed);
+    }
+
+    fn requeue(&mut self, mut back: Vec<Ready>) {
+        back.sort_unstable_by_key(|r| r.id);
+        // Requeued messages go back to their place by arrival order; usually that
+        // is the front, so the search is short.
+        for r in back {
+            let at = self.ready.partition_point(|x| x.id < r.id);
+            self.ready.insert(at, r);
+        }
+    }
+
+    fn dispatch(&mut self, out: &mut Vec<Delivery>) {
+        while !self.ready.is_empty() {
+            let Some(index) = self.next_consumer() else {
+                break;
+            };
+            let Some(ready) = self.ready.pop_front() else {
+                break;
+            };
+            let consumer = &mut self.consumers[index];
+            consumer.in_flight += 1;
+            let key = consumer.spec.key;
+            let no_ack = consumer.spec.no_ack;
+            let message = if no_ack {
+                ready.message
+            } else {
+                consumer.unacked += 1;
+                self.unacked.insert(ready.id, Unacked { message: ready.message.clone(), consumer: key });
+                ready.message
+            };
+            out.push(Delivery {
+                queue: self.meta.queue,
+                msg_id: ready.id,
+                consumer: key,
+                redelivered: ready.redelivered,
+                no_ack,
+                message,
+            });
+        }
+    }
+
+    /// The next consumer with credit: round-robin among the highest priority
+    /// that has any.
+    fn next_consumer(&mut self) -> Option<usize> {
+        let n = self.consumers.len();
+        if n == 0 {
+            return None;
+        }
+        if n == 1 {
+            return self.consumers[0].has_credit().then_some(0);
+        }
+        let mut best: Option<usize> = None;
+        for step in 0..n {
+            let i = (self.cursor + step) % n;
+            let c = &self.consumers[i];
+            if !c.has_credit() {
+                continue;
+            }
+            match best {
+                Some(b) if self.consumers[b].spec.priority >= c.spec.priority => {}
+                _ => best = Some(i),
+            }
+        }
+        if let Some(i) = best {
+            self.cursor = (i + 1) % n;
+        }
+        best
+    }
+}
+
+/// A hasher for sequential integer ids: one multiply spreads them over buckets.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}

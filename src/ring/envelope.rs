@@ -1,0 +1,159 @@
+//! What crosses from one shard to another: envelopes. Every cross-core
+//! interaction in the broker is one of these variants, pushed into the ring of
+//! the (source, target) pair and handled by the target's event loop.
+//!
+//! Requests that need an answer carry the asking channel's address; the answer
+//! comes back as [`Envelope::Reply`] on the reverse ring. Because each ring is
+//! FIFO, a reply and the deliveries that follow it arrive in the order the
+//! queue produced them (consume-ok before the first delivery).
+
+use crate::amqp::field::ShortStr;
+use crate::channel::ChannelRef;
+use crate::message::Message;
+use crate::queue::{ConsumerKey, ConsumerSpec, Delivery, MsgId, QueueId, SettleOp};
+
+/// One cross-shard message.
+#[derive(Debug)]
+pub enum Envelope {
+    /// A connection accepted by another shard's listener; this shard serves it.
+    Accept(mio::net::TcpStream),
+    /// A message routed to a queue owned by the target.
+    Publish {
+        /// The queue.
+        queue: QueueId,
+        /// The message.
+        message: Message,
+    },
+    /// A delivery for a consumer whose channel lives on the target.
+    Deliver(Delivery),
+    /// Acks, rejects and requeues for a queue owned by the target.
+    Settle {
+        /// The queue.
+        queue: QueueId,
+        /// Whose deliveries.
+        consumer: ConsumerKey,
+        /// What to do with them.
+        op: SettleOp,
+        /// Which.
+        ids: Vec<MsgId>,
+    },
+    /// A no-ack delivery whose consumer was gone on arrival: put it back.
+    ReturnUndelivered {
+        /// The queue.
+        queue: QueueId,
+        /// The message's id there.
+        msg_id: MsgId,
+        /// The message.
+        message: Message,
+        /// Its flag.
+        redelivered: bool,
+    },
+    /// A consumer's connection wrote this many deliveries to its socket.
+    Credit {
+        /// The queue.
+        queue: QueueId,
+        /// The consumer.
+        consumer: ConsumerKey,
+        /// How many.
+        count: u32,
+    },
+    /// basic.cancel: detach a consumer (no answer needed).
+    RemoveConsumer {
+        /// The queue.
+        queue: QueueId,
+        /// The consumer.
+        consumer: ConsumerKey,
+    },
+    /// A channel closed: detach all its consumers from the queue.
+    RemoveChannelConsumers {
+        /// The queue.
+        queue: QueueId,
+        /// The channel.
+        channel: ChannelRef,
+    },
+    /// The exclusive owner of a queue closed: delete the queue.
+    DeleteExclusive {
+        /// The queue.
+        queue: QueueId,
+    },
+    /// A request that needs an answer.
+    Request {
+        /// The queue.
+        queue: QueueId,
+        /// Who asks (the reply goes there).
+        from: ChannelRef,
+        /// What.
+        request: QueueRequest,
+    },
+    /// The answer to a [`Envelope::Request`].
+    Reply {
+        /// The channel that asked.
+        to: ChannelRef,
+        /// The answer.
+        reply: QueueReply,
+    },
+    /// The queue a consumer was attached to was deleted: tell the client.
+    ConsumerCancelled {
+        /// The consumer.
+        consumer: ConsumerKey,
+    },
+    /// A reply published to `amq.rabbitmq.reply-to.*`, straight to the
+    /// requesting channel.
+    DirectReply {
+        /// The channel that consumes from the pseudo-queue.
+        to: ChannelRef,
+        /// The message.
+        message: Message,
+    },
+}
+
+/// Operations on a queue that answer the asking channel.
+#[derive(Debug)]
+pub enum QueueRequest {
+    /// basic.consume.
+    Consume(ConsumerSpec),
+    /// basic.get.
+    Get {
+        /// Auto-ack.
+        no_ack: bool,
+    },
+    /// queue.purge.
+    Purge,
+    /// queue.delete.
+    Delete {
+        /// Refuse if it has consumers.
+        if_unused: bool,
+        /// Refuse if it has messages.
+        if_empty: bool,
+    },
+}
+
+/// Answers to [`QueueRequest`]s.
+#[derive(Debug)]
+pub enum QueueReply {
+    /// The consumer is attached.
+    ConsumeOk {
+        /// Its tag, for consume-ok.
+        tag: ShortStr,
+    },
+    /// basic.get found a message.
+    GetOk {
+        /// The message and its ids.
+        delivery: Delivery,
+        /// Messages left.
+        message_count: u32,
+    },
+    /// basic.get found none.
+    GetEmpty,
+    /// Purged this many.
+    PurgeOk(u32),
+    /// Deleted, with this many messages.
+    DeleteOk(u32),
+    /// Refused: close the channel with this code and text.
+    Refused {
+        /// AMQP reply code.
+        code: u16,
+        /// Explanation.
+        text: String,
+    },
+}

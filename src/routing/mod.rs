@@ -1,0 +1,23 @@
+//! Routing primitives: the per-exchange binding tables of the four built-in
+//! exchange types (direct, fanout, topic, headers).
+//!
+//! * [`table`] — [`BindingTable`]: owns one exchange's bindings (identity,
+//!   listing, removal) and routes a publish to deduplicated destinations.
+//! * [`topic`] — [`topic::TopicTrie`]: the word trie behind topic routing,
+//!   plus the reference matcher [`topic::topic_matches`].
+//! * [`headers`] — `x-match` validation and the per-binding headers match.
+//! * [`topology`] — exchanges, queues and the shared snapshot (exchange
+//!   declare/delete, exchange-to-exchange recursion, locking): it owns one
+//!   `BindingTable` per exchange and calls [`BindingTable::route`] once per
+//!   publish.
+//!
+//! Semantics follow RabbitMQ 4.x; each submodule names the RabbitMQ source
+//! it follows.
+
+pub mod headers;
+pub mod table;
+pub mod topic;
+pub mod topology;
+
+pub use headers::BindError;
+pub use table::{BindingTable, ExchangeKind};

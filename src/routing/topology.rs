@@ -1,0 +1,629 @@
+//! The topology: exchanges, queues' names and homes, and bindings, readable by
+//! every shard without crossing cores.
+//!
+//! The whole topology is an immutable snapshot behind an `ArcSwap`. Routing a
+//! publish reads the shard's cached `Arc<Topology>` (one atomic load per read
+//! batch checks that it is current) and never takes a lock. Declares, deletes
+//! and binds are the control path: they take the writer lock, copy the vhost
+//! they change, and swap a new snapshot in before the `-ok` is sent, so every
+//! shard sees the change before the client can act on it.
+//!
+//! ```text
+//!   shard 0 ──load──┐                      ┌── declare/bind (writer lock)
+//!   shard 1 ──load──┼──> ArcSwap<Topology> <┘   copy vhost, edit, swap, gen += 1
+//!   shard N ──load──┘
+//! ```
+//!
+//! Copying a vhost on each change costs O(entities); that is paid by declares,
+//! never by publishes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+
+use crate::amqp::field::{FieldTable, ShortStr};
+use crate::connection::ConnId;
+use crate::queue::{QueueId, QueueRef};
+use crate::ring::ShardId;
+use crate::routing::table::{BindError, BindingTable, ExchangeKind};
+
+/// Exchange-to-exchange hops followed when routing one message.
+pub const ROUTE_HOPS_MAX: usize = 64;
+
+/// The one vhost that exists today.
+pub const DEFAULT_VHOST: &str = "/";
+
+/// A process-wide exchange id, used as a binding destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ExchangeId(pub u32);
+
+/// Where a binding leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Destination {
+    /// A queue, with the shard that owns it.
+    Queue(QueueRef),
+    /// Another exchange (exchange-to-exchange binding).
+    Exchange(ExchangeId),
+}
+
+/// A declared exchange and its bindings.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    /// Process-wide id.
+    pub id: ExchangeId,
+    /// Name ("" is the default exchange).
+    pub name: ShortStr,
+    /// Routing algorithm.
+    pub kind: ExchangeKind,
+    /// Declared durable.
+    pub durable: bool,
+    /// Deleted when its last binding (as source) goes away.
+    pub auto_delete: bool,
+    /// Clients may not publish to it directly.
+    pub internal: bool,
+    /// Declare arguments.
+    pub arguments: FieldTable,
+    /// Bindings with this exchange as source.
+    pub bindings: BindingTable<Destination>,
+}
+
+/// Per-queue counters the owning shard keeps current, so other shards can
+/// answer queue.declare without a round trip. Relaxed: they are reports, not
+/// synchronisation.
+#[derive(Debug, Default)]
+pub struct QueueStats {
+    /// Messages ready for delivery.
+    pub messages_ready: AtomicU64,
+    /// Messages delivered and not yet acknowledged.
+    pub messages_unacked: AtomicU64,
+    /// Consumers attached.
+    pub consumers: AtomicU32,
+}
+
+/// What every shard knows about a queue: its name, home and properties.
+#[derive(Debug)]
+pub struct QueueMeta {
+    /// Id and owning shard.
+    pub queue: QueueRef,
+    /// Name.
+    pub name: ShortStr,
+    /// Declared durable.
+    pub durable: bool,
+    /// The connection that owns it, for exclusive queues.
+    pub exclusive_owner: Option<ConnId>,
+    /// Deleted when its last consumer goes away.
+    pub auto_delete: bool,
+    /// Declare arguments.
+    pub arguments: FieldTable,
+    /// Counters kept by the owner.
+    pub stats: QueueStats,
+}
+
+/// One vhost's entities.
+#[derive(Debug, Clone, Default)]
+pub struct Vhost {
+    /// Exchanges by name.
+    pub exchanges: HashMap<ShortStr, Arc<Exchange>>,
+    /// Exchange names by id.
+    pub exchange_names: HashMap<ExchangeId, ShortStr>,
+    /// Queues by name.
+    pub queues: HashMap<ShortStr, Arc<QueueMeta>>,
+    /// Queue names by id.
+    pub queue_names: HashMap<QueueId, ShortStr>,
+}
+
+/// An immutable snapshot of every vhost.
+#[derive(Debug, Clone, Default)]
+pub struct Topology {
+    /// Vhosts by name.
+    pub vhosts: HashMap<String, Arc<Vhost>>,
+    /// Increases with every change.
+    pub generation: u64,
+}
+
+/// A refused topology change, with the AMQP reply code RabbitMQ uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TopologyError {
+    /// 404: the named entity does not exist.
+    NotFound(String),
+    /// 406: a redeclare differs, or a condition (if-unused, if-empty) fails.
+    PreconditionFailed(String),
+    /// 403: reserved names, the default exchange.
+    AccessRefused(String),
+    /// 405: an exclusive queue of another connection.
+    ResourceLocked(String),
+    /// 503 (connection): e.g. an unknown exchange type.
+    CommandInvalid(String),
+}
+
+impl TopologyError {
+    /// The reply code to close the channel (or connection) with.
+    pub fn reply_code(&self) -> u16 {
+        match self {
+            TopologyError::NotFound(_) => 404,
+            TopologyError::PreconditionFailed(_) => 406,
+            TopologyError::AccessRefused(_) => 403,
+            TopologyError::ResourceLocked(_) => 405,
+            TopologyError::CommandInvalid(_) => 503,
+        }
+    }
+
+    /// The explanation (without the reply-code name prefix).
+    pub fn text(&self) -> &str {
+        match self {
+            TopologyError::NotFound(s)
+            | TopologyError::PreconditionFailed(s)
+            | TopologyError::AccessRefused(s)
+            | TopologyError::ResourceLocked(s)
+            | TopologyError::CommandInvalid(s) => s,
+        }
+    }
+}
+
+impl std::fmt::Display for TopologyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.text())
+    }
+}
+
+impl std::error::Error for TopologyError {}
+
+/// Parameters of exchange.declare.
+#[derive(Debug, Clone)]
+pub struct ExchangeSpec {
+    /// Name.
+    pub name: ShortStr,
+    /// Type.
+    pub kind: ExchangeKind,
+    /// Durable flag.
+    pub durable: bool,
+    /// Auto-delete flag.
+    pub auto_delete: bool,
+    /// Internal flag.
+    pub internal: bool,
+    /// Arguments.
+    pub arguments: FieldTable,
+}
+
+/// The shared topology: a snapshot for readers, a lock for writers.
+#[derive(Debug)]
+pub struct Registry {
+    current: ArcSwap<Topology>,
+    /// Mirrors `current.generation`, so readers can check freshness with one load.
+    generation: AtomicU64,
+    writer: Mutex<()>,
+    next_queue_id: AtomicU64,
+    next_exchange_id: AtomicU32,
+}
+
+impl Registry {
+    /// A registry with the default vhost and its standard exchanges.
+    pub fn new() -> Registry {
+        let registry = Registry {
+            current: ArcSwap::from_pointee(Topology::default()),
+            generation: AtomicU64::new(0),
+            writer: Mutex::new(()),
+            next_queue_id: AtomicU64::new(1),
+            next_exchange_id: AtomicU32::new(1),
+        };
+        registry.add_vhost(DEFAULT_VHOST);
+        registry
+    }
+
+    /// Creates a vhost with RabbitMQ's standard exchanges.
+    pub fn add_vhost(&self, name: &str) {
+        self.mutate(|topo| {
+            let mut vhost = Vhost::default();
+            let standard: [(&'static str, ExchangeKind, bool); 8] = [
+                ("", ExchangeKind::Direct, false),
+                ("amq.direct", ExchangeKind::Direct, false),
+                ("amq.fanout", ExchangeKind::Fanout, false),
+                ("amq.topic", ExchangeKind::Topic, false),
+                ("amq.headers", ExchangeKind::Headers, false),
+                ("amq.match", ExchangeKind::Headers, false),
+                ("amq.rabbitmq.trace", ExchangeKind::Topic, true),
+                ("amq.rabbitmq.log", ExchangeKind::Topic, true),
+            ];
+            for (exchange_name, kind, internal) in standard {
+                let id = self.allocate_exchange_id();
+                let exchange = Exchange {
+                    id,
+                    name: ShortStr::from_static(exchange_name),
+                    kind,
+                    durable: true,
+                    auto_delete: false,
+                    internal,
+                    arguments: FieldTable::default(),
+                    bindings: BindingTable::new(kind),
+                };
+                vhost.exchange_names.insert(id, exchange.name.clone());
+                vhost.exchanges.insert(exchange.name.clone(), Arc::new(exchange));
+            }
+            topo.vhosts.insert(name.to_owned(), Arc::new(vhost));
+        });
+    }
+
+    /// The current snapshot.
+    pub fn load(&self) -> Arc<Topology> {
+        self.current.load_full()
+    }
+
+    /// The current generation; pairs with the Release store in `mutate`.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// A fresh process-wide queue id.
+    pub fn allocate_queue_id(&self) -> QueueId {
+        QueueId(self.next_queue_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn allocate_exchange_id(&self) -> ExchangeId {
+        ExchangeId(self.next_exchange_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Applies one change under the writer lock and publishes the new snapshot.
+    fn mutate<R>(&self, change: impl FnOnce(&mut Topology) -> R) -> R {
+        // A poisoned lock only means another writer panicked mid-change; the
+        // snapshot it was building was never published, so ours is consistent.
+        let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = Topology::clone(&self.current.load());
+        let result = change(&mut next);
+        next.generation += 1;
+        let generation = next.generation;
+        self.current.store(Arc::new(next));
+        // Release: a reader that sees this generation sees the snapshot stored above.
+        self.generation.store(generation, Ordering::Release);
+        result
+    }
+
+    /// Applies a change to one vhost, keeping the snapshot untouched on error.
+    fn mutate_vhost<R>(
+        &self,
+        vhost: &str,
+        change: impl FnOnce(&mut Vhost) -> Result<R, TopologyError>,
+    ) -> Result<R, TopologyError> {
+        let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.current.load();
+        let Some(old) = current.vhosts.get(vhost) else {
+            return Err(TopologyError::NotFound(format!("no vhost '{vhost}'")));
+        };
+        let mut edited = Vhost::clone(old);
+        let result = change(&mut edited)?;
+        let mut next = Topology::clone(&current);
+        next.vhosts.insert(vhost.to_owned(), Arc::new(edited));
+        next.generation += 1;
+        let generation = next.generation;
+        self.current.store(Arc::new(next));
+        // Release: pairs with the Acquire in `generation()`.
+        self.generation.store(generation, Ordering::Release);
+        Ok(result)
+    }
+
+    /// exchange.declare (not passive): creates it, or checks the redeclare is
+    /// equivalent.
+    pub fn declare_exchange(&self, vhost: &str, spec: ExchangeSpec) -> Result<(), TopologyError> {
+        let id = self.allocate_exchange_id();
+        self.mutate_vhost(vhost, |v| {
+            if let Some(existing) = v.exchanges.get(&spec.name) {
+                return check_exchange_equivalent(vhost, existing, &spec);
+            }
+            let exchange = Exchange {
+                id,
+                name: spec.name.clone(),
+                kind: spec.kind,
+                durable: spec.durable,
+                auto_delete: spec.auto_delete,
+                internal: spec.internal,
+                arguments: spec.arguments,
+                bindings: BindingTable::new(spec.kind),
+            };
+            v.exchange_names.insert(id, spec.name.clone());
+            v.exchanges.insert(spec.name, Arc::new(exchange));
+            Ok(())
+        })
+    }
+
+    /// exchange.delete.
+    pub fn delete_exchange(
+        &self,
+        vhost: &str,
+        name: &ShortStr,
+        if_unused: bool,
+    ) -> Result<(), TopologyError> {
+        self.mutate_vhost(vhost, |v| {
+            let Some(exchange) = v.exchanges.get(name).cloned() else {
+                return Err(not_found_exchange(vhost, name));
+            };
+            let used_as_destination =
+                v.exchanges.values().any(|e| e.bindings.has_destination(Destination::Exchange(exchange.id)));
+            if if_unused && (!exchange.bindings.is_empty() || used_as_destination) {
+                return Err(TopologyError::PreconditionFailed(format!(
+                    "exchange '{name}' in vhost '{vhost}' in use"
+                )));
+            }
+            remove_exchange(v, &exchange);
+            Ok(())
+        })
+    }
+
+    /// Registers a new queue. The caller has checked that the name is free in
+    /// the snapshot; a race with another declare of the same name is resolved
+    /// here, under the lock, in favour of the first.
+    pub fn declare_queue(&self, vhost: &str, meta: QueueMeta) -> Result<Arc<QueueMeta>, Arc<QueueMeta>> {
+        let result = self.mutate_vhost(vhost, |v| {
+            if let Some(existing) = v.queues.get(&meta.name) {
+                return Ok(Err(Arc::clone(existing)));
+            }
+            let meta = Arc::new(meta);
+            v.queue_names.insert(meta.queue.id, meta.name.clone());
+            v.queues.insert(meta.name.clone(), Arc::clone(&meta));
+            // Every queue is bound to the default exchange by its name.
+            if let Some(default) = v.exchanges.get_mut(&ShortStr::from_static("")) {
+                let _ = Arc::make_mut(default).bindings.bind(
+                    Destination::Queue(meta.queue),
+                    &meta.name,
+                    &FieldTable::default(),
+                );
+            }
+            Ok(Ok(meta))
+        });
+        match result {
+            Ok(inner) => inner,
+            // The vhost vanished: there is no way to register; report as taken.
+            Err(_) => Err(Arc::new(meta_placeholder())),
+        }
+    }
+
+    /// Removes a queue and every binding to it (auto-delete exchanges that lose
+    /// their last binding go too). Called by the owning shard only.
+    pub fn remove_queue(&self, vhost: &str, queue: QueueId) {
+        let _ = self.mutate_vhost(vhost, |v| {
+            let Some(name) = v.queue_names.remove(&queue) else {
+                return Ok(());
+            };
+            let Some(meta) = v.queues.remove(&name) else {
+                return Ok(());
+            };
+            let dest = Destination::Queue(meta.queue);
+            let sources: Vec<ShortStr> = v
+                .exchanges
+                .values()
+                .filter(|e| e.bindings.has_destination(dest))
+                .map(|e| e.name.clone())
+                .collect();
+            for source in sources {
+                if let Some(e) = v.exchanges.get_mut(&source) {
+                    Arc::make_mut(e).bindings.remove_destination(dest);
+                }
+                auto_delete_if_unbound(v, &source);
+            }
+            Ok(())
+        });
+    }
+
+    /// queue.bind / exchange.bind: adds a binding from `source`.
+    pub fn bind(
+        &self,
+        vhost: &str,
+        source: &ShortStr,
+        dest: Destination,
+        routing_key: &ShortStr,
+        arguments: &FieldTable,
+    ) -> Result<(), TopologyError> {
+        self.mutate_vhost(vhost, |v| {
+            check_destination_exists(v, vhost, dest)?;
+            let Some(exchange) = v.exchanges.get_mut(source) else {
+                return Err(not_found_exchange(vhost, source));
+            };
+            if source.is_empty() {
+                return Err(default_exchange_refusal());
+            }
+            Arc::make_mut(exchange)
+                .bindings
+                .bind(dest, routing_key, arguments)
+                .map_err(|e: BindError| TopologyError::PreconditionFailed(e.to_string()))?;
+            Ok(())
+        })
+    }
+
+    /// queue.unbind / exchange.unbind. Unbinding what is not bound is not an
+    /// error (RabbitMQ answers unbind-ok).
+    pub fn unbind(
+        &self,
+        vhost: &str,
+        source: &ShortStr,
+        dest: Destination,
+        routing_key: &ShortStr,
+        arguments: &FieldTable,
+    ) -> Result<(), TopologyError> {
+        self.mutate_vhost(vhost, |v| {
+            check_destination_exists(v, vhost, dest)?;
+            let Some(exchange) = v.exchanges.get_mut(source) else {
+                return Err(not_found_exchange(vhost, source));
+            };
+            if source.is_empty() {
+                return Err(default_exchange_refusal());
+            }
+            Arc::make_mut(exchange).bindings.unbind(dest, routing_key, arguments);
+            auto_delete_if_unbound(v, source);
+            Ok(())
+        })
+    }
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry::new()
+    }
+}
+
+impl Vhost {
+    /// Routes one message from `exchange`, following exchange-to-exchange
+    /// bindings, and appends each destination queue once to `out`.
+    /// `scratch` is reused between calls to avoid allocating.
+    pub fn route(
+        &self,
+        exchange: &Exchange,
+        routing_key: &[u8],
+        headers: Option<&FieldTable>,
+        out: &mut Vec<QueueRef>,
+        scratch: &mut Vec<Destination>,
+    ) {
+        scratch.clear();
+        exchange.bindings.route(routing_key, headers, scratch);
+        if scratch.iter().all(|d| matches!(d, Destination::Queue(_))) {
+            // The common case: no exchange-to-exchange hop.
+            out.extend(scratch.iter().filter_map(|d| match d {
+                Destination::Queue(q) => Some(*q),
+                Destination::Exchange(_) => None,
+            }));
+            return;
+        }
+        self.route_through_exchanges(exchange, routing_key, headers, out, scratch);
+    }
+
+    #[cold]
+    fn route_through_exchanges(
+        &self,
+        exchange: &Exchange,
+        routing_key: &[u8],
+        headers: Option<&FieldTable>,
+        out: &mut Vec<QueueRef>,
+        scratch: &mut Vec<Destination>,
+    ) {
+        let mut visited: Vec<ExchangeId> = vec![exchange.id];
+        let mut pending: Vec<Destination> = std::mem::take(scratch);
+        let first = out.len();
+        while let Some(dest) = pending.pop() {
+            match dest {
+                Destination::Queue(q) => out.push(q),
+                Destination::Exchange(id) => {
+                    if visited.contains(&id) || visited.len() >= ROUTE_HOPS_MAX {
+                        continue;
+                    }
+                    visited.push(id);
+                    let next = self.exchange_names.get(&id).and_then(|n| self.exchanges.get(n));
+                    if let Some(next) = next {
+                        next.bindings.route(routing_key, headers, &mut pending);
+                    }
+                }
+            }
+        }
+        let routed = &mut out[first..];
+        routed.sort_unstable();
+        let mut unique = first;
+        for i in first..out.len() {
+            if i == first || out[i] != out[unique - 1] {
+                out[unique] = out[i];
+                unique += 1;
+            }
+        }
+        out.truncate(unique);
+        *scratch = pending;
+    }
+
+    /// Looks up a queue by id.
+    pub fn queue_by_id(&self, id: QueueId) -> Option<&Arc<QueueMeta>> {
+        self.queue_names.get(&id).and_then(|n| self.queues.get(n))
+    }
+}
+
+fn meta_placeholder() -> QueueMeta {
+    QueueMeta {
+        queue: QueueRef { id: QueueId(0), shard: ShardId(0) },
+        name: ShortStr::default(),
+        durable: false,
+        exclusive_owner: None,
+        auto_delete: false,
+        arguments: FieldTable::default(),
+        stats: QueueStats::default(),
+    }
+}
+
+fn default_exchange_refusal() -> TopologyError {
+    TopologyError::AccessRefused("operation not permitted on the default exchange".into())
+}
+
+/// The 404 for a missing exchange, worded as RabbitMQ words it.
+pub fn not_found_exchange(vhost: &str, name: &ShortStr) -> TopologyError {
+    TopologyError::NotFound(format!("no exchange '{name}' in vhost '{vhost}'"))
+}
+
+/// The 404 for a missing queue, worded as RabbitMQ words it.
+pub fn not_found_queue(vhost: &str, name: &ShortStr) -> TopologyError {
+    TopologyError::NotFound(format!("no queue '{name}' in vhost '{vhost}'"))
+}
+
+fn check_destination_exists(v: &Vhost, vhost: &str, dest: Destination) -> Result<(), TopologyError> {
+    match dest {
+        Destination::Queue(q) => {
+            if v.queue_names.contains_key(&q.id) {
+                Ok(())
+            } else {
+                Err(TopologyError::NotFound(format!("no queue in vhost '{vhost}'")))
+            }
+        }
+        Destination::Exchange(id) => {
+            if v.exchange_names.contains_key(&id) {
+                Ok(())
+            } else {
+                Err(TopologyError::NotFound(format!("no exchange in vhost '{vhost}'")))
+            }
+        }
+    }
+}
+
+fn check_exchange_equivalent(
+    vhost: &str,
+    existing: &Exchange,
+    spec: &ExchangeSpec,
+) -> Result<(), TopologyError> {
+    let name = &spec.name;
+    let mismatch = |arg: &str, received: String, current: String| {
+        Err(TopologyError::PreconditionFailed(format!(
+            "inequivalent arg '{arg}' for exchange '{name}' in vhost '{vhost}': received '{received}' but current is '{current}'"
+        )))
+    };
+    if existing.kind != spec.kind {
+        return mismatch("type", spec.kind.as_str().into(), existing.kind.as_str().into());
+    }
+    if existing.durable != spec.durable {
+        return mismatch("durable", spec.durable.to_string(), existing.durable.to_string());
+    }
+    if existing.auto_delete != spec.auto_delete {
+        return mismatch("auto_delete", spec.auto_delete.to_string(), existing.auto_delete.to_string());
+    }
+    if existing.internal != spec.internal {
+        return mismatch("internal", spec.internal.to_string(), existing.internal.to_string());
+    }
+    Ok(())
+}
+
+fn remove_exchange(v: &mut Vhost, exchange: &Exchange) {
+    v.exchanges.remove(&exchange.name);
+    v.exchange_names.remove(&exchange.id);
+    let dest = Destination::Exchange(exchange.id);
+    let sources: Vec<ShortStr> =
+        v.exchanges.values().filter(|e| e.bindings.has_destination(dest)).map(|e| e.name.clone()).collect();
+    for source in sources {
+        if let Some(e) = v.exchanges.get_mut(&source) {
+            Arc::make_mut(e).bindings.remove_destination(dest);
+        }
+        auto_delete_if_unbound(v, &source);
+    }
+}
+
+/// RabbitMQ deletes an auto-delete exchange when its last binding (as source)
+/// is removed.
+fn auto_delete_if_unbound(v: &mut Vhost, name: &ShortStr) {
+    let Some(exchange) = v.exchanges.get(name).cloned() else {
+        return;
+    };
+    if exchange.auto_delete && exchange.bindings.is_empty() {
+        remove_exchange(v, &exchange);
+    }
+}

@@ -1,0 +1,147 @@
+//! Starting and stopping the broker: listeners, the ring mesh, one pinned
+//! thread per shard.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use mio::{Poll, Waker};
+
+use crate::auth::Users;
+use crate::config::{Config, ConfigError};
+use crate::ring::doorbell::Doorbell;
+use crate::ring::envelope::Envelope;
+use crate::routing::topology::Registry;
+use crate::shard::ctx::ShardCtx;
+use crate::shard::{Shard, WAKER_TOKEN};
+
+/// Listen backlog for each listening socket.
+pub const LISTEN_BACKLOG: i32 = 1024;
+
+/// Why the broker could not start. Terminal.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The configuration is invalid.
+    Config(ConfigError),
+    /// A listen address could not be bound.
+    Bind(SocketAddr, std::io::Error),
+    /// The event loop could not be created.
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Config(e) => write!(f, "{e}"),
+            StartError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
+            StartError::Io(e) => write!(f, "cannot start event loop: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A running broker.
+pub struct Server {
+    addrs: Vec<SocketAddr>,
+    threads: Vec<JoinHandle<()>>,
+    shutdown: Arc<AtomicBool>,
+    wakers: Vec<Arc<Doorbell>>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("addrs", &self.addrs).finish()
+    }
+}
+
+impl Server {
+    /// Binds the listeners and starts the shards.
+    pub fn start(config: Config) -> Result<Server, StartError> {
+        config.validate().map_err(StartError::Config)?;
+        let shard_count = config.shard_count();
+        let mut listeners = Vec::new();
+        let mut addrs = Vec::new();
+        for addr in &config.listen {
+            let listener = bind(*addr).map_err(|e| StartError::Bind(*addr, e))?;
+            addrs.push(listener.local_addr().map_err(StartError::Io)?);
+            listeners.push(mio::net::TcpListener::from_std(listener));
+        }
+        let mut polls = Vec::with_capacity(shard_count);
+        let mut doorbells = Vec::with_capacity(shard_count);
+        for _ in 0..shard_count {
+            let poll = Poll::new().map_err(StartError::Io)?;
+            let waker = Waker::new(poll.registry(), WAKER_TOKEN).map_err(StartError::Io)?;
+            doorbells.push(Arc::new(Doorbell::new(waker)));
+            polls.push(poll);
+        }
+        let endpoints = crate::ring::mesh::<Envelope>(doorbells.clone(), config.ring_capacity_slots);
+        let config = Arc::new(config);
+        let users = Arc::new(Users::from_config(&config));
+        let registry = Arc::new(Registry::new());
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let cores =
+            if config.pin_shards { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
+        let mut threads = Vec::with_capacity(shard_count);
+        for (i, (poll, mesh)) in polls.into_iter().zip(endpoints).enumerate() {
+            let ctx = ShardCtx::new(Arc::clone(&config), Arc::clone(&users), Arc::clone(&registry), mesh);
+            let shard_listeners = if i == 0 { std::mem::take(&mut listeners) } else { Vec::new() };
+            let shard =
+                Shard::new(ctx, poll, shard_listeners, Arc::clone(&shutdown)).map_err(StartError::Io)?;
+            let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
+            let thread = std::thread::Builder::new()
+                .name(format!("lepus-shard-{i}"))
+                .spawn(move || {
+                    if let Some(core) = core {
+                        core_affinity::set_for_current(core);
+                    }
+                    shard.run();
+                })
+                .map_err(StartError::Io)?;
+            threads.push(thread);
+        }
+        tracing::info!(shards = shard_count, listen = ?addrs, "lepus started");
+        Ok(Server { addrs, threads, shutdown, wakers: doorbells })
+    }
+
+    /// The bound addresses (with the actual ports when 0 was asked for).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Stops every shard (connections get connection.close 320) and waits.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.shutdown.store(true, Ordering::Release);
+        for doorbell in &self.wakers {
+            let _ = doorbell.ring();
+        }
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}

@@ -1,0 +1,315 @@
+//! The part of a shard that connections and channels act on: its queues, its
+//! view of the topology, and the way out to other shards.
+//!
+//! A channel never touches another connection. Everything it causes elsewhere
+//! (a delivery, a reply, a settle) is an [`Envelope`] sent with
+//! [`ShardCtx::send`]: to another shard through the ring mesh, or to this shard
+//! through the `local` list, which the event loop handles right after the frame
+//! that produced it. Publishes and settles to local queues take a direct path.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasherDefault;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::amqp::field::ShortStr;
+use crate::auth::Users;
+use crate::channel::ChannelRef;
+use crate::config::Config;
+use crate::message::Message;
+use crate::queue::{
+    AfterRemove, ConsumerKey, Delivery, IdHasher, MsgId, Queue, QueueId, QueueRef, QueueRefusal, SettleOp,
+};
+use crate::ring::envelope::{Envelope, QueueReply, QueueRequest};
+use crate::ring::{MeshEndpoint, ShardId};
+use crate::routing::topology::{Registry, Topology, Vhost};
+
+/// Queues owned by a shard, by id.
+pub type QueueMap = HashMap<QueueId, Queue, BuildHasherDefault<IdHasher>>;
+
+/// What a shard's connections and channels work with.
+pub struct ShardCtx {
+    /// This shard.
+    pub shard: ShardId,
+    /// Broker configuration.
+    pub config: Arc<Config>,
+    /// Users and passwords.
+    pub users: Arc<Users>,
+    /// The shared topology.
+    pub registry: Arc<Registry>,
+    topology: Arc<Topology>,
+    topology_generation: u64,
+    /// Queues this shard owns.
+    pub queues: QueueMap,
+    /// Rings to the other shards.
+    pub mesh: MeshEndpoint<Envelope>,
+    /// Envelopes for this shard, handled after the current frame.
+    pub local: VecDeque<Envelope>,
+    /// Deliveries just decided by local queues (drained by `route_deliveries`).
+    deliveries: Vec<Delivery>,
+    /// Reused by routing to avoid allocating per publish.
+    pub route_scratch: Vec<crate::routing::topology::Destination>,
+    /// Reused by routing to avoid allocating per publish.
+    pub route_targets: Vec<QueueRef>,
+    /// The time of the current loop turn.
+    pub now: Instant,
+    /// Source of server-generated names.
+    pub names: crate::shard::names::NameSource,
+}
+
+impl ShardCtx {
+    /// A context for shard `mesh.shard_id()`.
+    pub fn new(
+        config: Arc<Config>,
+        users: Arc<Users>,
+        registry: Arc<Registry>,
+        mesh: MeshEndpoint<Envelope>,
+    ) -> ShardCtx {
+        let topology = registry.load();
+        let topology_generation = topology.generation;
+        ShardCtx {
+            shard: mesh.shard_id(),
+            config,
+            users,
+            registry,
+            topology,
+            topology_generation,
+            queues: QueueMap::default(),
+            mesh,
+            local: VecDeque::new(),
+            deliveries: Vec::new(),
+            route_scratch: Vec::new(),
+            route_targets: Vec::new(),
+            now: Instant::now(),
+            names: crate::shard::names::NameSource::new(),
+        }
+    }
+
+    /// Refreshes the topology snapshot if a declare changed it (one atomic load).
+    pub fn refresh_topology(&mut self) {
+        if self.registry.generation() != self.topology_generation {
+            self.topology = self.registry.load();
+            self.topology_generation = self.topology.generation;
+        }
+    }
+
+    /// The current topology snapshot.
+    pub fn topology(&self) -> &Arc<Topology> {
+        &self.topology
+    }
+
+    /// One vhost of the snapshot.
+    pub fn vhost(&self, name: &str) -> Option<&Arc<Vhost>> {
+        self.topology.vhosts.get(name)
+    }
+
+    /// Sends an envelope to a shard (this one included).
+    pub fn send(&mut self, target: ShardId, envelope: Envelope) {
+        if target == self.shard {
+            self.local.push_back(envelope);
+        } else {
+            self.mesh.stage(target, envelope);
+        }
+    }
+
+    /// Puts a message into a queue, wherever it lives.
+    pub fn publish_to(&mut self, queue: QueueRef, message: Message) {
+        if queue.shard != self.shard {
+            self.mesh.stage(queue.shard, Envelope::Publish { queue: queue.id, message });
+            return;
+        }
+        if let Some(q) = self.queues.get_mut(&queue.id) {
+            q.publish(message, &mut self.deliveries);
+            q.report_stats();
+            self.route_deliveries();
+        }
+    }
+
+    /// Settles deliveries of a queue, wherever it lives.
+    pub fn settle(&mut self, queue: QueueRef, consumer: ConsumerKey, op: SettleOp, ids: Vec<MsgId>) {
+        if queue.shard != self.shard {
+            self.mesh.stage(queue.shard, Envelope::Settle { queue: queue.id, consumer, op, ids });
+            return;
+        }
+        self.settle_local(queue.id, consumer, op, &ids);
+    }
+
+    /// Settles deliveries of a local queue.
+    pub fn settle_local(&mut self, queue: QueueId, consumer: ConsumerKey, op: SettleOp, ids: &[MsgId]) {
+        if let Some(q) = self.queues.get_mut(&queue) {
+            q.settle(consumer, ids, op, &mut self.deliveries);
+            q.report_stats();
+            self.route_deliveries();
+        }
+    }
+
+    /// Returns delivery credit to a queue, wherever it lives.
+    pub fn credit(&mut self, queue: QueueRef, consumer: ConsumerKey, count: u32) {
+        if queue.shard != self.shard {
+            self.mesh.stage(queue.shard, Envelope::Credit { queue: queue.id, consumer, count });
+            return;
+        }
+        if let Some(q) = self.queues.get_mut(&queue.id) {
+            q.credit(consumer, count, &mut self.deliveries);
+            q.report_stats();
+            self.route_deliveries();
+        }
+    }
+
+    /// Puts back a no-ack delivery that found its consumer gone.
+    pub fn return_undelivered(&mut self, delivery: Delivery) {
+        let queue = delivery.queue;
+        if queue.shard != self.shard {
+            self.mesh.stage(
+                queue.shard,
+                Envelope::ReturnUndelivered {
+                    queue: queue.id,
+                    msg_id: delivery.msg_id,
+                    message: delivery.message,
+                    redelivered: delivery.redelivered,
+                },
+            );
+            return;
+        }
+        if let Some(q) = self.queues.get_mut(&queue.id) {
+            q.return_undelivered(
+                delivery.msg_id,
+                delivery.message,
+                delivery.redelivered,
+                &mut self.deliveries,
+            );
+            q.report_stats();
+            self.route_deliveries();
+        }
+    }
+
+    /// Detaches a consumer from a queue, wherever it lives.
+    pub fn remove_consumer(&mut self, queue: QueueRef, consumer: ConsumerKey) {
+        if queue.shard != self.shard {
+            self.mesh.stage(queue.shard, Envelope::RemoveConsumer { queue: queue.id, consumer });
+            return;
+        }
+        self.remove_consumer_local(queue.id, consumer);
+    }
+
+    /// Detaches a consumer from a local queue (auto-deleting it if it was the last).
+    pub fn remove_consumer_local(&mut self, queue: QueueId, consumer: ConsumerKey) {
+        let Some(q) = self.queues.get_mut(&queue) else {
+            return;
+        };
+        let after = q.remove_consumer(consumer);
+        q.report_stats();
+        if after == AfterRemove::AutoDelete {
+            self.delete_queue_local(queue);
+        } else {
+            // Another consumer may now get what was waiting.
+            let mut out = std::mem::take(&mut self.deliveries);
+            if let Some(q) = self.queues.get_mut(&queue) {
+                q.settle(consumer, &[], SettleOp::Ack, &mut out);
+            }
+            self.deliveries = out;
+            self.route_deliveries();
+        }
+    }
+
+    /// Detaches every consumer of a closed channel from a local queue.
+    pub fn remove_channel_consumers_local(&mut self, queue: QueueId, channel: ChannelRef) {
+        let Some(q) = self.queues.get_mut(&queue) else {
+            return;
+        };
+        let after = q.remove_channel_consumers(channel);
+        q.report_stats();
+        if after == AfterRemove::AutoDelete {
+            self.delete_queue_local(queue);
+        }
+    }
+
+    /// Deletes a local queue: unregisters it, tells its consumers, drops its
+    /// messages. Returns how many ready messages it had.
+    pub fn delete_queue_local(&mut self, queue: QueueId) -> u32 {
+        let Some(q) = self.queues.remove(&queue) else {
+            return 0;
+        };
+        let count = q.message_count();
+        self.registry.remove_queue(q.vhost(), queue);
+        self.refresh_topology();
+        let consumers: Vec<ConsumerKey> = q.consumers().map(|c| c.key).collect();
+        for consumer in consumers {
+            self.send(consumer.channel.conn.shard, Envelope::ConsumerCancelled { consumer });
+        }
+        count
+    }
+
+    /// Answers a request for a local queue.
+    pub fn queue_request(&mut self, queue: QueueId, from: ChannelRef, request: QueueRequest) -> QueueReply {
+        let vhost_and_name = self.queues.get(&queue).map(|q| (q.vhost().clone(), q.meta().name.clone()));
+        let Some((vhost, name)) = vhost_and_name else {
+            return QueueReply::Refused { code: 404, text: "NOT_FOUND - queue was deleted".into() };
+        };
+        let reply = match request {
+            QueueRequest::Consume(spec) => {
+                let tag = spec.tag.clone();
+                let mut out = std::mem::take(&mut self.deliveries);
+                let result = match self.queues.get_mut(&queue) {
+                    Some(q) => q.add_consumer(spec, &mut out),
+                    None => Ok(()),
+                };
+                self.deliveries = out;
+                match result {
+                    Ok(()) => QueueReply::ConsumeOk { tag },
+                    Err(_) => QueueReply::Refused {
+                        code: 403,
+                        text: format!("ACCESS_REFUSED - queue '{name}' in vhost '{vhost}' in exclusive use"),
+                    },
+                }
+            }
+            QueueRequest::Get { no_ack } => {
+                let taker = ConsumerKey { channel: from, consumer: crate::queue::GET_CONSUMER };
+                match self.queues.get_mut(&queue).and_then(|q| q.get(taker, no_ack)) {
+                    Some((delivery, message_count)) => QueueReply::GetOk { delivery, message_count },
+                    None => QueueReply::GetEmpty,
+                }
+            }
+            QueueRequest::Purge => QueueReply::PurgeOk(self.queues.get_mut(&queue).map_or(0, Queue::purge)),
+            QueueRequest::Delete { if_unused, if_empty } => {
+                let check = self.queues.get(&queue).map_or(Ok(()), |q| q.check_delete(if_unused, if_empty));
+                match check {
+                    Ok(()) => QueueReply::DeleteOk(self.delete_queue_local(queue)),
+                    Err(QueueRefusal::InUse) => QueueReply::Refused {
+                        code: 406,
+                        text: format!("PRECONDITION_FAILED - queue '{name}' in vhost '{vhost}' in use"),
+                    },
+                    Err(_) => QueueReply::Refused {
+                        code: 406,
+                        text: format!("PRECONDITION_FAILED - queue '{name}' in vhost '{vhost}' is not empty"),
+                    },
+                }
+            }
+        };
+        if let Some(q) = self.queues.get(&queue) {
+            q.report_stats();
+        }
+        self.route_deliveries();
+        reply
+    }
+
+    /// Hands the deliveries decided by local queues to their channels.
+    pub fn route_deliveries(&mut self) {
+        if self.deliveries.is_empty() {
+            return;
+        }
+        let mut deliveries = std::mem::take(&mut self.deliveries);
+        for delivery in deliveries.drain(..) {
+            let target = delivery.consumer.channel.conn.shard;
+            self.send(target, Envelope::Deliver(delivery));
+        }
+        // Keep the allocation for the next batch.
+        self.deliveries = deliveries;
+    }
+
+    /// A name for a server-named queue or consumer tag: `prefix` + 22 random
+    /// URL-safe base64 characters, as RabbitMQ makes them.
+    pub fn generate_name(&mut self, prefix: &str) -> ShortStr {
+        self.names.generate(prefix)
+    }
+}

@@ -1,0 +1,517 @@
+//! A shard: one pinned thread running one event loop that owns a share of the
+//! connections and queues. Nothing in a shard is shared with another thread;
+//! other shards are reached only by envelopes through the ring mesh.
+//!
+//! One turn of the loop ([`Shard::turn`]):
+//!
+//! ```text
+//!   drain rings ─> poll sockets ─> read + run connections ─> flush rings ─> flush sockets ─> timers
+//!        │                               │
+//!        └── envelopes for this shard ───┴── local envelopes, handled right after the frame batch
+//! ```
+//!
+//! The thread blocks in `epoll_wait` only after announcing it is parked on its
+//! doorbell and re-checking its inbound rings, so a producer's single wake-up
+//! per batch is never lost.
+
+pub mod ctx;
+pub mod io;
+pub mod names;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::connection::{ConnId, Connection};
+use crate::queue::QueueRef;
+use crate::ring::envelope::Envelope;
+use crate::ring::ShardId;
+use ctx::ShardCtx;
+
+/// Envelopes taken from one inbound ring per turn.
+pub const RING_DRAIN_BATCH_MAX: usize = 1024;
+/// Bytes read from one connection per turn, so one busy peer cannot starve
+/// the others.
+pub const READ_BYTES_PER_TURN_MAX: usize = 256 * 1024;
+/// Envelopes staged for full rings above which the shard stops reading from
+/// its sockets until the other shards catch up.
+pub const STAGED_ENVELOPES_MAX: usize = 64 * 1024;
+/// Socket events handled per poll.
+pub const POLL_EVENTS_MAX: usize = 1024;
+/// Period of heartbeat and timeout checks.
+pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Token of the doorbell's waker.
+pub const WAKER_TOKEN: Token = Token(usize::MAX);
+/// Listener tokens are `LISTENER_TOKEN_BASE + index`; connection tokens are slab keys.
+const LISTENER_TOKEN_BASE: usize = usize::MAX / 2;
+
+/// A connection with its socket and readiness.
+struct Slot {
+    conn: Connection,
+    socket: TcpStream,
+    generation: u32,
+    /// The socket reported readable and we have not read it dry since.
+    readable: bool,
+    /// The last write would block; wait for a writable event.
+    write_blocked: bool,
+    /// In the `ready` list.
+    queued_ready: bool,
+    /// In the `dirty` list.
+    queued_dirty: bool,
+}
+
+/// One shard's event loop.
+pub struct Shard {
+    ctx: ShardCtx,
+    poll: Poll,
+    events: Events,
+    conns: Slab<Slot>,
+    next_generation: u32,
+    listeners: Vec<TcpListener>,
+    /// Next shard a new connection goes to (round-robin).
+    next_home: usize,
+    shutdown: Arc<AtomicBool>,
+    /// Connections with input to read or process.
+    ready: Vec<usize>,
+    /// Connections with output to write.
+    dirty: Vec<usize>,
+    inbox: Vec<Envelope>,
+    last_housekeeping: Instant,
+}
+
+impl Shard {
+    /// A shard; `listeners` is non-empty for the accepting shard only.
+    pub fn new(
+        ctx: ShardCtx,
+        poll: Poll,
+        mut listeners: Vec<TcpListener>,
+        shutdown: Arc<AtomicBool>,
+    ) -> std::io::Result<Shard> {
+        for (i, listener) in listeners.iter_mut().enumerate() {
+            poll.registry().register(listener, Token(LISTENER_TOKEN_BASE + i), Interest::READABLE)?;
+        }
+        Ok(Shard {
+            ctx,
+            poll,
+            events: Events::with_capacity(POLL_EVENTS_MAX),
+            conns: Slab::new(),
+            next_generation: 1,
+            listeners,
+            next_home: 0,
+            shutdown,
+            ready: Vec::new(),
+            dirty: Vec::new(),
+            inbox: Vec::new(),
+            last_housekeeping: Instant::now(),
+        })
+    }
+
+    /// Runs until shutdown.
+    pub fn run(mut self) {
+        while !self.shutdown.load(Ordering::Acquire) {
+            self.turn();
+        }
+        self.close_all();
+    }
+
+    /// One turn of the loop.
+    pub fn turn(&mut self) {
+        self.ctx.now = Instant::now();
+        self.ctx.refresh_topology();
+        self.drain_rings();
+        self.handle_local();
+        // Whatever the rings brought may have produced envelopes for others:
+        // send them before we possibly block.
+        self.ctx.mesh.flush();
+        self.poll_io();
+        self.ctx.now = Instant::now();
+        // A declare or bind on another shard may have completed while we were
+        // blocked, and the bytes we are about to read may depend on it.
+        self.ctx.refresh_topology();
+        self.run_connections();
+        self.handle_local();
+        self.ctx.mesh.flush();
+        self.flush_sockets();
+        if self.ctx.now.duration_since(self.last_housekeeping) >= HOUSEKEEPING_INTERVAL {
+            self.last_housekeeping = self.ctx.now;
+            self.housekeeping();
+        }
+    }
+
+    fn drain_rings(&mut self) {
+        let mut inbox = std::mem::take(&mut self.inbox);
+        self.ctx.mesh.drain(RING_DRAIN_BATCH_MAX, |_, envelope| inbox.push(envelope));
+        if !inbox.is_empty() {
+            // A declare on another shard may precede what we just received.
+            self.ctx.refresh_topology();
+        }
+        for envelope in inbox.drain(..) {
+            self.handle_envelope(envelope);
+            self.handle_local();
+        }
+        self.inbox = inbox;
+    }
+
+    fn poll_io(&mut self) {
+        let busy = !self.ready.is_empty()
+            || !self.ctx.local.is_empty()
+            || self.dirty.iter().any(|&i| self.conns.get(i).is_some_and(|s| !s.write_blocked));
+        let timeout = if busy {
+            Some(Duration::ZERO)
+        } else if self.ctx.mesh.staged_len() > 0 {
+            // Rings are full: retry soon without spinning.
+            Some(Duration::from_micros(200))
+        } else {
+            self.ctx.mesh.doorbell().prepare_park();
+            // After prepare_park's fence: a shutdown stored before the doorbell
+            // rang is visible here.
+            if self.ctx.mesh.inboxes_empty() && !self.shutdown.load(Ordering::Acquire) {
+                Some(HOUSEKEEPING_INTERVAL)
+            } else {
+                Some(Duration::ZERO)
+            }
+        };
+        if let Err(e) = self.poll.poll(&mut self.events, timeout) {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                tracing::error!(error = %e, "poll failed");
+            }
+        }
+        self.ctx.mesh.doorbell().unpark();
+        let mut accept = false;
+        for event in self.events.iter() {
+            let token = event.token();
+            if token == WAKER_TOKEN {
+                continue;
+            }
+            if token.0 >= LISTENER_TOKEN_BASE {
+                accept = true;
+                continue;
+            }
+            let Some(slot) = self.conns.get_mut(token.0) else {
+                continue;
+            };
+            if event.is_readable() || event.is_read_closed() || event.is_error() {
+                slot.readable = true;
+                if !slot.queued_ready {
+                    slot.queued_ready = true;
+                    self.ready.push(token.0);
+                }
+            }
+            if event.is_writable() {
+                slot.write_blocked = false;
+                if !slot.queued_dirty {
+                    slot.queued_dirty = true;
+                    self.dirty.push(token.0);
+                }
+            }
+        }
+        if accept {
+            self.accept_all();
+        }
+    }
+
+    fn accept_all(&mut self) {
+        for i in 0..self.listeners.len() {
+            loop {
+                match self.listeners[i].accept() {
+                    Ok((stream, peer)) => self.place_connection(stream, peer),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        // EMFILE and friends: log and try again on the next event.
+                        tracing::warn!(error = %e, "accept failed");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands a new connection to the next shard in turn.
+    fn place_connection(&mut self, stream: TcpStream, peer: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let shards = self.ctx.mesh.shard_count();
+        let home = ShardId((self.next_home % shards) as u16);
+        self.next_home = self.next_home.wrapping_add(1);
+        if home == self.ctx.shard {
+            self.adopt(stream, peer);
+        } else {
+            self.ctx.mesh.stage(home, Envelope::Accept(stream));
+        }
+    }
+
+    fn adopt(&mut self, mut socket: TcpStream, peer: SocketAddr) {
+        let entry = self.conns.vacant_entry();
+        let index = entry.key();
+        if let Err(e) =
+            self.poll.registry().register(&mut socket, Token(index), Interest::READABLE | Interest::WRITABLE)
+        {
+            tracing::warn!(error = %e, "cannot register connection");
+            return;
+        }
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1).max(1);
+        let id = ConnId { shard: self.ctx.shard, slot: index as u32, generation };
+        let conn = Connection::new(id, peer, self.ctx.now, self.ctx.config.frame_size_bytes_max);
+        entry.insert(Slot {
+            conn,
+            socket,
+            generation,
+            readable: true,
+            write_blocked: false,
+            queued_ready: true,
+            queued_dirty: false,
+        });
+        self.ready.push(index);
+    }
+
+    fn slot_of(&mut self, id: ConnId) -> Option<usize> {
+        let index = id.slot as usize;
+        self.conns.get(index).filter(|s| s.generation == id.generation).map(|_| index)
+    }
+
+    fn mark_dirty(&mut self, index: usize) {
+        if let Some(slot) = self.conns.get_mut(index) {
+            if !slot.queued_dirty {
+                slot.queued_dirty = true;
+                self.dirty.push(index);
+            }
+        }
+    }
+
+    fn mark_ready(&mut self, index: usize) {
+        if let Some(slot) = self.conns.get_mut(index) {
+            if !slot.queued_ready {
+                slot.queued_ready = true;
+                self.ready.push(index);
+            }
+        }
+    }
+
+    fn run_connections(&mut self) {
+        let ready = std::mem::take(&mut self.ready);
+        let mut again = Vec::new();
+        let staged_full = self.ctx.mesh.staged_len() > STAGED_ENVELOPES_MAX;
+        for index in ready {
+            let Some(slot) = self.conns.get_mut(index) else {
+                continue;
+            };
+            slot.queued_ready = false;
+            if slot.conn.read_paused() || staged_full {
+                // Resumed by a reply, a flush, or the rings draining.
+                if staged_full && !slot.conn.read_paused() {
+                    again.push(index);
+                }
+                continue;
+            }
+            let mut eof = false;
+            if slot.readable {
+                let mut budget = READ_BYTES_PER_TURN_MAX;
+                loop {
+                    match io::read_some(&mut slot.socket, slot.conn.read_buffer()) {
+                        Ok(0) => {
+                            eof = true;
+                            break;
+                        }
+                        Ok(n) => {
+                            slot.conn.note_received(self.ctx.now);
+                            budget = budget.saturating_sub(n);
+                            if budget == 0 {
+                                again.push(index);
+                                break;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            slot.readable = false;
+                            break;
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(_) => {
+                            eof = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            slot.conn.process(&mut self.ctx);
+            if eof {
+                self.remove_connection(index);
+                self.handle_local();
+                continue;
+            }
+            self.mark_dirty(index);
+            self.handle_local();
+        }
+        for index in again {
+            self.mark_ready(index);
+        }
+    }
+
+    fn handle_local(&mut self) {
+        while let Some(envelope) = self.ctx.local.pop_front() {
+            self.handle_envelope(envelope);
+        }
+    }
+
+    fn handle_envelope(&mut self, envelope: Envelope) {
+        let me = self.ctx.shard;
+        match envelope {
+            Envelope::Accept(stream) => match stream.peer_addr() {
+                Ok(peer) => self.adopt(stream, peer),
+                Err(_) => drop(stream),
+            },
+            Envelope::Publish { queue, message } => {
+                self.ctx.publish_to(QueueRef { id: queue, shard: me }, message)
+            }
+            Envelope::Deliver(delivery) => match self.slot_of(delivery.consumer.channel.conn) {
+                Some(index) => {
+                    self.conns[index].conn.handle_delivery(delivery, &mut self.ctx);
+                    self.mark_dirty(index);
+                }
+                None => crate::channel::undeliverable(delivery, &mut self.ctx),
+            },
+            Envelope::Settle { queue, consumer, op, ids } => self.ctx.settle_local(queue, consumer, op, &ids),
+            Envelope::ReturnUndelivered { queue, msg_id, message, redelivered } => {
+                let delivery = crate::queue::Delivery {
+                    queue: QueueRef { id: queue, shard: me },
+                    msg_id,
+                    consumer: crate::queue::ConsumerKey {
+                        channel: crate::channel::ChannelRef {
+                            conn: ConnId { shard: me, slot: 0, generation: 0 },
+                            channel: 0,
+                        },
+                        consumer: 0,
+                    },
+                    redelivered,
+                    no_ack: true,
+                    message,
+                };
+                self.ctx.return_undelivered(delivery);
+            }
+            Envelope::Credit { queue, consumer, count } => {
+                self.ctx.credit(QueueRef { id: queue, shard: me }, consumer, count)
+            }
+            Envelope::RemoveConsumer { queue, consumer } => self.ctx.remove_consumer_local(queue, consumer),
+            Envelope::RemoveChannelConsumers { queue, channel } => {
+                self.ctx.remove_channel_consumers_local(queue, channel)
+            }
+            Envelope::DeleteExclusive { queue } => {
+                self.ctx.delete_queue_local(queue);
+            }
+            Envelope::Request { queue, from, request } => {
+                let reply = self.ctx.queue_request(queue, from, request);
+                self.ctx.send(from.conn.shard, Envelope::Reply { to: from, reply });
+            }
+            Envelope::Reply { to, reply } => match self.slot_of(to.conn) {
+                Some(index) => {
+                    self.conns[index].conn.handle_reply(to.channel, reply, &mut self.ctx);
+                    self.mark_dirty(index);
+                    self.mark_ready(index);
+                }
+                None => {
+                    if let crate::ring::envelope::QueueReply::GetOk { delivery, .. } = reply {
+                        crate::channel::undeliverable(delivery, &mut self.ctx);
+                    }
+                }
+            },
+            Envelope::ConsumerCancelled { consumer } => {
+                if let Some(index) = self.slot_of(consumer.channel.conn) {
+                    self.conns[index]
+                        .conn
+                        .handle_consumer_cancelled(consumer.channel.channel, consumer.consumer);
+                    self.mark_dirty(index);
+                }
+            }
+            Envelope::DirectReply { to, message } => {
+                if let Some(index) = self.slot_of(to.conn) {
+                    self.conns[index].conn.handle_direct_reply(to.channel, message, &mut self.ctx);
+                    self.mark_dirty(index);
+                }
+            }
+        }
+    }
+
+    fn flush_sockets(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut keep = Vec::new();
+        for index in dirty {
+            let Some(slot) = self.conns.get_mut(index) else {
+                continue;
+            };
+            if slot.write_blocked {
+                keep.push(index);
+                continue;
+            }
+            slot.queued_dirty = false;
+            let was_paused_by_output = slot.conn.read_paused();
+            match slot.conn.out().write_to(&mut slot.socket) {
+                Ok(true) => {
+                    slot.conn.note_sent(self.ctx.now);
+                    if slot.conn.is_closed() {
+                        self.remove_connection(index);
+                        continue;
+                    }
+                    slot.conn.after_flush(&mut self.ctx);
+                    if was_paused_by_output && !slot.conn.read_paused() {
+                        self.mark_ready(index);
+                    }
+                }
+                Ok(false) => {
+                    slot.conn.note_sent(self.ctx.now);
+                    slot.write_blocked = true;
+                    slot.queued_dirty = true;
+                    keep.push(index);
+                }
+                Err(_) => self.remove_connection(index),
+            }
+        }
+        self.dirty.extend(keep);
+    }
+
+    fn housekeeping(&mut self) {
+        let now = self.ctx.now;
+        let mut dead = Vec::new();
+        let mut wrote = Vec::new();
+        for (index, slot) in self.conns.iter_mut() {
+            if !slot.conn.handle_tick(now) {
+                dead.push(index);
+            } else if !slot.conn.out().is_empty() {
+                wrote.push(index);
+            }
+        }
+        for index in dead {
+            self.remove_connection(index);
+        }
+        for index in wrote {
+            self.mark_dirty(index);
+        }
+        self.handle_local();
+    }
+
+    fn remove_connection(&mut self, index: usize) {
+        if !self.conns.contains(index) {
+            return;
+        }
+        let mut slot = self.conns.remove(index);
+        let _ = self.poll.registry().deregister(&mut slot.socket);
+        slot.conn.shutdown(&mut self.ctx);
+    }
+
+    fn close_all(&mut self) {
+        let indices: Vec<usize> = self.conns.iter().map(|(i, _)| i).collect();
+        for index in &indices {
+            let slot = &mut self.conns[*index];
+            slot.conn.close_for_shutdown(&mut self.ctx);
+            let _ = slot.conn.out().write_to(&mut slot.socket);
+        }
+        for index in indices {
+            self.remove_connection(index);
+        }
+    }
+}
