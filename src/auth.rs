@@ -8,7 +8,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::amqp::field::{FieldTable, FieldValue};
 
 /// Mechanisms offered in connection.start, space separated.
-pub const MECHANISMS: &str = "PLAIN AMQPLAIN";
+pub const MECHANISMS: &str = "AMQPLAIN PLAIN";
 
 /// A known user.
 #[derive(Debug, Clone)]

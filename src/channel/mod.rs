@@ -200,17 +200,16 @@ impl Channel {
         }
         match frame.kind {
             FrameType::Method => {
-                if self.content.is_some() {
-                    return Err(ChannelError::new(
-                        spec::reply_code::UNEXPECTED_FRAME,
-                        format!(
-                            "expected content header for class 60, got non content header frame instead (channel {})",
-                            self.me.channel
-                        ),
-                    ));
+                if let Some(content) = &self.content {
+                    let text = if content.has_header() {
+                        "expected content body, got non content body frame instead"
+                    } else {
+                        "expected content header for class 60, got non content header frame instead"
+                    };
+                    return Err(ChannelError::new(spec::reply_code::UNEXPECTED_FRAME, text.into())
+                        .on(&Method::BasicPublish(Default::default())));
                 }
-                let method =
-                    Method::decode(frame.payload).map_err(|e| crate::connection::decode_error(&e))?;
+                let method = crate::connection::Connection::decode_method(frame.payload)?;
                 self.handle_method(method, shared, ctx)
             }
             FrameType::Header => self.handle_header(frame.payload, shared, ctx).map(|()| Flow::Continue),

@@ -55,24 +55,32 @@ impl Channel {
         ctx: &mut ShardCtx,
     ) -> Result<(), ChannelError> {
         let Some(content) = self.content.as_mut() else {
-            return Err(ChannelError::new(
-                spec::reply_code::UNEXPECTED_FRAME,
-                format!("expected method frame, got non method frame instead (channel {})", self.me.channel),
-            ));
+            return Err(unexpected_content_frame());
         };
+        let publish = Method::BasicPublish(BasicPublish::default());
         if content.header.is_some() {
             return Err(ChannelError::new(
                 spec::reply_code::UNEXPECTED_FRAME,
-                "expected content body, got content header instead".into(),
-            ));
+                "expected content body, got non content body frame instead".into(),
+            )
+            .on(&publish));
         }
         let (class_id, body_size) =
             properties::peek_content_header(&payload).map_err(|e| crate::connection::decode_error(&e))?;
         if class_id != 60 {
             return Err(ChannelError::new(
-                spec::reply_code::FRAME_ERROR,
-                format!("content header class {class_id} does not match method class 60"),
-            ));
+                spec::reply_code::UNEXPECTED_FRAME,
+                format!("expected content header for class 60, got one for class {class_id} instead"),
+            )
+            .on(&publish));
+        }
+        if properties::content_header_weight(&payload).map_err(|e| crate::connection::decode_error(&e))? != 0
+        {
+            return Err(ChannelError::new(
+                spec::reply_code::UNEXPECTED_FRAME,
+                "non-zero content header weight".into(),
+            )
+            .on(&publish));
         }
         let max = ctx.config.body_size_bytes_max;
         if body_size > max {
@@ -98,10 +106,14 @@ impl Channel {
         ctx: &mut ShardCtx,
     ) -> Result<(), ChannelError> {
         let Some(content) = self.content.as_mut().filter(|c| c.header.is_some()) else {
-            return Err(ChannelError::new(
-                spec::reply_code::UNEXPECTED_FRAME,
-                format!("expected method frame, got non method frame instead (channel {})", self.me.channel),
-            ));
+            return Err(match self.content {
+                Some(_) => ChannelError::new(
+                    spec::reply_code::UNEXPECTED_FRAME,
+                    "expected content header for class 60, got non content header frame instead".into(),
+                )
+                .on(&Method::BasicPublish(BasicPublish::default())),
+                None => unexpected_content_frame(),
+            });
         };
         content.received += payload.len() as u64;
         if content.received > content.body_size {
@@ -287,6 +299,21 @@ impl Channel {
             }
         }
         Ok(())
+    }
+}
+
+/// A header or body frame with no basic.publish before it (RabbitMQ's words).
+fn unexpected_content_frame() -> ChannelError {
+    ChannelError::new(
+        spec::reply_code::UNEXPECTED_FRAME,
+        "expected method frame, got non method frame instead".into(),
+    )
+}
+
+impl Content {
+    /// The content header has arrived.
+    pub(super) fn has_header(&self) -> bool {
+        self.header.is_some()
     }
 }
 

@@ -83,7 +83,10 @@ pub fn start_ok(
             };
             tracing::info!(%peer, reason = ?e, "login refused");
             let mut error = ChannelError::hard(spec::reply_code::ACCESS_REFUSED, text);
-            error.close_silently = !shared.caps.authentication_failure_close;
+            // RabbitMQ reports a refused login only to clients that asked for
+            // it, and never an unknown mechanism.
+            error.close_silently =
+                !shared.caps.authentication_failure_close || matches!(e, AuthError::UnknownMechanism(_));
             return Err(error);
         }
     }
@@ -109,25 +112,32 @@ pub struct Tuned {
 pub fn tune_ok(m: &spec::ConnectionTuneOk, config: &Config) -> Result<Tuned, ChannelError> {
     let frame_max = if m.frame_max == 0 { config.frame_size_bytes_max } else { m.frame_max };
     if frame_max > config.frame_size_bytes_max {
-        return Err(ChannelError::hard(
+        return Err(silent(ChannelError::hard(
             spec::reply_code::NOT_ALLOWED,
             format!("frame_max={frame_max} > {} max size", config.frame_size_bytes_max),
-        ));
+        )));
     }
     if frame_max < crate::amqp::frame::FRAME_SIZE_BYTES_MIN {
-        return Err(ChannelError::hard(
+        return Err(silent(ChannelError::hard(
             spec::reply_code::NOT_ALLOWED,
             format!("frame_max={frame_max} < {} min size", crate::amqp::frame::FRAME_SIZE_BYTES_MIN),
-        ));
+        )));
     }
     let channel_max = if m.channel_max == 0 { config.channel_max } else { m.channel_max };
     if channel_max > config.channel_max {
-        return Err(ChannelError::hard(
+        return Err(silent(ChannelError::hard(
             spec::reply_code::NOT_ALLOWED,
             format!("channel_max={channel_max} > {} max channels", config.channel_max),
-        ));
+        )));
     }
     Ok(Tuned { frame_max, channel_max, heartbeat_seconds: m.heartbeat })
+}
+
+/// RabbitMQ answers handshake mistakes by closing the socket, not with a
+/// close frame; clients see the connection drop.
+fn silent(mut error: ChannelError) -> ChannelError {
+    error.close_silently = true;
+    error
 }
 
 /// Handles connection.open. Returns open-ok.

@@ -36,6 +36,9 @@ use writer::WriteQueue;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// After we send connection.close we wait this long for close-ok.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// After answering the client's connection.close we wait this long for it to
+/// close the socket.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// The read buffer grows by this much at a time.
 pub const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Write-queue size above which we stop reading from the peer and stop
@@ -125,13 +128,15 @@ pub struct Connection {
     last_recv: Instant,
     last_send: Instant,
     closing_since: Option<Instant>,
+    /// Since when we wait for the client to close the socket after close-ok.
+    linger_since: Option<Instant>,
     /// A channel waiting for another shard's reply; no frame is processed until it comes.
     paused_on: Option<u16>,
 }
 
 impl Connection {
     /// A freshly accepted connection.
-    pub fn new(id: ConnId, peer: SocketAddr, now: Instant, frame_max: u32) -> Connection {
+    pub fn new(id: ConnId, peer: SocketAddr, now: Instant) -> Connection {
         Connection {
             peer,
             phase: Phase::ProtocolHeader,
@@ -140,7 +145,7 @@ impl Connection {
             shared: ConnShared {
                 id,
                 out: WriteQueue::new(),
-                frame_max,
+                frame_max: frame::FRAME_SIZE_BYTES_MIN,
                 user: String::new(),
                 vhost: Arc::from(""),
                 caps: ClientCapabilities::default(),
@@ -155,6 +160,7 @@ impl Connection {
             last_recv: now,
             last_send: now,
             closing_since: None,
+            linger_since: None,
             paused_on: None,
         }
     }
@@ -181,14 +187,14 @@ impl Connection {
 
     /// True when the socket should be closed once the write queue is empty.
     pub fn is_closed(&self) -> bool {
-        self.phase == Phase::Closed
+        self.phase == Phase::Closed && self.linger_since.is_none()
     }
 
     /// True while frames should not be read: waiting for a reply, closed, or
     /// the peer is not reading what it asked for.
     pub fn read_paused(&self) -> bool {
         self.paused_on.is_some()
-            || self.phase == Phase::Closed
+            || self.is_closed()
             || self.shared.out.queued_bytes() > WRITE_QUEUE_BYTES_HIGH
     }
 
@@ -246,7 +252,13 @@ impl Connection {
     }
 
     fn process_protocol_header(&mut self, ctx: &mut ShardCtx) -> bool {
-        match frame::check_protocol_header(&self.read_buf) {
+        // RabbitMQ serves clients that send the AMQP 0-9 header as 0-9-1.
+        let check = if self.read_buf.starts_with(&frame::PROTOCOL_HEADER_0_9) {
+            ProtocolHeaderCheck::Match
+        } else {
+            frame::check_protocol_header(&self.read_buf)
+        };
+        match check {
             ProtocolHeaderCheck::Incomplete => false,
             ProtocolHeaderCheck::Mismatch => {
                 // Tell the client which protocol we speak, then hang up.
@@ -285,9 +297,9 @@ impl Connection {
             return;
         }
         let method = match (frame.kind, frame.channel) {
-            (FrameType::Method, 0) => match Method::decode(frame.payload) {
+            (FrameType::Method, 0) => match Connection::decode_method(frame.payload) {
                 Ok(m) => m,
-                Err(e) => return self.close_with(decode_error(&e), ctx),
+                Err(e) => return self.close_with(e, ctx),
             },
             _ => {
                 return self.close_with(
@@ -319,8 +331,7 @@ impl Connection {
                 })
             }
             (_, Method::ConnectionClose(_)) => {
-                self.shared.out.method(0, &Method::ConnectionCloseOk(Default::default()));
-                self.phase = Phase::Closed;
+                self.answer_close(ctx.now);
                 Ok(())
             }
             (_, other) => Err(ChannelError::hard(
@@ -340,11 +351,10 @@ impl Connection {
     fn handle_channel_zero(&mut self, frame: Frame, ctx: &mut ShardCtx) {
         match frame.kind {
             FrameType::Heartbeat => {}
-            FrameType::Method => match Method::decode(frame.payload) {
+            FrameType::Method => match Connection::decode_method(frame.payload) {
                 Ok(Method::ConnectionClose(_)) => {
-                    self.shared.out.method(0, &Method::ConnectionCloseOk(Default::default()));
                     self.release_everything(ctx);
-                    self.phase = Phase::Closed;
+                    self.answer_close(ctx.now);
                 }
                 Ok(Method::ConnectionCloseOk(_)) => {}
                 Ok(Method::ConnectionUpdateSecret(_)) => {
@@ -353,13 +363,13 @@ impl Connection {
                 Ok(Method::ConnectionBlocked(_) | Method::ConnectionUnblocked(_)) => {}
                 Ok(other) => self.close_with(
                     ChannelError::hard(
-                        spec::reply_code::COMMAND_INVALID,
-                        format!("unexpected method {} on channel 0", other.name()),
+                        spec::reply_code::CHANNEL_ERROR,
+                        "unexpected method in connection state running".into(),
                     )
                     .on(&other),
                     ctx,
                 ),
-                Err(e) => self.close_with(decode_error(&e), ctx),
+                Err(e) => self.close_with(e, ctx),
             },
             FrameType::Header | FrameType::Body => self.close_with(
                 ChannelError::hard(spec::reply_code::UNEXPECTED_FRAME, "content frame on channel 0".into()),
@@ -372,19 +382,7 @@ impl Connection {
         let number = frame.channel;
         if frame.kind == FrameType::Heartbeat {
             return self.close_with(
-                ChannelError::hard(
-                    spec::reply_code::FRAME_ERROR,
-                    format!("heartbeat frame on non-zero channel {number}"),
-                ),
-                ctx,
-            );
-        }
-        if number > self.channel_max {
-            return self.close_with(
-                ChannelError::hard(
-                    spec::reply_code::CHANNEL_ERROR,
-                    format!("channel {number} is above the negotiated channel_max ({})", self.channel_max),
-                ),
+                ChannelError::hard(spec::reply_code::UNEXPECTED_FRAME, "type 8, all octets = <<>>".into()),
                 ctx,
             );
         }
@@ -402,11 +400,31 @@ impl Connection {
 
     fn open_channel(&mut self, frame: Frame, ctx: &mut ShardCtx) {
         let number = frame.channel;
-        let opening = frame.kind == FrameType::Method
-            && matches!(Method::decode(frame.payload), Ok(Method::ChannelOpen(_)));
-        if !opening {
+        let method = match frame.kind {
+            FrameType::Method => match Connection::decode_method(frame.payload) {
+                Ok(m) => Some(m),
+                Err(e) => return self.close_with(e, ctx),
+            },
+            _ => None,
+        };
+        if !matches!(method, Some(Method::ChannelOpen(_))) {
+            let mut error =
+                ChannelError::hard(spec::reply_code::CHANNEL_ERROR, "expected 'channel.open'".into());
+            if let Some(m) = &method {
+                error = error.on(m);
+            }
+            return self.close_with(error, ctx);
+        }
+        let open_channels = self.channels.iter().filter(|c| c.is_some()).count();
+        if self.channel_max > 0 && open_channels >= usize::from(self.channel_max) {
             return self.close_with(
-                ChannelError::hard(spec::reply_code::CHANNEL_ERROR, "expected 'channel.open'".into()),
+                ChannelError::hard(
+                    spec::reply_code::NOT_ALLOWED,
+                    format!(
+                        "number of channels opened ({open_channels}) has reached the negotiated channel_max ({})",
+                        self.channel_max
+                    ),
+                ),
                 ctx,
             );
         }
@@ -450,6 +468,29 @@ impl Connection {
             }
             _ => {}
         }
+    }
+
+    /// Decodes a method frame, holding shortstr arguments to UTF-8 as RabbitMQ
+    /// does for methods without content.
+    pub fn decode_method(payload: bytes::Bytes) -> Result<Method, ChannelError> {
+        let method = Method::decode(payload).map_err(|e| decode_error(&e))?;
+        if !method.shortstrs_are_utf8() {
+            return Err(ChannelError::hard(
+                spec::reply_code::FRAME_ERROR,
+                "Malformed UTF-8 in shortstr".into(),
+            )
+            .on(&method));
+        }
+        Ok(method)
+    }
+
+    /// The client closed: answer close-ok and wait (briefly) for it to close
+    /// the socket, as the spec has the closing side do. Closing first would
+    /// let EOF overtake close-ok in clients that read both at once (lapin).
+    fn answer_close(&mut self, now: Instant) {
+        self.shared.out.method(0, &Method::ConnectionCloseOk(Default::default()));
+        self.phase = Phase::Closed;
+        self.linger_since = Some(now);
     }
 
     /// Closes the connection with a hard error: connection.close, release all
@@ -596,7 +637,7 @@ impl Connection {
                 now.duration_since(self.created_at) < HANDSHAKE_TIMEOUT
             }
             Phase::Closing => self.closing_since.is_none_or(|t| now.duration_since(t) < CLOSE_TIMEOUT),
-            Phase::Closed => true,
+            Phase::Closed => self.linger_since.is_none_or(|t| now.duration_since(t) < CLOSE_LINGER),
         }
     }
 }
@@ -615,10 +656,12 @@ fn frame_error_text(e: &FrameError) -> String {
 pub fn decode_error(e: &spec::DecodeError) -> ChannelError {
     use spec::DecodeError as D;
     match e {
+        // RabbitMQ drops the TCP connection without a word here (its reader
+        // crashes); we say what happened instead.
         D::UnknownClass(_) | D::UnknownMethod { .. } => {
-            ChannelError::hard(spec::reply_code::COMMAND_INVALID, format!("{e}"))
+            ChannelError::hard(spec::reply_code::NOT_IMPLEMENTED, format!("{e}"))
         }
-        _ => ChannelError::hard(spec::reply_code::SYNTAX_ERROR, format!("{e}")),
+        _ => ChannelError::hard(spec::reply_code::FRAME_ERROR, format!("cannot decode method frame: {e}")),
     }
 }
 

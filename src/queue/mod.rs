@@ -27,6 +27,9 @@ use crate::channel::ChannelRef;
 use crate::message::Message;
 use crate::ring::ShardId;
 use crate::routing::topology::QueueMeta;
+pub use dead_letter::DeadLetterTarget;
+
+pub mod dead_letter;
 
 /// Deliveries a consumer may have in flight towards its socket (not yet
 /// written) before the queue stops sending to it.
@@ -172,12 +175,19 @@ pub struct Queue {
     cursor: usize,
     next_msg_id: u64,
     had_consumer: bool,
+    /// Where rejected messages go, if anywhere.
+    dead_letter: Option<DeadLetterTarget>,
+    /// Rejected messages waiting to be dead-lettered by the shard.
+    dead: Vec<Message>,
 }
 
 impl Queue {
     /// An empty queue.
     pub fn new(meta: Arc<QueueMeta>, vhost: Arc<str>) -> Queue {
+        let dead_letter = DeadLetterTarget::from_arguments(&meta.arguments);
         Queue {
+            dead_letter,
+            dead: Vec::new(),
             meta,
             vhost,
             ready: VecDeque::new(),
@@ -284,7 +294,12 @@ impl Queue {
                 c.unacked = c.unacked.saturating_sub(1);
             }
             match op {
-                SettleOp::Ack | SettleOp::Discard => {}
+                SettleOp::Ack => {}
+                SettleOp::Discard => {
+                    if self.dead_letter.is_some() {
+                        self.dead.push(entry.message);
+                    }
+                }
                 SettleOp::Requeue => back.push(Ready { id, message: entry.message, redelivered: true }),
                 SettleOp::Undelivered => back.push(Ready { id, message: entry.message, redelivered: false }),
             }
@@ -350,6 +365,15 @@ impl Queue {
             return Err(QueueRefusal::NotEmpty);
         }
         Ok(())
+    }
+
+    /// Messages rejected since the last call, with where they should go.
+    pub fn take_dead_letters(&mut self) -> Option<(DeadLetterTarget, Vec<Message>)> {
+        if self.dead.is_empty() {
+            return None;
+        }
+        let target = self.dead_letter.clone()?;
+        Some((target, std::mem::take(&mut self.dead)))
     }
 
     /// Publishes the counters for other shards.

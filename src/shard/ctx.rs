@@ -140,6 +140,49 @@ impl ShardCtx {
             q.settle(consumer, ids, op, &mut self.deliveries);
             q.report_stats();
             self.route_deliveries();
+            if op == SettleOp::Discard {
+                self.dead_letter_from(queue);
+            }
+        }
+    }
+
+    /// Republishes what a local queue rejected to its dead-letter exchange.
+    #[cold]
+    fn dead_letter_from(&mut self, queue: QueueId) {
+        let Some(q) = self.queues.get_mut(&queue) else {
+            return;
+        };
+        let Some((target, messages)) = q.take_dead_letters() else {
+            return;
+        };
+        let queue_name = q.meta().name.clone();
+        let vhost_name = Arc::clone(q.vhost());
+        let Some(vhost) = self.vhost(&vhost_name).cloned() else {
+            return;
+        };
+        // RabbitMQ drops dead letters whose exchange does not exist.
+        let Some(exchange) = vhost.exchanges.get(target.exchange.as_bytes()).cloned() else {
+            return;
+        };
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let mut targets = Vec::new();
+        let mut scratch = Vec::new();
+        for message in messages {
+            let dead =
+                crate::queue::dead_letter::dead_lettered(&message, &queue_name, "rejected", &target, now);
+            let headers = if exchange.bindings.needs_headers() {
+                crate::amqp::properties::ContentHeader::decode(dead.header.clone())
+                    .ok()
+                    .and_then(|h| h.properties.headers)
+            } else {
+                None
+            };
+            targets.clear();
+            vhost.route(&exchange, dead.routing_key.as_bytes(), headers.as_ref(), &mut targets, &mut scratch);
+            for target in &targets {
+                self.publish_to(*target, dead.clone());
+            }
         }
     }
 

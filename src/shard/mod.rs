@@ -258,7 +258,7 @@ impl Shard {
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1).max(1);
         let id = ConnId { shard: self.ctx.shard, slot: index as u32, generation };
-        let conn = Connection::new(id, peer, self.ctx.now, self.ctx.config.frame_size_bytes_max);
+        let conn = Connection::new(id, peer, self.ctx.now);
         entry.insert(Slot {
             conn,
             socket,

@@ -1,0 +1,313 @@
+//! Shared harness for the AMQP 0-9-1 integration tests.
+//!
+//! Every test starts its own broker with [`start_broker`]: an in-process Lepus
+//! with two shards, or — when `LEPUS_TEST_EXTERNAL=host:port` is set — an
+//! external broker (RabbitMQ 3.10 is the oracle every test must pass against).
+//! Because an external broker is shared, every queue and exchange name a test
+//! creates goes through [`unique`].
+//!
+//! Three kinds of client are offered:
+//! - [`lapin_conn`] and [`amqprs_conn`]: the real Rust clients, as users run them;
+//! - [`Raw`] (`raw.rs`): a hand-written frame client over a blocking `TcpStream`.
+//!   Its codec (`wire.rs`) is written by hand here and shares nothing with the
+//!   broker, so it is an independent oracle for wire-level behaviour (reply
+//!   codes, close scope, EOF).
+//!
+//! [`Healthy`] (`healthy.rs`) keeps two well-behaved bystander connections (one
+//! per shard) publishing and consuming while a test misbehaves on another one,
+//! and proves afterwards that they were not disturbed.
+#![allow(dead_code, unused_imports)]
+
+pub mod amqprs_events;
+mod healthy;
+mod raw;
+mod wire;
+
+pub use healthy::Healthy;
+pub use raw::*;
+pub use wire::*;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+// ---------------------------------------------------------------------------
+// Broker
+// ---------------------------------------------------------------------------
+
+/// A broker the test talks to over TCP.
+pub struct Broker {
+    pub addr: std::net::SocketAddr,
+    /// Keeps an in-process broker alive for as long as the test holds `Broker`.
+    /// `None` for an external broker.
+    _in_process: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+/// Starts a fresh broker for one test (Lepus in-process with 2 shards), or uses
+/// LEPUS_TEST_EXTERNAL if set.
+pub fn start_broker() -> Broker {
+    match std::env::var("LEPUS_TEST_EXTERNAL") {
+        Ok(addr) if !addr.trim().is_empty() => {
+            let addr: SocketAddr =
+                addr.trim().parse().expect("LEPUS_TEST_EXTERNAL must be host:port, e.g. 127.0.0.1:5672");
+            Broker { addr, _in_process: None }
+        }
+        _ => start_in_process(),
+    }
+}
+
+/// Starts Lepus inside the test process, listening on an ephemeral loopback port,
+/// with 2 shards (connections are assigned to shards round-robin in accept order).
+fn start_in_process() -> Broker {
+    let config = lepus::Config {
+        listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+        shards: 2,
+        pin_shards: false,
+        ..lepus::Config::default()
+    };
+    let server = lepus::Server::start(config).expect("lepus starts in-process");
+    let addr = server.local_addrs()[0];
+    Broker { addr, _in_process: Some(Box::new(server)) }
+}
+
+/// A name no other test (nor another suite sharing the broker) uses.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("lepus-it.{prefix}.{}.{:x}.{n}", std::process::id(), nanos & 0xffff_ffff)
+}
+
+/// A small tokio runtime for the blocking (raw-frame) tests that also need a
+/// real client, e.g. to inspect a queue.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
+}
+
+/// Safety-net timeout for anything the tests await.
+pub const SAFETY: Duration = Duration::from_secs(10);
+
+/// Awaits `fut`, panicking with `what` if it takes longer than [`SAFETY`].
+pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(SAFETY, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {SAFETY:?} waiting for: {what}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Real clients
+// ---------------------------------------------------------------------------
+
+pub fn amqp_uri(b: &Broker) -> String {
+    format!("amqp://guest:guest@{}/%2f", b.addr)
+}
+
+/// A lapin connection (lapin's default executor and reactor; they run fine
+/// beside tokio, which the tests use for timeouts and tasks).
+pub async fn lapin_conn(b: &Broker) -> lapin::Connection {
+    lapin_conn_addr(b.addr).await
+}
+
+pub async fn lapin_conn_addr(addr: SocketAddr) -> lapin::Connection {
+    let uri = format!("amqp://guest:guest@{addr}/%2f");
+    within("lapin connect", lapin::Connection::connect(&uri, lapin::ConnectionProperties::default()))
+        .await
+        .expect("lapin connects")
+}
+
+/// A lapin connection plus one channel on it.
+pub async fn lapin_channel(b: &Broker) -> (lapin::Connection, lapin::Channel) {
+    let conn = lapin_conn(b).await;
+    let ch = within("lapin channel", conn.create_channel()).await.expect("lapin channel opens");
+    (conn, ch)
+}
+
+/// An amqprs connection.
+pub async fn amqprs_conn(b: &Broker) -> amqprs::connection::Connection {
+    let args = amqprs::connection::OpenConnectionArguments::new(
+        &b.addr.ip().to_string(),
+        b.addr.port(),
+        "guest",
+        "guest",
+    );
+    within("amqprs connect", amqprs::connection::Connection::open(&args)).await.expect("amqprs connects")
+}
+
+/// Ready-message count of `queue`, by a passive declare on a fresh channel.
+pub async fn queue_len(conn: &lapin::Connection, queue: &str) -> u32 {
+    let ch = within("channel for passive declare", conn.create_channel()).await.expect("channel opens");
+    let q = within(
+        "passive queue.declare",
+        ch.queue_declare(
+            queue,
+            lapin::options::QueueDeclareOptions { passive: true, ..Default::default() },
+            lapin::types::FieldTable::default(),
+        ),
+    )
+    .await
+    .expect("queue exists");
+    let _ = ch.close(200, "done").await;
+    q.message_count()
+}
+
+/// Everything ready in `queue`, in order, by basic.get (no-ack) until get-empty.
+pub async fn drain(ch: &lapin::Channel, queue: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Some(m) =
+        within("basic.get", ch.basic_get(queue, lapin::options::BasicGetOptions { no_ack: true }))
+            .await
+            .expect("basic.get")
+    {
+        out.push(String::from_utf8(m.delivery.data).expect("utf8 body"));
+    }
+    out
+}
+
+/// Publishes `{prefix}0` .. `{prefix}{n-1}` to `queue` on a channel it puts
+/// in confirm mode, and waits until all are confirmed.
+pub async fn fill_queue(ch: &lapin::Channel, queue: &str, n: usize, prefix: &str) {
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+    ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm.select");
+    for i in 0..n {
+        ch.basic_publish(
+            "",
+            queue,
+            BasicPublishOptions::default(),
+            format!("{prefix}{i}").as_bytes(),
+            lapin::BasicProperties::default(),
+        )
+        .await
+        .expect("publish");
+    }
+    assert!(within("confirms", ch.wait_for_confirms()).await.expect("confirms").is_empty());
+}
+
+/// Waits until `queue` no longer exists. AMQP has no event for "another
+/// connection's queue is gone", so this polls passive declares (each miss
+/// closes only its own channel), bounded by the safety timeout.
+pub async fn await_queue_gone(conn: &lapin::Connection, queue: &str) {
+    let deadline = std::time::Instant::now() + SAFETY;
+    loop {
+        let ch = conn.create_channel().await.expect("channel");
+        match ch
+            .queue_declare(
+                queue,
+                lapin::options::QueueDeclareOptions { passive: true, ..Default::default() },
+                lapin::types::FieldTable::default(),
+            )
+            .await
+        {
+            Err(e) => {
+                assert_eq!(lapin_reply_code(&e), Some(404), "{e}");
+                return;
+            }
+            Ok(_) => {
+                let _ = ch.close(200, "retry").await;
+                assert!(std::time::Instant::now() < deadline, "queue {queue} was not deleted");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Declares a server-named, exclusive queue and returns its name.
+pub async fn server_named_queue(ch: &lapin::Channel) -> String {
+    ch.queue_declare(
+        "",
+        lapin::options::QueueDeclareOptions { exclusive: true, ..Default::default() },
+        lapin::types::FieldTable::default(),
+    )
+    .await
+    .expect("queue.declare")
+    .name()
+    .to_string()
+}
+
+/// Publishes on a confirm-mode channel and waits for the ack, so the message
+/// has been routed before the test looks at the queues.
+pub async fn publish_confirmed(
+    ch: &lapin::Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &str,
+    props: lapin::BasicProperties,
+) {
+    let confirm = ch
+        .basic_publish(
+            exchange,
+            routing_key,
+            lapin::options::BasicPublishOptions::default(),
+            body.as_bytes(),
+            props,
+        )
+        .await
+        .expect("publish");
+    assert!(within("confirm", confirm).await.expect("confirmation").is_ack());
+}
+
+/// `res` failed with a channel error `code` (text starting with `prefix`) and
+/// the connection survived it: it still opens channels.
+pub async fn assert_channel_error<T: std::fmt::Debug>(
+    conn: &lapin::Connection,
+    res: lapin::Result<T>,
+    code: u16,
+    prefix: &str,
+) {
+    assert_lapin_error(res, code, prefix);
+    assert!(conn.status().connected(), "a channel error must not close the connection");
+    let ch = within("channel after a channel error", conn.create_channel())
+        .await
+        .expect("the connection still opens channels");
+    ch.close(200, "ok").await.expect("close");
+}
+
+/// Next message from an amqprs `basic_consume_rx` receiver:
+/// (delivery tag, properties, body).
+pub async fn amqprs_recv(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<amqprs::channel::ConsumerMessage>,
+) -> (u64, amqprs::BasicProperties, Vec<u8>) {
+    let m = within("amqprs delivery", rx.recv()).await.expect("amqprs consumer still open");
+    let deliver = m.deliver.expect("deliver");
+    (deliver.delivery_tag(), m.basic_properties.expect("properties"), m.content.expect("content"))
+}
+
+/// Next delivery from a lapin consumer, panicking on end of stream or error.
+pub async fn next_delivery(consumer: &mut lapin::Consumer) -> lapin::message::Delivery {
+    use futures_lite::StreamExt;
+    within("a delivery", consumer.next())
+        .await
+        .expect("consumer stream ended unexpectedly")
+        .expect("delivery is not an error")
+}
+
+/// The AMQP reply code carried by a lapin error, if it is a protocol error.
+pub fn lapin_reply_code(err: &lapin::Error) -> Option<u16> {
+    match err {
+        lapin::Error::ProtocolError(e) => Some(e.get_id()),
+        _ => None,
+    }
+}
+
+/// The AMQP reply text carried by a lapin error, if it is a protocol error.
+pub fn lapin_reply_text(err: &lapin::Error) -> String {
+    match err {
+        lapin::Error::ProtocolError(e) => e.get_message().to_string(),
+        other => format!("{other}"),
+    }
+}
+
+/// Asserts that `res` failed with the given AMQP reply code and that the reply
+/// text starts with `text_prefix`.
+pub fn assert_lapin_error<T: std::fmt::Debug>(res: lapin::Result<T>, code: u16, text_prefix: &str) {
+    match res {
+        Ok(v) => panic!("expected AMQP error {code} ({text_prefix}), got Ok({v:?})"),
+        Err(e) => {
+            assert_eq!(lapin_reply_code(&e), Some(code), "reply code of {e}");
+            let text = lapin_reply_text(&e);
+            assert!(text.starts_with(text_prefix), "reply text {text:?} should start with {text_prefix:?}");
+        }
+    }
+}
