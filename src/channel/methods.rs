@@ -128,7 +128,9 @@ impl Channel {
                 self.request(meta.queue, QueueRequest::Get { no_ack: m.no_ack }, Awaiting::Get, shared, ctx)
             }
             Method::BasicRecover(m) => {
-                let _ = m.requeue;
+                if !m.requeue {
+                    return Err(ChannelError::new(spec::reply_code::NOT_IMPLEMENTED, "requeue=false".into()));
+                }
                 let unacked: Vec<_> = self.unacked.drain(..).collect();
                 self.settle_entries(&unacked, SettleOp::Requeue, ctx);
                 shared.out.method(channel, &Method::BasicRecoverOk(Default::default()));
@@ -396,7 +398,9 @@ impl Channel {
     ) -> Result<Flow, ChannelError> {
         if queue.shard == ctx.shard {
             let reply = ctx.queue_request(queue.id, self.me, request);
-            self.apply_reply(awaiting, reply, shared, ctx)?;
+            let applied = self.apply_reply(awaiting, reply, shared, ctx);
+            ctx.route_deliveries();
+            applied?;
             return Ok(Flow::Continue);
         }
         ctx.send(queue.shard, Envelope::Request { queue: queue.id, from: self.me, request });

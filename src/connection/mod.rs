@@ -325,7 +325,8 @@ impl Connection {
                 self.phase = Phase::Open;
             }),
             (Phase::Open, Method::ConnectionOpen(m)) => {
-                handshake::open(&mut self.shared, &m, ctx).map(|ok| {
+                let blame = Method::ConnectionOpen(m.clone());
+                handshake::open(&mut self.shared, &m, ctx).map_err(|e| e.on(&blame)).map(|ok| {
                     self.shared.out.method(0, &ok);
                     self.phase = Phase::Running;
                 })
@@ -473,7 +474,15 @@ impl Connection {
     /// Decodes a method frame, holding shortstr arguments to UTF-8 as RabbitMQ
     /// does for methods without content.
     pub fn decode_method(payload: bytes::Bytes) -> Result<Method, ChannelError> {
-        let method = Method::decode(payload).map_err(|e| decode_error(&e))?;
+        let ids = match payload.get(..4) {
+            Some(b) => (u16::from_be_bytes([b[0], b[1]]), u16::from_be_bytes([b[2], b[3]])),
+            None => (0, 0),
+        };
+        let method = Method::decode(payload).map_err(|e| {
+            let mut error = decode_error(&e);
+            (error.class_id, error.method_id) = ids;
+            error
+        })?;
         if !method.shortstrs_are_utf8() {
             return Err(ChannelError::hard(
                 spec::reply_code::FRAME_ERROR,
@@ -644,10 +653,13 @@ impl Connection {
 
 fn frame_error_text(e: &FrameError) -> String {
     match e {
-        FrameError::UnknownFrameType(t) => format!("unknown frame type {t}"),
-        FrameError::BadFrameEnd(b) => format!("bad frame end marker {b:#04x}"),
+        // RabbitMQ's texts carry these Erlang terms; clients and operators grep for them.
+        FrameError::UnknownFrameType(t) => format!("type {t}: unknown_frame"),
+        FrameError::BadFrameEnd(b) => format!("{{invalid_frame_end_marker,{b}}}"),
         FrameError::TooLarge { size_bytes, max_bytes } => {
-            format!("frame size {size_bytes} is larger than the negotiated frame_max {max_bytes}")
+            format!(
+                "{{frame_too_large,{size_bytes},{max_bytes}}}: frame larger than the negotiated frame_max"
+            )
         }
     }
 }

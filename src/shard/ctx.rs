@@ -283,7 +283,9 @@ impl ShardCtx {
         count
     }
 
-    /// Answers a request for a local queue.
+    /// Answers a request for a local queue. Deliveries it causes wait in
+    /// `deliveries` until the caller has sent the reply and calls
+    /// [`ShardCtx::route_deliveries`].
     pub fn queue_request(&mut self, queue: QueueId, from: ChannelRef, request: QueueRequest) -> QueueReply {
         let vhost_and_name = self.queues.get(&queue).map(|q| (q.vhost().clone(), q.meta().name.clone()));
         let Some((vhost, name)) = vhost_and_name else {
@@ -332,7 +334,8 @@ impl ShardCtx {
         if let Some(q) = self.queues.get(&queue) {
             q.report_stats();
         }
-        self.route_deliveries();
+        // The caller routes the deliveries this caused *after* sending the
+        // reply, so consume-ok always precedes the first delivery.
         reply
     }
 

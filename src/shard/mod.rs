@@ -407,6 +407,7 @@ impl Shard {
             Envelope::Request { queue, from, request } => {
                 let reply = self.ctx.queue_request(queue, from, request);
                 self.ctx.send(from.conn.shard, Envelope::Reply { to: from, reply });
+                self.ctx.route_deliveries();
             }
             Envelope::Reply { to, reply } => match self.slot_of(to.conn) {
                 Some(index) => {
@@ -449,6 +450,14 @@ impl Shard {
                 continue;
             }
             slot.queued_dirty = false;
+            if slot.conn.out().is_empty() {
+                // Nothing to write: do not count this as sending (heartbeats
+                // are due when nothing was sent).
+                if slot.conn.is_closed() {
+                    self.remove_connection(index);
+                }
+                continue;
+            }
             let was_paused_by_output = slot.conn.read_paused();
             match slot.conn.out().write_to(&mut slot.socket) {
                 Ok(true) => {

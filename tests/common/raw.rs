@@ -387,6 +387,48 @@ impl Raw {
         }
     }
 
+    /// Asserts the connection ends, either with connection.close `code` (what
+    /// Lepus sends) or silently (what RabbitMQ 3.10 does for input its reader
+    /// cannot parse at all). Returns the close, if one came.
+    pub fn expect_connection_close_or_drop(&mut self, code: u16, prefix: &str) -> Option<CloseInfo> {
+        let deadline = Instant::now() + SAFETY;
+        loop {
+            match self.read_frame() {
+                None => return None,
+                Some((FRAME_HEARTBEAT, _, _)) => {}
+                Some((ty, ch, payload))
+                    if ty == FRAME_METHOD && ch == 0 && payload.get(..4) == Some(&[0, 10, 0, 50]) =>
+                {
+                    let mut c = Cursor::new(&payload);
+                    let (class_id, method_id) = (c.u16(), c.u16());
+                    let reply_code = c.u16();
+                    let reply_text = c.shortstr();
+                    let (failing_class, failing_method) = (c.u16(), c.u16());
+                    assert_eq!(reply_code, code, "reply code, text {reply_text:?}");
+                    assert!(
+                        reply_text.starts_with(prefix),
+                        "reply text {reply_text:?} should start with {prefix:?}"
+                    );
+                    self.send_method(0, 10, 51, &[]);
+                    self.expect_eof();
+                    return Some(CloseInfo {
+                        channel: ch,
+                        class_id,
+                        method_id,
+                        reply_code,
+                        reply_text,
+                        failing_class,
+                        failing_method,
+                    });
+                }
+                Some((ty, ch, _)) => {
+                    panic!("expected connection.close {code} or a drop, got frame type {ty} on {ch}")
+                }
+            }
+            assert!(Instant::now() < deadline, "broker kept the connection open");
+        }
+    }
+
     /// Asserts the broker drops the connection without sending any method
     /// (no connection.close): RabbitMQ's "silent close". Heartbeats are allowed.
     pub fn expect_silent_close(&mut self) {
