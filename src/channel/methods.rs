@@ -107,6 +107,7 @@ impl Channel {
             Method::BasicCancel(m) => {
                 if let Some(i) = self.consumers.iter().position(|c| c.tag == m.consumer_tag) {
                     let consumer = self.consumers.remove(i);
+                    self.granted -= consumer.granted;
                     ctx.remove_consumer(
                         consumer.queue,
                         ConsumerKey { channel: self.me, consumer: consumer.id },
@@ -523,10 +524,8 @@ impl Channel {
         check_exclusive(&meta, self.me.conn, &shared.vhost)?;
         let id = shared.next_consumer;
         shared.next_consumer = shared.next_consumer.wrapping_add(1);
-        let mut prefetch = self.prefetch_consumer;
-        if self.prefetch_channel > 0 && (prefetch == 0 || self.prefetch_channel < prefetch) {
-            prefetch = self.prefetch_channel;
-        }
+        let prefetch = self.prefetch_consumer;
+        let channel_limited = self.prefetch_channel > 0 && !m.no_ack;
         let priority = match m.arguments.get(b"x-priority") {
             Some(v) => {
                 v.as_i64().map(|p| p.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32).unwrap_or(0)
@@ -540,8 +539,16 @@ impl Channel {
             prefetch,
             exclusive: m.exclusive,
             priority,
+            channel_limited,
         };
-        self.consumers.push(ChannelConsumer { id, tag: tag.clone(), queue: meta.queue, credit_owed: 0 });
+        self.consumers.push(ChannelConsumer {
+            id,
+            tag: tag.clone(),
+            queue: meta.queue,
+            credit_owed: 0,
+            channel_limited,
+            granted: 0,
+        });
         let awaiting = Awaiting::Consume { tag, no_wait: m.no_wait, method: (60, 20) };
         self.request(meta.queue, QueueRequest::Consume(spec), awaiting, shared, ctx)
     }

@@ -27,6 +27,9 @@ pub use publish::{direct_reply_name, parse_direct_reply_name, DIRECT_REPLY_QUEUE
 /// set; past it the channel's consumers get no more until acks come.
 pub const UNACKED_DELIVERIES_MAX: usize = 1 << 20;
 
+/// What a channel grants at once when its channel-wide prefetch is removed.
+const GRANT_UNLIMITED: u32 = 1 << 20;
+
 /// A channel's process-wide address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChannelRef {
@@ -104,6 +107,10 @@ struct ChannelConsumer {
     queue: QueueRef,
     /// Deliveries written since credit was last returned to the queue.
     credit_owed: u32,
+    /// Each delivery needs a grant from the channel-wide prefetch.
+    channel_limited: bool,
+    /// Grants given to its queue and not yet used.
+    granted: u32,
 }
 
 /// A delivery waiting for its ack.
@@ -158,8 +165,13 @@ pub struct Channel {
     prefetch_consumer: u32,
     /// basic.qos global=true: prefetch shared by the channel's consumers.
     prefetch_channel: u32,
-    /// Deliveries held back by the channel-wide prefetch.
+    /// Deliveries held back by the channel-wide prefetch (only after the limit
+    /// was lowered while grants were out).
     held: VecDeque<Delivery>,
+    /// Grants given to queues and not yet used by a delivery.
+    granted: u32,
+    /// Channel-limited consumers whose queue asked for a grant, in order.
+    grant_waiters: VecDeque<(QueueRef, u32)>,
     confirms: Option<Confirms>,
     tx: Option<Tx>,
     /// The last queue declared on this channel (for empty queue names).
@@ -181,6 +193,8 @@ impl Channel {
             prefetch_consumer: 0,
             prefetch_channel: 0,
             held: VecDeque::new(),
+            granted: 0,
+            grant_waiters: VecDeque::new(),
             confirms: None,
             tx: None,
             last_queue: None,
@@ -273,6 +287,8 @@ impl Channel {
             ctx.remove_consumer(consumer.queue, ConsumerKey { channel: self.me, consumer: consumer.id });
         }
         self.direct_reply = None;
+        self.grant_waiters.clear();
+        self.granted = 0;
         for delivery in std::mem::take(&mut self.held) {
             undeliverable(delivery, ctx);
         }
@@ -285,8 +301,15 @@ impl Channel {
 
     /// A delivery from a queue for one of our consumers.
     pub fn deliver(&mut self, delivery: Delivery, shared: &mut ConnShared, ctx: &mut ShardCtx) {
-        if self.closing || !self.consumers.iter().any(|c| c.id == delivery.consumer.consumer) {
+        let Some(consumer) = self.consumers.iter_mut().find(|c| c.id == delivery.consumer.consumer) else {
             return undeliverable(delivery, ctx);
+        };
+        if self.closing {
+            return undeliverable(delivery, ctx);
+        }
+        if consumer.channel_limited && consumer.granted > 0 {
+            consumer.granted -= 1;
+            self.granted -= 1;
         }
         if !delivery.no_ack
             && self.prefetch_channel > 0
@@ -345,6 +368,7 @@ impl Channel {
             return;
         };
         let removed = self.consumers.remove(index);
+        self.granted -= removed.granted;
         if shared.caps.consumer_cancel_notify && !self.closing {
             shared.out.method(
                 self.me.channel,
@@ -436,14 +460,50 @@ impl Channel {
         }
     }
 
-    /// Sends held deliveries once the channel-wide prefetch has room.
+    /// Sends held deliveries once the channel-wide prefetch has room, then
+    /// grants what room is left to the queues that asked.
     fn release_held(&mut self, shared: &mut ConnShared, ctx: &mut ShardCtx) {
         while !self.held.is_empty()
             && (self.prefetch_channel == 0 || self.unacked.len() < self.prefetch_channel as usize)
         {
             if let Some(delivery) = self.held.pop_front() {
-                self.deliver(delivery, shared, ctx);
+                self.write_delivery(delivery, shared);
             }
+        }
+        self.grant_credit(ctx);
+    }
+
+    /// A queue asks for a grant to deliver to one of our consumers.
+    pub fn credit_requested(&mut self, queue: QueueRef, consumer: u32, ctx: &mut ShardCtx) {
+        if self.closing || !self.consumers.iter().any(|c| c.id == consumer) {
+            return;
+        }
+        if !self.grant_waiters.contains(&(queue, consumer)) {
+            self.grant_waiters.push_back((queue, consumer));
+        }
+        self.grant_credit(ctx);
+    }
+
+    /// Grants one delivery at a time, in request order, while the channel-wide
+    /// prefetch has room (RabbitMQ's limiter: whichever queue asks first).
+    fn grant_credit(&mut self, ctx: &mut ShardCtx) {
+        while let Some(&(queue, consumer)) = self.grant_waiters.front() {
+            let limit = self.prefetch_channel as usize;
+            let used = self.unacked.len() + self.held.len() + self.granted as usize;
+            let count = if limit == 0 {
+                GRANT_UNLIMITED
+            } else if used < limit {
+                1
+            } else {
+                break;
+            };
+            self.grant_waiters.pop_front();
+            let Some(c) = self.consumers.iter_mut().find(|c| c.id == consumer) else {
+                continue;
+            };
+            c.granted = c.granted.saturating_add(count);
+            self.granted = self.granted.saturating_add(count);
+            ctx.grant(queue, ConsumerKey { channel: self.me, consumer }, count);
         }
     }
 

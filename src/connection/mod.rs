@@ -579,6 +579,21 @@ impl Connection {
         }
     }
 
+    /// A queue asks one of our channels for a delivery grant.
+    pub fn handle_credit_request(
+        &mut self,
+        queue: QueueRef,
+        consumer: crate::queue::ConsumerKey,
+        ctx: &mut ShardCtx,
+    ) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        if let Some(Some(ch)) = self.channels.get_mut(usize::from(consumer.channel.channel)) {
+            ch.credit_requested(queue, consumer.consumer, ctx);
+        }
+    }
+
     /// A queue this connection consumed from was deleted.
     pub fn handle_consumer_cancelled(&mut self, channel: u16, consumer: u32) {
         if self.phase != Phase::Running {

@@ -111,6 +111,9 @@ pub struct ConsumerSpec {
     pub exclusive: bool,
     /// x-priority; higher first.
     pub priority: i32,
+    /// Its channel has a channel-wide prefetch (basic.qos global=true): each
+    /// delivery needs a grant from the channel.
+    pub channel_limited: bool,
 }
 
 #[derive(Debug)]
@@ -120,11 +123,16 @@ struct ConsumerState {
     unacked: u32,
     /// Deliveries not yet reported written by the consumer's connection.
     in_flight: u32,
+    /// Deliveries its channel allowed (channel-limited consumers only).
+    grants: u32,
+    /// A credit request is outstanding.
+    requested: bool,
 }
 
 impl ConsumerState {
     fn has_credit(&self) -> bool {
         self.in_flight < CONSUMER_CREDIT_MAX
+            && (!self.spec.channel_limited || self.grants > 0)
             && (self.spec.no_ack || self.spec.prefetch == 0 || self.unacked < self.spec.prefetch)
     }
 }
@@ -179,6 +187,8 @@ pub struct Queue {
     dead_letter: Option<DeadLetterTarget>,
     /// Rejected messages waiting to be dead-lettered by the shard.
     dead: Vec<Message>,
+    /// Channel-limited consumers that need a grant to go on (sent by the shard).
+    credit_requests: Vec<ConsumerKey>,
 }
 
 impl Queue {
@@ -188,6 +198,7 @@ impl Queue {
         Queue {
             dead_letter,
             dead: Vec::new(),
+            credit_requests: Vec::new(),
             meta,
             vhost,
             ready: VecDeque::new(),
@@ -244,7 +255,8 @@ impl Queue {
             .iter()
             .position(|c| c.spec.priority < spec.priority)
             .unwrap_or(self.consumers.len());
-        self.consumers.insert(at, ConsumerState { spec, unacked: 0, in_flight: 0 });
+        self.consumers
+            .insert(at, ConsumerState { spec, unacked: 0, in_flight: 0, grants: 0, requested: false });
         self.had_consumer = true;
         self.dispatch(out);
         Ok(())
@@ -332,6 +344,20 @@ impl Queue {
         self.dispatch(out);
     }
 
+    /// The consumer's channel allows `count` more deliveries (channel-wide prefetch).
+    pub fn grant(&mut self, consumer: ConsumerKey, count: u32, out: &mut Vec<Delivery>) {
+        if let Some(c) = self.consumers.iter_mut().find(|c| c.spec.key == consumer) {
+            c.grants += count;
+            c.requested = false;
+        }
+        self.dispatch(out);
+    }
+
+    /// Consumers whose channel must be asked for a grant.
+    pub fn take_credit_requests(&mut self) -> Vec<ConsumerKey> {
+        std::mem::take(&mut self.credit_requests)
+    }
+
     /// basic.get: the first ready message, if any, and how many remain.
     pub fn get(&mut self, taker: ConsumerKey, no_ack: bool) -> Option<(Delivery, u32)> {
         let ready = self.ready.pop_front()?;
@@ -404,6 +430,9 @@ impl Queue {
             };
             let consumer = &mut self.consumers[index];
             consumer.in_flight += 1;
+            if consumer.spec.channel_limited {
+                consumer.grants -= 1;
+            }
             let key = consumer.spec.key;
             let no_ack = consumer.spec.no_ack;
             let message = if no_ack {
@@ -421,6 +450,21 @@ impl Queue {
                 no_ack,
                 message,
             });
+        }
+        if !self.ready.is_empty() {
+            self.ask_for_grants();
+        }
+    }
+
+    /// Messages wait and channel-limited consumers have no grant: ask their
+    /// channels (once per grant).
+    #[cold]
+    fn ask_for_grants(&mut self) {
+        for c in &mut self.consumers {
+            if c.spec.channel_limited && c.grants == 0 && !c.requested {
+                c.requested = true;
+                self.credit_requests.push(c.spec.key);
+            }
         }
     }
 

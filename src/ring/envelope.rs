@@ -57,6 +57,24 @@ pub enum Envelope {
         /// How many.
         count: u32,
     },
+    /// A queue needs a grant to deliver to a consumer whose channel has a
+    /// channel-wide prefetch (goes to the consumer's shard).
+    CreditRequest {
+        /// The queue asking.
+        queue: crate::queue::QueueRef,
+        /// The consumer.
+        consumer: ConsumerKey,
+    },
+    /// The channel allows `count` more deliveries to the consumer (goes to the
+    /// queue's shard).
+    Grant {
+        /// The queue.
+        queue: QueueId,
+        /// The consumer.
+        consumer: ConsumerKey,
+        /// How many.
+        count: u32,
+    },
     /// basic.cancel: detach a consumer (no answer needed).
     RemoveConsumer {
         /// The queue.

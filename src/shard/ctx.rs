@@ -121,6 +121,7 @@ impl ShardCtx {
         if let Some(q) = self.queues.get_mut(&queue.id) {
             q.publish(message, &mut self.deliveries);
             q.report_stats();
+            self.send_credit_requests(queue.id);
             self.route_deliveries();
         }
     }
@@ -139,6 +140,7 @@ impl ShardCtx {
         if let Some(q) = self.queues.get_mut(&queue) {
             q.settle(consumer, ids, op, &mut self.deliveries);
             q.report_stats();
+            self.send_credit_requests(queue);
             self.route_deliveries();
             if op == SettleOp::Discard {
                 self.dead_letter_from(queue);
@@ -195,7 +197,35 @@ impl ShardCtx {
         if let Some(q) = self.queues.get_mut(&queue.id) {
             q.credit(consumer, count, &mut self.deliveries);
             q.report_stats();
+            self.send_credit_requests(queue.id);
             self.route_deliveries();
+        }
+    }
+
+    /// A channel allows more deliveries to one of its consumers of a queue,
+    /// wherever the queue lives.
+    pub fn grant(&mut self, queue: QueueRef, consumer: ConsumerKey, count: u32) {
+        if queue.shard != self.shard {
+            self.mesh.stage(queue.shard, Envelope::Grant { queue: queue.id, consumer, count });
+            return;
+        }
+        if let Some(q) = self.queues.get_mut(&queue.id) {
+            q.grant(consumer, count, &mut self.deliveries);
+            q.report_stats();
+            self.send_credit_requests(queue.id);
+            self.route_deliveries();
+        }
+    }
+
+    /// Asks the channels of channel-limited consumers for grants.
+    fn send_credit_requests(&mut self, queue: QueueId) {
+        let Some(q) = self.queues.get_mut(&queue) else {
+            return;
+        };
+        let requests = q.take_credit_requests();
+        let queue = q.queue_ref();
+        for consumer in requests {
+            self.send(consumer.channel.conn.shard, Envelope::CreditRequest { queue, consumer });
         }
     }
 
@@ -222,6 +252,7 @@ impl ShardCtx {
                 &mut self.deliveries,
             );
             q.report_stats();
+            self.send_credit_requests(queue.id);
             self.route_deliveries();
         }
     }
@@ -244,14 +275,6 @@ impl ShardCtx {
         q.report_stats();
         if after == AfterRemove::AutoDelete {
             self.delete_queue_local(queue);
-        } else {
-            // Another consumer may now get what was waiting.
-            let mut out = std::mem::take(&mut self.deliveries);
-            if let Some(q) = self.queues.get_mut(&queue) {
-                q.settle(consumer, &[], SettleOp::Ack, &mut out);
-            }
-            self.deliveries = out;
-            self.route_deliveries();
         }
     }
 
@@ -334,6 +357,7 @@ impl ShardCtx {
         if let Some(q) = self.queues.get(&queue) {
             q.report_stats();
         }
+        self.send_credit_requests(queue);
         // The caller routes the deliveries this caused *after* sending the
         // reply, so consume-ok always precedes the first delivery.
         reply

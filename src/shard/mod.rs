@@ -394,6 +394,14 @@ impl Shard {
                 };
                 self.ctx.return_undelivered(delivery);
             }
+            Envelope::Grant { queue, consumer, count } => {
+                self.ctx.grant(QueueRef { id: queue, shard: me }, consumer, count)
+            }
+            Envelope::CreditRequest { queue, consumer } => {
+                if let Some(index) = self.slot_of(consumer.channel.conn) {
+                    self.conns[index].conn.handle_credit_request(queue, consumer, &mut self.ctx);
+                }
+            }
             Envelope::Credit { queue, consumer, count } => {
                 self.ctx.credit(QueueRef { id: queue, shard: me }, consumer, count)
             }
