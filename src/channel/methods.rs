@@ -15,8 +15,6 @@ use crate::routing::table::ExchangeKind;
 use crate::routing::topology::{self, Destination, ExchangeSpec, QueueMeta, QueueStats, TopologyError};
 use crate::shard::ctx::ShardCtx;
 
-use std::sync::atomic::Ordering;
-
 fn topology_error(e: TopologyError) -> ChannelError {
     ChannelError::new(e.reply_code(), e.text().to_owned())
 }
@@ -59,30 +57,18 @@ impl Channel {
         match method {
             Method::BasicPublish(m) => self.start_publish(m, ctx).map(|()| Flow::Continue),
             Method::BasicAck(m) => {
-                if let Some(tx) = &mut self.tx {
-                    tx.settles.push((m.delivery_tag, m.multiple, SettleOp::Ack));
-                    return Ok(Flow::Continue);
-                }
                 self.settle(m.delivery_tag, m.multiple, SettleOp::Ack, ctx)?;
                 self.release_held(shared, ctx);
                 Ok(Flow::Continue)
             }
             Method::BasicNack(m) => {
                 let op = if m.requeue { SettleOp::Requeue } else { SettleOp::Discard };
-                if let Some(tx) = &mut self.tx {
-                    tx.settles.push((m.delivery_tag, m.multiple, op));
-                    return Ok(Flow::Continue);
-                }
                 self.settle(m.delivery_tag, m.multiple, op, ctx)?;
                 self.release_held(shared, ctx);
                 Ok(Flow::Continue)
             }
             Method::BasicReject(m) => {
                 let op = if m.requeue { SettleOp::Requeue } else { SettleOp::Discard };
-                if let Some(tx) = &mut self.tx {
-                    tx.settles.push((m.delivery_tag, false, op));
-                    return Ok(Flow::Continue);
-                }
                 self.settle(m.delivery_tag, false, op, ctx)?;
                 self.release_held(shared, ctx);
                 Ok(Flow::Continue)
@@ -108,6 +94,7 @@ impl Channel {
                 if let Some(i) = self.consumers.iter().position(|c| c.tag == m.consumer_tag) {
                     let consumer = self.consumers.remove(i);
                     self.granted -= consumer.granted;
+                    self.grant_credit(ctx);
                     ctx.remove_consumer(
                         consumer.queue,
                         ConsumerKey { channel: self.me, consumer: consumer.id },
@@ -126,7 +113,7 @@ impl Channel {
             Method::BasicGet(m) => {
                 let meta = self.lookup_queue(&m.queue, shared, ctx)?;
                 check_exclusive(&meta, self.me.conn, &shared.vhost)?;
-                self.request(meta.queue, QueueRequest::Get { no_ack: m.no_ack }, Awaiting::Get, shared, ctx)
+                self.request(&meta, QueueRequest::Get { no_ack: m.no_ack }, Awaiting::Get, shared, ctx)
             }
             Method::BasicRecover(m) => {
                 if !m.requeue {
@@ -134,12 +121,14 @@ impl Channel {
                 }
                 let unacked: Vec<_> = self.unacked.drain(..).collect();
                 self.settle_entries(&unacked, SettleOp::Requeue, ctx);
+                self.release_held(shared, ctx);
                 shared.out.method(channel, &Method::BasicRecoverOk(Default::default()));
                 Ok(Flow::Continue)
             }
             Method::BasicRecoverAsync(_) => {
                 let unacked: Vec<_> = self.unacked.drain(..).collect();
                 self.settle_entries(&unacked, SettleOp::Requeue, ctx);
+                self.release_held(shared, ctx);
                 Ok(Flow::Continue)
             }
             Method::ChannelClose(_) => {
@@ -149,6 +138,9 @@ impl Channel {
             }
             Method::ChannelCloseOk(_) => Ok(Flow::Continue),
             Method::ChannelFlow(m) => {
+                if !m.active {
+                    return Err(ChannelError::new(spec::reply_code::NOT_IMPLEMENTED, "active=false".into()));
+                }
                 shared.out.method(channel, &Method::ChannelFlowOk(spec::ChannelFlowOk { active: m.active }));
                 Ok(Flow::Continue)
             }
@@ -162,6 +154,15 @@ impl Channel {
                     return Err(ChannelError::new(
                         spec::reply_code::ACCESS_REFUSED,
                         "operation not permitted on the default exchange".into(),
+                    ));
+                }
+                if m.exchange.as_bytes().starts_with(b"amq.") {
+                    return Err(ChannelError::new(
+                        spec::reply_code::ACCESS_REFUSED,
+                        format!(
+                            "deletion of system exchange '{}' in vhost '{}' not allowed",
+                            m.exchange, shared.vhost
+                        ),
                     ));
                 }
                 match ctx.registry.delete_exchange(&shared.vhost, &m.exchange, m.if_unused) {
@@ -233,13 +234,7 @@ impl Channel {
             Method::QueuePurge(m) => {
                 let meta = self.lookup_queue(&m.queue, shared, ctx)?;
                 check_exclusive(&meta, self.me.conn, &shared.vhost)?;
-                self.request(
-                    meta.queue,
-                    QueueRequest::Purge,
-                    Awaiting::Purge { no_wait: m.no_wait },
-                    shared,
-                    ctx,
-                )
+                self.request(&meta, QueueRequest::Purge, Awaiting::Purge { no_wait: m.no_wait }, shared, ctx)
             }
             Method::QueueDelete(m) => {
                 let meta = match self.lookup_queue(&m.queue, shared, ctx) {
@@ -259,7 +254,7 @@ impl Channel {
                 check_exclusive(&meta, self.me.conn, &shared.vhost)?;
                 let request = QueueRequest::Delete { if_unused: m.if_unused, if_empty: m.if_empty };
                 self.request(
-                    meta.queue,
+                    &meta,
                     request,
                     Awaiting::Delete { no_wait: m.no_wait, queue: meta.queue },
                     shared,
@@ -284,12 +279,10 @@ impl Channel {
                         "channel is not transactional".into(),
                     ));
                 };
-                let mut result = Ok(());
-                for (tag, multiple, op) in tx.settles {
-                    if result.is_ok() {
-                        result = self.settle(tag, multiple, op, ctx);
-                    }
+                for (entries, op) in tx.settles {
+                    self.settle_entries(&entries, op, ctx);
                 }
+                let mut result = Ok(());
                 for (message, mandatory) in tx.publishes {
                     if result.is_ok() {
                         result = self.route_message(message, mandatory, shared, ctx);
@@ -302,13 +295,14 @@ impl Channel {
                 Ok(Flow::Continue)
             }
             Method::TxRollback(_) => {
-                if self.tx.is_none() {
+                let Some(tx) = self.tx.replace(Tx::default()) else {
+                    self.tx = None;
                     return Err(ChannelError::new(
                         spec::reply_code::PRECONDITION_FAILED,
                         "channel is not transactional".into(),
                     ));
-                }
-                self.tx = Some(Tx::default());
+                };
+                self.restore_unacked(tx.settles.into_iter().flat_map(|(entries, _)| entries).collect());
                 shared.out.method(channel, &Method::TxRollbackOk(Default::default()));
                 Ok(Flow::Continue)
             }
@@ -391,12 +385,14 @@ impl Channel {
     /// otherwise the channel pauses until the reply envelope arrives.
     fn request(
         &mut self,
-        queue: QueueRef,
+        meta: &QueueMeta,
         request: QueueRequest,
         awaiting: Awaiting,
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
     ) -> Result<Flow, ChannelError> {
+        let queue = meta.queue;
+        self.awaiting_queue = meta.name.clone();
         if queue.shard == ctx.shard {
             let reply = ctx.queue_request(queue.id, self.me, request);
             let applied = self.apply_reply(awaiting, reply, shared, ctx);
@@ -469,14 +465,41 @@ impl Channel {
                     );
                 }
             }
+            (
+                Awaiting::Declare { no_wait: false },
+                QueueReply::DeclareOk { message_count, consumer_count },
+            ) => {
+                shared.out.method(
+                    channel,
+                    &Method::QueueDeclareOk(spec::QueueDeclareOk {
+                        queue: self.awaiting_queue.clone(),
+                        message_count,
+                        consumer_count,
+                    }),
+                );
+            }
+            (Awaiting::Delete { no_wait, queue }, QueueReply::Gone) => {
+                // Deleted meanwhile (e.g. by another connection): RabbitMQ
+                // answers delete-ok.
+                shared.exclusive_queues.retain(|q| *q != queue);
+                ctx.refresh_topology();
+                if !no_wait {
+                    shared
+                        .out
+                        .method(channel, &Method::QueueDeleteOk(spec::QueueDeleteOk { message_count: 0 }));
+                }
+            }
+            (awaiting, QueueReply::Gone) => {
+                if let Awaiting::Consume { tag, .. } = &awaiting {
+                    self.consumers.retain(|c| &c.tag != tag);
+                }
+                let method = awaiting_method(&awaiting);
+                let text =
+                    format!("NOT_FOUND - no queue '{}' in vhost '{}'", self.awaiting_queue, shared.vhost);
+                return Err(refused(spec::reply_code::NOT_FOUND, text, method));
+            }
             (awaiting, QueueReply::Refused { code, text }) => {
-                let method = match awaiting {
-                    Awaiting::Get => (60, 70),
-                    Awaiting::Purge { .. } => (50, 30),
-                    Awaiting::Delete { .. } => (50, 40),
-                    Awaiting::Consume { method, .. } => method,
-                };
-                return Err(refused(code, text, method));
+                return Err(refused(code, text, awaiting_method(&awaiting)));
             }
             (_, QueueReply::GetOk { delivery, .. }) => crate::channel::undeliverable(delivery, ctx),
             _ => {}
@@ -546,11 +569,12 @@ impl Channel {
             tag: tag.clone(),
             queue: meta.queue,
             credit_owed: 0,
+            credit_owed_bytes: 0,
             channel_limited,
             granted: 0,
         });
         let awaiting = Awaiting::Consume { tag, no_wait: m.no_wait, method: (60, 20) };
-        self.request(meta.queue, QueueRequest::Consume(spec), awaiting, shared, ctx)
+        self.request(&meta, QueueRequest::Consume(spec), awaiting, shared, ctx)
     }
 
     fn exchange_declare(
@@ -625,6 +649,11 @@ impl Channel {
             );
             return Ok(Flow::Continue);
         }
+        if !m.passive && m.queue.as_bytes().starts_with(b"amq.") {
+            // RabbitMQ refuses the prefix on every non-passive declare, even of
+            // a server-named queue that exists.
+            return Err(reserved_name("queue", &m.queue));
+        }
         let existing = {
             let vhost = ctx.vhost(&shared.vhost).ok_or_else(|| not_found_vhost(shared))?;
             if m.queue.is_empty() {
@@ -655,26 +684,17 @@ impl Channel {
                 return Err(topology_error(topology::not_found_queue(&shared.vhost, &name)));
             }
             None => {
-                if m.queue.as_bytes().starts_with(b"amq.") {
-                    return Err(reserved_name("queue", &m.queue));
-                }
                 let name = if m.queue.is_empty() { ctx.generate_name("amq.gen-") } else { m.queue.clone() };
                 self.create_queue(name, &m, shared, ctx)?
             }
         };
         self.last_queue = Some(meta.name.clone());
-        if !m.no_wait {
-            shared.out.method(
-                channel,
-                &Method::QueueDeclareOk(spec::QueueDeclareOk {
-                    queue: meta.name.clone(),
-                    message_count: meta.stats.messages_ready.load(Ordering::Relaxed).min(u64::from(u32::MAX))
-                        as u32,
-                    consumer_count: meta.stats.consumers.load(Ordering::Relaxed),
-                }),
-            );
+        if m.no_wait {
+            return Ok(Flow::Continue);
         }
-        Ok(Flow::Continue)
+        // The counts come from the owner, through the same ring as the
+        // publishes and acks before them, so they include those.
+        self.request(&meta, QueueRequest::Declare, Awaiting::Declare { no_wait: false }, shared, ctx)
     }
 
     /// Creates a queue on this shard (the declaring connection's: client-local
@@ -723,6 +743,17 @@ fn not_found_vhost(shared: &ConnShared) -> ChannelError {
     ChannelError::new(spec::reply_code::NOT_FOUND, format!("no vhost '{}'", shared.vhost))
 }
 
+/// The class and method ids of the request a channel waits on.
+fn awaiting_method(awaiting: &Awaiting) -> (u16, u16) {
+    match awaiting {
+        Awaiting::Get => (60, 70),
+        Awaiting::Purge { .. } => (50, 30),
+        Awaiting::Delete { .. } => (50, 40),
+        Awaiting::Declare { .. } => (50, 10),
+        Awaiting::Consume { method, .. } => *method,
+    }
+}
+
 fn refused(code: u16, text: String, method: (u16, u16)) -> ChannelError {
     ChannelError { code, text, class_id: method.0, method_id: method.1, close_silently: false }
 }
@@ -747,7 +778,8 @@ fn check_queue_equivalent(meta: &QueueMeta, m: &spec::QueueDeclare, vhost: &str)
         Err(ChannelError::new(
             spec::reply_code::PRECONDITION_FAILED,
             format!(
-                "inequivalent arg '{arg}' for queue '{}' in vhost '{vhost}': received '{received}' but current is '{current}'",
+                "inequivalent arg '{arg}' for queue '{}' in vhost '{vhost}': \
+                 received '{received}' but current is '{current}'",
                 meta.name
             ),
         ))

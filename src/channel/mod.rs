@@ -107,6 +107,8 @@ struct ChannelConsumer {
     queue: QueueRef,
     /// Deliveries written since credit was last returned to the queue.
     credit_owed: u32,
+    /// Their body bytes.
+    credit_owed_bytes: u64,
     /// Each delivery needs a grant from the channel-wide prefetch.
     channel_limited: bool,
     /// Grants given to its queue and not yet used.
@@ -137,7 +139,9 @@ struct Confirms {
 #[derive(Debug, Default)]
 struct Tx {
     publishes: Vec<(Message, bool)>,
-    settles: Vec<(u64, bool, SettleOp)>,
+    /// Deliveries acked, nacked or rejected in the transaction, already taken
+    /// out of the unacked list.
+    settles: Vec<(Vec<Unacked>, SettleOp)>,
 }
 
 /// What a paused channel is waiting for.
@@ -147,6 +151,7 @@ enum Awaiting {
     Get,
     Purge { no_wait: bool },
     Delete { no_wait: bool, queue: QueueRef },
+    Declare { no_wait: bool },
 }
 
 /// One channel's state.
@@ -177,6 +182,8 @@ pub struct Channel {
     /// The last queue declared on this channel (for empty queue names).
     last_queue: Option<ShortStr>,
     awaiting: Option<Awaiting>,
+    /// Name of the queue the request in `awaiting` is for (for a 404).
+    awaiting_queue: ShortStr,
 }
 
 impl Channel {
@@ -199,6 +206,7 @@ impl Channel {
             tx: None,
             last_queue: None,
             awaiting: None,
+            awaiting_queue: ShortStr::default(),
         }
     }
 
@@ -292,10 +300,14 @@ impl Channel {
         for delivery in std::mem::take(&mut self.held) {
             undeliverable(delivery, ctx);
         }
-        let unacked: Vec<Unacked> = self.unacked.drain(..).collect();
+        let mut unacked: Vec<Unacked> = self.unacked.drain(..).collect();
+        if let Some(tx) = self.tx.take() {
+            // Uncommitted acks never happened.
+            unacked.extend(tx.settles.into_iter().flat_map(|(entries, _)| entries));
+            unacked.sort_unstable_by_key(|u| u.tag);
+        }
         self.settle_entries(&unacked, SettleOp::Requeue, ctx);
         self.content = None;
-        self.tx = None;
         self.awaiting = None;
     }
 
@@ -341,6 +353,7 @@ impl Channel {
             shared.credit_dirty.push(self.me.channel);
         }
         consumer.credit_owed += 1;
+        consumer.credit_owed_bytes += message.body_len();
         if !delivery.no_ack {
             self.unacked.push_back(Unacked {
                 tag,
@@ -356,19 +369,21 @@ impl Channel {
         for consumer in &mut self.consumers {
             if consumer.credit_owed > 0 {
                 let key = ConsumerKey { channel: self.me, consumer: consumer.id };
-                ctx.credit(consumer.queue, key, consumer.credit_owed);
+                ctx.credit(consumer.queue, key, consumer.credit_owed, consumer.credit_owed_bytes);
                 consumer.credit_owed = 0;
+                consumer.credit_owed_bytes = 0;
             }
         }
     }
 
     /// The queue of one of our consumers was deleted.
-    pub fn consumer_cancelled(&mut self, consumer: u32, shared: &mut ConnShared) {
+    pub fn consumer_cancelled(&mut self, consumer: u32, shared: &mut ConnShared, ctx: &mut ShardCtx) {
         let Some(index) = self.consumers.iter().position(|c| c.id == consumer) else {
             return;
         };
         let removed = self.consumers.remove(index);
         self.granted -= removed.granted;
+        self.grant_credit(ctx);
         if shared.caps.consumer_cancel_notify && !self.closing {
             shared.out.method(
                 self.me.channel,
@@ -421,6 +436,18 @@ impl Channel {
         op: SettleOp,
         ctx: &mut ShardCtx,
     ) -> Result<(), ChannelError> {
+        let entries = self.take_unacked(tag, multiple)?;
+        if let Some(tx) = &mut self.tx {
+            // Checked now, applied at commit (as RabbitMQ does).
+            tx.settles.push((entries, op));
+            return Ok(());
+        }
+        self.settle_entries(&entries, op, ctx);
+        Ok(())
+    }
+
+    /// Removes the deliveries an ack/nack/reject names from the unacked list.
+    fn take_unacked(&mut self, tag: u64, multiple: bool) -> Result<Vec<Unacked>, ChannelError> {
         let entries: Vec<Unacked> = if multiple && tag == 0 {
             self.unacked.drain(..).collect()
         } else {
@@ -437,8 +464,14 @@ impl Channel {
                 self.unacked.remove(index).into_iter().collect()
             }
         };
-        self.settle_entries(&entries, op, ctx);
-        Ok(())
+        Ok(entries)
+    }
+
+    /// tx.rollback: acks of the transaction are undone; their deliveries are
+    /// unacked again.
+    fn restore_unacked(&mut self, entries: Vec<Unacked>) {
+        self.unacked.extend(entries);
+        self.unacked.make_contiguous().sort_unstable_by_key(|u| u.tag);
     }
 
     /// Sends settles grouped by (queue, consumer), in delivery order.
@@ -469,6 +502,16 @@ impl Channel {
             if let Some(delivery) = self.held.pop_front() {
                 self.write_delivery(delivery, shared);
             }
+        }
+        self.grant_credit(ctx);
+    }
+
+    /// A queue gives back grants it could not use.
+    pub fn grant_returned(&mut self, consumer: u32, count: u32, ctx: &mut ShardCtx) {
+        if let Some(c) = self.consumers.iter_mut().find(|c| c.id == consumer) {
+            let count = count.min(c.granted);
+            c.granted -= count;
+            self.granted -= count;
         }
         self.grant_credit(ctx);
     }

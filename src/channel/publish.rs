@@ -22,6 +22,34 @@ use crate::shard::ctx::ShardCtx;
 /// The pseudo-queue of RabbitMQ's direct reply-to.
 pub const DIRECT_REPLY_QUEUE: &str = "amq.rabbitmq.reply-to";
 const DIRECT_REPLY_PREFIX: &str = "amq.rabbitmq.reply-to.";
+/// Messages with bodies up to this size are copied out of the read buffer into
+/// one exact-size allocation. Zero-copy views would keep the whole 64 KiB read
+/// buffer alive for as long as the message sits in a queue: one small message
+/// per read (a confirm-per-publish client) would cost 64 KiB each. Above this
+/// size the body is a large share of its buffer and stays a view, never copied.
+pub const MESSAGE_COPY_BYTES_MAX: usize = 8 * 1024;
+const _: () = assert!(MESSAGE_COPY_BYTES_MAX <= crate::connection::READ_CHUNK_BYTES / 4);
+
+/// The message in one allocation of its own: exchange, routing key, header and
+/// body, so nothing of the publisher's read buffer stays referenced.
+pub fn compact(message: &Message) -> Message {
+    let body_len = message.body.len() as usize;
+    let total = message.exchange.len() + message.routing_key.len() + message.header.len() + body_len;
+    let mut buf = BytesMut::with_capacity(total);
+    buf.extend_from_slice(message.exchange.as_bytes());
+    buf.extend_from_slice(message.routing_key.as_bytes());
+    buf.extend_from_slice(&message.header);
+    for piece in message.body.chunks() {
+        buf.extend_from_slice(piece);
+    }
+    let mut all = buf.freeze();
+    // Lengths come from valid short strings, so these cannot fail.
+    let exchange = ShortStr::from_bytes(all.split_to(message.exchange.len())).unwrap_or_default();
+    let routing_key = ShortStr::from_bytes(all.split_to(message.routing_key.len())).unwrap_or_default();
+    let header = all.split_to(message.header.len());
+    Message { exchange, routing_key, header, body: Body::One(all) }
+}
+
 /// Body frames one message may arrive in before we stop keeping them apart and
 /// start over in one buffer (bounds the piece list of a hostile sender).
 pub const BODY_PIECES_MAX: usize = 1024;
@@ -150,6 +178,8 @@ impl Channel {
             header: content.header.unwrap_or_default(),
             body: Body::from_chunks(content.pieces),
         };
+        let message =
+            if content.received <= MESSAGE_COPY_BYTES_MAX as u64 { compact(&message) } else { message };
         let seq = self.confirms.as_mut().map(|c| {
             c.published += 1;
             c.published
@@ -290,7 +320,12 @@ impl Channel {
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
     ) -> Result<(), ChannelError> {
-        match parse_direct_reply_name(message.routing_key.as_bytes()) {
+        // The name comes from the client: a shard that does not exist is as
+        // unroutable as a malformed name.
+        let shards = ctx.mesh.shard_count();
+        match parse_direct_reply_name(message.routing_key.as_bytes())
+            .filter(|to| usize::from(to.conn.shard.0) < shards)
+        {
             Some(to) => ctx.send(to.conn.shard, Envelope::DirectReply { to, message }),
             None => {
                 if mandatory {
@@ -348,6 +383,29 @@ pub fn parse_direct_reply_name(name: &[u8]) -> Option<ChannelRef> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compacted_messages_keep_their_bytes_and_drop_the_read_buffer() {
+        let read_buffer = bytes::Bytes::from(vec![7u8; 64 * 1024]);
+        let message = Message {
+            exchange: ShortStr::from_bytes(read_buffer.slice(0..3)).unwrap(),
+            routing_key: ShortStr::from_bytes(read_buffer.slice(3..10)).unwrap(),
+            header: read_buffer.slice(10..24),
+            body: Body::Chunks(vec![read_buffer.slice(24..30), read_buffer.slice(40..50)].into()),
+        };
+        let compacted = compact(&message);
+        assert_eq!(compacted.exchange, message.exchange);
+        assert_eq!(compacted.routing_key, message.routing_key);
+        assert_eq!(compacted.header, message.header);
+        assert_eq!(compacted.body.to_contiguous(), message.body.to_contiguous());
+        let inside = |b: &[u8]| {
+            let range = read_buffer.as_ptr_range();
+            range.contains(&b.as_ptr())
+        };
+        assert!(!inside(compacted.header.as_ref()));
+        assert!(!inside(compacted.body.chunks()[0].as_ref()));
+        assert!(!inside(compacted.routing_key.as_bytes()));
+    }
 
     #[test]
     fn direct_reply_names_round_trip() {

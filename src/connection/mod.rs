@@ -13,6 +13,8 @@
 //! (see [`crate::channel::ChannelError`]).
 
 pub mod handshake;
+#[cfg(test)]
+mod input_tests;
 pub mod writer;
 
 use std::net::SocketAddr;
@@ -241,6 +243,10 @@ impl Connection {
                 Err(e) => {
                     let text = frame_error_text(&e);
                     self.close_with(ChannelError::hard(spec::reply_code::FRAME_ERROR, text), ctx);
+                    // The stream cannot be framed past this point; whatever
+                    // follows (even while closing) is discarded.
+                    self.read_buf.clear();
+                    break;
                 }
             }
         }
@@ -595,12 +601,27 @@ impl Connection {
     }
 
     /// A queue this connection consumed from was deleted.
-    pub fn handle_consumer_cancelled(&mut self, channel: u16, consumer: u32) {
+    pub fn handle_consumer_cancelled(&mut self, channel: u16, consumer: u32, ctx: &mut ShardCtx) {
         if self.phase != Phase::Running {
             return;
         }
         if let Some(Some(ch)) = self.channels.get_mut(usize::from(channel)) {
-            ch.consumer_cancelled(consumer, &mut self.shared);
+            ch.consumer_cancelled(consumer, &mut self.shared, ctx);
+        }
+    }
+
+    /// A queue handed back delivery grants it could not use.
+    pub fn handle_grant_return(
+        &mut self,
+        consumer: crate::queue::ConsumerKey,
+        count: u32,
+        ctx: &mut ShardCtx,
+    ) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        if let Some(Some(ch)) = self.channels.get_mut(usize::from(consumer.channel.channel)) {
+            ch.grant_returned(consumer.consumer, count, ctx);
         }
     }
 

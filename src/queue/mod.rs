@@ -35,6 +35,10 @@ pub mod dead_letter;
 /// written) before the queue stops sending to it.
 pub const CONSUMER_CREDIT_MAX: u32 = 2048;
 
+/// Body bytes a consumer may have in flight towards its socket; at least one
+/// delivery always goes, whatever its size.
+pub const CONSUMER_CREDIT_BYTES_MAX: u64 = 16 * 1024 * 1024;
+
 /// A process-wide queue id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct QueueId(pub u64);
@@ -123,6 +127,8 @@ struct ConsumerState {
     unacked: u32,
     /// Deliveries not yet reported written by the consumer's connection.
     in_flight: u32,
+    /// Body bytes of those deliveries.
+    in_flight_bytes: u64,
     /// Deliveries its channel allowed (channel-limited consumers only).
     grants: u32,
     /// A credit request is outstanding.
@@ -132,6 +138,7 @@ struct ConsumerState {
 impl ConsumerState {
     fn has_credit(&self) -> bool {
         self.in_flight < CONSUMER_CREDIT_MAX
+            && self.in_flight_bytes < CONSUMER_CREDIT_BYTES_MAX
             && (!self.spec.channel_limited || self.grants > 0)
             && (self.spec.no_ack || self.spec.prefetch == 0 || self.unacked < self.spec.prefetch)
     }
@@ -189,6 +196,9 @@ pub struct Queue {
     dead: Vec<Message>,
     /// Channel-limited consumers that need a grant to go on (sent by the shard).
     credit_requests: Vec<ConsumerKey>,
+    /// Grants this queue cannot use now (nothing ready), to hand back so they
+    /// do not count against the channel's limit (sent by the shard).
+    grant_returns: Vec<(ConsumerKey, u32)>,
 }
 
 impl Queue {
@@ -199,6 +209,7 @@ impl Queue {
             dead_letter,
             dead: Vec::new(),
             credit_requests: Vec::new(),
+            grant_returns: Vec::new(),
             meta,
             vhost,
             ready: VecDeque::new(),
@@ -255,8 +266,10 @@ impl Queue {
             .iter()
             .position(|c| c.spec.priority < spec.priority)
             .unwrap_or(self.consumers.len());
-        self.consumers
-            .insert(at, ConsumerState { spec, unacked: 0, in_flight: 0, grants: 0, requested: false });
+        self.consumers.insert(
+            at,
+            ConsumerState { spec, unacked: 0, in_flight: 0, in_flight_bytes: 0, grants: 0, requested: false },
+        );
         self.had_consumer = true;
         self.dispatch(out);
         Ok(())
@@ -337,9 +350,10 @@ impl Queue {
     }
 
     /// The consumer's connection wrote `count` deliveries to its socket.
-    pub fn credit(&mut self, consumer: ConsumerKey, count: u32, out: &mut Vec<Delivery>) {
+    pub fn credit(&mut self, consumer: ConsumerKey, count: u32, bytes: u64, out: &mut Vec<Delivery>) {
         if let Some(c) = self.consumers.iter_mut().find(|c| c.spec.key == consumer) {
             c.in_flight = c.in_flight.saturating_sub(count);
+            c.in_flight_bytes = c.in_flight_bytes.saturating_sub(bytes);
         }
         self.dispatch(out);
     }
@@ -356,6 +370,11 @@ impl Queue {
     /// Consumers whose channel must be asked for a grant.
     pub fn take_credit_requests(&mut self) -> Vec<ConsumerKey> {
         std::mem::take(&mut self.credit_requests)
+    }
+
+    /// Grants handed back since the last call.
+    pub fn take_grant_returns(&mut self) -> Vec<(ConsumerKey, u32)> {
+        std::mem::take(&mut self.grant_returns)
     }
 
     /// basic.get: the first ready message, if any, and how many remain.
@@ -379,6 +398,7 @@ impl Queue {
     pub fn purge(&mut self) -> u32 {
         let n = self.message_count();
         self.ready.clear();
+        self.return_unused_grants();
         n
     }
 
@@ -430,6 +450,7 @@ impl Queue {
             };
             let consumer = &mut self.consumers[index];
             consumer.in_flight += 1;
+            consumer.in_flight_bytes += ready.message.body_len();
             if consumer.spec.channel_limited {
                 consumer.grants -= 1;
             }
@@ -451,8 +472,21 @@ impl Queue {
                 message,
             });
         }
-        if !self.ready.is_empty() {
+        if self.ready.is_empty() {
+            self.return_unused_grants();
+        } else {
             self.ask_for_grants();
+        }
+    }
+
+    /// Nothing is ready: grants held for channel-limited consumers go back to
+    /// their channels, which may give them to queues that have messages.
+    fn return_unused_grants(&mut self) {
+        for c in &mut self.consumers {
+            if c.grants > 0 {
+                self.grant_returns.push((c.spec.key, c.grants));
+                c.grants = 0;
+            }
         }
     }
 

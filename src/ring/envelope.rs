@@ -56,6 +56,8 @@ pub enum Envelope {
         consumer: ConsumerKey,
         /// How many.
         count: u32,
+        /// Their body bytes.
+        bytes: u64,
     },
     /// A queue needs a grant to deliver to a consumer whose channel has a
     /// channel-wide prefetch (goes to the consumer's shard).
@@ -70,6 +72,14 @@ pub enum Envelope {
     Grant {
         /// The queue.
         queue: QueueId,
+        /// The consumer.
+        consumer: ConsumerKey,
+        /// How many.
+        count: u32,
+    },
+    /// The queue cannot use grants it got (nothing ready): they go back to the
+    /// consumer's channel (goes to the consumer's shard).
+    GrantReturn {
         /// The consumer.
         consumer: ConsumerKey,
         /// How many.
@@ -135,6 +145,8 @@ pub enum QueueRequest {
         /// Auto-ack.
         no_ack: bool,
     },
+    /// queue.declare of an existing queue: its counts.
+    Declare,
     /// queue.purge.
     Purge,
     /// queue.delete.
@@ -163,6 +175,15 @@ pub enum QueueReply {
     },
     /// basic.get found none.
     GetEmpty,
+    /// The queue's counts, for declare-ok.
+    DeclareOk {
+        /// Ready messages.
+        message_count: u32,
+        /// Consumers.
+        consumer_count: u32,
+    },
+    /// The queue no longer exists.
+    Gone,
     /// Purged this many.
     PurgeOk(u32),
     /// Deleted, with this many messages.

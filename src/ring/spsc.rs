@@ -365,7 +365,8 @@ fn spsc_starting_at<T: Send>(capacity_slots: usize, start_index: usize) -> (Prod
     assert!(
         capacity_slots.is_power_of_two()
             && (RING_CAPACITY_SLOTS_MIN..=RING_CAPACITY_SLOTS_MAX).contains(&capacity_slots),
-        "ring capacity must be a power of two in {RING_CAPACITY_SLOTS_MIN}..={RING_CAPACITY_SLOTS_MAX} slots, got {capacity_slots}"
+        "ring capacity must be a power of two in \
+         {RING_CAPACITY_SLOTS_MIN}..={RING_CAPACITY_SLOTS_MAX} slots, got {capacity_slots}"
     );
     let slots = (0..capacity_slots).map(|_| UnsafeCell::new(MaybeUninit::uninit())).collect();
     let shared = Arc::new(Shared {

@@ -448,8 +448,9 @@ impl Registry {
             if source.is_empty() {
                 return Err(default_exchange_refusal());
             }
-            Arc::make_mut(exchange).bindings.unbind(dest, routing_key, arguments);
-            auto_delete_if_unbound(v, source);
+            if Arc::make_mut(exchange).bindings.unbind(dest, routing_key, arguments) {
+                auto_delete_if_unbound(v, source);
+            }
             Ok(())
         })
     }
@@ -585,7 +586,8 @@ fn check_exchange_equivalent(
     let name = &spec.name;
     let mismatch = |arg: &str, received: String, current: String| {
         Err(TopologyError::PreconditionFailed(format!(
-            "inequivalent arg '{arg}' for exchange '{name}' in vhost '{vhost}': received '{received}' but current is '{current}'"
+            "inequivalent arg '{arg}' for exchange '{name}' in vhost '{vhost}': \
+             received '{received}' but current is '{current}'"
         )))
     };
     if existing.kind != spec.kind {

@@ -189,13 +189,13 @@ impl ShardCtx {
     }
 
     /// Returns delivery credit to a queue, wherever it lives.
-    pub fn credit(&mut self, queue: QueueRef, consumer: ConsumerKey, count: u32) {
+    pub fn credit(&mut self, queue: QueueRef, consumer: ConsumerKey, count: u32, bytes: u64) {
         if queue.shard != self.shard {
-            self.mesh.stage(queue.shard, Envelope::Credit { queue: queue.id, consumer, count });
+            self.mesh.stage(queue.shard, Envelope::Credit { queue: queue.id, consumer, count, bytes });
             return;
         }
         if let Some(q) = self.queues.get_mut(&queue.id) {
-            q.credit(consumer, count, &mut self.deliveries);
+            q.credit(consumer, count, bytes, &mut self.deliveries);
             q.report_stats();
             self.send_credit_requests(queue.id);
             self.route_deliveries();
@@ -223,9 +223,13 @@ impl ShardCtx {
             return;
         };
         let requests = q.take_credit_requests();
+        let returns = q.take_grant_returns();
         let queue = q.queue_ref();
         for consumer in requests {
             self.send(consumer.channel.conn.shard, Envelope::CreditRequest { queue, consumer });
+        }
+        for (consumer, count) in returns {
+            self.send(consumer.channel.conn.shard, Envelope::GrantReturn { consumer, count });
         }
     }
 
@@ -312,7 +316,7 @@ impl ShardCtx {
     pub fn queue_request(&mut self, queue: QueueId, from: ChannelRef, request: QueueRequest) -> QueueReply {
         let vhost_and_name = self.queues.get(&queue).map(|q| (q.vhost().clone(), q.meta().name.clone()));
         let Some((vhost, name)) = vhost_and_name else {
-            return QueueReply::Refused { code: 404, text: "NOT_FOUND - queue was deleted".into() };
+            return QueueReply::Gone;
         };
         let reply = match request {
             QueueRequest::Consume(spec) => {
@@ -338,6 +342,13 @@ impl ShardCtx {
                     None => QueueReply::GetEmpty,
                 }
             }
+            QueueRequest::Declare => match self.queues.get(&queue) {
+                Some(q) => QueueReply::DeclareOk {
+                    message_count: q.message_count(),
+                    consumer_count: q.consumer_count(),
+                },
+                None => QueueReply::Gone,
+            },
             QueueRequest::Purge => QueueReply::PurgeOk(self.queues.get_mut(&queue).map_or(0, Queue::purge)),
             QueueRequest::Delete { if_unused, if_empty } => {
                 let check = self.queues.get(&queue).map_or(Ok(()), |q| q.check_delete(if_unused, if_empty));

@@ -5,7 +5,7 @@
 //! One turn of the loop ([`Shard::turn`]):
 //!
 //! ```text
-//!   drain rings ─> poll sockets ─> read + run connections ─> flush rings ─> flush sockets ─> timers
+//!   poll sockets ─> drain rings ─> read + run connections ─> flush rings ─> flush sockets ─> timers
 //!        │                               │
 //!        └── envelopes for this shard ───┴── local envelopes, handled right after the frame batch
 //! ```
@@ -122,18 +122,17 @@ impl Shard {
 
     /// One turn of the loop.
     pub fn turn(&mut self) {
-        self.ctx.now = Instant::now();
-        self.ctx.refresh_topology();
-        self.drain_rings();
-        self.handle_local();
-        // Whatever the rings brought may have produced envelopes for others:
-        // send them before we possibly block.
+        // Send what the last turn staged before we possibly block.
         self.ctx.mesh.flush();
         self.poll_io();
         self.ctx.now = Instant::now();
-        // A declare or bind on another shard may have completed while we were
-        // blocked, and the bytes we are about to read may depend on it.
+        // Rings are drained after poll and before sockets are read: whatever
+        // another shard pushed before writing a confirm or -ok to a client is
+        // seen before anything that client sends because of it. Likewise the
+        // topology: a declare elsewhere may precede the bytes we now read.
         self.ctx.refresh_topology();
+        self.drain_rings();
+        self.handle_local();
         self.run_connections();
         self.handle_local();
         self.ctx.mesh.flush();
@@ -198,6 +197,9 @@ impl Shard {
             };
             if event.is_readable() || event.is_read_closed() || event.is_error() {
                 slot.readable = true;
+                // Bytes arrived: the peer is alive even if we are not reading
+                // right now (paused for a reply or for our own output).
+                slot.conn.note_received(Instant::now());
                 if !slot.queued_ready {
                     slot.queued_ready = true;
                     self.ready.push(token.0);
@@ -397,13 +399,18 @@ impl Shard {
             Envelope::Grant { queue, consumer, count } => {
                 self.ctx.grant(QueueRef { id: queue, shard: me }, consumer, count)
             }
+            Envelope::GrantReturn { consumer, count } => {
+                if let Some(index) = self.slot_of(consumer.channel.conn) {
+                    self.conns[index].conn.handle_grant_return(consumer, count, &mut self.ctx);
+                }
+            }
             Envelope::CreditRequest { queue, consumer } => {
                 if let Some(index) = self.slot_of(consumer.channel.conn) {
                     self.conns[index].conn.handle_credit_request(queue, consumer, &mut self.ctx);
                 }
             }
-            Envelope::Credit { queue, consumer, count } => {
-                self.ctx.credit(QueueRef { id: queue, shard: me }, consumer, count)
+            Envelope::Credit { queue, consumer, count, bytes } => {
+                self.ctx.credit(QueueRef { id: queue, shard: me }, consumer, count, bytes)
             }
             Envelope::RemoveConsumer { queue, consumer } => self.ctx.remove_consumer_local(queue, consumer),
             Envelope::RemoveChannelConsumers { queue, channel } => {
@@ -431,9 +438,11 @@ impl Shard {
             },
             Envelope::ConsumerCancelled { consumer } => {
                 if let Some(index) = self.slot_of(consumer.channel.conn) {
-                    self.conns[index]
-                        .conn
-                        .handle_consumer_cancelled(consumer.channel.channel, consumer.consumer);
+                    self.conns[index].conn.handle_consumer_cancelled(
+                        consumer.channel.channel,
+                        consumer.consumer,
+                        &mut self.ctx,
+                    );
                     self.mark_dirty(index);
                 }
             }

@@ -1,0 +1,533 @@
+//! The real `lepus` binary, started the way users start it: flags, config file,
+//! signals, exit status and what it prints.
+//!
+//! Every broker is a child process behind a [`Broker`] guard that kills it on
+//! drop, so a failing assertion never leaks a process. Waits are bounded: the
+//! start line is read from stderr by a thread and received with a timeout, and
+//! the exit is observed by a thread blocked in `waitid`, also received with a
+//! timeout. AMQP is spoken by a small blocking frame client written here
+//! ([`Raw`]), plus lapin where a full publish/consume round trip is wanted.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+/// Safety net for every wait: generous, because CI machines are slow.
+const SAFETY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// AMQP 0-9-1 protocol header.
+const PROTOCOL_HEADER: &[u8] = b"AMQP\x00\x00\x09\x01";
+const FRAME_METHOD: u8 = 1;
+const FRAME_HEARTBEAT: u8 = 8;
+const FRAME_END: u8 = 0xCE;
+const CONNECTION_FORCED: u16 = 320;
+
+// ---------------------------------------------------------------------------
+// The broker process
+// ---------------------------------------------------------------------------
+
+/// A running `lepus` child process. Killed and reaped on drop.
+struct Broker {
+    child: Child,
+    /// Fires once the child has exited (not reaped: the pid stays ours).
+    exited: Receiver<()>,
+    /// Stderr lines, in order, as the reader thread gets them.
+    stderr: Receiver<String>,
+    /// Every stderr line received so far (for failure messages).
+    log: Vec<String>,
+    reaped: Option<ExitStatus>,
+    shards: usize,
+    addrs: Vec<SocketAddr>,
+}
+
+/// The `lepus` command with colours off.
+fn lepus() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lepus"));
+    cmd.env("NO_COLOR", "1").env_remove("RUST_LOG");
+    cmd
+}
+
+impl Broker {
+    /// Spawns `lepus args...` without waiting for it to start.
+    fn spawn(args: &[&str]) -> Broker {
+        let mut child = lepus()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the lepus binary spawns");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (line_tx, line_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line_tx.send(strip_ansi(&line)).is_err() {
+                    break;
+                }
+            }
+        });
+        let pid = child.id() as libc::id_t;
+        let (exit_tx, exit_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            wait_exited_without_reaping(pid);
+            let _ = exit_tx.send(());
+        });
+        Broker {
+            child,
+            exited: exit_rx,
+            stderr: line_rx,
+            log: Vec::new(),
+            reaped: None,
+            shards: 0,
+            addrs: Vec::new(),
+        }
+    }
+
+    /// Spawns `lepus args...` and waits for its start line.
+    fn start(args: &[&str]) -> Broker {
+        let mut broker = Broker::spawn(args);
+        let deadline = Instant::now() + SAFETY_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match broker.stderr.recv_timeout(left) {
+                Ok(line) => {
+                    broker.log.push(line.clone());
+                    if let Some((shards, addrs)) = parse_start_line(&line) {
+                        broker.shards = shards;
+                        broker.addrs = addrs;
+                        return broker;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("no start line within {SAFETY_TIMEOUT:?}; stderr so far: {:?}", broker.log)
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = broker.wait_exit();
+                    panic!("lepus {args:?} exited ({status}) before starting; stderr: {:?}", broker.log)
+                }
+            }
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        assert!(self.reaped.is_none(), "signalling a reaped process");
+        // SAFETY: kill(2) has no memory-safety preconditions; the pid is our
+        // child, which is not reaped yet, so it cannot name another process.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill({signal}) failed: {}", std::io::Error::last_os_error());
+    }
+
+    /// Waits (bounded) for the process to exit and returns its status; the
+    /// rest of its stderr is collected into `log`.
+    fn wait_exit(&mut self) -> ExitStatus {
+        if let Some(status) = self.reaped {
+            return status;
+        }
+        if self.exited.recv_timeout(SAFETY_TIMEOUT).is_err() {
+            panic!("lepus did not exit within {SAFETY_TIMEOUT:?}; stderr: {:?}", self.drain_stderr());
+        }
+        let status = self.child.wait().expect("reaping an exited child");
+        self.reaped = Some(status);
+        self.drain_stderr();
+        status
+    }
+
+    /// Collects stderr lines until the pipe closes (bounded).
+    fn drain_stderr(&mut self) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => self.log.push(line),
+                Err(_) => break,
+            }
+        }
+        self.log.clone()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if self.reaped.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Blocks until `pid` has exited, leaving it a zombie (WNOWAIT) so that the
+/// pid cannot be reused before [`Child::wait`] reaps it.
+fn wait_exited_without_reaping(pid: libc::id_t) {
+    loop {
+        // SAFETY: an all-zero siginfo_t is a valid value (plain C struct).
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is a valid, writable siginfo_t for the duration of the call.
+        let rc = unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        if rc == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return;
+        }
+    }
+}
+
+/// Removes ANSI escape sequences (`ESC [ ... letter`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Parses `... lepus started shards=2 listen=[127.0.0.1:41234, [::1]:5672]`.
+fn parse_start_line(line: &str) -> Option<(usize, Vec<SocketAddr>)> {
+    let rest = &line[line.find("lepus started")?..];
+    let shards_at = rest.find("shards=")? + "shards=".len();
+    let shards: usize = rest[shards_at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
+    let listen_at = rest.find("listen=[")? + "listen=[".len();
+    let list = rest[listen_at..].trim_end().strip_suffix(']')?;
+    let addrs = list
+        .split(", ")
+        .map(|a| a.parse::<SocketAddr>().unwrap_or_else(|e| panic!("bad address {a:?} in {line:?}: {e}")))
+        .collect();
+    Some((shards, addrs))
+}
+
+// ---------------------------------------------------------------------------
+// A minimal blocking AMQP client
+// ---------------------------------------------------------------------------
+
+/// A blocking frame client; just enough of AMQP for these tests.
+struct Raw {
+    stream: TcpStream,
+}
+
+/// A method frame: channel, class, method and the argument bytes.
+struct MethodFrame {
+    channel: u16,
+    class: u16,
+    method: u16,
+    args: Vec<u8>,
+}
+
+/// connection.tune's arguments.
+#[derive(Debug, Clone, Copy)]
+struct Tune {
+    channel_max: u16,
+    frame_max: u32,
+    heartbeat: u16,
+}
+
+impl Raw {
+    /// Connects and sends the protocol header.
+    fn connect(addr: SocketAddr) -> Raw {
+        let mut stream = TcpStream::connect_timeout(&addr, SAFETY_TIMEOUT)
+            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        stream.set_read_timeout(Some(SAFETY_TIMEOUT)).expect("set_read_timeout");
+        stream.write_all(PROTOCOL_HEADER).expect("write protocol header");
+        Raw { stream }
+    }
+
+    /// Reads one frame: (type, channel, payload).
+    fn read_frame(&mut self) -> (u8, u16, Vec<u8>) {
+        let mut header = [0u8; 7];
+        self.stream.read_exact(&mut header).expect("read frame header");
+        let kind = header[0];
+        let channel = u16::from_be_bytes([header[1], header[2]]);
+        let size = u32::from_be_bytes([header[3], header[4], header[5], header[6]]) as usize;
+        let mut payload = vec![0u8; size + 1];
+        self.stream.read_exact(&mut payload).expect("read frame payload");
+        assert_eq!(payload.pop(), Some(FRAME_END), "frame-end octet");
+        (kind, channel, payload)
+    }
+
+    /// Reads frames until a method frame, skipping heartbeats.
+    fn read_method(&mut self) -> MethodFrame {
+        loop {
+            let (kind, channel, payload) = self.read_frame();
+            if kind == FRAME_HEARTBEAT {
+                continue;
+            }
+            assert_eq!(kind, FRAME_METHOD, "expected a method frame, got type {kind}");
+            assert!(payload.len() >= 4, "method frame too short");
+            return MethodFrame {
+                channel,
+                class: u16::from_be_bytes([payload[0], payload[1]]),
+                method: u16::from_be_bytes([payload[2], payload[3]]),
+                args: payload[4..].to_vec(),
+            };
+        }
+    }
+
+    /// Reads a method frame and checks it is `class.method` on `channel`.
+    fn expect_method(&mut self, channel: u16, class: u16, method: u16) -> Vec<u8> {
+        let m = self.read_method();
+        assert_eq!(
+            (m.channel, m.class, m.method),
+            (channel, class, method),
+            "expected method {class}.{method} on channel {channel}"
+        );
+        m.args
+    }
+
+    fn send_method(&mut self, channel: u16, class: u16, method: u16, args: &[u8]) {
+        let mut frame = vec![FRAME_METHOD];
+        frame.extend_from_slice(&channel.to_be_bytes());
+        frame.extend_from_slice(&(args.len() as u32 + 4).to_be_bytes());
+        frame.extend_from_slice(&class.to_be_bytes());
+        frame.extend_from_slice(&method.to_be_bytes());
+        frame.extend_from_slice(args);
+        frame.push(FRAME_END);
+        self.stream.write_all(&frame).expect("write method frame");
+    }
+
+    /// connection.start → start-ok (PLAIN guest/guest) → returns the tune.
+    fn until_tune(&mut self) -> Tune {
+        self.expect_method(0, 10, 10);
+        let mut args = Vec::new();
+        args.extend_from_slice(&0u32.to_be_bytes()); // client-properties: empty table
+        short_str(&mut args, "PLAIN");
+        long_str(&mut args, b"\0guest\0guest");
+        short_str(&mut args, "en_US");
+        self.send_method(0, 10, 11, &args);
+        let tune = self.expect_method(0, 10, 30);
+        assert_eq!(tune.len(), 8, "connection.tune arguments are u16 u32 u16");
+        Tune {
+            channel_max: u16::from_be_bytes([tune[0], tune[1]]),
+            frame_max: u32::from_be_bytes([tune[2], tune[3], tune[4], tune[5]]),
+            heartbeat: u16::from_be_bytes([tune[6], tune[7]]),
+        }
+    }
+
+    /// The whole handshake: start-ok, tune-ok echoing the tune, open "/",
+    /// open-ok; then channel 1 is opened.
+    fn handshake(addr: SocketAddr) -> Raw {
+        let mut raw = Raw::connect(addr);
+        let tune = raw.until_tune();
+        let mut args = Vec::new();
+        args.extend_from_slice(&tune.channel_max.to_be_bytes());
+        args.extend_from_slice(&tune.frame_max.to_be_bytes());
+        args.extend_from_slice(&tune.heartbeat.to_be_bytes());
+        raw.send_method(0, 10, 31, &args);
+        let mut args = Vec::new();
+        short_str(&mut args, "/");
+        short_str(&mut args, "");
+        args.push(0);
+        raw.send_method(0, 10, 40, &args);
+        raw.expect_method(0, 10, 41);
+        raw.send_method(1, 20, 10, &[0]); // channel.open, reserved short string ""
+        raw.expect_method(1, 20, 11);
+        raw
+    }
+}
+
+fn short_str(buf: &mut Vec<u8>, s: &str) {
+    buf.push(u8::try_from(s.len()).expect("short string fits"));
+    buf.extend_from_slice(s.as_bytes());
+}
+
+fn long_str(buf: &mut Vec<u8>, s: &[u8]) {
+    buf.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    buf.extend_from_slice(s);
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+/// Starts a broker with one handshaken connection, delivers `signal`, and
+/// checks the connection is closed with 320 and the process exits with 0.
+fn signal_closes_connections_and_exits_zero(signal: libc::c_int) {
+    let mut broker = Broker::start(&["--listen", "127.0.0.1:0", "--shards", "2"]);
+    let mut raw = Raw::handshake(broker.addr());
+    broker.signal(signal);
+    let close = raw.read_method();
+    assert_eq!(
+        (close.channel, close.class, close.method),
+        (0, 10, 50),
+        "after signal {signal} the broker sends connection.close on channel 0"
+    );
+    let code = u16::from_be_bytes([close.args[0], close.args[1]]);
+    assert_eq!(code, CONNECTION_FORCED, "connection.close reply code after signal {signal}");
+    // Answering close-ok is polite; the broker may already be gone.
+    let _ = raw.stream.write_all(&[FRAME_METHOD, 0, 0, 0, 0, 0, 4, 0, 10, 0, 51, FRAME_END]);
+    let status = broker.wait_exit();
+    assert_eq!(status.code(), Some(0), "exit status after signal {signal}; stderr: {:?}", broker.log);
+}
+
+#[test]
+fn sigterm_closes_connections_with_320_and_exits_zero() {
+    signal_closes_connections_and_exits_zero(libc::SIGTERM);
+}
+
+#[test]
+fn sigint_closes_connections_with_320_and_exits_zero() {
+    signal_closes_connections_and_exits_zero(libc::SIGINT);
+}
+
+#[test]
+fn listens_on_every_listen_flag_ipv4_and_ipv6() {
+    let ipv6 = match TcpListener::bind("[::1]:0") {
+        Ok(_) => true,
+        Err(e) => {
+            println!("IPv6 loopback unavailable ({e}): checking IPv4 only");
+            false
+        }
+    };
+    let mut args = vec!["--listen", "127.0.0.1:0", "--shards", "2"];
+    if ipv6 {
+        args.extend(["--listen", "[::1]:0"]);
+    }
+    let broker = Broker::start(&args);
+    assert_eq!(broker.addrs.len(), if ipv6 { 2 } else { 1 }, "bound addresses: {:?}", broker.addrs);
+    assert!(broker.addrs[0].is_ipv4() && broker.addrs[0].ip().is_loopback(), "{:?}", broker.addrs);
+    assert_ne!(broker.addrs[0].port(), 0, "port 0 is reported as the bound port");
+    if ipv6 {
+        assert!(broker.addrs[1].is_ipv6() && broker.addrs[1].ip().is_loopback(), "{:?}", broker.addrs);
+        assert_ne!(broker.addrs[1].port(), 0, "port 0 is reported as the bound port");
+    }
+    for &addr in &broker.addrs {
+        let mut raw = Raw::connect(addr);
+        let start = raw.read_method();
+        assert_eq!((start.channel, start.class, start.method), (0, 10, 10), "connection.start from {addr}");
+        assert_eq!(&start.args[..2], &[0, 9], "version-major 0, version-minor 9 from {addr}");
+    }
+}
+
+#[test]
+fn shards_flag_sets_the_shard_count() {
+    let broker = Broker::start(&["--listen", "127.0.0.1:0", "--shards", "3"]);
+    assert_eq!(broker.shards, 3, "start line: {:?}", broker.log);
+    let uri = format!("amqp://guest:guest@{}/%2f", broker.addr());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let body = b"through three shards".to_vec();
+    let received = rt.block_on(async move {
+        tokio::time::timeout(SAFETY_TIMEOUT, async move {
+            use futures_lite::StreamExt;
+            use lapin::options::*;
+            use lapin::types::FieldTable;
+            use lapin::{BasicProperties, Connection, ConnectionProperties};
+            // Connection k lands on shard k mod 3: declare on one shard,
+            // publish from the next, consume on the third.
+            let mut conns = Vec::new();
+            for _ in 0..3 {
+                conns.push(Connection::connect(&uri, ConnectionProperties::default()).await?);
+            }
+            let declare = conns[0].create_channel().await?;
+            let queue =
+                declare.queue_declare("", QueueDeclareOptions::default(), FieldTable::default()).await?;
+            let queue = queue.name().as_str().to_owned();
+            let publisher = conns[1].create_channel().await?;
+            publisher.confirm_select(ConfirmSelectOptions::default()).await?;
+            publisher
+                .basic_publish("", &queue, BasicPublishOptions::default(), &body, BasicProperties::default())
+                .await?
+                .await?;
+            let consumer = conns[2].create_channel().await?;
+            let mut deliveries = consumer
+                .basic_consume(
+                    &queue,
+                    "",
+                    BasicConsumeOptions { no_ack: true, ..Default::default() },
+                    FieldTable::default(),
+                )
+                .await?;
+            let delivery = deliveries.next().await.expect("consumer stream ends early")?;
+            for conn in &conns {
+                conn.close(200, "done").await?;
+            }
+            Ok::<_, lapin::Error>(delivery.data)
+        })
+        .await
+    });
+    let received = received.expect("publish/consume timed out").expect("publish/consume over lapin");
+    assert_eq!(received, b"through three shards");
+}
+
+#[test]
+fn help_explains_every_flag() {
+    let output = lepus().arg("--help").output().expect("lepus --help runs");
+    assert!(output.status.success(), "lepus --help exit status: {}", output.status);
+    let help = String::from_utf8_lossy(&output.stdout);
+    let missing: Vec<&str> = [
+        "--listen",
+        "--shards",
+        "--config",
+        "--frame-max",
+        "--heartbeat",
+        "--max-message-size",
+        "--no-pin",
+        "--log",
+    ]
+    .into_iter()
+    .filter(|flag| !help.contains(flag))
+    .collect();
+    assert!(missing.is_empty(), "lepus --help does not mention {missing:?}:\n{help}");
+}
+
+#[test]
+fn bad_listen_address_fails_with_a_clear_error() {
+    let first = Broker::start(&["--listen", "127.0.0.1:0", "--shards", "1"]);
+    let taken = first.addr().to_string();
+    let mut second = Broker::spawn(&["--listen", &taken, "--shards", "1"]);
+    let status = second.wait_exit();
+    assert!(!status.success(), "a second broker on {taken} must fail, got {status}");
+    let log = second.log.join("\n");
+    assert!(log.contains(&taken), "the error names the address {taken}; stderr:\n{log}");
+    assert!(!log.contains("lepus started"), "the second broker must not report a start; stderr:\n{log}");
+    // The first broker is unharmed.
+    let mut raw = Raw::connect(first.addr());
+    raw.expect_method(0, 10, 10);
+}
+
+/// A directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let dir = std::env::temp_dir().join(format!("lepus-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn config_file_is_read() {
+    let dir = TempDir::new("config");
+    let path = dir.0.join("lepus.toml");
+    std::fs::write(&path, "listen = [\"127.0.0.1:0\"]\nheartbeat_seconds = 7\nshards = 1\n")
+        .expect("write config file");
+    let path = path.to_str().expect("temp path is UTF-8");
+    let broker = Broker::start(&["--config", path]);
+    assert_eq!(broker.shards, 1, "shards from the config file; start line: {:?}", broker.log);
+    assert_eq!(broker.addrs.len(), 1, "listen from the config file: {:?}", broker.addrs);
+    assert!(broker.addr().ip().is_loopback() && broker.addr().port() != 0, "{:?}", broker.addrs);
+    let tune = Raw::connect(broker.addr()).until_tune();
+    assert_eq!(tune.heartbeat, 7, "heartbeat in connection.tune: {tune:?}");
+}

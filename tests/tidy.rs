@@ -1,0 +1,327 @@
+//! House style as tests: reads the source tree under `src/`, starts no broker.
+//!
+//! Each test checks one rule and reports every violation of it at once, as
+//! `path:line: what`, so one run gives the whole list to fix.
+//!
+//! The checks are line-based heuristics, not a Rust parser:
+//! - a line whose first non-blank characters are `//` is a comment and is not
+//!   code;
+//! - test code is a file whose name ends in `_tests.rs` or `_test.rs`, a file
+//!   declared as `#[cfg(test)] mod name;`, everything after a
+//!   `#[cfg(test)] mod name {` line, and any other `#[cfg(test)]` item (up to
+//!   its closing brace or semicolon).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// Longest line allowed, in characters.
+const LINE_CHARS_MAX: usize = 120;
+/// Longest file allowed, in lines.
+const FILE_LINES_MAX: usize = 900;
+/// Generated from the spec XML: exempt from the size rules.
+const GENERATED: &str = "src/amqp/spec.rs";
+/// How many lines above an `unsafe` block its `// SAFETY:` comment may start.
+const SAFETY_LINES_ABOVE: usize = 3;
+/// The data path: no locks here.
+const LOCK_FREE_DIRS: [&str; 4] = ["src/shard/", "src/queue/", "src/channel/", "src/connection/"];
+
+/// One source file, read once.
+struct Source {
+    /// Relative to the crate root, with `/` separators, e.g. `src/amqp/frame.rs`.
+    path: String,
+    lines: Vec<String>,
+    /// Whole file is test code.
+    test_file: bool,
+    /// Per line: inside test code.
+    test_line: Vec<bool>,
+}
+
+impl Source {
+    fn is_comment(&self, index: usize) -> bool {
+        self.lines[index].trim_start().starts_with("//")
+    }
+
+    /// Lines that are code (not comments), as (1-based number, text, in test code).
+    fn code_lines(&self) -> impl Iterator<Item = (usize, &str, bool)> + '_ {
+        self.lines
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.is_comment(*i))
+            .map(|(i, line)| (i + 1, line.as_str(), self.test_file || self.test_line[i]))
+    }
+}
+
+fn crate_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()));
+    for entry in entries {
+        let path = entry.unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display())).path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// Every `.rs` file under `src/`, sorted, with its test code marked.
+fn sources() -> Vec<Source> {
+    let root = crate_root();
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    files.sort();
+    let mut sources: Vec<Source> = files
+        .iter()
+        .map(|file| {
+            let text =
+                std::fs::read_to_string(file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
+            let rel = file.strip_prefix(&root).unwrap_or(file);
+            let path =
+                rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+            let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+            Source {
+                path,
+                test_file: name.ends_with("_tests.rs") || name.ends_with("_test.rs"),
+                test_line: vec![false; lines.len()],
+                lines,
+            }
+        })
+        .collect();
+    // Modules declared as `#[cfg(test)] mod name;`: (declaring file's dir, name).
+    let mut test_modules = BTreeSet::new();
+    for source in &mut sources {
+        mark_test_code(source, &mut test_modules);
+    }
+    for source in &mut sources {
+        let (dir, file) = source.path.rsplit_once('/').unwrap_or(("", &source.path));
+        let stem = file.trim_end_matches(".rs");
+        // `dir/name.rs` or `dir/name/mod.rs`, declared from a file in `dir`.
+        let declared_in_parent = test_modules.contains(&(dir.to_owned(), stem.to_owned()));
+        let declared_as_dir = stem == "mod"
+            && dir
+                .rsplit_once('/')
+                .is_some_and(|(parent, name)| test_modules.contains(&(parent.to_owned(), name.to_owned())));
+        if declared_in_parent || declared_as_dir {
+            source.test_file = true;
+        }
+    }
+    sources
+}
+
+/// Marks the lines of `#[cfg(test)]` items; records `#[cfg(test)] mod name;`.
+fn mark_test_code(source: &mut Source, test_modules: &mut BTreeSet<(String, String)>) {
+    let dir = source.path.rsplit_once('/').map(|(d, _)| d.to_owned()).unwrap_or_default();
+    let mut i = 0;
+    while i < source.lines.len() {
+        if !source.lines[i].contains("#[cfg(test)]") || source.is_comment(i) {
+            i += 1;
+            continue;
+        }
+        // The item the attribute applies to: the next line that is not an attribute or comment.
+        let mut item = i + 1;
+        while item < source.lines.len() {
+            let t = source.lines[item].trim_start();
+            if t.starts_with("#[") || t.starts_with("//") || t.is_empty() {
+                item += 1;
+            } else {
+                break;
+            }
+        }
+        let Some(item_line) = source.lines.get(item) else { break };
+        let words: Vec<&str> = item_line.split_whitespace().collect();
+        let mod_at = words.iter().position(|w| *w == "mod");
+        if let Some(name) = mod_at.and_then(|at| words.get(at + 1)) {
+            if let Some(name) = name.strip_suffix(';') {
+                test_modules.insert((dir.clone(), name.to_owned()));
+                for flag in &mut source.test_line[i..=item] {
+                    *flag = true;
+                }
+                i = item + 1;
+            } else {
+                // An inline test module: the rest of the file.
+                for flag in &mut source.test_line[i..] {
+                    *flag = true;
+                }
+                break;
+            }
+            continue;
+        }
+        // Any other item: up to its closing brace, or its semicolon.
+        let mut depth = 0i64;
+        let mut end = item;
+        while end < source.lines.len() {
+            let line = &source.lines[end];
+            depth += line.matches('{').count() as i64 - line.matches('}').count() as i64;
+            if depth <= 0 && (line.contains('}') || line.trim_end().ends_with(';')) {
+                break;
+            }
+            end += 1;
+        }
+        let end = end.min(source.lines.len() - 1);
+        for flag in &mut source.test_line[i..=end] {
+            *flag = true;
+        }
+        i = end + 1;
+    }
+}
+
+/// Fails with every violation, one per line.
+fn assert_clean(rule: &str, violations: Vec<String>) {
+    assert!(violations.is_empty(), "{rule}: {} violation(s):\n{}", violations.len(), violations.join("\n"));
+}
+
+/// `unsafe {` or `unsafe impl` as a word (not `unsafe_op_in_unsafe_fn`).
+fn opens_unsafe(code: &str) -> bool {
+    let mut from = 0;
+    while let Some(at) = code[from..].find("unsafe") {
+        let start = from + at;
+        let end = start + "unsafe".len();
+        let word_start = code[..start].chars().next_back().is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+        let rest = code[end..].trim_start();
+        let spaced = code[end..].starts_with(char::is_whitespace) || rest.starts_with('{');
+        if word_start && spaced && (rest.starts_with('{') || rest.starts_with("impl ")) {
+            return true;
+        }
+        from = end;
+    }
+    false
+}
+
+#[test]
+fn every_unsafe_block_has_a_safety_comment() {
+    let mut violations = Vec::new();
+    for source in sources() {
+        for (number, code, _) in source.code_lines() {
+            if !opens_unsafe(code) {
+                continue;
+            }
+            let index = number - 1;
+            // The 3 lines above, plus the whole comment block directly above
+            // (a long SAFETY comment may start further up).
+            let mut above = index.saturating_sub(SAFETY_LINES_ABOVE)..index;
+            let mut first = index;
+            while first > 0 && source.is_comment(first - 1) {
+                first -= 1;
+            }
+            if first < above.start {
+                above.start = first;
+            }
+            let documented = code.contains("// SAFETY:")
+                || source.lines[above].iter().any(|line| line.contains("// SAFETY:"));
+            if !documented {
+                violations.push(format!(
+                    "{}:{number}: unsafe without a `// SAFETY:` comment within {SAFETY_LINES_ABOVE} lines above",
+                    source.path
+                ));
+            }
+        }
+    }
+    assert_clean("every `unsafe {` / `unsafe impl` needs a `// SAFETY:` comment", violations);
+}
+
+/// `.expect("…")` stays allowed: it states one of our own invariants, which
+/// the style asks us to assert. An `unwrap()` says nothing and is banned.
+#[test]
+fn no_unwrap_outside_tests() {
+    let mut violations = Vec::new();
+    for source in sources() {
+        for (number, code, test) in source.code_lines() {
+            if test {
+                continue;
+            }
+            for needle in [".unwrap()"] {
+                if code.contains(needle) {
+                    violations.push(format!("{}:{number}: `{needle}` outside test code", source.path));
+                }
+            }
+        }
+    }
+    assert_clean("no `.unwrap()` outside tests", violations);
+}
+
+#[test]
+fn the_data_path_takes_no_locks() {
+    let mut violations = Vec::new();
+    for source in sources() {
+        if !LOCK_FREE_DIRS.iter().any(|dir| source.path.starts_with(dir)) {
+            continue;
+        }
+        for (number, code, _) in source.code_lines() {
+            for needle in ["Mutex", "RwLock"] {
+                if code.contains(needle) {
+                    violations.push(format!("{}:{number}: `{needle}` on the data path", source.path));
+                }
+            }
+        }
+    }
+    assert_clean(&format!("no `Mutex` / `RwLock` in {}", LOCK_FREE_DIRS.join(", ")), violations);
+}
+
+#[test]
+fn the_codec_does_not_copy_with_to_vec() {
+    let mut violations = Vec::new();
+    for source in sources() {
+        if !source.path.starts_with("src/amqp/") {
+            continue;
+        }
+        for (number, code, test) in source.code_lines() {
+            if !test && code.contains("to_vec(") {
+                violations.push(format!("{}:{number}: `to_vec(` in the codec", source.path));
+            }
+        }
+    }
+    assert_clean("no `to_vec(` in src/amqp/ outside tests", violations);
+}
+
+#[test]
+fn no_source_file_is_too_long() {
+    let violations: Vec<String> = sources()
+        .into_iter()
+        .filter(|s| s.path != GENERATED && s.lines.len() > FILE_LINES_MAX)
+        .map(|s| format!("{}: {} lines (max {FILE_LINES_MAX})", s.path, s.lines.len()))
+        .collect();
+    assert_clean(&format!("no source file over {FILE_LINES_MAX} lines (except {GENERATED})"), violations);
+}
+
+#[test]
+fn no_line_is_too_long() {
+    let mut violations = Vec::new();
+    for source in sources() {
+        if source.path == GENERATED {
+            continue;
+        }
+        for (index, line) in source.lines.iter().enumerate() {
+            let chars = line.chars().count();
+            if chars > LINE_CHARS_MAX {
+                violations.push(format!(
+                    "{}:{}: {chars} characters (max {LINE_CHARS_MAX})",
+                    source.path,
+                    index + 1
+                ));
+            }
+        }
+    }
+    assert_clean(&format!("lines at most {LINE_CHARS_MAX} characters (except {GENERATED})"), violations);
+}
+
+#[test]
+fn the_heuristics_see_what_they_should() {
+    assert!(opens_unsafe("    let x = unsafe { f() };"));
+    assert!(opens_unsafe("unsafe impl Send for X {}"));
+    assert!(!opens_unsafe("#![deny(unsafe_op_in_unsafe_fn)]"));
+    assert!(!opens_unsafe("pub unsafe fn f() {"));
+    let all = sources();
+    let unsafe_sites =
+        all.iter().flat_map(|s| s.code_lines()).filter(|(_, code, _)| opens_unsafe(code)).count();
+    assert!(unsafe_sites > 0, "the unsafe rule finds the unsafe code in src/ring");
+    assert!(all.iter().any(|s| s.path == "src/lib.rs"), "the walk finds src/lib.rs");
+    assert!(all.iter().any(|s| s.path == GENERATED), "the walk finds {GENERATED}");
+    assert!(
+        all.iter().filter(|s| s.path.ends_with("_tests.rs")).all(|s| s.test_file),
+        "*_tests.rs files are test code"
+    );
+}
