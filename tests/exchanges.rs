@@ -524,3 +524,46 @@ fn unknown_exchange_type_is_connection_command_invalid_503() {
     let c = raw.expect_connection_close(503, "COMMAND_INVALID - unknown exchange type");
     assert_eq!((c.failing_class, c.failing_method), (40, 10));
 }
+
+/// `alternate-exchange`: what the exchange cannot route goes to its alternate
+/// (and is then not returned to a mandatory publisher); what it can route does
+/// not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unroutable_messages_go_to_the_alternate_exchange() {
+    let b = start_broker();
+    let (conn, ch) = lapin_channel(&b).await;
+    let (alternate, main) = (unique("ae"), unique("ae-main"));
+    ch.exchange_declare(&alternate, ExchangeKind::Fanout, auto_delete(), FieldTable::default())
+        .await
+        .expect("declare the alternate");
+    let mut args = FieldTable::default();
+    args.insert("alternate-exchange".into(), AMQPValue::LongString(alternate.as_str().into()));
+    ch.exchange_declare(&main, ExchangeKind::Direct, auto_delete(), args).await.expect("declare main");
+    let (unrouted, routed) = (server_named_queue(&ch).await, server_named_queue(&ch).await);
+    ch.queue_bind(&unrouted, &alternate, "", QueueBindOptions::default(), FieldTable::default())
+        .await
+        .expect("bind");
+    ch.queue_bind(&routed, &main, "known", QueueBindOptions::default(), FieldTable::default())
+        .await
+        .expect("bind");
+    ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm.select");
+    for (key, body) in [("known", "a"), ("unknown", "b"), ("other", "c")] {
+        let confirm = ch
+            .basic_publish(
+                &main,
+                key,
+                BasicPublishOptions { mandatory: true, ..Default::default() },
+                body.as_bytes(),
+                BasicProperties::default(),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        assert!(confirm.is_ack(), "acked");
+        assert!(confirm.take_message().is_none(), "nothing is returned: the alternate routed it");
+    }
+    assert_eq!(drain(&ch, &routed).await, ["a"]);
+    assert_eq!(drain(&ch, &unrouted).await, ["b", "c"]);
+    conn.close(200, "bye").await.expect("close");
+}

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use crate::amqp::field::{FieldTable, ShortStr};
+use crate::amqp::field::{FieldTable, FieldValue, ShortStr};
 use crate::connection::ConnId;
 use crate::queue::{QueueId, QueueRef};
 use crate::ring::ShardId;
@@ -467,6 +467,51 @@ impl Vhost {
     /// bindings, and appends each destination queue once to `out`.
     /// `scratch` is reused between calls to avoid allocating.
     pub fn route(
+        &self,
+        exchange: &Exchange,
+        routing_key: &[u8],
+        headers: Option<&FieldTable>,
+        out: &mut Vec<QueueRef>,
+        scratch: &mut Vec<Destination>,
+    ) {
+        let first = out.len();
+        self.route_one(exchange, routing_key, headers, out, scratch);
+        if out.len() == first && !exchange.arguments.is_empty() {
+            self.route_alternate(exchange, routing_key, headers, out, scratch);
+        }
+    }
+
+    /// Unroutable through `exchange`: try its `alternate-exchange`, and that
+    /// one's, as RabbitMQ does (each exchange at most once).
+    #[cold]
+    fn route_alternate(
+        &self,
+        exchange: &Exchange,
+        routing_key: &[u8],
+        headers: Option<&FieldTable>,
+        out: &mut Vec<QueueRef>,
+        scratch: &mut Vec<Destination>,
+    ) {
+        let mut seen = vec![exchange.id];
+        let mut current = exchange;
+        while let Some(FieldValue::LongStr(name)) = current.arguments.get(b"alternate-exchange") {
+            let Some(next) = self.exchanges.get(name.as_bytes()) else {
+                return;
+            };
+            if seen.contains(&next.id) || seen.len() >= ROUTE_HOPS_MAX {
+                return;
+            }
+            seen.push(next.id);
+            let first = out.len();
+            self.route_one(next, routing_key, headers, out, scratch);
+            if out.len() > first {
+                return;
+            }
+            current = next;
+        }
+    }
+
+    fn route_one(
         &self,
         exchange: &Exchange,
         routing_key: &[u8],
