@@ -182,7 +182,6 @@ async fn persistent_messages_to_a_durable_queue_are_confirmed() {
 
 /// x-overflow=reject-publish: a publish that does not fit is nacked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "queue length limits (x-max-length, x-overflow) are not implemented yet; passes against RabbitMQ"]
 async fn publishes_refused_by_a_full_queue_are_nacked() {
     let b = start_broker();
     let (conn, ch) = lapin_channel(&b).await;
@@ -218,7 +217,6 @@ async fn publishes_refused_by_a_full_queue_are_nacked() {
 }
 
 #[test]
-#[ignore = "queue length limits (x-max-length, x-overflow) are not implemented yet; passes against RabbitMQ"]
 fn nack_from_a_full_queue_at_the_wire_level() {
     let b = start_broker();
     let mut raw = Raw::connect(b.addr);

@@ -285,7 +285,7 @@ impl Channel {
                 let mut result = Ok(());
                 for (message, mandatory) in tx.publishes {
                     if result.is_ok() {
-                        result = self.route_message(message, mandatory, shared, ctx);
+                        result = self.route_message(message, mandatory, None, shared, ctx).map(|_| ());
                     }
                 }
                 self.tx = Some(Tx::default());

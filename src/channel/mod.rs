@@ -124,15 +124,25 @@ struct Unacked {
     consumer: u32,
 }
 
-/// Publisher-confirm counters (confirm.select).
+/// Publisher-confirm state (confirm.select).
 #[derive(Debug, Default)]
 struct Confirms {
     /// Sequence number of the last publish.
     published: u64,
-    /// Highest sequence number confirmed (all below it are too).
-    confirmed: u64,
-    /// Highest sequence number whose basic.ack was written.
-    sent: u64,
+    /// Publishes not yet confirmed to the client, in sequence order.
+    pending: VecDeque<PendingConfirm>,
+    /// The channel is in its connection's `confirm_dirty` list.
+    dirty: bool,
+}
+
+/// One publish waiting for the verdicts of its queues.
+#[derive(Debug, Clone, Copy)]
+struct PendingConfirm {
+    seq: u64,
+    /// Queues on other shards that have not answered yet.
+    remaining: u32,
+    /// A queue refused it: nack instead of ack.
+    refused: bool,
 }
 
 /// Work buffered by a transaction (tx.select) until commit.
@@ -418,14 +428,60 @@ impl Channel {
         let Some(c) = &mut self.confirms else {
             return;
         };
-        if c.confirmed > c.sent {
-            let multiple = c.confirmed - c.sent > 1;
-            out.method(
-                self.me.channel,
-                &Method::BasicAck(spec::BasicAck { delivery_tag: c.confirmed, multiple }),
-            );
-            c.sent = c.confirmed;
+        c.dirty = false;
+        // Resolved publishes at the front go out in order, each run of acks
+        // (or of nacks) as one frame with multiple=true.
+        let mut run: Option<(bool, u64, u64)> = None;
+        while let Some(front) = c.pending.front().copied() {
+            if front.remaining > 0 {
+                break;
+            }
+            c.pending.pop_front();
+            run = match run {
+                Some((refused, first, _)) if refused == front.refused => Some((refused, first, front.seq)),
+                Some(done) => {
+                    write_confirm(out, self.me.channel, done);
+                    Some((front.refused, front.seq, front.seq))
+                }
+                None => Some((front.refused, front.seq, front.seq)),
+            };
         }
+        if let Some(done) = run {
+            write_confirm(out, self.me.channel, done);
+        }
+    }
+
+    /// Records a publish's verdict so far; returns true if the channel needs
+    /// a confirm flush.
+    fn record_publish(&mut self, seq: u64, remaining: u32, refused: bool) -> bool {
+        let Some(c) = &mut self.confirms else {
+            return false;
+        };
+        c.pending.push_back(PendingConfirm { seq, remaining, refused });
+        let needs_flush = remaining == 0 && !c.dirty;
+        if needs_flush {
+            c.dirty = true;
+        }
+        needs_flush
+    }
+
+    /// A remote queue's verdict on publish `seq`; returns true if the channel
+    /// needs a confirm flush.
+    pub fn confirm_resolved(&mut self, seq: u64, accepted: bool) -> bool {
+        let Some(c) = &mut self.confirms else {
+            return false;
+        };
+        let Ok(index) = c.pending.binary_search_by_key(&seq, |p| p.seq) else {
+            return false;
+        };
+        let entry = &mut c.pending[index];
+        entry.remaining = entry.remaining.saturating_sub(1);
+        entry.refused |= !accepted;
+        let needs_flush = index == 0 && entry.remaining == 0 && !c.dirty;
+        if needs_flush {
+            c.dirty = true;
+        }
+        needs_flush
     }
 
     /// Acks, nacks, rejects: validates the tags and settles with the queues.
@@ -562,6 +618,17 @@ impl Channel {
         };
         self.apply_reply(awaiting, reply, shared, ctx)
     }
+}
+
+/// Writes one run of confirms: (refused, first seq, last seq).
+fn write_confirm(out: &mut WriteQueue, channel: u16, (refused, first, last): (bool, u64, u64)) {
+    let multiple = last > first;
+    let method = if refused {
+        Method::BasicNack(spec::BasicNack { delivery_tag: last, multiple, requeue: false })
+    } else {
+        Method::BasicAck(spec::BasicAck { delivery_tag: last, multiple })
+    };
+    out.method(channel, &method);
 }
 
 /// A delivery whose consumer is gone: the message goes back to its queue.

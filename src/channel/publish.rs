@@ -15,7 +15,7 @@ use crate::amqp::spec::{self, BasicPublish, Method};
 use crate::channel::{Channel, ChannelError, ChannelRef};
 use crate::connection::{ConnId, ConnShared};
 use crate::message::{Body, Message, FLAG_HEADERS, FLAG_REPLY_TO, FLAG_USER_ID};
-use crate::ring::envelope::Envelope;
+use crate::ring::envelope::{ConfirmTicket, Envelope};
 use crate::ring::ShardId;
 use crate::shard::ctx::ShardCtx;
 
@@ -188,11 +188,11 @@ impl Channel {
             tx.publishes.push((message, mandatory));
             return Ok(());
         }
-        self.route_message(message, mandatory, shared, ctx)
+        let verdict = self
+            .route_message(message, mandatory, seq, shared, ctx)
             .map_err(|e| e.on(&Method::BasicPublish(BasicPublish::default())))?;
-        if let (Some(seq), Some(c)) = (seq, self.confirms.as_mut()) {
-            c.confirmed = seq;
-            if c.sent + 1 == seq {
+        if let Some(seq) = seq {
+            if self.record_publish(seq, verdict.remaining, verdict.refused) {
                 shared.confirm_dirty.push(self.me.channel);
             }
         }
@@ -204,9 +204,10 @@ impl Channel {
         &mut self,
         mut message: Message,
         mandatory: bool,
+        confirm_seq: Option<u64>,
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
-    ) -> Result<(), ChannelError> {
+    ) -> Result<Verdict, ChannelError> {
         let flags = message.property_flags();
         if flags & (FLAG_REPLY_TO | FLAG_USER_ID) != 0 {
             message = self.check_properties(message, shared)?;
@@ -232,7 +233,8 @@ impl Channel {
         if message.exchange.is_empty()
             && message.routing_key.as_bytes().starts_with(DIRECT_REPLY_PREFIX.as_bytes())
         {
-            return self.publish_direct_reply(message, mandatory, shared, ctx);
+            self.publish_direct_reply(message, mandatory, shared, ctx);
+            return Ok(Verdict::default());
         }
         let headers = if exchange.bindings.needs_headers() && flags & FLAG_HEADERS != 0 {
             ContentHeader::decode(message.header.clone()).ok().and_then(|h| h.properties.headers)
@@ -248,22 +250,33 @@ impl Channel {
             &mut targets,
             &mut ctx.route_scratch,
         );
-        match targets.len() {
-            0 => {
+        let mut verdict = Verdict::default();
+        match (targets.len(), confirm_seq) {
+            (0, _) => {
                 if mandatory {
                     self.write_return(&message, shared);
                 }
             }
-            1 => ctx.publish_to(targets[0], message),
-            n => {
+            (1, None) => ctx.publish_to(targets[0], message),
+            (n, None) => {
                 for target in &targets[..n - 1] {
                     ctx.publish_to(*target, message.clone());
                 }
                 ctx.publish_to(targets[n - 1], message);
             }
+            (_, Some(seq)) => {
+                let ticket = ConfirmTicket { channel: self.me, seq };
+                for target in &targets {
+                    match ctx.publish_confirmed_to(*target, message.clone(), ticket) {
+                        Some(true) => {}
+                        Some(false) => verdict.refused = true,
+                        None => verdict.remaining += 1,
+                    }
+                }
+            }
         }
         ctx.route_targets = targets;
-        Ok(())
+        Ok(verdict)
     }
 
     fn write_return(&self, message: &Message, shared: &mut ConnShared) {
@@ -319,7 +332,7 @@ impl Channel {
         mandatory: bool,
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
-    ) -> Result<(), ChannelError> {
+    ) {
         // The name comes from the client: a shard that does not exist is as
         // unroutable as a malformed name.
         let shards = ctx.mesh.shard_count();
@@ -333,8 +346,16 @@ impl Channel {
                 }
             }
         }
-        Ok(())
     }
+}
+
+/// What the queues said of a publish so far (for publisher confirms).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Verdict {
+    /// Queues on other shards whose answer is still to come.
+    pub(super) remaining: u32,
+    /// A queue refused the message.
+    pub(super) refused: bool,
 }
 
 /// A header or body frame with no basic.publish before it (RabbitMQ's words).

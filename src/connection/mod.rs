@@ -643,8 +643,17 @@ impl Connection {
         self.after_channel(channel, result, ctx);
     }
 
-    /// Sends the publisher confirms decided during this batch, coalesced.
-    fn flush_confirms(&mut self) {
+    /// A queue's verdict on a message one of our channels published.
+    pub fn handle_confirm(&mut self, channel: u16, seq: u64, accepted: bool) {
+        if let Some(Some(ch)) = self.channels.get_mut(usize::from(channel)) {
+            if ch.confirm_resolved(seq, accepted) {
+                self.shared.confirm_dirty.push(channel);
+            }
+        }
+    }
+
+    /// Sends the publisher confirms decided so far, coalesced.
+    pub fn flush_confirms(&mut self) {
         for number in std::mem::take(&mut self.shared.confirm_dirty) {
             if let Some(Some(ch)) = self.channels.get_mut(usize::from(number)) {
                 ch.flush_confirms(&mut self.shared.out);

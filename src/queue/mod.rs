@@ -39,6 +39,57 @@ pub const CONSUMER_CREDIT_MAX: u32 = 2048;
 /// delivery always goes, whatever its size.
 pub const CONSUMER_CREDIT_BYTES_MAX: u64 = 16 * 1024 * 1024;
 
+/// What a full queue does with a new message (x-overflow).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// Drop (or dead-letter) the oldest ready messages: RabbitMQ's default.
+    DropHead,
+    /// Refuse the new message (nack it to a confirming publisher).
+    RejectPublish,
+    /// Refuse it and dead-letter it.
+    RejectPublishDlx,
+}
+
+/// A queue's length limits, from its declare arguments.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// x-max-length: ready messages.
+    pub max_length: Option<u64>,
+    /// x-max-length-bytes: body bytes of the ready messages.
+    pub max_bytes: Option<u64>,
+    /// x-overflow.
+    pub overflow: Overflow,
+}
+
+impl Limits {
+    /// Reads the limits from queue arguments (absent or negative: none).
+    pub fn from_arguments(arguments: &crate::amqp::field::FieldTable) -> Limits {
+        let int = |key: &[u8]| arguments.get(key).and_then(crate::amqp::field::FieldValue::as_i64);
+        let overflow = match arguments.get(b"x-overflow").and_then(crate::amqp::field::FieldValue::as_bytes) {
+            Some(b"reject-publish") => Overflow::RejectPublish,
+            Some(b"reject-publish-dlx") => Overflow::RejectPublishDlx,
+            _ => Overflow::DropHead,
+        };
+        Limits {
+            max_length: int(b"x-max-length").and_then(|v| u64::try_from(v).ok()),
+            max_bytes: int(b"x-max-length-bytes").and_then(|v| u64::try_from(v).ok()),
+            overflow,
+        }
+    }
+
+    /// The queue holds more than its limits allow.
+    fn is_over(&self, length: usize, bytes: u64) -> bool {
+        self.max_length.is_some_and(|max| length as u64 > max)
+            || self.max_bytes.is_some_and(|max| bytes > max)
+    }
+
+    /// A new message of `body_bytes` would not fit.
+    fn is_full(&self, length: usize, bytes: u64, body_bytes: u64) -> bool {
+        self.max_length.is_some_and(|max| length as u64 >= max)
+            || self.max_bytes.is_some_and(|max| bytes + body_bytes > max)
+    }
+}
+
 /// A process-wide queue id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct QueueId(pub u64);
@@ -192,8 +243,13 @@ pub struct Queue {
     had_consumer: bool,
     /// Where rejected messages go, if anywhere.
     dead_letter: Option<DeadLetterTarget>,
-    /// Rejected messages waiting to be dead-lettered by the shard.
-    dead: Vec<Message>,
+    /// Rejected or dropped messages waiting to be dead-lettered by the shard,
+    /// with the reason (`rejected`, `maxlen`).
+    dead: Vec<(Message, &'static str)>,
+    /// x-max-length / x-max-length-bytes / x-overflow.
+    limits: Limits,
+    /// Body bytes of the ready messages.
+    ready_bytes: u64,
     /// Channel-limited consumers that need a grant to go on (sent by the shard).
     credit_requests: Vec<ConsumerKey>,
     /// Grants this queue cannot use now (nothing ready), to hand back so they
@@ -205,7 +261,10 @@ impl Queue {
     /// An empty queue.
     pub fn new(meta: Arc<QueueMeta>, vhost: Arc<str>) -> Queue {
         let dead_letter = DeadLetterTarget::from_arguments(&meta.arguments);
+        let limits = Limits::from_arguments(&meta.arguments);
         Queue {
+            limits,
+            ready_bytes: 0,
             dead_letter,
             dead: Vec::new(),
             credit_requests: Vec::new(),
@@ -246,12 +305,45 @@ impl Queue {
         u32::try_from(self.consumers.len()).unwrap_or(u32::MAX)
     }
 
-    /// Appends a message and dispatches what can be dispatched.
-    pub fn publish(&mut self, message: Message, out: &mut Vec<Delivery>) {
+    /// Appends a message and dispatches what can be dispatched. Returns
+    /// false if the queue refused it (full, with x-overflow reject-publish*).
+    pub fn publish(&mut self, message: Message, out: &mut Vec<Delivery>) -> bool {
+        let body_bytes = message.body_len();
+        if self.limits.overflow != Overflow::DropHead
+            && self.limits.is_full(self.ready.len(), self.ready_bytes, body_bytes)
+        {
+            if self.limits.overflow == Overflow::RejectPublishDlx && self.dead_letter.is_some() {
+                self.dead.push((message, "maxlen"));
+            }
+            return false;
+        }
         let id = MsgId(self.next_msg_id);
         self.next_msg_id += 1;
+        self.ready_bytes += body_bytes;
         self.ready.push_back(Ready { id, message, redelivered: false });
         self.dispatch(out);
+        if self.limits.overflow == Overflow::DropHead {
+            self.drop_head_over_limit();
+        }
+        true
+    }
+
+    /// x-overflow drop-head: the oldest ready messages make room.
+    fn drop_head_over_limit(&mut self) {
+        while self.limits.is_over(self.ready.len(), self.ready_bytes) {
+            let Some(head) = self.pop_ready() else {
+                break;
+            };
+            if self.dead_letter.is_some() {
+                self.dead.push((head.message, "maxlen"));
+            }
+        }
+    }
+
+    fn pop_ready(&mut self) -> Option<Ready> {
+        let ready = self.ready.pop_front()?;
+        self.ready_bytes -= ready.message.body_len();
+        Some(ready)
     }
 
     /// Attaches a consumer.
@@ -322,7 +414,7 @@ impl Queue {
                 SettleOp::Ack => {}
                 SettleOp::Discard => {
                     if self.dead_letter.is_some() {
-                        self.dead.push(entry.message);
+                        self.dead.push((entry.message, "rejected"));
                     }
                 }
                 SettleOp::Requeue => back.push(Ready { id, message: entry.message, redelivered: true }),
@@ -398,6 +490,7 @@ impl Queue {
     pub fn purge(&mut self) -> u32 {
         let n = self.message_count();
         self.ready.clear();
+        self.ready_bytes = 0;
         self.return_unused_grants();
         n
     }
@@ -414,7 +507,7 @@ impl Queue {
     }
 
     /// Messages rejected since the last call, with where they should go.
-    pub fn take_dead_letters(&mut self) -> Option<(DeadLetterTarget, Vec<Message>)> {
+    pub fn take_dead_letters(&mut self) -> Option<(DeadLetterTarget, Vec<(Message, &'static str)>)> {
         if self.dead.is_empty() {
             return None;
         }
@@ -436,6 +529,7 @@ impl Queue {
         // is the front, so the search is short.
         for r in back {
             let at = self.ready.partition_point(|x| x.id < r.id);
+            self.ready_bytes += r.message.body_len();
             self.ready.insert(at, r);
         }
     }
@@ -445,7 +539,7 @@ impl Queue {
             let Some(index) = self.next_consumer() else {
                 break;
             };
-            let Some(ready) = self.ready.pop_front() else {
+            let Some(ready) = self.pop_ready() else {
                 break;
             };
             let consumer = &mut self.consumers[index];

@@ -23,6 +23,17 @@ pub enum Envelope {
         queue: QueueId,
         /// The message.
         message: Message,
+        /// Where to send the verdict, for a confirming publisher.
+        confirm: Option<ConfirmTicket>,
+    },
+    /// The verdict of a queue on a confirming publisher's message.
+    Confirm {
+        /// The publishing channel.
+        to: ChannelRef,
+        /// The publish sequence number on that channel.
+        seq: u64,
+        /// Accepted (ack) or refused (nack).
+        accepted: bool,
     },
     /// A delivery for a consumer whose channel lives on the target.
     Deliver(Delivery),
@@ -133,6 +144,15 @@ pub enum Envelope {
         /// The message.
         message: Message,
     },
+}
+
+/// Where a queue sends its verdict on a message from a confirming publisher.
+#[derive(Debug, Clone, Copy)]
+pub struct ConfirmTicket {
+    /// The publishing channel.
+    pub channel: ChannelRef,
+    /// The publish sequence number on that channel.
+    pub seq: u64,
 }
 
 /// Operations on a queue that answer the asking channel.

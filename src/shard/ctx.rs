@@ -20,7 +20,7 @@ use crate::message::Message;
 use crate::queue::{
     AfterRemove, ConsumerKey, Delivery, IdHasher, MsgId, Queue, QueueId, QueueRef, QueueRefusal, SettleOp,
 };
-use crate::ring::envelope::{Envelope, QueueReply, QueueRequest};
+use crate::ring::envelope::{ConfirmTicket, Envelope, QueueReply, QueueRequest};
 use crate::ring::{MeshEndpoint, ShardId};
 use crate::routing::topology::{Registry, Topology, Vhost};
 
@@ -115,15 +115,42 @@ impl ShardCtx {
     /// Puts a message into a queue, wherever it lives.
     pub fn publish_to(&mut self, queue: QueueRef, message: Message) {
         if queue.shard != self.shard {
-            self.mesh.stage(queue.shard, Envelope::Publish { queue: queue.id, message });
+            self.mesh.stage(queue.shard, Envelope::Publish { queue: queue.id, message, confirm: None });
             return;
         }
-        if let Some(q) = self.queues.get_mut(&queue.id) {
-            q.publish(message, &mut self.deliveries);
-            q.report_stats();
-            self.send_credit_requests(queue.id);
-            self.route_deliveries();
+        self.publish_local(queue.id, message);
+    }
+
+    /// Puts a message into a queue for a confirming publisher: the verdict
+    /// comes back at once for a local queue (`Some(accepted)`), or later as an
+    /// [`Envelope::Confirm`] for a remote one (`None`).
+    pub fn publish_confirmed_to(
+        &mut self,
+        queue: QueueRef,
+        message: Message,
+        ticket: ConfirmTicket,
+    ) -> Option<bool> {
+        if queue.shard != self.shard {
+            self.mesh
+                .stage(queue.shard, Envelope::Publish { queue: queue.id, message, confirm: Some(ticket) });
+            return None;
         }
+        Some(self.publish_local(queue.id, message))
+    }
+
+    /// Puts a message into a local queue. False if the queue refused it; a
+    /// queue deleted meanwhile counts as accepted, as in RabbitMQ (the message
+    /// was routed; the queue went away).
+    pub fn publish_local(&mut self, queue: QueueId, message: Message) -> bool {
+        let Some(q) = self.queues.get_mut(&queue) else {
+            return true;
+        };
+        let accepted = q.publish(message, &mut self.deliveries);
+        q.report_stats();
+        self.send_credit_requests(queue);
+        self.route_deliveries();
+        self.dead_letter_from(queue);
+        accepted
     }
 
     /// Settles deliveries of a queue, wherever it lives.
@@ -170,9 +197,8 @@ impl ShardCtx {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let mut targets = Vec::new();
         let mut scratch = Vec::new();
-        for message in messages {
-            let dead =
-                crate::queue::dead_letter::dead_lettered(&message, &queue_name, "rejected", &target, now);
+        for (message, reason) in messages {
+            let dead = crate::queue::dead_letter::dead_lettered(&message, &queue_name, reason, &target, now);
             let headers = if exchange.bindings.needs_headers() {
                 crate::amqp::properties::ContentHeader::decode(dead.header.clone())
                     .ok()

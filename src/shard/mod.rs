@@ -82,6 +82,9 @@ pub struct Shard {
     /// Connections with output to write.
     dirty: Vec<usize>,
     inbox: Vec<Envelope>,
+    /// Connections that got publisher-confirm verdicts during this drain; their
+    /// acks are coalesced and written once the drain is done.
+    confirm_touched: Vec<usize>,
     last_housekeeping: Instant,
 }
 
@@ -108,6 +111,7 @@ impl Shard {
             ready: Vec::new(),
             dirty: Vec::new(),
             inbox: Vec::new(),
+            confirm_touched: Vec::new(),
             last_housekeeping: Instant::now(),
         })
     }
@@ -155,6 +159,12 @@ impl Shard {
             self.handle_local();
         }
         self.inbox = inbox;
+        for index in std::mem::take(&mut self.confirm_touched) {
+            if let Some(slot) = self.conns.get_mut(index) {
+                slot.conn.flush_confirms();
+            }
+            self.mark_dirty(index);
+        }
     }
 
     fn poll_io(&mut self) {
@@ -368,8 +378,20 @@ impl Shard {
                 Ok(peer) => self.adopt(stream, peer),
                 Err(_) => drop(stream),
             },
-            Envelope::Publish { queue, message } => {
-                self.ctx.publish_to(QueueRef { id: queue, shard: me }, message)
+            Envelope::Publish { queue, message, confirm } => {
+                let accepted = self.ctx.publish_local(queue, message);
+                if let Some(ticket) = confirm {
+                    let to = ticket.channel;
+                    self.ctx.send(to.conn.shard, Envelope::Confirm { to, seq: ticket.seq, accepted });
+                }
+            }
+            Envelope::Confirm { to, seq, accepted } => {
+                if let Some(index) = self.slot_of(to.conn) {
+                    self.conns[index].conn.handle_confirm(to.channel, seq, accepted);
+                    if !self.confirm_touched.contains(&index) {
+                        self.confirm_touched.push(index);
+                    }
+                }
             }
             Envelope::Deliver(delivery) => match self.slot_of(delivery.consumer.channel.conn) {
                 Some(index) => {
