@@ -29,6 +29,8 @@ pub const FLAG_DELIVERY_MODE: u16 = 1 << 12;
 pub const FLAG_REPLY_TO: u16 = 1 << 9;
 /// Property-flag bit of `user-id`.
 pub const FLAG_USER_ID: u16 = 1 << 4;
+/// Property-flag bit of `expiration`.
+pub const FLAG_EXPIRATION: u16 = 1 << 8;
 /// Property-flag bit of `headers`.
 pub const FLAG_HEADERS: u16 = 1 << 13;
 
@@ -64,6 +66,15 @@ pub fn property_flags(header: &[u8]) -> u16 {
         Some(b) => u16::from_be_bytes([b[0], b[1]]),
         None => 0,
     }
+}
+
+/// The `expiration` property in milliseconds, if present and valid (a
+/// non-negative integer, as RabbitMQ requires).
+#[cold]
+pub fn expiration_ms(header: &bytes::Bytes) -> Option<u64> {
+    let header = crate::amqp::properties::ContentHeader::decode(header.clone()).ok()?;
+    let text = header.properties.expiration?;
+    std::str::from_utf8(text.as_bytes()).ok()?.parse::<u64>().ok()
 }
 
 /// A message body: one piece when it came in one body frame (the common case),

@@ -14,7 +14,7 @@ use crate::amqp::properties::{self, ContentHeader};
 use crate::amqp::spec::{self, BasicPublish, Method};
 use crate::channel::{Channel, ChannelError, ChannelRef};
 use crate::connection::{ConnId, ConnShared};
-use crate::message::{Body, Message, FLAG_HEADERS, FLAG_REPLY_TO, FLAG_USER_ID};
+use crate::message::{Body, Message, FLAG_EXPIRATION, FLAG_HEADERS, FLAG_REPLY_TO, FLAG_USER_ID};
 use crate::ring::envelope::{ConfirmTicket, Envelope};
 use crate::ring::ShardId;
 use crate::shard::ctx::ShardCtx;
@@ -209,7 +209,7 @@ impl Channel {
         ctx: &mut ShardCtx,
     ) -> Result<Verdict, ChannelError> {
         let flags = message.property_flags();
-        if flags & (FLAG_REPLY_TO | FLAG_USER_ID) != 0 {
+        if flags & (FLAG_REPLY_TO | FLAG_USER_ID | FLAG_EXPIRATION) != 0 {
             message = self.check_properties(message, shared)?;
         }
         let Some(vhost) = ctx.vhost(&shared.vhost).cloned() else {
@@ -298,6 +298,15 @@ impl Channel {
     fn check_properties(&self, mut message: Message, shared: &ConnShared) -> Result<Message, ChannelError> {
         let mut header =
             ContentHeader::decode(message.header.clone()).map_err(|e| crate::connection::decode_error(&e))?;
+        if let Some(expiration) = &header.properties.expiration {
+            let valid = expiration.as_str().is_some_and(|s| s.parse::<u64>().is_ok());
+            if !valid {
+                return Err(ChannelError::new(
+                    spec::reply_code::PRECONDITION_FAILED,
+                    format!("invalid expiration '{expiration}' for message"),
+                ));
+            }
+        }
         if let Some(user_id) = &header.properties.user_id {
             if user_id.as_bytes() != shared.user.as_bytes() {
                 return Err(ChannelError::new(

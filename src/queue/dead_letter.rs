@@ -49,6 +49,9 @@ pub fn dead_lettered(
         Err(_) => return message.clone(),
     };
     let mut headers = header.properties.headers.take().unwrap_or_default();
+    // RabbitMQ moves a per-message TTL into the x-death entry so the message
+    // does not expire again where it is dead-lettered to.
+    let original_expiration = header.properties.expiration.take();
     let mut deaths: Vec<FieldValue> = match headers.get(b"x-death") {
         Some(FieldValue::Array(entries)) => entries.clone(),
         _ => Vec::new(),
@@ -75,6 +78,9 @@ pub fn dead_lettered(
         ShortStr::from_static("routing-keys"),
         FieldValue::Array(vec![long(message.routing_key.as_bytes())]),
     );
+    if let Some(expiration) = original_expiration {
+        entry.insert(ShortStr::from_static("original-expiration"), long(expiration.as_bytes()));
+    }
     deaths.insert(0, FieldValue::Table(entry));
     headers.insert(ShortStr::from_static("x-death"), FieldValue::Array(deaths));
     for (key, value) in [

@@ -200,12 +200,19 @@ struct Ready {
     id: MsgId,
     message: Message,
     redelivered: bool,
+    /// Queue clock time (ms) at which it expires; `NEVER` if it does not.
+    expires_at_ms: u64,
 }
+
+/// `expires_at_ms` of a message without TTL.
+const NEVER: u64 = u64::MAX;
 
 #[derive(Debug)]
 struct Unacked {
     message: Message,
     consumer: ConsumerKey,
+    /// Kept so a requeued message expires when it would have.
+    expires_at_ms: u64,
 }
 
 /// Why a queue refused an operation (the caller maps it to a channel error).
@@ -250,6 +257,15 @@ pub struct Queue {
     limits: Limits,
     /// Body bytes of the ready messages.
     ready_bytes: u64,
+    /// The shard's clock, in ms, set before each operation (the queue reads
+    /// no clock itself).
+    clock_ms: u64,
+    /// x-message-ttl, ms.
+    message_ttl_ms: Option<u64>,
+    /// x-expires: delete after this long unused, ms.
+    expires_after_ms: Option<u64>,
+    /// Last time it was declared, consumed from or fetched from.
+    last_used_ms: u64,
     /// Channel-limited consumers that need a grant to go on (sent by the shard).
     credit_requests: Vec<ConsumerKey>,
     /// Grants this queue cannot use now (nothing ready), to hand back so they
@@ -262,9 +278,19 @@ impl Queue {
     pub fn new(meta: Arc<QueueMeta>, vhost: Arc<str>) -> Queue {
         let dead_letter = DeadLetterTarget::from_arguments(&meta.arguments);
         let limits = Limits::from_arguments(&meta.arguments);
+        let non_negative = |key: &[u8]| {
+            meta.arguments
+                .get(key)
+                .and_then(crate::amqp::field::FieldValue::as_i64)
+                .and_then(|v| u64::try_from(v).ok())
+        };
         Queue {
             limits,
             ready_bytes: 0,
+            clock_ms: 0,
+            message_ttl_ms: non_negative(b"x-message-ttl"),
+            expires_after_ms: non_negative(b"x-expires").filter(|&v| v > 0),
+            last_used_ms: 0,
             dead_letter,
             dead: Vec::new(),
             credit_requests: Vec::new(),
@@ -320,12 +346,70 @@ impl Queue {
         let id = MsgId(self.next_msg_id);
         self.next_msg_id += 1;
         self.ready_bytes += body_bytes;
-        self.ready.push_back(Ready { id, message, redelivered: false });
+        let expires_at_ms = self.expiry_of(&message);
+        self.ready.push_back(Ready { id, message, redelivered: false, expires_at_ms });
         self.dispatch(out);
+        if expires_at_ms != NEVER {
+            // x-message-ttl 0: what could not be delivered at once expires now.
+            self.drop_expired_head();
+        }
         if self.limits.overflow == Overflow::DropHead {
             self.drop_head_over_limit();
         }
         true
+    }
+
+    /// Sets the clock (ms on the shard's monotonic clock) for the operations
+    /// that follow.
+    pub fn set_clock(&mut self, now_ms: u64) {
+        self.clock_ms = now_ms;
+    }
+
+    /// When a message published now expires: the sooner of the queue's
+    /// x-message-ttl and the message's `expiration` property.
+    fn expiry_of(&self, message: &Message) -> u64 {
+        let mut ttl = self.message_ttl_ms;
+        if message.property_flags() & crate::message::FLAG_EXPIRATION != 0 {
+            if let Some(ms) = crate::message::expiration_ms(&message.header) {
+                ttl = Some(ttl.map_or(ms, |t| t.min(ms)));
+            }
+        }
+        ttl.map_or(NEVER, |t| self.clock_ms.saturating_add(t))
+    }
+
+    /// Expired messages at the head go (to the dead-letter exchange, if any),
+    /// as RabbitMQ expires them: only from the head.
+    fn drop_expired_head(&mut self) {
+        self.drop_expired_head_before(self.clock_ms.saturating_add(1));
+    }
+
+    /// Drops head messages whose expiry is before `limit_ms`.
+    fn drop_expired_head_before(&mut self, limit_ms: u64) {
+        while self.ready.front().is_some_and(|r| r.expires_at_ms < limit_ms) {
+            let Some(head) = self.pop_ready() else {
+                break;
+            };
+            if self.dead_letter.is_some() {
+                self.dead.push((head.message, "expired"));
+            }
+        }
+    }
+
+    /// Periodic work: expires messages at the head; returns true if the queue
+    /// has been unused for its x-expires and must be deleted.
+    pub fn expire(&mut self) -> bool {
+        self.drop_expired_head();
+        match self.expires_after_ms {
+            Some(after) => {
+                self.consumers.is_empty() && self.clock_ms.saturating_sub(self.last_used_ms) >= after
+            }
+            None => false,
+        }
+    }
+
+    /// Declared again, consumed from or fetched from: resets x-expires.
+    pub fn touch(&mut self) {
+        self.last_used_ms = self.clock_ms;
     }
 
     /// x-overflow drop-head: the oldest ready messages make room.
@@ -417,8 +501,18 @@ impl Queue {
                         self.dead.push((entry.message, "rejected"));
                     }
                 }
-                SettleOp::Requeue => back.push(Ready { id, message: entry.message, redelivered: true }),
-                SettleOp::Undelivered => back.push(Ready { id, message: entry.message, redelivered: false }),
+                SettleOp::Requeue => back.push(Ready {
+                    id,
+                    message: entry.message,
+                    redelivered: true,
+                    expires_at_ms: entry.expires_at_ms,
+                }),
+                SettleOp::Undelivered => back.push(Ready {
+                    id,
+                    message: entry.message,
+                    redelivered: false,
+                    expires_at_ms: entry.expires_at_ms,
+                }),
             }
         }
         let _ = consumer;
@@ -437,7 +531,8 @@ impl Queue {
         redelivered: bool,
         out: &mut Vec<Delivery>,
     ) {
-        self.requeue(vec![Ready { id, message, redelivered }]);
+        // A no-ack delivery carries no expiry; it was due for delivery anyway.
+        self.requeue(vec![Ready { id, message, redelivered, expires_at_ms: NEVER }]);
         self.dispatch(out);
     }
 
@@ -471,9 +566,18 @@ impl Queue {
 
     /// basic.get: the first ready message, if any, and how many remain.
     pub fn get(&mut self, taker: ConsumerKey, no_ack: bool) -> Option<(Delivery, u32)> {
-        let ready = self.ready.pop_front()?;
+        self.last_used_ms = self.clock_ms;
+        self.drop_expired_head();
+        let ready = self.pop_ready()?;
         if !no_ack {
-            self.unacked.insert(ready.id, Unacked { message: ready.message.clone(), consumer: taker });
+            self.unacked.insert(
+                ready.id,
+                Unacked {
+                    message: ready.message.clone(),
+                    consumer: taker,
+                    expires_at_ms: ready.expires_at_ms,
+                },
+            );
         }
         let delivery = Delivery {
             queue: self.meta.queue,
@@ -536,6 +640,14 @@ impl Queue {
 
     fn dispatch(&mut self, out: &mut Vec<Delivery>) {
         while !self.ready.is_empty() {
+            if self.ready.front().is_some_and(|r| r.expires_at_ms != NEVER) {
+                // Due *now* is still deliverable: x-message-ttl 0 means
+                // "only if a consumer can take it at once".
+                self.drop_expired_head_before(self.clock_ms);
+                if self.ready.is_empty() {
+                    break;
+                }
+            }
             let Some(index) = self.next_consumer() else {
                 break;
             };
@@ -554,7 +666,14 @@ impl Queue {
                 ready.message
             } else {
                 consumer.unacked += 1;
-                self.unacked.insert(ready.id, Unacked { message: ready.message.clone(), consumer: key });
+                self.unacked.insert(
+                    ready.id,
+                    Unacked {
+                        message: ready.message.clone(),
+                        consumer: key,
+                        expires_at_ms: ready.expires_at_ms,
+                    },
+                );
                 ready.message
             };
             out.push(Delivery {

@@ -55,6 +55,18 @@ pub struct ShardCtx {
     pub now: Instant,
     /// Source of server-generated names.
     pub names: crate::shard::names::NameSource,
+    /// Origin of the clock queues see (ms since then).
+    epoch: Instant,
+    /// `now` in ms since `epoch`: the clock queues see.
+    clock: u64,
+}
+
+/// A local queue, with its clock set for the operation that follows (a free
+/// function so callers can borrow other fields of the context alongside).
+fn queue_at(queues: &mut QueueMap, clock_ms: u64, queue: QueueId) -> Option<&mut Queue> {
+    let q = queues.get_mut(&queue)?;
+    q.set_clock(clock_ms);
+    Some(q)
 }
 
 impl ShardCtx {
@@ -82,6 +94,8 @@ impl ShardCtx {
             route_targets: Vec::new(),
             now: Instant::now(),
             names: crate::shard::names::NameSource::new(),
+            epoch: Instant::now(),
+            clock: 0,
         }
     }
 
@@ -101,6 +115,29 @@ impl ShardCtx {
     /// One vhost of the snapshot.
     pub fn vhost(&self, name: &str) -> Option<&Arc<Vhost>> {
         self.topology.vhosts.get(name)
+    }
+
+    /// Sets the time of this loop turn.
+    pub fn set_now(&mut self, now: Instant) {
+        self.now = now;
+        self.clock = u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX);
+    }
+
+    /// Periodic work on every local queue: expire messages at the heads
+    /// (x-message-ttl, expiration) and delete queues unused for their x-expires.
+    pub fn expire_queues(&mut self) {
+        let ids: Vec<QueueId> = self.queues.keys().copied().collect();
+        for id in ids {
+            let Some(q) = queue_at(&mut self.queues, self.clock, id) else {
+                continue;
+            };
+            let unused = q.expire();
+            q.report_stats();
+            self.dead_letter_from(id);
+            if unused {
+                self.delete_queue_local(id);
+            }
+        }
     }
 
     /// Sends an envelope to a shard (this one included).
@@ -142,7 +179,7 @@ impl ShardCtx {
     /// queue deleted meanwhile counts as accepted, as in RabbitMQ (the message
     /// was routed; the queue went away).
     pub fn publish_local(&mut self, queue: QueueId, message: Message) -> bool {
-        let Some(q) = self.queues.get_mut(&queue) else {
+        let Some(q) = queue_at(&mut self.queues, self.clock, queue) else {
             return true;
         };
         let accepted = q.publish(message, &mut self.deliveries);
@@ -164,7 +201,7 @@ impl ShardCtx {
 
     /// Settles deliveries of a local queue.
     pub fn settle_local(&mut self, queue: QueueId, consumer: ConsumerKey, op: SettleOp, ids: &[MsgId]) {
-        if let Some(q) = self.queues.get_mut(&queue) {
+        if let Some(q) = queue_at(&mut self.queues, self.clock, queue) {
             q.settle(consumer, ids, op, &mut self.deliveries);
             q.report_stats();
             self.send_credit_requests(queue);
@@ -178,7 +215,7 @@ impl ShardCtx {
     /// Republishes what a local queue rejected to its dead-letter exchange.
     #[cold]
     fn dead_letter_from(&mut self, queue: QueueId) {
-        let Some(q) = self.queues.get_mut(&queue) else {
+        let Some(q) = queue_at(&mut self.queues, self.clock, queue) else {
             return;
         };
         let Some((target, messages)) = q.take_dead_letters() else {
@@ -220,7 +257,7 @@ impl ShardCtx {
             self.mesh.stage(queue.shard, Envelope::Credit { queue: queue.id, consumer, count, bytes });
             return;
         }
-        if let Some(q) = self.queues.get_mut(&queue.id) {
+        if let Some(q) = queue_at(&mut self.queues, self.clock, queue.id) {
             q.credit(consumer, count, bytes, &mut self.deliveries);
             q.report_stats();
             self.send_credit_requests(queue.id);
@@ -235,7 +272,7 @@ impl ShardCtx {
             self.mesh.stage(queue.shard, Envelope::Grant { queue: queue.id, consumer, count });
             return;
         }
-        if let Some(q) = self.queues.get_mut(&queue.id) {
+        if let Some(q) = queue_at(&mut self.queues, self.clock, queue.id) {
             q.grant(consumer, count, &mut self.deliveries);
             q.report_stats();
             self.send_credit_requests(queue.id);
@@ -245,7 +282,7 @@ impl ShardCtx {
 
     /// Asks the channels of channel-limited consumers for grants.
     fn send_credit_requests(&mut self, queue: QueueId) {
-        let Some(q) = self.queues.get_mut(&queue) else {
+        let Some(q) = queue_at(&mut self.queues, self.clock, queue) else {
             return;
         };
         let requests = q.take_credit_requests();
@@ -274,7 +311,7 @@ impl ShardCtx {
             );
             return;
         }
-        if let Some(q) = self.queues.get_mut(&queue.id) {
+        if let Some(q) = queue_at(&mut self.queues, self.clock, queue.id) {
             q.return_undelivered(
                 delivery.msg_id,
                 delivery.message,
@@ -298,10 +335,11 @@ impl ShardCtx {
 
     /// Detaches a consumer from a local queue (auto-deleting it if it was the last).
     pub fn remove_consumer_local(&mut self, queue: QueueId, consumer: ConsumerKey) {
-        let Some(q) = self.queues.get_mut(&queue) else {
+        let Some(q) = queue_at(&mut self.queues, self.clock, queue) else {
             return;
         };
         let after = q.remove_consumer(consumer);
+        q.touch();
         q.report_stats();
         if after == AfterRemove::AutoDelete {
             self.delete_queue_local(queue);
@@ -310,7 +348,7 @@ impl ShardCtx {
 
     /// Detaches every consumer of a closed channel from a local queue.
     pub fn remove_channel_consumers_local(&mut self, queue: QueueId, channel: ChannelRef) {
-        let Some(q) = self.queues.get_mut(&queue) else {
+        let Some(q) = queue_at(&mut self.queues, self.clock, queue) else {
             return;
         };
         let after = q.remove_channel_consumers(channel);
@@ -348,8 +386,11 @@ impl ShardCtx {
             QueueRequest::Consume(spec) => {
                 let tag = spec.tag.clone();
                 let mut out = std::mem::take(&mut self.deliveries);
-                let result = match self.queues.get_mut(&queue) {
-                    Some(q) => q.add_consumer(spec, &mut out),
+                let result = match queue_at(&mut self.queues, self.clock, queue) {
+                    Some(q) => {
+                        q.touch();
+                        q.add_consumer(spec, &mut out)
+                    }
                     None => Ok(()),
                 };
                 self.deliveries = out;
@@ -363,19 +404,24 @@ impl ShardCtx {
             }
             QueueRequest::Get { no_ack } => {
                 let taker = ConsumerKey { channel: from, consumer: crate::queue::GET_CONSUMER };
-                match self.queues.get_mut(&queue).and_then(|q| q.get(taker, no_ack)) {
+                match queue_at(&mut self.queues, self.clock, queue).and_then(|q| q.get(taker, no_ack)) {
                     Some((delivery, message_count)) => QueueReply::GetOk { delivery, message_count },
                     None => QueueReply::GetEmpty,
                 }
             }
-            QueueRequest::Declare => match self.queues.get(&queue) {
+            QueueRequest::Declare => match queue_at(&mut self.queues, self.clock, queue) {
                 Some(q) => QueueReply::DeclareOk {
-                    message_count: q.message_count(),
+                    message_count: {
+                        q.touch();
+                        q.message_count()
+                    },
                     consumer_count: q.consumer_count(),
                 },
                 None => QueueReply::Gone,
             },
-            QueueRequest::Purge => QueueReply::PurgeOk(self.queues.get_mut(&queue).map_or(0, Queue::purge)),
+            QueueRequest::Purge => {
+                QueueReply::PurgeOk(queue_at(&mut self.queues, self.clock, queue).map_or(0, Queue::purge))
+            }
             QueueRequest::Delete { if_unused, if_empty } => {
                 let check = self.queues.get(&queue).map_or(Ok(()), |q| q.check_delete(if_unused, if_empty));
                 match check {

@@ -129,7 +129,7 @@ impl Shard {
         // Send what the last turn staged before we possibly block.
         self.ctx.mesh.flush();
         self.poll_io();
-        self.ctx.now = Instant::now();
+        self.ctx.set_now(Instant::now());
         // Rings are drained after poll and before sockets are read: whatever
         // another shard pushed before writing a confirm or -ok to a client is
         // seen before anything that client sends because of it. Likewise the
@@ -539,6 +539,7 @@ impl Shard {
         for index in wrote {
             self.mark_dirty(index);
         }
+        self.ctx.expire_queues();
         self.handle_local();
     }
 
