@@ -29,6 +29,8 @@ pub const FLAG_DELIVERY_MODE: u16 = 1 << 12;
 pub const FLAG_REPLY_TO: u16 = 1 << 9;
 /// Property-flag bit of `user-id`.
 pub const FLAG_USER_ID: u16 = 1 << 4;
+/// Property-flag bit of `priority`.
+pub const FLAG_PRIORITY: u16 = 1 << 11;
 /// Property-flag bit of `expiration`.
 pub const FLAG_EXPIRATION: u16 = 1 << 8;
 /// Property-flag bit of `headers`.
@@ -75,6 +77,18 @@ pub fn expiration_ms(header: &bytes::Bytes) -> Option<u64> {
     let header = crate::amqp::properties::ContentHeader::decode(header.clone()).ok()?;
     let text = header.properties.expiration?;
     std::str::from_utf8(text.as_bytes()).ok()?.parse::<u64>().ok()
+}
+
+/// The `priority` property (0 when absent), for priority queues.
+#[cold]
+pub fn priority(message: &Message) -> u8 {
+    if message.property_flags() & FLAG_PRIORITY == 0 {
+        return 0;
+    }
+    crate::amqp::properties::ContentHeader::decode(message.header.clone())
+        .ok()
+        .and_then(|h| h.properties.priority)
+        .unwrap_or(0)
 }
 
 /// A message body: one piece when it came in one body frame (the common case),

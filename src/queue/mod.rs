@@ -7,7 +7,7 @@
 //! directly, on another through a ring).
 //!
 //! ```text
-//!   publish ─> ready (VecDeque, ordered by MsgId) ─dispatch─> Delivery ─> channel
+//!   publish ─> ready (by priority, then MsgId) ─dispatch─> Delivery ─> channel
 //!                 ^                                   │
 //!                 └──── settle(Requeue) <── unacked <─┘ (unless no-ack)
 //! ```
@@ -17,7 +17,7 @@
 //! its connection has not yet written to its socket. The second limit keeps a
 //! slow consumer's backlog in the queue instead of in a socket buffer.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -30,6 +30,9 @@ use crate::routing::topology::QueueMeta;
 pub use dead_letter::DeadLetterTarget;
 
 pub mod dead_letter;
+mod ready;
+
+use ready::{Ready, ReadyList};
 
 /// Deliveries a consumer may have in flight towards its socket (not yet
 /// written) before the queue stops sending to it.
@@ -195,15 +198,6 @@ impl ConsumerState {
     }
 }
 
-#[derive(Debug)]
-struct Ready {
-    id: MsgId,
-    message: Message,
-    redelivered: bool,
-    /// Queue clock time (ms) at which it expires; `NEVER` if it does not.
-    expires_at_ms: u64,
-}
-
 /// `expires_at_ms` of a message without TTL.
 const NEVER: u64 = u64::MAX;
 
@@ -213,6 +207,8 @@ struct Unacked {
     consumer: ConsumerKey,
     /// Kept so a requeued message expires when it would have.
     expires_at_ms: u64,
+    /// Kept so a requeued message goes back to its priority level.
+    priority: u8,
 }
 
 /// Why a queue refused an operation (the caller maps it to a channel error).
@@ -241,7 +237,7 @@ pub enum AfterRemove {
 pub struct Queue {
     meta: Arc<QueueMeta>,
     vhost: Arc<str>,
-    ready: VecDeque<Ready>,
+    ready: ReadyList,
     unacked: HashMap<MsgId, Unacked, BuildHasherDefault<IdHasher>>,
     consumers: Vec<ConsumerState>,
     /// Round-robin position among consumers.
@@ -278,6 +274,12 @@ impl Queue {
     pub fn new(meta: Arc<QueueMeta>, vhost: Arc<str>) -> Queue {
         let dead_letter = DeadLetterTarget::from_arguments(&meta.arguments);
         let limits = Limits::from_arguments(&meta.arguments);
+        // RabbitMQ caps x-max-priority at 255; 0 or absent: no priorities.
+        let max_priority = meta
+            .arguments
+            .get(b"x-max-priority")
+            .and_then(crate::amqp::field::FieldValue::as_i64)
+            .map_or(0, |p| p.clamp(0, i64::from(ready::PRIORITY_MAX)) as u8);
         let non_negative = |key: &[u8]| {
             meta.arguments
                 .get(key)
@@ -297,7 +299,7 @@ impl Queue {
             grant_returns: Vec::new(),
             meta,
             vhost,
-            ready: VecDeque::new(),
+            ready: ReadyList::new(max_priority),
             unacked: HashMap::default(),
             consumers: Vec::new(),
             cursor: 0,
@@ -347,7 +349,8 @@ impl Queue {
         self.next_msg_id += 1;
         self.ready_bytes += body_bytes;
         let expires_at_ms = self.expiry_of(&message);
-        self.ready.push_back(Ready { id, message, redelivered: false, expires_at_ms });
+        let priority = if self.ready.max_priority() > 0 { crate::message::priority(&message) } else { 0 };
+        self.ready.push_back(Ready { id, message, redelivered: false, expires_at_ms, priority });
         self.dispatch(out);
         if expires_at_ms != NEVER {
             // x-message-ttl 0: what could not be delivered at once expires now.
@@ -506,12 +509,14 @@ impl Queue {
                     message: entry.message,
                     redelivered: true,
                     expires_at_ms: entry.expires_at_ms,
+                    priority: entry.priority,
                 }),
                 SettleOp::Undelivered => back.push(Ready {
                     id,
                     message: entry.message,
                     redelivered: false,
                     expires_at_ms: entry.expires_at_ms,
+                    priority: entry.priority,
                 }),
             }
         }
@@ -532,7 +537,8 @@ impl Queue {
         out: &mut Vec<Delivery>,
     ) {
         // A no-ack delivery carries no expiry; it was due for delivery anyway.
-        self.requeue(vec![Ready { id, message, redelivered, expires_at_ms: NEVER }]);
+        let priority = if self.ready.max_priority() > 0 { crate::message::priority(&message) } else { 0 };
+        self.requeue(vec![Ready { id, message, redelivered, expires_at_ms: NEVER, priority }]);
         self.dispatch(out);
     }
 
@@ -576,6 +582,7 @@ impl Queue {
                     message: ready.message.clone(),
                     consumer: taker,
                     expires_at_ms: ready.expires_at_ms,
+                    priority: ready.priority,
                 },
             );
         }
@@ -632,9 +639,8 @@ impl Queue {
         // Requeued messages go back to their place by arrival order; usually that
         // is the front, so the search is short.
         for r in back {
-            let at = self.ready.partition_point(|x| x.id < r.id);
             self.ready_bytes += r.message.body_len();
-            self.ready.insert(at, r);
+            self.ready.insert_in_order(r);
         }
     }
 
@@ -672,6 +678,7 @@ impl Queue {
                         message: ready.message.clone(),
                         consumer: key,
                         expires_at_ms: ready.expires_at_ms,
+                        priority: ready.priority,
                     },
                 );
                 ready.message

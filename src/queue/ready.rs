@@ -1,0 +1,139 @@
+//! The ready messages of a queue, in delivery order: by priority (highest
+//! first) when the queue has `x-max-priority`, then by arrival. A queue
+//! without priorities has one level, and every operation is a plain
+//! `VecDeque` operation.
+
+use std::collections::VecDeque;
+
+use crate::message::Message;
+use crate::queue::MsgId;
+
+/// Largest x-max-priority RabbitMQ accepts.
+pub const PRIORITY_MAX: u8 = 255;
+
+/// A message waiting for delivery.
+#[derive(Debug)]
+pub(super) struct Ready {
+    pub(super) id: MsgId,
+    pub(super) message: Message,
+    pub(super) redelivered: bool,
+    /// Queue clock time (ms) at which it expires; `NEVER` if it does not.
+    pub(super) expires_at_ms: u64,
+    /// Its priority level (0 unless the queue has priorities).
+    pub(super) priority: u8,
+}
+
+/// Ready messages, by priority level then arrival.
+#[derive(Debug)]
+pub(super) struct ReadyList {
+    /// One FIFO per priority level, lowest first.
+    levels: Vec<VecDeque<Ready>>,
+    len: usize,
+}
+
+impl ReadyList {
+    /// A list with priorities `0..=max_priority` (0: no priorities).
+    pub(super) fn new(max_priority: u8) -> ReadyList {
+        let levels = (0..=max_priority).map(|_| VecDeque::new()).collect();
+        ReadyList { levels, len: 0 }
+    }
+
+    /// The highest priority level.
+    pub(super) fn max_priority(&self) -> u8 {
+        u8::try_from(self.levels.len() - 1).unwrap_or(PRIORITY_MAX)
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends at the end of its level.
+    pub(super) fn push_back(&mut self, ready: Ready) {
+        let level = self.level(ready.priority);
+        self.levels[level].push_back(ready);
+        self.len += 1;
+    }
+
+    /// The next message to deliver.
+    pub(super) fn front(&self) -> Option<&Ready> {
+        self.levels.iter().rev().find_map(VecDeque::front)
+    }
+
+    /// Takes the next message to deliver.
+    pub(super) fn pop_front(&mut self) -> Option<Ready> {
+        let ready = self.levels.iter_mut().rev().find_map(VecDeque::pop_front)?;
+        self.len -= 1;
+        Some(ready)
+    }
+
+    /// Puts a requeued message back at its place (by arrival) in its level.
+    pub(super) fn insert_in_order(&mut self, ready: Ready) {
+        let index = self.level(ready.priority);
+        let level = &mut self.levels[index];
+        let at = level.partition_point(|x| x.id < ready.id);
+        level.insert(at, ready);
+        self.len += 1;
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.levels.iter_mut().for_each(VecDeque::clear);
+        self.len = 0;
+    }
+
+    fn level(&self, priority: u8) -> usize {
+        usize::from(priority).min(self.levels.len() - 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::amqp::field::ShortStr;
+    use crate::message::Body;
+
+    fn ready(id: u64, priority: u8) -> Ready {
+        Ready {
+            id: MsgId(id),
+            message: Message {
+                exchange: ShortStr::default(),
+                routing_key: ShortStr::default(),
+                header: bytes::Bytes::new(),
+                body: Body::One(bytes::Bytes::new()),
+            },
+            redelivered: false,
+            expires_at_ms: u64::MAX,
+            priority,
+        }
+    }
+
+    fn order(list: &mut ReadyList) -> Vec<u64> {
+        std::iter::from_fn(|| list.pop_front().map(|r| r.id.0)).collect()
+    }
+
+    #[test]
+    fn higher_priorities_first_then_arrival_order() {
+        let mut list = ReadyList::new(5);
+        for (id, p) in [(0, 1), (1, 5), (2, 9), (3, 0), (4, 5)] {
+            list.push_back(ready(id, p));
+        }
+        assert_eq!(list.len(), 5);
+        assert_eq!(list.front().map(|r| r.id.0), Some(1), "9 is capped to 5, behind the first 5");
+        assert_eq!(order(&mut list), [1, 2, 4, 0, 3]);
+        assert!(list.is_empty());
+    }
+
+    #[test]
+    fn requeued_messages_go_back_to_their_place_in_their_level() {
+        let mut list = ReadyList::new(0);
+        for id in [1, 3, 4] {
+            list.push_back(ready(id, 7));
+        }
+        list.insert_in_order(ready(2, 7));
+        list.insert_in_order(ready(0, 0));
+        assert_eq!(order(&mut list), [0, 1, 2, 3, 4]);
+    }
+}
