@@ -244,6 +244,8 @@ pub struct Queue {
     cursor: usize,
     next_msg_id: u64,
     had_consumer: bool,
+    /// x-single-active-consumer.
+    single_active: bool,
     /// Where rejected messages go, if anywhere.
     dead_letter: Option<DeadLetterTarget>,
     /// Rejected or dropped messages waiting to be dead-lettered by the shard,
@@ -274,6 +276,10 @@ impl Queue {
     pub fn new(meta: Arc<QueueMeta>, vhost: Arc<str>) -> Queue {
         let dead_letter = DeadLetterTarget::from_arguments(&meta.arguments);
         let limits = Limits::from_arguments(&meta.arguments);
+        let single_active = matches!(
+            meta.arguments.get(b"x-single-active-consumer"),
+            Some(crate::amqp::field::FieldValue::Bool(true))
+        );
         // RabbitMQ caps x-max-priority at 255; 0 or absent: no priorities.
         let max_priority = meta
             .arguments
@@ -305,6 +311,7 @@ impl Queue {
             cursor: 0,
             next_msg_id: 0,
             had_consumer: false,
+            single_active,
         }
     }
 
@@ -440,11 +447,15 @@ impl Queue {
         }
         // Keep consumers ordered by priority, highest first; equal priorities keep
         // arrival order so round-robin among them is fair.
-        let at = self
-            .consumers
-            .iter()
-            .position(|c| c.spec.priority < spec.priority)
-            .unwrap_or(self.consumers.len());
+        // With a single active consumer, arrival order alone decides who is next.
+        let at = if self.single_active {
+            self.consumers.len()
+        } else {
+            self.consumers
+                .iter()
+                .position(|c| c.spec.priority < spec.priority)
+                .unwrap_or(self.consumers.len())
+        };
         self.consumers.insert(
             at,
             ConsumerState { spec, unacked: 0, in_flight: 0, in_flight_bytes: 0, grants: 0, requested: false },
@@ -729,7 +740,9 @@ impl Queue {
         if n == 0 {
             return None;
         }
-        if n == 1 {
+        if n == 1 || self.single_active {
+            // x-single-active-consumer: only the first consumer attached (the
+            // next one takes over when it goes) gets deliveries.
             return self.consumers[0].has_credit().then_some(0);
         }
         let mut best: Option<usize> = None;
