@@ -1,0 +1,589 @@
+//! `lepus-perf`: a load generator for any AMQP 0-9-1 broker (Lepus,
+//! RabbitMQ), with RabbitMQ PerfTest's flags, built so that it is never the
+//! bottleneck: one OS thread and one blocking TCP connection per producer
+//! or consumer, batched writes of pre-encoded publishes, in-place frame
+//! scanning, and per-thread latency histograms merged at the end.
+//!
+//! `lepus-perf sink` / `lepus-perf source` are fake brokers to measure the
+//! generator's own ceiling (see `fake.rs` and perf/README.md).
+
+mod conn;
+mod consumer;
+mod fake;
+mod producer;
+mod stats;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
+use hdrhistogram::Histogram;
+use lepus::amqp::spec::{self, Method};
+
+use conn::{check_short, short, AmqpUri, Conn, Result};
+use consumer::ConsumerConfig;
+use producer::{AckReader, ProducerConfig};
+use stats::Counters;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Load generator for AMQP 0-9-1 brokers (Lepus, RabbitMQ). Flags follow RabbitMQ PerfTest.
+///
+/// Default: one producer publishing 16-byte messages to the default exchange with routing key =
+/// queue name, one consumer (which declares the queue), until interrupted. Every body starts with
+/// its send time, so consumers report end-to-end latency.
+#[derive(Debug, Parser)]
+#[command(name = "lepus-perf", version, disable_help_flag = true, args_conflicts_with_subcommands = true)]
+struct Cli {
+    /// Print help (-h is the broker URI, as in PerfTest).
+    #[arg(long, action = ArgAction::Help)]
+    help: Option<bool>,
+    #[command(subcommand)]
+    mode: Option<Mode>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Fake broker that completes the handshake, discards publishes and acks confirms (generator
+    /// ceiling, producer side).
+    Sink {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:5699")]
+        listen: SocketAddr,
+    },
+    /// Fake broker that turns every publish into a delivery to the consumer of the queue named by
+    /// the routing key (generator ceiling, both sides at once).
+    Relay {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:5701")]
+        listen: SocketAddr,
+    },
+    /// Fake broker that floods every consumer with deliveries as fast as it can (generator
+    /// ceiling, consumer side).
+    Source {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:5700")]
+        listen: SocketAddr,
+        /// Body size of the deliveries in bytes (at least 16: the timestamp lives there).
+        #[arg(short = 's', long = "size", default_value_t = 16, value_parser = clap::value_parser!(u32).range(16..))]
+        size: u32,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Flag {
+    /// delivery-mode 2 (and durable queues, as PerfTest declares them).
+    Persistent,
+    /// basic.publish mandatory=true (unroutable messages come back as basic.return).
+    Mandatory,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Broker URI: amqp://user:password@host:port/vhost (vhost percent-encoded, %2F is "/").
+    #[arg(short = 'h', long = "uri", default_value = "amqp://guest:guest@127.0.0.1:5672/%2F")]
+    uri: String,
+    /// Number of producers (one connection and thread each).
+    #[arg(short = 'x', long = "producers", default_value_t = 1)]
+    producers: usize,
+    /// Number of consumers (one connection and thread each).
+    #[arg(short = 'y', long = "consumers", default_value_t = 1)]
+    consumers: usize,
+    /// Message body size in bytes (at least 16: the first 8 carry the send timestamp).
+    #[arg(short = 's', long = "size", default_value_t = 16, value_parser = clap::value_parser!(u32).range(16..))]
+    size: u32,
+    /// Queue name (ignored with --queue-pattern).
+    #[arg(short = 'u', long = "queue", default_value = "lepus-perf")]
+    queue: String,
+    /// Exchange to publish to; "" is the default exchange.
+    #[arg(short = 'e', long = "exchange", default_value = "")]
+    exchange: String,
+    /// Exchange type, used when declaring the exchange (direct, fanout, topic, headers).
+    #[arg(short = 't', long = "type", default_value = "direct")]
+    exchange_type: String,
+    /// Routing key for publishes and bindings (default: the queue name).
+    #[arg(short = 'k', long = "routing-key")]
+    routing_key: Option<String>,
+    /// Message flag: persistent (delivery-mode 2) or mandatory. Repeatable.
+    #[arg(short = 'f', long = "flag", value_enum)]
+    flags: Vec<Flag>,
+    /// Publisher confirms: at most N unconfirmed publishes per producer (0 = no confirms).
+    #[arg(short = 'c', long = "confirm", default_value_t = 0)]
+    confirm: u64,
+    /// Prefetch (basic.qos prefetch-count) per consumer; 0 = no basic.qos.
+    #[arg(short = 'q', long = "qos", default_value_t = 0)]
+    qos: u16,
+    /// Consume with no-ack (auto-ack).
+    #[arg(short = 'a', long = "autoack")]
+    autoack: bool,
+    /// Ack every N messages with multiple=true (0 or 1: ack each message). Capped at --qos.
+    #[arg(short = 'A', long = "multi-ack-every", default_value_t = 0)]
+    multi_ack_every: u64,
+    /// Publish rate per producer in messages/s (0 = as fast as possible). Latency is then measured
+    /// from each message's scheduled send time (no coordinated omission).
+    #[arg(short = 'r', long = "rate", default_value_t = 0.0)]
+    rate: f64,
+    /// Run for this many seconds (0 = until counts are reached or interrupted).
+    #[arg(short = 'z', long = "time", default_value_t = 0)]
+    time: u64,
+    /// Messages to publish per producer (0 = unlimited).
+    #[arg(short = 'C', long = "pmessages", default_value_t = 0)]
+    pmessages: u64,
+    /// Messages to consume per consumer (0 = unlimited).
+    #[arg(short = 'D', long = "cmessages", default_value_t = 0)]
+    cmessages: u64,
+    /// Queue name pattern with %d, e.g. perf-%d: queues FROM..=TO; producers and consumers are
+    /// spread over them round-robin.
+    #[arg(long = "queue-pattern")]
+    queue_pattern: Option<String>,
+    /// First queue number for --queue-pattern.
+    #[arg(long = "queue-pattern-from", default_value_t = 1)]
+    queue_pattern_from: u32,
+    /// Last queue number for --queue-pattern.
+    #[arg(long = "queue-pattern-to", default_value_t = 1)]
+    queue_pattern_to: u32,
+    /// Declare queues exclusive.
+    #[arg(short = 'E', long = "exclusive")]
+    exclusive: bool,
+    /// Declare queues auto-delete (PerfTest's default is true).
+    #[arg(
+        long = "auto-delete",
+        default_value_t = true,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = ArgAction::Set
+    )]
+    auto_delete: bool,
+    /// Queues and exchange already exist: declare nothing, bind nothing.
+    #[arg(short = 'p', long = "predeclared")]
+    predeclared: bool,
+    /// Seconds between progress lines on stderr.
+    #[arg(short = 'i', long = "interval", default_value_t = 1)]
+    interval: u64,
+    /// Print the final summary as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+    /// How producers read publisher confirms: a reader thread per connection, or inline
+    /// (non-blocking drain between batches, no second thread).
+    #[arg(long, value_enum, default_value_t = AckReader::Thread)]
+    confirm_reader: AckReader,
+    /// Bytes of publishes written per send call.
+    #[arg(long, default_value_t = 64 * 1024)]
+    batch_bytes: usize,
+}
+
+/// Exchange and queue setup shared by all workers.
+#[derive(Debug)]
+pub struct Topology {
+    pub exchange: String,
+    pub exchange_type: String,
+    pub routing_key: Option<String>,
+    pub predeclared: bool,
+    pub durable: bool,
+    pub exclusive: bool,
+    pub auto_delete: bool,
+}
+
+impl Topology {
+    pub fn routing_key_for<'a>(&'a self, queue: &'a str) -> &'a str {
+        self.routing_key.as_deref().unwrap_or(queue)
+    }
+
+    /// Declares the exchange unless it is the default one, an `amq.*` one, or predeclared.
+    pub fn declare_exchange(&self, conn: &mut Conn) -> Result<()> {
+        if self.predeclared || self.exchange.is_empty() || self.exchange.starts_with("amq.") {
+            return Ok(());
+        }
+        conn.rpc(Method::ExchangeDeclare(spec::ExchangeDeclare {
+            exchange: short(&self.exchange),
+            kind: short(&self.exchange_type),
+            passive: false,
+            durable: false,
+            auto_delete: false,
+            internal: false,
+            no_wait: false,
+            arguments: Default::default(),
+        }))?;
+        Ok(())
+    }
+
+    /// Declares `queue` and binds it to the exchange (unless predeclared).
+    pub fn declare_queue(&self, conn: &mut Conn, queue: &str) -> Result<()> {
+        if self.predeclared {
+            return Ok(());
+        }
+        conn.rpc(Method::QueueDeclare(spec::QueueDeclare {
+            queue: short(queue),
+            passive: false,
+            durable: self.durable,
+            exclusive: self.exclusive,
+            auto_delete: self.auto_delete,
+            no_wait: false,
+            arguments: Default::default(),
+        }))?;
+        if !self.exchange.is_empty() {
+            conn.rpc(Method::QueueBind(spec::QueueBind {
+                queue: short(queue),
+                exchange: short(&self.exchange),
+                routing_key: short(self.routing_key_for(queue)),
+                no_wait: false,
+                arguments: Default::default(),
+            }))?;
+        }
+        Ok(())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.mode {
+        Some(Mode::Sink { listen }) => fake::serve(listen, fake::Kind::Sink).map(|_| ExitCode::SUCCESS),
+        Some(Mode::Relay { listen }) => fake::serve(listen, fake::Kind::Relay).map(|_| ExitCode::SUCCESS),
+        Some(Mode::Source { listen, size }) => {
+            fake::serve(listen, fake::Kind::Source { body_size: size as usize }).map(|_| ExitCode::SUCCESS)
+        }
+        None => run(cli.run),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("lepus-perf: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn queue_names(a: &RunArgs) -> Result<Vec<String>> {
+    let names: Vec<String> = match &a.queue_pattern {
+        None => vec![a.queue.clone()],
+        Some(p) => {
+            if !p.contains("%d") {
+                return Err("--queue-pattern needs a %d".into());
+            }
+            if a.queue_pattern_to < a.queue_pattern_from {
+                return Err("--queue-pattern-to is below --queue-pattern-from".into());
+            }
+            (a.queue_pattern_from..=a.queue_pattern_to).map(|i| p.replace("%d", &i.to_string())).collect()
+        }
+    };
+    for n in &names {
+        check_short("queue name", n)?;
+    }
+    Ok(names)
+}
+
+struct Worker<T> {
+    counters: Arc<Counters>,
+    handle: JoinHandle<Result<T>>,
+}
+
+/// Waits until every worker is ready; a worker that ends first has failed.
+fn wait_ready<T>(workers: &[Worker<T>], stop: &AtomicBool) -> bool {
+    loop {
+        if workers.iter().all(|w| w.counters.ready.load(Ordering::Acquire)) {
+            return true;
+        }
+        if stop.load(Ordering::Relaxed)
+            || workers.iter().any(|w| w.handle.is_finished() && !w.counters.ready.load(Ordering::Acquire))
+        {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Totals {
+    sent: u64,
+    confirmed: u64,
+    nacked: u64,
+    returned: u64,
+    received: u64,
+}
+
+fn totals(producers: &[Worker<()>], consumers: &[Worker<Histogram<u64>>]) -> Totals {
+    let mut t = Totals::default();
+    for w in producers {
+        let c = &w.counters;
+        t.sent += Counters::get(&c.sent);
+        t.confirmed += Counters::get(&c.confirmed);
+        t.nacked += Counters::get(&c.nacked);
+        t.returned += Counters::get(&c.returned);
+    }
+    for w in consumers {
+        t.received += Counters::get(&w.counters.received);
+    }
+    t
+}
+
+fn cpu_seconds() -> (f64, f64) {
+    // SAFETY: rusage is plain old data; all-zero is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable rusage.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (secs(ru.ru_utime), secs(ru.ru_stime))
+}
+
+fn run(a: RunArgs) -> Result<ExitCode> {
+    let uri = AmqpUri::parse(&a.uri)?;
+    check_short("exchange", &a.exchange)?;
+    check_short("exchange type", &a.exchange_type)?;
+    if let Some(k) = &a.routing_key {
+        check_short("routing key", k)?;
+    }
+    let queues = queue_names(&a)?;
+    let persistent = a.flags.contains(&Flag::Persistent);
+    let topology = Arc::new(Topology {
+        exchange: a.exchange.clone(),
+        exchange_type: a.exchange_type.clone(),
+        routing_key: a.routing_key.clone(),
+        predeclared: a.predeclared,
+        durable: persistent,
+        exclusive: a.exclusive,
+        auto_delete: a.auto_delete,
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))?;
+
+    let ack_every = match (a.multi_ack_every, a.qos) {
+        (0, _) => 1,
+        (n, 0) => n,
+        (n, q) => n.min(u64::from(q)),
+    };
+    // Consumers first (they declare the queues); the first consumer of each
+    // queue declares it, the others start once it exists.
+    let mut consumers: Vec<Worker<Histogram<u64>>> = Vec::new();
+    let waves = [(0..a.consumers.min(queues.len())), (queues.len().min(a.consumers)..a.consumers)];
+    let mut setup_ok = true;
+    for wave in waves {
+        for id in wave {
+            let cfg = ConsumerConfig {
+                id,
+                uri: uri.clone(),
+                topology: Arc::clone(&topology),
+                queue: queues[id % queues.len()].clone(),
+                declare_queue: id < queues.len(),
+                prefetch: a.qos,
+                auto_ack: a.autoack,
+                ack_every,
+                count: a.cmessages,
+            };
+            let counters = Arc::new(Counters::default());
+            let (c2, s2) = (Arc::clone(&counters), Arc::clone(&stop));
+            let handle = thread::Builder::new().name(format!("consumer-{id}")).spawn(move || {
+                let r = consumer::run(cfg, c2, Arc::clone(&s2));
+                if r.is_err() {
+                    s2.store(true, Ordering::Relaxed);
+                }
+                r
+            })?;
+            consumers.push(Worker { counters, handle });
+        }
+        if !wait_ready(&consumers, &stop) {
+            setup_ok = false;
+            break;
+        }
+    }
+
+    let t0 = Instant::now();
+    let cpu0 = cpu_seconds();
+    let mut producers: Vec<Worker<()>> = Vec::new();
+    if setup_ok {
+        for id in 0..a.producers {
+            let cfg = ProducerConfig {
+                id,
+                uri: uri.clone(),
+                topology: Arc::clone(&topology),
+                queue: queues[id % queues.len()].clone(),
+                declare_queue: a.consumers == 0 && id < queues.len(),
+                body_size: a.size as usize,
+                persistent,
+                mandatory: a.flags.contains(&Flag::Mandatory),
+                confirm: a.confirm,
+                rate: a.rate,
+                count: a.pmessages,
+                ack_reader: a.confirm_reader,
+                batch_bytes: a.batch_bytes,
+            };
+            let counters = Arc::new(Counters::default());
+            let (c2, s2) = (Arc::clone(&counters), Arc::clone(&stop));
+            let handle = thread::Builder::new().name(format!("producer-{id}")).spawn(move || {
+                let r = producer::run(cfg, c2, Arc::clone(&s2));
+                if r.is_err() {
+                    s2.store(true, Ordering::Relaxed);
+                }
+                r
+            })?;
+            producers.push(Worker { counters, handle });
+        }
+    }
+
+    // Progress every interval; stop on time, counts, a signal or a failure.
+    let interval = Duration::from_secs(a.interval.max(1));
+    let mut next_report = t0 + interval;
+    let mut last = Totals::default();
+    let mut last_at = t0;
+    let mut last_received_change = (0u64, Instant::now());
+    while setup_ok && !stop.load(Ordering::Relaxed) {
+        thread::sleep(Duration::from_millis(5));
+        let now = Instant::now();
+        let t = totals(&producers, &consumers);
+        if now >= next_report {
+            let secs = now.duration_since(last_at).as_secs_f64();
+            let rate = |x: u64, y: u64| ((x - y) as f64 / secs).round() as u64;
+            let mut line = format!(
+                "time {:.3} s, sent {} msg/s",
+                now.duration_since(t0).as_secs_f64(),
+                rate(t.sent, last.sent)
+            );
+            if a.confirm > 0 {
+                line += &format!(
+                    ", confirmed {} msg/s, nacked {} msg/s",
+                    rate(t.confirmed, last.confirmed),
+                    rate(t.nacked, last.nacked)
+                );
+            }
+            if t.returned > 0 {
+                line += &format!(", returned {} msg/s", rate(t.returned, last.returned));
+            }
+            line += &format!(", received {} msg/s", rate(t.received, last.received));
+            eprintln!("{line}");
+            last = t;
+            last_at = now;
+            next_report += interval;
+        }
+        if a.time > 0 && now.duration_since(t0) >= Duration::from_secs(a.time) {
+            break;
+        }
+        if t.received != last_received_change.0 {
+            last_received_change = (t.received, now);
+        }
+        let producers_done = producers.iter().all(|w| w.counters.done.load(Ordering::Acquire));
+        let consumers_done = consumers.iter().all(|w| w.counters.done.load(Ordering::Acquire))
+            || (a.cmessages == 0
+                && !producers.is_empty()
+                && producers_done
+                && now.duration_since(last_received_change.1) >= Duration::from_secs(1));
+        if producers_done && consumers_done && (a.pmessages > 0 || a.cmessages > 0) {
+            break;
+        }
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let cpu1 = cpu_seconds();
+    stop.store(true, Ordering::Relaxed);
+
+    let mut errors = Vec::new();
+    // Joined workers have stored their final counts.
+    for w in &producers {
+        while !w.handle.is_finished() {
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+    for w in &consumers {
+        while !w.handle.is_finished() {
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let final_totals = totals(&producers, &consumers);
+    for (i, w) in producers.into_iter().enumerate() {
+        match w.handle.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => errors.push(format!("producer {i}: {e}")),
+            Err(_) => errors.push(format!("producer {i}: panicked")),
+        }
+    }
+    let mut hist = stats::new_histogram()?;
+    for (i, w) in consumers.into_iter().enumerate() {
+        match w.handle.join() {
+            Ok(Ok(h)) => hist.add(h)?,
+            Ok(Err(e)) => errors.push(format!("consumer {i}: {e}")),
+            Err(_) => errors.push(format!("consumer {i}: panicked")),
+        }
+    }
+    for e in &errors {
+        eprintln!("lepus-perf: {e}");
+    }
+    if !setup_ok {
+        return Ok(ExitCode::FAILURE);
+    }
+    summary(&a, &uri, &final_totals, &hist, elapsed, (cpu1.0 - cpu0.0, cpu1.1 - cpu0.1), &errors);
+    Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn summary(
+    a: &RunArgs,
+    uri: &AmqpUri,
+    t: &Totals,
+    hist: &Histogram<u64>,
+    elapsed: f64,
+    cpu: (f64, f64),
+    errors: &[String],
+) {
+    let us = |ns: u64| ns as f64 / 1000.0;
+    let q = |quantile: f64| if hist.is_empty() { 0.0 } else { us(hist.value_at_quantile(quantile)) };
+    let per_s = |n: u64| if elapsed > 0.0 { n as f64 / elapsed } else { 0.0 };
+    eprintln!(
+        "summary: {:.3} s, {} producer(s), {} consumer(s), {} B bodies, {}:{}",
+        elapsed, a.producers, a.consumers, a.size, uri.host, uri.port
+    );
+    eprintln!("  sent      {:>12} msg  {:>12.0} msg/s", t.sent, per_s(t.sent));
+    if a.confirm > 0 {
+        eprintln!("  confirmed {:>12} msg  {:>12.0} msg/s", t.confirmed, per_s(t.confirmed));
+        eprintln!("  nacked    {:>12} msg", t.nacked);
+    }
+    if t.returned > 0 {
+        eprintln!("  returned  {:>12} msg", t.returned);
+    }
+    eprintln!("  received  {:>12} msg  {:>12.0} msg/s", t.received, per_s(t.received));
+    if !hist.is_empty() {
+        eprintln!(
+            "  latency µs: min {:.1}, p50 {:.1}, p99 {:.1}, p99.9 {:.1}, max {:.1} ({} samples)",
+            us(hist.min()),
+            q(0.5),
+            q(0.99),
+            q(0.999),
+            us(hist.max()),
+            hist.len()
+        );
+    }
+    eprintln!(
+        "  generator CPU: user {:.2} s, sys {:.2} s ({:.0}% of one core)",
+        cpu.0,
+        cpu.1,
+        if elapsed > 0.0 { (cpu.0 + cpu.1) / elapsed * 100.0 } else { 0.0 }
+    );
+    if a.json {
+        let v = serde_json::json!({
+            "host": uri.host, "port": uri.port, "vhost": uri.vhost,
+            "producers": a.producers, "consumers": a.consumers, "size": a.size,
+            "confirm": a.confirm, "qos": a.qos, "autoack": a.autoack,
+            "multi_ack_every": a.multi_ack_every, "rate": a.rate,
+            "exchange": a.exchange, "exchange_type": a.exchange_type,
+            "queues": queue_names(a).unwrap_or_default().len(),
+            "duration_s": elapsed,
+            "sent": t.sent, "confirmed": t.confirmed, "nacked": t.nacked,
+            "returned": t.returned, "received": t.received,
+            "sent_per_s": per_s(t.sent), "confirmed_per_s": per_s(t.confirmed),
+            "received_per_s": per_s(t.received),
+            "latency_us": {
+                "samples": hist.len(),
+                "min": if hist.is_empty() { 0.0 } else { us(hist.min()) },
+                "mean": if hist.is_empty() { 0.0 } else { hist.mean() / 1000.0 },
+                "p50": q(0.5), "p99": q(0.99), "p999": q(0.999),
+                "max": if hist.is_empty() { 0.0 } else { us(hist.max()) },
+            },
+            "cpu_user_s": cpu.0, "cpu_sys_s": cpu.1,
+            "errors": errors,
+        });
+        println!("{v}");
+    }
+}

@@ -1,0 +1,468 @@
+//! A producer: one connection, one thread (plus an optional confirm reader).
+//!
+//! The publish (method + content header + body frames) is encoded once
+//! with `lepus::amqp`, repeated into a batch buffer of about
+//! `--batch-bytes`, and each round only the 8-byte send timestamps are
+//! patched before the (prefix of the) batch goes out in one `send`.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use lepus::amqp::frame::{self, FrameType};
+use lepus::amqp::properties::{BasicProperties, ContentHeader};
+use lepus::amqp::spec::{self, class_id, Method};
+
+use crate::conn::{
+    close_text, method_ids, next_raw_frame, now_ns, poll_fd, recv_into, send_some, short, AmqpUri, Conn,
+    Result,
+};
+use crate::stats::Counters;
+use crate::Topology;
+
+/// How the producer learns about publisher confirms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AckReader {
+    /// The publishing thread drains the socket without blocking between batches.
+    Inline,
+    /// A second thread per connection reads confirms and wakes the publisher.
+    Thread,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    pub id: usize,
+    pub uri: AmqpUri,
+    pub topology: Arc<Topology>,
+    /// The queue this producer feeds (its routing key unless `-k`).
+    pub queue: String,
+    /// Declare (and bind) `queue` here: there are no consumers to do it.
+    pub declare_queue: bool,
+    pub body_size: usize,
+    pub persistent: bool,
+    pub mandatory: bool,
+    /// Max unconfirmed publishes; 0 = no confirms.
+    pub confirm: u64,
+    /// Messages per second; 0 = as fast as possible.
+    pub rate: f64,
+    /// Messages to send; 0 = until stopped.
+    pub count: u64,
+    pub ack_reader: AckReader,
+    pub batch_bytes: usize,
+}
+
+/// One encoded publish and where its timestamp goes.
+struct Template {
+    bytes: Vec<u8>,
+    timestamp_at: usize,
+}
+
+fn build_template(cfg: &ProducerConfig, routing_key: &str, frame_max: u32) -> Template {
+    let mut out = BytesMut::new();
+    frame::write_method_frame(
+        &mut out,
+        1,
+        &Method::BasicPublish(spec::BasicPublish {
+            exchange: short(&cfg.topology.exchange),
+            routing_key: short(routing_key),
+            mandatory: cfg.mandatory,
+            immediate: false,
+        }),
+    );
+    frame::write_content_header_frame(
+        &mut out,
+        1,
+        &ContentHeader {
+            class_id: class_id::BASIC,
+            body_size: cfg.body_size as u64,
+            properties: BasicProperties {
+                delivery_mode: if cfg.persistent { Some(2) } else { None },
+                ..BasicProperties::default()
+            },
+        },
+    );
+    let timestamp_at = out.len() + frame::FRAME_HEADER_SIZE;
+    // Body: the timestamp, then a recognisable filler.
+    let body: Vec<u8> = (0..cfg.body_size).map(|i| if i < 8 { 0 } else { b'a' + (i % 26) as u8 }).collect();
+    let chunk = (frame_max as usize).saturating_sub(frame::FRAME_OVERHEAD_BYTES).max(1);
+    for piece in body.chunks(chunk) {
+        frame::write_frame(&mut out, FrameType::Body, 1, piece);
+    }
+    Template { bytes: out.to_vec(), timestamp_at }
+}
+
+/// Publisher-confirm bookkeeping: sequence numbers from `base` up are
+/// unsettled unless marked; acks and nacks may be single or `multiple`.
+#[derive(Debug, Default)]
+struct ConfirmTracker {
+    /// Lowest sequence number not yet settled (tags start at 1).
+    base: u64,
+    /// 0 = pending, 1 = settled, for `base`, `base + 1`, ...
+    marks: VecDeque<u8>,
+    confirmed: u64,
+    nacked: u64,
+}
+
+impl ConfirmTracker {
+    fn new() -> Self {
+        ConfirmTracker { base: 1, ..Default::default() }
+    }
+
+    fn settle(&mut self, tag: u64, multiple: bool, nack: bool) {
+        if tag < self.base {
+            return;
+        }
+        let idx = (tag - self.base) as usize;
+        if idx >= self.marks.len() {
+            self.marks.resize(idx + 1, 0);
+        }
+        let mut newly = 0;
+        if multiple {
+            for m in self.marks.iter_mut().take(idx + 1) {
+                if *m == 0 {
+                    *m = 1;
+                    newly += 1;
+                }
+            }
+        } else if self.marks[idx] == 0 {
+            self.marks[idx] = 1;
+            newly = 1;
+        }
+        if nack {
+            self.nacked += newly;
+        } else {
+            self.confirmed += newly;
+        }
+        while self.marks.front() == Some(&1) {
+            self.marks.pop_front();
+            self.base += 1;
+        }
+    }
+}
+
+/// What the incoming frames said.
+enum Incoming {
+    Nothing,
+    /// connection.close-ok: our close completed.
+    Closed,
+}
+
+/// Handles every complete frame in `rbuf`: confirms, returns, closes.
+fn process_incoming(
+    conn_fd: i32,
+    rbuf: &mut BytesMut,
+    tracker: &mut ConfirmTracker,
+    counters: &Counters,
+) -> Result<Incoming> {
+    let mut at = 0;
+    let mut returned = 0;
+    let mut result = Incoming::Nothing;
+    while let Some((f, used)) = next_raw_frame(&rbuf[at..])? {
+        at += used;
+        if f.kind != FrameType::Method as u8 {
+            continue;
+        }
+        let p = f.payload;
+        match method_ids(p) {
+            (60, 80) | (60, 120) if p.len() >= 13 => {
+                let mut tag = [0u8; 8];
+                tag.copy_from_slice(&p[4..12]);
+                tracker.settle(u64::from_be_bytes(tag), p[12] & 1 != 0, method_ids(p).1 == 120);
+            }
+            (60, 50) => returned += 1,
+            (10, 51) => result = Incoming::Closed,
+            (10, 60) | (10, 61) => {}
+            (20, 40) | (10, 50) => {
+                let text = match Method::decode(Bytes::copy_from_slice(p))? {
+                    Method::ChannelClose(c) => {
+                        close_text(c.reply_code, &c.reply_text, c.class_id, c.method_id)
+                    }
+                    Method::ConnectionClose(c) => {
+                        let mut ok = BytesMut::new();
+                        frame::write_method_frame(
+                            &mut ok,
+                            0,
+                            &Method::ConnectionCloseOk(spec::ConnectionCloseOk),
+                        );
+                        let _ = send_some(conn_fd, &ok, libc::MSG_DONTWAIT);
+                        close_text(c.reply_code, &c.reply_text, c.class_id, c.method_id)
+                    }
+                    _ => String::new(),
+                };
+                return Err(format!("server closed the channel/connection: {text}").into());
+            }
+            _ => {}
+        }
+    }
+    rbuf.advance(at);
+    Counters::set(&counters.confirmed, tracker.confirmed);
+    Counters::set(&counters.nacked, tracker.nacked);
+    if returned > 0 {
+        counters.returned.fetch_add(returned, Ordering::Relaxed);
+    }
+    Ok(result)
+}
+
+pub fn run(cfg: ProducerConfig, counters: Arc<Counters>, stop: Arc<AtomicBool>) -> Result<()> {
+    let mut conn = Conn::open(&cfg.uri, &format!("lepus-perf producer {}", cfg.id))?;
+    let topo = &cfg.topology;
+    topo.declare_exchange(&mut conn)?;
+    if cfg.declare_queue {
+        topo.declare_queue(&mut conn, &cfg.queue)?;
+    }
+    if cfg.confirm > 0 {
+        conn.rpc(Method::ConfirmSelect(spec::ConfirmSelect { no_wait: false }))?;
+    }
+    counters.ready.store(true, Ordering::Release);
+    conn.fresh_buffer();
+    let routing_key = topo.routing_key_for(&cfg.queue).to_owned();
+    let template = build_template(&cfg, &routing_key, conn.frame_max);
+    let per_batch = (cfg.batch_bytes / template.bytes.len()).max(1);
+    let mut batch = Vec::with_capacity(per_batch * template.bytes.len());
+    for _ in 0..per_batch {
+        batch.extend_from_slice(&template.bytes);
+    }
+
+    let reader = if cfg.confirm > 0 && cfg.ack_reader == AckReader::Thread {
+        Some(spawn_reader(&conn, &counters, &stop)?)
+    } else {
+        None
+    };
+    let result = publish_loop(&cfg, &mut conn, &template, &mut batch, per_batch, &counters, &stop, &reader);
+    counters.done.store(true, Ordering::Release);
+    match reader {
+        Some(r) => {
+            // The reader thread sees close-ok (or gives up after 2 s).
+            let mut out = BytesMut::new();
+            frame::write_method_frame(
+                &mut out,
+                0,
+                &Method::ConnectionClose(spec::ConnectionClose {
+                    reply_code: 200,
+                    reply_text: short("lepus-perf done"),
+                    class_id: 0,
+                    method_id: 0,
+                }),
+            );
+            if result.is_ok() {
+                let _ = crate::conn::send_all(conn.fd, &out);
+            }
+            r.closing.store(true, Ordering::Release);
+            let reader_result = r.handle.join().map_err(|_| "confirm reader panicked")?;
+            result?;
+            reader_result
+        }
+        None => {
+            if result.is_ok() {
+                conn.close();
+            }
+            result
+        }
+    }
+}
+
+struct Reader {
+    handle: thread::JoinHandle<Result<()>>,
+    closing: Arc<AtomicBool>,
+}
+
+fn spawn_reader(conn: &Conn, counters: &Arc<Counters>, stop: &Arc<AtomicBool>) -> Result<Reader> {
+    let stream = conn.stream.try_clone()?;
+    let counters = Arc::clone(counters);
+    let stop = Arc::clone(stop);
+    let closing = Arc::new(AtomicBool::new(false));
+    let closing2 = Arc::clone(&closing);
+    let publisher = thread::current();
+    let handle = thread::Builder::new().name("confirm-reader".into()).spawn(move || -> Result<()> {
+        use std::os::fd::AsRawFd;
+        let fd = stream.as_raw_fd();
+        let mut rbuf = BytesMut::with_capacity(crate::conn::READ_BUFFER_BYTES);
+        let mut tracker = ConfirmTracker::new();
+        let mut closing_since: Option<Instant> = None;
+        loop {
+            if closing_since.is_none() && closing2.load(Ordering::Acquire) {
+                closing_since = Some(Instant::now());
+            }
+            if closing_since.is_some_and(|t| t.elapsed() > Duration::from_secs(2)) {
+                return Ok(());
+            }
+            let n = match recv_into(fd, &mut rbuf, 0) {
+                Ok(n) => n,
+                Err(_) if closing_since.is_some() || stop.load(Ordering::Relaxed) => return Ok(()),
+                Err(e) => {
+                    publisher.unpark();
+                    return Err(e.into());
+                }
+            };
+            if n == 0 {
+                continue;
+            }
+            let r = process_incoming(fd, &mut rbuf, &mut tracker, &counters);
+            publisher.unpark();
+            match r {
+                Ok(Incoming::Closed) => return Ok(()),
+                Ok(Incoming::Nothing) => {}
+                Err(e) => {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+        }
+    })?;
+    Ok(Reader { handle, closing })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn publish_loop(
+    cfg: &ProducerConfig,
+    conn: &mut Conn,
+    template: &Template,
+    batch: &mut [u8],
+    per_batch: usize,
+    counters: &Counters,
+    stop: &AtomicBool,
+    reader: &Option<Reader>,
+) -> Result<()> {
+    let fd = conn.fd;
+    let t_len = template.bytes.len();
+    let ts_at = template.timestamp_at;
+    let inline_reads = reader.is_none();
+    let mut tracker = ConfirmTracker::new();
+    let ns_per_msg = if cfg.rate > 0.0 { 1e9 / cfg.rate } else { 0.0 };
+    let t_start = now_ns();
+    let mut sent: u64 = 0;
+    let mut round: u64 = 0;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        // Confirms (and anything else the server says).
+        if inline_reads && (cfg.confirm > 0 || round % 16 == 0) {
+            while recv_into(fd, &mut conn.rbuf, libc::MSG_DONTWAIT)? > 0 {}
+            process_incoming(fd, &mut conn.rbuf, &mut tracker, counters)?;
+        } else if !inline_reads && reader.as_ref().is_some_and(|r| r.handle.is_finished()) {
+            return Ok(()); // the reader failed; its error is reported on join
+        }
+        round += 1;
+        let settled = if cfg.confirm > 0 {
+            Counters::get(&counters.confirmed) + Counters::get(&counters.nacked)
+        } else {
+            sent
+        };
+        let mut n = per_batch as u64;
+        if cfg.count > 0 {
+            n = n.min(cfg.count - sent);
+            if n == 0 {
+                if settled >= sent {
+                    return Ok(());
+                }
+                wait_for_confirms(fd, inline_reads)?;
+                continue;
+            }
+        }
+        if cfg.confirm > 0 {
+            let room = cfg.confirm.saturating_sub(sent - settled);
+            if room == 0 {
+                wait_for_confirms(fd, inline_reads)?;
+                continue;
+            }
+            n = n.min(room);
+        }
+        let now = now_ns();
+        if cfg.rate > 0.0 {
+            let due_total = ((now.saturating_sub(t_start)) as f64 / ns_per_msg) as u64 + 1;
+            let due = due_total.saturating_sub(sent);
+            if due == 0 {
+                let next_at = t_start + (sent as f64 * ns_per_msg) as u64;
+                let wait = Duration::from_nanos(next_at.saturating_sub(now)).min(Duration::from_millis(100));
+                thread::sleep(wait);
+                continue;
+            }
+            n = n.min(due);
+            // Coordinated-omission-free: stamp the scheduled send time.
+            for i in 0..n as usize {
+                let ts = t_start + ((sent + i as u64) as f64 * ns_per_msg) as u64;
+                batch[i * t_len + ts_at..i * t_len + ts_at + 8].copy_from_slice(&ts.to_le_bytes());
+            }
+        } else {
+            let ts = now.to_le_bytes();
+            for i in 0..n as usize {
+                batch[i * t_len + ts_at..i * t_len + ts_at + 8].copy_from_slice(&ts);
+            }
+        }
+        send_batch(conn, &batch[..n as usize * t_len], inline_reads.then_some(&mut tracker), counters, stop)?;
+        sent += n;
+        Counters::set(&counters.sent, sent);
+    }
+}
+
+fn wait_for_confirms(fd: i32, inline_reads: bool) -> Result<()> {
+    if inline_reads {
+        poll_fd(fd, libc::POLLIN, Duration::from_millis(100))?;
+    } else {
+        thread::park_timeout(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+/// Writes the whole batch. While the socket is full, waits for it to
+/// drain and (inline mode) keeps reading, so a server that writes to us
+/// while we write to it can never deadlock us. Gives up after 10 s of no
+/// progress once stopping.
+fn send_batch(
+    conn: &mut Conn,
+    data: &[u8],
+    mut tracker: Option<&mut ConfirmTracker>,
+    counters: &Counters,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let fd = conn.fd;
+    let mut off = 0;
+    let mut stalled_since: Option<Instant> = None;
+    while off < data.len() {
+        let n = send_some(fd, &data[off..], libc::MSG_DONTWAIT)?;
+        off += n;
+        if off == data.len() {
+            break;
+        }
+        if n > 0 {
+            stalled_since = None;
+        }
+        let events = if tracker.is_some() { libc::POLLOUT | libc::POLLIN } else { libc::POLLOUT };
+        let revents = poll_fd(fd, events, Duration::from_millis(100))?;
+        if revents & libc::POLLIN != 0 {
+            if let Some(t) = tracker.as_deref_mut() {
+                while recv_into(fd, &mut conn.rbuf, libc::MSG_DONTWAIT)? > 0 {}
+                process_incoming(fd, &mut conn.rbuf, t, counters)?;
+            }
+        }
+        if revents == 0 && stop.load(Ordering::Relaxed) {
+            let since = *stalled_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > Duration::from_secs(10) {
+                return Err("server stopped reading; gave up sending".into());
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracker_handles_single_multiple_and_out_of_order() {
+        let mut t = ConfirmTracker::new();
+        t.settle(3, false, false);
+        assert_eq!((t.confirmed, t.base), (1, 1));
+        t.settle(2, false, true);
+        assert_eq!((t.confirmed, t.nacked), (1, 1));
+        t.settle(5, true, false);
+        assert_eq!((t.confirmed, t.nacked, t.base), (4, 1, 6));
+        t.settle(4, false, false); // already settled
+        assert_eq!(t.confirmed, 4);
+    }
+}
