@@ -182,10 +182,9 @@ impl WriteQueue {
             };
             self.consume(written);
         }
-        // Give the buffer back when idle so an idle connection costs little.
-        if self.scratch.capacity() > SCRATCH_BYTES_MIN * 4 {
-            self.scratch = BytesMut::new();
-        }
+        // Everything is written: give the buffer back, so an idle connection
+        // holds no write buffer at all (a busy one allocates one per flush).
+        self.scratch = BytesMut::new();
         Ok(true)
     }
 
