@@ -82,6 +82,11 @@ impl ChannelError {
         self
     }
 
+    /// The text as a close method carries it (at most 255 bytes).
+    pub fn reply_text(&self) -> ShortStr {
+        ShortStr::copy_from_str(truncate(&self.text))
+    }
+
     /// True if it closes the whole connection.
     pub fn is_hard(&self) -> bool {
         spec::reply_code_is_hard(self.code)
@@ -289,7 +294,7 @@ impl Channel {
             self.me.channel,
             &Method::ChannelClose(spec::ChannelClose {
                 reply_code: error.code,
-                reply_text: ShortStr::copy_from_str(truncate(&error.text)),
+                reply_text: error.reply_text(),
                 class_id: error.class_id,
                 method_id: error.method_id,
             }),
@@ -640,6 +645,7 @@ pub fn undeliverable(delivery: Delivery, ctx: &mut ShardCtx) {
     }
 }
 
+/// `text` cut to a short string's 255 bytes, on a character boundary.
 fn truncate(text: &str) -> &str {
     if text.len() <= 255 {
         return text;

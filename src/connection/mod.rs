@@ -519,7 +519,7 @@ impl Connection {
             0,
             &Method::ConnectionClose(spec::ConnectionClose {
                 reply_code: error.code,
-                reply_text: crate::amqp::field::ShortStr::copy_from_str(truncate_text(&error.text)),
+                reply_text: error.reply_text(),
                 class_id: error.class_id,
                 method_id: error.method_id,
             }),
@@ -720,15 +720,4 @@ pub fn decode_error(e: &spec::DecodeError) -> ChannelError {
         }
         _ => ChannelError::hard(spec::reply_code::FRAME_ERROR, format!("cannot decode method frame: {e}")),
     }
-}
-
-fn truncate_text(text: &str) -> &str {
-    if text.len() <= 255 {
-        return text;
-    }
-    let mut end = 255;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
