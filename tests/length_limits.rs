@@ -127,3 +127,38 @@ async fn max_length_bytes_limits_the_ready_body_bytes() {
     ch.queue_delete(&queue, QueueDeleteOptions::default()).await.expect("delete");
     conn.close(200, "bye").await.expect("close");
 }
+
+/// A queue that dead-letters into itself (length limit, then TTL 0): RabbitMQ
+/// drops a message that would go round such a cycle; the broker must neither
+/// loop nor crash, and keep serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_cycles_are_broken_not_followed() {
+    let b = start_broker();
+    let (conn, ch) = lapin_channel(&b).await;
+    ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm.select");
+    let queue = unique("limits.cycle");
+    let mut args = limited(Some(1), None, None, Some(""));
+    args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(queue.as_str().into()));
+    ch.queue_declare(&queue, QueueDeclareOptions::default(), args).await.expect("declare");
+    assert_eq!(publish_all(&ch, &queue, &["m1", "m2", "m3"]).await, [true, true, true]);
+    assert_eq!(drain(&ch, &queue).await, ["m3"]);
+
+    let ttl_queue = unique("limits.ttl-cycle");
+    let mut args = limited(None, None, None, Some(""));
+    args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(ttl_queue.as_str().into()));
+    args.insert("x-message-ttl".into(), AMQPValue::LongInt(0));
+    ch.queue_declare(&ttl_queue, QueueDeclareOptions::default(), args).await.expect("declare");
+    assert_eq!(publish_all(&ch, &ttl_queue, &["t1"]).await, [true]);
+
+    // Still serving: a fresh connection declares, publishes and gets.
+    let (conn2, ch2) = lapin_channel(&b).await;
+    let probe = server_named_queue(&ch2).await;
+    ch2.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm.select");
+    assert_eq!(publish_all(&ch2, &probe, &["alive"]).await, [true]);
+    assert_eq!(drain(&ch2, &probe).await, ["alive"]);
+    for q in [&queue, &ttl_queue] {
+        ch.queue_delete(q, QueueDeleteOptions::default()).await.expect("delete");
+    }
+    conn2.close(200, "bye").await.expect("close");
+    conn.close(200, "bye").await.expect("close");
+}

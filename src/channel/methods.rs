@@ -690,6 +690,13 @@ impl Channel {
         };
         self.last_queue = Some(meta.name.clone());
         if m.no_wait {
+            // A declare is a use (x-expires); a remote queue is touched when
+            // it next answers a declare.
+            let clock = ctx.clock_ms();
+            if let Some(q) = ctx.queues.get_mut(&meta.queue.id) {
+                q.set_clock(clock);
+                q.touch();
+            }
             return Ok(Flow::Continue);
         }
         // The counts come from the owner, through the same ring as the
@@ -718,7 +725,8 @@ impl Channel {
         };
         match ctx.registry.declare_queue(&shared.vhost, meta) {
             Ok(meta) => {
-                ctx.queues.insert(queue.id, Queue::new(Arc::clone(&meta), Arc::clone(&shared.vhost)));
+                let q = Queue::new(Arc::clone(&meta), Arc::clone(&shared.vhost), ctx.clock_ms());
+                ctx.queues.insert(queue.id, q);
                 if m.exclusive {
                     shared.exclusive_queues.push(queue);
                 }

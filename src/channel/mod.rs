@@ -173,6 +173,8 @@ enum Awaiting {
 #[derive(Debug)]
 pub struct Channel {
     me: ChannelRef,
+    /// Tells this opening of the channel number from earlier ones.
+    incarnation: u32,
     /// We sent channel.close and wait for close-ok.
     closing: bool,
     content: Option<publish::Content>,
@@ -203,9 +205,10 @@ pub struct Channel {
 
 impl Channel {
     /// A newly opened channel.
-    pub fn new(me: ChannelRef) -> Channel {
+    pub fn new(me: ChannelRef, incarnation: u32) -> Channel {
         Channel {
             me,
+            incarnation,
             closing: false,
             content: None,
             consumers: Vec::new(),
@@ -472,10 +475,14 @@ impl Channel {
 
     /// A remote queue's verdict on publish `seq`; returns true if the channel
     /// needs a confirm flush.
-    pub fn confirm_resolved(&mut self, seq: u64, accepted: bool) -> bool {
+    pub fn confirm_resolved(&mut self, incarnation: u32, seq: u64, accepted: bool) -> bool {
         let Some(c) = &mut self.confirms else {
             return false;
         };
+        if incarnation != self.incarnation {
+            // A verdict for a publish of an earlier opening of this channel.
+            return false;
+        }
         let Ok(index) = c.pending.binary_search_by_key(&seq, |p| p.seq) else {
             return false;
         };

@@ -265,7 +265,7 @@ impl Channel {
                 ctx.publish_to(targets[n - 1], message);
             }
             (_, Some(seq)) => {
-                let ticket = ConfirmTicket { channel: self.me, seq };
+                let ticket = ConfirmTicket { channel: self.me, incarnation: self.incarnation, seq };
                 for target in &targets {
                     match ctx.publish_confirmed_to(*target, message.clone(), ticket) {
                         Some(true) => {}

@@ -107,8 +107,9 @@ pub struct ConnShared {
     pub caps: ClientCapabilities,
     /// Exclusive queues this connection declared (deleted when it closes).
     pub exclusive_queues: Vec<QueueRef>,
-    /// Connection-wide consumer numbering (never reused, so a delivery for a
-    /// cancelled consumer can never match a newer one).
+    /// Connection-wide numbering of consumers and channel incarnations (never
+    /// reused, so a delivery for a cancelled consumer, or a confirm verdict
+    /// for a closed channel, can never match a newer one).
     pub next_consumer: u32,
     /// Channels with confirms to send at the end of this batch.
     pub confirm_dirty: Vec<u16>,
@@ -440,7 +441,9 @@ impl Connection {
             self.channels.resize_with(index + 1, || None);
         }
         let channel_ref = ChannelRef { conn: self.shared.id, channel: number };
-        self.channels[index] = Some(Box::new(Channel::new(channel_ref)));
+        let incarnation = self.shared.next_consumer;
+        self.shared.next_consumer = self.shared.next_consumer.wrapping_add(1);
+        self.channels[index] = Some(Box::new(Channel::new(channel_ref, incarnation)));
         self.shared.out.method(number, &Method::ChannelOpenOk(Default::default()));
     }
 
@@ -644,9 +647,9 @@ impl Connection {
     }
 
     /// A queue's verdict on a message one of our channels published.
-    pub fn handle_confirm(&mut self, channel: u16, seq: u64, accepted: bool) {
+    pub fn handle_confirm(&mut self, channel: u16, incarnation: u32, seq: u64, accepted: bool) {
         if let Some(Some(ch)) = self.channels.get_mut(usize::from(channel)) {
-            if ch.confirm_resolved(seq, accepted) {
+            if ch.confirm_resolved(incarnation, seq, accepted) {
                 self.shared.confirm_dirty.push(channel);
             }
         }

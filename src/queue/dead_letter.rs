@@ -103,6 +103,43 @@ pub fn dead_lettered(
     }
 }
 
+/// The queues (and reasons) a message has died in, from its x-death header.
+#[derive(Debug, Default)]
+pub struct DeathHistory {
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl DeathHistory {
+    /// True if sending the message to `queue` closes a cycle RabbitMQ breaks:
+    /// it died in that queue before, and no death on the way was a rejection.
+    pub fn is_cycle_into(&self, queue: &ShortStr) -> bool {
+        self.entries.iter().any(|(q, _)| q.as_slice() == queue.as_bytes())
+            && !self.entries.iter().any(|(_, reason)| reason.as_slice() == b"rejected")
+    }
+}
+
+/// Reads a dead-lettered message's x-death history.
+pub fn death_history(message: &Message) -> DeathHistory {
+    let Ok(header) = ContentHeader::decode(message.header.clone()) else {
+        return DeathHistory::default();
+    };
+    let Some(FieldValue::Array(deaths)) = header.properties.headers.as_ref().and_then(|h| h.get(b"x-death"))
+    else {
+        return DeathHistory::default();
+    };
+    let entries = deaths
+        .iter()
+        .filter_map(|d| match d {
+            FieldValue::Table(t) => Some((
+                text_of(t.get(b"queue")).unwrap_or_default().to_vec(),
+                text_of(t.get(b"reason")).unwrap_or_default().to_vec(),
+            )),
+            _ => None,
+        })
+        .collect();
+    DeathHistory { entries }
+}
+
 fn long(bytes: &[u8]) -> FieldValue {
     FieldValue::LongStr(LongStr::from(bytes::Bytes::copy_from_slice(bytes)))
 }

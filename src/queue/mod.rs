@@ -273,7 +273,8 @@ pub struct Queue {
 
 impl Queue {
     /// An empty queue.
-    pub fn new(meta: Arc<QueueMeta>, vhost: Arc<str>) -> Queue {
+    /// `now_ms` is the shard's clock: x-expires counts from the creation.
+    pub fn new(meta: Arc<QueueMeta>, vhost: Arc<str>, now_ms: u64) -> Queue {
         let dead_letter = DeadLetterTarget::from_arguments(&meta.arguments);
         let limits = Limits::from_arguments(&meta.arguments);
         let single_active = matches!(
@@ -295,10 +296,10 @@ impl Queue {
         Queue {
             limits,
             ready_bytes: 0,
-            clock_ms: 0,
+            clock_ms: now_ms,
             message_ttl_ms: non_negative(b"x-message-ttl"),
             expires_after_ms: non_negative(b"x-expires").filter(|&v| v > 0),
-            last_used_ms: 0,
+            last_used_ms: now_ms,
             dead_letter,
             dead: Vec::new(),
             credit_requests: Vec::new(),
@@ -725,7 +726,9 @@ impl Queue {
     /// channels (once per grant).
     #[cold]
     fn ask_for_grants(&mut self) {
-        for c in &mut self.consumers {
+        // With a single active consumer only the active one can use a grant.
+        let asking = if self.single_active { 1 } else { self.consumers.len() };
+        for c in self.consumers.iter_mut().take(asking) {
             if c.spec.channel_limited && c.grants == 0 && !c.requested {
                 c.requested = true;
                 self.credit_requests.push(c.spec.key);
@@ -781,5 +784,50 @@ impl Hasher for IdHasher {
 
     fn write_u64(&mut self, n: u64) {
         self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::amqp::field::{FieldTable, FieldValue, ShortStr};
+    use crate::routing::topology::QueueStats;
+
+    fn queue(args: &[(&'static str, FieldValue)], now_ms: u64) -> Queue {
+        let mut arguments = FieldTable::new();
+        for (k, v) in args {
+            arguments.insert(ShortStr::from_static(k), v.clone());
+        }
+        let meta = QueueMeta {
+            queue: QueueRef { id: QueueId(1), shard: ShardId(0) },
+            name: ShortStr::from_static("q"),
+            durable: false,
+            exclusive_owner: None,
+            auto_delete: false,
+            arguments,
+            stats: QueueStats::default(),
+        };
+        Queue::new(Arc::new(meta), Arc::from("/"), now_ms)
+    }
+
+    #[test]
+    fn x_expires_counts_from_creation_not_from_the_clock_origin() {
+        // Created long after the shard started: the timer starts now.
+        let mut q = queue(&[("x-expires", FieldValue::I32(100))], 10_000);
+        q.set_clock(10_050);
+        assert!(!q.expire(), "50 ms after creation it is still wanted");
+        q.set_clock(10_100);
+        assert!(q.expire(), "100 ms unused: delete it");
+    }
+
+    #[test]
+    fn a_touch_restarts_x_expires() {
+        let mut q = queue(&[("x-expires", FieldValue::I32(100))], 0);
+        q.set_clock(90);
+        q.touch();
+        q.set_clock(150);
+        assert!(!q.expire());
+        q.set_clock(190);
+        assert!(q.expire());
     }
 }

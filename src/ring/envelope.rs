@@ -30,6 +30,8 @@ pub enum Envelope {
     Confirm {
         /// The publishing channel.
         to: ChannelRef,
+        /// Which opening of that channel number.
+        incarnation: u32,
         /// The publish sequence number on that channel.
         seq: u64,
         /// Accepted (ack) or refused (nack).
@@ -151,6 +153,8 @@ pub enum Envelope {
 pub struct ConfirmTicket {
     /// The publishing channel.
     pub channel: ChannelRef,
+    /// Which opening of that channel number.
+    pub incarnation: u32,
     /// The publish sequence number on that channel.
     pub seq: u64,
 }

@@ -59,6 +59,10 @@ pub struct ShardCtx {
     epoch: Instant,
     /// `now` in ms since `epoch`: the clock queues see.
     clock: u64,
+    /// Queues with dead letters to republish (see `dead_letter_from`).
+    dead_letter_pending: Vec<QueueId>,
+    /// A dead-lettering pass is running.
+    dead_lettering: bool,
 }
 
 /// A local queue, with its clock set for the operation that follows (a free
@@ -96,6 +100,8 @@ impl ShardCtx {
             names: crate::shard::names::NameSource::new(),
             epoch: Instant::now(),
             clock: 0,
+            dead_letter_pending: Vec::new(),
+            dead_lettering: false,
         }
     }
 
@@ -115,6 +121,11 @@ impl ShardCtx {
     /// One vhost of the snapshot.
     pub fn vhost(&self, name: &str) -> Option<&Arc<Vhost>> {
         self.topology.vhosts.get(name)
+    }
+
+    /// The clock queues see, in ms.
+    pub fn clock_ms(&self) -> u64 {
+        self.clock
     }
 
     /// Sets the time of this loop turn.
@@ -215,6 +226,21 @@ impl ShardCtx {
     /// Republishes what a local queue rejected to its dead-letter exchange.
     #[cold]
     fn dead_letter_from(&mut self, queue: QueueId) {
+        // Republishing can make another local queue dead-letter (a length
+        // limit, TTL 0): that work is queued and done by the outermost call,
+        // so no chain of queues grows the stack.
+        self.dead_letter_pending.push(queue);
+        if self.dead_lettering {
+            return;
+        }
+        self.dead_lettering = true;
+        while let Some(queue) = self.dead_letter_pending.pop() {
+            self.dead_letter_one(queue);
+        }
+        self.dead_lettering = false;
+    }
+
+    fn dead_letter_one(&mut self, queue: QueueId) {
         let Some(q) = queue_at(&mut self.queues, self.clock, queue) else {
             return;
         };
@@ -245,7 +271,14 @@ impl ShardCtx {
             };
             targets.clear();
             vhost.route(&exchange, dead.routing_key.as_bytes(), headers.as_ref(), &mut targets, &mut scratch);
+            let deaths = crate::queue::dead_letter::death_history(&dead);
             for target in &targets {
+                let name = vhost.queue_by_id(target.id).map(|m| m.name.clone());
+                if name.is_some_and(|n| deaths.is_cycle_into(&n)) {
+                    // RabbitMQ drops a message that would go round a cycle of
+                    // queues with no rejection on the way.
+                    continue;
+                }
                 self.publish_to(*target, dead.clone());
             }
         }

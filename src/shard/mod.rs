@@ -382,12 +382,16 @@ impl Shard {
                 let accepted = self.ctx.publish_local(queue, message);
                 if let Some(ticket) = confirm {
                     let to = ticket.channel;
-                    self.ctx.send(to.conn.shard, Envelope::Confirm { to, seq: ticket.seq, accepted });
+                    let incarnation = ticket.incarnation;
+                    self.ctx.send(
+                        to.conn.shard,
+                        Envelope::Confirm { to, incarnation, seq: ticket.seq, accepted },
+                    );
                 }
             }
-            Envelope::Confirm { to, seq, accepted } => {
+            Envelope::Confirm { to, incarnation, seq, accepted } => {
                 if let Some(index) = self.slot_of(to.conn) {
-                    self.conns[index].conn.handle_confirm(to.channel, seq, accepted);
+                    self.conns[index].conn.handle_confirm(to.channel, incarnation, seq, accepted);
                     if !self.confirm_touched.contains(&index) {
                         self.confirm_touched.push(index);
                     }
