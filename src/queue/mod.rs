@@ -572,6 +572,16 @@ impl Queue {
         self.dispatch(out);
     }
 
+    /// Credit requests or grant returns are waiting to be sent.
+    pub fn has_grant_work(&self) -> bool {
+        !self.credit_requests.is_empty() || !self.grant_returns.is_empty()
+    }
+
+    /// Messages are waiting to be dead-lettered.
+    pub fn has_dead_letters(&self) -> bool {
+        !self.dead.is_empty()
+    }
+
     /// Consumers whose channel must be asked for a grant.
     pub fn take_credit_requests(&mut self) -> Vec<ConsumerKey> {
         std::mem::take(&mut self.credit_requests)

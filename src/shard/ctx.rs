@@ -195,9 +195,15 @@ impl ShardCtx {
         };
         let accepted = q.publish(message, &mut self.deliveries);
         q.report_stats();
-        self.send_credit_requests(queue);
+        // The rare follow-ups cost a lookup each: only when there is work.
+        let (grant_work, dead_letters) = (q.has_grant_work(), q.has_dead_letters());
+        if grant_work {
+            self.send_credit_requests(queue);
+        }
         self.route_deliveries();
-        self.dead_letter_from(queue);
+        if dead_letters {
+            self.dead_letter_from(queue);
+        }
         accepted
     }
 
