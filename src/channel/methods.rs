@@ -443,7 +443,6 @@ impl Channel {
                         tag,
                         queue: delivery.queue,
                         msg_id: delivery.msg_id,
-                        consumer: delivery.consumer.consumer,
                     });
                 }
             }

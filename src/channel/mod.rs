@@ -126,7 +126,6 @@ struct Unacked {
     tag: u64,
     queue: QueueRef,
     msg_id: MsgId,
-    consumer: u32,
 }
 
 /// Publisher-confirm state (confirm.select).
@@ -373,12 +372,7 @@ impl Channel {
         consumer.credit_owed += 1;
         consumer.credit_owed_bytes += message.body_len();
         if !delivery.no_ack {
-            self.unacked.push_back(Unacked {
-                tag,
-                queue: delivery.queue,
-                msg_id: delivery.msg_id,
-                consumer: delivery.consumer.consumer,
-            });
+            self.unacked.push_back(Unacked { tag, queue: delivery.queue, msg_id: delivery.msg_id });
         }
     }
 
@@ -542,22 +536,11 @@ impl Channel {
         self.unacked.make_contiguous().sort_unstable_by_key(|u| u.tag);
     }
 
-    /// Sends settles grouped by (queue, consumer), in delivery order.
+    /// Sends one settle per run of entries of the same queue, in delivery order.
     fn settle_entries(&mut self, entries: &[Unacked], op: SettleOp, ctx: &mut ShardCtx) {
-        let mut start = 0;
-        while start < entries.len() {
-            let first = entries[start];
-            let mut end = start + 1;
-            while end < entries.len()
-                && entries[end].queue == first.queue
-                && entries[end].consumer == first.consumer
-            {
-                end += 1;
-            }
-            let ids: Vec<MsgId> = entries[start..end].iter().map(|u| u.msg_id).collect();
-            let key = ConsumerKey { channel: self.me, consumer: first.consumer };
-            ctx.settle(first.queue, key, op, ids);
-            start = end;
+        for run in entries.chunk_by(|a, b| a.queue == b.queue) {
+            let ids: Vec<MsgId> = run.iter().map(|u| u.msg_id).collect();
+            ctx.settle(run[0].queue, op, ids);
         }
     }
 
@@ -648,7 +631,7 @@ pub fn undeliverable(delivery: Delivery, ctx: &mut ShardCtx) {
     if delivery.no_ack {
         ctx.return_undelivered(delivery);
     } else {
-        ctx.settle(delivery.queue, delivery.consumer, SettleOp::Undelivered, vec![delivery.msg_id]);
+        ctx.settle(delivery.queue, SettleOp::Undelivered, vec![delivery.msg_id]);
     }
 }
 

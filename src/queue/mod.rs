@@ -482,17 +482,6 @@ impl Queue {
         }
     }
 
-    /// Detaches every consumer of a channel (it closed).
-    pub fn remove_channel_consumers(&mut self, channel: ChannelRef) -> AfterRemove {
-        self.consumers.retain(|c| c.spec.key.channel != channel);
-        self.cursor = 0;
-        if self.meta.auto_delete && self.had_consumer && self.consumers.is_empty() {
-            AfterRemove::AutoDelete
-        } else {
-            AfterRemove::Keep
-        }
-    }
-
     /// The consumers, for cancel notifications when the queue is deleted.
     pub fn consumers(&self) -> impl Iterator<Item = &ConsumerSpec> {
         self.consumers.iter().map(|c| &c.spec)
@@ -500,7 +489,7 @@ impl Queue {
 
     /// Settles deliveries of one consumer. Unknown ids are ignored: the channel
     /// validated the delivery tags, and a requeue may race a purge.
-    pub fn settle(&mut self, consumer: ConsumerKey, ids: &[MsgId], op: SettleOp, out: &mut Vec<Delivery>) {
+    pub fn settle(&mut self, ids: &[MsgId], op: SettleOp, out: &mut Vec<Delivery>) {
         let mut back: Vec<Ready> = Vec::new();
         for &id in ids {
             let Some(entry) = self.unacked.remove(&id) else {
@@ -532,7 +521,6 @@ impl Queue {
                 }),
             }
         }
-        let _ = consumer;
         if !back.is_empty() {
             self.requeue(back);
         }

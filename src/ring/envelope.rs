@@ -43,8 +43,6 @@ pub enum Envelope {
     Settle {
         /// The queue.
         queue: QueueId,
-        /// Whose deliveries.
-        consumer: ConsumerKey,
         /// What to do with them.
         op: SettleOp,
         /// Which.
@@ -104,13 +102,6 @@ pub enum Envelope {
         queue: QueueId,
         /// The consumer.
         consumer: ConsumerKey,
-    },
-    /// A channel closed: detach all its consumers from the queue.
-    RemoveChannelConsumers {
-        /// The queue.
-        queue: QueueId,
-        /// The channel.
-        channel: ChannelRef,
     },
     /// The exclusive owner of a queue closed: delete the queue.
     DeleteExclusive {

@@ -208,18 +208,18 @@ impl ShardCtx {
     }
 
     /// Settles deliveries of a queue, wherever it lives.
-    pub fn settle(&mut self, queue: QueueRef, consumer: ConsumerKey, op: SettleOp, ids: Vec<MsgId>) {
+    pub fn settle(&mut self, queue: QueueRef, op: SettleOp, ids: Vec<MsgId>) {
         if queue.shard != self.shard {
-            self.mesh.stage(queue.shard, Envelope::Settle { queue: queue.id, consumer, op, ids });
+            self.mesh.stage(queue.shard, Envelope::Settle { queue: queue.id, op, ids });
             return;
         }
-        self.settle_local(queue.id, consumer, op, &ids);
+        self.settle_local(queue.id, op, &ids);
     }
 
     /// Settles deliveries of a local queue.
-    pub fn settle_local(&mut self, queue: QueueId, consumer: ConsumerKey, op: SettleOp, ids: &[MsgId]) {
+    pub fn settle_local(&mut self, queue: QueueId, op: SettleOp, ids: &[MsgId]) {
         if let Some(q) = queue_at(&mut self.queues, self.clock, queue) {
-            q.settle(consumer, ids, op, &mut self.deliveries);
+            q.settle(ids, op, &mut self.deliveries);
             q.report_stats();
             self.send_credit_requests(queue);
             self.route_deliveries();
@@ -350,15 +350,21 @@ impl ShardCtx {
             );
             return;
         }
-        if let Some(q) = queue_at(&mut self.queues, self.clock, queue.id) {
-            q.return_undelivered(
-                delivery.msg_id,
-                delivery.message,
-                delivery.redelivered,
-                &mut self.deliveries,
-            );
+        self.return_undelivered_local(queue.id, delivery.msg_id, delivery.message, delivery.redelivered);
+    }
+
+    /// Puts a no-ack delivery back into a local queue.
+    pub fn return_undelivered_local(
+        &mut self,
+        queue: QueueId,
+        msg_id: MsgId,
+        message: Message,
+        redelivered: bool,
+    ) {
+        if let Some(q) = queue_at(&mut self.queues, self.clock, queue) {
+            q.return_undelivered(msg_id, message, redelivered, &mut self.deliveries);
             q.report_stats();
-            self.send_credit_requests(queue.id);
+            self.send_credit_requests(queue);
             self.route_deliveries();
         }
     }
@@ -379,18 +385,6 @@ impl ShardCtx {
         };
         let after = q.remove_consumer(consumer);
         q.touch();
-        q.report_stats();
-        if after == AfterRemove::AutoDelete {
-            self.delete_queue_local(queue);
-        }
-    }
-
-    /// Detaches every consumer of a closed channel from a local queue.
-    pub fn remove_channel_consumers_local(&mut self, queue: QueueId, channel: ChannelRef) {
-        let Some(q) = queue_at(&mut self.queues, self.clock, queue) else {
-            return;
-        };
-        let after = q.remove_channel_consumers(channel);
         q.report_stats();
         if after == AfterRemove::AutoDelete {
             self.delete_queue_local(queue);

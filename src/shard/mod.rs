@@ -404,23 +404,9 @@ impl Shard {
                 }
                 None => crate::channel::undeliverable(delivery, &mut self.ctx),
             },
-            Envelope::Settle { queue, consumer, op, ids } => self.ctx.settle_local(queue, consumer, op, &ids),
+            Envelope::Settle { queue, op, ids } => self.ctx.settle_local(queue, op, &ids),
             Envelope::ReturnUndelivered { queue, msg_id, message, redelivered } => {
-                let delivery = crate::queue::Delivery {
-                    queue: QueueRef { id: queue, shard: me },
-                    msg_id,
-                    consumer: crate::queue::ConsumerKey {
-                        channel: crate::channel::ChannelRef {
-                            conn: ConnId { shard: me, slot: 0, generation: 0 },
-                            channel: 0,
-                        },
-                        consumer: 0,
-                    },
-                    redelivered,
-                    no_ack: true,
-                    message,
-                };
-                self.ctx.return_undelivered(delivery);
+                self.ctx.return_undelivered_local(queue, msg_id, message, redelivered)
             }
             Envelope::Grant { queue, consumer, count } => {
                 self.ctx.grant(QueueRef { id: queue, shard: me }, consumer, count)
@@ -439,9 +425,6 @@ impl Shard {
                 self.ctx.credit(QueueRef { id: queue, shard: me }, consumer, count, bytes)
             }
             Envelope::RemoveConsumer { queue, consumer } => self.ctx.remove_consumer_local(queue, consumer),
-            Envelope::RemoveChannelConsumers { queue, channel } => {
-                self.ctx.remove_channel_consumers_local(queue, channel)
-            }
             Envelope::DeleteExclusive { queue } => {
                 self.ctx.delete_queue_local(queue);
             }
