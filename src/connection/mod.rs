@@ -135,6 +135,8 @@ pub struct Connection {
     linger_since: Option<Instant>,
     /// A channel waiting for another shard's reply; no frame is processed until it comes.
     paused_on: Option<u16>,
+    /// A queue it published to holds its publishers (see `shard::throttle`).
+    held: bool,
 }
 
 impl Connection {
@@ -165,6 +167,7 @@ impl Connection {
             closing_since: None,
             linger_since: None,
             paused_on: None,
+            held: false,
         }
     }
 
@@ -197,6 +200,7 @@ impl Connection {
     /// the peer is not reading what it asked for.
     pub fn read_paused(&self) -> bool {
         self.paused_on.is_some()
+            || self.held
             || self.is_closed()
             || self.shared.out.queued_bytes() > WRITE_QUEUE_BYTES_HIGH
     }
@@ -224,7 +228,9 @@ impl Connection {
     /// Processes every complete frame in the read buffer, until it is empty,
     /// the connection pauses for a reply, or closes.
     pub fn process(&mut self, ctx: &mut ShardCtx) {
-        while self.paused_on.is_none() {
+        // A hold hit outside any frame (a dead-letter pass on a timer) is nobody's.
+        ctx.throttle.clear_hit();
+        while self.paused_on.is_none() && !self.held {
             match self.phase {
                 Phase::Closed => {
                     self.read_buf.clear();
@@ -240,7 +246,13 @@ impl Connection {
             }
             match frame::split_frame(&mut self.read_buf, self.shared.frame_max) {
                 Ok(None) => break,
-                Ok(Some(frame)) => self.handle_frame(frame, ctx),
+                Ok(Some(frame)) => {
+                    self.handle_frame(frame, ctx);
+                    if let Some(queue) = ctx.throttle.take_hit() {
+                        self.held = true;
+                        ctx.throttle.wait(queue, self.shared.id);
+                    }
+                }
                 Err(e) => {
                     let text = frame_error_text(&e);
                     self.close_with(ChannelError::hard(spec::reply_code::FRAME_ERROR, text), ctx);
@@ -662,6 +674,11 @@ impl Connection {
                 ch.flush_confirms(&mut self.shared.out);
             }
         }
+    }
+
+    /// The queue that held this connection's reading lets it go on.
+    pub fn release_hold(&mut self) {
+        self.held = false;
     }
 
     /// The write queue drained: return delivery credit to the queues.

@@ -42,6 +42,14 @@ pub const CONSUMER_CREDIT_MAX: u32 = 2048;
 /// delivery always goes, whatever its size.
 pub const CONSUMER_CREDIT_BYTES_MAX: u64 = 16 * 1024 * 1024;
 
+/// Ready messages above which a queue whose consumers could take more than the
+/// broker has sent them holds its publishers back (see [`Queue::holds_publishers`]).
+pub const BACKLOG_HIGH_MESSAGES: usize = 8 * 1024;
+/// Ready body bytes with the same effect.
+pub const BACKLOG_HIGH_BYTES: u64 = 32 * 1024 * 1024;
+/// Ready messages at or below which held publishers go on.
+pub const BACKLOG_LOW_MESSAGES: usize = BACKLOG_HIGH_MESSAGES / 2;
+
 /// What a full queue does with a new message (x-overflow).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Overflow {
@@ -194,6 +202,13 @@ impl ConsumerState {
         self.in_flight < CONSUMER_CREDIT_MAX
             && self.in_flight_bytes < CONSUMER_CREDIT_BYTES_MAX
             && (!self.spec.channel_limited || self.grants > 0)
+            && self.wants_more()
+    }
+
+    /// The client would take more deliveries (its prefetch is not used up):
+    /// if it does not get them, the broker is what is behind.
+    fn wants_more(&self) -> bool {
+        (!self.spec.channel_limited || self.grants > 0)
             && (self.spec.no_ack || self.spec.prefetch == 0 || self.unacked < self.spec.prefetch)
     }
 }
@@ -264,6 +279,11 @@ pub struct Queue {
     expires_after_ms: Option<u64>,
     /// Last time it was declared, consumed from or fetched from.
     last_used_ms: u64,
+    /// Deliveries made so far (consume and get): the shard watches it to see
+    /// whether a queue that holds its publishers is making progress.
+    dispatched: u64,
+    /// When `holds_publishers` last scanned the consumers and said no.
+    hold_checked_ms: u64,
     /// Channel-limited consumers that need a grant to go on (sent by the shard).
     credit_requests: Vec<ConsumerKey>,
     /// Grants this queue cannot use now (nothing ready), to hand back so they
@@ -304,6 +324,8 @@ impl Queue {
             dead: Vec::new(),
             credit_requests: Vec::new(),
             grant_returns: Vec::new(),
+            dispatched: 0,
+            hold_checked_ms: NEVER,
             meta,
             vhost,
             ready: ReadyList::new(max_priority),
@@ -368,6 +390,41 @@ impl Queue {
             self.drop_head_over_limit();
         }
         true
+    }
+
+    /// Publisher flow control. True when the backlog is past the high mark and
+    /// a consumer still wants more than it was sent: the consumers keep up but
+    /// the broker does not, so reading more publishes would only grow the
+    /// backlog and take time from deliveries. A queue whose consumers are all
+    /// at their prefetch limit (slow workers) or that has none grows instead,
+    /// as in RabbitMQ.
+    ///
+    /// The scan of the consumers runs at most once per clock millisecond (a
+    /// queue of slow workers with a backlog is asked on every publish).
+    pub fn holds_publishers(&mut self) -> bool {
+        if !self.backlog_high() || self.hold_checked_ms == self.clock_ms {
+            return false;
+        }
+        self.hold_checked_ms = self.clock_ms;
+        self.consumers.iter().any(ConsumerState::wants_more)
+    }
+
+    /// The backlog is past the high mark (the cheap half of `holds_publishers`).
+    #[inline]
+    pub fn backlog_high(&self) -> bool {
+        self.ready.len() > BACKLOG_HIGH_MESSAGES || self.ready_bytes > BACKLOG_HIGH_BYTES
+    }
+
+    /// Held publishers may go on: the backlog is down to the low mark, or no
+    /// consumer is left to drain it.
+    pub fn releases_publishers(&self) -> bool {
+        (self.ready.len() <= BACKLOG_LOW_MESSAGES && self.ready_bytes <= BACKLOG_HIGH_BYTES / 2)
+            || self.consumers.is_empty()
+    }
+
+    /// Deliveries made so far.
+    pub fn dispatched(&self) -> u64 {
+        self.dispatched
     }
 
     /// Sets the clock (ms on the shard's monotonic clock) for the operations
@@ -585,6 +642,7 @@ impl Queue {
         self.last_used_ms = self.clock_ms;
         self.drop_expired_head();
         let ready = self.pop_ready()?;
+        self.dispatched += 1;
         if !no_ack {
             self.unacked.insert(
                 ready.id,
@@ -670,6 +728,7 @@ impl Queue {
             let Some(ready) = self.pop_ready() else {
                 break;
             };
+            self.dispatched += 1;
             let consumer = &mut self.consumers[index];
             consumer.in_flight += 1;
             consumer.in_flight_bytes += ready.message.body_len();

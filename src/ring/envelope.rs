@@ -137,6 +137,17 @@ pub enum Envelope {
         /// The message.
         message: Message,
     },
+    /// A queue on the source shard holds its publishers back: connections of
+    /// the target that publish to it stop reading until `Released`.
+    Held {
+        /// The queue.
+        queue: crate::queue::QueueRef,
+    },
+    /// The queue lets its publishers go on.
+    Released {
+        /// The queue.
+        queue: crate::queue::QueueRef,
+    },
 }
 
 /// Where a queue sends its verdict on a message from a confirming publisher.

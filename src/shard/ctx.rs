@@ -63,6 +63,8 @@ pub struct ShardCtx {
     dead_letter_pending: Vec<QueueId>,
     /// A dead-lettering pass is running.
     dead_lettering: bool,
+    /// Publisher flow control.
+    pub throttle: crate::shard::throttle::Throttle,
 }
 
 /// A local queue, with its clock set for the operation that follows (a free
@@ -102,6 +104,7 @@ impl ShardCtx {
             clock: 0,
             dead_letter_pending: Vec::new(),
             dead_lettering: false,
+            throttle: Default::default(),
         }
     }
 
@@ -163,6 +166,7 @@ impl ShardCtx {
     /// Puts a message into a queue, wherever it lives.
     pub fn publish_to(&mut self, queue: QueueRef, message: Message) {
         if queue.shard != self.shard {
+            self.throttle.note_remote_publish(queue);
             self.mesh.stage(queue.shard, Envelope::Publish { queue: queue.id, message, confirm: None });
             return;
         }
@@ -179,6 +183,7 @@ impl ShardCtx {
         ticket: ConfirmTicket,
     ) -> Option<bool> {
         if queue.shard != self.shard {
+            self.throttle.note_remote_publish(queue);
             self.mesh
                 .stage(queue.shard, Envelope::Publish { queue: queue.id, message, confirm: Some(ticket) });
             return None;
@@ -195,6 +200,10 @@ impl ShardCtx {
         };
         let accepted = q.publish(message, &mut self.deliveries);
         q.report_stats();
+        if q.backlog_high() && (self.throttle.is_holding(queue) || q.holds_publishers()) {
+            let me = QueueRef { id: queue, shard: self.shard };
+            self.throttle.hold_local(me, q.dispatched(), self.now);
+        }
         // The rare follow-ups cost a lookup each: only when there is work.
         let (grant_work, dead_letters) = (q.has_grant_work(), q.has_dead_letters());
         if grant_work {

@@ -17,6 +17,7 @@
 pub mod ctx;
 pub mod io;
 pub mod names;
+pub mod throttle;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -81,7 +82,7 @@ pub struct Shard {
     ready: Vec<usize>,
     /// Connections with output to write.
     dirty: Vec<usize>,
-    inbox: Vec<Envelope>,
+    inbox: Vec<(ShardId, Envelope)>,
     /// Connections that got publisher-confirm verdicts during this drain; their
     /// acks are coalesced and written once the drain is done.
     confirm_touched: Vec<usize>,
@@ -139,6 +140,7 @@ impl Shard {
         self.handle_local();
         self.run_connections();
         self.handle_local();
+        self.check_holds();
         self.ctx.mesh.flush();
         self.flush_sockets();
         if self.ctx.now.duration_since(self.last_housekeeping) >= HOUSEKEEPING_INTERVAL {
@@ -149,13 +151,13 @@ impl Shard {
 
     fn drain_rings(&mut self) {
         let mut inbox = std::mem::take(&mut self.inbox);
-        self.ctx.mesh.drain(RING_DRAIN_BATCH_MAX, |_, envelope| inbox.push(envelope));
+        self.ctx.mesh.drain(RING_DRAIN_BATCH_MAX, |from, envelope| inbox.push((from, envelope)));
         if !inbox.is_empty() {
             // A declare on another shard may precede what we just received.
             self.ctx.refresh_topology();
         }
-        for envelope in inbox.drain(..) {
-            self.handle_envelope(envelope);
+        for (from, envelope) in inbox.drain(..) {
+            self.handle_envelope(from, envelope);
             self.handle_local();
         }
         self.inbox = inbox;
@@ -185,6 +187,11 @@ impl Shard {
             } else {
                 Some(Duration::ZERO)
             }
+        };
+        let timeout = if self.ctx.throttle.has_local_holds() {
+            timeout.map(|t| t.min(throttle::HOLD_POLL_INTERVAL))
+        } else {
+            timeout
         };
         if let Err(e) = self.poll.poll(&mut self.events, timeout) {
             if e.kind() != std::io::ErrorKind::Interrupted {
@@ -366,12 +373,13 @@ impl Shard {
     }
 
     fn handle_local(&mut self) {
+        let me = self.ctx.shard;
         while let Some(envelope) = self.ctx.local.pop_front() {
-            self.handle_envelope(envelope);
+            self.handle_envelope(me, envelope);
         }
     }
 
-    fn handle_envelope(&mut self, envelope: Envelope) {
+    fn handle_envelope(&mut self, from: ShardId, envelope: Envelope) {
         let me = self.ctx.shard;
         match envelope {
             Envelope::Accept(stream) => match stream.peer_addr() {
@@ -380,6 +388,11 @@ impl Shard {
             },
             Envelope::Publish { queue, message, confirm } => {
                 let accepted = self.ctx.publish_local(queue, message);
+                if let Some(held) = self.ctx.throttle.take_hit() {
+                    if from != me && self.ctx.throttle.notify(held.id, from) {
+                        self.ctx.send(from, Envelope::Held { queue: held });
+                    }
+                }
                 if let Some(ticket) = confirm {
                     let to = ticket.channel;
                     let incarnation = ticket.incarnation;
@@ -455,10 +468,40 @@ impl Shard {
                     self.mark_dirty(index);
                 }
             }
+            Envelope::Held { queue } => self.ctx.throttle.held_remote(queue),
+            Envelope::Released { queue } => self.ctx.throttle.released_remote(queue),
             Envelope::DirectReply { to, message } => {
                 if let Some(index) = self.slot_of(to.conn) {
                     self.conns[index].conn.handle_direct_reply(to.channel, message, &mut self.ctx);
                     self.mark_dirty(index);
+                }
+            }
+        }
+    }
+
+    /// Ends the holds whose queues caught up (see [`throttle`]) and resumes
+    /// the connections they held.
+    fn check_holds(&mut self) {
+        if self.ctx.throttle.has_local_holds() {
+            let me = self.ctx.shard;
+            let now = self.ctx.now;
+            let ShardCtx { queues, throttle, .. } = &mut self.ctx;
+            let mut releases = Vec::new();
+            throttle.check(
+                now,
+                |id| queues.get(&id).map(|q| (q.releases_publishers(), q.dispatched())),
+                |queue, shard| releases.push((queue, shard)),
+                me,
+            );
+            for (queue, shard) in releases {
+                self.ctx.send(shard, Envelope::Released { queue });
+            }
+        }
+        if self.ctx.throttle.has_released() {
+            for id in self.ctx.throttle.take_released() {
+                if let Some(index) = self.slot_of(id) {
+                    self.conns[index].conn.release_hold();
+                    self.mark_ready(index);
                 }
             }
         }
