@@ -15,6 +15,11 @@
 //! it follows.
 
 pub mod headers;
+
+/// The hash map of the routing path: keys are client-chosen names, so the
+/// hasher is keyed per process (no crafted collisions) but much cheaper than
+/// SipHash on short keys.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 pub mod table;
 pub mod topic;
 pub mod topology;

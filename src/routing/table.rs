@@ -33,7 +33,7 @@
 //! (`rabbit_binding.erl` `sort_args/1`), values with their types, so the
 //! same arguments in another order are the same binding.
 
-use std::collections::HashMap;
+use crate::routing::FastMap;
 use std::hash::Hash;
 
 use super::headers::{headers_match, parse_x_match, XMatch};
@@ -99,7 +99,7 @@ struct HeadersBinding<D> {
 
 #[derive(Debug, Clone)]
 enum Index<D> {
-    Direct(HashMap<ShortStr, Vec<D>>),
+    Direct(FastMap<ShortStr, Vec<D>>),
     Fanout(Vec<D>),
     Topic(TopicTrie<Target<D>>),
     Headers(Vec<HeadersBinding<D>>),
@@ -109,7 +109,7 @@ enum Index<D> {
 struct Slot<D> {
     dest: D,
     /// This destination's bindings: routing key → arguments of each binding.
-    keys: HashMap<ShortStr, Vec<FieldTable>>,
+    keys: FastMap<ShortStr, Vec<FieldTable>>,
     /// Number of bindings of this destination (sum of the `keys` lists).
     count: usize,
 }
@@ -124,7 +124,7 @@ pub struct BindingTable<D> {
     /// Free slot numbers below `slots.len()`, reused last-freed first.
     free_slots: Vec<u32>,
     /// Slot of each bound destination.
-    slot_of: HashMap<D, u32>,
+    slot_of: FastMap<D, u32>,
     index: Index<D>,
     /// Number of bindings.
     len: usize,
@@ -133,7 +133,7 @@ pub struct BindingTable<D> {
 impl<D: Copy + Eq + Hash + std::fmt::Debug> BindingTable<D> {
     pub fn new(kind: ExchangeKind) -> Self {
         let index = match kind {
-            ExchangeKind::Direct => Index::Direct(HashMap::new()),
+            ExchangeKind::Direct => Index::Direct(FastMap::default()),
             ExchangeKind::Fanout => Index::Fanout(Vec::new()),
             ExchangeKind::Topic => Index::Topic(TopicTrie::new()),
             ExchangeKind::Headers => Index::Headers(Vec::new()),
@@ -142,7 +142,7 @@ impl<D: Copy + Eq + Hash + std::fmt::Debug> BindingTable<D> {
             kind,
             slots: Vec::new(),
             free_slots: Vec::new(),
-            slot_of: HashMap::new(),
+            slot_of: FastMap::default(),
             index,
             len: 0,
         }
@@ -373,7 +373,7 @@ impl<D: Copy + Eq + Hash + std::fmt::Debug> BindingTable<D> {
     }
 
     fn alloc_slot(&mut self, dest: D) -> u32 {
-        let entry = Slot { dest, keys: HashMap::new(), count: 0 };
+        let entry = Slot { dest, keys: FastMap::default(), count: 0 };
         let slot = match self.free_slots.pop() {
             Some(slot) => {
                 let free = self.slots.get_mut(slot as usize).expect("free slots are in range");
@@ -412,7 +412,7 @@ impl<D: Copy + Eq + Hash + std::fmt::Debug> BindingTable<D> {
     }
 }
 
-fn remove_from_direct<D: Copy + Eq>(map: &mut HashMap<ShortStr, Vec<D>>, key: &ShortStr, dest: D) {
+fn remove_from_direct<D: Copy + Eq>(map: &mut FastMap<ShortStr, Vec<D>>, key: &ShortStr, dest: D) {
     if let Some(dests) = map.get_mut(key.as_bytes()) {
         if let Some(i) = dests.iter().position(|d| *d == dest) {
             dests.swap_remove(i);

@@ -46,7 +46,7 @@
 //! walk RabbitMQ does; there is no memoisation because that would need
 //! per-publish scratch memory.
 
-use std::collections::HashMap;
+use crate::routing::FastMap;
 
 /// Literal children of a node are kept in a vector up to this many entries,
 /// then moved to a hash map. Beyond ~8 short words, hashing one word is
@@ -122,7 +122,7 @@ fn split_word(s: &[u8]) -> (&[u8], Option<&[u8]>) {
 #[derive(Debug, Clone)]
 enum Children {
     Few(Vec<(Box<[u8]>, u32)>),
-    Many(HashMap<Box<[u8]>, u32>),
+    Many(FastMap<Box<[u8]>, u32>),
 }
 
 impl Children {
@@ -138,7 +138,7 @@ impl Children {
         match self {
             Children::Few(v) if v.len() < FEW_CHILDREN_MAX => v.push((word.into(), id)),
             Children::Few(v) => {
-                let mut m: HashMap<Box<[u8]>, u32> = v.drain(..).collect();
+                let mut m: FastMap<Box<[u8]>, u32> = v.drain(..).collect();
                 m.insert(word.into(), id);
                 *self = Children::Many(m);
             }

@@ -17,7 +17,7 @@
 //! Copying a vhost on each change costs O(entities); that is paid by declares,
 //! never by publishes.
 
-use std::collections::HashMap;
+use crate::routing::FastMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -105,20 +105,20 @@ pub struct QueueMeta {
 #[derive(Debug, Clone, Default)]
 pub struct Vhost {
     /// Exchanges by name.
-    pub exchanges: HashMap<ShortStr, Arc<Exchange>>,
+    pub exchanges: FastMap<ShortStr, Arc<Exchange>>,
     /// Exchange names by id.
-    pub exchange_names: HashMap<ExchangeId, ShortStr>,
+    pub exchange_names: FastMap<ExchangeId, ShortStr>,
     /// Queues by name.
-    pub queues: HashMap<ShortStr, Arc<QueueMeta>>,
+    pub queues: FastMap<ShortStr, Arc<QueueMeta>>,
     /// Queue names by id.
-    pub queue_names: HashMap<QueueId, ShortStr>,
+    pub queue_names: FastMap<QueueId, ShortStr>,
 }
 
 /// An immutable snapshot of every vhost.
 #[derive(Debug, Clone, Default)]
 pub struct Topology {
     /// Vhosts by name.
-    pub vhosts: HashMap<String, Arc<Vhost>>,
+    pub vhosts: FastMap<String, Arc<Vhost>>,
     /// Increases with every change.
     pub generation: u64,
 }
