@@ -200,6 +200,8 @@ pub struct Channel {
     awaiting: Option<Awaiting>,
     /// Name of the queue the request in `awaiting` is for (for a 404).
     awaiting_queue: ShortStr,
+    /// Where the last publish went (most publishers repeat one exchange and key).
+    route_cache: Option<Box<publish::RouteCache>>,
 }
 
 impl Channel {
@@ -224,6 +226,7 @@ impl Channel {
             last_queue: None,
             awaiting: None,
             awaiting_queue: ShortStr::default(),
+            route_cache: None,
         }
     }
 

@@ -14,6 +14,7 @@ use crate::amqp::properties::{self, ContentHeader};
 use crate::amqp::spec::{self, BasicPublish, Method};
 use crate::channel::{Channel, ChannelError, ChannelRef};
 use crate::connection::{ConnId, ConnShared};
+use crate::queue::QueueRef;
 use crate::message::{Body, Message, FLAG_EXPIRATION, FLAG_HEADERS, FLAG_REPLY_TO, FLAG_USER_ID};
 use crate::ring::envelope::{ConfirmTicket, Envelope};
 use crate::ring::ShardId;
@@ -212,6 +213,16 @@ impl Channel {
         if flags & (FLAG_REPLY_TO | FLAG_USER_ID | FLAG_EXPIRATION) != 0 {
             message = self.check_properties(message, shared)?;
         }
+        let generation = ctx.topology().generation;
+        if let Some(cache) = self.route_cache.as_mut().filter(|c| c.matches(generation, &message)) {
+            // Same exchange, key and topology as the last publish: same queues.
+            let targets = std::mem::take(&mut cache.targets);
+            let verdict = self.hand_to_queues(&targets, message, mandatory, confirm_seq, shared, ctx);
+            if let Some(cache) = self.route_cache.as_mut() {
+                cache.targets = targets;
+            }
+            return Ok(verdict);
+        }
         let Some(vhost) = ctx.vhost(&shared.vhost).cloned() else {
             return Err(ChannelError::new(spec::reply_code::NOT_FOUND, "vhost is gone".into()));
         };
@@ -250,6 +261,32 @@ impl Channel {
             &mut targets,
             &mut ctx.route_scratch,
         );
+        if headers.is_none() && !exchange.bindings.needs_headers() {
+            let cache = self.route_cache.get_or_insert_with(Default::default);
+            cache.generation = generation;
+            // Copies: a view would keep the publisher's read buffer alive.
+            cache.exchange = ShortStr::from_bytes(Bytes::copy_from_slice(message.exchange.as_bytes()))
+                .unwrap_or_default();
+            cache.routing_key = ShortStr::from_bytes(Bytes::copy_from_slice(message.routing_key.as_bytes()))
+                .unwrap_or_default();
+            cache.targets.clear();
+            cache.targets.extend_from_slice(&targets);
+        }
+        let verdict = self.hand_to_queues(&targets, message, mandatory, confirm_seq, shared, ctx);
+        ctx.route_targets = targets;
+        Ok(verdict)
+    }
+
+    /// Gives a routed message to its queues (returns it if none and mandatory).
+    fn hand_to_queues(
+        &self,
+        targets: &[QueueRef],
+        message: Message,
+        mandatory: bool,
+        confirm_seq: Option<u64>,
+        shared: &mut ConnShared,
+        ctx: &mut ShardCtx,
+    ) -> Verdict {
         let mut verdict = Verdict::default();
         match (targets.len(), confirm_seq) {
             (0, _) => {
@@ -266,7 +303,7 @@ impl Channel {
             }
             (_, Some(seq)) => {
                 let ticket = ConfirmTicket { channel: self.me, incarnation: self.incarnation, seq };
-                for target in &targets {
+                for target in targets {
                     match ctx.publish_confirmed_to(*target, message.clone(), ticket) {
                         Some(true) => {}
                         Some(false) => verdict.refused = true,
@@ -275,8 +312,7 @@ impl Channel {
                 }
             }
         }
-        ctx.route_targets = targets;
-        Ok(verdict)
+        verdict
     }
 
     fn write_return(&self, message: &Message, shared: &mut ConnShared) {
@@ -355,6 +391,27 @@ impl Channel {
                 }
             }
         }
+    }
+}
+
+/// The route of a channel's last publish, reused while the exchange, the
+/// routing key and the topology snapshot are the same.
+#[derive(Debug, Default)]
+pub(super) struct RouteCache {
+    /// The topology snapshot the route was computed on.
+    generation: u64,
+    exchange: ShortStr,
+    routing_key: ShortStr,
+    targets: Vec<QueueRef>,
+}
+
+impl RouteCache {
+    /// The cached route holds for `message` (the exchange's type does not
+    /// look at headers, or it would not have been cached).
+    fn matches(&self, generation: u64, message: &Message) -> bool {
+        self.generation == generation
+            && self.routing_key.as_bytes() == message.routing_key.as_bytes()
+            && self.exchange.as_bytes() == message.exchange.as_bytes()
     }
 }
 
