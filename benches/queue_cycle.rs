@@ -23,7 +23,7 @@ use lepus::amqp::properties::{BasicProperties, ContentHeader};
 use lepus::amqp::spec::class_id;
 use lepus::channel::ChannelRef;
 use lepus::connection::ConnId;
-use lepus::message::{Body, Message};
+use lepus::message::{Body, Message, MessageParts};
 use lepus::queue::{ConsumerKey, ConsumerSpec, Delivery, MsgId, Queue, QueueId, QueueRef, SettleOp};
 use lepus::ring::ShardId;
 use lepus::routing::topology::{QueueMeta, QueueStats};
@@ -136,7 +136,7 @@ fn message(header: &[u8]) -> Message {
     let exchange = short(all.split_to(exchange.len()));
     let routing_key = short(all.split_to(routing_key.len()));
     let header = all.split_to(header.len());
-    Message { exchange, routing_key, header, body: Body::One(all) }
+    Message::new(MessageParts { exchange, routing_key, header, body: Body::One(all) })
 }
 
 /// Reusable buffers of one benchmark.

@@ -36,9 +36,37 @@ pub const FLAG_EXPIRATION: u16 = 1 << 8;
 /// Property-flag bit of `headers`.
 pub const FLAG_HEADERS: u16 = 1 << 13;
 
-/// One message, shared by every queue it was routed to.
+/// One message, shared by every queue it was routed to and by the deliveries
+/// waiting for an ack: a clone is one reference count, and the handle that
+/// moves through queues, rings and unacked maps is one pointer wide. Reads go
+/// through `Deref` to [`MessageParts`].
 #[derive(Debug, Clone)]
-pub struct Message {
+pub struct Message(Arc<MessageParts>);
+
+impl Message {
+    /// A message of these parts.
+    pub fn new(parts: MessageParts) -> Message {
+        Message(Arc::new(parts))
+    }
+
+    /// The parts, to change them (copied if the message is shared).
+    pub fn into_parts(self) -> MessageParts {
+        Arc::try_unwrap(self.0).unwrap_or_else(|shared| (*shared).clone())
+    }
+}
+
+impl std::ops::Deref for Message {
+    type Target = MessageParts;
+
+    #[inline]
+    fn deref(&self) -> &MessageParts {
+        &self.0
+    }
+}
+
+/// What a message is made of.
+#[derive(Debug, Clone)]
+pub struct MessageParts {
     /// The exchange it was published to (as the publisher named it).
     pub exchange: ShortStr,
     /// The routing key it was published with.
@@ -49,7 +77,7 @@ pub struct Message {
     pub body: Body,
 }
 
-impl Message {
+impl MessageParts {
     /// The property flags of the content header (0 if the header is short,
     /// which the codec has already rejected).
     pub fn property_flags(&self) -> u16 {

@@ -15,7 +15,7 @@ use crate::amqp::spec::{self, BasicPublish, Method};
 use crate::channel::{Channel, ChannelError, ChannelRef};
 use crate::connection::{ConnId, ConnShared};
 use crate::queue::QueueRef;
-use crate::message::{Body, Message, FLAG_EXPIRATION, FLAG_HEADERS, FLAG_REPLY_TO, FLAG_USER_ID};
+use crate::message::{Body, Message, MessageParts, FLAG_EXPIRATION, FLAG_HEADERS, FLAG_REPLY_TO, FLAG_USER_ID};
 use crate::ring::envelope::{ConfirmTicket, Envelope};
 use crate::ring::ShardId;
 use crate::shard::ctx::ShardCtx;
@@ -33,7 +33,7 @@ const _: () = assert!(MESSAGE_COPY_BYTES_MAX <= crate::connection::READ_CHUNK_BY
 
 /// The message in one allocation of its own: exchange, routing key, header and
 /// body, so nothing of the publisher's read buffer stays referenced.
-pub fn compact(message: &Message) -> Message {
+pub fn compact(message: &MessageParts) -> MessageParts {
     let body_len = message.body.len() as usize;
     let total = message.exchange.len() + message.routing_key.len() + message.header.len() + body_len;
     let mut buf = BytesMut::with_capacity(total);
@@ -48,7 +48,7 @@ pub fn compact(message: &Message) -> Message {
     let exchange = ShortStr::from_bytes(all.split_to(message.exchange.len())).unwrap_or_default();
     let routing_key = ShortStr::from_bytes(all.split_to(message.routing_key.len())).unwrap_or_default();
     let header = all.split_to(message.header.len());
-    Message { exchange, routing_key, header, body: Body::One(all) }
+    MessageParts { exchange, routing_key, header, body: Body::One(all) }
 }
 
 /// Body frames one message may arrive in before we stop keeping them apart and
@@ -173,14 +173,14 @@ impl Channel {
             return Ok(());
         };
         let mandatory = content.method.mandatory;
-        let message = Message {
+        let parts = MessageParts {
             exchange: content.method.exchange,
             routing_key: content.method.routing_key,
             header: content.header.unwrap_or_default(),
             body: Body::from_chunks(content.pieces),
         };
         let message =
-            if content.received <= MESSAGE_COPY_BYTES_MAX as u64 { compact(&message) } else { message };
+            Message::new(if content.received <= MESSAGE_COPY_BYTES_MAX as u64 { compact(&parts) } else { parts });
         let seq = self.confirms.as_mut().map(|c| {
             c.published += 1;
             c.published
@@ -365,7 +365,9 @@ impl Channel {
             header.properties.reply_to = Some(direct_reply_name(self.me));
             let mut encoded = BytesMut::new();
             header.encode(&mut encoded);
-            message.header = encoded.freeze();
+            let mut parts = message.into_parts();
+            parts.header = encoded.freeze();
+            message = Message::new(parts);
         }
         Ok(message)
     }
@@ -474,7 +476,7 @@ mod tests {
     #[test]
     fn compacted_messages_keep_their_bytes_and_drop_the_read_buffer() {
         let read_buffer = bytes::Bytes::from(vec![7u8; 64 * 1024]);
-        let message = Message {
+        let message = MessageParts {
             exchange: ShortStr::from_bytes(read_buffer.slice(0..3)).unwrap(),
             routing_key: ShortStr::from_bytes(read_buffer.slice(3..10)).unwrap(),
             header: read_buffer.slice(10..24),

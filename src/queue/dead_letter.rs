@@ -95,12 +95,12 @@ pub fn dead_lettered(
     header.properties.headers = Some(headers);
     let mut encoded = BytesMut::new();
     header.encode(&mut encoded);
-    Message {
+    Message::new(crate::message::MessageParts {
         exchange: target.exchange.clone(),
         routing_key: target.routing_key.clone().unwrap_or_else(|| message.routing_key.clone()),
         header: encoded.freeze(),
         body: message.body.clone(),
-    }
+    })
 }
 
 /// The queues (and reasons) a message has died in, from its x-death header.
@@ -158,12 +158,12 @@ mod tests {
         let mut header = BytesMut::new();
         ContentHeader { class_id: 60, body_size: 3, properties: BasicProperties::default() }
             .encode(&mut header);
-        Message {
+        Message::new(crate::message::MessageParts {
             exchange: ShortStr::from_static(""),
             routing_key: ShortStr::from_static("work"),
             header: header.freeze(),
             body: Body::One(bytes::Bytes::from_static(b"abc")),
-        }
+        })
     }
 
     fn deaths(m: &Message) -> Vec<FieldValue> {

@@ -98,12 +98,12 @@ mod tests {
     fn ready(id: u64, priority: u8) -> Ready {
         Ready {
             id: MsgId(id),
-            message: Message {
+            message: Message::new(crate::message::MessageParts {
                 exchange: ShortStr::default(),
                 routing_key: ShortStr::default(),
                 header: bytes::Bytes::new(),
                 body: Body::One(bytes::Bytes::new()),
-            },
+            }),
             redelivered: false,
             expires_at_ms: u64::MAX,
             priority,
