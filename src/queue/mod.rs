@@ -42,8 +42,8 @@ pub const CONSUMER_CREDIT_MAX: u32 = 2048;
 /// delivery always goes, whatever its size.
 pub const CONSUMER_CREDIT_BYTES_MAX: u64 = 16 * 1024 * 1024;
 
-/// Ready messages above which a queue whose consumers could take more than the
-/// broker has sent them holds its publishers back (see [`Queue::holds_publishers`]).
+/// Ready messages above which a queue whose consumers are held up by the
+/// broker holds its publishers back (see [`Queue::holds_publishers`]).
 pub const BACKLOG_HIGH_MESSAGES: usize = 8 * 1024;
 /// Ready body bytes with the same effect.
 pub const BACKLOG_HIGH_BYTES: u64 = 32 * 1024 * 1024;
@@ -392,17 +392,26 @@ impl Queue {
         true
     }
 
-    /// Publisher flow control. True when the backlog is past the high mark and
-    /// a consumer still wants more than it was sent: the consumers keep up but
-    /// the broker does not, so reading more publishes would only grow the
-    /// backlog and take time from deliveries. A queue whose consumers are all
-    /// at their prefetch limit (slow workers) or that has none grows instead,
-    /// as in RabbitMQ.
+    /// Publisher flow control. True when the backlog is past the high mark,
+    /// the queue has consumers, and the broker, not the consumers, is what is
+    /// behind: a consumer still wants more than it was sent (no-ack, or its
+    /// prefetch is not used up), or the shard is saturated (`broker_busy`:
+    /// acks wait unread behind publishes, and a prefetch-bound consumer
+    /// looks full only because of that). Reading more publishes would then
+    /// only grow the backlog and take the core from deliveries. A queue
+    /// without consumers, or of slow workers on an idle broker, grows
+    /// instead, as in RabbitMQ.
     ///
     /// The scan of the consumers runs at most once per clock millisecond (a
     /// queue of slow workers with a backlog is asked on every publish).
-    pub fn holds_publishers(&mut self) -> bool {
-        if !self.backlog_high() || self.hold_checked_ms == self.clock_ms {
+    pub fn holds_publishers(&mut self, broker_busy: bool) -> bool {
+        if !self.backlog_high() || self.consumers.is_empty() {
+            return false;
+        }
+        if broker_busy {
+            return true;
+        }
+        if self.hold_checked_ms == self.clock_ms {
             return false;
         }
         self.hold_checked_ms = self.clock_ms;

@@ -65,6 +65,8 @@ pub struct ShardCtx {
     dead_lettering: bool,
     /// Publisher flow control.
     pub throttle: crate::shard::throttle::Throttle,
+    /// When the loop last waited for events with nothing to do.
+    pub idle_at: Instant,
 }
 
 /// A local queue, with its clock set for the operation that follows (a free
@@ -105,6 +107,7 @@ impl ShardCtx {
             dead_letter_pending: Vec::new(),
             dead_lettering: false,
             throttle: Default::default(),
+            idle_at: Instant::now(),
         }
     }
 
@@ -129,6 +132,13 @@ impl ShardCtx {
     /// The clock queues see, in ms.
     pub fn clock_ms(&self) -> u64 {
         self.clock
+    }
+
+    /// The loop has not waited idle for [`crate::shard::throttle::BUSY_AFTER`]:
+    /// the core is saturated.
+    #[inline]
+    pub fn busy(&self) -> bool {
+        self.now.saturating_duration_since(self.idle_at) >= crate::shard::throttle::BUSY_AFTER
     }
 
     /// Sets the time of this loop turn.
@@ -195,12 +205,13 @@ impl ShardCtx {
     /// queue deleted meanwhile counts as accepted, as in RabbitMQ (the message
     /// was routed; the queue went away).
     pub fn publish_local(&mut self, queue: QueueId, message: Message) -> bool {
+        let busy = self.busy();
         let Some(q) = queue_at(&mut self.queues, self.clock, queue) else {
             return true;
         };
         let accepted = q.publish(message, &mut self.deliveries);
         q.report_stats();
-        if q.backlog_high() && (self.throttle.is_holding(queue) || q.holds_publishers()) {
+        if q.backlog_high() && (self.throttle.is_holding(queue) || q.holds_publishers(busy)) {
             let me = QueueRef { id: queue, shard: self.shard };
             self.throttle.hold_local(me, q.dispatched(), self.now);
         }

@@ -193,6 +193,10 @@ impl Shard {
         } else {
             timeout
         };
+        if timeout.is_some_and(|t| t > Duration::from_micros(200)) {
+            // About to wait with nothing to do: the core is not saturated.
+            self.ctx.idle_at = Instant::now();
+        }
         if let Err(e) = self.poll.poll(&mut self.events, timeout) {
             if e.kind() != std::io::ErrorKind::Interrupted {
                 tracing::error!(error = %e, "poll failed");

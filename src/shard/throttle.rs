@@ -30,6 +30,8 @@ use crate::ring::ShardId;
 
 /// A hold ends if its queue delivered nothing for this long.
 pub const HOLD_STALL: Duration = Duration::from_millis(5);
+/// A shard that has not waited idle for this long is saturated.
+pub const BUSY_AFTER: Duration = Duration::from_millis(2);
 /// Poll timeout while a local queue holds publishers (so the stall rule is
 /// checked even when nothing else happens).
 pub const HOLD_POLL_INTERVAL: Duration = Duration::from_millis(1);
