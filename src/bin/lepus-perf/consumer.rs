@@ -23,8 +23,9 @@ pub struct ConsumerConfig {
     pub id: usize,
     pub uri: AmqpUri,
     pub topology: Arc<Topology>,
-    pub queue: String,
-    /// Declare (and bind) the queue before consuming.
+    /// Queues to consume from, one basic.consume each on channel 1.
+    pub queues: Vec<String>,
+    /// Declare (and bind) the queues before consuming.
     pub declare_queue: bool,
     pub prefetch: u16,
     pub auto_ack: bool,
@@ -50,7 +51,9 @@ pub fn run(cfg: ConsumerConfig, counters: Arc<Counters>, stop: Arc<AtomicBool>) 
     let topo = &cfg.topology;
     if cfg.declare_queue {
         topo.declare_exchange(&mut conn)?;
-        topo.declare_queue(&mut conn, &cfg.queue)?;
+        for q in &cfg.queues {
+            topo.declare_queue(&mut conn, q)?;
+        }
     }
     if cfg.prefetch > 0 {
         conn.rpc(Method::BasicQos(spec::BasicQos {
@@ -59,27 +62,41 @@ pub fn run(cfg: ConsumerConfig, counters: Arc<Counters>, stop: Arc<AtomicBool>) 
             global: false,
         }))?;
     }
-    let tag = format!("lepus-perf-{}", cfg.id);
-    conn.send_method(
-        1,
-        &Method::BasicConsume(spec::BasicConsume {
-            queue: short(&cfg.queue),
+    let consume = |i: usize, queue: &str| {
+        let tag =
+            if i == 0 { format!("lepus-perf-{}", cfg.id) } else { format!("lepus-perf-{}-{i}", cfg.id) };
+        Method::BasicConsume(spec::BasicConsume {
+            queue: short(queue),
             consumer_tag: short(&tag),
             no_local: false,
             no_ack: cfg.auto_ack,
             exclusive: false,
             no_wait: false,
             arguments: Default::default(),
-        }),
-    )?;
+        })
+    };
+    let first = cfg.queues.first().ok_or("a consumer without a queue")?;
+    conn.send_method(1, &consume(0, first))?;
     match conn.recv_method(1)? {
         Method::BasicConsumeOk(_) => {}
         m => return Err(format!("expected basic.consume-ok, got {m:?}").into()),
     }
-    counters.ready.store(true, Ordering::Release);
+    // More queues (--spread): all consumes in one write; deliveries from the
+    // first queue may arrive before their consume-oks, so the loop counts them.
+    let mut more = BytesMut::new();
+    for (i, q) in cfg.queues.iter().enumerate().skip(1) {
+        frame::write_method_frame(&mut more, 1, &consume(i, q));
+    }
+    if !more.is_empty() {
+        crate::conn::send_all(conn.fd, &more)?;
+    }
+    let consume_oks_pending = cfg.queues.len() - 1;
+    if consume_oks_pending == 0 {
+        counters.ready.store(true, Ordering::Release);
+    }
     conn.fresh_buffer();
     let mut lat = LatencyRecorder::new()?;
-    let result = consume_loop(&cfg, &mut conn, &counters, &stop, &mut lat);
+    let result = consume_loop(&cfg, &mut conn, &counters, &stop, &mut lat, consume_oks_pending);
     counters.done.store(true, Ordering::Release);
     result?;
     conn.close();
@@ -92,6 +109,7 @@ fn consume_loop(
     counters: &Counters,
     stop: &AtomicBool,
     lat: &mut LatencyRecorder,
+    mut consume_oks_pending: usize,
 ) -> Result<()> {
     let fd = conn.fd;
     let ack_every = cfg.ack_every.max(1);
@@ -150,6 +168,13 @@ fn consume_loop(
                         b.copy_from_slice(t);
                         tag = u64::from_be_bytes(b);
                         state = State::Header;
+                    } else if consume_oks_pending > 0
+                        && method_ids(p) == (spec::BasicConsumeOk::CLASS_ID, spec::BasicConsumeOk::METHOD_ID)
+                    {
+                        consume_oks_pending -= 1;
+                        if consume_oks_pending == 0 {
+                            counters.ready.store(true, Ordering::Release);
+                        }
                     } else {
                         other_method(fd, f.channel, p)?;
                     }

@@ -164,6 +164,19 @@ struct RunArgs {
     /// Queues and exchange already exist: declare nothing, bind nothing.
     #[arg(short = 'p', long = "predeclared")]
     predeclared: bool,
+    /// With --queue-pattern: deal the queues out so that each has one producer and at most one
+    /// consumer: producer i publishes in turn to queues i, i+x, i+2x, ... (-r is per producer, so
+    /// each of its queues gets rate / its queue count) and consumer j consumes from queues j, j+y,
+    /// ... on one channel. Without it, producer i and consumer j use queue i mod N and j mod N
+    /// only. E.g. 1,000 queues x 10 msg/s on 20 connections: --queue-pattern q-%d
+    /// --queue-pattern-to 1000 -x10 -y10 -r1000 --spread.
+    #[arg(long)]
+    spread: bool,
+    /// Bind each queue with N more topic patterns that never match the routing key (shapes
+    /// `W.nomatchI.*`, `W.*.nomatchI`, `*.nomatchI.#`, `#.nomatchI`, `nomatchI.#`, where W is the
+    /// key's first word), so the exchange routes over N + 1 bindings per queue. Needs -e.
+    #[arg(long = "extra-bindings", default_value_t = 0)]
+    extra_bindings: u32,
     /// Seconds between progress lines on stderr.
     #[arg(short = 'i', long = "interval", default_value_t = 1)]
     interval: u64,
@@ -189,6 +202,21 @@ pub struct Topology {
     pub durable: bool,
     pub exclusive: bool,
     pub auto_delete: bool,
+    /// Non-matching patterns bound to each queue besides its routing key.
+    pub extra_bindings: u32,
+}
+
+/// The `i`-th pattern `--extra-bindings` adds for a queue bound with `key`:
+/// never matches a key that has no word starting with `nomatch`.
+pub fn extra_binding(key: &str, i: u32) -> String {
+    let w = key.split('.').next().unwrap_or("");
+    match i % 5 {
+        0 => format!("{w}.nomatch{i}.*"),
+        1 => format!("{w}.*.nomatch{i}"),
+        2 => format!("*.nomatch{i}.#"),
+        3 => format!("#.nomatch{i}"),
+        _ => format!("nomatch{i}.#"),
+    }
 }
 
 impl Topology {
@@ -229,13 +257,18 @@ impl Topology {
             arguments: Default::default(),
         }))?;
         if !self.exchange.is_empty() {
-            conn.rpc(Method::QueueBind(spec::QueueBind {
-                queue: short(queue),
-                exchange: short(&self.exchange),
-                routing_key: short(self.routing_key_for(queue)),
-                no_wait: false,
-                arguments: Default::default(),
-            }))?;
+            let key = self.routing_key_for(queue);
+            let extra = (0..self.extra_bindings).map(|i| extra_binding(key, i));
+            for k in std::iter::once(key.to_owned()).chain(extra) {
+                check_short("binding key", &k)?;
+                conn.rpc(Method::QueueBind(spec::QueueBind {
+                    queue: short(queue),
+                    exchange: short(&self.exchange),
+                    routing_key: short(&k),
+                    no_wait: false,
+                    arguments: Default::default(),
+                }))?;
+            }
         }
         Ok(())
     }
@@ -340,6 +373,37 @@ fn run(a: RunArgs) -> Result<ExitCode> {
         check_short("routing key", k)?;
     }
     let queues = queue_names(&a)?;
+    if a.spread && (a.producers > queues.len() || a.consumers > queues.len()) {
+        return Err(format!(
+            "--spread: {} producers and {} consumers for {} queues; at most one per queue",
+            a.producers,
+            a.consumers,
+            queues.len()
+        )
+        .into());
+    }
+    // The queues of producer or consumer `id` out of `n`.
+    let queues_of = |id: usize, n: usize| -> Vec<String> {
+        if a.spread {
+            queues.iter().skip(id).step_by(n.max(1)).cloned().collect()
+        } else {
+            vec![queues[id % queues.len()].clone()]
+        }
+    };
+    if a.extra_bindings > 0 {
+        if a.exchange.is_empty() {
+            return Err("--extra-bindings needs an exchange (-e)".into());
+        }
+        for q in &queues {
+            let key = a.routing_key.as_deref().unwrap_or(q);
+            if key.split('.').any(|w| w.starts_with("nomatch")) {
+                return Err(format!(
+                    "--extra-bindings: routing key {key:?} has a word starting with \"nomatch\""
+                )
+                .into());
+            }
+        }
+    }
     let persistent = a.flags.contains(&Flag::Persistent);
     let topology = Arc::new(Topology {
         exchange: a.exchange.clone(),
@@ -349,6 +413,7 @@ fn run(a: RunArgs) -> Result<ExitCode> {
         durable: persistent,
         exclusive: a.exclusive,
         auto_delete: a.auto_delete,
+        extra_bindings: a.extra_bindings,
     });
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))?;
@@ -370,7 +435,7 @@ fn run(a: RunArgs) -> Result<ExitCode> {
                 id,
                 uri: uri.clone(),
                 topology: Arc::clone(&topology),
-                queue: queues[id % queues.len()].clone(),
+                queues: queues_of(id, a.consumers),
                 declare_queue: id < queues.len(),
                 prefetch: a.qos,
                 auto_ack: a.autoack,
@@ -403,7 +468,7 @@ fn run(a: RunArgs) -> Result<ExitCode> {
                 id,
                 uri: uri.clone(),
                 topology: Arc::clone(&topology),
-                queue: queues[id % queues.len()].clone(),
+                queues: queues_of(id, a.producers),
                 declare_queue: a.consumers == 0 && id < queues.len(),
                 body_size: a.size as usize,
                 persistent,
@@ -568,6 +633,7 @@ fn summary(
             "confirm": a.confirm, "qos": a.qos, "autoack": a.autoack,
             "multi_ack_every": a.multi_ack_every, "rate": a.rate,
             "exchange": a.exchange, "exchange_type": a.exchange_type,
+            "extra_bindings": a.extra_bindings, "spread": a.spread,
             "queues": queue_names(a).unwrap_or_default().len(),
             "duration_s": elapsed,
             "sent": t.sent, "confirmed": t.confirmed, "nacked": t.nacked,
@@ -585,5 +651,22 @@ fn summary(
             "errors": errors,
         });
         println!("{v}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::extra_binding;
+    use lepus::routing::topic::topic_matches;
+
+    #[test]
+    fn extra_bindings_never_match_the_key() {
+        for key in ["perf.topic.key", "a", "a.b.c.d.e", "lepus-perf"] {
+            for i in 0..1000 {
+                let p = extra_binding(key, i);
+                assert!(!topic_matches(p.as_bytes(), key.as_bytes()), "{p} matches {key}");
+            }
+        }
+        assert_eq!(extra_binding("perf.topic.key", 1), "perf.*.nomatch1");
     }
 }

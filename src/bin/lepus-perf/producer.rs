@@ -4,6 +4,8 @@
 //! with `lepus::amqp`, repeated into a batch buffer of about
 //! `--batch-bytes`, and each round only the 8-byte send timestamps are
 //! patched before the (prefix of the) batch goes out in one `send`.
+//! With several queues (`--spread`) the batch cycles through one encoded
+//! publish per queue and each round continues where the last one stopped.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,9 +39,9 @@ pub struct ProducerConfig {
     pub id: usize,
     pub uri: AmqpUri,
     pub topology: Arc<Topology>,
-    /// The queue this producer feeds (its routing key unless `-k`).
-    pub queue: String,
-    /// Declare (and bind) `queue` here: there are no consumers to do it.
+    /// The queues this producer feeds in turn (each its routing key unless `-k`).
+    pub queues: Vec<String>,
+    /// Declare (and bind) `queues` here: there are no consumers to do it.
     pub declare_queue: bool,
     pub body_size: usize,
     pub persistent: bool,
@@ -58,6 +60,39 @@ pub struct ProducerConfig {
 struct Template {
     bytes: Vec<u8>,
     timestamp_at: usize,
+}
+
+/// Encoded publishes, back to back: message `k` is `bytes[starts[k]..starts[k + 1]]`
+/// and its timestamp is at `stamps[k]`. With several queues, message `k` goes
+/// to queue `k mod queues`, and the count is a multiple of the queue count.
+struct Batch {
+    bytes: Vec<u8>,
+    starts: Vec<usize>,
+    stamps: Vec<usize>,
+}
+
+impl Batch {
+    fn new(templates: &[Template], batch_bytes: usize) -> Batch {
+        let m = templates.len().max(1);
+        let mean = templates.iter().map(|t| t.bytes.len()).sum::<usize>() / m;
+        let count = (batch_bytes / mean.max(1)).max(1).div_ceil(m) * m;
+        let mut b = Batch {
+            bytes: Vec::with_capacity(count * mean + m * 256),
+            starts: Vec::with_capacity(count + 1),
+            stamps: Vec::with_capacity(count),
+        };
+        for t in templates.iter().cycle().take(count) {
+            b.starts.push(b.bytes.len());
+            b.stamps.push(b.bytes.len() + t.timestamp_at);
+            b.bytes.extend_from_slice(&t.bytes);
+        }
+        b.starts.push(b.bytes.len());
+        b
+    }
+
+    fn len(&self) -> usize {
+        self.stamps.len()
+    }
 }
 
 fn build_template(cfg: &ProducerConfig, routing_key: &str, frame_max: u32) -> Template {
@@ -211,27 +246,26 @@ pub fn run(cfg: ProducerConfig, counters: Arc<Counters>, stop: Arc<AtomicBool>) 
     let topo = &cfg.topology;
     topo.declare_exchange(&mut conn)?;
     if cfg.declare_queue {
-        topo.declare_queue(&mut conn, &cfg.queue)?;
+        for q in &cfg.queues {
+            topo.declare_queue(&mut conn, q)?;
+        }
     }
     if cfg.confirm > 0 {
         conn.rpc(Method::ConfirmSelect(spec::ConfirmSelect { no_wait: false }))?;
     }
     counters.ready.store(true, Ordering::Release);
     conn.fresh_buffer();
-    let routing_key = topo.routing_key_for(&cfg.queue).to_owned();
-    let template = build_template(&cfg, &routing_key, conn.frame_max);
-    let per_batch = (cfg.batch_bytes / template.bytes.len()).max(1);
-    let mut batch = Vec::with_capacity(per_batch * template.bytes.len());
-    for _ in 0..per_batch {
-        batch.extend_from_slice(&template.bytes);
-    }
+    let templates: Vec<Template> =
+        cfg.queues.iter().map(|q| build_template(&cfg, topo.routing_key_for(q), conn.frame_max)).collect();
+    let mut batch = Batch::new(&templates, cfg.batch_bytes);
 
     let reader = if cfg.confirm > 0 && cfg.ack_reader == AckReader::Thread {
         Some(spawn_reader(&conn, &counters, &stop)?)
     } else {
         None
     };
-    let result = publish_loop(&cfg, &mut conn, &template, &mut batch, per_batch, &counters, &stop, &reader);
+    let rotate = templates.len() > 1;
+    let result = publish_loop(&cfg, &mut conn, &mut batch, rotate, &counters, &stop, &reader);
     counters.done.store(true, Ordering::Release);
     match reader {
         Some(r) => {
@@ -315,20 +349,19 @@ fn spawn_reader(conn: &Conn, counters: &Arc<Counters>, stop: &Arc<AtomicBool>) -
     Ok(Reader { handle, closing })
 }
 
-#[allow(clippy::too_many_arguments)]
+/// `rotate`: the batch holds publishes to several queues; each round starts
+/// where the previous one stopped (otherwise every round starts at the front).
 fn publish_loop(
     cfg: &ProducerConfig,
     conn: &mut Conn,
-    template: &Template,
-    batch: &mut [u8],
-    per_batch: usize,
+    batch: &mut Batch,
+    rotate: bool,
     counters: &Counters,
     stop: &AtomicBool,
     reader: &Option<Reader>,
 ) -> Result<()> {
     let fd = conn.fd;
-    let t_len = template.bytes.len();
-    let ts_at = template.timestamp_at;
+    let mut cursor = 0usize;
     let inline_reads = reader.is_none();
     let mut tracker = ConfirmTracker::new();
     let ns_per_msg = if cfg.rate > 0.0 { 1e9 / cfg.rate } else { 0.0 };
@@ -352,7 +385,7 @@ fn publish_loop(
         } else {
             sent
         };
-        let mut n = per_batch as u64;
+        let mut n = (batch.len() - cursor) as u64;
         if cfg.count > 0 {
             n = n.min(cfg.count - sent);
             if n == 0 {
@@ -383,17 +416,22 @@ fn publish_loop(
             }
             n = n.min(due);
             // Coordinated-omission-free: stamp the scheduled send time.
-            for i in 0..n as usize {
+            for (i, &at) in batch.stamps[cursor..cursor + n as usize].iter().enumerate() {
                 let ts = t_start + ((sent + i as u64) as f64 * ns_per_msg) as u64;
-                batch[i * t_len + ts_at..i * t_len + ts_at + 8].copy_from_slice(&ts.to_le_bytes());
+                batch.bytes[at..at + 8].copy_from_slice(&ts.to_le_bytes());
             }
         } else {
             let ts = now.to_le_bytes();
-            for i in 0..n as usize {
-                batch[i * t_len + ts_at..i * t_len + ts_at + 8].copy_from_slice(&ts);
+            for &at in &batch.stamps[cursor..cursor + n as usize] {
+                batch.bytes[at..at + 8].copy_from_slice(&ts);
             }
         }
-        send_batch(conn, &batch[..n as usize * t_len], inline_reads.then_some(&mut tracker), counters, stop)?;
+        let end = cursor + n as usize;
+        let bytes = &batch.bytes[batch.starts[cursor]..batch.starts[end]];
+        send_batch(conn, bytes, inline_reads.then_some(&mut tracker), counters, stop)?;
+        if rotate {
+            cursor = end % batch.len();
+        }
         sent += n;
         Counters::set(&counters.sent, sent);
     }
@@ -452,6 +490,21 @@ fn send_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batch_cycles_through_the_queues() {
+        let t = |len: usize, timestamp_at: usize| Template { bytes: vec![7; len], timestamp_at };
+        let b = Batch::new(&[t(100, 10), t(120, 20), t(110, 30)], 1000);
+        assert_eq!(b.len(), 9); // 1000 / 110 = 9 publishes, a multiple of 3
+        assert_eq!((b.starts[1], b.stamps[1]), (100, 120));
+        assert_eq!((b.starts[5], b.stamps[5]), (330 + 220, 330 + 220 + 30));
+        assert_eq!(b.starts[9], b.bytes.len());
+        assert_eq!(b.bytes.len(), 990);
+        let one = Batch::new(&[t(100, 10)], 1000);
+        assert_eq!((one.len(), one.stamps[3]), (10, 310));
+        let big = Batch::new(&[t(2000, 10)], 1000);
+        assert_eq!(big.len(), 1);
+    }
 
     #[test]
     fn tracker_handles_single_multiple_and_out_of_order() {
