@@ -202,6 +202,8 @@ pub struct Channel {
     awaiting_queue: ShortStr,
     /// Where the last publish went (most publishers repeat one exchange and key).
     route_cache: Option<Box<publish::RouteCache>>,
+    /// The body-piece list of the last publish, kept for the next.
+    spare_pieces: Vec<bytes::Bytes>,
 }
 
 impl Channel {
@@ -227,6 +229,7 @@ impl Channel {
             awaiting: None,
             awaiting_queue: ShortStr::default(),
             route_cache: None,
+            spare_pieces: Vec::new(),
         }
     }
 

@@ -33,27 +33,37 @@ const _: () = assert!(MESSAGE_COPY_BYTES_MAX <= crate::connection::READ_CHUNK_BY
 
 /// The message in one allocation of its own: exchange, routing key, header and
 /// body, so nothing of the publisher's read buffer stays referenced.
-pub fn compact(message: &MessageParts) -> MessageParts {
-    let body_len = message.body.len() as usize;
-    let total = message.exchange.len() + message.routing_key.len() + message.header.len() + body_len;
+#[cfg(test)]
+fn compact(message: &MessageParts) -> MessageParts {
+    compact_pieces(&message.exchange, &message.routing_key, &message.header, message.body.chunks())
+}
+
+/// [`compact`] from the pieces as received.
+fn compact_pieces(exchange: &ShortStr, routing_key: &ShortStr, header: &[u8], body: &[Bytes]) -> MessageParts {
+    let body_len: usize = body.iter().map(Bytes::len).sum();
+    let total = exchange.len() + routing_key.len() + header.len() + body_len;
     let mut buf = BytesMut::with_capacity(total);
-    buf.extend_from_slice(message.exchange.as_bytes());
-    buf.extend_from_slice(message.routing_key.as_bytes());
-    buf.extend_from_slice(&message.header);
-    for piece in message.body.chunks() {
+    buf.extend_from_slice(exchange.as_bytes());
+    buf.extend_from_slice(routing_key.as_bytes());
+    buf.extend_from_slice(header);
+    for piece in body {
         buf.extend_from_slice(piece);
     }
     let mut all = buf.freeze();
     // Lengths come from valid short strings, so these cannot fail.
-    let exchange = ShortStr::from_bytes(all.split_to(message.exchange.len())).unwrap_or_default();
-    let routing_key = ShortStr::from_bytes(all.split_to(message.routing_key.len())).unwrap_or_default();
-    let header = all.split_to(message.header.len());
+    let exchange = ShortStr::from_bytes(all.split_to(exchange.len())).unwrap_or_default();
+    let routing_key = ShortStr::from_bytes(all.split_to(routing_key.len())).unwrap_or_default();
+    let header = all.split_to(header.len());
     MessageParts { exchange, routing_key, header, body: Body::One(all) }
 }
 
 /// Body frames one message may arrive in before we stop keeping them apart and
 /// start over in one buffer (bounds the piece list of a hostile sender).
 pub const BODY_PIECES_MAX: usize = 1024;
+
+/// Capacity of a piece list kept for the next publish; a longer one (a sender
+/// of many tiny body frames) is freed.
+const SPARE_PIECES_MAX: usize = 8;
 
 /// A message being received.
 #[derive(Debug)]
@@ -72,8 +82,9 @@ impl Channel {
             return Err(ChannelError::new(spec::reply_code::NOT_IMPLEMENTED, "immediate=true".into()));
         }
         let _ = ctx;
-        self.content =
-            Some(Content { method: m, header: None, body_size: 0, received: 0, pieces: Vec::new() });
+        // The piece list of the last message is reused (one allocation less per message).
+        let pieces = std::mem::take(&mut self.spare_pieces);
+        self.content = Some(Content { method: m, header: None, body_size: 0, received: 0, pieces });
         Ok(())
     }
 
@@ -173,14 +184,31 @@ impl Channel {
             return Ok(());
         };
         let mandatory = content.method.mandatory;
-        let parts = MessageParts {
-            exchange: content.method.exchange,
-            routing_key: content.method.routing_key,
-            header: content.header.unwrap_or_default(),
-            body: Body::from_chunks(content.pieces),
+        let header = content.header.unwrap_or_default();
+        let mut pieces = content.pieces;
+        let parts = if content.received <= MESSAGE_COPY_BYTES_MAX as u64 {
+            let parts = compact_pieces(&content.method.exchange, &content.method.routing_key, &header, &pieces);
+            if pieces.capacity() <= SPARE_PIECES_MAX {
+                pieces.clear();
+                self.spare_pieces = pieces;
+            }
+            parts
+        } else {
+            let body = if pieces.len() == 1 {
+                let body = Body::One(pieces.pop().unwrap_or_default());
+                self.spare_pieces = pieces;
+                body
+            } else {
+                Body::from_chunks(pieces)
+            };
+            MessageParts {
+                exchange: content.method.exchange,
+                routing_key: content.method.routing_key,
+                header,
+                body,
+            }
         };
-        let message =
-            Message::new(if content.received <= MESSAGE_COPY_BYTES_MAX as u64 { compact(&parts) } else { parts });
+        let message = Message::new(parts);
         let seq = self.confirms.as_mut().map(|c| {
             c.published += 1;
             c.published

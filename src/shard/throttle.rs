@@ -29,7 +29,7 @@ use crate::queue::{QueueId, QueueRef};
 use crate::ring::ShardId;
 
 /// A hold ends if its queue delivered nothing for this long.
-pub const HOLD_STALL: Duration = Duration::from_millis(5);
+pub const HOLD_STALL: Duration = Duration::from_millis(10);
 /// A shard that has not waited idle for this long is saturated.
 pub const BUSY_AFTER: Duration = Duration::from_millis(2);
 /// Poll timeout while a local queue holds publishers (so the stall rule is
