@@ -13,6 +13,8 @@ cargo clippy --all-targets -- -D warnings
 
 echo "== cargo test"
 cargo test --all-targets
+echo "== cargo test: the integration suite again on the io_uring backend"
+LEPUS_TEST_IO_BACKEND=io-uring cargo test --tests
 
 echo "== client suites (pika, kombu, amqplib) against lepus"
 cargo build --bin lepus

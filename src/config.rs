@@ -53,6 +53,31 @@ pub struct Config {
     pub default_pass: String,
     /// Users that may only connect from loopback (RabbitMQ's loopback_users).
     pub loopback_users: Vec<String>,
+    /// How shards do socket I/O.
+    pub io_backend: IoBackend,
+}
+
+/// How a shard does socket I/O. Listeners and the cross-shard doorbell always
+/// go through mio; only the connections' reads and writes differ.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum IoBackend {
+    /// Readiness (epoll via mio): read and writev when the socket is ready.
+    #[default]
+    #[serde(rename = "mio")]
+    Mio,
+    /// Completions (io_uring): recv and sendmsg submitted in one batch per
+    /// turn. A shard whose kernel refuses io_uring falls back to mio.
+    #[serde(rename = "io-uring", alias = "uring")]
+    Uring,
+}
+
+impl std::fmt::Display for IoBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            IoBackend::Mio => "mio",
+            IoBackend::Uring => "io-uring",
+        })
+    }
 }
 
 impl Default for Config {
@@ -69,6 +94,7 @@ impl Default for Config {
             default_user: "guest".to_owned(),
             default_pass: "guest".to_owned(),
             loopback_users: vec!["guest".to_owned()],
+            io_backend: IoBackend::Mio,
         }
     }
 }
@@ -140,5 +166,22 @@ impl Config {
             return self.shards;
         }
         core_affinity::get_core_ids().map_or(1, |ids| ids.len().max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_backend_is_read_from_toml_by_its_flag_name() {
+        let parse = |text: &str| toml::from_str::<Config>(text).map(|c| c.io_backend);
+        assert_eq!(Config::default().io_backend, IoBackend::Mio);
+        assert_eq!(parse("").expect("empty file"), IoBackend::Mio);
+        assert_eq!(parse("io_backend = \"mio\"").expect("mio"), IoBackend::Mio);
+        assert_eq!(parse("io_backend = \"io-uring\"").expect("io-uring"), IoBackend::Uring);
+        assert_eq!(parse("io_backend = \"uring\"").expect("uring"), IoBackend::Uring);
+        assert!(parse("io_backend = \"epoll\"").is_err(), "unknown backends are refused");
+        assert_eq!(IoBackend::Uring.to_string(), "io-uring");
     }
 }

@@ -3,7 +3,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+use lepus::config::IoBackend;
 use lepus::{Config, Server};
 
 #[global_allocator]
@@ -35,9 +36,21 @@ struct Args {
     /// Do not pin shard threads to cores.
     #[arg(long)]
     no_pin: bool,
+    /// Socket I/O: mio (epoll readiness) or io-uring (completions; a shard whose kernel refuses
+    /// io_uring falls back to mio). Default: mio.
+    #[arg(long, value_name = "BACKEND")]
+    io_backend: Option<IoBackendArg>,
     /// Log filter (tracing's EnvFilter syntax), e.g. "info" or "lepus=debug". Default: $RUST_LOG or "info".
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
+}
+
+/// The values of `--io-backend`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum IoBackendArg {
+    Mio,
+    #[value(name = "io-uring", alias = "uring")]
+    IoUring,
 }
 
 fn main() -> std::process::ExitCode {
@@ -75,6 +88,11 @@ fn main() -> std::process::ExitCode {
     }
     if args.no_pin {
         config.pin_shards = false;
+    }
+    match args.io_backend {
+        Some(IoBackendArg::Mio) => config.io_backend = IoBackend::Mio,
+        Some(IoBackendArg::IoUring) => config.io_backend = IoBackend::Uring,
+        None => {}
     }
     let mut signals = match signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,

@@ -473,3 +473,51 @@ async fn many_channels_on_one_connection_publish_interleaved() {
     assert!(next.iter().all(|&n| n == MESSAGES));
     conn.close(200, "bye").await.expect("close");
 }
+
+/// A consumer whose unread deliveries pause the broker's reading of its
+/// socket, but which keeps sending heartbeats, is not dropped for silence
+/// (the heartbeats arrive while no read is pending: on io_uring nothing
+/// would see them without the housekeeping check). The sleeps pace the
+/// heartbeats: time passing is what is tested.
+#[test]
+fn a_consumer_paused_for_its_output_stays_alive_on_its_heartbeats() {
+    let b = start_broker();
+    let q = unique("live");
+    let mut p = Raw::connect(b.addr);
+    p.handshake();
+    p.open_channel(1);
+    p.declare_queue(1, &q, false, false);
+    let body = vec![b'b'; 64 * 1024];
+    for _ in 0..400 {
+        p.send(&publish_frames(1, "", &q, &body));
+    }
+    assert_eq!(p.queue_counts(1, &q).0, 400);
+    let mut c = Raw::connect(b.addr);
+    c.handshake_tuned(|cm, fm, _| (cm, fm, 1));
+    c.open_channel(1);
+    c.send_method(1, 60, 20, &basic_consume_args(&q, "t", true));
+    // Do not read for 4 s (twice the heartbeat timeout) but keep sending heartbeats.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        c.send(&heartbeat_frame());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // Now read everything: consume-ok, then 400 deliveries, never a close.
+    c.set_read_timeout(Duration::from_secs(10));
+    let mut deliveries = 0;
+    let mut bytes = 0;
+    while bytes < 400 * 64 * 1024 {
+        let (ty, _ch, payload) = c.read_frame().expect("connection still open");
+        if ty == 1 {
+            let (class, method) =
+                (u16::from_be_bytes([payload[0], payload[1]]), u16::from_be_bytes([payload[2], payload[3]]));
+            assert_ne!((class, method), (10, 50), "broker closed the connection");
+            if (class, method) == (60, 60) {
+                deliveries += 1;
+            }
+        } else if ty == 3 {
+            bytes += payload.len();
+        }
+    }
+    assert_eq!(deliveries, 400);
+}

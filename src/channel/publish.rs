@@ -14,8 +14,10 @@ use crate::amqp::properties::{self, ContentHeader};
 use crate::amqp::spec::{self, BasicPublish, Method};
 use crate::channel::{Channel, ChannelError, ChannelRef};
 use crate::connection::{ConnId, ConnShared};
+use crate::message::{
+    Body, Message, MessageParts, FLAG_EXPIRATION, FLAG_HEADERS, FLAG_REPLY_TO, FLAG_USER_ID,
+};
 use crate::queue::QueueRef;
-use crate::message::{Body, Message, MessageParts, FLAG_EXPIRATION, FLAG_HEADERS, FLAG_REPLY_TO, FLAG_USER_ID};
 use crate::ring::envelope::{ConfirmTicket, Envelope};
 use crate::ring::ShardId;
 use crate::shard::ctx::ShardCtx;
@@ -39,7 +41,12 @@ fn compact(message: &MessageParts) -> MessageParts {
 }
 
 /// [`compact`] from the pieces as received.
-fn compact_pieces(exchange: &ShortStr, routing_key: &ShortStr, header: &[u8], body: &[Bytes]) -> MessageParts {
+fn compact_pieces(
+    exchange: &ShortStr,
+    routing_key: &ShortStr,
+    header: &[u8],
+    body: &[Bytes],
+) -> MessageParts {
     let body_len: usize = body.iter().map(Bytes::len).sum();
     let total = exchange.len() + routing_key.len() + header.len() + body_len;
     let mut buf = BytesMut::with_capacity(total);
@@ -187,7 +194,8 @@ impl Channel {
         let header = content.header.unwrap_or_default();
         let mut pieces = content.pieces;
         let parts = if content.received <= MESSAGE_COPY_BYTES_MAX as u64 {
-            let parts = compact_pieces(&content.method.exchange, &content.method.routing_key, &header, &pieces);
+            let parts =
+                compact_pieces(&content.method.exchange, &content.method.routing_key, &header, &pieces);
             if pieces.capacity() <= SPARE_PIECES_MAX {
                 pieces.clear();
                 self.spare_pieces = pieces;
@@ -293,8 +301,8 @@ impl Channel {
             let cache = self.route_cache.get_or_insert_with(Default::default);
             cache.generation = generation;
             // Copies: a view would keep the publisher's read buffer alive.
-            cache.exchange = ShortStr::from_bytes(Bytes::copy_from_slice(message.exchange.as_bytes()))
-                .unwrap_or_default();
+            cache.exchange =
+                ShortStr::from_bytes(Bytes::copy_from_slice(message.exchange.as_bytes())).unwrap_or_default();
             cache.routing_key = ShortStr::from_bytes(Bytes::copy_from_slice(message.routing_key.as_bytes()))
                 .unwrap_or_default();
             cache.targets.clear();

@@ -5,6 +5,12 @@
 //! the publisher's read buffer, never copied. A flush hands everything to the
 //! kernel in one `writev` per [`WRITEV_SLICES_MAX`] pieces.
 //!
+//! A completion-based backend (io_uring) instead takes the front pieces out
+//! with [`WriteQueue::take_for_send`], hands them to the kernel, and gives them
+//! back with [`WriteQueue::complete_send`] once it knows how much was written;
+//! meanwhile new frames queue behind them and [`WriteQueue::queued_bytes`]
+//! still counts the pieces in flight.
+//!
 //! ```text
 //!  chunks: [ scratch segment | body piece | scratch segment | ... ]  scratch: [ ... ]
 //!            (frozen, in order)                                        (being filled)
@@ -25,14 +31,17 @@ pub const BODY_COPY_BYTES_MAX: usize = 1024;
 /// Pieces handed to one writev call.
 pub const WRITEV_SLICES_MAX: usize = 64;
 /// Initial capacity of the scratch buffer.
-const SCRATCH_BYTES_MIN: usize = 16 * 1024;
+const SCRATCH_BYTES_MIN: usize = 32 * 1024;
 
 /// Frames waiting to be written, in order.
 #[derive(Debug, Default)]
 pub struct WriteQueue {
     chunks: VecDeque<Bytes>,
     scratch: BytesMut,
+    /// Bytes in `chunks`.
     queued_bytes: usize,
+    /// Bytes taken by [`WriteQueue::take_for_send`] and not yet completed.
+    in_flight_bytes: usize,
 }
 
 impl WriteQueue {
@@ -41,18 +50,26 @@ impl WriteQueue {
         WriteQueue::default()
     }
 
-    /// Bytes waiting.
+    /// Bytes waiting, including those handed to the kernel and not yet
+    /// confirmed written.
     pub fn queued_bytes(&self) -> usize {
-        self.queued_bytes + self.scratch.len()
+        self.queued_bytes + self.scratch.len() + self.in_flight_bytes
     }
 
-    /// Nothing waiting.
+    /// Nothing waiting to be handed to the kernel (a send may be in flight).
     pub fn is_empty(&self) -> bool {
         self.chunks.is_empty() && self.scratch.is_empty()
     }
 
     fn scratch(&mut self, additional: usize) -> &mut BytesMut {
         if self.scratch.capacity() - self.scratch.len() < additional {
+            // Full: freeze what is there as a segment and start a fresh
+            // buffer, rather than let `reserve` copy everything written so far.
+            if !self.scratch.is_empty() {
+                let segment = self.scratch.split().freeze();
+                self.queued_bytes += segment.len();
+                self.chunks.push_back(segment);
+            }
             self.scratch.reserve(additional.max(SCRATCH_BYTES_MIN));
         }
         &mut self.scratch
@@ -161,11 +178,8 @@ impl WriteQueue {
     /// Writes as much as the socket takes. Returns Ok(true) when everything was
     /// written, Ok(false) when the socket would block.
     pub fn write_to<W: Write>(&mut self, socket: &mut W) -> io::Result<bool> {
-        if !self.scratch.is_empty() {
-            let segment = self.scratch.split().freeze();
-            self.queued_bytes += segment.len();
-            self.chunks.push_back(segment);
-        }
+        assert_eq!(self.in_flight_bytes, 0, "write_to while a send is in flight");
+        self.freeze_scratch();
         while !self.chunks.is_empty() {
             let mut slices: [IoSlice<'_>; WRITEV_SLICES_MAX] = [IoSlice::new(&[]); WRITEV_SLICES_MAX];
             let mut n = 0;
@@ -186,6 +200,60 @@ impl WriteQueue {
         // holds no write buffer at all (a busy one allocates one per flush).
         self.scratch = BytesMut::new();
         Ok(true)
+    }
+
+    /// Takes up to `slices_max` pieces from the front for one send; they must
+    /// come back through [`Self::complete_send`]. Empty if nothing is queued.
+    pub fn take_for_send(&mut self, slices_max: usize) -> Vec<Bytes> {
+        assert_eq!(self.in_flight_bytes, 0, "one send in flight at a time");
+        self.freeze_scratch();
+        let take = self.chunks.len().min(slices_max);
+        let sent: Vec<Bytes> = self.chunks.drain(..take).collect();
+        let bytes: usize = sent.iter().map(Bytes::len).sum();
+        self.queued_bytes -= bytes;
+        self.in_flight_bytes = bytes;
+        if self.chunks.is_empty() {
+            // As in write_to: an idle connection keeps no write buffer (the
+            // pieces in flight keep theirs alive until the send completes).
+            self.scratch = BytesMut::new();
+        }
+        sent
+    }
+
+    /// The kernel wrote the first `written` bytes of `sent` (what
+    /// [`Self::take_for_send`] returned): the rest goes back to the front,
+    /// before anything queued meanwhile.
+    pub fn complete_send(&mut self, sent: Vec<Bytes>, mut written: usize) {
+        let bytes: usize = sent.iter().map(Bytes::len).sum();
+        assert_eq!(bytes, self.in_flight_bytes, "complete_send with other pieces than were taken");
+        assert!(written <= bytes, "the kernel wrote more than it was given");
+        self.in_flight_bytes = 0;
+        self.queued_bytes += bytes - written;
+        let mut done = 0;
+        for chunk in &sent {
+            if chunk.len() > written {
+                break;
+            }
+            written -= chunk.len();
+            done += 1;
+        }
+        let mut rest = sent.into_iter().skip(done);
+        let first = rest.next();
+        for chunk in rest.rev() {
+            self.chunks.push_front(chunk);
+        }
+        if let Some(mut first) = first {
+            let _ = first.split_to(written);
+            self.chunks.push_front(first);
+        }
+    }
+
+    fn freeze_scratch(&mut self) {
+        if !self.scratch.is_empty() {
+            let segment = self.scratch.split().freeze();
+            self.queued_bytes += segment.len();
+            self.chunks.push_back(segment);
+        }
     }
 
     fn consume(&mut self, mut written: usize) {
@@ -209,7 +277,76 @@ impl WriteQueue {
         self.chunks.clear();
         self.scratch = BytesMut::new();
         self.queued_bytes = 0;
+        // A send in flight is owned by the backend, which drops it.
+        self.in_flight_bytes = 0;
     }
 }
 
 const FRAME_HEADER_BYTES: usize = frame::FRAME_HEADER_SIZE;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn concat(chunks: &[Bytes]) -> Vec<u8> {
+        chunks.iter().flat_map(|c| c.iter().copied()).collect()
+    }
+
+    /// Everything queued, in the order it would go on the wire.
+    fn drain(out: &mut WriteQueue) -> Vec<u8> {
+        let mut wire = Vec::new();
+        out.write_to(&mut wire).expect("a Vec takes everything");
+        wire
+    }
+
+    #[test]
+    fn a_partial_send_puts_the_rest_back_before_what_was_queued_meanwhile() {
+        let mut out = WriteQueue::new();
+        out.raw(b"abc");
+        let big = Bytes::from(vec![b'x'; BODY_COPY_BYTES_MAX + 1]);
+        out.shared(&big);
+        out.raw(b"def");
+        let total = out.queued_bytes();
+        let sent = out.take_for_send(WRITEV_SLICES_MAX);
+        assert_eq!(sent.len(), 3, "scratch, body piece, scratch");
+        assert!(out.is_empty(), "everything is in flight");
+        assert_eq!(out.queued_bytes(), total, "bytes in flight still count (read pause)");
+        let expected = [concat(&sent), b"ghi".to_vec()].concat();
+        out.raw(b"ghi");
+        // The kernel took the first piece and part of the second.
+        out.complete_send(sent, 3 + 10);
+        assert_eq!(out.queued_bytes(), total + 3 - 13);
+        assert_eq!(drain(&mut out), expected[13..]);
+        assert_eq!(out.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn a_send_takes_at_most_the_slice_limit_and_a_full_one_empties_the_queue() {
+        let mut out = WriteQueue::new();
+        let big = Bytes::from(vec![b'y'; BODY_COPY_BYTES_MAX + 1]);
+        for _ in 0..3 {
+            out.shared(&big);
+        }
+        let first = out.take_for_send(2);
+        assert_eq!(first.len(), 2);
+        assert!(!out.is_empty(), "one piece still queued");
+        let written = first.iter().map(Bytes::len).sum();
+        out.complete_send(first, written);
+        assert_eq!(out.queued_bytes(), big.len());
+        let second = out.take_for_send(2);
+        assert_eq!(second.len(), 1);
+        out.complete_send(second, big.len());
+        assert!(out.is_empty());
+        assert_eq!(out.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn nothing_written_gives_everything_back_in_order() {
+        let mut out = WriteQueue::new();
+        out.raw(b"one");
+        let sent = out.take_for_send(WRITEV_SLICES_MAX);
+        out.raw(b"two");
+        out.complete_send(sent, 0);
+        assert_eq!(drain(&mut out), b"onetwo");
+    }
+}

@@ -10,16 +10,27 @@
 //!        └── envelopes for this shard ───┴── local envelopes, handled right after the frame batch
 //! ```
 //!
-//! The thread blocks in `epoll_wait` only after announcing it is parked on its
-//! doorbell and re-checking its inbound rings, so a producer's single wake-up
-//! per batch is never lost.
+//! The thread blocks (in `epoll_wait`, or `io_uring_enter`) only after
+//! announcing it is parked on its doorbell and re-checking its inbound rings,
+//! so a producer's single wake-up per batch is never lost.
+//!
+//! Socket I/O goes through one of two backends ([`Backend`]), chosen per shard
+//! at start; only polling, reading, writing and closing sockets differ, never
+//! what connections, channels, queues and rings see:
+//!
+//! - mio: sockets registered for readiness; a ready socket is read (up to
+//!   [`READ_BYTES_PER_TURN_MAX`]) and written with `writev` during the turn.
+//! - io_uring ([`uring`]): one recv and one sendmsg in flight per connection,
+//!   all submitted and reaped by one `io_uring_enter` per turn.
 
 pub mod ctx;
 pub mod io;
 pub mod names;
 pub mod throttle;
+mod uring;
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +39,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use crate::config::IoBackend;
 use crate::connection::{ConnId, Connection};
 use crate::queue::QueueRef;
 use crate::ring::envelope::Envelope;
@@ -52,15 +64,26 @@ pub const WAKER_TOKEN: Token = Token(usize::MAX);
 /// Listener tokens are `LISTENER_TOKEN_BASE + index`; connection tokens are slab keys.
 const LISTENER_TOKEN_BASE: usize = usize::MAX / 2;
 
+/// How a shard does socket I/O (see [`IoBackend`]).
+enum Backend {
+    /// Connection sockets registered with the shard's mio `Poll`.
+    Mio,
+    /// Connection sockets read and written by io_uring completions.
+    Uring(Box<uring::Driver>),
+}
+
 /// A connection with its socket and readiness.
 struct Slot {
     conn: Connection,
     socket: TcpStream,
     generation: u32,
-    /// The socket reported readable and we have not read it dry since.
+    /// The socket reported readable and we have not read it dry since (mio).
     readable: bool,
-    /// The last write would block; wait for a writable event.
+    /// The last write would block (mio) or a send is in flight (io_uring):
+    /// wait for the socket before writing again.
     write_blocked: bool,
+    /// Operations in flight (io_uring).
+    io: uring::ConnOps,
     /// In the `ready` list.
     queued_ready: bool,
     /// In the `dirty` list.
@@ -70,7 +93,10 @@ struct Slot {
 /// One shard's event loop.
 pub struct Shard {
     ctx: ShardCtx,
+    /// Listeners and the doorbell's waker, in both backends; connection
+    /// sockets too with mio.
     poll: Poll,
+    backend: Backend,
     events: Events,
     conns: Slab<Slot>,
     next_generation: u32,
@@ -100,9 +126,11 @@ impl Shard {
         for (i, listener) in listeners.iter_mut().enumerate() {
             poll.registry().register(listener, Token(LISTENER_TOKEN_BASE + i), Interest::READABLE)?;
         }
+        let backend = start_backend(&ctx, &poll);
         Ok(Shard {
             ctx,
             poll,
+            backend,
             events: Events::with_capacity(POLL_EVENTS_MAX),
             conns: Slab::new(),
             next_generation: 1,
@@ -170,39 +198,56 @@ impl Shard {
     }
 
     fn poll_io(&mut self) {
-        let busy = !self.ready.is_empty()
-            || !self.ctx.local.is_empty()
-            || self.dirty.iter().any(|&i| self.conns.get(i).is_some_and(|s| !s.write_blocked));
-        let timeout = if busy {
-            Some(Duration::ZERO)
-        } else if self.ctx.mesh.staged_len() > 0 {
-            // Rings are full: retry soon without spinning.
-            Some(Duration::from_micros(200))
-        } else {
-            self.ctx.mesh.doorbell().prepare_park();
-            // After prepare_park's fence: a shutdown stored before the doorbell
-            // rang is visible here.
-            if self.ctx.mesh.inboxes_empty() && !self.shutdown.load(Ordering::Acquire) {
-                Some(HOUSEKEEPING_INTERVAL)
-            } else {
-                Some(Duration::ZERO)
-            }
-        };
-        let timeout = if self.ctx.throttle.has_local_holds() {
-            timeout.map(|t| t.min(throttle::HOLD_POLL_INTERVAL))
-        } else {
-            timeout
-        };
-        if timeout.is_some_and(|t| t > Duration::from_micros(200)) {
+        let timeout = self.wait_timeout();
+        if timeout > Duration::from_micros(200) {
             // About to wait with nothing to do: the core is not saturated.
             self.ctx.idle_at = Instant::now();
         }
-        if let Err(e) = self.poll.poll(&mut self.events, timeout) {
+        if let Backend::Uring(_) = self.backend {
+            self.poll_uring(timeout);
+            return;
+        }
+        if let Err(e) = self.poll.poll(&mut self.events, Some(timeout)) {
             if e.kind() != std::io::ErrorKind::Interrupted {
                 tracing::error!(error = %e, "poll failed");
             }
         }
         self.ctx.mesh.doorbell().unpark();
+        self.handle_poll_events();
+    }
+
+    /// How long this turn may block: not at all when there is work, else
+    /// until the next timer. Announces the park on the doorbell when it may
+    /// block; the caller unparks after waiting.
+    fn wait_timeout(&mut self) -> Duration {
+        let busy = !self.ready.is_empty()
+            || !self.ctx.local.is_empty()
+            || self.dirty.iter().any(|&i| self.conns.get(i).is_some_and(|s| !s.write_blocked));
+        let timeout = if busy {
+            Duration::ZERO
+        } else if self.ctx.mesh.staged_len() > 0 {
+            // Rings are full: retry soon without spinning.
+            Duration::from_micros(200)
+        } else {
+            self.ctx.mesh.doorbell().prepare_park();
+            // After prepare_park's fence: a shutdown stored before the doorbell
+            // rang is visible here.
+            if self.ctx.mesh.inboxes_empty() && !self.shutdown.load(Ordering::Acquire) {
+                HOUSEKEEPING_INTERVAL
+            } else {
+                Duration::ZERO
+            }
+        };
+        if self.ctx.throttle.has_local_holds() {
+            timeout.min(throttle::HOLD_POLL_INTERVAL)
+        } else {
+            timeout
+        }
+    }
+
+    /// Handles the events of the last mio poll: the waker, listeners, and
+    /// (mio backend) connection sockets.
+    fn handle_poll_events(&mut self) {
         let mut accept = false;
         for event in self.events.iter() {
             let token = event.token();
@@ -272,11 +317,12 @@ impl Shard {
     fn adopt(&mut self, mut socket: TcpStream, peer: SocketAddr) {
         let entry = self.conns.vacant_entry();
         let index = entry.key();
-        if let Err(e) =
-            self.poll.registry().register(&mut socket, Token(index), Interest::READABLE | Interest::WRITABLE)
-        {
-            tracing::warn!(error = %e, "cannot register connection");
-            return;
+        if let Backend::Mio = self.backend {
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            if let Err(e) = self.poll.registry().register(&mut socket, Token(index), interest) {
+                tracing::warn!(error = %e, "cannot register connection");
+                return;
+            }
         }
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1).max(1);
@@ -288,6 +334,7 @@ impl Shard {
             generation,
             readable: true,
             write_blocked: false,
+            io: uring::ConnOps::default(),
             queued_ready: true,
             queued_dirty: false,
         });
@@ -334,32 +381,11 @@ impl Shard {
                 continue;
             }
             let mut eof = false;
-            if slot.readable {
-                let mut budget = READ_BYTES_PER_TURN_MAX;
-                loop {
-                    match io::read_some(&mut slot.socket, slot.conn.read_buffer()) {
-                        Ok(0) => {
-                            eof = true;
-                            break;
-                        }
-                        Ok(n) => {
-                            slot.conn.note_received(self.ctx.now);
-                            budget = budget.saturating_sub(n);
-                            if budget == 0 {
-                                again.push(index);
-                                break;
-                            }
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            slot.readable = false;
-                            break;
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                        Err(_) => {
-                            eof = true;
-                            break;
-                        }
-                    }
+            if slot.readable && matches!(self.backend, Backend::Mio) {
+                let more;
+                (eof, more) = read_socket(slot, self.ctx.now);
+                if more {
+                    again.push(index);
                 }
             }
             slot.conn.process(&mut self.ctx);
@@ -368,6 +394,7 @@ impl Shard {
                 self.handle_local();
                 continue;
             }
+            self.uring_arm_recv(index);
             self.mark_dirty(index);
             self.handle_local();
         }
@@ -531,33 +558,54 @@ impl Shard {
                 }
                 continue;
             }
-            let was_paused_by_output = slot.conn.read_paused();
-            match slot.conn.out().write_to(&mut slot.socket) {
-                Ok(true) => {
-                    slot.conn.note_sent(self.ctx.now);
-                    if slot.conn.is_closed() {
-                        self.remove_connection(index);
-                        continue;
-                    }
-                    slot.conn.after_flush(&mut self.ctx);
-                    if was_paused_by_output && !slot.conn.read_paused() {
-                        self.mark_ready(index);
+            match self.backend {
+                Backend::Mio => {
+                    if !self.write_socket(index) {
+                        keep.push(index);
                     }
                 }
-                Ok(false) => {
-                    slot.conn.note_sent(self.ctx.now);
-                    slot.write_blocked = true;
-                    slot.queued_dirty = true;
-                    keep.push(index);
-                }
-                Err(_) => self.remove_connection(index),
+                Backend::Uring(_) => self.uring_send(index),
             }
         }
         self.dirty.extend(keep);
     }
 
+    /// Writes a connection's queue with the mio backend. False if the socket
+    /// would block (the connection stays dirty).
+    fn write_socket(&mut self, index: usize) -> bool {
+        let slot = &mut self.conns[index];
+        let was_paused_by_output = slot.conn.read_paused();
+        match slot.conn.out().write_to(&mut slot.socket) {
+            Ok(true) => {
+                slot.conn.note_sent(self.ctx.now);
+                if slot.conn.is_closed() {
+                    self.remove_connection(index);
+                    return true;
+                }
+                slot.conn.after_flush(&mut self.ctx);
+                if was_paused_by_output && !slot.conn.read_paused() {
+                    self.mark_ready(index);
+                }
+                true
+            }
+            Ok(false) => {
+                slot.conn.note_sent(self.ctx.now);
+                slot.write_blocked = true;
+                slot.queued_dirty = true;
+                false
+            }
+            Err(_) => {
+                self.remove_connection(index);
+                true
+            }
+        }
+    }
+
     fn housekeeping(&mut self) {
         let now = self.ctx.now;
+        if let Backend::Uring(_) = self.backend {
+            self.uring_note_arrivals();
+        }
         let mut dead = Vec::new();
         let mut wrote = Vec::new();
         for (index, slot) in self.conns.iter_mut() {
@@ -582,19 +630,79 @@ impl Shard {
             return;
         }
         let mut slot = self.conns.remove(index);
-        let _ = self.poll.registry().deregister(&mut slot.socket);
+        match &mut self.backend {
+            Backend::Mio => {
+                let _ = self.poll.registry().deregister(&mut slot.socket);
+            }
+            Backend::Uring(driver) => driver.retire(slot.socket, &slot.io),
+        }
         slot.conn.shutdown(&mut self.ctx);
     }
 
+    /// Shutdown: every connection gets connection.close (320), written
+    /// directly to its socket, then is removed.
     fn close_all(&mut self) {
         let indices: Vec<usize> = self.conns.iter().map(|(i, _)| i).collect();
         for index in &indices {
+            self.conns[*index].conn.close_for_shutdown(&mut self.ctx);
+        }
+        // io_uring: no operation may be in flight while we write directly.
+        self.uring_drain();
+        for index in &indices {
             let slot = &mut self.conns[*index];
-            slot.conn.close_for_shutdown(&mut self.ctx);
-            let _ = slot.conn.out().write_to(&mut slot.socket);
+            if !slot.io.send_in_flight() {
+                let _ = slot.conn.out().write_to(&mut slot.socket);
+            }
         }
         for index in indices {
             self.remove_connection(index);
+        }
+    }
+}
+
+/// The backend the configuration asks for, or mio where the kernel refuses
+/// io_uring.
+fn start_backend(ctx: &ShardCtx, poll: &Poll) -> Backend {
+    let shard = ctx.shard.0;
+    let backend = match ctx.config.io_backend {
+        IoBackend::Mio => Backend::Mio,
+        IoBackend::Uring => match uring::Driver::new(poll.as_raw_fd()) {
+            Ok(driver) => Backend::Uring(Box::new(driver)),
+            Err(e) => {
+                tracing::warn!(shard, error = %e, "io_uring refused; this shard falls back to mio");
+                Backend::Mio
+            }
+        },
+    };
+    let running = match backend {
+        Backend::Mio => IoBackend::Mio,
+        Backend::Uring(_) => IoBackend::Uring,
+    };
+    tracing::info!(shard, io_backend = %running, "shard io backend");
+    backend
+}
+
+/// Reads a ready socket (mio) until it would block, the peer is gone, or the
+/// turn's budget ([`READ_BYTES_PER_TURN_MAX`]) is spent. Returns (peer gone,
+/// budget spent with more to read).
+fn read_socket(slot: &mut Slot, now: Instant) -> (bool, bool) {
+    let mut budget = READ_BYTES_PER_TURN_MAX;
+    loop {
+        match io::read_some(&mut slot.socket, slot.conn.read_buffer()) {
+            Ok(0) => return (true, false),
+            Ok(n) => {
+                slot.conn.note_received(now);
+                budget = budget.saturating_sub(n);
+                if budget == 0 {
+                    return (false, true);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                slot.readable = false;
+                return (false, false);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return (true, false),
         }
     }
 }

@@ -60,10 +60,17 @@ pub fn start_broker() -> Broker {
 /// Starts Lepus inside the test process, listening on an ephemeral loopback port,
 /// with 2 shards (connections are assigned to shards round-robin in accept order).
 fn start_in_process() -> Broker {
+    // LEPUS_TEST_IO_BACKEND=io-uring runs the suite on the io_uring backend.
+    let io_backend = match std::env::var("LEPUS_TEST_IO_BACKEND").as_deref().map(str::trim) {
+        Err(_) | Ok("" | "mio") => lepus::config::IoBackend::Mio,
+        Ok("io-uring" | "uring") => lepus::config::IoBackend::Uring,
+        Ok(other) => panic!("LEPUS_TEST_IO_BACKEND must be mio or io-uring, not {other:?}"),
+    };
     let config = lepus::Config {
         listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
         shards: 2,
         pin_shards: false,
+        io_backend,
         ..lepus::Config::default()
     };
     let server = lepus::Server::start(config).expect("lepus starts in-process");
