@@ -56,6 +56,9 @@ pub const READ_BYTES_PER_TURN_MAX: usize = 256 * 1024;
 pub const STAGED_ENVELOPES_MAX: usize = 64 * 1024;
 /// Socket events handled per poll.
 pub const POLL_EVENTS_MAX: usize = 1024;
+/// A wait for events at least this long counts as idle time (see
+/// [`ShardCtx::busy`]).
+pub const IDLE_WAIT_MIN: Duration = Duration::from_micros(200);
 /// Period of heartbeat and timeout checks.
 pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -199,13 +202,23 @@ impl Shard {
 
     fn poll_io(&mut self) {
         let timeout = self.wait_timeout();
-        if timeout > Duration::from_micros(200) {
-            // About to wait with nothing to do: the core is not saturated.
-            self.ctx.idle_at = Instant::now();
-        }
+        // When the shard last had nothing to do (see `ShardCtx::busy`). With
+        // mio: it asked for a long wait (nothing ready, no envelopes). With
+        // io_uring that is the normal state of a busy loop (its work arrives as
+        // completions that end the wait at once), so there it must really
+        // have waited. (Measured: either rule on the other backend lets a
+        // prefetch-bound consumer's backlog grow.)
+        let started = Instant::now();
         if let Backend::Uring(_) = self.backend {
             self.poll_uring(timeout);
+            let now = Instant::now();
+            if now.saturating_duration_since(started) >= IDLE_WAIT_MIN {
+                self.ctx.idle_at = now;
+            }
             return;
+        }
+        if timeout >= IDLE_WAIT_MIN {
+            self.ctx.idle_at = started;
         }
         if let Err(e) = self.poll.poll(&mut self.events, Some(timeout)) {
             if e.kind() != std::io::ErrorKind::Interrupted {
