@@ -82,6 +82,12 @@ impl ShortStr {
         ShortStr(Bytes::copy_from_slice(s.as_bytes()))
     }
 
+    /// A copy in a buffer of its own (a view would keep the buffer it points
+    /// into alive, e.g. a connection's read buffer).
+    pub fn detached(&self) -> Self {
+        ShortStr(Bytes::copy_from_slice(&self.0))
+    }
+
     /// For the decoder: the one-octet length prefix already bounds `b`.
     pub(crate) fn from_wire(b: Bytes) -> Self {
         debug_assert!(b.len() <= SHORT_STR_BYTES_MAX);

@@ -33,14 +33,9 @@ const DIRECT_REPLY_PREFIX: &str = "amq.rabbitmq.reply-to.";
 pub const MESSAGE_COPY_BYTES_MAX: usize = 8 * 1024;
 const _: () = assert!(MESSAGE_COPY_BYTES_MAX <= crate::connection::READ_CHUNK_BYTES / 4);
 
-/// The message in one allocation of its own: exchange, routing key, header and
-/// body, so nothing of the publisher's read buffer stays referenced.
-#[cfg(test)]
-fn compact(message: &MessageParts) -> MessageParts {
-    compact_pieces(&message.exchange, &message.routing_key, &message.header, message.body.chunks())
-}
-
-/// [`compact`] from the pieces as received.
+/// The message in one allocation of its own, from its pieces as received:
+/// exchange, routing key, header and body, so nothing of the publisher's read
+/// buffer stays referenced.
 fn compact_pieces(
     exchange: &ShortStr,
     routing_key: &ShortStr,
@@ -300,11 +295,8 @@ impl Channel {
         if headers.is_none() && !exchange.bindings.needs_headers() {
             let cache = self.route_cache.get_or_insert_with(Default::default);
             cache.generation = generation;
-            // Copies: a view would keep the publisher's read buffer alive.
-            cache.exchange =
-                ShortStr::from_bytes(Bytes::copy_from_slice(message.exchange.as_bytes())).unwrap_or_default();
-            cache.routing_key = ShortStr::from_bytes(Bytes::copy_from_slice(message.routing_key.as_bytes()))
-                .unwrap_or_default();
+            cache.exchange = message.exchange.detached();
+            cache.routing_key = message.routing_key.detached();
             cache.targets.clear();
             cache.targets.extend_from_slice(&targets);
         }
@@ -525,7 +517,8 @@ mod tests {
             header: read_buffer.slice(10..24),
             body: Body::Chunks(vec![read_buffer.slice(24..30), read_buffer.slice(40..50)].into()),
         };
-        let compacted = compact(&message);
+        let compacted =
+            compact_pieces(&message.exchange, &message.routing_key, &message.header, message.body.chunks());
         assert_eq!(compacted.exchange, message.exchange);
         assert_eq!(compacted.routing_key, message.routing_key);
         assert_eq!(compacted.header, message.header);

@@ -65,11 +65,7 @@ impl WriteQueue {
         if self.scratch.capacity() - self.scratch.len() < additional {
             // Full: freeze what is there as a segment and start a fresh
             // buffer, rather than let `reserve` copy everything written so far.
-            if !self.scratch.is_empty() {
-                let segment = self.scratch.split().freeze();
-                self.queued_bytes += segment.len();
-                self.chunks.push_back(segment);
-            }
+            self.freeze_scratch();
             self.scratch.reserve(additional.max(SCRATCH_BYTES_MIN));
         }
         &mut self.scratch
@@ -97,11 +93,7 @@ impl WriteQueue {
             self.scratch(piece.len()).extend_from_slice(piece);
             return;
         }
-        if !self.scratch.is_empty() {
-            let segment = self.scratch.split().freeze();
-            self.queued_bytes += segment.len();
-            self.chunks.push_back(segment);
-        }
+        self.freeze_scratch();
         self.queued_bytes += piece.len();
         self.chunks.push_back(piece.clone());
     }

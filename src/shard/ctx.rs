@@ -69,6 +69,12 @@ pub struct ShardCtx {
     pub idle_at: Instant,
 }
 
+/// The loop has not waited idle since `idle_at` for
+/// [`crate::shard::throttle::BUSY_AFTER`]: the core is saturated.
+fn busy(now: Instant, idle_at: Instant) -> bool {
+    now.saturating_duration_since(idle_at) >= crate::shard::throttle::BUSY_AFTER
+}
+
 /// A local queue, with its clock set for the operation that follows (a free
 /// function so callers can borrow other fields of the context alongside).
 fn queue_at(queues: &mut QueueMap, clock_ms: u64, queue: QueueId) -> Option<&mut Queue> {
@@ -132,13 +138,6 @@ impl ShardCtx {
     /// The clock queues see, in ms.
     pub fn clock_ms(&self) -> u64 {
         self.clock
-    }
-
-    /// The loop has not waited idle for [`crate::shard::throttle::BUSY_AFTER`]:
-    /// the core is saturated.
-    #[inline]
-    pub fn busy(&self) -> bool {
-        self.now.saturating_duration_since(self.idle_at) >= crate::shard::throttle::BUSY_AFTER
     }
 
     /// Sets the time of this loop turn.
@@ -205,13 +204,14 @@ impl ShardCtx {
     /// queue deleted meanwhile counts as accepted, as in RabbitMQ (the message
     /// was routed; the queue went away).
     pub fn publish_local(&mut self, queue: QueueId, message: Message) -> bool {
-        let busy = self.busy();
         let Some(q) = queue_at(&mut self.queues, self.clock, queue) else {
             return true;
         };
         let accepted = q.publish(message, &mut self.deliveries);
         q.report_stats();
-        if q.backlog_high() && (self.throttle.is_holding(queue) || q.holds_publishers(busy)) {
+        if q.backlog_high()
+            && (self.throttle.is_holding(queue) || q.holds_publishers(busy(self.now, self.idle_at)))
+        {
             let me = QueueRef { id: queue, shard: self.shard };
             self.throttle.hold_local(me, q.dispatched(), self.now);
         }

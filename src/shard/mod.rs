@@ -57,7 +57,7 @@ pub const STAGED_ENVELOPES_MAX: usize = 64 * 1024;
 /// Socket events handled per poll.
 pub const POLL_EVENTS_MAX: usize = 1024;
 /// A wait for events at least this long counts as idle time (see
-/// [`ShardCtx::busy`]).
+/// `ShardCtx::idle_at`).
 pub const IDLE_WAIT_MIN: Duration = Duration::from_micros(200);
 /// Period of heartbeat and timeout checks.
 pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(100);
@@ -202,7 +202,7 @@ impl Shard {
 
     fn poll_io(&mut self) {
         let timeout = self.wait_timeout();
-        // When the shard last had nothing to do (see `ShardCtx::busy`). With
+        // When the shard last had nothing to do (see `ShardCtx::idle_at`). With
         // mio: it asked for a long wait (nothing ready, no envelopes). With
         // io_uring that is the normal state of a busy loop (its work arrives as
         // completions that end the wait at once), so there it must really
