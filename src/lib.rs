@@ -23,6 +23,7 @@ pub mod ring;
 pub mod routing;
 pub mod server;
 pub mod shard;
+pub mod storage;
 
 pub use config::Config;
 pub use server::{Server, StartError};

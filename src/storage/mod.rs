@@ -1,0 +1,6 @@
+//! What Lepus keeps on disk: the data directory, the definitions log (durable
+//! exchanges, queues and bindings), and each shard's message log.
+//!
+//! Every file is a sequence of [`record`]s, each with its own checksum.
+
+pub mod record;
