@@ -3,4 +3,14 @@
 //!
 //! Every file is a sequence of [`record`]s, each with its own checksum.
 
+pub mod entry;
+pub mod log;
 pub mod record;
+pub mod recover;
+mod syncer;
+
+pub use log::{Loc, Log, NO_LOC};
+pub use syncer::Wake;
+
+#[cfg(test)]
+mod log_tests;

@@ -1,0 +1,216 @@
+//! What a message-log record says: a message put into a queue, or ranges of a
+//! queue's messages settled (acked, rejected, expired, purged) or delivered.
+//!
+//! ```text
+//! message:   kind=1 | queue u64 | seq u64 | expires (unix ms) u64 |
+//!            exchange (u8 len + bytes) | routing key (u8 len + bytes) |
+//!            content header (u32 len + bytes) | body (the rest)
+//! settled:   kind=2 | queue u64 | count u32 | count × (first seq u64, last seq u64)
+//! delivered: kind=3 | (as settled)
+//! ```
+//!
+//! All integers little-endian. A queue is named by its [`crate::queue::QueueId`],
+//! which is never reused across runs, and a message by its sequence number in
+//! that queue ([`crate::queue::MsgId`]).
+
+use crate::message::MessageParts;
+use crate::storage::record;
+
+/// A message put into a queue.
+pub const KIND_MESSAGE: u8 = 1;
+/// Messages that left their queue for good.
+pub const KIND_SETTLED: u8 = 2;
+/// Messages handed to a consumer (they come back redelivered after a crash).
+pub const KIND_DELIVERED: u8 = 3;
+
+/// Fixed part of a message record's payload before the exchange name.
+const MESSAGE_FIXED_BYTES: usize = 1 + 8 + 8 + 8;
+
+/// A decoded record payload, borrowing from the read buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Entry<'a> {
+    /// A message put into a queue.
+    Message(StoredMessage<'a>),
+    /// Ranges of a queue's messages settled ([`KIND_SETTLED`]) or delivered
+    /// ([`KIND_DELIVERED`]).
+    Ranges {
+        /// Which of the two.
+        kind: u8,
+        /// The queue.
+        queue: u64,
+        /// Inclusive ranges of sequence numbers, encoded.
+        ranges: &'a [u8],
+    },
+}
+
+/// A message record's fields.
+#[derive(Debug, PartialEq, Eq)]
+pub struct StoredMessage<'a> {
+    /// The queue.
+    pub queue: u64,
+    /// Its sequence number in the queue.
+    pub seq: u64,
+    /// When it expires, in ms since the Unix epoch (`u64::MAX`: never).
+    pub expires_unix_ms: u64,
+    /// The exchange it was published to.
+    pub exchange: &'a [u8],
+    /// Its routing key.
+    pub routing_key: &'a [u8],
+    /// The raw content-header payload.
+    pub header: &'a [u8],
+    /// The body.
+    pub body: &'a [u8],
+}
+
+/// Appends a message record to `buf`; returns the record's offset in `buf`.
+pub fn append_message(
+    buf: &mut Vec<u8>,
+    queue: u64,
+    seq: u64,
+    expires_unix_ms: u64,
+    m: &MessageParts,
+) -> usize {
+    record::append(buf, |b| {
+        let exchange = m.exchange.as_bytes();
+        let routing_key = m.routing_key.as_bytes();
+        b.reserve(MESSAGE_FIXED_BYTES + 2 + exchange.len() + routing_key.len() + 4 + m.header.len());
+        b.push(KIND_MESSAGE);
+        b.extend_from_slice(&queue.to_le_bytes());
+        b.extend_from_slice(&seq.to_le_bytes());
+        b.extend_from_slice(&expires_unix_ms.to_le_bytes());
+        // Short strings: at most 255 bytes, as the codec guarantees.
+        b.push(exchange.len() as u8);
+        b.extend_from_slice(exchange);
+        b.push(routing_key.len() as u8);
+        b.extend_from_slice(routing_key);
+        b.extend_from_slice(&(m.header.len() as u32).to_le_bytes());
+        b.extend_from_slice(&m.header);
+        for chunk in m.body.chunks() {
+            b.extend_from_slice(chunk);
+        }
+    })
+}
+
+/// Appends a settled or delivered record for the inclusive `ranges` of
+/// `queue`'s sequence numbers.
+pub fn append_ranges(buf: &mut Vec<u8>, kind: u8, queue: u64, ranges: &[(u64, u64)]) -> usize {
+    debug_assert!(kind == KIND_SETTLED || kind == KIND_DELIVERED);
+    record::append(buf, |b| {
+        b.reserve(1 + 8 + 4 + ranges.len() * 16);
+        b.push(kind);
+        b.extend_from_slice(&queue.to_le_bytes());
+        b.extend_from_slice(&(ranges.len() as u32).to_le_bytes());
+        for &(first, last) in ranges {
+            b.extend_from_slice(&first.to_le_bytes());
+            b.extend_from_slice(&last.to_le_bytes());
+        }
+    })
+}
+
+/// Collapses sorted sequence numbers into inclusive ranges.
+pub fn to_ranges(sorted: impl IntoIterator<Item = u64>, out: &mut Vec<(u64, u64)>) {
+    out.clear();
+    for seq in sorted {
+        match out.last_mut() {
+            Some((_, last)) if seq == last.wrapping_add(1) => *last = seq,
+            Some((_, last)) if seq == *last => {}
+            _ => out.push((seq, seq)),
+        }
+    }
+}
+
+/// The ranges of a [`Entry::Ranges`] record.
+pub fn ranges(encoded: &[u8]) -> impl Iterator<Item = (u64, u64)> + '_ {
+    encoded.chunks_exact(16).map(|c| (le_u64(&c[..8]), le_u64(&c[8..])))
+}
+
+fn le_u64(b: &[u8]) -> u64 {
+    let mut a = [0; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_le_bytes(a)
+}
+
+/// Reads a record payload (whose checksum has been verified). `None` if its
+/// structure is wrong.
+pub fn decode(payload: &[u8]) -> Option<Entry<'_>> {
+    let (&kind, rest) = payload.split_first()?;
+    match kind {
+        KIND_MESSAGE => {
+            let queue = le_u64(rest.get(0..8)?);
+            let seq = le_u64(rest.get(8..16)?);
+            let expires_unix_ms = le_u64(rest.get(16..24)?);
+            let mut at = 24;
+            let short = |at: &mut usize| -> Option<&[u8]> {
+                let len = usize::from(*rest.get(*at)?);
+                let s = rest.get(*at + 1..*at + 1 + len)?;
+                *at += 1 + len;
+                Some(s)
+            };
+            let exchange = short(&mut at)?;
+            let routing_key = short(&mut at)?;
+            let header_len = u32::from_le_bytes(rest.get(at..at + 4)?.try_into().ok()?) as usize;
+            let header = rest.get(at + 4..at + 4 + header_len)?;
+            let body = rest.get(at + 4 + header_len..)?;
+            Some(Entry::Message(StoredMessage {
+                queue,
+                seq,
+                expires_unix_ms,
+                exchange,
+                routing_key,
+                header,
+                body,
+            }))
+        }
+        KIND_SETTLED | KIND_DELIVERED => {
+            let queue = le_u64(rest.get(0..8)?);
+            let count = u32::from_le_bytes(rest.get(8..12)?.try_into().ok()?) as usize;
+            let ranges = rest.get(12..)?;
+            (ranges.len() == count.checked_mul(16)?).then_some(Entry::Ranges { kind, queue, ranges })
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::amqp::field::ShortStr;
+    use crate::message::Body;
+    use crate::storage::record::Decoded;
+
+    #[test]
+    fn message_records_round_trip() {
+        let parts = MessageParts {
+            exchange: ShortStr::from_static("amq.direct"),
+            routing_key: ShortStr::from_static("key"),
+            header: bytes::Bytes::from_static(&[0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0x10, 0, 2]),
+            body: Body::from_chunks(vec![
+                bytes::Bytes::from_static(b"hel"),
+                bytes::Bytes::from_static(b"lo"),
+            ]),
+        };
+        let mut buf = Vec::new();
+        append_message(&mut buf, 7, 42, u64::MAX, &parts);
+        let Decoded::Record(payload, total) = record::decode(&buf) else { panic!("a record") };
+        assert_eq!(total, buf.len());
+        let Some(Entry::Message(m)) = decode(payload) else { panic!("a message") };
+        assert_eq!((m.queue, m.seq, m.expires_unix_ms), (7, 42, u64::MAX));
+        assert_eq!((m.exchange, m.routing_key, m.body), (&b"amq.direct"[..], &b"key"[..], &b"hello"[..]));
+        assert_eq!(m.header, &parts.header[..]);
+    }
+
+    #[test]
+    fn ranges_round_trip_and_collapse() {
+        let mut out = Vec::new();
+        to_ranges([1, 2, 3, 5, 7, 8], &mut out);
+        assert_eq!(out, [(1, 3), (5, 5), (7, 8)]);
+        let mut buf = Vec::new();
+        append_ranges(&mut buf, KIND_SETTLED, 9, &out);
+        let Decoded::Record(payload, _) = record::decode(&buf) else { panic!("a record") };
+        let Some(Entry::Ranges { kind, queue, ranges: r }) = decode(payload) else { panic!("ranges") };
+        assert_eq!((kind, queue), (KIND_SETTLED, 9));
+        assert_eq!(ranges(r).collect::<Vec<_>>(), out);
+        assert_eq!(decode(&payload[..payload.len() - 1]), None, "a short range list is malformed");
+        assert_eq!(decode(&[9]), None, "unknown kind");
+    }
+}

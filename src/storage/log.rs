@@ -1,0 +1,451 @@
+//! A shard's message log: append-only segment files of checksummed records
+//! (see [`crate::storage::entry`]), group-committed by a sync thread.
+//!
+//! ```text
+//!   append_* ─> pending (this turn) ─flush─> write(2) to the active segment
+//!                                             └─> Syncer: fdatasync ─> waiters released
+//! ```
+//!
+//! - A record's position ([`Loc`]) is its segment id and offset.
+//! - Waiters (publishes to confirm) are released once a sync covers their
+//!   record; one sync serves every record written before it started.
+//! - A segment is removed when none of its messages is live any more and the
+//!   segments its settled/delivered records refer to are gone (so removing it
+//!   never brings a settled message back); the directory is synced after.
+//! - Segment files are preallocated; a header of zeros ends a segment's data.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::message::MessageParts;
+use crate::storage::entry;
+use crate::storage::record;
+use crate::storage::syncer::{Request, Syncer, Wake};
+
+/// A record's position: segment id (high 32 bits) and offset in it.
+pub type Loc = u64;
+
+/// The position of a message that is not in the log.
+pub const NO_LOC: Loc = u64::MAX;
+
+/// Size at which a segment is sealed and the next one started (a record
+/// larger than this gets a segment of its own).
+pub const SEGMENT_BYTES_MAX: u32 = 64 * 1024 * 1024;
+
+/// Records buffered in a turn beyond which they are written at once.
+pub const PENDING_BYTES_HIGH: usize = 4 * 1024 * 1024;
+
+/// Longest time written records without a waiter stay unsynced.
+pub const SYNC_INTERVAL_MAX: Duration = Duration::from_millis(100);
+
+/// The position of `offset` in `segment`.
+#[inline]
+pub fn loc(segment: u32, offset: u32) -> Loc {
+    (u64::from(segment) << 32) | u64::from(offset)
+}
+
+/// The segment of a position.
+#[inline]
+pub fn segment_of(loc: Loc) -> u32 {
+    (loc >> 32) as u32
+}
+
+/// The file name of a segment.
+pub fn segment_path(dir: &Path, segment: u32) -> PathBuf {
+    dir.join(format!("{segment:010}.seg"))
+}
+
+/// What the log knows of a segment.
+#[derive(Debug, Default)]
+pub(super) struct Segment {
+    /// Messages in it not yet settled.
+    pub(super) live: u64,
+    /// Older segments that settled/delivered records in this one refer to:
+    /// this one stays while any of them does.
+    pub(super) pins: Vec<u32>,
+}
+
+impl Segment {
+    pub(super) fn pin(&mut self, older: u32) {
+        if !self.pins.contains(&older) {
+            self.pins.push(older);
+        }
+    }
+}
+
+/// A shard's message log. `W` is what waits for a sync (a confirm to send).
+pub struct Log<W> {
+    dir: PathBuf,
+    dir_file: Arc<File>,
+    segments: BTreeMap<u32, Segment>,
+    /// The segment being written.
+    active: u32,
+    file: Arc<File>,
+    /// Offset of the next record in the active segment (pending included).
+    end: u32,
+    /// Offset up to which the active segment has been written.
+    written: u32,
+    /// Records not yet written.
+    pending: Vec<u8>,
+    /// Sealed segments written since the last sync request.
+    unsynced: Vec<Arc<File>>,
+    /// Segments were created or removed since the last sync request.
+    dir_dirty: bool,
+    /// Records were written since the last sync request.
+    dirty: bool,
+    /// Start a new segment before the next record (after a write error).
+    roll_next: bool,
+    /// Records up to here could not be written: their waiters are nacked.
+    write_failed: Loc,
+    waiters: VecDeque<(Loc, W)>,
+    /// Highest position asked of the syncer.
+    requested: Loc,
+    last_request: Instant,
+    syncer: Syncer,
+    /// A segment may have become removable.
+    retire_due: bool,
+    ranges: Vec<(u64, u64)>,
+    seqs: Vec<u64>,
+    /// [`SEGMENT_BYTES_MAX`], smaller in tests.
+    segment_bytes: u32,
+}
+
+impl<W> std::fmt::Debug for Log<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log").field("dir", &self.dir).field("active", &self.active).finish()
+    }
+}
+
+impl<W> Log<W> {
+    /// A log in `dir` whose segments are `segments` (recovered), writing to a
+    /// new segment after them. `wake` is called after every sync.
+    pub(super) fn start(
+        dir: &Path,
+        mut segments: BTreeMap<u32, Segment>,
+        name: String,
+        wake: Wake,
+    ) -> std::io::Result<Log<W>> {
+        let dir_file = Arc::new(File::open(dir)?);
+        let active = segments.keys().next_back().map_or(0, |last| last + 1);
+        let file = Arc::new(create_segment(dir, active)?);
+        segments.insert(active, Segment::default());
+        dir_file.sync_all()?;
+        Ok(Log {
+            dir: dir.to_path_buf(),
+            dir_file,
+            segments,
+            active,
+            file,
+            end: 0,
+            written: 0,
+            pending: Vec::new(),
+            unsynced: Vec::new(),
+            dir_dirty: false,
+            dirty: false,
+            roll_next: false,
+            write_failed: 0,
+            waiters: VecDeque::new(),
+            requested: 0,
+            last_request: Instant::now(),
+            syncer: Syncer::start(name, wake)?,
+            retire_due: true,
+            ranges: Vec::new(),
+            seqs: Vec::new(),
+            segment_bytes: SEGMENT_BYTES_MAX,
+        })
+    }
+
+    /// Appends a message record; `None` if the log cannot take it (a new
+    /// segment could not be created): the publish must be refused.
+    pub fn append_message(
+        &mut self,
+        queue: u64,
+        seq: u64,
+        expires_unix_ms: u64,
+        m: &MessageParts,
+    ) -> Option<Loc> {
+        let size = record::RECORD_HEADER_BYTES
+            + 1
+            + 24
+            + 2
+            + m.exchange.len()
+            + m.routing_key.len()
+            + 4
+            + m.header.len()
+            + usize::try_from(m.body_len()).unwrap_or(usize::MAX);
+        self.make_room(size).ok()?;
+        let start = self.pending.len();
+        entry::append_message(&mut self.pending, queue, seq, expires_unix_ms, m);
+        let at = self.advance(start);
+        if let Some(s) = self.segments.get_mut(&self.active) {
+            s.live += 1;
+        }
+        Some(at)
+    }
+
+    /// Records that `queue`'s messages `(seq, loc)` were settled (they never
+    /// come back) or delivered (they come back redelivered after a crash).
+    pub fn append_ranges(&mut self, kind: u8, queue: u64, messages: &[(u64, Loc)]) {
+        if messages.is_empty() {
+            return;
+        }
+        self.seqs.clear();
+        self.seqs.extend(messages.iter().map(|&(seq, _)| seq));
+        self.seqs.sort_unstable();
+        let mut ranges = std::mem::take(&mut self.ranges);
+        entry::to_ranges(self.seqs.iter().copied(), &mut ranges);
+        if self.make_room(record::RECORD_HEADER_BYTES + 13 + ranges.len() * 16).is_err() {
+            // Not recorded: after a crash these come back (redelivered).
+            self.ranges = ranges;
+            if kind == entry::KIND_SETTLED {
+                self.forget(messages.iter().map(|&(_, at)| at));
+            }
+            return;
+        }
+        let start = self.pending.len();
+        entry::append_ranges(&mut self.pending, kind, queue, &ranges);
+        self.ranges = ranges;
+        self.advance(start);
+        let active = self.active;
+        for &(_, at) in messages {
+            let segment = segment_of(at);
+            if kind == entry::KIND_SETTLED {
+                self.release(segment);
+            }
+            if segment != active {
+                if let Some(s) = self.segments.get_mut(&active) {
+                    s.pin(segment);
+                }
+            }
+        }
+    }
+
+    /// Messages that leave without a record (their queue was deleted, which
+    /// the definitions log records).
+    pub fn forget(&mut self, locs: impl Iterator<Item = Loc>) {
+        for at in locs {
+            if at != NO_LOC {
+                self.release(segment_of(at));
+            }
+        }
+    }
+
+    fn release(&mut self, segment: u32) {
+        if let Some(s) = self.segments.get_mut(&segment) {
+            assert!(s.live > 0, "message log: segment {segment} released below zero");
+            s.live -= 1;
+            if s.live == 0 {
+                self.retire_due = true;
+            }
+        }
+    }
+
+    /// `waiter` is released when everything appended so far is durable.
+    pub fn wait(&mut self, waiter: W) {
+        self.waiters.push_back((loc(self.active, self.end), waiter));
+    }
+
+    /// Waiters are waiting for a sync.
+    pub fn has_waiters(&self) -> bool {
+        !self.waiters.is_empty()
+    }
+
+    /// Waiters whose sync finished since the last call: `true` if their
+    /// records are durable, `false` if writing or syncing them failed.
+    pub fn take_released(&mut self, out: &mut Vec<(W, bool)>) {
+        let Some(&(first, _)) = self.waiters.front() else {
+            return;
+        };
+        let done = self.syncer.done();
+        if first > done && first > self.write_failed {
+            return;
+        }
+        let failed = self.syncer.failed().max(self.write_failed);
+        while let Some(&(at, _)) = self.waiters.front() {
+            if at > done && at > self.write_failed {
+                break;
+            }
+            if let Some((_, w)) = self.waiters.pop_front() {
+                out.push((w, at > failed));
+            }
+        }
+    }
+
+    /// Some waiter's sync has finished (cheap; for the shard's park check).
+    pub fn has_released(&self) -> bool {
+        self.waiters.front().is_some_and(|&(at, _)| at <= self.syncer.done() || at <= self.write_failed)
+    }
+
+    /// End of a turn: writes what was appended, asks for a sync if a waiter
+    /// needs one (or records have waited [`SYNC_INTERVAL_MAX`]), and removes
+    /// segments no longer needed.
+    pub fn flush(&mut self, now: Instant) {
+        self.write_pending();
+        let waiting = self.waiters.back().is_some_and(|&(at, _)| at > self.requested);
+        if waiting || (self.dirty && now.saturating_duration_since(self.last_request) >= SYNC_INTERVAL_MAX) {
+            self.request_sync(now);
+        }
+        if self.retire_due {
+            self.retire();
+        }
+    }
+
+    /// Writes and syncs everything now (shutdown).
+    pub fn close(&mut self) {
+        self.write_pending();
+        for file in self.unsynced.drain(..).chain(std::iter::once(Arc::clone(&self.file))) {
+            if let Err(e) = file.sync_data() {
+                tracing::error!(error = %e, "message log: fdatasync at shutdown failed");
+            }
+        }
+        let _ = self.dir_file.sync_all();
+        self.syncer.stop();
+    }
+
+    fn request_sync(&mut self, now: Instant) {
+        let mut files = std::mem::take(&mut self.unsynced);
+        files.push(Arc::clone(&self.file));
+        let dir = std::mem::take(&mut self.dir_dirty).then(|| Arc::clone(&self.dir_file));
+        let upto = loc(self.active, self.written);
+        self.syncer.request(Request { files, dir, upto });
+        self.requested = upto;
+        self.dirty = false;
+        self.last_request = now;
+    }
+
+    /// Accounts a record just put into `pending` at `start`; returns its position.
+    fn advance(&mut self, start: usize) -> Loc {
+        let at = loc(self.active, self.end);
+        let len = u32::try_from(self.pending.len() - start).unwrap_or(u32::MAX);
+        self.end = self.end.saturating_add(len);
+        if self.pending.len() >= PENDING_BYTES_HIGH {
+            self.write_pending();
+        }
+        at
+    }
+
+    /// Starts a new segment first if a record of `size` bytes does not fit.
+    fn make_room(&mut self, size: usize) -> std::io::Result<()> {
+        let fits = u64::from(self.end) + size as u64 <= u64::from(self.segment_bytes);
+        if !self.roll_next && (fits || self.end == 0) {
+            return Ok(());
+        }
+        self.write_pending();
+        let next = self.active + 1;
+        let file = create_segment(&self.dir, next).inspect_err(|e| {
+            tracing::error!(error = %e, segment = next, "message log: cannot create a segment");
+        })?;
+        let sealed = std::mem::replace(&mut self.file, Arc::new(file));
+        self.unsynced.push(sealed);
+        self.active = next;
+        self.segments.insert(next, Segment::default());
+        self.end = 0;
+        self.written = 0;
+        self.roll_next = false;
+        self.dir_dirty = true;
+        self.retire_due = true;
+        Ok(())
+    }
+
+    fn write_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        // The check before the write: what goes to disk is what was built.
+        assert!(
+            record::verify_all(&self.pending).is_ok(),
+            "message log: a record changed in memory before its write"
+        );
+        match self.file.write_all_at(&self.pending, u64::from(self.written)) {
+            Ok(()) => self.dirty = true,
+            Err(e) => {
+                let segment = self.active;
+                tracing::error!(error = %e, segment, "message log: write failed; its publishes are nacked");
+                self.write_failed = loc(self.active, self.end);
+                self.roll_next = true;
+            }
+        }
+        self.written = self.end;
+        self.pending.clear();
+    }
+
+    /// Removes segments with no live message whose pins are gone, then syncs
+    /// the directory. A segment whose last pin goes now waits for the next
+    /// call, so its removal never reaches the disk before that of the pin.
+    fn retire(&mut self) {
+        self.retire_due = false;
+        let removable: Vec<u32> = self
+            .segments
+            .iter()
+            .filter(|(&id, s)| {
+                id != self.active && s.live == 0 && s.pins.iter().all(|p| !self.segments.contains_key(p))
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        if removable.is_empty() {
+            return;
+        }
+        for id in &removable {
+            let path = segment_path(&self.dir, *id);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    self.segments.remove(id);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, path = %path.display(), "message log: cannot remove a segment")
+                }
+            }
+        }
+        if let Err(e) = self.dir_file.sync_all() {
+            tracing::warn!(error = %e, "message log: fsync of the directory failed");
+        }
+        self.retire_due = true;
+    }
+
+    /// Segments on disk (for tests and reports).
+    pub fn segment_ids(&self) -> Vec<u32> {
+        self.segments.keys().copied().collect()
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Rolls segments at `bytes` instead of [`SEGMENT_BYTES_MAX`] (tests).
+    #[doc(hidden)]
+    pub fn set_segment_bytes(&mut self, bytes: u32) {
+        self.segment_bytes = bytes;
+    }
+
+    /// Makes the next writes to the active segment fail, as a full or failing
+    /// disk would (tests).
+    #[doc(hidden)]
+    pub fn break_active_segment(&mut self) -> std::io::Result<()> {
+        self.file = Arc::new(File::open(segment_path(&self.dir, self.active))?);
+        Ok(())
+    }
+}
+
+/// Creates (preallocated) segment `id`; fails if it exists.
+fn create_segment(dir: &Path, id: u32) -> std::io::Result<File> {
+    let file = OpenOptions::new().read(true).write(true).create_new(true).open(segment_path(dir, id))?;
+    preallocate(&file, SEGMENT_BYTES_MAX);
+    Ok(file)
+}
+
+/// Reserves the segment's blocks so appends do not change the file's size
+/// (fdatasync then has no metadata to write). Best effort.
+fn preallocate(file: &File, bytes: u32) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fallocate on a valid open descriptor with in-range arguments; it
+    // only changes the file's allocation and reports errors by return value.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, libc::off_t::from(bytes)) };
+    if rc != 0 {
+        tracing::debug!("message log: fallocate not supported here; segments grow as written");
+    }
+}

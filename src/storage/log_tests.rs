@@ -1,0 +1,226 @@
+//! The message log against its own files: recovery after clean and unclean
+//! stops, damaged records (torn and short writes, flipped bits, truncated
+//! segments), failing writes, and segment retirement.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::amqp::field::ShortStr;
+use crate::message::{Body, MessageParts};
+use crate::storage::entry::{KIND_DELIVERED, KIND_SETTLED};
+use crate::storage::log::{segment_of, segment_path, Loc, Log};
+use crate::storage::recover::{open, RecoveredMessage, RecoveryReport};
+
+type Recovered = HashMap<u64, Vec<RecoveredMessage>>;
+
+fn parts(body: &[u8]) -> MessageParts {
+    MessageParts {
+        exchange: ShortStr::from_static(""),
+        routing_key: ShortStr::from_static("q"),
+        header: bytes::Bytes::from_static(&[0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0x10, 0, 2]),
+        body: Body::One(bytes::Bytes::copy_from_slice(body)),
+    }
+}
+
+fn open_log(dir: &Path, known: &[u64]) -> (Log<u32>, Recovered, RecoveryReport, mpsc::Receiver<()>) {
+    let (tx, rx) = mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let wake = Arc::new(move || {
+        let _ = tx.lock().map(|t| t.send(()));
+    });
+    let known = known.to_vec();
+    let (log, recovered, report) =
+        open(dir, &|q| known.contains(&q), "test-sync".into(), wake).expect("log opens");
+    (log, recovered, report, rx)
+}
+
+fn seqs(recovered: &Recovered, queue: u64) -> Vec<(u64, bool)> {
+    recovered.get(&queue).map_or(Vec::new(), |l| l.iter().map(|m| (m.seq, m.delivered)).collect())
+}
+
+/// Appends `n` messages (seq 0..n, body = seq) to queue 1.
+fn fill(log: &mut Log<u32>, n: u64) -> Vec<Loc> {
+    (0..n)
+        .map(|seq| log.append_message(1, seq, u64::MAX, &parts(&seq.to_le_bytes())).expect("append"))
+        .collect()
+}
+
+/// Waits until the waiters released by syncs number `n`.
+fn released(log: &mut Log<u32>, rx: &mpsc::Receiver<()>, n: usize) -> Vec<(u32, bool)> {
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while out.len() < n {
+        log.take_released(&mut out);
+        if out.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(rx.recv_timeout(left).is_ok(), "no sync came; released so far: {out:?}");
+        }
+    }
+    out
+}
+
+#[test]
+fn waiters_are_released_after_the_sync_and_messages_survive_a_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, recovered, report, rx) = open_log(dir.path(), &[1]);
+    assert!(recovered.is_empty() && report.segments == 0);
+    let locs = fill(&mut log, 10);
+    log.wait(7);
+    log.flush(Instant::now());
+    assert_eq!(released(&mut log, &rx, 1), [(7, true)]);
+    log.append_ranges(KIND_DELIVERED, 1, &[(2, locs[2]), (3, locs[3])]);
+    log.append_ranges(KIND_SETTLED, 1, &[(0, locs[0]), (1, locs[1]), (3, locs[3])]);
+    log.flush(Instant::now());
+    drop(log); // no close: as after kill -9, the written records are all there is
+    let (_log, recovered, report, _rx) = open_log(dir.path(), &[1]);
+    assert_eq!(
+        seqs(&recovered, 1),
+        [(2, true), (4, false), (5, false), (6, false), (7, false), (8, false), (9, false)]
+    );
+    let bodies: Vec<Vec<u8>> =
+        recovered[&1].iter().map(|m| m.message.body.to_contiguous().to_vec()).collect();
+    assert_eq!(bodies[0], 2u64.to_le_bytes());
+    assert!(report.damaged.is_empty(), "{:?}", report.damaged);
+}
+
+#[test]
+fn messages_of_unknown_queues_are_dropped_and_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, ..) = open_log(dir.path(), &[1]);
+    fill(&mut log, 3);
+    log.append_message(2, 0, u64::MAX, &parts(b"other")).expect("append");
+    log.close();
+    let (_log, recovered, report, _rx) = open_log(dir.path(), &[1]);
+    assert_eq!(recovered.len(), 1);
+    assert_eq!(report.orphaned, 1);
+}
+
+/// The first segment's file and the offsets of the records `locs` in it.
+fn first_segment(dir: &Path) -> std::path::PathBuf {
+    segment_path(dir, 0)
+}
+
+#[test]
+fn a_torn_last_record_loses_only_itself() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, ..) = open_log(dir.path(), &[1]);
+    let locs = fill(&mut log, 5);
+    log.close();
+    // A short write: the last record's second half never reached the disk.
+    let path = first_segment(dir.path());
+    let mut data = std::fs::read(&path).expect("read");
+    let last = (locs[4] & 0xffff_ffff) as usize;
+    let end = data[last..].iter().rposition(|&b| b != 0).map_or(last, |p| last + p + 1);
+    let middle = last + (end - last) / 2;
+    data[middle..end].fill(0);
+    std::fs::write(&path, &data).expect("write");
+    let (_log, recovered, report, _rx) = open_log(dir.path(), &[1]);
+    assert_eq!(seqs(&recovered, 1).len(), 4);
+    assert_eq!(report.damaged.len(), 1, "{:?}", report.damaged);
+}
+
+#[test]
+fn a_truncated_last_segment_keeps_every_whole_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, ..) = open_log(dir.path(), &[1]);
+    let locs = fill(&mut log, 5);
+    log.close();
+    let path = first_segment(dir.path());
+    let cut = (locs[3] & 0xffff_ffff) + 5;
+    std::fs::OpenOptions::new().write(true).open(&path).and_then(|f| f.set_len(cut)).expect("truncate");
+    let (_log, recovered, report, _rx) = open_log(dir.path(), &[1]);
+    assert_eq!(seqs(&recovered, 1), [(0, false), (1, false), (2, false)]);
+    assert_eq!(report.damaged.len(), 1, "the torn record is reported: {:?}", report.damaged);
+}
+
+#[test]
+fn a_flipped_bit_loses_one_record_and_the_scan_goes_on() {
+    for victim in 0..5 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut log, ..) = open_log(dir.path(), &[1]);
+        let locs = fill(&mut log, 5);
+        log.close();
+        let path = first_segment(dir.path());
+        let mut data = std::fs::read(&path).expect("read");
+        // Flip a bit in the length, the checksum or the payload, by turns.
+        let at = (locs[victim] & 0xffff_ffff) as usize + [1, 5, 20, 30, 40][victim];
+        data[at] ^= 0x10;
+        std::fs::write(&path, &data).expect("write");
+        let (_log, recovered, report, _rx) = open_log(dir.path(), &[1]);
+        let expected: Vec<(u64, bool)> = (0..5).filter(|&s| s != victim as u64).map(|s| (s, false)).collect();
+        assert_eq!(seqs(&recovered, 1), expected, "bit flipped in record {victim}");
+        assert_eq!(report.damaged.len(), 1, "{:?}", report.damaged);
+    }
+}
+
+#[test]
+fn garbage_files_and_foreign_names_never_stop_the_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("0000000003.seg"), [0xffu8; 4096]).expect("garbage segment");
+    std::fs::write(dir.path().join("notes.txt"), b"hello").expect("foreign file");
+    let (mut log, recovered, report, _rx) = open_log(dir.path(), &[1]);
+    assert!(recovered.is_empty());
+    assert_eq!(report.damaged.len(), 1);
+    // New records go after the damaged segment, in a segment of their own.
+    let at = log.append_message(1, 0, u64::MAX, &parts(b"x")).expect("append");
+    assert_eq!(segment_of(at), 4);
+}
+
+#[test]
+fn a_failed_write_nacks_its_waiters_and_the_log_goes_on_in_a_new_segment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _, _, rx) = open_log(dir.path(), &[1]);
+    fill(&mut log, 2);
+    log.wait(1);
+    log.flush(Instant::now());
+    assert_eq!(released(&mut log, &rx, 1), [(1, true)]);
+    log.break_active_segment().expect("reopen read-only");
+    log.append_message(1, 2, u64::MAX, &parts(b"lost")).expect("append");
+    log.wait(2);
+    log.flush(Instant::now());
+    let mut out = Vec::new();
+    log.take_released(&mut out);
+    assert_eq!(out, [(2, false)], "the failed write is nacked at once");
+    let at = log.append_message(1, 3, u64::MAX, &parts(b"kept")).expect("append");
+    assert_eq!(segment_of(at), 1, "a new segment after the failure");
+    log.wait(3);
+    log.flush(Instant::now());
+    assert_eq!(released(&mut log, &rx, 1), [(3, true)]);
+    log.close();
+    let (_log, recovered, _, _rx) = open_log(dir.path(), &[1]);
+    assert_eq!(seqs(&recovered, 1), [(0, false), (1, false), (3, false)]);
+}
+
+#[test]
+fn settled_segments_are_removed_and_never_resurrect_a_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, ..) = open_log(dir.path(), &[1]);
+    log.set_segment_bytes(1024);
+    let locs = fill(&mut log, 200);
+    assert!(log.segment_ids().len() > 10, "small segments roll: {:?}", log.segment_ids());
+    // Settle everything but message 0 (held by a consumer, say), in batches.
+    for chunk in (1..200u64).collect::<Vec<_>>().chunks(16) {
+        let batch: Vec<(u64, Loc)> = chunk.iter().map(|&s| (s, locs[s as usize])).collect();
+        log.append_ranges(KIND_SETTLED, 1, &batch);
+        log.flush(Instant::now());
+    }
+    for _ in 0..4 {
+        log.flush(Instant::now());
+    }
+    let left = log.segment_ids();
+    assert!(left.contains(&0), "segment 0 holds a live message");
+    assert!(left.len() < 6, "settled segments went: {left:?}");
+    drop(log);
+    let (mut log, recovered, report, _rx) = open_log(dir.path(), &[1]);
+    assert_eq!(seqs(&recovered, 1), [(0, false)], "nothing settled came back");
+    assert!(report.damaged.is_empty());
+    // Once message 0 is settled too, everything but the active segment goes.
+    log.append_ranges(KIND_SETTLED, 1, &[(0, recovered[&1][0].loc)]);
+    for _ in 0..(left.len() + 2) {
+        log.flush(Instant::now());
+    }
+    assert_eq!(log.segment_ids().len(), 1, "{:?}", log.segment_ids());
+}
