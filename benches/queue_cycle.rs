@@ -179,7 +179,10 @@ impl Cycle {
     /// Moves one batch through the queue; the queue is empty afterwards.
     fn run(&mut self, mode: Mode, batch: Vec<Message>) {
         for message in batch {
-            let accepted = self.queue.publish(message, &mut self.out);
+            let accepted = {
+                let expires_at_ms = self.queue.expiry_of(&message);
+                self.queue.publish(message, lepus::storage::NO_LOC, expires_at_ms, &mut self.out)
+            };
             debug_assert!(accepted);
         }
         let mut delivered = self.take_deliveries();

@@ -27,10 +27,16 @@ use crate::channel::ChannelRef;
 use crate::message::Message;
 use crate::ring::ShardId;
 use crate::routing::topology::QueueMeta;
+use crate::storage::{Loc, NO_LOC};
 pub use dead_letter::DeadLetterTarget;
 
 pub mod dead_letter;
+mod journal;
+mod limits;
 mod ready;
+
+pub use journal::Journal;
+pub use limits::{Limits, Overflow};
 
 use ready::{Ready, ReadyList};
 
@@ -49,57 +55,6 @@ pub const BACKLOG_HIGH_MESSAGES: usize = 8 * 1024;
 pub const BACKLOG_HIGH_BYTES: u64 = 32 * 1024 * 1024;
 /// Ready messages at or below which held publishers go on.
 pub const BACKLOG_LOW_MESSAGES: usize = BACKLOG_HIGH_MESSAGES / 2;
-
-/// What a full queue does with a new message (x-overflow).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Overflow {
-    /// Drop (or dead-letter) the oldest ready messages: RabbitMQ's default.
-    DropHead,
-    /// Refuse the new message (nack it to a confirming publisher).
-    RejectPublish,
-    /// Refuse it and dead-letter it.
-    RejectPublishDlx,
-}
-
-/// A queue's length limits, from its declare arguments.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// x-max-length: ready messages.
-    pub max_length: Option<u64>,
-    /// x-max-length-bytes: body bytes of the ready messages.
-    pub max_bytes: Option<u64>,
-    /// x-overflow.
-    pub overflow: Overflow,
-}
-
-impl Limits {
-    /// Reads the limits from queue arguments (absent or negative: none).
-    pub fn from_arguments(arguments: &crate::amqp::field::FieldTable) -> Limits {
-        let int = |key: &[u8]| arguments.get(key).and_then(crate::amqp::field::FieldValue::as_i64);
-        let overflow = match arguments.get(b"x-overflow").and_then(crate::amqp::field::FieldValue::as_bytes) {
-            Some(b"reject-publish") => Overflow::RejectPublish,
-            Some(b"reject-publish-dlx") => Overflow::RejectPublishDlx,
-            _ => Overflow::DropHead,
-        };
-        Limits {
-            max_length: int(b"x-max-length").and_then(|v| u64::try_from(v).ok()),
-            max_bytes: int(b"x-max-length-bytes").and_then(|v| u64::try_from(v).ok()),
-            overflow,
-        }
-    }
-
-    /// The queue holds more than its limits allow.
-    fn is_over(&self, length: usize, bytes: u64) -> bool {
-        self.max_length.is_some_and(|max| length as u64 > max)
-            || self.max_bytes.is_some_and(|max| bytes > max)
-    }
-
-    /// A new message of `body_bytes` would not fit.
-    fn is_full(&self, length: usize, bytes: u64, body_bytes: u64) -> bool {
-        self.max_length.is_some_and(|max| length as u64 >= max)
-            || self.max_bytes.is_some_and(|max| bytes + body_bytes > max)
-    }
-}
 
 /// A process-wide queue id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -224,6 +179,8 @@ struct Unacked {
     expires_at_ms: u64,
     /// Kept so a requeued message goes back to its priority level.
     priority: u8,
+    /// Its position in the message log.
+    loc: Loc,
 }
 
 /// Why a queue refused an operation (the caller maps it to a channel error).
@@ -289,6 +246,10 @@ pub struct Queue {
     /// Grants this queue cannot use now (nothing ready), to hand back so they
     /// do not count against the channel's limit (sent by the shard).
     grant_returns: Vec<(ConsumerKey, u32)>,
+    /// Durable and not exclusive: persistent messages go to the message log.
+    stored: bool,
+    /// What the message log must learn after the current operation.
+    journal: Journal,
 }
 
 impl Queue {
@@ -313,7 +274,10 @@ impl Queue {
                 .and_then(crate::amqp::field::FieldValue::as_i64)
                 .and_then(|v| u64::try_from(v).ok())
         };
+        let stored = meta.durable && meta.exclusive_owner.is_none();
         Queue {
+            stored,
+            journal: Journal::default(),
             limits,
             ready_bytes: 0,
             clock_ms: now_ms,
@@ -363,24 +327,50 @@ impl Queue {
         u32::try_from(self.consumers.len()).unwrap_or(u32::MAX)
     }
 
+    /// Persistent messages sent to this queue must be in the message log.
+    #[inline]
+    pub fn is_stored(&self) -> bool {
+        self.stored
+    }
+
+    /// The id the next published message gets.
+    #[inline]
+    pub fn next_msg_id(&self) -> MsgId {
+        MsgId(self.next_msg_id)
+    }
+
+    /// What the message log must learn; the shard writes it and clears it.
+    #[inline]
+    pub fn journal(&mut self) -> &mut Journal {
+        &mut self.journal
+    }
+
     /// Appends a message and dispatches what can be dispatched. Returns
     /// false if the queue refused it (full, with x-overflow reject-publish*).
-    pub fn publish(&mut self, message: Message, out: &mut Vec<Delivery>) -> bool {
+    /// `loc` is where the message log has it ([`NO_LOC`]: not stored), and
+    /// `expires_at_ms` comes from [`Queue::expiry_of`].
+    pub fn publish(
+        &mut self,
+        message: Message,
+        loc: Loc,
+        expires_at_ms: u64,
+        out: &mut Vec<Delivery>,
+    ) -> bool {
         let body_bytes = message.body_len();
+        let id = MsgId(self.next_msg_id);
+        self.next_msg_id += 1;
         if self.limits.overflow != Overflow::DropHead
             && self.limits.is_full(self.ready.len(), self.ready_bytes, body_bytes)
         {
+            self.journal.settle(id.0, loc);
             if self.limits.overflow == Overflow::RejectPublishDlx && self.dead_letter.is_some() {
                 self.dead.push((message, "maxlen"));
             }
             return false;
         }
-        let id = MsgId(self.next_msg_id);
-        self.next_msg_id += 1;
         self.ready_bytes += body_bytes;
-        let expires_at_ms = self.expiry_of(&message);
         let priority = if self.ready.max_priority() > 0 { crate::message::priority(&message) } else { 0 };
-        self.ready.push_back(Ready { id, message, redelivered: false, expires_at_ms, priority });
+        self.ready.push_back(Ready { id, message, redelivered: false, expires_at_ms, priority, loc });
         self.dispatch(out);
         if expires_at_ms != NEVER {
             // x-message-ttl 0: what could not be delivered at once expires now.
@@ -442,9 +432,11 @@ impl Queue {
         self.clock_ms = now_ms;
     }
 
-    /// When a message published now expires: the sooner of the queue's
-    /// x-message-ttl and the message's `expiration` property.
-    fn expiry_of(&self, message: &Message) -> u64 {
+    /// When a message published now expires (queue clock, ms; `u64::MAX`:
+    /// never): the sooner of the queue's x-message-ttl and the message's
+    /// `expiration` property.
+    #[inline]
+    pub fn expiry_of(&self, message: &Message) -> u64 {
         let mut ttl = self.message_ttl_ms;
         if message.property_flags() & crate::message::FLAG_EXPIRATION != 0 {
             if let Some(ms) = crate::message::expiration_ms(&message.header) {
@@ -466,6 +458,7 @@ impl Queue {
             let Some(head) = self.pop_ready() else {
                 break;
             };
+            self.journal.settle(head.id.0, head.loc);
             if self.dead_letter.is_some() {
                 self.dead.push((head.message, "expired"));
             }
@@ -495,6 +488,7 @@ impl Queue {
             let Some(head) = self.pop_ready() else {
                 break;
             };
+            self.journal.settle(head.id.0, head.loc);
             if self.dead_letter.is_some() {
                 self.dead.push((head.message, "maxlen"));
             }
@@ -565,8 +559,9 @@ impl Queue {
                 c.unacked = c.unacked.saturating_sub(1);
             }
             match op {
-                SettleOp::Ack => {}
+                SettleOp::Ack => self.journal.settle(id.0, entry.loc),
                 SettleOp::Discard => {
+                    self.journal.settle(id.0, entry.loc);
                     if self.dead_letter.is_some() {
                         self.dead.push((entry.message, "rejected"));
                     }
@@ -577,6 +572,7 @@ impl Queue {
                     redelivered: true,
                     expires_at_ms: entry.expires_at_ms,
                     priority: entry.priority,
+                    loc: entry.loc,
                 }),
                 SettleOp::Undelivered => back.push(Ready {
                     id,
@@ -584,6 +580,7 @@ impl Queue {
                     redelivered: false,
                     expires_at_ms: entry.expires_at_ms,
                     priority: entry.priority,
+                    loc: entry.loc,
                 }),
             }
         }
@@ -604,7 +601,8 @@ impl Queue {
     ) {
         // A no-ack delivery carries no expiry; it was due for delivery anyway.
         let priority = if self.ready.max_priority() > 0 { crate::message::priority(&message) } else { 0 };
-        self.requeue(vec![Ready { id, message, redelivered, expires_at_ms: NEVER, priority }]);
+        // Its log record was settled when it went out no-ack: it is not stored any more.
+        self.requeue(vec![Ready { id, message, redelivered, expires_at_ms: NEVER, priority, loc: NO_LOC }]);
         self.dispatch(out);
     }
 
@@ -652,6 +650,7 @@ impl Queue {
         self.drop_expired_head();
         let ready = self.pop_ready()?;
         self.dispatched += 1;
+        self.journal.deliver(ready.id.0, ready.loc, no_ack);
         if !no_ack {
             self.unacked.insert(
                 ready.id,
@@ -660,6 +659,7 @@ impl Queue {
                     consumer: taker,
                     expires_at_ms: ready.expires_at_ms,
                     priority: ready.priority,
+                    loc: ready.loc,
                 },
             );
         }
@@ -677,6 +677,11 @@ impl Queue {
     /// queue.purge: drops the ready messages (not the unacked ones), returns how many.
     pub fn purge(&mut self) -> u32 {
         let n = self.message_count();
+        if self.stored {
+            for r in self.ready.iter() {
+                self.journal.settle(r.id.0, r.loc);
+            }
+        }
         self.ready.clear();
         self.ready_bytes = 0;
         self.return_unused_grants();
@@ -701,6 +706,22 @@ impl Queue {
         }
         let target = self.dead_letter.clone()?;
         Some((target, std::mem::take(&mut self.dead)))
+    }
+
+    /// Where the log has the messages still in the queue (ready or unacked),
+    /// for a delete.
+    pub fn stored_locs(&self) -> impl Iterator<Item = Loc> + '_ {
+        let ready = self.ready.iter().map(|r| r.loc);
+        ready.chain(self.unacked.values().map(|u| u.loc)).filter(|&l| l != NO_LOC)
+    }
+
+    /// Puts messages recovered from the log back, in sequence order, before
+    /// anything else happens to the queue. `expires_at_ms` is on the queue clock.
+    pub fn restore(&mut self, seq: u64, message: Message, loc: Loc, redelivered: bool, expires_at_ms: u64) {
+        let priority = if self.ready.max_priority() > 0 { crate::message::priority(&message) } else { 0 };
+        self.ready_bytes += message.body_len();
+        self.ready.push_back(Ready { id: MsgId(seq), message, redelivered, expires_at_ms, priority, loc });
+        self.next_msg_id = self.next_msg_id.max(seq + 1);
     }
 
     /// Publishes the counters for other shards.
@@ -746,6 +767,7 @@ impl Queue {
             }
             let key = consumer.spec.key;
             let no_ack = consumer.spec.no_ack;
+            self.journal.deliver(ready.id.0, ready.loc, no_ack);
             let message = if no_ack {
                 ready.message
             } else {
@@ -757,6 +779,7 @@ impl Queue {
                         consumer: key,
                         expires_at_ms: ready.expires_at_ms,
                         priority: ready.priority,
+                        loc: ready.loc,
                     },
                 );
                 ready.message
@@ -854,46 +877,4 @@ impl Hasher for IdHasher {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::amqp::field::{FieldTable, FieldValue, ShortStr};
-    use crate::routing::topology::QueueStats;
-
-    fn queue(args: &[(&'static str, FieldValue)], now_ms: u64) -> Queue {
-        let mut arguments = FieldTable::new();
-        for (k, v) in args {
-            arguments.insert(ShortStr::from_static(k), v.clone());
-        }
-        let meta = QueueMeta {
-            queue: QueueRef { id: QueueId(1), shard: ShardId(0) },
-            name: ShortStr::from_static("q"),
-            durable: false,
-            exclusive_owner: None,
-            auto_delete: false,
-            arguments,
-            stats: QueueStats::default(),
-        };
-        Queue::new(Arc::new(meta), Arc::from("/"), now_ms)
-    }
-
-    #[test]
-    fn x_expires_counts_from_creation_not_from_the_clock_origin() {
-        // Created long after the shard started: the timer starts now.
-        let mut q = queue(&[("x-expires", FieldValue::I32(100))], 10_000);
-        q.set_clock(10_050);
-        assert!(!q.expire(), "50 ms after creation it is still wanted");
-        q.set_clock(10_100);
-        assert!(q.expire(), "100 ms unused: delete it");
-    }
-
-    #[test]
-    fn a_touch_restarts_x_expires() {
-        let mut q = queue(&[("x-expires", FieldValue::I32(100))], 0);
-        q.set_clock(90);
-        q.touch();
-        q.set_clock(150);
-        assert!(!q.expire());
-        q.set_clock(190);
-        assert!(q.expire());
-    }
-}
+mod tests;

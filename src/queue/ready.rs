@@ -21,6 +21,8 @@ pub(super) struct Ready {
     pub(super) expires_at_ms: u64,
     /// Its priority level (0 unless the queue has priorities).
     pub(super) priority: u8,
+    /// Its position in the message log ([`crate::storage::NO_LOC`]: not stored).
+    pub(super) loc: crate::storage::Loc,
 }
 
 /// Ready messages, by priority level then arrival.
@@ -79,6 +81,11 @@ impl ReadyList {
         self.len += 1;
     }
 
+    /// Every ready message, in no particular order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Ready> {
+        self.levels.iter().flatten()
+    }
+
     pub(super) fn clear(&mut self) {
         self.levels.iter_mut().for_each(VecDeque::clear);
         self.len = 0;
@@ -107,6 +114,7 @@ mod tests {
             redelivered: false,
             expires_at_ms: u64::MAX,
             priority,
+            loc: crate::storage::NO_LOC,
         }
     }
 
