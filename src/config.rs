@@ -55,6 +55,8 @@ pub struct Config {
     pub loopback_users: Vec<String>,
     /// How shards do socket I/O.
     pub io_backend: IoBackend,
+    /// Where definitions and messages are kept.
+    pub data_dir: std::path::PathBuf,
 }
 
 /// How a shard does socket I/O. Listeners and the cross-shard doorbell always
@@ -95,6 +97,7 @@ impl Default for Config {
             default_pass: "guest".to_owned(),
             loopback_users: vec!["guest".to_owned()],
             io_backend: IoBackend::Mio,
+            data_dir: std::path::PathBuf::from("lepus-data"),
         }
     }
 }

@@ -98,6 +98,41 @@ pub fn property_flags(header: &[u8]) -> u16 {
     }
 }
 
+/// delivery-mode is 2 (persistent). Reads past the properties before it
+/// (content-type, content-encoding, headers) without decoding them.
+#[inline]
+pub fn is_persistent(header: &[u8]) -> bool {
+    let flags = property_flags(header);
+    if flags & FLAG_DELIVERY_MODE == 0 {
+        return false;
+    }
+    if flags & 1 != 0 {
+        // A continuation flag word (unused by 0-9-1 clients): decode properly.
+        return persistent_slow(header);
+    }
+    let mut at = HEADER_FLAGS_OFFSET + 2;
+    for bit in [15u16, 14] {
+        if flags & (1 << bit) != 0 {
+            at += 1 + usize::from(header.get(at).copied().unwrap_or(0));
+        }
+    }
+    if flags & FLAG_HEADERS != 0 {
+        let Some(len) = header.get(at..at + 4) else {
+            return false;
+        };
+        at += 4 + u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    }
+    header.get(at) == Some(&2)
+}
+
+#[cold]
+fn persistent_slow(header: &[u8]) -> bool {
+    crate::amqp::properties::ContentHeader::decode(Bytes::copy_from_slice(header))
+        .ok()
+        .and_then(|h| h.properties.delivery_mode)
+        == Some(2)
+}
+
 /// The `expiration` property in milliseconds, if present and valid (a
 /// non-negative integer, as RabbitMQ requires).
 #[cold]

@@ -86,7 +86,10 @@ impl Server {
             if config.pin_shards { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
         let mut threads = Vec::with_capacity(shard_count);
         for (i, (poll, mesh)) in polls.into_iter().zip(endpoints).enumerate() {
-            let ctx = ShardCtx::new(Arc::clone(&config), Arc::clone(&users), Arc::clone(&registry), mesh);
+            let mut ctx = ShardCtx::new(Arc::clone(&config), Arc::clone(&users), Arc::clone(&registry), mesh);
+            let doorbell = Arc::clone(&doorbells[i]);
+            let messages = config.data_dir.join("messages").join(format!("shard-{i}"));
+            ctx.open_log(&messages, Arc::new(move || drop(doorbell.ring()))).map_err(StartError::Io)?;
             let shard_listeners = if i == 0 { std::mem::take(&mut listeners) } else { Vec::new() };
             let shard =
                 Shard::new(ctx, poll, shard_listeners, Arc::clone(&shutdown)).map_err(StartError::Io)?;

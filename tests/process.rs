@@ -41,6 +41,8 @@ struct Broker {
     reaped: Option<ExitStatus>,
     shards: usize,
     addrs: Vec<SocketAddr>,
+    /// The child's working directory, where its default data directory goes.
+    _workdir: tempfile::TempDir,
 }
 
 /// The `lepus` command with colours off.
@@ -53,7 +55,9 @@ fn lepus() -> Command {
 impl Broker {
     /// Spawns `lepus args...` without waiting for it to start.
     fn spawn(args: &[&str]) -> Broker {
+        let workdir = tempfile::tempdir().expect("a working directory for the broker");
         let mut child = lepus()
+            .current_dir(workdir.path())
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -84,6 +88,7 @@ impl Broker {
             reaped: None,
             shards: 0,
             addrs: Vec::new(),
+            _workdir: workdir,
         }
     }
 

@@ -67,6 +67,12 @@ pub struct ShardCtx {
     pub throttle: crate::shard::throttle::Throttle,
     /// When the loop last waited for events with nothing to do.
     pub idle_at: Instant,
+    /// The message log (`None`: nothing is stored, e.g. in benchmarks).
+    pub log: Option<ShardLog>,
+    /// Stored queues with something for the log this turn.
+    journaled: Vec<QueueId>,
+    /// Unix time (ms) at `epoch`: converts expiries to and from the log.
+    epoch_unix_ms: u64,
 }
 
 /// The loop has not waited idle since `idle_at` for
@@ -77,11 +83,37 @@ fn busy(now: Instant, idle_at: Instant) -> bool {
 
 /// A local queue, with its clock set for the operation that follows (a free
 /// function so callers can borrow other fields of the context alongside).
-fn queue_at(queues: &mut QueueMap, clock_ms: u64, queue: QueueId) -> Option<&mut Queue> {
+/// A stored queue is listed in `journaled` so what it tells the message log
+/// is written at the end of the turn.
+#[inline]
+fn queue_at<'q>(
+    queues: &'q mut QueueMap,
+    journaled: &mut Vec<QueueId>,
+    clock_ms: u64,
+    queue: QueueId,
+) -> Option<&'q mut Queue> {
     let q = queues.get_mut(&queue)?;
     q.set_clock(clock_ms);
+    if q.is_stored() && !q.journal().listed {
+        q.journal().listed = true;
+        journaled.push(queue);
+    }
     Some(q)
 }
+
+/// What a local queue did with a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// Refused (full with reject-publish, or the message log could not take it).
+    Refused,
+    /// In the queue (or the queue is gone, which counts as taken).
+    Accepted,
+    /// In the queue and in the message log: confirm it once the log is synced.
+    Stored,
+}
+
+/// The message log of a shard; confirms wait in it for their sync.
+pub type ShardLog = crate::storage::Log<ConfirmTicket>;
 
 impl ShardCtx {
     /// A context for shard `mesh.shard_id()`.
@@ -114,6 +146,9 @@ impl ShardCtx {
             dead_lettering: false,
             throttle: Default::default(),
             idle_at: Instant::now(),
+            log: None,
+            journaled: Vec::new(),
+            epoch_unix_ms: unix_now_ms(),
         }
     }
 
@@ -151,7 +186,7 @@ impl ShardCtx {
     pub fn expire_queues(&mut self) {
         let ids: Vec<QueueId> = self.queues.keys().copied().collect();
         for id in ids {
-            let Some(q) = queue_at(&mut self.queues, self.clock, id) else {
+            let Some(q) = queue_at(&mut self.queues, &mut self.journaled, self.clock, id) else {
                 continue;
             };
             let unused = q.expire();
@@ -197,17 +232,58 @@ impl ShardCtx {
                 .stage(queue.shard, Envelope::Publish { queue: queue.id, message, confirm: Some(ticket) });
             return None;
         }
-        Some(self.publish_local(queue.id, message))
+        match self.publish_local_as(queue.id, message) {
+            Taken::Refused => Some(false),
+            Taken::Accepted => Some(true),
+            Taken::Stored => {
+                self.wait_for_sync(ticket);
+                None
+            }
+        }
+    }
+
+    /// `ticket`'s confirm goes out when the message log is synced.
+    pub fn wait_for_sync(&mut self, ticket: ConfirmTicket) {
+        match self.log.as_mut() {
+            Some(log) => log.wait(ticket),
+            None => {
+                let to = ticket.channel;
+                let confirm = Envelope::Confirm {
+                    to,
+                    incarnation: ticket.incarnation,
+                    seq: ticket.seq,
+                    accepted: true,
+                };
+                self.send(to.conn.shard, confirm);
+            }
+        }
     }
 
     /// Puts a message into a local queue. False if the queue refused it; a
     /// queue deleted meanwhile counts as accepted, as in RabbitMQ (the message
     /// was routed; the queue went away).
     pub fn publish_local(&mut self, queue: QueueId, message: Message) -> bool {
-        let Some(q) = queue_at(&mut self.queues, self.clock, queue) else {
-            return true;
+        self.publish_local_as(queue, message) != Taken::Refused
+    }
+
+    /// Puts a message into a local queue; a persistent message to a stored
+    /// queue goes to the message log first.
+    pub fn publish_local_as(&mut self, queue: QueueId, message: Message) -> Taken {
+        let Some(q) = queue_at(&mut self.queues, &mut self.journaled, self.clock, queue) else {
+            return Taken::Accepted;
         };
-        let accepted = q.publish(message, &mut self.deliveries);
+        let expires_at_ms = q.expiry_of(&message);
+        let mut loc = crate::storage::NO_LOC;
+        if q.is_stored() && crate::message::is_persistent(&message.header) {
+            if let Some(log) = self.log.as_mut() {
+                let expires_unix_ms = clock_to_unix(self.epoch_unix_ms, expires_at_ms);
+                match log.append_message(queue.0, q.next_msg_id().0, expires_unix_ms, &message) {
+                    Some(at) => loc = at,
+                    None => return Taken::Refused,
+                }
+            }
+        }
+        let accepted = q.publish(message, loc, expires_at_ms, &mut self.deliveries);
         q.report_stats();
         if q.backlog_high()
             && (self.throttle.is_holding(queue) || q.holds_publishers(busy(self.now, self.idle_at)))
@@ -224,7 +300,93 @@ impl ShardCtx {
         if dead_letters {
             self.dead_letter_from(queue);
         }
-        accepted
+        match (accepted, loc != crate::storage::NO_LOC) {
+            (false, _) => Taken::Refused,
+            (true, false) => Taken::Accepted,
+            (true, true) => Taken::Stored,
+        }
+    }
+
+    /// End of a turn: writes what stored queues told the log, then the log's
+    /// records, and asks for a sync if a confirm waits for one.
+    pub fn flush_log(&mut self) {
+        let Some(log) = self.log.as_mut() else {
+            return;
+        };
+        for id in self.journaled.drain(..) {
+            if let Some(q) = self.queues.get_mut(&id) {
+                q.journal().listed = false;
+                write_journal(log, id, q);
+            }
+        }
+        log.flush(self.now);
+    }
+
+    /// Confirms whose records the log has synced (or failed to write): each
+    /// goes to its channel as an [`Envelope::Confirm`].
+    pub fn release_confirms(&mut self) {
+        let Some(log) = self.log.as_mut() else {
+            return;
+        };
+        let mut released = Vec::new();
+        log.take_released(&mut released);
+        for (ticket, accepted) in released {
+            let to = ticket.channel;
+            self.send(
+                to.conn.shard,
+                Envelope::Confirm { to, incarnation: ticket.incarnation, seq: ticket.seq, accepted },
+            );
+        }
+    }
+
+    /// Opens this shard's message log in `dir` and puts the messages it
+    /// holds for this shard's (recovered, durable) queues back into them.
+    /// `wake` is called by the log's sync thread after each sync.
+    pub fn open_log(
+        &mut self,
+        dir: &std::path::Path,
+        wake: crate::storage::Wake,
+    ) -> std::io::Result<crate::storage::recover::RecoveryReport> {
+        let known: std::collections::HashSet<u64> = self.queues.keys().map(|q| q.0).collect();
+        let name = format!("lepus-sync-{}", self.shard.0);
+        let (log, recovered, report) =
+            crate::storage::recover::open(dir, &|id| known.contains(&id), name, wake)?;
+        self.log = Some(log);
+        self.restore_messages(recovered);
+        tracing::info!(
+            shard = self.shard.0,
+            segments = report.segments,
+            bytes = report.bytes,
+            queues = report.queues,
+            messages = report.messages,
+            orphaned = report.orphaned,
+            damaged = report.damaged.len(),
+            took_ms = report.took.as_secs_f64() * 1e3,
+            "message log recovered"
+        );
+        Ok(report)
+    }
+
+    /// Puts recovered messages back into their (recovered) local queues.
+    pub fn restore_messages(
+        &mut self,
+        recovered: HashMap<u64, Vec<crate::storage::recover::RecoveredMessage>>,
+    ) {
+        let now_unix_ms = unix_now_ms();
+        for (id, messages) in recovered {
+            let Some(q) = self.queues.get_mut(&QueueId(id)) else {
+                continue;
+            };
+            for m in messages {
+                let expires_at_ms = if m.expires_unix_ms == u64::MAX {
+                    u64::MAX
+                } else {
+                    self.clock.saturating_add(m.expires_unix_ms.saturating_sub(now_unix_ms))
+                };
+                q.restore(m.seq, m.message, m.loc, m.delivered, expires_at_ms);
+            }
+            q.report_stats();
+        }
     }
 
     /// Settles deliveries of a queue, wherever it lives.
@@ -238,7 +400,7 @@ impl ShardCtx {
 
     /// Settles deliveries of a local queue.
     pub fn settle_local(&mut self, queue: QueueId, op: SettleOp, ids: &[MsgId]) {
-        if let Some(q) = queue_at(&mut self.queues, self.clock, queue) {
+        if let Some(q) = queue_at(&mut self.queues, &mut self.journaled, self.clock, queue) {
             q.settle(ids, op, &mut self.deliveries);
             q.report_stats();
             self.send_credit_requests(queue);
@@ -267,7 +429,7 @@ impl ShardCtx {
     }
 
     fn dead_letter_one(&mut self, queue: QueueId) {
-        let Some(q) = queue_at(&mut self.queues, self.clock, queue) else {
+        let Some(q) = queue_at(&mut self.queues, &mut self.journaled, self.clock, queue) else {
             return;
         };
         let Some((target, messages)) = q.take_dead_letters() else {
@@ -316,7 +478,7 @@ impl ShardCtx {
             self.mesh.stage(queue.shard, Envelope::Credit { queue: queue.id, consumer, count, bytes });
             return;
         }
-        if let Some(q) = queue_at(&mut self.queues, self.clock, queue.id) {
+        if let Some(q) = queue_at(&mut self.queues, &mut self.journaled, self.clock, queue.id) {
             q.credit(consumer, count, bytes, &mut self.deliveries);
             q.report_stats();
             self.send_credit_requests(queue.id);
@@ -331,7 +493,7 @@ impl ShardCtx {
             self.mesh.stage(queue.shard, Envelope::Grant { queue: queue.id, consumer, count });
             return;
         }
-        if let Some(q) = queue_at(&mut self.queues, self.clock, queue.id) {
+        if let Some(q) = queue_at(&mut self.queues, &mut self.journaled, self.clock, queue.id) {
             q.grant(consumer, count, &mut self.deliveries);
             q.report_stats();
             self.send_credit_requests(queue.id);
@@ -341,7 +503,7 @@ impl ShardCtx {
 
     /// Asks the channels of channel-limited consumers for grants.
     fn send_credit_requests(&mut self, queue: QueueId) {
-        let Some(q) = queue_at(&mut self.queues, self.clock, queue) else {
+        let Some(q) = queue_at(&mut self.queues, &mut self.journaled, self.clock, queue) else {
             return;
         };
         let requests = q.take_credit_requests();
@@ -381,7 +543,7 @@ impl ShardCtx {
         message: Message,
         redelivered: bool,
     ) {
-        if let Some(q) = queue_at(&mut self.queues, self.clock, queue) {
+        if let Some(q) = queue_at(&mut self.queues, &mut self.journaled, self.clock, queue) {
             q.return_undelivered(msg_id, message, redelivered, &mut self.deliveries);
             q.report_stats();
             self.send_credit_requests(queue);
@@ -400,7 +562,7 @@ impl ShardCtx {
 
     /// Detaches a consumer from a local queue (auto-deleting it if it was the last).
     pub fn remove_consumer_local(&mut self, queue: QueueId, consumer: ConsumerKey) {
-        let Some(q) = queue_at(&mut self.queues, self.clock, queue) else {
+        let Some(q) = queue_at(&mut self.queues, &mut self.journaled, self.clock, queue) else {
             return;
         };
         let after = q.remove_consumer(consumer);
@@ -414,9 +576,14 @@ impl ShardCtx {
     /// Deletes a local queue: unregisters it, tells its consumers, drops its
     /// messages. Returns how many ready messages it had.
     pub fn delete_queue_local(&mut self, queue: QueueId) -> u32 {
-        let Some(q) = self.queues.remove(&queue) else {
+        let Some(mut q) = self.queues.remove(&queue) else {
             return 0;
         };
+        if let Some(log) = self.log.as_mut() {
+            // What it settled still counts; the rest goes with the queue.
+            write_journal(log, queue, &mut q);
+            log.forget(q.stored_locs());
+        }
         let count = q.message_count();
         self.registry.remove_queue(q.vhost(), queue);
         self.refresh_topology();
@@ -439,7 +606,7 @@ impl ShardCtx {
             QueueRequest::Consume(spec) => {
                 let tag = spec.tag.clone();
                 let mut out = std::mem::take(&mut self.deliveries);
-                let result = match queue_at(&mut self.queues, self.clock, queue) {
+                let result = match queue_at(&mut self.queues, &mut self.journaled, self.clock, queue) {
                     Some(q) => {
                         q.touch();
                         q.add_consumer(spec, &mut out)
@@ -457,12 +624,15 @@ impl ShardCtx {
             }
             QueueRequest::Get { no_ack } => {
                 let taker = ConsumerKey { channel: from, consumer: crate::queue::GET_CONSUMER };
-                match queue_at(&mut self.queues, self.clock, queue).and_then(|q| q.get(taker, no_ack)) {
+                match queue_at(&mut self.queues, &mut self.journaled, self.clock, queue)
+                    .and_then(|q| q.get(taker, no_ack))
+                {
                     Some((delivery, message_count)) => QueueReply::GetOk { delivery, message_count },
                     None => QueueReply::GetEmpty,
                 }
             }
-            QueueRequest::Declare => match queue_at(&mut self.queues, self.clock, queue) {
+            QueueRequest::Declare => match queue_at(&mut self.queues, &mut self.journaled, self.clock, queue)
+            {
                 Some(q) => QueueReply::DeclareOk {
                     message_count: {
                         q.touch();
@@ -472,9 +642,9 @@ impl ShardCtx {
                 },
                 None => QueueReply::Gone,
             },
-            QueueRequest::Purge => {
-                QueueReply::PurgeOk(queue_at(&mut self.queues, self.clock, queue).map_or(0, Queue::purge))
-            }
+            QueueRequest::Purge => QueueReply::PurgeOk(
+                queue_at(&mut self.queues, &mut self.journaled, self.clock, queue).map_or(0, Queue::purge),
+            ),
             QueueRequest::Delete { if_unused, if_empty } => {
                 let check = self.queues.get(&queue).map_or(Ok(()), |q| q.check_delete(if_unused, if_empty));
                 match check {
@@ -517,5 +687,32 @@ impl ShardCtx {
     /// URL-safe base64 characters, as RabbitMQ makes them.
     pub fn generate_name(&mut self, prefix: &str) -> ShortStr {
         self.names.generate(prefix)
+    }
+}
+
+/// Writes what a stored queue told the log since the last call.
+fn write_journal(log: &mut ShardLog, id: QueueId, q: &mut Queue) {
+    let journal = q.journal();
+    if journal.is_empty() {
+        return;
+    }
+    log.append_ranges(crate::storage::entry::KIND_DELIVERED, id.0, &journal.delivered);
+    log.append_ranges(crate::storage::entry::KIND_SETTLED, id.0, &journal.settled);
+    journal.clear();
+}
+
+/// Milliseconds since the Unix epoch.
+fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A queue-clock expiry as Unix ms (`u64::MAX` stays: never).
+fn clock_to_unix(epoch_unix_ms: u64, clock_ms: u64) -> u64 {
+    if clock_ms == u64::MAX {
+        u64::MAX
+    } else {
+        epoch_unix_ms.saturating_add(clock_ms)
     }
 }

@@ -168,10 +168,16 @@ impl Shard {
         // topology: a declare elsewhere may precede the bytes we now read.
         self.ctx.refresh_topology();
         self.drain_rings();
+        // Publishes the message log has synced since the last turn get their confirms.
+        self.ctx.release_confirms();
         self.handle_local();
+        self.flush_touched_confirms();
         self.run_connections();
         self.handle_local();
         self.check_holds();
+        // Records reach the log file before the deliveries and confirms they
+        // describe reach any socket or ring.
+        self.ctx.flush_log();
         self.ctx.mesh.flush();
         self.flush_sockets();
         if self.ctx.now.duration_since(self.last_housekeeping) >= HOUSEKEEPING_INTERVAL {
@@ -192,6 +198,11 @@ impl Shard {
             self.handle_local();
         }
         self.inbox = inbox;
+        self.flush_touched_confirms();
+    }
+
+    /// Channels that got confirm verdicts write their acks and nacks.
+    fn flush_touched_confirms(&mut self) {
         for index in std::mem::take(&mut self.confirm_touched) {
             if let Some(slot) = self.conns.get_mut(index) {
                 slot.conn.flush_confirms();
@@ -235,6 +246,7 @@ impl Shard {
     fn wait_timeout(&mut self) -> Duration {
         let busy = !self.ready.is_empty()
             || !self.ctx.local.is_empty()
+            || self.ctx.log.as_ref().is_some_and(crate::storage::Log::has_released)
             || self.dirty.iter().any(|&i| self.conns.get(i).is_some_and(|s| !s.write_blocked));
         let timeout = if busy {
             Duration::ZERO
@@ -245,7 +257,9 @@ impl Shard {
             self.ctx.mesh.doorbell().prepare_park();
             // After prepare_park's fence: a shutdown stored before the doorbell
             // rang is visible here.
-            if self.ctx.mesh.inboxes_empty() && !self.shutdown.load(Ordering::Acquire) {
+            // The log's sync thread rings the doorbell after each sync.
+            let synced = self.ctx.log.as_ref().is_some_and(crate::storage::Log::has_released);
+            if self.ctx.mesh.inboxes_empty() && !synced && !self.shutdown.load(Ordering::Acquire) {
                 HOUSEKEEPING_INTERVAL
             } else {
                 Duration::ZERO
@@ -431,13 +445,16 @@ impl Shard {
                 Err(_) => drop(stream),
             },
             Envelope::Publish { queue, message, confirm } => {
-                let accepted = self.ctx.publish_local(queue, message);
+                let taken = self.ctx.publish_local_as(queue, message);
                 if let Some(held) = self.ctx.throttle.take_hit() {
                     if from != me && self.ctx.throttle.notify(held.id, from) {
                         self.ctx.send(from, Envelope::Held { queue: held });
                     }
                 }
-                if let Some(ticket) = confirm {
+                let accepted = taken != crate::shard::ctx::Taken::Refused;
+                if let (Some(ticket), crate::shard::ctx::Taken::Stored) = (confirm, taken) {
+                    self.ctx.wait_for_sync(ticket);
+                } else if let Some(ticket) = confirm {
                     let to = ticket.channel;
                     let incarnation = ticket.incarnation;
                     self.ctx.send(
@@ -669,6 +686,10 @@ impl Shard {
         }
         for index in indices {
             self.remove_connection(index);
+        }
+        self.ctx.flush_log();
+        if let Some(log) = self.ctx.log.as_mut() {
+            log.close();
         }
     }
 }

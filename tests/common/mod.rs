@@ -66,16 +66,19 @@ fn start_in_process() -> Broker {
         Ok("io-uring" | "uring") => lepus::config::IoBackend::Uring,
         Ok(other) => panic!("LEPUS_TEST_IO_BACKEND must be mio or io-uring, not {other:?}"),
     };
+    let data_dir = tempfile::tempdir().expect("a temporary data directory");
     let config = lepus::Config {
         listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
         shards: 2,
         pin_shards: false,
         io_backend,
+        data_dir: data_dir.path().to_path_buf(),
         ..lepus::Config::default()
     };
     let server = lepus::Server::start(config).expect("lepus starts in-process");
     let addr = server.local_addrs()[0];
-    Broker { addr, _in_process: Some(Box::new(server)) }
+    // The server is dropped (stopped) before its data directory is removed.
+    Broker { addr, _in_process: Some(Box::new((server, data_dir))) }
 }
 
 /// A name no other test (nor another suite sharing the broker) uses.
