@@ -12,6 +12,11 @@ pub struct Journal {
     pub settled: Vec<(u64, Loc)>,
     /// Delivered to a consumer that must ack them.
     pub delivered: Vec<(u64, Loc)>,
+    /// Sequence ranges settled without being in memory (a purge of paged
+    /// messages).
+    pub settled_ranges: Vec<(u64, u64)>,
+    /// Paged messages dropped: (segment, count), for the log's accounting.
+    pub forget: Vec<(u32, u64)>,
     /// The shard has the queue in its list of queues to write out.
     pub listed: bool,
 }
@@ -20,7 +25,10 @@ impl Journal {
     /// Nothing to write.
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.settled.is_empty() && self.delivered.is_empty()
+        self.settled.is_empty()
+            && self.delivered.is_empty()
+            && self.settled_ranges.is_empty()
+            && self.forget.is_empty()
     }
 
     #[inline]
@@ -45,5 +53,7 @@ impl Journal {
     pub fn clear(&mut self) {
         self.settled.clear();
         self.delivered.clear();
+        self.settled_ranges.clear();
+        self.forget.clear();
     }
 }

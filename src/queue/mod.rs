@@ -34,11 +34,14 @@ pub mod dead_letter;
 mod journal;
 mod limits;
 mod ready;
+mod tail;
 
 pub use journal::Journal;
 pub use limits::{Limits, Overflow};
+pub use tail::{RAM_WINDOW_BYTES, RAM_WINDOW_MESSAGES};
 
 use ready::{Ready, ReadyList};
+use tail::Tail;
 
 /// Deliveries a consumer may have in flight towards its socket (not yet
 /// written) before the queue stops sending to it.
@@ -250,6 +253,8 @@ pub struct Queue {
     stored: bool,
     /// What the message log must learn after the current operation.
     journal: Journal,
+    /// The backlog beyond the memory window, in the message log only.
+    tail: Tail,
 }
 
 impl Queue {
@@ -278,6 +283,7 @@ impl Queue {
         Queue {
             stored,
             journal: Journal::default(),
+            tail: Tail::default(),
             limits,
             ready_bytes: 0,
             clock_ms: now_ms,
@@ -319,7 +325,7 @@ impl Queue {
 
     /// Messages ready for delivery.
     pub fn message_count(&self) -> u32 {
-        u32::try_from(self.ready.len()).unwrap_or(u32::MAX)
+        u32::try_from(self.total_len()).unwrap_or(u32::MAX)
     }
 
     /// Consumers attached.
@@ -360,7 +366,7 @@ impl Queue {
         let id = MsgId(self.next_msg_id);
         self.next_msg_id += 1;
         if self.limits.overflow != Overflow::DropHead
-            && self.limits.is_full(self.ready.len(), self.ready_bytes, body_bytes)
+            && self.limits.is_full(self.total_len(), self.total_bytes(), body_bytes)
         {
             self.journal.settle(id.0, loc);
             if self.limits.overflow == Overflow::RejectPublishDlx && self.dead_letter.is_some() {
@@ -411,13 +417,13 @@ impl Queue {
     /// The backlog is past the high mark (the cheap half of `holds_publishers`).
     #[inline]
     pub fn backlog_high(&self) -> bool {
-        self.ready.len() > BACKLOG_HIGH_MESSAGES || self.ready_bytes > BACKLOG_HIGH_BYTES
+        self.total_len() > BACKLOG_HIGH_MESSAGES || self.total_bytes() > BACKLOG_HIGH_BYTES
     }
 
     /// Held publishers may go on: the backlog is down to the low mark, or no
     /// consumer is left to drain it.
     pub fn releases_publishers(&self) -> bool {
-        (self.ready.len() <= BACKLOG_LOW_MESSAGES && self.ready_bytes <= BACKLOG_HIGH_BYTES / 2)
+        (self.total_len() <= BACKLOG_LOW_MESSAGES && self.total_bytes() <= BACKLOG_HIGH_BYTES / 2)
             || self.consumers.is_empty()
     }
 
@@ -484,7 +490,7 @@ impl Queue {
 
     /// x-overflow drop-head: the oldest ready messages make room.
     fn drop_head_over_limit(&mut self) {
-        while self.limits.is_over(self.ready.len(), self.ready_bytes) {
+        while self.limits.is_over(self.total_len(), self.total_bytes()) {
             let Some(head) = self.pop_ready() else {
                 break;
             };
@@ -682,6 +688,13 @@ impl Queue {
                 self.journal.settle(r.id.0, r.loc);
             }
         }
+        if self.tail.count > 0 {
+            if self.stored {
+                self.journal.settled_ranges.push((self.tail.first_seq, self.next_msg_id.saturating_sub(1)));
+            }
+            let spans = self.tail.clear();
+            self.journal.forget.extend(spans.iter().map(|s| (s.segment, s.count)));
+        }
         self.ready.clear();
         self.ready_bytes = 0;
         self.return_unused_grants();
@@ -693,7 +706,7 @@ impl Queue {
         if if_unused && !self.consumers.is_empty() {
             return Err(QueueRefusal::InUse);
         }
-        if if_empty && !self.ready.is_empty() {
+        if if_empty && self.total_len() > 0 {
             return Err(QueueRefusal::NotEmpty);
         }
         Ok(())
@@ -708,26 +721,29 @@ impl Queue {
         Some((target, std::mem::take(&mut self.dead)))
     }
 
-    /// Where the log has the messages still in the queue (ready or unacked),
-    /// for a delete.
-    pub fn stored_locs(&self) -> impl Iterator<Item = Loc> + '_ {
-        let ready = self.ready.iter().map(|r| r.loc);
-        ready.chain(self.unacked.values().map(|u| u.loc)).filter(|&l| l != NO_LOC)
+    /// Ready messages in memory and in the log.
+    #[inline]
+    fn total_len(&self) -> usize {
+        self.ready.len() + usize::try_from(self.tail.count).unwrap_or(usize::MAX)
     }
 
-    /// Puts messages recovered from the log back, in sequence order, before
-    /// anything else happens to the queue. `expires_at_ms` is on the queue clock.
-    pub fn restore(&mut self, seq: u64, message: Message, loc: Loc, redelivered: bool, expires_at_ms: u64) {
-        let priority = if self.ready.max_priority() > 0 { crate::message::priority(&message) } else { 0 };
-        self.ready_bytes += message.body_len();
-        self.ready.push_back(Ready { id: MsgId(seq), message, redelivered, expires_at_ms, priority, loc });
-        self.next_msg_id = self.next_msg_id.max(seq + 1);
+    /// Their body bytes.
+    #[inline]
+    fn total_bytes(&self) -> u64 {
+        self.ready_bytes + self.tail.bytes
+    }
+
+    /// A message of `body_bytes` would be refused (full, reject-publish*).
+    #[inline]
+    pub fn refuses(&self, body_bytes: u64) -> bool {
+        self.limits.overflow != Overflow::DropHead
+            && self.limits.is_full(self.total_len(), self.total_bytes(), body_bytes)
     }
 
     /// Publishes the counters for other shards.
     pub fn report_stats(&self) {
         let stats = &self.meta.stats;
-        stats.messages_ready.store(self.ready.len() as u64, Ordering::Relaxed);
+        stats.messages_ready.store(self.total_len() as u64, Ordering::Relaxed);
         stats.messages_unacked.store(self.unacked.len() as u64, Ordering::Relaxed);
         stats.consumers.store(self.consumer_count(), Ordering::Relaxed);
     }

@@ -23,6 +23,7 @@ use crate::queue::{
 use crate::ring::envelope::{ConfirmTicket, Envelope, QueueReply, QueueRequest};
 use crate::ring::{MeshEndpoint, ShardId};
 use crate::routing::topology::{Registry, Topology, Vhost};
+use crate::storage::entry;
 
 /// Queues owned by a shard, by id.
 pub type QueueMap = HashMap<QueueId, Queue, BuildHasherDefault<IdHasher>>;
@@ -46,7 +47,7 @@ pub struct ShardCtx {
     /// Envelopes for this shard, handled after the current frame.
     pub local: VecDeque<Envelope>,
     /// Deliveries just decided by local queues (drained by `route_deliveries`).
-    deliveries: Vec<Delivery>,
+    pub(super) deliveries: Vec<Delivery>,
     /// Reused by routing to avoid allocating per publish.
     pub route_scratch: Vec<crate::routing::topology::Destination>,
     /// Reused by routing to avoid allocating per publish.
@@ -58,7 +59,7 @@ pub struct ShardCtx {
     /// Origin of the clock queues see (ms since then).
     epoch: Instant,
     /// `now` in ms since `epoch`: the clock queues see.
-    clock: u64,
+    pub(super) clock: u64,
     /// Queues with dead letters to republish (see `dead_letter_from`).
     dead_letter_pending: Vec<QueueId>,
     /// A dead-lettering pass is running.
@@ -70,9 +71,9 @@ pub struct ShardCtx {
     /// The message log (`None`: nothing is stored, e.g. in benchmarks).
     pub log: Option<ShardLog>,
     /// Stored queues with something for the log this turn.
-    journaled: Vec<QueueId>,
+    pub(super) journaled: Vec<QueueId>,
     /// Unix time (ms) at `epoch`: converts expiries to and from the log.
-    epoch_unix_ms: u64,
+    pub(super) epoch_unix_ms: u64,
 }
 
 /// The loop has not waited idle since `idle_at` for
@@ -94,7 +95,7 @@ fn queue_at<'q>(
 ) -> Option<&'q mut Queue> {
     let q = queues.get_mut(&queue)?;
     q.set_clock(clock_ms);
-    if q.is_stored() && !q.journal().listed {
+    if (q.is_stored() || q.front_span().is_some()) && !q.journal().listed {
         q.journal().listed = true;
         journaled.push(queue);
     }
@@ -148,7 +149,7 @@ impl ShardCtx {
             idle_at: Instant::now(),
             log: None,
             journaled: Vec::new(),
-            epoch_unix_ms: unix_now_ms(),
+            epoch_unix_ms: crate::shard::stored::unix_now_ms(),
         }
     }
 
@@ -267,23 +268,39 @@ impl ShardCtx {
     }
 
     /// Puts a message into a local queue; a persistent message to a stored
-    /// queue goes to the message log first.
+    /// queue goes to the message log first, and a message beyond the queue's
+    /// memory window goes to the log only.
     pub fn publish_local_as(&mut self, queue: QueueId, message: Message) -> Taken {
         let Some(q) = queue_at(&mut self.queues, &mut self.journaled, self.clock, queue) else {
             return Taken::Accepted;
         };
         let expires_at_ms = q.expiry_of(&message);
         let mut loc = crate::storage::NO_LOC;
-        if q.is_stored() && crate::message::is_persistent(&message.header) {
-            if let Some(log) = self.log.as_mut() {
-                let expires_unix_ms = clock_to_unix(self.epoch_unix_ms, expires_at_ms);
-                match log.append_message(queue.0, q.next_msg_id().0, expires_unix_ms, &message) {
-                    Some(at) => loc = at,
-                    None => return Taken::Refused,
+        let mut paged = false;
+        if let Some(log) = self.log.as_mut().filter(|_| !q.refuses(message.body_len())) {
+            let durable = q.is_stored() && crate::message::is_persistent(&message.header);
+            paged = q.pages_next();
+            if durable || paged {
+                let kind = if durable { entry::KIND_MESSAGE } else { entry::KIND_PAGED };
+                let expires_unix_ms = crate::shard::stored::clock_to_unix(self.epoch_unix_ms, expires_at_ms);
+                match log.append_message(kind, queue.0, q.next_msg_id().0, expires_unix_ms, &message) {
+                    Some((at, len)) if paged => {
+                        q.publish_paged(
+                            crate::storage::log::segment_of(at),
+                            crate::storage::log::offset_of(at),
+                            len,
+                            message.body_len(),
+                        );
+                        loc = if durable { at } else { crate::storage::NO_LOC };
+                    }
+                    Some((at, _)) => loc = at,
+                    None if durable => return Taken::Refused,
+                    // Not stored and not needed durably: keep it in memory.
+                    None => paged = false,
                 }
             }
         }
-        let accepted = q.publish(message, loc, expires_at_ms, &mut self.deliveries);
+        let accepted = paged || q.publish(message, loc, expires_at_ms, &mut self.deliveries);
         q.report_stats();
         if q.backlog_high()
             && (self.throttle.is_holding(queue) || q.holds_publishers(busy(self.now, self.idle_at)))
@@ -304,88 +321,6 @@ impl ShardCtx {
             (false, _) => Taken::Refused,
             (true, false) => Taken::Accepted,
             (true, true) => Taken::Stored,
-        }
-    }
-
-    /// End of a turn: writes what stored queues told the log, then the log's
-    /// records, and asks for a sync if a confirm waits for one.
-    pub fn flush_log(&mut self) {
-        let Some(log) = self.log.as_mut() else {
-            return;
-        };
-        for id in self.journaled.drain(..) {
-            if let Some(q) = self.queues.get_mut(&id) {
-                q.journal().listed = false;
-                write_journal(log, id, q);
-            }
-        }
-        log.flush(self.now);
-    }
-
-    /// Confirms whose records the log has synced (or failed to write): each
-    /// goes to its channel as an [`Envelope::Confirm`].
-    pub fn release_confirms(&mut self) {
-        let Some(log) = self.log.as_mut() else {
-            return;
-        };
-        let mut released = Vec::new();
-        log.take_released(&mut released);
-        for (ticket, accepted) in released {
-            let to = ticket.channel;
-            self.send(
-                to.conn.shard,
-                Envelope::Confirm { to, incarnation: ticket.incarnation, seq: ticket.seq, accepted },
-            );
-        }
-    }
-
-    /// Opens this shard's message log in `dir` and puts the messages it
-    /// holds for this shard's (recovered, durable) queues back into them.
-    /// `wake` is called by the log's sync thread after each sync.
-    pub fn open_log(
-        &mut self,
-        dir: &std::path::Path,
-        wake: crate::storage::Wake,
-    ) -> std::io::Result<crate::storage::recover::RecoveryReport> {
-        let known: std::collections::HashSet<u64> = self.queues.keys().map(|q| q.0).collect();
-        let name = format!("lepus-sync-{}", self.shard.0);
-        let (log, recovered, report) =
-            crate::storage::recover::open(dir, &|id| known.contains(&id), name, wake)?;
-        self.log = Some(log);
-        self.restore_messages(recovered);
-        tracing::info!(
-            shard = self.shard.0,
-            segments = report.segments,
-            bytes = report.bytes,
-            queues = report.queues,
-            messages = report.messages,
-            orphaned = report.orphaned,
-            damaged = report.damaged.len(),
-            took_ms = report.took.as_secs_f64() * 1e3,
-            "message log recovered"
-        );
-        Ok(report)
-    }
-
-    /// Puts recovered messages back into their (recovered) local queues.
-    pub fn restore_messages(
-        &mut self,
-        recovered: HashMap<u64, Vec<crate::storage::recover::RecoveredMessage>>,
-    ) {
-        let now_unix_ms = unix_now_ms();
-        for (id, messages) in recovered {
-            let Some(q) = self.queues.get_mut(&QueueId(id)) else {
-                continue;
-            };
-            for m in messages {
-                let expires_at_ms = if m.expires_unix_ms == u64::MAX {
-                    u64::MAX
-                } else {
-                    self.clock.saturating_add(m.expires_unix_ms.saturating_sub(now_unix_ms))
-                };
-                q.restore(m.seq, m.message, m.loc, m.delivered, expires_at_ms);
-            }
-            q.report_stats();
         }
     }
 
@@ -413,7 +348,7 @@ impl ShardCtx {
 
     /// Republishes what a local queue rejected to its dead-letter exchange.
     #[cold]
-    fn dead_letter_from(&mut self, queue: QueueId) {
+    pub(super) fn dead_letter_from(&mut self, queue: QueueId) {
         // Republishing can make another local queue dead-letter (a length
         // limit, TTL 0): that work is queued and done by the outermost call,
         // so no chain of queues grows the stack.
@@ -502,7 +437,7 @@ impl ShardCtx {
     }
 
     /// Asks the channels of channel-limited consumers for grants.
-    fn send_credit_requests(&mut self, queue: QueueId) {
+    pub(super) fn send_credit_requests(&mut self, queue: QueueId) {
         let Some(q) = queue_at(&mut self.queues, &mut self.journaled, self.clock, queue) else {
             return;
         };
@@ -581,8 +516,11 @@ impl ShardCtx {
         };
         if let Some(log) = self.log.as_mut() {
             // What it settled still counts; the rest goes with the queue.
-            write_journal(log, queue, &mut q);
+            crate::shard::stored::write_journal(log, queue, &mut q);
             log.forget(q.stored_locs());
+            for span in q.take_spans() {
+                log.forget_in(span.segment, span.count);
+            }
         }
         let count = q.message_count();
         self.registry.remove_queue(q.vhost(), queue);
@@ -687,32 +625,5 @@ impl ShardCtx {
     /// URL-safe base64 characters, as RabbitMQ makes them.
     pub fn generate_name(&mut self, prefix: &str) -> ShortStr {
         self.names.generate(prefix)
-    }
-}
-
-/// Writes what a stored queue told the log since the last call.
-fn write_journal(log: &mut ShardLog, id: QueueId, q: &mut Queue) {
-    let journal = q.journal();
-    if journal.is_empty() {
-        return;
-    }
-    log.append_ranges(crate::storage::entry::KIND_DELIVERED, id.0, &journal.delivered);
-    log.append_ranges(crate::storage::entry::KIND_SETTLED, id.0, &journal.settled);
-    journal.clear();
-}
-
-/// Milliseconds since the Unix epoch.
-fn unix_now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// A queue-clock expiry as Unix ms (`u64::MAX` stays: never).
-fn clock_to_unix(epoch_unix_ms: u64, clock_ms: u64) -> u64 {
-    if clock_ms == u64::MAX {
-        u64::MAX
-    } else {
-        epoch_unix_ms.saturating_add(clock_ms)
     }
 }

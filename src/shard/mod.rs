@@ -26,6 +26,7 @@
 pub mod ctx;
 pub mod io;
 pub mod names;
+pub mod stored;
 pub mod throttle;
 mod uring;
 

@@ -22,6 +22,9 @@ pub const KIND_MESSAGE: u8 = 1;
 pub const KIND_SETTLED: u8 = 2;
 /// Messages handed to a consumer (they come back redelivered after a crash).
 pub const KIND_DELIVERED: u8 = 3;
+/// A message written only to keep it out of memory (transient, or in a
+/// queue that does not survive a restart): never recovered.
+pub const KIND_PAGED: u8 = 4;
 
 /// Fixed part of a message record's payload before the exchange name.
 const MESSAGE_FIXED_BYTES: usize = 1 + 8 + 8 + 8;
@@ -29,8 +32,9 @@ const MESSAGE_FIXED_BYTES: usize = 1 + 8 + 8 + 8;
 /// A decoded record payload, borrowing from the read buffer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Entry<'a> {
-    /// A message put into a queue.
-    Message(StoredMessage<'a>),
+    /// A message put into a queue ([`KIND_MESSAGE`]), or only paged out
+    /// ([`KIND_PAGED`]).
+    Message(u8, StoredMessage<'a>),
     /// Ranges of a queue's messages settled ([`KIND_SETTLED`]) or delivered
     /// ([`KIND_DELIVERED`]).
     Ranges {
@@ -62,19 +66,22 @@ pub struct StoredMessage<'a> {
     pub body: &'a [u8],
 }
 
-/// Appends a message record to `buf`; returns the record's offset in `buf`.
+/// Appends a message record ([`KIND_MESSAGE`] or [`KIND_PAGED`]) to `buf`;
+/// returns the record's offset in `buf`.
 pub fn append_message(
     buf: &mut Vec<u8>,
+    kind: u8,
     queue: u64,
     seq: u64,
     expires_unix_ms: u64,
     m: &MessageParts,
 ) -> usize {
+    debug_assert!(kind == KIND_MESSAGE || kind == KIND_PAGED);
     record::append(buf, |b| {
         let exchange = m.exchange.as_bytes();
         let routing_key = m.routing_key.as_bytes();
         b.reserve(MESSAGE_FIXED_BYTES + 2 + exchange.len() + routing_key.len() + 4 + m.header.len());
-        b.push(KIND_MESSAGE);
+        b.push(kind);
         b.extend_from_slice(&queue.to_le_bytes());
         b.extend_from_slice(&seq.to_le_bytes());
         b.extend_from_slice(&expires_unix_ms.to_le_bytes());
@@ -135,7 +142,7 @@ fn le_u64(b: &[u8]) -> u64 {
 pub fn decode(payload: &[u8]) -> Option<Entry<'_>> {
     let (&kind, rest) = payload.split_first()?;
     match kind {
-        KIND_MESSAGE => {
+        KIND_MESSAGE | KIND_PAGED => {
             let queue = le_u64(rest.get(0..8)?);
             let seq = le_u64(rest.get(8..16)?);
             let expires_unix_ms = le_u64(rest.get(16..24)?);
@@ -151,15 +158,10 @@ pub fn decode(payload: &[u8]) -> Option<Entry<'_>> {
             let header_len = u32::from_le_bytes(rest.get(at..at + 4)?.try_into().ok()?) as usize;
             let header = rest.get(at + 4..at + 4 + header_len)?;
             let body = rest.get(at + 4 + header_len..)?;
-            Some(Entry::Message(StoredMessage {
-                queue,
-                seq,
-                expires_unix_ms,
-                exchange,
-                routing_key,
-                header,
-                body,
-            }))
+            Some(Entry::Message(
+                kind,
+                StoredMessage { queue, seq, expires_unix_ms, exchange, routing_key, header, body },
+            ))
         }
         KIND_SETTLED | KIND_DELIVERED => {
             let queue = le_u64(rest.get(0..8)?);
@@ -190,10 +192,10 @@ mod tests {
             ]),
         };
         let mut buf = Vec::new();
-        append_message(&mut buf, 7, 42, u64::MAX, &parts);
+        append_message(&mut buf, KIND_MESSAGE, 7, 42, u64::MAX, &parts);
         let Decoded::Record(payload, total) = record::decode(&buf) else { panic!("a record") };
         assert_eq!(total, buf.len());
-        let Some(Entry::Message(m)) = decode(payload) else { panic!("a message") };
+        let Some(Entry::Message(KIND_MESSAGE, m)) = decode(payload) else { panic!("a message") };
         assert_eq!((m.queue, m.seq, m.expires_unix_ms), (7, 42, u64::MAX));
         assert_eq!((m.exchange, m.routing_key, m.body), (&b"amq.direct"[..], &b"key"[..], &b"hello"[..]));
         assert_eq!(m.header, &parts.header[..]);

@@ -42,6 +42,42 @@ pub const PENDING_BYTES_HIGH: usize = 4 * 1024 * 1024;
 /// Longest time written records without a waiter stay unsynced.
 pub const SYNC_INTERVAL_MAX: Duration = Duration::from_millis(100);
 
+/// Where some of a queue's messages are in the log: between two offsets of
+/// one segment (other queues' records may lie between them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// The segment.
+    pub segment: u32,
+    /// Offset of the first record.
+    pub from: u32,
+    /// Offset just past the last record.
+    pub until: u32,
+    /// The queue's live messages in it.
+    pub count: u64,
+    /// Found at recovery: paged records in it are dead.
+    pub durable_only: bool,
+}
+
+/// What to read back of one queue's paged messages.
+#[derive(Clone, Copy)]
+pub struct ReadSpan<'a> {
+    /// The queue.
+    pub queue: u64,
+    /// The segment.
+    pub segment: u32,
+    /// Offset to read from.
+    pub from: u32,
+    /// Offset to read up to (the end of the queue's last record there).
+    pub until: u32,
+    /// About how much to read.
+    pub max_bytes: u32,
+    /// Only [`entry::KIND_MESSAGE`] records (a span found at recovery, where
+    /// paged records of the last run are dead).
+    pub durable_only: bool,
+    /// Sequence numbers to pass over (settled in records after them).
+    pub skip: &'a dyn Fn(u64) -> bool,
+}
+
 /// The position of `offset` in `segment`.
 #[inline]
 pub fn loc(segment: u32, offset: u32) -> Loc {
@@ -52,6 +88,12 @@ pub fn loc(segment: u32, offset: u32) -> Loc {
 #[inline]
 pub fn segment_of(loc: Loc) -> u32 {
     (loc >> 32) as u32
+}
+
+/// The offset of a position in its segment.
+#[inline]
+pub fn offset_of(loc: Loc) -> u32 {
+    (loc & 0xffff_ffff) as u32
 }
 
 /// The file name of a segment.
@@ -67,6 +109,8 @@ pub(super) struct Segment {
     /// Older segments that settled/delivered records in this one refer to:
     /// this one stays while any of them does.
     pub(super) pins: Vec<u32>,
+    /// The file, once opened for reading (sealed segments).
+    pub(super) file: Option<Arc<File>>,
 }
 
 impl Segment {
@@ -159,15 +203,18 @@ impl<W> Log<W> {
         })
     }
 
-    /// Appends a message record; `None` if the log cannot take it (a new
-    /// segment could not be created): the publish must be refused.
+    /// Appends a message record ([`entry::KIND_MESSAGE`], or
+    /// [`entry::KIND_PAGED`] for one only kept out of memory); returns its
+    /// position and length. `None` if the log cannot take it (a new segment
+    /// could not be created): the publish must be refused.
     pub fn append_message(
         &mut self,
+        kind: u8,
         queue: u64,
         seq: u64,
         expires_unix_ms: u64,
         m: &MessageParts,
-    ) -> Option<Loc> {
+    ) -> Option<(Loc, u32)> {
         let size = record::RECORD_HEADER_BYTES
             + 1
             + 24
@@ -179,12 +226,83 @@ impl<W> Log<W> {
             + usize::try_from(m.body_len()).unwrap_or(usize::MAX);
         self.make_room(size).ok()?;
         let start = self.pending.len();
-        entry::append_message(&mut self.pending, queue, seq, expires_unix_ms, m);
+        entry::append_message(&mut self.pending, kind, queue, seq, expires_unix_ms, m);
+        let len = u32::try_from(self.pending.len() - start).unwrap_or(u32::MAX);
         let at = self.advance(start);
         if let Some(s) = self.segments.get_mut(&self.active) {
             s.live += 1;
         }
-        Some(at)
+        Some((at, len))
+    }
+
+    /// Records that `queue`'s messages `first..=last` were settled, for
+    /// messages the queue does not hold in memory (a purge of its paged
+    /// part). Their segments are released with [`Log::forget_in`].
+    pub fn append_settled_range(&mut self, queue: u64, first: u64, last: u64) {
+        if self.make_room(record::RECORD_HEADER_BYTES + 13 + 16).is_err() {
+            return;
+        }
+        let start = self.pending.len();
+        entry::append_ranges(&mut self.pending, entry::KIND_SETTLED, queue, &[(first, last)]);
+        self.advance(start);
+    }
+
+    /// `count` messages in `segment` are no longer needed.
+    pub fn forget_in(&mut self, segment: u32, count: u64) {
+        if let Some(s) = self.segments.get_mut(&segment) {
+            assert!(s.live >= count, "message log: segment {segment} released below zero");
+            s.live -= count;
+            if s.live == 0 {
+                self.retire_due = true;
+            }
+        }
+    }
+
+    /// Reads `queue`'s message records in `segment` from offset `from` up to
+    /// `until`, about `max_bytes` of the log at a time (at least one record):
+    /// returns them (checksums checked) and the offset to go on from. Records
+    /// whose `skip(seq)` is true, and [`entry::KIND_PAGED`] ones when
+    /// `durable_only`, are passed over. Damaged records are skipped and logged.
+    pub fn read_messages(
+        &mut self,
+        read: &ReadSpan<'_>,
+        out: &mut Vec<crate::storage::recover::PagedIn>,
+    ) -> std::io::Result<u32> {
+        if read.segment == self.active && read.until > self.written {
+            self.write_pending();
+        }
+        let file = self.segment_file(read.segment)?;
+        let mut want = (read.until - read.from).min(read.max_bytes.max(record::RECORD_HEADER_BYTES as u32));
+        loop {
+            let mut chunk = vec![0u8; want as usize];
+            file.read_exact_at(&mut chunk, u64::from(read.from))?;
+            match crate::storage::recover::parse_chunk(&chunk, read, out) {
+                Ok(used) => return Ok(read.from + used),
+                // The first record is larger than the chunk: read all of it.
+                Err(needed) if needed > want && read.from + needed <= read.until => want = needed,
+                // A length that runs past the span: a damaged header; step over a byte.
+                Err(_) => return Ok(read.from + 1),
+            }
+        }
+    }
+
+    /// The open file of a segment (sealed segments are opened on first read).
+    fn segment_file(&mut self, segment: u32) -> std::io::Result<Arc<File>> {
+        if segment == self.active {
+            return Ok(Arc::clone(&self.file));
+        }
+        let Some(s) = self.segments.get_mut(&segment) else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("segment {segment} is gone"),
+            ));
+        };
+        if let Some(file) = &s.file {
+            return Ok(Arc::clone(file));
+        }
+        let file = Arc::new(File::open(segment_path(&self.dir, segment))?);
+        s.file = Some(Arc::clone(&file));
+        Ok(file)
     }
 
     /// Records that `queue`'s messages `(seq, loc)` were settled (they never
@@ -297,6 +415,7 @@ impl<W> Log<W> {
     /// Writes and syncs everything now (shutdown).
     pub fn close(&mut self) {
         self.write_pending();
+        let _ = self.file.set_len(u64::from(self.written));
         for file in self.unsynced.drain(..).chain(std::iter::once(Arc::clone(&self.file))) {
             if let Err(e) = file.sync_data() {
                 tracing::error!(error = %e, "message log: fdatasync at shutdown failed");
@@ -339,7 +458,14 @@ impl<W> Log<W> {
         let file = create_segment(&self.dir, next).inspect_err(|e| {
             tracing::error!(error = %e, segment = next, "message log: cannot create a segment");
         })?;
+        // The sealed segment loses its unused preallocated tail: recovery reads less.
+        if let Err(e) = self.file.set_len(u64::from(self.written)) {
+            tracing::debug!(error = %e, "message log: cannot trim a sealed segment");
+        }
         let sealed = std::mem::replace(&mut self.file, Arc::new(file));
+        if let Some(s) = self.segments.get_mut(&self.active) {
+            s.file = Some(Arc::clone(&sealed));
+        }
         self.unsynced.push(sealed);
         self.active = next;
         self.segments.insert(next, Segment::default());

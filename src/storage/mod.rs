@@ -5,11 +5,12 @@
 
 pub mod entry;
 pub mod log;
+pub mod ranges;
 pub mod record;
 pub mod recover;
 mod syncer;
 
-pub use log::{Loc, Log, NO_LOC};
+pub use log::{Loc, Log, Span, NO_LOC};
 pub use syncer::Wake;
 
 #[cfg(test)]

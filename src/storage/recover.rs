@@ -1,7 +1,11 @@
-//! Opening a message log: reads its segments in order, keeps the messages of
-//! known queues that no later record settled, and reports what it found,
-//! damaged records included. Damage never stops the broker: a bad record is
-//! skipped (the scan finds the next intact one), a torn tail is ignored.
+//! Opening a message log, and reading message records back.
+//!
+//! Recovery reads the segments twice and keeps no message in memory: the
+//! first pass collects which messages were settled or delivered (ranges of
+//! sequence numbers, per queue), the second finds each known queue's live
+//! messages and describes them as spans of the log, which the queue pages in
+//! as it needs them. Damage never stops the broker: a bad record is skipped
+//! (the scan finds the next intact one) and reported; a torn tail is ignored.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -11,28 +15,46 @@ use bytes::Bytes;
 
 use crate::amqp::field::ShortStr;
 use crate::message::{Body, Message, MessageParts};
-use crate::storage::entry::{self, Entry};
-use crate::storage::log::{loc, segment_of, segment_path, Loc, Log, Segment};
+use crate::storage::entry::{self, Entry, StoredMessage};
+use crate::storage::log::{loc, segment_path, Loc, Log, ReadSpan, Segment, Span};
+use crate::storage::ranges::SeqRanges;
 use crate::storage::record::{self, Decoded};
 use crate::storage::syncer::Wake;
 
-/// A message found in the log.
+/// A known queue's messages found in the log.
+#[derive(Debug, Default)]
+pub struct RecoveredQueue {
+    /// Where its live messages are, in order.
+    pub spans: Vec<Span>,
+    /// How many live messages.
+    pub count: u64,
+    /// Their body bytes.
+    pub bytes: u64,
+    /// One past the highest sequence number seen (live or not).
+    pub next_seq: u64,
+    /// Messages settled by later records (to pass over when paging in).
+    pub settled: SeqRanges,
+    /// Messages delivered before the stop (they come back redelivered).
+    pub delivered: SeqRanges,
+}
+
+/// Recovered queues by id.
+pub type RecoveredQueues = HashMap<u64, RecoveredQueue>;
+
+/// A message read back from the log.
 #[derive(Debug)]
-pub struct RecoveredMessage {
+pub struct PagedIn {
     /// Its sequence number in its queue.
     pub seq: u64,
     /// Where it is.
     pub loc: Loc,
-    /// It had been delivered: it comes back redelivered.
-    pub delivered: bool,
+    /// A [`entry::KIND_PAGED`] record: not needed on disk once in memory.
+    pub paged: bool,
     /// When it expires (ms since the Unix epoch; `u64::MAX`: never).
     pub expires_unix_ms: u64,
     /// The message.
     pub message: Message,
 }
-
-/// Recovered messages by queue id, in sequence order.
-pub type RecoveredQueues = HashMap<u64, Vec<RecoveredMessage>>;
 
 /// What opening a log found.
 #[derive(Debug, Default)]
@@ -53,9 +75,8 @@ pub struct RecoveryReport {
     pub took: Duration,
 }
 
-/// Opens the log in `dir` (created if missing): recovers the messages of the
-/// queues `known` accepts, by queue id and in sequence order, and starts a
-/// new segment for what follows.
+/// Opens the log in `dir` (created if missing): finds the live messages of
+/// the queues `known` accepts, and starts a new segment for what follows.
 pub fn open<W>(
     dir: &Path,
     known: &dyn Fn(u64) -> bool,
@@ -75,136 +96,212 @@ pub fn open<W>(
         }
     }
     ids.sort_unstable();
-    let mut scan =
-        Scan { known, queues: HashMap::new(), segments: BTreeMap::new(), report: RecoveryReport::default() };
+    let mut report = RecoveryReport { segments: ids.len(), ..RecoveryReport::default() };
+    let mut queues: RecoveredQueues = HashMap::new();
+    // Pass 1: what was settled and delivered, and by which segment's records.
     for &id in &ids {
         let data = std::fs::read(segment_path(dir, id))?;
-        scan.segments.insert(id, Segment::default());
-        scan.segment(id, &data);
+        scan(
+            &data,
+            |_, _, e| {
+                if let Entry::Ranges { kind, queue, ranges } = e {
+                    if !known(queue) {
+                        return;
+                    }
+                    let q = queues.entry(queue).or_default();
+                    let set = if kind == entry::KIND_SETTLED { &mut q.settled } else { &mut q.delivered };
+                    for (first, last) in entry::ranges(ranges) {
+                        set.insert(first, last, id);
+                    }
+                }
+            },
+            |at, bytes, what| {
+                tracing::warn!(segment = id, offset = at, bytes, what = %what, "message log: damaged records skipped");
+                report.damaged.push((id, at, bytes, what));
+            },
+        );
     }
-    let Scan { queues, mut segments, mut report, .. } = scan;
-    let mut recovered = HashMap::with_capacity(queues.len());
-    for (queue, messages) in queues {
-        let list: Vec<RecoveredMessage> = messages.into_values().collect();
-        for m in &list {
-            if let Some(s) = segments.get_mut(&segment_of(m.loc)) {
-                s.live += 1;
-            }
-        }
-        report.messages += list.len() as u64;
-        if !list.is_empty() {
-            recovered.insert(queue, list);
-        }
+    // Pass 2: the live messages, as spans; segments' live counts and pins.
+    let mut segments: BTreeMap<u32, Segment> = ids.iter().map(|&id| (id, Segment::default())).collect();
+    for &id in &ids {
+        let data = std::fs::read(segment_path(dir, id))?;
+        scan(
+            &data,
+            |offset, len, e| {
+                report.bytes += u64::from(len);
+                let Entry::Message(entry::KIND_MESSAGE, m) = e else {
+                    return;
+                };
+                if !known(m.queue) {
+                    report.orphaned += 1;
+                    return;
+                }
+                let q = queues.entry(m.queue).or_default();
+                q.next_seq = q.next_seq.max(m.seq + 1);
+                if let Some(by) = q.settled.find(m.seq) {
+                    // Settled by a record in `by`: that record must stay for
+                    // as long as this segment does.
+                    if by != id {
+                        if let Some(s) = segments.get_mut(&by) {
+                            s.pin(id);
+                        }
+                    }
+                    return;
+                }
+                if let Some(by) = q.delivered.find(m.seq).filter(|&by| by != id) {
+                    if let Some(s) = segments.get_mut(&by) {
+                        s.pin(id);
+                    }
+                }
+                if let Some(s) = segments.get_mut(&id) {
+                    s.live += 1;
+                }
+                q.count += 1;
+                q.bytes += m.body.len() as u64;
+                let end = offset + len;
+                match q.spans.last_mut() {
+                    Some(span) if span.segment == id => {
+                        span.until = end;
+                        span.count += 1;
+                    }
+                    _ => q.spans.push(Span {
+                        segment: id,
+                        from: offset,
+                        until: end,
+                        count: 1,
+                        durable_only: true,
+                    }),
+                }
+            },
+            |_, _, _| {},
+        );
     }
-    report.segments = ids.len();
-    report.queues = recovered.len();
+    queues.retain(|_, q| q.count > 0 || q.next_seq > 0);
+    report.messages = queues.values().map(|q| q.count).sum();
+    report.queues = queues.values().filter(|q| q.count > 0).count();
     let log = Log::start(dir, segments, name, wake)?;
     report.took = started.elapsed();
-    Ok((log, recovered, report))
+    Ok((log, queues, report))
 }
 
-struct Scan<'a> {
-    known: &'a dyn Fn(u64) -> bool,
-    queues: HashMap<u64, BTreeMap<u64, RecoveredMessage>>,
-    segments: BTreeMap<u32, Segment>,
-    report: RecoveryReport,
-}
-
-impl Scan<'_> {
-    fn segment(&mut self, id: u32, data: &[u8]) {
-        let mut at = 0usize;
-        while at < data.len() {
-            match record::decode(&data[at..]) {
-                Decoded::Record(payload, total) => {
-                    let offset = u32::try_from(at).unwrap_or(u32::MAX);
-                    match entry::decode(payload) {
-                        Some(e) => self.apply(id, offset, e),
-                        None => self.damaged(id, at, total as u64, "a record of unknown structure".into()),
-                    }
-                    self.report.bytes += total as u64;
-                    at += total;
+/// Calls `on_record(offset, length, entry)` for every intact record of a
+/// segment's bytes, and `on_damage(offset, bytes, what)` for what it skips.
+fn scan(
+    data: &[u8],
+    mut on_record: impl FnMut(u32, u32, Entry<'_>),
+    mut on_damage: impl FnMut(u32, u64, String),
+) {
+    let mut at = 0usize;
+    let offset = |at: usize| u32::try_from(at).unwrap_or(u32::MAX);
+    while at < data.len() {
+        match record::decode(&data[at..]) {
+            Decoded::Record(payload, total) => {
+                match entry::decode(payload) {
+                    Some(e) => on_record(offset(at), offset(total), e),
+                    None => on_damage(offset(at), total as u64, "a record of unknown structure".into()),
                 }
-                Decoded::End => break,
-                Decoded::Incomplete(_) => {
-                    self.damaged(id, at, (data.len() - at) as u64, "torn record at the end".into());
+                at += total;
+            }
+            Decoded::End => break,
+            // Cut off by the end of the data: a torn write at the end, or a
+            // damaged length in the middle (then an intact record follows).
+            Decoded::Incomplete(_) => match resync(data, at + 1) {
+                Some(next) => {
+                    on_damage(offset(at), (next - at) as u64, "impossible record length".into());
+                    at = next;
+                }
+                None => {
+                    on_damage(offset(at), (data.len() - at) as u64, "torn record at the end".into());
                     break;
                 }
-                Decoded::Corrupt(why) => match resync(data, at + 1) {
-                    Some(next) => {
-                        self.damaged(id, at, (next - at) as u64, why.to_string());
-                        at = next;
+            },
+            Decoded::Corrupt(why) => match resync(data, at + 1) {
+                Some(next) => {
+                    on_damage(offset(at), (next - at) as u64, why.to_string());
+                    at = next;
+                }
+                None => {
+                    on_damage(
+                        offset(at),
+                        (data.len() - at) as u64,
+                        format!("{why}, nothing intact after it"),
+                    );
+                    break;
+                }
+            },
+        }
+    }
+}
+
+/// Reads the records of `read.queue` in `chunk` (which starts at
+/// `read.from`) into `out`. Returns the bytes used (whole records only), or
+/// `Err(needed)` when the first record is longer than the chunk.
+pub(super) fn parse_chunk(chunk: &[u8], read: &ReadSpan<'_>, out: &mut Vec<PagedIn>) -> Result<u32, u32> {
+    let mut at = 0usize;
+    let used = |at: usize| u32::try_from(at).unwrap_or(u32::MAX);
+    while at < chunk.len() {
+        match record::decode(&chunk[at..]) {
+            Decoded::Record(payload, total) => {
+                if let Some(Entry::Message(kind, m)) = entry::decode(payload) {
+                    let wanted = m.queue == read.queue
+                        && !(read.durable_only && kind == entry::KIND_PAGED)
+                        && !(read.skip)(m.seq);
+                    if wanted {
+                        let at_loc = loc(read.segment, read.from + used(at));
+                        out.push(paged_in(kind, &m, at_loc));
                     }
-                    None => {
-                        self.damaged(
-                            id,
-                            at,
-                            (data.len() - at) as u64,
-                            format!("{why}, nothing intact after it"),
-                        );
-                        break;
+                }
+                at += total;
+            }
+            Decoded::Incomplete(needed) if at == 0 => return Err(used(needed)),
+            Decoded::Incomplete(_) => return Ok(used(at)),
+            Decoded::End => {
+                tracing::error!(
+                    segment = read.segment,
+                    offset = read.from + used(at),
+                    "message log: zeros where records were written"
+                );
+                return Ok(used(chunk.len()));
+            }
+            Decoded::Corrupt(why) => {
+                let offset = read.from + used(at);
+                tracing::error!(segment = read.segment, offset, %why, "message log: damaged record skipped on read");
+                // The next intact record, or the first place one may start
+                // that the chunk cuts off (the next read checks it).
+                let mut next = at + 1;
+                loop {
+                    match chunk.get(next..).map(record::decode) {
+                        None => return Ok(used(chunk.len())),
+                        Some(Decoded::Record(payload, _)) if entry::decode(payload).is_some() => break,
+                        Some(Decoded::Incomplete(_)) => return Ok(used(next)),
+                        Some(_) => next += 1,
                     }
-                },
+                }
+                at = next;
             }
         }
     }
+    Ok(used(at))
+}
 
-    fn damaged(&mut self, segment: u32, at: usize, bytes: u64, what: String) {
-        tracing::warn!(segment, offset = at, bytes, what = %what, "message log: damaged records skipped");
-        self.report.damaged.push((segment, u32::try_from(at).unwrap_or(u32::MAX), bytes, what));
-    }
-
-    fn apply(&mut self, segment: u32, offset: u32, e: Entry<'_>) {
-        match e {
-            Entry::Message(m) => {
-                if !(self.known)(m.queue) {
-                    self.report.orphaned += 1;
-                    return;
-                }
-                let message = Message::new(MessageParts {
-                    exchange: short(m.exchange),
-                    routing_key: short(m.routing_key),
-                    header: Bytes::copy_from_slice(m.header),
-                    body: Body::One(Bytes::copy_from_slice(m.body)),
-                });
-                let recovered = RecoveredMessage {
-                    seq: m.seq,
-                    loc: loc(segment, offset),
-                    delivered: false,
-                    expires_unix_ms: m.expires_unix_ms,
-                    message,
-                };
-                self.queues.entry(m.queue).or_default().insert(m.seq, recovered);
-            }
-            Entry::Ranges { kind, queue, ranges } => {
-                let Some(messages) = self.queues.get_mut(&queue) else {
-                    return;
-                };
-                let mut touched: Vec<u32> = Vec::new();
-                for (first, last) in entry::ranges(ranges) {
-                    if first > last {
-                        continue;
-                    }
-                    if kind == entry::KIND_SETTLED {
-                        let gone: Vec<u64> = messages.range(first..=last).map(|(&seq, _)| seq).collect();
-                        for seq in gone {
-                            if let Some(m) = messages.remove(&seq) {
-                                touched.push(segment_of(m.loc));
-                            }
-                        }
-                    } else {
-                        for (_, m) in messages.range_mut(first..=last) {
-                            m.delivered = true;
-                            touched.push(segment_of(m.loc));
-                        }
-                    }
-                }
-                if let Some(s) = self.segments.get_mut(&segment) {
-                    for older in touched.into_iter().filter(|&t| t != segment) {
-                        s.pin(older);
-                    }
-                }
-            }
-        }
+/// A message record as a message in memory: one allocation for its header and body.
+fn paged_in(kind: u8, m: &StoredMessage<'_>, at: Loc) -> PagedIn {
+    let mut both = Vec::with_capacity(m.header.len() + m.body.len());
+    both.extend_from_slice(m.header);
+    both.extend_from_slice(m.body);
+    let both = Bytes::from(both);
+    let message = Message::new(MessageParts {
+        exchange: short(m.exchange),
+        routing_key: short(m.routing_key),
+        header: both.slice(..m.header.len()),
+        body: Body::One(both.slice(m.header.len()..)),
+    });
+    PagedIn {
+        seq: m.seq,
+        loc: at,
+        paged: kind == entry::KIND_PAGED,
+        expires_unix_ms: m.expires_unix_ms,
+        message,
     }
 }
 

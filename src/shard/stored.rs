@@ -1,0 +1,211 @@
+//! The shard's side of the message log: opening and recovering it, writing
+//! what stored queues journaled, paging queues' backlogs back in, and
+//! releasing confirms once their records are synced.
+
+use crate::queue::{Queue, QueueId};
+use crate::ring::envelope::Envelope;
+use crate::shard::ctx::{ShardCtx, ShardLog};
+use crate::storage::entry;
+use crate::storage::log::ReadSpan;
+use crate::storage::recover::{PagedIn, RecoveredQueues, RecoveryReport};
+
+/// Bytes of the log read per step when paging a queue in.
+pub const PAGE_IN_READ_BYTES: u32 = 1024 * 1024;
+
+impl ShardCtx {
+    /// Opens this shard's message log in `dir` and hands the messages it
+    /// holds for this shard's (recovered, durable) queues to them, paged.
+    /// `wake` is called by the log's sync thread after each sync.
+    pub fn open_log(
+        &mut self,
+        dir: &std::path::Path,
+        wake: crate::storage::Wake,
+    ) -> std::io::Result<RecoveryReport> {
+        let known: std::collections::HashSet<u64> = self.queues.keys().map(|q| q.0).collect();
+        let name = format!("lepus-sync-{}", self.shard.0);
+        let (log, recovered, report) =
+            crate::storage::recover::open(dir, &|id| known.contains(&id), name, wake)?;
+        self.log = Some(log);
+        self.restore_messages(recovered);
+        tracing::info!(
+            shard = self.shard.0,
+            segments = report.segments,
+            bytes = report.bytes,
+            queues = report.queues,
+            messages = report.messages,
+            orphaned = report.orphaned,
+            damaged = report.damaged.len(),
+            took_ms = report.took.as_secs_f64() * 1e3,
+            "message log recovered"
+        );
+        Ok(report)
+    }
+
+    /// Gives recovered queues their paged messages.
+    fn restore_messages(&mut self, recovered: RecoveredQueues) {
+        for (id, messages) in recovered {
+            let Some(q) = self.queues.get_mut(&QueueId(id)) else {
+                continue;
+            };
+            q.restore(messages);
+            q.report_stats();
+        }
+    }
+
+    /// End of a turn: pages in what queues need, writes what stored queues
+    /// told the log, then the log's records, and asks for a sync if a confirm
+    /// waits for one.
+    pub fn flush_log(&mut self) {
+        if self.log.is_none() {
+            return;
+        }
+        let journaled = std::mem::take(&mut self.journaled);
+        for &id in &journaled {
+            if self.queues.get(&id).is_some_and(Queue::wants_page_in) {
+                self.page_in(id);
+            }
+        }
+        let Some(log) = self.log.as_mut() else {
+            return;
+        };
+        for &id in &journaled {
+            if let Some(q) = self.queues.get_mut(&id) {
+                q.journal().listed = false;
+                write_journal(log, id, q);
+            }
+        }
+        self.journaled = journaled;
+        self.journaled.clear();
+        log.flush(self.now);
+    }
+
+    /// Reads a queue's oldest paged messages back into its memory window,
+    /// then lets it dispatch them.
+    fn page_in(&mut self, id: QueueId) {
+        let now_unix_ms = unix_now_ms();
+        let mut batch: Vec<PagedIn> = Vec::new();
+        loop {
+            let (Some(q), Some(log)) = (self.queues.get_mut(&id), self.log.as_mut()) else {
+                return;
+            };
+            let room = q.page_in_room();
+            let Some(span) = q.front_span().filter(|_| room > 0) else {
+                break;
+            };
+            batch.clear();
+            let skip = |seq: u64| q.skips(seq);
+            let read = ReadSpan {
+                queue: id.0,
+                segment: span.segment,
+                from: span.from,
+                until: span.until,
+                max_bytes: PAGE_IN_READ_BYTES,
+                durable_only: span.durable_only,
+                skip: &skip,
+            };
+            let next = match log.read_messages(&read, &mut batch) {
+                Ok(next) if next > span.from => next,
+                Ok(_) => {
+                    tracing::error!(
+                        queue = id.0,
+                        segment = span.segment,
+                        "message log: no record where paged messages were"
+                    );
+                    span.until
+                }
+                Err(e) => {
+                    let segment = span.segment;
+                    tracing::error!(error = %e, queue = id.0, segment, "message log: paging in failed; messages lost");
+                    span.until
+                }
+            };
+            let mut next_seq = 0;
+            for m in batch.drain(..) {
+                next_seq = m.seq + 1;
+                if m.paged {
+                    log.forget_in(span.segment, 1);
+                }
+                let expires_at_ms = if m.expires_unix_ms == u64::MAX {
+                    u64::MAX
+                } else {
+                    self.clock.saturating_add(m.expires_unix_ms.saturating_sub(now_unix_ms))
+                };
+                let loc = if m.paged { crate::storage::NO_LOC } else { m.loc };
+                q.page_in(m.seq, m.message, loc, expires_at_ms);
+            }
+            if let Some(done) = q.paged_up_to(next, next_seq) {
+                if done.count > 0 {
+                    tracing::error!(
+                        queue = id.0,
+                        segment = done.segment,
+                        lost = done.count,
+                        "message log: messages lost to damage"
+                    );
+                    log.forget_in(done.segment, done.count);
+                }
+            }
+        }
+        if let Some(q) = self.queues.get_mut(&id) {
+            q.set_clock(self.clock);
+            q.after_page_in(&mut self.deliveries);
+            q.report_stats();
+            let (grant_work, dead_letters) = (q.has_grant_work(), q.has_dead_letters());
+            if grant_work {
+                self.send_credit_requests(id);
+            }
+            self.route_deliveries();
+            if dead_letters {
+                self.dead_letter_from(id);
+            }
+        }
+    }
+
+    /// Confirms whose records the log has synced (or failed to write): each
+    /// goes to its channel as an [`Envelope::Confirm`].
+    pub fn release_confirms(&mut self) {
+        let Some(log) = self.log.as_mut() else {
+            return;
+        };
+        let mut released = Vec::new();
+        log.take_released(&mut released);
+        for (ticket, accepted) in released {
+            let to = ticket.channel;
+            let confirm =
+                Envelope::Confirm { to, incarnation: ticket.incarnation, seq: ticket.seq, accepted };
+            self.send(to.conn.shard, confirm);
+        }
+    }
+}
+
+/// Writes what a stored queue told the log since the last call.
+pub(super) fn write_journal(log: &mut ShardLog, id: QueueId, q: &mut Queue) {
+    let journal = q.journal();
+    if journal.is_empty() {
+        return;
+    }
+    log.append_ranges(entry::KIND_DELIVERED, id.0, &journal.delivered);
+    log.append_ranges(entry::KIND_SETTLED, id.0, &journal.settled);
+    for &(first, last) in &journal.settled_ranges {
+        log.append_settled_range(id.0, first, last);
+    }
+    for &(segment, count) in &journal.forget {
+        log.forget_in(segment, count);
+    }
+    journal.clear();
+}
+
+/// Milliseconds since the Unix epoch.
+pub(super) fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A queue-clock expiry as Unix ms (`u64::MAX` stays: never).
+pub(super) fn clock_to_unix(epoch_unix_ms: u64, clock_ms: u64) -> u64 {
+    if clock_ms == u64::MAX {
+        u64::MAX
+    } else {
+        epoch_unix_ms.saturating_add(clock_ms)
+    }
+}
