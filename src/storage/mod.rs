@@ -3,4 +3,8 @@
 //!
 //! Every file is a sequence of [`record`]s, each with its own checksum.
 
+pub mod data_dir;
+pub mod definitions;
 pub mod record;
+
+pub use data_dir::{DataDir, DataDirError};
