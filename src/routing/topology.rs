@@ -16,6 +16,11 @@
 //!
 //! Copying a vhost on each change costs O(entities); that is paid by declares,
 //! never by publishes.
+//!
+//! A registry made by [`Registry::recover`] also owns the definitions log:
+//! each change journals what it does to durable entities
+//! ([`crate::routing::durable`]), and the journal is appended and fdatasynced
+//! under the writer lock before the new snapshot is published.
 
 use crate::routing::FastMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
