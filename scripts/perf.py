@@ -25,11 +25,13 @@ import os
 import platform
 import re
 import shlex
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import tomllib
@@ -249,12 +251,18 @@ class Lepus(Broker):
         if port_open(self.port):
             raise RuntimeError(f"port {self.port} is already in use")
         self.logf = open(self.log_dir / f"{tag}-{self.name}.log", "w")
-        self.proc = subprocess.Popen(self.cmd, stdout=self.logf, stderr=subprocess.STDOUT, cwd=ROOT)
+        cmd = self.cmd
+        if self.name == "lepus":
+            # Every run starts from an empty data directory: no durable
+            # definitions left over from an earlier scenario.
+            self.data_dir = tempfile.mkdtemp(prefix="lepus-perf-data-")
+            cmd = self.cmd + ["--data-dir", self.data_dir]
+        self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT, cwd=ROOT)
         self.pid = self.proc.pid  # taskset execs lepus: same pid
         if not wait_port(self.port, self.proc):
             self.stop()
             raise RuntimeError("lepus did not start listening (see its log)")
-        self.commands.append(shlex.join(self.cmd))
+        self.commands.append(shlex.join(cmd))
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -267,6 +275,9 @@ class Lepus(Broker):
         self.proc = None
         if getattr(self, "logf", None):
             self.logf.close()
+        if getattr(self, "data_dir", None):
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            self.data_dir = None
 
 
 class Relay(Lepus):

@@ -6,7 +6,7 @@
 //! bodies up to 128 MiB).
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -25,6 +25,9 @@ pub const RING_CAPACITY_SLOTS_DEFAULT: usize = 4096;
 
 /// The default listen address: loopback only, like a fresh install should be.
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:5672";
+/// The default data directory, relative to the working directory, so a broker
+/// started from a checkout needs no setup.
+pub const DATA_DIR_DEFAULT: &str = "lepus-data";
 
 /// What the broker runs with. Built from the embedded defaults, an optional TOML
 /// file and the command line, in that order.
@@ -55,8 +58,9 @@ pub struct Config {
     pub loopback_users: Vec<String>,
     /// How shards do socket I/O.
     pub io_backend: IoBackend,
-    /// Where definitions and messages are kept.
-    pub data_dir: std::path::PathBuf,
+    /// Where durable state lives (definitions, message logs); locked while
+    /// the broker runs.
+    pub data_dir: PathBuf,
 }
 
 /// How a shard does socket I/O. Listeners and the cross-shard doorbell always
@@ -97,7 +101,7 @@ impl Default for Config {
             default_pass: "guest".to_owned(),
             loopback_users: vec!["guest".to_owned()],
             io_backend: IoBackend::Mio,
-            data_dir: std::path::PathBuf::from("lepus-data"),
+            data_dir: PathBuf::from(DATA_DIR_DEFAULT),
         }
     }
 }
@@ -186,5 +190,12 @@ mod tests {
         assert_eq!(parse("io_backend = \"uring\"").expect("uring"), IoBackend::Uring);
         assert!(parse("io_backend = \"epoll\"").is_err(), "unknown backends are refused");
         assert_eq!(IoBackend::Uring.to_string(), "io-uring");
+    }
+
+    #[test]
+    fn data_dir_defaults_to_a_relative_directory_and_is_read_from_toml() {
+        assert_eq!(Config::default().data_dir, PathBuf::from("lepus-data"));
+        let config: Config = toml::from_str("data_dir = \"/var/lib/lepus\"").expect("data_dir");
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/lepus"));
     }
 }

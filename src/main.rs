@@ -40,6 +40,10 @@ struct Args {
     /// io_uring falls back to mio). Default: mio.
     #[arg(long, value_name = "BACKEND")]
     io_backend: Option<IoBackendArg>,
+    /// Directory for durable state (definitions, messages); locked while the broker runs.
+    /// Default: lepus-data (relative to the working directory).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     /// Log filter (tracing's EnvFilter syntax), e.g. "info" or "lepus=debug". Default: $RUST_LOG or "info".
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
@@ -85,6 +89,9 @@ fn main() -> std::process::ExitCode {
     }
     if let Some(v) = args.max_message_size {
         config.body_size_bytes_max = v;
+    }
+    if let Some(dir) = &args.data_dir {
+        config.data_dir = dir.clone();
     }
     if args.no_pin {
         config.pin_shards = false;

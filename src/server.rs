@@ -15,6 +15,8 @@ use crate::ring::envelope::Envelope;
 use crate::routing::topology::Registry;
 use crate::shard::ctx::ShardCtx;
 use crate::shard::{Shard, WAKER_TOKEN};
+use crate::storage::definitions::DefinitionsError;
+use crate::storage::{DataDir, DataDirError};
 
 /// Listen backlog for each listening socket.
 pub const LISTEN_BACKLOG: i32 = 1024;
@@ -29,6 +31,11 @@ pub enum StartError {
     Bind(SocketAddr, std::io::Error),
     /// The event loop could not be created.
     Io(std::io::Error),
+    /// The data directory is unusable: missing rights, not a directory, or
+    /// locked by another broker.
+    DataDir(DataDirError),
+    /// The definitions log could not be read or rewritten.
+    Definitions(DefinitionsError),
 }
 
 impl std::fmt::Display for StartError {
@@ -37,6 +44,8 @@ impl std::fmt::Display for StartError {
             StartError::Config(e) => write!(f, "{e}"),
             StartError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
             StartError::Io(e) => write!(f, "cannot start event loop: {e}"),
+            StartError::DataDir(e) => write!(f, "{e}"),
+            StartError::Definitions(e) => write!(f, "{e}"),
         }
     }
 }
@@ -49,19 +58,35 @@ pub struct Server {
     threads: Vec<JoinHandle<()>>,
     shutdown: Arc<AtomicBool>,
     wakers: Vec<Arc<Doorbell>>,
+    /// Holds the data directory's lock; dropped after the shards have stopped.
+    data_dir: DataDir,
 }
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("addrs", &self.addrs).finish()
+        f.debug_struct("Server").field("addrs", &self.addrs).field("data_dir", &self.data_dir.path()).finish()
     }
 }
 
 impl Server {
-    /// Binds the listeners and starts the shards.
+    /// Locks the data directory, recovers the durable definitions, binds the
+    /// listeners and starts the shards.
     pub fn start(config: Config) -> Result<Server, StartError> {
         config.validate().map_err(StartError::Config)?;
-        let shard_count = config.shard_count();
+        let mut shard_count = config.shard_count();
+        let data_dir = DataDir::open(&config.data_dir).map_err(StartError::DataDir)?;
+        // A queue's messages are in the log of the shard that owned it: a data
+        // directory keeps the shard count it was created with.
+        if let Some(kept) = data_dir.message_log_shards().filter(|&n| n != shard_count) {
+            tracing::warn!(
+                configured = shard_count,
+                kept,
+                "the data directory holds message logs of {kept} shards; running {kept} shards"
+            );
+            shard_count = kept;
+        }
+        // Before any shard runs: shards create the recovered queues they own.
+        let registry = Arc::new(Registry::recover(&data_dir, shard_count).map_err(StartError::Definitions)?);
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
         for addr in &config.listen {
@@ -80,7 +105,6 @@ impl Server {
         let endpoints = crate::ring::mesh::<Envelope>(doorbells.clone(), config.ring_capacity_slots);
         let config = Arc::new(config);
         let users = Arc::new(Users::from_config(&config));
-        let registry = Arc::new(Registry::new());
         let shutdown = Arc::new(AtomicBool::new(false));
         let cores =
             if config.pin_shards { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
@@ -88,7 +112,7 @@ impl Server {
         for (i, (poll, mesh)) in polls.into_iter().zip(endpoints).enumerate() {
             let mut ctx = ShardCtx::new(Arc::clone(&config), Arc::clone(&users), Arc::clone(&registry), mesh);
             let doorbell = Arc::clone(&doorbells[i]);
-            let messages = config.data_dir.join("messages").join(format!("shard-{i}"));
+            let messages = data_dir.messages_dir(i);
             ctx.open_log(&messages, Arc::new(move || drop(doorbell.ring()))).map_err(StartError::Io)?;
             let shard_listeners = if i == 0 { std::mem::take(&mut listeners) } else { Vec::new() };
             let shard =
@@ -106,7 +130,12 @@ impl Server {
             threads.push(thread);
         }
         tracing::info!(shards = shard_count, listen = ?addrs, "lepus started");
-        Ok(Server { addrs, threads, shutdown, wakers: doorbells })
+        Ok(Server { addrs, threads, shutdown, wakers: doorbells, data_dir })
+    }
+
+    /// The data directory this broker holds locked.
+    pub fn data_dir(&self) -> &DataDir {
+        &self.data_dir
     }
 
     /// The bound addresses (with the actual ports when 0 was asked for).

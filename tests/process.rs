@@ -41,8 +41,9 @@ struct Broker {
     reaped: Option<ExitStatus>,
     shards: usize,
     addrs: Vec<SocketAddr>,
-    /// The child's working directory, where its default data directory goes.
-    _workdir: tempfile::TempDir,
+    /// The temporary data directory given when the test named none; removed
+    /// after the process is gone.
+    _data_dir: Option<TempDir>,
 }
 
 /// The `lepus` command with colours off.
@@ -53,12 +54,17 @@ fn lepus() -> Command {
 }
 
 impl Broker {
-    /// Spawns `lepus args...` without waiting for it to start.
+    /// Spawns `lepus args...` without waiting for it to start. Unless the
+    /// arguments name one, the broker gets a temporary data directory of its
+    /// own, so brokers of concurrent tests never share one.
     fn spawn(args: &[&str]) -> Broker {
-        let workdir = tempfile::tempdir().expect("a working directory for the broker");
-        let mut child = lepus()
-            .current_dir(workdir.path())
-            .args(args)
+        let data_dir = (!args.contains(&"--data-dir")).then(|| TempDir::new("data"));
+        let mut command = lepus();
+        command.args(args);
+        if let Some(dir) = &data_dir {
+            command.arg("--data-dir").arg(&dir.0);
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -88,7 +94,7 @@ impl Broker {
             reaped: None,
             shards: 0,
             addrs: Vec::new(),
-            _workdir: workdir,
+            _data_dir: data_dir,
         }
     }
 
@@ -478,6 +484,7 @@ fn help_explains_every_flag() {
         "--heartbeat",
         "--max-message-size",
         "--no-pin",
+        "--data-dir",
         "--log",
     ]
     .into_iter()
@@ -501,6 +508,35 @@ fn bad_listen_address_fails_with_a_clear_error() {
     raw.expect_method(0, 10, 10);
 }
 
+#[test]
+fn a_data_dir_in_use_fails_with_a_clear_error() {
+    let dir = TempDir::new("locked");
+    let path = dir.0.to_str().expect("temp path is UTF-8");
+    let first = Broker::start(&["--listen", "127.0.0.1:0", "--shards", "1", "--data-dir", path]);
+    let mut second = Broker::spawn(&["--listen", "127.0.0.1:0", "--shards", "1", "--data-dir", path]);
+    let status = second.wait_exit();
+    assert!(!status.success(), "a second broker on {path} must fail, got {status}");
+    let log = second.log.join("\n");
+    let expected = format!("{path} is in use by another Lepus broker (pid {})", first.child.id());
+    assert!(log.contains(&expected), "stderr should say {expected:?}; stderr:\n{log}");
+    assert!(!log.contains("lepus started"), "the second broker must not report a start; stderr:\n{log}");
+    let mut raw = Raw::connect(first.addr());
+    raw.expect_method(0, 10, 10);
+}
+
+#[test]
+fn a_file_as_data_dir_fails_with_a_clear_error() {
+    let dir = TempDir::new("file");
+    let file = dir.0.join("not-a-dir");
+    std::fs::write(&file, b"x").expect("write file");
+    let file = file.to_str().expect("temp path is UTF-8");
+    let mut broker = Broker::spawn(&["--listen", "127.0.0.1:0", "--shards", "1", "--data-dir", file]);
+    let status = broker.wait_exit();
+    assert!(!status.success(), "a file as data dir must fail, got {status}");
+    let log = broker.log.join("\n");
+    assert!(log.contains(&format!("{file} is not a directory")), "stderr:\n{log}");
+}
+
 /// A directory under the system temp dir, removed on drop.
 struct TempDir(PathBuf);
 
@@ -510,7 +546,9 @@ impl TempDir {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or_default();
-        let dir = std::env::temp_dir().join(format!("lepus-{tag}-{}-{nanos}", std::process::id()));
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("lepus-{tag}-{}-{nanos}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create temp dir");
         TempDir(dir)
     }

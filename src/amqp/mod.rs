@@ -20,7 +20,7 @@ pub mod frame;
 pub mod properties;
 #[rustfmt::skip]
 pub mod spec;
-mod wire;
+pub(crate) mod wire;
 
 pub use field::{FieldTable, FieldValue, LongStr, ShortStr};
 pub use frame::{Frame, FrameError, FrameType};

@@ -12,7 +12,9 @@ use crate::connection::{ConnId, ConnShared};
 use crate::queue::{ConsumerKey, ConsumerSpec, Queue, QueueRef, SettleOp};
 use crate::ring::envelope::{Envelope, QueueReply, QueueRequest};
 use crate::routing::table::ExchangeKind;
-use crate::routing::topology::{self, Destination, ExchangeSpec, QueueMeta, QueueStats, TopologyError};
+use crate::routing::topology::{
+    self, DeclareQueueError, Destination, ExchangeSpec, QueueMeta, QueueStats, TopologyError,
+};
 use crate::shard::ctx::ShardCtx;
 
 fn topology_error(e: TopologyError) -> ChannelError {
@@ -732,7 +734,8 @@ impl Channel {
                 ctx.refresh_topology();
                 Ok(meta)
             }
-            Err(existing) => {
+            Err(DeclareQueueError::Refused(e)) => Err(topology_error(e)),
+            Err(DeclareQueueError::Taken(existing)) => {
                 // Another connection declared the same name a moment ago.
                 ctx.refresh_topology();
                 let wanted_owner = m.exclusive.then_some(self.me.conn);

@@ -10,10 +10,13 @@
 //!   declare/delete, exchange-to-exchange recursion, locking): it owns one
 //!   `BindingTable` per exchange and calls [`BindingTable::route`] once per
 //!   publish.
+//! * [`durable`] — which topology changes are durable, their journal for the
+//!   definitions log, and the replay of that log at start.
 //!
 //! Semantics follow RabbitMQ 4.x; each submodule names the RabbitMQ source
 //! it follows.
 
+pub mod durable;
 pub mod headers;
 
 /// The hash map of the routing path: keys are client-chosen names, so the

@@ -16,10 +16,16 @@
 //!
 //! Copying a vhost on each change costs O(entities); that is paid by declares,
 //! never by publishes.
+//!
+//! A registry made by [`Registry::recover`] also owns the definitions log:
+//! each change journals what it does to durable entities
+//! ([`crate::routing::durable`]), and the journal is appended and fdatasynced
+//! under the writer lock before the new snapshot is published.
 
 use crate::routing::FastMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
@@ -27,7 +33,10 @@ use crate::amqp::field::{FieldTable, FieldValue, ShortStr};
 use crate::connection::ConnId;
 use crate::queue::{QueueId, QueueRef};
 use crate::ring::ShardId;
+use crate::routing::durable::{self, Journal};
 use crate::routing::table::{BindError, BindingTable, ExchangeKind};
+use crate::storage::definitions::{self, Definition, DefinitionsError, DefinitionsLog};
+use crate::storage::DataDir;
 
 /// Exchange-to-exchange hops followed when routing one message.
 pub const ROUTE_HOPS_MAX: usize = 64;
@@ -137,6 +146,9 @@ pub enum TopologyError {
     ResourceLocked(String),
     /// 503 (connection): e.g. an unknown exchange type.
     CommandInvalid(String),
+    /// 541 (connection): the change could not be made durable (the
+    /// definitions log refused it); nothing changed.
+    Internal(String),
 }
 
 impl TopologyError {
@@ -148,6 +160,7 @@ impl TopologyError {
             TopologyError::AccessRefused(_) => 403,
             TopologyError::ResourceLocked(_) => 405,
             TopologyError::CommandInvalid(_) => 503,
+            TopologyError::Internal(_) => 541,
         }
     }
 
@@ -158,7 +171,8 @@ impl TopologyError {
             | TopologyError::PreconditionFailed(s)
             | TopologyError::AccessRefused(s)
             | TopologyError::ResourceLocked(s)
-            | TopologyError::CommandInvalid(s) => s,
+            | TopologyError::CommandInvalid(s)
+            | TopologyError::Internal(s) => s,
         }
     }
 }
@@ -189,61 +203,155 @@ pub struct ExchangeSpec {
 }
 
 /// The shared topology: a snapshot for readers, a lock for writers.
+///
+/// With a definitions log ([`Registry::recover`]) every change to durable
+/// entities is appended and fdatasynced under the writer lock before the new
+/// snapshot is published, so before the client gets its `-ok`.
 #[derive(Debug)]
 pub struct Registry {
     current: ArcSwap<Topology>,
     /// Mirrors `current.generation`, so readers can check freshness with one load.
     generation: AtomicU64,
-    writer: Mutex<()>,
+    writer: Mutex<Writer>,
+    /// The next queue id: `(epoch << 32) | counter`.
     next_queue_id: AtomicU64,
     next_exchange_id: AtomicU32,
+    /// This run's epoch (0 without a definitions log).
+    epoch: u32,
+    /// Shards of this run: recovered queues are placed modulo this.
+    shard_count: usize,
+    /// Durable queues recovered at start, with their vhosts.
+    recovered: Vec<(Arc<str>, Arc<QueueMeta>)>,
 }
 
+/// What the writer lock guards besides the right to publish a snapshot.
+#[derive(Debug, Default)]
+struct Writer {
+    /// Absent for a registry without a data directory (unit tests).
+    log: Option<DefinitionsLog>,
+}
+
+impl Writer {
+    /// Appends `changes` and waits for the disk; nothing to do without a log.
+    fn record(&mut self, changes: &[Definition]) -> Result<(), TopologyError> {
+        let Some(log) = &mut self.log else {
+            return Ok(());
+        };
+        log.append(changes).map_err(|e| {
+            tracing::error!(file = %log.path().display(), error = %e, "cannot write the definitions log");
+            TopologyError::Internal(format!("cannot write the definitions log: {e}"))
+        })
+    }
+}
+
+/// Whether a change may be published when the definitions log refuses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnLogError {
+    /// No: the client gets 541 and nothing changes.
+    Refuse,
+    /// Yes: the change already happened elsewhere (a queue its shard deleted).
+    Publish,
+}
+
+/// Low 32 bits of a queue id: the counter within an epoch.
+const QUEUE_COUNTER_MASK: u64 = 0xffff_ffff;
+
 impl Registry {
-    /// A registry with the default vhost and its standard exchanges.
+    /// A registry with the default vhost and its standard exchanges, and no
+    /// definitions log: nothing is durable.
     pub fn new() -> Registry {
+        Registry::empty(0, 1)
+    }
+
+    fn empty(epoch: u32, shard_count: usize) -> Registry {
         let registry = Registry {
             current: ArcSwap::from_pointee(Topology::default()),
             generation: AtomicU64::new(0),
-            writer: Mutex::new(()),
-            next_queue_id: AtomicU64::new(1),
+            writer: Mutex::new(Writer::default()),
+            next_queue_id: AtomicU64::new((u64::from(epoch) << 32) | 1),
             next_exchange_id: AtomicU32::new(1),
+            epoch,
+            shard_count: shard_count.max(1),
+            recovered: Vec::new(),
         };
         registry.add_vhost(DEFAULT_VHOST);
         registry
     }
 
+    /// Reads the definitions log of `data_dir`, replays it (recovered queues
+    /// owned by `recorded shard % shard_count`), rewrites it compacted with a
+    /// new epoch, and returns a registry that records every durable change
+    /// in it. Called once, before any shard runs.
+    pub fn recover(data_dir: &DataDir, shard_count: usize) -> Result<Registry, DefinitionsError> {
+        let started = Instant::now();
+        let path = data_dir.definitions_path();
+        let read = definitions::read(&path).map_err(|e| DefinitionsError::Read(path.clone(), e))?;
+        let epoch =
+            read.epoch_last.checked_add(1).ok_or_else(|| DefinitionsError::EpochsExhausted(path.clone()))?;
+        let mut registry = Registry::empty(epoch, shard_count);
+        let mut topology = Topology::clone(&registry.load());
+        let skipped = durable::replay(&registry, &mut topology, &read.definitions);
+        let mut live = durable::definitions_of(&topology);
+        live.push(Definition::Epoch(epoch));
+        let log =
+            DefinitionsLog::rewrite(&path, &live).map_err(|e| DefinitionsError::Write(path.clone(), e))?;
+        let counts = durable::Counts::of(&live);
+        registry.recovered = durable::queues_of(&topology);
+        registry.writer.get_mut().unwrap_or_else(|e| e.into_inner()).log = Some(log);
+        registry.publish(topology);
+        tracing::info!(
+            file = %path.display(),
+            epoch,
+            exchanges = counts.exchanges,
+            queues = counts.queues,
+            bindings = counts.bindings,
+            records_read = read.definitions.len(),
+            records_damaged = read.damaged,
+            records_not_applicable = skipped,
+            bytes_read = read.bytes,
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "definitions recovered"
+        );
+        Ok(registry)
+    }
+
     /// Creates a vhost with RabbitMQ's standard exchanges.
     pub fn add_vhost(&self, name: &str) {
         self.mutate(|topo| {
-            let mut vhost = Vhost::default();
-            let standard: [(&'static str, ExchangeKind, bool); 8] = [
-                ("", ExchangeKind::Direct, false),
-                ("amq.direct", ExchangeKind::Direct, false),
-                ("amq.fanout", ExchangeKind::Fanout, false),
-                ("amq.topic", ExchangeKind::Topic, false),
-                ("amq.headers", ExchangeKind::Headers, false),
-                ("amq.match", ExchangeKind::Headers, false),
-                ("amq.rabbitmq.trace", ExchangeKind::Topic, true),
-                ("amq.rabbitmq.log", ExchangeKind::Topic, true),
-            ];
-            for (exchange_name, kind, internal) in standard {
-                let id = self.allocate_exchange_id();
-                let exchange = Exchange {
-                    id,
-                    name: ShortStr::from_static(exchange_name),
-                    kind,
-                    durable: true,
-                    auto_delete: false,
-                    internal,
-                    arguments: FieldTable::default(),
-                    bindings: BindingTable::new(kind),
-                };
-                vhost.exchange_names.insert(id, exchange.name.clone());
-                vhost.exchanges.insert(exchange.name.clone(), Arc::new(exchange));
-            }
-            topo.vhosts.insert(name.to_owned(), Arc::new(vhost));
+            topo.vhosts.insert(name.to_owned(), Arc::new(self.standard_vhost()));
         });
+    }
+
+    /// A vhost holding only RabbitMQ's standard exchanges (durable, always
+    /// created, never recorded).
+    pub(crate) fn standard_vhost(&self) -> Vhost {
+        let mut vhost = Vhost::default();
+        let standard: [(&'static str, ExchangeKind, bool); 8] = [
+            ("", ExchangeKind::Direct, false),
+            ("amq.direct", ExchangeKind::Direct, false),
+            ("amq.fanout", ExchangeKind::Fanout, false),
+            ("amq.topic", ExchangeKind::Topic, false),
+            ("amq.headers", ExchangeKind::Headers, false),
+            ("amq.match", ExchangeKind::Headers, false),
+            ("amq.rabbitmq.trace", ExchangeKind::Topic, true),
+            ("amq.rabbitmq.log", ExchangeKind::Topic, true),
+        ];
+        for (exchange_name, kind, internal) in standard {
+            let id = self.allocate_exchange_id();
+            let exchange = Exchange {
+                id,
+                name: ShortStr::from_static(exchange_name),
+                kind,
+                durable: true,
+                auto_delete: false,
+                internal,
+                arguments: FieldTable::default(),
+                bindings: BindingTable::new(kind),
+            };
+            vhost.exchange_names.insert(id, exchange.name.clone());
+            vhost.exchanges.insert(exchange.name.clone(), Arc::new(exchange));
+        }
+        vhost
     }
 
     /// The current snapshot.
@@ -251,17 +359,47 @@ impl Registry {
         self.current.load_full()
     }
 
-    /// The current generation; pairs with the Release store in `mutate`.
+    /// The current generation; pairs with the Release store in `publish`.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// A fresh process-wide queue id.
-    pub fn allocate_queue_id(&self) -> QueueId {
-        QueueId(self.next_queue_id.fetch_add(1, Ordering::Relaxed))
+    /// This run's epoch: the high 32 bits of the queue ids it allocates
+    /// (0 without a definitions log). Each start uses a new one.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
     }
 
-    fn allocate_exchange_id(&self) -> ExchangeId {
+    /// The shard count recovered queues were placed with.
+    pub fn shard_count(&self) -> usize {
+        self.shard_count
+    }
+
+    /// The durable queues recovered at start that `shard` owns, with their
+    /// vhosts. The shard creates them before it runs.
+    pub fn recovered_queues(&self, shard: ShardId) -> Vec<(Arc<str>, Arc<QueueMeta>)> {
+        self.recovered.iter().filter(|(_, meta)| meta.queue.shard == shard).cloned().collect()
+    }
+
+    /// A fresh queue id, never used before by this data directory:
+    /// `(epoch << 32) | counter`.
+    pub fn allocate_queue_id(&self) -> QueueId {
+        let id = self.next_queue_id.fetch_add(1, Ordering::Relaxed);
+        if id & QUEUE_COUNTER_MASK == 0 {
+            self.epoch_used((id >> 32) as u32);
+        }
+        QueueId(id)
+    }
+
+    /// 2^32 queues in one run: the counter ran into the next epoch, which
+    /// is recorded so that the next start skips it.
+    #[cold]
+    fn epoch_used(&self, epoch: u32) {
+        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writer.record(&[Definition::Epoch(epoch)]);
+    }
+
+    pub(crate) fn allocate_exchange_id(&self) -> ExchangeId {
         ExchangeId(self.next_exchange_id.fetch_add(1, Ordering::Relaxed))
     }
 
@@ -272,34 +410,43 @@ impl Registry {
         let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = Topology::clone(&self.current.load());
         let result = change(&mut next);
-        next.generation += 1;
+        self.publish(next);
+        result
+    }
+
+    /// Stores `next` as the current snapshot with the next generation.
+    /// Callers hold the writer lock (or own the registry exclusively).
+    fn publish(&self, mut next: Topology) {
+        next.generation = self.current.load().generation + 1;
         let generation = next.generation;
         self.current.store(Arc::new(next));
         // Release: a reader that sees this generation sees the snapshot stored above.
         self.generation.store(generation, Ordering::Release);
-        result
     }
 
-    /// Applies a change to one vhost, keeping the snapshot untouched on error.
+    /// Applies a change to one vhost, keeping the snapshot untouched on
+    /// error. What the change journals is on disk before it is published.
     fn mutate_vhost<R>(
         &self,
         vhost: &str,
-        change: impl FnOnce(&mut Vhost) -> Result<R, TopologyError>,
+        on_log_error: OnLogError,
+        change: impl FnOnce(&mut Vhost, &mut Journal) -> Result<R, TopologyError>,
     ) -> Result<R, TopologyError> {
-        let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.current.load();
         let Some(old) = current.vhosts.get(vhost) else {
             return Err(TopologyError::NotFound(format!("no vhost '{vhost}'")));
         };
         let mut edited = Vhost::clone(old);
-        let result = change(&mut edited)?;
+        let mut journal = Journal::new(vhost);
+        let result = change(&mut edited, &mut journal)?;
+        let recorded = writer.record(&journal.changes);
+        if on_log_error == OnLogError::Refuse {
+            recorded?;
+        }
         let mut next = Topology::clone(&current);
         next.vhosts.insert(vhost.to_owned(), Arc::new(edited));
-        next.generation += 1;
-        let generation = next.generation;
-        self.current.store(Arc::new(next));
-        // Release: pairs with the Acquire in `generation()`.
-        self.generation.store(generation, Ordering::Release);
+        self.publish(next);
         Ok(result)
     }
 
@@ -307,7 +454,7 @@ impl Registry {
     /// equivalent.
     pub fn declare_exchange(&self, vhost: &str, spec: ExchangeSpec) -> Result<(), TopologyError> {
         let id = self.allocate_exchange_id();
-        self.mutate_vhost(vhost, |v| {
+        self.mutate_vhost(vhost, OnLogError::Refuse, |v, journal| {
             if let Some(existing) = v.exchanges.get(&spec.name) {
                 return check_exchange_equivalent(vhost, existing, &spec);
             }
@@ -321,6 +468,7 @@ impl Registry {
                 arguments: spec.arguments,
                 bindings: BindingTable::new(spec.kind),
             };
+            journal.exchange_declared(&exchange);
             v.exchange_names.insert(id, spec.name.clone());
             v.exchanges.insert(spec.name, Arc::new(exchange));
             Ok(())
@@ -334,7 +482,7 @@ impl Registry {
         name: &ShortStr,
         if_unused: bool,
     ) -> Result<(), TopologyError> {
-        self.mutate_vhost(vhost, |v| {
+        self.mutate_vhost(vhost, OnLogError::Refuse, |v, journal| {
             let Some(exchange) = v.exchanges.get(name).cloned() else {
                 return Err(not_found_exchange(vhost, name));
             };
@@ -345,61 +493,37 @@ impl Registry {
                     "exchange '{name}' in vhost '{vhost}' in use"
                 )));
             }
-            remove_exchange(v, &exchange);
+            remove_exchange(v, &exchange, journal);
             Ok(())
         })
     }
 
     /// Registers a new queue. The caller has checked that the name is free in
     /// the snapshot; a race with another declare of the same name is resolved
-    /// here, under the lock, in favour of the first.
-    pub fn declare_queue(&self, vhost: &str, meta: QueueMeta) -> Result<Arc<QueueMeta>, Arc<QueueMeta>> {
-        let result = self.mutate_vhost(vhost, |v| {
+    /// here, under the lock, in favour of the first ([`DeclareQueueError::Taken`]).
+    pub fn declare_queue(&self, vhost: &str, meta: QueueMeta) -> Result<Arc<QueueMeta>, DeclareQueueError> {
+        let result = self.mutate_vhost(vhost, OnLogError::Refuse, |v, journal| {
             if let Some(existing) = v.queues.get(&meta.name) {
                 return Ok(Err(Arc::clone(existing)));
             }
-            let meta = Arc::new(meta);
-            v.queue_names.insert(meta.queue.id, meta.name.clone());
-            v.queues.insert(meta.name.clone(), Arc::clone(&meta));
-            // Every queue is bound to the default exchange by its name.
-            if let Some(default) = v.exchanges.get_mut(&ShortStr::from_static("")) {
-                let _ = Arc::make_mut(default).bindings.bind(
-                    Destination::Queue(meta.queue),
-                    &meta.name,
-                    &FieldTable::default(),
-                );
-            }
-            Ok(Ok(meta))
+            journal.queue_declared(&meta);
+            Ok(Ok(insert_queue(v, meta)))
         });
         match result {
-            Ok(inner) => inner,
-            // The vhost vanished: there is no way to register; report as taken.
-            Err(_) => Err(Arc::new(meta_placeholder())),
+            Ok(Ok(meta)) => Ok(meta),
+            Ok(Err(existing)) => Err(DeclareQueueError::Taken(existing)),
+            Err(e) => Err(DeclareQueueError::Refused(e)),
         }
     }
 
     /// Removes a queue and every binding to it (auto-delete exchanges that lose
-    /// their last binding go too). Called by the owning shard only.
+    /// their last binding go too). Called by the owning shard only, once the
+    /// queue is gone: a definitions log that refuses the change is reported,
+    /// and the change is published anyway.
     pub fn remove_queue(&self, vhost: &str, queue: QueueId) {
-        let _ = self.mutate_vhost(vhost, |v| {
-            let Some(name) = v.queue_names.remove(&queue) else {
-                return Ok(());
-            };
-            let Some(meta) = v.queues.remove(&name) else {
-                return Ok(());
-            };
-            let dest = Destination::Queue(meta.queue);
-            let sources: Vec<ShortStr> = v
-                .exchanges
-                .values()
-                .filter(|e| e.bindings.has_destination(dest))
-                .map(|e| e.name.clone())
-                .collect();
-            for source in sources {
-                if let Some(e) = v.exchanges.get_mut(&source) {
-                    Arc::make_mut(e).bindings.remove_destination(dest);
-                }
-                auto_delete_if_unbound(v, &source);
+        let _ = self.mutate_vhost(vhost, OnLogError::Publish, |v, journal| {
+            if let Some(name) = v.queue_names.get(&queue).cloned() {
+                remove_queue_named(v, &name, journal);
             }
             Ok(())
         });
@@ -414,18 +538,25 @@ impl Registry {
         routing_key: &ShortStr,
         arguments: &FieldTable,
     ) -> Result<(), TopologyError> {
-        self.mutate_vhost(vhost, |v| {
+        self.mutate_vhost(vhost, OnLogError::Refuse, |v, journal| {
             check_destination_exists(v, vhost, dest)?;
-            let Some(exchange) = v.exchanges.get_mut(source) else {
+            let Some(exchange) = v.exchanges.get(source) else {
                 return Err(not_found_exchange(vhost, source));
             };
             if source.is_empty() {
                 return Err(default_exchange_refusal());
             }
-            Arc::make_mut(exchange)
+            let record = durable::binding_def(v, exchange, dest, routing_key, arguments);
+            let Some(exchange) = v.exchanges.get_mut(source) else {
+                return Err(not_found_exchange(vhost, source));
+            };
+            let added = Arc::make_mut(exchange)
                 .bindings
                 .bind(dest, routing_key, arguments)
                 .map_err(|e: BindError| TopologyError::PreconditionFailed(e.to_string()))?;
+            if let (true, Some(record)) = (added, record) {
+                journal.bound(record);
+            }
             Ok(())
         })
     }
@@ -440,20 +571,37 @@ impl Registry {
         routing_key: &ShortStr,
         arguments: &FieldTable,
     ) -> Result<(), TopologyError> {
-        self.mutate_vhost(vhost, |v| {
+        self.mutate_vhost(vhost, OnLogError::Refuse, |v, journal| {
             check_destination_exists(v, vhost, dest)?;
-            let Some(exchange) = v.exchanges.get_mut(source) else {
+            let Some(exchange) = v.exchanges.get(source) else {
                 return Err(not_found_exchange(vhost, source));
             };
             if source.is_empty() {
                 return Err(default_exchange_refusal());
             }
+            let record = durable::binding_def(v, exchange, dest, routing_key, arguments);
+            let Some(exchange) = v.exchanges.get_mut(source) else {
+                return Err(not_found_exchange(vhost, source));
+            };
             if Arc::make_mut(exchange).bindings.unbind(dest, routing_key, arguments) {
-                auto_delete_if_unbound(v, source);
+                if let Some(record) = record {
+                    journal.unbound(record);
+                }
+                auto_delete_if_unbound(v, source, journal);
             }
             Ok(())
         })
     }
+}
+
+/// Why [`Registry::declare_queue`] did not register the queue.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum DeclareQueueError {
+    /// Another declare of the same name won the race: here is its queue.
+    Taken(Arc<QueueMeta>),
+    /// The vhost is gone, or the definitions log refused the change.
+    Refused(TopologyError),
 }
 
 impl Default for Registry {
@@ -578,18 +726,6 @@ impl Vhost {
     }
 }
 
-fn meta_placeholder() -> QueueMeta {
-    QueueMeta {
-        queue: QueueRef { id: QueueId(0), shard: ShardId(0) },
-        name: ShortStr::default(),
-        durable: false,
-        exclusive_owner: None,
-        auto_delete: false,
-        arguments: FieldTable::default(),
-        stats: QueueStats::default(),
-    }
-}
-
 fn default_exchange_refusal() -> TopologyError {
     TopologyError::AccessRefused("operation not permitted on the default exchange".into())
 }
@@ -650,7 +786,10 @@ fn check_exchange_equivalent(
     Ok(())
 }
 
-fn remove_exchange(v: &mut Vhost, exchange: &Exchange) {
+/// Removes `exchange` and the bindings to it; sources that lose their last
+/// binding and are auto-delete go too.
+pub(crate) fn remove_exchange(v: &mut Vhost, exchange: &Exchange, journal: &mut Journal) {
+    journal.exchange_deleted(exchange);
     v.exchanges.remove(&exchange.name);
     v.exchange_names.remove(&exchange.id);
     let dest = Destination::Exchange(exchange.id);
@@ -660,17 +799,51 @@ fn remove_exchange(v: &mut Vhost, exchange: &Exchange) {
         if let Some(e) = v.exchanges.get_mut(&source) {
             Arc::make_mut(e).bindings.remove_destination(dest);
         }
-        auto_delete_if_unbound(v, &source);
+        auto_delete_if_unbound(v, &source, journal);
     }
 }
 
 /// RabbitMQ deletes an auto-delete exchange when its last binding (as source)
 /// is removed.
-fn auto_delete_if_unbound(v: &mut Vhost, name: &ShortStr) {
+pub(crate) fn auto_delete_if_unbound(v: &mut Vhost, name: &ShortStr, journal: &mut Journal) {
     let Some(exchange) = v.exchanges.get(name).cloned() else {
         return;
     };
     if exchange.auto_delete && exchange.bindings.is_empty() {
-        remove_exchange(v, &exchange);
+        remove_exchange(v, &exchange, journal);
+    }
+}
+
+/// Adds a queue, bound to the default exchange by its name as every queue is.
+pub(crate) fn insert_queue(v: &mut Vhost, meta: QueueMeta) -> Arc<QueueMeta> {
+    let meta = Arc::new(meta);
+    v.queue_names.insert(meta.queue.id, meta.name.clone());
+    v.queues.insert(meta.name.clone(), Arc::clone(&meta));
+    if let Some(default) = v.exchanges.get_mut(&ShortStr::from_static("")) {
+        let _ = Arc::make_mut(default).bindings.bind(
+            Destination::Queue(meta.queue),
+            &meta.name,
+            &FieldTable::default(),
+        );
+    }
+    meta
+}
+
+/// Removes the queue `name` and every binding to it (auto-delete exchanges
+/// that lose their last binding go too).
+pub(crate) fn remove_queue_named(v: &mut Vhost, name: &ShortStr, journal: &mut Journal) {
+    let Some(meta) = v.queues.remove(name) else {
+        return;
+    };
+    v.queue_names.remove(&meta.queue.id);
+    journal.queue_deleted(&meta);
+    let dest = Destination::Queue(meta.queue);
+    let sources: Vec<ShortStr> =
+        v.exchanges.values().filter(|e| e.bindings.has_destination(dest)).map(|e| e.name.clone()).collect();
+    for source in sources {
+        if let Some(e) = v.exchanges.get_mut(&source) {
+            Arc::make_mut(e).bindings.remove_destination(dest);
+        }
+        auto_delete_if_unbound(v, &source, journal);
     }
 }

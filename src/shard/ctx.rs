@@ -126,14 +126,19 @@ impl ShardCtx {
     ) -> ShardCtx {
         let topology = registry.load();
         let topology_generation = topology.generation;
+        let shard = mesh.shard_id();
+        let mut queues = QueueMap::default();
+        for (vhost, meta) in registry.recovered_queues(shard) {
+            queues.insert(meta.queue.id, Queue::new(meta, vhost, 0));
+        }
         ShardCtx {
-            shard: mesh.shard_id(),
+            shard,
             config,
             users,
             registry,
             topology,
             topology_generation,
-            queues: QueueMap::default(),
+            queues,
             mesh,
             local: VecDeque::new(),
             deliveries: Vec::new(),

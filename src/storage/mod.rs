@@ -3,6 +3,8 @@
 //!
 //! Every file is a sequence of [`record`]s, each with its own checksum.
 
+pub mod data_dir;
+pub mod definitions;
 pub mod entry;
 pub mod log;
 pub mod ranges;
@@ -10,6 +12,7 @@ pub mod record;
 pub mod recover;
 mod syncer;
 
+pub use data_dir::{DataDir, DataDirError};
 pub use log::{Loc, Log, Span, NO_LOC};
 pub use syncer::Wake;
 

@@ -1,8 +1,11 @@
 //! Shared harness for the AMQP 0-9-1 integration tests.
 //!
 //! Every test starts its own broker with [`start_broker`]: an in-process Lepus
-//! with two shards, or — when `LEPUS_TEST_EXTERNAL=host:port` is set — an
-//! external broker (RabbitMQ 3.10 is the oracle every test must pass against).
+//! with two shards and a temporary data directory of its own, or — when
+//! `LEPUS_TEST_EXTERNAL=host:port` is set — an external broker (RabbitMQ 3.10
+//! is the oracle every test must pass against). [`Broker::restart`] stops an
+//! in-process broker and starts a new one on the same data directory; tests
+//! that need it return early under [`external`].
 //! Because an external broker is shared, every queue and exchange name a test
 //! creates goes through [`unique`].
 //!
@@ -29,6 +32,7 @@ pub use wire::*;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -39,46 +43,114 @@ use std::time::Duration;
 /// A broker the test talks to over TCP.
 pub struct Broker {
     pub addr: std::net::SocketAddr,
-    /// Keeps an in-process broker alive for as long as the test holds `Broker`.
-    /// `None` for an external broker.
-    _in_process: Option<Box<dyn std::any::Any + Send + Sync>>,
+    /// The in-process broker; `None` for an external one, or once shut down.
+    server: Option<lepus::Server>,
+    /// Its data directory: a temporary one the broker owns (removed when the
+    /// `Broker` is dropped), or a path the test chose.
+    data_dir: Option<DataDir>,
 }
 
-/// Starts a fresh broker for one test (Lepus in-process with 2 shards), or uses
-/// LEPUS_TEST_EXTERNAL if set.
+/// Where an in-process broker keeps its durable state.
+enum DataDir {
+    /// Made for this broker; removed on drop.
+    Temporary(tempfile::TempDir),
+    /// Given by the test ([`start_broker_at`]); left in place.
+    Given(PathBuf),
+}
+
+impl DataDir {
+    fn path(&self) -> &Path {
+        match self {
+            DataDir::Temporary(dir) => dir.path(),
+            DataDir::Given(path) => path,
+        }
+    }
+}
+
+impl Broker {
+    /// The data directory of an in-process broker (`None` for an external one).
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.data_dir.as_ref().map(DataDir::path)
+    }
+
+    /// Stops an in-process broker (clients get connection.close 320) and
+    /// waits for its shards; its data directory stays, unlocked.
+    pub fn shutdown(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown();
+        }
+    }
+
+    /// Stops an in-process broker and starts a new one on the same data
+    /// directory (on a new port: reconnect to `addr`). Panics for an
+    /// external broker: callers skip with [`external`] first.
+    pub fn restart(&mut self) {
+        assert!(self.data_dir.is_some(), "an external broker cannot be restarted by the tests");
+        self.shutdown();
+        let path = self.data_dir().map(Path::to_path_buf).unwrap_or_default();
+        let server = lepus::Server::start(in_process_config(&path)).expect("lepus restarts in-process");
+        self.addr = server.local_addrs()[0];
+        self.server = Some(server);
+    }
+}
+
+/// True when the tests run against an external broker (LEPUS_TEST_EXTERNAL):
+/// tests that restart the broker or look at its files return early then.
+pub fn external() -> bool {
+    std::env::var("LEPUS_TEST_EXTERNAL").is_ok_and(|addr| !addr.trim().is_empty())
+}
+
+/// Starts a fresh broker for one test (Lepus in-process with 2 shards and a
+/// temporary data directory of its own), or uses LEPUS_TEST_EXTERNAL if set.
 pub fn start_broker() -> Broker {
     match std::env::var("LEPUS_TEST_EXTERNAL") {
         Ok(addr) if !addr.trim().is_empty() => {
             let addr: SocketAddr =
                 addr.trim().parse().expect("LEPUS_TEST_EXTERNAL must be host:port, e.g. 127.0.0.1:5672");
-            Broker { addr, _in_process: None }
+            Broker { addr, server: None, data_dir: None }
         }
-        _ => start_in_process(),
+        _ => {
+            let dir = tempfile::Builder::new().prefix("lepus-test-").tempdir().expect("temporary data dir");
+            let server =
+                lepus::Server::start(in_process_config(dir.path())).expect("lepus starts in-process");
+            Broker {
+                addr: server.local_addrs()[0],
+                server: Some(server),
+                data_dir: Some(DataDir::Temporary(dir)),
+            }
+        }
     }
 }
 
-/// Starts Lepus inside the test process, listening on an ephemeral loopback port,
-/// with 2 shards (connections are assigned to shards round-robin in accept order).
-fn start_in_process() -> Broker {
+/// Starts Lepus in-process on the data directory `path` (which the test
+/// owns and cleans up).
+pub fn start_broker_at(path: &Path) -> Broker {
+    let server = lepus::Server::start(in_process_config(path)).expect("lepus starts in-process");
+    Broker {
+        addr: server.local_addrs()[0],
+        server: Some(server),
+        data_dir: Some(DataDir::Given(path.to_path_buf())),
+    }
+}
+
+/// The configuration of an in-process broker: an ephemeral loopback port, 2
+/// shards (connections are assigned to shards round-robin in accept order),
+/// data in `data_dir`.
+pub fn in_process_config(data_dir: &Path) -> lepus::Config {
     // LEPUS_TEST_IO_BACKEND=io-uring runs the suite on the io_uring backend.
     let io_backend = match std::env::var("LEPUS_TEST_IO_BACKEND").as_deref().map(str::trim) {
         Err(_) | Ok("" | "mio") => lepus::config::IoBackend::Mio,
         Ok("io-uring" | "uring") => lepus::config::IoBackend::Uring,
         Ok(other) => panic!("LEPUS_TEST_IO_BACKEND must be mio or io-uring, not {other:?}"),
     };
-    let data_dir = tempfile::tempdir().expect("a temporary data directory");
-    let config = lepus::Config {
+    lepus::Config {
         listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
         shards: 2,
         pin_shards: false,
         io_backend,
-        data_dir: data_dir.path().to_path_buf(),
+        data_dir: data_dir.to_path_buf(),
         ..lepus::Config::default()
-    };
-    let server = lepus::Server::start(config).expect("lepus starts in-process");
-    let addr = server.local_addrs()[0];
-    // The server is dropped (stopped) before its data directory is removed.
-    Broker { addr, _in_process: Some(Box::new((server, data_dir))) }
+    }
 }
 
 /// A name no other test (nor another suite sharing the broker) uses.

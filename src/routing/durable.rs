@@ -1,0 +1,360 @@
+//! Which topology changes are durable, how the registry journals them, and
+//! how a definitions log is replayed into a topology at start.
+//!
+//! RabbitMQ's rules, which these follow:
+//! - durable exchanges are recorded, except the standard ones (`""`, `amq.*`),
+//!   which every vhost always has;
+//! - durable queues are recorded unless exclusive (an exclusive queue dies
+//!   with its connection, so never outlives the broker);
+//! - a binding is recorded when its source and its destination are both
+//!   durable (and, for a queue, recorded);
+//! - deletions of all of these are recorded, including implicit ones (an
+//!   auto-delete exchange that lost its last binding). Bindings that go with
+//!   a deleted queue or exchange are implied by its deletion record, and
+//!   replay removes them the same way.
+//!
+//! Recovered auto-delete queues are kept: as in RabbitMQ, a queue starts with
+//! no consumer history, so it is deleted only once a consumer of the new run
+//! has come and gone.
+
+use std::sync::Arc;
+
+use crate::amqp::field::{FieldTable, ShortStr};
+use crate::queue::QueueRef;
+use crate::ring::ShardId;
+use crate::routing::table::BindingTable;
+use crate::routing::topology::{
+    auto_delete_if_unbound, insert_queue, remove_exchange, remove_queue_named, Destination, Exchange,
+    QueueMeta, QueueStats, Registry, Topology, Vhost,
+};
+use crate::storage::definitions::{BindingDef, Definition, DestinationKind};
+
+/// One of the standard exchanges every vhost has: never recorded, never
+/// deleted, always there at start.
+pub fn is_standard_exchange(name: &[u8]) -> bool {
+    name.is_empty() || name.starts_with(b"amq.")
+}
+
+/// The exchange outlives a restart (and is recorded).
+pub fn is_recorded_exchange(exchange: &Exchange) -> bool {
+    exchange.durable && !is_standard_exchange(exchange.name.as_bytes())
+}
+
+/// The queue outlives a restart (and is recorded).
+pub fn is_recorded_queue(queue: &QueueMeta) -> bool {
+    queue.durable && queue.exclusive_owner.is_none()
+}
+
+/// The changes to durable entities that one registry change made, for the
+/// definitions log.
+#[derive(Debug)]
+pub struct Journal {
+    vhost: ShortStr,
+    /// In the order they happened.
+    pub changes: Vec<Definition>,
+}
+
+impl Journal {
+    /// An empty journal for changes in `vhost`.
+    pub fn new(vhost: &str) -> Journal {
+        Journal { vhost: ShortStr::copy_from_str(vhost), changes: Vec::new() }
+    }
+
+    /// A new binding (from [`binding_def`]).
+    pub fn bound(&mut self, binding: BindingDef) {
+        self.changes.push(Definition::Bound(BindingDef { vhost: self.vhost.clone(), ..binding }));
+    }
+
+    /// A removed binding (from [`binding_def`]).
+    pub fn unbound(&mut self, binding: BindingDef) {
+        self.changes.push(Definition::Unbound(BindingDef { vhost: self.vhost.clone(), ..binding }));
+    }
+
+    /// A new exchange, if durable.
+    pub fn exchange_declared(&mut self, exchange: &Exchange) {
+        if is_recorded_exchange(exchange) {
+            self.changes.push(Definition::ExchangeDeclared {
+                vhost: self.vhost.clone(),
+                name: exchange.name.clone(),
+                kind: exchange.kind,
+                auto_delete: exchange.auto_delete,
+                internal: exchange.internal,
+                arguments: exchange.arguments.clone(),
+            });
+        }
+    }
+
+    /// A deleted exchange, if durable.
+    pub fn exchange_deleted(&mut self, exchange: &Exchange) {
+        if is_recorded_exchange(exchange) {
+            self.changes
+                .push(Definition::ExchangeDeleted { vhost: self.vhost.clone(), name: exchange.name.clone() });
+        }
+    }
+
+    /// A new queue, if durable and not exclusive.
+    pub fn queue_declared(&mut self, queue: &QueueMeta) {
+        if is_recorded_queue(queue) {
+            self.changes.push(Definition::QueueDeclared {
+                vhost: self.vhost.clone(),
+                name: queue.name.clone(),
+                id: queue.queue.id,
+                shard: queue.queue.shard.0,
+                auto_delete: queue.auto_delete,
+                arguments: queue.arguments.clone(),
+            });
+        }
+    }
+
+    /// A deleted queue, if it was recorded.
+    pub fn queue_deleted(&mut self, queue: &QueueMeta) {
+        if is_recorded_queue(queue) {
+            self.changes
+                .push(Definition::QueueDeleted { vhost: self.vhost.clone(), name: queue.name.clone() });
+        }
+    }
+}
+
+/// The record of a binding from `source` to `dest` in `v` (its vhost is set
+/// by [`Journal::bound`]), if both ends are durable; `None` for a binding
+/// that does not outlive a restart.
+pub fn binding_def(
+    v: &Vhost,
+    source: &Exchange,
+    dest: Destination,
+    routing_key: &ShortStr,
+    arguments: &FieldTable,
+) -> Option<BindingDef> {
+    if !source.durable || source.name.is_empty() {
+        return None;
+    }
+    let (destination_kind, destination) = match dest {
+        Destination::Queue(q) => {
+            let meta = v.queue_by_id(q.id)?;
+            if !is_recorded_queue(meta) {
+                return None;
+            }
+            (DestinationKind::Queue, meta.name.clone())
+        }
+        Destination::Exchange(id) => {
+            let exchange = v.exchange_names.get(&id).and_then(|name| v.exchanges.get(name))?;
+            if !exchange.durable {
+                return None;
+            }
+            (DestinationKind::Exchange, exchange.name.clone())
+        }
+    };
+    Some(BindingDef {
+        vhost: ShortStr::default(),
+        source: source.name.clone(),
+        destination_kind,
+        destination,
+        routing_key: routing_key.clone(),
+        arguments: arguments.clone(),
+    })
+}
+
+/// Applies a definitions log to `topology` (a fresh one: standard exchanges
+/// only). Recovered queues keep their ids and are owned by
+/// `recorded shard % shard_count`. Returns how many records did not apply
+/// (each is reported with `tracing::warn!`).
+pub fn replay(registry: &Registry, topology: &mut Topology, definitions: &[Definition]) -> usize {
+    let mut not_applied = 0;
+    for definition in definitions {
+        if let Err(why) = apply(registry, topology, definition) {
+            not_applied += 1;
+            tracing::warn!(record = ?definition, why, "definitions log: record not applied");
+        }
+    }
+    not_applied
+}
+
+/// The vhost `name` of `topology`, created with the standard exchanges if
+/// the log names a vhost this run does not have yet.
+fn vhost_mut<'t>(registry: &Registry, topology: &'t mut Topology, name: &ShortStr) -> &'t mut Vhost {
+    let key = name.to_string_lossy().into_owned();
+    let vhost = topology.vhosts.entry(key).or_insert_with(|| Arc::new(registry.standard_vhost()));
+    Arc::make_mut(vhost)
+}
+
+fn apply(registry: &Registry, topology: &mut Topology, definition: &Definition) -> Result<(), &'static str> {
+    // Replay's own cascades (a deleted queue's bindings) are not journaled
+    // again: the rewritten log is built from the result.
+    let mut journal = Journal::new("");
+    match definition {
+        Definition::Epoch(_) => {}
+        Definition::ExchangeDeclared { vhost, name, kind, auto_delete, internal, arguments } => {
+            let v = vhost_mut(registry, topology, vhost);
+            if is_standard_exchange(name.as_bytes()) || v.exchanges.contains_key(name) {
+                return Err("the exchange exists");
+            }
+            let id = registry.allocate_exchange_id();
+            let exchange = Exchange {
+                id,
+                name: name.clone(),
+                kind: *kind,
+                durable: true,
+                auto_delete: *auto_delete,
+                internal: *internal,
+                arguments: arguments.clone(),
+                bindings: BindingTable::new(*kind),
+            };
+            v.exchange_names.insert(id, name.clone());
+            v.exchanges.insert(name.clone(), Arc::new(exchange));
+        }
+        Definition::ExchangeDeleted { vhost, name } => {
+            let v = vhost_mut(registry, topology, vhost);
+            let exchange = v.exchanges.get(name).cloned().ok_or("no such exchange")?;
+            if is_standard_exchange(name.as_bytes()) {
+                return Err("a standard exchange");
+            }
+            remove_exchange(v, &exchange, &mut journal);
+        }
+        Definition::QueueDeclared { vhost, name, id, shard, auto_delete, arguments } => {
+            let shard_count = registry.shard_count();
+            let v = vhost_mut(registry, topology, vhost);
+            if v.queues.contains_key(name) || v.queue_names.contains_key(id) {
+                return Err("the queue exists");
+            }
+            let owner = ShardId((usize::from(*shard) % shard_count) as u16);
+            insert_queue(
+                v,
+                QueueMeta {
+                    queue: QueueRef { id: *id, shard: owner },
+                    name: name.clone(),
+                    durable: true,
+                    exclusive_owner: None,
+                    auto_delete: *auto_delete,
+                    arguments: arguments.clone(),
+                    stats: QueueStats::default(),
+                },
+            );
+        }
+        Definition::QueueDeleted { vhost, name } => {
+            let v = vhost_mut(registry, topology, vhost);
+            if !v.queues.contains_key(name) {
+                return Err("no such queue");
+            }
+            remove_queue_named(v, name, &mut journal);
+        }
+        Definition::Bound(b) => {
+            let v = vhost_mut(registry, topology, &b.vhost);
+            let dest = resolve_destination(v, b)?;
+            let source = v.exchanges.get_mut(&b.source).ok_or("no such source exchange")?;
+            if b.source.is_empty() {
+                return Err("the default exchange");
+            }
+            Arc::make_mut(source)
+                .bindings
+                .bind(dest, &b.routing_key, &b.arguments)
+                .map_err(|_| "invalid binding arguments")?;
+        }
+        Definition::Unbound(b) => {
+            let v = vhost_mut(registry, topology, &b.vhost);
+            let dest = resolve_destination(v, b)?;
+            let source = v.exchanges.get_mut(&b.source).ok_or("no such source exchange")?;
+            if !Arc::make_mut(source).bindings.unbind(dest, &b.routing_key, &b.arguments) {
+                return Err("no such binding");
+            }
+            auto_delete_if_unbound(v, &b.source, &mut journal);
+        }
+    }
+    Ok(())
+}
+
+fn resolve_destination(v: &Vhost, b: &BindingDef) -> Result<Destination, &'static str> {
+    match b.destination_kind {
+        DestinationKind::Queue => v
+            .queues
+            .get(&b.destination)
+            .map(|q| Destination::Queue(q.queue))
+            .ok_or("no such destination queue"),
+        DestinationKind::Exchange => v
+            .exchanges
+            .get(&b.destination)
+            .map(|e| Destination::Exchange(e.id))
+            .ok_or("no such destination exchange"),
+    }
+}
+
+/// Everything durable in `topology`, as the records that recreate it:
+/// exchanges, then queues, then bindings (whose ends then exist).
+pub fn definitions_of(topology: &Topology) -> Vec<Definition> {
+    let mut vhost_names: Vec<&String> = topology.vhosts.keys().collect();
+    vhost_names.sort();
+    let mut exchanges = Vec::new();
+    let mut queues = Vec::new();
+    let mut bindings = Vec::new();
+    for vhost_name in vhost_names {
+        let Some(v) = topology.vhosts.get(vhost_name) else {
+            continue;
+        };
+        let mut journal = Journal::new(vhost_name);
+        let mut sorted: Vec<&Arc<Exchange>> = v.exchanges.values().collect();
+        sorted.sort_by(|a, b| a.name.cmp(&b.name));
+        for exchange in &sorted {
+            journal.exchange_declared(exchange);
+        }
+        exchanges.append(&mut journal.changes);
+        let mut sorted_queues: Vec<&Arc<QueueMeta>> = v.queues.values().collect();
+        sorted_queues.sort_by(|a, b| a.name.cmp(&b.name));
+        for queue in sorted_queues {
+            journal.queue_declared(queue);
+        }
+        queues.append(&mut journal.changes);
+        for source in sorted {
+            for (dest, key, arguments) in source.bindings.bindings() {
+                if let Some(b) = binding_def(v, source, dest, key, arguments) {
+                    journal.bound(b);
+                }
+            }
+        }
+        bindings.append(&mut journal.changes);
+    }
+    exchanges.append(&mut queues);
+    exchanges.append(&mut bindings);
+    exchanges
+}
+
+/// The recorded queues of `topology`, with their vhosts.
+pub fn queues_of(topology: &Topology) -> Vec<(Arc<str>, Arc<QueueMeta>)> {
+    let mut out = Vec::new();
+    for (vhost_name, v) in &topology.vhosts {
+        let vhost: Arc<str> = Arc::from(vhost_name.as_str());
+        out.extend(
+            v.queues.values().filter(|q| is_recorded_queue(q)).map(|q| (Arc::clone(&vhost), Arc::clone(q))),
+        );
+    }
+    out
+}
+
+/// How many of each entity a list of definitions declares.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Exchange declarations.
+    pub exchanges: usize,
+    /// Queue declarations.
+    pub queues: usize,
+    /// Bindings.
+    pub bindings: usize,
+}
+
+impl Counts {
+    /// Counts the declarations in `definitions`.
+    pub fn of(definitions: &[Definition]) -> Counts {
+        let mut counts = Counts::default();
+        for definition in definitions {
+            match definition {
+                Definition::ExchangeDeclared { .. } => counts.exchanges += 1,
+                Definition::QueueDeclared { .. } => counts.queues += 1,
+                Definition::Bound(_) => counts.bindings += 1,
+                _ => {}
+            }
+        }
+        counts
+    }
+}
+
+#[cfg(test)]
+#[path = "durable_tests.rs"]
+mod tests;

@@ -1,0 +1,145 @@
+use super::*;
+use crate::connection::ConnId;
+use crate::queue::QueueId;
+use crate::routing::table::ExchangeKind;
+use crate::routing::topology::{DeclareQueueError, ExchangeSpec, DEFAULT_VHOST};
+use crate::storage::definitions;
+use crate::storage::DataDir;
+
+fn s(text: &str) -> ShortStr {
+    ShortStr::copy_from_str(text)
+}
+
+fn queue(registry: &Registry, name: &str, shard: u16, durable: bool, exclusive: bool) -> Arc<QueueMeta> {
+    let meta = QueueMeta {
+        queue: QueueRef { id: registry.allocate_queue_id(), shard: ShardId(shard) },
+        name: s(name),
+        durable,
+        exclusive_owner: exclusive.then_some(ConnId { shard: ShardId(0), slot: 1, generation: 1 }),
+        auto_delete: false,
+        arguments: FieldTable::new(),
+        stats: QueueStats::default(),
+    };
+    match registry.declare_queue(DEFAULT_VHOST, meta) {
+        Ok(meta) => meta,
+        Err(DeclareQueueError::Taken(_) | DeclareQueueError::Refused(_)) => panic!("declare {name}"),
+    }
+}
+
+fn exchange(registry: &Registry, name: &str, durable: bool, auto_delete: bool) {
+    let spec = ExchangeSpec {
+        name: s(name),
+        kind: ExchangeKind::Direct,
+        durable,
+        auto_delete,
+        internal: false,
+        arguments: FieldTable::new(),
+    };
+    registry.declare_exchange(DEFAULT_VHOST, spec).expect("declare exchange");
+}
+
+fn exchange_dest(registry: &Registry, name: &str) -> Destination {
+    let topology = registry.load();
+    let v = topology.vhosts.get(DEFAULT_VHOST).expect("vhost");
+    Destination::Exchange(v.exchanges.get(name.as_bytes()).expect("exchange").id)
+}
+
+fn none() -> FieldTable {
+    FieldTable::new()
+}
+
+/// The names of what the log at `dir` declares, in order, and its epoch.
+fn logged(dir: &DataDir) -> (Vec<String>, u32) {
+    let read = definitions::read(&dir.definitions_path()).expect("read log");
+    let names = read
+        .definitions
+        .iter()
+        .filter_map(|d| match d {
+            Definition::ExchangeDeclared { name, .. } => Some(format!("+x {name}")),
+            Definition::ExchangeDeleted { name, .. } => Some(format!("-x {name}")),
+            Definition::QueueDeclared { name, .. } => Some(format!("+q {name}")),
+            Definition::QueueDeleted { name, .. } => Some(format!("-q {name}")),
+            Definition::Bound(b) => Some(format!("+b {}->{} {}", b.source, b.destination, b.routing_key)),
+            Definition::Unbound(b) => Some(format!("-b {}->{} {}", b.source, b.destination, b.routing_key)),
+            Definition::Epoch(_) => None,
+        })
+        .collect();
+    (names, read.epoch_last)
+}
+
+#[test]
+fn only_durable_changes_are_recorded_and_compaction_keeps_what_is_live() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = DataDir::open(tmp.path()).expect("data dir");
+    let registry = Registry::recover(&dir, 2).expect("recover an empty dir");
+    exchange(&registry, "dx", true, false);
+    exchange(&registry, "tx", false, false);
+    exchange(&registry, "auto", true, true);
+    let dq = queue(&registry, "dq", 0, true, false);
+    let tq = queue(&registry, "tq", 1, false, false);
+    let xq = queue(&registry, "xq", 1, true, true);
+    let q = |meta: &Arc<QueueMeta>| Destination::Queue(meta.queue);
+    for (source, dest) in
+        [("dx", q(&dq)), ("dx", q(&tq)), ("dx", q(&xq)), ("tx", q(&dq)), ("amq.direct", q(&dq))]
+    {
+        registry.bind(DEFAULT_VHOST, &s(source), dest, &s("k"), &none()).expect("bind");
+    }
+    registry
+        .bind(DEFAULT_VHOST, &s("auto"), exchange_dest(&registry, "dx"), &s("e2e"), &none())
+        .expect("bind");
+    let (names, epoch) = logged(&dir);
+    assert_eq!(epoch, 1);
+    assert_eq!(names, ["+x dx", "+x auto", "+q dq", "+b dx->dq k", "+b amq.direct->dq k", "+b auto->dx e2e"]);
+    // Deleting dx drops the binding auto->dx, so the auto-delete exchange goes too.
+    registry.delete_exchange(DEFAULT_VHOST, &s("dx"), false).expect("delete");
+    registry.remove_queue(DEFAULT_VHOST, xq.queue.id);
+    let (names, _) = logged(&dir);
+    assert_eq!(names[6..], ["-x dx", "-x auto"]);
+    drop(registry);
+    let registry = Registry::recover(&dir, 2).expect("recover");
+    assert_eq!(registry.epoch(), 2);
+    let (names, epoch) = logged(&dir);
+    assert_eq!(names, ["+q dq", "+b amq.direct->dq k"], "compacted");
+    assert_eq!(epoch, 2);
+}
+
+#[test]
+fn queue_ids_never_repeat_and_recovered_queues_keep_theirs_on_shard_modulo_count() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = DataDir::open(tmp.path()).expect("data dir");
+    let registry = Registry::recover(&dir, 4).expect("recover");
+    assert_eq!(registry.epoch(), 1);
+    let kept = queue(&registry, "kept", 3, true, false);
+    assert_eq!(kept.queue.id, QueueId((1 << 32) | 1));
+    let transient = queue(&registry, "transient", 0, false, false);
+    drop(registry);
+    // Shard 3 of 4, then 3 % 2, then 1 % 1; the rewritten log records the
+    // owner of each run, so a later run with more shards keeps it on shard 0.
+    for (epoch, shard_count, owner) in [(2u32, 2usize, 1u16), (3, 1, 0), (4, 4, 0)] {
+        let registry = Registry::recover(&dir, shard_count).expect("recover");
+        assert_eq!(registry.epoch(), epoch);
+        let topology = registry.load();
+        let v = topology.vhosts.get(DEFAULT_VHOST).expect("vhost");
+        let recovered = v.queues.get(b"kept".as_slice()).expect("kept queue");
+        assert_eq!(recovered.queue, QueueRef { id: kept.queue.id, shard: ShardId(owner) });
+        assert!(recovered.durable && recovered.exclusive_owner.is_none());
+        assert!(!v.queues.contains_key(b"transient".as_slice()));
+        let on_owner = registry.recovered_queues(ShardId(owner));
+        assert_eq!(on_owner.len(), 1);
+        assert_eq!(&*on_owner[0].0, DEFAULT_VHOST);
+        let elsewhere = ShardId((owner + 1) % shard_count as u16);
+        assert!(shard_count == 1 || registry.recovered_queues(elsewhere).is_empty());
+        let fresh = registry.allocate_queue_id();
+        assert_eq!(fresh, QueueId((u64::from(epoch) << 32) | 1));
+        assert_ne!(fresh, transient.queue.id);
+    }
+}
+
+#[test]
+fn a_registry_without_a_log_allocates_small_ids_and_records_nothing() {
+    let registry = Registry::new();
+    assert_eq!(registry.epoch(), 0);
+    assert_eq!(registry.allocate_queue_id(), QueueId(1));
+    let _ = queue(&registry, "q", 0, true, false);
+    assert!(registry.recovered_queues(ShardId(0)).is_empty());
+}
