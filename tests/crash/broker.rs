@@ -29,9 +29,14 @@ impl Broker {
     /// `Err` (with its stderr) if it exits first.
     pub fn start(listen: SocketAddr, data_dir: &Path) -> Result<Broker, String> {
         let listen = listen.to_string();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_lepus"))
-            .args(["--listen", &listen, "--shards", "2", "--no-pin", "--data-dir"])
-            .arg(data_dir)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_lepus"));
+        command.args(["--listen", &listen, "--shards", "2", "--no-pin", "--data-dir"]).arg(data_dir);
+        // The suite's second run (scripts/test.sh) is on io_uring: so is this broker then.
+        match std::env::var("LEPUS_TEST_IO_BACKEND") {
+            Ok(backend) if !backend.trim().is_empty() => command.args(["--io-backend", backend.trim()]),
+            _ => &mut command,
+        };
+        let mut child = command
             .env("NO_COLOR", "1")
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
