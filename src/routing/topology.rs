@@ -293,8 +293,22 @@ impl Registry {
         let skipped = durable::replay(&registry, &mut topology, &read.definitions);
         let mut live = durable::definitions_of(&topology);
         live.push(Definition::Epoch(epoch));
-        let log =
-            DefinitionsLog::rewrite(&path, &live).map_err(|e| DefinitionsError::Write(path.clone(), e))?;
+        let log = match DefinitionsLog::rewrite(&path, &live) {
+            Ok(log) => log,
+            // A full disk must not keep the broker from starting: keep the
+            // log as it is and append to it (the epoch too, if it fits: the
+            // next start derives a higher one from the queue ids anyway).
+            Err(e) => {
+                tracing::warn!(error = %e, file = %path.display(), "cannot compact the definitions log; appending to it");
+                let _ = std::fs::remove_file(path.with_extension("log.tmp"));
+                let mut log = DefinitionsLog::open_append(&path, read.bytes)
+                    .map_err(|e| DefinitionsError::Write(path.clone(), e))?;
+                if let Err(e) = log.append(&[Definition::Epoch(epoch)]) {
+                    tracing::warn!(error = %e, "cannot record the new epoch in the definitions log");
+                }
+                log
+            }
+        };
         let counts = durable::Counts::of(&live);
         registry.recovered = durable::queues_of(&topology);
         registry.writer.get_mut().unwrap_or_else(|e| e.into_inner()).log = Some(log);

@@ -480,6 +480,14 @@ impl DefinitionsLog {
         })
     }
 
+    /// Opens the log at `path` to append after its first `len` bytes (when
+    /// it cannot be rewritten, e.g. on a full disk).
+    pub fn open_append(path: &Path, len: u64) -> std::io::Result<DefinitionsLog> {
+        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        file.seek(SeekFrom::Start(len))?;
+        Ok(DefinitionsLog { file, path: path.to_path_buf(), len, broken: false, buf: Vec::new() })
+    }
+
     /// Appends `changes` and waits until they are on disk (`fdatasync`). On
     /// failure the file is cut back to what it held before, so a later
     /// append is not written after a torn one.

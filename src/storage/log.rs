@@ -141,8 +141,10 @@ pub struct Log<W> {
     dir_dirty: bool,
     /// Records were written since the last sync request.
     dirty: bool,
-    /// Start a new segment before the next record (after a write error).
+    /// Start a new segment before the next record.
     roll_next: bool,
+    /// The last write failed (logged once until one succeeds).
+    failing: bool,
     /// Records up to here could not be written: their waiters are nacked.
     write_failed: Loc,
     waiters: VecDeque<(Loc, W)>,
@@ -191,6 +193,7 @@ impl<W> Log<W> {
             dir_dirty: false,
             dirty: false,
             roll_next: false,
+            failing: false,
             write_failed: 0,
             waiters: VecDeque::new(),
             requested: 0,
@@ -487,15 +490,24 @@ impl<W> Log<W> {
             "message log: a record changed in memory before its write"
         );
         match self.file.write_all_at(&self.pending, u64::from(self.written)) {
-            Ok(()) => self.dirty = true,
+            Ok(()) => {
+                self.dirty = true;
+                self.written = self.end;
+                if std::mem::take(&mut self.failing) {
+                    tracing::warn!(segment = self.active, "message log: writes work again");
+                }
+            }
             Err(e) => {
-                let segment = self.active;
-                tracing::error!(error = %e, segment, "message log: write failed; its publishes are nacked");
-                self.write_failed = loc(self.active, self.end);
-                self.roll_next = true;
+                if !std::mem::replace(&mut self.failing, true) {
+                    let segment = self.active;
+                    tracing::error!(error = %e, segment, "message log: write failed; publishes are nacked until writes work again");
+                }
+                // Everything up to here is nacked and its space skipped (a
+                // hole, or part of a record, which recovery steps over).
+                self.write_failed = self.write_failed.max(loc(self.active, self.end));
+                self.written = self.end;
             }
         }
-        self.written = self.end;
         self.pending.clear();
     }
 
@@ -546,6 +558,14 @@ impl<W> Log<W> {
     #[doc(hidden)]
     pub fn set_segment_bytes(&mut self, bytes: u32) {
         self.segment_bytes = bytes;
+    }
+
+    /// Undoes [`Log::break_active_segment`] (tests).
+    #[doc(hidden)]
+    pub fn repair_active_segment(&mut self) -> std::io::Result<()> {
+        let file = OpenOptions::new().read(true).write(true).open(segment_path(&self.dir, self.active))?;
+        self.file = Arc::new(file);
+        Ok(())
     }
 
     /// Makes the next writes to the active segment fail, as a full or failing

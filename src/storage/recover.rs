@@ -202,7 +202,15 @@ fn scan(
                 }
                 at += total;
             }
-            Decoded::End => break,
+            // Zeros: the end of the data, or a hole a failed write left.
+            Decoded::End => match data[at..].iter().position(|&b| b != 0) {
+                None => break,
+                Some(skip) => {
+                    let next = resync(data, at + skip.saturating_sub(7).max(1)).unwrap_or(data.len());
+                    on_damage(offset(at), (next - at) as u64, "a hole of zeros".into());
+                    at = next;
+                }
+            },
             // Cut off by the end of the data: a torn write at the end, or a
             // damaged length in the middle (then an intact record follows).
             Decoded::Incomplete(_) => match resync(data, at + 1) {
@@ -255,14 +263,11 @@ pub(super) fn parse_chunk(chunk: &[u8], read: &ReadSpan<'_>, out: &mut Vec<Paged
             }
             Decoded::Incomplete(needed) if at == 0 => return Err(used(needed)),
             Decoded::Incomplete(_) => return Ok(used(at)),
-            Decoded::End => {
-                tracing::error!(
-                    segment = read.segment,
-                    offset = read.from + used(at),
-                    "message log: zeros where records were written"
-                );
-                return Ok(used(chunk.len()));
-            }
+            // A hole a failed write left: go on after it.
+            Decoded::End => match chunk[at..].iter().position(|&b| b != 0) {
+                None => return Ok(used(chunk.len())),
+                Some(skip) => at = (at + skip).saturating_sub(7).max(at + 1),
+            },
             Decoded::Corrupt(why) => {
                 let offset = read.from + used(at);
                 tracing::error!(segment = read.segment, offset, %why, "message log: damaged record skipped on read");
