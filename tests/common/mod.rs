@@ -42,6 +42,8 @@ pub struct Broker {
     /// Keeps an in-process broker alive for as long as the test holds `Broker`.
     /// `None` for an external broker.
     _in_process: Option<Box<dyn std::any::Any + Send + Sync>>,
+    /// The in-process broker's memory and disk limits (`None` for an external one).
+    pub resources: Option<std::sync::Arc<lepus::ResourceLimits>>,
 }
 
 /// Starts a fresh broker for one test (Lepus in-process with 2 shards), or uses
@@ -51,7 +53,7 @@ pub fn start_broker() -> Broker {
         Ok(addr) if !addr.trim().is_empty() => {
             let addr: SocketAddr =
                 addr.trim().parse().expect("LEPUS_TEST_EXTERNAL must be host:port, e.g. 127.0.0.1:5672");
-            Broker { addr, _in_process: None }
+            Broker { addr, _in_process: None, resources: None }
         }
         _ => start_in_process(),
     }
@@ -77,8 +79,9 @@ fn start_in_process() -> Broker {
     };
     let server = lepus::Server::start(config).expect("lepus starts in-process");
     let addr = server.local_addrs()[0];
+    let resources = Some(server.resource_limits());
     // The server is dropped (stopped) before its data directory is removed.
-    Broker { addr, _in_process: Some(Box::new((server, data_dir))) }
+    Broker { addr, _in_process: Some(Box::new((server, data_dir))), resources }
 }
 
 /// A name no other test (nor another suite sharing the broker) uses.
