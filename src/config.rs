@@ -61,6 +61,15 @@ pub struct Config {
     /// Where durable state lives (definitions, message logs); locked while
     /// the broker runs.
     pub data_dir: PathBuf,
+    /// Resident memory above which publishers are blocked (the memory alarm),
+    /// bytes. Default: 40 % of the machine's RAM (RabbitMQ's
+    /// `vm_memory_high_watermark` 0.4). Changeable at run time through
+    /// [`crate::Server::resource_limits`].
+    pub memory_budget_bytes: u64,
+    /// Free space of the data directory's file system below which publishers
+    /// are blocked (the disk alarm), bytes. Default 50 MB (RabbitMQ's
+    /// `disk_free_limit`).
+    pub disk_free_limit_bytes: u64,
 }
 
 /// How a shard does socket I/O. Listeners and the cross-shard doorbell always
@@ -102,6 +111,8 @@ impl Default for Config {
             loopback_users: vec!["guest".to_owned()],
             io_backend: IoBackend::Mio,
             data_dir: PathBuf::from(DATA_DIR_DEFAULT),
+            memory_budget_bytes: crate::alarm::memory_budget_bytes_default(),
+            disk_free_limit_bytes: crate::alarm::DISK_FREE_LIMIT_BYTES_DEFAULT,
         }
     }
 }
@@ -197,5 +208,16 @@ mod tests {
         assert_eq!(Config::default().data_dir, PathBuf::from("lepus-data"));
         let config: Config = toml::from_str("data_dir = \"/var/lib/lepus\"").expect("data_dir");
         assert_eq!(config.data_dir, PathBuf::from("/var/lib/lepus"));
+    }
+
+    #[test]
+    fn resource_limits_are_read_from_toml_with_rabbitmqs_defaults() {
+        let defaults = Config::default();
+        assert_eq!(defaults.disk_free_limit_bytes, 50_000_000);
+        assert_eq!(defaults.memory_budget_bytes, crate::alarm::memory_budget_bytes_default());
+        assert!(defaults.memory_budget_bytes > 0);
+        let config: Config = toml::from_str("memory_budget_bytes = 123\ndisk_free_limit_bytes = 456")
+            .expect("both fields parse");
+        assert_eq!((config.memory_budget_bytes, config.disk_free_limit_bytes), (123, 456));
     }
 }

@@ -10,8 +10,10 @@
 //! - [`shard`]: the per-core event loop that runs all of the above.
 //! - [`ring`]: the SPSC rings and envelopes between shards.
 //!
-//! Beside them: [`message`] (what travels), [`auth`], [`config`], [`server`].
+//! Beside them: [`message`] (what travels), [`auth`], [`config`], [`server`],
+//! and [`alarm`] (the memory and disk alarms that block publishers).
 
+pub mod alarm;
 pub mod amqp;
 pub mod auth;
 pub mod channel;
@@ -25,5 +27,6 @@ pub mod server;
 pub mod shard;
 pub mod storage;
 
+pub use alarm::ResourceLimits;
 pub use config::Config;
 pub use server::{Server, StartError};

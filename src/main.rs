@@ -33,6 +33,14 @@ struct Args {
     /// Largest message body accepted, in bytes (default 128 MiB).
     #[arg(long, value_name = "BYTES")]
     max_message_size: Option<u64>,
+    /// Block publishers while the broker's resident memory is above BYTES (the memory alarm).
+    /// Default: 40 % of the machine's RAM.
+    #[arg(long, value_name = "BYTES")]
+    memory_budget: Option<u64>,
+    /// Block publishers while the data directory's file system has less than BYTES free (the disk
+    /// alarm). Default: 50000000 (50 MB).
+    #[arg(long, value_name = "BYTES")]
+    disk_free_limit: Option<u64>,
     /// Do not pin shard threads to cores.
     #[arg(long)]
     no_pin: bool,
@@ -92,6 +100,12 @@ fn main() -> std::process::ExitCode {
     }
     if let Some(dir) = &args.data_dir {
         config.data_dir = dir.clone();
+    }
+    if let Some(v) = args.memory_budget {
+        config.memory_budget_bytes = v;
+    }
+    if let Some(v) = args.disk_free_limit {
+        config.disk_free_limit_bytes = v;
     }
     if args.no_pin {
         config.pin_shards = false;

@@ -8,6 +8,7 @@ use std::thread::JoinHandle;
 
 use mio::{Poll, Waker};
 
+use crate::alarm::{Monitor, ResourceLimits};
 use crate::auth::Users;
 use crate::config::{Config, ConfigError};
 use crate::ring::doorbell::Doorbell;
@@ -60,6 +61,8 @@ pub struct Server {
     wakers: Vec<Arc<Doorbell>>,
     /// Holds the data directory's lock; dropped after the shards have stopped.
     data_dir: DataDir,
+    resources: Arc<ResourceLimits>,
+    monitor: Option<Monitor>,
 }
 
 impl std::fmt::Debug for Server {
@@ -106,11 +109,14 @@ impl Server {
         let config = Arc::new(config);
         let users = Arc::new(Users::from_config(&config));
         let shutdown = Arc::new(AtomicBool::new(false));
+        let resources =
+            Arc::new(ResourceLimits::new(config.memory_budget_bytes, config.disk_free_limit_bytes));
         let cores =
             if config.pin_shards { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
         let mut threads = Vec::with_capacity(shard_count);
         for (i, (poll, mesh)) in polls.into_iter().zip(endpoints).enumerate() {
             let mut ctx = ShardCtx::new(Arc::clone(&config), Arc::clone(&users), Arc::clone(&registry), mesh);
+            ctx.resources = Arc::clone(&resources);
             let doorbell = Arc::clone(&doorbells[i]);
             let messages = data_dir.messages_dir(i);
             ctx.open_log(&messages, Arc::new(move || drop(doorbell.ring()))).map_err(StartError::Io)?;
@@ -129,8 +135,26 @@ impl Server {
                 .map_err(StartError::Io)?;
             threads.push(thread);
         }
-        tracing::info!(shards = shard_count, listen = ?addrs, "lepus started");
-        Ok(Server { addrs, threads, shutdown, wakers: doorbells, data_dir })
+        let mut server = Server {
+            addrs,
+            threads,
+            shutdown,
+            wakers: doorbells,
+            resources: Arc::clone(&resources),
+            monitor: None,
+            data_dir,
+        };
+        let monitor = Monitor::start(resources, config.data_dir.clone(), server.wakers.clone());
+        server.monitor = Some(monitor.map_err(StartError::Io)?);
+        tracing::info!(
+            memory_budget_bytes = config.memory_budget_bytes,
+            disk_free_limit_bytes = config.disk_free_limit_bytes,
+            data_dir = %config.data_dir.display(),
+            "resource limits"
+        );
+        // Tools (and tests/process.rs) read this line: it ends with the listen list.
+        tracing::info!(shards = shard_count, listen = ?server.addrs, "lepus started");
+        Ok(server)
     }
 
     /// The data directory this broker holds locked.
@@ -143,12 +167,22 @@ impl Server {
         &self.addrs
     }
 
+    /// The memory budget and free-disk limit, changeable while the broker runs
+    /// (what `rabbitmqctl set_vm_memory_high_watermark` and
+    /// `set_disk_free_limit` do), and the alarms they raise.
+    pub fn resource_limits(&self) -> Arc<ResourceLimits> {
+        Arc::clone(&self.resources)
+    }
+
     /// Stops every shard (connections get connection.close 320) and waits.
     pub fn shutdown(mut self) {
         self.stop();
     }
 
     fn stop(&mut self) {
+        if let Some(mut monitor) = self.monitor.take() {
+            monitor.stop();
+        }
         self.shutdown.store(true, Ordering::Release);
         for doorbell in &self.wakers {
             let _ = doorbell.ring();

@@ -486,6 +486,8 @@ fn help_explains_every_flag() {
         "--no-pin",
         "--data-dir",
         "--log",
+        "--memory-budget",
+        "--disk-free-limit",
     ]
     .into_iter()
     .filter(|flag| !help.contains(flag))
@@ -641,6 +643,38 @@ fn io_uring_backend_flag_runs_a_round_trip_and_says_so() {
     });
     let received = received.expect("publish/consume timed out").expect("publish/consume over lapin");
     assert_eq!(received, bodies, "bodies come back in order and intact");
+    broker.signal(libc::SIGTERM);
+    let status = broker.wait_exit();
+    assert_eq!(status.code(), Some(0), "exit status after SIGTERM; stderr: {:?}", broker.log);
+}
+
+#[test]
+fn resource_limit_flags_raise_the_alarms() {
+    // A 1-byte budget and a free-space limit no disk meets: both alarms trip
+    // at the monitor's first measurement, and the broker says so.
+    let mut broker = Broker::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--memory-budget",
+        "1",
+        "--disk-free-limit",
+        &u64::MAX.to_string(),
+    ]);
+    let deadline = Instant::now() + SAFETY_TIMEOUT;
+    let wanted = ["memory alarm set", "disk alarm set"];
+    let seen = |log: &[String]| wanted.iter().all(|w| log.iter().any(|line| line.contains(w)));
+    while !seen(&broker.log) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match broker.stderr.recv_timeout(left) {
+            Ok(line) => broker.log.push(line),
+            Err(e) => panic!("no alarm lines ({e:?}); stderr: {:?}", broker.log),
+        }
+    }
+    assert!(
+        broker.log.iter().any(|line| line.contains("memory_budget_bytes=1 ")),
+        "the flag sets the budget; stderr: {:?}",
+        broker.log
+    );
     broker.signal(libc::SIGTERM);
     let status = broker.wait_exit();
     assert_eq!(status.code(), Some(0), "exit status after SIGTERM; stderr: {:?}", broker.log);

@@ -5,8 +5,9 @@
 //!
 //! Call order: `read_buffer()` + `process()` after each read; `handle_*()` for
 //! envelopes addressed to it; `handle_tick()` a few times a second;
-//! `after_flush()` once its write queue has drained; `shutdown()` when the
-//! socket is gone.
+//! `after_flush()` once its write queue has drained; `end_alarm_block()` when
+//! every resource alarm has cleared (if it blocked on one); `shutdown()` when
+//! the socket is gone.
 //!
 //! Phases: protocol header → start-ok → tune-ok → open → running → closing.
 //! Errors with hard reply codes close the connection, soft ones one channel
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
+use crate::amqp::field::ShortStr;
 use crate::amqp::frame::{self, Frame, FrameError, FrameType, ProtocolHeaderCheck, PROTOCOL_HEADER};
 use crate::amqp::spec::{self, Method};
 use crate::channel::{Channel, ChannelError, ChannelRef, Flow};
@@ -137,6 +139,9 @@ pub struct Connection {
     paused_on: Option<u16>,
     /// A queue it published to holds its publishers (see `shard::throttle`).
     held: bool,
+    /// It published while a resource alarm was raised: not read until every
+    /// alarm clears (see [`crate::alarm`]).
+    alarm_blocked: bool,
 }
 
 impl Connection {
@@ -168,6 +173,7 @@ impl Connection {
             linger_since: None,
             paused_on: None,
             held: false,
+            alarm_blocked: false,
         }
     }
 
@@ -201,6 +207,7 @@ impl Connection {
     pub fn read_paused(&self) -> bool {
         self.paused_on.is_some()
             || self.held
+            || self.alarm_blocked
             || self.is_closed()
             || self.shared.out.queued_bytes() > WRITE_QUEUE_BYTES_HIGH
     }
@@ -230,7 +237,7 @@ impl Connection {
     pub fn process(&mut self, ctx: &mut ShardCtx) {
         // A hold hit outside any frame (a dead-letter pass on a timer) is nobody's.
         ctx.throttle.clear_hit();
-        while self.paused_on.is_none() && !self.held {
+        while self.paused_on.is_none() && !self.held && !self.alarm_blocked {
             match self.phase {
                 Phase::Closed => {
                     self.read_buf.clear();
@@ -247,10 +254,20 @@ impl Connection {
             match frame::split_frame(&mut self.read_buf, self.shared.frame_max) {
                 Ok(None) => break,
                 Ok(Some(frame)) => {
+                    let content_header = frame.kind == FrameType::Header;
                     self.handle_frame(frame, ctx);
                     if let Some(queue) = ctx.throttle.take_hit() {
                         self.held = true;
                         ctx.throttle.wait(queue, self.shared.id);
+                    }
+                    // A publish while an alarm is raised blocks the connection
+                    // (RabbitMQ does this on content frames): one relaxed load
+                    // per publish, none for other frames.
+                    if content_header {
+                        let alarms = ctx.resources.alarms();
+                        if alarms != 0 && self.phase == Phase::Running {
+                            self.block_for_alarm(alarms, ctx);
+                        }
                     }
                 }
                 Err(e) => {
@@ -268,6 +285,43 @@ impl Connection {
             // Release the read buffer of an idle connection.
             self.read_buf = BytesMut::new();
         }
+    }
+
+    /// Stops reading this connection until every alarm clears (the shard keeps
+    /// it in `ctx.alarm_blocked` and calls [`Self::end_alarm_block`]), and
+    /// tells a client that understands it why.
+    #[cold]
+    #[inline(never)]
+    fn block_for_alarm(&mut self, alarms: u8, ctx: &mut ShardCtx) {
+        self.alarm_blocked = true;
+        ctx.alarm_blocked.push(self.shared.id);
+        if self.shared.caps.connection_blocked {
+            let reason = ShortStr::from_static(crate::alarm::blocked_reason(alarms));
+            self.shared.out.method(0, &Method::ConnectionBlocked(spec::ConnectionBlocked { reason }));
+        }
+        tracing::debug!(peer = %self.peer, alarms, "connection blocked by a resource alarm");
+    }
+
+    /// Every alarm cleared: reading resumes, and a client that was told
+    /// `connection.blocked` is told `connection.unblocked`. False if the
+    /// connection was not blocked (it closed meanwhile, or was unblocked).
+    pub fn end_alarm_block(&mut self, now: Instant) -> bool {
+        if !self.alarm_blocked {
+            return false;
+        }
+        self.alarm_blocked = false;
+        // Its heartbeats may have waited unread behind its publishes; the
+        // missed-heartbeat clock starts again now, as RabbitMQ's resumes.
+        self.last_recv = now;
+        if self.shared.caps.connection_blocked && self.phase == Phase::Running {
+            self.shared.out.method(0, &Method::ConnectionUnblocked(spec::ConnectionUnblocked));
+        }
+        true
+    }
+
+    /// Blocked by a resource alarm.
+    pub fn is_alarm_blocked(&self) -> bool {
+        self.alarm_blocked
     }
 
     fn process_protocol_header(&mut self, ctx: &mut ShardCtx) -> bool {
@@ -542,6 +596,9 @@ impl Connection {
         self.release_everything(ctx);
         self.read_buf.clear();
         self.paused_on = None;
+        // Read close-ok even while an alarm is raised (the shard's list entry
+        // is then a no-op).
+        self.alarm_blocked = false;
         self.phase = Phase::Closing;
         self.closing_since = Some(ctx.now);
     }
@@ -698,7 +755,10 @@ impl Connection {
                 if self.heartbeat.is_zero() {
                     return true;
                 }
-                if now.duration_since(self.last_recv) > self.heartbeat * 2 {
+                // While blocked we do not read, so the client's heartbeats may
+                // be stuck behind its publishes: not a sign of death (RabbitMQ
+                // pauses its heartbeat monitor too). Ours are still sent.
+                if !self.alarm_blocked && now.duration_since(self.last_recv) > self.heartbeat * 2 {
                     tracing::info!(peer = %self.peer, "missed heartbeats from client, closing");
                     return false;
                 }

@@ -299,7 +299,8 @@ impl Registry {
             // log as it is and append to it (the epoch too, if it fits: the
             // next start derives a higher one from the queue ids anyway).
             Err(e) => {
-                tracing::warn!(error = %e, file = %path.display(), "cannot compact the definitions log; appending to it");
+                let file = path.display();
+                tracing::warn!(error = %e, %file, "cannot compact the definitions log; appending to it");
                 let _ = std::fs::remove_file(path.with_extension("log.tmp"));
                 let mut log = DefinitionsLog::open_append(&path, read.bytes)
                     .map_err(|e| DefinitionsError::Write(path.clone(), e))?;

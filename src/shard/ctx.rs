@@ -66,6 +66,11 @@ pub struct ShardCtx {
     dead_lettering: bool,
     /// Publisher flow control.
     pub throttle: crate::shard::throttle::Throttle,
+    /// The memory and disk alarms (shared with the monitor; see
+    /// [`crate::alarm`]). Unlimited until the server sets the real ones.
+    pub resources: Arc<crate::alarm::ResourceLimits>,
+    /// This shard's connections blocked by an alarm, unblocked when it clears.
+    pub alarm_blocked: Vec<crate::connection::ConnId>,
     /// When the loop last waited for events with nothing to do.
     pub idle_at: Instant,
     /// The message log (`None`: nothing is stored, e.g. in benchmarks).
@@ -151,6 +156,8 @@ impl ShardCtx {
             dead_letter_pending: Vec::new(),
             dead_lettering: false,
             throttle: Default::default(),
+            resources: Arc::new(crate::alarm::ResourceLimits::unlimited()),
+            alarm_blocked: Vec::new(),
             idle_at: Instant::now(),
             log: None,
             journaled: Vec::new(),

@@ -176,6 +176,7 @@ impl Shard {
         self.run_connections();
         self.handle_local();
         self.check_holds();
+        self.check_alarms();
         // Records reach the log file before the deliveries and confirms they
         // describe reach any socket or ring.
         self.ctx.flush_log();
@@ -260,7 +261,13 @@ impl Shard {
             // rang is visible here.
             // The log's sync thread rings the doorbell after each sync.
             let synced = self.ctx.log.as_ref().is_some_and(crate::storage::Log::has_released);
-            if self.ctx.mesh.inboxes_empty() && !synced && !self.shutdown.load(Ordering::Acquire) {
+            // Likewise the monitor rings after an alarm clears: a clear it
+            // stored before its fence is seen here.
+            if self.ctx.mesh.inboxes_empty()
+                && !synced
+                && !self.shutdown.load(Ordering::Acquire)
+                && !self.alarm_cleared()
+            {
                 HOUSEKEEPING_INTERVAL
             } else {
                 Duration::ZERO
@@ -569,6 +576,35 @@ impl Shard {
         }
     }
 
+    /// Every alarm cleared while connections here are blocked by one.
+    #[inline]
+    fn alarm_cleared(&self) -> bool {
+        !self.ctx.alarm_blocked.is_empty() && self.ctx.resources.alarms() == 0
+    }
+
+    /// Unblocks the connections a resource alarm blocked once every alarm has
+    /// cleared (see [`crate::alarm`]). One relaxed load per turn, and only
+    /// while some connection is blocked.
+    fn check_alarms(&mut self) {
+        if self.alarm_cleared() {
+            self.unblock_alarmed();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn unblock_alarmed(&mut self) {
+        let now = self.ctx.now;
+        for id in std::mem::take(&mut self.ctx.alarm_blocked) {
+            if let Some(index) = self.slot_of(id) {
+                if self.conns[index].conn.end_alarm_block(now) {
+                    self.mark_ready(index);
+                    self.mark_dirty(index);
+                }
+            }
+        }
+    }
+
     fn flush_sockets(&mut self) {
         let dirty = std::mem::take(&mut self.dirty);
         let mut keep = Vec::new();
@@ -661,6 +697,10 @@ impl Shard {
             return;
         }
         let mut slot = self.conns.remove(index);
+        if slot.conn.is_alarm_blocked() {
+            let id = slot.conn.id();
+            self.ctx.alarm_blocked.retain(|&blocked| blocked != id);
+        }
         match &mut self.backend {
             Backend::Mio => {
                 let _ = self.poll.registry().deregister(&mut slot.socket);

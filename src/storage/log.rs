@@ -500,7 +500,8 @@ impl<W> Log<W> {
             Err(e) => {
                 if !std::mem::replace(&mut self.failing, true) {
                     let segment = self.active;
-                    tracing::error!(error = %e, segment, "message log: write failed; publishes are nacked until writes work again");
+                    let what = "message log: write failed; publishes are nacked until writes work again";
+                    tracing::error!(error = %e, segment, "{what}");
                 }
                 // Everything up to here is nacked and its space skipped (a
                 // hole, or part of a record, which recovery steps over).

@@ -48,6 +48,8 @@ pub struct Broker {
     /// Its data directory: a temporary one the broker owns (removed when the
     /// `Broker` is dropped), or a path the test chose.
     data_dir: Option<DataDir>,
+    /// The in-process broker's memory and disk limits (`None` for an external one).
+    pub resources: Option<std::sync::Arc<lepus::ResourceLimits>>,
 }
 
 /// Where an in-process broker keeps its durable state.
@@ -90,6 +92,7 @@ impl Broker {
         let path = self.data_dir().map(Path::to_path_buf).unwrap_or_default();
         let server = lepus::Server::start(in_process_config(&path)).expect("lepus restarts in-process");
         self.addr = server.local_addrs()[0];
+        self.resources = Some(server.resource_limits());
         self.server = Some(server);
     }
 }
@@ -107,7 +110,7 @@ pub fn start_broker() -> Broker {
         Ok(addr) if !addr.trim().is_empty() => {
             let addr: SocketAddr =
                 addr.trim().parse().expect("LEPUS_TEST_EXTERNAL must be host:port, e.g. 127.0.0.1:5672");
-            Broker { addr, server: None, data_dir: None }
+            Broker { addr, server: None, data_dir: None, resources: None }
         }
         _ => {
             let dir = tempfile::Builder::new().prefix("lepus-test-").tempdir().expect("temporary data dir");
@@ -115,6 +118,7 @@ pub fn start_broker() -> Broker {
                 lepus::Server::start(in_process_config(dir.path())).expect("lepus starts in-process");
             Broker {
                 addr: server.local_addrs()[0],
+                resources: Some(server.resource_limits()),
                 server: Some(server),
                 data_dir: Some(DataDir::Temporary(dir)),
             }
@@ -127,6 +131,7 @@ pub fn start_broker() -> Broker {
 pub fn start_broker_at(path: &Path) -> Broker {
     let server = lepus::Server::start(in_process_config(path)).expect("lepus starts in-process");
     Broker {
+        resources: Some(server.resource_limits()),
         addr: server.local_addrs()[0],
         server: Some(server),
         data_dir: Some(DataDir::Given(path.to_path_buf())),
