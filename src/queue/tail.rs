@@ -141,6 +141,13 @@ impl Queue {
                 || (self.ready.len() < RAM_WINDOW_MESSAGES / 2 && self.ready_bytes < RAM_WINDOW_BYTES / 2))
     }
 
+    /// Nothing ready in memory, but paged messages: a basic.get must page
+    /// in before it can answer.
+    #[inline]
+    pub fn needs_page_in_now(&self) -> bool {
+        self.ready.is_empty() && self.tail.count > 0
+    }
+
     /// Room in the memory window, in messages (all of them for a priority queue).
     pub fn page_in_room(&self) -> usize {
         if self.ready.max_priority() > 0 {

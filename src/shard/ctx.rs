@@ -574,6 +574,10 @@ impl ShardCtx {
             }
             QueueRequest::Get { no_ack } => {
                 let taker = ConsumerKey { channel: from, consumer: crate::queue::GET_CONSUMER };
+                // Nothing in memory but messages in the log: page them in now.
+                if self.queues.get(&queue).is_some_and(Queue::needs_page_in_now) {
+                    self.page_in(queue);
+                }
                 match queue_at(&mut self.queues, &mut self.journaled, self.clock, queue)
                     .and_then(|q| q.get(taker, no_ack))
                 {

@@ -81,7 +81,7 @@ impl ShardCtx {
 
     /// Reads a queue's oldest paged messages back into its memory window,
     /// then lets it dispatch them.
-    fn page_in(&mut self, id: QueueId) {
+    pub(super) fn page_in(&mut self, id: QueueId) {
         let now_unix_ms = unix_now_ms();
         let mut batch: Vec<PagedIn> = Vec::new();
         loop {
