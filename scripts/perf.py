@@ -42,7 +42,7 @@ SCENARIO_DIR = ROOT / "perf" / "scenarios"
 BROKERS = ("lepus", "rabbitmq", "relay")
 BROKER_TITLE = {"lepus": "Lepus", "rabbitmq": "RabbitMQ", "relay": "relay"}
 COLORS = {"lepus": "#1b9e77", "rabbitmq": "#d95f02", "relay": "#7570b3"}
-KINDS = ("perf", "backlog", "idle_connections")
+KINDS = ("perf", "backlog", "restart", "idle_connections")
 
 # headline metric -> (label, unit, higher is better)
 METRICS = {
@@ -50,11 +50,13 @@ METRICS = {
     "deliveries_per_s": ("deliveries/s (all consumers)", "msg/s", True),
     "confirmed_per_s": ("confirmed msg/s", "msg/s", True),
     "drain_per_s": ("drain msg/s", "msg/s", True),
+    "fill_hold_pct": ("publish msg/s, last 10 % / first 10 %", "%", True),
+    "restart_first_delivery_s": ("restart: first delivery after start", "s", False),
     "latency_p99_us": ("latency p99", "µs", False),
     "broker_cpu_pct": ("broker CPU", "% of a core", False),
     "bytes_per_connection": ("broker memory per connection", "B", False),
 }
-TARGET_KEYS = {"text", "min", "max", "ratio_min", "ratio_max"}
+TARGET_KEYS = {"text", "min", "max", "ratio_min", "ratio_max", "min_metrics", "max_metrics"}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -78,7 +80,7 @@ def load_scenarios():
         s.setdefault("kind", "perf")
         s.setdefault("brokers", ["lepus", "rabbitmq"])
         need = {"perf": ["args", "duration"], "backlog": ["messages", "publish_args", "consume_args"],
-                "idle_connections": ["connections"]}
+                "restart": ["messages", "publish_args", "consume_args"], "idle_connections": ["connections"]}
         for key in ["name", "description", "headline"]:
             if key not in s:
                 raise ScenarioError(f"{path}: missing {key}")
@@ -125,9 +127,15 @@ def estimate_s(s, broker, opts):
     if s["kind"] == "perf":
         setup = 5.0 if broker == "rabbitmq" else 1.0
         return start + setup + (opts.duration or s["duration"]) + 2
-    if s["kind"] == "backlog":
+    if s["kind"] in ("backlog", "restart"):
         rate = {"lepus": 700_000, "rabbitmq": 25_000, "relay": 1e6}[broker]
-        return start + 2 * (opts.messages or s["messages"]) / rate + 6
+        if "-f" in s["publish_args"]:  # persistent
+            rate = {"lepus": 300_000, "rabbitmq": 20_000, "relay": 1e6}[broker]
+        n = perf_durable.messages_for(s, broker, opts)
+        cycles = 1
+        if s["kind"] == "restart":
+            cycles = len(opts.restart_stops.split(",") if opts.restart_stops else s.get("stops", ["kill"]))
+        return (start + 2 * n / rate + 6) * cycles + start * (cycles if s["kind"] == "restart" else 0)
     per_conn = {"lepus": 0.0006, "rabbitmq": 0.004, "relay": 0.001}[broker]
     return start + (opts.connections or s["connections"]) * per_conn * 2 + 5
 
@@ -247,34 +255,66 @@ class Lepus(Broker):
         self.cmd = ["taskset", "-c", opts.broker_cpus, str(opts.bin / "lepus"), "--listen",
                     f"127.0.0.1:{self.port}", "--shards", str(shards)] + shlex.split(opts.lepus_args)
 
+    def spawn(self, tag):
+        """Starts the process (on self.data_dir, if set); returns the monotonic time just before."""
+        self.log_path = self.log_dir / f"{tag}-{self.name}.log"
+        self.logf = open(self.log_path, "w")
+        cmd = self.cmd + (["--data-dir", self.data_dir] if getattr(self, "data_dir", None) else [])
+        t = time.monotonic()
+        self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.pid = self.proc.pid  # taskset execs lepus: same pid
+        if shlex.join(cmd) not in self.commands:
+            self.commands.append(shlex.join(cmd))
+        return t
+
     def start(self, tag):
         if port_open(self.port):
             raise RuntimeError(f"port {self.port} is already in use")
-        self.logf = open(self.log_dir / f"{tag}-{self.name}.log", "w")
-        cmd = self.cmd
         if self.name == "lepus":
             # Every run starts from an empty data directory: no durable
             # definitions left over from an earlier scenario.
-            self.data_dir = tempfile.mkdtemp(prefix="lepus-perf-data-")
-            cmd = self.cmd + ["--data-dir", self.data_dir]
-        self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT, cwd=ROOT)
-        self.pid = self.proc.pid  # taskset execs lepus: same pid
+            self.data_dir = tempfile.mkdtemp(prefix="lepus-perf-data-", dir=self.opts.data_root)
+        self.spawn(tag)
         if not wait_port(self.port, self.proc):
             self.stop()
             raise RuntimeError("lepus did not start listening (see its log)")
-        self.commands.append(shlex.join(cmd))
 
-    def stop(self):
+    def end(self, sig, timeout=10):
+        """Stops the process with `sig` (SIGKILL after `timeout` s), keeping the data directory."""
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(sig)
             try:
-                self.proc.wait(10)
+                self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
         if getattr(self, "logf", None):
             self.logf.close()
+            self.logf = None
+
+    def kill(self):
+        """A crash: SIGKILL, data kept."""
+        self.end(signal.SIGKILL)
+
+    def halt(self):
+        """A graceful stop (SIGTERM), data kept."""
+        self.end(signal.SIGTERM, timeout=600)
+
+    def restart(self, tag):
+        """Starts again on the same data directory; returns the monotonic time of the start."""
+        if port_open(self.port):
+            raise RuntimeError(f"port {self.port} is still in use")
+        return self.spawn(tag)
+
+    def after_restart(self):
+        pass
+
+    def restart_done(self):
+        pass
+
+    def stop(self):
+        self.end(signal.SIGTERM)
         if getattr(self, "data_dir", None):
             shutil.rmtree(self.data_dir, ignore_errors=True)
             self.data_dir = None
@@ -321,6 +361,54 @@ class RabbitMQ(Broker):
     def stop(self):
         self._run("stop")  # also finds a node interrupted while starting
         self.pid = None
+        self.restarting = None
+
+    def kill(self):
+        """A crash: SIGKILL to beam.smp, data kept."""
+        r = self._run("kill")
+        if r.returncode != 0:
+            raise RuntimeError(f"scripts/rabbitmq.sh kill failed: {r.stderr.strip()[-500:]}")
+        self.pid = None
+
+    def halt(self):
+        """A graceful stop (rabbitmqctl stop), data kept (only `start` wipes it)."""
+        self._run("stop")
+        self.pid = None
+
+    def restart(self, tag):
+        """Starts the node again on the same data (RABBIT_KEEP_DATA=1) without waiting for it;
+        returns the monotonic time of the start."""
+        if port_open(self.port):
+            raise RuntimeError(f"port {self.port} is still in use")
+        env = dict(os.environ, **self.env, RABBIT_KEEP_DATA="1")
+        self.restart_log = open(self.log_dir / f"{tag}-rabbitmq.log", "w")
+        t = time.monotonic()
+        self.restarting = subprocess.Popen([str(self.script), "start"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                                           stderr=self.restart_log, text=True)
+        cmd = " ".join(f"{k}={v}" for k, v in self.env.items()) + " RABBIT_KEEP_DATA=1 scripts/rabbitmq.sh start"
+        if cmd not in self.commands:
+            self.commands.append(cmd)
+        return t
+
+    def after_restart(self):
+        """The node accepts connections: find beam.smp's pid (its pid file is written early in the boot)."""
+        for _ in range(100):
+            r = self._run("pid")
+            if r.returncode == 0 and r.stdout.strip():
+                self.pid = int(r.stdout.strip())
+                return
+            time.sleep(0.1)
+
+    def restart_done(self):
+        """Waits for the start script (it returns once the node has booted and is pinned)."""
+        if getattr(self, "restarting", None):
+            try:
+                self.restarting.communicate(timeout=300)
+            except subprocess.TimeoutExpired:
+                self.restarting.kill()
+                self.restarting.communicate()
+            self.restarting = None
+            self.restart_log.close()
 
 
 def parse_cpus(spec):
@@ -455,6 +543,7 @@ def generator_cmd(opts, broker, args):
 
 def metrics_from_json(j):
     lat = j.get("latency_us", {})
+    clat = j.get("confirm_latency_us", {})
     cpu = j.get("cpu_user_s", 0) + j.get("cpu_sys_s", 0)
     d = j.get("duration_s") or 0
     return {
@@ -467,6 +556,9 @@ def metrics_from_json(j):
         "latency_p50_us": lat.get("p50") if lat.get("samples") else None,
         "latency_p99_us": lat.get("p99") if lat.get("samples") else None,
         "latency_p999_us": lat.get("p999") if lat.get("samples") else None,
+        "confirm_p50_us": clat.get("p50") if clat.get("samples") else None,
+        "confirm_p99_us": clat.get("p99") if clat.get("samples") else None,
+        "confirm_p999_us": clat.get("p999") if clat.get("samples") else None,
         "generator_cpu_pct": 100.0 * cpu / d if d else None,
         "errors": j.get("errors") or [],
     }
@@ -504,16 +596,22 @@ def run_once(s, broker, opts, tag, log_dir, perf_out):
             res["broker_cpu_pct"] = sampler.cpu_pct(t_measure, res["duration_s"])
             res["other_cpu_pct"] = sampler.other_pct(t_measure, res["duration_s"], res["generator_cpu_pct"])
             res["rss_peak_kb"] = sampler.rss_peak_kb()
+        elif s["kind"] == "restart":
+            perf_durable.check_disk(s, broker, opts, res)
+            perf_durable.run_restart(s, broker, opts, tag, gen, res)
         elif s["kind"] == "backlog":
-            n = opts.messages or s["messages"]
+            n = perf_durable.messages_for(s, broker.name, opts)
+            perf_durable.check_disk(s, broker, opts, res)
             fill = generator_cmd(opts, broker, [*s["publish_args"], "-C", str(n)])
             drain = generator_cmd(opts, broker, [*s["consume_args"], "-D", str(n)])
             res["commands"] += [shlex.join(fill), shlex.join(drain)]
-            j1, sm1, t1, notes1 = gen.run(fill, timeout=1800, perf_out=perf_out and Path(str(perf_out) + "-fill"),
+            fill_at = os.path.getsize(gen_log)
+            j1, sm1, t1, notes1 = gen.run(fill, timeout=perf_durable.phase_timeout(n),
+                                          perf_out=perf_out and Path(str(perf_out) + "-fill"),
                                           perf_after_progress=False)
             time.sleep(opts.settle)
             rss_full = broker.rss_kb()
-            j2, sm2, t2, notes2 = gen.run(drain, timeout=1800,
+            j2, sm2, t2, notes2 = gen.run(drain, timeout=perf_durable.phase_timeout(n),
                                           perf_out=perf_out and Path(str(perf_out) + "-drain"),
                                           perf_after_progress=False)
             res["notes"] += notes1 + notes2
@@ -531,6 +629,8 @@ def run_once(s, broker, opts, tag, log_dir, perf_out):
             res["sent"] = m1["sent"]
             res["errors"] = m1["errors"] + m2["errors"]
             res["rss_full_kb"] = rss_full
+            res["fill_confirm_p50_us"], res["fill_confirm_p99_us"] = m1["confirm_p50_us"], m1["confirm_p99_us"]
+            perf_durable.backlog_fill_metrics(res, gen_log, fill_at, j1, sm1)
             if rss_full and rss0:
                 res["bytes_per_message"] = (rss_full - rss0) * 1024 / n
             res["broker_cpu_pct"] = sm2.cpu_pct(t2, m2["duration_s"])
@@ -601,6 +701,13 @@ def evaluate(s, best):
             r = v / o
             if not cmp_ok(r, x):
                 fails.append(f"{r:.2f}x {BROKER_TITLE[other]} {word} {x}x")
+    for key, cmp_ok, word in (("min_metrics", lambda a, b: a >= b, "<"), ("max_metrics", lambda a, b: a <= b, ">")):
+        for m, bound in t.get(key, {}).items():
+            x = lep.get(m)
+            if x is None:
+                missing.append(m)
+            elif not cmp_ok(x, bound):
+                fails.append(f"{m} {fmt(m, x)} {word} {fmt(m, bound)}")
     if fails:
         return "**not met**", "; ".join(fails)
     if missing:
@@ -632,6 +739,10 @@ def fmt(metric, v):
         return f"{v / 1000:,.0f} ms" if v >= 100_000 else f"{v / 1000:.3g} ms"
     if metric.endswith("_pct"):
         return f"{v:.0f} %"
+    if metric.endswith("_mb"):
+        return f"{v:,.0f} MB"
+    if metric.endswith("_s"):
+        return f"{v:.2f} s"
     if metric.startswith("bytes"):
         return f"{v:,.0f} B"
     return f"{v:.3g}"
@@ -721,6 +832,19 @@ def write_markdown(opts, path, scenarios, results, info, plots, started, elapsed
     L.append("")
     L.append("Ratios are Lepus / other for the headline; for latency, CPU and memory lower is better.")
     L.append("")
+    conf = [s for s in scenarios if any((results.get(s["name"], {}).get(b) or {}).get("confirm_p50_us")
+                                        for b in BROKERS)]
+    if conf:
+        L.append("Publisher-confirm latency (publish to basic.ack, measured by each producer), p50 / p99:")
+        L.append("")
+        L.append("| scenario | Lepus | RabbitMQ |")
+        L.append("|---|---:|---:|")
+        for s in conf:
+            best = results.get(s["name"], {})
+            cells = [" / ".join(fmt("latency", (best.get(b) or {}).get(k)) for k in ("confirm_p50_us", "confirm_p99_us"))
+                     for b in ("lepus", "rabbitmq")]
+            L.append(f"| {s['name']} | {cells[0]} | {cells[1]} |")
+        L.append("")
     if plots:
         L.append("## Plots")
         L.append("")
@@ -737,37 +861,45 @@ def write_markdown(opts, path, scenarios, results, info, plots, started, elapsed
         best = results.get(s["name"], {})
         runs = results.get(s["name"] + "/all", {})
         if s["kind"] == "perf":
-            L.append("| broker | sent/s | confirmed/s | received/s | latency p50 / p99 / p99.9 | broker CPU | "
+            L.append("| broker | sent/s | confirmed/s | received/s | latency p50 / p99 / p99.9 | "
+                     "confirm latency p50 / p99 | broker CPU | "
                      "broker RSS MB before / peak / after | generator CPU | other load | notes |")
-            L.append("|---|---:|---:|---:|---|---:|---|---:|---:|---|")
+            L.append("|---|---:|---:|---:|---|---|---:|---|---:|---:|---|")
             for b in s["brokers"]:
                 for r in runs.get(b, []):
                     if "error" in r:
-                        L.append(f"| {BROKER_TITLE[b]} | | | | | | | | | error: {r['error']} |")
+                        L.append(f"| {BROKER_TITLE[b]} | | | | | | | | | | error: {r['error']} |")
                         continue
                     lat = " / ".join(fmt("latency", r.get(k)) for k in
                                      ("latency_p50_us", "latency_p99_us", "latency_p999_us"))
+                    clat = " / ".join(fmt("latency", r.get(k)) for k in ("confirm_p50_us", "confirm_p99_us"))
                     mark = " (median)" if opts.repeat > 1 and r is best.get(b) else ""
                     L.append(f"| {BROKER_TITLE[b]}{mark} | {si(r.get('sent_per_s'))} | "
-                             f"{si(r.get('confirmed_per_s'))} | {si(r.get('received_per_s'))} | {lat} | "
+                             f"{si(r.get('confirmed_per_s'))} | {si(r.get('received_per_s'))} | {lat} | {clat} | "
                              f"{fmt('x_pct', r.get('broker_cpu_pct'))} | {mb(r.get('rss_before_kb'))} / "
                              f"{mb(r.get('rss_peak_kb'))} / {mb(r.get('rss_after_kb'))} | "
                              f"{fmt('x_pct', r.get('generator_cpu_pct'))} | {fmt('x_pct', r.get('other_cpu_pct'))} | "
                              f"{'; '.join(r.get('notes', []))} |")
         elif s["kind"] == "backlog":
-            L.append("| broker | messages | fill msg/s (confirmed) | drain msg/s | fill / drain s | "
+            L.append("| broker | messages | fill msg/s (confirmed) | fill msg/s first 10 % / last 10 % | "
+                     "confirm latency p50 / p99 | drain msg/s | fill / drain s | broker RSS MB peak while filling | "
                      "broker RSS MB before / full / after | broker memory per queued message | notes |")
-            L.append("|---|---:|---:|---:|---|---|---:|---|")
+            L.append("|---|---:|---:|---|---|---:|---|---:|---|---:|---|")
             for b in s["brokers"]:
                 for r in runs.get(b, []):
                     if "error" in r:
-                        L.append(f"| {BROKER_TITLE[b]} | | | | | | | error: {r['error']} |")
+                        L.append(f"| {BROKER_TITLE[b]} | | | | | | | | | | error: {r['error']} |")
                         continue
-                    L.append(f"| {BROKER_TITLE[b]} | {r['messages']:,} | {si(r.get('fill_per_s'))} | "
-                             f"{si(r.get('drain_per_s'))} | {r['fill_s']:.1f} / {r['drain_s']:.1f} | "
+                    phases, fill_peak = perf_durable.backlog_cells(r)
+                    clat = " / ".join(fmt("latency", r.get(k)) for k in ("fill_confirm_p50_us", "fill_confirm_p99_us"))
+                    L.append(f"| {BROKER_TITLE[b]} | {r['messages']:,} | {si(r.get('fill_per_s'))} | {phases} | "
+                             f"{clat} | {si(r.get('drain_per_s'))} | {r['fill_s']:.1f} / {r['drain_s']:.1f} | "
+                             f"{fill_peak} | "
                              f"{mb(r.get('rss_before_kb'))} / {mb(r.get('rss_full_kb'))} / "
                              f"{mb(r.get('rss_after_kb'))} | {fmt('bytes', r.get('bytes_per_message'))} | "
                              f"{'; '.join(r.get('notes', []))} |")
+        elif s["kind"] == "restart":
+            perf_durable.restart_table(L, s, runs, opts)
         else:
             L.append("| broker | connections | broker RSS MB before / with them | per connection | "
                      "opened in | notes |")
@@ -930,7 +1062,12 @@ def main():
     ap.add_argument("--brokers", default="lepus,rabbitmq,relay",
                     help="comma-separated subset of lepus,rabbitmq,relay (relay only runs where a scenario lists it)")
     ap.add_argument("--duration", type=int, help="seconds per run for every perf scenario (overrides the files)")
-    ap.add_argument("--messages", type=int, help="messages for the backlog scenario (overrides the file)")
+    ap.add_argument("--messages", type=int, help="messages for the backlog and restart scenarios (overrides the "
+                    "files; for RabbitMQ capped by a scenario's rabbitmq_messages)")
+    ap.add_argument("--rabbit-messages", type=int, help="messages for RabbitMQ in the backlog and restart scenarios "
+                    "(overrides rabbitmq_messages and --messages)")
+    ap.add_argument("--restart-stops", help="stop modes of the restart scenario, comma-separated: kill (SIGKILL), "
+                    "graceful (default: the scenario's `stops`)")
     ap.add_argument("--connections", type=int, help="connections for the idle-connections scenario")
     ap.add_argument("--quick", action="store_true", help="smoke test: --duration 3 --messages 100000 "
                     "--connections 1000 unless given")
@@ -942,6 +1079,8 @@ def main():
     ap.add_argument("--rabbit-port", type=int, default=5712)
     ap.add_argument("--relay-port", type=int, default=5713)
     ap.add_argument("--rabbit-dir", default="/tmp/lepus-perf-rabbitmq", help="RabbitMQ data dir (wiped)")
+    ap.add_argument("--data-root", help="where Lepus' per-run data directories go (default $TMPDIR or /tmp); "
+                    "the deep backlog needs ~85 B of disk per message")
     ap.add_argument("--lepus-args", default="", help="extra arguments for lepus, e.g. '--log warn'")
     ap.add_argument("--settle", type=float, default=1.0, help="seconds between broker start and run")
     ap.add_argument("--rss-limit-mb", type=int, default=12_000,
@@ -987,7 +1126,7 @@ def main():
                 for b in bs:
                     port = {"lepus": opts.lepus_port, "rabbitmq": opts.rabbit_port, "relay": opts.relay_port}[b]
                     fake = type("B", (), {"port": port})
-                    n = opts.messages or s.get("messages")
+                    n = perf_durable.messages_for(s, b, opts) if "messages" in s else None
                     extra = {"args": ["-z", str(opts.duration or s.get("duration"))], "publish_args": ["-C", str(n)],
                              "consume_args": ["-D", str(n)]}
                     for key in ("args", "publish_args", "consume_args"):
@@ -1088,6 +1227,10 @@ def main():
         print(f"{s['name']:26} {METRICS[m][0]:30} {cells}" + (f"  [{verdict}{': ' + detail if detail else ''}]"
                                                                if verdict else ""))
 
+
+# The durability scenarios (backlog rates along the fill, restarts) use this module's helpers.
+sys.modules.setdefault("perf", sys.modules[__name__])
+import perf_durable  # noqa: E402
 
 if __name__ == "__main__":
     main()

@@ -7,6 +7,7 @@
 #   scripts/rabbitmq.sh install            apt-get install rabbitmq-server (if missing), no service start
 #   scripts/rabbitmq.sh start              start the node pinned to $RABBIT_CPUS; prints the beam.smp pid
 #   scripts/rabbitmq.sh stop               stop it (and epmd, if this script started it)
+#   scripts/rabbitmq.sh kill               SIGKILL beam.smp (a crash; data and epmd kept, for a restart)
 #   scripts/rabbitmq.sh pid                print the beam.smp pid
 #   scripts/rabbitmq.sh delete-queues      delete every queue of vhost /
 #   scripts/rabbitmq.sh ctl ARGS...        rabbitmqctl against this node
@@ -80,7 +81,8 @@ loopback_users.guest = true
 log.console = false
 log.file.level = ${RABBIT_LOG_LEVEL:-warning}
 EOF
-  rm -f "$DIR/pid" "$DIR/epmd-started-here"
+  # After `kill` (data kept) an epmd this script started is still running: keep its marker.
+  rm -f "$DIR/pid"
   if ! epmd -names >/dev/null 2>&1; then
     touch "$DIR/epmd-started-here"
   fi
@@ -145,6 +147,21 @@ stop() {
   fi
 }
 
+# A crash: SIGKILL to beam.smp (its erl_child_setup exits with it). Data and epmd stay.
+kill_node() {
+  local p
+  if p=$(find_beam) && [ -n "$p" ]; then
+    kill -KILL "$p"
+    local i
+    for i in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
+    log "node $NODE killed (beam.smp $p)"
+  else
+    log "not running"
+    return 1
+  fi
+  rm -f "$DIR/pid"
+}
+
 delete_queues() {
   local q
   ctl list_queues -p / --no-table-headers name 2>/dev/null | while read -r q; do
@@ -156,8 +173,9 @@ case "${1:-}" in
   install) install ;;
   start) start ;;
   stop) stop ;;
+  kill) kill_node ;;
   pid) pid ;;
   delete-queues) delete_queues ;;
   ctl) shift; ctl "$@" ;;
-  *) sed -n '2,24p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,25p' "$0" >&2; exit 2 ;;
 esac

@@ -222,6 +222,9 @@ fn consume_loop(
             }
         }
         conn.rbuf.advance(at);
+        if received > 0 && Counters::get(&counters.first_received_ns) == 0 {
+            Counters::set(&counters.first_received_ns, now);
+        }
         Counters::set(&counters.received, received);
         if out_at < out.len() {
             out_at += send_some(fd, &out[out_at..], libc::MSG_DONTWAIT)?;

@@ -7,6 +7,7 @@
 //! `lepus-perf sink` / `lepus-perf source` are fake brokers to measure the
 //! generator's own ceiling (see `fake.rs` and perf/README.md).
 
+mod confirms;
 mod conn;
 mod consumer;
 mod fake;
@@ -341,7 +342,7 @@ struct Totals {
     received: u64,
 }
 
-fn totals(producers: &[Worker<()>], consumers: &[Worker<Histogram<u64>>]) -> Totals {
+fn totals<P, C>(producers: &[Worker<P>], consumers: &[Worker<C>]) -> Totals {
     let mut t = Totals::default();
     for w in producers {
         let c = &w.counters;
@@ -460,8 +461,9 @@ fn run(a: RunArgs) -> Result<ExitCode> {
     }
 
     let t0 = Instant::now();
+    let t0_ns = conn::now_ns();
     let cpu0 = cpu_seconds();
-    let mut producers: Vec<Worker<()>> = Vec::new();
+    let mut producers: Vec<Worker<Histogram<u64>>> = Vec::new();
     if setup_ok {
         for id in 0..a.producers {
             let cfg = ProducerConfig {
@@ -559,9 +561,16 @@ fn run(a: RunArgs) -> Result<ExitCode> {
         }
     }
     let final_totals = totals(&producers, &consumers);
+    let first_delivery_ns = consumers
+        .iter()
+        .map(|w| Counters::get(&w.counters.first_received_ns))
+        .filter(|&t| t > 0)
+        .min()
+        .unwrap_or(0);
+    let mut confirm_hist = stats::new_histogram()?;
     for (i, w) in producers.into_iter().enumerate() {
         match w.handle.join() {
-            Ok(Ok(())) => {}
+            Ok(Ok(h)) => confirm_hist.add(h)?,
             Ok(Err(e)) => errors.push(format!("producer {i}: {e}")),
             Err(_) => errors.push(format!("producer {i}: panicked")),
         }
@@ -580,21 +589,70 @@ fn run(a: RunArgs) -> Result<ExitCode> {
     if !setup_ok {
         return Ok(ExitCode::FAILURE);
     }
-    summary(&a, &uri, &final_totals, &hist, elapsed, (cpu1.0 - cpu0.0, cpu1.1 - cpu0.1), &errors);
+    let times = Times { elapsed, t0_ns, first_delivery_ns };
+    let hists = Hists { latency: &hist, confirm: &confirm_hist };
+    summary(&a, &uri, &final_totals, hists, times, (cpu1.0 - cpu0.0, cpu1.1 - cpu0.1), &errors);
     Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// When the run happened, in `CLOCK_MONOTONIC` ns (comparable across processes).
+struct Times {
+    /// Seconds from `t0_ns` to the end.
+    elapsed: f64,
+    /// Start of the measurement: consumers ready, producers starting.
+    t0_ns: u64,
+    /// First delivery read by any consumer; 0 = none.
+    first_delivery_ns: u64,
+}
+
+struct Hists<'a> {
+    /// End to end, from the consumers.
+    latency: &'a Histogram<u64>,
+    /// Publish to basic.ack/nack, from the producers.
+    confirm: &'a Histogram<u64>,
+}
+
+fn us(ns: u64) -> f64 {
+    ns as f64 / 1000.0
+}
+
+/// min p50 p99 p99.9 max in µs, as a summary line.
+fn latency_line(what: &str, h: &Histogram<u64>) -> String {
+    format!(
+        "  {what} µs: min {:.1}, p50 {:.1}, p99 {:.1}, p99.9 {:.1}, max {:.1} ({} samples)",
+        us(h.min()),
+        us(h.value_at_quantile(0.5)),
+        us(h.value_at_quantile(0.99)),
+        us(h.value_at_quantile(0.999)),
+        us(h.max()),
+        h.len()
+    )
+}
+
+/// `{samples, min, mean, p50, p99, p999, max}` in µs (all 0 without samples).
+fn latency_json(h: &Histogram<u64>) -> serde_json::Value {
+    let v = |f: &dyn Fn(&Histogram<u64>) -> f64| if h.is_empty() { 0.0 } else { f(h) };
+    serde_json::json!({
+        "samples": h.len(),
+        "min": v(&|h| us(h.min())),
+        "mean": v(&|h| h.mean() / 1000.0),
+        "p50": v(&|h| us(h.value_at_quantile(0.5))),
+        "p99": v(&|h| us(h.value_at_quantile(0.99))),
+        "p999": v(&|h| us(h.value_at_quantile(0.999))),
+        "max": v(&|h| us(h.max())),
+    })
 }
 
 fn summary(
     a: &RunArgs,
     uri: &AmqpUri,
     t: &Totals,
-    hist: &Histogram<u64>,
-    elapsed: f64,
+    hists: Hists<'_>,
+    times: Times,
     cpu: (f64, f64),
     errors: &[String],
 ) {
-    let us = |ns: u64| ns as f64 / 1000.0;
-    let q = |quantile: f64| if hist.is_empty() { 0.0 } else { us(hist.value_at_quantile(quantile)) };
+    let (hist, elapsed) = (hists.latency, times.elapsed);
     let per_s = |n: u64| if elapsed > 0.0 { n as f64 / elapsed } else { 0.0 };
     eprintln!(
         "summary: {:.3} s, {} producer(s), {} consumer(s), {} B bodies, {}:{}",
@@ -610,15 +668,10 @@ fn summary(
     }
     eprintln!("  received  {:>12} msg  {:>12.0} msg/s", t.received, per_s(t.received));
     if !hist.is_empty() {
-        eprintln!(
-            "  latency µs: min {:.1}, p50 {:.1}, p99 {:.1}, p99.9 {:.1}, max {:.1} ({} samples)",
-            us(hist.min()),
-            q(0.5),
-            q(0.99),
-            q(0.999),
-            us(hist.max()),
-            hist.len()
-        );
+        eprintln!("{}", latency_line("latency", hist));
+    }
+    if !hists.confirm.is_empty() {
+        eprintln!("{}", latency_line("confirm latency", hists.confirm));
     }
     eprintln!(
         "  generator CPU: user {:.2} s, sys {:.2} s ({:.0}% of one core)",
@@ -640,13 +693,10 @@ fn summary(
             "returned": t.returned, "received": t.received,
             "sent_per_s": per_s(t.sent), "confirmed_per_s": per_s(t.confirmed),
             "received_per_s": per_s(t.received),
-            "latency_us": {
-                "samples": hist.len(),
-                "min": if hist.is_empty() { 0.0 } else { us(hist.min()) },
-                "mean": if hist.is_empty() { 0.0 } else { hist.mean() / 1000.0 },
-                "p50": q(0.5), "p99": q(0.99), "p999": q(0.999),
-                "max": if hist.is_empty() { 0.0 } else { us(hist.max()) },
-            },
+            "latency_us": latency_json(hist),
+            "confirm_latency_us": latency_json(hists.confirm),
+            "t0_mono_ns": times.t0_ns,
+            "first_delivery_mono_ns": times.first_delivery_ns,
             "cpu_user_s": cpu.0, "cpu_sys_s": cpu.1,
             "errors": errors,
         });

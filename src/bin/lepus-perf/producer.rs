@@ -7,17 +7,18 @@
 //! With several queues (`--spread`) the batch cycles through one encoded
 //! publish per queue and each round continues where the last one stopped.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
+use hdrhistogram::Histogram;
 use lepus::amqp::frame::{self, FrameType};
 use lepus::amqp::properties::{BasicProperties, ContentHeader};
 use lepus::amqp::spec::{self, class_id, Method};
 
+use crate::confirms::{ConfirmTracker, SendTimes};
 use crate::conn::{
     close_text, method_ids, next_raw_frame, now_ns, poll_fd, recv_into, send_some, short, AmqpUri, Conn,
     Result,
@@ -129,55 +130,6 @@ fn build_template(cfg: &ProducerConfig, routing_key: &str, frame_max: u32) -> Te
     Template { bytes: out.to_vec(), timestamp_at }
 }
 
-/// Publisher-confirm bookkeeping: sequence numbers from `base` up are
-/// unsettled unless marked; acks and nacks may be single or `multiple`.
-#[derive(Debug, Default)]
-struct ConfirmTracker {
-    /// Lowest sequence number not yet settled (tags start at 1).
-    base: u64,
-    /// 0 = pending, 1 = settled, for `base`, `base + 1`, ...
-    marks: VecDeque<u8>,
-    confirmed: u64,
-    nacked: u64,
-}
-
-impl ConfirmTracker {
-    fn new() -> Self {
-        ConfirmTracker { base: 1, ..Default::default() }
-    }
-
-    fn settle(&mut self, tag: u64, multiple: bool, nack: bool) {
-        if tag < self.base {
-            return;
-        }
-        let idx = (tag - self.base) as usize;
-        if idx >= self.marks.len() {
-            self.marks.resize(idx + 1, 0);
-        }
-        let mut newly = 0;
-        if multiple {
-            for m in self.marks.iter_mut().take(idx + 1) {
-                if *m == 0 {
-                    *m = 1;
-                    newly += 1;
-                }
-            }
-        } else if self.marks[idx] == 0 {
-            self.marks[idx] = 1;
-            newly = 1;
-        }
-        if nack {
-            self.nacked += newly;
-        } else {
-            self.confirmed += newly;
-        }
-        while self.marks.front() == Some(&1) {
-            self.marks.pop_front();
-            self.base += 1;
-        }
-    }
-}
-
 /// What the incoming frames said.
 enum Incoming {
     Nothing,
@@ -195,6 +147,7 @@ fn process_incoming(
     let mut at = 0;
     let mut returned = 0;
     let mut result = Incoming::Nothing;
+    let now = now_ns();
     while let Some((f, used)) = next_raw_frame(&rbuf[at..])? {
         at += used;
         if f.kind != FrameType::Method as u8 {
@@ -205,7 +158,7 @@ fn process_incoming(
             (60, 80) | (60, 120) if p.len() >= 13 => {
                 let mut tag = [0u8; 8];
                 tag.copy_from_slice(&p[4..12]);
-                tracker.settle(u64::from_be_bytes(tag), p[12] & 1 != 0, method_ids(p).1 == 120);
+                tracker.settle(u64::from_be_bytes(tag), p[12] & 1 != 0, method_ids(p).1 == 120, now);
             }
             (60, 50) => returned += 1,
             (10, 51) => result = Incoming::Closed,
@@ -241,7 +194,8 @@ fn process_incoming(
     Ok(result)
 }
 
-pub fn run(cfg: ProducerConfig, counters: Arc<Counters>, stop: Arc<AtomicBool>) -> Result<()> {
+/// Runs one producer; returns its confirm latencies (empty without confirms).
+pub fn run(cfg: ProducerConfig, counters: Arc<Counters>, stop: Arc<AtomicBool>) -> Result<Histogram<u64>> {
     let mut conn = Conn::open(&cfg.uri, &format!("lepus-perf producer {}", cfg.id))?;
     let topo = &cfg.topology;
     topo.declare_exchange(&mut conn)?;
@@ -264,8 +218,8 @@ pub fn run(cfg: ProducerConfig, counters: Arc<Counters>, stop: Arc<AtomicBool>) 
     } else {
         None
     };
-    let rotate = templates.len() > 1;
-    let result = publish_loop(&cfg, &mut conn, &mut batch, rotate, &counters, &stop, &reader);
+    let mut tracker = ConfirmTracker::new()?;
+    let result = publish_loop(&cfg, &mut conn, &mut batch, &counters, &stop, &reader, &mut tracker);
     counters.done.store(true, Ordering::Release);
     match reader {
         Some(r) => {
@@ -293,14 +247,16 @@ pub fn run(cfg: ProducerConfig, counters: Arc<Counters>, stop: Arc<AtomicBool>) 
             if result.is_ok() {
                 conn.close();
             }
-            result
+            result.map(|()| tracker.finish())
         }
     }
 }
 
 struct Reader {
-    handle: thread::JoinHandle<Result<()>>,
+    handle: thread::JoinHandle<Result<Histogram<u64>>>,
     closing: Arc<AtomicBool>,
+    /// Send times from the publisher, taken before each batch of confirms.
+    sends: SendTimes,
 }
 
 fn spawn_reader(conn: &Conn, counters: &Arc<Counters>, stop: &Arc<AtomicBool>) -> Result<Reader> {
@@ -310,60 +266,81 @@ fn spawn_reader(conn: &Conn, counters: &Arc<Counters>, stop: &Arc<AtomicBool>) -
     let closing = Arc::new(AtomicBool::new(false));
     let closing2 = Arc::clone(&closing);
     let publisher = thread::current();
-    let handle = thread::Builder::new().name("confirm-reader".into()).spawn(move || -> Result<()> {
-        use std::os::fd::AsRawFd;
-        let fd = stream.as_raw_fd();
-        let mut rbuf = BytesMut::with_capacity(crate::conn::READ_BUFFER_BYTES);
-        let mut tracker = ConfirmTracker::new();
-        let mut closing_since: Option<Instant> = None;
-        loop {
-            if closing_since.is_none() && closing2.load(Ordering::Acquire) {
-                closing_since = Some(Instant::now());
-            }
-            if closing_since.is_some_and(|t| t.elapsed() > Duration::from_secs(2)) {
-                return Ok(());
-            }
-            let n = match recv_into(fd, &mut rbuf, 0) {
-                Ok(n) => n,
-                Err(_) if closing_since.is_some() || stop.load(Ordering::Relaxed) => return Ok(()),
-                Err(e) => {
-                    publisher.unpark();
-                    return Err(e.into());
-                }
-            };
-            if n == 0 {
-                continue;
-            }
-            let r = process_incoming(fd, &mut rbuf, &mut tracker, &counters);
-            publisher.unpark();
-            match r {
-                Ok(Incoming::Closed) => return Ok(()),
-                Ok(Incoming::Nothing) => {}
-                Err(e) => {
-                    stop.store(true, Ordering::Relaxed);
-                    return Err(e);
-                }
-            }
-        }
+    let sends = SendTimes::default();
+    let sends2 = Arc::clone(&sends);
+    let handle = thread::Builder::new().name("confirm-reader".into()).spawn(move || {
+        let mut tracker = ConfirmTracker::new()?;
+        read_confirms(&stream, &counters, &stop, &closing2, &publisher, &sends2, &mut tracker)?;
+        Ok(tracker.finish())
     })?;
-    Ok(Reader { handle, closing })
+    Ok(Reader { handle, closing, sends })
 }
 
-/// `rotate`: the batch holds publishes to several queues; each round starts
-/// where the previous one stopped (otherwise every round starts at the front).
+/// The confirm reader thread: settles confirms until close-ok, a stop or an error.
+fn read_confirms(
+    stream: &std::net::TcpStream,
+    counters: &Counters,
+    stop: &AtomicBool,
+    closing: &AtomicBool,
+    publisher: &thread::Thread,
+    sends: &SendTimes,
+    tracker: &mut ConfirmTracker,
+) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = stream.as_raw_fd();
+    let mut rbuf = BytesMut::with_capacity(crate::conn::READ_BUFFER_BYTES);
+    let mut spare = Vec::new();
+    let mut closing_since: Option<Instant> = None;
+    loop {
+        if closing_since.is_none() && closing.load(Ordering::Acquire) {
+            closing_since = Some(Instant::now());
+        }
+        if closing_since.is_some_and(|t| t.elapsed() > Duration::from_secs(2)) {
+            return Ok(());
+        }
+        let n = match recv_into(fd, &mut rbuf, 0) {
+            Ok(n) => n,
+            Err(_) if closing_since.is_some() || stop.load(Ordering::Relaxed) => return Ok(()),
+            Err(e) => {
+                publisher.unpark();
+                return Err(e.into());
+            }
+        };
+        if n == 0 {
+            continue;
+        }
+        tracker.take_sent(sends, &mut spare);
+        let r = process_incoming(fd, &mut rbuf, tracker, counters);
+        publisher.unpark();
+        match r {
+            Ok(Incoming::Closed) => return Ok(()),
+            Ok(Incoming::Nothing) => {}
+            Err(e) => {
+                stop.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// With several queues the batch holds publishes to each of them and each
+/// round starts where the previous one stopped (otherwise every round starts
+/// at the front). Without a confirm `reader` thread, `tracker` settles confirms.
 fn publish_loop(
     cfg: &ProducerConfig,
     conn: &mut Conn,
     batch: &mut Batch,
-    rotate: bool,
     counters: &Counters,
     stop: &AtomicBool,
     reader: &Option<Reader>,
+    tracker: &mut ConfirmTracker,
 ) -> Result<()> {
     let fd = conn.fd;
     let mut cursor = 0usize;
     let inline_reads = reader.is_none();
-    let mut tracker = ConfirmTracker::new();
+    let rotate = cfg.queues.len() > 1; // one template per queue
+                                       // Send times of this round, for the confirm reader thread.
+    let mut sends: Vec<(u64, u64)> = Vec::new();
     let ns_per_msg = if cfg.rate > 0.0 { 1e9 / cfg.rate } else { 0.0 };
     let t_start = now_ns();
     let mut sent: u64 = 0;
@@ -375,7 +352,7 @@ fn publish_loop(
         // Confirms (and anything else the server says).
         if inline_reads && (cfg.confirm > 0 || round % 16 == 0) {
             while recv_into(fd, &mut conn.rbuf, libc::MSG_DONTWAIT)? > 0 {}
-            process_incoming(fd, &mut conn.rbuf, &mut tracker, counters)?;
+            process_incoming(fd, &mut conn.rbuf, tracker, counters)?;
         } else if !inline_reads && reader.as_ref().is_some_and(|r| r.handle.is_finished()) {
             return Ok(()); // the reader failed; its error is reported on join
         }
@@ -419,16 +396,29 @@ fn publish_loop(
             for (i, &at) in batch.stamps[cursor..cursor + n as usize].iter().enumerate() {
                 let ts = t_start + ((sent + i as u64) as f64 * ns_per_msg) as u64;
                 batch.bytes[at..at + 8].copy_from_slice(&ts.to_le_bytes());
+                if cfg.confirm > 0 {
+                    sends.push((ts, 1));
+                }
             }
         } else {
             let ts = now.to_le_bytes();
             for &at in &batch.stamps[cursor..cursor + n as usize] {
                 batch.bytes[at..at + 8].copy_from_slice(&ts);
             }
+            if cfg.confirm > 0 {
+                sends.push((now, n));
+            }
+        }
+        // Confirm latency: the send times are registered before the send.
+        if !sends.is_empty() {
+            match reader {
+                Some(r) => r.sends.lock().map_err(|_| "confirm reader panicked")?.append(&mut sends),
+                None => sends.drain(..).for_each(|(ts, k)| tracker.sent(ts, k)),
+            }
         }
         let end = cursor + n as usize;
         let bytes = &batch.bytes[batch.starts[cursor]..batch.starts[end]];
-        send_batch(conn, bytes, inline_reads.then_some(&mut tracker), counters, stop)?;
+        send_batch(conn, bytes, inline_reads.then_some(&mut *tracker), counters, stop)?;
         if rotate {
             cursor = end % batch.len();
         }
@@ -504,18 +494,5 @@ mod tests {
         assert_eq!((one.len(), one.stamps[3]), (10, 310));
         let big = Batch::new(&[t(2000, 10)], 1000);
         assert_eq!(big.len(), 1);
-    }
-
-    #[test]
-    fn tracker_handles_single_multiple_and_out_of_order() {
-        let mut t = ConfirmTracker::new();
-        t.settle(3, false, false);
-        assert_eq!((t.confirmed, t.base), (1, 1));
-        t.settle(2, false, true);
-        assert_eq!((t.confirmed, t.nacked), (1, 1));
-        t.settle(5, true, false);
-        assert_eq!((t.confirmed, t.nacked, t.base), (4, 1, 6));
-        t.settle(4, false, false); // already settled
-        assert_eq!(t.confirmed, 4);
     }
 }

@@ -20,6 +20,8 @@ pub struct Counters {
     pub nacked: AtomicU64,
     pub returned: AtomicU64,
     pub received: AtomicU64,
+    /// `CLOCK_MONOTONIC` ns when the first delivery was read; 0 = none yet.
+    pub first_received_ns: AtomicU64,
     /// Set once setup (declare, bind, consume) is complete.
     pub ready: AtomicBool,
     /// Set when the worker reached its count (or failed).
