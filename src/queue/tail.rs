@@ -21,9 +21,9 @@ use crate::storage::NO_LOC;
 use crate::storage::{Loc, Span};
 
 /// Ready messages a queue keeps in memory before new ones go to the log only.
-pub const RAM_WINDOW_MESSAGES: usize = 16 * 1024;
+pub const RAM_WINDOW_MESSAGES: usize = 64 * 1024;
 /// Ready body bytes with the same effect.
-pub const RAM_WINDOW_BYTES: u64 = 16 * 1024 * 1024;
+pub const RAM_WINDOW_BYTES: u64 = 32 * 1024 * 1024;
 /// A span grows while the records between its messages (other queues')
 /// stay below this; past it a new span starts, so paging in never reads much
 /// that is not the queue's.
