@@ -139,7 +139,9 @@ pub struct Log<W> {
     unsynced: Vec<Arc<File>>,
     /// Segments were created or removed since the last sync request.
     dir_dirty: bool,
-    /// Records were written since the last sync request.
+    /// Records that must survive a crash (messages of stored queues,
+    /// settles, deliveries) were appended since the last sync request; only
+    /// paged-out transient messages need no periodic sync.
     dirty: bool,
     /// Start a new segment before the next record.
     roll_next: bool,
@@ -230,6 +232,7 @@ impl<W> Log<W> {
         self.make_room(size).ok()?;
         let start = self.pending.len();
         entry::append_message(&mut self.pending, kind, queue, seq, expires_unix_ms, m);
+        self.dirty |= kind == entry::KIND_MESSAGE;
         let len = u32::try_from(self.pending.len() - start).unwrap_or(u32::MAX);
         let at = self.advance(start);
         if let Some(s) = self.segments.get_mut(&self.active) {
@@ -247,6 +250,7 @@ impl<W> Log<W> {
         }
         let start = self.pending.len();
         entry::append_ranges(&mut self.pending, entry::KIND_SETTLED, queue, &[(first, last)]);
+        self.dirty = true;
         self.advance(start);
     }
 
@@ -329,6 +333,7 @@ impl<W> Log<W> {
         }
         let start = self.pending.len();
         entry::append_ranges(&mut self.pending, kind, queue, &ranges);
+        self.dirty = true;
         self.ranges = ranges;
         self.advance(start);
         let active = self.active;
@@ -491,7 +496,6 @@ impl<W> Log<W> {
         );
         match self.file.write_all_at(&self.pending, u64::from(self.written)) {
             Ok(()) => {
-                self.dirty = true;
                 self.written = self.end;
                 if std::mem::take(&mut self.failing) {
                     tracing::warn!(segment = self.active, "message log: writes work again");
