@@ -808,14 +808,7 @@ pub(crate) fn remove_exchange(v: &mut Vhost, exchange: &Exchange, journal: &mut 
     v.exchanges.remove(&exchange.name);
     v.exchange_names.remove(&exchange.id);
     let dest = Destination::Exchange(exchange.id);
-    let sources: Vec<ShortStr> =
-        v.exchanges.values().filter(|e| e.bindings.has_destination(dest)).map(|e| e.name.clone()).collect();
-    for source in sources {
-        if let Some(e) = v.exchanges.get_mut(&source) {
-            Arc::make_mut(e).bindings.remove_destination(dest);
-        }
-        auto_delete_if_unbound(v, &source, journal);
-    }
+    unbind_destination(v, dest, journal);
 }
 
 /// RabbitMQ deletes an auto-delete exchange when its last binding (as source)
@@ -853,6 +846,12 @@ pub(crate) fn remove_queue_named(v: &mut Vhost, name: &ShortStr, journal: &mut J
     v.queue_names.remove(&meta.queue.id);
     journal.queue_deleted(&meta);
     let dest = Destination::Queue(meta.queue);
+    unbind_destination(v, dest, journal);
+}
+
+/// Removes every binding to `dest` (a deleted queue or exchange); sources
+/// left unbound that are auto-delete go too.
+fn unbind_destination(v: &mut Vhost, dest: Destination, journal: &mut Journal) {
     let sources: Vec<ShortStr> =
         v.exchanges.values().filter(|e| e.bindings.has_destination(dest)).map(|e| e.name.clone()).collect();
     for source in sources {

@@ -320,19 +320,25 @@ impl ShardCtx {
             let me = QueueRef { id: queue, shard: self.shard };
             self.throttle.hold_local(me, q.dispatched(), self.now);
         }
-        // The rare follow-ups cost a lookup each: only when there is work.
         let (grant_work, dead_letters) = (q.has_grant_work(), q.has_dead_letters());
+        self.after_queue_op(queue, grant_work, dead_letters);
+        match (accepted, loc != crate::storage::NO_LOC) {
+            (false, _) => Taken::Refused,
+            (true, false) => Taken::Accepted,
+            (true, true) => Taken::Stored,
+        }
+    }
+
+    /// After an operation on a local queue: its credit requests go out (the
+    /// rare follow-ups cost a lookup each, so only when there is work), its
+    /// deliveries reach their channels, its dead letters are republished.
+    pub(super) fn after_queue_op(&mut self, queue: QueueId, grant_work: bool, dead_letters: bool) {
         if grant_work {
             self.send_credit_requests(queue);
         }
         self.route_deliveries();
         if dead_letters {
             self.dead_letter_from(queue);
-        }
-        match (accepted, loc != crate::storage::NO_LOC) {
-            (false, _) => Taken::Refused,
-            (true, false) => Taken::Accepted,
-            (true, true) => Taken::Stored,
         }
     }
 

@@ -150,13 +150,7 @@ impl ShardCtx {
             q.after_page_in(&mut self.deliveries);
             q.report_stats();
             let (grant_work, dead_letters) = (q.has_grant_work(), q.has_dead_letters());
-            if grant_work {
-                self.send_credit_requests(id);
-            }
-            self.route_deliveries();
-            if dead_letters {
-                self.dead_letter_from(id);
-            }
+            self.after_queue_op(id, grant_work, dead_letters);
         }
     }
 
