@@ -59,12 +59,15 @@ impl ShardCtx {
         if self.log.is_none() {
             return;
         }
-        let journaled = std::mem::take(&mut self.journaled);
+        let mut journaled = std::mem::take(&mut self.journaled);
         for &id in &journaled {
             if self.queues.get(&id).is_some_and(Queue::wants_page_in) {
                 self.page_in(id);
             }
         }
+        // Queues the page-ins' follow-ups touched (dead letters) were listed
+        // meanwhile: their journals are written now too.
+        journaled.append(&mut self.journaled);
         let Some(log) = self.log.as_mut() else {
             return;
         };
