@@ -160,3 +160,50 @@ async fn a_backlog_beyond_the_memory_window_survives_a_restart_in_order() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_after_paging_in_never_settles_unacked_messages() {
+    if external() {
+        return;
+    }
+    let window = lepus::queue::RAM_WINDOW_MESSAGES;
+    let n = 2 * window + 1000;
+    let mut broker = start_broker();
+    let queue = unique("durable-purge-paged");
+    let held: Vec<String>;
+    {
+        let (conn, ch) = lapin_channel(&broker).await;
+        declare_durable(&ch, &queue).await;
+        publish_all(&ch, &queue, (0..n).map(|i| i.to_string()), &persistent()).await;
+        let consumer_ch = conn.create_channel().await.expect("channel");
+        consumer_ch.basic_qos(100, BasicQosOptions::default()).await.expect("qos");
+        let mut consumer = consumer_ch
+            .basic_consume(&queue, "c", BasicConsumeOptions::default(), FieldTable::default())
+            .await
+            .expect("consume");
+        // Ack everything up to the window (all paged in by then), keep the
+        // next ten unacked: they were paged in from the log.
+        for i in 0..window {
+            let d = next_delivery(&mut consumer).await;
+            if (i + 1) % 100 == 0 || i + 1 == window {
+                d.ack(BasicAckOptions { multiple: true }).await.expect("ack");
+            }
+        }
+        let mut kept = Vec::new();
+        for _ in 0..10 {
+            kept.push(String::from_utf8(next_delivery(&mut consumer).await.data).expect("utf8"));
+        }
+        consumer_ch.basic_cancel("c", BasicCancelOptions::default()).await.expect("cancel");
+        let purged = ch.queue_purge(&queue, QueuePurgeOptions::default()).await.expect("purge");
+        assert!(purged > 0, "the rest of the backlog was ready");
+        held = kept;
+    }
+    broker.restart();
+    let (_conn, ch) = lapin_channel(&broker).await;
+    let got = get_all(&ch, &queue).await;
+    // Delivered and not acked: the prefetch window after the last ack (the
+    // ten read, and the rest the client had received), paged in before.
+    let expected: Vec<(String, bool)> = (window..window + 100).map(|i| (i.to_string(), true)).collect();
+    assert_eq!(held, expected[..10].iter().map(|(b, _)| b.clone()).collect::<Vec<_>>());
+    assert_eq!(got, expected, "exactly the unacked come back, redelivered");
+}

@@ -172,6 +172,9 @@ impl Queue {
     pub fn page_in(&mut self, seq: u64, message: Message, loc: Loc, expires_at_ms: u64) {
         let body_bytes = message.body_len();
         self.tail.took(body_bytes);
+        // What is left in the log comes after it: a purge's settled range
+        // must not reach back over messages now in memory (or unacked).
+        self.tail.first_seq = self.tail.first_seq.max(seq + 1);
         let redelivered = self.tail.delivered.find(seq).is_some();
         let priority = if self.ready.max_priority() > 0 { crate::message::priority(&message) } else { 0 };
         self.ready_bytes += body_bytes;
