@@ -157,6 +157,12 @@ impl Queue {
         }
     }
 
+    /// Some of its messages are in the log only.
+    #[inline]
+    pub fn has_tail(&self) -> bool {
+        !self.tail.spans.is_empty()
+    }
+
     /// The oldest span of paged messages.
     pub fn front_span(&self) -> Option<Span> {
         self.tail.spans.front().copied()

@@ -100,7 +100,7 @@ fn queue_at<'q>(
 ) -> Option<&'q mut Queue> {
     let q = queues.get_mut(&queue)?;
     q.set_clock(clock_ms);
-    if (q.is_stored() || q.front_span().is_some()) && !q.journal().listed {
+    if (q.is_stored() || q.has_tail()) && !q.journal().listed {
         q.journal().listed = true;
         journaled.push(queue);
     }

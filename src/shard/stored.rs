@@ -85,7 +85,6 @@ impl ShardCtx {
     /// Reads a queue's oldest paged messages back into its memory window,
     /// then lets it dispatch them.
     pub(super) fn page_in(&mut self, id: QueueId) {
-        let now_unix_ms = unix_now_ms();
         let mut batch: Vec<PagedIn> = Vec::new();
         loop {
             let (Some(q), Some(log)) = (self.queues.get_mut(&id), self.log.as_mut()) else {
@@ -128,11 +127,7 @@ impl ShardCtx {
                 if m.paged {
                     log.forget_in(span.segment, 1);
                 }
-                let expires_at_ms = if m.expires_unix_ms == u64::MAX {
-                    u64::MAX
-                } else {
-                    self.clock.saturating_add(m.expires_unix_ms.saturating_sub(now_unix_ms))
-                };
+                let expires_at_ms = unix_to_clock(self.epoch_unix_ms, m.expires_unix_ms);
                 let loc = if m.paged { crate::storage::NO_LOC } else { m.loc };
                 q.page_in(m.seq, m.message, loc, expires_at_ms);
             }
@@ -204,5 +199,15 @@ pub(super) fn clock_to_unix(epoch_unix_ms: u64, clock_ms: u64) -> u64 {
         u64::MAX
     } else {
         epoch_unix_ms.saturating_add(clock_ms)
+    }
+}
+
+/// The inverse of [`clock_to_unix`]: a stored expiry on this run's queue clock
+/// (already past: 0; `u64::MAX` stays).
+fn unix_to_clock(epoch_unix_ms: u64, unix_ms: u64) -> u64 {
+    if unix_ms == u64::MAX {
+        u64::MAX
+    } else {
+        unix_ms.saturating_sub(epoch_unix_ms)
     }
 }

@@ -158,6 +158,8 @@ pub struct Log<W> {
     retire_due: bool,
     ranges: Vec<(u64, u64)>,
     seqs: Vec<u64>,
+    /// Paging reads land here.
+    read_buf: Vec<u8>,
     /// [`SEGMENT_BYTES_MAX`], smaller in tests.
     segment_bytes: u32,
 }
@@ -204,6 +206,7 @@ impl<W> Log<W> {
             retire_due: true,
             ranges: Vec::new(),
             seqs: Vec::new(),
+            read_buf: Vec::new(),
             segment_bytes: SEGMENT_BYTES_MAX,
         })
     }
@@ -281,9 +284,10 @@ impl<W> Log<W> {
         let file = self.segment_file(read.segment)?;
         let mut want = (read.until - read.from).min(read.max_bytes.max(record::RECORD_HEADER_BYTES as u32));
         loop {
-            let mut chunk = vec![0u8; want as usize];
-            file.read_exact_at(&mut chunk, u64::from(read.from))?;
-            match crate::storage::recover::parse_chunk(&chunk, read, out) {
+            // One buffer for every read (resizing zeroes only what grows).
+            self.read_buf.resize(want as usize, 0);
+            file.read_exact_at(&mut self.read_buf, u64::from(read.from))?;
+            match crate::storage::recover::parse_chunk(&self.read_buf, read, out) {
                 Ok(used) => return Ok(read.from + used),
                 // The first record is larger than the chunk: read all of it.
                 Err(needed) if needed > want && read.from + needed <= read.until => want = needed,
@@ -373,11 +377,6 @@ impl<W> Log<W> {
     /// `waiter` is released when everything appended so far is durable.
     pub fn wait(&mut self, waiter: W) {
         self.waiters.push_back((loc(self.active, self.end), waiter));
-    }
-
-    /// Waiters are waiting for a sync.
-    pub fn has_waiters(&self) -> bool {
-        !self.waiters.is_empty()
     }
 
     /// Waiters whose sync finished since the last call: `true` if their
@@ -552,11 +551,6 @@ impl<W> Log<W> {
     /// Segments on disk (for tests and reports).
     pub fn segment_ids(&self) -> Vec<u32> {
         self.segments.keys().copied().collect()
-    }
-
-    /// The directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// Rolls segments at `bytes` instead of [`SEGMENT_BYTES_MAX`] (tests).

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::amqp::field::ShortStr;
 use crate::message::{Body, MessageParts};
 use crate::storage::entry::{KIND_DELIVERED, KIND_MESSAGE, KIND_SETTLED};
-use crate::storage::log::{segment_of, segment_path, Loc, Log, ReadSpan};
+use crate::storage::log::{offset_of, segment_of, segment_path, Loc, Log, ReadSpan};
 use crate::storage::recover::{open, RecoveredQueues, RecoveryReport};
 
 type Recovered = RecoveredQueues;
@@ -129,7 +129,7 @@ fn messages_of_unknown_queues_are_dropped_and_counted() {
     assert_eq!(report.orphaned, 1);
 }
 
-/// The first segment's file and the offsets of the records `locs` in it.
+/// The first segment's file.
 fn first_segment(dir: &Path) -> std::path::PathBuf {
     segment_path(dir, 0)
 }
@@ -143,7 +143,7 @@ fn a_torn_last_record_loses_only_itself() {
     // A short write: the last record's second half never reached the disk.
     let path = first_segment(dir.path());
     let mut data = std::fs::read(&path).expect("read");
-    let last = (locs[4] & 0xffff_ffff) as usize;
+    let last = offset_of(locs[4]) as usize;
     let end = data[last..].iter().rposition(|&b| b != 0).map_or(last, |p| last + p + 1);
     let middle = last + (end - last) / 2;
     data[middle..end].fill(0);
@@ -160,7 +160,7 @@ fn a_truncated_last_segment_keeps_every_whole_record() {
     let locs = fill(&mut log, 5);
     log.close();
     let path = first_segment(dir.path());
-    let cut = (locs[3] & 0xffff_ffff) + 5;
+    let cut = u64::from(offset_of(locs[3])) + 5;
     std::fs::OpenOptions::new().write(true).open(&path).and_then(|f| f.set_len(cut)).expect("truncate");
     let (mut log, recovered, report, _rx) = open_log(dir.path(), &[1]);
     assert_eq!(seqs(&mut log, &recovered, 1), [(0, false), (1, false), (2, false)]);
@@ -177,7 +177,7 @@ fn a_flipped_bit_loses_one_record_and_the_scan_goes_on() {
         let path = first_segment(dir.path());
         let mut data = std::fs::read(&path).expect("read");
         // Flip a bit in the length, the checksum or the payload, by turns.
-        let at = (locs[victim] & 0xffff_ffff) as usize + [1, 5, 20, 30, 40][victim];
+        let at = offset_of(locs[victim]) as usize + [1, 5, 20, 30, 40][victim];
         data[at] ^= 0x10;
         std::fs::write(&path, &data).expect("write");
         let (mut log, recovered, report, _rx) = open_log(dir.path(), &[1]);

@@ -51,13 +51,9 @@ impl SeqRanges {
         }
     }
 
-    /// No range.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
-    /// Ranges held.
-    pub fn len(&self) -> usize {
+    /// Ranges held (tests).
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.map.len()
     }
 }
