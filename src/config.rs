@@ -28,6 +28,8 @@ pub const LISTEN_DEFAULT: &str = "127.0.0.1:5672";
 /// The default data directory, relative to the working directory, so a broker
 /// started from a checkout needs no setup.
 pub const DATA_DIR_DEFAULT: &str = "lepus-data";
+/// Smallest message-log segment size accepted.
+pub const MESSAGE_LOG_SEGMENT_BYTES_MIN: u32 = 4096;
 
 /// What the broker runs with. Built from the embedded defaults, an optional TOML
 /// file and the command line, in that order.
@@ -70,6 +72,9 @@ pub struct Config {
     /// are blocked (the disk alarm), bytes. Default 50 MB (RabbitMQ's
     /// `disk_free_limit`).
     pub disk_free_limit_bytes: u64,
+    /// Size at which a shard's message-log segment is sealed and the next
+    /// begun, bytes. Smaller segments are removed or compacted sooner.
+    pub message_log_segment_bytes: u32,
 }
 
 /// How a shard does socket I/O. Listeners and the cross-shard doorbell always
@@ -113,6 +118,7 @@ impl Default for Config {
             data_dir: PathBuf::from(DATA_DIR_DEFAULT),
             memory_budget_bytes: crate::alarm::memory_budget_bytes_default(),
             disk_free_limit_bytes: crate::alarm::DISK_FREE_LIMIT_BYTES_DEFAULT,
+            message_log_segment_bytes: crate::storage::log::SEGMENT_BYTES_MAX,
         }
     }
 }
@@ -171,6 +177,14 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "ring_capacity_slots must be a power of two, at least 16".into(),
             ));
+        }
+        if !(MESSAGE_LOG_SEGMENT_BYTES_MIN..=crate::storage::log::SEGMENT_BYTES_MAX)
+            .contains(&self.message_log_segment_bytes)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "message_log_segment_bytes must be between {MESSAGE_LOG_SEGMENT_BYTES_MIN} and {}",
+                crate::storage::log::SEGMENT_BYTES_MAX
+            )));
         }
         if self.shards > usize::from(u16::MAX) {
             return Err(ConfigError::Invalid("too many shards".into()));

@@ -17,16 +17,6 @@ fn persistent() -> BasicProperties {
     BasicProperties::default().with_delivery_mode(2)
 }
 
-async fn declare_durable(ch: &lapin::Channel, queue: &str) {
-    ch.queue_declare(
-        queue,
-        QueueDeclareOptions { durable: true, ..Default::default() },
-        FieldTable::default(),
-    )
-    .await
-    .expect("queue.declare");
-}
-
 /// Publishes `bodies` with `props` on a confirming channel; waits for every ack.
 async fn publish_all(
     ch: &lapin::Channel,
@@ -42,18 +32,6 @@ async fn publish_all(
     }
     let nacked = within("confirms", ch.wait_for_confirms()).await.expect("confirms");
     assert!(nacked.is_empty(), "{} nacked", nacked.len());
-}
-
-/// Every ready message of `queue` by basic.get with acks: (body, redelivered).
-async fn get_all(ch: &lapin::Channel, queue: &str) -> Vec<(String, bool)> {
-    let mut out = Vec::new();
-    while let Some(m) =
-        within("basic.get", ch.basic_get(queue, BasicGetOptions { no_ack: false })).await.expect("basic.get")
-    {
-        out.push((String::from_utf8(m.delivery.data.clone()).expect("utf8"), m.delivery.redelivered));
-        m.delivery.ack(BasicAckOptions::default()).await.expect("ack");
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -86,6 +86,11 @@ impl ReadyList {
         self.levels.iter().flatten()
     }
 
+    /// Every ready message, mutably, in no particular order.
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Ready> {
+        self.levels.iter_mut().flatten()
+    }
+
     pub(super) fn clear(&mut self) {
         self.levels.iter_mut().for_each(VecDeque::clear);
         self.len = 0;

@@ -18,7 +18,7 @@ use crate::queue::ready::Ready;
 use crate::queue::{Delivery, MsgId, Overflow, Queue};
 use crate::storage::ranges::SeqRanges;
 use crate::storage::NO_LOC;
-use crate::storage::{Loc, Span};
+use crate::storage::{segment_of, Loc, Span, SpanKind};
 
 /// Ready messages a queue keeps in memory before new ones go to the log only.
 pub const RAM_WINDOW_MESSAGES: usize = 64 * 1024;
@@ -43,6 +43,8 @@ pub(super) struct Tail {
     pub(super) settled: SeqRanges,
     /// Recovered: messages delivered before the restart.
     pub(super) delivered: SeqRanges,
+    /// Recovered: messages compaction copied (their other records are dead).
+    pub(super) moved: SeqRanges,
 }
 
 impl Tail {
@@ -57,7 +59,7 @@ impl Tail {
         match self.spans.back_mut() {
             Some(span)
                 if span.segment == segment
-                    && !span.durable_only
+                    && span.kind == SpanKind::Paged
                     && offset.saturating_sub(span.until) <= SPAN_GAP_BYTES_MAX =>
             {
                 span.until = end;
@@ -68,7 +70,8 @@ impl Tail {
                 from: offset,
                 until: end,
                 count: 1,
-                durable_only: false,
+                first_seq: seq,
+                kind: SpanKind::Paged,
             }),
         }
     }
@@ -105,6 +108,7 @@ impl Tail {
         self.bytes = 0;
         self.settled = SeqRanges::default();
         self.delivered = SeqRanges::default();
+        self.moved = SeqRanges::default();
         self.spans.drain(..).collect()
     }
 }
@@ -168,9 +172,11 @@ impl Queue {
         self.tail.spans.front().copied()
     }
 
-    /// A paged message to pass over: settled before the restart.
-    pub fn skips(&self, seq: u64) -> bool {
+    /// A paged message to pass over, read from a span of `kind`: settled
+    /// before the restart, or a record whose message has a copy elsewhere.
+    pub fn skips(&self, seq: u64, kind: SpanKind) -> bool {
         self.tail.settled.find(seq).is_some()
+            || (kind == SpanKind::Recovered && self.tail.moved.find(seq).is_some())
     }
 
     /// One paged message is back in memory (in order). `loc` is
@@ -191,6 +197,7 @@ impl Queue {
     /// is done; its remaining count is messages lost to damage.
     pub fn paged_up_to(&mut self, offset: u32, next_seq: u64) -> Option<Span> {
         self.tail.settled.drop_before(next_seq);
+        self.tail.moved.drop_before(next_seq);
         self.tail.advance(offset)
     }
 
@@ -213,12 +220,39 @@ impl Queue {
             first_seq: 0,
             settled: recovered.settled,
             delivered: recovered.delivered,
+            moved: recovered.moved,
         };
     }
 
     /// The spans of paged messages, dropped (the queue is being deleted).
     pub fn take_spans(&mut self) -> Vec<Span> {
         self.tail.clear()
+    }
+
+    /// Compaction: hands each message in memory whose record is in one of
+    /// `segments` (sorted) to `copy(seq, message, expires_at_ms, from,
+    /// delivered)`, which returns where it wrote a copy; the message points
+    /// there from then on. `delivered`: handed out before (unacked, or
+    /// requeued), so the copy must come back redelivered. Stops when `copy`
+    /// returns `None`.
+    pub fn relocate(
+        &mut self,
+        segments: &[u32],
+        mut copy: impl FnMut(u64, &Message, u64, Loc, bool) -> Option<Loc>,
+    ) {
+        let moving = |loc: Loc| loc != NO_LOC && segments.binary_search(&segment_of(loc)).is_ok();
+        for r in self.ready.iter_mut().filter(|r| moving(r.loc)) {
+            match copy(r.id.0, &r.message, r.expires_at_ms, r.loc, r.redelivered) {
+                Some(at) => r.loc = at,
+                None => return,
+            }
+        }
+        for (id, u) in self.unacked.iter_mut().filter(|(_, u)| moving(u.loc)) {
+            match copy(id.0, &u.message, u.expires_at_ms, u.loc, true) {
+                Some(at) => u.loc = at,
+                None => return,
+            }
+        }
     }
 
     /// Where the log has the messages still in the queue (ready or unacked),

@@ -79,6 +79,8 @@ pub struct ShardCtx {
     pub(super) journaled: Vec<QueueId>,
     /// Unix time (ms) at `epoch`: converts expiries to and from the log.
     pub(super) epoch_unix_ms: u64,
+    /// Segments the log offered for compaction (kept for its allocation).
+    pub(super) compact_candidates: Vec<(u32, u64)>,
 }
 
 /// The loop has not waited idle since `idle_at` for
@@ -162,6 +164,7 @@ impl ShardCtx {
             log: None,
             journaled: Vec::new(),
             epoch_unix_ms: crate::shard::stored::unix_now_ms(),
+            compact_candidates: Vec::new(),
         }
     }
 

@@ -1,13 +1,15 @@
 //! The shard's side of the message log: opening and recovering it, writing
-//! what stored queues journaled, paging queues' backlogs back in, and
-//! releasing confirms once their records are synced.
+//! what stored queues journaled, paging queues' backlogs back in, compacting
+//! mostly settled segments, and releasing confirms once their records are
+//! synced.
 
 use crate::queue::{Queue, QueueId};
 use crate::ring::envelope::Envelope;
 use crate::shard::ctx::{ShardCtx, ShardLog};
 use crate::storage::entry;
-use crate::storage::log::ReadSpan;
+use crate::storage::log::{ReadSpan, COMPACT_ROUND_BYTES_MAX};
 use crate::storage::recover::{PagedIn, RecoveredQueues, RecoveryReport};
+use crate::storage::segment_of;
 
 /// Bytes of the log read per step when paging a queue in.
 pub const PAGE_IN_READ_BYTES: u32 = 1024 * 1024;
@@ -26,6 +28,9 @@ impl ShardCtx {
         let (log, recovered, report) =
             crate::storage::recover::open(dir, &|id| known.contains(&id), name, wake)?;
         self.log = Some(log);
+        if let Some(log) = self.log.as_mut() {
+            log.set_segment_bytes(self.config.message_log_segment_bytes);
+        }
         self.restore_messages(recovered);
         tracing::info!(
             shard = self.shard.0,
@@ -79,7 +84,82 @@ impl ShardCtx {
         }
         self.journaled = journaled;
         self.journaled.clear();
-        log.flush(self.now);
+        self.compact_log();
+        if let Some(log) = self.log.as_mut() {
+            log.flush(self.now);
+        }
+    }
+
+    /// Compaction: when the log offers mostly settled segments, copies their
+    /// live messages to the active segment if all of them are in memory
+    /// (paged ones are not copied: the segment then waits until they are
+    /// paged in), so that those segments can go. At most
+    /// [`COMPACT_ROUND_BYTES_MAX`] of messages per round.
+    fn compact_log(&mut self) {
+        let Some(log) = self.log.as_mut() else {
+            return;
+        };
+        let mut candidates = std::mem::take(&mut self.compact_candidates);
+        log.compaction_candidates(self.now, &mut candidates);
+        if candidates.is_empty() {
+            self.compact_candidates = candidates;
+            return;
+        }
+        let mut in_memory = vec![0u64; candidates.len()];
+        for q in self.queues.values().filter(|q| q.is_stored()) {
+            for at in q.stored_locs() {
+                if let Ok(i) = candidates.binary_search_by_key(&segment_of(at), |&(segment, _)| segment) {
+                    in_memory[i] += 1;
+                }
+            }
+        }
+        let mut segments = Vec::with_capacity(candidates.len());
+        for (&(segment, live), found) in candidates.iter().zip(in_memory) {
+            if found == live {
+                segments.push(segment);
+            } else {
+                log.compaction_unmovable(segment);
+            }
+        }
+        self.compact_candidates = candidates;
+        if segments.is_empty() {
+            return;
+        }
+        let epoch = self.epoch_unix_ms;
+        let mut budget = COMPACT_ROUND_BYTES_MAX;
+        let mut delivered = Vec::new();
+        let mut moved = 0u64;
+        for (id, q) in self.queues.iter_mut().filter(|(_, q)| q.is_stored()) {
+            delivered.clear();
+            q.relocate(&segments, |seq, message, expires_at_ms, from, was_delivered| {
+                if budget == 0 {
+                    return None;
+                }
+                let expires = clock_to_unix(epoch, expires_at_ms);
+                let at = log.append_moved(id.0, seq, expires, message, from)?;
+                budget = budget.saturating_sub(message.body_len().max(1));
+                moved += 1;
+                if was_delivered {
+                    delivered.push((seq, at));
+                }
+                Some(at)
+            });
+            // Copies of delivered messages come back redelivered, as their
+            // originals would have.
+            log.append_ranges(entry::KIND_DELIVERED, id.0, &delivered);
+            if budget == 0 {
+                log.compaction_left_work(self.now);
+                break;
+            }
+        }
+        let bytes = COMPACT_ROUND_BYTES_MAX - budget;
+        tracing::debug!(
+            shard = self.shard.0,
+            ?segments,
+            moved,
+            bytes,
+            "message log: compaction copied messages"
+        );
     }
 
     /// Reads a queue's oldest paged messages back into its memory window,
@@ -95,14 +175,15 @@ impl ShardCtx {
                 break;
             };
             batch.clear();
-            let skip = |seq: u64| q.skips(seq);
+            let kind = span.kind;
+            let skip = |seq: u64| q.skips(seq, kind);
             let read = ReadSpan {
                 queue: id.0,
                 segment: span.segment,
                 from: span.from,
                 until: span.until,
                 max_bytes: PAGE_IN_READ_BYTES,
-                durable_only: span.durable_only,
+                kind,
                 skip: &skip,
             };
             let next = match log.read_messages(&read, &mut batch) {

@@ -7,6 +7,8 @@
 //!            content header (u32 len + bytes) | body (the rest)
 //! settled:   kind=2 | queue u64 | count u32 | count × (first seq u64, last seq u64)
 //! delivered: kind=3 | (as settled)
+//! paged:     kind=4 | (as message)
+//! moved:     kind=5 | (as message)
 //! ```
 //!
 //! All integers little-endian. A queue is named by its [`crate::queue::QueueId`],
@@ -26,14 +28,19 @@ pub const KIND_DELIVERED: u8 = 3;
 /// queue that does not survive a restart): never recovered.
 pub const KIND_PAGED: u8 = 4;
 
+/// A copy of a stored message written by compaction, so that the segment of
+/// its earlier record can go. Where copies of one message are in several
+/// segments, the latest counts.
+pub const KIND_MOVED: u8 = 5;
+
 /// Fixed part of a message record's payload before the exchange name.
 const MESSAGE_FIXED_BYTES: usize = 1 + 8 + 8 + 8;
 
 /// A decoded record payload, borrowing from the read buffer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Entry<'a> {
-    /// A message put into a queue ([`KIND_MESSAGE`]), or only paged out
-    /// ([`KIND_PAGED`]).
+    /// A message put into a queue ([`KIND_MESSAGE`]), only paged out
+    /// ([`KIND_PAGED`]), or moved by compaction ([`KIND_MOVED`]).
     Message(u8, StoredMessage<'a>),
     /// Ranges of a queue's messages settled ([`KIND_SETTLED`]) or delivered
     /// ([`KIND_DELIVERED`]).
@@ -66,7 +73,7 @@ pub struct StoredMessage<'a> {
     pub body: &'a [u8],
 }
 
-/// Appends a message record ([`KIND_MESSAGE`] or [`KIND_PAGED`]) to `buf`;
+/// Appends a message record ([`KIND_MESSAGE`], [`KIND_PAGED`] or [`KIND_MOVED`]) to `buf`;
 /// returns the record's offset in `buf`.
 pub fn append_message(
     buf: &mut Vec<u8>,
@@ -76,7 +83,7 @@ pub fn append_message(
     expires_unix_ms: u64,
     m: &MessageParts,
 ) -> usize {
-    debug_assert!(kind == KIND_MESSAGE || kind == KIND_PAGED);
+    debug_assert!(matches!(kind, KIND_MESSAGE | KIND_PAGED | KIND_MOVED));
     record::append(buf, |b| {
         let exchange = m.exchange.as_bytes();
         let routing_key = m.routing_key.as_bytes();
@@ -142,7 +149,7 @@ fn le_u64(b: &[u8]) -> u64 {
 pub fn decode(payload: &[u8]) -> Option<Entry<'_>> {
     let (&kind, rest) = payload.split_first()?;
     match kind {
-        KIND_MESSAGE | KIND_PAGED => {
+        KIND_MESSAGE | KIND_PAGED | KIND_MOVED => {
             let queue = le_u64(rest.get(0..8)?);
             let seq = le_u64(rest.get(8..16)?);
             let expires_unix_ms = le_u64(rest.get(16..24)?);

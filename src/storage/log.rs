@@ -12,6 +12,9 @@
 //! - A segment is removed when none of its messages is live any more and the
 //!   segments its settled/delivered records refer to are gone (so removing it
 //!   never brings a settled message back); the directory is synced after.
+//! - Compaction: a sealed segment whose messages are mostly settled gets its
+//!   live ones copied to the active segment ([`Log::append_moved`]); it goes
+//!   once the copies are synced.
 //! - Segment files are preallocated; a header of zeros ends a segment's data.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -42,6 +45,41 @@ pub const PENDING_BYTES_HIGH: usize = 4 * 1024 * 1024;
 /// Longest time written records without a waiter stay unsynced.
 pub const SYNC_INTERVAL_MAX: Duration = Duration::from_millis(100);
 
+/// A sealed segment is compacted once at most one in this many of the
+/// messages written to it is live.
+pub const COMPACT_LIVE_SHARE: u64 = 2;
+/// How often the log offers segments to compact.
+pub const COMPACT_INTERVAL: Duration = Duration::from_millis(250);
+/// How soon it offers them again when the last round left work.
+pub const COMPACT_INTERVAL_BUSY: Duration = Duration::from_millis(20);
+/// Message bytes one round of compaction copies at most.
+pub const COMPACT_ROUND_BYTES_MAX: u64 = 4 * 1024 * 1024;
+
+/// Which of a queue's message records a span holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanKind {
+    /// Written this run: [`entry::KIND_MESSAGE`] and [`entry::KIND_PAGED`]
+    /// records (copies compaction wrote are of messages in memory: not these).
+    Paged,
+    /// Found at recovery: [`entry::KIND_MESSAGE`] records (paged ones of the
+    /// last run are dead), but not those with a copy elsewhere.
+    Recovered,
+    /// Found at recovery: one copy compaction wrote ([`entry::KIND_MOVED`]).
+    Moved,
+}
+
+impl SpanKind {
+    /// A record of `kind` belongs to a span of this kind.
+    #[inline]
+    pub fn holds(self, kind: u8) -> bool {
+        match self {
+            SpanKind::Paged => kind == entry::KIND_MESSAGE || kind == entry::KIND_PAGED,
+            SpanKind::Recovered => kind == entry::KIND_MESSAGE,
+            SpanKind::Moved => kind == entry::KIND_MOVED,
+        }
+    }
+}
+
 /// Where some of a queue's messages are in the log: between two offsets of
 /// one segment (other queues' records may lie between them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,8 +92,11 @@ pub struct Span {
     pub until: u32,
     /// The queue's live messages in it.
     pub count: u64,
-    /// Found at recovery: paged records in it are dead.
-    pub durable_only: bool,
+    /// The sequence number of its first message (spans found at recovery
+    /// are put in this order).
+    pub first_seq: u64,
+    /// Which records it holds.
+    pub kind: SpanKind,
 }
 
 /// What to read back of one queue's paged messages.
@@ -71,9 +112,8 @@ pub struct ReadSpan<'a> {
     pub until: u32,
     /// About how much to read.
     pub max_bytes: u32,
-    /// Only [`entry::KIND_MESSAGE`] records (a span found at recovery, where
-    /// paged records of the last run are dead).
-    pub durable_only: bool,
+    /// Which records to take.
+    pub kind: SpanKind,
     /// Sequence numbers to pass over (settled in records after them).
     pub skip: &'a dyn Fn(u64) -> bool,
 }
@@ -106,6 +146,20 @@ pub fn segment_path(dir: &Path, segment: u32) -> PathBuf {
 pub(super) struct Segment {
     /// Messages in it not yet settled.
     pub(super) live: u64,
+    /// Message records written to it (for compaction's share of live ones).
+    pub(super) messages: u64,
+    /// `live` when compaction last looked: a segment is offered only once
+    /// its count held still for a round (its messages are not simply being
+    /// consumed).
+    pub(super) seen_live: u64,
+    /// Compaction found `live` messages in it it could not copy (not in
+    /// memory); it is offered again once that count changes.
+    pub(super) unmovable_live: u64,
+    /// Copies of its messages were written from here up to `moved_upto`
+    /// (0: none): it stays until a sync covers them, and for good if writing
+    /// or syncing them may have failed.
+    pub(super) moved_from: Loc,
+    pub(super) moved_upto: Loc,
     /// Older segments that settled/delivered records in this one refer to:
     /// this one stays while any of them does.
     pub(super) pins: Vec<u32>,
@@ -160,6 +214,8 @@ pub struct Log<W> {
     seqs: Vec<u64>,
     /// Paging reads land here.
     read_buf: Vec<u8>,
+    /// When segments may next be offered for compaction.
+    next_compaction: Instant,
     /// [`SEGMENT_BYTES_MAX`], smaller in tests.
     segment_bytes: u32,
 }
@@ -181,7 +237,7 @@ impl<W> Log<W> {
     ) -> std::io::Result<Log<W>> {
         let dir_file = Arc::new(File::open(dir)?);
         let active = segments.keys().next_back().map_or(0, |last| last + 1);
-        let file = Arc::new(create_segment(dir, active)?);
+        let file = Arc::new(create_segment(dir, active, SEGMENT_BYTES_MAX)?);
         segments.insert(active, Segment::default());
         dir_file.sync_all()?;
         Ok(Log {
@@ -207,6 +263,7 @@ impl<W> Log<W> {
             ranges: Vec::new(),
             seqs: Vec::new(),
             read_buf: Vec::new(),
+            next_compaction: Instant::now(),
             segment_bytes: SEGMENT_BYTES_MAX,
         })
     }
@@ -235,13 +292,97 @@ impl<W> Log<W> {
         self.make_room(size).ok()?;
         let start = self.pending.len();
         entry::append_message(&mut self.pending, kind, queue, seq, expires_unix_ms, m);
-        self.dirty |= kind == entry::KIND_MESSAGE;
+        self.dirty |= kind != entry::KIND_PAGED;
         let len = u32::try_from(self.pending.len() - start).unwrap_or(u32::MAX);
         let at = self.advance(start);
-        if let Some(s) = self.segments.get_mut(&self.active) {
+        if let Some(s) = self.segments.get_mut(&segment_of(at)) {
             s.live += 1;
+            s.messages += 1;
         }
         Some((at, len))
+    }
+
+    /// Writes a copy ([`entry::KIND_MOVED`]) of `queue`'s message `seq`,
+    /// stored at `from`, so that `from`'s segment can go; returns where the
+    /// copy is. `None` if the log cannot take it (the message stays where it
+    /// was).
+    pub fn append_moved(
+        &mut self,
+        queue: u64,
+        seq: u64,
+        expires_unix_ms: u64,
+        m: &MessageParts,
+        from: Loc,
+    ) -> Option<Loc> {
+        let old = segment_of(from);
+        assert!(old != self.active, "message log: compaction of the active segment");
+        let (at, _) = self.append_message(entry::KIND_MOVED, queue, seq, expires_unix_ms, m)?;
+        let end = loc(self.active, self.end);
+        // The copy's segment stays while the old record's does (the copy is
+        // what says it is not live there).
+        if let Some(s) = self.segments.get_mut(&segment_of(at)) {
+            s.pin(old);
+        }
+        if let Some(s) = self.segments.get_mut(&old) {
+            if s.moved_upto == 0 {
+                s.moved_from = at;
+            }
+            s.moved_upto = s.moved_upto.max(end);
+        }
+        self.release(old);
+        if let Some(s) = self.segments.get_mut(&old) {
+            s.seen_live = s.live;
+        }
+        Some(at)
+    }
+
+    /// Sealed segments worth compacting, oldest first, with their live
+    /// counts, at most once every [`COMPACT_INTERVAL`] (or
+    /// [`COMPACT_INTERVAL_BUSY`] after a round that left work): mostly
+    /// settled, no settle since the last look, and with pins that go too
+    /// (so they can go once their live messages are copied).
+    pub fn compaction_candidates(&mut self, now: Instant, out: &mut Vec<(u32, u64)>) {
+        out.clear();
+        if now < self.next_compaction {
+            return;
+        }
+        self.next_compaction = now + COMPACT_INTERVAL;
+        // Segments that can go once this round's copies are synced: those
+        // with nothing live and those offered, if their pins can go too
+        // (pins are older segments, seen first).
+        let mut going: Vec<u32> = Vec::new();
+        let segments = &mut self.segments;
+        let ids: Vec<u32> = segments.keys().copied().collect();
+        for id in ids {
+            let can_go = |p: &u32| !segments.contains_key(p) || going.binary_search(p).is_ok();
+            let Some(s) = segments.get(&id) else { continue };
+            let pins_go = s.pins.iter().all(can_go);
+            let Some(s) = segments.get_mut(&id) else { continue };
+            let stable = std::mem::replace(&mut s.seen_live, s.live) == s.live;
+            if id == self.active || !pins_go {
+                continue;
+            }
+            let mostly_settled = s.live.saturating_mul(COMPACT_LIVE_SHARE) <= s.messages;
+            if s.live == 0 {
+                going.push(id);
+            } else if mostly_settled && stable && s.live != s.unmovable_live {
+                out.push((id, s.live));
+                going.push(id);
+            }
+        }
+    }
+
+    /// The last compaction round stopped at its byte budget: offer the rest soon.
+    pub fn compaction_left_work(&mut self, now: Instant) {
+        self.next_compaction = now + COMPACT_INTERVAL_BUSY;
+    }
+
+    /// Compaction could not copy every live message of `segment` (some are
+    /// only in the log); it is not offered again until its count changes.
+    pub fn compaction_unmovable(&mut self, segment: u32) {
+        if let Some(s) = self.segments.get_mut(&segment) {
+            s.unmovable_live = s.live;
+        }
     }
 
     /// Records that `queue`'s messages `first..=last` were settled, for
@@ -271,8 +412,8 @@ impl<W> Log<W> {
     /// Reads `queue`'s message records in `segment` from offset `from` up to
     /// `until`, about `max_bytes` of the log at a time (at least one record):
     /// returns them (checksums checked) and the offset to go on from. Records
-    /// whose `skip(seq)` is true, and [`entry::KIND_PAGED`] ones when
-    /// `durable_only`, are passed over. Damaged records are skipped and logged.
+    /// whose `skip(seq)` is true, and those the span's kind does not hold,
+    /// are passed over. Damaged records are skipped and logged.
     pub fn read_messages(
         &mut self,
         read: &ReadSpan<'_>,
@@ -462,7 +603,7 @@ impl<W> Log<W> {
         }
         self.write_pending();
         let next = self.active + 1;
-        let file = create_segment(&self.dir, next).inspect_err(|e| {
+        let file = create_segment(&self.dir, next, self.segment_bytes).inspect_err(|e| {
             tracing::error!(error = %e, segment = next, "message log: cannot create a segment");
         })?;
         // The sealed segment loses its unused preallocated tail: recovery reads less.
@@ -519,12 +660,19 @@ impl<W> Log<W> {
     /// the directory. A segment whose last pin goes now waits for the next
     /// call, so its removal never reaches the disk before that of the pin.
     fn retire(&mut self) {
-        self.retire_due = false;
+        let done = self.syncer.done();
+        let failed = self.syncer.failed().max(self.write_failed);
+        // Copies not yet synced keep their old segment, for now.
+        let copies_pending = self.segments.values().any(|s| s.live == 0 && s.moved_upto > done);
+        self.retire_due = copies_pending;
         let removable: Vec<u32> = self
             .segments
             .iter()
             .filter(|(&id, s)| {
-                id != self.active && s.live == 0 && s.pins.iter().all(|p| !self.segments.contains_key(p))
+                id != self.active
+                    && s.live == 0
+                    && s.pins.iter().all(|p| !self.segments.contains_key(p))
+                    && (s.moved_upto == 0 || (s.moved_upto <= done && failed < s.moved_from))
             })
             .map(|(&id, _)| id)
             .collect();
@@ -553,8 +701,7 @@ impl<W> Log<W> {
         self.segments.keys().copied().collect()
     }
 
-    /// Rolls segments at `bytes` instead of [`SEGMENT_BYTES_MAX`] (tests).
-    #[doc(hidden)]
+    /// Rolls segments at `bytes` instead of [`SEGMENT_BYTES_MAX`].
     pub fn set_segment_bytes(&mut self, bytes: u32) {
         self.segment_bytes = bytes;
     }
@@ -577,9 +724,9 @@ impl<W> Log<W> {
 }
 
 /// Creates (preallocated) segment `id`; fails if it exists.
-fn create_segment(dir: &Path, id: u32) -> std::io::Result<File> {
+fn create_segment(dir: &Path, id: u32, bytes: u32) -> std::io::Result<File> {
     let file = OpenOptions::new().read(true).write(true).create_new(true).open(segment_path(dir, id))?;
-    preallocate(&file, SEGMENT_BYTES_MAX);
+    preallocate(&file, bytes);
     Ok(file)
 }
 

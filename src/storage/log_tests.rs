@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use crate::amqp::field::ShortStr;
 use crate::message::{Body, MessageParts};
 use crate::storage::entry::{KIND_DELIVERED, KIND_MESSAGE, KIND_SETTLED};
-use crate::storage::log::{offset_of, segment_of, segment_path, Loc, Log, ReadSpan};
+use crate::storage::log::{
+    offset_of, segment_of, segment_path, Loc, Log, ReadSpan, SpanKind, COMPACT_INTERVAL,
+};
 use crate::storage::recover::{open, RecoveredQueues, RecoveryReport};
 
 type Recovered = RecoveredQueues;
@@ -43,7 +45,9 @@ fn read_back(log: &mut Log<u32>, recovered: &Recovered, queue: u64) -> Vec<(u64,
     };
     let mut out = Vec::new();
     for span in &q.spans {
-        let skip = |seq: u64| q.settled.find(seq).is_some();
+        let skip = |seq: u64| {
+            q.settled.find(seq).is_some() || (span.kind == SpanKind::Recovered && q.moved.find(seq).is_some())
+        };
         let mut from = span.from;
         while from < span.until {
             let read = ReadSpan {
@@ -52,7 +56,7 @@ fn read_back(log: &mut Log<u32>, recovered: &Recovered, queue: u64) -> Vec<(u64,
                 from,
                 until: span.until,
                 max_bytes: 64,
-                durable_only: true,
+                kind: span.kind,
                 skip: &skip,
             };
             let mut batch = Vec::new();
@@ -256,4 +260,99 @@ fn settled_segments_are_removed_and_never_resurrect_a_message() {
         log.flush(Instant::now());
     }
     assert_eq!(log.segment_ids().len(), 1, "{:?}", log.segment_ids());
+}
+
+/// Plays the shard's part in a compaction round at `now`: copies the
+/// messages `live` (seq, loc) that sit in offered segments; returns the
+/// segments offered.
+fn compact(log: &mut Log<u32>, now: Instant, live: &mut [(u64, Loc)]) -> Vec<u32> {
+    let mut offered = Vec::new();
+    log.compaction_candidates(now, &mut offered);
+    let segments: Vec<u32> = offered.iter().map(|&(s, _)| s).collect();
+    for (seq, at) in live.iter_mut() {
+        if segments.contains(&segment_of(*at)) {
+            *at = log.append_moved(1, *seq, u64::MAX, &parts(&seq.to_le_bytes()), *at).expect("copy");
+        }
+    }
+    segments
+}
+
+/// 200 messages in small segments; all settled but 0, 1 (delivered) and 50
+/// (in old segments) and 150.. (in the newest ones).
+fn mostly_settled(log: &mut Log<u32>, rx: &mpsc::Receiver<()>) -> Vec<(u64, Loc)> {
+    log.set_segment_bytes(1024);
+    let locs = fill(log, 200);
+    let keep = |seq: u64| seq <= 1 || seq == 50 || seq >= 150;
+    let settled: Vec<(u64, Loc)> = (0..200u64).filter(|&s| !keep(s)).map(|s| (s, locs[s as usize])).collect();
+    log.append_ranges(KIND_DELIVERED, 1, &[(1, locs[1])]);
+    log.append_ranges(KIND_SETTLED, 1, &settled);
+    log.wait(1);
+    log.flush(Instant::now());
+    assert_eq!(released(log, rx, 1), [(1, true)]);
+    (0..200u64).filter(|&s| keep(s)).map(|s| (s, locs[s as usize])).collect()
+}
+
+fn expected_after_compaction() -> Vec<(u64, bool)> {
+    let mut want = vec![(0, false), (1, true), (50, false)];
+    want.extend((150..200).map(|s| (s, false)));
+    want
+}
+
+#[test]
+fn compaction_copies_the_live_messages_and_the_old_segments_go() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _, _, rx) = open_log(dir.path(), &[1]);
+    let mut live = mostly_settled(&mut log, &rx);
+    let old: Vec<u32> = [0usize, 2].iter().map(|&i| segment_of(live[i].1)).collect();
+    let start = Instant::now();
+    assert!(compact(&mut log, start, &mut live).is_empty(), "a first look only notes the live counts");
+    let offered = compact(&mut log, start + COMPACT_INTERVAL, &mut live);
+    assert_eq!(offered, old, "the segments of 0, 1 and 50 are offered, not those of 150..");
+    // The delivered flag goes with the copy, as the shard writes it.
+    log.append_ranges(KIND_DELIVERED, 1, &[(1, live[1].1)]);
+    log.flush(start + COMPACT_INTERVAL);
+    assert!(old.iter().all(|s| log.segment_ids().contains(s)), "the old segments wait for the copies' sync");
+    log.wait(2);
+    log.flush(start + COMPACT_INTERVAL);
+    assert_eq!(released(&mut log, &rx, 1), [(2, true)]);
+    log.flush(start + COMPACT_INTERVAL);
+    let ids = log.segment_ids();
+    assert!(old.iter().all(|s| !ids.contains(s)), "compacted segments are gone: {ids:?}");
+    drop(log);
+    let (mut log, recovered, report, _rx) = open_log(dir.path(), &[1]);
+    assert!(report.damaged.is_empty(), "{:?}", report.damaged);
+    assert_eq!(seqs(&mut log, &recovered, 1), expected_after_compaction(), "in order, once each");
+    let bodies: Vec<Vec<u8>> = read_back(&mut log, &recovered, 1).into_iter().map(|m| m.3).collect();
+    assert_eq!(bodies[2], 50u64.to_le_bytes());
+}
+
+#[test]
+fn a_crash_before_the_old_segment_goes_brings_each_message_back_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, _, _, rx) = open_log(dir.path(), &[1]);
+    let mut live = mostly_settled(&mut log, &rx);
+    let start = Instant::now();
+    compact(&mut log, start, &mut live);
+    assert!(!compact(&mut log, start + COMPACT_INTERVAL, &mut live).is_empty());
+    log.append_ranges(KIND_DELIVERED, 1, &[(1, live[1].1)]);
+    // A copy of a copy: message 0 moves on once more.
+    log.set_segment_bytes(1);
+    log.append_message(KIND_MESSAGE, 9, 0, u64::MAX, &parts(b"seals the copies' segment")).expect("append");
+    let copy = log.append_moved(1, 0, u64::MAX, &parts(&0u64.to_le_bytes()), live[0].1).expect("copy");
+    assert_ne!(segment_of(copy), segment_of(live[0].1));
+    log.wait(3);
+    log.flush(start + COMPACT_INTERVAL);
+    assert_eq!(released(&mut log, &rx, 1), [(3, true)]);
+    // Killed before any segment went: originals and copies are all on disk.
+    drop(log);
+    let (mut log, recovered, _, _rx) = open_log(dir.path(), &[1]);
+    assert_eq!(seqs(&mut log, &recovered, 1), expected_after_compaction(), "once each, in order");
+    // Settling them after the restart brings none back.
+    let all: Vec<(u64, Loc)> = read_back(&mut log, &recovered, 1).into_iter().map(|m| (m.0, m.2)).collect();
+    log.append_ranges(KIND_SETTLED, 1, &all);
+    log.wait(4);
+    log.flush(Instant::now());
+    drop(log);
+    let (mut log, recovered, _, _rx) = open_log(dir.path(), &[1]);
+    assert_eq!(seqs(&mut log, &recovered, 1), [], "nothing settled comes back");
 }

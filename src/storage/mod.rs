@@ -13,7 +13,7 @@ pub mod recover;
 mod syncer;
 
 pub use data_dir::{DataDir, DataDirError};
-pub use log::{Loc, Log, Span, NO_LOC};
+pub use log::{segment_of, Loc, Log, Span, SpanKind, NO_LOC};
 pub use syncer::Wake;
 
 #[cfg(test)]

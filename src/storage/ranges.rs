@@ -31,6 +31,32 @@ impl SeqRanges {
         self.map.insert(first, (last, tag));
     }
 
+    /// Sets `first..=last` to `tag`, replacing what earlier ranges said of
+    /// those numbers (the latest word counts). Ranges only ever set this way
+    /// never overlap.
+    pub fn overwrite(&mut self, first: u64, last: u64, tag: u32) {
+        if first > last {
+            return;
+        }
+        if let Some((&f, &(l, t))) = self.map.range(..first).next_back() {
+            if l >= first {
+                self.map.insert(f, (first - 1, t));
+                if l > last {
+                    self.map.insert(last + 1, (l, t));
+                }
+            }
+        }
+        let inside: Vec<u64> = self.map.range(first..=last).map(|(&f, _)| f).collect();
+        for f in inside {
+            if let Some((l, t)) = self.map.remove(&f) {
+                if l > last {
+                    self.map.insert(last + 1, (l, t));
+                }
+            }
+        }
+        self.insert(first, last, tag);
+    }
+
     /// The tag of a range holding `seq`.
     pub fn find(&self, seq: u64) -> Option<u32> {
         self.map
@@ -79,5 +105,25 @@ mod tests {
         r.drop_before(7);
         assert_eq!(r.find(2), None);
         assert_eq!(r.find(8), Some(1));
+    }
+
+    #[test]
+    fn overwrite_lets_the_latest_word_count() {
+        let mut r = SeqRanges::default();
+        r.overwrite(0, 100, 1);
+        for seq in [10, 20, 30, 40, 50, 60] {
+            r.overwrite(seq, seq, 2);
+        }
+        assert_eq!(r.find(55), Some(1), "no lookback limit: ranges never overlap");
+        assert_eq!(r.find(50), Some(2));
+        assert_eq!(r.find(100), Some(1));
+        r.overwrite(5, 95, 3);
+        assert_eq!(
+            (r.find(4), r.find(5), r.find(50), r.find(95), r.find(96)),
+            (Some(1), Some(3), Some(3), Some(3), Some(1))
+        );
+        r.overwrite(96, 96, 1);
+        assert_eq!(r.find(96), Some(1));
+        assert_eq!(r.find(101), None);
     }
 }

@@ -4,7 +4,9 @@
 //! first pass collects which messages were settled or delivered (ranges of
 //! sequence numbers, per queue), the second finds each known queue's live
 //! messages and describes them as spans of the log, which the queue pages in
-//! as it needs them. Damage never stops the broker: a bad record is skipped
+//! as it needs them. Where compaction copied a message, the latest copy
+//! counts, and copies are put in sequence order among the queue's spans.
+//! Damage never stops the broker: a bad record is skipped
 //! (the scan finds the next intact one) and reported; a torn tail is ignored.
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,7 +18,7 @@ use bytes::Bytes;
 use crate::amqp::field::ShortStr;
 use crate::message::{Body, Message, MessageParts};
 use crate::storage::entry::{self, Entry, StoredMessage};
-use crate::storage::log::{loc, segment_path, Loc, Log, ReadSpan, Segment, Span};
+use crate::storage::log::{loc, segment_path, Loc, Log, ReadSpan, Segment, Span, SpanKind};
 use crate::storage::ranges::SeqRanges;
 use crate::storage::record::{self, Decoded};
 use crate::storage::syncer::Wake;
@@ -36,6 +38,9 @@ pub struct RecoveredQueue {
     pub settled: SeqRanges,
     /// Messages delivered before the stop (they come back redelivered).
     pub delivered: SeqRanges,
+    /// Messages compaction copied, by the segment of the latest copy: their
+    /// other records are passed over.
+    pub moved: SeqRanges,
 }
 
 /// Recovered queues by id.
@@ -98,22 +103,23 @@ pub fn open<W>(
     ids.sort_unstable();
     let mut report = RecoveryReport { segments: ids.len(), ..RecoveryReport::default() };
     let mut queues: RecoveredQueues = HashMap::new();
-    // Pass 1: what was settled and delivered, and by which segment's records.
+    // Pass 1: what was settled, delivered and copied, and by which segment's records.
     for &id in &ids {
         let data = std::fs::read(segment_path(dir, id))?;
         scan(
             &data,
-            |_, _, e| {
-                if let Entry::Ranges { kind, queue, ranges } = e {
-                    if !known(queue) {
-                        return;
-                    }
+            |_, _, e| match e {
+                Entry::Ranges { kind, queue, ranges } if known(queue) => {
                     let q = queues.entry(queue).or_default();
                     let set = if kind == entry::KIND_SETTLED { &mut q.settled } else { &mut q.delivered };
                     for (first, last) in entry::ranges(ranges) {
                         set.insert(first, last, id);
                     }
                 }
+                Entry::Message(entry::KIND_MOVED, m) if known(m.queue) => {
+                    queues.entry(m.queue).or_default().moved.overwrite(m.seq, m.seq, id);
+                }
+                _ => {}
             },
             |at, bytes, what| {
                 tracing::warn!(segment = id, offset = at, bytes, what = %what, "message log: damaged records skipped");
@@ -129,9 +135,15 @@ pub fn open<W>(
             &data,
             |offset, len, e| {
                 report.bytes += u64::from(len);
-                let Entry::Message(entry::KIND_MESSAGE, m) = e else {
+                let Entry::Message(kind, m) = e else {
                     return;
                 };
+                if let Some(s) = segments.get_mut(&id) {
+                    s.messages += 1;
+                }
+                if kind == entry::KIND_PAGED {
+                    return;
+                }
                 if !known(m.queue) {
                     report.orphaned += 1;
                     return;
@@ -141,6 +153,16 @@ pub fn open<W>(
                 if let Some(by) = q.settled.find(m.seq) {
                     // Settled by a record in `by`: that record must stay for
                     // as long as this segment does.
+                    if by != id {
+                        if let Some(s) = segments.get_mut(&by) {
+                            s.pin(id);
+                        }
+                    }
+                    return;
+                }
+                if let Some(by) = q.moved.find(m.seq).filter(|&by| kind != entry::KIND_MOVED || by != id) {
+                    // A later copy counts; it must stay for as long as this
+                    // record does.
                     if by != id {
                         if let Some(s) = segments.get_mut(&by) {
                             s.pin(id);
@@ -159,8 +181,9 @@ pub fn open<W>(
                 q.count += 1;
                 q.bytes += m.body.len() as u64;
                 let end = offset + len;
+                let kind = if kind == entry::KIND_MOVED { SpanKind::Moved } else { SpanKind::Recovered };
                 match q.spans.last_mut() {
-                    Some(span) if span.segment == id => {
+                    Some(span) if span.segment == id && kind == SpanKind::Recovered && span.kind == kind => {
                         span.until = end;
                         span.count += 1;
                     }
@@ -169,7 +192,8 @@ pub fn open<W>(
                         from: offset,
                         until: end,
                         count: 1,
-                        durable_only: true,
+                        first_seq: m.seq,
+                        kind,
                     }),
                 }
             },
@@ -177,6 +201,12 @@ pub fn open<W>(
         );
     }
     queues.retain(|_, q| q.count > 0 || q.next_seq > 0);
+    // Copies sit in later segments than the messages published after them.
+    for q in queues.values_mut() {
+        if q.spans.iter().any(|s| s.kind == SpanKind::Moved) {
+            q.spans.sort_by_key(|s| s.first_seq);
+        }
+    }
     report.messages = queues.values().map(|q| q.count).sum();
     report.queues = queues.values().filter(|q| q.count > 0).count();
     let log = Log::start(dir, segments, name, wake)?;
@@ -251,9 +281,7 @@ pub(super) fn parse_chunk(chunk: &[u8], read: &ReadSpan<'_>, out: &mut Vec<Paged
         match record::decode(&chunk[at..]) {
             Decoded::Record(payload, total) => {
                 if let Some(Entry::Message(kind, m)) = entry::decode(payload) {
-                    let wanted = m.queue == read.queue
-                        && !(read.durable_only && kind == entry::KIND_PAGED)
-                        && !(read.skip)(m.seq);
+                    let wanted = m.queue == read.queue && read.kind.holds(kind) && !(read.skip)(m.seq);
                     if wanted {
                         let at_loc = loc(read.segment, read.from + used(at));
                         out.push(paged_in(kind, &m, at_loc));

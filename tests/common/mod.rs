@@ -50,6 +50,8 @@ pub struct Broker {
     data_dir: Option<DataDir>,
     /// The in-process broker's memory and disk limits (`None` for an external one).
     pub resources: Option<std::sync::Arc<lepus::ResourceLimits>>,
+    /// Changes to [`in_process_config`] it was started with (kept for restarts).
+    tweak: Option<fn(&mut lepus::Config)>,
 }
 
 /// Where an in-process broker keeps its durable state.
@@ -90,7 +92,11 @@ impl Broker {
         assert!(self.data_dir.is_some(), "an external broker cannot be restarted by the tests");
         self.shutdown();
         let path = self.data_dir().map(Path::to_path_buf).unwrap_or_default();
-        let server = lepus::Server::start(in_process_config(&path)).expect("lepus restarts in-process");
+        let mut config = in_process_config(&path);
+        if let Some(tweak) = self.tweak {
+            tweak(&mut config);
+        }
+        let server = lepus::Server::start(config).expect("lepus restarts in-process");
         self.addr = server.local_addrs()[0];
         self.resources = Some(server.resource_limits());
         self.server = Some(server);
@@ -110,7 +116,7 @@ pub fn start_broker() -> Broker {
         Ok(addr) if !addr.trim().is_empty() => {
             let addr: SocketAddr =
                 addr.trim().parse().expect("LEPUS_TEST_EXTERNAL must be host:port, e.g. 127.0.0.1:5672");
-            Broker { addr, server: None, data_dir: None, resources: None }
+            Broker { addr, server: None, data_dir: None, resources: None, tweak: None }
         }
         _ => {
             let dir = tempfile::Builder::new().prefix("lepus-test-").tempdir().expect("temporary data dir");
@@ -121,8 +127,25 @@ pub fn start_broker() -> Broker {
                 resources: Some(server.resource_limits()),
                 server: Some(server),
                 data_dir: Some(DataDir::Temporary(dir)),
+                tweak: None,
             }
         }
+    }
+}
+
+/// Starts Lepus in-process with a temporary data directory and `tweak`
+/// applied to [`in_process_config`] (also on restarts).
+pub fn start_broker_with(tweak: fn(&mut lepus::Config)) -> Broker {
+    let dir = tempfile::Builder::new().prefix("lepus-test-").tempdir().expect("temporary data dir");
+    let mut config = in_process_config(dir.path());
+    tweak(&mut config);
+    let server = lepus::Server::start(config).expect("lepus starts in-process");
+    Broker {
+        addr: server.local_addrs()[0],
+        resources: Some(server.resource_limits()),
+        server: Some(server),
+        data_dir: Some(DataDir::Temporary(dir)),
+        tweak: Some(tweak),
     }
 }
 
@@ -135,6 +158,7 @@ pub fn start_broker_at(path: &Path) -> Broker {
         addr: server.local_addrs()[0],
         server: Some(server),
         data_dir: Some(DataDir::Given(path.to_path_buf())),
+        tweak: None,
     }
 }
 
@@ -249,6 +273,31 @@ pub async fn drain(ch: &lapin::Channel, queue: &str) -> Vec<String> {
             .expect("basic.get")
     {
         out.push(String::from_utf8(m.delivery.data).expect("utf8 body"));
+    }
+    out
+}
+
+/// Declares a durable queue.
+pub async fn declare_durable(ch: &lapin::Channel, queue: &str) {
+    ch.queue_declare(
+        queue,
+        lapin::options::QueueDeclareOptions { durable: true, ..Default::default() },
+        lapin::types::FieldTable::default(),
+    )
+    .await
+    .expect("queue.declare");
+}
+
+/// Every ready message of `queue` by basic.get with acks: (body, redelivered).
+pub async fn get_all(ch: &lapin::Channel, queue: &str) -> Vec<(String, bool)> {
+    let mut out = Vec::new();
+    while let Some(m) =
+        within("basic.get", ch.basic_get(queue, lapin::options::BasicGetOptions { no_ack: false }))
+            .await
+            .expect("basic.get")
+    {
+        out.push((String::from_utf8(m.delivery.data.clone()).expect("utf8"), m.delivery.redelivered));
+        m.delivery.ack(lapin::options::BasicAckOptions::default()).await.expect("ack");
     }
     out
 }
