@@ -41,6 +41,10 @@ struct Args {
     /// alarm). Default: 50000000 (50 MB).
     #[arg(long, value_name = "BYTES")]
     disk_free_limit: Option<u64>,
+    /// Size at which a message-log segment file is sealed and the next begun, in bytes (at least
+    /// 4096; default 67108864, 64 MiB). Smaller segments are removed or compacted sooner.
+    #[arg(long, value_name = "BYTES")]
+    segment_size: Option<u32>,
     /// Do not pin shard threads to cores.
     #[arg(long)]
     no_pin: bool,
@@ -106,6 +110,9 @@ fn main() -> std::process::ExitCode {
     }
     if let Some(v) = args.disk_free_limit {
         config.disk_free_limit_bytes = v;
+    }
+    if let Some(v) = args.segment_size {
+        config.message_log_segment_bytes = v;
     }
     if args.no_pin {
         config.pin_shards = false;

@@ -31,6 +31,8 @@ impl Broker {
         let listen = listen.to_string();
         let mut command = Command::new(env!("CARGO_BIN_EXE_lepus"));
         command.args(["--listen", &listen, "--shards", "2", "--no-pin", "--data-dir"]).arg(data_dir);
+        // Small segments: dozens per trial, so they are retired and compacted under load.
+        command.args(["--segment-size", &crate::SEGMENT_BYTES.to_string()]);
         // The suite's second run (scripts/test.sh) is on io_uring: so is this broker then.
         match std::env::var("LEPUS_TEST_IO_BACKEND") {
             Ok(backend) if !backend.trim().is_empty() => command.args(["--io-backend", backend.trim()]),

@@ -260,7 +260,7 @@ async fn consume(
 /// forwarded.
 async fn subscribe(ch: Channel, delay: Duration, events: mpsc::UnboundedSender<Event>) {
     tokio::time::sleep(delay).await;
-    for (queue, name) in QUEUES.iter().enumerate() {
+    for (queue, name) in QUEUES.iter().enumerate().take(2) {
         let consume = ch.basic_consume(name, "", BasicConsumeOptions::default(), FieldTable::default());
         let mut deliveries = match tokio::time::timeout(SAFETY, consume).await {
             Ok(Ok(deliveries)) => deliveries,
@@ -314,6 +314,11 @@ impl Load {
             within("queue.declare", ch.queue_declare(QUEUES[p], durable, FieldTable::default()))
                 .await
                 .expect("durable queue.declare");
+            if p == 0 {
+                within("queue.declare", ch.queue_declare(QUEUES[2], durable, FieldTable::default()))
+                    .await
+                    .expect("durable queue.declare");
+            }
             within("confirm.select", ch.confirm_select(ConfirmSelectOptions::default()))
                 .await
                 .expect("confirm.select");

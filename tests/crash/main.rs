@@ -12,6 +12,9 @@
 //!   sequence number and padding derived from it, so a corrupt body is caught;
 //! - one consumer with manual acks and a prefetch consumes both queues on one
 //!   channel and acks, some acks deferred and then given with multiple=true;
+//! - one message in [`STUCK_ONE_IN`] goes to a third queue nobody consumes
+//!   before the stop; with small segments ([`SEGMENT_BYTES`]) the broker
+//!   compacts the segments those messages keep alive, under load;
 //! - after a random delay the broker is stopped; every client task runs until
 //!   its connection fails, so everything the broker sent before it died is
 //!   recorded;
@@ -56,7 +59,14 @@ const LOAD_MS_MAX: u64 = 2_000;
 const WINDOW_MAX: usize = 1_000;
 /// Messages per publisher per trial, at most: bounds the drain after restart.
 const PUBLISH_MAX: u64 = 40_000;
-const QUEUES: [&str; 2] = ["crash.q0", "crash.q1"];
+/// The consumed queues, one per shard, then one nobody consumes before the
+/// stop: its messages stay live in segments that are otherwise acked, so
+/// those segments are compacted during the trial.
+const QUEUES: [&str; 3] = ["crash.q0", "crash.q1", "crash.stuck"];
+/// One message in this many goes to the unconsumed queue.
+const STUCK_ONE_IN: u64 = 64;
+/// The broker's message-log segment size (`--segment-size`).
+const SEGMENT_BYTES: u32 = 64 * 1024;
 
 // ---------------------------------------------------------------------------
 // Randomness: a seeded splitmix64
@@ -128,7 +138,12 @@ fn seq_of(publisher: u64, n: u64) -> u64 {
 
 /// The queue (index into [`QUEUES`]) a message is published to.
 fn queue_of(seq: u64) -> usize {
-    (mix(seq) >> 32) as usize & 1
+    let h = mix(seq);
+    if (h >> 8) % STUCK_ONE_IN == 0 {
+        2
+    } else {
+        (h >> 32) as usize & 1
+    }
 }
 
 /// 8 bytes of sequence number, then padding derived from it; one message in
