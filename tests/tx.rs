@@ -17,6 +17,13 @@ async fn ready(ch: &lapin::Channel, queue: &str) -> u32 {
     ch.queue_declare(queue, passive(), FieldTable::default()).await.expect("passive declare").message_count()
 }
 
+async fn publish_persistent(ch: &lapin::Channel, queue: &str, body: &str) {
+    let persistent = BasicProperties::default().with_delivery_mode(2);
+    ch.basic_publish("", queue, BasicPublishOptions::default(), body.as_bytes(), persistent)
+        .await
+        .expect("publish");
+}
+
 async fn publish(ch: &lapin::Channel, queue: &str, body: &str) {
     ch.basic_publish("", queue, BasicPublishOptions::default(), body.as_bytes(), BasicProperties::default())
         .await
@@ -218,4 +225,43 @@ async fn amqprs_transactions_commit_and_roll_back() {
         .expect("get")
         .is_none());
     conn.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_to_durable_queues_on_both_shards_are_answered_and_survive_a_restart() {
+    if external() {
+        return;
+    }
+    let mut b = start_broker();
+    let queues = [unique("tx-durable-0"), unique("tx-durable-1")];
+    {
+        // Connection k lands on shard k mod 2, and the declaring connection
+        // places the queue: one queue per shard. The first connection's
+        // commit waits for its own shard's log and for the other shard.
+        let (_conn0, ch0) = lapin_channel(&b).await;
+        let (_conn1, ch1) = lapin_channel(&b).await;
+        declare_durable(&ch0, &queues[0]).await;
+        declare_durable(&ch1, &queues[1]).await;
+        ch0.tx_select().await.expect("tx.select");
+        for round in 0..3 {
+            for i in 0..50 {
+                for q in &queues {
+                    publish_persistent(&ch0, q, &format!("r{round}-{i}")).await;
+                }
+            }
+            within("tx.commit", ch0.tx_commit()).await.expect("tx.commit");
+            for q in &queues {
+                assert_eq!(ready(&ch0, q).await, 50 * (round + 1), "committed to {q}");
+            }
+        }
+        // A commit with nothing stored still answers at once.
+        within("tx.commit", ch0.tx_commit()).await.expect("an empty tx.commit");
+    }
+    b.restart();
+    let (_conn, ch) = lapin_channel(&b).await;
+    for q in &queues {
+        let got = get_all(&ch, q).await;
+        assert_eq!(got.len(), 150, "{q} after the restart");
+        assert_eq!(got[0], ("r0-0".to_owned(), false));
+    }
 }

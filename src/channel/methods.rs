@@ -284,14 +284,22 @@ impl Channel {
                 for (entries, op) in tx.settles {
                     self.settle_entries(&entries, op, ctx);
                 }
+                // Routed as confirmed publishes: commit-ok waits until every
+                // queue has the message, and stored queues have it on disk.
                 let mut result = Ok(());
+                let mut waiting = 0u32;
                 for (message, mandatory) in tx.publishes {
                     if result.is_ok() {
-                        result = self.route_message(message, mandatory, None, shared, ctx).map(|_| ());
+                        result = self
+                            .route_message(message, mandatory, Some(0), shared, ctx)
+                            .map(|verdict| waiting = waiting.saturating_add(verdict.remaining));
                     }
                 }
-                self.tx = Some(Tx::default());
+                self.tx = Some(Tx { waiting, ..Tx::default() });
                 result?;
+                if waiting > 0 {
+                    return Ok(Flow::Paused);
+                }
                 self.release_held(shared, ctx);
                 shared.out.method(channel, &Method::TxCommitOk(Default::default()));
                 Ok(Flow::Continue)

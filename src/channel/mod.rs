@@ -156,6 +156,11 @@ struct Tx {
     /// Deliveries acked, nacked or rejected in the transaction, already taken
     /// out of the unacked list.
     settles: Vec<(Vec<Unacked>, SettleOp)>,
+    /// Verdicts the commit in progress still waits for (queues on other
+    /// shards, and the message log's sync for stored queues); commit-ok goes
+    /// out when none is left. The channel's connection is paused meanwhile,
+    /// so the verdicts are counted, not matched.
+    waiting: u32,
 }
 
 /// What a paused channel is waiting for.
@@ -494,6 +499,29 @@ impl Channel {
             c.dirty = true;
         }
         needs_flush
+    }
+
+    /// A verdict on a publish of the transaction being committed. True once
+    /// the last one is in: commit-ok is written and the connection resumes.
+    pub fn tx_verdict(&mut self, incarnation: u32, shared: &mut ConnShared, ctx: &mut ShardCtx) -> bool {
+        let Some(tx) = self.tx.as_mut().filter(|tx| tx.waiting > 0) else {
+            return false;
+        };
+        if incarnation != self.incarnation {
+            return false;
+        }
+        tx.waiting -= 1;
+        if tx.waiting > 0 {
+            return false;
+        }
+        self.release_held(shared, ctx);
+        shared.out.method(self.me.channel, &Method::TxCommitOk(Default::default()));
+        true
+    }
+
+    /// The channel is in tx mode (its publishes' verdicts are the commit's).
+    pub fn is_transactional(&self) -> bool {
+        self.tx.is_some()
     }
 
     /// Acks, nacks, rejects: validates the tags and settles with the queues.

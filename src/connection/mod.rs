@@ -715,13 +715,32 @@ impl Connection {
         self.after_channel(channel, result, ctx);
     }
 
-    /// A queue's verdict on a message one of our channels published.
-    pub fn handle_confirm(&mut self, channel: u16, incarnation: u32, seq: u64, accepted: bool) {
-        if let Some(Some(ch)) = self.channels.get_mut(usize::from(channel)) {
-            if ch.confirm_resolved(incarnation, seq, accepted) {
-                self.shared.confirm_dirty.push(channel);
+    /// A queue's verdict on a message one of our channels published (in
+    /// confirm mode, or committed in a transaction). True if it ended a
+    /// commit the connection was paused on: it reads on now.
+    pub fn handle_confirm(
+        &mut self,
+        channel: u16,
+        incarnation: u32,
+        seq: u64,
+        accepted: bool,
+        ctx: &mut ShardCtx,
+    ) -> bool {
+        let Some(Some(ch)) = self.channels.get_mut(usize::from(channel)) else {
+            return false;
+        };
+        if ch.is_transactional() {
+            let done = ch.tx_verdict(incarnation, &mut self.shared, ctx);
+            if done && self.paused_on == Some(channel) {
+                self.paused_on = None;
+                return true;
             }
+            return false;
         }
+        if ch.confirm_resolved(incarnation, seq, accepted) {
+            self.shared.confirm_dirty.push(channel);
+        }
+        false
     }
 
     /// Sends the publisher confirms decided so far, coalesced.

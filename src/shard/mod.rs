@@ -473,7 +473,12 @@ impl Shard {
             }
             Envelope::Confirm { to, incarnation, seq, accepted } => {
                 if let Some(index) = self.slot_of(to.conn) {
-                    self.conns[index].conn.handle_confirm(to.channel, incarnation, seq, accepted);
+                    let conn = &mut self.conns[index].conn;
+                    if conn.handle_confirm(to.channel, incarnation, seq, accepted, &mut self.ctx) {
+                        // A commit it was paused on is done: commit-ok out, read on.
+                        self.mark_dirty(index);
+                        self.mark_ready(index);
+                    }
                     if !self.confirm_touched.contains(&index) {
                         self.confirm_touched.push(index);
                     }

@@ -73,6 +73,9 @@ pub struct Params {
     /// When the consumer starts, after the publishers: half the trials at
     /// once, the others later (or after the stop), so a backlog builds up.
     pub consume_after: Duration,
+    /// Publisher 1 commits transactions of `windows[1]` messages instead of
+    /// using confirms (a third of the trials).
+    pub tx: bool,
 }
 
 impl Params {
@@ -87,6 +90,7 @@ impl Params {
             prefetch,
             stop_after: Duration::from_millis(stop_after),
             consume_after: Duration::from_millis(consume_after),
+            tx: rng.one_in(3),
         }
     }
 }
@@ -144,6 +148,42 @@ async fn publish(ch: Channel, publisher: u64, window: usize, stopping: Arc<Atomi
     }
     for (seq, confirm) in in_flight {
         log.settle(seq, confirm.await, &stopping);
+    }
+    log
+}
+
+/// Publishes persistent messages in transactions of `batch` until the
+/// connection fails (the stop) or `PUBLISH_MAX`: a message counts as
+/// confirmed once its transaction's commit-ok is back.
+async fn publish_tx(ch: Channel, publisher: u64, batch: usize, stopping: Arc<AtomicBool>) -> PublisherLog {
+    let mut log = PublisherLog::default();
+    let mut uncommitted = Vec::new();
+    for n in 0..PUBLISH_MAX {
+        let seq = seq_of(publisher, n);
+        log.published.push(seq);
+        let options = BasicPublishOptions::default();
+        let published =
+            ch.basic_publish("", QUEUES[queue_of(seq)], options, &body_of(seq), persistent()).await;
+        let committed = match published {
+            Ok(_) => {
+                uncommitted.push(seq);
+                if uncommitted.len() < batch {
+                    continue;
+                }
+                ch.tx_commit().await
+            }
+            Err(e) => Err(e),
+        };
+        match committed {
+            Ok(()) => log.confirmed.append(&mut uncommitted),
+            Err(e) => {
+                if !stopping.load(Ordering::SeqCst) {
+                    log.problems
+                        .push(format!("transactional publisher {publisher} failed before the stop: {e}"));
+                }
+                break;
+            }
+        }
     }
     log
 }
@@ -319,9 +359,13 @@ impl Load {
                     .await
                     .expect("durable queue.declare");
             }
-            within("confirm.select", ch.confirm_select(ConfirmSelectOptions::default()))
-                .await
-                .expect("confirm.select");
+            if p == 1 && params.tx {
+                within("tx.select", ch.tx_select()).await.expect("tx.select");
+            } else {
+                within("confirm.select", ch.confirm_select(ConfirmSelectOptions::default()))
+                    .await
+                    .expect("confirm.select");
+            }
             channels.push(ch);
         }
         let ch = within("channel.open", connections[2].create_channel()).await.expect("consumer channel");
@@ -337,7 +381,14 @@ impl Load {
         let publishers = channels
             .into_iter()
             .enumerate()
-            .map(|(p, ch)| tokio::spawn(publish(ch, p as u64, params.windows[p], stopping.clone())))
+            .map(|(p, ch)| {
+                let (publisher, window, stopping) = (p as u64, params.windows[p], stopping.clone());
+                if p == 1 && params.tx {
+                    tokio::spawn(publish_tx(ch, publisher, window, stopping))
+                } else {
+                    tokio::spawn(publish(ch, publisher, window, stopping))
+                }
+            })
             .collect();
         Load { stopping, publishers, consumer, syncs: syncs_tx, _connections: connections }
     }

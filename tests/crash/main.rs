@@ -10,6 +10,8 @@
 //!   messages with a window of unconfirmed publishes, each message to one of
 //!   the queues, so both publish locally and across shards; the body carries a
 //!   sequence number and padding derived from it, so a corrupt body is caught;
+//!   in a third of the trials the second publisher commits transactions
+//!   instead (a message counts as confirmed once its commit-ok is back);
 //! - one consumer with manual acks and a prefetch consumes both queues on one
 //!   channel and acks, some acks deferred and then given with multiple=true;
 //! - one message in [`STUCK_ONE_IN`] goes to a third queue nobody consumes
@@ -312,10 +314,11 @@ async fn trial(stop: Stop, number: u64, trials: u64, seed: u64) {
         .as_ref()
         .map_or(String::new(), |a| format!(" acked_before_stop={}", a.len()));
     println!(
-        "crash {stop:?} trial {number}/{trials} seed={seed:#x} windows={:?} prefetch={} consume_after={}ms \
+        "crash {stop:?} trial {number}/{trials} seed={seed:#x} windows={:?} tx={} prefetch={} consume_after={}ms \
          stop_after={}ms: published={} confirmed={} nacked={} delivered before={} after={} \
          (redelivered {redelivered}){acked} in {}ms",
         params.windows,
+        params.tx,
         params.prefetch,
         params.consume_after.as_millis(),
         params.stop_after.as_millis(),
