@@ -2,7 +2,7 @@
 //! thread per shard.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -57,7 +57,7 @@ impl std::error::Error for StartError {}
 pub struct Server {
     addrs: Vec<SocketAddr>,
     threads: Vec<JoinHandle<()>>,
-    shutdown: Arc<AtomicBool>,
+    stop: Arc<crate::shard::stop::Stop>,
     wakers: Vec<Arc<Doorbell>>,
     /// Holds the data directory's lock; dropped after the shards have stopped.
     data_dir: DataDir,
@@ -108,7 +108,7 @@ impl Server {
         let endpoints = crate::ring::mesh::<Envelope>(doorbells.clone(), config.ring_capacity_slots);
         let config = Arc::new(config);
         let users = Arc::new(Users::from_config(&config));
-        let shutdown = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(crate::shard::stop::Stop::new(shard_count));
         let resources =
             Arc::new(ResourceLimits::new(config.memory_budget_bytes, config.disk_free_limit_bytes));
         let cores =
@@ -121,8 +121,7 @@ impl Server {
             let messages = data_dir.messages_dir(i);
             ctx.open_log(&messages, Arc::new(move || drop(doorbell.ring()))).map_err(StartError::Io)?;
             let shard_listeners = if i == 0 { std::mem::take(&mut listeners) } else { Vec::new() };
-            let shard =
-                Shard::new(ctx, poll, shard_listeners, Arc::clone(&shutdown)).map_err(StartError::Io)?;
+            let shard = Shard::new(ctx, poll, shard_listeners, Arc::clone(&stop)).map_err(StartError::Io)?;
             let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
             let thread = std::thread::Builder::new()
                 .name(format!("lepus-shard-{i}"))
@@ -138,7 +137,7 @@ impl Server {
         let mut server = Server {
             addrs,
             threads,
-            shutdown,
+            stop,
             wakers: doorbells,
             resources: Arc::clone(&resources),
             monitor: None,
@@ -183,7 +182,7 @@ impl Server {
         if let Some(mut monitor) = self.monitor.take() {
             monitor.stop();
         }
-        self.shutdown.store(true, Ordering::Release);
+        self.stop.requested.store(true, Ordering::Release);
         for doorbell in &self.wakers {
             let _ = doorbell.ring();
         }

@@ -196,6 +196,11 @@ impl<T: Send> MeshEndpoint<T> {
         self.staged_total
     }
 
+    /// Nothing staged, and the peers have taken everything pushed to them.
+    pub fn outboxes_taken(&self) -> bool {
+        self.staged_total == 0 && self.outboxes.iter().flatten().all(|outbox| outbox.ring.is_taken())
+    }
+
     /// Items staged and not yet pushed into a ring.
     #[inline]
     pub fn staged_len(&self) -> usize {

@@ -126,6 +126,16 @@ impl<T> Producer<T> {
         self.shared.capacity()
     }
 
+    /// True if the consumer has taken every item pushed so far. `false` may
+    /// be stale (the consumer may take them right after); `true` is reliable.
+    #[inline]
+    pub fn is_taken(&self) -> bool {
+        // Acquire: pairs with the consumer's Release store of `head`, so what
+        // the consumer did before taking the items happens-before our reading
+        // `true`.
+        self.shared.head.0.load(Ordering::Acquire) == self.tail
+    }
+
     /// True if the ring is full right now. Racy by nature: the consumer may
     /// free slots immediately after, so `true` can be stale; `false` is
     /// reliable (only this producer fills slots).

@@ -26,13 +26,14 @@
 pub mod ctx;
 pub mod io;
 pub mod names;
+pub mod stop;
 pub mod stored;
 pub mod throttle;
 mod uring;
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -107,7 +108,7 @@ pub struct Shard {
     listeners: Vec<TcpListener>,
     /// Next shard a new connection goes to (round-robin).
     next_home: usize,
-    shutdown: Arc<AtomicBool>,
+    stop: Arc<stop::Stop>,
     /// Connections with input to read or process.
     ready: Vec<usize>,
     /// Connections with output to write.
@@ -125,7 +126,7 @@ impl Shard {
         ctx: ShardCtx,
         poll: Poll,
         mut listeners: Vec<TcpListener>,
-        shutdown: Arc<AtomicBool>,
+        stop: Arc<stop::Stop>,
     ) -> std::io::Result<Shard> {
         for (i, listener) in listeners.iter_mut().enumerate() {
             poll.registry().register(listener, Token(LISTENER_TOKEN_BASE + i), Interest::READABLE)?;
@@ -140,7 +141,7 @@ impl Shard {
             next_generation: 1,
             listeners,
             next_home: 0,
-            shutdown,
+            stop,
             ready: Vec::new(),
             dirty: Vec::new(),
             inbox: Vec::new(),
@@ -151,7 +152,7 @@ impl Shard {
 
     /// Runs until shutdown.
     pub fn run(mut self) {
-        while !self.shutdown.load(Ordering::Acquire) {
+        while !self.stop.requested.load(Ordering::Acquire) {
             self.turn();
         }
         self.close_all();
@@ -265,7 +266,7 @@ impl Shard {
             // stored before its fence is seen here.
             if self.ctx.mesh.inboxes_empty()
                 && !synced
-                && !self.shutdown.load(Ordering::Acquire)
+                && !self.stop.requested.load(Ordering::Acquire)
                 && !self.alarm_cleared()
             {
                 HOUSEKEEPING_INTERVAL
@@ -733,6 +734,7 @@ impl Shard {
         for index in indices {
             self.remove_connection(index);
         }
+        self.drain_for_stop();
         self.ctx.flush_log();
         if let Some(log) = self.ctx.log.as_mut() {
             log.close();
