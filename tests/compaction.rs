@@ -104,6 +104,7 @@ async fn mostly_acked_segments_are_compacted_and_their_live_messages_survive() {
     // What is left is a few live messages per segment: compaction copies
     // them on, and the segments go.
     let after = await_segments_at_most(&data_dir, 8);
+    println!("segment files: {before} after publishing, {after} after compaction");
     assert!(after < before / 4, "{before} segments before, {after} after");
 
     // They all come back after a restart, in order, once each; the one held
