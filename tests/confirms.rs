@@ -149,13 +149,7 @@ async fn persistent_messages_to_a_durable_queue_are_confirmed() {
     let b = start_broker();
     let (conn, ch) = lapin_channel(&b).await;
     let queue = unique("confirms.durable");
-    ch.queue_declare(
-        &queue,
-        QueueDeclareOptions { durable: true, ..Default::default() },
-        FieldTable::default(),
-    )
-    .await
-    .expect("declare");
+    declare_durable(&ch, &queue).await;
     ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm.select");
     let mut confirms = Vec::new();
     for i in 0..100 {

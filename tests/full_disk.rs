@@ -70,13 +70,7 @@ async fn a_full_disk_nacks_persistent_publishes_and_keeps_what_it_confirmed() {
     let conn = lapin_conn_addr(addr).await;
     let ch = conn.create_channel().await.expect("channel");
     let queue = unique("full");
-    ch.queue_declare(
-        &queue,
-        QueueDeclareOptions { durable: true, ..Default::default() },
-        FieldTable::default(),
-    )
-    .await
-    .expect("declare");
+    declare_durable(&ch, &queue).await;
     ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm.select");
     let body = vec![7u8; 16 * 1024];
     let props = BasicProperties::default().with_delivery_mode(2);

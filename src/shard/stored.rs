@@ -25,12 +25,10 @@ impl ShardCtx {
     ) -> std::io::Result<RecoveryReport> {
         let known: std::collections::HashSet<u64> = self.queues.keys().map(|q| q.0).collect();
         let name = format!("lepus-sync-{}", self.shard.0);
-        let (log, recovered, report) =
+        let (mut log, recovered, report) =
             crate::storage::recover::open(dir, &|id| known.contains(&id), name, wake)?;
+        log.set_segment_bytes(self.config.message_log_segment_bytes);
         self.log = Some(log);
-        if let Some(log) = self.log.as_mut() {
-            log.set_segment_bytes(self.config.message_log_segment_bytes);
-        }
         self.restore_messages(recovered);
         tracing::info!(
             shard = self.shard.0,

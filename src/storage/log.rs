@@ -323,14 +323,12 @@ impl<W> Log<W> {
         if let Some(s) = self.segments.get_mut(&segment_of(at)) {
             s.pin(old);
         }
+        self.forget_in(old, 1);
         if let Some(s) = self.segments.get_mut(&old) {
             if s.moved_upto == 0 {
                 s.moved_from = at;
             }
             s.moved_upto = s.moved_upto.max(end);
-        }
-        self.release(old);
-        if let Some(s) = self.segments.get_mut(&old) {
             s.seen_live = s.live;
         }
         Some(at)
@@ -389,13 +387,20 @@ impl<W> Log<W> {
     /// messages the queue does not hold in memory (a purge of its paged
     /// part). Their segments are released with [`Log::forget_in`].
     pub fn append_settled_range(&mut self, queue: u64, first: u64, last: u64) {
-        if self.make_room(record::RECORD_HEADER_BYTES + 13 + 16).is_err() {
-            return;
+        self.push_ranges(entry::KIND_SETTLED, queue, &[(first, last)]);
+    }
+
+    /// Appends a settled or delivered record of `ranges`; false if the log
+    /// cannot take it.
+    fn push_ranges(&mut self, kind: u8, queue: u64, ranges: &[(u64, u64)]) -> bool {
+        if self.make_room(record::RECORD_HEADER_BYTES + 13 + ranges.len() * 16).is_err() {
+            return false;
         }
         let start = self.pending.len();
-        entry::append_ranges(&mut self.pending, entry::KIND_SETTLED, queue, &[(first, last)]);
+        entry::append_ranges(&mut self.pending, kind, queue, ranges);
         self.dirty = true;
         self.advance(start);
+        true
     }
 
     /// `count` messages in `segment` are no longer needed.
@@ -468,24 +473,20 @@ impl<W> Log<W> {
         self.seqs.sort_unstable();
         let mut ranges = std::mem::take(&mut self.ranges);
         entry::to_ranges(self.seqs.iter().copied(), &mut ranges);
-        if self.make_room(record::RECORD_HEADER_BYTES + 13 + ranges.len() * 16).is_err() {
+        let recorded = self.push_ranges(kind, queue, &ranges);
+        self.ranges = ranges;
+        if !recorded {
             // Not recorded: after a crash these come back (redelivered).
-            self.ranges = ranges;
             if kind == entry::KIND_SETTLED {
                 self.forget(messages.iter().map(|&(_, at)| at));
             }
             return;
         }
-        let start = self.pending.len();
-        entry::append_ranges(&mut self.pending, kind, queue, &ranges);
-        self.dirty = true;
-        self.ranges = ranges;
-        self.advance(start);
         let active = self.active;
         for &(_, at) in messages {
             let segment = segment_of(at);
             if kind == entry::KIND_SETTLED {
-                self.release(segment);
+                self.forget_in(segment, 1);
             }
             if segment != active {
                 if let Some(s) = self.segments.get_mut(&active) {
@@ -500,17 +501,7 @@ impl<W> Log<W> {
     pub fn forget(&mut self, locs: impl Iterator<Item = Loc>) {
         for at in locs {
             if at != NO_LOC {
-                self.release(segment_of(at));
-            }
-        }
-    }
-
-    fn release(&mut self, segment: u32) {
-        if let Some(s) = self.segments.get_mut(&segment) {
-            assert!(s.live > 0, "message log: segment {segment} released below zero");
-            s.live -= 1;
-            if s.live == 0 {
-                self.retire_due = true;
+                self.forget_in(segment_of(at), 1);
             }
         }
     }
