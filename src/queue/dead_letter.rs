@@ -21,8 +21,10 @@ impl DeadLetterTarget {
     /// Reads the target from queue arguments, if configured.
     pub fn from_arguments(arguments: &FieldTable) -> Option<DeadLetterTarget> {
         let text = |key: &[u8]| match arguments.get(key) {
-            Some(FieldValue::LongStr(s)) if s.len() <= 255 => {
-                Some(ShortStr::copy_from_str(&String::from_utf8_lossy(s.as_bytes())))
+            // The exact bytes: a lossy conversion would turn 255 bytes of
+            // invalid UTF-8 into 765 and name another exchange.
+            Some(FieldValue::LongStr(s)) => {
+                ShortStr::from_bytes(bytes::Bytes::copy_from_slice(s.as_bytes())).ok()
             }
             _ => None,
         };
@@ -172,6 +174,21 @@ mod tests {
             Some(FieldValue::Array(a)) => a.clone(),
             other => panic!("no x-death: {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_target_is_read_byte_for_byte() {
+        let mut arguments = FieldTable::new();
+        let name = bytes::Bytes::from(vec![0xFF; 255]);
+        arguments.insert(
+            ShortStr::from_static("x-dead-letter-exchange"),
+            FieldValue::LongStr(name.clone().into()),
+        );
+        let target = DeadLetterTarget::from_arguments(&arguments).expect("a target");
+        assert_eq!(target.exchange.as_bytes(), &name[..]);
+        let too_long = FieldValue::LongStr(bytes::Bytes::from(vec![b'x'; 256]).into());
+        arguments.insert(ShortStr::from_static("x-dead-letter-exchange"), too_long);
+        assert!(DeadLetterTarget::from_arguments(&arguments).is_none());
     }
 
     #[test]
