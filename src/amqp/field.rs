@@ -653,6 +653,19 @@ impl FieldTable {
     pub fn encoded_len(&self) -> usize {
         4 + self.0.iter().map(|(k, v)| 1 + k.len() + v.encoded_len()).sum::<usize>()
     }
+
+    /// An equal table whose strings all point into one buffer of its own,
+    /// of the table's encoded size. A decoded table's strings are views of
+    /// the frame it came in, which is part of a connection's 64 KiB read
+    /// buffer: a table that outlives the frame (declare and binding
+    /// arguments) would otherwise keep that whole buffer alive.
+    pub fn detached(&self) -> FieldTable {
+        let mut out = BytesMut::with_capacity(self.encoded_len());
+        self.encode(&mut out);
+        // Decoding what we just encoded cannot fail: the nesting was
+        // checked when `self` was decoded or built by us.
+        FieldTable::decode(&mut out.freeze()).unwrap_or_else(|_| self.clone())
+    }
 }
 
 impl From<Vec<(ShortStr, FieldValue)>> for FieldTable {

@@ -337,6 +337,22 @@ proptest! {
     }
 
     #[test]
+    fn a_detached_table_is_equal_and_shares_nothing_with_the_frame(t in any_field_table()) {
+        let frame = encode_table(&t);
+        let decoded = FieldTable::decode(&mut frame.clone()).unwrap();
+        let detached = decoded.detached();
+        prop_assert_eq!(&detached, &t);
+        let frame_range = frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len();
+        for (key, value) in detached.iter() {
+            let key_at = key.as_bytes().as_ptr() as usize;
+            prop_assert!(key.is_empty() || !frame_range.contains(&key_at), "key {:?} is a view of the frame", key);
+            if let Some(b) = value.as_bytes() {
+                prop_assert!(b.is_empty() || !frame_range.contains(&(b.as_ptr() as usize)));
+            }
+        }
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
         let _ = FieldTable::decode(&mut Bytes::from(bytes));
     }
