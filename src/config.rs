@@ -240,6 +240,19 @@ mod tests {
     }
 
     #[test]
+    fn entity_limits_are_read_from_toml() {
+        let defaults = Config::default();
+        assert_eq!(
+            (defaults.queue_count_max, defaults.exchange_count_max, defaults.binding_count_max),
+            (100_000, 100_000, 500_000)
+        );
+        let config: Config =
+            toml::from_str("queue_count_max = 1\nexchange_count_max = 2\nbinding_count_max = 3")
+                .expect("parse");
+        assert_eq!((config.queue_count_max, config.exchange_count_max, config.binding_count_max), (1, 2, 3));
+    }
+
+    #[test]
     fn resource_limits_are_read_from_toml_with_rabbitmqs_defaults() {
         let defaults = Config::default();
         assert_eq!(defaults.disk_free_limit_bytes, 50_000_000);
