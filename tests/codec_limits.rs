@@ -232,3 +232,79 @@ fn a_user_name_that_is_not_utf8_is_refused_403() {
     raw.send_start_ok("PLAIN", b"\0gu\xffest\0guest", true);
     raw.expect_connection_close(403, "ACCESS_REFUSED - Login was refused");
 }
+
+/// `levels` nested arrays around a long string.
+fn deep_array(levels: usize) -> Field {
+    let mut value = Field::LongStr(b"bottom".to_vec());
+    for _ in 0..levels {
+        value = Field::Array(vec![value]);
+    }
+    value
+}
+
+#[test]
+/// Headers at the nesting limit go everywhere a message goes: a headers
+/// exchange compares them with a binding's equally deep arguments, a
+/// rejection dead-letters the message (its headers decoded, an `x-death`
+/// added, encoded again), and the consumer gets them back intact. Every
+/// recursive path (decode, compare, clone, encode) meets the deepest
+/// value a client can send.
+fn headers_at_the_nesting_limit_are_routed_dead_lettered_and_delivered() {
+    let b = start_broker();
+    let healthy = Healthy::start(&b);
+    let mut raw = raw_with_channel(&b);
+    // {"k": 63 arrays}: 64 levels with the headers table.
+    let deep = deep_array(NESTING_DEPTH_MAX - 1);
+    let (dlq, src) = (unique("deep.dlq"), unique("deep.src"));
+    raw.declare_queue(1, &dlq, true, false);
+    let bind = Args::new()
+        .u16(0)
+        .shortstr(&dlq)
+        .shortstr("amq.match")
+        .shortstr("")
+        .bits(&[false])
+        .table(&[("x-match", Field::LongStr(b"all".to_vec())), ("k", deep.clone())])
+        .build();
+    raw.send_method(1, 50, 20, &bind);
+    raw.expect_method(1, 50, 21);
+    let declare = Args::new()
+        .u16(0)
+        .shortstr(&src)
+        .bits(&[false, false, true, false, false])
+        .table(&[("x-dead-letter-exchange", Field::LongStr(b"amq.match".to_vec()))])
+        .build();
+    raw.send_method(1, 50, 10, &declare);
+    raw.expect_method(1, 50, 11);
+
+    let mut headers = Vec::new();
+    encode_table(&mut headers, &[("k".to_string(), deep.clone())]);
+    raw.send(&publish_with_properties(&src, FLAG_HEADERS, &headers));
+    raw.send_method(1, 60, 70, &Args::new().u16(0).shortstr(&src).bits(&[false]).build());
+    let get_ok = raw.expect_method(1, 60, 71);
+    let tag = Cursor::new(&get_ok).u64();
+    let _ = raw.read_content(1);
+    raw.send_method(1, 60, 90, &Args::new().u64(tag).bits(&[false]).build());
+
+    // RabbitMQ dead-letters after the reject is answered (no event to wait
+    // for): ask again until it is there.
+    let deadline = std::time::Instant::now() + SAFETY;
+    loop {
+        raw.send_method(1, 60, 70, &Args::new().u16(0).shortstr(&dlq).bits(&[true]).build());
+        match raw.read_method() {
+            Some((1, 60, 71, _)) => break,
+            Some((1, 60, 72, _)) if std::time::Instant::now() < deadline => continue,
+            other => panic!("expected the dead-lettered message, got {other:?}"),
+        }
+    }
+    let (properties, body) = raw.read_content(1);
+    assert_eq!(body, b"abc");
+    let mut c = Cursor::new(&properties);
+    assert_eq!(c.u16(), FLAG_HEADERS, "only headers");
+    let table = c.table();
+    assert_eq!(table_get(&table, "k"), Some(&deep), "the deep header came back intact");
+    let deaths = table_get(&table, "x-death").expect("x-death added");
+    let Field::Array(deaths) = deaths else { panic!("x-death is not an array: {deaths:?}") };
+    let reason = deaths[0].as_table().and_then(|t| table_get(t, "reason")).and_then(Field::as_bytes);
+    assert_eq!(reason, Some(&b"rejected"[..]));
+    healthy.finish();
+}
