@@ -20,9 +20,12 @@ pub struct DeadLetterTarget {
 impl DeadLetterTarget {
     /// Reads the target from queue arguments, if configured.
     pub fn from_arguments(arguments: &FieldTable) -> Option<DeadLetterTarget> {
+        // Names are bytes, as RabbitMQ keeps them: a name that is not UTF-8
+        // is still a name. One longer than 255 bytes can name no exchange
+        // (RabbitMQ accepts it too), so such a queue dead-letters nowhere.
         let text = |key: &[u8]| match arguments.get(key) {
-            Some(FieldValue::LongStr(s)) if s.len() <= 255 => {
-                Some(ShortStr::copy_from_str(&String::from_utf8_lossy(s.as_bytes())))
+            Some(FieldValue::LongStr(s)) => {
+                ShortStr::from_bytes(bytes::Bytes::copy_from_slice(s.as_bytes())).ok()
             }
             _ => None,
         };
