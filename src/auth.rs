@@ -54,6 +54,11 @@ impl Users {
     }
 
     /// Checks a start-ok response; returns the user name.
+    ///
+    /// Names and passwords are compared as the bytes the client sent, never
+    /// through a lossy conversion: a name that is not UTF-8 names no user
+    /// (ours are configured as text) and is refused like an unknown one, as
+    /// RabbitMQ refuses it.
     pub fn authenticate(
         &self,
         mechanism: &[u8],
@@ -63,41 +68,53 @@ impl Users {
         let (user, pass) = match mechanism {
             b"PLAIN" => parse_plain(response)?,
             b"AMQPLAIN" => parse_amqplain(response)?,
-            other => return Err(AuthError::UnknownMechanism(String::from_utf8_lossy(other).into_owned())),
+            other => return Err(AuthError::UnknownMechanism(printable(other))),
         };
-        let Some(known) = self.users.get(&user) else {
-            return Err(AuthError::Refused(user));
+        let Some((name, known)) =
+            std::str::from_utf8(&user).ok().and_then(|name| Some((name, self.users.get(name)?)))
+        else {
+            return Err(AuthError::Refused(printable(&user)));
         };
-        if !constant_time_eq(known.password.as_bytes(), pass.as_bytes()) {
-            return Err(AuthError::Refused(user));
+        if !constant_time_eq(known.password.as_bytes(), &pass) {
+            return Err(AuthError::Refused(name.to_owned()));
         }
         if known.loopback_only && !peer.ip().is_loopback() {
-            return Err(AuthError::NotLoopback(user));
+            return Err(AuthError::NotLoopback(name.to_owned()));
         }
-        Ok(user)
+        Ok(name.to_owned())
+    }
+}
+
+/// Client bytes for a log line or reply text: UTF-8 as it is, anything else
+/// escaped (`\xff`), so that no two different names print alike.
+fn printable(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_owned(),
+        Err(_) => bytes.escape_ascii().to_string(),
     }
 }
 
 /// PLAIN: `authzid NUL authcid NUL password`.
-fn parse_plain(response: &[u8]) -> Result<(String, String), AuthError> {
+fn parse_plain(response: &[u8]) -> Result<(Vec<u8>, Vec<u8>), AuthError> {
     let mut parts = response.split(|&b| b == 0);
     let (Some(_authzid), Some(user), Some(pass), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(AuthError::Malformed);
     };
-    Ok((String::from_utf8_lossy(user).into_owned(), String::from_utf8_lossy(pass).into_owned()))
+    Ok((user.to_vec(), pass.to_vec()))
 }
 
-/// AMQPLAIN: a field table body (without its length prefix) with LOGIN and PASSWORD.
-fn parse_amqplain(response: &[u8]) -> Result<(String, String), AuthError> {
+/// AMQPLAIN: a field table body (without its length prefix) with LOGIN and
+/// PASSWORD as long strings.
+fn parse_amqplain(response: &[u8]) -> Result<(Vec<u8>, Vec<u8>), AuthError> {
     let mut framed = BytesMut::with_capacity(response.len() + 4);
     framed.put_u32(u32::try_from(response.len()).map_err(|_| AuthError::Malformed)?);
     framed.extend_from_slice(response);
     let mut bytes: Bytes = framed.freeze();
     let table = FieldTable::decode(&mut bytes).map_err(|_| AuthError::Malformed)?;
     let text = |key: &[u8]| match table.get(key) {
-        Some(FieldValue::LongStr(s)) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        Some(FieldValue::LongStr(s)) => Some(s.as_bytes().to_vec()),
         _ => None,
     };
     match (text(b"LOGIN"), text(b"PASSWORD")) {
@@ -132,6 +149,27 @@ mod tests {
             Err(AuthError::NotLoopback(_))
         ));
         assert_eq!(users.authenticate(b"PLAIN", b"guest", peer()), Err(AuthError::Malformed));
+    }
+
+    #[test]
+    fn names_and_passwords_are_compared_as_bytes() {
+        let config = crate::config::Config { default_pass: "gu\u{fffd}st".to_owned(), ..Default::default() };
+        let users = Users::from_config(&config);
+        // A lossy conversion would turn 0xff into U+FFFD and let these in.
+        assert!(matches!(
+            users.authenticate(b"PLAIN", b"\0guest\0gu\xffst", peer()),
+            Err(AuthError::Refused(_))
+        ));
+        assert_eq!(
+            users.authenticate(b"PLAIN", "\0guest\0gu\u{fffd}st".as_bytes(), peer()),
+            Ok("guest".into())
+        );
+        let refused = users.authenticate(b"PLAIN", b"\0gu\xffest\0guest", peer());
+        assert_eq!(refused, Err(AuthError::Refused("gu\\xffest".into())));
+        assert_eq!(
+            users.authenticate(b"PL\xffIN", b"\0guest\0guest", peer()),
+            Err(AuthError::UnknownMechanism("PL\\xffIN".into()))
+        );
     }
 
     #[test]

@@ -75,6 +75,18 @@ pub struct Config {
     /// Size at which a shard's message-log segment is sealed and the next
     /// begun, bytes. Smaller segments are removed or compacted sooner.
     pub message_log_segment_bytes: u32,
+
+    // Entity limits (`routing::entity_limits`): node-wide counts past which
+    // a declare or bind that would create one more is refused (406), so a
+    // loop of declares cannot exhaust memory. No new entity is created
+    // while the memory alarm is raised either.
+    /// Most queues, every vhost together.
+    pub queue_count_max: usize,
+    /// Most exchanges, every vhost together (standard exchanges included).
+    pub exchange_count_max: usize,
+    /// Most bindings, every vhost together (the default exchange's implicit
+    /// ones are not counted).
+    pub binding_count_max: usize,
 }
 
 /// How a shard does socket I/O. Listeners and the cross-shard doorbell always
@@ -119,6 +131,9 @@ impl Default for Config {
             memory_budget_bytes: crate::alarm::memory_budget_bytes_default(),
             disk_free_limit_bytes: crate::alarm::DISK_FREE_LIMIT_BYTES_DEFAULT,
             message_log_segment_bytes: crate::storage::log::SEGMENT_BYTES_MAX,
+            queue_count_max: crate::routing::entity_limits::QUEUE_COUNT_MAX_DEFAULT,
+            exchange_count_max: crate::routing::entity_limits::EXCHANGE_COUNT_MAX_DEFAULT,
+            binding_count_max: crate::routing::entity_limits::BINDING_COUNT_MAX_DEFAULT,
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::auth::Users;
 use crate::config::{Config, ConfigError};
 use crate::ring::doorbell::Doorbell;
 use crate::ring::envelope::Envelope;
+use crate::routing::entity_limits::EntityLimits;
 use crate::routing::topology::Registry;
 use crate::shard::ctx::ShardCtx;
 use crate::shard::{Shard, WAKER_TOKEN};
@@ -122,8 +123,14 @@ impl Server {
             );
             shard_count = kept;
         }
+        let resources =
+            Arc::new(ResourceLimits::new(config.memory_budget_bytes, config.disk_free_limit_bytes));
         // Before any shard runs: shards create the recovered queues they own.
-        let registry = Arc::new(Registry::recover(&data_dir, shard_count).map_err(StartError::Definitions)?);
+        let registry = Arc::new(
+            Registry::recover(&data_dir, shard_count)
+                .map_err(StartError::Definitions)?
+                .with_limits(EntityLimits::from_config(&config, Arc::clone(&resources))),
+        );
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
         for addr in &config.listen {
@@ -143,8 +150,6 @@ impl Server {
         let config = Arc::new(config);
         let users = Arc::new(Users::from_config(&config));
         let stop = Arc::new(crate::shard::stop::Stop::new(shard_count));
-        let resources =
-            Arc::new(ResourceLimits::new(config.memory_budget_bytes, config.disk_free_limit_bytes));
         let cores =
             if config.pin_shards { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
         let mut threads = Vec::with_capacity(shard_count);

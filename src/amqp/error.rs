@@ -68,7 +68,11 @@ impl fmt::Display for DecodeError {
                     write!(f, "unknown field type 0x{letter:02x}")
                 }
             }
-            Self::NestingTooDeep => f.write_str("field tables/arrays nested too deep"),
+            Self::NestingTooDeep => write!(
+                f,
+                "field tables/arrays nested deeper than {} levels",
+                super::field::FIELD_NESTING_DEPTH_MAX
+            ),
             Self::ShortStrTooLong => f.write_str("short string longer than 255 bytes"),
             Self::TrailingBytes => f.write_str("trailing bytes after the last field"),
             Self::BadPropertyFlags(flags) => write!(f, "bad property flags 0x{flags:04x}"),

@@ -527,6 +527,77 @@ fn decode_array(buf: &mut Bytes, depth: usize) -> Result<Vec<FieldValue>, Decode
     Ok(items)
 }
 
+/// Checks that `buf` starts with a field table [`FieldTable::decode`] would
+/// accept (type letters, lengths, nesting within [`FIELD_NESTING_DEPTH_MAX`])
+/// and returns how many bytes it takes, without building it: the publish
+/// path checks message headers this way, allocating nothing.
+pub fn check_table(buf: &[u8]) -> Result<usize, DecodeError> {
+    let mut rest = buf;
+    check_table_at_depth(&mut rest, 1)?;
+    Ok(buf.len() - rest.len())
+}
+
+/// Splits `len_bytes` off the front of `buf`.
+fn take_slice<'a>(buf: &mut &'a [u8], len_bytes: usize) -> Result<&'a [u8], DecodeError> {
+    if buf.len() < len_bytes {
+        return Err(DecodeError::Truncated);
+    }
+    let (head, tail) = buf.split_at(len_bytes);
+    *buf = tail;
+    Ok(head)
+}
+
+/// Splits off the body of a `u32`-length-prefixed block.
+fn take_u32_prefixed_slice<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8], DecodeError> {
+    let len = take_slice(buf, 4)?;
+    let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+    take_slice(buf, usize::try_from(len).map_err(|_| DecodeError::Truncated)?)
+}
+
+/// [`FieldTable::decode_at_depth`] without the table.
+fn check_table_at_depth(buf: &mut &[u8], depth: usize) -> Result<(), DecodeError> {
+    if depth > FIELD_NESTING_DEPTH_MAX {
+        return Err(DecodeError::NestingTooDeep);
+    }
+    let mut body = take_u32_prefixed_slice(buf)?;
+    while !body.is_empty() {
+        let key_len = take_slice(&mut body, 1)?[0];
+        take_slice(&mut body, usize::from(key_len))?;
+        check_value(&mut body, depth)?;
+    }
+    Ok(())
+}
+
+/// [`FieldValue::decode`] without the value.
+fn check_value(buf: &mut &[u8], depth: usize) -> Result<(), DecodeError> {
+    let letter = take_slice(buf, 1)?[0];
+    let fixed_bytes = match letter {
+        tag::BOOL | tag::I8 | tag::U8 => 1,
+        tag::I16 | tag::U16 => 2,
+        tag::I32 | tag::U32 | tag::F32 => 4,
+        tag::I64 | tag::I64_ALT | tag::F64 | tag::TIMESTAMP => 8,
+        tag::DECIMAL => 5,
+        tag::VOID => 0,
+        tag::LONG_STR | tag::BYTE_ARRAY => {
+            take_u32_prefixed_slice(buf)?;
+            return Ok(());
+        }
+        tag::ARRAY => {
+            if depth + 1 > FIELD_NESTING_DEPTH_MAX {
+                return Err(DecodeError::NestingTooDeep);
+            }
+            let mut body = take_u32_prefixed_slice(buf)?;
+            while !body.is_empty() {
+                check_value(&mut body, depth + 1)?;
+            }
+            return Ok(());
+        }
+        tag::TABLE => return check_table_at_depth(buf, depth + 1),
+        other => return Err(DecodeError::BadFieldType(other)),
+    };
+    take_slice(buf, fixed_bytes).map(|_| ())
+}
+
 /// An AMQP field table. Entries keep wire order (re-encoding a decoded
 /// table reproduces its bytes, type letter `L` aside) and duplicates are
 /// kept; [`FieldTable::get`] returns the first match, as RabbitMQ's
@@ -605,6 +676,19 @@ impl FieldTable {
     /// Bytes [`FieldTable::encode`] writes, length prefix included.
     pub fn encoded_len(&self) -> usize {
         4 + self.0.iter().map(|(k, v)| 1 + k.len() + v.encoded_len()).sum::<usize>()
+    }
+
+    /// An equal table whose strings all point into one buffer of its own,
+    /// of the table's encoded size. A decoded table's strings are views of
+    /// the frame it came in, which is part of a connection's 64 KiB read
+    /// buffer: a table that outlives the frame (declare and binding
+    /// arguments) would otherwise keep that whole buffer alive.
+    pub fn detached(&self) -> FieldTable {
+        let mut out = BytesMut::with_capacity(self.encoded_len());
+        self.encode(&mut out);
+        // Decoding what we just encoded cannot fail: the nesting was
+        // checked when `self` was decoded or built by us.
+        FieldTable::decode(&mut out.freeze()).unwrap_or_else(|_| self.clone())
     }
 }
 

@@ -6,7 +6,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use proptest::prelude::*;
 
 use super::field::strategies::{any_field_table, any_field_value};
-use super::field::{FIELD_NESTING_DEPTH_MAX, SHORT_STR_BYTES_MAX};
+use super::field::{check_table, FIELD_NESTING_DEPTH_MAX, SHORT_STR_BYTES_MAX};
 use super::{DecodeError, FieldTable, FieldValue, LongStr, ShortStr};
 
 /// A table holding one entry `k` with the given type letter and value bytes.
@@ -153,7 +153,34 @@ fn hostile_nesting_does_not_overflow_the_stack() {
     let mut buf = BytesMut::new();
     buf.put_u32(t.len() as u32);
     buf.put_slice(&t);
+    assert_eq!(check_table(&buf), Err(DecodeError::NestingTooDeep));
     assert_eq!(FieldTable::decode(&mut buf.freeze()), Err(DecodeError::NestingTooDeep));
+}
+
+/// What [`check_table`] says about `bytes` is what [`FieldTable::decode`]
+/// says, consumed length included.
+fn check_agrees_with_decode(bytes: &[u8]) -> Result<(), TestCaseError> {
+    let mut buf = Bytes::copy_from_slice(bytes);
+    let decoded = FieldTable::decode(&mut buf).map(|_| bytes.len() - buf.len());
+    prop_assert_eq!(check_table(bytes), decoded, "bytes {:?}", bytes);
+    Ok(())
+}
+
+#[test]
+fn check_table_follows_the_nesting_limit() {
+    let ok = encode_table(&nested_tables(FIELD_NESTING_DEPTH_MAX));
+    assert_eq!(check_table(&ok), Ok(ok.len()));
+    let deep = encode_table(&nested_tables(FIELD_NESTING_DEPTH_MAX + 1));
+    assert_eq!(check_table(&deep), Err(DecodeError::NestingTooDeep));
+    let mut arrays = FieldValue::Array(vec![]);
+    for _ in 1..FIELD_NESTING_DEPTH_MAX - 1 {
+        arrays = FieldValue::Array(vec![arrays]);
+    }
+    let ok = encode_table(&FieldTable::from(vec![(ShortStr::from_static("a"), arrays.clone())]));
+    assert_eq!(check_table(&ok), Ok(ok.len()));
+    let deep =
+        encode_table(&FieldTable::from(vec![(ShortStr::from_static("a"), FieldValue::Array(vec![arrays]))]));
+    assert_eq!(check_table(&deep), Err(DecodeError::NestingTooDeep));
 }
 
 #[test]
@@ -280,6 +307,49 @@ proptest! {
         let mut out = BytesMut::new();
         v.encode(&mut out);
         prop_assert_eq!(out.len(), v.encoded_len());
+    }
+
+    #[test]
+    fn check_table_agrees_with_decode_on_valid_tables(t in any_field_table(), extra in 0usize..3) {
+        let mut bytes = encode_table(&t).to_vec();
+        bytes.extend(std::iter::repeat_n(0xAB, extra));
+        check_agrees_with_decode(&bytes)?;
+    }
+
+    #[test]
+    fn check_table_agrees_with_decode_on_damaged_tables(
+        t in any_field_table(),
+        at in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let mut bytes = encode_table(&t).to_vec();
+        let i = at.index(bytes.len());
+        bytes[i] = byte;
+        check_agrees_with_decode(&bytes)?;
+        bytes.truncate(cut.index(bytes.len()));
+        check_agrees_with_decode(&bytes)?;
+    }
+
+    #[test]
+    fn check_table_agrees_with_decode_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        check_agrees_with_decode(&bytes)?;
+    }
+
+    #[test]
+    fn a_detached_table_is_equal_and_shares_nothing_with_the_frame(t in any_field_table()) {
+        let frame = encode_table(&t);
+        let decoded = FieldTable::decode(&mut frame.clone()).unwrap();
+        let detached = decoded.detached();
+        prop_assert_eq!(&detached, &t);
+        let frame_range = frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len();
+        for (key, value) in detached.iter() {
+            let key_at = key.as_bytes().as_ptr() as usize;
+            prop_assert!(key.is_empty() || !frame_range.contains(&key_at), "key {:?} is a view of the frame", key);
+            if let Some(b) = value.as_bytes() {
+                prop_assert!(b.is_empty() || !frame_range.contains(&(b.as_ptr() as usize)));
+            }
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::error::DecodeError;
-use super::field::{FieldTable, ShortStr};
+use super::field::{self, FieldTable, ShortStr};
 use super::spec::class_id;
 use super::wire;
 
@@ -205,6 +205,43 @@ pub fn peek_content_header(payload: &[u8]) -> Result<(u16, u64), DecodeError> {
     let mut size = [0u8; 8];
     size.copy_from_slice(&fixed[4..12]);
     Ok((class_id, u64::from_be_bytes(size)))
+}
+
+/// Checks that the properties of a content-header payload decode as
+/// [`ContentHeader::decode`] would decode them (lengths, the headers table,
+/// no continuation flag, no trailing bytes), without building them.
+///
+/// RabbitMQ decodes the properties of every publish and closes the
+/// connection with `541 INTERNAL_ERROR` when they do not parse; the publish
+/// path calls this so a malformed header never reaches a queue.
+pub fn check_properties(payload: &[u8]) -> Result<(), DecodeError> {
+    let Some((fixed, mut rest)) = payload.split_at_checked(CONTENT_HEADER_FIXED_BYTES) else {
+        return Err(DecodeError::Truncated);
+    };
+    let flags = u16::from_be_bytes([fixed[12], fixed[13]]);
+    if flags & FLAG_CONTINUATION != 0 {
+        return Err(DecodeError::BadPropertyFlags(flags));
+    }
+    // Property bits from the highest (content-type) down, each with what it
+    // occupies on the wire; bit 1 is ignored, as by `decode`.
+    for bit in (2..16).rev() {
+        let flag = 1u16 << bit;
+        if flags & flag == 0 {
+            continue;
+        }
+        let len_bytes = match flag {
+            FLAG_HEADERS => field::check_table(rest)?,
+            FLAG_DELIVERY_MODE | FLAG_PRIORITY => 1,
+            FLAG_TIMESTAMP => 8,
+            _ => 1 + usize::from(*rest.first().ok_or(DecodeError::Truncated)?),
+        };
+        rest = rest.get(len_bytes..).ok_or(DecodeError::Truncated)?;
+    }
+    if rest.is_empty() {
+        Ok(())
+    } else {
+        Err(DecodeError::TrailingBytes)
+    }
 }
 
 /// The weight field (bytes 2..4), which must be 0; RabbitMQ treats a

@@ -138,3 +138,50 @@ proptest! {
         prop_assert_eq!(ContentHeader::decode(bytes).unwrap(), h);
     }
 }
+
+/// [`check_properties`] accepts exactly what [`ContentHeader::decode`]
+/// accepts (for class 60; the class is checked before, by the caller).
+fn check_agrees_with_decode(payload: &[u8]) -> Result<(), TestCaseError> {
+    let decoded = ContentHeader::decode(Bytes::copy_from_slice(payload)).map(|_| ());
+    let decoded = match decoded {
+        Err(DecodeError::UnknownClass(_)) => return Ok(()),
+        other => other,
+    };
+    prop_assert_eq!(check_properties(payload), decoded, "payload {:?}", payload);
+    Ok(())
+}
+
+#[test]
+fn check_properties_refuses_what_rabbitmq_cannot_parse() {
+    let mut ok = encode(&ContentHeader { class_id: 60, body_size: 3, properties: all_properties() }).to_vec();
+    assert_eq!(check_properties(&ok), Ok(()));
+    ok.push(0);
+    assert_eq!(check_properties(&ok), Err(DecodeError::TrailingBytes));
+    // content-type flagged but absent.
+    let mut bare =
+        encode(&ContentHeader { class_id: 60, body_size: 3, properties: BasicProperties::default() });
+    let mut flagged = bare.to_vec();
+    flagged[12] = 0x80;
+    assert_eq!(check_properties(&flagged), Err(DecodeError::Truncated));
+    flagged[12..14].copy_from_slice(&[0, 1]);
+    assert_eq!(check_properties(&flagged), Err(DecodeError::BadPropertyFlags(1)));
+    assert_eq!(check_properties(&bare.split_to(13)), Err(DecodeError::Truncated));
+}
+
+proptest! {
+    #[test]
+    fn check_properties_agrees_with_decode(
+        h in any_content_header(),
+        at in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let mut payload = encode(&h).to_vec();
+        check_agrees_with_decode(&payload)?;
+        let i = at.index(payload.len());
+        payload[i] = byte;
+        check_agrees_with_decode(&payload)?;
+        payload.truncate(cut.index(payload.len()));
+        check_agrees_with_decode(&payload)?;
+    }
+}

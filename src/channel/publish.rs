@@ -133,6 +133,16 @@ impl Channel {
             self.content = None;
             return Err(error.on(&Method::BasicPublish(BasicPublish::default())));
         }
+        // RabbitMQ decodes every publish's properties and answers ones that
+        // do not parse (a bad type letter, a length past the end) with a
+        // connection-level 541; checked here, allocation-free, so that no
+        // queue ever holds a header that later decodes fail on.
+        properties::check_properties(&payload).map_err(|e| {
+            ChannelError::hard(
+                spec::reply_code::INTERNAL_ERROR,
+                format!("cannot decode the content header's properties: {e}"),
+            )
+        })?;
         content.header = Some(payload);
         content.body_size = body_size;
         if body_size == 0 {

@@ -178,6 +178,21 @@ mod tests {
     }
 
     #[test]
+    fn the_target_is_read_byte_for_byte() {
+        let mut arguments = FieldTable::new();
+        let name = bytes::Bytes::from(vec![0xFF; 255]);
+        arguments.insert(
+            ShortStr::from_static("x-dead-letter-exchange"),
+            FieldValue::LongStr(name.clone().into()),
+        );
+        let target = DeadLetterTarget::from_arguments(&arguments).expect("a target");
+        assert_eq!(target.exchange.as_bytes(), &name[..]);
+        let too_long = FieldValue::LongStr(bytes::Bytes::from(vec![b'x'; 256]).into());
+        arguments.insert(ShortStr::from_static("x-dead-letter-exchange"), too_long);
+        assert!(DeadLetterTarget::from_arguments(&arguments).is_none());
+    }
+
+    #[test]
     fn a_second_death_in_the_same_queue_counts_up() {
         let target = DeadLetterTarget { exchange: ShortStr::from_static("dlx"), routing_key: None };
         let queue = ShortStr::from_static("work");

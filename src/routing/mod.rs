@@ -10,6 +10,8 @@
 //!   declare/delete, exchange-to-exchange recursion, locking): it owns one
 //!   `BindingTable` per exchange and calls [`BindingTable::route`] once per
 //!   publish.
+//! * [`entity_limits`] — how many queues, exchanges and bindings may exist,
+//!   and the memory alarm's hold on new ones.
 //! * [`durable`] — which topology changes are durable, their journal for the
 //!   definitions log, and the replay of that log at start.
 //!
@@ -17,6 +19,7 @@
 //! it follows.
 
 pub mod durable;
+pub mod entity_limits;
 pub mod headers;
 
 /// The hash map of the routing path: keys are client-chosen names, so the

@@ -34,6 +34,7 @@ use crate::connection::ConnId;
 use crate::queue::{QueueId, QueueRef};
 use crate::ring::ShardId;
 use crate::routing::durable::{self, Journal};
+use crate::routing::entity_limits::EntityLimits;
 use crate::routing::table::{BindError, BindingTable, ExchangeKind};
 use crate::storage::definitions::{self, Definition, DefinitionsError, DefinitionsLog};
 use crate::storage::DataDir;
@@ -222,6 +223,8 @@ pub struct Registry {
     shard_count: usize,
     /// Durable queues recovered at start, with their vhosts.
     recovered: Vec<(Arc<str>, Arc<QueueMeta>)>,
+    /// How many entities may exist, and the alarm that holds new ones.
+    limits: EntityLimits,
 }
 
 /// What the writer lock guards besides the right to publish a snapshot.
@@ -273,6 +276,7 @@ impl Registry {
             epoch,
             shard_count: shard_count.max(1),
             recovered: Vec::new(),
+            limits: EntityLimits::default(),
         };
         registry.add_vhost(DEFAULT_VHOST);
         registry
@@ -328,6 +332,12 @@ impl Registry {
             "definitions recovered"
         );
         Ok(registry)
+    }
+
+    /// The same registry, enforcing `limits` on what is declared from now on.
+    pub fn with_limits(mut self, limits: EntityLimits) -> Registry {
+        self.limits = limits;
+        self
     }
 
     /// Creates a vhost with RabbitMQ's standard exchanges.
@@ -473,19 +483,22 @@ impl Registry {
             if let Some(existing) = v.exchanges.get(&spec.name) {
                 return check_exchange_equivalent(vhost, existing, &spec);
             }
+            self.limits.check_new_exchange(&self.current.load(), vhost, &spec.name)?;
+            // Detached: the name and arguments outlive the frame they came in.
+            let name = spec.name.detached();
             let exchange = Exchange {
                 id,
-                name: spec.name.clone(),
+                name: name.clone(),
                 kind: spec.kind,
                 durable: spec.durable,
                 auto_delete: spec.auto_delete,
                 internal: spec.internal,
-                arguments: spec.arguments,
+                arguments: spec.arguments.detached(),
                 bindings: BindingTable::new(spec.kind),
             };
             journal.exchange_declared(&exchange);
-            v.exchange_names.insert(id, spec.name.clone());
-            v.exchanges.insert(spec.name, Arc::new(exchange));
+            v.exchange_names.insert(id, name.clone());
+            v.exchanges.insert(name, Arc::new(exchange));
             Ok(())
         })
     }
@@ -521,6 +534,9 @@ impl Registry {
             if let Some(existing) = v.queues.get(&meta.name) {
                 return Ok(Err(Arc::clone(existing)));
             }
+            self.limits.check_new_queue(&self.current.load(), vhost, &meta.name)?;
+            // Detached: the name and arguments outlive the frame they came in.
+            let meta = QueueMeta { name: meta.name.detached(), arguments: meta.arguments.detached(), ..meta };
             journal.queue_declared(&meta);
             Ok(Ok(insert_queue(v, meta)))
         });
@@ -565,10 +581,16 @@ impl Registry {
             let Some(exchange) = v.exchanges.get_mut(source) else {
                 return Err(not_found_exchange(vhost, source));
             };
+            // Detached: the key and arguments outlive the frame they came in.
             let added = Arc::make_mut(exchange)
                 .bindings
-                .bind(dest, routing_key, arguments)
+                .bind(dest, &routing_key.detached(), &arguments.detached())
                 .map_err(|e: BindError| TopologyError::PreconditionFailed(e.to_string()))?;
+            if added {
+                // Checked once it is known to be new; refusing drops the
+                // edited copy, so nothing was added.
+                self.limits.check_new_binding(&self.current.load(), vhost, source)?;
+            }
             if let (true, Some(record)) = (added, record) {
                 journal.bound(record);
             }
