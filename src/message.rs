@@ -138,8 +138,54 @@ fn persistent_slow(header: &[u8]) -> bool {
 #[cold]
 pub fn expiration_ms(header: &bytes::Bytes) -> Option<u64> {
     let header = crate::amqp::properties::ContentHeader::decode(header.clone()).ok()?;
-    let text = header.properties.expiration?;
-    std::str::from_utf8(text.as_bytes()).ok()?.parse::<u64>().ok()
+    parse_expiration(header.properties.expiration?.as_bytes()).ok()
+}
+
+/// The longest `expiration` RabbitMQ accepts, in ms (ten years).
+pub const EXPIRATION_MS_MAX: u64 = 315_360_000_000;
+
+/// Reads an `expiration` property as RabbitMQ does (Erlang's
+/// `string:to_integer`: an optional sign, then ASCII digits, nothing after)
+/// and checks its range. The error is RabbitMQ's reason, as its reply text
+/// `invalid expiration '…': REASON` prints it.
+pub fn parse_expiration(text: &[u8]) -> Result<u64, String> {
+    let (negative, unsigned) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, text),
+    };
+    let digits = unsigned.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 {
+        return Err("no_integer".into());
+    }
+    let (number, rest) = unsigned.split_at(digits);
+    if !rest.is_empty() {
+        return Err(format!("{{leftover_string,{}}}", erlang_string(rest)));
+    }
+    // Only ASCII digits here, so the text is UTF-8.
+    let number_text = String::from_utf8_lossy(number);
+    let value = number_text.parse::<u64>().unwrap_or(u64::MAX);
+    if negative && value > 0 {
+        return Err(format!("{{value_negative,-{}}}", number_text.trim_start_matches('0')));
+    }
+    if value > EXPIRATION_MS_MAX {
+        let shown = number_text.trim_start_matches('0');
+        return Err(format!("{{value_too_large,{shown}}}"));
+    }
+    Ok(value)
+}
+
+/// How Erlang's `~p` prints a list of bytes: a quoted string when every byte
+/// is printable Latin-1, else the list of integers.
+fn erlang_string(bytes: &[u8]) -> String {
+    let printable = |b: &u8| matches!(b, 32..=126 | 160..=255);
+    if bytes.iter().all(printable) {
+        let text = String::from_utf8_lossy(bytes);
+        format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+    } else {
+        let items: Vec<String> = bytes.iter().map(u8::to_string).collect();
+        format!("[{}]", items.join(","))
+    }
 }
 
 /// The `priority` property (0 when absent), for priority queues.
@@ -207,5 +253,37 @@ impl Body {
                 out.freeze()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_expiration;
+
+    #[test]
+    fn expiration_as_rabbitmq_reads_it() {
+        // Each reason is what RabbitMQ 3.10.8 answered for the same property.
+        let cases: [(&[u8], Result<u64, &str>); 12] = [
+            (b"60000", Ok(60_000)),
+            (b"+5", Ok(5)),
+            (b"-0", Ok(0)),
+            (b"007", Ok(7)),
+            (b"315360000000", Ok(315_360_000_000)),
+            (b"", Err("no_integer")),
+            (b" 5", Err("no_integer")),
+            (b"-", Err("no_integer")),
+            (b"5 ", Err("{leftover_string,\" \"}")),
+            (b"1.5", Err("{leftover_string,\".5\"}")),
+            (b"-1", Err("{value_negative,-1}")),
+            (b"315360000001", Err("{value_too_large,315360000001}")),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_expiration(text), want.map_err(str::to_owned), "{text:?}");
+        }
+        assert_eq!(
+            parse_expiration(b"99999999999999999999999"),
+            Err("{value_too_large,99999999999999999999999}".into())
+        );
+        assert_eq!(parse_expiration(b"5\x01"), Err("{leftover_string,[1]}".into()));
     }
 }

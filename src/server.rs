@@ -23,6 +23,39 @@ use crate::storage::{DataDir, DataDirError};
 /// Listen backlog for each listening socket.
 pub const LISTEN_BACKLOG: i32 = 1024;
 
+/// Every thread the broker starts has a name with this prefix (`lepus-shard-0`,
+/// `lepus-sync-0`, `lepus-monitor`): a panic on one of them ends the process.
+pub const THREAD_NAME_PREFIX: &str = "lepus-";
+
+/// The exit status after a broker thread panicked (BSD's `EX_SOFTWARE`).
+pub const PANIC_EXIT_CODE: i32 = 70;
+
+/// Makes a panic on any broker thread end the whole process at once, after
+/// the usual panic message and one clear log line, so that a supervisor
+/// restarts the broker. Without it a dead shard would leave a half-alive
+/// broker: its connections hang and its peers stall once their rings to it
+/// fill. Panics on other threads (an embedding program's, a test's) keep the
+/// behaviour they had. Installed once, by the first [`Server::start`].
+pub fn exit_on_broker_thread_panic() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            previous(info);
+            let thread = std::thread::current();
+            let Some(name) = thread.name().filter(|n| n.starts_with(THREAD_NAME_PREFIX)) else {
+                return;
+            };
+            tracing::error!(
+                thread = name,
+                exit_code = PANIC_EXIT_CODE,
+                "broker thread {name} panicked; exiting so that a supervisor restarts the broker"
+            );
+            std::process::exit(PANIC_EXIT_CODE);
+        }));
+    });
+}
+
 /// Why the broker could not start. Terminal.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -77,6 +110,7 @@ impl Server {
     /// listeners and starts the shards.
     pub fn start(config: Config) -> Result<Server, StartError> {
         config.validate().map_err(StartError::Config)?;
+        exit_on_broker_thread_panic();
         let mut shard_count = config.shard_count();
         let data_dir = DataDir::open(&config.data_dir).map_err(StartError::DataDir)?;
         // A queue's messages are in the log of the shard that owned it: a data

@@ -679,3 +679,80 @@ fn resource_limit_flags_raise_the_alarms() {
     let status = broker.wait_exit();
     assert_eq!(status.code(), Some(0), "exit status after SIGTERM; stderr: {:?}", broker.log);
 }
+
+/// Definitions stored by an earlier version (or edited by hand) that this
+/// version refuses are skipped at start, each named in the log; the rest
+/// comes up, and the next start is clean.
+#[test]
+fn stored_definitions_that_no_longer_validate_are_skipped_by_name() {
+    use lepus::amqp::field::{FieldTable, FieldValue, LongStr, ShortStr};
+    use lepus::queue::QueueId;
+    use lepus::routing::table::ExchangeKind;
+    use lepus::storage::definitions::{Definition, DefinitionsLog};
+
+    let dir = TempDir::new("invalid-definitions");
+    let table = |key: &'static str, value: FieldValue| {
+        let mut t = FieldTable::new();
+        t.insert(ShortStr::from_static(key), value);
+        t
+    };
+    let vhost = ShortStr::from_static("/");
+    let queue = |name: &'static str, n: u64, arguments: FieldTable| Definition::QueueDeclared {
+        vhost: vhost.clone(),
+        name: ShortStr::from_static(name),
+        id: QueueId((1 << 32) | n),
+        shard: 0,
+        auto_delete: false,
+        arguments,
+    };
+    let not_utf8 = FieldValue::LongStr(LongStr::from_bytes(vec![0xff; 100].into()));
+    let definitions = [
+        Definition::Epoch(1),
+        queue("bad-ttl", 1, table("x-message-ttl", FieldValue::I32(-1))),
+        queue("bad-dlx", 2, table("x-dead-letter-exchange", FieldValue::I32(5))),
+        queue("good", 3, table("x-dead-letter-exchange", not_utf8)),
+        Definition::ExchangeDeclared {
+            vhost: vhost.clone(),
+            name: ShortStr::from_static("bad-ae"),
+            kind: ExchangeKind::Fanout,
+            auto_delete: false,
+            internal: false,
+            arguments: table("alternate-exchange", FieldValue::I32(1)),
+        },
+    ];
+    DefinitionsLog::rewrite(&dir.0.join("definitions.log"), &definitions).expect("write the definitions log");
+    let path = dir.0.to_str().expect("temp path is UTF-8");
+    let args = ["--listen", "127.0.0.1:0", "--shards", "1", "--data-dir", path];
+    let mut broker = Broker::start(&args);
+    let log = broker.log.join("\n");
+    for skipped in [
+        "declare queue 'bad-ttl' in vhost '/'",
+        "declare queue 'bad-dlx' in vhost '/'",
+        "declare exchange 'bad-ae' in vhost '/'",
+    ] {
+        assert!(log.contains(skipped) && log.contains("record skipped"), "{skipped:?} is reported:\n{log}");
+    }
+    assert!(log.contains("{value_negative,-1}"), "the reason is given:\n{log}");
+    assert!(!log.contains("'good'"), "the valid queue is not reported:\n{log}");
+    let mut raw = Raw::handshake(broker.addr());
+    let passive = |raw: &mut Raw, name: &str| {
+        let mut args = vec![0, 0];
+        short_str(&mut args, name);
+        args.extend_from_slice(&[1, 0, 0, 0, 0]); // passive, then an empty table
+        raw.send_method(1, 50, 10, &args);
+        raw.read_method()
+    };
+    let ok = passive(&mut raw, "good");
+    assert_eq!((ok.class, ok.method), (50, 11), "the valid queue came up");
+    let gone = passive(&mut raw, "bad-ttl");
+    assert_eq!((gone.class, gone.method), (20, 40), "the skipped queue is not there");
+    broker.signal(libc::SIGTERM);
+    assert!(broker.wait_exit().success());
+    // The rewritten log holds only what came up: the next start skips nothing.
+    let broker = Broker::start(&args);
+    let log = broker.log.join("\n");
+    assert!(!log.contains("record skipped"), "a clean second start:\n{log}");
+    let mut raw = Raw::handshake(broker.addr());
+    let ok = passive(&mut raw, "good");
+    assert_eq!((ok.class, ok.method), (50, 11), "the valid queue is still there");
+}

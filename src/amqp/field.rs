@@ -324,6 +324,30 @@ impl PartialEq for FieldValue {
 }
 
 impl FieldValue {
+    /// RabbitMQ's name for this value's type (`rabbit_binary_parser.erl`),
+    /// as its error texts print it.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            FieldValue::Bool(_) => "bool",
+            FieldValue::I8(_) => "byte",
+            FieldValue::U8(_) => "unsignedbyte",
+            FieldValue::I16(_) => "short",
+            FieldValue::U16(_) => "unsignedshort",
+            FieldValue::I32(_) => "signedint",
+            FieldValue::U32(_) => "unsignedint",
+            FieldValue::I64(_) => "long",
+            FieldValue::F32(_) => "float",
+            FieldValue::F64(_) => "double",
+            FieldValue::Decimal { .. } => "decimal",
+            FieldValue::LongStr(_) => "longstr",
+            FieldValue::Array(_) => "array",
+            FieldValue::Timestamp(_) => "timestamp",
+            FieldValue::Table(_) => "table",
+            FieldValue::Void => "void",
+            FieldValue::ByteArray(_) => "binary",
+        }
+    }
+
     /// Any integer kind widened to `i64` (`U32` and smaller always fit).
     /// Timestamps and decimals are not integers here.
     pub fn as_i64(&self) -> Option<i64> {

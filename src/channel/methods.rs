@@ -9,6 +9,7 @@ use crate::channel::{
     Awaiting, Channel, ChannelConsumer, ChannelError, Confirms, Flow, Tx, DIRECT_REPLY_QUEUE,
 };
 use crate::connection::{ConnId, ConnShared};
+use crate::queue::arguments::{self, DeclareFlags};
 use crate::queue::{ConsumerKey, ConsumerSpec, Queue, QueueRef, SettleOp};
 use crate::ring::envelope::{Envelope, QueueReply, QueueRequest};
 use crate::routing::table::ExchangeKind;
@@ -554,6 +555,9 @@ impl Channel {
         }
         let meta = self.lookup_queue(&m.queue, shared, ctx)?;
         check_exclusive(&meta, self.me.conn, &shared.vhost)?;
+        arguments::check_consume(&m.arguments, &meta.arguments).map_err(|e| {
+            ChannelError::new(spec::reply_code::PRECONDITION_FAILED, e.text(&meta.name, &shared.vhost))
+        })?;
         let id = shared.next_consumer;
         shared.next_consumer = shared.next_consumer.wrapping_add(1);
         let prefetch = self.prefetch_consumer;
@@ -621,6 +625,17 @@ impl Channel {
                 ctx.vhost(&shared.vhost).is_some_and(|v| v.exchanges.contains_key(m.exchange.as_bytes()));
             if !exists && m.exchange.as_bytes().starts_with(b"amq.") {
                 return Err(reserved_name("exchange", &m.exchange));
+            }
+            if !exists {
+                arguments::check_alternate_exchange(&m.arguments).map_err(|type_name| {
+                    ChannelError::new(
+                        spec::reply_code::PRECONDITION_FAILED,
+                        format!(
+                            "invalid type '{type_name}' for arg 'alternate-exchange' in exchange '{}' in vhost '{}'",
+                            m.exchange, shared.vhost
+                        ),
+                    )
+                })?;
             }
             let spec = ExchangeSpec {
                 name: m.exchange.clone(),
@@ -722,6 +737,12 @@ impl Channel {
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
     ) -> Result<Arc<QueueMeta>, ChannelError> {
+        // Checked before anything is recorded: a declare RabbitMQ would refuse
+        // must not reach the definitions log or the queue table.
+        let flags = DeclareFlags { durable: m.durable, exclusive: m.exclusive, auto_delete: m.auto_delete };
+        arguments::check_queue_declare(&m.arguments, flags).map_err(|e| {
+            ChannelError::new(spec::reply_code::PRECONDITION_FAILED, e.text(&name, &shared.vhost))
+        })?;
         let queue = QueueRef { id: ctx.registry.allocate_queue_id(), shard: ctx.shard };
         let meta = QueueMeta {
             queue,

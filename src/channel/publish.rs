@@ -373,11 +373,10 @@ impl Channel {
         let mut header =
             ContentHeader::decode(message.header.clone()).map_err(|e| crate::connection::decode_error(&e))?;
         if let Some(expiration) = &header.properties.expiration {
-            let valid = expiration.as_str().is_some_and(|s| s.parse::<u64>().is_ok());
-            if !valid {
+            if let Err(reason) = crate::message::parse_expiration(expiration.as_bytes()) {
                 return Err(ChannelError::new(
                     spec::reply_code::PRECONDITION_FAILED,
-                    format!("invalid expiration '{expiration}' for message"),
+                    format!("invalid expiration '{expiration}': {reason}"),
                 ));
             }
         }

@@ -20,9 +20,10 @@ pub struct DeadLetterTarget {
 impl DeadLetterTarget {
     /// Reads the target from queue arguments, if configured.
     pub fn from_arguments(arguments: &FieldTable) -> Option<DeadLetterTarget> {
+        // Names are bytes, as RabbitMQ keeps them: a name that is not UTF-8
+        // is still a name. One longer than 255 bytes can name no exchange
+        // (RabbitMQ accepts it too), so such a queue dead-letters nowhere.
         let text = |key: &[u8]| match arguments.get(key) {
-            // The exact bytes: a lossy conversion would turn 255 bytes of
-            // invalid UTF-8 into 765 and name another exchange.
             Some(FieldValue::LongStr(s)) => {
                 ShortStr::from_bytes(bytes::Bytes::copy_from_slice(s.as_bytes())).ok()
             }

@@ -30,6 +30,7 @@ use crate::routing::topology::QueueMeta;
 use crate::storage::{Loc, NO_LOC};
 pub use dead_letter::DeadLetterTarget;
 
+pub mod arguments;
 pub mod dead_letter;
 mod journal;
 mod limits;

@@ -20,6 +20,7 @@
 use std::sync::Arc;
 
 use crate::amqp::field::{FieldTable, ShortStr};
+use crate::queue::arguments::{self, DeclareFlags};
 use crate::queue::QueueRef;
 use crate::ring::ShardId;
 use crate::routing::table::BindingTable;
@@ -163,7 +164,7 @@ pub fn replay(registry: &Registry, topology: &mut Topology, definitions: &[Defin
     for definition in definitions {
         if let Err(why) = apply(registry, topology, definition) {
             not_applied += 1;
-            tracing::warn!(record = ?definition, why, "definitions log: record not applied");
+            tracing::warn!(record = %describe(definition), why = %why, "definitions log: record skipped");
         }
     }
     not_applied
@@ -177,7 +178,33 @@ fn vhost_mut<'t>(registry: &Registry, topology: &'t mut Topology, name: &ShortSt
     Arc::make_mut(vhost)
 }
 
-fn apply(registry: &Registry, topology: &mut Topology, definition: &Definition) -> Result<(), &'static str> {
+/// A record as an operator reads it: what it names and where.
+fn describe(definition: &Definition) -> String {
+    match definition {
+        Definition::Epoch(e) => format!("epoch {e}"),
+        Definition::ExchangeDeclared { vhost, name, .. } => {
+            format!("declare exchange '{name}' in vhost '{vhost}'")
+        }
+        Definition::ExchangeDeleted { vhost, name } => format!("delete exchange '{name}' in vhost '{vhost}'"),
+        Definition::QueueDeclared { vhost, name, .. } => format!("declare queue '{name}' in vhost '{vhost}'"),
+        Definition::QueueDeleted { vhost, name } => format!("delete queue '{name}' in vhost '{vhost}'"),
+        Definition::Bound(b) => format!(
+            "bind '{}' to '{}' with '{}' in vhost '{}'",
+            b.destination, b.source, b.routing_key, b.vhost
+        ),
+        Definition::Unbound(b) => {
+            format!(
+                "unbind '{}' from '{}' with '{}' in vhost '{}'",
+                b.destination, b.source, b.routing_key, b.vhost
+            )
+        }
+    }
+}
+
+/// Applies one record. Stored records are checked as a client's declare is:
+/// a record this version would refuse (say, written before a check existed)
+/// is skipped, never built.
+fn apply(registry: &Registry, topology: &mut Topology, definition: &Definition) -> Result<(), String> {
     // Replay's own cascades (a deleted queue's bindings) are not journaled
     // again: the rewritten log is built from the result.
     let mut journal = Journal::new("");
@@ -186,7 +213,10 @@ fn apply(registry: &Registry, topology: &mut Topology, definition: &Definition) 
         Definition::ExchangeDeclared { vhost, name, kind, auto_delete, internal, arguments } => {
             let v = vhost_mut(registry, topology, vhost);
             if is_standard_exchange(name.as_bytes()) || v.exchanges.contains_key(name) {
-                return Err("the exchange exists");
+                return Err("the exchange exists".into());
+            }
+            if let Err(type_name) = arguments::check_alternate_exchange(arguments) {
+                return Err(format!("invalid type '{type_name}' for arg 'alternate-exchange'"));
             }
             let id = registry.allocate_exchange_id();
             let exchange = Exchange {
@@ -206,7 +236,7 @@ fn apply(registry: &Registry, topology: &mut Topology, definition: &Definition) 
             let v = vhost_mut(registry, topology, vhost);
             let exchange = v.exchanges.get(name).cloned().ok_or("no such exchange")?;
             if is_standard_exchange(name.as_bytes()) {
-                return Err("a standard exchange");
+                return Err("a standard exchange".into());
             }
             remove_exchange(v, &exchange, &mut journal);
         }
@@ -214,8 +244,11 @@ fn apply(registry: &Registry, topology: &mut Topology, definition: &Definition) 
             let shard_count = registry.shard_count();
             let v = vhost_mut(registry, topology, vhost);
             if v.queues.contains_key(name) || v.queue_names.contains_key(id) {
-                return Err("the queue exists");
+                return Err("the queue exists".into());
             }
+            let flags = DeclareFlags { durable: true, exclusive: false, auto_delete: *auto_delete };
+            arguments::check_queue_declare(arguments, flags)
+                .map_err(|e| e.text(name, &vhost.to_string_lossy()))?;
             let owner = ShardId((usize::from(*shard) % shard_count) as u16);
             insert_queue(
                 v,
@@ -233,7 +266,7 @@ fn apply(registry: &Registry, topology: &mut Topology, definition: &Definition) 
         Definition::QueueDeleted { vhost, name } => {
             let v = vhost_mut(registry, topology, vhost);
             if !v.queues.contains_key(name) {
-                return Err("no such queue");
+                return Err("no such queue".into());
             }
             remove_queue_named(v, name, &mut journal);
         }
@@ -242,19 +275,19 @@ fn apply(registry: &Registry, topology: &mut Topology, definition: &Definition) 
             let dest = resolve_destination(v, b)?;
             let source = v.exchanges.get_mut(&b.source).ok_or("no such source exchange")?;
             if b.source.is_empty() {
-                return Err("the default exchange");
+                return Err("the default exchange".into());
             }
             Arc::make_mut(source)
                 .bindings
                 .bind(dest, &b.routing_key, &b.arguments)
-                .map_err(|_| "invalid binding arguments")?;
+                .map_err(|e| format!("invalid binding arguments: {e}"))?;
         }
         Definition::Unbound(b) => {
             let v = vhost_mut(registry, topology, &b.vhost);
             let dest = resolve_destination(v, b)?;
             let source = v.exchanges.get_mut(&b.source).ok_or("no such source exchange")?;
             if !Arc::make_mut(source).bindings.unbind(dest, &b.routing_key, &b.arguments) {
-                return Err("no such binding");
+                return Err("no such binding".into());
             }
             auto_delete_if_unbound(v, &b.source, &mut journal);
         }
@@ -262,18 +295,18 @@ fn apply(registry: &Registry, topology: &mut Topology, definition: &Definition) 
     Ok(())
 }
 
-fn resolve_destination(v: &Vhost, b: &BindingDef) -> Result<Destination, &'static str> {
+fn resolve_destination(v: &Vhost, b: &BindingDef) -> Result<Destination, String> {
     match b.destination_kind {
         DestinationKind::Queue => v
             .queues
             .get(&b.destination)
             .map(|q| Destination::Queue(q.queue))
-            .ok_or("no such destination queue"),
+            .ok_or_else(|| "no such destination queue".to_owned()),
         DestinationKind::Exchange => v
             .exchanges
             .get(&b.destination)
             .map(|e| Destination::Exchange(e.id))
-            .ok_or("no such destination exchange"),
+            .ok_or_else(|| "no such destination exchange".to_owned()),
     }
 }
 

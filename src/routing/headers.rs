@@ -134,7 +134,7 @@ pub fn parse_x_match(args: &FieldTable) -> Result<XMatch, BindError> {
             b"any-with-x" => Ok(XMatch::AnyWithX),
             other => Err(BindError::InvalidXMatchValue { value: other.to_vec() }),
         },
-        other => Err(BindError::InvalidXMatchType { type_name: type_name(other), value: erl_value(other) }),
+        other => Err(BindError::InvalidXMatchType { type_name: other.type_name(), value: erl_value(other) }),
     }
 }
 
@@ -228,29 +228,6 @@ fn routing_value_eq(binding: &FieldValue, message: &FieldValue) -> bool {
     }
 }
 
-/// RabbitMQ's name for a field type (`rabbit_binary_parser.erl`).
-fn type_name(v: &FieldValue) -> &'static str {
-    match v {
-        FieldValue::Bool(_) => "bool",
-        FieldValue::I8(_) => "byte",
-        FieldValue::U8(_) => "unsignedbyte",
-        FieldValue::I16(_) => "short",
-        FieldValue::U16(_) => "unsignedshort",
-        FieldValue::I32(_) => "signedint",
-        FieldValue::U32(_) => "unsignedint",
-        FieldValue::I64(_) => "long",
-        FieldValue::F32(_) => "float",
-        FieldValue::F64(_) => "double",
-        FieldValue::Decimal { .. } => "decimal",
-        FieldValue::LongStr(_) => "longstr",
-        FieldValue::Array(_) => "array",
-        FieldValue::Timestamp(_) => "timestamp",
-        FieldValue::Table(_) => "table",
-        FieldValue::Void => "void",
-        FieldValue::ByteArray(_) => "binary",
-    }
-}
-
 /// Best-effort rendering of a value the way Erlang's `~tp` prints the
 /// decoded term (for error messages only).
 fn erl_value(v: &FieldValue) -> String {
@@ -285,7 +262,7 @@ fn write_erl_value(out: &mut String, v: &FieldValue) {
                 if i > 0 {
                     out.push(',');
                 }
-                let _ = write!(out, "{{{},", type_name(item));
+                let _ = write!(out, "{{{},", item.type_name());
                 write_erl_value(out, item);
                 out.push('}');
             }
@@ -298,7 +275,7 @@ fn write_erl_value(out: &mut String, v: &FieldValue) {
                 if i > 0 {
                     out.push(',');
                 }
-                let _ = write!(out, "{{{},{},", erl_binary(k.as_bytes()), type_name(item));
+                let _ = write!(out, "{{{},{},", erl_binary(k.as_bytes()), item.type_name());
                 write_erl_value(out, item);
                 out.push('}');
             }
