@@ -524,8 +524,13 @@ impl Channel {
         ctx: &mut ShardCtx,
     ) -> Result<Flow, ChannelError> {
         let channel = self.me.channel;
-        let tag =
-            if m.consumer_tag.is_empty() { ctx.generate_name("amq.ctag-") } else { m.consumer_tag.clone() };
+        // Detached: the tag lives as long as the consumer, the frame it came
+        // in is part of a 64 KiB read buffer.
+        let tag = if m.consumer_tag.is_empty() {
+            ctx.generate_name("amq.ctag-")
+        } else {
+            m.consumer_tag.detached()
+        };
         if self.consumers.iter().any(|c| c.tag == tag) || self.direct_reply.as_ref() == Some(&tag) {
             return Err(ChannelError::new(
                 spec::reply_code::NOT_ALLOWED,
