@@ -25,7 +25,7 @@ use lepus::amqp::field::{FieldTable, FieldValue, LongStr, ShortStr};
 use lepus::amqp::frame::{
     split_frame, write_content_header_frame, write_frame, write_method_frame, FrameType,
 };
-use lepus::amqp::properties::{peek_content_header, BasicProperties, ContentHeader};
+use lepus::amqp::properties::{check_properties, peek_content_header, BasicProperties, ContentHeader};
 use lepus::amqp::spec::{class_id, BasicAck, BasicDeliver, BasicPublish, Method, QueueDeclare};
 use lepus::config::FRAME_SIZE_BYTES_DEFAULT;
 use lepus::connection::writer::WriteQueue;
@@ -275,6 +275,10 @@ fn bench_content_header(c: &mut Criterion) {
         // The publish path's fast path: class and body size only.
         group.bench_function(BenchmarkId::new("peek", name), |b| {
             b.iter(|| black_box(peek_content_header(black_box(&payload))))
+        });
+        // What every publish pays besides: the properties checked, not built.
+        group.bench_function(BenchmarkId::new("check_properties", name), |b| {
+            b.iter(|| black_box(check_properties(black_box(&payload))))
         });
     }
     group.finish();

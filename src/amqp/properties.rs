@@ -222,13 +222,12 @@ pub fn check_properties(payload: &[u8]) -> Result<(), DecodeError> {
     if flags & FLAG_CONTINUATION != 0 {
         return Err(DecodeError::BadPropertyFlags(flags));
     }
-    // Property bits from the highest (content-type) down, each with what it
-    // occupies on the wire; bit 1 is ignored, as by `decode`.
-    for bit in (2..16).rev() {
-        let flag = 1u16 << bit;
-        if flags & flag == 0 {
-            continue;
-        }
+    // The present properties from the highest bit (content-type) down, each
+    // with what it occupies on the wire; bit 1 is ignored, as by `decode`.
+    let mut present = flags & !(FLAG_CONTINUATION | 2);
+    while present != 0 {
+        let flag = 1u16 << (15 - present.leading_zeros());
+        present &= !flag;
         let len_bytes = match flag {
             FLAG_HEADERS => field::check_table(rest)?,
             FLAG_DELIVERY_MODE | FLAG_PRIORITY => 1,
