@@ -139,7 +139,11 @@ impl Channel {
                 shared.out.method(channel, &Method::ChannelCloseOk(Default::default()));
                 Ok(Flow::Closed)
             }
-            Method::ChannelCloseOk(_) => Ok(Flow::Continue),
+            // Only a closing channel expects close-ok; RabbitMQ's channel
+            // has no clause for it otherwise.
+            Method::ChannelCloseOk(_) => {
+                Err(ChannelError::hard(spec::reply_code::COMMAND_INVALID, "unimplemented method".into()))
+            }
             Method::ChannelFlow(m) => {
                 if !m.active {
                     return Err(ChannelError::new(spec::reply_code::NOT_IMPLEMENTED, "active=false".into()));

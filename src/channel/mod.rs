@@ -246,7 +246,7 @@ impl Channel {
         ctx: &mut ShardCtx,
     ) -> Result<Flow, ChannelError> {
         if self.closing {
-            return Ok(self.handle_frame_while_closing(frame, shared));
+            return self.handle_frame_while_closing(frame, shared);
         }
         match frame.kind {
             FrameType::Method => {
@@ -268,17 +268,32 @@ impl Channel {
         }
     }
 
-    fn handle_frame_while_closing(&mut self, frame: Frame, shared: &mut ConnShared) -> Flow {
+    /// We sent channel.close and wait for close-ok; the client may not have
+    /// seen ours yet and be closing the channel itself (the closes cross).
+    /// As in RabbitMQ: close-ok ends the channel, a crossing channel.close is
+    /// answered with close-ok and the channel keeps waiting for the client's
+    /// close-ok, a channel.open for this number is a connection error, and
+    /// everything else is dropped. The channel holds its number until
+    /// close-ok, so a close-ok that is late never reaches a new channel.
+    fn handle_frame_while_closing(
+        &mut self,
+        frame: Frame,
+        shared: &mut ConnShared,
+    ) -> Result<Flow, ChannelError> {
         if frame.kind != FrameType::Method {
-            return Flow::Continue;
+            return Ok(Flow::Continue);
         }
-        match Method::decode(frame.payload) {
-            Ok(Method::ChannelCloseOk(_)) => Flow::Closed,
-            Ok(Method::ChannelClose(_)) => {
+        match crate::connection::Connection::decode_method(frame.payload)? {
+            Method::ChannelCloseOk(_) => Ok(Flow::Closed),
+            Method::ChannelClose(_) => {
                 shared.out.method(self.me.channel, &Method::ChannelCloseOk(Default::default()));
-                Flow::Closed
+                Ok(Flow::Continue)
             }
-            _ => Flow::Continue,
+            open @ Method::ChannelOpen(_) => {
+                Err(ChannelError::hard(spec::reply_code::CHANNEL_ERROR, "second 'channel.open' seen".into())
+                    .on(&open))
+            }
+            _ => Ok(Flow::Continue),
         }
     }
 
@@ -313,6 +328,9 @@ impl Channel {
             }),
         );
         self.release(shared, ctx);
+        // Nothing more is written on a closing channel (RabbitMQ drops its
+        // output too): verdicts still in flight must not become basic.acks.
+        self.confirms = None;
         self.closing = true;
     }
 

@@ -538,9 +538,11 @@ impl Connection {
         }
         match Method::decode(frame.payload) {
             Ok(Method::ConnectionCloseOk(_)) => self.phase = Phase::Closed,
+            // Our connection.close crossed the client's: answer it, and
+            // still wait for the close-ok to ours (or CLOSE_TIMEOUT), as
+            // RabbitMQ does, so the client's close-ok never meets a reset.
             Ok(Method::ConnectionClose(_)) => {
                 self.shared.out.method(0, &Method::ConnectionCloseOk(Default::default()));
-                self.phase = Phase::Closed;
             }
             _ => {}
         }
@@ -594,7 +596,9 @@ impl Connection {
             }),
         );
         self.release_everything(ctx);
-        self.read_buf.clear();
+        // What the client sent after the offending frame is still read: a
+        // connection.close crossing ours gets its close-ok, a close-ok ends
+        // the connection; everything else is dropped (`handle_closing_frame`).
         self.paused_on = None;
         // Read close-ok even while an alarm is raised (the shard's list entry
         // is then a no-op).
