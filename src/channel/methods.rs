@@ -102,6 +102,9 @@ impl Channel {
                         consumer.queue,
                         ConsumerKey { channel: self.me, consumer: consumer.id },
                     );
+                    // After the removal, so the queue does not hand them
+                    // straight back to the consumer being cancelled.
+                    self.return_held_of(consumer.id, ctx);
                 } else if self.direct_reply.as_ref() == Some(&m.consumer_tag) {
                     self.direct_reply = None;
                 }
@@ -556,6 +559,16 @@ impl Channel {
                     .method(channel, &Method::BasicConsumeOk(spec::BasicConsumeOk { consumer_tag: tag }));
             }
             return Ok(Flow::Continue);
+        }
+        if let Some(max) = ctx.config.consumer_max_per_channel {
+            // RabbitMQ's consumer_max_per_channel: a connection error, checked
+            // before the queue is looked up; direct reply-to is not counted.
+            if self.consumers.len() >= max as usize {
+                return Err(ChannelError::hard(
+                    spec::reply_code::NOT_ALLOWED,
+                    format!("reached maximum ({max}) of consumers per channel"),
+                ));
+            }
         }
         let meta = self.lookup_queue(&m.queue, shared, ctx)?;
         check_exclusive(&meta, self.me.conn, &shared.vhost)?;

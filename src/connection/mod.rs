@@ -35,9 +35,6 @@ use crate::ring::ShardId;
 use crate::shard::ctx::ShardCtx;
 use writer::WriteQueue;
 
-/// A connection must be open within this long after the TCP accept
-/// (RabbitMQ's handshake_timeout).
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// After we send connection.close we wait this long for close-ok.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// After answering the client's connection.close we wait this long for it to
@@ -129,7 +126,8 @@ pub struct Connection {
     shared: ConnShared,
     channel_max: u16,
     heartbeat: Duration,
-    created_at: Instant,
+    /// Dropped if not open by then (`Config::handshake_timeout_ms`).
+    handshake_deadline: Instant,
     last_recv: Instant,
     last_send: Instant,
     closing_since: Option<Instant>,
@@ -145,8 +143,9 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// A freshly accepted connection.
-    pub fn new(id: ConnId, peer: SocketAddr, now: Instant) -> Connection {
+    /// A freshly accepted connection, which must finish its handshake within
+    /// `handshake_timeout`.
+    pub fn new(id: ConnId, peer: SocketAddr, now: Instant, handshake_timeout: Duration) -> Connection {
         Connection {
             peer,
             phase: Phase::ProtocolHeader,
@@ -166,7 +165,7 @@ impl Connection {
             },
             channel_max: 0,
             heartbeat: Duration::ZERO,
-            created_at: now,
+            handshake_deadline: now + handshake_timeout,
             last_recv: now,
             last_send: now,
             closing_since: None,
@@ -790,8 +789,14 @@ impl Connection {
                 }
                 true
             }
+            // Counted from the accept, whatever arrives meanwhile: a header
+            // sent one byte at a time does not keep a connection alive.
             Phase::ProtocolHeader | Phase::StartOk | Phase::TuneOk | Phase::Open => {
-                now.duration_since(self.created_at) < HANDSHAKE_TIMEOUT
+                if now < self.handshake_deadline {
+                    return true;
+                }
+                tracing::debug!(peer = %self.peer, phase = ?self.phase, "handshake timeout, closing");
+                false
             }
             Phase::Closing => self.closing_since.is_none_or(|t| now.duration_since(t) < CLOSE_TIMEOUT),
             Phase::Closed => self.linger_since.is_none_or(|t| now.duration_since(t) < CLOSE_LINGER),
