@@ -130,7 +130,8 @@ pub fn tune_ok(m: &spec::ConnectionTuneOk, config: &Config) -> Result<Tuned, Cha
         return Err(silent(ChannelError::hard(
             spec::reply_code::NOT_ALLOWED,
             format!(
-                "negotiated channel_max = {channel_max} is higher than the maximum allowed value ({})",
+                "negotiated channel_max = {channel_max}{} is higher than the maximum allowed value ({})",
+                if channel_max == 0 { " (no limit)" } else { "" },
                 config.channel_max
             ),
         )));
@@ -154,7 +155,7 @@ pub fn open(
     if let Some(max) = ctx.config.connection_max {
         // This connection is counted: one more than the limit is refused
         // (RabbitMQ's check at connection.open).
-        if ctx.connections.load(std::sync::atomic::Ordering::Relaxed) > max as usize {
+        if ctx.connections.load(std::sync::atomic::Ordering::Acquire) > max as usize {
             return Err(ChannelError::hard(
                 spec::reply_code::NOT_ALLOWED,
                 format!("connection refused: node connection limit ({max}) is reached"),

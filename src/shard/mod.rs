@@ -706,7 +706,7 @@ impl Shard {
         let mut slot = self.conns.remove(index);
         // Before the socket closes: a client that saw it close may connect
         // again at once and must find its place free.
-        self.ctx.connections.fetch_sub(1, Ordering::Relaxed);
+        self.ctx.connections.fetch_sub(1, Ordering::Release);
         if slot.conn.is_alarm_blocked() {
             let id = slot.conn.id();
             self.ctx.alarm_blocked.retain(|&blocked| blocked != id);
