@@ -758,6 +758,7 @@ fn stored_definitions_that_no_longer_validate_are_skipped_by_name() {
     let mut raw = Raw::handshake(broker.addr());
     let ok = passive(&mut raw, "good");
     assert_eq!((ok.class, ok.method), (50, 11), "the valid queue is still there");
+}
 
 #[test]
 fn connection_limit_flags_are_applied() {
