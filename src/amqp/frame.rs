@@ -116,6 +116,31 @@ impl fmt::Display for FrameError {
 
 impl std::error::Error for FrameError {}
 
+/// A frame's payload as RabbitMQ prints it in its "all octets = ..." error
+/// texts (Erlang's `~p` of a binary): `<<>>`, `<<"abc">>` when every octet is
+/// printable ASCII (`\\` and `"` escaped), otherwise `<<0,60,...>>`.
+/// (Erlang would also quote latin-1 letters and control escapes; those
+/// payloads are printed as numbers here.)
+pub fn erl_octets(payload: &[u8]) -> String {
+    if payload.is_empty() {
+        return "<<>>".to_string();
+    }
+    if payload.iter().all(|b| (0x20..=0x7e).contains(b)) {
+        let mut out = String::with_capacity(payload.len() + 6);
+        out.push_str("<<\"");
+        for &b in payload {
+            if b == b'"' || b == b'\\' {
+                out.push('\\');
+            }
+            out.push(char::from(b));
+        }
+        out.push_str("\">>");
+        return out;
+    }
+    let numbers: Vec<String> = payload.iter().map(u8::to_string).collect();
+    format!("<<{}>>", numbers.join(","))
+}
+
 /// Outcome of [`check_protocol_header`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProtocolHeaderCheck {

@@ -120,7 +120,8 @@ impl Channel {
         {
             return Err(ChannelError::new(
                 spec::reply_code::UNEXPECTED_FRAME,
-                "non-zero content header weight".into(),
+                // RabbitMQ's reader takes only weight 0 as a content header.
+                "expected content header for class 60, got non content header frame instead".into(),
             )
             .on(&publish));
         }

@@ -350,6 +350,15 @@ impl Connection {
     }
 
     fn handle_frame(&mut self, frame: Frame, ctx: &mut ShardCtx) {
+        if frame.kind == FrameType::Heartbeat && frame.channel == 0 && !frame.payload.is_empty() {
+            // RabbitMQ's reader knows a heartbeat only as an empty frame on
+            // channel 0; anything else of type 8 is an unknown frame.
+            if matches!(self.phase, Phase::ProtocolHeader | Phase::Closing | Phase::Closed) {
+                return;
+            }
+            let text = format!("type 8, all octets = {}: unknown_frame", frame::erl_octets(&frame.payload));
+            return self.close_with(ChannelError::hard(spec::reply_code::FRAME_ERROR, text), ctx);
+        }
         match self.phase {
             Phase::StartOk | Phase::TuneOk | Phase::Open => self.handle_handshake_frame(frame, ctx),
             Phase::Running => {
@@ -365,7 +374,8 @@ impl Connection {
     }
 
     fn handle_handshake_frame(&mut self, frame: Frame, ctx: &mut ShardCtx) {
-        if frame.kind == FrameType::Heartbeat && self.phase != Phase::StartOk {
+        // RabbitMQ ignores heartbeats in every phase of the handshake.
+        if frame.kind == FrameType::Heartbeat && frame.channel == 0 {
             return;
         }
         let method = match (frame.kind, frame.channel) {
@@ -375,10 +385,7 @@ impl Connection {
             },
             _ => {
                 return self.close_with(
-                    ChannelError::hard(
-                        spec::reply_code::UNEXPECTED_FRAME,
-                        "expected a connection method on channel 0".into(),
-                    ),
+                    ChannelError::hard(spec::reply_code::UNEXPECTED_FRAME, unexpected_frame_text(&frame)),
                     ctx,
                 )
             }
@@ -445,7 +452,7 @@ impl Connection {
                 Err(e) => self.close_with(e, ctx),
             },
             FrameType::Header | FrameType::Body => self.close_with(
-                ChannelError::hard(spec::reply_code::UNEXPECTED_FRAME, "content frame on channel 0".into()),
+                ChannelError::hard(spec::reply_code::UNEXPECTED_FRAME, unexpected_frame_text(&frame)),
                 ctx,
             ),
         }
@@ -455,7 +462,7 @@ impl Connection {
         let number = frame.channel;
         if frame.kind == FrameType::Heartbeat {
             return self.close_with(
-                ChannelError::hard(spec::reply_code::UNEXPECTED_FRAME, "type 8, all octets = <<>>".into()),
+                ChannelError::hard(spec::reply_code::UNEXPECTED_FRAME, unexpected_frame_text(&frame)),
                 ctx,
             );
         }
@@ -802,6 +809,12 @@ impl Connection {
             Phase::Closed => self.linger_since.is_none_or(|t| now.duration_since(t) < CLOSE_LINGER),
         }
     }
+}
+
+/// RabbitMQ's text for a frame its reader does not take in this state:
+/// "type T, all octets = <<payload>>".
+fn unexpected_frame_text(frame: &Frame) -> String {
+    format!("type {}, all octets = {}", frame.kind as u8, frame::erl_octets(&frame.payload))
 }
 
 fn frame_error_text(e: &FrameError) -> String {
