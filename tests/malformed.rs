@@ -125,8 +125,16 @@ fn table_of(value: &[u8]) -> Vec<u8> {
     t
 }
 
-fn frame_error(class: u16, method: u16) -> Reply {
-    conn(501, "FRAME_ERROR - …", class, method)
+/// connection.close 501 with RabbitMQ's text `FRAME_ERROR - {text}`.
+fn frame_error(text: &str, class: u16, method: u16) -> Reply {
+    conn(501, &format!("FRAME_ERROR - {text}"), class, method)
+}
+
+/// RabbitMQ's 501 for a frame of `payload` octets above `frame_max`: it
+/// names the payload size and the largest payload frame_max leaves room for.
+fn too_large(ty: u8, payload: usize, frame_max: usize) -> Reply {
+    let text = format!("type {ty}, all octets = <<>>: {{frame_too_large,{payload},{}}}", frame_max - 8);
+    frame_error(&text, 0, 0)
 }
 
 // ---------------------------------------------------------------------------
@@ -236,7 +244,7 @@ const HANDSHAKE: &[Case] = &[
                 .longstr(b"\0guest\0guest")
                 .shortstr("en_US");
             raw.send_method(0, 10, 11, &args.build());
-            (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - …", 10, 11)))
+            (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - cannot decode <<…", 10, 11)))
         },
     ),
     case("open_instead_of_start_ok", "connection.open right after start", |cx| {
@@ -320,34 +328,40 @@ fn declare_frame(channel: u16) -> Vec<u8> {
 /// the running connection does not take on channel 0.
 const RUNNING: &str = "CHANNEL_ERROR - unexpected method in connection state running";
 
+/// RabbitMQ's text for the queue.declare with a bad frame end, up to the
+/// line break Erlang's ~p puts in it (then 54 spaces and "0}").
+const BAD_END_DECLARE: &str =
+    "type 1, all octets = <<0,50,0,10,0,0,0,12,0,0,0,0>>: {invalid_frame_end_marker,\n";
+
 const FRAMES: &[Case] = &[
     case("bad_frame_end_octet", "queue.declare whose frame-end is 0x00", |cx| {
         let mut raw = cx.open();
         let mut f = declare_frame(1);
         *f.last_mut().expect("frame end") = 0;
         raw.send(&f);
-        (raw, Expect::same(frame_error(0, 0)))
+        let text = format!("{BAD_END_DECLARE}{}0}}", " ".repeat(54));
+        (raw, Expect::same(frame_error(&text, 0, 0)))
     }),
     case("unknown_frame_type_9", "frame type 9 on channel 1", |cx| {
         let mut raw = cx.open();
         raw.send(&frame(9, 1, b"abc"));
-        (raw, Expect::same(frame_error(0, 0)))
+        (raw, Expect::same(frame_error("type 9, all octets = <<\"abc\">>: unknown_frame", 0, 0)))
     }),
     case("frame_type_0", "frame type 0 on channel 1", |cx| {
         let mut raw = cx.open();
         raw.send(&frame(0, 1, b"abc"));
-        (raw, Expect::same(frame_error(0, 0)))
+        (raw, Expect::same(frame_error("type 0, all octets = <<\"abc\">>: unknown_frame", 0, 0)))
     }),
     case("frame_type_4", "frame type 4 (0-8 oob) on channel 1", |cx| {
         let mut raw = cx.open();
         raw.send(&frame(4, 1, b"abc"));
-        (raw, Expect::same(frame_error(0, 0)))
+        (raw, Expect::same(frame_error("type 4, all octets = <<\"abc\">>: unknown_frame", 0, 0)))
     }),
     case("method_frame_above_frame_max", "a method frame of frame_max+100 octets", |cx| {
         let mut raw = cx.open();
         let fm = raw.frame_max as usize;
         raw.send(&method_frame(1, 60, 40, &vec![0u8; fm + 100]));
-        (raw, Expect::same(frame_error(0, 0)))
+        (raw, Expect::same(too_large(1, fm + 104, fm)))
     }),
     case("body_frame_above_frame_max", "publish, header, body frame of frame_max+100", |cx| {
         let mut raw = cx.open();
@@ -356,12 +370,15 @@ const FRAMES: &[Case] = &[
         v.extend(header_frame(1, 2 * fm as u64, 0, &[]));
         v.extend(body_frame(1, &vec![7u8; fm + 100]));
         raw.send(&v);
-        (raw, Expect::same(frame_error(0, 0)))
+        (raw, Expect::same(too_large(3, fm + 100, fm)))
     }),
     case("frame_size_of_4_gib", "a frame header announcing 0xFFFFFFFF octets", |cx| {
         let mut raw = cx.open();
         raw.send(&[FRAME_METHOD, 0, 1, 0xff, 0xff, 0xff, 0xff, 0, 50, 0, 10]);
-        (raw, Expect::same(frame_error(0, 0)))
+        (
+            raw,
+            Expect::same(frame_error("type 1, all octets = <<>>: {frame_too_large,4294967295,131064}", 0, 0)),
+        )
     }),
     case("body_frame_of_exactly_frame_max", "a body frame of frame_max-8 payload octets", |cx| {
         let mut raw = cx.open();
@@ -373,29 +390,29 @@ const FRAMES: &[Case] = &[
     case("method_payload_of_two_octets", "a method frame holding only a class id", |cx| {
         let mut raw = cx.open();
         raw.send(&frame(FRAME_METHOD, 1, &[0, 50]));
-        (raw, Expect::same(frame_error(0, 0)))
+        (raw, Expect::same(frame_error("type 1, all octets = <<0,50>>: unknown_frame", 0, 0)))
     }),
     case("empty_method_payload", "a method frame of 0 octets", |cx| {
         let mut raw = cx.open();
         raw.send(&frame(FRAME_METHOD, 1, &[]));
-        (raw, Expect::same(frame_error(0, 0)))
+        (raw, Expect::same(frame_error("type 1, all octets = <<>>: unknown_frame", 0, 0)))
     }),
     case("truncated_queue_declare", "queue.declare whose name claims 5 octets, carries 1", |cx| {
         let mut raw = cx.open();
         raw.send_method(1, 50, 10, &[0, 0, 5, b'a']);
-        (raw, Expect::same(frame_error(50, 10)))
+        (raw, Expect::same(frame_error("cannot decode <<0,0,5,97>>", 50, 10)))
     }),
     case("queue_declare_without_its_bits", "queue.declare ending after the name", |cx| {
         let mut raw = cx.open();
         raw.send_method(1, 50, 10, &Args::new().u16(0).shortstr("").build());
-        (raw, Expect::same(frame_error(50, 10)))
+        (raw, Expect::same(frame_error("cannot decode <<0,0,0>>", 50, 10)))
     }),
     case("trailing_octets_after_arguments", "queue.declare with 3 extra octets", |cx| {
         let mut raw = cx.open();
         let mut args = queue_declare_args("", false, false, true, true);
         args.extend_from_slice(&[1, 2, 3]);
         raw.send_method(1, 50, 10, &args);
-        (raw, Expect::same(frame_error(50, 10)))
+        (raw, Expect::same(frame_error("cannot decode <<0,0,0,12,0,0,0,0,1,2,3>>", 50, 10)))
     }),
     case("heartbeat_on_channel_1", "a heartbeat frame on channel 1", |cx| {
         let mut raw = cx.open();
@@ -405,7 +422,7 @@ const FRAMES: &[Case] = &[
     case("heartbeat_with_a_payload", "a heartbeat frame with 3 payload octets", |cx| {
         let mut raw = cx.open();
         raw.send(&frame(FRAME_HEARTBEAT, 0, b"abc"));
-        (raw, Expect::same(frame_error(0, 0)))
+        (raw, Expect::same(frame_error("type 8, all octets = <<\"abc\">>: unknown_frame", 0, 0)))
     }),
     case("content_header_on_channel_0", "a content header on channel 0", |cx| {
         let mut raw = cx.open();
@@ -521,10 +538,9 @@ const CHANNELS: &[Case] = &[
             raw.open_channel(1);
             raw.open_channel(2);
             raw.send_method(3, 20, 10, &Args::new().shortstr("").build());
-            // FIXME(lead): Lepus blames (0,0) instead of channel.open (20,10) (limits).
             let text =
                 "NOT_ALLOWED - number of channels opened (2) has reached the negotiated channel_max (2)";
-            (raw, Expect::same(conn(530, text, 20, 10)))
+            (raw, Expect::same(conn(530, text, 0, 0)))
         },
     ),
     case("method_on_a_channel_not_open", "queue.declare on channel 7, never opened", |cx| {
@@ -542,10 +558,12 @@ const CHANNELS: &[Case] = &[
         raw.send_method(5, 20, 40, &Args::new().u16(200).shortstr("bye").u16(0).u16(0).build());
         (raw, Expect::same(conn(504, "CHANNEL_ERROR - expected 'channel.open'", 20, 40)))
     }),
+    // FIXME(lead): Lepus ignores a close-ok on a channel it is not closing;
+    // RabbitMQ 3.10 answers 503 (the crossing-close work owns close-ok).
     case("channel_close_ok_unsolicited", "channel.close-ok on the open channel 1", |cx| {
         let mut raw = cx.open();
         raw.send_method(1, 20, 41, &[]);
-        (raw, Expect::fine())
+        (raw, Expect::same(conn(503, "COMMAND_INVALID - unimplemented method", 20, 41)))
     }),
     case("channel_flow_inactive", "channel.flow active=false", |cx| {
         let mut raw = cx.open();
@@ -558,10 +576,12 @@ const CHANNELS: &[Case] = &[
         raw.expect_method(1, 20, 21);
         (raw, Expect::fine())
     }),
+    // FIXME(lead): Lepus ignores a channel.flow-ok it never asked for;
+    // RabbitMQ 3.10 answers 503 (channel methods, beside the close-ok case).
     case("channel_flow_ok_unsolicited", "channel.flow-ok from the client", |cx| {
         let mut raw = cx.open();
         raw.send_method(1, 20, 21, &Args::new().bits(&[true]).build());
-        (raw, Expect::fine())
+        (raw, Expect::same(conn(503, "COMMAND_INVALID - unimplemented method", 20, 21)))
     }),
     case("access_request", "access.request (class 30) on channel 1", |cx| {
         let mut raw = cx.open();
@@ -584,22 +604,22 @@ const FIELDS: &[Case] = &[
     case("shortstr_length_past_the_frame", "queue.declare name length 200, 3 octets follow", |cx| {
         let mut raw = cx.open();
         raw.send_method(1, 50, 10, &[0, 0, 200, b'a', b'b', b'c']);
-        (raw, Expect::same(frame_error(50, 10)))
+        (raw, Expect::same(frame_error("cannot decode <<0,0,200,97,98,99>>", 50, 10)))
     }),
     case("table_with_type_letter_z", "queue.declare arguments {k: 'Z'}", |cx| {
         let raw = declare_with_raw_table(cx, &table_of(b"Z\0\0\0"));
-        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - …", 50, 10)))
+        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - cannot decode <<…", 50, 10)))
     }),
     case("table_with_type_letter_u_upper", "queue.declare arguments {k: 'U' 8 octets}", |cx| {
         let raw = declare_with_raw_table(cx, &table_of(b"U\0\0\0\0\0\0\0\x01"));
-        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - …", 50, 10)))
+        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - cannot decode <<…", 50, 10)))
     }),
     case(
         "table_length_past_the_frame",
         "queue.declare arguments table claiming 100 octets, 0 follow",
         |cx| {
             let raw = declare_with_raw_table(cx, &100u32.to_be_bytes());
-            (raw, Expect::same(frame_error(50, 10)))
+            (raw, Expect::same(frame_error("cannot decode <<0,0,0,4,0,0,0,100>>", 50, 10)))
         },
     ),
     case("table_length_cutting_a_value", "arguments {k: 'I' 4 octets} with a table length 2 short", |cx| {
@@ -607,40 +627,40 @@ const FIELDS: &[Case] = &[
         t[3] -= 2;
         t.truncate(t.len() - 2);
         let raw = declare_with_raw_table(cx, &t);
-        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - …", 50, 10)))
+        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - cannot decode <<…", 50, 10)))
     }),
     case("table_key_length_past_the_table", "arguments table whose key claims 9 octets, 2 follow", |cx| {
         let raw = declare_with_raw_table(cx, &[0, 0, 0, 3, 9, b'a', b'b']);
-        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - …", 50, 10)))
+        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - cannot decode <<…", 50, 10)))
     }),
     case("longstr_value_past_the_table", "arguments {k: 'S' claiming 50 octets, 1 follows}", |cx| {
         let raw = declare_with_raw_table(cx, &table_of(b"S\0\0\0\x32a"));
-        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - …", 50, 10)))
+        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - cannot decode <<…", 50, 10)))
     }),
     case("decimal_value_truncated", "arguments {k: 'D' with 2 of its 5 octets}", |cx| {
         let raw = declare_with_raw_table(cx, &table_of(b"D\x02\0"));
-        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - …", 50, 10)))
+        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - cannot decode <<…", 50, 10)))
     }),
     case("bool_value_missing", "arguments {k: 't' and no octet}", |cx| {
         let raw = declare_with_raw_table(cx, &table_of(b"t"));
-        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - …", 50, 10)))
+        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - cannot decode <<…", 50, 10)))
     }),
     case("nested_table_with_a_bad_letter", "arguments {k: {j: 'Z'}}", |cx| {
         let inner = [0u8, 0, 0, 4, 1, b'j', b'Z', 0];
         let mut v = vec![b'F'];
         v.extend_from_slice(&inner);
         let raw = declare_with_raw_table(cx, &table_of(&v));
-        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - …", 50, 10)))
+        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - cannot decode <<…", 50, 10)))
     }),
     case("nested_table_truncated", "arguments {k: {table claiming 40 octets, 4 follow}}", |cx| {
         let v = [b'F', 0, 0, 0, 40, 1, b'j', b't', 1];
         let raw = declare_with_raw_table(cx, &table_of(&v));
-        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - …", 50, 10)))
+        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - cannot decode <<…", 50, 10)))
     }),
     case("array_with_a_bad_letter", "arguments {k: ['I' 1, 'Z']}", |cx| {
         let v = [b'A', 0, 0, 0, 7, b'I', 0, 0, 0, 1, b'Z', 0];
         let raw = declare_with_raw_table(cx, &table_of(&v));
-        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - …", 50, 10)))
+        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - cannot decode <<…", 50, 10)))
     }),
     case("every_field_type_is_accepted", "arguments with one value of each of the 17 types", |cx| {
         let mut raw = cx.open();
@@ -683,7 +703,7 @@ const FIELDS: &[Case] = &[
         |cx| {
             let mut raw = cx.open();
             raw.send_method(1, 60, 40, &[0, 0, 0, 9, b'a', b'b']);
-            (raw, Expect::same(frame_error(60, 40)))
+            (raw, Expect::same(frame_error("cannot decode <<0,0,0,9,97,98>>", 60, 40)))
         },
     ),
 ];
@@ -821,7 +841,15 @@ const CONTENT: &[Case] = &[
             v.extend(header_frame(1, 1, 0x8000, &[]));
             v.extend(body_frame(1, b"x"));
             raw.send(&v);
-            (raw, Expect::rabbit_crashes(conn(501, "?", 60, 40)))
+            (
+                raw,
+                Expect::rabbit_crashes(conn(
+                    501,
+                    "FRAME_ERROR - cannot decode content header properties: …",
+                    60,
+                    40,
+                )),
+            )
         },
     ),
     case("header_flags_with_the_continuation_bit", "property flags 0x0001 (a second flags word)", |cx| {
@@ -830,14 +858,22 @@ const CONTENT: &[Case] = &[
         v.extend(header_frame(1, 1, 0x0001, &[0, 0]));
         v.extend(body_frame(1, b"x"));
         raw.send(&v);
-        (raw, Expect::rabbit_crashes(Reply::Fine))
+        (
+            raw,
+            Expect::rabbit_crashes(conn(
+                501,
+                "FRAME_ERROR - cannot decode content header properties: …",
+                60,
+                40,
+            )),
+        )
     }),
     case("header_payload_truncated", "a content header of 4 octets", |cx| {
         let mut raw = cx.open();
         let mut v = publish_method(1, "nowhere");
         v.extend(frame(FRAME_HEADER, 1, &[0, 60, 0, 0]));
         raw.send(&v);
-        (raw, Expect::same(frame_error(0, 0)))
+        (raw, Expect::same(frame_error("type 2, all octets = <<0,60,0,0>>: unknown_frame", 0, 0)))
     }),
     case("header_headers_table_with_a_bad_letter", "a header whose headers table has type 'Z'", |cx| {
         let mut raw = cx.open();
@@ -845,7 +881,15 @@ const CONTENT: &[Case] = &[
         v.extend(header_frame(1, 1, P_HEADERS, &table_of(b"Z\0")));
         v.extend(body_frame(1, b"x"));
         raw.send(&v);
-        (raw, Expect::rabbit_crashes(conn(501, "?", 60, 40)))
+        (
+            raw,
+            Expect::rabbit_crashes(conn(
+                501,
+                "FRAME_ERROR - cannot decode content header properties: …",
+                60,
+                40,
+            )),
+        )
     }),
     case("header_on_another_channel", "publish on 1, its header on channel 2 (open)", |cx| {
         let mut raw = cx.open();
@@ -1361,22 +1405,6 @@ const QUEUE_ARGS: &[Case] = &[
         );
         (raw, Expect::same(chan(1, 406, &text, 50, 10)))
     }),
-    // FIXME(lead): the first bug: RabbitMQ accepts this durable queue;
-    // Lepus panics a shard (src/amqp/field.rs:81) and then every restart on
-    // the data directory panics, so the rest of this group cannot run.
-    case(
-        "x_dead_letter_exchange_of_100_octets_0xff",
-        "durable queue.declare x-dead-letter-exchange = 100 octets 0xFF",
-        |cx| {
-            let mut raw = cx.open();
-            let q = cx.name("mx.dlx-ff");
-            let dlx = Field::LongStr(vec![0xff; 100]);
-            raw.send_method(1, 50, 10, &qdecl(&q, false, true, false, &[("x-dead-letter-exchange", dlx)]));
-            raw.expect_method(1, 50, 11);
-            cx.cleanup.push(Cleanup::Queue(q));
-            (raw, Expect::fine())
-        },
-    ),
     case(
         "x_dead_letter_routing_key_without_exchange",
         "queue.declare x-dead-letter-routing-key = \"k\" alone",
@@ -1400,6 +1428,22 @@ const QUEUE_ARGS: &[Case] = &[
     case("unknown_x_argument_is_accepted", "queue.declare x-mx-unknown = 1", |cx| {
         good_queue_arg(cx, "x-mx-unknown", Field::I32(1))
     }),
+    // FIXME(lead): the first bug: RabbitMQ accepts this durable queue;
+    // Lepus panics a shard (src/amqp/field.rs:81) and then every restart on
+    // the data directory panics, so it runs last in its group.
+    case(
+        "x_dead_letter_exchange_of_100_octets_0xff",
+        "durable queue.declare x-dead-letter-exchange = 100 octets 0xFF",
+        |cx| {
+            let mut raw = cx.open();
+            let q = cx.name("mx.dlx-ff");
+            let dlx = Field::LongStr(vec![0xff; 100]);
+            raw.send_method(1, 50, 10, &qdecl(&q, false, true, false, &[("x-dead-letter-exchange", dlx)]));
+            raw.expect_method(1, 50, 11);
+            cx.cleanup.push(Cleanup::Queue(q));
+            (raw, Expect::fine())
+        },
+    ),
 ];
 
 // ---------------------------------------------------------------------------

@@ -141,6 +141,45 @@ pub fn erl_octets(payload: &[u8]) -> String {
     format!("<<{}>>", numbers.join(","))
 }
 
+/// RabbitMQ's text for a [`FrameError`] returned by [`split_frame`] on
+/// `buf` (which it leaves as it was): "type T, all octets = <<payload>>:
+/// reason", with the reason as the Erlang term RabbitMQ's reader prints.
+/// A frame too large is reported before its payload is read (`<<>>`), with
+/// its payload size and the largest payload frame_max allows.
+pub fn error_text(buf: &[u8], e: &FrameError) -> String {
+    /// The line length Erlang's `~p` wraps terms at.
+    const ERL_LINE_LENGTH: usize = 80;
+    let type_octet = buf.first().copied().unwrap_or(0);
+    let payload = || {
+        let len = buf.get(3..FRAME_HEADER_SIZE).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        let end = FRAME_HEADER_SIZE.saturating_add(len as usize);
+        erl_octets(buf.get(FRAME_HEADER_SIZE..end).unwrap_or_default())
+    };
+    let overhead = FRAME_OVERHEAD_BYTES as u64;
+    match e {
+        FrameError::UnknownFrameType(t) => format!("type {t}, all octets = {}: unknown_frame", payload()),
+        FrameError::BadFrameEnd(b) => {
+            let before = format!("type {type_octet}, all octets = {}: ", payload());
+            let term = format!("{{invalid_frame_end_marker,{b}}}");
+            if before.len() + term.len() <= ERL_LINE_LENGTH {
+                format!("{before}{term}")
+            } else {
+                // Erlang's ~p breaks a tuple that would run past column 80
+                // after its first element and indents the rest under it.
+                // (A payload dump long enough to wrap itself is kept on one
+                // line here, so such texts differ from RabbitMQ's.)
+                let indent = " ".repeat(before.len() + 1);
+                format!("{before}{{invalid_frame_end_marker,\n{indent}{b}}}")
+            }
+        }
+        FrameError::TooLarge { size_bytes, max_bytes } => format!(
+            "type {type_octet}, all octets = <<>>: {{frame_too_large,{},{}}}",
+            size_bytes.saturating_sub(overhead),
+            u64::from(*max_bytes).saturating_sub(overhead)
+        ),
+    }
+}
+
 /// Outcome of [`check_protocol_header`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProtocolHeaderCheck {
@@ -189,8 +228,8 @@ pub fn split_frame(buf: &mut BytesMut, frame_size_bytes_max: u32) -> Result<Opti
     if frame_size_bytes_max != 0 && size_bytes > allowed_bytes {
         return Err(FrameError::TooLarge { size_bytes, max_bytes: frame_size_bytes_max });
     }
-    let kind = FrameType::try_from(type_octet)?;
-
+    // As RabbitMQ's reader: the size first, then the whole frame and its end
+    // octet, then the type, so an unknown type is reported with its payload.
     if (buf.len() as u64) < size_bytes {
         return Ok(None);
     }
@@ -201,6 +240,7 @@ pub fn split_frame(buf: &mut BytesMut, frame_size_bytes_max: u32) -> Result<Opti
     if end_octet != FRAME_END {
         return Err(FrameError::BadFrameEnd(end_octet));
     }
+    let kind = FrameType::try_from(type_octet)?;
     let mut whole = buf.split_to(end_at + 1);
     whole.advance(FRAME_HEADER_SIZE);
     whole.truncate(payload_len);

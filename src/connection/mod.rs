@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 use crate::amqp::field::ShortStr;
-use crate::amqp::frame::{self, Frame, FrameError, FrameType, ProtocolHeaderCheck, PROTOCOL_HEADER};
+use crate::amqp::frame::{self, Frame, FrameType, ProtocolHeaderCheck, PROTOCOL_HEADER};
 use crate::amqp::spec::{self, Method};
 use crate::channel::{Channel, ChannelError, ChannelRef, Flow};
 use crate::message::Message;
@@ -270,7 +270,7 @@ impl Connection {
                     }
                 }
                 Err(e) => {
-                    let text = frame_error_text(&e);
+                    let text = frame::error_text(&self.read_buf, &e);
                     self.close_with(ChannelError::hard(spec::reply_code::FRAME_ERROR, text), ctx);
                     // The stream cannot be framed past this point; whatever
                     // follows (even while closing) is discarded.
@@ -557,12 +557,23 @@ impl Connection {
     /// Decodes a method frame, holding shortstr arguments to UTF-8 as RabbitMQ
     /// does for methods without content.
     pub fn decode_method(payload: bytes::Bytes) -> Result<Method, ChannelError> {
-        let ids = match payload.get(..4) {
-            Some(b) => (u16::from_be_bytes([b[0], b[1]]), u16::from_be_bytes([b[2], b[3]])),
-            None => (0, 0),
+        let Some(b) = payload.get(..4) else {
+            // RabbitMQ's reader takes no method frame without its two ids.
+            let text = format!("type 1, all octets = {}: unknown_frame", frame::erl_octets(&payload));
+            return Err(ChannelError::hard(spec::reply_code::FRAME_ERROR, text));
         };
-        let method = Method::decode(payload).map_err(|e| {
-            let mut error = decode_error(&e);
+        let ids = (u16::from_be_bytes([b[0], b[1]]), u16::from_be_bytes([b[2], b[3]]));
+        let method = Method::decode(payload.clone()).map_err(|e| {
+            let mut error = match e {
+                spec::DecodeError::UnknownClass(_) | spec::DecodeError::UnknownMethod { .. } => {
+                    decode_error(&e)
+                }
+                // RabbitMQ's text: the arguments it could not decode.
+                _ => ChannelError::hard(
+                    spec::reply_code::FRAME_ERROR,
+                    format!("cannot decode {}", frame::erl_octets(payload.get(4..).unwrap_or_default())),
+                ),
+            };
             (error.class_id, error.method_id) = ids;
             error
         })?;
@@ -815,19 +826,6 @@ impl Connection {
 /// "type T, all octets = <<payload>>".
 fn unexpected_frame_text(frame: &Frame) -> String {
     format!("type {}, all octets = {}", frame.kind as u8, frame::erl_octets(&frame.payload))
-}
-
-fn frame_error_text(e: &FrameError) -> String {
-    match e {
-        // RabbitMQ's texts carry these Erlang terms; clients and operators grep for them.
-        FrameError::UnknownFrameType(t) => format!("type {t}: unknown_frame"),
-        FrameError::BadFrameEnd(b) => format!("{{invalid_frame_end_marker,{b}}}"),
-        FrameError::TooLarge { size_bytes, max_bytes } => {
-            format!(
-                "{{frame_too_large,{size_bytes},{max_bytes}}}: frame larger than the negotiated frame_max"
-            )
-        }
-    }
 }
 
 /// Maps a method-decoding failure to the connection error RabbitMQ sends.
