@@ -244,7 +244,7 @@ const HANDSHAKE: &[Case] = &[
                 .longstr(b"\0guest\0guest")
                 .shortstr("en_US");
             raw.send_method(0, 10, 11, &args.build());
-            (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - cannot decode <<…", 10, 11)))
+            (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - cannot decode …", 10, 11)))
         },
     ),
     case("open_instead_of_start_ok", "connection.open right after start", |cx| {
@@ -608,11 +608,11 @@ const FIELDS: &[Case] = &[
     }),
     case("table_with_type_letter_z", "queue.declare arguments {k: 'Z'}", |cx| {
         let raw = declare_with_raw_table(cx, &table_of(b"Z\0\0\0"));
-        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - cannot decode <<…", 50, 10)))
+        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - cannot decode …", 50, 10)))
     }),
     case("table_with_type_letter_u_upper", "queue.declare arguments {k: 'U' 8 octets}", |cx| {
         let raw = declare_with_raw_table(cx, &table_of(b"U\0\0\0\0\0\0\0\x01"));
-        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - cannot decode <<…", 50, 10)))
+        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - cannot decode …", 50, 10)))
     }),
     case(
         "table_length_past_the_frame",
@@ -627,40 +627,40 @@ const FIELDS: &[Case] = &[
         t[3] -= 2;
         t.truncate(t.len() - 2);
         let raw = declare_with_raw_table(cx, &t);
-        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - cannot decode <<…", 50, 10)))
+        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - cannot decode …", 50, 10)))
     }),
     case("table_key_length_past_the_table", "arguments table whose key claims 9 octets, 2 follow", |cx| {
         let raw = declare_with_raw_table(cx, &[0, 0, 0, 3, 9, b'a', b'b']);
-        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - cannot decode <<…", 50, 10)))
+        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - cannot decode …", 50, 10)))
     }),
     case("longstr_value_past_the_table", "arguments {k: 'S' claiming 50 octets, 1 follows}", |cx| {
         let raw = declare_with_raw_table(cx, &table_of(b"S\0\0\0\x32a"));
-        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - cannot decode <<…", 50, 10)))
+        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - cannot decode …", 50, 10)))
     }),
     case("decimal_value_truncated", "arguments {k: 'D' with 2 of its 5 octets}", |cx| {
         let raw = declare_with_raw_table(cx, &table_of(b"D\x02\0"));
-        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - cannot decode <<…", 50, 10)))
+        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - cannot decode …", 50, 10)))
     }),
     case("bool_value_missing", "arguments {k: 't' and no octet}", |cx| {
         let raw = declare_with_raw_table(cx, &table_of(b"t"));
-        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - cannot decode <<…", 50, 10)))
+        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - cannot decode …", 50, 10)))
     }),
     case("nested_table_with_a_bad_letter", "arguments {k: {j: 'Z'}}", |cx| {
         let inner = [0u8, 0, 0, 4, 1, b'j', b'Z', 0];
         let mut v = vec![b'F'];
         v.extend_from_slice(&inner);
         let raw = declare_with_raw_table(cx, &table_of(&v));
-        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - cannot decode <<…", 50, 10)))
+        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - cannot decode …", 50, 10)))
     }),
     case("nested_table_truncated", "arguments {k: {table claiming 40 octets, 4 follow}}", |cx| {
         let v = [b'F', 0, 0, 0, 40, 1, b'j', b't', 1];
         let raw = declare_with_raw_table(cx, &table_of(&v));
-        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - cannot decode <<…", 50, 10)))
+        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - cannot decode …", 50, 10)))
     }),
     case("array_with_a_bad_letter", "arguments {k: ['I' 1, 'Z']}", |cx| {
         let v = [b'A', 0, 0, 0, 7, b'I', 0, 0, 0, 1, b'Z', 0];
         let raw = declare_with_raw_table(cx, &table_of(&v));
-        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - cannot decode <<…", 50, 10)))
+        (raw, Expect::rabbit_drops(conn(501, "FRAME_ERROR - cannot decode …", 50, 10)))
     }),
     case("every_field_type_is_accepted", "arguments with one value of each of the 17 types", |cx| {
         let mut raw = cx.open();

@@ -565,14 +565,14 @@ impl Connection {
         let ids = (u16::from_be_bytes([b[0], b[1]]), u16::from_be_bytes([b[2], b[3]]));
         let method = Method::decode(payload.clone()).map_err(|e| {
             let mut error = match e {
-                spec::DecodeError::UnknownClass(_) | spec::DecodeError::UnknownMethod { .. } => {
-                    decode_error(&e)
-                }
-                // RabbitMQ's text: the arguments it could not decode.
-                _ => ChannelError::hard(
+                // Arguments that do not fit the method's layout: RabbitMQ's
+                // text, the arguments it could not decode.
+                spec::DecodeError::Truncated | spec::DecodeError::TrailingBytes => ChannelError::hard(
                     spec::reply_code::FRAME_ERROR,
                     format!("cannot decode {}", frame::erl_octets(payload.get(4..).unwrap_or_default())),
                 ),
+                // Where RabbitMQ drops the socket or has no limit, Lepus's reason.
+                _ => decode_error(&e),
             };
             (error.class_id, error.method_id) = ids;
             error
