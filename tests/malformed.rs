@@ -2,7 +2,10 @@
 //! the exact reply RabbitMQ 3.10.8 gives (reply code, failing class/method,
 //! close scope, and the text where it is deterministic), recorded against the
 //! RabbitMQ running on 127.0.0.1:5672. Where RabbitMQ just drops the socket,
-//! Lepus sends a clear connection.close instead ([`Expect::rabbit_drops`]).
+//! Lepus sends a clear connection.close instead ([`Expect::rabbit_drops`]);
+//! where RabbitMQ's channel crashes (541), [`Expect::rabbit_crashes`] names
+//! what Lepus sends; the few other deliberate differences set `lepus` and
+//! say why.
 //!
 //! After every case two more connections (one per shard) declare, publish,
 //! consume and ack, and every 10 cases and at the end the broker restarts on
@@ -11,8 +14,8 @@
 //! The table of cases and both brokers' replies is in `malformed.md`.
 //!
 //! `FIXME(lead)` marks a case where Lepus does not yet answer as RabbitMQ
-//! does and the fix belongs to another part of issue 10 (argument
-//! validation, closes and limits); its expectation stays RabbitMQ's.
+//! does and the fix belongs to another part of issue 10 (closes, channel
+//! methods); its expectation stays RabbitMQ's.
 
 mod common;
 #[path = "common/matrix.rs"]
