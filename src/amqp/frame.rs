@@ -121,14 +121,18 @@ impl std::error::Error for FrameError {}
 /// printable ASCII (`\\` and `"` escaped), otherwise `<<0,60,...>>`.
 /// (Erlang would also quote latin-1 letters and control escapes; those
 /// payloads are printed as numbers here.)
+/// Only the first [`ERL_OCTETS_RENDERED_MAX`] octets are rendered: the text
+/// ends up in a reply of at most 255 characters anyway.
 pub fn erl_octets(payload: &[u8]) -> String {
     if payload.is_empty() {
         return "<<>>".to_string();
     }
+    let shown = &payload[..payload.len().min(ERL_OCTETS_RENDERED_MAX)];
+    // Erlang decides on the whole binary, so the check does too.
     if payload.iter().all(|b| (0x20..=0x7e).contains(b)) {
-        let mut out = String::with_capacity(payload.len() + 6);
+        let mut out = String::with_capacity(shown.len() + 6);
         out.push_str("<<\"");
-        for &b in payload {
+        for &b in shown {
             if b == b'"' || b == b'\\' {
                 out.push('\\');
             }
@@ -137,9 +141,13 @@ pub fn erl_octets(payload: &[u8]) -> String {
         out.push_str("\">>");
         return out;
     }
-    let numbers: Vec<String> = payload.iter().map(u8::to_string).collect();
+    let numbers: Vec<String> = shown.iter().map(u8::to_string).collect();
     format!("<<{}>>", numbers.join(","))
 }
+
+/// How many octets [`erl_octets`] renders: each takes at least one
+/// character of a reply text, which holds 255.
+pub const ERL_OCTETS_RENDERED_MAX: usize = 255;
 
 /// RabbitMQ's text for a [`FrameError`] returned by [`split_frame`] on
 /// `buf` (which it leaves as it was): "type T, all octets = <<payload>>:

@@ -255,3 +255,19 @@ proptest! {
         prop_assert_eq!(got, frames);
     }
 }
+
+#[test]
+fn erl_octets_prints_binaries_as_rabbitmq_does() {
+    assert_eq!(erl_octets(b""), "<<>>");
+    assert_eq!(erl_octets(b"abc"), "<<\"abc\">>");
+    assert_eq!(erl_octets(b"a\"b\\c"), "<<\"a\\\"b\\\\c\">>");
+    assert_eq!(erl_octets(&[0, 60, 255]), "<<0,60,255>>");
+    // A hostile frame_max-sized payload renders no more than a reply can hold.
+    let big = vec![7u8; 1 << 20];
+    let text = erl_octets(&big);
+    assert!(text.len() < 4 * ERL_OCTETS_RENDERED_MAX + 8, "{} characters", text.len());
+    // Printable up to the cap, then not: numbers, as Erlang judges the whole binary.
+    let mut mixed = vec![b'a'; ERL_OCTETS_RENDERED_MAX + 1];
+    mixed.push(0);
+    assert!(erl_octets(&mixed).starts_with("<<97,97,"));
+}
