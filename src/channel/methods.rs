@@ -337,10 +337,13 @@ impl Channel {
                 }
                 Ok(Flow::Continue)
             }
-            other => Err(ChannelError::new(
-                spec::reply_code::COMMAND_INVALID,
-                format!("unimplemented method {}", other.name()),
-            )),
+            // Old clients still ask for an access ticket; RabbitMQ grants ticket 1.
+            Method::AccessRequest(_) => {
+                shared.out.method(channel, &Method::AccessRequestOk(spec::AccessRequestOk { ticket: 1 }));
+                Ok(Flow::Continue)
+            }
+            // RabbitMQ's text names no method; the close carries its ids.
+            _ => Err(ChannelError::new(spec::reply_code::COMMAND_INVALID, "unimplemented method".into())),
         }
     }
 

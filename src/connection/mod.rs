@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 use crate::amqp::field::ShortStr;
-use crate::amqp::frame::{self, Frame, FrameError, FrameType, ProtocolHeaderCheck, PROTOCOL_HEADER};
+use crate::amqp::frame::{self, Frame, FrameType, ProtocolHeaderCheck, PROTOCOL_HEADER};
 use crate::amqp::spec::{self, Method};
 use crate::channel::{Channel, ChannelError, ChannelRef, Flow};
 use crate::message::Message;
@@ -270,7 +270,7 @@ impl Connection {
                     }
                 }
                 Err(e) => {
-                    let text = frame_error_text(&e);
+                    let text = frame::error_text(&self.read_buf, &e);
                     self.close_with(ChannelError::hard(spec::reply_code::FRAME_ERROR, text), ctx);
                     // The stream cannot be framed past this point; whatever
                     // follows (even while closing) is discarded.
@@ -350,6 +350,15 @@ impl Connection {
     }
 
     fn handle_frame(&mut self, frame: Frame, ctx: &mut ShardCtx) {
+        if frame.kind == FrameType::Heartbeat && frame.channel == 0 && !frame.payload.is_empty() {
+            // RabbitMQ's reader knows a heartbeat only as an empty frame on
+            // channel 0; anything else of type 8 is an unknown frame.
+            if matches!(self.phase, Phase::ProtocolHeader | Phase::Closing | Phase::Closed) {
+                return;
+            }
+            let text = format!("type 8, all octets = {}: unknown_frame", frame::erl_octets(&frame.payload));
+            return self.close_with(ChannelError::hard(spec::reply_code::FRAME_ERROR, text), ctx);
+        }
         match self.phase {
             Phase::StartOk | Phase::TuneOk | Phase::Open => self.handle_handshake_frame(frame, ctx),
             Phase::Running => {
@@ -365,7 +374,8 @@ impl Connection {
     }
 
     fn handle_handshake_frame(&mut self, frame: Frame, ctx: &mut ShardCtx) {
-        if frame.kind == FrameType::Heartbeat && self.phase != Phase::StartOk {
+        // RabbitMQ ignores heartbeats in every phase of the handshake.
+        if frame.kind == FrameType::Heartbeat && frame.channel == 0 {
             return;
         }
         let method = match (frame.kind, frame.channel) {
@@ -375,10 +385,7 @@ impl Connection {
             },
             _ => {
                 return self.close_with(
-                    ChannelError::hard(
-                        spec::reply_code::UNEXPECTED_FRAME,
-                        "expected a connection method on channel 0".into(),
-                    ),
+                    ChannelError::hard(spec::reply_code::UNEXPECTED_FRAME, unexpected_frame_text(&frame)),
                     ctx,
                 )
             }
@@ -445,7 +452,7 @@ impl Connection {
                 Err(e) => self.close_with(e, ctx),
             },
             FrameType::Header | FrameType::Body => self.close_with(
-                ChannelError::hard(spec::reply_code::UNEXPECTED_FRAME, "content frame on channel 0".into()),
+                ChannelError::hard(spec::reply_code::UNEXPECTED_FRAME, unexpected_frame_text(&frame)),
                 ctx,
             ),
         }
@@ -455,7 +462,7 @@ impl Connection {
         let number = frame.channel;
         if frame.kind == FrameType::Heartbeat {
             return self.close_with(
-                ChannelError::hard(spec::reply_code::UNEXPECTED_FRAME, "type 8, all octets = <<>>".into()),
+                ChannelError::hard(spec::reply_code::UNEXPECTED_FRAME, unexpected_frame_text(&frame)),
                 ctx,
             );
         }
@@ -550,12 +557,23 @@ impl Connection {
     /// Decodes a method frame, holding shortstr arguments to UTF-8 as RabbitMQ
     /// does for methods without content.
     pub fn decode_method(payload: bytes::Bytes) -> Result<Method, ChannelError> {
-        let ids = match payload.get(..4) {
-            Some(b) => (u16::from_be_bytes([b[0], b[1]]), u16::from_be_bytes([b[2], b[3]])),
-            None => (0, 0),
+        let Some(b) = payload.get(..4) else {
+            // RabbitMQ's reader takes no method frame without its two ids.
+            let text = format!("type 1, all octets = {}: unknown_frame", frame::erl_octets(&payload));
+            return Err(ChannelError::hard(spec::reply_code::FRAME_ERROR, text));
         };
-        let method = Method::decode(payload).map_err(|e| {
-            let mut error = decode_error(&e);
+        let ids = (u16::from_be_bytes([b[0], b[1]]), u16::from_be_bytes([b[2], b[3]]));
+        let method = Method::decode(payload.clone()).map_err(|e| {
+            let mut error = match e {
+                // Arguments that do not fit the method's layout: RabbitMQ's
+                // text, the arguments it could not decode.
+                spec::DecodeError::Truncated | spec::DecodeError::TrailingBytes => ChannelError::hard(
+                    spec::reply_code::FRAME_ERROR,
+                    format!("cannot decode {}", frame::erl_octets(payload.get(4..).unwrap_or_default())),
+                ),
+                // Where RabbitMQ drops the socket or has no limit, Lepus's reason.
+                _ => decode_error(&e),
+            };
             (error.class_id, error.method_id) = ids;
             error
         })?;
@@ -804,17 +822,10 @@ impl Connection {
     }
 }
 
-fn frame_error_text(e: &FrameError) -> String {
-    match e {
-        // RabbitMQ's texts carry these Erlang terms; clients and operators grep for them.
-        FrameError::UnknownFrameType(t) => format!("type {t}: unknown_frame"),
-        FrameError::BadFrameEnd(b) => format!("{{invalid_frame_end_marker,{b}}}"),
-        FrameError::TooLarge { size_bytes, max_bytes } => {
-            format!(
-                "{{frame_too_large,{size_bytes},{max_bytes}}}: frame larger than the negotiated frame_max"
-            )
-        }
-    }
+/// RabbitMQ's text for a frame its reader does not take in this state:
+/// "type T, all octets = <<payload>>".
+fn unexpected_frame_text(frame: &Frame) -> String {
+    format!("type {}, all octets = {}", frame.kind as u8, frame::erl_octets(&frame.payload))
 }
 
 /// Maps a method-decoding failure to the connection error RabbitMQ sends.
