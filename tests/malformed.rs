@@ -14,8 +14,8 @@
 //! The table of cases and both brokers' replies is in `malformed.md`.
 //!
 //! `FIXME(lead)` marks a case where Lepus does not yet answer as RabbitMQ
-//! does and the fix belongs to another part of issue 10 (closes, channel
-//! methods); its expectation stays RabbitMQ's.
+//! does and the fix lies outside the codec (channel methods, queue texts);
+//! its expectation stays RabbitMQ's.
 
 mod common;
 #[path = "common/matrix.rs"]
@@ -561,8 +561,6 @@ const CHANNELS: &[Case] = &[
         raw.send_method(5, 20, 40, &Args::new().u16(200).shortstr("bye").u16(0).u16(0).build());
         (raw, Expect::same(conn(504, "CHANNEL_ERROR - expected 'channel.open'", 20, 40)))
     }),
-    // FIXME(lead): Lepus ignores a close-ok on a channel it is not closing;
-    // RabbitMQ 3.10 answers 503 (the crossing-close work owns close-ok).
     case("channel_close_ok_unsolicited", "channel.close-ok on the open channel 1", |cx| {
         let mut raw = cx.open();
         raw.send_method(1, 20, 41, &[]);
@@ -580,7 +578,7 @@ const CHANNELS: &[Case] = &[
         (raw, Expect::fine())
     }),
     // FIXME(lead): Lepus ignores a channel.flow-ok it never asked for;
-    // RabbitMQ 3.10 answers 503 (channel methods, beside the close-ok case).
+    // RabbitMQ 3.10 answers 503 (src/channel/methods.rs, ChannelFlowOk).
     case("channel_flow_ok_unsolicited", "channel.flow-ok from the client", |cx| {
         let mut raw = cx.open();
         raw.send_method(1, 20, 21, &Args::new().bits(&[true]).build());

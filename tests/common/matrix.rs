@@ -33,8 +33,10 @@ use std::time::{Duration, Instant};
 /// Restart the in-process broker after this many cases (and once at the end).
 pub const RESTART_EVERY: usize = 10;
 
-/// How long to wait for a reply before calling the broker silent.
-const QUIET: Duration = Duration::from_secs(3);
+/// How long to wait for a reply before calling the broker silent. Above
+/// RabbitMQ's 3 s delay before it drops a connection silently
+/// (`?SILENT_CLOSE_DELAY` in rabbit_reader), which a drop case waits out.
+const QUIET: Duration = Duration::from_secs(5);
 
 /// What a broker does in answer to a case.
 #[derive(Clone, Debug, PartialEq)]
