@@ -12,10 +12,6 @@
 //! the same data directory (see `common/matrix.rs`). Run against RabbitMQ
 //! with `LEPUS_TEST_EXTERNAL=127.0.0.1:5672 cargo test --test malformed`.
 //! The table of cases and both brokers' replies is in `malformed.md`.
-//!
-//! `FIXME(lead)` marks a case where Lepus does not yet answer as RabbitMQ
-//! does and the fix lies outside the codec (channel methods, queue texts);
-//! its expectation stays RabbitMQ's.
 
 mod common;
 #[path = "common/matrix.rs"]
@@ -577,8 +573,6 @@ const CHANNELS: &[Case] = &[
         raw.expect_method(1, 20, 21);
         (raw, Expect::fine())
     }),
-    // FIXME(lead): Lepus ignores a channel.flow-ok it never asked for;
-    // RabbitMQ 3.10 answers 503 (src/channel/methods.rs, ChannelFlowOk).
     case("channel_flow_ok_unsolicited", "channel.flow-ok from the client", |cx| {
         let mut raw = cx.open();
         raw.send_method(1, 20, 21, &Args::new().bits(&[true]).build());
@@ -1266,7 +1260,6 @@ const QUEUES: &[Case] = &[
         let text = "ACCESS_REFUSED - operation not permitted on the default exchange";
         (raw, Expect::same(chan(1, 403, text, 50, 20)))
     }),
-    // FIXME(lead): Lepus says "... is not empty", RabbitMQ "... not empty".
     case(
         "delete_if_empty_of_a_non_empty_queue",
         "queue.delete if-empty of a queue holding 1 message",

@@ -154,7 +154,11 @@ impl Channel {
                 shared.out.method(channel, &Method::ChannelFlowOk(spec::ChannelFlowOk { active: m.active }));
                 Ok(Flow::Continue)
             }
-            Method::ChannelFlowOk(_) => Ok(Flow::Continue),
+            // Lepus never sends channel.flow, so a flow-ok answers nothing:
+            // RabbitMQ closes the connection for it.
+            Method::ChannelFlowOk(_) => {
+                Err(ChannelError::hard(spec::reply_code::COMMAND_INVALID, "unimplemented method".into()))
+            }
             Method::ChannelOpen(_) => {
                 Err(ChannelError::new(spec::reply_code::CHANNEL_ERROR, "second 'channel.open' seen".into()))
             }

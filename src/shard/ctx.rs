@@ -622,7 +622,7 @@ impl ShardCtx {
                     },
                     Err(_) => QueueReply::Refused {
                         code: 406,
-                        text: format!("PRECONDITION_FAILED - queue '{name}' in vhost '{vhost}' is not empty"),
+                        text: format!("PRECONDITION_FAILED - queue '{name}' in vhost '{vhost}' not empty"),
                     },
                 }
             }
