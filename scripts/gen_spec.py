@@ -8,9 +8,10 @@ Usage (from anywhere; default paths are relative to the repository root):
     python3 scripts/gen_spec.py --xml PATH --out PATH
 
 Python 3 standard library only. Besides what the XML says, this adds what
-RabbitMQ implements and the XML predates (see RABBITMQ_* below): the
-connection.blocked / unblocked / update-secret(-ok) methods, the NO_ROUTE
-reply code, and basic.recover being synchronous (answered by recover-ok).
+RabbitMQ implements and the XML predates or dropped (see RABBITMQ_* below):
+the connection.blocked / unblocked / update-secret(-ok) methods, the access
+class, the NO_ROUTE reply code, and basic.recover being synchronous
+(answered by recover-ok).
 """
 
 import argparse
@@ -44,6 +45,30 @@ RABBITMQ_METHODS = [
         [("new-secret", "longstr"), ("reason", "shortstr")],
     ),
     ("connection", "update-secret-ok", 71, True, [], ["client"], []),
+]
+
+# Classes the 0-9-1 XML dropped and RabbitMQ still serves: the access class
+# (access.request is answered with request-ok, ticket 1, as some old
+# clients still send it).
+RABBITMQ_CLASSES = [("access", 30)]
+RABBITMQ_CLASS_METHODS = [
+    (
+        "access",
+        "request",
+        10,
+        True,
+        ["request-ok"],
+        ["server"],
+        [
+            ("realm", "shortstr"),
+            ("exclusive", "bit"),
+            ("passive", "bit"),
+            ("active", "bit"),
+            ("write", "bit"),
+            ("read", "bit"),
+        ],
+    ),
+    ("access", "request-ok", 11, True, [], ["client"], [("ticket", "short")]),
 ]
 
 # The XML leaves basic.recover asynchronous; RabbitMQ's codegen JSON marks
@@ -170,8 +195,13 @@ def parse(xml_path):
             )
         classes.append(cls)
 
+    for name, index in RABBITMQ_CLASSES:
+        assert all(c.index != index for c in classes), (name, index)
+        # Before the first class with a higher id; the XML's order stays.
+        at = next((i for i, c in enumerate(classes) if c.index > index), len(classes))
+        classes.insert(at, ClassDef(name, index))
     by_name = {c.name: c for c in classes}
-    for cname, mname, index, sync, responses, chassis, fields in RABBITMQ_METHODS:
+    for cname, mname, index, sync, responses, chassis, fields in RABBITMQ_METHODS + RABBITMQ_CLASS_METHODS:
         cls = by_name[cname]
         assert all(m.index != index for m in cls.methods), (cname, index)
         cls.methods.append(

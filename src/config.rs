@@ -23,6 +23,13 @@ pub const BODY_SIZE_BYTES_MAX_LIMIT: u64 = 512 * 1024 * 1024;
 /// Slots in each shard-to-shard ring.
 pub const RING_CAPACITY_SLOTS_DEFAULT: usize = 4096;
 
+/// How long a connection may take from accept to connection.open, ms
+/// (RabbitMQ's `handshake_timeout` default).
+pub const HANDSHAKE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// Unacknowledged deliveries one channel may hold by default (see
+/// [`Config::unacked_deliveries_max_per_channel`]).
+pub const UNACKED_DELIVERIES_MAX_PER_CHANNEL_DEFAULT: u32 = 1 << 20;
+
 /// The default listen address: loopback only, like a fresh install should be.
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:5672";
 /// The default data directory, relative to the working directory, so a broker
@@ -75,6 +82,24 @@ pub struct Config {
     /// Size at which a shard's message-log segment is sealed and the next
     /// begun, bytes. Smaller segments are removed or compacted sooner.
     pub message_log_segment_bytes: u32,
+    /// A connection that has not finished its handshake (connection.open)
+    /// this long after its accept is dropped without a word, ms (RabbitMQ's
+    /// `handshake_timeout`, default 10000).
+    pub handshake_timeout_ms: u64,
+    /// Most connections the node serves at once, counting those still in
+    /// their handshake (RabbitMQ's `connection_max`; default: no limit). One
+    /// more is refused at connection.open with 530 NOT_ALLOWED.
+    pub connection_max: Option<u32>,
+    /// Most consumers one channel may have (RabbitMQ's
+    /// `consumer_max_per_channel`; default: no limit). One more
+    /// basic.consume closes the connection with 530 NOT_ALLOWED.
+    pub consumer_max_per_channel: Option<u32>,
+    /// Unacknowledged deliveries one channel may hold (default 1048576).
+    /// RabbitMQ has no such limit; a channel that reaches it (a consumer
+    /// without prefetch that does not ack) gets no more deliveries to its
+    /// consumers until acks bring it below; the messages wait in their
+    /// queues. basic.get is not limited.
+    pub unacked_deliveries_max_per_channel: u32,
 
     // Entity limits (`routing::entity_limits`): node-wide counts past which
     // a declare or bind that would create one more is refused (406), so a
@@ -134,6 +159,10 @@ impl Default for Config {
             queue_count_max: crate::routing::entity_limits::QUEUE_COUNT_MAX_DEFAULT,
             exchange_count_max: crate::routing::entity_limits::EXCHANGE_COUNT_MAX_DEFAULT,
             binding_count_max: crate::routing::entity_limits::BINDING_COUNT_MAX_DEFAULT,
+            handshake_timeout_ms: HANDSHAKE_TIMEOUT_MS_DEFAULT,
+            connection_max: None,
+            consumer_max_per_channel: None,
+            unacked_deliveries_max_per_channel: UNACKED_DELIVERIES_MAX_PER_CHANNEL_DEFAULT,
         }
     }
 }
@@ -201,10 +230,21 @@ impl Config {
                 crate::storage::log::SEGMENT_BYTES_MAX
             )));
         }
+        if self.handshake_timeout_ms == 0 {
+            return Err(ConfigError::Invalid("handshake_timeout_ms must be at least 1".into()));
+        }
+        if self.unacked_deliveries_max_per_channel == 0 {
+            return Err(ConfigError::Invalid("unacked_deliveries_max_per_channel must be at least 1".into()));
+        }
         if self.shards > usize::from(u16::MAX) {
             return Err(ConfigError::Invalid("too many shards".into()));
         }
         Ok(())
+    }
+
+    /// [`Config::handshake_timeout_ms`] as a duration.
+    pub fn handshake_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.handshake_timeout_ms)
     }
 
     /// The shard count to run with: the configured one, or one per usable core.
@@ -250,6 +290,25 @@ mod tests {
             toml::from_str("queue_count_max = 1\nexchange_count_max = 2\nbinding_count_max = 3")
                 .expect("parse");
         assert_eq!((config.queue_count_max, config.exchange_count_max, config.binding_count_max), (1, 2, 3));
+    }
+
+    #[test]
+    fn connection_limits_have_rabbitmqs_defaults_and_are_read_from_toml() {
+        let defaults = Config::default();
+        assert_eq!(defaults.handshake_timeout(), std::time::Duration::from_secs(10));
+        assert_eq!(defaults.channel_max, 2047);
+        assert_eq!((defaults.connection_max, defaults.consumer_max_per_channel), (None, None));
+        assert_eq!(defaults.unacked_deliveries_max_per_channel, 1 << 20);
+        let config: Config = toml::from_str(
+            "handshake_timeout_ms = 250\nconnection_max = 7\nconsumer_max_per_channel = 8\n\
+             unacked_deliveries_max_per_channel = 9",
+        )
+        .expect("the limits parse");
+        assert_eq!(config.handshake_timeout_ms, 250);
+        assert_eq!((config.connection_max, config.consumer_max_per_channel), (Some(7), Some(8)));
+        assert_eq!(config.unacked_deliveries_max_per_channel, 9);
+        let zero = Config { handshake_timeout_ms: 0, ..Config::default() };
+        assert!(zero.validate().is_err(), "a zero handshake timeout is refused");
     }
 
     #[test]

@@ -30,6 +30,18 @@ struct Args {
     /// Heartbeat interval offered to clients, in seconds (0 disables).
     #[arg(long, value_name = "SECONDS")]
     heartbeat: Option<u16>,
+    /// Most channels a client may open on one connection, offered in connection.tune (default 2047,
+    /// as RabbitMQ; 0: no limit).
+    #[arg(long, value_name = "N")]
+    channel_max: Option<u16>,
+    /// Drop a connection that has not finished its handshake (connection.open) this long after it
+    /// was accepted, in milliseconds (default 10000, RabbitMQ's handshake_timeout).
+    #[arg(long, value_name = "MS")]
+    handshake_timeout: Option<u64>,
+    /// Most connections served at once; one more is refused at connection.open with 530
+    /// NOT_ALLOWED (default: no limit, as RabbitMQ's connection_max).
+    #[arg(long, value_name = "N")]
+    connection_max: Option<u32>,
     /// Largest message body accepted, in bytes (default 128 MiB).
     #[arg(long, value_name = "BYTES")]
     max_message_size: Option<u64>,
@@ -98,6 +110,15 @@ fn main() -> std::process::ExitCode {
     }
     if let Some(v) = args.heartbeat {
         config.heartbeat_seconds = v;
+    }
+    if let Some(v) = args.channel_max {
+        config.channel_max = v;
+    }
+    if let Some(v) = args.handshake_timeout {
+        config.handshake_timeout_ms = v;
+    }
+    if let Some(v) = args.connection_max {
+        config.connection_max = Some(v);
     }
     if let Some(v) = args.max_message_size {
         config.body_size_bytes_max = v;

@@ -152,10 +152,12 @@ impl Server {
         let stop = Arc::new(crate::shard::stop::Stop::new(shard_count));
         let cores =
             if config.pin_shards { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut threads = Vec::with_capacity(shard_count);
         for (i, (poll, mesh)) in polls.into_iter().zip(endpoints).enumerate() {
             let mut ctx = ShardCtx::new(Arc::clone(&config), Arc::clone(&users), Arc::clone(&registry), mesh);
             ctx.resources = Arc::clone(&resources);
+            ctx.connections = Arc::clone(&connections);
             let doorbell = Arc::clone(&doorbells[i]);
             let messages = data_dir.messages_dir(i);
             ctx.open_log(&messages, Arc::new(move || drop(doorbell.ring()))).map_err(StartError::Io)?;

@@ -488,6 +488,9 @@ fn help_explains_every_flag() {
         "--log",
         "--memory-budget",
         "--disk-free-limit",
+        "--channel-max",
+        "--handshake-timeout",
+        "--connection-max",
     ]
     .into_iter()
     .filter(|flag| !help.contains(flag))
@@ -755,4 +758,45 @@ fn stored_definitions_that_no_longer_validate_are_skipped_by_name() {
     let mut raw = Raw::handshake(broker.addr());
     let ok = passive(&mut raw, "good");
     assert_eq!((ok.class, ok.method), (50, 11), "the valid queue is still there");
+}
+
+#[test]
+fn connection_limit_flags_are_applied() {
+    let broker = Broker::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "2",
+        "--channel-max",
+        "9",
+        "--handshake-timeout",
+        "300",
+        "--connection-max",
+        "1",
+    ]);
+    // --channel-max is offered; --handshake-timeout drops a handshake that
+    // stops at tune (nothing more arrives, then EOF).
+    let mut stalled = Raw::connect(broker.addr());
+    let since = Instant::now();
+    assert_eq!(stalled.until_tune().channel_max, 9, "channel_max in connection.tune");
+    let mut rest = Vec::new();
+    let read = stalled.stream.read_to_end(&mut rest);
+    assert!(matches!(read, Ok(0)), "the stalled handshake is dropped without a word: {read:?} {rest:?}");
+    assert!(since.elapsed() < Duration::from_secs(5), "dropped only after {:?}", since.elapsed());
+    // --connection-max 1: one connection is served, a second is refused at open.
+    let _served = Raw::handshake(broker.addr());
+    let mut refused = Raw::connect(broker.addr());
+    let tune = refused.until_tune();
+    let mut args = Vec::new();
+    args.extend_from_slice(&tune.channel_max.to_be_bytes());
+    args.extend_from_slice(&tune.frame_max.to_be_bytes());
+    args.extend_from_slice(&0u16.to_be_bytes());
+    refused.send_method(0, 10, 31, &args);
+    let mut args = Vec::new();
+    short_str(&mut args, "/");
+    short_str(&mut args, "");
+    args.push(0);
+    refused.send_method(0, 10, 40, &args);
+    let close = refused.expect_method(0, 10, 50);
+    assert_eq!(u16::from_be_bytes([close[0], close[1]]), 530, "reply code of connection.close");
 }

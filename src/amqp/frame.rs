@@ -116,6 +116,78 @@ impl fmt::Display for FrameError {
 
 impl std::error::Error for FrameError {}
 
+/// A frame's payload as RabbitMQ prints it in its "all octets = ..." error
+/// texts (Erlang's `~p` of a binary): `<<>>`, `<<"abc">>` when every octet is
+/// printable ASCII (`\\` and `"` escaped), otherwise `<<0,60,...>>`.
+/// (Erlang would also quote latin-1 letters and control escapes; those
+/// payloads are printed as numbers here.)
+/// Only the first [`ERL_OCTETS_RENDERED_MAX`] octets are rendered: the text
+/// ends up in a reply of at most 255 characters anyway.
+pub fn erl_octets(payload: &[u8]) -> String {
+    if payload.is_empty() {
+        return "<<>>".to_string();
+    }
+    let shown = &payload[..payload.len().min(ERL_OCTETS_RENDERED_MAX)];
+    // Erlang decides on the whole binary, so the check does too.
+    if payload.iter().all(|b| (0x20..=0x7e).contains(b)) {
+        let mut out = String::with_capacity(shown.len() + 6);
+        out.push_str("<<\"");
+        for &b in shown {
+            if b == b'"' || b == b'\\' {
+                out.push('\\');
+            }
+            out.push(char::from(b));
+        }
+        out.push_str("\">>");
+        return out;
+    }
+    let numbers: Vec<String> = shown.iter().map(u8::to_string).collect();
+    format!("<<{}>>", numbers.join(","))
+}
+
+/// How many octets [`erl_octets`] renders: each takes at least one
+/// character of a reply text, which holds 255.
+pub const ERL_OCTETS_RENDERED_MAX: usize = 255;
+
+/// RabbitMQ's text for a [`FrameError`] returned by [`split_frame`] on
+/// `buf` (which it leaves as it was): "type T, all octets = <<payload>>:
+/// reason", with the reason as the Erlang term RabbitMQ's reader prints.
+/// A frame too large is reported before its payload is read (`<<>>`), with
+/// its payload size and the largest payload frame_max allows.
+pub fn error_text(buf: &[u8], e: &FrameError) -> String {
+    /// The line length Erlang's `~p` wraps terms at.
+    const ERL_LINE_LENGTH: usize = 80;
+    let type_octet = buf.first().copied().unwrap_or(0);
+    let payload = || {
+        let len = buf.get(3..FRAME_HEADER_SIZE).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        let end = FRAME_HEADER_SIZE.saturating_add(len as usize);
+        erl_octets(buf.get(FRAME_HEADER_SIZE..end).unwrap_or_default())
+    };
+    let overhead = FRAME_OVERHEAD_BYTES as u64;
+    match e {
+        FrameError::UnknownFrameType(t) => format!("type {t}, all octets = {}: unknown_frame", payload()),
+        FrameError::BadFrameEnd(b) => {
+            let before = format!("type {type_octet}, all octets = {}: ", payload());
+            let term = format!("{{invalid_frame_end_marker,{b}}}");
+            if before.len() + term.len() <= ERL_LINE_LENGTH {
+                format!("{before}{term}")
+            } else {
+                // Erlang's ~p breaks a tuple that would run past column 80
+                // after its first element and indents the rest under it.
+                // (A payload dump long enough to wrap itself is kept on one
+                // line here, so such texts differ from RabbitMQ's.)
+                let indent = " ".repeat(before.len() + 1);
+                format!("{before}{{invalid_frame_end_marker,\n{indent}{b}}}")
+            }
+        }
+        FrameError::TooLarge { size_bytes, max_bytes } => format!(
+            "type {type_octet}, all octets = <<>>: {{frame_too_large,{},{}}}",
+            size_bytes.saturating_sub(overhead),
+            u64::from(*max_bytes).saturating_sub(overhead)
+        ),
+    }
+}
+
 /// Outcome of [`check_protocol_header`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProtocolHeaderCheck {
@@ -164,8 +236,8 @@ pub fn split_frame(buf: &mut BytesMut, frame_size_bytes_max: u32) -> Result<Opti
     if frame_size_bytes_max != 0 && size_bytes > allowed_bytes {
         return Err(FrameError::TooLarge { size_bytes, max_bytes: frame_size_bytes_max });
     }
-    let kind = FrameType::try_from(type_octet)?;
-
+    // As RabbitMQ's reader: the size first, then the whole frame and its end
+    // octet, then the type, so an unknown type is reported with its payload.
     if (buf.len() as u64) < size_bytes {
         return Ok(None);
     }
@@ -176,6 +248,7 @@ pub fn split_frame(buf: &mut BytesMut, frame_size_bytes_max: u32) -> Result<Opti
     if end_octet != FRAME_END {
         return Err(FrameError::BadFrameEnd(end_octet));
     }
+    let kind = FrameType::try_from(type_octet)?;
     let mut whole = buf.split_to(end_at + 1);
     whole.advance(FRAME_HEADER_SIZE);
     whole.truncate(payload_len);

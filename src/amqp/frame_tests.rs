@@ -159,13 +159,33 @@ fn bad_frame_end_leaves_buffer() {
     let mut buf = BytesMut::from(&bytes[..]);
     assert_eq!(split_frame(&mut buf, FRAME_MAX), Err(FrameError::BadFrameEnd(0)));
     assert_eq!(&buf[..], &bytes[..]);
+    assert_eq!(
+        error_text(&buf, &FrameError::BadFrameEnd(0)),
+        "type 1, all octets = <<0,20,0,10,0>>: {invalid_frame_end_marker,0}"
+    );
+    // As RabbitMQ 3.10.8 wrote it for a queue.declare (Erlang's ~p wraps at column 80).
+    let bytes = raw_frame(1, 1, &[0, 50, 0, 10, 0, 0, 0, 12, 0, 0, 0, 0], 0x00);
+    assert_eq!(
+        error_text(&bytes, &FrameError::BadFrameEnd(0)),
+        format!(
+            "type 1, all octets = <<0,50,0,10,0,0,0,12,0,0,0,0>>: {{invalid_frame_end_marker,\n{}0}}",
+            " ".repeat(54)
+        )
+    );
 }
 
 #[test]
 fn unknown_frame_type_from_header() {
     for t in [0u8, 4, 5, 7, 9, 0xCE, 0xFF] {
-        let mut buf = BytesMut::from(&[t, 0, 0, 0, 0, 0, 9][..]);
+        // Judged once the whole frame is there, as RabbitMQ's reader does.
+        let mut buf = BytesMut::from(&[t, 0, 0, 0, 0, 0, 3][..]);
+        assert_eq!(split_frame(&mut buf, FRAME_MAX), Ok(None));
+        buf.extend_from_slice(b"abc\xce");
         assert_eq!(split_frame(&mut buf, FRAME_MAX), Err(FrameError::UnknownFrameType(t)));
+        assert_eq!(
+            error_text(&buf, &FrameError::UnknownFrameType(t)),
+            format!("type {t}, all octets = <<\"abc\">>: unknown_frame")
+        );
     }
     assert_eq!(FrameType::try_from(2), Ok(FrameType::Header));
     assert_eq!(FrameType::from_u8(6), None);
@@ -234,4 +254,20 @@ proptest! {
         prop_assert!(buf.is_empty());
         prop_assert_eq!(got, frames);
     }
+}
+
+#[test]
+fn erl_octets_prints_binaries_as_rabbitmq_does() {
+    assert_eq!(erl_octets(b""), "<<>>");
+    assert_eq!(erl_octets(b"abc"), "<<\"abc\">>");
+    assert_eq!(erl_octets(b"a\"b\\c"), "<<\"a\\\"b\\\\c\">>");
+    assert_eq!(erl_octets(&[0, 60, 255]), "<<0,60,255>>");
+    // A hostile frame_max-sized payload renders no more than a reply can hold.
+    let big = vec![7u8; 1 << 20];
+    let text = erl_octets(&big);
+    assert!(text.len() < 4 * ERL_OCTETS_RENDERED_MAX + 8, "{} characters", text.len());
+    // Printable up to the cap, then not: numbers, as Erlang judges the whole binary.
+    let mut mixed = vec![b'a'; ERL_OCTETS_RENDERED_MAX + 1];
+    mixed.push(0);
+    assert!(erl_octets(&mixed).starts_with("<<97,97,"));
 }

@@ -23,6 +23,9 @@ use super::wire;
 
 /// class-id(2) weight(2) body-size(8) property-flags(2).
 pub const CONTENT_HEADER_FIXED_BYTES: usize = 14;
+/// class-id(2) weight(2) body-size(8): less is not a content header at all
+/// (RabbitMQ's reader: unknown_frame); a missing flags word is a bad one.
+pub const CONTENT_HEADER_SIZE_BYTES_MIN: usize = 12;
 
 const FLAG_CONTENT_TYPE: u16 = 1 << 15;
 const FLAG_CONTENT_ENCODING: u16 = 1 << 14;

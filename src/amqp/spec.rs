@@ -25,6 +25,7 @@ pub use super::error::DecodeError;
 pub mod class_id {
     pub const CONNECTION: u16 = 10;
     pub const CHANNEL: u16 = 20;
+    pub const ACCESS: u16 = 30;
     pub const EXCHANGE: u16 = 40;
     pub const QUEUE: u16 = 50;
     pub const BASIC: u16 = 60;
@@ -798,6 +799,93 @@ impl ChannelCloseOk {
 impl From<ChannelCloseOk> for Method {
     fn from(m: ChannelCloseOk) -> Self {
         Method::ChannelCloseOk(m)
+    }
+}
+
+/// `access.request` (30/10), client to server; synchronous, answered by `access.request-ok`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AccessRequest {
+    pub realm: ShortStr,
+    pub exclusive: bool,
+    pub passive: bool,
+    pub active: bool,
+    pub write: bool,
+    pub read: bool,
+}
+
+impl AccessRequest {
+    pub const CLASS_ID: u16 = 30;
+    pub const METHOD_ID: u16 = 10;
+    pub const NAME: &'static str = "access.request";
+
+    #[inline]
+    fn decode_args(buf: &mut Bytes) -> Result<Self, DecodeError> {
+        let realm = wire::take_shortstr(buf)?;
+        let bits1 = wire::take_u8(buf)?;
+        let exclusive = (bits1 & 0x01) != 0;
+        let passive = (bits1 & 0x02) != 0;
+        let active = (bits1 & 0x04) != 0;
+        let write = (bits1 & 0x08) != 0;
+        let read = (bits1 & 0x10) != 0;
+        Ok(Self {
+            realm,
+            exclusive,
+            passive,
+            active,
+            write,
+            read,
+        })
+    }
+
+    /// Writes class-id, method-id and the arguments (a method frame's payload).
+    pub fn encode(&self, out: &mut BytesMut) {
+        out.put_u16(Self::CLASS_ID);
+        out.put_u16(Self::METHOD_ID);
+        wire::put_shortstr(out, &self.realm);
+        out.put_u8(
+            u8::from(self.exclusive)
+                | (u8::from(self.passive) << 1)
+                | (u8::from(self.active) << 2)
+                | (u8::from(self.write) << 3)
+                | (u8::from(self.read) << 4),
+        );
+    }
+}
+
+impl From<AccessRequest> for Method {
+    fn from(m: AccessRequest) -> Self {
+        Method::AccessRequest(m)
+    }
+}
+
+/// `access.request-ok` (30/11), server to client.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AccessRequestOk {
+    pub ticket: u16,
+}
+
+impl AccessRequestOk {
+    pub const CLASS_ID: u16 = 30;
+    pub const METHOD_ID: u16 = 11;
+    pub const NAME: &'static str = "access.request_ok";
+
+    #[inline]
+    fn decode_args(buf: &mut Bytes) -> Result<Self, DecodeError> {
+        let ticket = wire::take_u16(buf)?;
+        Ok(Self { ticket })
+    }
+
+    /// Writes class-id, method-id and the arguments (a method frame's payload).
+    pub fn encode(&self, out: &mut BytesMut) {
+        out.put_u16(Self::CLASS_ID);
+        out.put_u16(Self::METHOD_ID);
+        out.put_u16(self.ticket);
+    }
+}
+
+impl From<AccessRequestOk> for Method {
+    fn from(m: AccessRequestOk) -> Self {
+        Method::AccessRequestOk(m)
     }
 }
 
@@ -2481,6 +2569,8 @@ pub enum Method {
     ChannelFlowOk(ChannelFlowOk),
     ChannelClose(ChannelClose),
     ChannelCloseOk(ChannelCloseOk),
+    AccessRequest(AccessRequest),
+    AccessRequestOk(AccessRequestOk),
     ExchangeDeclare(ExchangeDeclare),
     ExchangeDeclareOk(ExchangeDeclareOk),
     ExchangeDelete(ExchangeDelete),
@@ -2558,6 +2648,11 @@ impl Method {
                 21 => ChannelFlowOk::decode_args(&mut buf)?.into(),
                 40 => ChannelClose::decode_args(&mut buf)?.into(),
                 41 => ChannelCloseOk::decode_args(&mut buf)?.into(),
+                _ => return Err(unknown_method(class_id, method_id)),
+            },
+            class_id::ACCESS => match method_id {
+                10 => AccessRequest::decode_args(&mut buf)?.into(),
+                11 => AccessRequestOk::decode_args(&mut buf)?.into(),
                 _ => return Err(unknown_method(class_id, method_id)),
             },
             class_id::EXCHANGE => match method_id {
@@ -2650,6 +2745,8 @@ impl Method {
             Method::ChannelFlowOk(m) => m.encode(out),
             Method::ChannelClose(m) => m.encode(out),
             Method::ChannelCloseOk(m) => m.encode(out),
+            Method::AccessRequest(m) => m.encode(out),
+            Method::AccessRequestOk(m) => m.encode(out),
             Method::ExchangeDeclare(m) => m.encode(out),
             Method::ExchangeDeclareOk(m) => m.encode(out),
             Method::ExchangeDelete(m) => m.encode(out),
@@ -2720,6 +2817,8 @@ impl Method {
             Method::ChannelFlowOk(_) => ChannelFlowOk::CLASS_ID,
             Method::ChannelClose(_) => ChannelClose::CLASS_ID,
             Method::ChannelCloseOk(_) => ChannelCloseOk::CLASS_ID,
+            Method::AccessRequest(_) => AccessRequest::CLASS_ID,
+            Method::AccessRequestOk(_) => AccessRequestOk::CLASS_ID,
             Method::ExchangeDeclare(_) => ExchangeDeclare::CLASS_ID,
             Method::ExchangeDeclareOk(_) => ExchangeDeclareOk::CLASS_ID,
             Method::ExchangeDelete(_) => ExchangeDelete::CLASS_ID,
@@ -2790,6 +2889,8 @@ impl Method {
             Method::ChannelFlowOk(_) => ChannelFlowOk::METHOD_ID,
             Method::ChannelClose(_) => ChannelClose::METHOD_ID,
             Method::ChannelCloseOk(_) => ChannelCloseOk::METHOD_ID,
+            Method::AccessRequest(_) => AccessRequest::METHOD_ID,
+            Method::AccessRequestOk(_) => AccessRequestOk::METHOD_ID,
             Method::ExchangeDeclare(_) => ExchangeDeclare::METHOD_ID,
             Method::ExchangeDeclareOk(_) => ExchangeDeclareOk::METHOD_ID,
             Method::ExchangeDelete(_) => ExchangeDelete::METHOD_ID,
@@ -2861,6 +2962,8 @@ impl Method {
             Method::ChannelFlowOk(_) => ChannelFlowOk::NAME,
             Method::ChannelClose(_) => ChannelClose::NAME,
             Method::ChannelCloseOk(_) => ChannelCloseOk::NAME,
+            Method::AccessRequest(_) => AccessRequest::NAME,
+            Method::AccessRequestOk(_) => AccessRequestOk::NAME,
             Method::ExchangeDeclare(_) => ExchangeDeclare::NAME,
             Method::ExchangeDeclareOk(_) => ExchangeDeclareOk::NAME,
             Method::ExchangeDelete(_) => ExchangeDelete::NAME,
@@ -2935,6 +3038,7 @@ impl Method {
                 | Method::ChannelOpen(_)
                 | Method::ChannelFlow(_)
                 | Method::ChannelClose(_)
+                | Method::AccessRequest(_)
                 | Method::ExchangeDeclare(_)
                 | Method::ExchangeDelete(_)
                 | Method::ExchangeBind(_)
@@ -2970,6 +3074,7 @@ impl Method {
             Method::ConnectionBlocked(m) => m.reason.as_str().is_some(),
             Method::ConnectionUpdateSecret(m) => m.reason.as_str().is_some(),
             Method::ChannelClose(m) => m.reply_text.as_str().is_some(),
+            Method::AccessRequest(m) => m.realm.as_str().is_some(),
             Method::ExchangeDeclare(m) => {
                 m.exchange.as_str().is_some() && m.kind.as_str().is_some()
             }
@@ -3040,6 +3145,8 @@ pub fn method_name(class_id: u16, method_id: u16) -> Option<&'static str> {
         (20, 21) => Some(ChannelFlowOk::NAME),
         (20, 40) => Some(ChannelClose::NAME),
         (20, 41) => Some(ChannelCloseOk::NAME),
+        (30, 10) => Some(AccessRequest::NAME),
+        (30, 11) => Some(AccessRequestOk::NAME),
         (40, 10) => Some(ExchangeDeclare::NAME),
         (40, 11) => Some(ExchangeDeclareOk::NAME),
         (40, 20) => Some(ExchangeDelete::NAME),
@@ -3257,6 +3364,34 @@ pub(crate) mod strategies {
 
     fn channel_close_ok() -> BoxedStrategy<Method> {
         Just(Method::ChannelCloseOk(ChannelCloseOk)).boxed()
+    }
+
+    fn access_request() -> BoxedStrategy<Method> {
+        (
+            any_short_str(),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(realm, exclusive, passive, active, write, read)| {
+                Method::AccessRequest(AccessRequest {
+                    realm,
+                    exclusive,
+                    passive,
+                    active,
+                    write,
+                    read,
+                })
+            })
+            .boxed()
+    }
+
+    fn access_request_ok() -> BoxedStrategy<Method> {
+        any::<u16>()
+            .prop_map(|ticket| Method::AccessRequestOk(AccessRequestOk { ticket }))
+            .boxed()
     }
 
     fn exchange_declare() -> BoxedStrategy<Method> {
@@ -3748,6 +3883,8 @@ pub(crate) mod strategies {
             channel_flow_ok(),
             channel_close(),
             channel_close_ok(),
+            access_request(),
+            access_request_ok(),
             exchange_declare(),
             exchange_declare_ok(),
             exchange_delete(),
@@ -3818,6 +3955,8 @@ pub(crate) mod strategies {
             Method::ChannelFlowOk(ChannelFlowOk::default()),
             Method::ChannelClose(ChannelClose::default()),
             Method::ChannelCloseOk(ChannelCloseOk),
+            Method::AccessRequest(AccessRequest::default()),
+            Method::AccessRequestOk(AccessRequestOk::default()),
             Method::ExchangeDeclare(ExchangeDeclare::default()),
             Method::ExchangeDeclareOk(ExchangeDeclareOk),
             Method::ExchangeDelete(ExchangeDelete::default()),

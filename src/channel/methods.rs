@@ -102,6 +102,9 @@ impl Channel {
                         consumer.queue,
                         ConsumerKey { channel: self.me, consumer: consumer.id },
                     );
+                    // After the removal, so the queue does not hand them
+                    // straight back to the consumer being cancelled.
+                    self.return_held_of(consumer.id, ctx);
                 } else if self.direct_reply.as_ref() == Some(&m.consumer_tag) {
                     self.direct_reply = None;
                 }
@@ -139,7 +142,11 @@ impl Channel {
                 shared.out.method(channel, &Method::ChannelCloseOk(Default::default()));
                 Ok(Flow::Closed)
             }
-            Method::ChannelCloseOk(_) => Ok(Flow::Continue),
+            // Only a closing channel expects close-ok; RabbitMQ's channel
+            // has no clause for it otherwise.
+            Method::ChannelCloseOk(_) => {
+                Err(ChannelError::hard(spec::reply_code::COMMAND_INVALID, "unimplemented method".into()))
+            }
             Method::ChannelFlow(m) => {
                 if !m.active {
                     return Err(ChannelError::new(spec::reply_code::NOT_IMPLEMENTED, "active=false".into()));
@@ -147,7 +154,11 @@ impl Channel {
                 shared.out.method(channel, &Method::ChannelFlowOk(spec::ChannelFlowOk { active: m.active }));
                 Ok(Flow::Continue)
             }
-            Method::ChannelFlowOk(_) => Ok(Flow::Continue),
+            // Lepus never sends channel.flow, so a flow-ok answers nothing:
+            // RabbitMQ closes the connection for it.
+            Method::ChannelFlowOk(_) => {
+                Err(ChannelError::hard(spec::reply_code::COMMAND_INVALID, "unimplemented method".into()))
+            }
             Method::ChannelOpen(_) => {
                 Err(ChannelError::new(spec::reply_code::CHANNEL_ERROR, "second 'channel.open' seen".into()))
             }
@@ -330,10 +341,13 @@ impl Channel {
                 }
                 Ok(Flow::Continue)
             }
-            other => Err(ChannelError::new(
-                spec::reply_code::COMMAND_INVALID,
-                format!("unimplemented method {}", other.name()),
-            )),
+            // Old clients still ask for an access ticket; RabbitMQ grants ticket 1.
+            Method::AccessRequest(_) => {
+                shared.out.method(channel, &Method::AccessRequestOk(spec::AccessRequestOk { ticket: 1 }));
+                Ok(Flow::Continue)
+            }
+            // RabbitMQ's text names no method; the close carries its ids.
+            _ => Err(ChannelError::new(spec::reply_code::COMMAND_INVALID, "unimplemented method".into())),
         }
     }
 
@@ -557,6 +571,16 @@ impl Channel {
                     .method(channel, &Method::BasicConsumeOk(spec::BasicConsumeOk { consumer_tag: tag }));
             }
             return Ok(Flow::Continue);
+        }
+        if let Some(max) = ctx.config.consumer_max_per_channel {
+            // RabbitMQ's consumer_max_per_channel: a connection error, checked
+            // before the queue is looked up; direct reply-to is not counted.
+            if self.consumers.len() >= max as usize {
+                return Err(ChannelError::hard(
+                    spec::reply_code::NOT_ALLOWED,
+                    format!("reached maximum ({max}) of consumers per channel"),
+                ));
+            }
         }
         let meta = self.lookup_queue(&m.queue, shared, ctx)?;
         check_exclusive(&meta, self.me.conn, &shared.vhost)?;

@@ -23,10 +23,6 @@ use crate::ring::envelope::QueueReply;
 use crate::shard::ctx::ShardCtx;
 pub use publish::{direct_reply_name, parse_direct_reply_name, DIRECT_REPLY_QUEUE};
 
-/// Unacknowledged deliveries one channel may hold when no prefetch limit is
-/// set; past it the channel's consumers get no more until acks come.
-pub const UNACKED_DELIVERIES_MAX: usize = 1 << 20;
-
 /// What a channel grants at once when its channel-wide prefetch is removed.
 const GRANT_UNLIMITED: u32 = 1 << 20;
 
@@ -191,8 +187,11 @@ pub struct Channel {
     prefetch_consumer: u32,
     /// basic.qos global=true: prefetch shared by the channel's consumers.
     prefetch_channel: u32,
-    /// Deliveries held back by the channel-wide prefetch (only after the limit
-    /// was lowered while grants were out).
+    /// Deliveries held back because the channel has no room for more unacked
+    /// ones: its channel-wide prefetch (only after the limit was lowered while
+    /// grants were out) or `Config::unacked_deliveries_max_per_channel`. The
+    /// queues stop sending once their consumers' credit is used up, so at
+    /// most `CONSUMER_CREDIT_MAX` per consumer wait here.
     held: VecDeque<Delivery>,
     /// Grants given to queues and not yet used by a delivery.
     granted: u32,
@@ -246,7 +245,7 @@ impl Channel {
         ctx: &mut ShardCtx,
     ) -> Result<Flow, ChannelError> {
         if self.closing {
-            return Ok(self.handle_frame_while_closing(frame, shared));
+            return self.handle_frame_while_closing(frame, shared);
         }
         match frame.kind {
             FrameType::Method => {
@@ -268,17 +267,32 @@ impl Channel {
         }
     }
 
-    fn handle_frame_while_closing(&mut self, frame: Frame, shared: &mut ConnShared) -> Flow {
+    /// We sent channel.close and wait for close-ok; the client may not have
+    /// seen ours yet and be closing the channel itself (the closes cross).
+    /// As in RabbitMQ: close-ok ends the channel, a crossing channel.close is
+    /// answered with close-ok and the channel keeps waiting for the client's
+    /// close-ok, a channel.open for this number is a connection error, and
+    /// everything else is dropped. The channel holds its number until
+    /// close-ok, so a close-ok that is late never reaches a new channel.
+    fn handle_frame_while_closing(
+        &mut self,
+        frame: Frame,
+        shared: &mut ConnShared,
+    ) -> Result<Flow, ChannelError> {
         if frame.kind != FrameType::Method {
-            return Flow::Continue;
+            return Ok(Flow::Continue);
         }
-        match Method::decode(frame.payload) {
-            Ok(Method::ChannelCloseOk(_)) => Flow::Closed,
-            Ok(Method::ChannelClose(_)) => {
+        match crate::connection::Connection::decode_method(frame.payload)? {
+            Method::ChannelCloseOk(_) => Ok(Flow::Closed),
+            Method::ChannelClose(_) => {
                 shared.out.method(self.me.channel, &Method::ChannelCloseOk(Default::default()));
-                Flow::Closed
+                Ok(Flow::Continue)
             }
-            _ => Flow::Continue,
+            open @ Method::ChannelOpen(_) => {
+                Err(ChannelError::hard(spec::reply_code::CHANNEL_ERROR, "second 'channel.open' seen".into())
+                    .on(&open))
+            }
+            _ => Ok(Flow::Continue),
         }
     }
 
@@ -313,6 +327,9 @@ impl Channel {
             }),
         );
         self.release(shared, ctx);
+        // Nothing more is written on a closing channel (RabbitMQ drops its
+        // output too): verdicts still in flight must not become basic.acks.
+        self.confirms = None;
         self.closing = true;
     }
 
@@ -351,14 +368,20 @@ impl Channel {
             consumer.granted -= 1;
             self.granted -= 1;
         }
-        if !delivery.no_ack
-            && self.prefetch_channel > 0
-            && self.unacked.len() >= self.prefetch_channel as usize
-        {
+        if !delivery.no_ack && !self.has_unacked_room(ctx) {
             self.held.push_back(delivery);
             return;
         }
         self.write_delivery(delivery, shared);
+    }
+
+    /// True if one more delivery needing an ack may be written: the channel
+    /// is under its channel-wide prefetch (if set) and under
+    /// `Config::unacked_deliveries_max_per_channel`.
+    fn has_unacked_room(&self, ctx: &ShardCtx) -> bool {
+        let unacked = self.unacked.len();
+        (self.prefetch_channel == 0 || unacked < self.prefetch_channel as usize)
+            && unacked < ctx.config.unacked_deliveries_max_per_channel as usize
     }
 
     fn write_delivery(&mut self, delivery: Delivery, shared: &mut ConnShared) {
@@ -405,6 +428,7 @@ impl Channel {
             return;
         };
         let removed = self.consumers.remove(index);
+        self.return_held_of(removed.id, ctx);
         self.granted -= removed.granted;
         self.grant_credit(ctx);
         if shared.caps.consumer_cancel_notify && !self.closing {
@@ -581,14 +605,29 @@ impl Channel {
     /// Sends held deliveries once the channel-wide prefetch has room, then
     /// grants what room is left to the queues that asked.
     fn release_held(&mut self, shared: &mut ConnShared, ctx: &mut ShardCtx) {
-        while !self.held.is_empty()
-            && (self.prefetch_channel == 0 || self.unacked.len() < self.prefetch_channel as usize)
-        {
+        while !self.held.is_empty() && self.has_unacked_room(ctx) {
             if let Some(delivery) = self.held.pop_front() {
-                self.write_delivery(delivery, shared);
+                if self.consumers.iter().any(|c| c.id == delivery.consumer.consumer) {
+                    self.write_delivery(delivery, shared);
+                } else {
+                    // Its consumer was cancelled meanwhile.
+                    undeliverable(delivery, ctx);
+                }
             }
         }
         self.grant_credit(ctx);
+    }
+
+    /// A consumer is gone: the deliveries held for it go back to its queue.
+    fn return_held_of(&mut self, consumer: u32, ctx: &mut ShardCtx) {
+        if self.held.iter().any(|d| d.consumer.consumer == consumer) {
+            let (theirs, others): (VecDeque<Delivery>, VecDeque<Delivery>) =
+                std::mem::take(&mut self.held).into_iter().partition(|d| d.consumer.consumer == consumer);
+            self.held = others;
+            for delivery in theirs {
+                undeliverable(delivery, ctx);
+            }
+        }
     }
 
     /// A queue gives back grants it could not use.

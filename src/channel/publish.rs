@@ -10,6 +10,7 @@
 use bytes::{Bytes, BytesMut};
 
 use crate::amqp::field::ShortStr;
+use crate::amqp::frame;
 use crate::amqp::properties::{self, ContentHeader};
 use crate::amqp::spec::{self, BasicPublish, Method};
 use crate::channel::{Channel, ChannelError, ChannelRef};
@@ -107,6 +108,11 @@ impl Channel {
             )
             .on(&publish));
         }
+        if payload.len() < properties::CONTENT_HEADER_SIZE_BYTES_MIN {
+            // RabbitMQ's reader takes no header frame without class, weight and size.
+            let text = format!("type 2, all octets = {}: unknown_frame", frame::erl_octets(&payload));
+            return Err(ChannelError::hard(spec::reply_code::FRAME_ERROR, text));
+        }
         let (class_id, body_size) =
             properties::peek_content_header(&payload).map_err(|e| crate::connection::decode_error(&e))?;
         if class_id != 60 {
@@ -120,7 +126,8 @@ impl Channel {
         {
             return Err(ChannelError::new(
                 spec::reply_code::UNEXPECTED_FRAME,
-                "non-zero content header weight".into(),
+                // RabbitMQ's reader takes only weight 0 as a content header.
+                "expected content header for class 60, got non content header frame instead".into(),
             )
             .on(&publish));
         }

@@ -123,11 +123,17 @@ pub fn tune_ok(m: &spec::ConnectionTuneOk, config: &Config) -> Result<Tuned, Cha
             format!("frame_max={frame_max} < {} min size", crate::amqp::frame::FRAME_SIZE_BYTES_MIN),
         )));
     }
-    let channel_max = if m.channel_max == 0 { config.channel_max } else { m.channel_max };
-    if channel_max > config.channel_max {
+    // As RabbitMQ negotiates it: with a server limit, the client must name
+    // a channel_max within it (0, "no limit", is higher than any limit).
+    let channel_max = m.channel_max;
+    if config.channel_max != 0 && (channel_max == 0 || channel_max > config.channel_max) {
         return Err(silent(ChannelError::hard(
             spec::reply_code::NOT_ALLOWED,
-            format!("channel_max={channel_max} > {} max channels", config.channel_max),
+            format!(
+                "negotiated channel_max = {channel_max}{} is higher than the maximum allowed value ({})",
+                if channel_max == 0 { " (no limit)" } else { "" },
+                config.channel_max
+            ),
         )));
     }
     Ok(Tuned { frame_max, channel_max, heartbeat_seconds: m.heartbeat })
@@ -146,6 +152,16 @@ pub fn open(
     m: &spec::ConnectionOpen,
     ctx: &ShardCtx,
 ) -> Result<Method, ChannelError> {
+    if let Some(max) = ctx.config.connection_max {
+        // This connection is counted: one more than the limit is refused
+        // (RabbitMQ's check at connection.open).
+        if ctx.connections.load(std::sync::atomic::Ordering::Acquire) > max as usize {
+            return Err(ChannelError::hard(
+                spec::reply_code::NOT_ALLOWED,
+                format!("connection refused: node connection limit ({max}) is reached"),
+            ));
+        }
+    }
     let vhost = m.virtual_host.to_string_lossy();
     if ctx.vhost(&vhost).is_none() {
         return Err(ChannelError::hard(spec::reply_code::NOT_ALLOWED, format!("vhost {vhost} not found")));

@@ -5,7 +5,7 @@
 //! would, so queue and delivery paths run too.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 use proptest::prelude::*;
@@ -143,7 +143,8 @@ proptest! {
     fn any_frame_sequence_after_the_handshake_never_panics(steps in proptest::collection::vec(step(), 1..40)) {
         let (mut ctx, _poll) = ctx();
         let id = ConnId { shard: ShardId(0), slot: 0, generation: 1 };
-        let mut conn = Connection::new(id, "127.0.0.1:1".parse().expect("addr"), Instant::now());
+        let peer = "127.0.0.1:1".parse().expect("addr");
+        let mut conn = Connection::new(id, peer, Instant::now(), Duration::from_secs(10));
         handshake(&mut conn, &mut ctx);
         for step in &steps {
             let mut bytes = BytesMut::new();
@@ -162,7 +163,8 @@ proptest! {
     ) {
         let (mut ctx, _poll) = ctx();
         let id = ConnId { shard: ShardId(0), slot: 0, generation: 1 };
-        let mut conn = Connection::new(id, "127.0.0.1:1".parse().expect("addr"), Instant::now());
+        let peer = "127.0.0.1:1".parse().expect("addr");
+        let mut conn = Connection::new(id, peer, Instant::now(), Duration::from_secs(10));
         handshake(&mut conn, &mut ctx);
         let queue = ShortStr::from_static("q");
         let declare = spec::QueueDeclare { queue: queue.clone(), ..Default::default() };

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 use crate::amqp::field::ShortStr;
-use crate::amqp::frame::{self, Frame, FrameError, FrameType, ProtocolHeaderCheck, PROTOCOL_HEADER};
+use crate::amqp::frame::{self, Frame, FrameType, ProtocolHeaderCheck, PROTOCOL_HEADER};
 use crate::amqp::spec::{self, Method};
 use crate::channel::{Channel, ChannelError, ChannelRef, Flow};
 use crate::message::Message;
@@ -35,9 +35,6 @@ use crate::ring::ShardId;
 use crate::shard::ctx::ShardCtx;
 use writer::WriteQueue;
 
-/// A connection must be open within this long after the TCP accept
-/// (RabbitMQ's handshake_timeout).
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// After we send connection.close we wait this long for close-ok.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// After answering the client's connection.close we wait this long for it to
@@ -129,7 +126,8 @@ pub struct Connection {
     shared: ConnShared,
     channel_max: u16,
     heartbeat: Duration,
-    created_at: Instant,
+    /// Dropped if not open by then (`Config::handshake_timeout_ms`).
+    handshake_deadline: Instant,
     last_recv: Instant,
     last_send: Instant,
     closing_since: Option<Instant>,
@@ -145,8 +143,9 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// A freshly accepted connection.
-    pub fn new(id: ConnId, peer: SocketAddr, now: Instant) -> Connection {
+    /// A freshly accepted connection, which must finish its handshake within
+    /// `handshake_timeout`.
+    pub fn new(id: ConnId, peer: SocketAddr, now: Instant, handshake_timeout: Duration) -> Connection {
         Connection {
             peer,
             phase: Phase::ProtocolHeader,
@@ -166,7 +165,7 @@ impl Connection {
             },
             channel_max: 0,
             heartbeat: Duration::ZERO,
-            created_at: now,
+            handshake_deadline: now + handshake_timeout,
             last_recv: now,
             last_send: now,
             closing_since: None,
@@ -271,7 +270,7 @@ impl Connection {
                     }
                 }
                 Err(e) => {
-                    let text = frame_error_text(&e);
+                    let text = frame::error_text(&self.read_buf, &e);
                     self.close_with(ChannelError::hard(spec::reply_code::FRAME_ERROR, text), ctx);
                     // The stream cannot be framed past this point; whatever
                     // follows (even while closing) is discarded.
@@ -351,6 +350,15 @@ impl Connection {
     }
 
     fn handle_frame(&mut self, frame: Frame, ctx: &mut ShardCtx) {
+        if frame.kind == FrameType::Heartbeat && frame.channel == 0 && !frame.payload.is_empty() {
+            // RabbitMQ's reader knows a heartbeat only as an empty frame on
+            // channel 0; anything else of type 8 is an unknown frame.
+            if matches!(self.phase, Phase::ProtocolHeader | Phase::Closing | Phase::Closed) {
+                return;
+            }
+            let text = format!("type 8, all octets = {}: unknown_frame", frame::erl_octets(&frame.payload));
+            return self.close_with(ChannelError::hard(spec::reply_code::FRAME_ERROR, text), ctx);
+        }
         match self.phase {
             Phase::StartOk | Phase::TuneOk | Phase::Open => self.handle_handshake_frame(frame, ctx),
             Phase::Running => {
@@ -366,7 +374,8 @@ impl Connection {
     }
 
     fn handle_handshake_frame(&mut self, frame: Frame, ctx: &mut ShardCtx) {
-        if frame.kind == FrameType::Heartbeat && self.phase != Phase::StartOk {
+        // RabbitMQ ignores heartbeats in every phase of the handshake.
+        if frame.kind == FrameType::Heartbeat && frame.channel == 0 {
             return;
         }
         let method = match (frame.kind, frame.channel) {
@@ -376,10 +385,7 @@ impl Connection {
             },
             _ => {
                 return self.close_with(
-                    ChannelError::hard(
-                        spec::reply_code::UNEXPECTED_FRAME,
-                        "expected a connection method on channel 0".into(),
-                    ),
+                    ChannelError::hard(spec::reply_code::UNEXPECTED_FRAME, unexpected_frame_text(&frame)),
                     ctx,
                 )
             }
@@ -446,7 +452,7 @@ impl Connection {
                 Err(e) => self.close_with(e, ctx),
             },
             FrameType::Header | FrameType::Body => self.close_with(
-                ChannelError::hard(spec::reply_code::UNEXPECTED_FRAME, "content frame on channel 0".into()),
+                ChannelError::hard(spec::reply_code::UNEXPECTED_FRAME, unexpected_frame_text(&frame)),
                 ctx,
             ),
         }
@@ -456,7 +462,7 @@ impl Connection {
         let number = frame.channel;
         if frame.kind == FrameType::Heartbeat {
             return self.close_with(
-                ChannelError::hard(spec::reply_code::UNEXPECTED_FRAME, "type 8, all octets = <<>>".into()),
+                ChannelError::hard(spec::reply_code::UNEXPECTED_FRAME, unexpected_frame_text(&frame)),
                 ctx,
             );
         }
@@ -538,9 +544,11 @@ impl Connection {
         }
         match Method::decode(frame.payload) {
             Ok(Method::ConnectionCloseOk(_)) => self.phase = Phase::Closed,
+            // Our connection.close crossed the client's: answer it, and
+            // still wait for the close-ok to ours (or CLOSE_TIMEOUT), as
+            // RabbitMQ does, so the client's close-ok never meets a reset.
             Ok(Method::ConnectionClose(_)) => {
                 self.shared.out.method(0, &Method::ConnectionCloseOk(Default::default()));
-                self.phase = Phase::Closed;
             }
             _ => {}
         }
@@ -549,12 +557,23 @@ impl Connection {
     /// Decodes a method frame, holding shortstr arguments to UTF-8 as RabbitMQ
     /// does for methods without content.
     pub fn decode_method(payload: bytes::Bytes) -> Result<Method, ChannelError> {
-        let ids = match payload.get(..4) {
-            Some(b) => (u16::from_be_bytes([b[0], b[1]]), u16::from_be_bytes([b[2], b[3]])),
-            None => (0, 0),
+        let Some(b) = payload.get(..4) else {
+            // RabbitMQ's reader takes no method frame without its two ids.
+            let text = format!("type 1, all octets = {}: unknown_frame", frame::erl_octets(&payload));
+            return Err(ChannelError::hard(spec::reply_code::FRAME_ERROR, text));
         };
-        let method = Method::decode(payload).map_err(|e| {
-            let mut error = decode_error(&e);
+        let ids = (u16::from_be_bytes([b[0], b[1]]), u16::from_be_bytes([b[2], b[3]]));
+        let method = Method::decode(payload.clone()).map_err(|e| {
+            let mut error = match e {
+                // Arguments that do not fit the method's layout: RabbitMQ's
+                // text, the arguments it could not decode.
+                spec::DecodeError::Truncated | spec::DecodeError::TrailingBytes => ChannelError::hard(
+                    spec::reply_code::FRAME_ERROR,
+                    format!("cannot decode {}", frame::erl_octets(payload.get(4..).unwrap_or_default())),
+                ),
+                // Where RabbitMQ drops the socket or has no limit, Lepus's reason.
+                _ => decode_error(&e),
+            };
             (error.class_id, error.method_id) = ids;
             error
         })?;
@@ -594,7 +613,9 @@ impl Connection {
             }),
         );
         self.release_everything(ctx);
-        self.read_buf.clear();
+        // What the client sent after the offending frame is still read: a
+        // connection.close crossing ours gets its close-ok, a close-ok ends
+        // the connection; everything else is dropped (`handle_closing_frame`).
         self.paused_on = None;
         // Read close-ok even while an alarm is raised (the shard's list entry
         // is then a no-op).
@@ -786,8 +807,14 @@ impl Connection {
                 }
                 true
             }
+            // Counted from the accept, whatever arrives meanwhile: a header
+            // sent one byte at a time does not keep a connection alive.
             Phase::ProtocolHeader | Phase::StartOk | Phase::TuneOk | Phase::Open => {
-                now.duration_since(self.created_at) < HANDSHAKE_TIMEOUT
+                if now < self.handshake_deadline {
+                    return true;
+                }
+                tracing::debug!(peer = %self.peer, phase = ?self.phase, "handshake timeout, closing");
+                false
             }
             Phase::Closing => self.closing_since.is_none_or(|t| now.duration_since(t) < CLOSE_TIMEOUT),
             Phase::Closed => self.linger_since.is_none_or(|t| now.duration_since(t) < CLOSE_LINGER),
@@ -795,17 +822,10 @@ impl Connection {
     }
 }
 
-fn frame_error_text(e: &FrameError) -> String {
-    match e {
-        // RabbitMQ's texts carry these Erlang terms; clients and operators grep for them.
-        FrameError::UnknownFrameType(t) => format!("type {t}: unknown_frame"),
-        FrameError::BadFrameEnd(b) => format!("{{invalid_frame_end_marker,{b}}}"),
-        FrameError::TooLarge { size_bytes, max_bytes } => {
-            format!(
-                "{{frame_too_large,{size_bytes},{max_bytes}}}: frame larger than the negotiated frame_max"
-            )
-        }
-    }
+/// RabbitMQ's text for a frame its reader does not take in this state:
+/// "type T, all octets = <<payload>>".
+fn unexpected_frame_text(frame: &Frame) -> String {
+    format!("type {}, all octets = {}", frame.kind as u8, frame::erl_octets(&frame.payload))
 }
 
 /// Maps a method-decoding failure to the connection error RabbitMQ sends.

@@ -69,6 +69,9 @@ pub struct ShardCtx {
     /// The memory and disk alarms (shared with the monitor; see
     /// [`crate::alarm`]). Unlimited until the server sets the real ones.
     pub resources: Arc<crate::alarm::ResourceLimits>,
+    /// Connections the node serves, on every shard, from adoption by their
+    /// shard to removal (for `Config::connection_max`).
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
     /// This shard's connections blocked by an alarm, unblocked when it clears.
     pub alarm_blocked: Vec<crate::connection::ConnId>,
     /// When the loop last waited for events with nothing to do.
@@ -159,6 +162,7 @@ impl ShardCtx {
             dead_lettering: false,
             throttle: Default::default(),
             resources: Arc::new(crate::alarm::ResourceLimits::unlimited()),
+            connections: Arc::default(),
             alarm_blocked: Vec::new(),
             idle_at: Instant::now(),
             log: None,
@@ -618,7 +622,7 @@ impl ShardCtx {
                     },
                     Err(_) => QueueReply::Refused {
                         code: 406,
-                        text: format!("PRECONDITION_FAILED - queue '{name}' in vhost '{vhost}' is not empty"),
+                        text: format!("PRECONDITION_FAILED - queue '{name}' in vhost '{vhost}' not empty"),
                     },
                 }
             }

@@ -363,7 +363,8 @@ impl Shard {
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1).max(1);
         let id = ConnId { shard: self.ctx.shard, slot: index as u32, generation };
-        let conn = Connection::new(id, peer, self.ctx.now);
+        let conn = Connection::new(id, peer, self.ctx.now, self.ctx.config.handshake_timeout());
+        self.ctx.connections.fetch_add(1, Ordering::Relaxed);
         entry.insert(Slot {
             conn,
             socket,
@@ -703,6 +704,9 @@ impl Shard {
             return;
         }
         let mut slot = self.conns.remove(index);
+        // Before the socket closes: a client that saw it close may connect
+        // again at once and must find its place free.
+        self.ctx.connections.fetch_sub(1, Ordering::Release);
         if slot.conn.is_alarm_blocked() {
             let id = slot.conn.id();
             self.ctx.alarm_blocked.retain(|&blocked| blocked != id);
