@@ -704,6 +704,13 @@ impl Vhost {
         out: &mut Vec<QueueRef>,
         scratch: &mut Vec<Destination>,
     ) {
+        if exchange.name.is_empty() {
+            // The default exchange: the queue named by the key, if any.
+            if let Some(queue) = self.queues.get(routing_key) {
+                out.push(queue.queue);
+            }
+            return;
+        }
         scratch.clear();
         exchange.bindings.route(routing_key, headers, scratch);
         if scratch.iter().all(|d| matches!(d, Destination::Queue(_))) {
@@ -844,18 +851,15 @@ pub(crate) fn auto_delete_if_unbound(v: &mut Vhost, name: &ShortStr, journal: &m
     }
 }
 
-/// Adds a queue, bound to the default exchange by its name as every queue is.
+/// Adds a queue. Every queue is bound to the default exchange by its name;
+/// that binding is implied by the queue table (see [`Vhost::route`]), not
+/// kept in the default exchange's table: a table holding one binding per
+/// queue would be copied whole by every declare and delete, so a loop of
+/// declares would cost more and more per declare.
 pub(crate) fn insert_queue(v: &mut Vhost, meta: QueueMeta) -> Arc<QueueMeta> {
     let meta = Arc::new(meta);
     v.queue_names.insert(meta.queue.id, meta.name.clone());
     v.queues.insert(meta.name.clone(), Arc::clone(&meta));
-    if let Some(default) = v.exchanges.get_mut(&ShortStr::from_static("")) {
-        let _ = Arc::make_mut(default).bindings.bind(
-            Destination::Queue(meta.queue),
-            &meta.name,
-            &FieldTable::default(),
-        );
-    }
     meta
 }
 
