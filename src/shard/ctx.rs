@@ -69,6 +69,9 @@ pub struct ShardCtx {
     /// The memory and disk alarms (shared with the monitor; see
     /// [`crate::alarm`]). Unlimited until the server sets the real ones.
     pub resources: Arc<crate::alarm::ResourceLimits>,
+    /// Connections each shard adopted and removed (shared with the server's
+    /// handle; see [`crate::shard::counts`]). The server sets the shared one.
+    pub connection_counts: Arc<crate::shard::counts::ConnectionCounts>,
     /// This shard's connections blocked by an alarm, unblocked when it clears.
     pub alarm_blocked: Vec<crate::connection::ConnId>,
     /// When the loop last waited for events with nothing to do.
@@ -159,6 +162,7 @@ impl ShardCtx {
             dead_lettering: false,
             throttle: Default::default(),
             resources: Arc::new(crate::alarm::ResourceLimits::unlimited()),
+            connection_counts: Arc::new(crate::shard::counts::ConnectionCounts::new(0)),
             alarm_blocked: Vec::new(),
             idle_at: Instant::now(),
             log: None,

@@ -23,6 +23,7 @@
 //! - io_uring ([`uring`]): one recv and one sendmsg in flight per connection,
 //!   all submitted and reaped by one `io_uring_enter` per turn.
 
+pub mod counts;
 pub mod ctx;
 pub mod io;
 pub mod names;
@@ -374,6 +375,7 @@ impl Shard {
             queued_ready: true,
             queued_dirty: false,
         });
+        self.ctx.connection_counts.note_opened(self.ctx.shard);
         self.ready.push(index);
     }
 
@@ -703,6 +705,7 @@ impl Shard {
             return;
         }
         let mut slot = self.conns.remove(index);
+        self.ctx.connection_counts.note_closed(self.ctx.shard);
         if slot.conn.is_alarm_blocked() {
             let id = slot.conn.id();
             self.ctx.alarm_blocked.retain(|&blocked| blocked != id);
