@@ -33,7 +33,7 @@ pub use dead_letter::DeadLetterTarget;
 pub mod dead_letter;
 mod journal;
 mod limits;
-mod ready;
+pub(crate) mod ready;
 mod tail;
 
 pub use journal::Journal;

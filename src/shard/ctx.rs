@@ -203,6 +203,21 @@ impl ShardCtx {
 
     /// Periodic work on every local queue: expire messages at the heads
     /// (x-message-ttl, expiration) and delete queues unused for their x-expires.
+    /// When idle: gives back the room a burst left in the queues and in
+    /// this shard's reusable buffers (see `shard::collect`).
+    pub fn shrink_idle(&mut self) {
+        use crate::queue::ready::{shrink_vec, IDLE_SPARE_SLOTS_MAX as KEEP};
+        self.queues.values_mut().for_each(Queue::shrink_idle);
+        shrink_vec(&mut self.deliveries, KEEP);
+        shrink_vec(&mut self.route_scratch, KEEP);
+        shrink_vec(&mut self.route_targets, KEEP);
+        shrink_vec(&mut self.journaled, KEEP);
+        shrink_vec(&mut self.dead_letter_pending, KEEP);
+        if self.local.capacity() > self.local.len() + KEEP {
+            self.local.shrink_to(self.local.len() + KEEP);
+        }
+    }
+
     pub fn expire_queues(&mut self) {
         let ids: Vec<QueueId> = self.queues.keys().copied().collect();
         for id in ids {
