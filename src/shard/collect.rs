@@ -9,8 +9,9 @@
 //! own thread at a housekeeping tick after a quiet interval (at most
 //! [`QUIET_TURNS_MAX`] loop turns), at most once per
 //! [`IDLE_COLLECT_INTERVAL`], after shrinking its queues' and buffers' spare
-//! room. A shard with traffic never runs it, so the data path does not pay
-//! for it.
+//! room. A loaded shard never runs it, so the data path does not pay for it.
+//! An idle shard that still holds a large backlog runs it once a second
+//! (its cost then was not measured).
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -18,7 +19,9 @@ use std::time::Duration;
 /// Least time between two collects on one shard.
 pub const IDLE_COLLECT_INTERVAL: Duration = Duration::from_secs(1);
 /// Loop turns in one housekeeping interval (100 ms) up to which a shard is
-/// quiet: an idle loop wakes once per interval, any traffic makes hundreds.
+/// quiet: an idle loop wakes once per interval, a loaded one turns thousands
+/// of times. (A trickle of a few frames per interval counts as quiet: a
+/// collect a second costs it nothing it would notice.)
 pub const QUIET_TURNS_MAX: u32 = 16;
 
 /// The allocator's collect, set once by the binary (process-wide, as the

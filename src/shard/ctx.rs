@@ -201,8 +201,6 @@ impl ShardCtx {
         self.clock = u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX);
     }
 
-    /// Periodic work on every local queue: expire messages at the heads
-    /// (x-message-ttl, expiration) and delete queues unused for their x-expires.
     /// When idle: gives back the room a burst left in the queues and in
     /// this shard's reusable buffers (see `shard::collect`).
     pub fn shrink_idle(&mut self) {
@@ -218,6 +216,8 @@ impl ShardCtx {
         }
     }
 
+    /// Periodic work on every local queue: expire messages at the heads
+    /// (x-message-ttl, expiration) and delete queues unused for their x-expires.
     pub fn expire_queues(&mut self) {
         let ids: Vec<QueueId> = self.queues.keys().copied().collect();
         for id in ids {

@@ -709,7 +709,7 @@ impl Shard {
         // The shard was quiet since the last tick (a few turns: timers, no
         // traffic): give what a burst left behind back, the queues' and
         // buffers' spare room and then the allocator's freed pages (see
-        // `collect`). Any traffic makes hundreds of turns a tick.
+        // `collect`). A loaded shard turns thousands of times a tick.
         let quiet = std::mem::take(&mut self.turns_since_housekeeping) <= collect::QUIET_TURNS_MAX;
         if quiet && now.saturating_duration_since(self.last_collect) >= collect::IDLE_COLLECT_INTERVAL {
             self.last_collect = now;
