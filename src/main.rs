@@ -10,6 +10,22 @@ use lepus::{Config, Server};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+extern "C" {
+    /// mimalloc's collect: frees the calling thread's empty pages and purges
+    /// (decommits) freed memory whose purge delay has passed, or all of it
+    /// with `force`. Part of the mimalloc library linked for `GLOBAL`.
+    fn mi_collect(force: bool);
+}
+
+/// Run by each idle shard on its own thread (`lepus::shard::collect`): a
+/// shard that freed a burst of messages and went idle would otherwise keep
+/// the pages until it allocates again.
+fn collect_allocator() {
+    // SAFETY: mi_collect takes no pointers and only touches the calling
+    // thread's heap and mimalloc's own synchronised arenas.
+    unsafe { mi_collect(true) }
+}
+
 /// Lepus: an AMQP 0-9-1 message broker (RabbitMQ-compatible) on a thread-per-core runtime.
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -153,6 +169,8 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    // Idle shards give a burst's freed memory back (mimalloc keeps it otherwise).
+    lepus::shard::collect::set_idle_collect(collect_allocator);
     let server = match Server::start(config) {
         Ok(s) => s,
         Err(e) => {

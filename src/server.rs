@@ -15,6 +15,7 @@ use crate::ring::doorbell::Doorbell;
 use crate::ring::envelope::Envelope;
 use crate::routing::entity_limits::EntityLimits;
 use crate::routing::topology::Registry;
+use crate::shard::counts::ConnectionCounts;
 use crate::shard::ctx::ShardCtx;
 use crate::shard::{Shard, WAKER_TOKEN};
 use crate::storage::definitions::DefinitionsError;
@@ -96,6 +97,9 @@ pub struct Server {
     /// Holds the data directory's lock; dropped after the shards have stopped.
     data_dir: DataDir,
     resources: Arc<ResourceLimits>,
+    connection_counts: Arc<ConnectionCounts>,
+    /// The shared topology, read by [`Server::queue_shard`].
+    registry: Arc<Registry>,
     monitor: Option<Monitor>,
 }
 
@@ -153,11 +157,13 @@ impl Server {
         let cores =
             if config.pin_shards { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
         let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let connection_counts = Arc::new(ConnectionCounts::new(shard_count));
         let mut threads = Vec::with_capacity(shard_count);
         for (i, (poll, mesh)) in polls.into_iter().zip(endpoints).enumerate() {
             let mut ctx = ShardCtx::new(Arc::clone(&config), Arc::clone(&users), Arc::clone(&registry), mesh);
             ctx.resources = Arc::clone(&resources);
             ctx.connections = Arc::clone(&connections);
+            ctx.connection_counts = Arc::clone(&connection_counts);
             let doorbell = Arc::clone(&doorbells[i]);
             let messages = data_dir.messages_dir(i);
             ctx.open_log(&messages, Arc::new(move || drop(doorbell.ring()))).map_err(StartError::Io)?;
@@ -181,6 +187,8 @@ impl Server {
             stop,
             wakers: doorbells,
             resources: Arc::clone(&resources),
+            connection_counts,
+            registry,
             monitor: None,
             data_dir,
         };
@@ -212,6 +220,20 @@ impl Server {
     /// `set_disk_free_limit` do), and the alarms they raise.
     pub fn resource_limits(&self) -> Arc<ResourceLimits> {
         Arc::clone(&self.resources)
+    }
+
+    /// How many connections each shard has adopted and closed since start.
+    /// Connection *k* accepted lands on shard *k mod N*; this shows where
+    /// each one went.
+    pub fn connection_counts(&self) -> Arc<ConnectionCounts> {
+        Arc::clone(&self.connection_counts)
+    }
+
+    /// The shard that owns queue `name` of vhost `vhost` now, if it exists.
+    pub fn queue_shard(&self, vhost: &str, name: &str) -> Option<usize> {
+        let topology = self.registry.load();
+        let meta = topology.vhosts.get(vhost)?.queues.get(name.as_bytes())?;
+        Some(meta.queue.shard.index())
     }
 
     /// Stops every shard (connections get connection.close 320) and waits.

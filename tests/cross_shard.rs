@@ -3,11 +3,11 @@
 //! Lepus assigns connections to its shards round-robin in accept order: with a
 //! fresh broker of 2 shards, the k-th connection (counting from 0) lands on
 //! shard k % 2, provided each connection is fully opened before the next is
-//! accepted. [`open_in_order`] does exactly that, so in every test below
-//! `conns[0]`, `conns[2]` are on shard 0 and `conns[1]`, `conns[3]` on shard 1.
-//! Each test opens all its connections first, through `open_in_order`, before
-//! any other connection, so the placement comments hold. (Against RabbitMQ,
-//! which has no shards, the tests simply prove the behaviour.)
+//! accepted. [`open_in_order`] does exactly that and asserts it (from the
+//! broker's per-shard connection counts), so in every test below `conns[0]`,
+//! `conns[2]` are on shard 0 and `conns[1]`, `conns[3]` on shard 1; each test
+//! also asserts the shard that owns its queues. (Against RabbitMQ, which has
+//! no shards, the tests simply prove the behaviour.)
 
 mod common;
 
@@ -18,11 +18,12 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, ExchangeKind};
 
 /// Opens `n` lapin connections one after the other: connection k is fully
-/// open (open-ok received) before connection k+1 connects, so it is on shard k % 2.
+/// open (open-ok received) before connection k+1 connects, and is asserted
+/// to be on shard k % 2.
 async fn open_in_order(b: &Broker, n: usize) -> Vec<(lapin::Connection, lapin::Channel)> {
     let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        out.push(lapin_channel(b).await);
+    for k in 0..n {
+        out.push(on_shard(b, k % 2, lapin_channel(b)).await);
     }
     out
 }
@@ -65,6 +66,7 @@ async fn confirmed_publish_and_acked_consume(roles: (usize, usize, usize)) {
         )
         .await
         .expect("declare");
+    b.assert_queue_on(&queue, roles.0 % 2);
     consumer.basic_qos(10, BasicQosOptions::default()).await.expect("qos");
     let mut deliveries = consumer
         .basic_consume(&queue, "", BasicConsumeOptions::default(), FieldTable::default())
@@ -133,6 +135,7 @@ async fn qos_prefetch_holds_across_shards() {
         )
         .await
         .expect("declare");
+    b.assert_queue_on(&queue, 0);
     owner.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm.select");
     for i in 0..10 {
         publish_confirmed(owner, "", &queue, &format!("m{i}"), BasicProperties::default()).await;
@@ -168,6 +171,7 @@ async fn get_purge_and_delete_from_the_other_shard_notify_the_consumer() {
         .queue_declare(&queue, QueueDeclareOptions::default(), FieldTable::default())
         .await
         .expect("declare");
+    b.assert_queue_on(&queue, 0);
     owner.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm.select");
     for i in 0..5 {
         publish_confirmed(owner, "", &queue, &format!("m{i}"), BasicProperties::default()).await;
@@ -212,6 +216,7 @@ async fn exclusive_queue_across_shards() {
             )
             .await
             .expect("declare");
+        b.assert_queue_on(&queue, 0);
         let res =
             other.basic_consume(&queue, "", BasicConsumeOptions::default(), FieldTable::default()).await;
         assert_channel_error(other_conn, res, 405, "RESOURCE_LOCKED").await;
@@ -244,6 +249,7 @@ async fn direct_reply_to_across_shards() {
         )
         .await
         .expect("declare");
+    b.assert_queue_on(&rpc_queue, 1);
     let mut requests = responder
         .basic_consume(&rpc_queue, "", BasicConsumeOptions::default(), FieldTable::default())
         .await
@@ -318,6 +324,7 @@ async fn fanout_to_queues_declared_on_both_shards() {
             .queue_bind(&q, &exchange, "", QueueBindOptions::default(), FieldTable::default())
             .await
             .expect("bind");
+        b.assert_queue_on(&q, queues.len());
         queues.push(q);
     }
     let publisher = &conns[2].1;
@@ -371,6 +378,7 @@ async fn unacked_messages_return_across_shards_when_the_consumer_connection_clos
         .queue_declare(&queue, QueueDeclareOptions::default(), FieldTable::default())
         .await
         .expect("declare");
+    b.assert_queue_on(&queue, 0);
     conns[0].1.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm.select");
     for i in 0..3 {
         publish_confirmed(&conns[0].1, "", &queue, &format!("m{i}"), BasicProperties::default()).await;
@@ -408,6 +416,7 @@ async fn transaction_on_the_other_shard_commits_and_rolls_back() {
     let conns = open_in_order(&b, 2).await;
     let (owner, tx) = (&conns[0].1, &conns[1].1);
     let queue = server_named_queue(owner).await;
+    b.assert_queue_on(&queue, 0);
     tx.tx_select().await.expect("tx.select");
     tx.basic_publish("", &queue, BasicPublishOptions::default(), b"rolled-back", BasicProperties::default())
         .await
@@ -432,6 +441,7 @@ async fn mandatory_publishes_across_shards() {
     let conns = open_in_order(&b, 2).await;
     let (owner, publisher) = (&conns[0].1, &conns[1].1);
     let queue = server_named_queue(owner).await;
+    b.assert_queue_on(&queue, 0);
     publisher.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm.select");
     let routed = publisher
         .basic_publish(

@@ -10,16 +10,20 @@
 //! connections (connections 0 and 1: one on each of Lepus's 2 shards); the
 //! misbehaving raw connection opened next is connection 2, on shard 0 beside
 //! the first bystander. So every error is shown to spare both a connection on
-//! its own shard and one on the other.
+//! its own shard and one on the other. Each connection's shard is asserted
+//! (from the broker's per-shard connection counts) when Lepus runs in-process.
 
 mod common;
 
 use common::*;
 
-/// A raw connection, handshaken, with channel 1 open.
-fn raw_with_channel(b: &Broker) -> Raw {
-    let mut raw = Raw::connect(b.addr);
-    raw.handshake();
+/// A raw connection, handshaken, with channel 1 open; asserted to be on `shard`.
+fn raw_with_channel(b: &Broker, shard: usize) -> Raw {
+    let mut raw = on_shard_blocking(b, shard, || {
+        let mut raw = Raw::connect(b.addr);
+        raw.handshake();
+        raw
+    });
     raw.open_channel(1);
     raw
 }
@@ -32,7 +36,7 @@ fn queue_declare_frame(channel: u16) -> Vec<u8> {
 fn frame_with_bad_frame_end_is_connection_frame_error_501() {
     let b = start_broker();
     let healthy = Healthy::start(&b);
-    let mut raw = raw_with_channel(&b);
+    let mut raw = raw_with_channel(&b, 0);
     let mut f = queue_declare_frame(1);
     *f.last_mut().expect("frame has an end octet") = 0x00;
     raw.send(&f);
@@ -45,7 +49,7 @@ fn frame_with_bad_frame_end_is_connection_frame_error_501() {
 fn unknown_frame_type_is_connection_frame_error_501() {
     let b = start_broker();
     let healthy = Healthy::start(&b);
-    let mut raw = raw_with_channel(&b);
+    let mut raw = raw_with_channel(&b, 0);
     raw.send(&frame(9, 1, b"abc"));
     let c = raw.expect_connection_close(501, "FRAME_ERROR");
     assert!(c.reply_text.contains("unknown_frame"), "{c:?}");
@@ -56,11 +60,14 @@ fn unknown_frame_type_is_connection_frame_error_501() {
 fn frame_larger_than_negotiated_frame_max_is_connection_frame_error_501() {
     let b = start_broker();
     let healthy = Healthy::start(&b);
-    let mut raw = Raw::connect(b.addr);
     // The client negotiates a smaller frame_max than the broker offers; the
     // broker must enforce the negotiated value. (RabbitMQ tolerates payloads up
     // to frame_max octets — an 8-octet fudge — so go well past it.)
-    raw.handshake_tuned(|cm, _fm, hb| (cm, 4096, hb));
+    let mut raw = on_shard_blocking(&b, 0, || {
+        let mut raw = Raw::connect(b.addr);
+        raw.handshake_tuned(|cm, _fm, hb| (cm, 4096, hb));
+        raw
+    });
     raw.open_channel(1);
     let mut v = method_frame(1, 60, 40, &basic_publish_args("", "nowhere", false));
     v.extend(header_frame(1, 10_000, 0, &[]));
@@ -75,7 +82,7 @@ fn frame_larger_than_negotiated_frame_max_is_connection_frame_error_501() {
 fn method_frame_larger_than_frame_max_is_connection_frame_error_501() {
     let b = start_broker();
     let healthy = Healthy::start(&b);
-    let mut raw = raw_with_channel(&b);
+    let mut raw = raw_with_channel(&b, 0);
     let fm = raw.frame_max as usize;
     raw.send(&method_frame(1, 60, 40, &vec![0u8; fm + 100]));
     raw.expect_connection_close(501, "FRAME_ERROR");
@@ -86,7 +93,7 @@ fn method_frame_larger_than_frame_max_is_connection_frame_error_501() {
 fn truncated_method_arguments_are_connection_frame_error_501() {
     let b = start_broker();
     let healthy = Healthy::start(&b);
-    let mut raw = raw_with_channel(&b);
+    let mut raw = raw_with_channel(&b, 0);
     // queue.declare: reserved u16, then a short string claiming 5 octets but carrying 1.
     raw.send(&method_frame(1, 50, 10, &[0, 0, 5, b'a']));
     let c = raw.expect_connection_close(501, "FRAME_ERROR");
@@ -103,7 +110,7 @@ fn truncated_method_arguments_are_connection_frame_error_501() {
 fn unknown_class_id_closes_the_connection_540_or_silently() {
     let b = start_broker();
     let healthy = Healthy::start(&b);
-    let mut raw = raw_with_channel(&b);
+    let mut raw = raw_with_channel(&b, 0);
     raw.send(&method_frame(1, 99, 10, &[]));
     raw.expect_connection_close_or_drop(540, "NOT_IMPLEMENTED");
     healthy.finish();
@@ -114,7 +121,7 @@ fn unknown_class_id_closes_the_connection_540_or_silently() {
 fn unknown_method_id_closes_the_connection_540_or_silently() {
     let b = start_broker();
     let healthy = Healthy::start(&b);
-    let mut raw = raw_with_channel(&b);
+    let mut raw = raw_with_channel(&b, 0);
     raw.send(&method_frame(1, 50, 99, &[]));
     raw.expect_connection_close_or_drop(540, "NOT_IMPLEMENTED");
     healthy.finish();
@@ -126,7 +133,7 @@ fn unknown_method_id_closes_the_connection_540_or_silently() {
 fn field_table_with_unknown_type_letter_closes_the_connection_501_or_silently() {
     let b = start_broker();
     let healthy = Healthy::start(&b);
-    let mut raw = raw_with_channel(&b);
+    let mut raw = raw_with_channel(&b, 0);
     // queue.declare("", exclusive, auto-delete) with arguments {"k": 'Z' ...}.
     let args = Args::new()
         .u16(0)
@@ -144,7 +151,7 @@ fn field_table_with_unknown_type_letter_closes_the_connection_501_or_silently() 
 fn method_on_a_channel_that_is_not_open_is_connection_channel_error_504() {
     let b = start_broker();
     let healthy = Healthy::start(&b);
-    let mut raw = raw_with_channel(&b);
+    let mut raw = raw_with_channel(&b, 0);
     raw.send(&queue_declare_frame(7));
     let c = raw.expect_connection_close(504, "CHANNEL_ERROR - expected 'channel.open'");
     assert_eq!((c.failing_class, c.failing_method), (50, 10));
@@ -155,7 +162,7 @@ fn method_on_a_channel_that_is_not_open_is_connection_channel_error_504() {
 fn channel_open_on_an_open_channel_is_connection_channel_error_504() {
     let b = start_broker();
     let healthy = Healthy::start(&b);
-    let mut raw = raw_with_channel(&b);
+    let mut raw = raw_with_channel(&b, 0);
     raw.send_method(1, 20, 10, &Args::new().shortstr("").build());
     let c = raw.expect_connection_close(504, "CHANNEL_ERROR - second 'channel.open' seen");
     assert_eq!((c.failing_class, c.failing_method), (20, 10));
@@ -166,7 +173,7 @@ fn channel_open_on_an_open_channel_is_connection_channel_error_504() {
 fn queue_method_on_channel_zero_is_connection_channel_error_504() {
     let b = start_broker();
     let healthy = Healthy::start(&b);
-    let mut raw = raw_with_channel(&b);
+    let mut raw = raw_with_channel(&b, 0);
     raw.send(&queue_declare_frame(0));
     raw.expect_connection_close(504, "CHANNEL_ERROR");
     healthy.finish();
@@ -176,7 +183,7 @@ fn queue_method_on_channel_zero_is_connection_channel_error_504() {
 fn content_header_without_publish_is_connection_unexpected_frame_505() {
     let b = start_broker();
     let healthy = Healthy::start(&b);
-    let mut raw = raw_with_channel(&b);
+    let mut raw = raw_with_channel(&b, 0);
     raw.send(&header_frame(1, 3, 0, &[]));
     raw.expect_connection_close(505, "UNEXPECTED_FRAME - expected method frame");
     healthy.finish();
@@ -186,7 +193,7 @@ fn content_header_without_publish_is_connection_unexpected_frame_505() {
 fn body_frame_without_publish_is_connection_unexpected_frame_505() {
     let b = start_broker();
     let healthy = Healthy::start(&b);
-    let mut raw = raw_with_channel(&b);
+    let mut raw = raw_with_channel(&b, 0);
     raw.send(&body_frame(1, b"abc"));
     raw.expect_connection_close(505, "UNEXPECTED_FRAME - expected method frame");
     healthy.finish();
@@ -196,7 +203,7 @@ fn body_frame_without_publish_is_connection_unexpected_frame_505() {
 fn content_header_after_a_method_without_content_is_connection_unexpected_frame_505() {
     let b = start_broker();
     let healthy = Healthy::start(&b);
-    let mut raw = raw_with_channel(&b);
+    let mut raw = raw_with_channel(&b, 0);
     let mut v = queue_declare_frame(1);
     v.extend(header_frame(1, 3, 0, &[]));
     raw.send(&v);
@@ -208,7 +215,7 @@ fn content_header_after_a_method_without_content_is_connection_unexpected_frame_
 fn content_header_of_the_wrong_class_is_connection_unexpected_frame_505() {
     let b = start_broker();
     let healthy = Healthy::start(&b);
-    let mut raw = raw_with_channel(&b);
+    let mut raw = raw_with_channel(&b, 0);
     let mut v = method_frame(1, 60, 40, &basic_publish_args("", "nowhere", false));
     v.extend(frame(FRAME_HEADER, 1, &Args::new().u16(50).u16(0).u64(3).u16(0).build()));
     raw.send(&v);
@@ -221,7 +228,7 @@ fn content_header_of_the_wrong_class_is_connection_unexpected_frame_505() {
 fn method_frame_where_a_body_frame_is_due_is_connection_unexpected_frame_505() {
     let b = start_broker();
     let healthy = Healthy::start(&b);
-    let mut raw = raw_with_channel(&b);
+    let mut raw = raw_with_channel(&b, 0);
     let mut v = method_frame(1, 60, 40, &basic_publish_args("", "nowhere", false));
     v.extend(header_frame(1, 10, 0, &[]));
     v.extend(queue_declare_frame(1));
@@ -242,8 +249,8 @@ fn body_frame_larger_than_declared_size_closes_the_connection_501_or_505() {
     let healthy = Healthy::start(&b);
     let rt = runtime();
     let queue = unique("errors.body-overrun");
-    let mut raw = raw_with_channel(&b); // connection 2: shard 0
-    let (conn, ch) = rt.block_on(lapin_channel(&b)); // connection 3: shard 1
+    let mut raw = raw_with_channel(&b, 0); // connection 2
+    let (conn, ch) = rt.block_on(on_shard(&b, 1, lapin_channel(&b))); // connection 3
     rt.block_on(ch.queue_declare(
         &queue,
         lapin::options::QueueDeclareOptions::default(),
@@ -275,7 +282,7 @@ fn body_frame_larger_than_declared_size_closes_the_connection_501_or_505() {
 fn heartbeat_on_a_non_zero_channel_is_connection_unexpected_frame_505() {
     let b = start_broker();
     let healthy = Healthy::start(&b);
-    let mut raw = raw_with_channel(&b);
+    let mut raw = raw_with_channel(&b, 0);
     raw.send(&frame(FRAME_HEARTBEAT, 1, &[]));
     raw.expect_connection_close(505, "UNEXPECTED_FRAME");
     healthy.finish();
@@ -287,8 +294,11 @@ fn heartbeat_on_a_non_zero_channel_is_connection_unexpected_frame_505() {
 fn channel_open_beyond_negotiated_channel_max_is_connection_not_allowed_530() {
     let b = start_broker();
     let healthy = Healthy::start(&b);
-    let mut raw = Raw::connect(b.addr);
-    raw.handshake_tuned(|_cm, fm, hb| (2, fm, hb));
+    let mut raw = on_shard_blocking(&b, 0, || {
+        let mut raw = Raw::connect(b.addr);
+        raw.handshake_tuned(|_cm, fm, hb| (2, fm, hb));
+        raw
+    });
     raw.open_channel(1);
     raw.open_channel(2);
     raw.send_method(3, 20, 10, &Args::new().shortstr("").build());
@@ -300,7 +310,7 @@ fn channel_open_beyond_negotiated_channel_max_is_connection_not_allowed_530() {
 fn connection_close_on_a_non_zero_channel_is_connection_command_invalid_503() {
     let b = start_broker();
     let healthy = Healthy::start(&b);
-    let mut raw = raw_with_channel(&b);
+    let mut raw = raw_with_channel(&b, 0);
     raw.send_method(1, 10, 50, &Args::new().u16(200).shortstr("bye").u16(0).u16(0).build());
     let c = raw.expect_connection_close(503, "COMMAND_INVALID");
     assert_eq!((c.failing_class, c.failing_method), (10, 50));
@@ -317,7 +327,7 @@ fn client_disconnecting_mid_message_does_not_disturb_the_broker() {
     let queue = unique("errors.mid-message");
     // Connections: queue owner 2 (shard 0), the two vanishing clients 3
     // (shard 1) and 4 (shard 0), the client after them 5 (shard 1).
-    let (conn, ch) = rt.block_on(lapin_channel(&b));
+    let (conn, ch) = rt.block_on(on_shard(&b, 0, lapin_channel(&b)));
     rt.block_on(ch.queue_declare(
         &queue,
         lapin::options::QueueDeclareOptions::default(),
@@ -326,7 +336,7 @@ fn client_disconnecting_mid_message_does_not_disturb_the_broker() {
     .expect("declare");
 
     // Between two body frames.
-    let mut raw = raw_with_channel(&b);
+    let mut raw = raw_with_channel(&b, 1);
     raw.open_channel(2);
     let mut v = method_frame(1, 60, 40, &basic_publish_args("", &queue, false));
     v.extend(header_frame(1, 300_000, 0, &[]));
@@ -336,7 +346,7 @@ fn client_disconnecting_mid_message_does_not_disturb_the_broker() {
     drop(raw);
 
     // In the middle of a frame.
-    let mut raw = raw_with_channel(&b);
+    let mut raw = raw_with_channel(&b, 0);
     let mut v = method_frame(1, 60, 40, &basic_publish_args("", &queue, false));
     v.extend(header_frame(1, 300_000, 0, &[]));
     let body = body_frame(1, &[2u8; 100_000]);
@@ -345,7 +355,7 @@ fn client_disconnecting_mid_message_does_not_disturb_the_broker() {
     drop(raw);
 
     // The broker still accepts and serves new connections, on the same queue.
-    let mut raw = raw_with_channel(&b);
+    let mut raw = raw_with_channel(&b, 1);
     raw.send(&publish_frames(1, "", &queue, b"whole"));
     let got = raw.get(1, &queue, true).expect("the whole message is there");
     assert_eq!(got.3, b"whole", "only the complete message reaches the queue");
@@ -361,7 +371,7 @@ fn client_disconnecting_mid_message_does_not_disturb_the_broker() {
 fn ack_of_unknown_delivery_tag_is_channel_precondition_failed_406() {
     let b = start_broker();
     let healthy = Healthy::start(&b);
-    let mut raw = raw_with_channel(&b);
+    let mut raw = raw_with_channel(&b, 0);
     raw.send_method(1, 60, 80, &Args::new().u64(99).bits(&[false]).build());
     let c = raw.expect_channel_close(1, 406, "PRECONDITION_FAILED - unknown delivery tag 99");
     assert_eq!((c.failing_class, c.failing_method), (60, 80));
@@ -376,7 +386,7 @@ fn ack_of_unknown_delivery_tag_is_channel_precondition_failed_406() {
 fn double_ack_is_channel_precondition_failed_406() {
     let b = start_broker();
     let healthy = Healthy::start(&b);
-    let mut raw = raw_with_channel(&b);
+    let mut raw = raw_with_channel(&b, 0);
     let (queue, _, _) = raw.declare_queue(1, "", true, true);
     raw.send(&publish_frames(1, "", &queue, b"once"));
     let (tag, redelivered, _, body) = raw.get(1, &queue, false).expect("message");
@@ -395,7 +405,7 @@ fn double_ack_is_channel_precondition_failed_406() {
 fn consume_on_a_missing_queue_is_channel_not_found_404() {
     let b = start_broker();
     let healthy = Healthy::start(&b);
-    let mut raw = raw_with_channel(&b);
+    let mut raw = raw_with_channel(&b, 0);
     let queue = unique("errors.missing");
     raw.send_method(1, 60, 20, &basic_consume_args(&queue, "", false));
     let c = raw.expect_channel_close(1, 404, "NOT_FOUND - no queue");
@@ -411,7 +421,7 @@ fn consume_on_a_missing_queue_is_channel_not_found_404() {
 fn qos_with_prefetch_size_is_connection_not_implemented_540() {
     let b = start_broker();
     let healthy = Healthy::start(&b);
-    let mut raw = raw_with_channel(&b);
+    let mut raw = raw_with_channel(&b, 0);
     raw.send_method(1, 60, 10, &Args::new().u32(1000).u16(0).bits(&[false]).build());
     let c = raw.expect_connection_close(540, "NOT_IMPLEMENTED");
     assert_eq!((c.failing_class, c.failing_method), (60, 10));
@@ -422,7 +432,7 @@ fn qos_with_prefetch_size_is_connection_not_implemented_540() {
 fn errors_on_one_channel_leave_other_channels_of_the_connection_working() {
     let b = start_broker();
     let healthy = Healthy::start(&b);
-    let mut raw = raw_with_channel(&b);
+    let mut raw = raw_with_channel(&b, 0);
     raw.open_channel(2);
     let (queue, _, _) = raw.declare_queue(2, "", true, true);
     raw.send(&publish_frames(2, "", &queue, b"kept"));

@@ -50,8 +50,8 @@ async fn publish_all(ch: &lapin::Channel, queue: &str, bodies: &[&str]) -> Vec<b
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_on_another_shard_nacks_reject_publish() {
     let b = start_broker();
-    let (owner_conn, owner) = lapin_channel(&b).await; // shard 0
-    let (publisher_conn, publisher) = lapin_channel(&b).await; // shard 1
+    let (owner_conn, owner) = on_shard(&b, 0, lapin_channel(&b)).await;
+    let (publisher_conn, publisher) = on_shard(&b, 1, lapin_channel(&b)).await;
     let queue = unique("limits.cross");
     owner
         .queue_declare(
@@ -61,6 +61,7 @@ async fn a_full_queue_on_another_shard_nacks_reject_publish() {
         )
         .await
         .expect("declare");
+    b.assert_queue_on(&queue, 0);
     publisher.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm.select");
     assert_eq!(publish_all(&publisher, &queue, &["a", "b", "c"]).await, [true, true, false]);
     assert_eq!(drain(&owner, &queue).await, ["a", "b"]);

@@ -238,10 +238,12 @@ async fn commits_to_durable_queues_on_both_shards_are_answered_and_survive_a_res
         // Connection k lands on shard k mod 2, and the declaring connection
         // places the queue: one queue per shard. The first connection's
         // commit waits for its own shard's log and for the other shard.
-        let (_conn0, ch0) = lapin_channel(&b).await;
-        let (_conn1, ch1) = lapin_channel(&b).await;
+        let (_conn0, ch0) = on_shard(&b, 0, lapin_channel(&b)).await;
+        let (_conn1, ch1) = on_shard(&b, 1, lapin_channel(&b)).await;
         declare_durable(&ch0, &queues[0]).await;
         declare_durable(&ch1, &queues[1]).await;
+        b.assert_queue_on(&queues[0], 0);
+        b.assert_queue_on(&queues[1], 1);
         ch0.tx_select().await.expect("tx.select");
         for round in 0..3 {
             for i in 0..50 {

@@ -34,7 +34,7 @@ pub mod arguments;
 pub mod dead_letter;
 mod journal;
 mod limits;
-mod ready;
+pub(crate) mod ready;
 mod tail;
 
 pub use journal::Journal;

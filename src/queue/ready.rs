@@ -25,6 +25,10 @@ pub(super) struct Ready {
     pub(super) loc: crate::storage::Loc,
 }
 
+/// Spare slots a queue keeps in each of its tables once the shard is idle
+/// (see [`super::Queue::shrink_idle`]).
+pub const IDLE_SPARE_SLOTS_MAX: usize = 128;
+
 /// Ready messages, by priority level then arrival.
 #[derive(Debug)]
 pub(super) struct ReadyList {
@@ -96,8 +100,44 @@ impl ReadyList {
         self.len = 0;
     }
 
+    /// Gives back the room a burst left behind: each level keeps at most
+    /// `keep` spare slots beyond its messages. For idle moments only (a
+    /// queue that empties and refills on every publish must not reallocate
+    /// each time).
+    pub(super) fn shrink(&mut self, keep: usize) {
+        for level in &mut self.levels {
+            if level.capacity() > level.len() + keep {
+                level.shrink_to(level.len() + keep);
+            }
+        }
+    }
+
     fn level(&self, priority: u8) -> usize {
         usize::from(priority).min(self.levels.len() - 1)
+    }
+}
+
+impl super::Queue {
+    /// Gives back the room a burst left in the queue's tables (a drained
+    /// queue of millions would otherwise keep tens of bytes per message it
+    /// once held). Called by the shard when idle, never per operation.
+    pub fn shrink_idle(&mut self) {
+        let keep = IDLE_SPARE_SLOTS_MAX;
+        self.ready.shrink(keep);
+        if self.unacked.capacity() > self.unacked.len() + keep {
+            self.unacked.shrink_to(self.unacked.len() + keep);
+        }
+        shrink_vec(&mut self.consumers, keep);
+        shrink_vec(&mut self.dead, keep);
+        shrink_vec(&mut self.credit_requests, keep);
+        shrink_vec(&mut self.grant_returns, keep);
+    }
+}
+
+/// Shrinks `v` to its length plus `keep` spare slots if it has more.
+pub(crate) fn shrink_vec<T>(v: &mut Vec<T>, keep: usize) {
+    if v.capacity() > v.len() + keep {
+        v.shrink_to(v.len() + keep);
     }
 }
 
@@ -148,5 +188,25 @@ mod tests {
         list.insert_in_order(ready(2, 7));
         list.insert_in_order(ready(0, 0));
         assert_eq!(order(&mut list), [0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn shrink_gives_back_the_room_of_a_burst_and_keeps_the_messages() {
+        let mut list = ReadyList::new(0);
+        for id in 0..100_000 {
+            list.push_back(ready(id, 0));
+        }
+        for _ in 0..99_990 {
+            list.pop_front();
+        }
+        assert!(list.levels[0].capacity() >= 100_000);
+        list.shrink(64);
+        assert!(list.levels[0].capacity() <= 10 + 64 * 2, "capacity {}", list.levels[0].capacity());
+        assert_eq!(order(&mut list), (99_990..100_000).collect::<Vec<u64>>());
+        // A list with no more spare room than allowed is left alone.
+        list.push_back(ready(1, 0));
+        let before = list.levels[0].capacity();
+        list.shrink(before);
+        assert_eq!(list.levels[0].capacity(), before);
     }
 }

@@ -72,6 +72,9 @@ pub struct ShardCtx {
     /// Connections the node serves, on every shard, from adoption by their
     /// shard to removal (for `Config::connection_max`).
     pub connections: Arc<std::sync::atomic::AtomicUsize>,
+    /// Connections each shard adopted and removed (shared with the server's
+    /// handle; see [`crate::shard::counts`]). The server sets the shared one.
+    pub connection_counts: Arc<crate::shard::counts::ConnectionCounts>,
     /// This shard's connections blocked by an alarm, unblocked when it clears.
     pub alarm_blocked: Vec<crate::connection::ConnId>,
     /// When the loop last waited for events with nothing to do.
@@ -163,6 +166,7 @@ impl ShardCtx {
             throttle: Default::default(),
             resources: Arc::new(crate::alarm::ResourceLimits::unlimited()),
             connections: Arc::default(),
+            connection_counts: Arc::new(crate::shard::counts::ConnectionCounts::new(0)),
             alarm_blocked: Vec::new(),
             idle_at: Instant::now(),
             log: None,
@@ -199,6 +203,21 @@ impl ShardCtx {
     pub fn set_now(&mut self, now: Instant) {
         self.now = now;
         self.clock = u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX);
+    }
+
+    /// When idle: gives back the room a burst left in the queues and in
+    /// this shard's reusable buffers (see `shard::collect`).
+    pub fn shrink_idle(&mut self) {
+        use crate::queue::ready::{shrink_vec, IDLE_SPARE_SLOTS_MAX as KEEP};
+        self.queues.values_mut().for_each(Queue::shrink_idle);
+        shrink_vec(&mut self.deliveries, KEEP);
+        shrink_vec(&mut self.route_scratch, KEEP);
+        shrink_vec(&mut self.route_targets, KEEP);
+        shrink_vec(&mut self.journaled, KEEP);
+        shrink_vec(&mut self.dead_letter_pending, KEEP);
+        if self.local.capacity() > self.local.len() + KEEP {
+            self.local.shrink_to(self.local.len() + KEEP);
+        }
     }
 
     /// Periodic work on every local queue: expire messages at the heads

@@ -23,6 +23,8 @@
 //! - io_uring ([`uring`]): one recv and one sendmsg in flight per connection,
 //!   all submitted and reaped by one `io_uring_enter` per turn.
 
+pub mod collect;
+pub mod counts;
 pub mod ctx;
 pub mod io;
 pub mod names;
@@ -118,6 +120,10 @@ pub struct Shard {
     /// acks are coalesced and written once the drain is done.
     confirm_touched: Vec<usize>,
     last_housekeeping: Instant,
+    /// When this shard last ran the allocator's collect (see [`collect`]).
+    last_collect: Instant,
+    /// Loop turns since the last housekeeping tick: few means quiet.
+    turns_since_housekeeping: u32,
 }
 
 impl Shard {
@@ -147,6 +153,8 @@ impl Shard {
             inbox: Vec::new(),
             confirm_touched: Vec::new(),
             last_housekeeping: Instant::now(),
+            last_collect: Instant::now(),
+            turns_since_housekeeping: 0,
         })
     }
 
@@ -160,6 +168,7 @@ impl Shard {
 
     /// One turn of the loop.
     pub fn turn(&mut self) {
+        self.turns_since_housekeeping = self.turns_since_housekeeping.saturating_add(1);
         // Send what the last turn staged before we possibly block.
         self.ctx.mesh.flush();
         self.poll_io();
@@ -375,6 +384,7 @@ impl Shard {
             queued_ready: true,
             queued_dirty: false,
         });
+        self.ctx.connection_counts.note_opened(self.ctx.shard);
         self.ready.push(index);
     }
 
@@ -697,6 +707,20 @@ impl Shard {
         }
         self.ctx.expire_queues();
         self.handle_local();
+        // The shard was quiet since the last tick (a few turns: timers, no
+        // traffic): give what a burst left behind back, the queues' and
+        // buffers' spare room and then the allocator's freed pages (see
+        // `collect`). A loaded shard turns thousands of times a tick.
+        let quiet = std::mem::take(&mut self.turns_since_housekeeping) <= collect::QUIET_TURNS_MAX;
+        if quiet && now.saturating_duration_since(self.last_collect) >= collect::IDLE_COLLECT_INTERVAL {
+            self.last_collect = now;
+            self.ctx.shrink_idle();
+            for scratch in [&mut self.ready, &mut self.dirty, &mut self.confirm_touched] {
+                crate::queue::ready::shrink_vec(scratch, crate::queue::ready::IDLE_SPARE_SLOTS_MAX);
+            }
+            crate::queue::ready::shrink_vec(&mut self.inbox, crate::queue::ready::IDLE_SPARE_SLOTS_MAX);
+            collect::run();
+        }
     }
 
     fn remove_connection(&mut self, index: usize) {
@@ -707,6 +731,7 @@ impl Shard {
         // Before the socket closes: a client that saw it close may connect
         // again at once and must find its place free.
         self.ctx.connections.fetch_sub(1, Ordering::Release);
+        self.ctx.connection_counts.note_closed(self.ctx.shard);
         if slot.conn.is_alarm_blocked() {
             let id = slot.conn.id();
             self.ctx.alarm_blocked.retain(|&blocked| blocked != id);

@@ -4,9 +4,10 @@
 //! other, before the test's own misbehaving connection: on a fresh 2-shard
 //! Lepus they are connections 0 and 1, so one bystander sits on each shard,
 //! and the misbehaving connection opened next (connection 2) shares shard 0
-//! with the first. An error must disturb neither.
+//! with the first (each bystander's shard is asserted, in-process). An error
+//! must disturb neither.
 
-use super::{Broker, SAFETY};
+use super::{Broker, Placement, SAFETY};
 use futures_lite::StreamExt;
 use lapin::options::*;
 use lapin::types::FieldTable;
@@ -33,6 +34,7 @@ impl Healthy {
     /// next) and waits until each has made a first round trip.
     pub fn start(b: &Broker) -> Healthy {
         let addr = b.addr;
+        let placement = b.placement();
         let stop = Arc::new(AtomicBool::new(false));
         let round_trips = Arc::new(AtomicU64::new(0));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
@@ -42,7 +44,7 @@ impl Healthy {
                 .enable_all()
                 .build()
                 .map_err(|e| e.to_string())?;
-            rt.block_on(healthy_loop(addr, stop2, rt2, ready_tx))
+            rt.block_on(healthy_loop(addr, placement, stop2, rt2, ready_tx))
         });
         if ready_rx.recv_timeout(SAFETY).is_err() {
             // The loop failed before its first round trips: surface its error.
@@ -159,14 +161,22 @@ impl Bystander {
 
 async fn healthy_loop(
     addr: SocketAddr,
+    placement: Option<Placement>,
     stop: Arc<AtomicBool>,
     round_trips: Arc<AtomicU64>,
     ready: std::sync::mpsc::Sender<()>,
 ) -> Result<u64, String> {
     // Opened one after the other: bystander k is connection k, on shard k % 2.
     let mut bystanders = Vec::with_capacity(BYSTANDERS);
-    for _ in 0..BYSTANDERS {
+    for k in 0..BYSTANDERS {
+        let before = placement.as_ref().map(Placement::opened);
         bystanders.push(Bystander::open(addr).await?);
+        if let (Some(placement), Some(before)) = (&placement, before) {
+            let shard = placement.landed_since(&before);
+            if shard != k % 2 {
+                return Err(format!("bystander {k} landed on shard {shard}, not {}", k % 2));
+            }
+        }
     }
     let mut n: u64 = 0;
     let mut round = 0u64;

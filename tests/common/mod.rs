@@ -77,6 +77,25 @@ impl Broker {
         self.data_dir.as_ref().map(DataDir::path)
     }
 
+    /// Where an in-process broker puts connections (`None` for an external
+    /// one, which has no shards, or once shut down).
+    pub fn placement(&self) -> Option<Placement> {
+        self.server.as_ref().map(|server| Placement { counts: server.connection_counts() })
+    }
+
+    /// The shard owning queue `name` (vhost `/`) of an in-process broker
+    /// (`None` for an external one or a missing queue).
+    pub fn queue_shard(&self, name: &str) -> Option<usize> {
+        self.server.as_ref().and_then(|server| server.queue_shard("/", name))
+    }
+
+    /// Asserts that queue `name` lives on `shard` (in-process broker only).
+    pub fn assert_queue_on(&self, name: &str, shard: usize) {
+        if self.server.is_some() {
+            assert_eq!(self.queue_shard(name), Some(shard), "the shard owning queue {name}");
+        }
+    }
+
     /// Stops an in-process broker (clients get connection.close 320) and
     /// waits for its shards; its data directory stays, unlocked.
     pub fn shutdown(&mut self) {
@@ -101,6 +120,64 @@ impl Broker {
         self.resources = Some(server.resource_limits());
         self.server = Some(server);
     }
+}
+
+/// Learns which shard a new connection landed on, from the per-shard
+/// counts of adopted connections of an in-process broker: the test opens one
+/// connection at a time and sees which shard's count went up. Only valid
+/// while nothing else connects to the broker meanwhile.
+#[derive(Clone)]
+pub struct Placement {
+    counts: std::sync::Arc<lepus::shard::counts::ConnectionCounts>,
+}
+
+impl Placement {
+    /// Connections adopted so far, per shard.
+    pub fn opened(&self) -> Vec<u64> {
+        (0..self.counts.shard_count()).map(|shard| self.counts.opened(shard)).collect()
+    }
+
+    /// The one shard that adopted exactly one connection since `before`
+    /// (taken with [`Placement::opened`]); panics if it is not exactly one.
+    pub fn landed_since(&self, before: &[u64]) -> usize {
+        let after = self.opened();
+        let grown: Vec<(usize, u64)> = after
+            .iter()
+            .zip(before)
+            .enumerate()
+            .filter(|(_, (a, b))| a != b)
+            .map(|(shard, (a, b))| (shard, a - b))
+            .collect();
+        match grown.as_slice() {
+            [(shard, 1)] => *shard,
+            other => panic!("expected one new connection on one shard, got {other:?} (before {before:?})"),
+        }
+    }
+}
+
+/// Runs `open` (which opens one connection) and asserts that the connection
+/// landed on `shard`, when the broker is Lepus in-process (against an
+/// external broker it just opens).
+pub async fn on_shard<T>(b: &Broker, shard: usize, open: impl Future<Output = T>) -> T {
+    let placement = b.placement();
+    let before = placement.as_ref().map(Placement::opened);
+    let out = open.await;
+    if let (Some(placement), Some(before)) = (placement, before) {
+        assert_eq!(placement.landed_since(&before), shard, "the shard the connection landed on");
+    }
+    out
+}
+
+/// [`on_shard`] for a blocking `open` (e.g. a [`Raw`] connection, which is
+/// adopted once it has read connection.start).
+pub fn on_shard_blocking<T>(b: &Broker, shard: usize, open: impl FnOnce() -> T) -> T {
+    let placement = b.placement();
+    let before = placement.as_ref().map(Placement::opened);
+    let out = open();
+    if let (Some(placement), Some(before)) = (placement, before) {
+        assert_eq!(placement.landed_since(&before), shard, "the shard the connection landed on");
+    }
+    out
 }
 
 /// True when the tests run against an external broker (LEPUS_TEST_EXTERNAL):

@@ -387,14 +387,22 @@ impl Raw {
         }
     }
 
-    /// Asserts the connection ends, either with connection.close `code` (what
-    /// Lepus sends) or silently (what RabbitMQ 3.10 does for input its reader
-    /// cannot parse at all). Returns the close, if one came.
+    /// Asserts the connection ends with connection.close `code`, which Lepus
+    /// promises; against an external broker (RabbitMQ 3.10, whose reader
+    /// drops the socket on input it cannot parse at all) a silent drop is
+    /// accepted too. Returns the close, if one came.
     pub fn expect_connection_close_or_drop(&mut self, code: u16, prefix: &str) -> Option<CloseInfo> {
         let deadline = Instant::now() + SAFETY;
         loop {
             match self.read_frame() {
-                None => return None,
+                None => {
+                    assert!(
+                        super::external(),
+                        "Lepus promises connection.close {code} ({prefix}) here, but the socket was \
+                         closed without it"
+                    );
+                    return None;
+                }
                 Some((FRAME_HEARTBEAT, _, _)) => {}
                 Some((ty, ch, payload))
                     if ty == FRAME_METHOD && ch == 0 && payload.get(..4) == Some(&[0, 10, 0, 50]) =>

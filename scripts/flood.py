@@ -1,0 +1,502 @@
+#!/usr/bin/env python3
+"""Floods and churn against a release build of Lepus (issue 10).
+
+Starts target/release/lepus pinned to core 0 (so one shard) on a fresh data
+directory, pins itself and the load generator to core 1, and runs, one after
+the other:
+
+  idle      IDLE (10,000) connections, each through the whole handshake with
+            one channel open, held idle, then closed cleanly;
+  churn     CYCLES (100,000) connect / handshake / connection.close cycles;
+  unfinished  HALF_OPEN (1,000) connections that never finish the handshake
+            (a fifth each: silent after connect, half a protocol header,
+            silent after connection.start, after start-ok, after tune-ok),
+            held while a normal client runs, then dropped;
+  declares  DECLARES (10,000) queue.declare with random names, flags and
+            random x- arguments (valid and invalid types and values; the
+            refused ones close their channel, which is reopened), then every
+            created queue is deleted.
+
+For each it prints the broker's RSS before, at the peak (sampled every
+100 ms while the flood runs) and after (2 s after the flood ended), and runs
+target/release/lepus-perf 1P->1Q->1C, 16 B, auto-ack for PERF_SECONDS after
+it, to compare with the same run before any flood: the broker must still
+serve a normal client at full speed. Writes a Markdown summary.
+
+    scripts/flood.py [--idle 10000] [--cycles 100000] [--half-open 1000]
+                     [--declares 10000] [--perf-seconds 5] [--port 5699]
+                     [--seed 1] [--out perf/results/DATE-flood.md] [--lepus BINARY]
+
+Loopback only; every loop is bounded; the broker is stopped at the end.
+Python 3 standard library only. Raises RLIMIT_NOFILE to its hard limit (for
+itself and the broker).
+"""
+import argparse
+import datetime
+import json
+import os
+import random
+import resource
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LEPUS = os.path.join(ROOT, "target", "release", "lepus")
+PERF = os.path.join(ROOT, "target", "release", "lepus-perf")
+HOST = "127.0.0.1"
+# Generous per-socket timeout: a flood step waits for the broker, never forever.
+SOCKET_TIMEOUT_S = 30
+
+
+# --- the wire ---------------------------------------------------------------
+
+def frame(t, ch, payload):
+    return struct.pack(">BHI", t, ch, len(payload)) + payload + b"\xce"
+
+
+def sstr(x):
+    if isinstance(x, str):
+        x = x.encode()
+    return bytes([len(x)]) + x
+
+
+def lstr(x):
+    if isinstance(x, str):
+        x = x.encode()
+    return struct.pack(">I", len(x)) + x
+
+
+def method(ch, class_id, method_id, args=b""):
+    return frame(1, ch, struct.pack(">HH", class_id, method_id) + args)
+
+
+def field_value(kind, value):
+    """One field-table value of AMQP type letter `kind`."""
+    if kind == "t":
+        return b"t" + bytes([1 if value else 0])
+    if kind == "b":
+        return b"b" + struct.pack(">b", value)
+    if kind == "s":
+        return b"s" + struct.pack(">h", value)
+    if kind == "I":
+        return b"I" + struct.pack(">i", value)
+    if kind == "l":
+        return b"l" + struct.pack(">q", value)
+    if kind == "f":
+        return b"f" + struct.pack(">f", value)
+    if kind == "d":
+        return b"d" + struct.pack(">d", value)
+    if kind == "D":
+        return b"D" + struct.pack(">Bi", value[0], value[1])
+    if kind == "S":
+        return b"S" + lstr(value)
+    if kind == "T":
+        return b"T" + struct.pack(">Q", value)
+    if kind == "V":
+        return b"V"
+    if kind == "F":
+        return b"F" + table(value)
+    if kind == "A":
+        body = b"".join(field_value(k, v) for k, v in value)
+        return b"A" + struct.pack(">I", len(body)) + body
+    raise ValueError(kind)
+
+
+def table(entries):
+    body = b"".join(sstr(k) + field_value(kind, v) for k, (kind, v) in entries)
+    return struct.pack(">I", len(body)) + body
+
+
+# Client sockets come from 127.0.0.2 .. 127.0.0.(1 + SOURCES) in turn: 100,000
+# cycles leave sockets in TIME_WAIT for a minute, more than one source
+# address has ephemeral ports for.
+SOURCES = 32
+_next_source = [0]
+
+
+def next_source():
+    _next_source[0] += 1
+    return f"127.0.0.{2 + _next_source[0] % SOURCES}"
+
+
+class Conn:
+    """A blocking raw AMQP connection."""
+
+    def __init__(self, port):
+        self.s = socket.create_connection((HOST, port), timeout=SOCKET_TIMEOUT_S,
+                                          source_address=(next_source(), 0))
+        self.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+
+    def send(self, data):
+        self.s.sendall(data)
+
+    def read_exact(self, n):
+        while len(self.buf) < n:
+            chunk = self.s.recv(max(65536, n - len(self.buf)))
+            if not chunk:
+                raise ConnectionError("broker closed the socket")
+            self.buf += chunk
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def read_method(self):
+        """Next method frame: (channel, class, method, args); skips heartbeats."""
+        while True:
+            t, ch, size = struct.unpack(">BHI", self.read_exact(7))
+            payload = self.read_exact(size + 1)[:size]
+            if t == 1:
+                class_id, method_id = struct.unpack(">HH", payload[:4])
+                return ch, class_id, method_id, payload[4:]
+
+    def expect(self, class_id, method_id):
+        ch, c, m, args = self.read_method()
+        if (c, m) != (class_id, method_id):
+            raise ConnectionError(f"expected {class_id}.{method_id}, got {c}.{m} on {ch}: {args[:80]!r}")
+        return args
+
+    def handshake(self):
+        self.send(b"AMQP\x00\x00\x09\x01")
+        self.expect(10, 10)
+        self.start_ok()
+        self.expect(10, 30)
+        self.send(method(0, 10, 31, struct.pack(">HIH", 2047, 131072, 0)))
+        self.send(method(0, 10, 40, sstr("/") + sstr("") + b"\0"))
+        self.expect(10, 41)
+
+    def start_ok(self):
+        self.send(method(0, 10, 11, struct.pack(">I", 0) + sstr("PLAIN") + lstr(b"\0guest\0guest") + sstr("en_US")))
+
+    def open_channel(self, n):
+        self.send(method(n, 20, 10, sstr("")))
+        self.expect(20, 11)
+
+    def close(self):
+        self.send(method(0, 10, 50, struct.pack(">H", 200) + sstr("bye") + struct.pack(">HH", 0, 0)))
+        while True:
+            _, c, m, _ = self.read_method()
+            if (c, m) == (10, 51):
+                break
+        self.s.close()
+
+
+# --- the broker -----------------------------------------------------------
+
+def raise_nofile():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def start_broker(lepus, port, data_dir, log):
+    cmd = ["taskset", "-c", "0", lepus, "--listen", f"{HOST}:{port}", "--data-dir", data_dir, "--log", "warn"]
+    broker = subprocess.Popen(cmd, stdout=log, stderr=log, preexec_fn=raise_nofile)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            c = Conn(port)
+            c.handshake()
+            c.close()
+            return broker
+        except OSError:
+            if broker.poll() is not None:
+                sys.exit(f"lepus exited with {broker.returncode}")
+            time.sleep(0.1)
+    broker.kill()
+    sys.exit("lepus did not accept connections within 30 s")
+
+
+class PeakSampler:
+    """Samples the broker's RSS every 100 ms on a thread; keeps the maximum."""
+
+    def __init__(self, pid):
+        self.pid, self.peak, self.stop = pid, rss_kb(pid), threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.stop.wait(0.1):
+            try:
+                self.peak = max(self.peak, rss_kb(self.pid))
+            except (OSError, RuntimeError):
+                return
+
+    def finish(self):
+        self.stop.set()
+        self.thread.join()
+        self.peak = max(self.peak, rss_kb(self.pid))
+        return self.peak
+
+
+def perf_run(port, seconds):
+    """lepus-perf 1P->1Q->1C, 16 B, auto-ack: received msg/s (mean over the run)."""
+    uri = f"amqp://guest:guest@{HOST}:{port}/%2F"
+    cmd = ["taskset", "-c", "1", PERF, "-h", uri, "-x", "1", "-y", "1", "-s", "16", "-a", "-z", str(seconds),
+           "-u", f"flood-perf-{time.monotonic_ns()}", "--json"]
+    out = subprocess.run(cmd, check=True, timeout=seconds + 60, capture_output=True, text=True).stdout
+    summary = json.loads(out.strip().splitlines()[-1])
+    return summary
+
+
+def received_rate(summary):
+    for key in ("received_per_s", "received_rate", "receive_rate"):
+        if key in summary:
+            return summary[key]
+    rates = summary.get("rates") or {}
+    return rates.get("received")
+
+
+# --- the floods -------------------------------------------------------------
+
+def flood_idle(port, n):
+    conns = []
+    for _ in range(n):
+        c = Conn(port)
+        c.handshake()
+        c.open_channel(1)
+        conns.append(c)
+    time.sleep(1)  # let the peak sampler see them all (measurement, not synchronisation)
+    closed = 0
+    close = method(0, 10, 50, struct.pack(">H", 200) + sstr("bye") + struct.pack(">HH", 0, 0))
+    for c in conns:
+        c.send(close)
+    for c in conns:
+        while True:
+            _, cl, m, _ = c.read_method()
+            if (cl, m) == (10, 51):
+                break
+        c.s.close()
+        closed += 1
+    return f"{n} connections opened (handshake + channel), held, closed cleanly ({closed} close-ok)"
+
+
+def flood_churn(port, n):
+    t0 = time.monotonic()
+    for _ in range(n):
+        c = Conn(port)
+        c.handshake()
+        c.close()
+    took = time.monotonic() - t0
+    return f"{n} cycles in {took:.1f} s ({n / took:.0f} cycles/s), each ending with close-ok"
+
+
+def flood_unfinished(port, n, perf_seconds):
+    stages = ["nothing", "half-header", "after-start", "after-start-ok", "after-tune-ok"]
+    conns = []
+    for i in range(n):
+        stage = stages[i % len(stages)]
+        c = Conn(port)
+        if stage == "half-header":
+            c.send(b"AMQP")
+        elif stage != "nothing":
+            c.send(b"AMQP\x00\x00\x09\x01")
+            c.expect(10, 10)
+            if stage in ("after-start-ok", "after-tune-ok"):
+                c.start_ok()
+                c.expect(10, 30)
+            if stage == "after-tune-ok":
+                c.send(method(0, 10, 31, struct.pack(">HIH", 2047, 131072, 0)))
+        conns.append((stage, c))
+    # A normal client while all of them hang.
+    during = perf_run(port, perf_seconds)
+    dropped = 0
+    for _, c in conns:
+        c.s.setblocking(False)
+        try:
+            if c.s.recv(1, socket.MSG_PEEK) == b"":
+                dropped += 1
+        except BlockingIOError:
+            pass
+        except OSError:
+            dropped += 1
+        c.s.close()
+    return (f"{n} unfinished handshakes ({n // len(stages)} at each of: {', '.join(stages)}); "
+            f"{dropped} already dropped by the broker after {perf_seconds} s; "
+            f"a normal client meanwhile: {fmt_rate(received_rate(during))} msg/s"), during
+
+
+INT_RANGES = {"b": 2**7, "s": 2**15, "I": 2**31, "l": 2**63}
+
+
+def ival(rng, values):
+    """A random integer of `values` as a random integer type wide enough for it."""
+    v = rng.choice(values)
+    return rng.choice([k for k, r in INT_RANGES.items() if -r <= v < r]), v
+
+
+def random_arguments(rng):
+    """Random x- arguments: right and wrong types, sane and absurd values."""
+    pool = {
+        "x-message-ttl": lambda: ival(rng, [0, 1, 1000, -1, 2**31 - 1])
+        if rng.random() < 0.8 else ("S", "soon"),
+        "x-expires": lambda: ival(rng, [1, 1000, 3600000, 0, -5])
+        if rng.random() < 0.8 else ("t", True),
+        "x-max-length": lambda: ival(rng, [0, 1, 10, 10000, -1])
+        if rng.random() < 0.8 else ("d", 1.5),
+        "x-max-length-bytes": lambda: ival(rng, [0, 1024, 2**40, -1]),
+        "x-overflow": lambda: ("S", rng.choice(["drop-head", "reject-publish", "reject-publish-dlx", "nope", ""])),
+        "x-dead-letter-exchange": lambda: ("S", rng.choice(["", "amq.direct", "dlx-" + str(rng.randrange(100))])),
+        "x-dead-letter-routing-key": lambda: ("S", "rk" * rng.randrange(0, 50)),
+        "x-max-priority": lambda: ival(rng, [0, 1, 10, 255, 256, -1])
+        if rng.random() < 0.8 else ("S", "high"),
+        "x-single-active-consumer": lambda: rng.choice([("t", True), ("t", False), ("I", 1), ("S", "yes")]),
+        "x-queue-mode": lambda: ("S", rng.choice(["default", "lazy", "eager"])),
+        "x-queue-type": lambda: ("S", rng.choice(["classic", "quorum", "stream", "other"])),
+        "x-queue-master-locator": lambda: ("S", rng.choice(["client-local", "min-masters", "x"])),
+        "x-unknown": lambda: rng.choice([("V", None), ("T", 1234567890), ("D", (2, 12345)), ("f", 0.5),
+                                         ("A", [("I", 1), ("S", "two")]), ("F", [("k", ("t", True))])]),
+    }
+    keys = rng.sample(sorted(pool), rng.randrange(0, 5))
+    return [(k, pool[k]()) for k in keys]
+
+
+def flood_declares(port, n, seed):
+    rng = random.Random(seed)
+    c = Conn(port)
+    c.handshake()
+    c.open_channel(1)
+    created, refused = [], {}
+    for i in range(n):
+        name = f"flood-{seed}-{i}-{rng.randrange(1 << 30):x}"
+        durable = rng.random() < 0.1
+        auto_delete = rng.random() < 0.3
+        bits = (2 if durable else 0) | (8 if auto_delete else 0)
+        args = struct.pack(">H", 0) + sstr(name) + bytes([bits]) + table(random_arguments(rng))
+        c.send(method(1, 50, 10, args))
+        ch, cl, m, reply = c.read_method()
+        if (cl, m) == (50, 11):
+            created.append(name)
+        elif (cl, m) == (20, 40):
+            code = struct.unpack(">H", reply[:2])[0]
+            refused[code] = refused.get(code, 0) + 1
+            c.send(method(1, 20, 41))
+            c.open_channel(1)
+        else:
+            raise ConnectionError(f"queue.declare {i} got {cl}.{m} on channel {ch}: {reply[:120]!r}")
+    for name in created:
+        c.send(method(1, 50, 40, struct.pack(">H", 0) + sstr(name) + b"\0"))
+        c.expect(50, 41)
+    c.close()
+    codes = ", ".join(f"{code}: {count}" for code, count in sorted(refused.items()))
+    return f"{n} declares: {len(created)} created (then deleted), refused by channel.close {{{codes}}}"
+
+
+def fmt_rate(rate):
+    return "?" if rate is None else f"{rate / 1e6:.2f} M" if rate >= 1e6 else f"{rate / 1e3:.0f} k"
+
+
+def mib(kb):
+    return f"{kb / 1024:.1f} MiB"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--idle", type=int, default=10_000)
+    ap.add_argument("--cycles", type=int, default=100_000)
+    ap.add_argument("--half-open", type=int, default=1_000)
+    ap.add_argument("--declares", type=int, default=10_000)
+    ap.add_argument("--perf-seconds", type=int, default=5)
+    ap.add_argument("--port", type=int, default=5699)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--lepus", default=LEPUS, help="the broker binary (default target/release/lepus)")
+    ap.add_argument("--out", default=os.path.join(ROOT, "perf", "results", f"{datetime.date.today()}-flood.md"))
+    args = ap.parse_args()
+    os.sched_setaffinity(0, {1})
+    nofile = raise_nofile()
+    work = tempfile.mkdtemp(prefix="lepus-flood-")
+    log = open(os.path.join(work, "broker.log"), "w")
+    broker = start_broker(args.lepus, args.port, os.path.join(work, "data"), log)
+    rows, notes = [], []
+    try:
+        time.sleep(2)
+        baseline = perf_run(args.port, args.perf_seconds)
+        notes.append(f"baseline before any flood: {fmt_rate(received_rate(baseline))} msg/s")
+        print(notes[-1], flush=True)
+        steps = [
+            ("idle", f"{args.idle} idle connections", lambda: flood_idle(args.port, args.idle)),
+            ("churn", f"{args.cycles} connect/handshake/close", lambda: flood_churn(args.port, args.cycles)),
+            ("unfinished", f"{args.half_open} unfinished handshakes",
+             lambda: flood_unfinished(args.port, args.half_open, args.perf_seconds)),
+            ("declares", f"{args.declares} random queue declares",
+             lambda: flood_declares(args.port, args.declares, args.seed)),
+        ]
+        for key, title, run in steps:
+            before = rss_kb(broker.pid)
+            sampler = PeakSampler(broker.pid)
+            t0 = time.monotonic()
+            what = run()
+            took = time.monotonic() - t0
+            peak = sampler.finish()
+            during = None
+            if isinstance(what, tuple):
+                what, during = what
+            time.sleep(2)
+            after = rss_kb(broker.pid)
+            if broker.poll() is not None:
+                raise RuntimeError(f"the broker exited ({broker.returncode}) during {key}")
+            perf = perf_run(args.port, args.perf_seconds)
+            rows.append((title, before, peak, after, took, received_rate(perf),
+                         received_rate(during) if during else None, what))
+            print(f"{title}: RSS {mib(before)} -> peak {mib(peak)} -> {mib(after)}; {what}; "
+                  f"after: {fmt_rate(received_rate(perf))} msg/s", flush=True)
+    finally:
+        broker.send_signal(signal.SIGTERM)
+        try:
+            code = broker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            broker.kill()
+            code = "killed after 30 s"
+        log.close()
+    with open(os.path.join(work, "broker.log")) as f:
+        broker_log = f.read().strip().splitlines()
+    write_report(args, rows, notes, baseline, nofile, code, broker_log)
+
+
+def write_report(args, rows, notes, baseline, nofile, code, broker_log):
+    base = received_rate(baseline)
+    lines = [
+        f"# Floods and churn, {datetime.date.today()}",
+        "",
+        f"`scripts/flood.py` against `{os.path.relpath(args.lepus, ROOT)}` (release build), broker pinned to core 0 "
+        "(`taskset -c 0`, so one shard), the script and `lepus-perf` on core 1, loopback, "
+        f"RLIMIT_NOFILE {nofile[0]}. RSS is the broker's VmRSS: before the flood, the highest seen "
+        "(sampled every 100 ms) while it ran, and 2 s after it ended. \"p2p after\" is "
+        f"`lepus-perf -x1 -y1 -s16 -a -z{args.perf_seconds}` (1P→1Q→1C, 16 B, auto-ack, mean received "
+        f"msg/s) right after the flood; before any flood it gave **{fmt_rate(base)}** msg/s.",
+        "",
+        "| flood | RSS before | RSS peak | RSS after | took | p2p after (vs before floods) | what happened |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for title, before, peak, after, took, rate, during, what in rows:
+        ratio = f" ({rate / base:.0%})" if rate and base else ""
+        extra = f"; p2p while they hang: {fmt_rate(during)}" if during else ""
+        lines.append(f"| {title} | {mib(before)} | {mib(peak)} | {mib(after)} | {took:.1f} s | "
+                     f"{fmt_rate(rate)}{ratio} | {what}{extra} |")
+    lines += ["", f"Broker exit after SIGTERM: {code}. Its log (warnings and errors) had "
+              f"{len(broker_log)} lines" + (":" if broker_log else "."), ""]
+    if broker_log:
+        lines += ["```"] + broker_log[:20] + (["…"] if len(broker_log) > 20 else []) + ["```", ""]
+    lines += ["Command: `python3 scripts/flood.py " + " ".join(sys.argv[1:]) + "`", ""]
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
