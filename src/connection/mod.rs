@@ -555,7 +555,11 @@ impl Connection {
         };
         let method = Method::decode(payload).map_err(|e| {
             let mut error = decode_error(&e);
-            (error.class_id, error.method_id) = ids;
+            // Name the method whose arguments failed to decode; ids the spec
+            // does not define name nothing, and the close says 0/0.
+            if spec::method_name(ids.0, ids.1).is_some() {
+                (error.class_id, error.method_id) = ids;
+            }
             error
         })?;
         if !method.shortstrs_are_utf8() {
