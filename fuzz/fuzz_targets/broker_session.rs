@@ -92,7 +92,13 @@ fn fixture() -> &'static Fixture {
             libc::signal(libc::SIGPIPE, libc::SIG_IGN);
         }
         let dir = data_dir();
+        // LEPUS_FUZZ_IO_BACKEND=io-uring fuzzes the io_uring backend.
+        let io_backend = match std::env::var("LEPUS_FUZZ_IO_BACKEND").as_deref().map(str::trim) {
+            Ok("io-uring" | "uring") => lepus::config::IoBackend::Uring,
+            _ => lepus::config::IoBackend::Mio,
+        };
         let config = lepus::Config {
+            io_backend,
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
             shards: SHARDS,
             pin_shards: false,
