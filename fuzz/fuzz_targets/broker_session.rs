@@ -211,6 +211,8 @@ impl<'a> Cursor<'a> {
             // Up to 4 KiB of raw bytes.
             let n = usize::from(self.u16() & 0x0FFF);
             LongStr::from_bytes(Bytes::copy_from_slice(self.bytes(n)))
+        } else if b >= 0x80 {
+            LongStr::from_bytes(Bytes::from(hostile_str(b % 8)))
         } else {
             LongStr::from_static(VALUE_STRS[usize::from(b) % VALUE_STRS.len()])
         }
@@ -393,6 +395,22 @@ const VALUE_STRS: &[&str] = &[
     "v",
     "",
 ];
+/// Strings at the edges a broker must police: the 255-byte limit of names
+/// (a longstr argument becomes a queue or exchange name), invalid UTF-8
+/// (that grows when converted lossily), NUL, multi-byte characters.
+fn hostile_str(which: u8) -> Vec<u8> {
+    match which {
+        0 => vec![0xFF; 100],
+        1 => vec![b'a'; 255],
+        2 => vec![b'a'; 256],
+        3 => vec![0xC3; 200],
+        4 => b"fz\0x".to_vec(),
+        5 => "\u{e9}\u{e9}\u{e9}".repeat(43).into_bytes(),
+        6 => vec![b'.'; 255],
+        _ => vec![b'#'; 1000],
+    }
+}
+
 const EXPIRATIONS: &[&str] = &["0", "1", "100", "60000", "-1", "abc", "99999999999999999999", ""];
 const INTERESTING_INTS: &[i64] = &[
     0,

@@ -7,7 +7,9 @@ broker, then turns each recorded client-to-broker byte stream into an input
 of the target: the handshake frames are dropped (the target does its own),
 every other frame becomes a raw-frame operation, followed by a flush point
 after each method frame. Pairs of sessions are also interleaved into
-two-connection inputs.
+two-connection inputs. A few inputs made of the target's structured
+operations are added (structured_seeds), so that mutation starts from
+those too.
 
     python3 fuzz/seeds/record.py --broker 127.0.0.1:5673 --out fuzz/corpus/broker_session
 
@@ -327,6 +329,21 @@ def write(out, data):
     return len(data)
 
 
+def structured_seeds():
+    """Inputs made of the target's structured operations (the recorded ones
+    are raw frames): channel.open, then each operation with zeroed fields,
+    and a queue.declare with each dictionary argument as a string, an
+    integer and a boolean."""
+    seeds = []
+    for code in range(64):
+        seeds.append(bytes([FLAGS_ONE_CONN, 0, 0, code, 0]) + bytes(12))
+    for key in range(18):  # ARG_KEYS
+        for kind in (0, 7, 2):  # longstr, i32, bool
+            # op 12 queue.declare, channel 1, fz.q0, no flags, one entry.
+            seeds.append(bytes([FLAGS_ONE_CONN, 0, 0, 12, 0, 0, 0, 0x80, key, kind, 0, 0, 0, 0, 0]))
+    return seeds
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--broker", required=True, help="host:port of the broker to record against")
@@ -355,6 +372,8 @@ def main():
             mixed.extend(a[i : i + 1])
             mixed.extend(b2[i : i + 1])
         total += write(args.out, bytes([FLAGS_TWO_CONNS]) + b"".join(mixed))
+    for seed in structured_seeds():
+        total += write(args.out, seed)
     print(f"{len(recorded)} sessions recorded, {2 * len(recorded)} seeds, {total} bytes in {args.out}")
 
 
