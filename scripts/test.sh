@@ -16,6 +16,39 @@ cargo test --all-targets
 echo "== cargo test: the integration suite again on the io_uring backend"
 LEPUS_TEST_IO_BACKEND=io-uring cargo test --tests
 
+echo "== fuzz: each cargo-fuzz target for ${LEPUS_FUZZ_SECONDS:-60} s (LEPUS_FUZZ_SECONDS=0 skips)"
+# Here only, not in `cargo test`: it needs cargo-fuzz and an ASan build.
+# RUSTC_BOOTSTRAP=1 lets cargo-fuzz pass its nightly flags to the stable
+# toolchain. New corpus entries and any crash go to a temporary directory
+# (the committed seeds in fuzz/corpus/ are only read); a crash fails the script.
+fuzz_seconds="${LEPUS_FUZZ_SECONDS:-60}"
+if [ "$fuzz_seconds" != 0 ]; then
+  command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+  fuzz_work=$(mktemp -d)
+  for target in frame_decode broker_session; do
+    mkdir -p "$fuzz_work/$target" "$fuzz_work/tmp" "fuzz/corpus/$target"
+    # Its own process group, killed on any exit of this script, so nothing
+    # outlives it; TMPDIR keeps broker_session's data directory in fuzz_work.
+    (cd fuzz && exec setsid env RUSTC_BOOTSTRAP=1 TMPDIR="$fuzz_work/tmp" cargo fuzz run "$target" \
+      "$fuzz_work/$target" "corpus/$target" -- \
+      -max_total_time="$fuzz_seconds" -timeout=60 -print_funcs=0 \
+      -artifact_prefix="$fuzz_work/crash-$target-") >"$fuzz_work/$target.log" 2>&1 &
+    fuzzer=$!
+    trap 'kill -- -$fuzzer 2>/dev/null || true; rm -rf "$fuzz_work"' EXIT
+    if ! wait "$fuzzer"; then
+      echo "fuzz target $target failed:"
+      grep -v '^#[0-9]' "$fuzz_work/$target.log" | tail -n 60
+      for crash in "$fuzz_work"/crash-"$target"-*; do
+        [ -e "$crash" ] && { echo "reproducer (base64): $crash"; base64 -w0 "$crash"; echo; }
+      done
+      exit 1
+    fi
+    grep -E '^#[0-9]+.*(DONE|pulse)' "$fuzz_work/$target.log" | tail -n 1
+  done
+  trap - EXIT
+  rm -rf "$fuzz_work"
+fi
+
 echo "== client suites (pika, kombu, amqplib) against lepus"
 cargo build --bin lepus
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

@@ -574,7 +574,11 @@ impl Connection {
                 // Where RabbitMQ drops the socket or has no limit, Lepus's reason.
                 _ => decode_error(&e),
             };
-            (error.class_id, error.method_id) = ids;
+            // Name the method whose arguments failed to decode; ids the spec
+            // does not define name nothing, and the close says 0/0.
+            if spec::method_name(ids.0, ids.1).is_some() {
+                (error.class_id, error.method_id) = ids;
+            }
             error
         })?;
         if !method.shortstrs_are_utf8() {
