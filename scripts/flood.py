@@ -38,6 +38,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import signal
 import socket
 import struct
@@ -475,6 +476,7 @@ def main():
         log.close()
     with open(os.path.join(work, "broker.log")) as f:
         broker_log = f.read().strip().splitlines()
+    shutil.rmtree(work, ignore_errors=True)
     write_report(args, rows, notes, baseline, nofile, code, broker_log)
 
 
