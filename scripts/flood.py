@@ -20,11 +20,12 @@ the other:
 For each it prints the broker's RSS before, at the peak (sampled every
 100 ms while the flood runs) and after (2 s after the flood ended), and runs
 target/release/lepus-perf 1P->1Q->1C, 16 B, auto-ack for PERF_SECONDS after
-it, to compare with the same run before any flood: the broker must still
-serve a normal client at full speed. Writes a Markdown summary.
+it (PERF_RUNS times: median and best, as a shared machine makes single runs
+swing), to compare with the same runs before any flood: the broker must
+still serve a normal client at full speed. Writes a Markdown summary.
 
     scripts/flood.py [--idle 10000] [--cycles 100000] [--half-open 1000]
-                     [--declares 10000] [--perf-seconds 5] [--port 5699]
+                     [--declares 10000] [--perf-seconds 5] [--perf-runs 3] [--port 5699]
                      [--seed 1] [--out perf/results/DATE-flood.md] [--lepus BINARY]
 
 Loopback only; every loop is bounded; the broker is stopped at the end.
@@ -37,6 +38,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import signal
 import socket
 import struct
@@ -253,6 +255,15 @@ def perf_run(port, seconds):
     return summary
 
 
+def perf_runs(port, seconds, runs):
+    """`runs` p2p runs one after the other: their received msg/s, sorted."""
+    return sorted(received_rate(perf_run(port, seconds)) or 0 for _ in range(runs))
+
+
+def median(values):
+    return values[len(values) // 2]
+
+
 def received_rate(summary):
     for key in ("received_per_s", "received_rate", "receive_rate"):
         if key in summary:
@@ -411,6 +422,7 @@ def main():
     ap.add_argument("--half-open", type=int, default=1_000)
     ap.add_argument("--declares", type=int, default=10_000)
     ap.add_argument("--perf-seconds", type=int, default=5)
+    ap.add_argument("--perf-runs", type=int, default=3, help="p2p runs after each flood (median and best)")
     ap.add_argument("--port", type=int, default=5699)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--lepus", default=LEPUS, help="the broker binary (default target/release/lepus)")
@@ -424,8 +436,8 @@ def main():
     rows, notes = [], []
     try:
         time.sleep(2)
-        baseline = perf_run(args.port, args.perf_seconds)
-        notes.append(f"baseline before any flood: {fmt_rate(received_rate(baseline))} msg/s")
+        baseline = perf_runs(args.port, args.perf_seconds, args.perf_runs)
+        notes.append(f"baseline before any flood: median {fmt_rate(median(baseline))}, best {fmt_rate(baseline[-1])} msg/s")
         print(notes[-1], flush=True)
         steps = [
             ("idle", f"{args.idle} idle connections", lambda: flood_idle(args.port, args.idle)),
@@ -449,11 +461,11 @@ def main():
             after = rss_kb(broker.pid)
             if broker.poll() is not None:
                 raise RuntimeError(f"the broker exited ({broker.returncode}) during {key}")
-            perf = perf_run(args.port, args.perf_seconds)
-            rows.append((title, before, peak, after, took, received_rate(perf),
+            perf = perf_runs(args.port, args.perf_seconds, args.perf_runs)
+            rows.append((title, before, peak, after, took, perf,
                          received_rate(during) if during else None, what))
             print(f"{title}: RSS {mib(before)} -> peak {mib(peak)} -> {mib(after)}; {what}; "
-                  f"after: {fmt_rate(received_rate(perf))} msg/s", flush=True)
+                  f"after: median {fmt_rate(median(perf))}, best {fmt_rate(perf[-1])} msg/s", flush=True)
     finally:
         broker.send_signal(signal.SIGTERM)
         try:
@@ -464,11 +476,12 @@ def main():
         log.close()
     with open(os.path.join(work, "broker.log")) as f:
         broker_log = f.read().strip().splitlines()
+    shutil.rmtree(work, ignore_errors=True)
     write_report(args, rows, notes, baseline, nofile, code, broker_log)
 
 
 def write_report(args, rows, notes, baseline, nofile, code, broker_log):
-    base = received_rate(baseline)
+    base = median(baseline)
     lines = [
         f"# Floods and churn, {datetime.date.today()}",
         "",
@@ -477,16 +490,20 @@ def write_report(args, rows, notes, baseline, nofile, code, broker_log):
         f"RLIMIT_NOFILE {nofile[0]}. RSS is the broker's VmRSS: before the flood, the highest seen "
         "(sampled every 100 ms) while it ran, and 2 s after it ended. \"p2p after\" is "
         f"`lepus-perf -x1 -y1 -s16 -a -z{args.perf_seconds}` (1P→1Q→1C, 16 B, auto-ack, mean received "
-        f"msg/s) right after the flood; before any flood it gave **{fmt_rate(base)}** msg/s.",
+        f"msg/s), run {args.perf_runs} times right after the flood (median, best); before any flood: "
+        f"median **{fmt_rate(base)}**, best {fmt_rate(baseline[-1])} msg/s. The RSS before a flood "
+        "includes what the p2p runs of the step before left (a backlog they built, given back once the "
+        "broker is quiet).",
         "",
-        "| flood | RSS before | RSS peak | RSS after | took | p2p after (vs before floods) | what happened |",
+        "| flood | RSS before | RSS peak | RSS after | took | p2p after: median, best (best vs median before) | what happened |",
         "|---|---:|---:|---:|---:|---:|---|",
     ]
-    for title, before, peak, after, took, rate, during, what in rows:
-        ratio = f" ({rate / base:.0%})" if rate and base else ""
+    for title, before, peak, after, took, rates, during, what in rows:
+        ratio = f" ({rates[-1] / base:.0%})" if rates[-1] and base else ""
+        rate = median(rates)
         extra = f"; p2p while they hang: {fmt_rate(during)}" if during else ""
         lines.append(f"| {title} | {mib(before)} | {mib(peak)} | {mib(after)} | {took:.1f} s | "
-                     f"{fmt_rate(rate)}{ratio} | {what}{extra} |")
+                     f"{fmt_rate(rate)}, {fmt_rate(rates[-1])}{ratio} | {what}{extra} |")
     lines += ["", f"Broker exit after SIGTERM: {code}. Its log (warnings and errors) had "
               f"{len(broker_log)} lines" + (":" if broker_log else "."), ""]
     if broker_log:

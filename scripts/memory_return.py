@@ -21,6 +21,7 @@ Loopback only; every step is bounded; the broker is stopped at the end
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -172,6 +173,7 @@ def main():
         except subprocess.TimeoutExpired:
             broker.kill()
         log.close()
+        shutil.rmtree(data_dir, ignore_errors=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
