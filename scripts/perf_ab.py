@@ -66,6 +66,7 @@ def run_once(binary, perf, args, duration, broker_cpus, generator_cpus):
         if out.returncode != 0:
             raise RuntimeError(f"lepus-perf failed: {out.stderr[-2000:]}")
         summary = json.loads(out.stdout.strip().splitlines()[-1])
+        summary["broker_cpu_s"] = cpu_seconds(broker.pid)
         return summary
     finally:
         broker.terminate()
@@ -75,6 +76,19 @@ def run_once(binary, perf, args, duration, broker_cpus, generator_cpus):
             broker.kill()
             broker.wait()
         shutil.rmtree(data, ignore_errors=True)
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of `pid` so far (the broker, which ran only this scenario)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def cpu_us_per_message(summary):
+    received = summary.get("received") or 0
+    return summary["broker_cpu_s"] * 1e6 / received if received else float("nan")
 
 
 def rate(summary):
@@ -95,13 +109,16 @@ def main():
     a = p.parse_args()
     names = [n for n in a.scenarios.split(",") if n]
     results = {n: {"A": [], "B": []} for n in names}
+    cpu = {n: {"A": [], "B": []} for n in names}
     for name in names:
         for i in range(a.repeat):
             for label, binary in (("A", a.a), ("B", a.b)):
                 s = run_once(binary, a.perf, SCENARIOS[name], a.duration, a.broker_cpus, a.generator_cpus)
                 r = rate(s)
+                c = cpu_us_per_message(s)
                 results[name][label].append(r)
-                print(f"{name} run {i + 1} {label}: {r:,.0f} msg/s", file=sys.stderr, flush=True)
+                cpu[name][label].append(c)
+                print(f"{name} run {i + 1} {label}: {r:,.0f} msg/s, broker {c:.3f} us/msg", file=sys.stderr, flush=True)
     lines = [
         f"Interleaved A/B, {a.repeat} runs each, {a.duration} s per run, broker on cores {a.broker_cpus}, "
         f"lepus-perf on {a.generator_cpus}.",
@@ -109,14 +126,15 @@ def main():
         f"- A: `{a.a}`",
         f"- B: `{a.b}`",
         "",
-        "| scenario | A median (min-max) msg/s | B median (min-max) msg/s | B/A |",
-        "|---|---|---|---|",
+        "| scenario | A median (min-max) msg/s | B median (min-max) msg/s | B/A | broker CPU µs/msg A | B |",
+        "|---|---|---|---|---|---|",
     ]
     for name in names:
         ra, rb = results[name]["A"], results[name]["B"]
         ma, mb = statistics.median(ra), statistics.median(rb)
         lines.append(f"| {name} | {ma:,.0f} ({min(ra):,.0f}-{max(ra):,.0f}) | {mb:,.0f} ({min(rb):,.0f}-{max(rb):,.0f}) "
-                     f"| {mb / ma if ma else float('nan'):.2f} |")
+                     f"| {mb / ma if ma else float('nan'):.2f} "
+                     f"| {statistics.median(cpu[name]['A']):.3f} | {statistics.median(cpu[name]['B']):.3f} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if a.out:
