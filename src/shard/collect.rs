@@ -6,8 +6,8 @@
 //! gigabytes of messages and then sits idle makes no such calls, so its
 //! resident memory would stay at the peak. The binary therefore sets an
 //! allocator collect hook ([`set_idle_collect`]); each shard runs it on its
-//! own thread at a housekeeping tick after a quiet interval (at most
-//! [`QUIET_TURNS_MAX`] loop turns), at most once per
+//! own thread at a housekeeping tick after a quiet interval (one it spent
+//! at least [`QUIET_WAIT_SHARE_MIN`] of waiting idle), at most once per
 //! [`IDLE_COLLECT_INTERVAL`], after shrinking its queues' and buffers' spare
 //! room. A loaded shard never runs it, so the data path does not pay for it.
 //! An idle shard that still holds a large backlog runs it once a second
@@ -18,11 +18,12 @@ use std::time::Duration;
 
 /// Least time between two collects on one shard.
 pub const IDLE_COLLECT_INTERVAL: Duration = Duration::from_secs(1);
-/// Loop turns in one housekeeping interval (100 ms) up to which a shard is
-/// quiet: an idle loop wakes once per interval, a loaded one turns thousands
-/// of times. (A trickle of a few frames per interval counts as quiet: a
-/// collect a second costs it nothing it would notice.)
-pub const QUIET_TURNS_MAX: u32 = 16;
+/// Share of a housekeeping interval (100 ms) a shard must have spent waiting
+/// idle to be quiet. Counting turns instead would take a saturated shard
+/// whose turns are long (large batches) for an idle one. (A trickle of a few
+/// frames per interval still counts as quiet: a collect a second costs it
+/// nothing it would notice.)
+pub const QUIET_WAIT_SHARE_MIN: f64 = 0.9;
 
 /// The allocator's collect, set once by the binary (process-wide, as the
 /// global allocator is).

@@ -122,8 +122,9 @@ pub struct Shard {
     last_housekeeping: Instant,
     /// When this shard last ran the allocator's collect (see [`collect`]).
     last_collect: Instant,
-    /// Loop turns since the last housekeeping tick: few means quiet.
-    turns_since_housekeeping: u32,
+    /// Time this shard spent waiting idle since the last housekeeping tick:
+    /// most of the tick means quiet (see [`collect`]).
+    waited_since_housekeeping: Duration,
 }
 
 impl Shard {
@@ -154,7 +155,7 @@ impl Shard {
             confirm_touched: Vec::new(),
             last_housekeeping: Instant::now(),
             last_collect: Instant::now(),
-            turns_since_housekeeping: 0,
+            waited_since_housekeeping: Duration::ZERO,
         })
     }
 
@@ -168,10 +169,10 @@ impl Shard {
 
     /// One turn of the loop.
     pub fn turn(&mut self) {
-        self.turns_since_housekeeping = self.turns_since_housekeeping.saturating_add(1);
         // Send what the last turn staged before we possibly block.
         self.ctx.mesh.flush();
-        self.poll_io();
+        let waited = self.poll_io();
+        self.waited_since_housekeeping += waited;
         self.ctx.set_now(Instant::now());
         // Rings are drained after poll and before sockets are read: whatever
         // another shard pushed before writing a confirm or -ok to a client is
@@ -192,9 +193,10 @@ impl Shard {
         self.ctx.flush_log();
         self.ctx.mesh.flush();
         self.flush_sockets();
-        if self.ctx.now.duration_since(self.last_housekeeping) >= HOUSEKEEPING_INTERVAL {
+        let since_housekeeping = self.ctx.now.duration_since(self.last_housekeeping);
+        if since_housekeeping >= HOUSEKEEPING_INTERVAL {
             self.last_housekeeping = self.ctx.now;
-            self.housekeeping();
+            self.housekeeping(since_housekeeping);
         }
     }
 
@@ -223,7 +225,9 @@ impl Shard {
         }
     }
 
-    fn poll_io(&mut self) {
+    /// Waits for and takes in I/O events; returns how long it waited idle
+    /// (zero for a wait shorter than `IDLE_WAIT_MIN`).
+    fn poll_io(&mut self) -> Duration {
         let timeout = self.wait_timeout();
         // When the shard last had nothing to do (see `ShardCtx::idle_at`). With
         // mio: it asked for a long wait (nothing ready, no envelopes). With
@@ -235,12 +239,15 @@ impl Shard {
         if let Backend::Uring(_) = self.backend {
             self.poll_uring(timeout);
             let now = Instant::now();
-            if now.saturating_duration_since(started) >= IDLE_WAIT_MIN {
+            let waited = now.saturating_duration_since(started);
+            if waited >= IDLE_WAIT_MIN {
                 self.ctx.idle_at = now;
+                return waited;
             }
-            return;
+            return Duration::ZERO;
         }
-        if timeout >= IDLE_WAIT_MIN {
+        let may_wait = timeout >= IDLE_WAIT_MIN;
+        if may_wait {
             self.ctx.idle_at = started;
         }
         if let Err(e) = self.poll.poll(&mut self.events, Some(timeout)) {
@@ -248,8 +255,11 @@ impl Shard {
                 tracing::error!(error = %e, "poll failed");
             }
         }
+        // The clock is read again only when the loop had nothing to do.
+        let waited = if may_wait { started.elapsed() } else { Duration::ZERO };
         self.ctx.mesh.doorbell().unpark();
         self.handle_poll_events();
+        waited
     }
 
     /// How long this turn may block: not at all when there is work, else
@@ -685,7 +695,9 @@ impl Shard {
         }
     }
 
-    fn housekeeping(&mut self) {
+    /// Timers and checks, every `HOUSEKEEPING_INTERVAL`; `interval` is the
+    /// time since the last call.
+    fn housekeeping(&mut self, interval: Duration) {
         let now = self.ctx.now;
         if let Backend::Uring(_) = self.backend {
             self.uring_note_arrivals();
@@ -707,11 +719,13 @@ impl Shard {
         }
         self.ctx.expire_queues();
         self.handle_local();
-        // The shard was quiet since the last tick (a few turns: timers, no
-        // traffic): give what a burst left behind back, the queues' and
+        // The shard was quiet since the last tick (it waited idle for most
+        // of it): give what a burst left behind back, the queues' and
         // buffers' spare room and then the allocator's freed pages (see
-        // `collect`). A loaded shard turns thousands of times a tick.
-        let quiet = std::mem::take(&mut self.turns_since_housekeeping) <= collect::QUIET_TURNS_MAX;
+        // `collect`). A loaded shard hardly waits, however few and long
+        // its turns are.
+        let waited = std::mem::take(&mut self.waited_since_housekeeping);
+        let quiet = waited.as_secs_f64() >= interval.as_secs_f64() * collect::QUIET_WAIT_SHARE_MIN;
         if quiet && now.saturating_duration_since(self.last_collect) >= collect::IDLE_COLLECT_INTERVAL {
             self.last_collect = now;
             self.ctx.shrink_idle();
