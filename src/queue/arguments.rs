@@ -96,34 +96,18 @@ impl QueueType {
     }
 }
 
-/// Every argument some queue type knows: one of these on a type that does
-/// not take it is refused; any other key is ignored.
-const KNOWN_QUEUE_ARGUMENTS: [&[u8]; 21] = [
-    b"x-expires",
-    b"x-message-ttl",
-    b"x-dead-letter-exchange",
-    b"x-dead-letter-routing-key",
-    b"x-max-length",
-    b"x-max-length-bytes",
-    b"x-max-in-memory-length",
-    b"x-max-in-memory-bytes",
-    b"x-max-priority",
-    b"x-overflow",
-    b"x-queue-mode",
-    b"x-single-active-consumer",
-    b"x-queue-type",
-    b"x-quorum-initial-group-size",
-    b"x-max-age",
-    b"x-stream-max-segment-size-bytes",
-    b"x-initial-cluster-size",
-    b"x-queue-leader-locator",
-    b"x-queue-master-locator",
-    b"x-delivery-limit",
-    b"x-dead-letter-strategy",
-];
+const QUEUE_TYPES: [QueueType; 3] = [QueueType::Classic, QueueType::Quorum, QueueType::Stream];
 
-const KNOWN_CONSUMER_ARGUMENTS: [&[u8]; 4] =
-    [b"x-priority", b"x-cancel-on-ha-failover", b"x-credit", b"x-stream-offset"];
+/// An argument some queue type knows: one of these on a type that does not
+/// take it is refused; any other key is ignored.
+fn is_known_queue_argument(key: &[u8]) -> bool {
+    QUEUE_TYPES.iter().any(|t| t.takes(key))
+}
+
+/// A consumer argument some queue type knows, likewise.
+fn is_known_consumer_argument(key: &[u8]) -> bool {
+    QUEUE_TYPES.iter().any(|t| t.takes_consumer(key))
+}
 
 /// Why RabbitMQ would refuse a declare (406 PRECONDITION_FAILED). Render it
 /// with [`ArgumentError::text`], which needs the queue's name and vhost.
@@ -181,7 +165,7 @@ pub fn check_queue_declare(arguments: &FieldTable, flags: DeclareFlags) -> Resul
     let queue_type = queue_type(arguments)?;
     for (key, _) in arguments.iter() {
         let key = key.as_bytes();
-        if KNOWN_QUEUE_ARGUMENTS.contains(&key) && !queue_type.takes(key) {
+        if is_known_queue_argument(key) && !queue_type.takes(key) {
             return Err(ArgumentError::NotForType { key: lossless_key(key), queue_type });
         }
     }
@@ -213,7 +197,7 @@ pub fn check_consume(arguments: &FieldTable, queue_arguments: &FieldTable) -> Re
     let queue_type = queue_type(queue_arguments).unwrap_or(QueueType::Classic);
     for (key, _) in arguments.iter() {
         let key = key.as_bytes();
-        if KNOWN_CONSUMER_ARGUMENTS.contains(&key) && !queue_type.takes_consumer(key) {
+        if is_known_consumer_argument(key) && !queue_type.takes_consumer(key) {
             return Err(ArgumentError::NotForType { key: lossless_key(key), queue_type });
         }
     }
