@@ -78,6 +78,13 @@ impl ChannelError {
         self
     }
 
+    /// [`ChannelError::on`] basic.publish, without building one.
+    pub fn on_publish(mut self) -> ChannelError {
+        self.class_id = spec::BasicPublish::CLASS_ID;
+        self.method_id = spec::BasicPublish::METHOD_ID;
+        self
+    }
+
     /// The text as a close method carries it (at most 255 bytes).
     pub fn reply_text(&self) -> ShortStr {
         ShortStr::copy_from_str(truncate(&self.text))
@@ -255,8 +262,9 @@ impl Channel {
                     } else {
                         "expected content header for class 60, got non content header frame instead"
                     };
-                    return Err(ChannelError::new(spec::reply_code::UNEXPECTED_FRAME, text.into())
-                        .on(&Method::BasicPublish(Default::default())));
+                    return Err(
+                        ChannelError::new(spec::reply_code::UNEXPECTED_FRAME, text.into()).on_publish()
+                    );
                 }
                 let method = crate::connection::Connection::decode_method(frame.payload)?;
                 self.handle_method(method, shared, ctx)

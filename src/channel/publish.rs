@@ -100,13 +100,12 @@ impl Channel {
         let Some(content) = self.content.as_mut() else {
             return Err(unexpected_content_frame());
         };
-        let publish = Method::BasicPublish(BasicPublish::default());
         if content.header.is_some() {
             return Err(ChannelError::new(
                 spec::reply_code::UNEXPECTED_FRAME,
                 "expected content body, got non content body frame instead".into(),
             )
-            .on(&publish));
+            .on_publish());
         }
         if payload.len() < properties::CONTENT_HEADER_SIZE_BYTES_MIN {
             // RabbitMQ's reader takes no header frame without class, weight and size.
@@ -120,7 +119,7 @@ impl Channel {
                 spec::reply_code::UNEXPECTED_FRAME,
                 format!("expected content header for class 60, got one for class {class_id} instead"),
             )
-            .on(&publish));
+            .on_publish());
         }
         if properties::content_header_weight(&payload).map_err(|e| crate::connection::decode_error(&e))? != 0
         {
@@ -129,7 +128,7 @@ impl Channel {
                 // RabbitMQ's reader takes only weight 0 as a content header.
                 "expected content header for class 60, got non content header frame instead".into(),
             )
-            .on(&publish));
+            .on_publish());
         }
         let max = ctx.config.body_size_bytes_max;
         if body_size > max {
@@ -138,7 +137,7 @@ impl Channel {
                 format!("message size {body_size} is larger than configured max size {max}"),
             );
             self.content = None;
-            return Err(error.on(&Method::BasicPublish(BasicPublish::default())));
+            return Err(error.on_publish());
         }
         // RabbitMQ decodes every publish's properties and answers ones that
         // do not parse (a bad type letter, a length past the end) with a
@@ -170,7 +169,7 @@ impl Channel {
                     spec::reply_code::UNEXPECTED_FRAME,
                     "expected content header for class 60, got non content header frame instead".into(),
                 )
-                .on(&Method::BasicPublish(BasicPublish::default())),
+                .on_publish(),
                 None => unexpected_content_frame(),
             });
         };
@@ -237,9 +236,7 @@ impl Channel {
             tx.publishes.push((message, mandatory));
             return Ok(());
         }
-        let verdict = self
-            .route_message(message, mandatory, seq, shared, ctx)
-            .map_err(|e| e.on(&Method::BasicPublish(BasicPublish::default())))?;
+        let verdict = self.route_message(message, mandatory, seq, shared, ctx).map_err(|e| e.on_publish())?;
         if let Some(seq) = seq {
             if self.record_publish(seq, verdict.remaining, verdict.refused) {
                 shared.confirm_dirty.push(self.me.channel);
