@@ -23,11 +23,9 @@ use crate::amqp::field::{FieldTable, ShortStr};
 use crate::queue::arguments::{self, DeclareFlags};
 use crate::queue::QueueRef;
 use crate::ring::ShardId;
+use crate::routing::change;
 use crate::routing::table::BindingTable;
-use crate::routing::topology::{
-    auto_delete_if_unbound, insert_queue, remove_exchange, remove_queue_named, Destination, Exchange,
-    QueueMeta, QueueStats, Registry, Topology, Vhost,
-};
+use crate::routing::topology::{Destination, Exchange, QueueMeta, QueueStats, Registry, Topology, Vhost};
 use crate::storage::definitions::{BindingDef, Definition, DestinationKind};
 
 /// One of the standard exchanges every vhost has: never recorded, never
@@ -205,8 +203,8 @@ fn describe(definition: &Definition) -> String {
 /// a record this version would refuse (say, written before a check existed)
 /// is skipped, never built.
 fn apply(registry: &Registry, topology: &mut Topology, definition: &Definition) -> Result<(), String> {
-    // Replay's own cascades (a deleted queue's bindings) are not journaled
-    // again: the rewritten log is built from the result.
+    // The same changes a client's methods make (`routing::change`); what
+    // they journal is dropped: the rewritten log is built from the result.
     let mut journal = Journal::new("");
     match definition {
         Definition::Epoch(_) => {}
@@ -218,9 +216,8 @@ fn apply(registry: &Registry, topology: &mut Topology, definition: &Definition) 
             if let Err(type_name) = arguments::check_alternate_exchange(arguments) {
                 return Err(format!("invalid type '{type_name}' for arg 'alternate-exchange'"));
             }
-            let id = registry.allocate_exchange_id();
             let exchange = Exchange {
-                id,
+                id: registry.allocate_exchange_id(),
                 name: name.clone(),
                 kind: *kind,
                 durable: true,
@@ -229,8 +226,7 @@ fn apply(registry: &Registry, topology: &mut Topology, definition: &Definition) 
                 arguments: arguments.clone(),
                 bindings: BindingTable::new(*kind),
             };
-            v.exchange_names.insert(id, name.clone());
-            v.exchanges.insert(name.clone(), Arc::new(exchange));
+            change::insert_exchange(v, exchange, &mut journal);
         }
         Definition::ExchangeDeleted { vhost, name } => {
             let v = vhost_mut(registry, topology, vhost);
@@ -238,7 +234,7 @@ fn apply(registry: &Registry, topology: &mut Topology, definition: &Definition) 
             if is_standard_exchange(name.as_bytes()) {
                 return Err("a standard exchange".into());
             }
-            remove_exchange(v, &exchange, &mut journal);
+            change::remove_exchange(v, &exchange, &mut journal);
         }
         Definition::QueueDeclared { vhost, name, id, shard, auto_delete, arguments } => {
             let shard_count = registry.shard_count();
@@ -250,46 +246,45 @@ fn apply(registry: &Registry, topology: &mut Topology, definition: &Definition) 
             arguments::check_queue_declare(arguments, flags)
                 .map_err(|e| e.text(name, &vhost.to_string_lossy()))?;
             let owner = ShardId((usize::from(*shard) % shard_count) as u16);
-            insert_queue(
-                v,
-                QueueMeta {
-                    queue: QueueRef { id: *id, shard: owner },
-                    name: name.clone(),
-                    durable: true,
-                    exclusive_owner: None,
-                    auto_delete: *auto_delete,
-                    arguments: arguments.clone(),
-                    stats: QueueStats::default(),
-                },
-            );
+            let meta = QueueMeta {
+                queue: QueueRef { id: *id, shard: owner },
+                name: name.clone(),
+                durable: true,
+                exclusive_owner: None,
+                auto_delete: *auto_delete,
+                arguments: arguments.clone(),
+                stats: QueueStats::default(),
+            };
+            change::insert_queue(v, meta, &mut journal);
         }
         Definition::QueueDeleted { vhost, name } => {
             let v = vhost_mut(registry, topology, vhost);
             if !v.queues.contains_key(name) {
                 return Err("no such queue".into());
             }
-            remove_queue_named(v, name, &mut journal);
+            change::remove_queue_named(v, name, &mut journal);
         }
         Definition::Bound(b) => {
             let v = vhost_mut(registry, topology, &b.vhost);
             let dest = resolve_destination(v, b)?;
-            let source = v.exchanges.get_mut(&b.source).ok_or("no such source exchange")?;
+            if !v.exchanges.contains_key(&b.source) {
+                return Err("no such source exchange".into());
+            }
             if b.source.is_empty() {
                 return Err("the default exchange".into());
             }
-            Arc::make_mut(source)
-                .bindings
-                .bind(dest, &b.routing_key, &b.arguments)
+            change::add_binding(v, &b.source, dest, &b.routing_key, &b.arguments, &mut journal)
                 .map_err(|e| format!("invalid binding arguments: {e}"))?;
         }
         Definition::Unbound(b) => {
             let v = vhost_mut(registry, topology, &b.vhost);
             let dest = resolve_destination(v, b)?;
-            let source = v.exchanges.get_mut(&b.source).ok_or("no such source exchange")?;
-            if !Arc::make_mut(source).bindings.unbind(dest, &b.routing_key, &b.arguments) {
+            if !v.exchanges.contains_key(&b.source) {
+                return Err("no such source exchange".into());
+            }
+            if !change::remove_binding(v, &b.source, dest, &b.routing_key, &b.arguments, &mut journal) {
                 return Err("no such binding".into());
             }
-            auto_delete_if_unbound(v, &b.source, &mut journal);
         }
     }
     Ok(())

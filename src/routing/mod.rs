@@ -12,12 +12,15 @@
 //!   publish.
 //! * [`entity_limits`] — how many queues, exchanges and bindings may exist,
 //!   and the memory alarm's hold on new ones.
+//! * [`change`] — the topology changes themselves, shared by a client's
+//!   methods and the replay of the definitions log.
 //! * [`durable`] — which topology changes are durable, their journal for the
 //!   definitions log, and the replay of that log at start.
 //!
 //! Semantics follow RabbitMQ 4.x; each submodule names the RabbitMQ source
 //! it follows.
 
+pub mod change;
 pub mod durable;
 pub mod entity_limits;
 pub mod headers;

@@ -33,6 +33,7 @@ use crate::amqp::field::{FieldTable, FieldValue, ShortStr};
 use crate::connection::ConnId;
 use crate::queue::{QueueId, QueueRef};
 use crate::ring::ShardId;
+use crate::routing::change;
 use crate::routing::durable::{self, Journal};
 use crate::routing::entity_limits::EntityLimits;
 use crate::routing::table::{BindError, BindingTable, ExchangeKind};
@@ -488,7 +489,7 @@ impl Registry {
             let name = spec.name.detached();
             let exchange = Exchange {
                 id,
-                name: name.clone(),
+                name,
                 kind: spec.kind,
                 durable: spec.durable,
                 auto_delete: spec.auto_delete,
@@ -496,9 +497,7 @@ impl Registry {
                 arguments: spec.arguments.detached(),
                 bindings: BindingTable::new(spec.kind),
             };
-            journal.exchange_declared(&exchange);
-            v.exchange_names.insert(id, name.clone());
-            v.exchanges.insert(name, Arc::new(exchange));
+            change::insert_exchange(v, exchange, journal);
             Ok(())
         })
     }
@@ -521,7 +520,7 @@ impl Registry {
                     "exchange '{name}' in vhost '{vhost}' in use"
                 )));
             }
-            remove_exchange(v, &exchange, journal);
+            change::remove_exchange(v, &exchange, journal);
             Ok(())
         })
     }
@@ -537,8 +536,7 @@ impl Registry {
             self.limits.check_new_queue(&self.current.load(), vhost, &meta.name)?;
             // Detached: the name and arguments outlive the frame they came in.
             let meta = QueueMeta { name: meta.name.detached(), arguments: meta.arguments.detached(), ..meta };
-            journal.queue_declared(&meta);
-            Ok(Ok(insert_queue(v, meta)))
+            Ok(Ok(change::insert_queue(v, meta, journal)))
         });
         match result {
             Ok(Ok(meta)) => Ok(meta),
@@ -554,7 +552,7 @@ impl Registry {
     pub fn remove_queue(&self, vhost: &str, queue: QueueId) {
         let _ = self.mutate_vhost(vhost, OnLogError::Publish, |v, journal| {
             if let Some(name) = v.queue_names.get(&queue).cloned() {
-                remove_queue_named(v, &name, journal);
+                change::remove_queue_named(v, &name, journal);
             }
             Ok(())
         });
@@ -571,28 +569,20 @@ impl Registry {
     ) -> Result<(), TopologyError> {
         self.mutate_vhost(vhost, OnLogError::Refuse, |v, journal| {
             check_destination_exists(v, vhost, dest)?;
-            let Some(exchange) = v.exchanges.get(source) else {
+            if !v.exchanges.contains_key(source) {
                 return Err(not_found_exchange(vhost, source));
-            };
+            }
             if source.is_empty() {
                 return Err(default_exchange_refusal());
             }
-            let record = durable::binding_def(v, exchange, dest, routing_key, arguments);
-            let Some(exchange) = v.exchanges.get_mut(source) else {
-                return Err(not_found_exchange(vhost, source));
-            };
             // Detached: the key and arguments outlive the frame they came in.
-            let added = Arc::make_mut(exchange)
-                .bindings
-                .bind(dest, &routing_key.detached(), &arguments.detached())
-                .map_err(|e: BindError| TopologyError::PreconditionFailed(e.to_string()))?;
+            let added =
+                change::add_binding(v, source, dest, &routing_key.detached(), &arguments.detached(), journal)
+                    .map_err(|e: BindError| TopologyError::PreconditionFailed(e.to_string()))?;
             if added {
                 // Checked once it is known to be new; refusing drops the
-                // edited copy, so nothing was added.
+                // edited copy and its journal, so nothing was added.
                 self.limits.check_new_binding(&self.current.load(), vhost, source)?;
-            }
-            if let (true, Some(record)) = (added, record) {
-                journal.bound(record);
             }
             Ok(())
         })
@@ -610,22 +600,13 @@ impl Registry {
     ) -> Result<(), TopologyError> {
         self.mutate_vhost(vhost, OnLogError::Refuse, |v, journal| {
             check_destination_exists(v, vhost, dest)?;
-            let Some(exchange) = v.exchanges.get(source) else {
+            if !v.exchanges.contains_key(source) {
                 return Err(not_found_exchange(vhost, source));
-            };
+            }
             if source.is_empty() {
                 return Err(default_exchange_refusal());
             }
-            let record = durable::binding_def(v, exchange, dest, routing_key, arguments);
-            let Some(exchange) = v.exchanges.get_mut(source) else {
-                return Err(not_found_exchange(vhost, source));
-            };
-            if Arc::make_mut(exchange).bindings.unbind(dest, routing_key, arguments) {
-                if let Some(record) = record {
-                    journal.unbound(record);
-                }
-                auto_delete_if_unbound(v, source, journal);
-            }
+            change::remove_binding(v, source, dest, routing_key, arguments, journal);
             Ok(())
         })
     }
@@ -828,62 +809,4 @@ fn check_exchange_equivalent(
         return mismatch("internal", spec.internal.to_string(), existing.internal.to_string());
     }
     Ok(())
-}
-
-/// Removes `exchange` and the bindings to it; sources that lose their last
-/// binding and are auto-delete go too.
-pub(crate) fn remove_exchange(v: &mut Vhost, exchange: &Exchange, journal: &mut Journal) {
-    journal.exchange_deleted(exchange);
-    v.exchanges.remove(&exchange.name);
-    v.exchange_names.remove(&exchange.id);
-    let dest = Destination::Exchange(exchange.id);
-    unbind_destination(v, dest, journal);
-}
-
-/// RabbitMQ deletes an auto-delete exchange when its last binding (as source)
-/// is removed.
-pub(crate) fn auto_delete_if_unbound(v: &mut Vhost, name: &ShortStr, journal: &mut Journal) {
-    let Some(exchange) = v.exchanges.get(name).cloned() else {
-        return;
-    };
-    if exchange.auto_delete && exchange.bindings.is_empty() {
-        remove_exchange(v, &exchange, journal);
-    }
-}
-
-/// Adds a queue. Every queue is bound to the default exchange by its name;
-/// that binding is implied by the queue table (see [`Vhost::route`]), not
-/// kept in the default exchange's table: a table holding one binding per
-/// queue would be copied whole by every declare and delete, so a loop of
-/// declares would cost more and more per declare.
-pub(crate) fn insert_queue(v: &mut Vhost, meta: QueueMeta) -> Arc<QueueMeta> {
-    let meta = Arc::new(meta);
-    v.queue_names.insert(meta.queue.id, meta.name.clone());
-    v.queues.insert(meta.name.clone(), Arc::clone(&meta));
-    meta
-}
-
-/// Removes the queue `name` and every binding to it (auto-delete exchanges
-/// that lose their last binding go too).
-pub(crate) fn remove_queue_named(v: &mut Vhost, name: &ShortStr, journal: &mut Journal) {
-    let Some(meta) = v.queues.remove(name) else {
-        return;
-    };
-    v.queue_names.remove(&meta.queue.id);
-    journal.queue_deleted(&meta);
-    let dest = Destination::Queue(meta.queue);
-    unbind_destination(v, dest, journal);
-}
-
-/// Removes every binding to `dest` (a deleted queue or exchange); sources
-/// left unbound that are auto-delete go too.
-fn unbind_destination(v: &mut Vhost, dest: Destination, journal: &mut Journal) {
-    let sources: Vec<ShortStr> =
-        v.exchanges.values().filter(|e| e.bindings.has_destination(dest)).map(|e| e.name.clone()).collect();
-    for source in sources {
-        if let Some(e) = v.exchanges.get_mut(&source) {
-            Arc::make_mut(e).bindings.remove_destination(dest);
-        }
-        auto_delete_if_unbound(v, &source, journal);
-    }
 }
