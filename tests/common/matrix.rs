@@ -27,10 +27,16 @@
 //! Every case runs even when an earlier one failed; the failures are listed
 //! together at the end (a failed restart ends the group: nothing is left to
 //! run against). Each observation is printed as a `MATRIX|` line.
+//!
+//! A panic on a broker thread ends the whole test process at once (the
+//! broker's own hook, exit status 70) and libtest's captured output with it;
+//! [`name_cases_on_broker_panic`] therefore writes the panic and the case(s)
+//! running at that moment straight to stderr as a `MATRIX-BROKER-PANIC|` line.
 
 use crate::common::*;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How long to wait for a reply before calling the broker silent. Above
@@ -435,6 +441,45 @@ fn check_recovered(addr: SocketAddr, made: &[Cleanup]) {
     r.close();
 }
 
+/// The case each group is running now, for [`name_cases_on_broker_panic`].
+static RUNNING: Mutex<Vec<(&'static str, &'static str)>> = Mutex::new(Vec::new());
+
+fn set_running(group: &'static str, case: Option<&'static str>) {
+    let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    running.retain(|(g, _)| *g != group);
+    if let Some(case) = case {
+        running.push((group, case));
+    }
+}
+
+/// Installs (once per process) a panic hook that, for a panic on a broker
+/// thread, writes the panic and the cases running at that moment to the
+/// process's stderr itself: the broker's hook then ends the process, and
+/// libtest's captured output (the `MATRIX|` lines, the default hook's
+/// message) goes with it. With groups running in parallel every running
+/// case is named; `--test-threads=1` makes it exactly one.
+fn name_cases_on_broker_panic() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let thread = std::thread::current();
+            if let Some(name) = thread.name().filter(|n| n.starts_with(lepus::server::THREAD_NAME_PREFIX)) {
+                let running = RUNNING.lock().map(|r| r.clone()).unwrap_or_default();
+                let running: Vec<String> = running.iter().map(|(g, c)| format!("{g}/{c}")).collect();
+                let line = format!(
+                    "MATRIX-BROKER-PANIC|{name}|{info}|during (or the health check and restart right after) {}\n",
+                    if running.is_empty() { "no case".into() } else { running.join(", ") }
+                );
+                use std::io::Write;
+                // Not eprintln!: that goes to libtest's capture, lost on exit.
+                let _ = std::io::stderr().write_all(line.as_bytes());
+            }
+            previous(info);
+        }));
+    });
+}
+
 fn panic_text(e: Box<dyn std::any::Any + Send>) -> String {
     if let Some(s) = e.downcast_ref::<String>() {
         s.clone()
@@ -450,12 +495,15 @@ fn panic_text(e: Box<dyn std::any::Any + Send>) -> String {
 /// check, restart or recovery failed.
 pub fn run_matrix(group: &'static str, cases: &[Case]) {
     let started = Instant::now();
+    name_cases_on_broker_panic();
     let mut b = start_broker();
     let broker = if external() { "rabbitmq" } else { "lepus" };
     let mut failures: Vec<String> = Vec::new();
     let mut cleanup: Vec<Cleanup> = Vec::new();
     let mut restarting = Duration::ZERO;
     for (i, case) in cases.iter().enumerate() {
+        // Stays set through the health check and restart after the case.
+        set_running(group, Some(case.name));
         let mut cx = Cx { addr: b.addr, keep: Vec::new(), cleanup: Vec::new() };
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let (mut raw, expect) = (case.run)(&mut cx);
@@ -513,6 +561,7 @@ pub fn run_matrix(group: &'static str, cases: &[Case]) {
                 failures.push(format!("not run (no broker): {}", skipped.join(", ")));
             }
             eprintln!("MATRIX-SUMMARY|{broker}|{group}|restart failed after {}", case.name);
+            set_running(group, None);
             panic!("{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
         }
         if let Err(e) = catch_unwind(AssertUnwindSafe(|| check_recovered(b.addr, &cleanup))) {
@@ -522,6 +571,7 @@ pub fn run_matrix(group: &'static str, cases: &[Case]) {
             failures.push(format!("restart after {}: health check failed: {}", case.name, panic_text(e)));
         }
     }
+    set_running(group, None);
     // Whatever the cases made (and the restarts recovered) goes.
     let mut r = Raw::connect(b.addr);
     r.handshake();
