@@ -7,10 +7,12 @@
 //! what Lepus sends; the few other deliberate differences set `lepus` and
 //! say why.
 //!
-//! After every case two more connections (one per shard) declare, publish,
-//! consume and ack, and every 10 cases and at the end the broker restarts on
-//! the same data directory (see `common/matrix.rs`). Run against RabbitMQ
-//! with `LEPUS_TEST_EXTERNAL=127.0.0.1:5672 cargo test --test malformed`.
+//! After every case one more connection per shard (the shard each landed on
+//! asserted) declares, publishes, consumes and acks; then the broker restarts
+//! on the same data directory, the durable queues the cases made must be
+//! back, and the same health check runs again (see `common/matrix.rs`). Run
+//! against RabbitMQ (no restarts there) with
+//! `LEPUS_TEST_EXTERNAL=127.0.0.1:5672 cargo test --test malformed`.
 //! The table of cases and both brokers' replies is in `malformed.md`.
 
 mod common;
@@ -1394,8 +1396,8 @@ const QUEUE_ARGS: &[Case] = &[
         good_queue_arg(cx, "x-mx-unknown", Field::I32(1))
     }),
     // The first bug: before the argument checks this durable queue
-    // panicked a shard and then every restart on the data directory. Last in
-    // its group, so the restart that follows it is the group's final one.
+    // panicked a shard and then every restart on the data directory. The
+    // restart right after it must recover it (it is a DurableQueue).
     case(
         "x_dead_letter_exchange_of_100_octets_0xff",
         "durable queue.declare x-dead-letter-exchange = 100 octets 0xFF",
@@ -1405,7 +1407,7 @@ const QUEUE_ARGS: &[Case] = &[
             let dlx = Field::LongStr(vec![0xff; 100]);
             raw.send_method(1, 50, 10, &qdecl(&q, false, true, false, &[("x-dead-letter-exchange", dlx)]));
             raw.expect_method(1, 50, 11);
-            cx.cleanup.push(Cleanup::Queue(q));
+            cx.cleanup.push(Cleanup::DurableQueue(q));
             (raw, Expect::fine())
         },
     ),

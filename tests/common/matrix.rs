@@ -12,26 +12,32 @@
 //! 2. checks the close scope: after a channel.close the connection answers on
 //!    the same channel number again; after a connection.close the broker
 //!    closes the socket once close-ok is sent;
-//! 3. runs [`health`]: two more connections, opened one after the other, each
-//!    declare, publish (confirmed), consume and ack. Lepus places connections
-//!    round-robin in accept order, so two consecutive connections cover both
-//!    shards whatever came before (Lepus exposes no per-connection shard to a
-//!    client, so the placement is not asserted here);
-//! 4. every [`RESTART_EVERY`] cases and once at the end (in-process Lepus
-//!    only) restarts the broker on the same data directory and runs
-//!    [`health`] again, so whatever a case made the broker record must not
-//!    stop a start.
+//! 3. runs [`health`]: one more connection per shard, opened one after the
+//!    other, each of which declares, publishes (confirmed), consumes and
+//!    acks. Lepus places connections round-robin in accept order, so as many
+//!    consecutive connections as shards cover every shard whatever came
+//!    before; against the in-process Lepus the shard each one landed on is
+//!    read from the broker's per-shard connection counts and asserted;
+//! 4. (in-process Lepus only) restarts the broker on the same data directory,
+//!    checks that the durable queues the cases made so far came back and
+//!    their non-durable queues and exchanges did not ([`Cleanup`]), and runs
+//!    [`health`] again: whatever a case made the broker record must not stop
+//!    a start, and a case that does is named by the failure.
 //!
 //! Every case runs even when an earlier one failed; the failures are listed
-//! together at the end. Each observation is printed as a `MATRIX|` line.
+//! together at the end (a failed restart ends the group: nothing is left to
+//! run against). Each observation is printed as a `MATRIX|` line.
+//!
+//! A panic on a broker thread ends the whole test process at once (the
+//! broker's own hook, exit status 70) and libtest's captured output with it;
+//! [`name_cases_on_broker_panic`] therefore writes the panic and the case(s)
+//! running at that moment straight to stderr as a `MATRIX-BROKER-PANIC|` line.
 
 use crate::common::*;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-/// Restart the in-process broker after this many cases (and once at the end).
-pub const RESTART_EVERY: usize = 10;
 
 /// How long to wait for a reply before calling the broker silent. Above
 /// RabbitMQ's 3 s delay before it drops a connection silently
@@ -136,11 +142,27 @@ pub enum Observe {
     Header,
 }
 
-/// Something a case made that must go once the group is over (after the last
-/// restart, so it is also recovered once).
+/// Something a case made that must go once the group is over. Until then,
+/// after every restart, the durable ones must have been recovered and the
+/// others must be gone.
 pub enum Cleanup {
+    /// A non-durable queue.
     Queue(String),
+    /// A non-durable exchange.
     Exchange(String),
+    /// A durable queue.
+    DurableQueue(String),
+}
+
+impl Cleanup {
+    /// (class id of its declare, name, durable).
+    fn what(&self) -> (u16, &str, bool) {
+        match self {
+            Cleanup::Queue(q) => (50, q, false),
+            Cleanup::Exchange(x) => (40, x, false),
+            Cleanup::DurableQueue(q) => (50, q, true),
+        }
+    }
 }
 
 /// What a case gets to work with.
@@ -320,11 +342,9 @@ fn settle(mut raw: Raw, got: &Reply, ping_channel: u16) {
     }
 }
 
-/// One connection that declares a queue, publishes to it with a confirm,
-/// consumes the message and acks it, then closes.
-fn health_one(addr: SocketAddr, k: usize) {
-    let mut r = Raw::connect(addr);
-    r.handshake();
+/// On a handshaken connection: declares a queue, publishes to it with a
+/// confirm, consumes the message and acks it, then closes.
+fn health_round_trip(mut r: Raw, k: usize) {
     r.open_channel(1);
     let (q, _, _) = r.declare_queue(1, "", true, true);
     r.send_method(1, 85, 10, &Args::new().bits(&[false]).build());
@@ -345,12 +365,121 @@ fn health_one(addr: SocketAddr, k: usize) {
     r.close();
 }
 
-/// Two connections in a row, one per shard of a 2-shard Lepus (see the
-/// module doc), each a full declare/publish/consume/ack round trip.
-pub fn health(addr: SocketAddr) {
-    for k in 0..2 {
-        health_one(addr, k);
+/// One connection per shard, opened one after the other (see the module
+/// doc), each a full declare/publish/consume/ack round trip. Against the
+/// in-process Lepus, asserts that each shard got exactly one of them; an
+/// external broker (no shards to see) gets two, as many as Lepus has here.
+pub fn health(b: &Broker) {
+    let placement = b.placement();
+    let shards = placement.as_ref().map_or(2, |p| p.opened().len());
+    let mut landed = Vec::with_capacity(shards);
+    for k in 0..shards {
+        let before = placement.as_ref().map(Placement::opened);
+        let mut r = Raw::connect(b.addr);
+        // Counted by its shard before connection.start is sent, so known here.
+        r.handshake();
+        if let (Some(placement), Some(before)) = (&placement, before) {
+            landed.push(placement.landed_since(&before));
+        }
+        health_round_trip(r, k);
     }
+    if placement.is_some() {
+        landed.sort_unstable();
+        assert_eq!(
+            landed,
+            (0..shards).collect::<Vec<_>>(),
+            "the shards the {shards} health-check connections landed on"
+        );
+    }
+}
+
+/// After a restart: every durable queue in `made` is there again (passive
+/// declare answered) and every non-durable queue or exchange is gone
+/// (passive declare refused with 404).
+fn check_recovered(addr: SocketAddr, made: &[Cleanup]) {
+    if made.is_empty() {
+        return;
+    }
+    let mut r = Raw::connect(addr);
+    r.handshake();
+    r.open_channel(1);
+    for m in made {
+        let (class, name, durable) = m.what();
+        let kind = if class == 50 { "queue" } else { "exchange" };
+        let args = if class == 50 {
+            queue_declare_args(name, true, false, false, false)
+        } else {
+            // exchange.declare passive; the type is not compared on a passive declare.
+            Args::new()
+                .u16(0)
+                .shortstr(name)
+                .shortstr("direct")
+                .bits(&[true, false, false, false, false])
+                .table(&[])
+                .build()
+        };
+        r.send_method(1, class, 10, &args);
+        let (ch, got_class, got_method, payload) =
+            r.read_method().unwrap_or_else(|| panic!("EOF after a passive declare of {kind} {name}"));
+        // A close's reply code; declare-ok has no such field.
+        let code =
+            ((got_class, got_method) == (20, 40) && payload.len() >= 2).then(|| Cursor::new(&payload).u16());
+        match (durable, ch, got_class, got_method) {
+            (true, 1, c, 11) if c == class => {}
+            (false, 1, 20, 40) if code == Some(404) => {
+                r.send_method(1, 20, 41, &[]);
+                r.open_channel(1);
+            }
+            (true, ..) => panic!(
+                "durable {kind} {name} was not recovered by the restart: \
+                 its passive declare got {got_class}.{got_method} on channel {ch}"
+            ),
+            (false, ..) => panic!(
+                "non-durable {kind} {name} should be gone after the restart (404), but \
+                 its passive declare got {got_class}.{got_method} (code {code:?}) on channel {ch}"
+            ),
+        }
+    }
+    r.close();
+}
+
+/// The case each group is running now, for [`name_cases_on_broker_panic`].
+static RUNNING: Mutex<Vec<(&'static str, &'static str)>> = Mutex::new(Vec::new());
+
+fn set_running(group: &'static str, case: Option<&'static str>) {
+    let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    running.retain(|(g, _)| *g != group);
+    if let Some(case) = case {
+        running.push((group, case));
+    }
+}
+
+/// Installs (once per process) a panic hook that, for a panic on a broker
+/// thread, writes the panic and the cases running at that moment to the
+/// process's stderr itself: the broker's hook then ends the process, and
+/// libtest's captured output (the `MATRIX|` lines, the default hook's
+/// message) goes with it. With groups running in parallel every running
+/// case is named; `--test-threads=1` makes it exactly one.
+fn name_cases_on_broker_panic() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let thread = std::thread::current();
+            if let Some(name) = thread.name().filter(|n| n.starts_with(lepus::server::THREAD_NAME_PREFIX)) {
+                let running = RUNNING.lock().map(|r| r.clone()).unwrap_or_default();
+                let running: Vec<String> = running.iter().map(|(g, c)| format!("{g}/{c}")).collect();
+                let line = format!(
+                    "MATRIX-BROKER-PANIC|{name}|{info}|during (or the health check and restart right after) {}\n",
+                    if running.is_empty() { "no case".into() } else { running.join(", ") }
+                );
+                use std::io::Write;
+                // Not eprintln!: that goes to libtest's capture, lost on exit.
+                let _ = std::io::stderr().write_all(line.as_bytes());
+            }
+            previous(info);
+        }));
+    });
 }
 
 fn panic_text(e: Box<dyn std::any::Any + Send>) -> String {
@@ -364,14 +493,19 @@ fn panic_text(e: Box<dyn std::any::Any + Send>) -> String {
 }
 
 /// Runs `cases` on one broker as the module doc says; panics at the end
-/// listing every case that did not get its expected reply.
-pub fn run_matrix(group: &str, cases: &[Case]) {
+/// listing every case that did not get its expected reply, or whose health
+/// check, restart or recovery failed.
+pub fn run_matrix(group: &'static str, cases: &[Case]) {
     let started = Instant::now();
+    name_cases_on_broker_panic();
     let mut b = start_broker();
     let broker = if external() { "rabbitmq" } else { "lepus" };
     let mut failures: Vec<String> = Vec::new();
     let mut cleanup: Vec<Cleanup> = Vec::new();
+    let mut restarting = Duration::ZERO;
     for (i, case) in cases.iter().enumerate() {
+        // Stays set through the health check and restart after the case.
+        set_running(group, Some(case.name));
         let mut cx = Cx { addr: b.addr, keep: Vec::new(), cleanup: Vec::new() };
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let (mut raw, expect) = (case.run)(&mut cx);
@@ -411,51 +545,61 @@ pub fn run_matrix(group: &str, cases: &[Case]) {
             }
         };
         failures.extend(verdict);
-        if let Err(e) = catch_unwind(AssertUnwindSafe(|| health(b.addr))) {
+        if let Err(e) = catch_unwind(AssertUnwindSafe(|| health(&b))) {
             failures.push(format!("{}: health check after it failed: {}", case.name, panic_text(e)));
         }
-        let last = i + 1 == cases.len();
-        if !external() && ((i + 1) % RESTART_EVERY == 0 || last) {
-            if let Err(e) = catch_unwind(AssertUnwindSafe(|| b.restart())) {
-                // Without a broker the rest of the group cannot run.
-                failures.push(format!("restart after {} failed: {}", case.name, panic_text(e)));
-                let skipped: Vec<&str> = cases[i + 1..].iter().map(|c| c.name).collect();
+        if external() {
+            // RabbitMQ is shared and not ours to restart.
+            continue;
+        }
+        let restart_started = Instant::now();
+        let restarted = catch_unwind(AssertUnwindSafe(|| b.restart()));
+        restarting += restart_started.elapsed();
+        if let Err(e) = restarted {
+            // Without a broker the rest of the group cannot run.
+            failures.push(format!("restart after {} failed: {}", case.name, panic_text(e)));
+            let skipped: Vec<&str> = cases[i + 1..].iter().map(|c| c.name).collect();
+            if !skipped.is_empty() {
                 failures.push(format!("not run (no broker): {}", skipped.join(", ")));
-                eprintln!("MATRIX-SUMMARY|{broker}|{group}|restart failed after {}", case.name);
-                panic!("{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
             }
-            if let Err(e) = catch_unwind(AssertUnwindSafe(|| health(b.addr))) {
-                failures.push(format!("restart after {}: health check failed: {}", case.name, panic_text(e)));
-            }
+            eprintln!("MATRIX-SUMMARY|{broker}|{group}|restart failed after {}", case.name);
+            set_running(group, None);
+            panic!("{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+        }
+        if let Err(e) = catch_unwind(AssertUnwindSafe(|| check_recovered(b.addr, &cleanup))) {
+            failures.push(format!("restart after {}: {}", case.name, panic_text(e)));
+        }
+        if let Err(e) = catch_unwind(AssertUnwindSafe(|| health(&b))) {
+            failures.push(format!("restart after {}: health check failed: {}", case.name, panic_text(e)));
         }
     }
+    set_running(group, None);
     // Whatever the cases made (and the restarts recovered) goes.
     let mut r = Raw::connect(b.addr);
     r.handshake();
     r.open_channel(1);
     for c in cleanup {
-        match c {
-            Cleanup::Queue(q) => {
-                r.send_method(
-                    1,
-                    50,
-                    40,
-                    &Args::new().u16(0).shortstr(&q).bits(&[false, false, false]).build(),
-                );
-                r.expect_method(1, 50, 41);
-            }
-            Cleanup::Exchange(x) => {
-                r.send_method(1, 40, 20, &Args::new().u16(0).shortstr(&x).bits(&[false, false]).build());
-                r.expect_method(1, 40, 21);
-            }
-        }
+        let (class, name, _) = c.what();
+        let args = if class == 50 {
+            Args::new().u16(0).shortstr(name).bits(&[false, false, false]).build()
+        } else {
+            Args::new().u16(0).shortstr(name).bits(&[false, false]).build()
+        };
+        // queue.delete (50,40) / exchange.delete (40,20): RabbitMQ 3.10 and
+        // Lepus answer delete-ok for one already gone (a non-durable one
+        // after a restart).
+        let delete = if class == 50 { 40 } else { 20 };
+        r.send_method(1, class, delete, &args);
+        r.expect_method(1, class, delete + 1);
     }
     r.close();
     eprintln!(
-        "MATRIX-SUMMARY|{broker}|{group}|{} cases|{} failures|{:.1} s",
+        "MATRIX-SUMMARY|{broker}|{group}|{} cases|{} failures|{:.1} s|{} restarts, {:.2} s of it",
         cases.len(),
         failures.len(),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        if external() { 0 } else { cases.len() },
+        restarting.as_secs_f64(),
     );
     assert!(
         failures.is_empty(),
