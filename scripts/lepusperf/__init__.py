@@ -11,7 +11,8 @@ Imports point one way (tests/tidy.rs fails on a cycle), bottom to top:
 - scenarios: the perf/scenarios/*.toml files and their targets (proc, report);
 - plots: SVG plots of a suite's results (report);
 - throughput, idle, durable: one module per scenario kind: how one run goes
-  and its table (generator, report; durable also scenarios, wire);
+  and its table (throughput: generator, report; idle: report; durable:
+  generator, report, scenarios, wire);
 - suite: the scenario suite of scripts/perf.py (all of the above);
 - ab: two lepus binaries compared (scripts/perf_ab.py);
 - flood: floods and churn (scripts/flood.py);

@@ -22,8 +22,8 @@ import platform
 import shlex
 import signal
 import subprocess
-import time
 import sys
+import time
 from pathlib import Path
 
 from . import durable, idle, throughput
