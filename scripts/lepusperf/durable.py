@@ -119,7 +119,6 @@ def backlog_fill_metrics(res, gen_log, offset, fill_json, sampler):
         res["notes"].append(f"first/last 10 % rates from {points} progress lines (coarse)")
 
 
-
 # ---------------------------------------------------------------- backlog
 
 

@@ -214,7 +214,6 @@ def flood_declares(port, n, seed):
     return f"{n} declares: {len(created)} created (then deleted), refused by channel.close {{{codes}}}"
 
 
-
 def run(args):
     """Runs the floods `args` (the parsed command line of scripts/flood.py) ask for and writes the report."""
     os.sched_setaffinity(0, {1})

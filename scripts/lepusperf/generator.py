@@ -71,7 +71,6 @@ def metrics_from_json(j):
     }
 
 
-
 class Generator:
     """One lepus-perf (or idle_connections.py) process against a started broker."""
 
@@ -150,8 +149,6 @@ class Generator:
             if interrupted_at and now - interrupted_at > 15:
                 self.proc.kill()
         return t_measure, time.monotonic()
-
-
 
 
 def start_perf(opts, broker, out):

@@ -79,7 +79,6 @@ def empty(port, queues, mode, messages):
     return total
 
 
-
 def run(args):
     """Runs the burst `args` (the parsed command line of scripts/memory_return.py) asks for; prints RSS over time."""
     data_dir = tempfile.mkdtemp(prefix="lepus-memory-return-")

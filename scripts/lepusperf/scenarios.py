@@ -87,7 +87,6 @@ def estimate_s(s, broker, opts):
     return start + (opts.connections or s["connections"]) * per_conn * 2 + 5
 
 
-
 def messages_for(s, broker_name, opts):
     """Messages of a backlog/restart run on this broker: --messages for every
     broker (capped by the scenario's rabbitmq_messages for RabbitMQ), or
@@ -100,7 +99,6 @@ def messages_for(s, broker_name, opts):
             return min(opts.messages, cap) if cap else opts.messages
         return cap or s["messages"]
     return opts.messages or s["messages"]
-
 
 
 def evaluate(s, best):
