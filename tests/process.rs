@@ -5,15 +5,17 @@
 //! drop, so a failing assertion never leaks a process. Waits are bounded: the
 //! start line is read from stderr by a thread and received with a timeout, and
 //! the exit is observed by a thread blocked in `waitid`, also received with a
-//! timeout. AMQP is spoken by a small blocking frame client written here
+//! timeout (that harness is `common/child.rs`, shared with `tests/crash/`).
+//! AMQP is spoken by a small blocking frame client written here
 //! ([`Raw`]), plus lapin where a full publish/consume round trip is wanted.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
+
+#[path = "common/child.rs"]
+mod child;
+use child::{lepus, Broker, TempDir};
 
 /// Safety net for every wait: generous, because CI machines are slow.
 const SAFETY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -26,198 +28,31 @@ const FRAME_END: u8 = 0xCE;
 const CONNECTION_FORCED: u16 = 320;
 
 // ---------------------------------------------------------------------------
-// The broker process
+// The broker process (the harness is common/child.rs)
 // ---------------------------------------------------------------------------
-
-/// A running `lepus` child process. Killed and reaped on drop.
-struct Broker {
-    child: Child,
-    /// Fires once the child has exited (not reaped: the pid stays ours).
-    exited: Receiver<()>,
-    /// Stderr lines, in order, as the reader thread gets them.
-    stderr: Receiver<String>,
-    /// Every stderr line received so far (for failure messages).
-    log: Vec<String>,
-    reaped: Option<ExitStatus>,
-    shards: usize,
-    addrs: Vec<SocketAddr>,
-    /// The temporary data directory given when the test named none; removed
-    /// after the process is gone.
-    _data_dir: Option<TempDir>,
-}
-
-/// The `lepus` command with colours off.
-fn lepus() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lepus"));
-    cmd.env("NO_COLOR", "1").env_remove("RUST_LOG");
-    cmd
-}
 
 impl Broker {
     /// Spawns `lepus args...` without waiting for it to start. Unless the
     /// arguments name one, the broker gets a temporary data directory of its
     /// own, so brokers of concurrent tests never share one.
-    fn spawn(args: &[&str]) -> Broker {
+    fn spawn_with(args: &[&str]) -> Broker {
         let data_dir = (!args.contains(&"--data-dir")).then(|| TempDir::new("data"));
         let mut command = lepus();
         command.args(args);
         if let Some(dir) = &data_dir {
             command.arg("--data-dir").arg(&dir.0);
         }
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the lepus binary spawns");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let (line_tx, line_rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if line_tx.send(strip_ansi(&line)).is_err() {
-                    break;
-                }
-            }
-        });
-        let pid = child.id() as libc::id_t;
-        let (exit_tx, exit_rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            wait_exited_without_reaping(pid);
-            let _ = exit_tx.send(());
-        });
-        Broker {
-            child,
-            exited: exit_rx,
-            stderr: line_rx,
-            log: Vec::new(),
-            reaped: None,
-            shards: 0,
-            addrs: Vec::new(),
-            _data_dir: data_dir,
-        }
+        Broker::spawn(command, data_dir, SAFETY_TIMEOUT)
     }
 
     /// Spawns `lepus args...` and waits for its start line.
     fn start(args: &[&str]) -> Broker {
-        let mut broker = Broker::spawn(args);
-        let deadline = Instant::now() + SAFETY_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match broker.stderr.recv_timeout(left) {
-                Ok(line) => {
-                    broker.log.push(line.clone());
-                    if let Some((shards, addrs)) = parse_start_line(&line) {
-                        broker.shards = shards;
-                        broker.addrs = addrs;
-                        return broker;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    panic!("no start line within {SAFETY_TIMEOUT:?}; stderr so far: {:?}", broker.log)
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    let status = broker.wait_exit();
-                    panic!("lepus {args:?} exited ({status}) before starting; stderr: {:?}", broker.log)
-                }
-            }
+        let mut broker = Broker::spawn_with(args);
+        if let Err(e) = broker.wait_started() {
+            panic!("lepus {args:?} {e}");
         }
+        broker
     }
-
-    fn addr(&self) -> SocketAddr {
-        self.addrs[0]
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        assert!(self.reaped.is_none(), "signalling a reaped process");
-        // SAFETY: kill(2) has no memory-safety preconditions; the pid is our
-        // child, which is not reaped yet, so it cannot name another process.
-        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
-        assert_eq!(rc, 0, "kill({signal}) failed: {}", std::io::Error::last_os_error());
-    }
-
-    /// Waits (bounded) for the process to exit and returns its status; the
-    /// rest of its stderr is collected into `log`.
-    fn wait_exit(&mut self) -> ExitStatus {
-        if let Some(status) = self.reaped {
-            return status;
-        }
-        if self.exited.recv_timeout(SAFETY_TIMEOUT).is_err() {
-            panic!("lepus did not exit within {SAFETY_TIMEOUT:?}; stderr: {:?}", self.drain_stderr());
-        }
-        let status = self.child.wait().expect("reaping an exited child");
-        self.reaped = Some(status);
-        self.drain_stderr();
-        status
-    }
-
-    /// Collects stderr lines until the pipe closes (bounded).
-    fn drain_stderr(&mut self) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.stderr.recv_timeout(left) {
-                Ok(line) => self.log.push(line),
-                Err(_) => break,
-            }
-        }
-        self.log.clone()
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if self.reaped.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Blocks until `pid` has exited, leaving it a zombie (WNOWAIT) so that the
-/// pid cannot be reused before [`Child::wait`] reaps it.
-fn wait_exited_without_reaping(pid: libc::id_t) {
-    loop {
-        // SAFETY: an all-zero siginfo_t is a valid value (plain C struct).
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `info` is a valid, writable siginfo_t for the duration of the call.
-        let rc = unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT) };
-        if rc == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            return;
-        }
-    }
-}
-
-/// Removes ANSI escape sequences (`ESC [ ... letter`).
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Parses `... lepus started shards=2 listen=[127.0.0.1:41234, [::1]:5672]`.
-fn parse_start_line(line: &str) -> Option<(usize, Vec<SocketAddr>)> {
-    let rest = &line[line.find("lepus started")?..];
-    let shards_at = rest.find("shards=")? + "shards=".len();
-    let shards: usize = rest[shards_at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
-    let listen_at = rest.find("listen=[")? + "listen=[".len();
-    let list = rest[listen_at..].trim_end().strip_suffix(']')?;
-    let addrs = list
-        .split(", ")
-        .map(|a| a.parse::<SocketAddr>().unwrap_or_else(|e| panic!("bad address {a:?} in {line:?}: {e}")))
-        .collect();
-    Some((shards, addrs))
 }
 
 // ---------------------------------------------------------------------------
@@ -378,7 +213,7 @@ fn signal_closes_connections_and_exits_zero(signal: libc::c_int) {
     assert_eq!(code, CONNECTION_FORCED, "connection.close reply code after signal {signal}");
     // Answering close-ok is polite; the broker may already be gone.
     let _ = raw.stream.write_all(&[FRAME_METHOD, 0, 0, 0, 0, 0, 4, 0, 10, 0, 51, FRAME_END]);
-    let status = broker.wait_exit();
+    let status = broker.wait_exit().expect("lepus exits");
     assert_eq!(status.code(), Some(0), "exit status after signal {signal}; stderr: {:?}", broker.log);
 }
 
@@ -502,8 +337,8 @@ fn help_explains_every_flag() {
 fn bad_listen_address_fails_with_a_clear_error() {
     let first = Broker::start(&["--listen", "127.0.0.1:0", "--shards", "1"]);
     let taken = first.addr().to_string();
-    let mut second = Broker::spawn(&["--listen", &taken, "--shards", "1"]);
-    let status = second.wait_exit();
+    let mut second = Broker::spawn_with(&["--listen", &taken, "--shards", "1"]);
+    let status = second.wait_exit().expect("lepus exits");
     assert!(!status.success(), "a second broker on {taken} must fail, got {status}");
     let log = second.log.join("\n");
     assert!(log.contains(&taken), "the error names the address {taken}; stderr:\n{log}");
@@ -518,11 +353,11 @@ fn a_data_dir_in_use_fails_with_a_clear_error() {
     let dir = TempDir::new("locked");
     let path = dir.0.to_str().expect("temp path is UTF-8");
     let first = Broker::start(&["--listen", "127.0.0.1:0", "--shards", "1", "--data-dir", path]);
-    let mut second = Broker::spawn(&["--listen", "127.0.0.1:0", "--shards", "1", "--data-dir", path]);
-    let status = second.wait_exit();
+    let mut second = Broker::spawn_with(&["--listen", "127.0.0.1:0", "--shards", "1", "--data-dir", path]);
+    let status = second.wait_exit().expect("lepus exits");
     assert!(!status.success(), "a second broker on {path} must fail, got {status}");
     let log = second.log.join("\n");
-    let expected = format!("{path} is in use by another Lepus broker (pid {})", first.child.id());
+    let expected = format!("{path} is in use by another Lepus broker (pid {})", first.pid());
     assert!(log.contains(&expected), "stderr should say {expected:?}; stderr:\n{log}");
     assert!(!log.contains("lepus started"), "the second broker must not report a start; stderr:\n{log}");
     let mut raw = Raw::connect(first.addr());
@@ -535,34 +370,11 @@ fn a_file_as_data_dir_fails_with_a_clear_error() {
     let file = dir.0.join("not-a-dir");
     std::fs::write(&file, b"x").expect("write file");
     let file = file.to_str().expect("temp path is UTF-8");
-    let mut broker = Broker::spawn(&["--listen", "127.0.0.1:0", "--shards", "1", "--data-dir", file]);
-    let status = broker.wait_exit();
+    let mut broker = Broker::spawn_with(&["--listen", "127.0.0.1:0", "--shards", "1", "--data-dir", file]);
+    let status = broker.wait_exit().expect("lepus exits");
     assert!(!status.success(), "a file as data dir must fail, got {status}");
     let log = broker.log.join("\n");
     assert!(log.contains(&format!("{file} is not a directory")), "stderr:\n{log}");
-}
-
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("lepus-{tag}-{}-{nanos}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 #[test]
@@ -647,7 +459,7 @@ fn io_uring_backend_flag_runs_a_round_trip_and_says_so() {
     let received = received.expect("publish/consume timed out").expect("publish/consume over lapin");
     assert_eq!(received, bodies, "bodies come back in order and intact");
     broker.signal(libc::SIGTERM);
-    let status = broker.wait_exit();
+    let status = broker.wait_exit().expect("lepus exits");
     assert_eq!(status.code(), Some(0), "exit status after SIGTERM; stderr: {:?}", broker.log);
 }
 
@@ -679,7 +491,7 @@ fn resource_limit_flags_raise_the_alarms() {
         broker.log
     );
     broker.signal(libc::SIGTERM);
-    let status = broker.wait_exit();
+    let status = broker.wait_exit().expect("lepus exits");
     assert_eq!(status.code(), Some(0), "exit status after SIGTERM; stderr: {:?}", broker.log);
 }
 
@@ -750,7 +562,7 @@ fn stored_definitions_that_no_longer_validate_are_skipped_by_name() {
     let gone = passive(&mut raw, "bad-ttl");
     assert_eq!((gone.class, gone.method), (20, 40), "the skipped queue is not there");
     broker.signal(libc::SIGTERM);
-    assert!(broker.wait_exit().success());
+    assert!(broker.wait_exit().expect("lepus exits").success());
     // The rewritten log holds only what came up: the next start skips nothing.
     let broker = Broker::start(&args);
     let log = broker.log.join("\n");

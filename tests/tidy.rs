@@ -325,3 +325,161 @@ fn the_heuristics_see_what_they_should() {
         "*_tests.rs files are test code"
     );
 }
+
+/// The Python package behind the perf tools in `scripts/`.
+const PERF_PACKAGE: &str = "scripts/lepusperf";
+
+/// The package modules one import statement names: `from .m import x`,
+/// `from . import m, n`, `from lepusperf.m import x`, `from lepusperf import m`,
+/// `import lepusperf.m`. Anything else (the standard library, pika) is empty.
+fn package_imports(statement: &str) -> Vec<String> {
+    let code = statement.split('#').next().unwrap_or("").trim();
+    let names = |list: &str| -> Vec<String> {
+        list.trim_matches(|c: char| c == '(' || c == ')' || c.is_whitespace())
+            .split(',')
+            .filter_map(|name| name.split_whitespace().next())
+            .map(str::to_owned)
+            .collect()
+    };
+    if let Some(rest) = code.strip_prefix("from ") {
+        let Some((from, list)) = rest.split_once(" import ") else { return Vec::new() };
+        return match from.trim() {
+            "." | "lepusperf" => names(list),
+            from => from
+                .strip_prefix('.')
+                .or_else(|| from.strip_prefix("lepusperf."))
+                .map(|module| vec![module.to_owned()])
+                .unwrap_or_default(),
+        };
+    }
+    code.strip_prefix("import ")
+        .map(|list| {
+            names(list).iter().filter_map(|m| m.strip_prefix("lepusperf.")).map(str::to_owned).collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Module → the package modules it imports (at any depth: a function's own
+/// import counts too), for every `.py` file in `dir`.
+fn python_imports(dir: &Path) -> std::collections::BTreeMap<String, BTreeSet<String>> {
+    let mut graph = std::collections::BTreeMap::new();
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()));
+    for entry in entries {
+        let path = entry.unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display())).path();
+        let Some(module) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".py"))
+        else {
+            continue;
+        };
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        let mut imports = BTreeSet::new();
+        let mut lines = text.lines();
+        while let Some(line) = lines.next() {
+            let trimmed = line.trim_start();
+            if !(trimmed.starts_with("from ") || trimmed.starts_with("import ")) {
+                continue;
+            }
+            // `from . import (a,\n b)`: the statement runs to the closing parenthesis.
+            let mut statement = trimmed.to_owned();
+            while statement.contains('(') && !statement.contains(')') {
+                let Some(next) = lines.next() else { break };
+                statement.push(' ');
+                statement.push_str(next.trim());
+            }
+            imports.extend(package_imports(&statement));
+        }
+        graph.insert(module.to_owned(), imports);
+    }
+    graph
+}
+
+/// A cycle of `graph` as the path that closes it (`a -> b -> a`), if any.
+fn import_cycle(graph: &std::collections::BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit<'a>(
+        module: &'a str,
+        graph: &'a std::collections::BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<&'a str>,
+        done: &mut BTreeSet<&'a str>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|m| *m == module) {
+            let mut cycle: Vec<String> = path[at..].iter().map(|m| m.to_string()).collect();
+            cycle.push(module.to_owned());
+            return Some(cycle);
+        }
+        if !done.insert(module) {
+            return None;
+        }
+        path.push(module);
+        for next in graph.get(module).into_iter().flatten() {
+            if let Some(cycle) = visit(next, graph, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        None
+    }
+    let mut done = BTreeSet::new();
+    graph.keys().find_map(|module| visit(module, graph, &mut Vec::new(), &mut done))
+}
+
+#[test]
+fn the_perf_package_imports_form_no_cycle() {
+    let root = crate_root();
+    let graph = python_imports(&root.join(PERF_PACKAGE));
+    assert!(graph.len() >= 10 && graph.contains_key("cli"), "the walk finds the package: {graph:?}");
+    assert!(graph.values().map(BTreeSet::len).sum::<usize>() >= 10, "the walk finds its imports: {graph:?}");
+    let missing: Vec<String> = graph
+        .iter()
+        .flat_map(|(module, imports)| imports.iter().map(move |i| (module, i)))
+        .filter(|(_, imported)| !graph.contains_key(*imported))
+        .map(|(module, imported)| {
+            format!("{PERF_PACKAGE}/{module}.py imports {imported}, which is not in it")
+        })
+        .collect();
+    assert_clean("the perf package imports only modules it has", missing);
+    if let Some(cycle) = import_cycle(&graph) {
+        panic!("{PERF_PACKAGE}: imports go round in a cycle: {}", cycle.join(" -> "));
+    }
+    // No module makes itself importable under another name to break a cycle.
+    let scripts = [root.join("scripts"), root.join(PERF_PACKAGE)];
+    let mut aliased = Vec::new();
+    for dir in &scripts {
+        for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display())) {
+            let path = entry.unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display())).path();
+            if path.extension().is_some_and(|e| e == "py") {
+                let text =
+                    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+                if text.contains("sys.modules") {
+                    let rel = path.strip_prefix(&root).unwrap_or(&path);
+                    aliased.push(format!("{}: uses sys.modules", rel.display()));
+                }
+            }
+        }
+    }
+    assert_clean("no sys.modules tricks in scripts/", aliased);
+}
+
+#[test]
+fn the_import_heuristics_see_what_they_should() {
+    assert_eq!(package_imports("from .proc import ROOT, stop"), ["proc"]);
+    assert_eq!(package_imports("    from . import durable, idle as i  # kinds"), ["durable", "idle"]);
+    assert_eq!(package_imports("from . import (a, b)"), ["a", "b"]);
+    assert_eq!(package_imports("from lepusperf import cli"), ["cli"]);
+    assert_eq!(package_imports("from lepusperf.report import si"), ["report"]);
+    assert_eq!(package_imports("import lepusperf.wire, json"), ["wire"]);
+    assert!(
+        package_imports("import json").is_empty() && package_imports("from pathlib import Path").is_empty()
+    );
+    let graph = |edges: &[(&str, &str)]| {
+        let mut g = std::collections::BTreeMap::<String, BTreeSet<String>>::new();
+        for (from, to) in edges {
+            g.entry(from.to_string()).or_default().insert(to.to_string());
+            g.entry(to.to_string()).or_default();
+        }
+        g
+    };
+    assert_eq!(import_cycle(&graph(&[("a", "b"), ("b", "c"), ("a", "c")])), None);
+    assert_eq!(
+        import_cycle(&graph(&[("a", "b"), ("b", "c"), ("c", "b")])),
+        Some(vec!["b".into(), "c".into(), "b".into()])
+    );
+}

@@ -36,6 +36,8 @@
 
 mod broker;
 mod check;
+#[path = "../common/child.rs"]
+mod child;
 mod load;
 
 use std::net::SocketAddr;
@@ -277,7 +279,7 @@ async fn trial(stop: Stop, number: u64, trials: u64, seed: u64) {
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut broker = blocking(|| Broker::start(loopback, dir.path()))
         .unwrap_or_else(|e| panic!("lepus does not start with --data-dir: {e}"));
-    let addr = broker.addr;
+    let addr = broker.addr();
     let load = Load::start(addr, &params, &mut rng).await;
     // The random moment of the stop (the point of the test, not a synchronisation).
     tokio::time::sleep(params.stop_after).await;

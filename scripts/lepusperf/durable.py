@@ -1,41 +1,32 @@
-"""The durability scenarios of scripts/perf.py: publish rates along a deep
-backlog (`kind = "backlog"`), and restarting a broker on its data
-(`kind = "restart"`). Imported by perf.py; see perf/README.md.
+"""Scenarios of `kind = "backlog"` (fill a deep queue, with the publish
+rate along the fill, then drain it) and `kind = "restart"` (fill, stop the
+broker by SIGKILL or gracefully, restart it on its data, drain); and their
+tables. See perf/README.md.
 
 Times are taken with time.monotonic() (CLOCK_MONOTONIC on Linux), the clock
 lepus-perf reports `t0_mono_ns` and `first_delivery_mono_ns` in, so both
 can be compared.
 """
+import os
 import re
 import shlex
 import shutil
 import socket
 import time
+from pathlib import Path
 
-import perf as P
+from .generator import PROGRESS, generator_cmd, metrics_from_json
+from .report import BROKER_TITLE, fmt, log, mb, runs_table, si
+from .scenarios import messages_for
+from .wire import PROTOCOL_HEADER
 
 # lepus-perf's progress line: "time 1.003 s, sent 123 msg/s, confirmed 120 msg/s, ..."
 RATE = re.compile(r"(sent|confirmed|nacked|returned|received) ([0-9]+) msg/s")
 # Lepus' tracing output, e.g. `... took_ms=12.3 "message log recovered"` or JSON-ish fields.
 RECOVERED = re.compile(r"message log recovered")
 FIELD = re.compile(r"\b(took_ms|messages|segments|bytes)[=:]\s*\"?([0-9.]+)")
-AMQP_HEADER = b"AMQP\x00\x00\x09\x01"
 # Fewer progress lines (seconds) than this: no first/last 10 % rates.
 MIN_PROGRESS_LINES = 5
-
-
-def messages_for(s, broker_name, opts):
-    """Messages of a backlog/restart run on this broker: --messages for every
-    broker (capped by the scenario's rabbitmq_messages for RabbitMQ), or
-    --rabbit-messages / rabbitmq_messages for RabbitMQ."""
-    if broker_name == "rabbitmq":
-        if opts.rabbit_messages:
-            return opts.rabbit_messages
-        cap = s.get("rabbitmq_messages")
-        if opts.messages:
-            return min(opts.messages, cap) if cap else opts.messages
-        return cap or s["messages"]
-    return opts.messages or s["messages"]
 
 
 def check_disk(s, broker, opts, res):
@@ -49,7 +40,7 @@ def check_disk(s, broker, opts, res):
     free = shutil.disk_usage(data).free
     if free < need * 1.1:
         msg = f"{data}: {free / 2**30:.1f} GiB free, the backlog needs ~{need / 2**30:.1f} GiB (--data-root)"
-        P.log(f"  warning: {msg}")
+        log(f"  warning: {msg}")
         res["notes"].append(msg)
 
 
@@ -70,7 +61,7 @@ def progress(log_path, offset):
         for i, line in enumerate(f):
             if i > 0 and line.startswith("$ "):
                 break
-            m = P.PROGRESS.match(line)
+            m = PROGRESS.match(line)
             if m:
                 out.append((float(m.group(1)), {k: int(v) for k, v in RATE.findall(line)}))
     return out
@@ -128,6 +119,78 @@ def backlog_fill_metrics(res, gen_log, offset, fill_json, sampler):
         res["notes"].append(f"first/last 10 % rates from {points} progress lines (coarse)")
 
 
+# ---------------------------------------------------------------- backlog
+
+
+def run_backlog(s, gen, res, tag, perf_out):
+    """Fills a backlog of messages_for(...) messages, then drains it, into `res`;
+    False if it failed (res["error"] says why)."""
+    opts, broker, gen_log = gen.opts, gen.broker, gen.log_path
+    n = messages_for(s, broker.name, opts)
+    check_disk(s, broker, opts, res)
+    fill = generator_cmd(opts, broker, [*s["publish_args"], "-C", str(n)])
+    drain = generator_cmd(opts, broker, [*s["consume_args"], "-D", str(n)])
+    res["commands"] += [shlex.join(fill), shlex.join(drain)]
+    fill_at = os.path.getsize(gen_log)
+    j1, sm1, t1, notes1 = gen.run(fill, timeout=phase_timeout(n),
+                                  perf_out=perf_out and Path(str(perf_out) + "-fill"),
+                                  perf_after_progress=False)
+    time.sleep(opts.settle)
+    rss_full = broker.rss_kb()
+    j2, sm2, t2, notes2 = gen.run(drain, timeout=phase_timeout(n),
+                                  perf_out=perf_out and Path(str(perf_out) + "-drain"),
+                                  perf_after_progress=False)
+    res["notes"] += notes1 + notes2
+    if j1 is None or j2 is None:
+        res["error"] = f"no JSON summary from lepus-perf (see {gen_log})"
+        return False
+    m1, m2 = metrics_from_json(j1), metrics_from_json(j2)
+    res["messages"] = n
+    res["fill_per_s"] = m1["confirmed_per_s"] or m1["sent_per_s"]
+    res["fill_s"] = m1["duration_s"]
+    res["drain_per_s"] = m2["received_per_s"]
+    res["received_per_s"] = m2["received_per_s"]
+    res["drain_s"] = m2["duration_s"]
+    res["received"] = m2["received"]
+    res["sent"] = m1["sent"]
+    res["errors"] = m1["errors"] + m2["errors"]
+    res["rss_full_kb"] = rss_full
+    res["fill_confirm_p50_us"], res["fill_confirm_p99_us"] = m1["confirm_p50_us"], m1["confirm_p99_us"]
+    backlog_fill_metrics(res, gen_log, fill_at, j1, sm1)
+    rss0 = res["rss_before_kb"]
+    if rss_full and rss0:
+        res["bytes_per_message"] = (rss_full - rss0) * 1024 / n
+    res["broker_cpu_pct"] = sm2.cpu_pct(t2, m2["duration_s"])
+    res["fill_broker_cpu_pct"] = sm1.cpu_pct(t1, m1["duration_s"])
+    res["other_cpu_pct"] = sm2.other_pct(t2, m2["duration_s"], m2["generator_cpu_pct"])
+    res["rss_peak_kb"] = max((x for x in (sm1.rss_peak_kb(), sm2.rss_peak_kb()) if x), default=None)
+    res["generator_cpu_pct"] = m2["generator_cpu_pct"]
+    if res["received"] != n:
+        res["notes"].append(f"drained {res['received']} of {n}")
+    return True
+
+
+def backlog_table(L, s, runs, best, opts):
+    """Appends the scenario's table (every run of every broker) to the markdown lines L."""
+    def rows(b, r):
+        hold = r.get("fill_hold_pct")
+        phases = (f"{si(r.get('fill_first10_per_s'))} / {si(r.get('fill_last10_per_s'))}"
+                  + (f" ({hold:.0f} %)" if hold is not None else ""))
+        clat = " / ".join(fmt("latency", r.get(k)) for k in ("fill_confirm_p50_us", "fill_confirm_p99_us"))
+        return [f"| {BROKER_TITLE[b]} | {r['messages']:,} | {si(r.get('fill_per_s'))} | {phases} | "
+                f"{clat} | {si(r.get('drain_per_s'))} | {r['fill_s']:.1f} / {r['drain_s']:.1f} | "
+                f"{mb(r.get('fill_rss_peak_kb'))} | "
+                f"{mb(r.get('rss_before_kb'))} / {mb(r.get('rss_full_kb'))} / "
+                f"{mb(r.get('rss_after_kb'))} | {fmt('bytes', r.get('bytes_per_message'))} | "
+                f"{'; '.join(r.get('notes', []))} |"]
+
+    runs_table(L, s, runs,
+               "| broker | messages | fill msg/s (confirmed) | fill msg/s first 10 % / last 10 % | "
+               "confirm latency p50 / p99 | drain msg/s | fill / drain s | broker RSS MB peak while filling | "
+               "broker RSS MB before / full / after | broker memory per queued message | notes |",
+               "|---|---:|---:|---|---|---:|---|---:|---|---:|---|", rows)
+
+
 # ---------------------------------------------------------------- restart
 
 
@@ -137,7 +200,7 @@ def amqp_ready(port, deadline):
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sk:
-                sk.sendall(AMQP_HEADER)
+                sk.sendall(PROTOCOL_HEADER)
                 sk.settimeout(max(deadline - time.monotonic(), 0.1))
                 data = sk.recv(7)
                 if data[:1] == b"\x01":  # a method frame: connection.start
@@ -168,8 +231,8 @@ def restart_once(s, broker, opts, tag, gen, stop_mode, n, res):
     """One cycle on a broker started fresh by the caller: fill, stop (kill or graceful),
     restart on the same data, wait for AMQP, drain. Returns the cycle's result."""
     r = {"stop": stop_mode, "messages": n}
-    fill = P.generator_cmd(opts, broker, [*s["publish_args"], "-C", str(n)])
-    drain = P.generator_cmd(opts, broker, [*s["consume_args"], "-D", str(n)])
+    fill = generator_cmd(opts, broker, [*s["publish_args"], "-C", str(n)])
+    drain = generator_cmd(opts, broker, [*s["consume_args"], "-D", str(n)])
     res["commands"] += [c for c in (shlex.join(fill), shlex.join(drain)) if c not in res["commands"]]
     j1, sm1, _, notes1 = gen.run(fill, timeout=phase_timeout(n))
     res["notes"] += notes1
@@ -220,9 +283,12 @@ def restart_once(s, broker, opts, tag, gen, stop_mode, n, res):
     return r
 
 
-def run_restart(s, broker, opts, tag, gen, res):
+def run_restart(s, gen, res, tag, perf_out):
     """kind = "restart": for each stop mode, a fresh broker is filled, stopped and
-    restarted (the caller started the first one and stops the last)."""
+    restarted (the caller started the first one and stops the last). True: the
+    result is complete even when a cycle failed (res["error"] then says why)."""
+    opts, broker = gen.opts, gen.broker
+    check_disk(s, broker, opts, res)
     n = messages_for(s, broker.name, opts)
     modes = opts.restart_stops.split(",") if opts.restart_stops else s.get("stops", ["kill"])
     res["messages"] = n
@@ -235,7 +301,7 @@ def run_restart(s, broker, opts, tag, gen, res):
             broker.stop()
             broker.start(f"{tag}-{mode}")
             time.sleep(opts.settle)
-        P.log(f"  {broker.name}: {n:,} messages, stop = {mode}")
+        log(f"  {broker.name}: {n:,} messages, stop = {mode}")
         r = restart_once(s, broker, opts, tag, gen, mode, n, res)
         res["cycles"].append(r)
         res["notes"] += [f"{mode}: {x}" for x in r.get("notes", []) + r.get("errors", [])]
@@ -244,34 +310,34 @@ def run_restart(s, broker, opts, tag, gen, res):
     ok = [c for c in res["cycles"] if "error" not in c]
     if not ok:
         res["error"] = "; ".join(c.get("error", "") for c in res["cycles"]) or "no cycle ran"
-        return
+        return True
     head = ok[0]
     for k in ("first_delivery_s", "accept_s", "drain_per_s", "fill_per_s"):
         res["restart_" + k if not k.endswith("_per_s") else k] = head.get(k)
     res["rss_peak_kb"] = max((c.get("drain_rss_peak_kb") or 0 for c in ok), default=None)
+    return True
 
 
-def restart_table(L, s, runs, opts):
-    L.append("| broker | stop | messages | publish msg/s (confirmed) | stop took | accepting AMQP after | "
-             "first delivery after | Lepus log recovery | drain msg/s | broker RSS MB full / restarted / "
-             "peak draining | notes |")
-    L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
-    for b in s["brokers"]:
-        for res in runs.get(b, []):
-            if "error" in res and not res.get("cycles"):
-                L.append(f"| {P.BROKER_TITLE[b]} | | | | | | | | | | error: {res['error']} |")
-                continue
-            for c in res.get("cycles", []):
-                rec = ""
-                if c.get("recovery_took_ms") is not None:
-                    rec = f"{c['recovery_took_ms']:,.0f} ms ({c.get('recovered_messages', 0):,} msgs)"
-                secs = [f"{c[k]:.2f} s" if c.get(k) is not None else "–"
-                        for k in ("stop_s", "accept_s", "first_delivery_s")]
-                notes = "; ".join(c.get("notes", []) + c.get("errors", []) + ([c["error"]] if "error" in c else []))
-                L.append(f"| {P.BROKER_TITLE[b]} | {c['stop']} | {c['messages']:,} | {P.si(c.get('fill_per_s'))} | "
-                         f"{' | '.join(secs)} | {rec} | {P.si(c.get('drain_per_s'))} | "
-                         f"{P.mb(c.get('rss_full_kb'))} / {P.mb(c.get('rss_restarted_kb'))} / "
-                         f"{P.mb(c.get('drain_rss_peak_kb'))} | {notes} |")
+def restart_table(L, s, runs, best, opts):
+    """Appends the scenario's table (every cycle of every run of every broker) to the markdown lines L."""
+    def cycle(b, c):
+        rec = ""
+        if c.get("recovery_took_ms") is not None:
+            rec = f"{c['recovery_took_ms']:,.0f} ms ({c.get('recovered_messages', 0):,} msgs)"
+        secs = [f"{c[k]:.2f} s" if c.get(k) is not None else "–" for k in ("stop_s", "accept_s", "first_delivery_s")]
+        notes = "; ".join(c.get("notes", []) + c.get("errors", []) + ([c["error"]] if "error" in c else []))
+        return (f"| {BROKER_TITLE[b]} | {c['stop']} | {c['messages']:,} | {si(c.get('fill_per_s'))} | "
+                f"{' | '.join(secs)} | {rec} | {si(c.get('drain_per_s'))} | "
+                f"{mb(c.get('rss_full_kb'))} / {mb(c.get('rss_restarted_kb'))} / "
+                f"{mb(c.get('drain_rss_peak_kb'))} | {notes} |")
+
+    runs_table(L, s, runs,
+               "| broker | stop | messages | publish msg/s (confirmed) | stop took | accepting AMQP after | "
+               "first delivery after | Lepus log recovery | drain msg/s | broker RSS MB full / restarted / "
+               "peak draining | notes |",
+               "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+               lambda b, res: [cycle(b, c) for c in res.get("cycles", [])],
+               failed=lambda res: "error" in res and not res.get("cycles"))
     L.append("")
     L.append("Times are from the start of the broker process (Lepus: its exec; RabbitMQ: "
              "`scripts/rabbitmq.sh start` with `RABBIT_KEEP_DATA=1`, whose wrapper scripts are part of "
@@ -279,9 +345,3 @@ def restart_table(L, s, runs, opts):
              "consumer's first delivery (the consumer starts once the broker accepts). Drain msg/s is from "
              "the first delivery to the last. kill = SIGKILL (a crash); graceful = SIGTERM / `rabbitmqctl stop`.")
 
-
-def backlog_cells(r):
-    """Extra cells of the backlog table: publish rate over the first / last 10 %, and RSS while filling."""
-    hold = r.get("fill_hold_pct")
-    return (f"{P.si(r.get('fill_first10_per_s'))} / {P.si(r.get('fill_last10_per_s'))}"
-            + (f" ({hold:.0f} %)" if hold is not None else "")), P.mb(r.get("fill_rss_peak_kb"))

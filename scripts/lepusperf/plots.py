@@ -1,0 +1,115 @@
+"""The report's plots, plain SVG with no dependencies: the throughput
+headline of each scenario, and latency at a fixed rate."""
+import html
+import math
+from pathlib import Path
+
+from .report import BROKER_TITLE, BROKERS, si
+
+COLORS = {"lepus": "#1b9e77", "rabbitmq": "#d95f02", "relay": "#7570b3"}
+
+
+def svg_hbars(path, title, unit, groups, series, values, log_scale=True, targets=None):
+    """Horizontal grouped bars. groups: labels; values[g][s] -> float or None;
+    targets[g]: a value marked with a dashed line across the group."""
+    targets = targets or {}
+    bar_h, gap, left, width, right, top = 14, 12, 250, 560, 90, 60
+    vals = [v for g in groups for v in values[g].values() if v] + [v for v in targets.values() if v]
+    if not vals:
+        return False
+    lo = 10 ** math.floor(math.log10(min(vals))) if log_scale else 0
+    hi = 10 ** math.ceil(math.log10(max(vals))) if log_scale else max(vals) * 1.1
+    if log_scale and lo == hi:
+        hi = lo * 10
+
+    def x(v):
+        if log_scale:
+            return left + width * (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
+        return left + width * v / hi
+
+    rows = sum(len([s for s in series if values[g].get(s) is not None]) or 1 for g in groups)
+    height = top + rows * bar_h + len(groups) * gap + 40
+    o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + right}" height="{height}" '
+         f'font-family="sans-serif" font-size="11">',
+         '<rect width="100%" height="100%" fill="white"/>',
+         f'<text x="10" y="18" font-size="14" font-weight="bold">{html.escape(title)}</text>']
+    lx = left
+    for s in series:
+        o.append(f'<rect x="{lx}" y="28" width="12" height="12" fill="{COLORS[s]}"/>'
+                 f'<text x="{lx + 16}" y="38">{BROKER_TITLE[s]}</text>')
+        lx += 90
+    # grid
+    ticks = []
+    if log_scale:
+        e = math.log10(lo)
+        while 10 ** e <= hi * 1.0001:
+            ticks.append(10 ** e)
+            e += 1
+    else:
+        ticks = [hi * i / 5 for i in range(6)]
+    for t in ticks:
+        o.append(f'<line x1="{x(t):.1f}" y1="{top - 8}" x2="{x(t):.1f}" y2="{height - 30}" stroke="#ddd"/>'
+                 f'<text x="{x(t):.1f}" y="{height - 16}" text-anchor="middle">{si(t)}</text>')
+    o.append(f'<text x="{left + width / 2}" y="{height - 3}" text-anchor="middle">{html.escape(unit)}'
+             f'{" (log scale)" if log_scale else ""}</text>')
+    y = top
+    for g in groups:
+        present = [s for s in series if values[g].get(s) is not None]
+        gh = max(len(present), 1) * bar_h
+        o.append(f'<text x="{left - 8}" y="{y + gh / 2 + 4:.1f}" text-anchor="end">{html.escape(g)}</text>')
+        for s in present:
+            v = values[g][s]
+            x0 = x(lo) if log_scale else left
+            o.append(f'<rect x="{x0:.1f}" y="{y}" width="{max(x(v) - x0, 1):.1f}" height="{bar_h - 2}" '
+                     f'fill="{COLORS[s]}"><title>{BROKER_TITLE[s]}: {v:,.1f}</title></rect>'
+                     f'<text x="{max(x(v), x0) + 4:.1f}" y="{y + bar_h - 4}">{si(v)}</text>')
+            y += bar_h
+        if not present:
+            y += bar_h
+        if targets.get(g):
+            tx = x(targets[g])
+            o.append(f'<line x1="{tx:.1f}" y1="{y - gh - 2}" x2="{tx:.1f}" y2="{y + 1}" stroke="black" '
+                     f'stroke-width="1.5" stroke-dasharray="3,2"><title>target {si(targets[g])}</title></line>')
+        y += gap
+    if targets:
+        o.append(f'<line x1="{lx + 10}" y1="28" x2="{lx + 10}" y2="41" stroke="black" stroke-width="1.5" '
+                 f'stroke-dasharray="3,2"/><text x="{lx + 16}" y="38">Lepus target</text>')
+    o.append("</svg>")
+    path.write_text("\n".join(o))
+    return True
+
+
+def make_plots(out_md, scenarios, results):
+    plots = []
+    stem = out_md.with_suffix("")
+    tp_groups, tp_vals, tp_targets = [], {}, {}
+    for s in scenarios:
+        m = s["headline"]
+        if not m.endswith("_per_s"):
+            continue
+        best = results.get(s["name"], {})
+        tp_vals[s["name"]] = {b: best[b].get(m) for b in BROKERS if best.get(b) and best[b].get(m)}
+        tp_groups.append(s["name"])
+        if s.get("target", {}).get("min"):
+            tp_targets[s["name"]] = s["target"]["min"]
+    p = Path(f"{stem}-throughput.svg")
+    if tp_groups and svg_hbars(p, "Throughput (headline of each scenario)", "msg/s", tp_groups,
+                               [b for b in BROKERS if any(b in tp_vals[g] for g in tp_groups)], tp_vals,
+                               targets=tp_targets):
+        plots.append(p)
+    lat_groups, lat_vals = [], {}
+    for s in scenarios:
+        fixed_rate = any(a.startswith("-r") or a.startswith("--rate") for a in s.get("args", []))
+        if s["kind"] != "perf" or not (s["headline"].startswith("latency") or fixed_rate):
+            continue
+        best = results.get(s["name"], {})
+        for key, label in (("latency_p50_us", "p50"), ("latency_p99_us", "p99"), ("latency_p999_us", "p99.9")):
+            g = f"{s['name']} {label}"
+            lat_vals[g] = {b: best[b].get(key) for b in BROKERS if best.get(b) and best[b].get(key)}
+            lat_groups.append(g)
+    p = Path(f"{stem}-latency.svg")
+    if lat_groups and svg_hbars(p, "End-to-end latency at a fixed rate", "µs", lat_groups,
+                                [b for b in BROKERS if any(b in lat_vals[g] for g in lat_groups)], lat_vals):
+        plots.append(p)
+    return plots
+

@@ -1,0 +1,338 @@
+"""Runs the benchmark scenarios of perf/scenarios/ against Lepus, RabbitMQ and
+(where a scenario asks for it) lepus-perf's byte relay, one broker after the
+other, broker and generator pinned to different cores, and writes
+perf/results/<date>.md (machine, exact commands, a table per scenario,
+targets met or not) plus SVG plots next to it.
+
+    python3 scripts/perf.py                          # every scenario, every broker
+    python3 scripts/perf.py --scenarios p2p-autoack,fanout-4 --brokers lepus
+    python3 scripts/perf.py --quick --out /tmp/smoke.md   # 3 s runs, small counts
+    python3 scripts/perf.py --list                   # scenarios and the estimated time
+
+Python 3.11+ standard library only (tomllib). Builds with `cargo build
+--release` into $CARGO_TARGET_DIR (default target/). RabbitMQ is started and
+stopped by scripts/rabbitmq.sh. Each (scenario, broker) run gets a freshly
+started broker, so no queue, exchange or memory is left over from the one
+before. See perf/README.md.
+"""
+import datetime
+import json
+import os
+import platform
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import durable, idle, throughput
+from .brokers import Lepus, RabbitMQ, Relay
+from .generator import Generator, generator_cmd
+from .plots import make_plots
+from .proc import ROOT
+from .report import BROKERS, METRICS, fmt, log, median_run
+from .scenarios import KINDS, ScenarioError, estimate_s, evaluate, load_scenarios, messages_for, select
+
+# Each kind of scenario: how one run goes (a function of (scenario, generator,
+# result, tag, perf output) that fills the result and returns False if the run
+# failed early) and its table in the report.
+RUNS = {"perf": throughput.run, "backlog": durable.run_backlog, "restart": durable.run_restart,
+        "idle_connections": idle.run}
+TABLES = {"perf": throughput.table, "backlog": durable.backlog_table, "restart": durable.restart_table,
+          "idle_connections": idle.table}
+assert set(RUNS) == set(TABLES) == set(KINDS)
+
+
+def run_once(s, broker, opts, tag, log_dir, perf_out):
+    """Starts `broker`, runs scenario `s` once, stops the broker. Returns a result dict."""
+    res = {"broker": broker.name, "commands": [], "notes": []}
+    gen_log = log_dir / f"{tag}-{broker.name}-generator.log"
+    gen_log.write_text("")
+    broker.commands = []
+    try:
+        broker.start(tag)
+    except (RuntimeError, ValueError, OSError) as e:
+        res["error"] = str(e)
+        broker.stop()
+        return res
+    try:
+        res["commands"] += broker.commands
+        time.sleep(opts.settle)
+        res["rss_before_kb"] = broker.rss_kb()
+        res["broker_pid"] = broker.pid
+        gen = Generator(opts, broker, gen_log)
+        if not RUNS[s["kind"]](s, gen, res, tag, perf_out):
+            return res
+        res["rss_after_kb"] = broker.rss_kb()
+        if (res.get("other_cpu_pct") or 0) > 20:
+            res["notes"].append(f"disturbed: other processes used {res['other_cpu_pct']:.0f} % of a core")
+        if res.get("errors"):
+            res["notes"] += res["errors"]
+        return res
+    finally:
+        broker.stop()
+
+
+def machine_info(opts):
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem_kb = int(next(line for line in f if line.startswith("MemTotal")).split()[1])
+
+    def out(cmd):
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT).stdout.strip()
+        except OSError:
+            return "?"
+
+    dirty = out(["git", "status", "--porcelain", "--untracked-files=no"])
+    return {
+        "cpu": cpu, "nproc": os.cpu_count(), "kernel": platform.release(), "mem_gib": mem_kb / 1024 / 1024,
+        "commit": out(["git", "rev-parse", "--short", "HEAD"]) + (" (with uncommitted changes)" if dirty else ""),
+        "commit_subject": out(["git", "log", "-1", "--format=%s"]),
+        "rustc": out(["rustc", "--version"]),
+        "rabbitmq": out(["dpkg-query", "-W", "-f", "${Version}", "rabbitmq-server"]) or "not installed",
+        "erlang": out(["dpkg-query", "-W", "-f", "${Version}", "erlang-base"]) or "?",
+        "loadavg": open("/proc/loadavg").read().split()[:3],
+        "rabbit_fs": out(["df", "--output=fstype", str(Path(opts.rabbit_dir).parent)]).split()[-1:] or ["?"],
+        "thp": open("/sys/kernel/mm/transparent_hugepage/enabled").read().strip()
+        if os.path.exists("/sys/kernel/mm/transparent_hugepage/enabled") else "?",
+    }
+
+
+def write_markdown(opts, path, scenarios, results, info, plots, started, elapsed, build_cmd):
+    date = started.strftime("%Y-%m-%d")
+    L = []
+    L.append(f"# Lepus vs RabbitMQ ({date})")
+    L.append("")
+    L.append(f"Written by `scripts/perf.py` ({started.strftime('%Y-%m-%d %H:%M')}, {elapsed / 60:.0f} min). "
+             f"Scenarios: `perf/scenarios/`. Every (scenario, broker) run had a freshly started broker.")
+    L.append("")
+    L.append("## Machine")
+    L.append("")
+    L.append(f"- CPU: `{info['cpu']}`, `nproc` {info['nproc']}; kernel `{info['kernel']}`; "
+             f"{info['mem_gib']:.0f} GiB RAM; loopback TCP")
+    L.append(f"- broker pinned to core(s) {opts.broker_cpus}, generator (`lepus-perf`) to core(s) "
+             f"{opts.generator_cpus}; load average before / after: {' '.join(info['loadavg'])} / "
+             f"{' '.join(info['loadavg_end'])}")
+    L.append(f"- Lepus: commit `{info['commit']}` ({info['commit_subject']}), {info['rustc']}, "
+             f"`cargo build --release` (binaries in `{opts.bin}`)")
+    L.append(f"- RabbitMQ {info['rabbitmq']} (Debian), Erlang {info['erlang']}; "
+             f"{info.get('rabbit_started', 'not started')}; data directory `{opts.rabbit_dir}` on "
+             f"{info['rabbit_fs'][0]} (persistent messages are fsynced there)")
+    L.append(f"- transparent huge pages: `{info['thp']}`")
+    if opts.repeat > 1:
+        L.append(f"- each run {opts.repeat} times; tables show the run with the median headline")
+    L.append("")
+    L.append("## Results against the targets")
+    L.append("")
+    L.append("| scenario | headline | Lepus | RabbitMQ | relay | Lepus / RabbitMQ | target | met? |")
+    L.append("|---|---|---:|---:|---:|---:|---|---|")
+    for s in scenarios:
+        best = results.get(s["name"], {})
+        metric = s["headline"]
+        vals = {b: (best[b].get(metric) if best.get(b) else None) for b in BROKERS}
+        ratio = "–"
+        if vals["lepus"] and vals["rabbitmq"]:
+            ratio = f"{vals['lepus'] / vals['rabbitmq']:.2f}x"
+        if vals["lepus"] and vals["relay"]:
+            ratio += f" (relay: {vals['lepus'] / vals['relay']:.2f}x)"
+        verdict, detail = evaluate(s, best)
+        t = s.get("target", {}).get("text", "")
+        cells = [fmt(metric, vals[b]) if b in s["brokers"] else "" for b in BROKERS]
+        for b in BROKERS:
+            r = best.get(b)
+            if r and "error" in r:
+                cells[BROKERS.index(b)] = "error"
+        L.append(f"| {s['name']} | {METRICS[metric][0]} | {' | '.join(cells)} | {ratio} | {t} | "
+                 f"{(verdict or '') + (': ' + detail if detail else '')} |")
+    L.append("")
+    L.append("Ratios are Lepus / other for the headline; for latency, CPU and memory lower is better.")
+    L.append("")
+    conf = [s for s in scenarios if any((results.get(s["name"], {}).get(b) or {}).get("confirm_p50_us")
+                                        for b in BROKERS)]
+    if conf:
+        L.append("Publisher-confirm latency (publish to basic.ack, measured by each producer), p50 / p99:")
+        L.append("")
+        L.append("| scenario | Lepus | RabbitMQ |")
+        L.append("|---|---:|---:|")
+        for s in conf:
+            best = results.get(s["name"], {})
+            cells = [" / ".join(fmt("latency", (best.get(b) or {}).get(k)) for k in ("confirm_p50_us", "confirm_p99_us"))
+                     for b in ("lepus", "rabbitmq")]
+            L.append(f"| {s['name']} | {cells[0]} | {cells[1]} |")
+        L.append("")
+    if plots:
+        L.append("## Plots")
+        L.append("")
+        for p in plots:
+            L.append(f"![{p.stem}]({p.name})")
+            L.append("")
+    L.append("## Scenarios")
+    for s in scenarios:
+        L.append("")
+        L.append(f"### {s['name']}")
+        L.append("")
+        L.append(f"{s['description']} (`{s['file']}`)")
+        L.append("")
+        best = results.get(s["name"], {})
+        runs = results.get(s["name"] + "/all", {})
+        TABLES[s["kind"]](L, s, runs, best, opts)
+        L.append("")
+        L.append("```sh")
+        seen = []
+        for b in s["brokers"]:
+            for r in runs.get(b, [])[:1]:
+                for c in r.get("commands", []):
+                    if c not in seen:
+                        seen.append(c)
+                        L.append(c)
+        L.append("```")
+    L.append("")
+    L.append("## How this was run")
+    L.append("")
+    L.append("```sh")
+    L.append(build_cmd)
+    L.append(opts.command_line)
+    L.append("```")
+    L.append("")
+    L.append("Each run: the broker is started pinned to the broker core(s) (Lepus with one shard per core; "
+             "RabbitMQ through `scripts/rabbitmq.sh start`, which starts beam under `taskset` so every "
+             "scheduler thread, epmd and erl_child_setup share the core(s), with a wiped data directory), "
+             f"{opts.settle:g} s of rest, its RSS (VmRSS) is read, the generator runs pinned to the "
+             "generator core(s) while the broker's CPU time and RSS are sampled every 0.2 s, and the broker "
+             "is stopped. Broker CPU is over the generator's measured interval (100 % = one core); "
+             "\"other load\" is the machine's busy time in that interval minus broker and generator "
+             "(other processes: above ~20 % the run was disturbed). "
+             "Raw logs: the generator's progress lines and the brokers' output are in "
+             f"`{opts.log_dir}`.")
+    L.append("")
+    path.write_text("\n".join(L))
+
+
+def run(opts):
+    """Runs the scenarios and brokers `opts` (the parsed command line of scripts/perf.py) choose."""
+    try:
+        scenarios = select(load_scenarios(), opts.scenarios)
+    except ScenarioError as e:
+        sys.exit(f"perf.py: {e}")
+    wanted_brokers = [b.strip() for b in opts.brokers.split(",") if b.strip()]
+    for b in wanted_brokers:
+        if b not in BROKERS:
+            sys.exit(f"perf.py: unknown broker {b}")
+    plan = [(s, b) for b in BROKERS if b in wanted_brokers for s in scenarios if b in s["brokers"]]
+    total = sum(estimate_s(s, b, opts) for s, b in plan) * opts.repeat
+    if opts.list or opts.dry_run:
+        for s in scenarios:
+            bs = [b for b in s["brokers"] if b in wanted_brokers]
+            est = sum(estimate_s(s, b, opts) for b in bs) * opts.repeat
+            print(f"{s['name']:26} {s['kind']:17} {','.join(bs):22} ~{est / 60:5.1f} min  {s['description'][:70]}")
+            if opts.dry_run:
+                for b in bs:
+                    port = {"lepus": opts.lepus_port, "rabbitmq": opts.rabbit_port, "relay": opts.relay_port}[b]
+                    fake = type("B", (), {"port": port})
+                    n = messages_for(s, b, opts) if "messages" in s else None
+                    extra = {"args": ["-z", str(opts.duration or s.get("duration"))], "publish_args": ["-C", str(n)],
+                             "consume_args": ["-D", str(n)]}
+                    for key in ("args", "publish_args", "consume_args"):
+                        if key in s:
+                            print("    " + shlex.join(generator_cmd(opts, fake, [*s[key], *extra[key]])))
+        print(f"total ~{total / 60:.0f} min for {len(plan)} runs x {opts.repeat}")
+        return
+
+    started = datetime.datetime.now()
+    date = started.strftime("%Y-%m-%d")
+    if opts.out:
+        out_md = Path(opts.out)
+    elif opts.profile:
+        out_md = None
+    else:
+        out_md = ROOT / "perf" / "results" / f"{date}.md"
+        if out_md.exists():
+            out_md = ROOT / "perf" / "results" / f"{date}-{started.strftime('%H%M')}.md"
+    if out_md:
+        out_md = out_md.resolve()
+        out_md.parent.mkdir(parents=True, exist_ok=True)
+    stamp = started.strftime("%Y%m%d-%H%M%S")
+    log_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"lepus-perf-logs-{stamp}"
+    log_dir.mkdir(parents=True)
+    opts.log_dir = log_dir
+    prof_dir = Path(opts.profile).resolve() if opts.profile else None
+    if prof_dir:
+        prof_dir.mkdir(parents=True, exist_ok=True)
+
+    build_cmd = "cargo build --release --bin lepus --bin lepus-perf"
+    if os.environ.get("CARGO_TARGET_DIR"):
+        build_cmd = f"CARGO_TARGET_DIR={os.environ['CARGO_TARGET_DIR']} {build_cmd}"
+    if not opts.no_build:
+        log(build_cmd)
+        r = subprocess.run(["cargo", "build", "--release", "--bin", "lepus", "--bin", "lepus-perf"], cwd=ROOT)
+        if r.returncode != 0:
+            sys.exit("perf.py: build failed")
+    for exe in ("lepus", "lepus-perf"):
+        if not (opts.bin / exe).exists():
+            sys.exit(f"perf.py: {opts.bin / exe} missing (build first or set CARGO_TARGET_DIR)")
+    if "rabbitmq" in [b for _, b in plan] and not Path("/usr/lib/rabbitmq/bin/rabbitmq-server").exists():
+        sys.exit("perf.py: RabbitMQ is not installed: scripts/rabbitmq.sh install")
+
+    info = machine_info(opts)
+    log(f"{len(plan)} runs x {opts.repeat}, estimated {total / 60:.0f} min; logs in {log_dir}")
+    brokers = {"lepus": Lepus(opts, log_dir), "rabbitmq": RabbitMQ(opts, log_dir), "relay": Relay(opts, log_dir)}
+    results = {}
+    current = None
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    # Also SIGINT: a shell started without job control may have ignored it for us.
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    try:
+        for s, b in plan:
+            for i in range(opts.repeat):
+                current = brokers[b]
+                tag = f"{s['name']}" + (f"-{i + 1}" if opts.repeat > 1 else "")
+                log(f"{s['name']} on {b}" + (f" (run {i + 1}/{opts.repeat})" if opts.repeat > 1 else ""))
+                perf_out = prof_dir / f"{date}-{s['name']}-{b}" if prof_dir else None
+                r = run_once(s, current, opts, tag, log_dir, perf_out)
+                current = None
+                if b == "rabbitmq" and getattr(brokers[b], "started_msg", None):
+                    info["rabbit_started"] = brokers[b].started_msg.replace("rabbitmq.sh: ", "")
+                if prof_dir and perf_out:
+                    r["perf_data"] = str(perf_out)
+                results.setdefault(s["name"] + "/all", {}).setdefault(b, []).append(r)
+                headline = s["headline"]
+                log(f"  -> {'error: ' + r['error'] if 'error' in r else fmt(headline, r.get(headline))}"
+                    f" {METRICS[headline][0]}" + (f" ({'; '.join(r['notes'])})" if r.get("notes") else ""))
+            results.setdefault(s["name"], {})[b] = median_run(results[s["name"] + "/all"][b], s["headline"])
+    except KeyboardInterrupt:
+        log("interrupted: stopping the broker")
+        if current:
+            current.stop()
+        if not results:
+            sys.exit(130)
+    info["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
+    elapsed = (datetime.datetime.now() - started).total_seconds()
+    raw = log_dir / "results.json"
+    raw.write_text(json.dumps({"info": info, "results": results}, indent=1, default=str))
+    if prof_dir:
+        (prof_dir / f"{date}-runs.json").write_text(json.dumps(
+            [{"scenario": s["name"], "broker": b, "pid": r.get("broker_pid"), "perf_data": r.get("perf_data")}
+             for s in scenarios for b, rs in results.get(s["name"] + "/all", {}).items() for r in rs], indent=1))
+    if out_md:
+        plots = make_plots(out_md, scenarios, results)
+        write_markdown(opts, out_md, scenarios, results, info, plots, started, elapsed, build_cmd)
+        log(f"wrote {out_md}" + "".join(f", {p.name}" for p in plots))
+    # Short summary on stdout.
+    for s in scenarios:
+        best = results.get(s["name"], {})
+        m = s["headline"]
+        cells = ", ".join(f"{b} {'error' if 'error' in r else fmt(m, r.get(m))}" for b, r in best.items())
+        verdict, detail = evaluate(s, best)
+        print(f"{s['name']:26} {METRICS[m][0]:30} {cells}" + (f"  [{verdict}{': ' + detail if detail else ''}]"
+                                                               if verdict else ""))
