@@ -11,9 +11,10 @@ use lepus::{Config, Server};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 extern "C" {
-    /// mimalloc's collect: frees the calling thread's empty pages and purges
-    /// (decommits) freed memory whose purge delay has passed, or all of it
-    /// with `force`. Part of the mimalloc library linked for `GLOBAL`.
+    /// mimalloc's collect: frees the calling thread's empty pages and returns
+    /// freed segments to the OS (all of them with `force`, not only those
+    /// whose purge delay has passed). Part of the mimalloc 2.x library
+    /// linked for `GLOBAL`.
     fn mi_collect(force: bool);
 }
 
@@ -22,7 +23,7 @@ extern "C" {
 /// the pages until it allocates again.
 fn collect_allocator() {
     // SAFETY: mi_collect takes no pointers and only touches the calling
-    // thread's heap and mimalloc's own synchronised arenas.
+    // thread's heap and mimalloc's own synchronised segment cache.
     unsafe { mi_collect(true) }
 }
 
