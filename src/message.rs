@@ -1,17 +1,23 @@
 //! A published message as it travels: routing information plus the content
 //! header and body exactly as the publisher sent them.
 //!
-//! Nothing here is copied on the way through the broker. `exchange` and
-//! `routing_key` are slices of the basic.publish frame, `header` is the raw
-//! content-header payload (so deliveries re-send it byte for byte) and the
-//! body is one `Bytes` per body frame the publisher sent. All of them point into
-//! the publisher connection's read buffer; a fan-out to N queues clones
-//! reference counts, never bytes.
+//! A message is copied at most once, when it is published: one up to
+//! `channel::publish::MESSAGE_COPY_BYTES_MAX` of body is copied out of the
+//! publisher's read buffer into one exact-size allocation (exchange, routing
+//! key, header and body as slices of it), so a queue of small messages does
+//! not keep 64 KiB read buffers alive. A larger body stays as the views of the
+//! body frames the publisher sent (`exchange` and `routing_key` slices of
+//! the basic.publish frame, `header` the raw content-header payload, so
+//! deliveries re-send it byte for byte). After that a fan-out to N queues
+//! and a delivery clone reference counts, never bytes; dead-lettering writes
+//! a new header (its `x-death`) and keeps the body; a message paged out to
+//! the message log is read back into a buffer of its own.
 //!
 //! ```text
-//!  read buffer:  [method frame | header frame | body frame ] [method ...
-//!                      │              │             │
-//!  Message { exchange, routing_key, header,       body }
+//!  large:  read buffer  [method frame | header frame | body frame ] [method ...
+//!                             │              │             │
+//!          Message { exchange, routing_key, header,       body }
+//!  small:  one copy     [exchange|routing key|header|body]
 //! ```
 
 use std::sync::Arc;
