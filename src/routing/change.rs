@@ -29,6 +29,7 @@ pub(crate) fn insert_exchange(v: &mut Vhost, exchange: Exchange, journal: &mut J
 /// binding and are auto-delete go too.
 pub(crate) fn remove_exchange(v: &mut Vhost, exchange: &Exchange, journal: &mut Journal) {
     journal.exchange_deleted(exchange);
+    v.binding_count -= exchange.bindings.len();
     v.exchanges.remove(&exchange.name);
     v.exchange_names.remove(&exchange.id);
     let dest = Destination::Exchange(exchange.id);
@@ -78,7 +79,7 @@ fn unbind_destination(v: &mut Vhost, dest: Destination, journal: &mut Journal) {
         v.exchanges.values().filter(|e| e.bindings.has_destination(dest)).map(|e| e.name.clone()).collect();
     for source in sources {
         if let Some(e) = v.exchanges.get_mut(&source) {
-            Arc::make_mut(e).bindings.remove_destination(dest);
+            v.binding_count -= Arc::make_mut(e).bindings.remove_destination(dest);
         }
         auto_delete_if_unbound(v, &source, journal);
     }
@@ -102,8 +103,11 @@ pub(crate) fn add_binding(
         return Ok(false);
     };
     let added = Arc::make_mut(exchange).bindings.bind(dest, routing_key, arguments)?;
-    if let (true, Some(record)) = (added, record) {
-        journal.bound(record);
+    if added {
+        v.binding_count += 1;
+        if let Some(record) = record {
+            journal.bound(record);
+        }
     }
     Ok(added)
 }
@@ -129,6 +133,7 @@ pub(crate) fn remove_binding(
     if !Arc::make_mut(exchange).bindings.unbind(dest, routing_key, arguments) {
         return false;
     }
+    v.binding_count -= 1;
     if let Some(record) = record {
         journal.unbound(record);
     }

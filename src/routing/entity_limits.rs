@@ -114,15 +114,9 @@ impl EntityLimits {
         source: &ShortStr,
     ) -> Result<(), TopologyError> {
         self.check_alarm("binding from exchange", vhost, source)?;
-        let count: usize = topology
-            .vhosts
-            .values()
-            .flat_map(|v| v.exchanges.values())
-            // The default exchange's implicit bindings (one per queue) come
-            // with the queues and are covered by their limit.
-            .filter(|e| !e.name.is_empty())
-            .map(|e| e.bindings.len())
-            .sum();
+        // The default exchange's implicit bindings (one per queue) come with
+        // the queues and are covered by their limit; its table is empty.
+        let count: usize = topology.vhosts.values().map(|v| v.binding_count).sum();
         if count >= self.binding_count_max {
             return Err(reached("bind to exchange", source, "binding", vhost, self.binding_count_max));
         }

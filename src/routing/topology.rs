@@ -123,6 +123,10 @@ pub struct Vhost {
     pub queues: FastMap<ShortStr, Arc<QueueMeta>>,
     /// Queue names by id.
     pub queue_names: FastMap<QueueId, ShortStr>,
+    /// Bindings in all of the exchanges' tables, kept by
+    /// [`routing::change`](super::change), so the node-wide binding limit is
+    /// checked without walking every exchange.
+    pub binding_count: usize,
 }
 
 /// An immutable snapshot of every vhost.
