@@ -325,3 +325,116 @@ fn the_heuristics_see_what_they_should() {
         "*_tests.rs files are test code"
     );
 }
+
+/// The library's top-level module a file under `src/` belongs to, and how
+/// deep the file's module sits (`src/a.rs` and `src/a/mod.rs`: 1,
+/// `src/a/b.rs`: 2). `None` for the crate root and the binaries.
+fn module_of(path: &str) -> Option<(&str, usize)> {
+    let rest = path.strip_prefix("src/")?;
+    if rest == "lib.rs" || rest == "main.rs" || rest.starts_with("bin/") {
+        return None;
+    }
+    let parts: Vec<&str> = rest.split('/').collect();
+    let top = parts[0].trim_end_matches(".rs");
+    let depth = if parts.last() == Some(&"mod.rs") { parts.len() - 1 } else { parts.len() };
+    Some((top, depth))
+}
+
+/// The identifier at the start of `s`.
+fn leading_ident(s: &str) -> &str {
+    let end = s.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(s.len());
+    &s[..end]
+}
+
+/// The top-level modules a line of code names: `crate::x…` paths, and
+/// `super::` chains that climb to the crate root (from a file at `depth`).
+/// `Err` for a path the check cannot follow (`crate::{…}`).
+fn modules_named(code: &str, depth: usize) -> Result<Vec<String>, String> {
+    // A trailing comment is not code (`//` after whitespace, so `"a://b"` stays).
+    let code = match code.find(" //") {
+        Some(at) => &code[..at],
+        None => code,
+    };
+    let mut named = Vec::new();
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    let mut from = 0;
+    while let Some(at) = code[from..].find("crate::") {
+        let start = from + at;
+        let end = start + "crate::".len();
+        from = end;
+        if code[..start].chars().next_back().is_some_and(is_ident) {
+            continue;
+        }
+        let rest = &code[end..];
+        if rest.starts_with('{') {
+            return Err("`crate::{…}`: write one `use crate::module::…` per module".to_owned());
+        }
+        named.push(leading_ident(rest).to_owned());
+    }
+    let mut from = 0;
+    while let Some(at) = code[from..].find("super::") {
+        let start = from + at;
+        if code[..start].chars().next_back().is_some_and(|c| is_ident(c) || c == ':') {
+            from = start + "super::".len();
+            continue;
+        }
+        let mut rest = &code[start..];
+        let mut climbs = 0;
+        while let Some(r) = rest.strip_prefix("super::") {
+            rest = r;
+            climbs += 1;
+        }
+        from = code.len() - rest.len();
+        if climbs >= depth {
+            if rest.starts_with('{') {
+                return Err("`super::{…}` at the crate root: name the module with `crate::`".to_owned());
+            }
+            named.push(leading_ident(rest).to_owned());
+        }
+    }
+    Ok(named)
+}
+
+/// Every use of another top-level module in non-test code, as
+/// (from, to, `path:line`).
+fn module_imports(sources: &[Source]) -> (Vec<(String, String, String)>, Vec<String>) {
+    let mut edges = Vec::new();
+    let mut unreadable = Vec::new();
+    for source in sources {
+        let Some((from, depth)) = module_of(&source.path) else { continue };
+        for (number, code, test) in source.code_lines() {
+            if test {
+                continue;
+            }
+            match modules_named(code, depth) {
+                Ok(named) => {
+                    for to in named {
+                        if to != from {
+                            edges.push((from.to_owned(), to, format!("{}:{number}", source.path)));
+                        }
+                    }
+                }
+                Err(why) => unreadable.push(format!("{}:{number}: {why}", source.path)),
+            }
+        }
+    }
+    (edges, unreadable)
+}
+
+/// Prints the module graph: `cargo test --test tidy -- --ignored --nocapture import_graph`.
+#[test]
+#[ignore = "prints the import graph; run by hand"]
+fn import_graph() {
+    let (edges, _) = module_imports(&sources());
+    let mut graph: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+    for (from, to, _) in &edges {
+        graph.entry(from.clone()).or_default().insert(to.clone());
+    }
+    for (from, to) in &graph {
+        println!("{from} -> {}", to.iter().cloned().collect::<Vec<_>>().join(", "));
+    }
+    println!();
+    for (from, to, at) in &edges {
+        println!("{at}: {from} -> {to}");
+    }
+}
