@@ -8,9 +8,9 @@
 //! queue produced them (consume-ok before the first delivery).
 
 use crate::amqp::field::ShortStr;
-use crate::channel::ChannelRef;
+use crate::ids::{ChannelRef, ConsumerKey, MsgId, QueueId};
 use crate::message::Message;
-use crate::queue::{ConsumerKey, ConsumerSpec, Delivery, MsgId, QueueId, SettleOp};
+use crate::queue::{ConsumerSpec, Delivery, SettleOp};
 
 /// One cross-shard message.
 #[derive(Debug)]
@@ -74,7 +74,7 @@ pub enum Envelope {
     /// channel-wide prefetch (goes to the consumer's shard).
     CreditRequest {
         /// The queue asking.
-        queue: crate::queue::QueueRef,
+        queue: crate::ids::QueueRef,
         /// The consumer.
         consumer: ConsumerKey,
     },
@@ -141,12 +141,12 @@ pub enum Envelope {
     /// the target that publish to it stop reading until `Released`.
     Held {
         /// The queue.
-        queue: crate::queue::QueueRef,
+        queue: crate::ids::QueueRef,
     },
     /// The queue lets its publishers go on.
     Released {
         /// The queue.
-        queue: crate::queue::QueueRef,
+        queue: crate::ids::QueueRef,
     },
 }
 

@@ -31,10 +31,7 @@ use std::sync::Arc;
 use super::doorbell::Doorbell;
 use super::spsc::{spsc, Consumer, Producer};
 use super::MESH_SHARDS_MAX;
-
-/// Index of a shard (and of its core), `0..shard_count`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ShardId(pub u16);
+use crate::ids::ShardId;
 
 /// The rings of a whole mesh before they are handed to the shard threads.
 pub struct Mesh<T> {
@@ -69,14 +66,6 @@ pub struct MeshEndpoint<T> {
 /// `ring_capacity_slots` is not accepted by [`spsc`].
 pub fn mesh<T: Send>(doorbells: Vec<Arc<Doorbell>>, ring_capacity_slots: usize) -> Vec<MeshEndpoint<T>> {
     Mesh::new(doorbells, ring_capacity_slots).into_endpoints()
-}
-
-impl ShardId {
-    /// The id as an index into per-shard tables.
-    #[inline]
-    pub fn index(self) -> usize {
-        usize::from(self.0)
-    }
 }
 
 impl<T: Send> Mesh<T> {
@@ -229,12 +218,6 @@ impl<T: Send> MeshEndpoint<T> {
     #[inline]
     pub fn doorbell(&self) -> &Arc<Doorbell> {
         &self.doorbells[self.id.index()]
-    }
-}
-
-impl fmt::Display for ShardId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "shard-{}", self.0)
     }
 }
 

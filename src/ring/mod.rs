@@ -68,7 +68,7 @@ pub mod spsc;
 mod loom_tests;
 
 pub use doorbell::Doorbell;
-pub use mesh::{mesh, Mesh, MeshEndpoint, ShardId};
+pub use mesh::{mesh, Mesh, MeshEndpoint};
 pub use spsc::{spsc, Consumer, Producer};
 
 /// Slots per cross-shard ring unless configured otherwise (seastar uses 128).
@@ -88,7 +88,7 @@ pub const RING_CAPACITY_SLOTS_MAX: usize = 1 << 20;
 /// one busy peer can impose on everything else the shard does.
 pub const RING_BATCH_MAX: usize = 16;
 
-/// Largest number of shards a mesh can connect (one [`ShardId`] is a `u16`).
+/// Largest number of shards a mesh can connect (one [`crate::ids::ShardId`] is a `u16`).
 pub const MESH_SHARDS_MAX: usize = u16::MAX as usize + 1;
 
 /// Size of the false-sharing guard around each ring index, in bytes: two

@@ -20,13 +20,13 @@
 use std::sync::Arc;
 
 use crate::amqp::field::{FieldTable, ShortStr};
+use crate::ids::{QueueRef, ShardId};
 use crate::queue::arguments::{self, DeclareFlags};
-use crate::queue::QueueRef;
-use crate::ring::ShardId;
+use crate::queue::{QueueMeta, QueueStats};
 use crate::routing::table::BindingTable;
 use crate::routing::topology::{
     auto_delete_if_unbound, insert_queue, remove_exchange, remove_queue_named, Destination, Exchange,
-    QueueMeta, QueueStats, Registry, Topology, Vhost,
+    Registry, Topology, Vhost,
 };
 use crate::storage::definitions::{BindingDef, Definition, DestinationKind};
 

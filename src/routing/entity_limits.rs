@@ -154,12 +154,9 @@ fn reached(action: &str, name: &ShortStr, kind: &str, vhost: &str, limit: usize)
 mod tests {
     use super::*;
     use crate::amqp::field::{FieldTable, FieldValue};
-    use crate::queue::QueueRef;
-    use crate::ring::ShardId;
-    use crate::routing::table::ExchangeKind;
-    use crate::routing::topology::{
-        DeclareQueueError, Destination, ExchangeSpec, QueueMeta, QueueStats, Registry, DEFAULT_VHOST,
-    };
+    use crate::ids::{ExchangeKind, QueueRef, ShardId};
+    use crate::queue::{QueueMeta, QueueStats};
+    use crate::routing::topology::{DeclareQueueError, Destination, ExchangeSpec, Registry, DEFAULT_VHOST};
     use bytes::Bytes;
 
     /// A frame of a connection's read-buffer size, and a name and an

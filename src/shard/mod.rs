@@ -44,10 +44,9 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::config::IoBackend;
-use crate::connection::{ConnId, Connection};
-use crate::queue::QueueRef;
+use crate::connection::Connection;
+use crate::ids::{ConnId, QueueRef, ShardId};
 use crate::ring::envelope::Envelope;
-use crate::ring::ShardId;
 use ctx::ShardCtx;
 
 /// Envelopes taken from one inbound ring per turn.

@@ -3,7 +3,9 @@
 //! mostly settled segments, and releasing confirms once their records are
 //! synced.
 
-use crate::queue::{Queue, QueueId};
+use crate::queue::Queue;
+
+use crate::ids::QueueId;
 use crate::ring::envelope::Envelope;
 use crate::shard::ctx::{ShardCtx, ShardLog};
 use crate::storage::entry;
