@@ -19,6 +19,7 @@ pub mod auth;
 pub mod channel;
 pub mod config;
 pub mod connection;
+pub mod envelope;
 pub mod ids;
 pub mod message;
 pub mod queue;

@@ -9,10 +9,10 @@ use crate::channel::{
     Awaiting, Channel, ChannelConsumer, ChannelError, Confirms, Flow, Tx, DIRECT_REPLY_QUEUE,
 };
 use crate::connection::ConnShared;
+use crate::envelope::{Envelope, QueueReply, QueueRequest};
 use crate::ids::{ConnId, ConsumerKey, ExchangeKind, QueueRef};
 use crate::queue::arguments::{self, DeclareFlags};
 use crate::queue::{ConsumerSpec, Queue, QueueMeta, QueueStats, SettleOp};
-use crate::ring::envelope::{Envelope, QueueReply, QueueRequest};
 use crate::routing::topology::{self, DeclareQueueError, Destination, ExchangeSpec, TopologyError};
 use crate::shard::ctx::ShardCtx;
 

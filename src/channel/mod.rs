@@ -17,10 +17,10 @@ use crate::amqp::frame::{Frame, FrameType};
 use crate::amqp::spec::{self, Method};
 use crate::connection::writer::WriteQueue;
 use crate::connection::ConnShared;
+use crate::envelope::QueueReply;
 use crate::ids::{ChannelRef, ConsumerKey, MsgId, QueueRef};
 use crate::message::Message;
 use crate::queue::{Delivery, SettleOp};
-use crate::ring::envelope::QueueReply;
 use crate::shard::ctx::ShardCtx;
 pub use publish::{direct_reply_name, parse_direct_reply_name, DIRECT_REPLY_QUEUE};
 

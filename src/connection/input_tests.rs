@@ -16,9 +16,9 @@ use crate::amqp::spec::{self, strategies, Method};
 use crate::auth::Users;
 use crate::config::Config;
 use crate::connection::Connection;
+use crate::envelope::Envelope;
 use crate::ids::{ConnId, ShardId};
 use crate::ring::doorbell::Doorbell;
-use crate::ring::envelope::Envelope;
 use crate::routing::topology::Registry;
 use crate::shard::ctx::ShardCtx;
 

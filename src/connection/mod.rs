@@ -28,10 +28,10 @@ use crate::amqp::field::ShortStr;
 use crate::amqp::frame::{self, Frame, FrameType, ProtocolHeaderCheck, PROTOCOL_HEADER};
 use crate::amqp::spec::{self, Method};
 use crate::channel::{Channel, ChannelError, Flow};
+use crate::envelope::{Envelope, QueueReply};
 use crate::ids::{ChannelRef, ConnId, QueueRef};
 use crate::message::Message;
 use crate::queue::Delivery;
-use crate::ring::envelope::{Envelope, QueueReply};
 use crate::shard::ctx::ShardCtx;
 use writer::WriteQueue;
 

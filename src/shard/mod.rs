@@ -45,8 +45,8 @@ use slab::Slab;
 
 use crate::config::IoBackend;
 use crate::connection::Connection;
+use crate::envelope::Envelope;
 use crate::ids::{ConnId, QueueRef, ShardId};
-use crate::ring::envelope::Envelope;
 use ctx::ShardCtx;
 
 /// Envelopes taken from one inbound ring per turn.
@@ -548,7 +548,7 @@ impl Shard {
                     self.mark_ready(index);
                 }
                 None => {
-                    if let crate::ring::envelope::QueueReply::GetOk { delivery, .. } = reply {
+                    if let crate::envelope::QueueReply::GetOk { delivery, .. } = reply {
                         crate::channel::undeliverable(delivery, &mut self.ctx);
                     }
                 }

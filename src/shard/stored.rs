@@ -5,8 +5,8 @@
 
 use crate::queue::Queue;
 
+use crate::envelope::Envelope;
 use crate::ids::QueueId;
-use crate::ring::envelope::Envelope;
 use crate::shard::ctx::{ShardCtx, ShardLog};
 use crate::storage::entry;
 use crate::storage::log::{ReadSpan, COMPACT_ROUND_BYTES_MAX};
