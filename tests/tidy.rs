@@ -25,6 +25,80 @@ const SAFETY_LINES_ABOVE: usize = 3;
 /// The data path: no locks here.
 const LOCK_FREE_DIRS: [&str; 4] = ["src/shard/", "src/queue/", "src/channel/", "src/connection/"];
 
+/// The library's top-level modules, top to bottom, and the modules each may
+/// use (`crate::…` paths and `super::` chains to the crate root, in non-test
+/// code). A module uses only modules below it: the table itself has no
+/// circle (checked), so neither has the code, apart from `IMPORT_EXCEPTIONS`.
+/// A new module gets a row here, in the layer where its job belongs.
+///
+/// Layers: `server` starts the broker; `shard` runs the event loop;
+/// `connection` and `channel` are the protocol state machines; `routing` is
+/// the topology; `envelope` is what crosses cores, carrying the queue's
+/// values; `queue` is one queue; `alarm` is the shared alarm state and the
+/// monitor thread that sets it and rings the shards' doorbells (read by the
+/// connection, the entity limits and the shard, so below them); `ring` moves
+/// any `T` between cores (atomics only: it may name a shard and nothing
+/// else); `storage` is files; `auth`, `config`, `message`, `amqp` and `ids`
+/// are values every layer may use.
+/// (The shard's broker service, today `shard::ctx`, `shard::stored`,
+/// `shard::throttle` and `shard::names`, gets its own row between `channel`
+/// and `routing` when it leaves `shard`.)
+#[rustfmt::skip]
+const ALLOWED_IMPORTS: &[(&str, &[&str])] = &[
+    ("server", &[
+        "shard", "connection", "channel", "routing", "envelope", "queue", "alarm", "ring", "storage",
+        "auth", "config", "message", "amqp", "ids"
+    ]),
+    ("shard", &[
+        "connection", "channel", "routing", "envelope", "queue", "alarm", "ring", "storage", "auth",
+        "config", "message", "amqp", "ids"
+    ]),
+    ("connection", &[
+        "channel", "routing", "envelope", "queue", "alarm", "ring", "storage", "auth", "config", "message",
+        "amqp", "ids"
+    ]),
+    ("channel", &[
+        "routing", "envelope", "queue", "alarm", "ring", "storage", "auth", "config", "message", "amqp",
+        "ids"
+    ]),
+    ("routing", &[
+        "envelope", "queue", "alarm", "ring", "storage", "auth", "config", "message", "amqp", "ids"
+    ]),
+    ("envelope", &["queue", "alarm", "ring", "storage", "auth", "config", "message", "amqp", "ids"]),
+    ("queue", &["alarm", "ring", "storage", "auth", "config", "message", "amqp", "ids"]),
+    ("alarm", &["ring", "storage", "auth", "config", "message", "amqp", "ids"]),
+    ("ring", &["ids"]),
+    ("storage", &["auth", "config", "message", "amqp", "ids"]),
+    ("auth", &["config", "amqp", "ids"]),
+    ("config", &["amqp", "ids"]),
+    ("message", &["amqp", "ids"]),
+    ("amqp", &[]),
+    ("ids", &[]),
+];
+
+/// Upward imports that exist today and are waiting for a move (issue 11), as
+/// (module, module it uses). Each must still be needed: when the code stops
+/// using one, the test says so and the line goes.
+const IMPORT_EXCEPTIONS: &[(&str, &str)] = &[
+    // The channel calls connection helpers: `Connection::decode_method`,
+    // `decode_error`, `ConnShared`, `WriteQueue`, `READ_CHUNK_BYTES`.
+    ("channel", "connection"),
+    // The shard's broker service (`ShardCtx`, in `shard::ctx`) is passed to
+    // channel and connection handlers; it moves to its own module below
+    // `channel`.
+    ("channel", "shard"),
+    ("connection", "shard"),
+    // `Config::default` and `Config::validate` name defaults and bounds that
+    // live with the modules they limit: `alarm::memory_budget_bytes_default`
+    // and `DISK_FREE_LIMIT_BYTES_DEFAULT`, `ring::RING_CAPACITY_SLOTS_MAX`,
+    // `storage::log::SEGMENT_BYTES_MAX`, and the entity-count defaults of
+    // `routing::entity_limits`.
+    ("config", "alarm"),
+    ("config", "ring"),
+    ("config", "routing"),
+    ("config", "storage"),
+];
+
 /// One source file, read once.
 struct Source {
     /// Relative to the crate root, with `/` separators, e.g. `src/amqp/frame.rs`.
@@ -324,6 +398,22 @@ fn the_heuristics_see_what_they_should() {
         all.iter().filter(|s| s.path.ends_with("_tests.rs")).all(|s| s.test_file),
         "*_tests.rs files are test code"
     );
+    assert_eq!(module_of("src/queue/mod.rs"), Some(("queue", 1)));
+    assert_eq!(module_of("src/queue/tail.rs"), Some(("queue", 2)));
+    assert_eq!(module_of("src/ids.rs"), Some(("ids", 1)));
+    assert_eq!(module_of("src/lib.rs"), None);
+    assert_eq!(modules_named("use crate::queue::QueueMeta;", 2), Ok(vec!["queue".to_owned()]));
+    assert_eq!(modules_named("    x: crate::ids::ShardId, // crate::shard", 2), Ok(vec!["ids".to_owned()]));
+    assert_eq!(modules_named("use super::tail::Tail;", 2), Ok(vec![]));
+    assert_eq!(modules_named("use super::super::shard::X;", 2), Ok(vec!["shard".to_owned()]));
+    assert_eq!(modules_named("use super::shard::X;", 1), Ok(vec!["shard".to_owned()]));
+    assert_eq!(modules_named("$crate::ring::spsc", 1), Ok(vec!["ring".to_owned()]));
+    assert!(modules_named("use crate::{ids::ShardId, ring::Mesh};", 1).is_err());
+    let (edges, _) = module_imports(&all);
+    assert!(
+        edges.iter().any(|(from, to, _)| from == "shard" && to == "connection"),
+        "the import walk finds shard -> connection"
+    );
 }
 
 /// The library's top-level module a file under `src/` belongs to, and how
@@ -419,6 +509,65 @@ fn module_imports(sources: &[Source]) -> (Vec<(String, String, String)>, Vec<Str
         }
     }
     (edges, unreadable)
+}
+
+/// The row of `module` in [`ALLOWED_IMPORTS`].
+fn allowed_imports(module: &str) -> Option<&'static [&'static str]> {
+    ALLOWED_IMPORTS.iter().find(|(m, _)| *m == module).map(|(_, allowed)| *allowed)
+}
+
+#[test]
+fn modules_use_only_the_modules_below_them() {
+    let all = sources();
+    let mut violations = Vec::new();
+    for source in &all {
+        if let Some((module, _)) = module_of(&source.path) {
+            if allowed_imports(module).is_none() {
+                violations.push(format!("{}: module {module} has no row in ALLOWED_IMPORTS", source.path));
+            }
+        }
+    }
+    let (edges, unreadable) = module_imports(&all);
+    violations.extend(unreadable);
+    let mut used_exceptions = BTreeSet::new();
+    for (from, to, at) in &edges {
+        let Some(allowed) = allowed_imports(from) else { continue };
+        if allowed.contains(&to.as_str()) {
+            continue;
+        }
+        if IMPORT_EXCEPTIONS.contains(&(from.as_str(), to.as_str())) {
+            used_exceptions.insert((from.as_str(), to.as_str()));
+            continue;
+        }
+        violations.push(format!("{at}: module {from} may not use {to}"));
+    }
+    for (from, to) in IMPORT_EXCEPTIONS {
+        if !used_exceptions.contains(&(*from, *to)) {
+            violations.push(format!("IMPORT_EXCEPTIONS: {from} no longer uses {to}: remove the exception"));
+        }
+    }
+    assert_clean("the allowed-import table (ALLOWED_IMPORTS, IMPORT_EXCEPTIONS)", violations);
+}
+
+#[test]
+fn the_allowed_import_table_has_no_circle() {
+    let mut violations = Vec::new();
+    for (position, (module, allowed)) in ALLOWED_IMPORTS.iter().enumerate() {
+        for used in *allowed {
+            // Rows run top to bottom: a module may only name rows after its own.
+            match ALLOWED_IMPORTS.iter().position(|(m, _)| m == used) {
+                Some(at) if at > position => {}
+                Some(_) => violations.push(format!("{module} may use {used}, which is not below it")),
+                None => violations.push(format!("{module} may use {used}, which has no row")),
+            }
+        }
+    }
+    for (from, to) in IMPORT_EXCEPTIONS {
+        if allowed_imports(from).is_none_or(|allowed| allowed.contains(to)) {
+            violations.push(format!("exception {from} -> {to}: no row, or already allowed"));
+        }
+    }
+    assert_clean("rows of ALLOWED_IMPORTS name only rows below them", violations);
 }
 
 /// Prints the module graph: `cargo test --test tidy -- --ignored --nocapture import_graph`.
