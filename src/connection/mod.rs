@@ -29,7 +29,7 @@ use crate::amqp::frame::{self, Frame, FrameType, ProtocolHeaderCheck, PROTOCOL_H
 use crate::amqp::spec::{self, Method};
 use crate::channel::{Channel, ChannelError, Flow};
 use crate::envelope::{Envelope, QueueReply};
-use crate::ids::{ChannelRef, ConnId, QueueRef};
+use crate::ids::{ChannelRef, ConnId, ConsumerKey, QueueRef};
 use crate::message::Message;
 use crate::queue::Delivery;
 use crate::shard::ctx::ShardCtx;
@@ -649,12 +649,7 @@ impl Connection {
     }
 
     /// A queue asks one of our channels for a delivery grant.
-    pub fn handle_credit_request(
-        &mut self,
-        queue: QueueRef,
-        consumer: crate::ids::ConsumerKey,
-        ctx: &mut ShardCtx,
-    ) {
+    pub fn handle_credit_request(&mut self, queue: QueueRef, consumer: ConsumerKey, ctx: &mut ShardCtx) {
         if self.phase != Phase::Running {
             return;
         }
@@ -674,7 +669,7 @@ impl Connection {
     }
 
     /// A queue handed back delivery grants it could not use.
-    pub fn handle_grant_return(&mut self, consumer: crate::ids::ConsumerKey, count: u32, ctx: &mut ShardCtx) {
+    pub fn handle_grant_return(&mut self, consumer: ConsumerKey, count: u32, ctx: &mut ShardCtx) {
         if self.phase != Phase::Running {
             return;
         }

@@ -16,7 +16,7 @@ use crate::amqp::field::ShortStr;
 use crate::auth::Users;
 use crate::config::Config;
 use crate::envelope::{ConfirmTicket, Envelope, QueueReply, QueueRequest};
-use crate::ids::{ChannelRef, ConsumerKey, MsgId, QueueId, QueueRef, ShardId};
+use crate::ids::{ChannelRef, ConnId, ConsumerKey, MsgId, QueueId, QueueRef, ShardId};
 use crate::message::Message;
 use crate::queue::{AfterRemove, Delivery, IdHasher, Queue, QueueRefusal, SettleOp};
 use crate::ring::MeshEndpoint;
@@ -74,7 +74,7 @@ pub struct ShardCtx {
     /// handle; see [`crate::shard::counts`]). The server sets the shared one.
     pub connection_counts: Arc<crate::shard::counts::ConnectionCounts>,
     /// This shard's connections blocked by an alarm, unblocked when it clears.
-    pub alarm_blocked: Vec<crate::ids::ConnId>,
+    pub alarm_blocked: Vec<ConnId>,
     /// When the loop last waited for events with nothing to do.
     pub idle_at: Instant,
     /// The message log (`None`: nothing is stored, e.g. in benchmarks).

@@ -24,8 +24,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::ids::ConnId;
-use crate::ids::{QueueId, QueueRef, ShardId};
+use crate::ids::{ConnId, QueueId, QueueRef, ShardId};
 
 /// A hold ends if its queue delivered nothing for this long.
 pub const HOLD_STALL: Duration = Duration::from_millis(10);
