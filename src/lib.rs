@@ -10,12 +10,15 @@
 //! - [`routing`]: exchanges and bindings, and the shared topology snapshot.
 //! - [`envelope`]: the messages one shard sends another.
 //! - [`queue`]: one queue: messages, consumers, dispatch.
+//! - [`auth`]: users and the SASL mechanisms (PLAIN, AMQPLAIN).
+//! - [`config`]: the settings, with the defaults and bounds of the modules
+//!   below (which take plain values, never a `Config`).
 //! - [`alarm`]: the memory and disk alarms that block publishers.
 //! - [`ring`]: the SPSC rings and the mesh between shards, generic over what
 //!   they carry.
 //! - [`storage`]: the data directory, the definitions log, the message log.
-//! - [`auth`], [`config`], [`message`] (what travels), [`amqp`] (the wire
-//!   codec, no I/O) and [`ids`] (identifiers): used by every layer.
+//! - [`message`] (what travels), [`amqp`] (the wire codec, no I/O) and
+//!   [`ids`] (identifiers): used by every layer.
 
 pub mod alarm;
 pub mod amqp;

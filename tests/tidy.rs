@@ -34,43 +34,44 @@ const LOCK_FREE_DIRS: [&str; 4] = ["src/shard/", "src/queue/", "src/channel/", "
 /// Layers: `server` starts the broker; `shard` runs the event loop;
 /// `connection` and `channel` are the protocol state machines; `routing` is
 /// the topology; `envelope` is what crosses cores, carrying the queue's
-/// values; `queue` is one queue; `alarm` is the shared alarm state and the
-/// monitor thread that sets it and rings the shards' doorbells (read by the
-/// connection, the entity limits and the shard, so below them); `ring` moves
-/// any `T` between cores (atomics only: it may name a shard and nothing
-/// else); `storage` is files; `auth`, `config`, `message`, `amqp` and `ids`
-/// are values every layer may use.
+/// values; `queue` is one queue; `auth` is the users and SASL mechanisms;
+/// `config` is the settings, and names the defaults and bounds of the
+/// modules below it (which take plain values, never a `Config`); `alarm` is
+/// the shared alarm state and the monitor thread that sets it and rings the
+/// shards' doorbells; `ring` moves any `T` between cores (atomics only: it
+/// may name a shard and nothing else); `storage` is files; `message`, `amqp`
+/// and `ids` are values every layer may use.
 /// (The shard's broker service, today `shard::ctx`, `shard::stored`,
 /// `shard::throttle` and `shard::names`, gets its own row between `channel`
 /// and `routing` when it leaves `shard`.)
 #[rustfmt::skip]
 const ALLOWED_IMPORTS: &[(&str, &[&str])] = &[
     ("server", &[
-        "shard", "connection", "channel", "routing", "envelope", "queue", "alarm", "ring", "storage",
-        "auth", "config", "message", "amqp", "ids"
+        "shard", "connection", "channel", "routing", "envelope", "queue", "auth", "config", "alarm", "ring",
+        "storage", "message", "amqp", "ids"
     ]),
     ("shard", &[
-        "connection", "channel", "routing", "envelope", "queue", "alarm", "ring", "storage", "auth",
-        "config", "message", "amqp", "ids"
+        "connection", "channel", "routing", "envelope", "queue", "auth", "config", "alarm", "ring",
+        "storage", "message", "amqp", "ids"
     ]),
     ("connection", &[
-        "channel", "routing", "envelope", "queue", "alarm", "ring", "storage", "auth", "config", "message",
+        "channel", "routing", "envelope", "queue", "auth", "config", "alarm", "ring", "storage", "message",
         "amqp", "ids"
     ]),
     ("channel", &[
-        "routing", "envelope", "queue", "alarm", "ring", "storage", "auth", "config", "message", "amqp",
+        "routing", "envelope", "queue", "auth", "config", "alarm", "ring", "storage", "message", "amqp",
         "ids"
     ]),
     ("routing", &[
-        "envelope", "queue", "alarm", "ring", "storage", "auth", "config", "message", "amqp", "ids"
+        "envelope", "queue", "auth", "config", "alarm", "ring", "storage", "message", "amqp", "ids"
     ]),
-    ("envelope", &["queue", "alarm", "ring", "storage", "auth", "config", "message", "amqp", "ids"]),
-    ("queue", &["alarm", "ring", "storage", "auth", "config", "message", "amqp", "ids"]),
-    ("alarm", &["ring", "storage", "auth", "config", "message", "amqp", "ids"]),
+    ("envelope", &["queue", "auth", "config", "alarm", "ring", "storage", "message", "amqp", "ids"]),
+    ("queue", &["auth", "config", "alarm", "ring", "storage", "message", "amqp", "ids"]),
+    ("auth", &["config", "alarm", "ring", "storage", "message", "amqp", "ids"]),
+    ("config", &["alarm", "ring", "storage", "message", "amqp", "ids"]),
+    ("alarm", &["ring", "storage", "message", "amqp", "ids"]),
     ("ring", &["ids"]),
-    ("storage", &["auth", "config", "message", "amqp", "ids"]),
-    ("auth", &["config", "amqp", "ids"]),
-    ("config", &["amqp", "ids"]),
+    ("storage", &["message", "amqp", "ids"]),
     ("message", &["amqp", "ids"]),
     ("amqp", &[]),
     ("ids", &[]),
@@ -88,15 +89,6 @@ const IMPORT_EXCEPTIONS: &[(&str, &str)] = &[
     // `channel`.
     ("channel", "shard"),
     ("connection", "shard"),
-    // `Config::default` and `Config::validate` name defaults and bounds that
-    // live with the modules they limit: `alarm::memory_budget_bytes_default`
-    // (which reads the machine's RAM) and `DISK_FREE_LIMIT_BYTES_DEFAULT`,
-    // `ring::RING_CAPACITY_SLOTS_MAX`, `storage::log::SEGMENT_BYTES_MAX`.
-    // None of the three uses `config`, so there is no circle; the fix is to
-    // check each bound where it is owned, or to keep the defaults in `config`.
-    ("config", "alarm"),
-    ("config", "ring"),
-    ("config", "storage"),
 ];
 
 /// One source file, read once.
