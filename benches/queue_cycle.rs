@@ -21,12 +21,9 @@ use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criteri
 use lepus::amqp::field::{FieldTable, ShortStr};
 use lepus::amqp::properties::{BasicProperties, ContentHeader};
 use lepus::amqp::spec::class_id;
-use lepus::channel::ChannelRef;
-use lepus::connection::ConnId;
+use lepus::ids::{ChannelRef, ConnId, ConsumerKey, MsgId, QueueId, QueueRef, ShardId};
 use lepus::message::{Body, Message, MessageParts};
-use lepus::queue::{ConsumerKey, ConsumerSpec, Delivery, MsgId, Queue, QueueId, QueueRef, SettleOp};
-use lepus::ring::ShardId;
-use lepus::routing::topology::{QueueMeta, QueueStats};
+use lepus::queue::{ConsumerSpec, Delivery, Queue, QueueMeta, QueueStats, SettleOp};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -13,10 +13,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use lepus::ring::{spsc, RING_BATCH_MAX, RING_CAPACITY_SLOTS_DEFAULT};
+use lepus::config::RING_CAPACITY_SLOTS_DEFAULT;
+use lepus::ring::spsc;
+use lepus::shard::RING_DRAIN_BATCH_MAX;
 
-/// Batch sizes to time: seastar's flush batch and a whole default ring.
-const BATCH_SIZES: [usize; 2] = [RING_BATCH_MAX, RING_CAPACITY_SLOTS_DEFAULT];
+/// Batch sizes to time: what a shard drains from one ring per turn, and a
+/// whole default ring.
+const BATCH_SIZES: [usize; 2] = [RING_DRAIN_BATCH_MAX, RING_CAPACITY_SLOTS_DEFAULT];
 
 /// One thread: `push` N items one by one, then `pop` them one by one.
 fn push_then_pop_single_thread(c: &mut Criterion) {

@@ -10,8 +10,9 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use lepus::amqp::field::{FieldTable, ShortStr};
+use lepus::ids::ExchangeKind;
 use lepus::routing::topic::topic_matches;
-use lepus::routing::{BindingTable, ExchangeKind};
+use lepus::routing::BindingTable;
 
 /// Routing keys every benchmark publishes with (a mix of hits and misses).
 const KEYS: [&str; 4] = ["stock.nyse.ibm", "stock.nasdaq.aapl.trade", "weather.eu.paris", "audit.none.here"];

@@ -38,6 +38,24 @@ pub const DATA_DIR_DEFAULT: &str = "lepus-data";
 /// Smallest message-log segment size accepted.
 pub const MESSAGE_LOG_SEGMENT_BYTES_MIN: u32 = 4096;
 
+// What an idle entity costs, measured on the release binary (mimalloc, 2
+// shards; the growth of the broker's RSS over a declare loop, transient
+// snapshot copies included): a queue about 4 KB, an exchange or a binding
+// about 1 KB. The defaults keep the three together near 1 GB, so they are
+// reached before a small (2 GB) box runs out; the memory alarm, which also
+// holds new entities, is the first guard, these counts the backstop when the
+// budget is set high. Each declare copies the vhost it changes (see
+// `routing::topology`), so reaching 100,000 queues takes a declare loop
+// about half an hour on a 2-core VM.
+
+/// Default node-wide queue limit (about 400 MB of idle queues).
+pub const QUEUE_COUNT_MAX_DEFAULT: usize = 100_000;
+/// Default node-wide exchange limit, the 8 standard exchanges of each vhost
+/// included (about 100 MB).
+pub const EXCHANGE_COUNT_MAX_DEFAULT: usize = 100_000;
+/// Default node-wide binding limit: five per queue (about 500 MB).
+pub const BINDING_COUNT_MAX_DEFAULT: usize = 500_000;
+
 /// What the broker runs with. Built from the embedded defaults, an optional TOML
 /// file and the command line, in that order.
 #[derive(Debug, Clone, Deserialize)]
@@ -156,9 +174,9 @@ impl Default for Config {
             memory_budget_bytes: crate::alarm::memory_budget_bytes_default(),
             disk_free_limit_bytes: crate::alarm::DISK_FREE_LIMIT_BYTES_DEFAULT,
             message_log_segment_bytes: crate::storage::log::SEGMENT_BYTES_MAX,
-            queue_count_max: crate::routing::entity_limits::QUEUE_COUNT_MAX_DEFAULT,
-            exchange_count_max: crate::routing::entity_limits::EXCHANGE_COUNT_MAX_DEFAULT,
-            binding_count_max: crate::routing::entity_limits::BINDING_COUNT_MAX_DEFAULT,
+            queue_count_max: QUEUE_COUNT_MAX_DEFAULT,
+            exchange_count_max: EXCHANGE_COUNT_MAX_DEFAULT,
+            binding_count_max: BINDING_COUNT_MAX_DEFAULT,
             handshake_timeout_ms: HANDSHAKE_TIMEOUT_MS_DEFAULT,
             connection_max: None,
             consumer_max_per_channel: None,

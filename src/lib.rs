@@ -1,17 +1,24 @@
 //! Lepus: an AMQP 0-9-1 broker on a thread-per-core runtime.
 //!
-//! Modules in the order a message flows through them:
+//! Modules top to bottom; each uses only modules below it (the table in
+//! `tests/tidy.rs` holds the rule and its known exceptions):
 //!
-//! - [`amqp`]: the wire codec (frames, methods, field tables), no I/O.
+//! - [`server`]: starts the shards, the alarm monitor and the listeners.
+//! - [`shard`]: the per-core event loop that runs everything below.
 //! - [`connection`]: one client connection: handshake, frames to channels.
 //! - [`channel`]: one channel: methods, publishes, consumers, acks, confirms.
 //! - [`routing`]: exchanges and bindings, and the shared topology snapshot.
+//! - [`envelope`]: the messages one shard sends another.
 //! - [`queue`]: one queue: messages, consumers, dispatch.
-//! - [`shard`]: the per-core event loop that runs all of the above.
-//! - [`ring`]: the SPSC rings and envelopes between shards.
-//!
-//! Beside them: [`message`] (what travels), [`auth`], [`config`], [`server`],
-//! and [`alarm`] (the memory and disk alarms that block publishers).
+//! - [`auth`]: users and the SASL mechanisms (PLAIN, AMQPLAIN).
+//! - [`config`]: the settings, with the defaults and bounds of the modules
+//!   below (which take plain values, never a `Config`).
+//! - [`alarm`]: the memory and disk alarms that block publishers.
+//! - [`ring`]: the SPSC rings and the mesh between shards, generic over what
+//!   they carry.
+//! - [`storage`]: the data directory, the definitions log, the message log.
+//! - [`message`] (what travels), [`amqp`] (the wire codec, no I/O) and
+//!   [`ids`] (identifiers): used by every layer.
 
 pub mod alarm;
 pub mod amqp;
@@ -19,6 +26,8 @@ pub mod auth;
 pub mod channel;
 pub mod config;
 pub mod connection;
+pub mod envelope;
+pub mod ids;
 pub mod message;
 pub mod queue;
 pub mod ring;

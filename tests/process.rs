@@ -501,8 +501,7 @@ fn resource_limit_flags_raise_the_alarms() {
 #[test]
 fn stored_definitions_that_no_longer_validate_are_skipped_by_name() {
     use lepus::amqp::field::{FieldTable, FieldValue, LongStr, ShortStr};
-    use lepus::queue::QueueId;
-    use lepus::routing::table::ExchangeKind;
+    use lepus::ids::{ExchangeKind, QueueId};
     use lepus::storage::definitions::{Definition, DefinitionsLog};
 
     let dir = TempDir::new("invalid-definitions");

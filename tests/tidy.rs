@@ -22,8 +22,83 @@ const FILE_LINES_MAX: usize = 900;
 const GENERATED: &str = "src/amqp/spec.rs";
 /// How many lines above an `unsafe` block its `// SAFETY:` comment may start.
 const SAFETY_LINES_ABOVE: usize = 3;
-/// The data path: no locks here.
-const LOCK_FREE_DIRS: [&str; 4] = ["src/shard/", "src/queue/", "src/channel/", "src/connection/"];
+/// The data path: no locks here (directories, and single-file modules).
+const LOCK_FREE_DIRS: [&str; 8] = [
+    "src/shard/",
+    "src/queue/",
+    "src/channel/",
+    "src/connection/",
+    "src/envelope.rs",
+    "src/ring/",
+    "src/ids.rs",
+    "src/message.rs",
+];
+
+/// The library's top-level modules, top to bottom, and the modules each may
+/// use (`crate::…` paths and `super::` chains to the crate root, in non-test
+/// code). A module uses only modules below it: the table itself has no
+/// circle (checked), so neither has the code, apart from `IMPORT_EXCEPTIONS`.
+/// A new module gets a row here, in the layer where its job belongs.
+///
+/// Layers: `server` starts the broker; `shard` runs the event loop;
+/// `connection` and `channel` are the protocol state machines; `routing` is
+/// the topology; `envelope` is what crosses cores, carrying the queue's
+/// values; `queue` is one queue; `auth` is the users and SASL mechanisms;
+/// `config` is the settings, and names the defaults and bounds of the
+/// modules below it (which take plain values, never a `Config`); `alarm` is
+/// the shared alarm state and the monitor thread that sets it and rings the
+/// shards' doorbells; `ring` moves any `T` between cores (atomics only: it
+/// may name a shard and nothing else); `storage` is files; `message`, `amqp`
+/// and `ids` are values every layer may use.
+/// (The shard's broker service, today `shard::ctx`, `shard::stored`,
+/// `shard::throttle` and `shard::names`, gets its own row between `channel`
+/// and `routing` when it leaves `shard`.)
+#[rustfmt::skip]
+const ALLOWED_IMPORTS: &[(&str, &[&str])] = &[
+    ("server", &[
+        "shard", "connection", "channel", "routing", "envelope", "queue", "auth", "config", "alarm", "ring",
+        "storage", "message", "amqp", "ids"
+    ]),
+    ("shard", &[
+        "connection", "channel", "routing", "envelope", "queue", "auth", "config", "alarm", "ring",
+        "storage", "message", "amqp", "ids"
+    ]),
+    ("connection", &[
+        "channel", "routing", "envelope", "queue", "auth", "config", "alarm", "ring", "storage", "message",
+        "amqp", "ids"
+    ]),
+    ("channel", &[
+        "routing", "envelope", "queue", "auth", "config", "alarm", "ring", "storage", "message", "amqp",
+        "ids"
+    ]),
+    ("routing", &[
+        "envelope", "queue", "auth", "config", "alarm", "ring", "storage", "message", "amqp", "ids"
+    ]),
+    ("envelope", &["queue", "auth", "config", "alarm", "ring", "storage", "message", "amqp", "ids"]),
+    ("queue", &["auth", "config", "alarm", "ring", "storage", "message", "amqp", "ids"]),
+    ("auth", &["config", "alarm", "ring", "storage", "message", "amqp", "ids"]),
+    ("config", &["alarm", "ring", "storage", "message", "amqp", "ids"]),
+    ("alarm", &["ring", "storage", "message", "amqp", "ids"]),
+    ("ring", &["ids"]),
+    ("storage", &["message", "amqp", "ids"]),
+    ("message", &["amqp", "ids"]),
+    ("amqp", &[]),
+    ("ids", &[]),
+];
+
+/// Upward imports that exist today and are waiting for a move (issue 11), as
+/// (module, module it uses). Each must still be needed: when the code stops
+/// using one, the test says so and the line goes.
+const IMPORT_EXCEPTIONS: &[(&str, &str)] = &[
+    // The channel calls connection helpers: `Connection::decode_method`,
+    // `decode_error`, `ConnShared`, `WriteQueue`, `READ_CHUNK_BYTES`.
+    ("channel", "connection"),
+    // The shard's broker service (`ShardCtx`, in `shard::ctx`) is passed to
+    // channel and connection handlers; it moves to its own module below
+    // `channel`.
+    ("channel", "shard"),
+    ("connection", "shard"),
+];
 
 /// One source file, read once.
 struct Source {
@@ -324,6 +399,194 @@ fn the_heuristics_see_what_they_should() {
         all.iter().filter(|s| s.path.ends_with("_tests.rs")).all(|s| s.test_file),
         "*_tests.rs files are test code"
     );
+    assert_eq!(module_of("src/queue/mod.rs"), Some(("queue", 1)));
+    assert_eq!(module_of("src/queue/tail.rs"), Some(("queue", 2)));
+    assert_eq!(module_of("src/ids.rs"), Some(("ids", 1)));
+    assert_eq!(module_of("src/lib.rs"), None);
+    assert_eq!(modules_named("use crate::queue::QueueMeta;", 2), Ok(vec!["queue".to_owned()]));
+    assert_eq!(modules_named("    x: crate::ids::ShardId, // crate::shard", 2), Ok(vec!["ids".to_owned()]));
+    assert_eq!(modules_named("use super::tail::Tail;", 2), Ok(vec![]));
+    assert_eq!(modules_named("use super::super::shard::X;", 2), Ok(vec!["shard".to_owned()]));
+    assert_eq!(modules_named("use super::shard::X;", 1), Ok(vec!["shard".to_owned()]));
+    assert_eq!(modules_named("$crate::ring::spsc", 1), Ok(vec!["ring".to_owned()]));
+    assert!(modules_named("use crate::{ids::ShardId, ring::Mesh};", 1).is_err());
+    let (edges, _) = module_imports(&all);
+    assert!(
+        edges.iter().any(|(from, to, _)| from == "shard" && to == "connection"),
+        "the import walk finds shard -> connection"
+    );
+}
+
+/// The library's top-level module a file under `src/` belongs to, and how
+/// deep the file's module sits (`src/a.rs` and `src/a/mod.rs`: 1,
+/// `src/a/b.rs`: 2). `None` for the crate root and the binaries.
+fn module_of(path: &str) -> Option<(&str, usize)> {
+    let rest = path.strip_prefix("src/")?;
+    if rest == "lib.rs" || rest == "main.rs" || rest.starts_with("bin/") {
+        return None;
+    }
+    let parts: Vec<&str> = rest.split('/').collect();
+    let top = parts[0].trim_end_matches(".rs");
+    let depth = if parts.last() == Some(&"mod.rs") { parts.len() - 1 } else { parts.len() };
+    Some((top, depth))
+}
+
+/// The identifier at the start of `s`.
+fn leading_ident(s: &str) -> &str {
+    let end = s.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(s.len());
+    &s[..end]
+}
+
+/// The top-level modules a line of code names: `crate::x…` paths, and
+/// `super::` chains that climb to the crate root (from a file at `depth`).
+/// `Err` for a path the check cannot follow (`crate::{…}`).
+fn modules_named(code: &str, depth: usize) -> Result<Vec<String>, String> {
+    // A trailing comment is not code (`//` after whitespace, so `"a://b"` stays).
+    let code = match code.find(" //") {
+        Some(at) => &code[..at],
+        None => code,
+    };
+    let mut named = Vec::new();
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    let mut from = 0;
+    while let Some(at) = code[from..].find("crate::") {
+        let start = from + at;
+        let end = start + "crate::".len();
+        from = end;
+        if code[..start].chars().next_back().is_some_and(is_ident) {
+            continue;
+        }
+        let rest = &code[end..];
+        if rest.starts_with('{') {
+            return Err("`crate::{…}`: write one `use crate::module::…` per module".to_owned());
+        }
+        named.push(leading_ident(rest).to_owned());
+    }
+    let mut from = 0;
+    while let Some(at) = code[from..].find("super::") {
+        let start = from + at;
+        if code[..start].chars().next_back().is_some_and(|c| is_ident(c) || c == ':') {
+            from = start + "super::".len();
+            continue;
+        }
+        let mut rest = &code[start..];
+        let mut climbs = 0;
+        while let Some(r) = rest.strip_prefix("super::") {
+            rest = r;
+            climbs += 1;
+        }
+        from = code.len() - rest.len();
+        if climbs >= depth {
+            if rest.starts_with('{') {
+                return Err("`super::{…}` at the crate root: name the module with `crate::`".to_owned());
+            }
+            named.push(leading_ident(rest).to_owned());
+        }
+    }
+    Ok(named)
+}
+
+/// Every use of another top-level module in non-test code, as
+/// (from, to, `path:line`).
+fn module_imports(sources: &[Source]) -> (Vec<(String, String, String)>, Vec<String>) {
+    let mut edges = Vec::new();
+    let mut unreadable = Vec::new();
+    for source in sources {
+        let Some((from, depth)) = module_of(&source.path) else { continue };
+        for (number, code, test) in source.code_lines() {
+            if test {
+                continue;
+            }
+            match modules_named(code, depth) {
+                Ok(named) => {
+                    for to in named {
+                        if to != from {
+                            edges.push((from.to_owned(), to, format!("{}:{number}", source.path)));
+                        }
+                    }
+                }
+                Err(why) => unreadable.push(format!("{}:{number}: {why}", source.path)),
+            }
+        }
+    }
+    (edges, unreadable)
+}
+
+/// The row of `module` in [`ALLOWED_IMPORTS`].
+fn allowed_imports(module: &str) -> Option<&'static [&'static str]> {
+    ALLOWED_IMPORTS.iter().find(|(m, _)| *m == module).map(|(_, allowed)| *allowed)
+}
+
+#[test]
+fn modules_use_only_the_modules_below_them() {
+    let all = sources();
+    let mut violations = Vec::new();
+    for source in &all {
+        if let Some((module, _)) = module_of(&source.path) {
+            if allowed_imports(module).is_none() {
+                violations.push(format!("{}: module {module} has no row in ALLOWED_IMPORTS", source.path));
+            }
+        }
+    }
+    let (edges, unreadable) = module_imports(&all);
+    violations.extend(unreadable);
+    let mut used_exceptions = BTreeSet::new();
+    for (from, to, at) in &edges {
+        let Some(allowed) = allowed_imports(from) else { continue };
+        if allowed.contains(&to.as_str()) {
+            continue;
+        }
+        if IMPORT_EXCEPTIONS.contains(&(from.as_str(), to.as_str())) {
+            used_exceptions.insert((from.as_str(), to.as_str()));
+            continue;
+        }
+        violations.push(format!("{at}: module {from} may not use {to}"));
+    }
+    for (from, to) in IMPORT_EXCEPTIONS {
+        if !used_exceptions.contains(&(*from, *to)) {
+            violations.push(format!("IMPORT_EXCEPTIONS: {from} no longer uses {to}: remove the exception"));
+        }
+    }
+    assert_clean("the allowed-import table (ALLOWED_IMPORTS, IMPORT_EXCEPTIONS)", violations);
+}
+
+#[test]
+fn the_allowed_import_table_has_no_circle() {
+    let mut violations = Vec::new();
+    for (position, (module, allowed)) in ALLOWED_IMPORTS.iter().enumerate() {
+        for used in *allowed {
+            // Rows run top to bottom: a module may only name rows after its own.
+            match ALLOWED_IMPORTS.iter().position(|(m, _)| m == used) {
+                Some(at) if at > position => {}
+                Some(_) => violations.push(format!("{module} may use {used}, which is not below it")),
+                None => violations.push(format!("{module} may use {used}, which has no row")),
+            }
+        }
+    }
+    for (from, to) in IMPORT_EXCEPTIONS {
+        if allowed_imports(from).is_none_or(|allowed| allowed.contains(to)) {
+            violations.push(format!("exception {from} -> {to}: no row, or already allowed"));
+        }
+    }
+    assert_clean("rows of ALLOWED_IMPORTS name only rows below them", violations);
+}
+
+/// Prints the module graph: `cargo test --test tidy -- --ignored --nocapture import_graph`.
+#[test]
+#[ignore = "prints the import graph; run by hand"]
+fn import_graph() {
+    let (edges, _) = module_imports(&sources());
+    let mut graph: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+    for (from, to, _) in &edges {
+        graph.entry(from.clone()).or_default().insert(to.clone());
+    }
+    for (from, to) in &graph {
+        println!("{from} -> {}", to.iter().cloned().collect::<Vec<_>>().join(", "));
+    }
+    println!();
+    for (from, to, at) in &edges {
+        println!("{at}: {from} -> {to}");
+    }
 }
 
 /// The Python package behind the perf tools in `scripts/`.

@@ -8,14 +8,12 @@ use crate::amqp::spec::{self, Method};
 use crate::channel::{
     Awaiting, Channel, ChannelConsumer, ChannelError, Confirms, Flow, Tx, DIRECT_REPLY_QUEUE,
 };
-use crate::connection::{ConnId, ConnShared};
+use crate::connection::ConnShared;
+use crate::envelope::{Envelope, QueueReply, QueueRequest};
+use crate::ids::{ConnId, ConsumerKey, ExchangeKind, QueueRef};
 use crate::queue::arguments::{self, DeclareFlags};
-use crate::queue::{ConsumerKey, ConsumerSpec, Queue, QueueRef, SettleOp};
-use crate::ring::envelope::{Envelope, QueueReply, QueueRequest};
-use crate::routing::table::ExchangeKind;
-use crate::routing::topology::{
-    self, DeclareQueueError, Destination, ExchangeSpec, QueueMeta, QueueStats, TopologyError,
-};
+use crate::queue::{ConsumerSpec, Queue, QueueMeta, QueueStats, SettleOp};
+use crate::routing::topology::{self, DeclareQueueError, Destination, ExchangeSpec, TopologyError};
 use crate::shard::ctx::ShardCtx;
 
 fn topology_error(e: TopologyError) -> ChannelError {

@@ -16,24 +16,16 @@ use crate::amqp::field::ShortStr;
 use crate::amqp::frame::{Frame, FrameType};
 use crate::amqp::spec::{self, Method};
 use crate::connection::writer::WriteQueue;
-use crate::connection::{ConnId, ConnShared};
+use crate::connection::ConnShared;
+use crate::envelope::QueueReply;
+use crate::ids::{ChannelRef, ConsumerKey, MsgId, QueueRef};
 use crate::message::Message;
-use crate::queue::{ConsumerKey, Delivery, MsgId, QueueRef, SettleOp};
-use crate::ring::envelope::QueueReply;
+use crate::queue::{Delivery, SettleOp};
 use crate::shard::ctx::ShardCtx;
 pub use publish::{direct_reply_name, parse_direct_reply_name, DIRECT_REPLY_QUEUE};
 
 /// What a channel grants at once when its channel-wide prefetch is removed.
 const GRANT_UNLIMITED: u32 = 1 << 20;
-
-/// A channel's process-wide address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ChannelRef {
-    /// Its connection.
-    pub conn: ConnId,
-    /// Its number on that connection.
-    pub channel: u16,
-}
 
 /// A peer's mistake: the reply code and text to close with. Hard codes close
 /// the connection, soft ones the channel (the spec's classes, as RabbitMQ

@@ -13,14 +13,13 @@ use crate::amqp::field::ShortStr;
 use crate::amqp::frame;
 use crate::amqp::properties::{self, ContentHeader};
 use crate::amqp::spec::{self, BasicPublish, Method};
-use crate::channel::{Channel, ChannelError, ChannelRef};
-use crate::connection::{ConnId, ConnShared};
+use crate::channel::{Channel, ChannelError};
+use crate::connection::ConnShared;
+use crate::envelope::{ConfirmTicket, Envelope};
+use crate::ids::{ChannelRef, ConnId, QueueRef, ShardId};
 use crate::message::{
     Body, Message, MessageParts, FLAG_EXPIRATION, FLAG_HEADERS, FLAG_REPLY_TO, FLAG_USER_ID,
 };
-use crate::queue::QueueRef;
-use crate::ring::envelope::{ConfirmTicket, Envelope};
-use crate::ring::ShardId;
 use crate::shard::ctx::ShardCtx;
 
 /// The pseudo-queue of RabbitMQ's direct reply-to.

@@ -15,10 +15,10 @@ use crate::amqp::frame::{self, FrameType, FRAME_END, PROTOCOL_HEADER};
 use crate::amqp::spec::{self, strategies, Method};
 use crate::auth::Users;
 use crate::config::Config;
-use crate::connection::{ConnId, Connection};
+use crate::connection::Connection;
+use crate::envelope::Envelope;
+use crate::ids::{ConnId, ShardId};
 use crate::ring::doorbell::Doorbell;
-use crate::ring::envelope::Envelope;
-use crate::ring::ShardId;
 use crate::routing::topology::Registry;
 use crate::shard::ctx::ShardCtx;
 

@@ -27,11 +27,11 @@ use bytes::BytesMut;
 use crate::amqp::field::ShortStr;
 use crate::amqp::frame::{self, Frame, FrameType, ProtocolHeaderCheck, PROTOCOL_HEADER};
 use crate::amqp::spec::{self, Method};
-use crate::channel::{Channel, ChannelError, ChannelRef, Flow};
+use crate::channel::{Channel, ChannelError, Flow};
+use crate::envelope::{Envelope, QueueReply};
+use crate::ids::{ChannelRef, ConnId, ConsumerKey, QueueRef};
 use crate::message::Message;
-use crate::queue::{Delivery, QueueRef};
-use crate::ring::envelope::{Envelope, QueueReply};
-use crate::ring::ShardId;
+use crate::queue::Delivery;
 use crate::shard::ctx::ShardCtx;
 use writer::WriteQueue;
 
@@ -45,18 +45,6 @@ pub const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Write-queue size above which we stop reading from the peer and stop
 /// returning delivery credit: the peer is not keeping up with what it asked for.
 pub const WRITE_QUEUE_BYTES_HIGH: usize = 4 * 1024 * 1024;
-
-/// A connection's process-wide address: shard, slot, and the slot's generation
-/// (so an envelope for a closed connection never reaches its successor).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId {
-    /// The shard serving it.
-    pub shard: ShardId,
-    /// Slot in the shard's connection table.
-    pub slot: u32,
-    /// Generation of that slot.
-    pub generation: u32,
-}
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -661,12 +649,7 @@ impl Connection {
     }
 
     /// A queue asks one of our channels for a delivery grant.
-    pub fn handle_credit_request(
-        &mut self,
-        queue: QueueRef,
-        consumer: crate::queue::ConsumerKey,
-        ctx: &mut ShardCtx,
-    ) {
+    pub fn handle_credit_request(&mut self, queue: QueueRef, consumer: ConsumerKey, ctx: &mut ShardCtx) {
         if self.phase != Phase::Running {
             return;
         }
@@ -686,12 +669,7 @@ impl Connection {
     }
 
     /// A queue handed back delivery grants it could not use.
-    pub fn handle_grant_return(
-        &mut self,
-        consumer: crate::queue::ConsumerKey,
-        count: u32,
-        ctx: &mut ShardCtx,
-    ) {
+    pub fn handle_grant_return(&mut self, consumer: ConsumerKey, count: u32, ctx: &mut ShardCtx) {
         if self.phase != Phase::Running {
             return;
         }

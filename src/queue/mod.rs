@@ -23,10 +23,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::amqp::field::ShortStr;
-use crate::channel::ChannelRef;
+use crate::ids::{ConsumerKey, MsgId, QueueRef};
 use crate::message::Message;
-use crate::ring::ShardId;
-use crate::routing::topology::QueueMeta;
 use crate::storage::{Loc, NO_LOC};
 pub use dead_letter::DeadLetterTarget;
 
@@ -34,11 +32,13 @@ pub mod arguments;
 pub mod dead_letter;
 mod journal;
 mod limits;
+mod meta;
 pub(crate) mod ready;
 mod tail;
 
 pub use journal::Journal;
 pub use limits::{Limits, Overflow};
+pub use meta::{QueueMeta, QueueStats};
 pub use tail::{RAM_WINDOW_BYTES, RAM_WINDOW_MESSAGES};
 
 use ready::{Ready, ReadyList};
@@ -59,32 +59,6 @@ pub const BACKLOG_HIGH_MESSAGES: usize = 8 * 1024;
 pub const BACKLOG_HIGH_BYTES: u64 = 32 * 1024 * 1024;
 /// Ready messages at or below which held publishers go on.
 pub const BACKLOG_LOW_MESSAGES: usize = BACKLOG_HIGH_MESSAGES / 2;
-
-/// A process-wide queue id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct QueueId(pub u64);
-
-/// A queue's id and the shard that owns it: all a publisher needs to reach it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct QueueRef {
-    /// The queue.
-    pub id: QueueId,
-    /// Its owner.
-    pub shard: ShardId,
-}
-
-/// A message's sequence number within its queue; order of arrival.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MsgId(pub u64);
-
-/// A consumer, named by its channel and a channel-local number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ConsumerKey {
-    /// The channel that consumes.
-    pub channel: ChannelRef,
-    /// Channel-local consumer number ([`GET_CONSUMER`] for basic.get).
-    pub consumer: u32,
-}
 
 /// The consumer number used for messages fetched with basic.get.
 pub const GET_CONSUMER: u32 = u32::MAX;

@@ -5,8 +5,8 @@
 
 use std::collections::VecDeque;
 
+use crate::ids::MsgId;
 use crate::message::Message;
-use crate::queue::MsgId;
 
 /// Largest x-max-priority RabbitMQ accepts.
 pub const PRIORITY_MAX: u8 = 255;

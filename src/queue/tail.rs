@@ -13,9 +13,10 @@
 
 use std::collections::VecDeque;
 
+use crate::ids::MsgId;
 use crate::message::Message;
 use crate::queue::ready::Ready;
-use crate::queue::{Delivery, MsgId, Overflow, Queue};
+use crate::queue::{Delivery, Overflow, Queue};
 use crate::storage::ranges::SeqRanges;
 use crate::storage::NO_LOC;
 use crate::storage::{segment_of, Loc, Span, SpanKind};

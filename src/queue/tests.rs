@@ -2,7 +2,8 @@
 
 use super::*;
 use crate::amqp::field::{FieldTable, FieldValue, ShortStr};
-use crate::routing::topology::QueueStats;
+use crate::ids::{QueueId, ShardId};
+use crate::queue::QueueStats;
 
 fn queue(args: &[(&'static str, FieldValue)], now_ms: u64) -> Queue {
     let mut arguments = FieldTable::new();

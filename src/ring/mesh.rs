@@ -31,10 +31,7 @@ use std::sync::Arc;
 use super::doorbell::Doorbell;
 use super::spsc::{spsc, Consumer, Producer};
 use super::MESH_SHARDS_MAX;
-
-/// Index of a shard (and of its core), `0..shard_count`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ShardId(pub u16);
+use crate::ids::ShardId;
 
 /// The rings of a whole mesh before they are handed to the shard threads.
 pub struct Mesh<T> {
@@ -69,14 +66,6 @@ pub struct MeshEndpoint<T> {
 /// `ring_capacity_slots` is not accepted by [`spsc`].
 pub fn mesh<T: Send>(doorbells: Vec<Arc<Doorbell>>, ring_capacity_slots: usize) -> Vec<MeshEndpoint<T>> {
     Mesh::new(doorbells, ring_capacity_slots).into_endpoints()
-}
-
-impl ShardId {
-    /// The id as an index into per-shard tables.
-    #[inline]
-    pub fn index(self) -> usize {
-        usize::from(self.0)
-    }
 }
 
 impl<T: Send> Mesh<T> {
@@ -232,12 +221,6 @@ impl<T: Send> MeshEndpoint<T> {
     }
 }
 
-impl fmt::Display for ShardId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "shard-{}", self.0)
-    }
-}
-
 impl<T> fmt::Debug for Mesh<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Mesh").field("shards", &self.endpoints.len()).finish_non_exhaustive()
@@ -278,11 +261,13 @@ fn shard_id(index: usize) -> ShardId {
 #[cfg(not(loom))]
 mod tests {
     use super::*;
-    use crate::ring::RING_BATCH_MAX;
     use mio::{Events, Poll, Token};
     use std::time::{Duration, Instant};
 
     const WAKE: Token = Token(0);
+    /// Items drained from one ring per call in these tests (small, so a
+    /// drain often stops before a ring is empty).
+    const DRAIN_BATCH: usize = 16;
 
     fn polls_and_doorbells(shards: usize) -> (Vec<Poll>, Vec<Arc<Doorbell>>) {
         (0..shards)
@@ -296,7 +281,7 @@ mod tests {
 
     fn drain_all<T: Send>(ep: &mut MeshEndpoint<T>) -> Vec<(ShardId, T)> {
         let mut out = Vec::new();
-        while ep.drain(RING_BATCH_MAX, |s, v| out.push((s, v))) > 0 {}
+        while ep.drain(DRAIN_BATCH, |s, v| out.push((s, v))) > 0 {}
         out
     }
 
@@ -449,7 +434,7 @@ mod tests {
         loop {
             assert!(start.elapsed() < TEST_DEADLINE, "{:?} stuck", ep.shard_id());
             let mut worked = step(&mut ep, &stats.received);
-            let drained = ep.drain(RING_BATCH_MAX, |source, item| {
+            let drained = ep.drain(DRAIN_BATCH, |source, item| {
                 stats.received.push(source.index() as u64);
                 stats.received.push(item);
                 if let Some(reply) = on_item(source, item) {

@@ -1,6 +1,10 @@
 //! Cross-shard message passing: bounded SPSC rings, the mesh of rings between
 //! shards, and the doorbell that wakes a parked shard.
 //!
+//! Atomics and memory only: the rings are generic over what they carry
+//! (`Mesh<T>`, `spsc::<T>`); what the broker sends through them is
+//! `crate::envelope`, a module above this one.
+//!
 //! # Design
 //!
 //! Lepus runs one pinned shard thread per core. Shards share nothing except
@@ -59,7 +63,6 @@
 //! timeout (or spins) and flushes again until its staging queues are empty.
 
 pub mod doorbell;
-pub mod envelope;
 pub mod mesh;
 pub mod spsc;
 
@@ -68,12 +71,8 @@ pub mod spsc;
 mod loom_tests;
 
 pub use doorbell::Doorbell;
-pub use mesh::{mesh, Mesh, MeshEndpoint, ShardId};
+pub use mesh::{mesh, Mesh, MeshEndpoint};
 pub use spsc::{spsc, Consumer, Producer};
-
-/// Slots per cross-shard ring unless configured otherwise (seastar uses 128).
-/// At 8-byte envelopes that is 1 KiB of slots per ring.
-pub const RING_CAPACITY_SLOTS_DEFAULT: usize = 128;
 
 /// Smallest ring accepted by [`spsc::spsc`], in slots.
 pub const RING_CAPACITY_SLOTS_MIN: usize = 2;
@@ -83,12 +82,7 @@ pub const RING_CAPACITY_SLOTS_MIN: usize = 2;
 /// gigabytes).
 pub const RING_CAPACITY_SLOTS_MAX: usize = 1 << 20;
 
-/// Items a shard should drain from one inbound ring per event-loop iteration
-/// before moving on to other work (seastar's batch of 16): bounds the latency
-/// one busy peer can impose on everything else the shard does.
-pub const RING_BATCH_MAX: usize = 16;
-
-/// Largest number of shards a mesh can connect (one [`ShardId`] is a `u16`).
+/// Largest number of shards a mesh can connect (one [`crate::ids::ShardId`] is a `u16`).
 pub const MESH_SHARDS_MAX: usize = u16::MAX as usize + 1;
 
 /// Size of the false-sharing guard around each ring index, in bytes: two
@@ -97,12 +91,6 @@ pub const CACHE_LINE_PAIR_BYTES: usize = 128;
 
 const _: () = assert!(RING_CAPACITY_SLOTS_MIN.is_power_of_two());
 const _: () = assert!(RING_CAPACITY_SLOTS_MAX.is_power_of_two());
-const _: () = assert!(RING_CAPACITY_SLOTS_DEFAULT.is_power_of_two());
-const _: () = assert!(RING_CAPACITY_SLOTS_MIN <= RING_CAPACITY_SLOTS_DEFAULT);
-const _: () = assert!(RING_CAPACITY_SLOTS_DEFAULT <= RING_CAPACITY_SLOTS_MAX);
-const _: () = assert!(RING_BATCH_MAX >= 1);
-// A batch must fit in a default ring, or one flush could never move it whole.
-const _: () = assert!(RING_BATCH_MAX <= RING_CAPACITY_SLOTS_DEFAULT);
 const _: () = assert!(MESH_SHARDS_MAX - 1 == u16::MAX as usize);
 
 /// Atomics, `Arc` and `UnsafeCell` from `std`, or from loom's model checker

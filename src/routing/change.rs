@@ -14,8 +14,9 @@
 use std::sync::Arc;
 
 use crate::amqp::field::{FieldTable, ShortStr};
+use crate::queue::QueueMeta;
 use crate::routing::durable::{self, Journal};
-use crate::routing::topology::{Destination, Exchange, QueueMeta, Vhost};
+use crate::routing::topology::{Destination, Exchange, Vhost};
 use crate::routing::BindError;
 
 /// Adds `exchange` (its name is free in `v`).

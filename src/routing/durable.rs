@@ -20,12 +20,12 @@
 use std::sync::Arc;
 
 use crate::amqp::field::{FieldTable, ShortStr};
+use crate::ids::{QueueRef, ShardId};
 use crate::queue::arguments::{self, DeclareFlags};
-use crate::queue::QueueRef;
-use crate::ring::ShardId;
+use crate::queue::{QueueMeta, QueueStats};
 use crate::routing::change;
 use crate::routing::table::BindingTable;
-use crate::routing::topology::{Destination, Exchange, QueueMeta, QueueStats, Registry, Topology, Vhost};
+use crate::routing::topology::{Destination, Exchange, Registry, Topology, Vhost};
 use crate::storage::definitions::{BindingDef, Definition, DestinationKind};
 
 /// One of the standard exchanges every vhost has: never recorded, never

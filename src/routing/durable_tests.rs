@@ -1,7 +1,5 @@
 use super::*;
-use crate::connection::ConnId;
-use crate::queue::QueueId;
-use crate::routing::table::ExchangeKind;
+use crate::ids::{ConnId, ExchangeKind, QueueId};
 use crate::routing::topology::{DeclareQueueError, ExchangeSpec, DEFAULT_VHOST};
 use crate::storage::definitions;
 use crate::storage::DataDir;

@@ -18,25 +18,8 @@ use std::sync::Arc;
 
 use crate::alarm::{ResourceLimits, ALARM_MEMORY};
 use crate::amqp::field::ShortStr;
+use crate::config::{BINDING_COUNT_MAX_DEFAULT, EXCHANGE_COUNT_MAX_DEFAULT, QUEUE_COUNT_MAX_DEFAULT};
 use crate::routing::topology::{Topology, TopologyError};
-
-// What an idle entity costs, measured on the release binary (mimalloc, 2
-// shards; the growth of the broker's RSS over a declare loop, transient
-// snapshot copies included): a queue about 4 KB, an exchange or a binding
-// about 1 KB. The defaults keep the three together near 1 GB, so they are
-// reached before a small (2 GB) box runs out; the memory alarm, which also
-// holds new entities, is the first guard, these counts the backstop when
-// the budget is set high. Each declare copies the vhost it changes (see
-// `topology`), so reaching 100,000 queues takes a declare loop about half
-// an hour on a 2-core VM.
-
-/// Default node-wide queue limit (about 400 MB of idle queues).
-pub const QUEUE_COUNT_MAX_DEFAULT: usize = 100_000;
-/// Default node-wide exchange limit, the 8 standard exchanges of each vhost
-/// included (about 100 MB).
-pub const EXCHANGE_COUNT_MAX_DEFAULT: usize = 100_000;
-/// Default node-wide binding limit: five per queue (about 500 MB).
-pub const BINDING_COUNT_MAX_DEFAULT: usize = 500_000;
 
 /// The limits a [`crate::routing::topology::Registry`] enforces.
 #[derive(Debug, Clone)]
@@ -148,12 +131,9 @@ fn reached(action: &str, name: &ShortStr, kind: &str, vhost: &str, limit: usize)
 mod tests {
     use super::*;
     use crate::amqp::field::{FieldTable, FieldValue};
-    use crate::queue::QueueRef;
-    use crate::ring::ShardId;
-    use crate::routing::table::ExchangeKind;
-    use crate::routing::topology::{
-        DeclareQueueError, Destination, ExchangeSpec, QueueMeta, QueueStats, Registry, DEFAULT_VHOST,
-    };
+    use crate::ids::{ExchangeKind, QueueRef, ShardId};
+    use crate::queue::{QueueMeta, QueueStats};
+    use crate::routing::topology::{DeclareQueueError, Destination, ExchangeSpec, Registry, DEFAULT_VHOST};
     use bytes::Bytes;
 
     /// A frame of a connection's read-buffer size, and a name and an

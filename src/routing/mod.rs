@@ -34,4 +34,4 @@ pub mod topic;
 pub mod topology;
 
 pub use headers::BindError;
-pub use table::{BindingTable, ExchangeKind};
+pub use table::BindingTable;

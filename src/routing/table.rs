@@ -36,6 +36,8 @@
 use crate::routing::FastMap;
 use std::hash::Hash;
 
+use crate::ids::ExchangeKind;
+
 use super::headers::{headers_match, parse_x_match, XMatch};
 use super::topic::TopicTrie;
 use crate::amqp::field::{FieldTable, ShortStr};
@@ -51,37 +53,6 @@ const SEEN_WORDS: usize = SEEN_SLOTS_MAX / 64;
 const SEEN_SLOTS_SMALL: usize = 256;
 const _: () = assert!(SEEN_SLOTS_MAX % 64 == 0 && SEEN_SLOTS_SMALL % 64 == 0);
 const _: () = assert!(SEEN_SLOTS_SMALL <= SEEN_SLOTS_MAX);
-
-/// The built-in exchange types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ExchangeKind {
-    Direct,
-    Fanout,
-    Topic,
-    Headers,
-}
-
-impl ExchangeKind {
-    /// Parses the `type` of exchange.declare (exact, case-sensitive).
-    pub fn parse(kind: &[u8]) -> Option<Self> {
-        match kind {
-            b"direct" => Some(ExchangeKind::Direct),
-            b"fanout" => Some(ExchangeKind::Fanout),
-            b"topic" => Some(ExchangeKind::Topic),
-            b"headers" => Some(ExchangeKind::Headers),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            ExchangeKind::Direct => "direct",
-            ExchangeKind::Fanout => "fanout",
-            ExchangeKind::Topic => "topic",
-            ExchangeKind::Headers => "headers",
-        }
-    }
-}
 
 /// A destination with its slot, as stored in the topic and headers indexes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

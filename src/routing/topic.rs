@@ -397,7 +397,8 @@ pub fn topic_matches(pattern: &[u8], key: &[u8]) -> bool {
 mod tests {
     use super::*;
     use crate::amqp::field::{FieldTable, ShortStr};
-    use crate::routing::{BindingTable, ExchangeKind};
+    use crate::ids::ExchangeKind;
+    use crate::routing::BindingTable;
     use proptest::prelude::*;
 
     fn routed(trie: &TopicTrie<u32>, key: &str) -> Vec<u32> {

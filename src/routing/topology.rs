@@ -30,13 +30,12 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 
 use crate::amqp::field::{FieldTable, FieldValue, ShortStr};
-use crate::connection::ConnId;
-use crate::queue::{QueueId, QueueRef};
-use crate::ring::ShardId;
+use crate::ids::{ExchangeKind, QueueId, QueueRef, ShardId};
+use crate::queue::QueueMeta;
 use crate::routing::change;
 use crate::routing::durable::{self, Journal};
 use crate::routing::entity_limits::EntityLimits;
-use crate::routing::table::{BindError, BindingTable, ExchangeKind};
+use crate::routing::table::{BindError, BindingTable};
 use crate::storage::definitions::{self, Definition, DefinitionsError, DefinitionsLog};
 use crate::storage::DataDir;
 
@@ -78,38 +77,6 @@ pub struct Exchange {
     pub arguments: FieldTable,
     /// Bindings with this exchange as source.
     pub bindings: BindingTable<Destination>,
-}
-
-/// Per-queue counters the owning shard keeps current, so other shards can
-/// answer queue.declare without a round trip. Relaxed: they are reports, not
-/// synchronisation.
-#[derive(Debug, Default)]
-pub struct QueueStats {
-    /// Messages ready for delivery.
-    pub messages_ready: AtomicU64,
-    /// Messages delivered and not yet acknowledged.
-    pub messages_unacked: AtomicU64,
-    /// Consumers attached.
-    pub consumers: AtomicU32,
-}
-
-/// What every shard knows about a queue: its name, home and properties.
-#[derive(Debug)]
-pub struct QueueMeta {
-    /// Id and owning shard.
-    pub queue: QueueRef,
-    /// Name.
-    pub name: ShortStr,
-    /// Declared durable.
-    pub durable: bool,
-    /// The connection that owns it, for exclusive queues.
-    pub exclusive_owner: Option<ConnId>,
-    /// Deleted when its last consumer goes away.
-    pub auto_delete: bool,
-    /// Declare arguments.
-    pub arguments: FieldTable,
-    /// Counters kept by the owner.
-    pub stats: QueueStats,
 }
 
 /// One vhost's entities.

@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::ring::ShardId;
+use crate::ids::ShardId;
 
 /// Per shard: connections adopted and connections removed since start.
 #[derive(Debug)]

@@ -14,14 +14,12 @@ use std::time::Instant;
 
 use crate::amqp::field::ShortStr;
 use crate::auth::Users;
-use crate::channel::ChannelRef;
 use crate::config::Config;
+use crate::envelope::{ConfirmTicket, Envelope, QueueReply, QueueRequest};
+use crate::ids::{ChannelRef, ConnId, ConsumerKey, MsgId, QueueId, QueueRef, ShardId};
 use crate::message::Message;
-use crate::queue::{
-    AfterRemove, ConsumerKey, Delivery, IdHasher, MsgId, Queue, QueueId, QueueRef, QueueRefusal, SettleOp,
-};
-use crate::ring::envelope::{ConfirmTicket, Envelope, QueueReply, QueueRequest};
-use crate::ring::{MeshEndpoint, ShardId};
+use crate::queue::{AfterRemove, Delivery, IdHasher, Queue, QueueRefusal, SettleOp};
+use crate::ring::MeshEndpoint;
 use crate::routing::topology::{Registry, Topology, Vhost};
 use crate::storage::entry;
 
@@ -76,7 +74,7 @@ pub struct ShardCtx {
     /// handle; see [`crate::shard::counts`]). The server sets the shared one.
     pub connection_counts: Arc<crate::shard::counts::ConnectionCounts>,
     /// This shard's connections blocked by an alarm, unblocked when it clears.
-    pub alarm_blocked: Vec<crate::connection::ConnId>,
+    pub alarm_blocked: Vec<ConnId>,
     /// When the loop last waited for events with nothing to do.
     pub idle_at: Instant,
     /// The message log (`None`: nothing is stored, e.g. in benchmarks).

@@ -44,10 +44,9 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::config::IoBackend;
-use crate::connection::{ConnId, Connection};
-use crate::queue::QueueRef;
-use crate::ring::envelope::Envelope;
-use crate::ring::ShardId;
+use crate::connection::Connection;
+use crate::envelope::Envelope;
+use crate::ids::{ConnId, QueueRef, ShardId};
 use ctx::ShardCtx;
 
 /// Envelopes taken from one inbound ring per turn.
@@ -549,7 +548,7 @@ impl Shard {
                     self.mark_ready(index);
                 }
                 None => {
-                    if let crate::ring::envelope::QueueReply::GetOk { delivery, .. } = reply {
+                    if let crate::envelope::QueueReply::GetOk { delivery, .. } = reply {
                         crate::channel::undeliverable(delivery, &mut self.ctx);
                     }
                 }

@@ -3,8 +3,9 @@
 //! mostly settled segments, and releasing confirms once their records are
 //! synced.
 
-use crate::queue::{Queue, QueueId};
-use crate::ring::envelope::Envelope;
+use crate::envelope::Envelope;
+use crate::ids::QueueId;
+use crate::queue::Queue;
 use crate::shard::ctx::{ShardCtx, ShardLog};
 use crate::storage::entry;
 use crate::storage::log::{ReadSpan, COMPACT_ROUND_BYTES_MAX};

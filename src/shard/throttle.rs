@@ -24,9 +24,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::connection::ConnId;
-use crate::queue::{QueueId, QueueRef};
-use crate::ring::ShardId;
+use crate::ids::{ConnId, QueueId, QueueRef, ShardId};
 
 /// A hold ends if its queue delivered nothing for this long.
 pub const HOLD_STALL: Duration = Duration::from_millis(10);

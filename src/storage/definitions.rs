@@ -36,8 +36,7 @@ use super::record::{self, Corruption, Decoded, RECORD_HEADER_BYTES};
 use crate::amqp::error::DecodeError;
 use crate::amqp::field::{FieldTable, ShortStr};
 use crate::amqp::wire;
-use crate::queue::QueueId;
-use crate::routing::table::ExchangeKind;
+use crate::ids::{ExchangeKind, QueueId};
 
 /// Kind octets. Never renumber: they are on disk.
 mod kind {

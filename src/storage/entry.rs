@@ -11,9 +11,9 @@
 //! moved:     kind=5 | (as message)
 //! ```
 //!
-//! All integers little-endian. A queue is named by its [`crate::queue::QueueId`],
+//! All integers little-endian. A queue is named by its [`crate::ids::QueueId`],
 //! which is never reused across runs, and a message by its sequence number in
-//! that queue ([`crate::queue::MsgId`]).
+//! that queue ([`crate::ids::MsgId`]).
 
 use crate::message::MessageParts;
 use crate::storage::record;

@@ -6,11 +6,26 @@
 //! comes back as [`Envelope::Reply`] on the reverse ring. Because each ring is
 //! FIFO, a reply and the deliveries that follow it arrive in the order the
 //! queue produced them (consume-ok before the first delivery).
+//!
+//! The rings (`crate::ring`) are generic over what they carry and know
+//! nothing of these types; this module sits above them and names the
+//! channel, queue and message types an envelope carries.
 
 use crate::amqp::field::ShortStr;
-use crate::channel::ChannelRef;
+use crate::ids::{ChannelRef, ConsumerKey, MsgId, QueueId, QueueRef};
 use crate::message::Message;
-use crate::queue::{ConsumerKey, ConsumerSpec, Delivery, MsgId, QueueId, SettleOp};
+use crate::queue::{ConsumerSpec, Delivery, SettleOp};
+
+/// Largest size of one [`Envelope`], in bytes, and so of one ring slot: every
+/// ring of the mesh holds `ring_capacity_slots` of them (4096 × 88 B = 352 KiB
+/// per ring by default, `N * (N - 1)` rings). Set to the size measured on
+/// x86_64 when this check was added (the largest variants carry a 64-byte
+/// `ConsumerSpec` or `QueueReply` beside a `QueueId` and a `ChannelRef`).
+/// A variant that makes the enum larger fails the build here: box its payload
+/// or raise this bound knowingly.
+pub const ENVELOPE_BYTES_MAX: usize = 88;
+
+const _: () = assert!(std::mem::size_of::<Envelope>() <= ENVELOPE_BYTES_MAX);
 
 /// One cross-shard message.
 #[derive(Debug)]
@@ -74,7 +89,7 @@ pub enum Envelope {
     /// channel-wide prefetch (goes to the consumer's shard).
     CreditRequest {
         /// The queue asking.
-        queue: crate::queue::QueueRef,
+        queue: QueueRef,
         /// The consumer.
         consumer: ConsumerKey,
     },
@@ -141,12 +156,12 @@ pub enum Envelope {
     /// the target that publish to it stop reading until `Released`.
     Held {
         /// The queue.
-        queue: crate::queue::QueueRef,
+        queue: QueueRef,
     },
     /// The queue lets its publishers go on.
     Released {
         /// The queue.
-        queue: crate::queue::QueueRef,
+        queue: QueueRef,
     },
 }
 
