@@ -5,10 +5,15 @@
 //!
 //! Split by concern: this file holds the state, frame dispatch, deliveries and
 //! settling; `publish.rs` assembles and routes published messages; `methods.rs`
-//! handles the exchange, queue, basic, tx and confirm methods.
+//! dispatches each method to its `handle_*` function and handles the channel,
+//! tx and confirm classes; `basic_methods.rs`, `exchange_methods.rs` and
+//! `queue_methods.rs` handle the basic, exchange and queue classes.
 
+mod basic_methods;
+mod exchange_methods;
 mod methods;
 mod publish;
+mod queue_methods;
 
 use std::collections::VecDeque;
 

@@ -13,7 +13,7 @@ use crate::amqp::field::ShortStr;
 use crate::amqp::frame;
 use crate::amqp::properties::{self, ContentHeader};
 use crate::amqp::spec::{self, BasicPublish, Method};
-use crate::channel::{Channel, ChannelError};
+use crate::channel::{Channel, ChannelError, Flow};
 use crate::connection::ConnShared;
 use crate::envelope::{ConfirmTicket, Envelope};
 use crate::ids::{ChannelRef, ConnId, QueueRef, ShardId};
@@ -79,15 +79,15 @@ pub(super) struct Content {
 }
 
 impl Channel {
-    pub(super) fn start_publish(&mut self, m: BasicPublish, ctx: &ShardCtx) -> Result<(), ChannelError> {
+    /// basic.publish: the message's content frames come next.
+    pub(super) fn handle_basic_publish(&mut self, m: BasicPublish) -> Result<Flow, ChannelError> {
         if m.immediate {
-            return Err(ChannelError::new(spec::reply_code::NOT_IMPLEMENTED, "immediate=true".into()));
+            return Err(immediate_refused());
         }
-        let _ = ctx;
         // The piece list of the last message is reused (one allocation less per message).
         let pieces = std::mem::take(&mut self.spare_pieces);
         self.content = Some(Content { method: m, header: None, body_size: 0, received: 0, pieces });
-        Ok(())
+        Ok(Flow::Continue)
     }
 
     pub(super) fn handle_header(
@@ -471,6 +471,12 @@ pub(super) struct Verdict {
     pub(super) remaining: u32,
     /// A queue refused the message.
     pub(super) refused: bool,
+}
+
+/// basic.publish immediate=true: RabbitMQ 3.x has no immediate delivery.
+#[cold]
+fn immediate_refused() -> ChannelError {
+    ChannelError::new(spec::reply_code::NOT_IMPLEMENTED, "immediate=true".into())
 }
 
 /// A header or body frame with no basic.publish before it (RabbitMQ's words).

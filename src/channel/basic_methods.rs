@@ -1,0 +1,249 @@
+//! Handlers of the basic class, except basic.publish (`publish.rs`): acks and
+//! rejects, qos, consumers, basic.get and recover.
+
+use crate::amqp::field::ShortStr;
+use crate::amqp::spec::{self, Method};
+use crate::channel::methods::check_exclusive;
+use crate::channel::{Awaiting, Channel, ChannelConsumer, ChannelError, Flow, DIRECT_REPLY_QUEUE};
+use crate::connection::ConnShared;
+use crate::envelope::QueueRequest;
+use crate::ids::ConsumerKey;
+use crate::queue::arguments;
+use crate::queue::{ConsumerSpec, SettleOp};
+use crate::shard::ctx::ShardCtx;
+
+impl Channel {
+    pub(super) fn handle_basic_ack(
+        &mut self,
+        m: spec::BasicAck,
+        shared: &mut ConnShared,
+        ctx: &mut ShardCtx,
+    ) -> Result<Flow, ChannelError> {
+        self.settle(m.delivery_tag, m.multiple, SettleOp::Ack, ctx)?;
+        self.release_held(shared, ctx);
+        Ok(Flow::Continue)
+    }
+
+    pub(super) fn handle_basic_nack(
+        &mut self,
+        m: spec::BasicNack,
+        shared: &mut ConnShared,
+        ctx: &mut ShardCtx,
+    ) -> Result<Flow, ChannelError> {
+        let op = if m.requeue { SettleOp::Requeue } else { SettleOp::Discard };
+        self.settle(m.delivery_tag, m.multiple, op, ctx)?;
+        self.release_held(shared, ctx);
+        Ok(Flow::Continue)
+    }
+
+    pub(super) fn handle_basic_reject(
+        &mut self,
+        m: spec::BasicReject,
+        shared: &mut ConnShared,
+        ctx: &mut ShardCtx,
+    ) -> Result<Flow, ChannelError> {
+        let op = if m.requeue { SettleOp::Requeue } else { SettleOp::Discard };
+        self.settle(m.delivery_tag, false, op, ctx)?;
+        self.release_held(shared, ctx);
+        Ok(Flow::Continue)
+    }
+
+    pub(super) fn handle_basic_qos(
+        &mut self,
+        m: spec::BasicQos,
+        shared: &mut ConnShared,
+        ctx: &mut ShardCtx,
+    ) -> Result<Flow, ChannelError> {
+        if m.prefetch_size != 0 {
+            return Err(ChannelError::new(
+                spec::reply_code::NOT_IMPLEMENTED,
+                format!("prefetch_size!=0 ({})", m.prefetch_size),
+            ));
+        }
+        if m.global {
+            self.prefetch_channel = u32::from(m.prefetch_count);
+        } else {
+            self.prefetch_consumer = u32::from(m.prefetch_count);
+        }
+        shared.out.method(self.me.channel, &Method::BasicQosOk(Default::default()));
+        self.release_held(shared, ctx);
+        Ok(Flow::Continue)
+    }
+
+    pub(super) fn handle_basic_consume(
+        &mut self,
+        m: spec::BasicConsume,
+        shared: &mut ConnShared,
+        ctx: &mut ShardCtx,
+    ) -> Result<Flow, ChannelError> {
+        // Detached: the tag lives as long as the consumer, the frame it came
+        // in is part of a 64 KiB read buffer.
+        let tag = if m.consumer_tag.is_empty() {
+            ctx.generate_name("amq.ctag-")
+        } else {
+            m.consumer_tag.detached()
+        };
+        if self.consumers.iter().any(|c| c.tag == tag) || self.direct_reply.as_ref() == Some(&tag) {
+            return Err(ChannelError::new(
+                spec::reply_code::NOT_ALLOWED,
+                format!("attempt to reuse consumer tag '{tag}'"),
+            ));
+        }
+        if m.queue.as_bytes() == DIRECT_REPLY_QUEUE.as_bytes() {
+            return self.consume_direct_reply(tag, &m, shared);
+        }
+        if let Some(max) = ctx.config.consumer_max_per_channel {
+            // RabbitMQ's consumer_max_per_channel: a connection error, checked
+            // before the queue is looked up; direct reply-to is not counted.
+            if self.consumers.len() >= max as usize {
+                return Err(ChannelError::hard(
+                    spec::reply_code::NOT_ALLOWED,
+                    format!("reached maximum ({max}) of consumers per channel"),
+                ));
+            }
+        }
+        self.add_consumer(tag, m, shared, ctx)
+    }
+
+    /// basic.consume on the direct reply-to pseudo-queue: no queue, the
+    /// replies come as `DirectReply` envelopes.
+    fn consume_direct_reply(
+        &mut self,
+        tag: ShortStr,
+        m: &spec::BasicConsume,
+        shared: &mut ConnShared,
+    ) -> Result<Flow, ChannelError> {
+        if !m.no_ack {
+            return Err(ChannelError::new(
+                spec::reply_code::PRECONDITION_FAILED,
+                "reply consumer cannot acknowledge".into(),
+            ));
+        }
+        if self.direct_reply.is_some() {
+            return Err(ChannelError::new(
+                spec::reply_code::PRECONDITION_FAILED,
+                "reply consumer already set".into(),
+            ));
+        }
+        self.direct_reply = Some(tag.clone());
+        if !m.no_wait {
+            shared
+                .out
+                .method(self.me.channel, &Method::BasicConsumeOk(spec::BasicConsumeOk { consumer_tag: tag }));
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// basic.consume on a queue: records the consumer and asks the queue's
+    /// owner to attach it.
+    fn add_consumer(
+        &mut self,
+        tag: ShortStr,
+        m: spec::BasicConsume,
+        shared: &mut ConnShared,
+        ctx: &mut ShardCtx,
+    ) -> Result<Flow, ChannelError> {
+        let meta = self.lookup_queue(&m.queue, shared, ctx)?;
+        check_exclusive(&meta, self.me.conn, &shared.vhost)?;
+        arguments::check_consume(&m.arguments, &meta.arguments).map_err(|e| {
+            ChannelError::new(spec::reply_code::PRECONDITION_FAILED, e.text(&meta.name, &shared.vhost))
+        })?;
+        let id = shared.next_consumer;
+        shared.next_consumer = shared.next_consumer.wrapping_add(1);
+        let prefetch = self.prefetch_consumer;
+        let channel_limited = self.prefetch_channel > 0 && !m.no_ack;
+        let priority = match m.arguments.get(b"x-priority") {
+            Some(v) => {
+                v.as_i64().map(|p| p.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32).unwrap_or(0)
+            }
+            None => 0,
+        };
+        let spec = ConsumerSpec {
+            key: ConsumerKey { channel: self.me, consumer: id },
+            tag: tag.clone(),
+            no_ack: m.no_ack,
+            prefetch,
+            exclusive: m.exclusive,
+            priority,
+            channel_limited,
+        };
+        self.consumers.push(ChannelConsumer {
+            id,
+            tag: tag.clone(),
+            queue: meta.queue,
+            credit_owed: 0,
+            credit_owed_bytes: 0,
+            channel_limited,
+            granted: 0,
+        });
+        let awaiting = Awaiting::Consume { tag, no_wait: m.no_wait, method: (60, 20) };
+        self.request(&meta, QueueRequest::Consume(spec), awaiting, shared, ctx)
+    }
+
+    pub(super) fn handle_basic_cancel(
+        &mut self,
+        m: spec::BasicCancel,
+        shared: &mut ConnShared,
+        ctx: &mut ShardCtx,
+    ) -> Result<Flow, ChannelError> {
+        if let Some(i) = self.consumers.iter().position(|c| c.tag == m.consumer_tag) {
+            let consumer = self.consumers.remove(i);
+            self.granted -= consumer.granted;
+            self.grant_credit(ctx);
+            ctx.remove_consumer(consumer.queue, ConsumerKey { channel: self.me, consumer: consumer.id });
+            // After the removal, so the queue does not hand them
+            // straight back to the consumer being cancelled.
+            self.return_held_of(consumer.id, ctx);
+        } else if self.direct_reply.as_ref() == Some(&m.consumer_tag) {
+            self.direct_reply = None;
+        }
+        if !m.no_wait {
+            shared.out.method(
+                self.me.channel,
+                &Method::BasicCancelOk(spec::BasicCancelOk { consumer_tag: m.consumer_tag }),
+            );
+        }
+        Ok(Flow::Continue)
+    }
+
+    pub(super) fn handle_basic_get(
+        &mut self,
+        m: spec::BasicGet,
+        shared: &mut ConnShared,
+        ctx: &mut ShardCtx,
+    ) -> Result<Flow, ChannelError> {
+        let meta = self.lookup_queue(&m.queue, shared, ctx)?;
+        check_exclusive(&meta, self.me.conn, &shared.vhost)?;
+        self.request(&meta, QueueRequest::Get { no_ack: m.no_ack }, Awaiting::Get, shared, ctx)
+    }
+
+    pub(super) fn handle_basic_recover(
+        &mut self,
+        m: spec::BasicRecover,
+        shared: &mut ConnShared,
+        ctx: &mut ShardCtx,
+    ) -> Result<Flow, ChannelError> {
+        if !m.requeue {
+            return Err(ChannelError::new(spec::reply_code::NOT_IMPLEMENTED, "requeue=false".into()));
+        }
+        self.requeue_unacked(shared, ctx);
+        shared.out.method(self.me.channel, &Method::BasicRecoverOk(Default::default()));
+        Ok(Flow::Continue)
+    }
+
+    pub(super) fn handle_basic_recover_async(
+        &mut self,
+        shared: &mut ConnShared,
+        ctx: &mut ShardCtx,
+    ) -> Result<Flow, ChannelError> {
+        self.requeue_unacked(shared, ctx);
+        Ok(Flow::Continue)
+    }
+
+    /// basic.recover: every unacked delivery goes back to its queue.
+    fn requeue_unacked(&mut self, shared: &mut ConnShared, ctx: &mut ShardCtx) {
+        let unacked: Vec<_> = self.unacked.drain(..).collect();
+        self.settle_entries(&unacked, SettleOp::Requeue, ctx);
+        self.release_held(shared, ctx);
+    }
+}
