@@ -26,6 +26,7 @@
 pub mod collect;
 pub mod counts;
 pub mod ctx;
+mod inbound;
 pub mod io;
 pub mod names;
 pub mod stop;
@@ -46,7 +47,7 @@ use slab::Slab;
 use crate::config::IoBackend;
 use crate::connection::Connection;
 use crate::envelope::Envelope;
-use crate::ids::{ConnId, QueueRef, ShardId};
+use crate::ids::{ConnId, ShardId};
 use ctx::ShardCtx;
 
 /// Envelopes taken from one inbound ring per turn.
@@ -463,114 +464,6 @@ impl Shard {
         let me = self.ctx.shard;
         while let Some(envelope) = self.ctx.local.pop_front() {
             self.handle_envelope(me, envelope);
-        }
-    }
-
-    fn handle_envelope(&mut self, from: ShardId, envelope: Envelope) {
-        let me = self.ctx.shard;
-        match envelope {
-            Envelope::Accept(stream) => match stream.peer_addr() {
-                Ok(peer) => self.adopt(stream, peer),
-                Err(_) => drop(stream),
-            },
-            Envelope::Publish { queue, message, confirm } => {
-                let taken = self.ctx.publish_local_as(queue, message);
-                if let Some(held) = self.ctx.throttle.take_hit() {
-                    if from != me && self.ctx.throttle.notify(held.id, from) {
-                        self.ctx.send(from, Envelope::Held { queue: held });
-                    }
-                }
-                let accepted = taken != crate::shard::ctx::Taken::Refused;
-                if let (Some(ticket), crate::shard::ctx::Taken::Stored) = (confirm, taken) {
-                    self.ctx.wait_for_sync(ticket);
-                } else if let Some(ticket) = confirm {
-                    let to = ticket.channel;
-                    let incarnation = ticket.incarnation;
-                    self.ctx.send(
-                        to.conn.shard,
-                        Envelope::Confirm { to, incarnation, seq: ticket.seq, accepted },
-                    );
-                }
-            }
-            Envelope::Confirm { to, incarnation, seq, accepted } => {
-                if let Some(index) = self.slot_of(to.conn) {
-                    let conn = &mut self.conns[index].conn;
-                    if conn.handle_confirm(to.channel, incarnation, seq, accepted, &mut self.ctx) {
-                        // A commit it was paused on is done: commit-ok out, read on.
-                        self.mark_dirty(index);
-                        self.mark_ready(index);
-                    }
-                    if !self.confirm_touched.contains(&index) {
-                        self.confirm_touched.push(index);
-                    }
-                }
-            }
-            Envelope::Deliver(delivery) => match self.slot_of(delivery.consumer.channel.conn) {
-                Some(index) => {
-                    self.conns[index].conn.handle_delivery(delivery, &mut self.ctx);
-                    self.mark_dirty(index);
-                }
-                None => crate::channel::undeliverable(delivery, &mut self.ctx),
-            },
-            Envelope::Settle { queue, op, ids } => self.ctx.settle_local(queue, op, &ids),
-            Envelope::ReturnUndelivered { queue, msg_id, message, redelivered } => {
-                self.ctx.return_undelivered_local(queue, msg_id, message, redelivered)
-            }
-            Envelope::Grant { queue, consumer, count } => {
-                self.ctx.grant(QueueRef { id: queue, shard: me }, consumer, count)
-            }
-            Envelope::GrantReturn { consumer, count } => {
-                if let Some(index) = self.slot_of(consumer.channel.conn) {
-                    self.conns[index].conn.handle_grant_return(consumer, count, &mut self.ctx);
-                }
-            }
-            Envelope::CreditRequest { queue, consumer } => {
-                if let Some(index) = self.slot_of(consumer.channel.conn) {
-                    self.conns[index].conn.handle_credit_request(queue, consumer, &mut self.ctx);
-                }
-            }
-            Envelope::Credit { queue, consumer, count, bytes } => {
-                self.ctx.credit(QueueRef { id: queue, shard: me }, consumer, count, bytes)
-            }
-            Envelope::RemoveConsumer { queue, consumer } => self.ctx.remove_consumer_local(queue, consumer),
-            Envelope::DeleteExclusive { queue } => {
-                self.ctx.delete_queue_local(queue);
-            }
-            Envelope::Request { queue, from, request } => {
-                let reply = self.ctx.queue_request(queue, from, request);
-                self.ctx.send(from.conn.shard, Envelope::Reply { to: from, reply });
-                self.ctx.route_deliveries();
-            }
-            Envelope::Reply { to, reply } => match self.slot_of(to.conn) {
-                Some(index) => {
-                    self.conns[index].conn.handle_reply(to.channel, reply, &mut self.ctx);
-                    self.mark_dirty(index);
-                    self.mark_ready(index);
-                }
-                None => {
-                    if let crate::envelope::QueueReply::GetOk { delivery, .. } = reply {
-                        crate::channel::undeliverable(delivery, &mut self.ctx);
-                    }
-                }
-            },
-            Envelope::ConsumerCancelled { consumer } => {
-                if let Some(index) = self.slot_of(consumer.channel.conn) {
-                    self.conns[index].conn.handle_consumer_cancelled(
-                        consumer.channel.channel,
-                        consumer.consumer,
-                        &mut self.ctx,
-                    );
-                    self.mark_dirty(index);
-                }
-            }
-            Envelope::Held { queue } => self.ctx.throttle.held_remote(queue),
-            Envelope::Released { queue } => self.ctx.throttle.released_remote(queue),
-            Envelope::DirectReply { to, message } => {
-                if let Some(index) = self.slot_of(to.conn) {
-                    self.conns[index].conn.handle_direct_reply(to.channel, message, &mut self.ctx);
-                    self.mark_dirty(index);
-                }
-            }
         }
     }
 
