@@ -13,12 +13,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::amqp::field::ShortStr;
+use crate::amqp::spec::reply_code;
 use crate::auth::Users;
 use crate::config::Config;
 use crate::envelope::{ConfirmTicket, Envelope, QueueReply, QueueRequest};
 use crate::ids::{ChannelRef, ConnId, ConsumerKey, MsgId, QueueId, QueueRef, ShardId};
 use crate::message::Message;
-use crate::queue::{AfterRemove, Delivery, IdHasher, Queue, QueueRefusal, SettleOp};
+use crate::queue::{AfterRemove, ConsumerSpec, Delivery, IdHasher, Queue, QueueRefusal, SettleOp};
 use crate::ring::MeshEndpoint;
 use crate::routing::topology::{Registry, Topology, Vhost};
 use crate::storage::entry;
@@ -583,38 +584,8 @@ impl ShardCtx {
             return QueueReply::Gone;
         };
         let reply = match request {
-            QueueRequest::Consume(spec) => {
-                let tag = spec.tag.clone();
-                let mut out = std::mem::take(&mut self.deliveries);
-                let result = match queue_at(&mut self.queues, &mut self.journaled, self.clock, queue) {
-                    Some(q) => {
-                        q.touch();
-                        q.add_consumer(spec, &mut out)
-                    }
-                    None => Ok(()),
-                };
-                self.deliveries = out;
-                match result {
-                    Ok(()) => QueueReply::ConsumeOk { tag },
-                    Err(_) => QueueReply::Refused {
-                        code: 403,
-                        text: format!("ACCESS_REFUSED - queue '{name}' in vhost '{vhost}' in exclusive use"),
-                    },
-                }
-            }
-            QueueRequest::Get { no_ack } => {
-                let taker = ConsumerKey { channel: from, consumer: crate::queue::GET_CONSUMER };
-                // Nothing in memory but messages in the log: page them in now.
-                if self.queues.get(&queue).is_some_and(Queue::needs_page_in_now) {
-                    self.page_in(queue);
-                }
-                match queue_at(&mut self.queues, &mut self.journaled, self.clock, queue)
-                    .and_then(|q| q.get(taker, no_ack))
-                {
-                    Some((delivery, message_count)) => QueueReply::GetOk { delivery, message_count },
-                    None => QueueReply::GetEmpty,
-                }
-            }
+            QueueRequest::Consume(spec) => self.request_consume(queue, spec, &name, &vhost),
+            QueueRequest::Get { no_ack } => self.request_get(queue, from, no_ack),
             QueueRequest::Declare => match queue_at(&mut self.queues, &mut self.journaled, self.clock, queue)
             {
                 Some(q) => QueueReply::DeclareOk {
@@ -630,18 +601,7 @@ impl ShardCtx {
                 queue_at(&mut self.queues, &mut self.journaled, self.clock, queue).map_or(0, Queue::purge),
             ),
             QueueRequest::Delete { if_unused, if_empty } => {
-                let check = self.queues.get(&queue).map_or(Ok(()), |q| q.check_delete(if_unused, if_empty));
-                match check {
-                    Ok(()) => QueueReply::DeleteOk(self.delete_queue_local(queue)),
-                    Err(QueueRefusal::InUse) => QueueReply::Refused {
-                        code: 406,
-                        text: format!("PRECONDITION_FAILED - queue '{name}' in vhost '{vhost}' in use"),
-                    },
-                    Err(_) => QueueReply::Refused {
-                        code: 406,
-                        text: format!("PRECONDITION_FAILED - queue '{name}' in vhost '{vhost}' not empty"),
-                    },
-                }
+                self.request_delete(queue, if_unused, if_empty, &name, &vhost)
             }
         };
         if let Some(q) = self.queues.get(&queue) {
@@ -651,6 +611,72 @@ impl ShardCtx {
         // The caller routes the deliveries this caused *after* sending the
         // reply, so consume-ok always precedes the first delivery.
         reply
+    }
+
+    /// basic.consume on a local queue; its first deliveries wait in
+    /// `deliveries` (see [`ShardCtx::queue_request`]).
+    fn request_consume(
+        &mut self,
+        queue: QueueId,
+        spec: ConsumerSpec,
+        name: &ShortStr,
+        vhost: &str,
+    ) -> QueueReply {
+        let tag = spec.tag.clone();
+        let mut out = std::mem::take(&mut self.deliveries);
+        let result = match queue_at(&mut self.queues, &mut self.journaled, self.clock, queue) {
+            Some(q) => {
+                q.touch();
+                q.add_consumer(spec, &mut out)
+            }
+            None => Ok(()),
+        };
+        self.deliveries = out;
+        match result {
+            Ok(()) => QueueReply::ConsumeOk { tag },
+            Err(_) => QueueReply::Refused {
+                code: reply_code::ACCESS_REFUSED,
+                text: format!("ACCESS_REFUSED - queue '{name}' in vhost '{vhost}' in exclusive use"),
+            },
+        }
+    }
+
+    /// basic.get on a local queue.
+    fn request_get(&mut self, queue: QueueId, from: ChannelRef, no_ack: bool) -> QueueReply {
+        let taker = ConsumerKey { channel: from, consumer: crate::queue::GET_CONSUMER };
+        // Nothing in memory but messages in the log: page them in now.
+        if self.queues.get(&queue).is_some_and(Queue::needs_page_in_now) {
+            self.page_in(queue);
+        }
+        match queue_at(&mut self.queues, &mut self.journaled, self.clock, queue)
+            .and_then(|q| q.get(taker, no_ack))
+        {
+            Some((delivery, message_count)) => QueueReply::GetOk { delivery, message_count },
+            None => QueueReply::GetEmpty,
+        }
+    }
+
+    /// queue.delete of a local queue, unless if-unused or if-empty refuse it.
+    fn request_delete(
+        &mut self,
+        queue: QueueId,
+        if_unused: bool,
+        if_empty: bool,
+        name: &ShortStr,
+        vhost: &str,
+    ) -> QueueReply {
+        let check = self.queues.get(&queue).map_or(Ok(()), |q| q.check_delete(if_unused, if_empty));
+        match check {
+            Ok(()) => QueueReply::DeleteOk(self.delete_queue_local(queue)),
+            Err(QueueRefusal::InUse) => QueueReply::Refused {
+                code: reply_code::PRECONDITION_FAILED,
+                text: format!("PRECONDITION_FAILED - queue '{name}' in vhost '{vhost}' in use"),
+            },
+            Err(_) => QueueReply::Refused {
+                code: reply_code::PRECONDITION_FAILED,
+                text: format!("PRECONDITION_FAILED - queue '{name}' in vhost '{vhost}' not empty"),
+            },
+        }
     }
 
     /// Hands the deliveries decided by local queues to their channels.
