@@ -385,13 +385,6 @@ impl FieldValue {
         }
     }
 
-    pub fn as_array(&self) -> Option<&[FieldValue]> {
-        match self {
-            FieldValue::Array(a) => Some(a),
-            _ => None,
-        }
-    }
-
     /// Writes the type letter and the value.
     pub fn encode(&self, out: &mut BytesMut) {
         match self {

@@ -176,7 +176,11 @@ impl Channel {
             channel_limited,
             granted: 0,
         });
-        let awaiting = Awaiting::Consume { tag, no_wait: m.no_wait, method: (60, 20) };
+        let awaiting = Awaiting::Consume {
+            tag,
+            no_wait: m.no_wait,
+            method: (spec::BasicConsume::CLASS_ID, spec::BasicConsume::METHOD_ID),
+        };
         self.request(&meta, QueueRequest::Consume(spec), awaiting, shared, ctx)
     }
 

@@ -390,14 +390,22 @@ fn not_transactional() -> ChannelError {
 /// The class and method ids of the request a channel waits on.
 fn awaiting_method(awaiting: &Awaiting) -> (u16, u16) {
     match awaiting {
-        Awaiting::Get => (60, 70),
-        Awaiting::Purge { .. } => (50, 30),
-        Awaiting::Delete { .. } => (50, 40),
-        Awaiting::Declare { .. } => (50, 10),
+        Awaiting::Get => (spec::BasicGet::CLASS_ID, spec::BasicGet::METHOD_ID),
+        Awaiting::Purge { .. } => (spec::QueuePurge::CLASS_ID, spec::QueuePurge::METHOD_ID),
+        Awaiting::Delete { .. } => (spec::QueueDelete::CLASS_ID, spec::QueueDelete::METHOD_ID),
+        Awaiting::Declare { .. } => (spec::QueueDeclare::CLASS_ID, spec::QueueDeclare::METHOD_ID),
         Awaiting::Consume { method, .. } => *method,
     }
 }
 
+/// A queue owner's refusal; its text already starts with the code's name.
 fn refused(code: u16, text: String, method: (u16, u16)) -> ChannelError {
-    ChannelError { code, text, class_id: method.0, method_id: method.1, close_silently: false }
+    ChannelError {
+        code,
+        text,
+        class_id: method.0,
+        method_id: method.1,
+        close_silently: false,
+        closes_connection: false,
+    }
 }

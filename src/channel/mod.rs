@@ -48,6 +48,9 @@ pub struct ChannelError {
     /// Close the socket without connection.close (failed login of a client
     /// that did not ask for authentication_failure_close).
     pub close_silently: bool,
+    /// Close the connection even if the code is a soft one (set by
+    /// [`ChannelError::hard`]).
+    pub closes_connection: bool,
 }
 
 impl ChannelError {
@@ -60,12 +63,14 @@ impl ChannelError {
             class_id: 0,
             method_id: 0,
             close_silently: false,
+            closes_connection: false,
         }
     }
 
-    /// Same as [`ChannelError::new`]; says at the call site that it closes the connection.
+    /// An error that closes the connection whatever the class of `code`
+    /// (e.g. a refused login's 403, which the spec lists as a soft code).
     pub fn hard(code: u16, detail: String) -> ChannelError {
-        ChannelError::new(code, detail)
+        ChannelError { closes_connection: true, ..ChannelError::new(code, detail) }
     }
 
     /// Names the method that failed.
@@ -87,9 +92,10 @@ impl ChannelError {
         ShortStr::copy_from_str(truncate(&self.text))
     }
 
-    /// True if it closes the whole connection.
+    /// True if it closes the whole connection: made by [`ChannelError::hard`],
+    /// or its code is a hard one.
     pub fn is_hard(&self) -> bool {
-        spec::reply_code_is_hard(self.code)
+        self.closes_connection || spec::reply_code_is_hard(self.code)
     }
 }
 
@@ -723,4 +729,21 @@ fn truncate(text: &str) -> &str {
         end -= 1;
     }
     &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hard_closes_the_connection_whatever_the_code() {
+        // 403 is a soft code: new() closes the channel, hard() the connection.
+        let soft = ChannelError::new(spec::reply_code::ACCESS_REFUSED, "x".into());
+        let hard = ChannelError::hard(spec::reply_code::ACCESS_REFUSED, "x".into());
+        assert!(!soft.is_hard());
+        assert!(hard.is_hard());
+        assert_eq!(hard.text, soft.text);
+        // A hard code closes the connection either way.
+        assert!(ChannelError::new(spec::reply_code::FRAME_ERROR, "x".into()).is_hard());
+    }
 }

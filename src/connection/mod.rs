@@ -199,11 +199,6 @@ impl Connection {
             || self.shared.out.queued_bytes() > WRITE_QUEUE_BYTES_HIGH
     }
 
-    /// True if unprocessed frames are buffered (e.g. after a pause ends).
-    pub fn has_buffered_input(&self) -> bool {
-        !self.read_buf.is_empty()
-    }
-
     /// The buffer socket reads go into; the caller records the time.
     pub fn read_buffer(&mut self) -> &mut BytesMut {
         &mut self.read_buf
