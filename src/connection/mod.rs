@@ -3,16 +3,17 @@
 //! into [`Connection::read_buffer`], calls [`Connection::process`], and writes
 //! [`Connection::out`] to the socket.
 //!
-//! Call order: `read_buffer()` + `process()` after each read; `handle_*()` for
-//! envelopes addressed to it; `handle_tick()` a few times a second;
-//! `after_flush()` once its write queue has drained; `end_alarm_block()` when
-//! every resource alarm has cleared (if it blocked on one); `shutdown()` when
-//! the socket is gone.
+//! Call order: `read_buffer()` + `process()` after each read; `handle_*()` (in
+//! `from_queues.rs`) for envelopes addressed to it; `handle_tick()` a few times
+//! a second; `after_flush()` once its write queue has drained;
+//! `end_alarm_block()` when every resource alarm has cleared (if it blocked on
+//! one); `shutdown()` when the socket is gone.
 //!
 //! Phases: protocol header → start-ok → tune-ok → open → running → closing.
 //! Errors with hard reply codes close the connection, soft ones one channel
 //! (see [`crate::channel::ChannelError`]).
 
+mod from_queues;
 pub mod handshake;
 #[cfg(test)]
 mod input_tests;
@@ -28,10 +29,8 @@ use crate::amqp::field::ShortStr;
 use crate::amqp::frame::{self, Frame, FrameType, ProtocolHeaderCheck, PROTOCOL_HEADER};
 use crate::amqp::spec::{self, Method};
 use crate::channel::{Channel, ChannelError, Flow};
-use crate::envelope::{Envelope, QueueReply};
-use crate::ids::{ChannelRef, ConnId, ConsumerKey, QueueRef};
-use crate::message::Message;
-use crate::queue::Delivery;
+use crate::envelope::Envelope;
+use crate::ids::{ChannelRef, ConnId, QueueRef};
 use crate::shard::ctx::ShardCtx;
 use writer::WriteQueue;
 
@@ -618,112 +617,6 @@ impl Connection {
                 ctx.delete_queue_local(queue.id);
             } else {
                 ctx.send(queue.shard, Envelope::DeleteExclusive { queue: queue.id });
-            }
-        }
-    }
-
-    /// A delivery from a queue for one of this connection's consumers.
-    pub fn handle_delivery(&mut self, delivery: Delivery, ctx: &mut ShardCtx) {
-        let number = delivery.consumer.channel.channel;
-        match self.channels.get_mut(usize::from(number)) {
-            Some(Some(channel)) if self.phase == Phase::Running => {
-                channel.deliver(delivery, &mut self.shared, ctx)
-            }
-            _ => crate::channel::undeliverable(delivery, ctx),
-        }
-    }
-
-    /// A message for this connection's direct reply-to consumer.
-    pub fn handle_direct_reply(&mut self, channel: u16, message: Message, _ctx: &mut ShardCtx) {
-        if self.phase != Phase::Running {
-            return;
-        }
-        if let Some(Some(ch)) = self.channels.get_mut(usize::from(channel)) {
-            ch.direct_reply(message, &mut self.shared);
-        }
-    }
-
-    /// A queue asks one of our channels for a delivery grant.
-    pub fn handle_credit_request(&mut self, queue: QueueRef, consumer: ConsumerKey, ctx: &mut ShardCtx) {
-        if self.phase != Phase::Running {
-            return;
-        }
-        if let Some(Some(ch)) = self.channels.get_mut(usize::from(consumer.channel.channel)) {
-            ch.credit_requested(queue, consumer.consumer, ctx);
-        }
-    }
-
-    /// A queue this connection consumed from was deleted.
-    pub fn handle_consumer_cancelled(&mut self, channel: u16, consumer: u32, ctx: &mut ShardCtx) {
-        if self.phase != Phase::Running {
-            return;
-        }
-        if let Some(Some(ch)) = self.channels.get_mut(usize::from(channel)) {
-            ch.consumer_cancelled(consumer, &mut self.shared, ctx);
-        }
-    }
-
-    /// A queue handed back delivery grants it could not use.
-    pub fn handle_grant_return(&mut self, consumer: ConsumerKey, count: u32, ctx: &mut ShardCtx) {
-        if self.phase != Phase::Running {
-            return;
-        }
-        if let Some(Some(ch)) = self.channels.get_mut(usize::from(consumer.channel.channel)) {
-            ch.grant_returned(consumer.consumer, count, ctx);
-        }
-    }
-
-    /// The answer to a request a paused channel sent to another shard.
-    pub fn handle_reply(&mut self, channel: u16, reply: QueueReply, ctx: &mut ShardCtx) {
-        if self.paused_on != Some(channel) {
-            // The connection closed meanwhile; a delivery fetched by basic.get
-            // must not be lost.
-            if let QueueReply::GetOk { delivery, .. } = reply {
-                crate::channel::undeliverable(delivery, ctx);
-            }
-            return;
-        }
-        self.paused_on = None;
-        let result = match self.channels.get_mut(usize::from(channel)) {
-            Some(Some(ch)) => ch.handle_reply(reply, &mut self.shared, ctx).map(|()| Flow::Continue),
-            _ => Ok(Flow::Continue),
-        };
-        self.after_channel(channel, result, ctx);
-    }
-
-    /// A queue's verdict on a message one of our channels published (in
-    /// confirm mode, or committed in a transaction). True if it ended a
-    /// commit the connection was paused on: it reads on now.
-    pub fn handle_confirm(
-        &mut self,
-        channel: u16,
-        incarnation: u32,
-        seq: u64,
-        accepted: bool,
-        ctx: &mut ShardCtx,
-    ) -> bool {
-        let Some(Some(ch)) = self.channels.get_mut(usize::from(channel)) else {
-            return false;
-        };
-        if ch.is_transactional() {
-            let done = ch.tx_verdict(incarnation, &mut self.shared, ctx);
-            if done && self.paused_on == Some(channel) {
-                self.paused_on = None;
-                return true;
-            }
-            return false;
-        }
-        if ch.confirm_resolved(incarnation, seq, accepted) {
-            self.shared.confirm_dirty.push(channel);
-        }
-        false
-    }
-
-    /// Sends the publisher confirms decided so far, coalesced.
-    pub fn flush_confirms(&mut self) {
-        for number in std::mem::take(&mut self.shared.confirm_dirty) {
-            if let Some(Some(ch)) = self.channels.get_mut(usize::from(number)) {
-                ch.flush_confirms(&mut self.shared.out);
             }
         }
     }
