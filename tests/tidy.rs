@@ -16,23 +16,42 @@ use std::path::{Path, PathBuf};
 
 /// Longest line allowed, in characters.
 const LINE_CHARS_MAX: usize = 120;
-/// Longest file allowed, in lines.
-const FILE_LINES_MAX: usize = 900;
+/// Longest file allowed, in lines. A ratchet: lower it when the longest file
+/// shrinks, never raise it (split the file instead); the style guide says
+/// about 800. The longest today: `src/routing/topology.rs`.
+const FILE_LINES_MAX: usize = 889;
+/// Longest function allowed, in lines from its `fn` line to its closing brace
+/// (test code aside). A ratchet like [`FILE_LINES_MAX`]; issue 11 aims at
+/// about 80. The longest today: `run` in `src/bin/lepus-perf/main.rs`, then
+/// `write_erl_value` in `src/routing/headers.rs` (221).
+const FN_LINES_MAX: usize = 228;
 /// Generated from the spec XML: exempt from the size rules.
 const GENERATED: &str = "src/amqp/spec.rs";
 /// How many lines above an `unsafe` block its `// SAFETY:` comment may start.
 const SAFETY_LINES_ABOVE: usize = 3;
-/// The data path: no locks here (directories, and single-file modules).
-const LOCK_FREE_DIRS: [&str; 8] = [
-    "src/shard/",
-    "src/queue/",
-    "src/channel/",
+/// The data path: every module a message passes through, from the codec to
+/// the rings (directories, and single-file modules). No `Mutex` or `RwLock`
+/// here: shards share nothing mutable, they pass envelopes.
+const LOCK_FREE_DIRS: [&str; 10] = [
+    "src/amqp/",
     "src/connection/",
+    "src/channel/",
+    "src/routing/",
     "src/envelope.rs",
+    "src/queue/",
+    "src/shard/",
     "src/ring/",
     "src/ids.rs",
     "src/message.rs",
 ];
+/// Locks allowed on the data path, each with the most lines of its file that
+/// may name a lock, and why. Only the control path may take them.
+const LOCK_EXCEPTIONS: [(&str, usize, &str); 1] = [(
+    "src/routing/topology.rs",
+    3,
+    "Registry's writer lock: declares, deletes and binds serialize their copy-and-swap of a vhost's \
+     topology (control path; routing reads the ArcSwap snapshot without it)",
+)];
 
 /// The library's top-level modules, top to bottom, and the modules each may
 /// use (`crate::…` paths and `super::` chains to the crate root, in non-test
@@ -322,18 +341,26 @@ fn no_unwrap_outside_tests() {
 fn the_data_path_takes_no_locks() {
     let mut violations = Vec::new();
     for source in sources() {
-        if !LOCK_FREE_DIRS.iter().any(|dir| source.path.starts_with(dir)) {
+        if !LOCK_FREE_DIRS.iter().any(|path| source.path.starts_with(path)) {
             continue;
         }
+        let mut found = Vec::new();
         for (number, code, _) in source.code_lines() {
             for needle in ["Mutex", "RwLock"] {
                 if code.contains(needle) {
-                    violations.push(format!("{}:{number}: `{needle}` on the data path", source.path));
+                    found.push(format!("{}:{number}: `{needle}` on the data path", source.path));
                 }
             }
         }
+        let allowed = LOCK_EXCEPTIONS.iter().find(|(path, _, _)| *path == source.path).map_or(0, |e| e.1);
+        if found.len() > allowed {
+            violations.extend(found);
+        }
     }
-    assert_clean(&format!("no `Mutex` / `RwLock` in {}", LOCK_FREE_DIRS.join(", ")), violations);
+    assert_clean(
+        &format!("no `Mutex` / `RwLock` in {} (except LOCK_EXCEPTIONS)", LOCK_FREE_DIRS.join(", ")),
+        violations,
+    );
 }
 
 #[test]
@@ -360,6 +387,115 @@ fn no_source_file_is_too_long() {
         .map(|s| format!("{}: {} lines (max {FILE_LINES_MAX})", s.path, s.lines.len()))
         .collect();
     assert_clean(&format!("no source file over {FILE_LINES_MAX} lines (except {GENERATED})"), violations);
+}
+
+/// `{` and `}` on each line, outside string, char and byte literals and `//`
+/// comments. Strings may span lines; raw strings and block comments are not
+/// understood (src/ has none).
+fn braces_per_line(lines: &[String]) -> Vec<(usize, usize)> {
+    let mut in_string = false;
+    let mut counts = Vec::with_capacity(lines.len());
+    for line in lines {
+        let (mut opens, mut closes) = (0, 0);
+        let chars: Vec<char> = line.chars().collect();
+        let mut i = 0;
+        while i < chars.len() {
+            let c = chars[i];
+            if in_string {
+                match c {
+                    '\\' => i += 1,
+                    '"' => in_string = false,
+                    _ => {}
+                }
+            } else {
+                match c {
+                    '"' => in_string = true,
+                    '/' if chars.get(i + 1) == Some(&'/') => break,
+                    // A char literal: '{', '\'', '\u{7b}'; a lifetime ('a) is not one.
+                    '\'' if chars.get(i + 1) == Some(&'\\') => {
+                        i += 2;
+                        while i < chars.len() && chars[i] != '\'' {
+                            i += 1;
+                        }
+                    }
+                    '\'' if chars.get(i + 2) == Some(&'\'') => i += 2,
+                    '{' => opens += 1,
+                    '}' => closes += 1,
+                    _ => {}
+                }
+            }
+            i += 1;
+        }
+        counts.push((opens, closes));
+    }
+    counts
+}
+
+/// The name a line declares a function of (`fn name`, after `pub`,
+/// `pub(crate)`, `const`, `async`, `unsafe`, `extern "C"`), if it does.
+fn declared_fn(code: &str) -> Option<&str> {
+    let mut rest = code.trim_start();
+    loop {
+        if let Some(after) = rest.strip_prefix("pub(") {
+            rest = after.split_once(')')?.1.trim_start();
+            continue;
+        }
+        let qualifier =
+            ["pub ", "const ", "async ", "unsafe ", "extern \"C\" "].iter().find(|q| rest.starts_with(*q));
+        match qualifier {
+            Some(q) => rest = rest[q.len()..].trim_start(),
+            None => break,
+        }
+    }
+    let rest = rest.strip_prefix("fn ")?;
+    let end = rest.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(rest.len());
+    (end > 0).then(|| &rest[..end])
+}
+
+/// Every function with a body outside test code, as (1-based first line,
+/// name, lines from the `fn` line to the closing brace).
+fn functions(source: &Source) -> Vec<(usize, String, usize)> {
+    let braces = braces_per_line(&source.lines);
+    let mut found = Vec::new();
+    for (number, code, test) in source.code_lines() {
+        let Some(name) = declared_fn(code).filter(|_| !test) else { continue };
+        let (mut depth, mut opened) = (0i64, false);
+        for (index, line) in source.lines.iter().enumerate().skip(number - 1) {
+            let (opens, closes) = braces[index];
+            if !opened && opens == 0 && line.trim_end().ends_with(';') {
+                break; // A declaration without a body (in a trait).
+            }
+            opened |= opens > 0;
+            depth += opens as i64 - closes as i64;
+            if opened && depth <= 0 {
+                found.push((number, name.to_owned(), index + 2 - number));
+                break;
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn no_function_is_too_long() {
+    let mut violations = Vec::new();
+    for source in sources() {
+        if source.path == GENERATED || source.test_file {
+            continue;
+        }
+        for (number, name, lines) in functions(&source) {
+            if lines > FN_LINES_MAX {
+                violations.push(format!(
+                    "{}:{number}: fn {name} is {lines} lines (max {FN_LINES_MAX})",
+                    source.path
+                ));
+            }
+        }
+    }
+    assert_clean(
+        &format!("functions at most {FN_LINES_MAX} lines (except {GENERATED} and tests)"),
+        violations,
+    );
 }
 
 #[test]
@@ -414,6 +550,32 @@ fn the_heuristics_see_what_they_should() {
     assert!(
         edges.iter().any(|(from, to, _)| from == "shard" && to == "connection"),
         "the import walk finds shard -> connection"
+    );
+    let braces = |line: &str| braces_per_line(&[line.to_owned()])[0];
+    assert_eq!(braces("let c = '{'; let d = b'}'; let e = '\\'';"), (0, 0));
+    assert_eq!(braces("write!(f, \"{{ {x} \\\" }}\"); // {"), (0, 0));
+    assert_eq!(braces("fn f<'a>(x: &'a str) -> &'a str { x }"), (1, 1));
+    assert_eq!(declared_fn("    pub(crate) const unsafe fn get_mut(&mut self)"), Some("get_mut"));
+    assert_eq!(declared_fn("    let f: fn(u8) = g;"), None);
+    assert_eq!(declared_fn("    // fn commented_out() {"), None);
+    let lines = |text: &str| text.lines().map(str::to_owned).collect::<Vec<_>>();
+    let source = Source {
+        path: "src/example.rs".to_owned(),
+        lines: lines(
+            "trait T {\n    fn declared(&self);\n    fn body(&self) {\n        let _ = \"}\";\n    }\n}",
+        ),
+        test_file: false,
+        test_line: vec![false; 6],
+    };
+    assert_eq!(functions(&source), vec![(3, "body".to_owned(), 3)]);
+    let dispatch = all
+        .iter()
+        .filter(|s| s.path == "src/channel/methods.rs")
+        .flat_map(functions)
+        .find(|(_, name, _)| name == "dispatch");
+    assert!(
+        dispatch.as_ref().is_some_and(|(_, _, lines)| (30..=80).contains(lines)),
+        "Channel::dispatch measured: {dispatch:?}"
     );
 }
 
