@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 const LINE_CHARS_MAX: usize = 120;
 /// Longest file allowed, in lines. A ratchet: lower it when the longest file
 /// shrinks, never raise it (split the file instead); the style guide says
-/// about 800. The longest today: `src/routing/topology.rs`.
-const FILE_LINES_MAX: usize = 889;
+/// about 800. The longest today: `src/ring/spsc.rs`.
+const FILE_LINES_MAX: usize = 792;
 /// Longest function allowed, in lines from its `fn` line to its closing brace
 /// (test code aside). A ratchet like [`FILE_LINES_MAX`]; issue 11 aims at
 /// about 80. The longest today: `run` in `src/bin/lepus-perf/main.rs`, then
