@@ -38,8 +38,12 @@ pub(crate) fn remove_exchange(v: &mut Vhost, exchange: &Exchange, journal: &mut 
 }
 
 /// RabbitMQ deletes an auto-delete exchange when its last binding (as source)
-/// is removed.
+/// is removed. Not while replaying the log, which holds such deletions as records of
+/// their own ([`Journal::is_replay`]).
 pub(crate) fn auto_delete_if_unbound(v: &mut Vhost, name: &ShortStr, journal: &mut Journal) {
+    if journal.is_replay() {
+        return;
+    }
     let Some(exchange) = v.exchanges.get(name).cloned() else {
         return;
     };

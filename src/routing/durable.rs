@@ -11,7 +11,9 @@
 //! - deletions of all of these are recorded, including implicit ones (an
 //!   auto-delete exchange that lost its last binding). Bindings that go with
 //!   a deleted queue or exchange are implied by its deletion record, and
-//!   replay removes them the same way.
+//!   replay removes them the same way; an auto-delete exchange's deletion is
+//!   a record of its own, which replay applies as such, never as a cascade
+//!   (the cascade depended on bindings the log may not hold).
 //!
 //! Recovered auto-delete queues are kept: as in RabbitMQ, a queue starts with
 //! no consumer history, so it is deleted only once a consumer of the new run
@@ -51,12 +53,28 @@ pub struct Journal {
     vhost: ShortStr,
     /// In the order they happened.
     pub changes: Vec<Definition>,
+    /// Replaying the log: the changes come from its records.
+    replay: bool,
 }
 
 impl Journal {
     /// An empty journal for changes in `vhost`.
     pub fn new(vhost: &str) -> Journal {
-        Journal { vhost: ShortStr::copy_from_str(vhost), changes: Vec::new() }
+        Journal { vhost: ShortStr::copy_from_str(vhost), changes: Vec::new(), replay: false }
+    }
+
+    /// The journal of a replay, which is dropped: the log being replayed
+    /// already holds what the changes would note.
+    pub fn replay() -> Journal {
+        Journal { replay: true, ..Journal::new("") }
+    }
+
+    /// True while replaying the log. An auto-delete exchange's deletion is a
+    /// record of its own, so a replay must not repeat it as a cascade: whether
+    /// the exchange lost its last binding depended on bindings the log does
+    /// not hold (one to a transient queue, say).
+    pub fn is_replay(&self) -> bool {
+        self.replay
     }
 
     /// A new binding (from [`binding_def`]).
@@ -205,7 +223,7 @@ fn describe(definition: &Definition) -> String {
 fn apply(registry: &Registry, topology: &mut Topology, definition: &Definition) -> Result<(), String> {
     // The same changes a client's methods make (`routing::change`); what
     // they journal is dropped: the rewritten log is built from the result.
-    let mut journal = Journal::new("");
+    let mut journal = Journal::replay();
     match definition {
         Definition::Epoch(_) => {}
         Definition::ExchangeDeclared { vhost, name, kind, auto_delete, internal, arguments } => {
