@@ -264,16 +264,11 @@ fn apply(registry: &Registry, topology: &mut Topology, definition: &Definition) 
             arguments::check_queue_declare(arguments, flags)
                 .map_err(|e| e.text(name, &vhost.to_string_lossy()))?;
             let owner = ShardId((usize::from(*shard) % shard_count) as u16);
-            let meta = QueueMeta {
-                queue: QueueRef { id: *id, shard: owner },
-                name: name.clone(),
-                durable: true,
-                exclusive_owner: None,
-                auto_delete: *auto_delete,
-                arguments: arguments.clone(),
-                stats: QueueStats::default(),
-            };
-            change::insert_queue(v, meta, &mut journal);
+            change::insert_queue(
+                v,
+                recorded_queue(QueueRef { id: *id, shard: owner }, name, *auto_delete, arguments),
+                &mut journal,
+            );
         }
         Definition::QueueDeleted { vhost, name } => {
             let v = vhost_mut(registry, topology, vhost);
@@ -283,11 +278,7 @@ fn apply(registry: &Registry, topology: &mut Topology, definition: &Definition) 
             change::remove_queue_named(v, name, &mut journal);
         }
         Definition::Bound(b) => {
-            let v = vhost_mut(registry, topology, &b.vhost);
-            let dest = resolve_destination(v, b)?;
-            if !v.exchanges.contains_key(&b.source) {
-                return Err("no such source exchange".into());
-            }
+            let (v, dest) = binding_ends(registry, topology, b)?;
             if b.source.is_empty() {
                 return Err("the default exchange".into());
             }
@@ -295,17 +286,41 @@ fn apply(registry: &Registry, topology: &mut Topology, definition: &Definition) 
                 .map_err(|e| format!("invalid binding arguments: {e}"))?;
         }
         Definition::Unbound(b) => {
-            let v = vhost_mut(registry, topology, &b.vhost);
-            let dest = resolve_destination(v, b)?;
-            if !v.exchanges.contains_key(&b.source) {
-                return Err("no such source exchange".into());
-            }
+            let (v, dest) = binding_ends(registry, topology, b)?;
             if !change::remove_binding(v, &b.source, dest, &b.routing_key, &b.arguments, &mut journal) {
                 return Err("no such binding".into());
             }
         }
     }
     Ok(())
+}
+
+/// The queue a `QueueDeclared` record describes: durable, never exclusive.
+fn recorded_queue(queue: QueueRef, name: &ShortStr, auto_delete: bool, arguments: &FieldTable) -> QueueMeta {
+    QueueMeta {
+        queue,
+        name: name.clone(),
+        durable: true,
+        exclusive_owner: None,
+        auto_delete,
+        arguments: arguments.clone(),
+        stats: QueueStats::default(),
+    }
+}
+
+/// The vhost of a binding record, and its destination, with its source
+/// checked to exist.
+fn binding_ends<'t>(
+    registry: &Registry,
+    topology: &'t mut Topology,
+    b: &BindingDef,
+) -> Result<(&'t mut Vhost, Destination), String> {
+    let v = vhost_mut(registry, topology, &b.vhost);
+    let dest = resolve_destination(v, b)?;
+    if !v.exchanges.contains_key(&b.source) {
+        return Err("no such source exchange".into());
+    }
+    Ok((v, dest))
 }
 
 fn resolve_destination(v: &Vhost, b: &BindingDef) -> Result<Destination, String> {
