@@ -20,13 +20,13 @@ use std::collections::VecDeque;
 use crate::amqp::field::ShortStr;
 use crate::amqp::frame::{Frame, FrameType};
 use crate::amqp::spec::{self, Method};
+use crate::broker::ShardCtx;
 use crate::connection::writer::WriteQueue;
 use crate::connection::ConnShared;
 use crate::envelope::QueueReply;
 use crate::ids::{ChannelRef, ConsumerKey, MsgId, QueueRef};
 use crate::message::Message;
 use crate::queue::{Delivery, SettleOp};
-use crate::shard::ctx::ShardCtx;
 pub use publish::{direct_reply_name, parse_direct_reply_name, DIRECT_REPLY_QUEUE};
 
 /// What a channel grants at once when its channel-wide prefetch is removed.
@@ -392,7 +392,7 @@ impl Channel {
     fn has_unacked_room(&self, ctx: &ShardCtx) -> bool {
         let unacked = self.unacked.len();
         (self.prefetch_channel == 0 || unacked < self.prefetch_channel as usize)
-            && unacked < ctx.config.unacked_deliveries_max_per_channel as usize
+            && unacked < ctx.config().unacked_deliveries_max_per_channel as usize
     }
 
     fn write_delivery(&mut self, delivery: Delivery, shared: &mut ConnShared) {

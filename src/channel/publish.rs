@@ -13,6 +13,7 @@ use crate::amqp::field::ShortStr;
 use crate::amqp::frame;
 use crate::amqp::properties::{self, ContentHeader};
 use crate::amqp::spec::{self, BasicPublish, Method};
+use crate::broker::ShardCtx;
 use crate::channel::{Channel, ChannelError, Flow};
 use crate::connection::ConnShared;
 use crate::envelope::{ConfirmTicket, Envelope};
@@ -20,7 +21,6 @@ use crate::ids::{ChannelRef, ConnId, QueueRef, ShardId};
 use crate::message::{
     Body, Message, MessageParts, FLAG_EXPIRATION, FLAG_HEADERS, FLAG_REPLY_TO, FLAG_USER_ID,
 };
-use crate::shard::ctx::ShardCtx;
 
 /// The pseudo-queue of RabbitMQ's direct reply-to.
 pub const DIRECT_REPLY_QUEUE: &str = "amq.rabbitmq.reply-to";
@@ -129,7 +129,7 @@ impl Channel {
             )
             .on_publish());
         }
-        let max = ctx.config.body_size_bytes_max;
+        let max = ctx.config().body_size_bytes_max;
         if body_size > max {
             let error = ChannelError::new(
                 spec::reply_code::PRECONDITION_FAILED,
@@ -296,15 +296,7 @@ impl Channel {
         } else {
             None
         };
-        let mut targets = std::mem::take(&mut ctx.route_targets);
-        targets.clear();
-        vhost.route(
-            exchange,
-            message.routing_key.as_bytes(),
-            headers.as_ref(),
-            &mut targets,
-            &mut ctx.route_scratch,
-        );
+        let targets = ctx.route(&vhost, exchange, message.routing_key.as_bytes(), headers.as_ref());
         if headers.is_none() && !exchange.bindings.needs_headers() {
             let cache = self.route_cache.get_or_insert_with(Default::default);
             cache.generation = generation;
@@ -314,7 +306,7 @@ impl Channel {
             cache.targets.extend_from_slice(&targets);
         }
         let verdict = self.hand_to_queues(&targets, message, mandatory, confirm_seq, shared, ctx);
-        ctx.route_targets = targets;
+        ctx.recycle_route_targets(targets);
         Ok(verdict)
     }
 
@@ -422,7 +414,7 @@ impl Channel {
     ) {
         // The name comes from the client: a shard that does not exist is as
         // unroutable as a malformed name.
-        let shards = ctx.mesh.shard_count();
+        let shards = ctx.shard_count();
         match parse_direct_reply_name(message.routing_key.as_bytes())
             .filter(|to| usize::from(to.conn.shard.0) < shards)
         {

@@ -14,13 +14,13 @@ use crate::amqp::field::{LongStr, ShortStr};
 use crate::amqp::frame::{self, FrameType, FRAME_END, PROTOCOL_HEADER};
 use crate::amqp::spec::{self, strategies, Method};
 use crate::auth::Users;
+use crate::broker::ShardCtx;
 use crate::config::Config;
 use crate::connection::Connection;
 use crate::envelope::Envelope;
 use crate::ids::{ConnId, ShardId};
 use crate::ring::doorbell::Doorbell;
 use crate::routing::topology::Registry;
-use crate::shard::ctx::ShardCtx;
 
 /// One step of a hostile peer.
 #[derive(Debug, Clone)]
@@ -91,7 +91,7 @@ fn handshake(conn: &mut Connection, ctx: &mut ShardCtx) {
 /// (only) connection.
 fn drain_local(conn: &mut Connection, ctx: &mut ShardCtx) {
     let mut rounds = 0;
-    while let Some(envelope) = ctx.local.pop_front() {
+    while let Some(envelope) = ctx.pop_local() {
         rounds += 1;
         assert!(rounds < 100_000, "local envelopes keep coming");
         match envelope {
@@ -209,7 +209,7 @@ proptest! {
         conn.shutdown(&mut ctx);
         drain_local(&mut conn, &mut ctx);
         // Nothing is lost: every published message is ready again in the queue.
-        let q = ctx.queues.values().next().expect("the queue");
+        let q = ctx.local_queues().next().expect("the queue");
         let reported = q.meta().stats.messages_ready.load(std::sync::atomic::Ordering::Relaxed);
         prop_assert_eq!(u64::from(q.message_count()), reported);
     }

@@ -28,10 +28,10 @@ use bytes::BytesMut;
 use crate::amqp::field::ShortStr;
 use crate::amqp::frame::{self, Frame, FrameType, ProtocolHeaderCheck, PROTOCOL_HEADER};
 use crate::amqp::spec::{self, Method};
+use crate::broker::ShardCtx;
 use crate::channel::{Channel, ChannelError, Flow};
 use crate::envelope::Envelope;
 use crate::ids::{ChannelRef, ConnId, QueueRef};
-use crate::shard::ctx::ShardCtx;
 use writer::WriteQueue;
 
 /// After we send connection.close we wait this long for close-ok.
@@ -122,7 +122,7 @@ pub struct Connection {
     linger_since: Option<Instant>,
     /// A channel waiting for another shard's reply; no frame is processed until it comes.
     paused_on: Option<u16>,
-    /// A queue it published to holds its publishers (see `shard::throttle`).
+    /// A queue it published to holds its publishers (see `broker::throttle`).
     held: bool,
     /// It published while a resource alarm was raised: not read until every
     /// alarm clears (see [`crate::alarm`]).
@@ -217,7 +217,7 @@ impl Connection {
     /// the connection pauses for a reply, or closes.
     pub fn process(&mut self, ctx: &mut ShardCtx) {
         // A hold hit outside any frame (a dead-letter pass on a timer) is nobody's.
-        ctx.throttle.clear_hit();
+        ctx.throttle().clear_hit();
         while self.paused_on.is_none() && !self.held && !self.alarm_blocked {
             match self.phase {
                 Phase::Closed => {
@@ -237,15 +237,15 @@ impl Connection {
                 Ok(Some(frame)) => {
                     let content_header = frame.kind == FrameType::Header;
                     self.handle_frame(frame, ctx);
-                    if let Some(queue) = ctx.throttle.take_hit() {
+                    if let Some(queue) = ctx.throttle().take_hit() {
                         self.held = true;
-                        ctx.throttle.wait(queue, self.shared.id);
+                        ctx.throttle().wait(queue, self.shared.id);
                     }
                     // A publish while an alarm is raised blocks the connection
                     // (RabbitMQ does this on content frames): one relaxed load
                     // per publish, none for other frames.
                     if content_header {
-                        let alarms = ctx.resources.alarms();
+                        let alarms = ctx.alarms();
                         if alarms != 0 && self.phase == Phase::Running {
                             self.block_for_alarm(alarms, ctx);
                         }
@@ -269,13 +269,13 @@ impl Connection {
     }
 
     /// Stops reading this connection until every alarm clears (the shard keeps
-    /// it in `ctx.alarm_blocked` and calls [`Self::end_alarm_block`]), and
+    /// it with `ShardCtx::block_on_alarm` and calls [`Self::end_alarm_block`]), and
     /// tells a client that understands it why.
     #[cold]
     #[inline(never)]
     fn block_for_alarm(&mut self, alarms: u8, ctx: &mut ShardCtx) {
         self.alarm_blocked = true;
-        ctx.alarm_blocked.push(self.shared.id);
+        ctx.block_on_alarm(self.shared.id);
         if self.shared.caps.connection_blocked {
             let reason = ShortStr::from_static(crate::alarm::blocked_reason(alarms));
             self.shared.out.method(0, &Method::ConnectionBlocked(spec::ConnectionBlocked { reason }));
@@ -379,7 +379,7 @@ impl Connection {
                     self.phase = Phase::TuneOk;
                 })
             }
-            (Phase::TuneOk, Method::ConnectionTuneOk(m)) => handshake::tune_ok(&m, &ctx.config).map(|t| {
+            (Phase::TuneOk, Method::ConnectionTuneOk(m)) => handshake::tune_ok(&m, ctx.config()).map(|t| {
                 self.shared.frame_max = t.frame_max;
                 self.channel_max = t.channel_max;
                 self.heartbeat = Duration::from_secs(u64::from(t.heartbeat_seconds));
@@ -393,7 +393,7 @@ impl Connection {
                 })
             }
             (_, Method::ConnectionClose(_)) => {
-                self.answer_close(ctx.now);
+                self.answer_close(ctx.now());
                 Ok(())
             }
             (_, other) => Err(ChannelError::hard(
@@ -416,7 +416,7 @@ impl Connection {
             FrameType::Method => match Connection::decode_method(frame.payload) {
                 Ok(Method::ConnectionClose(_)) => {
                     self.release_everything(ctx);
-                    self.answer_close(ctx.now);
+                    self.answer_close(ctx.now());
                 }
                 Ok(Method::ConnectionCloseOk(_)) => {}
                 Ok(Method::ConnectionUpdateSecret(_)) => {
@@ -585,7 +585,7 @@ impl Connection {
         // is then a no-op).
         self.alarm_blocked = false;
         self.phase = Phase::Closing;
-        self.closing_since = Some(ctx.now);
+        self.closing_since = Some(ctx.now());
     }
 
     /// Closes the connection because the broker is shutting down.
@@ -613,7 +613,7 @@ impl Connection {
             }
         }
         for queue in std::mem::take(&mut self.shared.exclusive_queues) {
-            if queue.shard == ctx.shard {
+            if queue.shard == ctx.shard() {
                 ctx.delete_queue_local(queue.id);
             } else {
                 ctx.send(queue.shard, Envelope::DeleteExclusive { queue: queue.id });
