@@ -1,12 +1,12 @@
 //! Handlers of the basic class, except basic.publish (`publish.rs`): acks and
 //! rejects, qos, consumers, basic.get and recover.
 
+use super::ConnShared;
 use crate::amqp::field::ShortStr;
 use crate::amqp::spec::{self, Method};
 use crate::broker::ShardCtx;
 use crate::channel::methods::check_exclusive;
 use crate::channel::{Awaiting, Channel, ChannelConsumer, ChannelError, Flow, DIRECT_REPLY_QUEUE};
-use crate::connection::ConnShared;
 use crate::envelope::QueueRequest;
 use crate::ids::ConsumerKey;
 use crate::queue::arguments;

@@ -1,11 +1,11 @@
 //! Handlers of the exchange class: declare, delete, bind and unbind.
 
+use super::ConnShared;
 use crate::amqp::field::ShortStr;
 use crate::amqp::spec::{self, Method};
 use crate::broker::ShardCtx;
 use crate::channel::methods::{not_found_vhost, reserved_name, topology_error};
 use crate::channel::{Channel, ChannelError, Flow};
-use crate::connection::ConnShared;
 use crate::ids::ExchangeKind;
 use crate::queue::arguments;
 use crate::routing::topology::{self, Destination, ExchangeSpec, TopologyError};

@@ -6,11 +6,11 @@
 
 use std::sync::Arc;
 
+use super::ConnShared;
 use crate::amqp::field::ShortStr;
 use crate::amqp::spec::{self, Method};
 use crate::broker::ShardCtx;
 use crate::channel::{Awaiting, Channel, ChannelError, Confirms, Flow, Tx, Unacked};
-use crate::connection::ConnShared;
 use crate::envelope::{Envelope, QueueReply, QueueRequest};
 use crate::ids::{ConnId, QueueRef};
 use crate::queue::{Delivery, QueueMeta};

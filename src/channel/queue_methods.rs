@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
+use super::ConnShared;
 use crate::amqp::field::{FieldValue, ShortStr};
 use crate::amqp::spec::{self, Method};
 use crate::broker::ShardCtx;
 use crate::channel::exchange_methods::missing_source;
 use crate::channel::methods::{check_exclusive, locked, not_found_vhost, reserved_name, topology_error};
 use crate::channel::{Awaiting, Channel, ChannelError, Flow, DIRECT_REPLY_QUEUE};
-use crate::connection::ConnShared;
 use crate::envelope::QueueRequest;
 use crate::ids::QueueRef;
 use crate::queue::arguments::{self, DeclareFlags};

@@ -8,8 +8,8 @@ use crate::amqp::spec::{self, Method};
 use crate::auth::{AuthError, MECHANISMS};
 use crate::broker::ShardCtx;
 use crate::channel::ChannelError;
+use crate::channel::{ClientCapabilities, ConnShared};
 use crate::config::Config;
-use crate::connection::{ClientCapabilities, ConnShared};
 
 /// What RabbitMQ advertises and Lepus implements; clients switch features on
 /// by these.

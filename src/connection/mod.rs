@@ -17,7 +17,6 @@ mod from_queues;
 pub mod handshake;
 #[cfg(test)]
 mod input_tests;
-pub mod writer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,10 +28,11 @@ use crate::amqp::field::ShortStr;
 use crate::amqp::frame::{self, Frame, FrameType, ProtocolHeaderCheck, PROTOCOL_HEADER};
 use crate::amqp::spec::{self, Method};
 use crate::broker::ShardCtx;
-use crate::channel::{Channel, ChannelError, Flow};
+use crate::channel::decode::decode_method;
+use crate::channel::write_queue::WriteQueue;
+use crate::channel::{Channel, ChannelError, ClientCapabilities, ConnShared, Flow, MESSAGE_COPY_BYTES_MAX};
 use crate::envelope::Envelope;
-use crate::ids::{ChannelRef, ConnId, QueueRef};
-use writer::WriteQueue;
+use crate::ids::{ChannelRef, ConnId};
 
 /// After we send connection.close we wait this long for close-ok.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -41,6 +41,8 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 pub const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// The read buffer grows by this much at a time.
 pub const READ_CHUNK_BYTES: usize = 64 * 1024;
+// A small message copied out of the read buffer is a small share of it.
+const _: () = assert!(MESSAGE_COPY_BYTES_MAX <= READ_CHUNK_BYTES / 4);
 /// Write-queue size above which we stop reading from the peer and stop
 /// returning delivery credit: the peer is not keeping up with what it asked for.
 pub const WRITE_QUEUE_BYTES_HIGH: usize = 4 * 1024 * 1024;
@@ -62,45 +64,6 @@ pub enum Phase {
     Closing,
     /// Done: close the socket once the write queue is flushed.
     Closed,
-}
-
-/// What the client told us it understands (connection.start-ok capabilities).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ClientCapabilities {
-    /// Send connection.close (403) on failed login instead of just closing.
-    pub authentication_failure_close: bool,
-    /// Send basic.cancel when a consumer's queue is deleted.
-    pub consumer_cancel_notify: bool,
-    /// Understands connection.blocked.
-    pub connection_blocked: bool,
-}
-
-/// The connection state channels need while they run (split from the channel
-/// table so both can be borrowed at once).
-#[derive(Debug)]
-pub struct ConnShared {
-    /// This connection.
-    pub id: ConnId,
-    /// Frames waiting for the socket.
-    pub out: WriteQueue,
-    /// Negotiated frame_max, bytes.
-    pub frame_max: u32,
-    /// Authenticated user.
-    pub user: String,
-    /// The vhost opened.
-    pub vhost: Arc<str>,
-    /// Client capabilities.
-    pub caps: ClientCapabilities,
-    /// Exclusive queues this connection declared (deleted when it closes).
-    pub exclusive_queues: Vec<QueueRef>,
-    /// Connection-wide numbering of consumers and channel incarnations (never
-    /// reused, so a delivery for a cancelled consumer, or a confirm verdict
-    /// for a closed channel, can never match a newer one).
-    pub next_consumer: u32,
-    /// Channels with confirms to send at the end of this batch.
-    pub confirm_dirty: Vec<u16>,
-    /// Channels owing delivery credit to queues.
-    pub credit_dirty: Vec<u16>,
 }
 
 /// One AMQP connection.
@@ -361,7 +324,7 @@ impl Connection {
             return;
         }
         let method = match (frame.kind, frame.channel) {
-            (FrameType::Method, 0) => match Connection::decode_method(frame.payload) {
+            (FrameType::Method, 0) => match decode_method(frame.payload) {
                 Ok(m) => m,
                 Err(e) => return self.close_with(e, ctx),
             },
@@ -413,7 +376,7 @@ impl Connection {
     fn handle_channel_zero(&mut self, frame: Frame, ctx: &mut ShardCtx) {
         match frame.kind {
             FrameType::Heartbeat => {}
-            FrameType::Method => match Connection::decode_method(frame.payload) {
+            FrameType::Method => match decode_method(frame.payload) {
                 Ok(Method::ConnectionClose(_)) => {
                     self.release_everything(ctx);
                     self.answer_close(ctx.now());
@@ -463,7 +426,7 @@ impl Connection {
     fn open_channel(&mut self, frame: Frame, ctx: &mut ShardCtx) {
         let number = frame.channel;
         let method = match frame.kind {
-            FrameType::Method => match Connection::decode_method(frame.payload) {
+            FrameType::Method => match decode_method(frame.payload) {
                 Ok(m) => Some(m),
                 Err(e) => return self.close_with(e, ctx),
             },
@@ -534,21 +497,6 @@ impl Connection {
             }
             _ => {}
         }
-    }
-
-    /// Decodes a method frame, holding shortstr arguments to UTF-8 as RabbitMQ
-    /// does for methods without content.
-    pub fn decode_method(payload: bytes::Bytes) -> Result<Method, ChannelError> {
-        // Kept for the error text only: a refcount, not a copy.
-        let method = Method::decode(payload.clone()).map_err(|e| method_decode_error(&payload, e))?;
-        if !method.shortstrs_are_utf8() {
-            return Err(ChannelError::hard(
-                spec::reply_code::FRAME_ERROR,
-                "Malformed UTF-8 in shortstr".into(),
-            )
-            .on(&method));
-        }
-        Ok(method)
     }
 
     /// The client closed: answer close-ok and wait (briefly) for it to close
@@ -670,50 +618,8 @@ impl Connection {
     }
 }
 
-/// The connection error for a method frame whose payload does not decode,
-/// with RabbitMQ's text. Off the hot path: only malformed frames get here.
-#[cold]
-#[inline(never)]
-fn method_decode_error(payload: &[u8], e: spec::DecodeError) -> ChannelError {
-    let Some(b) = payload.get(..4) else {
-        // RabbitMQ's reader takes no method frame without its two ids.
-        let text = format!("type 1, all octets = {}: unknown_frame", frame::erl_octets(payload));
-        return ChannelError::hard(spec::reply_code::FRAME_ERROR, text);
-    };
-    let ids = (u16::from_be_bytes([b[0], b[1]]), u16::from_be_bytes([b[2], b[3]]));
-    let mut error = match e {
-        // Arguments that do not fit the method's layout: RabbitMQ's text,
-        // the arguments it could not decode.
-        spec::DecodeError::Truncated | spec::DecodeError::TrailingBytes => ChannelError::hard(
-            spec::reply_code::FRAME_ERROR,
-            format!("cannot decode {}", frame::erl_octets(payload.get(4..).unwrap_or_default())),
-        ),
-        // Where RabbitMQ drops the socket or has no limit, Lepus's reason.
-        _ => decode_error(&e),
-    };
-    // Name the method whose arguments failed to decode; ids the spec does
-    // not define name nothing, and the close says 0/0.
-    if spec::method_name(ids.0, ids.1).is_some() {
-        (error.class_id, error.method_id) = ids;
-    }
-    error
-}
-
 /// RabbitMQ's text for a frame its reader does not take in this state:
 /// "type T, all octets = <<payload>>".
 fn unexpected_frame_text(frame: &Frame) -> String {
     format!("type {}, all octets = {}", frame.kind as u8, frame::erl_octets(&frame.payload))
-}
-
-/// Maps a method-decoding failure to the connection error RabbitMQ sends.
-pub fn decode_error(e: &spec::DecodeError) -> ChannelError {
-    use spec::DecodeError as D;
-    match e {
-        // RabbitMQ drops the TCP connection without a word here (its reader
-        // crashes); we say what happened instead.
-        D::UnknownClass(_) | D::UnknownMethod { .. } => {
-            ChannelError::hard(spec::reply_code::NOT_IMPLEMENTED, format!("{e}"))
-        }
-        _ => ChannelError::hard(spec::reply_code::FRAME_ERROR, format!("cannot decode method frame: {e}")),
-    }
 }

@@ -36,7 +36,7 @@ use mio::net::TcpStream;
 use slab::Slab;
 
 use super::{Backend, Shard, STAGED_ENVELOPES_MAX};
-use crate::connection::writer::WRITEV_SLICES_MAX;
+use crate::channel::write_queue::WRITEV_SLICES_MAX;
 
 /// Submission queue entries; the completion queue gets twice as many. An SQ
 /// that fills within a turn is submitted early.
