@@ -17,6 +17,8 @@ mod from_queues;
 pub mod handshake;
 #[cfg(test)]
 mod input_tests;
+#[cfg(test)]
+mod sans_io_tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
