@@ -39,8 +39,8 @@ pub struct ShardCtx {
     pub(super) users: Arc<Users>,
     /// The shared topology.
     pub(super) registry: Arc<Registry>,
-    pub(super) topology: Arc<Topology>,
-    pub(super) topology_generation: u64,
+    topology: Arc<Topology>,
+    topology_generation: u64,
     /// Queues this shard owns.
     pub(super) queues: QueueMap,
     /// Rings to the other shards.
@@ -58,13 +58,13 @@ pub struct ShardCtx {
     /// Source of server-generated names.
     pub(super) names: super::names::NameSource,
     /// Origin of the clock queues see (ms since then).
-    pub(super) epoch: Instant,
+    epoch: Instant,
     /// `now` in ms since `epoch`: the clock queues see.
     pub(super) clock: u64,
     /// Queues with dead letters to republish (see `dead_letter_from`).
-    pub(super) dead_letter_pending: Vec<QueueId>,
+    dead_letter_pending: Vec<QueueId>,
     /// A dead-lettering pass is running.
-    pub(super) dead_lettering: bool,
+    dead_lettering: bool,
     /// Publisher flow control.
     pub(super) throttle: Throttle,
     /// The memory and disk alarms (shared with the monitor; see
