@@ -217,7 +217,8 @@ impl ShardCtx {
 
     /// Routes a message through `exchange` of `vhost` into a reused list of
     /// target queues; give the list back with [`Self::recycle_route_targets`].
-    #[inline]
+    /// Not inlined: the channel calls it only when its route cache misses.
+    #[inline(never)]
     pub fn route(
         &mut self,
         vhost: &Vhost,
