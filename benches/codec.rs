@@ -27,8 +27,8 @@ use lepus::amqp::frame::{
 };
 use lepus::amqp::properties::{check_properties, peek_content_header, BasicProperties, ContentHeader};
 use lepus::amqp::spec::{class_id, BasicAck, BasicDeliver, BasicPublish, Method, QueueDeclare};
+use lepus::channel::write_queue::WriteQueue;
 use lepus::config::FRAME_SIZE_BYTES_DEFAULT;
-use lepus::connection::writer::WriteQueue;
 use lepus::connection::READ_CHUNK_BYTES;
 
 #[global_allocator]

@@ -7,6 +7,8 @@
 //! - [`shard`]: the per-core event loop that runs everything below.
 //! - [`connection`]: one client connection: handshake, frames to channels.
 //! - [`channel`]: one channel: methods, publishes, consumers, acks, confirms.
+//! - [`broker`]: the shard's broker service: what one shard's channels ask
+//!   of its queues, the message log and the other shards.
 //! - [`routing`]: exchanges and bindings, and the shared topology snapshot.
 //! - [`envelope`]: the messages one shard sends another.
 //! - [`queue`]: one queue: messages, consumers, dispatch.
@@ -23,6 +25,7 @@
 pub mod alarm;
 pub mod amqp;
 pub mod auth;
+pub mod broker;
 pub mod channel;
 pub mod config;
 pub mod connection;

@@ -10,13 +10,13 @@ use mio::{Poll, Waker};
 
 use crate::alarm::{Monitor, ResourceLimits};
 use crate::auth::Users;
+use crate::broker::ShardCtx;
 use crate::config::{Config, ConfigError};
 use crate::envelope::Envelope;
 use crate::ring::doorbell::Doorbell;
 use crate::routing::entity_limits::EntityLimits;
 use crate::routing::topology::Registry;
 use crate::shard::counts::ConnectionCounts;
-use crate::shard::ctx::ShardCtx;
 use crate::shard::{Shard, WAKER_TOKEN};
 use crate::storage::definitions::DefinitionsError;
 use crate::storage::{DataDir, DataDirError};
@@ -161,14 +161,14 @@ impl Server {
         let mut threads = Vec::with_capacity(shard_count);
         for (i, (poll, mesh)) in polls.into_iter().zip(endpoints).enumerate() {
             let mut ctx = ShardCtx::new(Arc::clone(&config), Arc::clone(&users), Arc::clone(&registry), mesh);
-            ctx.resources = Arc::clone(&resources);
-            ctx.connections = Arc::clone(&connections);
-            ctx.connection_counts = Arc::clone(&connection_counts);
+            ctx.share_node_state(Arc::clone(&resources), Arc::clone(&connections));
             let doorbell = Arc::clone(&doorbells[i]);
             let messages = data_dir.messages_dir(i);
             ctx.open_log(&messages, Arc::new(move || drop(doorbell.ring()))).map_err(StartError::Io)?;
             let shard_listeners = if i == 0 { std::mem::take(&mut listeners) } else { Vec::new() };
-            let shard = Shard::new(ctx, poll, shard_listeners, Arc::clone(&stop)).map_err(StartError::Io)?;
+            let shard =
+                Shard::new(ctx, poll, shard_listeners, Arc::clone(&stop), Arc::clone(&connection_counts))
+                    .map_err(StartError::Io)?;
             let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
             let thread = std::thread::Builder::new()
                 .name(format!("lepus-shard-{i}"))

@@ -1,6 +1,6 @@
 //! Publisher flow control never stops traffic for good. A queue with a backlog
 //! past its high mark whose consumers want more holds back the connections
-//! that publish to it (see `src/shard/throttle.rs`). A consumer that stops
+//! that publish to it (see `src/broker/throttle.rs`). A consumer that stops
 //! reading its socket makes that happen for sure: the tests check that the
 //! publisher still gets every confirm (the hold ends when the queue stalls),
 //! also from another shard than the queue (the hold travels as envelopes),

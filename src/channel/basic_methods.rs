@@ -1,16 +1,16 @@
 //! Handlers of the basic class, except basic.publish (`publish.rs`): acks and
 //! rejects, qos, consumers, basic.get and recover.
 
+use super::ConnShared;
 use crate::amqp::field::ShortStr;
 use crate::amqp::spec::{self, Method};
+use crate::broker::ShardCtx;
 use crate::channel::methods::check_exclusive;
 use crate::channel::{Awaiting, Channel, ChannelConsumer, ChannelError, Flow, DIRECT_REPLY_QUEUE};
-use crate::connection::ConnShared;
 use crate::envelope::QueueRequest;
 use crate::ids::ConsumerKey;
 use crate::queue::arguments;
 use crate::queue::{ConsumerSpec, SettleOp};
-use crate::shard::ctx::ShardCtx;
 
 impl Channel {
     pub(super) fn handle_basic_ack(
@@ -92,7 +92,7 @@ impl Channel {
         if m.queue.as_bytes() == DIRECT_REPLY_QUEUE.as_bytes() {
             return self.consume_direct_reply(tag, &m, shared);
         }
-        if let Some(max) = ctx.config.consumer_max_per_channel {
+        if let Some(max) = ctx.config().consumer_max_per_channel {
             // RabbitMQ's consumer_max_per_channel: a connection error, checked
             // before the queue is looked up; direct reply-to is not counted.
             if self.consumers.len() >= max as usize {

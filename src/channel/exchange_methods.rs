@@ -1,14 +1,14 @@
 //! Handlers of the exchange class: declare, delete, bind and unbind.
 
+use super::ConnShared;
 use crate::amqp::field::ShortStr;
 use crate::amqp::spec::{self, Method};
+use crate::broker::ShardCtx;
 use crate::channel::methods::{not_found_vhost, reserved_name, topology_error};
 use crate::channel::{Channel, ChannelError, Flow};
-use crate::connection::ConnShared;
 use crate::ids::ExchangeKind;
 use crate::queue::arguments;
 use crate::routing::topology::{self, Destination, ExchangeSpec, TopologyError};
-use crate::shard::ctx::ShardCtx;
 
 impl Channel {
     pub(super) fn handle_exchange_declare(
@@ -47,7 +47,7 @@ impl Channel {
                 ),
             ));
         }
-        match ctx.registry.delete_exchange(&shared.vhost, &m.exchange, m.if_unused) {
+        match ctx.registry().delete_exchange(&shared.vhost, &m.exchange, m.if_unused) {
             Ok(()) | Err(TopologyError::NotFound(_)) => {}
             Err(e) => return Err(topology_error(e)),
         }
@@ -65,7 +65,7 @@ impl Channel {
         ctx: &mut ShardCtx,
     ) -> Result<Flow, ChannelError> {
         let dest = exchange_destination(&m.destination, shared, ctx)?;
-        ctx.registry
+        ctx.registry()
             .bind(&shared.vhost, &m.source, dest, &m.routing_key, &m.arguments)
             .map_err(|e| missing_source(e, &m.source, shared))?;
         ctx.refresh_topology();
@@ -82,7 +82,7 @@ impl Channel {
         ctx: &mut ShardCtx,
     ) -> Result<Flow, ChannelError> {
         let dest = exchange_destination(&m.destination, shared, ctx)?;
-        ctx.registry
+        ctx.registry()
             .unbind(&shared.vhost, &m.source, dest, &m.routing_key, &m.arguments)
             .map_err(|e| missing_source(e, &m.source, shared))?;
         ctx.refresh_topology();
@@ -144,7 +144,7 @@ fn declare_exchange(
         internal: m.internal,
         arguments: m.arguments,
     };
-    ctx.registry.declare_exchange(&shared.vhost, spec).map_err(topology_error)?;
+    ctx.registry().declare_exchange(&shared.vhost, spec).map_err(topology_error)?;
     ctx.refresh_topology();
     Ok(())
 }

@@ -6,15 +6,15 @@
 
 use std::sync::Arc;
 
+use super::ConnShared;
 use crate::amqp::field::ShortStr;
 use crate::amqp::spec::{self, Method};
+use crate::broker::ShardCtx;
 use crate::channel::{Awaiting, Channel, ChannelError, Confirms, Flow, Tx, Unacked};
-use crate::connection::ConnShared;
 use crate::envelope::{Envelope, QueueReply, QueueRequest};
 use crate::ids::{ConnId, QueueRef};
 use crate::queue::{Delivery, QueueMeta};
 use crate::routing::topology::{self, TopologyError};
-use crate::shard::ctx::ShardCtx;
 
 pub(super) fn topology_error(e: TopologyError) -> ChannelError {
     ChannelError::new(e.reply_code(), e.text().to_owned())
@@ -256,7 +256,7 @@ impl Channel {
     ) -> Result<Flow, ChannelError> {
         let queue = meta.queue;
         self.awaiting_queue = meta.name.clone();
-        if queue.shard == ctx.shard {
+        if queue.shard == ctx.shard() {
             let reply = ctx.queue_request(queue.id, self.me, request);
             let applied = self.apply_reply(awaiting, reply, shared, ctx);
             ctx.route_deliveries();

@@ -10,24 +10,27 @@
 //! `queue_methods.rs` handle the basic, exchange and queue classes.
 
 mod basic_methods;
+pub mod conn_shared;
+pub mod decode;
 mod exchange_methods;
 mod methods;
 mod publish;
 mod queue_methods;
+pub mod write_queue;
 
 use std::collections::VecDeque;
 
 use crate::amqp::field::ShortStr;
 use crate::amqp::frame::{Frame, FrameType};
 use crate::amqp::spec::{self, Method};
-use crate::connection::writer::WriteQueue;
-use crate::connection::ConnShared;
+use crate::broker::ShardCtx;
 use crate::envelope::QueueReply;
 use crate::ids::{ChannelRef, ConsumerKey, MsgId, QueueRef};
 use crate::message::Message;
 use crate::queue::{Delivery, SettleOp};
-use crate::shard::ctx::ShardCtx;
-pub use publish::{direct_reply_name, parse_direct_reply_name, DIRECT_REPLY_QUEUE};
+pub use conn_shared::{ClientCapabilities, ConnShared};
+pub use publish::{direct_reply_name, parse_direct_reply_name, DIRECT_REPLY_QUEUE, MESSAGE_COPY_BYTES_MAX};
+use write_queue::WriteQueue;
 
 /// What a channel grants at once when its channel-wide prefetch is removed.
 const GRANT_UNLIMITED: u32 = 1 << 20;
@@ -269,7 +272,7 @@ impl Channel {
                         ChannelError::new(spec::reply_code::UNEXPECTED_FRAME, text.into()).on_publish()
                     );
                 }
-                let method = crate::connection::Connection::decode_method(frame.payload)?;
+                let method = decode::decode_method(frame.payload)?;
                 self.handle_method(method, shared, ctx)
             }
             FrameType::Header => self.handle_header(frame.payload, shared, ctx).map(|()| Flow::Continue),
@@ -293,7 +296,7 @@ impl Channel {
         if frame.kind != FrameType::Method {
             return Ok(Flow::Continue);
         }
-        match crate::connection::Connection::decode_method(frame.payload)? {
+        match decode::decode_method(frame.payload)? {
             Method::ChannelCloseOk(_) => Ok(Flow::Closed),
             Method::ChannelClose(_) => {
                 shared.out.method(self.me.channel, &Method::ChannelCloseOk(Default::default()));
@@ -392,7 +395,7 @@ impl Channel {
     fn has_unacked_room(&self, ctx: &ShardCtx) -> bool {
         let unacked = self.unacked.len();
         (self.prefetch_channel == 0 || unacked < self.prefetch_channel as usize)
-            && unacked < ctx.config.unacked_deliveries_max_per_channel as usize
+            && unacked < ctx.config().unacked_deliveries_max_per_channel as usize
     }
 
     fn write_delivery(&mut self, delivery: Delivery, shared: &mut ConnShared) {

@@ -9,18 +9,18 @@
 
 use bytes::{Bytes, BytesMut};
 
+use super::ConnShared;
 use crate::amqp::field::ShortStr;
 use crate::amqp::frame;
 use crate::amqp::properties::{self, ContentHeader};
 use crate::amqp::spec::{self, BasicPublish, Method};
+use crate::broker::ShardCtx;
 use crate::channel::{Channel, ChannelError, Flow};
-use crate::connection::ConnShared;
 use crate::envelope::{ConfirmTicket, Envelope};
 use crate::ids::{ChannelRef, ConnId, QueueRef, ShardId};
 use crate::message::{
     Body, Message, MessageParts, FLAG_EXPIRATION, FLAG_HEADERS, FLAG_REPLY_TO, FLAG_USER_ID,
 };
-use crate::shard::ctx::ShardCtx;
 
 /// The pseudo-queue of RabbitMQ's direct reply-to.
 pub const DIRECT_REPLY_QUEUE: &str = "amq.rabbitmq.reply-to";
@@ -31,7 +31,6 @@ const DIRECT_REPLY_PREFIX: &str = "amq.rabbitmq.reply-to.";
 /// per read (a confirm-per-publish client) would cost 64 KiB each. Above this
 /// size the body is a large share of its buffer and stays a view, never copied.
 pub const MESSAGE_COPY_BYTES_MAX: usize = 8 * 1024;
-const _: () = assert!(MESSAGE_COPY_BYTES_MAX <= crate::connection::READ_CHUNK_BYTES / 4);
 
 /// The message in one allocation of its own, from its pieces as received:
 /// exchange, routing key, header and body, so nothing of the publisher's read
@@ -112,7 +111,7 @@ impl Channel {
             return Err(ChannelError::hard(spec::reply_code::FRAME_ERROR, text));
         }
         let (class_id, body_size) =
-            properties::peek_content_header(&payload).map_err(|e| crate::connection::decode_error(&e))?;
+            properties::peek_content_header(&payload).map_err(|e| super::decode::decode_error(&e))?;
         if class_id != 60 {
             return Err(ChannelError::new(
                 spec::reply_code::UNEXPECTED_FRAME,
@@ -120,8 +119,7 @@ impl Channel {
             )
             .on_publish());
         }
-        if properties::content_header_weight(&payload).map_err(|e| crate::connection::decode_error(&e))? != 0
-        {
+        if properties::content_header_weight(&payload).map_err(|e| super::decode::decode_error(&e))? != 0 {
             return Err(ChannelError::new(
                 spec::reply_code::UNEXPECTED_FRAME,
                 // RabbitMQ's reader takes only weight 0 as a content header.
@@ -129,7 +127,7 @@ impl Channel {
             )
             .on_publish());
         }
-        let max = ctx.config.body_size_bytes_max;
+        let max = ctx.config().body_size_bytes_max;
         if body_size > max {
             let error = ChannelError::new(
                 spec::reply_code::PRECONDITION_FAILED,
@@ -296,15 +294,7 @@ impl Channel {
         } else {
             None
         };
-        let mut targets = std::mem::take(&mut ctx.route_targets);
-        targets.clear();
-        vhost.route(
-            exchange,
-            message.routing_key.as_bytes(),
-            headers.as_ref(),
-            &mut targets,
-            &mut ctx.route_scratch,
-        );
+        let targets = ctx.route(&vhost, exchange, message.routing_key.as_bytes(), headers.as_ref());
         if headers.is_none() && !exchange.bindings.needs_headers() {
             let cache = self.route_cache.get_or_insert_with(Default::default);
             cache.generation = generation;
@@ -314,7 +304,7 @@ impl Channel {
             cache.targets.extend_from_slice(&targets);
         }
         let verdict = self.hand_to_queues(&targets, message, mandatory, confirm_seq, shared, ctx);
-        ctx.route_targets = targets;
+        ctx.recycle_route_targets(targets);
         Ok(verdict)
     }
 
@@ -374,7 +364,7 @@ impl Channel {
     #[cold]
     fn check_properties(&self, mut message: Message, shared: &ConnShared) -> Result<Message, ChannelError> {
         let mut header =
-            ContentHeader::decode(message.header.clone()).map_err(|e| crate::connection::decode_error(&e))?;
+            ContentHeader::decode(message.header.clone()).map_err(|e| super::decode::decode_error(&e))?;
         if let Some(expiration) = &header.properties.expiration {
             if let Err(reason) = crate::message::parse_expiration(expiration.as_bytes()) {
                 return Err(ChannelError::new(
@@ -422,7 +412,7 @@ impl Channel {
     ) {
         // The name comes from the client: a shard that does not exist is as
         // unroutable as a malformed name.
-        let shards = ctx.mesh.shard_count();
+        let shards = ctx.shard_count();
         match parse_direct_reply_name(message.routing_key.as_bytes())
             .filter(|to| usize::from(to.conn.shard.0) < shards)
         {

@@ -3,18 +3,18 @@
 
 use std::sync::Arc;
 
+use super::ConnShared;
 use crate::amqp::field::{FieldValue, ShortStr};
 use crate::amqp::spec::{self, Method};
+use crate::broker::ShardCtx;
 use crate::channel::exchange_methods::missing_source;
 use crate::channel::methods::{check_exclusive, locked, not_found_vhost, reserved_name, topology_error};
 use crate::channel::{Awaiting, Channel, ChannelError, Flow, DIRECT_REPLY_QUEUE};
-use crate::connection::ConnShared;
 use crate::envelope::QueueRequest;
 use crate::ids::QueueRef;
 use crate::queue::arguments::{self, DeclareFlags};
-use crate::queue::{Queue, QueueMeta, QueueStats};
+use crate::queue::{QueueMeta, QueueStats};
 use crate::routing::topology::{self, DeclareQueueError, Destination};
-use crate::shard::ctx::ShardCtx;
 
 impl Channel {
     pub(super) fn handle_queue_declare(
@@ -79,11 +79,7 @@ impl Channel {
         if m.no_wait {
             // A declare is a use (x-expires); a remote queue is touched when
             // it next answers a declare.
-            let clock = ctx.clock_ms();
-            if let Some(q) = ctx.queues.get_mut(&meta.queue.id) {
-                q.set_clock(clock);
-                q.touch();
-            }
+            ctx.touch_queue(meta.queue.id);
             return Ok(Flow::Continue);
         }
         // The counts come from the owner, through the same ring as the
@@ -101,7 +97,7 @@ impl Channel {
         check_exclusive(&meta, self.me.conn, &shared.vhost)?;
         let key =
             if m.queue.is_empty() && m.routing_key.is_empty() { meta.name.clone() } else { m.routing_key };
-        ctx.registry
+        ctx.registry()
             .bind(&shared.vhost, &m.exchange, Destination::Queue(meta.queue), &key, &m.arguments)
             .map_err(|e| missing_source(e, &m.exchange, shared))?;
         ctx.refresh_topology();
@@ -119,7 +115,7 @@ impl Channel {
     ) -> Result<Flow, ChannelError> {
         let meta = self.lookup_queue(&m.queue, shared, ctx)?;
         check_exclusive(&meta, self.me.conn, &shared.vhost)?;
-        ctx.registry
+        ctx.registry()
             .unbind(&shared.vhost, &m.exchange, Destination::Queue(meta.queue), &m.routing_key, &m.arguments)
             .map_err(|e| missing_source(e, &m.exchange, shared))?;
         ctx.refresh_topology();
@@ -179,7 +175,7 @@ impl Channel {
         arguments::check_queue_declare(&m.arguments, flags).map_err(|e| {
             ChannelError::new(spec::reply_code::PRECONDITION_FAILED, e.text(&name, &shared.vhost))
         })?;
-        let queue = QueueRef { id: ctx.registry.allocate_queue_id(), shard: ctx.shard };
+        let queue = QueueRef { id: ctx.registry().allocate_queue_id(), shard: ctx.shard() };
         let meta = QueueMeta {
             queue,
             name,
@@ -189,10 +185,9 @@ impl Channel {
             arguments: m.arguments.clone(),
             stats: QueueStats::default(),
         };
-        match ctx.registry.declare_queue(&shared.vhost, meta) {
+        match ctx.registry().declare_queue(&shared.vhost, meta) {
             Ok(meta) => {
-                let q = Queue::new(Arc::clone(&meta), Arc::clone(&shared.vhost), ctx.clock_ms());
-                ctx.queues.insert(queue.id, q);
+                ctx.adopt_declared_queue(Arc::clone(&meta), Arc::clone(&shared.vhost));
                 if m.exclusive {
                     shared.exclusive_queues.push(queue);
                 }

@@ -3,13 +3,13 @@
 //! consumer cancellations, request replies and publish verdicts. The shard
 //! calls these when an envelope for the connection arrives.
 
+use crate::broker::ShardCtx;
 use crate::channel::Flow;
 use crate::connection::{Connection, Phase};
 use crate::envelope::QueueReply;
 use crate::ids::{ConsumerKey, QueueRef};
 use crate::message::Message;
 use crate::queue::Delivery;
-use crate::shard::ctx::ShardCtx;
 
 impl Connection {
     /// A delivery from a queue for one of this connection's consumers.

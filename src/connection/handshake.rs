@@ -6,10 +6,10 @@ use std::sync::Arc;
 use crate::amqp::field::{FieldTable, FieldValue, LongStr, ShortStr};
 use crate::amqp::spec::{self, Method};
 use crate::auth::{AuthError, MECHANISMS};
+use crate::broker::ShardCtx;
 use crate::channel::ChannelError;
+use crate::channel::{ClientCapabilities, ConnShared};
 use crate::config::Config;
-use crate::connection::{ClientCapabilities, ConnShared};
-use crate::shard::ctx::ShardCtx;
 
 /// What RabbitMQ advertises and Lepus implements; clients switch features on
 /// by these.
@@ -68,7 +68,7 @@ pub fn start_ok(
         };
     }
     let mechanism = m.mechanism.as_bytes();
-    match ctx.users.authenticate(mechanism, m.response.as_bytes(), peer) {
+    match ctx.users().authenticate(mechanism, m.response.as_bytes(), peer) {
         Ok(user) => shared.user = user,
         Err(e) => {
             let text = match &e {
@@ -91,9 +91,9 @@ pub fn start_ok(
         }
     }
     Ok(Method::ConnectionTune(spec::ConnectionTune {
-        channel_max: ctx.config.channel_max,
-        frame_max: ctx.config.frame_size_bytes_max,
-        heartbeat: ctx.config.heartbeat_seconds,
+        channel_max: ctx.config().channel_max,
+        frame_max: ctx.config().frame_size_bytes_max,
+        heartbeat: ctx.config().heartbeat_seconds,
     }))
 }
 
@@ -152,10 +152,10 @@ pub fn open(
     m: &spec::ConnectionOpen,
     ctx: &ShardCtx,
 ) -> Result<Method, ChannelError> {
-    if let Some(max) = ctx.config.connection_max {
+    if let Some(max) = ctx.config().connection_max {
         // This connection is counted: one more than the limit is refused
         // (RabbitMQ's check at connection.open).
-        if ctx.connections.load(std::sync::atomic::Ordering::Acquire) > max as usize {
+        if ctx.connection_count() > max as usize {
             return Err(ChannelError::hard(
                 spec::reply_code::NOT_ALLOWED,
                 format!("connection refused: node connection limit ({max}) is reached"),

@@ -14,13 +14,13 @@ use crate::amqp::field::{LongStr, ShortStr};
 use crate::amqp::frame::{self, FrameType, FRAME_END, PROTOCOL_HEADER};
 use crate::amqp::spec::{self, strategies, Method};
 use crate::auth::Users;
+use crate::broker::ShardCtx;
 use crate::config::Config;
 use crate::connection::Connection;
 use crate::envelope::Envelope;
 use crate::ids::{ConnId, ShardId};
 use crate::ring::doorbell::Doorbell;
 use crate::routing::topology::Registry;
-use crate::shard::ctx::ShardCtx;
 
 /// One step of a hostile peer.
 #[derive(Debug, Clone)]
@@ -43,14 +43,14 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
-fn ctx() -> (ShardCtx, mio::Poll) {
-    let poll = mio::Poll::new().expect("poll");
-    let waker = mio::Waker::new(poll.registry(), mio::Token(0)).expect("waker");
-    let mesh = crate::ring::mesh::<Envelope>(vec![Arc::new(Doorbell::new(waker))], 16);
+/// A one-shard broker service with no OS object behind it (no epoll, no
+/// eventfd): the connection under test is driven by hand.
+fn ctx() -> ShardCtx {
+    let mesh = crate::ring::mesh::<Envelope>(vec![Arc::new(Doorbell::without_waker())], 16);
     let config = Arc::new(Config::default());
     let users = Arc::new(Users::from_config(&config));
     let endpoint = mesh.into_iter().next().expect("one endpoint");
-    (ShardCtx::new(config, users, Arc::new(Registry::new()), endpoint), poll)
+    ShardCtx::new(config, users, Arc::new(Registry::new()), endpoint)
 }
 
 fn method_bytes(channel: u16, method: &Method) -> BytesMut {
@@ -91,7 +91,7 @@ fn handshake(conn: &mut Connection, ctx: &mut ShardCtx) {
 /// (only) connection.
 fn drain_local(conn: &mut Connection, ctx: &mut ShardCtx) {
     let mut rounds = 0;
-    while let Some(envelope) = ctx.local.pop_front() {
+    while let Some(envelope) = ctx.pop_local() {
         rounds += 1;
         assert!(rounds < 100_000, "local envelopes keep coming");
         match envelope {
@@ -141,7 +141,7 @@ proptest! {
 
     #[test]
     fn any_frame_sequence_after_the_handshake_never_panics(steps in proptest::collection::vec(step(), 1..40)) {
-        let (mut ctx, _poll) = ctx();
+        let mut ctx = ctx();
         let id = ConnId { shard: ShardId(0), slot: 0, generation: 1 };
         let peer = "127.0.0.1:1".parse().expect("addr");
         let mut conn = Connection::new(id, peer, Instant::now(), Duration::from_secs(10));
@@ -161,7 +161,7 @@ proptest! {
     fn publishes_and_consumes_in_any_interleaving_never_panic(
         ops in proptest::collection::vec(0u8..9, 1..60),
     ) {
-        let (mut ctx, _poll) = ctx();
+        let mut ctx = ctx();
         let id = ConnId { shard: ShardId(0), slot: 0, generation: 1 };
         let peer = "127.0.0.1:1".parse().expect("addr");
         let mut conn = Connection::new(id, peer, Instant::now(), Duration::from_secs(10));
@@ -209,7 +209,7 @@ proptest! {
         conn.shutdown(&mut ctx);
         drain_local(&mut conn, &mut ctx);
         // Nothing is lost: every published message is ready again in the queue.
-        let q = ctx.queues.values().next().expect("the queue");
+        let q = ctx.local_queues().next().expect("the queue");
         let reported = q.meta().stats.messages_ready.load(std::sync::atomic::Ordering::Relaxed);
         prop_assert_eq!(u64::from(q.message_count()), reported);
     }

@@ -17,7 +17,8 @@ mod from_queues;
 pub mod handshake;
 #[cfg(test)]
 mod input_tests;
-pub mod writer;
+#[cfg(test)]
+mod sans_io_tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,11 +29,12 @@ use bytes::BytesMut;
 use crate::amqp::field::ShortStr;
 use crate::amqp::frame::{self, Frame, FrameType, ProtocolHeaderCheck, PROTOCOL_HEADER};
 use crate::amqp::spec::{self, Method};
-use crate::channel::{Channel, ChannelError, Flow};
+use crate::broker::ShardCtx;
+use crate::channel::decode::decode_method;
+use crate::channel::write_queue::WriteQueue;
+use crate::channel::{Channel, ChannelError, ClientCapabilities, ConnShared, Flow, MESSAGE_COPY_BYTES_MAX};
 use crate::envelope::Envelope;
-use crate::ids::{ChannelRef, ConnId, QueueRef};
-use crate::shard::ctx::ShardCtx;
-use writer::WriteQueue;
+use crate::ids::{ChannelRef, ConnId};
 
 /// After we send connection.close we wait this long for close-ok.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -41,6 +43,8 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 pub const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// The read buffer grows by this much at a time.
 pub const READ_CHUNK_BYTES: usize = 64 * 1024;
+// A small message copied out of the read buffer is a small share of it.
+const _: () = assert!(MESSAGE_COPY_BYTES_MAX <= READ_CHUNK_BYTES / 4);
 /// Write-queue size above which we stop reading from the peer and stop
 /// returning delivery credit: the peer is not keeping up with what it asked for.
 pub const WRITE_QUEUE_BYTES_HIGH: usize = 4 * 1024 * 1024;
@@ -64,45 +68,6 @@ pub enum Phase {
     Closed,
 }
 
-/// What the client told us it understands (connection.start-ok capabilities).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ClientCapabilities {
-    /// Send connection.close (403) on failed login instead of just closing.
-    pub authentication_failure_close: bool,
-    /// Send basic.cancel when a consumer's queue is deleted.
-    pub consumer_cancel_notify: bool,
-    /// Understands connection.blocked.
-    pub connection_blocked: bool,
-}
-
-/// The connection state channels need while they run (split from the channel
-/// table so both can be borrowed at once).
-#[derive(Debug)]
-pub struct ConnShared {
-    /// This connection.
-    pub id: ConnId,
-    /// Frames waiting for the socket.
-    pub out: WriteQueue,
-    /// Negotiated frame_max, bytes.
-    pub frame_max: u32,
-    /// Authenticated user.
-    pub user: String,
-    /// The vhost opened.
-    pub vhost: Arc<str>,
-    /// Client capabilities.
-    pub caps: ClientCapabilities,
-    /// Exclusive queues this connection declared (deleted when it closes).
-    pub exclusive_queues: Vec<QueueRef>,
-    /// Connection-wide numbering of consumers and channel incarnations (never
-    /// reused, so a delivery for a cancelled consumer, or a confirm verdict
-    /// for a closed channel, can never match a newer one).
-    pub next_consumer: u32,
-    /// Channels with confirms to send at the end of this batch.
-    pub confirm_dirty: Vec<u16>,
-    /// Channels owing delivery credit to queues.
-    pub credit_dirty: Vec<u16>,
-}
-
 /// One AMQP connection.
 #[derive(Debug)]
 pub struct Connection {
@@ -122,7 +87,7 @@ pub struct Connection {
     linger_since: Option<Instant>,
     /// A channel waiting for another shard's reply; no frame is processed until it comes.
     paused_on: Option<u16>,
-    /// A queue it published to holds its publishers (see `shard::throttle`).
+    /// A queue it published to holds its publishers (see `broker::throttle`).
     held: bool,
     /// It published while a resource alarm was raised: not read until every
     /// alarm clears (see [`crate::alarm`]).
@@ -217,7 +182,7 @@ impl Connection {
     /// the connection pauses for a reply, or closes.
     pub fn process(&mut self, ctx: &mut ShardCtx) {
         // A hold hit outside any frame (a dead-letter pass on a timer) is nobody's.
-        ctx.throttle.clear_hit();
+        ctx.throttle().clear_hit();
         while self.paused_on.is_none() && !self.held && !self.alarm_blocked {
             match self.phase {
                 Phase::Closed => {
@@ -237,15 +202,15 @@ impl Connection {
                 Ok(Some(frame)) => {
                     let content_header = frame.kind == FrameType::Header;
                     self.handle_frame(frame, ctx);
-                    if let Some(queue) = ctx.throttle.take_hit() {
+                    if let Some(queue) = ctx.throttle().take_hit() {
                         self.held = true;
-                        ctx.throttle.wait(queue, self.shared.id);
+                        ctx.throttle().wait(queue, self.shared.id);
                     }
                     // A publish while an alarm is raised blocks the connection
                     // (RabbitMQ does this on content frames): one relaxed load
                     // per publish, none for other frames.
                     if content_header {
-                        let alarms = ctx.resources.alarms();
+                        let alarms = ctx.alarms();
                         if alarms != 0 && self.phase == Phase::Running {
                             self.block_for_alarm(alarms, ctx);
                         }
@@ -269,13 +234,13 @@ impl Connection {
     }
 
     /// Stops reading this connection until every alarm clears (the shard keeps
-    /// it in `ctx.alarm_blocked` and calls [`Self::end_alarm_block`]), and
+    /// it with `ShardCtx::block_on_alarm` and calls [`Self::end_alarm_block`]), and
     /// tells a client that understands it why.
     #[cold]
     #[inline(never)]
     fn block_for_alarm(&mut self, alarms: u8, ctx: &mut ShardCtx) {
         self.alarm_blocked = true;
-        ctx.alarm_blocked.push(self.shared.id);
+        ctx.block_on_alarm(self.shared.id);
         if self.shared.caps.connection_blocked {
             let reason = ShortStr::from_static(crate::alarm::blocked_reason(alarms));
             self.shared.out.method(0, &Method::ConnectionBlocked(spec::ConnectionBlocked { reason }));
@@ -361,7 +326,7 @@ impl Connection {
             return;
         }
         let method = match (frame.kind, frame.channel) {
-            (FrameType::Method, 0) => match Connection::decode_method(frame.payload) {
+            (FrameType::Method, 0) => match decode_method(frame.payload) {
                 Ok(m) => m,
                 Err(e) => return self.close_with(e, ctx),
             },
@@ -379,7 +344,7 @@ impl Connection {
                     self.phase = Phase::TuneOk;
                 })
             }
-            (Phase::TuneOk, Method::ConnectionTuneOk(m)) => handshake::tune_ok(&m, &ctx.config).map(|t| {
+            (Phase::TuneOk, Method::ConnectionTuneOk(m)) => handshake::tune_ok(&m, ctx.config()).map(|t| {
                 self.shared.frame_max = t.frame_max;
                 self.channel_max = t.channel_max;
                 self.heartbeat = Duration::from_secs(u64::from(t.heartbeat_seconds));
@@ -393,7 +358,7 @@ impl Connection {
                 })
             }
             (_, Method::ConnectionClose(_)) => {
-                self.answer_close(ctx.now);
+                self.answer_close(ctx.now());
                 Ok(())
             }
             (_, other) => Err(ChannelError::hard(
@@ -413,10 +378,10 @@ impl Connection {
     fn handle_channel_zero(&mut self, frame: Frame, ctx: &mut ShardCtx) {
         match frame.kind {
             FrameType::Heartbeat => {}
-            FrameType::Method => match Connection::decode_method(frame.payload) {
+            FrameType::Method => match decode_method(frame.payload) {
                 Ok(Method::ConnectionClose(_)) => {
                     self.release_everything(ctx);
-                    self.answer_close(ctx.now);
+                    self.answer_close(ctx.now());
                 }
                 Ok(Method::ConnectionCloseOk(_)) => {}
                 Ok(Method::ConnectionUpdateSecret(_)) => {
@@ -463,7 +428,7 @@ impl Connection {
     fn open_channel(&mut self, frame: Frame, ctx: &mut ShardCtx) {
         let number = frame.channel;
         let method = match frame.kind {
-            FrameType::Method => match Connection::decode_method(frame.payload) {
+            FrameType::Method => match decode_method(frame.payload) {
                 Ok(m) => Some(m),
                 Err(e) => return self.close_with(e, ctx),
             },
@@ -536,21 +501,6 @@ impl Connection {
         }
     }
 
-    /// Decodes a method frame, holding shortstr arguments to UTF-8 as RabbitMQ
-    /// does for methods without content.
-    pub fn decode_method(payload: bytes::Bytes) -> Result<Method, ChannelError> {
-        // Kept for the error text only: a refcount, not a copy.
-        let method = Method::decode(payload.clone()).map_err(|e| method_decode_error(&payload, e))?;
-        if !method.shortstrs_are_utf8() {
-            return Err(ChannelError::hard(
-                spec::reply_code::FRAME_ERROR,
-                "Malformed UTF-8 in shortstr".into(),
-            )
-            .on(&method));
-        }
-        Ok(method)
-    }
-
     /// The client closed: answer close-ok and wait (briefly) for it to close
     /// the socket, as the spec has the closing side do. Closing first would
     /// let EOF overtake close-ok in clients that read both at once (lapin).
@@ -585,7 +535,7 @@ impl Connection {
         // is then a no-op).
         self.alarm_blocked = false;
         self.phase = Phase::Closing;
-        self.closing_since = Some(ctx.now);
+        self.closing_since = Some(ctx.now());
     }
 
     /// Closes the connection because the broker is shutting down.
@@ -613,7 +563,7 @@ impl Connection {
             }
         }
         for queue in std::mem::take(&mut self.shared.exclusive_queues) {
-            if queue.shard == ctx.shard {
+            if queue.shard == ctx.shard() {
                 ctx.delete_queue_local(queue.id);
             } else {
                 ctx.send(queue.shard, Envelope::DeleteExclusive { queue: queue.id });
@@ -670,50 +620,8 @@ impl Connection {
     }
 }
 
-/// The connection error for a method frame whose payload does not decode,
-/// with RabbitMQ's text. Off the hot path: only malformed frames get here.
-#[cold]
-#[inline(never)]
-fn method_decode_error(payload: &[u8], e: spec::DecodeError) -> ChannelError {
-    let Some(b) = payload.get(..4) else {
-        // RabbitMQ's reader takes no method frame without its two ids.
-        let text = format!("type 1, all octets = {}: unknown_frame", frame::erl_octets(payload));
-        return ChannelError::hard(spec::reply_code::FRAME_ERROR, text);
-    };
-    let ids = (u16::from_be_bytes([b[0], b[1]]), u16::from_be_bytes([b[2], b[3]]));
-    let mut error = match e {
-        // Arguments that do not fit the method's layout: RabbitMQ's text,
-        // the arguments it could not decode.
-        spec::DecodeError::Truncated | spec::DecodeError::TrailingBytes => ChannelError::hard(
-            spec::reply_code::FRAME_ERROR,
-            format!("cannot decode {}", frame::erl_octets(payload.get(4..).unwrap_or_default())),
-        ),
-        // Where RabbitMQ drops the socket or has no limit, Lepus's reason.
-        _ => decode_error(&e),
-    };
-    // Name the method whose arguments failed to decode; ids the spec does
-    // not define name nothing, and the close says 0/0.
-    if spec::method_name(ids.0, ids.1).is_some() {
-        (error.class_id, error.method_id) = ids;
-    }
-    error
-}
-
 /// RabbitMQ's text for a frame its reader does not take in this state:
 /// "type T, all octets = <<payload>>".
 fn unexpected_frame_text(frame: &Frame) -> String {
     format!("type {}, all octets = {}", frame.kind as u8, frame::erl_octets(&frame.payload))
-}
-
-/// Maps a method-decoding failure to the connection error RabbitMQ sends.
-pub fn decode_error(e: &spec::DecodeError) -> ChannelError {
-    use spec::DecodeError as D;
-    match e {
-        // RabbitMQ drops the TCP connection without a word here (its reader
-        // crashes); we say what happened instead.
-        D::UnknownClass(_) | D::UnknownMethod { .. } => {
-            ChannelError::hard(spec::reply_code::NOT_IMPLEMENTED, format!("{e}"))
-        }
-        _ => ChannelError::hard(spec::reply_code::FRAME_ERROR, format!("cannot decode method frame: {e}")),
-    }
 }

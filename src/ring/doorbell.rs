@@ -43,13 +43,21 @@ use super::sync::{fence, AtomicBool, Ordering};
 /// shard's `Poll`. Shared (in an `Arc`) by the owning shard and every peer.
 pub struct Doorbell {
     flag: ParkFlag,
-    waker: mio::Waker,
+    /// `None`: the shard never blocks (see [`Doorbell::without_waker`]).
+    waker: Option<mio::Waker>,
 }
 
 impl Doorbell {
     /// Wraps the `Waker` registered with the owning shard's `Poll`.
     pub fn new(waker: mio::Waker) -> Self {
-        Self { flag: ParkFlag::new(), waker }
+        Self { flag: ParkFlag::new(), waker: Some(waker) }
+    }
+
+    /// A doorbell with no OS object behind it, for a consumer that never
+    /// blocks in `poll` (a unit test or simulation driving connections and
+    /// rings by hand): the flag works as usual, ringing wakes nobody.
+    pub fn without_waker() -> Self {
+        Self { flag: ParkFlag::new(), waker: None }
     }
 
     /// Consumer side, before blocking in poll: marks the shard parked, then
@@ -77,7 +85,7 @@ impl Doorbell {
     /// `ring` retries the wake-up.
     #[inline]
     pub fn ring(&self) -> io::Result<()> {
-        self.flag.ring_with(|| self.waker.wake())
+        self.flag.ring_with(|| self.waker.as_ref().map_or(Ok(()), mio::Waker::wake))
     }
 }
 

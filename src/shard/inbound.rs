@@ -7,12 +7,12 @@
 
 use mio::net::TcpStream;
 
+use crate::broker::Taken;
 use crate::channel::undeliverable;
 use crate::envelope::{ConfirmTicket, Envelope, QueueReply, QueueRequest};
 use crate::ids::{ChannelRef, ConsumerKey, QueueId, QueueRef, ShardId};
 use crate::message::Message;
 use crate::queue::Delivery;
-use crate::shard::ctx::Taken;
 use crate::shard::Shard;
 
 impl Shard {
@@ -20,7 +20,7 @@ impl Shard {
     /// one match, so the data path's kinds (publish, deliver, settle, credit)
     /// cost one jump; what each kind does is in the impl of its side below.
     pub(super) fn handle_envelope(&mut self, from: ShardId, envelope: Envelope) {
-        let me = self.ctx.shard;
+        let me = self.ctx.shard();
         match envelope {
             // For the queue's owner.
             Envelope::Publish { queue, message, confirm } => self.publish_from(from, queue, message, confirm),
@@ -57,8 +57,8 @@ impl Shard {
             }
             Envelope::Reply { to, reply } => self.reply_to(to, reply),
             Envelope::ConsumerCancelled { consumer } => self.consumer_cancelled(consumer),
-            Envelope::Held { queue } => self.ctx.throttle.held_remote(queue),
-            Envelope::Released { queue } => self.ctx.throttle.released_remote(queue),
+            Envelope::Held { queue } => self.ctx.throttle().held_remote(queue),
+            Envelope::Released { queue } => self.ctx.throttle().released_remote(queue),
             Envelope::DirectReply { to, message } => self.direct_reply_to(to, message),
         }
     }
@@ -77,10 +77,10 @@ impl Shard {
         message: Message,
         confirm: Option<ConfirmTicket>,
     ) {
-        let me = self.ctx.shard;
+        let me = self.ctx.shard();
         let taken = self.ctx.publish_local_as(queue, message);
-        if let Some(held) = self.ctx.throttle.take_hit() {
-            if from != me && self.ctx.throttle.notify(held.id, from) {
+        if let Some(held) = self.ctx.throttle().take_hit() {
+            if from != me && self.ctx.throttle().notify(held.id, from) {
                 self.ctx.send(from, Envelope::Held { queue: held });
             }
         }

@@ -25,13 +25,12 @@
 
 pub mod collect;
 pub mod counts;
-pub mod ctx;
+
 mod inbound;
 pub mod io;
-pub mod names;
+
 pub mod stop;
-pub mod stored;
-pub mod throttle;
+
 mod uring;
 
 use std::net::SocketAddr;
@@ -44,11 +43,11 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use crate::broker::ShardCtx;
 use crate::config::IoBackend;
 use crate::connection::Connection;
 use crate::envelope::Envelope;
 use crate::ids::{ConnId, ShardId};
-use ctx::ShardCtx;
 
 /// Envelopes taken from one inbound ring per turn.
 pub const RING_DRAIN_BATCH_MAX: usize = 1024;
@@ -111,6 +110,9 @@ pub struct Shard {
     /// Next shard a new connection goes to (round-robin).
     next_home: usize,
     stop: Arc<stop::Stop>,
+    /// Connections each shard adopted and removed (shared with the server's
+    /// handle; see [`counts`]).
+    connection_counts: Arc<counts::ConnectionCounts>,
     /// Connections with input to read or process.
     ready: Vec<usize>,
     /// Connections with output to write.
@@ -134,6 +136,7 @@ impl Shard {
         poll: Poll,
         mut listeners: Vec<TcpListener>,
         stop: Arc<stop::Stop>,
+        connection_counts: Arc<counts::ConnectionCounts>,
     ) -> std::io::Result<Shard> {
         for (i, listener) in listeners.iter_mut().enumerate() {
             poll.registry().register(listener, Token(LISTENER_TOKEN_BASE + i), Interest::READABLE)?;
@@ -149,6 +152,7 @@ impl Shard {
             listeners,
             next_home: 0,
             stop,
+            connection_counts,
             ready: Vec::new(),
             dirty: Vec::new(),
             inbox: Vec::new(),
@@ -170,7 +174,7 @@ impl Shard {
     /// One turn of the loop.
     pub fn turn(&mut self) {
         // Send what the last turn staged before we possibly block.
-        self.ctx.mesh.flush();
+        self.ctx.mesh().flush();
         let waited = self.poll_io();
         self.waited_since_housekeeping += waited;
         self.ctx.set_now(Instant::now());
@@ -191,18 +195,18 @@ impl Shard {
         // Records reach the log file before the deliveries and confirms they
         // describe reach any socket or ring.
         self.ctx.flush_log();
-        self.ctx.mesh.flush();
+        self.ctx.mesh().flush();
         self.flush_sockets();
-        let since_housekeeping = self.ctx.now.duration_since(self.last_housekeeping);
+        let since_housekeeping = self.ctx.now().duration_since(self.last_housekeeping);
         if since_housekeeping >= HOUSEKEEPING_INTERVAL {
-            self.last_housekeeping = self.ctx.now;
+            self.last_housekeeping = self.ctx.now();
             self.housekeeping(since_housekeeping);
         }
     }
 
     fn drain_rings(&mut self) {
         let mut inbox = std::mem::take(&mut self.inbox);
-        self.ctx.mesh.drain(RING_DRAIN_BATCH_MAX, |from, envelope| inbox.push((from, envelope)));
+        self.ctx.mesh().drain(RING_DRAIN_BATCH_MAX, |from, envelope| inbox.push((from, envelope)));
         if !inbox.is_empty() {
             // A declare on another shard may precede what we just received.
             self.ctx.refresh_topology();
@@ -241,14 +245,14 @@ impl Shard {
             let now = Instant::now();
             let waited = now.saturating_duration_since(started);
             if waited >= IDLE_WAIT_MIN {
-                self.ctx.idle_at = now;
+                self.ctx.note_idle(now);
                 return waited;
             }
             return Duration::ZERO;
         }
         let may_wait = timeout >= IDLE_WAIT_MIN;
         if may_wait {
-            self.ctx.idle_at = started;
+            self.ctx.note_idle(started);
         }
         if let Err(e) = self.poll.poll(&mut self.events, Some(timeout)) {
             if e.kind() != std::io::ErrorKind::Interrupted {
@@ -257,7 +261,7 @@ impl Shard {
         }
         // The clock is read again only when the loop had nothing to do.
         let waited = if may_wait { started.elapsed() } else { Duration::ZERO };
-        self.ctx.mesh.doorbell().unpark();
+        self.ctx.mesh().doorbell().unpark();
         self.handle_poll_events();
         waited
     }
@@ -267,23 +271,23 @@ impl Shard {
     /// block; the caller unparks after waiting.
     fn wait_timeout(&mut self) -> Duration {
         let busy = !self.ready.is_empty()
-            || !self.ctx.local.is_empty()
-            || self.ctx.log.as_ref().is_some_and(crate::storage::Log::has_released)
+            || self.ctx.has_local()
+            || self.ctx.log_has_released()
             || self.dirty.iter().any(|&i| self.conns.get(i).is_some_and(|s| !s.write_blocked));
         let timeout = if busy {
             Duration::ZERO
-        } else if self.ctx.mesh.staged_len() > 0 {
+        } else if self.ctx.mesh().staged_len() > 0 {
             // Rings are full: retry soon without spinning.
             Duration::from_micros(200)
         } else {
-            self.ctx.mesh.doorbell().prepare_park();
+            self.ctx.mesh().doorbell().prepare_park();
             // After prepare_park's fence: a shutdown stored before the doorbell
             // rang is visible here.
             // The log's sync thread rings the doorbell after each sync.
-            let synced = self.ctx.log.as_ref().is_some_and(crate::storage::Log::has_released);
+            let synced = self.ctx.log_has_released();
             // Likewise the monitor rings after an alarm clears: a clear it
             // stored before its fence is seen here.
-            if self.ctx.mesh.inboxes_empty()
+            if self.ctx.mesh().inboxes_empty()
                 && !synced
                 && !self.stop.requested.load(Ordering::Acquire)
                 && !self.alarm_cleared()
@@ -293,8 +297,8 @@ impl Shard {
                 Duration::ZERO
             }
         };
-        if self.ctx.throttle.has_local_holds() {
-            timeout.min(throttle::HOLD_POLL_INTERVAL)
+        if self.ctx.throttle().has_local_holds() {
+            timeout.min(crate::broker::throttle::HOLD_POLL_INTERVAL)
         } else {
             timeout
         }
@@ -359,13 +363,13 @@ impl Shard {
     /// Hands a new connection to the next shard in turn.
     fn place_connection(&mut self, stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
-        let shards = self.ctx.mesh.shard_count();
+        let shards = self.ctx.shard_count();
         let home = ShardId((self.next_home % shards) as u16);
         self.next_home = self.next_home.wrapping_add(1);
-        if home == self.ctx.shard {
+        if home == self.ctx.shard() {
             self.adopt(stream, peer);
         } else {
-            self.ctx.mesh.stage(home, Envelope::Accept(stream));
+            self.ctx.mesh().stage(home, Envelope::Accept(stream));
         }
     }
 
@@ -381,9 +385,9 @@ impl Shard {
         }
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1).max(1);
-        let id = ConnId { shard: self.ctx.shard, slot: index as u32, generation };
-        let conn = Connection::new(id, peer, self.ctx.now, self.ctx.config.handshake_timeout());
-        self.ctx.connections.fetch_add(1, Ordering::Relaxed);
+        let id = ConnId { shard: self.ctx.shard(), slot: index as u32, generation };
+        let conn = Connection::new(id, peer, self.ctx.now(), self.ctx.config().handshake_timeout());
+        self.ctx.note_connection_opened();
         entry.insert(Slot {
             conn,
             socket,
@@ -394,7 +398,7 @@ impl Shard {
             queued_ready: true,
             queued_dirty: false,
         });
-        self.ctx.connection_counts.note_opened(self.ctx.shard);
+        self.connection_counts.note_opened(self.ctx.shard());
         self.ready.push(index);
     }
 
@@ -424,7 +428,7 @@ impl Shard {
     fn run_connections(&mut self) {
         let ready = std::mem::take(&mut self.ready);
         let mut again = Vec::new();
-        let staged_full = self.ctx.mesh.staged_len() > STAGED_ENVELOPES_MAX;
+        let staged_full = self.ctx.mesh().staged_len() > STAGED_ENVELOPES_MAX;
         for index in ready {
             let Some(slot) = self.conns.get_mut(index) else {
                 continue;
@@ -440,7 +444,7 @@ impl Shard {
             let mut eof = false;
             if slot.readable && matches!(self.backend, Backend::Mio) {
                 let more;
-                (eof, more) = read_socket(slot, self.ctx.now);
+                (eof, more) = read_socket(slot, self.ctx.now());
                 if more {
                     again.push(index);
                 }
@@ -461,32 +465,20 @@ impl Shard {
     }
 
     fn handle_local(&mut self) {
-        let me = self.ctx.shard;
-        while let Some(envelope) = self.ctx.local.pop_front() {
+        let me = self.ctx.shard();
+        while let Some(envelope) = self.ctx.pop_local() {
             self.handle_envelope(me, envelope);
         }
     }
 
-    /// Ends the holds whose queues caught up (see [`throttle`]) and resumes
+    /// Ends the holds whose queues caught up (see [`crate::broker::throttle`]) and resumes
     /// the connections they held.
     fn check_holds(&mut self) {
-        if self.ctx.throttle.has_local_holds() {
-            let me = self.ctx.shard;
-            let now = self.ctx.now;
-            let ShardCtx { queues, throttle, .. } = &mut self.ctx;
-            let mut releases = Vec::new();
-            throttle.check(
-                now,
-                |id| queues.get(&id).map(|q| (q.releases_publishers(), q.dispatched())),
-                |queue, shard| releases.push((queue, shard)),
-                me,
-            );
-            for (queue, shard) in releases {
-                self.ctx.send(shard, Envelope::Released { queue });
-            }
+        if self.ctx.throttle().has_local_holds() {
+            self.ctx.end_caught_up_holds();
         }
-        if self.ctx.throttle.has_released() {
-            for id in self.ctx.throttle.take_released() {
+        if self.ctx.throttle().has_released() {
+            for id in self.ctx.throttle().take_released() {
                 if let Some(index) = self.slot_of(id) {
                     self.conns[index].conn.release_hold();
                     self.mark_ready(index);
@@ -498,7 +490,7 @@ impl Shard {
     /// Every alarm cleared while connections here are blocked by one.
     #[inline]
     fn alarm_cleared(&self) -> bool {
-        !self.ctx.alarm_blocked.is_empty() && self.ctx.resources.alarms() == 0
+        self.ctx.has_alarm_blocked() && self.ctx.alarms() == 0
     }
 
     /// Unblocks the connections a resource alarm blocked once every alarm has
@@ -513,8 +505,8 @@ impl Shard {
     #[cold]
     #[inline(never)]
     fn unblock_alarmed(&mut self) {
-        let now = self.ctx.now;
-        for id in std::mem::take(&mut self.ctx.alarm_blocked) {
+        let now = self.ctx.now();
+        for id in self.ctx.take_alarm_blocked() {
             if let Some(index) = self.slot_of(id) {
                 if self.conns[index].conn.end_alarm_block(now) {
                     self.mark_ready(index);
@@ -563,7 +555,7 @@ impl Shard {
         let was_paused_by_output = slot.conn.read_paused();
         match slot.conn.out().write_to(&mut slot.socket) {
             Ok(true) => {
-                slot.conn.note_sent(self.ctx.now);
+                slot.conn.note_sent(self.ctx.now());
                 if slot.conn.is_closed() {
                     self.remove_connection(index);
                     return true;
@@ -575,7 +567,7 @@ impl Shard {
                 true
             }
             Ok(false) => {
-                slot.conn.note_sent(self.ctx.now);
+                slot.conn.note_sent(self.ctx.now());
                 slot.write_blocked = true;
                 slot.queued_dirty = true;
                 false
@@ -590,7 +582,7 @@ impl Shard {
     /// Timers and checks, every `HOUSEKEEPING_INTERVAL`; `interval` is the
     /// time since the last call.
     fn housekeeping(&mut self, interval: Duration) {
-        let now = self.ctx.now;
+        let now = self.ctx.now();
         if let Backend::Uring(_) = self.backend {
             self.uring_note_arrivals();
         }
@@ -636,11 +628,11 @@ impl Shard {
         let mut slot = self.conns.remove(index);
         // Before the socket closes: a client that saw it close may connect
         // again at once and must find its place free.
-        self.ctx.connections.fetch_sub(1, Ordering::Release);
-        self.ctx.connection_counts.note_closed(self.ctx.shard);
+        self.ctx.note_connection_closed();
+        self.connection_counts.note_closed(self.ctx.shard());
         if slot.conn.is_alarm_blocked() {
             let id = slot.conn.id();
-            self.ctx.alarm_blocked.retain(|&blocked| blocked != id);
+            self.ctx.forget_alarm_blocked(id);
         }
         match &mut self.backend {
             Backend::Mio => {
@@ -671,17 +663,15 @@ impl Shard {
         }
         self.drain_for_stop();
         self.ctx.flush_log();
-        if let Some(log) = self.ctx.log.as_mut() {
-            log.close();
-        }
+        self.ctx.close_log();
     }
 }
 
 /// The backend the configuration asks for, or mio where the kernel refuses
 /// io_uring.
 fn start_backend(ctx: &ShardCtx, poll: &Poll) -> Backend {
-    let shard = ctx.shard.0;
-    let backend = match ctx.config.io_backend {
+    let shard = ctx.shard().0;
+    let backend = match ctx.config().io_backend {
         IoBackend::Mio => Backend::Mio,
         IoBackend::Uring => match uring::Driver::new(poll.as_raw_fd()) {
             Ok(driver) => Backend::Uring(Box::new(driver)),

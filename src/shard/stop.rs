@@ -64,21 +64,21 @@ impl Shard {
     /// After this shard's connections are closed: handles envelopes until
     /// every shard is quiet (or [`STOP_DRAIN_MAX`] has passed).
     pub(super) fn drain_for_stop(&mut self) {
-        let me = self.ctx.shard.index();
+        let me = self.ctx.shard().index();
         let stop = std::sync::Arc::clone(&self.stop);
         stop.closed.fetch_add(1, Ordering::SeqCst);
         let deadline = Instant::now() + STOP_DRAIN_MAX;
         loop {
-            if !self.ctx.mesh.inboxes_empty() || !self.ctx.local.is_empty() {
+            if !self.ctx.mesh().inboxes_empty() || self.ctx.has_local() {
                 // Busy before taking anything out of a ring (see the module docs).
                 stop.set_busy(me);
                 self.ctx.set_now(Instant::now());
                 self.drain_rings();
                 self.handle_local();
             }
-            self.ctx.mesh.flush();
+            self.ctx.mesh().flush();
             let quiet =
-                self.ctx.mesh.inboxes_empty() && self.ctx.local.is_empty() && self.ctx.mesh.outboxes_taken();
+                self.ctx.mesh().inboxes_empty() && !self.ctx.has_local() && self.ctx.mesh().outboxes_taken();
             if quiet {
                 stop.quiet[me].store(true, Ordering::SeqCst);
                 if stop.all_quiet() {

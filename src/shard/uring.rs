@@ -36,7 +36,7 @@ use mio::net::TcpStream;
 use slab::Slab;
 
 use super::{Backend, Shard, STAGED_ENVELOPES_MAX};
-use crate::connection::writer::WRITEV_SLICES_MAX;
+use crate::channel::write_queue::WRITEV_SLICES_MAX;
 
 /// Submission queue entries; the completion queue gets twice as many. An SQ
 /// that fills within a turn is submitted early.
@@ -408,7 +408,7 @@ impl Shard {
     pub(super) fn poll_uring(&mut self, timeout: Duration) {
         let Backend::Uring(driver) = &mut self.backend else { return };
         driver.wait(timeout);
-        self.ctx.mesh.doorbell().unpark();
+        self.ctx.mesh().doorbell().unpark();
         self.ctx.set_now(Instant::now());
         let mut epoll_ready = false;
         loop {
@@ -440,7 +440,7 @@ impl Shard {
         slot.io.recv = None;
         match result {
             Ok(n) if n > 0 => {
-                slot.conn.note_received(self.ctx.now);
+                slot.conn.note_received(self.ctx.now());
                 slot.io.pending_input_bytes = 0;
             }
             Err(e) if is_retry(&e) => {}
@@ -472,7 +472,7 @@ impl Shard {
         let was_paused = slot.conn.read_paused();
         slot.conn.out().complete_send(chunks, written);
         if written > 0 {
-            slot.conn.note_sent(self.ctx.now);
+            slot.conn.note_sent(self.ctx.now());
         }
         if slot.conn.out().is_empty() {
             if slot.conn.is_closed() {
@@ -494,7 +494,7 @@ impl Shard {
         let Some(slot) = self.conns.get_mut(index) else { return };
         if slot.io.recv.is_some()
             || slot.conn.read_paused()
-            || self.ctx.mesh.staged_len() > STAGED_ENVELOPES_MAX
+            || self.ctx.mesh().staged_len() > STAGED_ENVELOPES_MAX
         {
             return;
         }
@@ -520,7 +520,7 @@ impl Shard {
     /// flight): bytes that arrived since the last check count as received,
     /// as a readable event does with mio. Called before heartbeat checks.
     pub(super) fn uring_note_arrivals(&mut self) {
-        let now = self.ctx.now;
+        let now = self.ctx.now();
         for (_, slot) in self.conns.iter_mut() {
             if slot.io.recv.is_some() {
                 continue;

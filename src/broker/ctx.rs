@@ -12,17 +12,19 @@ use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::amqp::field::ShortStr;
+use crate::amqp::field::{FieldTable, ShortStr};
 use crate::amqp::spec::reply_code;
 use crate::auth::Users;
 use crate::config::Config;
 use crate::envelope::{ConfirmTicket, Envelope, QueueReply, QueueRequest};
 use crate::ids::{ChannelRef, ConnId, ConsumerKey, MsgId, QueueId, QueueRef, ShardId};
 use crate::message::Message;
-use crate::queue::{AfterRemove, ConsumerSpec, Delivery, IdHasher, Queue, QueueRefusal, SettleOp};
+use crate::queue::{AfterRemove, ConsumerSpec, Delivery, IdHasher, Queue, QueueMeta, QueueRefusal, SettleOp};
 use crate::ring::MeshEndpoint;
-use crate::routing::topology::{Registry, Topology, Vhost};
+use crate::routing::topology::{Exchange, Registry, Topology, Vhost};
 use crate::storage::entry;
+
+use super::throttle::Throttle;
 
 /// Queues owned by a shard, by id.
 pub type QueueMap = HashMap<QueueId, Queue, BuildHasherDefault<IdHasher>>;
@@ -30,31 +32,31 @@ pub type QueueMap = HashMap<QueueId, Queue, BuildHasherDefault<IdHasher>>;
 /// What a shard's connections and channels work with.
 pub struct ShardCtx {
     /// This shard.
-    pub shard: ShardId,
+    pub(super) shard: ShardId,
     /// Broker configuration.
-    pub config: Arc<Config>,
+    pub(super) config: Arc<Config>,
     /// Users and passwords.
-    pub users: Arc<Users>,
+    pub(super) users: Arc<Users>,
     /// The shared topology.
-    pub registry: Arc<Registry>,
+    pub(super) registry: Arc<Registry>,
     topology: Arc<Topology>,
     topology_generation: u64,
     /// Queues this shard owns.
-    pub queues: QueueMap,
+    pub(super) queues: QueueMap,
     /// Rings to the other shards.
-    pub mesh: MeshEndpoint<Envelope>,
+    pub(super) mesh: MeshEndpoint<Envelope>,
     /// Envelopes for this shard, handled after the current frame.
-    pub local: VecDeque<Envelope>,
+    pub(super) local: VecDeque<Envelope>,
     /// Deliveries just decided by local queues (drained by `route_deliveries`).
     pub(super) deliveries: Vec<Delivery>,
     /// Reused by routing to avoid allocating per publish.
-    pub route_scratch: Vec<crate::routing::topology::Destination>,
+    pub(super) route_scratch: Vec<crate::routing::topology::Destination>,
     /// Reused by routing to avoid allocating per publish.
-    pub route_targets: Vec<QueueRef>,
+    pub(super) route_targets: Vec<QueueRef>,
     /// The time of the current loop turn.
-    pub now: Instant,
+    pub(super) now: Instant,
     /// Source of server-generated names.
-    pub names: crate::shard::names::NameSource,
+    pub(super) names: super::names::NameSource,
     /// Origin of the clock queues see (ms since then).
     epoch: Instant,
     /// `now` in ms since `epoch`: the clock queues see.
@@ -64,22 +66,19 @@ pub struct ShardCtx {
     /// A dead-lettering pass is running.
     dead_lettering: bool,
     /// Publisher flow control.
-    pub throttle: crate::shard::throttle::Throttle,
+    pub(super) throttle: Throttle,
     /// The memory and disk alarms (shared with the monitor; see
     /// [`crate::alarm`]). Unlimited until the server sets the real ones.
-    pub resources: Arc<crate::alarm::ResourceLimits>,
+    pub(super) resources: Arc<crate::alarm::ResourceLimits>,
     /// Connections the node serves, on every shard, from adoption by their
     /// shard to removal (for `Config::connection_max`).
-    pub connections: Arc<std::sync::atomic::AtomicUsize>,
-    /// Connections each shard adopted and removed (shared with the server's
-    /// handle; see [`crate::shard::counts`]). The server sets the shared one.
-    pub connection_counts: Arc<crate::shard::counts::ConnectionCounts>,
+    pub(super) connections: Arc<std::sync::atomic::AtomicUsize>,
     /// This shard's connections blocked by an alarm, unblocked when it clears.
-    pub alarm_blocked: Vec<ConnId>,
+    pub(super) alarm_blocked: Vec<ConnId>,
     /// When the loop last waited for events with nothing to do.
-    pub idle_at: Instant,
+    pub(super) idle_at: Instant,
     /// The message log (`None`: nothing is stored, e.g. in benchmarks).
-    pub log: Option<ShardLog>,
+    pub(super) log: Option<ShardLog>,
     /// Stored queues with something for the log this turn.
     pub(super) journaled: Vec<QueueId>,
     /// Unix time (ms) at `epoch`: converts expiries to and from the log.
@@ -89,9 +88,9 @@ pub struct ShardCtx {
 }
 
 /// The loop has not waited idle since `idle_at` for
-/// [`crate::shard::throttle::BUSY_AFTER`]: the core is saturated.
+/// [`super::throttle::BUSY_AFTER`]: the core is saturated.
 fn busy(now: Instant, idle_at: Instant) -> bool {
-    now.saturating_duration_since(idle_at) >= crate::shard::throttle::BUSY_AFTER
+    now.saturating_duration_since(idle_at) >= super::throttle::BUSY_AFTER
 }
 
 /// A local queue, with its clock set for the operation that follows (a free
@@ -157,7 +156,7 @@ impl ShardCtx {
             route_scratch: Vec::new(),
             route_targets: Vec::new(),
             now: Instant::now(),
-            names: crate::shard::names::NameSource::new(),
+            names: super::names::NameSource::new(),
             epoch: Instant::now(),
             clock: 0,
             dead_letter_pending: Vec::new(),
@@ -165,12 +164,11 @@ impl ShardCtx {
             throttle: Default::default(),
             resources: Arc::new(crate::alarm::ResourceLimits::unlimited()),
             connections: Arc::default(),
-            connection_counts: Arc::new(crate::shard::counts::ConnectionCounts::new(0)),
             alarm_blocked: Vec::new(),
             idle_at: Instant::now(),
             log: None,
             journaled: Vec::new(),
-            epoch_unix_ms: crate::shard::stored::unix_now_ms(),
+            epoch_unix_ms: super::stored::unix_now_ms(),
             compact_candidates: Vec::new(),
         }
     }
@@ -196,6 +194,70 @@ impl ShardCtx {
     /// The clock queues see, in ms.
     pub fn clock_ms(&self) -> u64 {
         self.clock
+    }
+
+    /// Ends the holds of local queues that caught up (see [`super::throttle`]):
+    /// their publishers here are released, those on other shards are sent
+    /// `Released`.
+    pub fn end_caught_up_holds(&mut self) {
+        let me = self.shard;
+        let now = self.now;
+        let queues = &self.queues;
+        let mut releases = Vec::new();
+        self.throttle.check(
+            now,
+            |id| queues.get(&id).map(|q| (q.releases_publishers(), q.dispatched())),
+            |queue, shard| releases.push((queue, shard)),
+            me,
+        );
+        for (queue, shard) in releases {
+            self.send(shard, Envelope::Released { queue });
+        }
+    }
+
+    /// Routes a message through `exchange` of `vhost` into a reused list of
+    /// target queues; give the list back with [`Self::recycle_route_targets`].
+    /// Not inlined: the channel calls it only when its route cache misses.
+    #[inline(never)]
+    pub fn route(
+        &mut self,
+        vhost: &Vhost,
+        exchange: &Exchange,
+        routing_key: &[u8],
+        headers: Option<&FieldTable>,
+    ) -> Vec<QueueRef> {
+        let mut targets = std::mem::take(&mut self.route_targets);
+        targets.clear();
+        vhost.route(exchange, routing_key, headers, &mut targets, &mut self.route_scratch);
+        targets
+    }
+
+    /// Gives back the list [`Self::route`] returned, for the next publish.
+    #[inline]
+    pub fn recycle_route_targets(&mut self, targets: Vec<QueueRef>) {
+        self.route_targets = targets;
+    }
+
+    /// Adds a queue this shard's channel just declared (after the registry
+    /// recorded it) to this shard's queues.
+    pub fn adopt_declared_queue(&mut self, meta: Arc<QueueMeta>, vhost: Arc<str>) {
+        let id = meta.queue.id;
+        let q = Queue::new(meta, vhost, self.clock);
+        self.queues.insert(id, q);
+    }
+
+    /// The queues this shard owns (to read them: stats, tests).
+    pub fn local_queues(&self) -> impl Iterator<Item = &Queue> {
+        self.queues.values()
+    }
+
+    /// A declare is a use (x-expires): restarts a local queue's expiry clock.
+    pub fn touch_queue(&mut self, queue: QueueId) {
+        let clock = self.clock;
+        if let Some(q) = self.queues.get_mut(&queue) {
+            q.set_clock(clock);
+            q.touch();
+        }
     }
 
     /// Sets the time of this loop turn.
@@ -319,7 +381,7 @@ impl ShardCtx {
             paged = q.pages_next();
             if durable || paged {
                 let kind = if durable { entry::KIND_MESSAGE } else { entry::KIND_PAGED };
-                let expires_unix_ms = crate::shard::stored::clock_to_unix(self.epoch_unix_ms, expires_at_ms);
+                let expires_unix_ms = super::stored::clock_to_unix(self.epoch_unix_ms, expires_at_ms);
                 match log.append_message(kind, queue.0, q.next_msg_id().0, expires_unix_ms, &message) {
                     Some((at, len)) if paged => {
                         q.publish_paged(
@@ -559,7 +621,7 @@ impl ShardCtx {
         };
         if let Some(log) = self.log.as_mut() {
             // What it settled still counts; the rest goes with the queue.
-            crate::shard::stored::write_journal(log, queue, &mut q);
+            super::stored::write_journal(log, queue, &mut q);
             log.forget(q.stored_locs());
             for span in q.take_spans() {
                 log.forget_in(span.segment, span.count);

@@ -3,10 +3,10 @@
 //! mostly settled segments, and releasing confirms once their records are
 //! synced.
 
+use super::{ShardCtx, ShardLog};
 use crate::envelope::Envelope;
 use crate::ids::QueueId;
 use crate::queue::Queue;
-use crate::shard::ctx::{ShardCtx, ShardLog};
 use crate::storage::entry;
 use crate::storage::log::{ReadSpan, COMPACT_ROUND_BYTES_MAX};
 use crate::storage::recover::{PagedIn, RecoveredQueues, RecoveryReport};

@@ -1,0 +1,22 @@
+//! The shard's broker service: what one shard's connections and channels ask
+//! of queues, the message log and the other shards.
+//!
+//! One [`ShardCtx`] per shard, owned by the shard's event loop and lent to
+//! each connection and channel handler. Its state is private: handlers call
+//! methods that say what they do (publish to a queue, settle, declare a local
+//! queue, send an envelope), never reach into its tables.
+//!
+//! - `ctx`: the service itself: the shard's queues, its topology snapshot,
+//!   the way out to other shards, dead-lettering.
+//! - [`stored`]: the message log's turn-end writes, page-ins, compaction
+//!   rounds and confirm releases.
+//! - [`throttle`]: publisher flow control.
+//! - [`names`]: server-generated names (`amq.gen-…`, consumer tags).
+
+mod access;
+mod ctx;
+pub mod names;
+pub mod stored;
+pub mod throttle;
+
+pub use ctx::{QueueMap, ShardCtx, ShardLog, Taken};

@@ -1,0 +1,49 @@
+//! The state of one connection that its channels read and write while they
+//! run: its id, write queue, negotiated limits, user, vhost, the client's
+//! capabilities and the connection-wide numbering. Owned by the connection,
+//! lent to a channel with each frame.
+
+use std::sync::Arc;
+
+use crate::ids::{ConnId, QueueRef};
+
+use super::write_queue::WriteQueue;
+
+/// What the client told us it understands (connection.start-ok capabilities).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientCapabilities {
+    /// Send connection.close (403) on failed login instead of just closing.
+    pub authentication_failure_close: bool,
+    /// Send basic.cancel when a consumer's queue is deleted.
+    pub consumer_cancel_notify: bool,
+    /// Understands connection.blocked.
+    pub connection_blocked: bool,
+}
+
+/// The connection state channels need while they run (split from the channel
+/// table so both can be borrowed at once).
+#[derive(Debug)]
+pub struct ConnShared {
+    /// This connection.
+    pub id: ConnId,
+    /// Frames waiting for the socket.
+    pub out: WriteQueue,
+    /// Negotiated frame_max, bytes.
+    pub frame_max: u32,
+    /// Authenticated user.
+    pub user: String,
+    /// The vhost opened.
+    pub vhost: Arc<str>,
+    /// Client capabilities.
+    pub caps: ClientCapabilities,
+    /// Exclusive queues this connection declared (deleted when it closes).
+    pub exclusive_queues: Vec<QueueRef>,
+    /// Connection-wide numbering of consumers and channel incarnations (never
+    /// reused, so a delivery for a cancelled consumer, or a confirm verdict
+    /// for a closed channel, can never match a newer one).
+    pub next_consumer: u32,
+    /// Channels with confirms to send at the end of this batch.
+    pub confirm_dirty: Vec<u16>,
+    /// Channels owing delivery credit to queues.
+    pub credit_dirty: Vec<u16>,
+}

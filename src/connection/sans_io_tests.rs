@@ -1,0 +1,203 @@
+//! A connection and its channels driven with no socket and no epoll: bytes
+//! in, frames and envelopes out, the way the event loop drives them. The
+//! broker service's mesh has doorbells without wakers, so nothing here owns
+//! an OS object.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, BytesMut};
+
+use crate::amqp::field::{LongStr, ShortStr};
+use crate::amqp::frame::{self, Frame, FrameType, FRAME_END, PROTOCOL_HEADER};
+use crate::amqp::spec::{self, Method};
+use crate::auth::Users;
+use crate::broker::ShardCtx;
+use crate::channel::direct_reply_name;
+use crate::config::Config;
+use crate::connection::{Connection, Phase};
+use crate::envelope::Envelope;
+use crate::ids::{ChannelRef, ConnId, ShardId};
+use crate::ring::doorbell::Doorbell;
+use crate::ring::MeshEndpoint;
+use crate::routing::topology::Registry;
+
+/// Shard 0's broker service, and shard 1's end of the mesh to read what
+/// shard 0 sends it.
+fn two_shards() -> (ShardCtx, MeshEndpoint<Envelope>) {
+    let doorbells = vec![Arc::new(Doorbell::without_waker()), Arc::new(Doorbell::without_waker())];
+    let mut endpoints = crate::ring::mesh::<Envelope>(doorbells, 16).into_iter();
+    let config = Arc::new(Config::default());
+    let users = Arc::new(Users::from_config(&config));
+    let shard0 = endpoints.next().expect("shard 0");
+    let shard1 = endpoints.next().expect("shard 1");
+    (ShardCtx::new(config, users, Arc::new(Registry::new()), shard0), shard1)
+}
+
+fn method(channel: u16, m: Method) -> BytesMut {
+    let mut out = BytesMut::new();
+    frame::write_method_frame(&mut out, channel, &m);
+    out
+}
+
+/// A content header (no properties) and one body frame.
+fn content(channel: u16, body: &[u8], out: &mut BytesMut) {
+    let mut header = BytesMut::new();
+    header.put_u16(60);
+    header.put_u16(0);
+    header.put_u64(body.len() as u64);
+    header.put_u16(0);
+    frame::write_frame_header(out, FrameType::Header, channel, header.len() as u32);
+    out.extend_from_slice(&header);
+    out.put_u8(FRAME_END);
+    frame::write_frame_header(out, FrameType::Body, channel, body.len() as u32);
+    out.extend_from_slice(body);
+    out.put_u8(FRAME_END);
+}
+
+/// Feeds `input`, runs the connection and the envelopes it sent this shard
+/// (as the event loop does after a batch), and returns the frames it wrote
+/// and the local envelopes it handled.
+fn run(conn: &mut Connection, ctx: &mut ShardCtx, input: &[u8]) -> (Vec<Frame>, Vec<&'static str>) {
+    conn.read_buffer().extend_from_slice(input);
+    conn.process(ctx);
+    let mut local = Vec::new();
+    while let Some(envelope) = ctx.pop_local() {
+        assert!(local.len() < 100, "local envelopes keep coming: {local:?}");
+        match envelope {
+            Envelope::Deliver(d) => {
+                local.push("Deliver");
+                conn.handle_delivery(d, ctx);
+            }
+            Envelope::Reply { to, reply } => {
+                local.push("Reply");
+                conn.handle_reply(to.channel, reply, ctx);
+            }
+            other => panic!("unexpected local envelope {other:?}"),
+        }
+    }
+    let mut bytes = Vec::new();
+    assert!(conn.out().write_to(&mut bytes).expect("a Vec takes everything"), "all written");
+    conn.after_flush(ctx);
+    let mut buf = BytesMut::from(&bytes[..]);
+    let mut frames = Vec::new();
+    while let Some(f) = frame::split_frame(&mut buf, 1 << 20).expect("well-formed output") {
+        frames.push(f);
+    }
+    assert!(buf.is_empty(), "only whole frames written");
+    (frames, local)
+}
+
+/// The names of the methods among `frames`, and the kinds of the others.
+fn names(frames: &[Frame]) -> Vec<String> {
+    frames
+        .iter()
+        .map(|f| match f.kind {
+            FrameType::Method => {
+                Method::decode(f.payload.clone()).expect("a method we can decode");
+                let p = &f.payload;
+                let (class, id) = (u16::from_be_bytes([p[0], p[1]]), u16::from_be_bytes([p[2], p[3]]));
+                spec::method_name(class, id).expect("a known method").to_owned()
+            }
+            kind => format!("{kind:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_connection_runs_from_handshake_to_deliver_without_socket_or_epoll() {
+    let (mut ctx, mut shard1) = two_shards();
+    ctx.set_now(Instant::now());
+    let id = ConnId { shard: ShardId(0), slot: 0, generation: 1 };
+    let mut conn =
+        Connection::new(id, "127.0.0.1:1".parse().expect("addr"), ctx.now(), Duration::from_secs(10));
+
+    let (frames, _) = run(&mut conn, &mut ctx, &PROTOCOL_HEADER);
+    assert_eq!(names(&frames), ["connection.start"]);
+
+    let mut input = method(
+        0,
+        Method::ConnectionStartOk(spec::ConnectionStartOk {
+            mechanism: ShortStr::from_static("PLAIN"),
+            response: LongStr::from_static("\0guest\0guest"),
+            locale: ShortStr::from_static("en_US"),
+            ..Default::default()
+        }),
+    );
+    let (frames, _) = run(&mut conn, &mut ctx, &input);
+    assert_eq!(names(&frames), ["connection.tune"]);
+
+    input = method(
+        0,
+        Method::ConnectionTuneOk(spec::ConnectionTuneOk { channel_max: 8, frame_max: 4096, heartbeat: 0 }),
+    );
+    input.extend_from_slice(&method(
+        0,
+        Method::ConnectionOpen(spec::ConnectionOpen { virtual_host: ShortStr::from_static("/") }),
+    ));
+    input.extend_from_slice(&method(1, Method::ChannelOpen(Default::default())));
+    let queue = ShortStr::from_static("q");
+    input.extend_from_slice(&method(
+        1,
+        Method::QueueDeclare(spec::QueueDeclare { queue: queue.clone(), ..Default::default() }),
+    ));
+    input.extend_from_slice(&method(
+        1,
+        Method::BasicConsume(spec::BasicConsume {
+            queue: queue.clone(),
+            consumer_tag: ShortStr::from_static("c"),
+            no_ack: true,
+            ..Default::default()
+        }),
+    ));
+    let (frames, local) = run(&mut conn, &mut ctx, &input);
+    assert_eq!(conn.phase(), Phase::Running);
+    assert_eq!(
+        names(&frames),
+        ["connection.open_ok", "channel.open_ok", "queue.declare_ok", "basic.consume_ok"],
+        "local envelopes: {local:?}"
+    );
+
+    // A publish to the local queue: delivered to our consumer through a
+    // local `Deliver` envelope.
+    input = method(
+        1,
+        Method::BasicPublish(spec::BasicPublish { routing_key: queue.clone(), ..Default::default() }),
+    );
+    content(1, b"hello", &mut input);
+    let (frames, local) = run(&mut conn, &mut ctx, &input);
+    assert_eq!(local, ["Deliver"]);
+    assert_eq!(names(&frames), ["basic.deliver", "Header", "Body"]);
+    assert_eq!(&frames[2].payload[..], b"hello");
+    match Method::decode(frames[0].payload.clone()).expect("deliver") {
+        Method::BasicDeliver(d) => {
+            assert_eq!(
+                (d.consumer_tag.as_bytes(), d.delivery_tag, d.routing_key.as_bytes()),
+                (&b"c"[..], 1, &b"q"[..])
+            );
+        }
+        other => panic!("not a deliver: {other:?}"),
+    }
+
+    // A reply to a channel of shard 1: staged for shard 1's ring, nothing
+    // written here.
+    let to = ChannelRef { conn: ConnId { shard: ShardId(1), slot: 3, generation: 7 }, channel: 2 };
+    input = method(
+        1,
+        Method::BasicPublish(spec::BasicPublish { routing_key: direct_reply_name(to), ..Default::default() }),
+    );
+    content(1, b"answer", &mut input);
+    let (frames, local) = run(&mut conn, &mut ctx, &input);
+    assert!(frames.is_empty() && local.is_empty(), "{:?} {local:?}", names(&frames));
+    assert_eq!(ctx.mesh().staged_len(), 1, "one envelope staged for shard 1");
+    ctx.mesh().flush();
+    let mut received = Vec::new();
+    shard1.drain(16, |from, envelope| received.push((from, envelope)));
+    match received.as_slice() {
+        [(from, Envelope::DirectReply { to: got, message })] => {
+            assert_eq!((*from, *got), (ShardId(0), to));
+            assert_eq!(message.routing_key.as_bytes(), direct_reply_name(to).as_bytes());
+        }
+        other => panic!("expected one DirectReply from shard 0: {other:?}"),
+    }
+}
