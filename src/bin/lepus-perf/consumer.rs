@@ -146,7 +146,8 @@ fn consume_loop(
                         tag = delivery_tag(p)?;
                         state = State::Header;
                     } else {
-                        not_a_delivery(fd, f.channel, p, &mut consume_oks_pending, counters)?;
+                        consume_oks_pending =
+                            not_a_delivery(fd, f.channel, p, consume_oks_pending, counters)?;
                     }
                 }
                 State::Method => {} // heartbeat or stray content
@@ -174,7 +175,7 @@ fn consume_loop(
 }
 
 /// basic.deliver's delivery-tag: the u64 after the consumer-tag shortstr.
-#[inline]
+#[inline(always)]
 fn delivery_tag(p: &[u8]) -> Result<u64> {
     let ctag_len = p.get(4).copied().unwrap_or(0) as usize;
     let t = p.get(5 + ctag_len..13 + ctag_len).ok_or("short basic.deliver")?;
@@ -184,7 +185,7 @@ fn delivery_tag(p: &[u8]) -> Result<u64> {
 }
 
 /// The content header after a basic.deliver: how many body bytes follow.
-#[inline]
+#[inline(always)]
 fn content_header(kind: u8, p: &[u8]) -> Result<State> {
     if kind != FrameType::Header as u8 {
         return Err("expected a content header after basic.deliver".into());
@@ -195,7 +196,7 @@ fn content_header(kind: u8, p: &[u8]) -> Result<State> {
 
 /// A body frame with `left` bytes to go: records the latency from the send
 /// time in the `first` frame's first 8 bytes.
-#[inline]
+#[inline(always)]
 fn body_frame(
     kind: u8,
     p: &[u8],
@@ -218,7 +219,7 @@ fn body_frame(
 }
 
 /// Shows the reporter the count so far (and when the first delivery came).
-#[inline]
+#[inline(always)]
 fn report(counters: &Counters, received: u64, now: u64) {
     if received > 0 && Counters::get(&counters.first_received_ns) == 0 {
         Counters::set(&counters.first_received_ns, now);
@@ -228,24 +229,25 @@ fn report(counters: &Counters, received: u64, now: u64) {
 
 /// A method frame other than basic.deliver: one of the consume-oks still due
 /// (the consumer is ready after the last), else see [`other_method`].
+/// Returns how many consume-oks are still due.
 #[cold]
 fn not_a_delivery(
     fd: i32,
     channel: u16,
     p: &[u8],
-    consume_oks_pending: &mut usize,
+    consume_oks_pending: usize,
     counters: &Counters,
-) -> Result<()> {
-    if *consume_oks_pending > 0
+) -> Result<usize> {
+    if consume_oks_pending > 0
         && method_ids(p) == (spec::BasicConsumeOk::CLASS_ID, spec::BasicConsumeOk::METHOD_ID)
     {
-        *consume_oks_pending -= 1;
-        if *consume_oks_pending == 0 {
+        if consume_oks_pending == 1 {
             counters.ready.store(true, Ordering::Release);
         }
-        return Ok(());
+        return Ok(consume_oks_pending - 1);
     }
-    other_method(fd, channel, p)
+    other_method(fd, channel, p)?;
+    Ok(consume_oks_pending)
 }
 
 /// Encoded basic.acks not yet written: `bytes[written..]` is still to go.
@@ -265,7 +267,7 @@ impl PendingAcks {
     }
 
     /// A whole delivery with `tag`: acked once `every` have come.
-    #[inline]
+    #[inline(always)]
     fn delivered(&mut self, tag: u64) {
         self.unacked += 1;
         if self.unacked >= self.every {
@@ -274,13 +276,13 @@ impl PendingAcks {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn is_pending(&self) -> bool {
         self.written < self.bytes.len()
     }
 
     /// Queues a basic.ack of `tag` (and of all before it if `multiple`).
-    #[inline]
+    #[inline(always)]
     fn ack(&mut self, tag: u64, multiple: bool) {
         let ack = spec::BasicAck { delivery_tag: tag, multiple };
         frame::write_method_frame(&mut self.bytes, 1, &Method::BasicAck(ack));
