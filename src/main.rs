@@ -116,6 +116,36 @@ fn main() -> std::process::ExitCode {
         },
         None => Config::default(),
     };
+    apply_flags(&args, &mut config);
+    let mut signals = match signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("lepus: cannot install signal handlers: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    // Idle shards give a burst's freed memory back (mimalloc keeps it otherwise).
+    lepus::shard::collect::set_idle_collect(collect_allocator);
+    let server = match Server::start(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("lepus: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    if let Some(signal) = signals.forever().next() {
+        tracing::info!(signal, "shutting down");
+    }
+    server.shutdown();
+    tracing::info!("stopped");
+    std::process::ExitCode::SUCCESS
+}
+
+/// Flags override the configuration file's values (and the defaults).
+fn apply_flags(args: &Args, config: &mut Config) {
     if !args.listen.is_empty() {
         config.listen = args.listen.clone();
     }
@@ -160,29 +190,4 @@ fn main() -> std::process::ExitCode {
         Some(IoBackendArg::IoUring) => config.io_backend = IoBackend::Uring,
         None => {}
     }
-    let mut signals = match signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ]) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("lepus: cannot install signal handlers: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    // Idle shards give a burst's freed memory back (mimalloc keeps it otherwise).
-    lepus::shard::collect::set_idle_collect(collect_allocator);
-    let server = match Server::start(config) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("lepus: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    if let Some(signal) = signals.forever().next() {
-        tracing::info!(signal, "shutting down");
-    }
-    server.shutdown();
-    tracing::info!("stopped");
-    std::process::ExitCode::SUCCESS
 }

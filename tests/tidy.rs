@@ -22,9 +22,11 @@ const LINE_CHARS_MAX: usize = 120;
 const FILE_LINES_MAX: usize = 792;
 /// Longest function allowed, in lines from its `fn` line to its closing brace
 /// (test code aside). A ratchet like [`FILE_LINES_MAX`]; issue 11 aims at
-/// about 80. The longest today: `run` in `src/bin/lepus-perf/main.rs`, then
-/// `write_erl_value` in `src/routing/headers.rs` (221).
-const FN_LINES_MAX: usize = 228;
+/// about 80. The longest on 2026-12-05, once lepus-perf's `run`,
+/// `consume_loop`, `publish_loop` and `Conn::open`, `storage::recover::open`
+/// and the binary's `main` were split: `start` in `src/server.rs` (92), then
+/// `apply` in `src/routing/durable.rs` (87).
+const FN_LINES_MAX: usize = 92;
 /// Generated from the spec XML: exempt from the size rules.
 const GENERATED: &str = "src/amqp/spec.rs";
 /// How many lines above an `unsafe` block its `// SAFETY:` comment may start.

@@ -90,115 +90,19 @@ pub fn open<W>(
 ) -> std::io::Result<(Log<W>, RecoveredQueues, RecoveryReport)> {
     let started = Instant::now();
     std::fs::create_dir_all(dir)?;
-    let mut ids: Vec<u32> = Vec::new();
-    for dirent in std::fs::read_dir(dir)? {
-        let name = dirent?.file_name();
-        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".seg")) else {
-            continue;
-        };
-        if let Ok(id) = stem.parse::<u32>() {
-            ids.push(id);
-        }
-    }
-    ids.sort_unstable();
+    let ids = segment_ids(dir)?;
     let mut report = RecoveryReport { segments: ids.len(), ..RecoveryReport::default() };
     let mut queues: RecoveredQueues = HashMap::new();
     // Pass 1: what was settled, delivered and copied, and by which segment's records.
     for &id in &ids {
         let data = std::fs::read(segment_path(dir, id))?;
-        scan(
-            &data,
-            |_, _, e| match e {
-                Entry::Ranges { kind, queue, ranges } if known(queue) => {
-                    let q = queues.entry(queue).or_default();
-                    let set = if kind == entry::KIND_SETTLED { &mut q.settled } else { &mut q.delivered };
-                    for (first, last) in entry::ranges(ranges) {
-                        set.insert(first, last, id);
-                    }
-                }
-                Entry::Message(entry::KIND_MOVED, m) if known(m.queue) => {
-                    queues.entry(m.queue).or_default().moved.overwrite(m.seq, m.seq, id);
-                }
-                _ => {}
-            },
-            |at, bytes, what| {
-                tracing::warn!(segment = id, offset = at, bytes, what = %what, "message log: damaged records skipped");
-                report.damaged.push((id, at, bytes, what));
-            },
-        );
+        find_settled(&data, id, known, &mut queues, &mut report);
     }
     // Pass 2: the live messages, as spans; segments' live counts and pins.
     let mut segments: BTreeMap<u32, Segment> = ids.iter().map(|&id| (id, Segment::default())).collect();
     for &id in &ids {
         let data = std::fs::read(segment_path(dir, id))?;
-        scan(
-            &data,
-            |offset, len, e| {
-                report.bytes += u64::from(len);
-                let Entry::Message(kind, m) = e else {
-                    return;
-                };
-                if let Some(s) = segments.get_mut(&id) {
-                    s.messages += 1;
-                }
-                if kind == entry::KIND_PAGED {
-                    return;
-                }
-                if !known(m.queue) {
-                    report.orphaned += 1;
-                    return;
-                }
-                let q = queues.entry(m.queue).or_default();
-                q.next_seq = q.next_seq.max(m.seq + 1);
-                if let Some(by) = q.settled.find(m.seq) {
-                    // Settled by a record in `by`: that record must stay for
-                    // as long as this segment does.
-                    if by != id {
-                        if let Some(s) = segments.get_mut(&by) {
-                            s.pin(id);
-                        }
-                    }
-                    return;
-                }
-                if let Some(by) = q.moved.find(m.seq).filter(|&by| kind != entry::KIND_MOVED || by != id) {
-                    // A later copy counts; it must stay for as long as this
-                    // record does.
-                    if by != id {
-                        if let Some(s) = segments.get_mut(&by) {
-                            s.pin(id);
-                        }
-                    }
-                    return;
-                }
-                if let Some(by) = q.delivered.find(m.seq).filter(|&by| by != id) {
-                    if let Some(s) = segments.get_mut(&by) {
-                        s.pin(id);
-                    }
-                }
-                if let Some(s) = segments.get_mut(&id) {
-                    s.live += 1;
-                }
-                q.count += 1;
-                q.bytes += m.body.len() as u64;
-                let end = offset + len;
-                let kind = if kind == entry::KIND_MOVED { SpanKind::Moved } else { SpanKind::Recovered };
-                match q.spans.last_mut() {
-                    Some(span) if span.segment == id && kind == SpanKind::Recovered && span.kind == kind => {
-                        span.until = end;
-                        span.count += 1;
-                    }
-                    _ => q.spans.push(Span {
-                        segment: id,
-                        from: offset,
-                        until: end,
-                        count: 1,
-                        first_seq: m.seq,
-                        kind,
-                    }),
-                }
-            },
-            |_, _, _| {},
-        );
+        find_live(&data, id, known, &mut queues, &mut segments, &mut report);
     }
     queues.retain(|_, q| q.count > 0 || q.next_seq > 0);
     // Copies sit in later segments than the messages published after them.
@@ -212,6 +116,140 @@ pub fn open<W>(
     let log = Log::start(dir, segments, name, wake)?;
     report.took = started.elapsed();
     Ok((log, queues, report))
+}
+
+/// The numbers of the segment files (`N.seg`) in `dir`, in order.
+fn segment_ids(dir: &Path) -> std::io::Result<Vec<u32>> {
+    let mut ids: Vec<u32> = Vec::new();
+    for dirent in std::fs::read_dir(dir)? {
+        let name = dirent?.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".seg")) else {
+            continue;
+        };
+        if let Ok(id) = stem.parse::<u32>() {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// Pass 1 over segment `id`'s bytes: the messages of `known` queues that its
+/// records settle, mark delivered or copy; damage goes in the report.
+fn find_settled(
+    data: &[u8],
+    id: u32,
+    known: &dyn Fn(u64) -> bool,
+    queues: &mut RecoveredQueues,
+    report: &mut RecoveryReport,
+) {
+    scan(
+        data,
+        |_, _, e| match e {
+            Entry::Ranges { kind, queue, ranges } if known(queue) => {
+                let q = queues.entry(queue).or_default();
+                let set = if kind == entry::KIND_SETTLED { &mut q.settled } else { &mut q.delivered };
+                for (first, last) in entry::ranges(ranges) {
+                    set.insert(first, last, id);
+                }
+            }
+            Entry::Message(entry::KIND_MOVED, m) if known(m.queue) => {
+                queues.entry(m.queue).or_default().moved.overwrite(m.seq, m.seq, id);
+            }
+            _ => {}
+        },
+        |at, bytes, what| {
+            tracing::warn!(segment = id, offset = at, bytes, what = %what, "message log: damaged records skipped");
+            report.damaged.push((id, at, bytes, what));
+        },
+    );
+}
+
+/// Pass 2 over segment `id`'s bytes: counts its message records and places
+/// those of `known` queues (see [`place_message`]); the others are orphans.
+fn find_live(
+    data: &[u8],
+    id: u32,
+    known: &dyn Fn(u64) -> bool,
+    queues: &mut RecoveredQueues,
+    segments: &mut BTreeMap<u32, Segment>,
+    report: &mut RecoveryReport,
+) {
+    scan(
+        data,
+        |offset, len, e| {
+            report.bytes += u64::from(len);
+            let Entry::Message(kind, m) = e else {
+                return;
+            };
+            if let Some(s) = segments.get_mut(&id) {
+                s.messages += 1;
+            }
+            if kind == entry::KIND_PAGED {
+                return;
+            }
+            if !known(m.queue) {
+                report.orphaned += 1;
+                return;
+            }
+            let q = queues.entry(m.queue).or_default();
+            place_message(q, segments, id, (offset, len), kind, &m);
+        },
+        |_, _, _| {},
+    );
+}
+
+/// Message record `m` of `kind` at `(offset, len)` in segment `id`, of queue
+/// `q`: passed over if settled or copied later (the segment of the record
+/// that says so is pinned by `id`), else live and added to `q`'s spans.
+fn place_message(
+    q: &mut RecoveredQueue,
+    segments: &mut BTreeMap<u32, Segment>,
+    id: u32,
+    (offset, len): (u32, u32),
+    kind: u8,
+    m: &StoredMessage<'_>,
+) {
+    q.next_seq = q.next_seq.max(m.seq + 1);
+    if let Some(by) = q.settled.find(m.seq) {
+        // Settled by a record in `by`: that record must stay for
+        // as long as this segment does.
+        if by != id {
+            if let Some(s) = segments.get_mut(&by) {
+                s.pin(id);
+            }
+        }
+        return;
+    }
+    if let Some(by) = q.moved.find(m.seq).filter(|&by| kind != entry::KIND_MOVED || by != id) {
+        // A later copy counts; it must stay for as long as this
+        // record does.
+        if by != id {
+            if let Some(s) = segments.get_mut(&by) {
+                s.pin(id);
+            }
+        }
+        return;
+    }
+    if let Some(by) = q.delivered.find(m.seq).filter(|&by| by != id) {
+        if let Some(s) = segments.get_mut(&by) {
+            s.pin(id);
+        }
+    }
+    if let Some(s) = segments.get_mut(&id) {
+        s.live += 1;
+    }
+    q.count += 1;
+    q.bytes += m.body.len() as u64;
+    let end = offset + len;
+    let kind = if kind == entry::KIND_MOVED { SpanKind::Moved } else { SpanKind::Recovered };
+    match q.spans.last_mut() {
+        Some(span) if span.segment == id && kind == SpanKind::Recovered && span.kind == kind => {
+            span.until = end;
+            span.count += 1;
+        }
+        _ => q.spans.push(Span { segment: id, from: offset, until: end, count: 1, first_seq: m.seq, kind }),
+    }
 }
 
 /// Calls `on_record(offset, length, entry)` for every intact record of a

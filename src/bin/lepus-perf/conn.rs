@@ -234,6 +234,30 @@ pub fn close_text(code: u16, text: &ShortStr, class_id: u16, method_id: u16) -> 
     format!("{code} {} (class {class_id}, method {method_id})", text.to_string_lossy())
 }
 
+/// What lepus-perf tells the server about itself in connection.start-ok.
+fn client_properties(name: &str) -> FieldTable {
+    let capabilities: FieldTable = [
+        "publisher_confirms",
+        "basic.nack",
+        "consumer_cancel_notify",
+        "connection.blocked",
+        "authentication_failure_close",
+    ]
+    .iter()
+    .map(|k| (ShortStr::from_static(k), FieldValue::Bool(true)))
+    .collect();
+    vec![
+        (ShortStr::from_static("product"), FieldValue::LongStr(LongStr::copy_from_str("lepus-perf"))),
+        (
+            ShortStr::from_static("version"),
+            FieldValue::LongStr(LongStr::copy_from_str(env!("CARGO_PKG_VERSION"))),
+        ),
+        (ShortStr::from_static("capabilities"), FieldValue::Table(capabilities)),
+        (ShortStr::from_static("connection_name"), FieldValue::LongStr(LongStr::copy_from_str(name))),
+    ]
+    .into()
+}
+
 /// A client connection with channel 1 open.
 pub struct Conn {
     pub stream: TcpStream,
@@ -246,6 +270,40 @@ pub struct Conn {
 impl Conn {
     /// Connects, runs the handshake (PLAIN auth, heartbeats off) and opens channel 1.
     pub fn open(uri: &AmqpUri, name: &str) -> Result<Conn> {
+        let mut c = Conn::connect(uri)?;
+        send_all(c.fd, &frame::PROTOCOL_HEADER)?;
+        match c.recv_method(0)? {
+            Method::ConnectionStart(s) => {
+                if !s.mechanisms.to_string_lossy().split(' ').any(|m| m == "PLAIN") {
+                    return Err(format!("server offers no PLAIN auth ({})", s.mechanisms).into());
+                }
+            }
+            m => return Err(format!("expected connection.start, got {m:?}").into()),
+        }
+        let response = format!("\0{}\0{}", uri.user, uri.password);
+        c.send_method(
+            0,
+            &Method::ConnectionStartOk(spec::ConnectionStartOk {
+                client_properties: client_properties(name),
+                mechanism: ShortStr::from_static("PLAIN"),
+                response: LongStr::copy_from_str(&response),
+                locale: ShortStr::from_static("en_US"),
+            }),
+        )?;
+        c.tune()?;
+        check_short("vhost", &uri.vhost)?;
+        c.send_method(0, &Method::ConnectionOpen(spec::ConnectionOpen { virtual_host: short(&uri.vhost) }))?;
+        match c.recv_method(0)? {
+            Method::ConnectionOpenOk(_) => {}
+            m => return Err(format!("expected connection.open-ok, got {m:?}").into()),
+        }
+        c.rpc(Method::ChannelOpen(spec::ChannelOpen))?;
+        Ok(c)
+    }
+
+    /// The TCP connection (no delay, reads time out after [`READ_TIMEOUT`]),
+    /// before the handshake.
+    fn connect(uri: &AmqpUri) -> Result<Conn> {
         let addr = (uri.host.as_str(), uri.port)
             .to_socket_addrs()?
             .next()
@@ -255,60 +313,26 @@ impl Conn {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(READ_TIMEOUT))?;
         let fd = stream.as_raw_fd();
-        let mut c = Conn {
+        Ok(Conn {
             stream,
             fd,
             rbuf: BytesMut::with_capacity(READ_BUFFER_BYTES),
             frame_max: frame::FRAME_SIZE_BYTES_MIN,
             wbuf: BytesMut::with_capacity(4096),
-        };
-        send_all(fd, &frame::PROTOCOL_HEADER)?;
-        match c.recv_method(0)? {
-            Method::ConnectionStart(s) => {
-                if !s.mechanisms.to_string_lossy().split(' ').any(|m| m == "PLAIN") {
-                    return Err(format!("server offers no PLAIN auth ({})", s.mechanisms).into());
-                }
-            }
-            m => return Err(format!("expected connection.start, got {m:?}").into()),
-        }
-        let capabilities: FieldTable = [
-            "publisher_confirms",
-            "basic.nack",
-            "consumer_cancel_notify",
-            "connection.blocked",
-            "authentication_failure_close",
-        ]
-        .iter()
-        .map(|k| (ShortStr::from_static(k), FieldValue::Bool(true)))
-        .collect();
-        let client_properties: FieldTable = vec![
-            (ShortStr::from_static("product"), FieldValue::LongStr(LongStr::copy_from_str("lepus-perf"))),
-            (
-                ShortStr::from_static("version"),
-                FieldValue::LongStr(LongStr::copy_from_str(env!("CARGO_PKG_VERSION"))),
-            ),
-            (ShortStr::from_static("capabilities"), FieldValue::Table(capabilities)),
-            (ShortStr::from_static("connection_name"), FieldValue::LongStr(LongStr::copy_from_str(name))),
-        ]
-        .into();
-        let response = format!("\0{}\0{}", uri.user, uri.password);
-        c.send_method(
-            0,
-            &Method::ConnectionStartOk(spec::ConnectionStartOk {
-                client_properties,
-                mechanism: ShortStr::from_static("PLAIN"),
-                response: LongStr::copy_from_str(&response),
-                locale: ShortStr::from_static("en_US"),
-            }),
-        )?;
-        let tune = match c.recv_method(0)? {
+        })
+    }
+
+    /// Answers connection.tune: the server's channel-max, its frame-max up to
+    /// [`FRAME_MAX_WANTED`], heartbeats off.
+    fn tune(&mut self) -> Result<()> {
+        let tune = match self.recv_method(0)? {
             Method::ConnectionTune(t) => t,
             Method::ConnectionSecure(_) => return Err("server asked for connection.secure".into()),
             m => return Err(format!("expected connection.tune, got {m:?}").into()),
         };
         let frame_max =
             if tune.frame_max == 0 { FRAME_MAX_WANTED } else { tune.frame_max.min(FRAME_MAX_WANTED) };
-        c.send_method(
+        self.send_method(
             0,
             &Method::ConnectionTuneOk(spec::ConnectionTuneOk {
                 channel_max: tune.channel_max,
@@ -316,15 +340,8 @@ impl Conn {
                 heartbeat: 0,
             }),
         )?;
-        c.frame_max = frame_max;
-        check_short("vhost", &uri.vhost)?;
-        c.send_method(0, &Method::ConnectionOpen(spec::ConnectionOpen { virtual_host: short(&uri.vhost) }))?;
-        match c.recv_method(0)? {
-            Method::ConnectionOpenOk(_) => {}
-            m => return Err(format!("expected connection.open-ok, got {m:?}").into()),
-        }
-        c.rpc(Method::ChannelOpen(spec::ChannelOpen))?;
-        Ok(c)
+        self.frame_max = frame_max;
+        Ok(())
     }
 
     /// Encodes and writes one method frame.

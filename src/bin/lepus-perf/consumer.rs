@@ -103,6 +103,8 @@ pub fn run(cfg: ConsumerConfig, counters: Arc<Counters>, stop: Arc<AtomicBool>) 
     Ok(lat.finish())
 }
 
+/// Reads deliveries until the count, a stop or an error. The loop works per
+/// read: every delivery in the buffer is counted, timed and acked in place.
 fn consume_loop(
     cfg: &ConsumerConfig,
     conn: &mut Conn,
@@ -112,41 +114,21 @@ fn consume_loop(
     mut consume_oks_pending: usize,
 ) -> Result<()> {
     let fd = conn.fd;
-    let ack_every = cfg.ack_every.max(1);
     let mut state = State::Method;
     let mut received: u64 = 0;
     let mut tag: u64 = 0;
-    let mut unacked: u64 = 0;
-    let mut out = BytesMut::with_capacity(64 * 1024);
-    let mut out_at = 0;
+    let mut acks = PendingAcks::new(cfg.ack_every.max(1));
     let mut buffered = !conn.rbuf.is_empty();
     loop {
         if stop.load(Ordering::Relaxed) {
             return Ok(());
         }
         if cfg.count > 0 && received >= cfg.count {
-            if unacked > 0 {
-                let ack = spec::BasicAck { delivery_tag: tag, multiple: true };
-                frame::write_method_frame(&mut out, 1, &Method::BasicAck(ack));
-            }
-            if out_at < out.len() {
-                crate::conn::send_all(fd, &out[out_at..])?;
-            }
-            return Ok(());
+            return acks.finish(fd, tag);
         }
         // Acks we could not write yet: wait for room or for more input.
-        if out_at < out.len() {
-            let revents = poll_fd(fd, libc::POLLIN | libc::POLLOUT, crate::conn::READ_TIMEOUT)?;
-            if revents & libc::POLLOUT != 0 {
-                out_at += send_some(fd, &out[out_at..], libc::MSG_DONTWAIT)?;
-                if out_at == out.len() {
-                    out.clear();
-                    out_at = 0;
-                }
-            }
-            if revents & libc::POLLIN == 0 {
-                continue;
-            }
+        if acks.is_pending() && !acks.wait(fd)? {
+            continue;
         }
         // Deliveries that arrived with consume-ok are already buffered.
         if !std::mem::take(&mut buffered) && recv_into(fd, &mut conn.rbuf, 0)? == 0 {
@@ -161,60 +143,23 @@ fn consume_loop(
             match state {
                 State::Method if f.kind == FrameType::Method as u8 => {
                     if method_ids(p) == (spec::BasicDeliver::CLASS_ID, spec::BasicDeliver::METHOD_ID) {
-                        // consumer-tag shortstr, then delivery-tag u64.
-                        let ctag_len = p.get(4).copied().unwrap_or(0) as usize;
-                        let t = p.get(5 + ctag_len..13 + ctag_len).ok_or("short basic.deliver")?;
-                        let mut b = [0u8; 8];
-                        b.copy_from_slice(t);
-                        tag = u64::from_be_bytes(b);
+                        tag = delivery_tag(p)?;
                         state = State::Header;
-                    } else if consume_oks_pending > 0
-                        && method_ids(p) == (spec::BasicConsumeOk::CLASS_ID, spec::BasicConsumeOk::METHOD_ID)
-                    {
-                        consume_oks_pending -= 1;
-                        if consume_oks_pending == 0 {
-                            counters.ready.store(true, Ordering::Release);
-                        }
                     } else {
-                        other_method(fd, f.channel, p)?;
+                        consume_oks_pending =
+                            not_a_delivery(fd, f.channel, p, consume_oks_pending, counters)?;
                     }
                 }
                 State::Method => {} // heartbeat or stray content
-                State::Header => {
-                    if f.kind != FrameType::Header as u8 {
-                        return Err("expected a content header after basic.deliver".into());
-                    }
-                    let (_, size) = lepus::amqp::properties::peek_content_header(p)?;
-                    state = State::Body { left: size, first: true };
-                }
-                State::Body { left, first } => {
-                    if f.kind != FrameType::Body as u8 {
-                        return Err("expected a body frame".into());
-                    }
-                    if first {
-                        if let Some(ts) = p.get(..8) {
-                            let mut b = [0u8; 8];
-                            b.copy_from_slice(ts);
-                            lat.record(now.saturating_sub(u64::from_le_bytes(b)));
-                        }
-                    }
-                    state = State::Body { left: left.saturating_sub(p.len() as u64), first: false };
-                }
+                State::Header => state = content_header(f.kind, p)?,
+                State::Body { left, first } => state = body_frame(f.kind, p, left, first, now, lat)?,
             }
             if let State::Body { left: 0, .. } = state {
                 // A whole message.
                 state = State::Method;
                 received += 1;
                 if !cfg.auto_ack {
-                    unacked += 1;
-                    if unacked >= ack_every {
-                        frame::write_method_frame(
-                            &mut out,
-                            1,
-                            &Method::BasicAck(spec::BasicAck { delivery_tag: tag, multiple: ack_every > 1 }),
-                        );
-                        unacked = 0;
-                    }
+                    acks.delivered(tag);
                 }
                 if cfg.count > 0 && received >= cfg.count {
                     break;
@@ -222,17 +167,159 @@ fn consume_loop(
             }
         }
         conn.rbuf.advance(at);
-        if received > 0 && Counters::get(&counters.first_received_ns) == 0 {
-            Counters::set(&counters.first_received_ns, now);
+        report(counters, received, now);
+        if acks.is_pending() {
+            acks.send_some(fd)?;
         }
-        Counters::set(&counters.received, received);
-        if out_at < out.len() {
-            out_at += send_some(fd, &out[out_at..], libc::MSG_DONTWAIT)?;
-            if out_at == out.len() {
-                out.clear();
-                out_at = 0;
-            }
+    }
+}
+
+/// basic.deliver's delivery-tag: the u64 after the consumer-tag shortstr.
+#[inline(always)]
+fn delivery_tag(p: &[u8]) -> Result<u64> {
+    let ctag_len = p.get(4).copied().unwrap_or(0) as usize;
+    let t = p.get(5 + ctag_len..13 + ctag_len).ok_or("short basic.deliver")?;
+    let mut b = [0u8; 8];
+    b.copy_from_slice(t);
+    Ok(u64::from_be_bytes(b))
+}
+
+/// The content header after a basic.deliver: how many body bytes follow.
+#[inline(always)]
+fn content_header(kind: u8, p: &[u8]) -> Result<State> {
+    if kind != FrameType::Header as u8 {
+        return Err("expected a content header after basic.deliver".into());
+    }
+    let (_, size) = lepus::amqp::properties::peek_content_header(p)?;
+    Ok(State::Body { left: size, first: true })
+}
+
+/// A body frame with `left` bytes to go: records the latency from the send
+/// time in the `first` frame's first 8 bytes.
+#[inline(always)]
+fn body_frame(
+    kind: u8,
+    p: &[u8],
+    left: u64,
+    first: bool,
+    now: u64,
+    lat: &mut LatencyRecorder,
+) -> Result<State> {
+    if kind != FrameType::Body as u8 {
+        return Err("expected a body frame".into());
+    }
+    if first {
+        if let Some(ts) = p.get(..8) {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(ts);
+            lat.record(now.saturating_sub(u64::from_le_bytes(b)));
         }
+    }
+    Ok(State::Body { left: left.saturating_sub(p.len() as u64), first: false })
+}
+
+/// Shows the reporter the count so far (and when the first delivery came).
+#[inline(always)]
+fn report(counters: &Counters, received: u64, now: u64) {
+    if received > 0 && Counters::get(&counters.first_received_ns) == 0 {
+        Counters::set(&counters.first_received_ns, now);
+    }
+    Counters::set(&counters.received, received);
+}
+
+/// A method frame other than basic.deliver: one of the consume-oks still due
+/// (the consumer is ready after the last), else see [`other_method`].
+/// Returns how many consume-oks are still due.
+#[cold]
+fn not_a_delivery(
+    fd: i32,
+    channel: u16,
+    p: &[u8],
+    consume_oks_pending: usize,
+    counters: &Counters,
+) -> Result<usize> {
+    if consume_oks_pending > 0
+        && method_ids(p) == (spec::BasicConsumeOk::CLASS_ID, spec::BasicConsumeOk::METHOD_ID)
+    {
+        if consume_oks_pending == 1 {
+            counters.ready.store(true, Ordering::Release);
+        }
+        return Ok(consume_oks_pending - 1);
+    }
+    other_method(fd, channel, p)?;
+    Ok(consume_oks_pending)
+}
+
+/// Encoded basic.acks not yet written: `bytes[written..]` is still to go.
+/// They go out without blocking, so a full socket never stops the reads.
+struct PendingAcks {
+    bytes: BytesMut,
+    written: usize,
+    /// Ack every this many deliveries (with multiple=true if over 1).
+    every: u64,
+    /// Deliveries since the last ack.
+    unacked: u64,
+}
+
+impl PendingAcks {
+    fn new(every: u64) -> PendingAcks {
+        PendingAcks { bytes: BytesMut::with_capacity(64 * 1024), written: 0, every, unacked: 0 }
+    }
+
+    /// A whole delivery with `tag`: acked once `every` have come.
+    #[inline(always)]
+    fn delivered(&mut self, tag: u64) {
+        self.unacked += 1;
+        if self.unacked >= self.every {
+            self.ack(tag, self.every > 1);
+            self.unacked = 0;
+        }
+    }
+
+    #[inline(always)]
+    fn is_pending(&self) -> bool {
+        self.written < self.bytes.len()
+    }
+
+    /// Queues a basic.ack of `tag` (and of all before it if `multiple`).
+    #[inline(always)]
+    fn ack(&mut self, tag: u64, multiple: bool) {
+        let ack = spec::BasicAck { delivery_tag: tag, multiple };
+        frame::write_method_frame(&mut self.bytes, 1, &Method::BasicAck(ack));
+    }
+
+    /// Writes what the socket takes now.
+    #[inline]
+    fn send_some(&mut self, fd: i32) -> Result<()> {
+        self.written += send_some(fd, &self.bytes[self.written..], libc::MSG_DONTWAIT)?;
+        if self.written == self.bytes.len() {
+            self.bytes.clear();
+            self.written = 0;
+        }
+        Ok(())
+    }
+
+    /// Waits (up to the read timeout) for room to write, writing what fits,
+    /// or for input; says whether there is input to read.
+    fn wait(&mut self, fd: i32) -> Result<bool> {
+        let revents = poll_fd(fd, libc::POLLIN | libc::POLLOUT, crate::conn::READ_TIMEOUT)?;
+        if revents & libc::POLLOUT != 0 {
+            self.send_some(fd)?;
+        }
+        Ok(revents & libc::POLLIN != 0)
+    }
+
+    /// The count is reached: acks what is left (up to `tag`) and writes
+    /// everything, blocking.
+    #[cold]
+    fn finish(&mut self, fd: i32, tag: u64) -> Result<()> {
+        if self.unacked > 0 {
+            self.ack(tag, true);
+        }
+        if self.is_pending() {
+            crate::conn::send_all(fd, &self.bytes[self.written..])?;
+        }
+        Ok(())
     }
 }
 

@@ -366,14 +366,51 @@ fn cpu_seconds() -> (f64, f64) {
     (secs(ru.ru_utime), secs(ru.ru_stime))
 }
 
+/// One load run: check the flags, start the consumers, then the producers,
+/// report progress until the end, and sum up.
 fn run(a: RunArgs) -> Result<ExitCode> {
     let uri = AmqpUri::parse(&a.uri)?;
+    let queues = check_run_args(&a)?;
+    let topology = Arc::new(topology(&a));
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))?;
+
+    // Consumers first (they declare the queues).
+    let (consumers, setup_ok) = start_consumers(&a, &uri, &topology, &queues, &stop)?;
+    let t0 = Instant::now();
+    let t0_ns = conn::now_ns();
+    let cpu0 = cpu_seconds();
+    let producers = if setup_ok { start_producers(&a, &uri, &topology, &queues, &stop)? } else { Vec::new() };
+    if setup_ok {
+        watch(&a, t0, &producers, &consumers, &stop);
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let cpu1 = cpu_seconds();
+    stop.store(true, Ordering::Relaxed);
+
+    let end = collect(producers, consumers)?;
+    for e in &end.errors {
+        eprintln!("lepus-perf: {e}");
+    }
+    if !setup_ok {
+        return Ok(ExitCode::FAILURE);
+    }
+    let times = Times { elapsed, t0_ns, first_delivery_ns: end.first_delivery_ns };
+    let hists = Hists { latency: &end.latency, confirm: &end.confirm_latency };
+    let cpu = (cpu1.0 - cpu0.0, cpu1.1 - cpu0.1);
+    summary(&a, &uri, &end.totals, hists, times, cpu, &end.errors);
+    Ok(if end.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Checks the names and the flags that go together; returns the queue names.
+fn check_run_args(a: &RunArgs) -> Result<Vec<String>> {
     check_short("exchange", &a.exchange)?;
     check_short("exchange type", &a.exchange_type)?;
     if let Some(k) = &a.routing_key {
         check_short("routing key", k)?;
     }
-    let queues = queue_names(&a)?;
+    let queues = queue_names(a)?;
     if a.spread && (a.producers > queues.len() || a.consumers > queues.len()) {
         return Err(format!(
             "--spread: {} producers and {} consumers for {} queues; at most one per queue",
@@ -383,14 +420,6 @@ fn run(a: RunArgs) -> Result<ExitCode> {
         )
         .into());
     }
-    // The queues of producer or consumer `id` out of `n`.
-    let queues_of = |id: usize, n: usize| -> Vec<String> {
-        if a.spread {
-            queues.iter().skip(id).step_by(n.max(1)).cloned().collect()
-        } else {
-            vec![queues[id % queues.len()].clone()]
-        }
-    };
     if a.extra_bindings > 0 {
         if a.exchange.is_empty() {
             return Err("--extra-bindings needs an exchange (-e)".into());
@@ -405,125 +434,138 @@ fn run(a: RunArgs) -> Result<ExitCode> {
             }
         }
     }
-    let persistent = a.flags.contains(&Flag::Persistent);
-    let topology = Arc::new(Topology {
+    Ok(queues)
+}
+
+/// The exchange and queue setup the flags ask for (queues durable with `-f persistent`).
+fn topology(a: &RunArgs) -> Topology {
+    Topology {
         exchange: a.exchange.clone(),
         exchange_type: a.exchange_type.clone(),
         routing_key: a.routing_key.clone(),
         predeclared: a.predeclared,
-        durable: persistent,
+        durable: a.flags.contains(&Flag::Persistent),
         exclusive: a.exclusive,
         auto_delete: a.auto_delete,
         extra_bindings: a.extra_bindings,
-    });
-    let stop = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))?;
-    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))?;
+    }
+}
 
+/// The queues of producer or consumer `id` out of `n`.
+fn queues_of(a: &RunArgs, queues: &[String], id: usize, n: usize) -> Vec<String> {
+    if a.spread {
+        queues.iter().skip(id).step_by(n.max(1)).cloned().collect()
+    } else {
+        vec![queues[id % queues.len()].clone()]
+    }
+}
+
+/// Starts a worker thread called `name` that runs `work`; its failure stops the run.
+fn spawn<T: Send + 'static>(
+    name: String,
+    stop: &Arc<AtomicBool>,
+    work: impl FnOnce(Arc<Counters>, Arc<AtomicBool>) -> Result<T> + Send + 'static,
+) -> Result<Worker<T>> {
+    let counters = Arc::new(Counters::default());
+    let (c2, s2) = (Arc::clone(&counters), Arc::clone(stop));
+    let handle = thread::Builder::new().name(name).spawn(move || {
+        let r = work(c2, Arc::clone(&s2));
+        if r.is_err() {
+            s2.store(true, Ordering::Relaxed);
+        }
+        r
+    })?;
+    Ok(Worker { counters, handle })
+}
+
+/// Starts the consumers: the first consumer of each queue declares it, the
+/// others start once it exists. False: one failed (or a signal came) first.
+fn start_consumers(
+    a: &RunArgs,
+    uri: &AmqpUri,
+    topology: &Arc<Topology>,
+    queues: &[String],
+    stop: &Arc<AtomicBool>,
+) -> Result<(Vec<Worker<Histogram<u64>>>, bool)> {
     let ack_every = match (a.multi_ack_every, a.qos) {
         (0, _) => 1,
         (n, 0) => n,
         (n, q) => n.min(u64::from(q)),
     };
-    // Consumers first (they declare the queues); the first consumer of each
-    // queue declares it, the others start once it exists.
     let mut consumers: Vec<Worker<Histogram<u64>>> = Vec::new();
     let waves = [(0..a.consumers.min(queues.len())), (queues.len().min(a.consumers)..a.consumers)];
-    let mut setup_ok = true;
     for wave in waves {
         for id in wave {
             let cfg = ConsumerConfig {
                 id,
                 uri: uri.clone(),
-                topology: Arc::clone(&topology),
-                queues: queues_of(id, a.consumers),
+                topology: Arc::clone(topology),
+                queues: queues_of(a, queues, id, a.consumers),
                 declare_queue: id < queues.len(),
                 prefetch: a.qos,
                 auto_ack: a.autoack,
                 ack_every,
                 count: a.cmessages,
             };
-            let counters = Arc::new(Counters::default());
-            let (c2, s2) = (Arc::clone(&counters), Arc::clone(&stop));
-            let handle = thread::Builder::new().name(format!("consumer-{id}")).spawn(move || {
-                let r = consumer::run(cfg, c2, Arc::clone(&s2));
-                if r.is_err() {
-                    s2.store(true, Ordering::Relaxed);
-                }
-                r
-            })?;
-            consumers.push(Worker { counters, handle });
+            consumers.push(spawn(format!("consumer-{id}"), stop, move |c, s| consumer::run(cfg, c, s))?);
         }
-        if !wait_ready(&consumers, &stop) {
-            setup_ok = false;
-            break;
+        if !wait_ready(&consumers, stop) {
+            return Ok((consumers, false));
         }
     }
+    Ok((consumers, true))
+}
 
-    let t0 = Instant::now();
-    let t0_ns = conn::now_ns();
-    let cpu0 = cpu_seconds();
+/// Starts the producers (after the consumers are ready).
+fn start_producers(
+    a: &RunArgs,
+    uri: &AmqpUri,
+    topology: &Arc<Topology>,
+    queues: &[String],
+    stop: &Arc<AtomicBool>,
+) -> Result<Vec<Worker<Histogram<u64>>>> {
     let mut producers: Vec<Worker<Histogram<u64>>> = Vec::new();
-    if setup_ok {
-        for id in 0..a.producers {
-            let cfg = ProducerConfig {
-                id,
-                uri: uri.clone(),
-                topology: Arc::clone(&topology),
-                queues: queues_of(id, a.producers),
-                declare_queue: a.consumers == 0 && id < queues.len(),
-                body_size: a.size as usize,
-                persistent,
-                mandatory: a.flags.contains(&Flag::Mandatory),
-                confirm: a.confirm,
-                rate: a.rate,
-                count: a.pmessages,
-                ack_reader: a.confirm_reader,
-                batch_bytes: a.batch_bytes,
-            };
-            let counters = Arc::new(Counters::default());
-            let (c2, s2) = (Arc::clone(&counters), Arc::clone(&stop));
-            let handle = thread::Builder::new().name(format!("producer-{id}")).spawn(move || {
-                let r = producer::run(cfg, c2, Arc::clone(&s2));
-                if r.is_err() {
-                    s2.store(true, Ordering::Relaxed);
-                }
-                r
-            })?;
-            producers.push(Worker { counters, handle });
-        }
+    for id in 0..a.producers {
+        let cfg = ProducerConfig {
+            id,
+            uri: uri.clone(),
+            topology: Arc::clone(topology),
+            queues: queues_of(a, queues, id, a.producers),
+            declare_queue: a.consumers == 0 && id < queues.len(),
+            body_size: a.size as usize,
+            persistent: a.flags.contains(&Flag::Persistent),
+            mandatory: a.flags.contains(&Flag::Mandatory),
+            confirm: a.confirm,
+            rate: a.rate,
+            count: a.pmessages,
+            ack_reader: a.confirm_reader,
+            batch_bytes: a.batch_bytes,
+        };
+        producers.push(spawn(format!("producer-{id}"), stop, move |c, s| producer::run(cfg, c, s))?);
     }
+    Ok(producers)
+}
 
-    // Progress every interval; stop on time, counts, a signal or a failure.
+/// Prints progress every interval until the time is up, the counts are
+/// reached, or a signal or a failure sets `stop`.
+fn watch<P, C>(
+    a: &RunArgs,
+    t0: Instant,
+    producers: &[Worker<P>],
+    consumers: &[Worker<C>],
+    stop: &AtomicBool,
+) {
     let interval = Duration::from_secs(a.interval.max(1));
     let mut next_report = t0 + interval;
     let mut last = Totals::default();
     let mut last_at = t0;
     let mut last_received_change = (0u64, Instant::now());
-    while setup_ok && !stop.load(Ordering::Relaxed) {
+    while !stop.load(Ordering::Relaxed) {
         thread::sleep(Duration::from_millis(5));
         let now = Instant::now();
-        let t = totals(&producers, &consumers);
+        let t = totals(producers, consumers);
         if now >= next_report {
-            let secs = now.duration_since(last_at).as_secs_f64();
-            let rate = |x: u64, y: u64| ((x - y) as f64 / secs).round() as u64;
-            let mut line = format!(
-                "time {:.3} s, sent {} msg/s",
-                now.duration_since(t0).as_secs_f64(),
-                rate(t.sent, last.sent)
-            );
-            if a.confirm > 0 {
-                line += &format!(
-                    ", confirmed {} msg/s, nacked {} msg/s",
-                    rate(t.confirmed, last.confirmed),
-                    rate(t.nacked, last.nacked)
-                );
-            }
-            if t.returned > 0 {
-                line += &format!(", returned {} msg/s", rate(t.returned, last.returned));
-            }
-            line += &format!(", received {} msg/s", rate(t.received, last.received));
-            eprintln!("{line}");
+            eprintln!("{}", progress_line(a, now.duration_since(t0), &t, &last, now.duration_since(last_at)));
             last = t;
             last_at = now;
             next_report += interval;
@@ -544,18 +586,46 @@ fn run(a: RunArgs) -> Result<ExitCode> {
             break;
         }
     }
-    let elapsed = t0.elapsed().as_secs_f64();
-    let cpu1 = cpu_seconds();
-    stop.store(true, Ordering::Relaxed);
+}
 
+/// One progress line: rates since the last one, `since_last` ago.
+fn progress_line(a: &RunArgs, since_t0: Duration, t: &Totals, last: &Totals, since_last: Duration) -> String {
+    let secs = since_last.as_secs_f64();
+    let rate = |x: u64, y: u64| ((x - y) as f64 / secs).round() as u64;
+    let mut line = format!("time {:.3} s, sent {} msg/s", since_t0.as_secs_f64(), rate(t.sent, last.sent));
+    if a.confirm > 0 {
+        line += &format!(
+            ", confirmed {} msg/s, nacked {} msg/s",
+            rate(t.confirmed, last.confirmed),
+            rate(t.nacked, last.nacked)
+        );
+    }
+    if t.returned > 0 {
+        line += &format!(", returned {} msg/s", rate(t.returned, last.returned));
+    }
+    line += &format!(", received {} msg/s", rate(t.received, last.received));
+    line
+}
+
+/// What the workers measured, merged.
+struct Outcome {
+    totals: Totals,
+    /// First delivery read by any consumer; 0 = none.
+    first_delivery_ns: u64,
+    latency: Histogram<u64>,
+    confirm_latency: Histogram<u64>,
+    /// One line per failed worker.
+    errors: Vec<String>,
+}
+
+/// Waits for every worker to end and merges what they measured.
+fn collect(
+    producers: Vec<Worker<Histogram<u64>>>,
+    consumers: Vec<Worker<Histogram<u64>>>,
+) -> Result<Outcome> {
     let mut errors = Vec::new();
     // Joined workers have stored their final counts.
-    for w in &producers {
-        while !w.handle.is_finished() {
-            thread::sleep(Duration::from_millis(1));
-        }
-    }
-    for w in &consumers {
+    for w in producers.iter().chain(&consumers) {
         while !w.handle.is_finished() {
             thread::sleep(Duration::from_millis(1));
         }
@@ -583,16 +653,13 @@ fn run(a: RunArgs) -> Result<ExitCode> {
             Err(_) => errors.push(format!("consumer {i}: panicked")),
         }
     }
-    for e in &errors {
-        eprintln!("lepus-perf: {e}");
-    }
-    if !setup_ok {
-        return Ok(ExitCode::FAILURE);
-    }
-    let times = Times { elapsed, t0_ns, first_delivery_ns };
-    let hists = Hists { latency: &hist, confirm: &confirm_hist };
-    summary(&a, &uri, &final_totals, hists, times, (cpu1.0 - cpu0.0, cpu1.1 - cpu0.1), &errors);
-    Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(Outcome {
+        totals: final_totals,
+        first_delivery_ns,
+        latency: hist,
+        confirm_latency: confirm_hist,
+        errors,
+    })
 }
 
 /// When the run happened, in `CLOCK_MONOTONIC` ns (comparable across processes).

@@ -335,66 +335,40 @@ fn publish_loop(
     reader: &Option<Reader>,
     tracker: &mut ConfirmTracker,
 ) -> Result<()> {
-    let fd = conn.fd;
     let mut cursor = 0usize;
     let inline_reads = reader.is_none();
     let rotate = cfg.queues.len() > 1; // one template per queue
-                                       // Send times of this round, for the confirm reader thread.
-    let mut sends: Vec<(u64, u64)> = Vec::new();
-    let ns_per_msg = if cfg.rate > 0.0 { 1e9 / cfg.rate } else { 0.0 };
-    let t_start = now_ns();
+    let mut sends: Vec<(u64, u64)> = Vec::new(); // this round's send times, for the confirm reader
+    let pace = Pace::new(cfg.rate);
     let mut sent: u64 = 0;
     let mut round: u64 = 0;
     loop {
         if stop.load(Ordering::Relaxed) {
             return Ok(());
         }
-        // Confirms (and anything else the server says).
-        if inline_reads && (cfg.confirm > 0 || round % 16 == 0) {
-            while recv_into(fd, &mut conn.rbuf, libc::MSG_DONTWAIT)? > 0 {}
-            process_incoming(fd, &mut conn.rbuf, tracker, counters)?;
-        } else if !inline_reads && reader.as_ref().is_some_and(|r| r.handle.is_finished()) {
+        if !read_server(cfg, conn, reader, tracker, counters, round)? {
             return Ok(()); // the reader failed; its error is reported on join
         }
         round += 1;
-        let settled = if cfg.confirm > 0 {
-            Counters::get(&counters.confirmed) + Counters::get(&counters.nacked)
-        } else {
-            sent
+        let mut n = match window(cfg, counters, (batch.len() - cursor) as u64, sent) {
+            Window::Send(n) => n,
+            Window::Done => return Ok(()),
+            Window::Full => {
+                wait_for_confirms(conn.fd, inline_reads)?;
+                continue;
+            }
         };
-        let mut n = (batch.len() - cursor) as u64;
-        if cfg.count > 0 {
-            n = n.min(cfg.count - sent);
-            if n == 0 {
-                if settled >= sent {
-                    return Ok(());
-                }
-                wait_for_confirms(fd, inline_reads)?;
-                continue;
-            }
-        }
-        if cfg.confirm > 0 {
-            let room = cfg.confirm.saturating_sub(sent - settled);
-            if room == 0 {
-                wait_for_confirms(fd, inline_reads)?;
-                continue;
-            }
-            n = n.min(room);
-        }
         let now = now_ns();
         if cfg.rate > 0.0 {
-            let due_total = ((now.saturating_sub(t_start)) as f64 / ns_per_msg) as u64 + 1;
-            let due = due_total.saturating_sub(sent);
+            let due = pace.due(now, sent);
             if due == 0 {
-                let next_at = t_start + (sent as f64 * ns_per_msg) as u64;
-                let wait = Duration::from_nanos(next_at.saturating_sub(now)).min(Duration::from_millis(100));
-                thread::sleep(wait);
+                pace.sleep_until_next(now, sent);
                 continue;
             }
             n = n.min(due);
             // Coordinated-omission-free: stamp the scheduled send time.
             for (i, &at) in batch.stamps[cursor..cursor + n as usize].iter().enumerate() {
-                let ts = t_start + ((sent + i as u64) as f64 * ns_per_msg) as u64;
+                let ts = pace.scheduled_ns(sent + i as u64);
                 batch.bytes[at..at + 8].copy_from_slice(&ts.to_le_bytes());
                 if cfg.confirm > 0 {
                     sends.push((ts, 1));
@@ -410,12 +384,7 @@ fn publish_loop(
             }
         }
         // Confirm latency: the send times are registered before the send.
-        if !sends.is_empty() {
-            match reader {
-                Some(r) => r.sends.lock().map_err(|_| "confirm reader panicked")?.append(&mut sends),
-                None => sends.drain(..).for_each(|(ts, k)| tracker.sent(ts, k)),
-            }
-        }
+        register_sends(&mut sends, reader, tracker)?;
         let end = cursor + n as usize;
         let bytes = &batch.bytes[batch.starts[cursor]..batch.starts[end]];
         send_batch(conn, bytes, inline_reads.then_some(&mut *tracker), counters, stop)?;
@@ -425,6 +394,117 @@ fn publish_loop(
         sent += n;
         Counters::set(&counters.sent, sent);
     }
+}
+
+/// Reads what the server said since the last round (without a reader
+/// thread: when confirming, else every 16th round). False: the reader
+/// thread has ended.
+#[inline]
+fn read_server(
+    cfg: &ProducerConfig,
+    conn: &mut Conn,
+    reader: &Option<Reader>,
+    tracker: &mut ConfirmTracker,
+    counters: &Counters,
+    round: u64,
+) -> Result<bool> {
+    match reader {
+        None if cfg.confirm > 0 || round % 16 == 0 => {
+            while recv_into(conn.fd, &mut conn.rbuf, libc::MSG_DONTWAIT)? > 0 {}
+            process_incoming(conn.fd, &mut conn.rbuf, tracker, counters)?;
+            Ok(true)
+        }
+        None => Ok(true),
+        Some(r) => Ok(!r.handle.is_finished()),
+    }
+}
+
+/// How many publishes a round may send.
+enum Window {
+    /// Up to this many (at least one).
+    Send(u64),
+    /// The count is sent and settled: the producer is done.
+    Done,
+    /// Wait for confirms: the count is sent but not all settled, or the
+    /// unconfirmed publishes are at `--confirm`.
+    Full,
+}
+
+/// The window for a round of up to `n` publishes, `sent` sent so far.
+#[inline]
+fn window(cfg: &ProducerConfig, counters: &Counters, mut n: u64, sent: u64) -> Window {
+    let settled = if cfg.confirm > 0 {
+        Counters::get(&counters.confirmed) + Counters::get(&counters.nacked)
+    } else {
+        sent
+    };
+    if cfg.count > 0 {
+        n = n.min(cfg.count - sent);
+        if n == 0 {
+            return if settled >= sent { Window::Done } else { Window::Full };
+        }
+    }
+    if cfg.confirm > 0 {
+        let room = cfg.confirm.saturating_sub(sent - settled);
+        if room == 0 {
+            return Window::Full;
+        }
+        n = n.min(room);
+    }
+    Window::Send(n)
+}
+
+/// The schedule of a producer with `--rate`: message `k` is due
+/// `k / rate` seconds after the start.
+struct Pace {
+    /// When the producer started, in `CLOCK_MONOTONIC` ns.
+    start_ns: u64,
+    /// 1e9 / rate (0: no rate).
+    ns_per_msg: f64,
+}
+
+impl Pace {
+    fn new(rate: f64) -> Pace {
+        let ns_per_msg = if rate > 0.0 { 1e9 / rate } else { 0.0 };
+        Pace { start_ns: now_ns(), ns_per_msg }
+    }
+
+    /// How many messages are due at `now` beyond the `sent` ones.
+    #[inline]
+    fn due(&self, now: u64, sent: u64) -> u64 {
+        let due_total = ((now.saturating_sub(self.start_ns)) as f64 / self.ns_per_msg) as u64 + 1;
+        due_total.saturating_sub(sent)
+    }
+
+    /// When message `k` (from 0) is due.
+    #[inline]
+    fn scheduled_ns(&self, k: u64) -> u64 {
+        self.start_ns + (k as f64 * self.ns_per_msg) as u64
+    }
+
+    /// Sleeps until message `sent` is due (at most 100 ms).
+    fn sleep_until_next(&self, now: u64, sent: u64) {
+        let next_at = self.scheduled_ns(sent);
+        let wait = Duration::from_nanos(next_at.saturating_sub(now)).min(Duration::from_millis(100));
+        thread::sleep(wait);
+    }
+}
+
+/// Hands this round's send times to whoever settles the confirms: the
+/// reader thread or, inline, `tracker`.
+#[inline]
+fn register_sends(
+    sends: &mut Vec<(u64, u64)>,
+    reader: &Option<Reader>,
+    tracker: &mut ConfirmTracker,
+) -> Result<()> {
+    if !sends.is_empty() {
+        match reader {
+            Some(r) => r.sends.lock().map_err(|_| "confirm reader panicked")?.append(sends),
+            None => sends.drain(..).for_each(|(ts, k)| tracker.sent(ts, k)),
+        }
+    }
+    Ok(())
 }
 
 fn wait_for_confirms(fd: i32, inline_reads: bool) -> Result<()> {
