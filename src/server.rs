@@ -115,18 +115,8 @@ impl Server {
     pub fn start(config: Config) -> Result<Server, StartError> {
         config.validate().map_err(StartError::Config)?;
         exit_on_broker_thread_panic();
-        let mut shard_count = config.shard_count();
         let data_dir = DataDir::open(&config.data_dir).map_err(StartError::DataDir)?;
-        // A queue's messages are in the log of the shard that owned it: a data
-        // directory keeps the shard count it was created with.
-        if let Some(kept) = data_dir.message_log_shards().filter(|&n| n != shard_count) {
-            tracing::warn!(
-                configured = shard_count,
-                kept,
-                "the data directory holds message logs of {kept} shards; running {kept} shards"
-            );
-            shard_count = kept;
-        }
+        let shard_count = shard_count_for(&config, &data_dir);
         let resources =
             Arc::new(ResourceLimits::new(config.memory_budget_bytes, config.disk_free_limit_bytes));
         // Before any shard runs: shards create the recovered queues they own.
@@ -135,21 +125,8 @@ impl Server {
                 .map_err(StartError::Definitions)?
                 .with_limits(EntityLimits::from_config(&config, Arc::clone(&resources))),
         );
-        let mut listeners = Vec::new();
-        let mut addrs = Vec::new();
-        for addr in &config.listen {
-            let listener = bind(*addr).map_err(|e| StartError::Bind(*addr, e))?;
-            addrs.push(listener.local_addr().map_err(StartError::Io)?);
-            listeners.push(mio::net::TcpListener::from_std(listener));
-        }
-        let mut polls = Vec::with_capacity(shard_count);
-        let mut doorbells = Vec::with_capacity(shard_count);
-        for _ in 0..shard_count {
-            let poll = Poll::new().map_err(StartError::Io)?;
-            let waker = Waker::new(poll.registry(), WAKER_TOKEN).map_err(StartError::Io)?;
-            doorbells.push(Arc::new(Doorbell::new(waker)));
-            polls.push(poll);
-        }
+        let (mut listeners, addrs) = bind_all(&config.listen)?;
+        let (polls, doorbells) = polls_and_doorbells(shard_count).map_err(StartError::Io)?;
         let endpoints = crate::ring::mesh::<Envelope>(doorbells.clone(), config.ring_capacity_slots);
         let config = Arc::new(config);
         let users = Arc::new(Users::from_config(&config));
@@ -259,6 +236,48 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The configured shard count, or the one the data directory was created
+/// with: a queue's messages are in the log of the shard that owned it.
+fn shard_count_for(config: &Config, data_dir: &DataDir) -> usize {
+    let configured = config.shard_count();
+    match data_dir.message_log_shards().filter(|&n| n != configured) {
+        Some(kept) => {
+            tracing::warn!(
+                configured,
+                kept,
+                "the data directory holds message logs of {kept} shards; running {kept} shards"
+            );
+            kept
+        }
+        None => configured,
+    }
+}
+
+/// Binds every listen address, with the address each got (port 0 picks one).
+fn bind_all(listen: &[SocketAddr]) -> Result<(Vec<mio::net::TcpListener>, Vec<SocketAddr>), StartError> {
+    let mut listeners = Vec::new();
+    let mut addrs = Vec::new();
+    for addr in listen {
+        let listener = bind(*addr).map_err(|e| StartError::Bind(*addr, e))?;
+        addrs.push(listener.local_addr().map_err(StartError::Io)?);
+        listeners.push(mio::net::TcpListener::from_std(listener));
+    }
+    Ok((listeners, addrs))
+}
+
+/// One event loop per shard, and the doorbell that wakes it.
+fn polls_and_doorbells(shard_count: usize) -> std::io::Result<(Vec<Poll>, Vec<Arc<Doorbell>>)> {
+    let mut polls = Vec::with_capacity(shard_count);
+    let mut doorbells = Vec::with_capacity(shard_count);
+    for _ in 0..shard_count {
+        let poll = Poll::new()?;
+        let waker = Waker::new(poll.registry(), WAKER_TOKEN)?;
+        doorbells.push(Arc::new(Doorbell::new(waker)));
+        polls.push(poll);
+    }
+    Ok((polls, doorbells))
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
