@@ -87,6 +87,8 @@ pub const MESH_SHARDS_MAX: usize = u16::MAX as usize + 1;
 
 /// Size of the false-sharing guard around each ring index, in bytes: two
 /// 64-byte lines because Intel's adjacent-line prefetcher pulls in pairs.
+/// The guard is `crossbeam_utils::CachePadded`; `spsc.rs` checks at compile
+/// time that it is this wide on x86_64 and aarch64.
 pub const CACHE_LINE_PAIR_BYTES: usize = 128;
 
 const _: () = assert!(RING_CAPACITY_SLOTS_MIN.is_power_of_two());
