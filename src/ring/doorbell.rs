@@ -148,7 +148,7 @@ impl ParkFlag {
 }
 
 #[cfg(test)]
-#[cfg(not(loom))]
+#[cfg(not(lepus_loom))]
 mod tests {
     use super::*;
     use mio::{Events, Poll, Token};

@@ -400,7 +400,7 @@ fn spsc_starting_at<T: Send>(capacity_slots: usize, start_index: usize) -> (Prod
 }
 
 #[cfg(test)]
-#[cfg(not(loom))]
+#[cfg(not(lepus_loom))]
 mod tests {
     use super::*;
     use proptest::prelude::*;
