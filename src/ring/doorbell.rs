@@ -156,7 +156,7 @@ impl ParkFlag {
 }
 
 #[cfg(test)]
-#[cfg(not(loom))]
+#[cfg(not(lepus_loom))]
 mod tests {
     use super::*;
     use mio::{Events, Poll, Token};

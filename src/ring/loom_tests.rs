@@ -1,7 +1,7 @@
 //! Model-checked tests of the ring and the doorbell protocol.
 //!
-//! Run: `RUSTFLAGS="--cfg loom" cargo test --release --lib loom`. Under
-//! `--cfg loom` the ring's atomics, `Arc` and `UnsafeCell` come from loom
+//! Run: `RUSTFLAGS="--cfg lepus_loom" cargo test --release --lib loom`. Under
+//! `--cfg lepus_loom` the ring's atomics, `Arc` and `UnsafeCell` come from loom
 //! (see `super::sync`), so loom explores every interleaving and every value a
 //! load may legally return, and flags unsynchronised slot accesses as races.
 

@@ -258,7 +258,7 @@ fn shard_id(index: usize) -> ShardId {
 }
 
 #[cfg(test)]
-#[cfg(not(loom))]
+#[cfg(not(lepus_loom))]
 mod tests {
     use super::*;
     use mio::{Events, Poll, Token};

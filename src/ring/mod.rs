@@ -67,7 +67,7 @@ pub mod mesh;
 pub mod spsc;
 
 #[cfg(test)]
-#[cfg(loom)]
+#[cfg(lepus_loom)]
 mod loom_tests;
 
 pub use doorbell::Doorbell;
@@ -87,6 +87,8 @@ pub const MESH_SHARDS_MAX: usize = u16::MAX as usize + 1;
 
 /// Size of the false-sharing guard around each ring index, in bytes: two
 /// 64-byte lines because Intel's adjacent-line prefetcher pulls in pairs.
+/// The guard is `crossbeam_utils::CachePadded`; `spsc.rs` checks at compile
+/// time that it is this wide on x86_64 and aarch64.
 pub const CACHE_LINE_PAIR_BYTES: usize = 128;
 
 const _: () = assert!(RING_CAPACITY_SLOTS_MIN.is_power_of_two());
@@ -94,8 +96,8 @@ const _: () = assert!(RING_CAPACITY_SLOTS_MAX.is_power_of_two());
 const _: () = assert!(MESH_SHARDS_MAX - 1 == u16::MAX as usize);
 
 /// Atomics, `Arc` and `UnsafeCell` from `std`, or from loom's model checker
-/// under `--cfg loom`. Only the ring internals go through this facade.
-#[cfg(loom)]
+/// under `--cfg lepus_loom`. Only the ring internals go through this facade.
+#[cfg(lepus_loom)]
 pub(crate) mod sync {
     pub(crate) use loom::cell::UnsafeCell;
     pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
@@ -103,8 +105,8 @@ pub(crate) mod sync {
 }
 
 /// Atomics, `Arc` and `UnsafeCell` from `std`, or from loom's model checker
-/// under `--cfg loom`. Only the ring internals go through this facade.
-#[cfg(not(loom))]
+/// under `--cfg lepus_loom`. Only the ring internals go through this facade.
+#[cfg(not(lepus_loom))]
 pub(crate) mod sync {
     pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
     pub(crate) use std::sync::Arc;

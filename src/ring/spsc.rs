@@ -35,8 +35,10 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 
+use crossbeam_utils::CachePadded;
+
 use super::sync::{Arc, AtomicUsize, Ordering, UnsafeCell};
-use super::{CACHE_LINE_PAIR_BYTES, RING_CAPACITY_SLOTS_MAX, RING_CAPACITY_SLOTS_MIN};
+use super::{RING_CAPACITY_SLOTS_MAX, RING_CAPACITY_SLOTS_MIN};
 
 /// Creates a ring with `capacity_slots` slots and returns its two halves.
 ///
@@ -90,7 +92,7 @@ impl<T> Producer<T> {
         // Release: pairs with the consumer's Acquire load of `tail`
         // (`Consumer::available`, `is_empty`) so the slot write above is
         // visible before the consumer can see the new tail.
-        self.shared.tail.0.store(self.tail, Ordering::Release);
+        self.shared.tail.store(self.tail, Ordering::Release);
         Ok(())
     }
 
@@ -116,7 +118,7 @@ impl<T> Producer<T> {
         self.tail = index;
         // Release: pairs with the consumer's Acquire load of `tail`; makes all
         // `room` slot writes visible with one publication.
-        self.shared.tail.0.store(self.tail, Ordering::Release);
+        self.shared.tail.store(self.tail, Ordering::Release);
         room
     }
 
@@ -133,7 +135,7 @@ impl<T> Producer<T> {
         // Acquire: pairs with the consumer's Release store of `head`, so what
         // the consumer did before taking the items happens-before our reading
         // `true`.
-        self.shared.head.0.load(Ordering::Acquire) == self.tail
+        self.shared.head.load(Ordering::Acquire) == self.tail
     }
 
     /// True if the ring is full right now. Racy by nature: the consumer may
@@ -144,7 +146,7 @@ impl<T> Producer<T> {
         // Acquire: pairs with the consumer's Release store of `head`; only a
         // hint here (no slot access depends on it), but keeps the reasoning
         // uniform.
-        let head = self.shared.head.0.load(Ordering::Acquire);
+        let head = self.shared.head.load(Ordering::Acquire);
         self.tail.wrapping_sub(head) == self.capacity()
     }
 
@@ -165,7 +167,7 @@ impl<T> Producer<T> {
         // Acquire: pairs with the consumer's Release store of `head` in
         // `pop`/`drain`; the consumer's moves out of the freed slots happen
         // before our overwrites of them.
-        self.cached_head = self.shared.head.0.load(Ordering::Acquire);
+        self.cached_head = self.shared.head.load(Ordering::Acquire);
         self.cached_free_slots()
     }
 }
@@ -185,7 +187,7 @@ impl<T> Consumer<T> {
         // Release: pairs with the producer's Acquire load of `head`
         // (`Producer::free_slots`): our move out of the slot happens before
         // the producer may overwrite it.
-        self.shared.head.0.store(self.head, Ordering::Release);
+        self.shared.head.store(self.head, Ordering::Release);
         Some(item)
     }
 
@@ -225,7 +227,7 @@ impl<T> Consumer<T> {
     #[inline]
     pub fn is_empty(&self) -> bool {
         // Acquire: pairs with the producer's Release store of `tail`.
-        self.shared.tail.0.load(Ordering::Acquire) == self.head
+        self.shared.tail.load(Ordering::Acquire) == self.head
     }
 
     /// Number of slots in the ring.
@@ -245,7 +247,7 @@ impl<T> Consumer<T> {
         // Acquire: pairs with the producer's Release store of `tail` in
         // `push`/`push_from`; the producer's slot writes happen before our
         // reads of them.
-        self.cached_tail = self.shared.tail.0.load(Ordering::Acquire);
+        self.cached_tail = self.shared.tail.load(Ordering::Acquire);
         self.cached_tail.wrapping_sub(self.head)
     }
 }
@@ -333,8 +335,8 @@ impl<T> Drop for Shared<T> {
         // Relaxed (both): we have `&mut self`, i.e. both halves are gone; the
         // last `Arc` drop's Acquire fence already synchronised with the other
         // half's Release decrement, so its final index store is visible.
-        let tail = self.tail.0.load(Ordering::Relaxed);
-        let mut head = self.head.0.load(Ordering::Relaxed);
+        let tail = self.tail.load(Ordering::Relaxed);
+        let mut head = self.head.load(Ordering::Relaxed);
         while head != tail {
             // SAFETY: `head` is in `[head, tail)`, so the slot is initialised;
             // nobody else can touch it any more, and `head` advances so each
@@ -358,16 +360,18 @@ impl<T> Drop for PublishHeadOnDrop<'_, T> {
         // (`Producer::free_slots`): our moves out of the drained slots happen
         // before the producer may overwrite them.
         let head = self.consumer.head;
-        self.consumer.shared.head.0.store(head, Ordering::Release);
+        self.consumer.shared.head.store(head, Ordering::Release);
     }
 }
 
-/// Keeps its content alone on a 128-byte cache-line pair (see
-/// [`CACHE_LINE_PAIR_BYTES`]).
-#[repr(align(128))]
-struct CachePadded<V>(V);
-
-const _: () = assert!(std::mem::align_of::<CachePadded<u8>>() == CACHE_LINE_PAIR_BYTES);
+// `crossbeam_utils::CachePadded` aligns to 128 bytes on these targets (a
+// cache-line pair, because of the adjacent-line prefetcher); if a crossbeam
+// release ever narrowed that, the two indices could share a prefetched pair
+// again and this stops the build. (Elsewhere it picks the target's own line.)
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+const _: () = assert!(
+    std::mem::align_of::<CachePadded<std::sync::atomic::AtomicUsize>>() == super::CACHE_LINE_PAIR_BYTES
+);
 
 /// [`spsc`] with both indices starting at `start_index`, so tests can cross
 /// the `usize` wrap-around point.
@@ -380,8 +384,8 @@ fn spsc_starting_at<T: Send>(capacity_slots: usize, start_index: usize) -> (Prod
     );
     let slots = (0..capacity_slots).map(|_| UnsafeCell::new(MaybeUninit::uninit())).collect();
     let shared = Arc::new(Shared {
-        tail: CachePadded(AtomicUsize::new(start_index)),
-        head: CachePadded(AtomicUsize::new(start_index)),
+        tail: CachePadded::new(AtomicUsize::new(start_index)),
+        head: CachePadded::new(AtomicUsize::new(start_index)),
         slots,
         mask: capacity_slots - 1,
     });
@@ -396,7 +400,7 @@ fn spsc_starting_at<T: Send>(capacity_slots: usize, start_index: usize) -> (Prod
 }
 
 #[cfg(test)]
-#[cfg(not(loom))]
+#[cfg(not(lepus_loom))]
 mod tests {
     use super::*;
     use proptest::prelude::*;
