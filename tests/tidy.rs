@@ -18,15 +18,16 @@ use std::path::{Path, PathBuf};
 const LINE_CHARS_MAX: usize = 120;
 /// Longest file allowed, in lines. A ratchet: lower it when the longest file
 /// shrinks, never raise it (split the file instead); the style guide says
-/// about 800. The longest today: `src/ring/spsc.rs`.
-const FILE_LINES_MAX: usize = 792;
+/// about 800. The longest today (2026-12-05, once `ring::spsc`'s tests moved
+/// to `spsc_tests.rs`): `src/bin/lepus-perf/main.rs`.
+const FILE_LINES_MAX: usize = 789;
 /// Longest function allowed, in lines from its `fn` line to its closing brace
 /// (test code aside). A ratchet like [`FILE_LINES_MAX`]; issue 11 aims at
 /// about 80. The longest on 2026-12-05, once lepus-perf's `run`,
-/// `consume_loop`, `publish_loop` and `Conn::open`, `storage::recover::open`
-/// and the binary's `main` were split: `start` in `src/server.rs` (92), then
-/// `apply` in `src/routing/durable.rs` (87).
-const FN_LINES_MAX: usize = 92;
+/// `consume_loop`, `publish_loop` and `Conn::open`, `storage::recover::open`,
+/// the binary's `main`, `Server::start` and `durable::apply` were split:
+/// `control` in `src/bin/lepus-perf/fake.rs` (78).
+const FN_LINES_MAX: usize = 78;
 /// Generated from the spec XML: exempt from the size rules.
 const GENERATED: &str = "src/amqp/spec.rs";
 /// How many lines above an `unsafe` block its `// SAFETY:` comment may start.
