@@ -6,7 +6,7 @@ use crate::amqp::field::ShortStr;
 use crate::amqp::spec::{self, Method};
 use crate::broker::ShardCtx;
 use crate::channel::methods::check_exclusive;
-use crate::channel::{Awaiting, Channel, ChannelConsumer, ChannelError, Flow, DIRECT_REPLY_QUEUE};
+use crate::channel::{Awaiting, Channel, ChannelConsumer, ChannelError, Outcome, DIRECT_REPLY_QUEUE};
 use crate::envelope::QueueRequest;
 use crate::ids::ConsumerKey;
 use crate::queue::arguments;
@@ -18,10 +18,10 @@ impl Channel {
         m: spec::BasicAck,
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
-    ) -> Result<Flow, ChannelError> {
+    ) -> Result<Outcome, ChannelError> {
         self.settle(m.delivery_tag, m.multiple, SettleOp::Ack, ctx)?;
-        self.release_held(shared, ctx);
-        Ok(Flow::Continue)
+        self.release_over_prefetch(shared, ctx);
+        Ok(Outcome::Continue)
     }
 
     pub(super) fn handle_basic_nack(
@@ -29,11 +29,11 @@ impl Channel {
         m: spec::BasicNack,
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
-    ) -> Result<Flow, ChannelError> {
+    ) -> Result<Outcome, ChannelError> {
         let op = if m.requeue { SettleOp::Requeue } else { SettleOp::Discard };
         self.settle(m.delivery_tag, m.multiple, op, ctx)?;
-        self.release_held(shared, ctx);
-        Ok(Flow::Continue)
+        self.release_over_prefetch(shared, ctx);
+        Ok(Outcome::Continue)
     }
 
     pub(super) fn handle_basic_reject(
@@ -41,11 +41,11 @@ impl Channel {
         m: spec::BasicReject,
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
-    ) -> Result<Flow, ChannelError> {
+    ) -> Result<Outcome, ChannelError> {
         let op = if m.requeue { SettleOp::Requeue } else { SettleOp::Discard };
         self.settle(m.delivery_tag, false, op, ctx)?;
-        self.release_held(shared, ctx);
-        Ok(Flow::Continue)
+        self.release_over_prefetch(shared, ctx);
+        Ok(Outcome::Continue)
     }
 
     pub(super) fn handle_basic_qos(
@@ -53,7 +53,7 @@ impl Channel {
         m: spec::BasicQos,
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
-    ) -> Result<Flow, ChannelError> {
+    ) -> Result<Outcome, ChannelError> {
         if m.prefetch_size != 0 {
             return Err(ChannelError::new(
                 spec::reply_code::NOT_IMPLEMENTED,
@@ -66,8 +66,8 @@ impl Channel {
             self.prefetch_consumer = u32::from(m.prefetch_count);
         }
         shared.out.method(self.me.channel, &Method::BasicQosOk(Default::default()));
-        self.release_held(shared, ctx);
-        Ok(Flow::Continue)
+        self.release_over_prefetch(shared, ctx);
+        Ok(Outcome::Continue)
     }
 
     pub(super) fn handle_basic_consume(
@@ -75,7 +75,7 @@ impl Channel {
         m: spec::BasicConsume,
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
-    ) -> Result<Flow, ChannelError> {
+    ) -> Result<Outcome, ChannelError> {
         // Detached: the tag lives as long as the consumer, the frame it came
         // in is part of a 64 KiB read buffer.
         let tag = if m.consumer_tag.is_empty() {
@@ -112,7 +112,7 @@ impl Channel {
         tag: ShortStr,
         m: &spec::BasicConsume,
         shared: &mut ConnShared,
-    ) -> Result<Flow, ChannelError> {
+    ) -> Result<Outcome, ChannelError> {
         if !m.no_ack {
             return Err(ChannelError::new(
                 spec::reply_code::PRECONDITION_FAILED,
@@ -131,7 +131,7 @@ impl Channel {
                 .out
                 .method(self.me.channel, &Method::BasicConsumeOk(spec::BasicConsumeOk { consumer_tag: tag }));
         }
-        Ok(Flow::Continue)
+        Ok(Outcome::Continue)
     }
 
     /// basic.consume on a queue: records the consumer and asks the queue's
@@ -142,7 +142,7 @@ impl Channel {
         m: spec::BasicConsume,
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
-    ) -> Result<Flow, ChannelError> {
+    ) -> Result<Outcome, ChannelError> {
         let meta = self.lookup_queue(&m.queue, shared, ctx)?;
         check_exclusive(&meta, self.me.conn, &shared.vhost)?;
         arguments::check_consume(&m.arguments, &meta.arguments).map_err(|e| {
@@ -189,7 +189,7 @@ impl Channel {
         m: spec::BasicCancel,
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
-    ) -> Result<Flow, ChannelError> {
+    ) -> Result<Outcome, ChannelError> {
         if let Some(i) = self.consumers.iter().position(|c| c.tag == m.consumer_tag) {
             let consumer = self.consumers.remove(i);
             self.granted -= consumer.granted;
@@ -207,7 +207,7 @@ impl Channel {
                 &Method::BasicCancelOk(spec::BasicCancelOk { consumer_tag: m.consumer_tag }),
             );
         }
-        Ok(Flow::Continue)
+        Ok(Outcome::Continue)
     }
 
     pub(super) fn handle_basic_get(
@@ -215,7 +215,7 @@ impl Channel {
         m: spec::BasicGet,
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
-    ) -> Result<Flow, ChannelError> {
+    ) -> Result<Outcome, ChannelError> {
         let meta = self.lookup_queue(&m.queue, shared, ctx)?;
         check_exclusive(&meta, self.me.conn, &shared.vhost)?;
         self.request(&meta, QueueRequest::Get { no_ack: m.no_ack }, Awaiting::Get, shared, ctx)
@@ -226,28 +226,28 @@ impl Channel {
         m: spec::BasicRecover,
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
-    ) -> Result<Flow, ChannelError> {
+    ) -> Result<Outcome, ChannelError> {
         if !m.requeue {
             return Err(ChannelError::new(spec::reply_code::NOT_IMPLEMENTED, "requeue=false".into()));
         }
         self.requeue_unacked(shared, ctx);
         shared.out.method(self.me.channel, &Method::BasicRecoverOk(Default::default()));
-        Ok(Flow::Continue)
+        Ok(Outcome::Continue)
     }
 
     pub(super) fn handle_basic_recover_async(
         &mut self,
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
-    ) -> Result<Flow, ChannelError> {
+    ) -> Result<Outcome, ChannelError> {
         self.requeue_unacked(shared, ctx);
-        Ok(Flow::Continue)
+        Ok(Outcome::Continue)
     }
 
     /// basic.recover: every unacked delivery goes back to its queue.
     fn requeue_unacked(&mut self, shared: &mut ConnShared, ctx: &mut ShardCtx) {
         let unacked: Vec<_> = self.unacked.drain(..).collect();
         self.settle_entries(&unacked, SettleOp::Requeue, ctx);
-        self.release_held(shared, ctx);
+        self.release_over_prefetch(shared, ctx);
     }
 }

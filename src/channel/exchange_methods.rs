@@ -5,7 +5,7 @@ use crate::amqp::field::ShortStr;
 use crate::amqp::spec::{self, Method};
 use crate::broker::ShardCtx;
 use crate::channel::methods::{not_found_vhost, reserved_name, topology_error};
-use crate::channel::{Channel, ChannelError, Flow};
+use crate::channel::{Channel, ChannelError, Outcome};
 use crate::ids::ExchangeKind;
 use crate::queue::arguments;
 use crate::routing::topology::{self, Destination, ExchangeSpec, TopologyError};
@@ -16,7 +16,7 @@ impl Channel {
         m: spec::ExchangeDeclare,
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
-    ) -> Result<Flow, ChannelError> {
+    ) -> Result<Outcome, ChannelError> {
         let no_wait = m.no_wait;
         if m.passive {
             check_exchange_exists(&m.exchange, shared, ctx)?;
@@ -26,7 +26,7 @@ impl Channel {
         if !no_wait {
             shared.out.method(self.me.channel, &Method::ExchangeDeclareOk(Default::default()));
         }
-        Ok(Flow::Continue)
+        Ok(Outcome::Continue)
     }
 
     pub(super) fn handle_exchange_delete(
@@ -34,7 +34,7 @@ impl Channel {
         m: spec::ExchangeDelete,
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
-    ) -> Result<Flow, ChannelError> {
+    ) -> Result<Outcome, ChannelError> {
         if m.exchange.is_empty() {
             return Err(default_exchange_refused());
         }
@@ -55,7 +55,7 @@ impl Channel {
         if !m.no_wait {
             shared.out.method(self.me.channel, &Method::ExchangeDeleteOk(Default::default()));
         }
-        Ok(Flow::Continue)
+        Ok(Outcome::Continue)
     }
 
     pub(super) fn handle_exchange_bind(
@@ -63,7 +63,7 @@ impl Channel {
         m: spec::ExchangeBind,
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
-    ) -> Result<Flow, ChannelError> {
+    ) -> Result<Outcome, ChannelError> {
         let dest = exchange_destination(&m.destination, shared, ctx)?;
         ctx.registry()
             .bind(&shared.vhost, &m.source, dest, &m.routing_key, &m.arguments)
@@ -72,7 +72,7 @@ impl Channel {
         if !m.no_wait {
             shared.out.method(self.me.channel, &Method::ExchangeBindOk(Default::default()));
         }
-        Ok(Flow::Continue)
+        Ok(Outcome::Continue)
     }
 
     pub(super) fn handle_exchange_unbind(
@@ -80,7 +80,7 @@ impl Channel {
         m: spec::ExchangeUnbind,
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
-    ) -> Result<Flow, ChannelError> {
+    ) -> Result<Outcome, ChannelError> {
         let dest = exchange_destination(&m.destination, shared, ctx)?;
         ctx.registry()
             .unbind(&shared.vhost, &m.source, dest, &m.routing_key, &m.arguments)
@@ -89,7 +89,7 @@ impl Channel {
         if !m.no_wait {
             shared.out.method(self.me.channel, &Method::ExchangeUnbindOk(Default::default()));
         }
-        Ok(Flow::Continue)
+        Ok(Outcome::Continue)
     }
 }
 

@@ -10,7 +10,7 @@ use super::ConnShared;
 use crate::amqp::field::ShortStr;
 use crate::amqp::spec::{self, Method};
 use crate::broker::ShardCtx;
-use crate::channel::{Awaiting, Channel, ChannelError, Confirms, Flow, Tx, Unacked};
+use crate::channel::{Awaiting, Channel, ChannelError, Confirms, Outcome, Tx, Unacked};
 use crate::envelope::{Envelope, QueueReply, QueueRequest};
 use crate::ids::{ConnId, QueueRef};
 use crate::queue::{Delivery, QueueMeta};
@@ -60,7 +60,7 @@ impl Channel {
         method: Method,
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
-    ) -> Result<Flow, ChannelError> {
+    ) -> Result<Outcome, ChannelError> {
         match method {
             Method::BasicPublish(m) => self.handle_basic_publish(m),
             Method::BasicAck(m) => self.handle_basic_ack(m, shared, ctx),
@@ -99,23 +99,23 @@ impl Channel {
         &mut self,
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
-    ) -> Result<Flow, ChannelError> {
+    ) -> Result<Outcome, ChannelError> {
         self.release(shared, ctx);
         shared.out.method(self.me.channel, &Method::ChannelCloseOk(Default::default()));
-        Ok(Flow::Closed)
+        Ok(Outcome::Closed)
     }
 
     /// Only a closing channel expects close-ok (see
     /// `Channel::handle_frame_while_closing`); RabbitMQ's channel has no
     /// clause for it otherwise.
     #[cold]
-    fn handle_channel_close_ok(&self) -> Result<Flow, ChannelError> {
+    fn handle_channel_close_ok(&self) -> Result<Outcome, ChannelError> {
         Err(ChannelError::hard(spec::reply_code::COMMAND_INVALID, "unimplemented method".into()))
     }
 
     /// An open channel is opened again.
     #[cold]
-    fn handle_channel_open(&self) -> Result<Flow, ChannelError> {
+    fn handle_channel_open(&self) -> Result<Outcome, ChannelError> {
         Err(ChannelError::new(spec::reply_code::CHANNEL_ERROR, "second 'channel.open' seen".into()))
     }
 
@@ -123,22 +123,22 @@ impl Channel {
         &mut self,
         m: spec::ChannelFlow,
         shared: &mut ConnShared,
-    ) -> Result<Flow, ChannelError> {
+    ) -> Result<Outcome, ChannelError> {
         if !m.active {
             return Err(ChannelError::new(spec::reply_code::NOT_IMPLEMENTED, "active=false".into()));
         }
         shared.out.method(self.me.channel, &Method::ChannelFlowOk(spec::ChannelFlowOk { active: m.active }));
-        Ok(Flow::Continue)
+        Ok(Outcome::Continue)
     }
 
     /// Lepus never sends channel.flow, so a flow-ok answers nothing: RabbitMQ
     /// closes the connection for it.
     #[cold]
-    fn handle_channel_flow_ok(&self) -> Result<Flow, ChannelError> {
+    fn handle_channel_flow_ok(&self) -> Result<Outcome, ChannelError> {
         Err(ChannelError::hard(spec::reply_code::COMMAND_INVALID, "unimplemented method".into()))
     }
 
-    fn handle_tx_select(&mut self, shared: &mut ConnShared) -> Result<Flow, ChannelError> {
+    fn handle_tx_select(&mut self, shared: &mut ConnShared) -> Result<Outcome, ChannelError> {
         if self.confirms.is_some() {
             return Err(ChannelError::new(
                 spec::reply_code::PRECONDITION_FAILED,
@@ -147,14 +147,14 @@ impl Channel {
         }
         self.tx.get_or_insert_with(Tx::default);
         shared.out.method(self.me.channel, &Method::TxSelectOk(Default::default()));
-        Ok(Flow::Continue)
+        Ok(Outcome::Continue)
     }
 
     fn handle_tx_commit(
         &mut self,
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
-    ) -> Result<Flow, ChannelError> {
+    ) -> Result<Outcome, ChannelError> {
         let Some(tx) = self.tx.take() else {
             return Err(not_transactional());
         };
@@ -175,28 +175,28 @@ impl Channel {
         self.tx = Some(Tx { waiting, ..Tx::default() });
         result?;
         if waiting > 0 {
-            return Ok(Flow::Paused);
+            return Ok(Outcome::Paused);
         }
-        self.release_held(shared, ctx);
+        self.release_over_prefetch(shared, ctx);
         shared.out.method(self.me.channel, &Method::TxCommitOk(Default::default()));
-        Ok(Flow::Continue)
+        Ok(Outcome::Continue)
     }
 
-    fn handle_tx_rollback(&mut self, shared: &mut ConnShared) -> Result<Flow, ChannelError> {
+    fn handle_tx_rollback(&mut self, shared: &mut ConnShared) -> Result<Outcome, ChannelError> {
         let Some(tx) = self.tx.replace(Tx::default()) else {
             self.tx = None;
             return Err(not_transactional());
         };
         self.restore_unacked(tx.settles.into_iter().flat_map(|(entries, _)| entries).collect());
         shared.out.method(self.me.channel, &Method::TxRollbackOk(Default::default()));
-        Ok(Flow::Continue)
+        Ok(Outcome::Continue)
     }
 
     fn handle_confirm_select(
         &mut self,
         m: spec::ConfirmSelect,
         shared: &mut ConnShared,
-    ) -> Result<Flow, ChannelError> {
+    ) -> Result<Outcome, ChannelError> {
         if self.tx.is_some() {
             return Err(ChannelError::new(
                 spec::reply_code::PRECONDITION_FAILED,
@@ -207,13 +207,13 @@ impl Channel {
         if !m.no_wait {
             shared.out.method(self.me.channel, &Method::ConfirmSelectOk(Default::default()));
         }
-        Ok(Flow::Continue)
+        Ok(Outcome::Continue)
     }
 
     /// Old clients still ask for an access ticket; RabbitMQ grants ticket 1.
-    fn handle_access_request(&mut self, shared: &mut ConnShared) -> Result<Flow, ChannelError> {
+    fn handle_access_request(&mut self, shared: &mut ConnShared) -> Result<Outcome, ChannelError> {
         shared.out.method(self.me.channel, &Method::AccessRequestOk(spec::AccessRequestOk { ticket: 1 }));
-        Ok(Flow::Continue)
+        Ok(Outcome::Continue)
     }
 
     /// Resolves a queue name ("" means the last queue declared on this channel).
@@ -253,7 +253,7 @@ impl Channel {
         awaiting: Awaiting,
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
-    ) -> Result<Flow, ChannelError> {
+    ) -> Result<Outcome, ChannelError> {
         let queue = meta.queue;
         self.awaiting_queue = meta.name.clone();
         if queue.shard == ctx.shard() {
@@ -261,11 +261,11 @@ impl Channel {
             let applied = self.apply_reply(awaiting, reply, shared, ctx);
             ctx.route_deliveries();
             applied?;
-            return Ok(Flow::Continue);
+            return Ok(Outcome::Continue);
         }
         ctx.send(queue.shard, Envelope::Request { queue: queue.id, from: self.me, request });
         self.awaiting = Some(awaiting);
-        Ok(Flow::Paused)
+        Ok(Outcome::Paused)
     }
 
     /// Acts on a queue owner's reply to the request the channel made.

@@ -102,9 +102,10 @@ impl ChannelError {
     }
 }
 
-/// What the connection must do after a channel handled a frame.
+/// What the connection must do after a channel handled a frame. (Not
+/// AMQP's `channel.flow`, which the channel handles itself.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flow {
+pub enum Outcome {
     /// Go on.
     Continue,
     /// The channel waits for another shard's reply: stop reading frames.
@@ -200,12 +201,12 @@ pub struct Channel {
     prefetch_consumer: u32,
     /// basic.qos global=true: prefetch shared by the channel's consumers.
     prefetch_channel: u32,
-    /// Deliveries held back because the channel has no room for more unacked
+    /// Deliveries waiting because the channel has no room for more unacked
     /// ones: its channel-wide prefetch (only after the limit was lowered while
     /// grants were out) or `Config::unacked_deliveries_max_per_channel`. The
     /// queues stop sending once their consumers' credit is used up, so at
     /// most `CONSUMER_CREDIT_MAX` per consumer wait here.
-    held: VecDeque<Delivery>,
+    over_prefetch: VecDeque<Delivery>,
     /// Grants given to queues and not yet used by a delivery.
     granted: u32,
     /// Channel-limited consumers whose queue asked for a grant, in order.
@@ -237,7 +238,7 @@ impl Channel {
             next_tag: 1,
             prefetch_consumer: 0,
             prefetch_channel: 0,
-            held: VecDeque::new(),
+            over_prefetch: VecDeque::new(),
             granted: 0,
             grant_waiters: VecDeque::new(),
             confirms: None,
@@ -256,7 +257,7 @@ impl Channel {
         frame: Frame,
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
-    ) -> Result<Flow, ChannelError> {
+    ) -> Result<Outcome, ChannelError> {
         if self.closing {
             return self.handle_frame_while_closing(frame, shared);
         }
@@ -275,9 +276,9 @@ impl Channel {
                 let method = decode::decode_method(frame.payload)?;
                 self.handle_method(method, shared, ctx)
             }
-            FrameType::Header => self.handle_header(frame.payload, shared, ctx).map(|()| Flow::Continue),
-            FrameType::Body => self.handle_body(frame.payload, shared, ctx).map(|()| Flow::Continue),
-            FrameType::Heartbeat => Ok(Flow::Continue),
+            FrameType::Header => self.handle_header(frame.payload, shared, ctx).map(|()| Outcome::Continue),
+            FrameType::Body => self.handle_body(frame.payload, shared, ctx).map(|()| Outcome::Continue),
+            FrameType::Heartbeat => Ok(Outcome::Continue),
         }
     }
 
@@ -292,21 +293,21 @@ impl Channel {
         &mut self,
         frame: Frame,
         shared: &mut ConnShared,
-    ) -> Result<Flow, ChannelError> {
+    ) -> Result<Outcome, ChannelError> {
         if frame.kind != FrameType::Method {
-            return Ok(Flow::Continue);
+            return Ok(Outcome::Continue);
         }
         match decode::decode_method(frame.payload)? {
-            Method::ChannelCloseOk(_) => Ok(Flow::Closed),
+            Method::ChannelCloseOk(_) => Ok(Outcome::Closed),
             Method::ChannelClose(_) => {
                 shared.out.method(self.me.channel, &Method::ChannelCloseOk(Default::default()));
-                Ok(Flow::Continue)
+                Ok(Outcome::Continue)
             }
             open @ Method::ChannelOpen(_) => {
                 Err(ChannelError::hard(spec::reply_code::CHANNEL_ERROR, "second 'channel.open' seen".into())
                     .on(&open))
             }
-            _ => Ok(Flow::Continue),
+            _ => Ok(Outcome::Continue),
         }
     }
 
@@ -315,7 +316,7 @@ impl Channel {
         method: Method,
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
-    ) -> Result<Flow, ChannelError> {
+    ) -> Result<Outcome, ChannelError> {
         let ids = (method.class_id(), method.method_id());
         let result = self.dispatch(method, shared, ctx);
         result.map_err(|mut e| {
@@ -347,8 +348,8 @@ impl Channel {
         self.closing = true;
     }
 
-    /// Gives back everything the channel holds: consumers detach, unacked and
-    /// held deliveries go back to their queues.
+    /// Gives back everything the channel holds: consumers detach, unacked
+    /// deliveries and those waiting for prefetch room go back to their queues.
     pub fn release(&mut self, _shared: &mut ConnShared, ctx: &mut ShardCtx) {
         for consumer in std::mem::take(&mut self.consumers) {
             ctx.remove_consumer(consumer.queue, ConsumerKey { channel: self.me, consumer: consumer.id });
@@ -356,7 +357,7 @@ impl Channel {
         self.direct_reply = None;
         self.grant_waiters.clear();
         self.granted = 0;
-        for delivery in std::mem::take(&mut self.held) {
+        for delivery in std::mem::take(&mut self.over_prefetch) {
             undeliverable(delivery, ctx);
         }
         let mut unacked: Vec<Unacked> = self.unacked.drain(..).collect();
@@ -383,7 +384,7 @@ impl Channel {
             self.granted -= 1;
         }
         if !delivery.no_ack && !self.has_unacked_room(ctx) {
-            self.held.push_back(delivery);
+            self.over_prefetch.push_back(delivery);
             return;
         }
         self.write_delivery(delivery, shared);
@@ -552,7 +553,7 @@ impl Channel {
         if tx.waiting > 0 {
             return false;
         }
-        self.release_held(shared, ctx);
+        self.release_over_prefetch(shared, ctx);
         shared.out.method(self.me.channel, &Method::TxCommitOk(Default::default()));
         true
     }
@@ -616,11 +617,11 @@ impl Channel {
         }
     }
 
-    /// Sends held deliveries once the channel-wide prefetch has room, then
+    /// Sends the deliveries waiting for prefetch room once there is room, then
     /// grants what room is left to the queues that asked.
-    fn release_held(&mut self, shared: &mut ConnShared, ctx: &mut ShardCtx) {
-        while !self.held.is_empty() && self.has_unacked_room(ctx) {
-            if let Some(delivery) = self.held.pop_front() {
+    fn release_over_prefetch(&mut self, shared: &mut ConnShared, ctx: &mut ShardCtx) {
+        while !self.over_prefetch.is_empty() && self.has_unacked_room(ctx) {
+            if let Some(delivery) = self.over_prefetch.pop_front() {
                 if self.consumers.iter().any(|c| c.id == delivery.consumer.consumer) {
                     self.write_delivery(delivery, shared);
                 } else {
@@ -632,12 +633,15 @@ impl Channel {
         self.grant_credit(ctx);
     }
 
-    /// A consumer is gone: the deliveries held for it go back to its queue.
+    /// A consumer is gone: its deliveries waiting for prefetch room go back to
+    /// its queue.
     fn return_held_of(&mut self, consumer: u32, ctx: &mut ShardCtx) {
-        if self.held.iter().any(|d| d.consumer.consumer == consumer) {
+        if self.over_prefetch.iter().any(|d| d.consumer.consumer == consumer) {
             let (theirs, others): (VecDeque<Delivery>, VecDeque<Delivery>) =
-                std::mem::take(&mut self.held).into_iter().partition(|d| d.consumer.consumer == consumer);
-            self.held = others;
+                std::mem::take(&mut self.over_prefetch)
+                    .into_iter()
+                    .partition(|d| d.consumer.consumer == consumer);
+            self.over_prefetch = others;
             for delivery in theirs {
                 undeliverable(delivery, ctx);
             }
@@ -670,7 +674,7 @@ impl Channel {
     fn grant_credit(&mut self, ctx: &mut ShardCtx) {
         while let Some(&(queue, consumer)) = self.grant_waiters.front() {
             let limit = self.prefetch_channel as usize;
-            let used = self.unacked.len() + self.held.len() + self.granted as usize;
+            let used = self.unacked.len() + self.over_prefetch.len() + self.granted as usize;
             let count = if limit == 0 {
                 GRANT_UNLIMITED
             } else if used < limit {

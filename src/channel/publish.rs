@@ -15,7 +15,7 @@ use crate::amqp::frame;
 use crate::amqp::properties::{self, ContentHeader};
 use crate::amqp::spec::{self, BasicPublish, Method};
 use crate::broker::ShardCtx;
-use crate::channel::{Channel, ChannelError, Flow};
+use crate::channel::{Channel, ChannelError, Outcome};
 use crate::envelope::{ConfirmTicket, Envelope};
 use crate::ids::{ChannelRef, ConnId, QueueRef, ShardId};
 use crate::message::{
@@ -79,14 +79,14 @@ pub(super) struct Content {
 
 impl Channel {
     /// basic.publish: the message's content frames come next.
-    pub(super) fn handle_basic_publish(&mut self, m: BasicPublish) -> Result<Flow, ChannelError> {
+    pub(super) fn handle_basic_publish(&mut self, m: BasicPublish) -> Result<Outcome, ChannelError> {
         if m.immediate {
             return Err(immediate_refused());
         }
         // The piece list of the last message is reused (one allocation less per message).
         let pieces = std::mem::take(&mut self.spare_pieces);
         self.content = Some(Content { method: m, header: None, body_size: 0, received: 0, pieces });
-        Ok(Flow::Continue)
+        Ok(Outcome::Continue)
     }
 
     pub(super) fn handle_header(

@@ -9,7 +9,7 @@ use crate::amqp::spec::{self, Method};
 use crate::broker::ShardCtx;
 use crate::channel::exchange_methods::missing_source;
 use crate::channel::methods::{check_exclusive, locked, not_found_vhost, reserved_name, topology_error};
-use crate::channel::{Awaiting, Channel, ChannelError, Flow, DIRECT_REPLY_QUEUE};
+use crate::channel::{Awaiting, Channel, ChannelError, Outcome, DIRECT_REPLY_QUEUE};
 use crate::envelope::QueueRequest;
 use crate::ids::QueueRef;
 use crate::queue::arguments::{self, DeclareFlags};
@@ -22,7 +22,7 @@ impl Channel {
         m: spec::QueueDeclare,
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
-    ) -> Result<Flow, ChannelError> {
+    ) -> Result<Outcome, ChannelError> {
         let channel = self.me.channel;
         let me = self.me.conn;
         if m.queue.as_bytes() == DIRECT_REPLY_QUEUE.as_bytes() && m.passive {
@@ -34,7 +34,7 @@ impl Channel {
                     consumer_count: 0,
                 }),
             );
-            return Ok(Flow::Continue);
+            return Ok(Outcome::Continue);
         }
         if !m.passive && m.queue.as_bytes().starts_with(b"amq.") {
             // RabbitMQ refuses the prefix on every non-passive declare, even of
@@ -80,7 +80,7 @@ impl Channel {
             // A declare is a use (x-expires); a remote queue is touched when
             // it next answers a declare.
             ctx.touch_queue(meta.queue.id);
-            return Ok(Flow::Continue);
+            return Ok(Outcome::Continue);
         }
         // The counts come from the owner, through the same ring as the
         // publishes and acks before them, so they include those.
@@ -92,7 +92,7 @@ impl Channel {
         m: spec::QueueBind,
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
-    ) -> Result<Flow, ChannelError> {
+    ) -> Result<Outcome, ChannelError> {
         let meta = self.lookup_queue(&m.queue, shared, ctx)?;
         check_exclusive(&meta, self.me.conn, &shared.vhost)?;
         let key =
@@ -104,7 +104,7 @@ impl Channel {
         if !m.no_wait {
             shared.out.method(self.me.channel, &Method::QueueBindOk(Default::default()));
         }
-        Ok(Flow::Continue)
+        Ok(Outcome::Continue)
     }
 
     pub(super) fn handle_queue_unbind(
@@ -112,7 +112,7 @@ impl Channel {
         m: spec::QueueUnbind,
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
-    ) -> Result<Flow, ChannelError> {
+    ) -> Result<Outcome, ChannelError> {
         let meta = self.lookup_queue(&m.queue, shared, ctx)?;
         check_exclusive(&meta, self.me.conn, &shared.vhost)?;
         ctx.registry()
@@ -120,7 +120,7 @@ impl Channel {
             .map_err(|e| missing_source(e, &m.exchange, shared))?;
         ctx.refresh_topology();
         shared.out.method(self.me.channel, &Method::QueueUnbindOk(Default::default()));
-        Ok(Flow::Continue)
+        Ok(Outcome::Continue)
     }
 
     pub(super) fn handle_queue_purge(
@@ -128,7 +128,7 @@ impl Channel {
         m: spec::QueuePurge,
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
-    ) -> Result<Flow, ChannelError> {
+    ) -> Result<Outcome, ChannelError> {
         let meta = self.lookup_queue(&m.queue, shared, ctx)?;
         check_exclusive(&meta, self.me.conn, &shared.vhost)?;
         self.request(&meta, QueueRequest::Purge, Awaiting::Purge { no_wait: m.no_wait }, shared, ctx)
@@ -139,7 +139,7 @@ impl Channel {
         m: spec::QueueDelete,
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
-    ) -> Result<Flow, ChannelError> {
+    ) -> Result<Outcome, ChannelError> {
         let meta = match self.lookup_queue(&m.queue, shared, ctx) {
             Ok(meta) => meta,
             Err(e) if e.code == spec::reply_code::NOT_FOUND && !m.queue.is_empty() => {
@@ -150,7 +150,7 @@ impl Channel {
                         &Method::QueueDeleteOk(spec::QueueDeleteOk { message_count: 0 }),
                     );
                 }
-                return Ok(Flow::Continue);
+                return Ok(Outcome::Continue);
             }
             Err(e) => return Err(e),
         };

@@ -4,7 +4,7 @@
 //! calls these when an envelope for the connection arrives.
 
 use crate::broker::ShardCtx;
-use crate::channel::Flow;
+use crate::channel::Outcome;
 use crate::connection::{Connection, Phase};
 use crate::envelope::QueueReply;
 use crate::ids::{ConsumerKey, QueueRef};
@@ -75,8 +75,8 @@ impl Connection {
         }
         self.paused_on = None;
         let result = match self.channels.get_mut(usize::from(channel)) {
-            Some(Some(ch)) => ch.handle_reply(reply, &mut self.shared, ctx).map(|()| Flow::Continue),
-            _ => Ok(Flow::Continue),
+            Some(Some(ch)) => ch.handle_reply(reply, &mut self.shared, ctx).map(|()| Outcome::Continue),
+            _ => Ok(Outcome::Continue),
         };
         self.after_channel(channel, result, ctx);
     }

@@ -32,7 +32,9 @@ use crate::amqp::spec::{self, Method};
 use crate::broker::ShardCtx;
 use crate::channel::decode::decode_method;
 use crate::channel::write_queue::WriteQueue;
-use crate::channel::{Channel, ChannelError, ClientCapabilities, ConnShared, Flow, MESSAGE_COPY_BYTES_MAX};
+use crate::channel::{
+    Channel, ChannelError, ClientCapabilities, ConnShared, Outcome, MESSAGE_COPY_BYTES_MAX,
+};
 use crate::envelope::Envelope;
 use crate::ids::{ChannelRef, ConnId};
 
@@ -88,7 +90,7 @@ pub struct Connection {
     /// A channel waiting for another shard's reply; no frame is processed until it comes.
     paused_on: Option<u16>,
     /// A queue it published to holds its publishers (see `broker::throttle`).
-    held: bool,
+    held_by_backlog: bool,
     /// It published while a resource alarm was raised: not read until every
     /// alarm clears (see [`crate::alarm`]).
     alarm_blocked: bool,
@@ -123,7 +125,7 @@ impl Connection {
             closing_since: None,
             linger_since: None,
             paused_on: None,
-            held: false,
+            held_by_backlog: false,
             alarm_blocked: false,
         }
     }
@@ -157,7 +159,7 @@ impl Connection {
     /// the peer is not reading what it asked for.
     pub fn read_paused(&self) -> bool {
         self.paused_on.is_some()
-            || self.held
+            || self.held_by_backlog
             || self.alarm_blocked
             || self.is_closed()
             || self.shared.out.queued_bytes() > WRITE_QUEUE_BYTES_HIGH
@@ -183,7 +185,7 @@ impl Connection {
     pub fn process(&mut self, ctx: &mut ShardCtx) {
         // A hold hit outside any frame (a dead-letter pass on a timer) is nobody's.
         ctx.throttle().clear_hit();
-        while self.paused_on.is_none() && !self.held && !self.alarm_blocked {
+        while self.paused_on.is_none() && !self.held_by_backlog && !self.alarm_blocked {
             match self.phase {
                 Phase::Closed => {
                     self.read_buf.clear();
@@ -203,7 +205,7 @@ impl Connection {
                     let content_header = frame.kind == FrameType::Header;
                     self.handle_frame(frame, ctx);
                     if let Some(queue) = ctx.throttle().take_hit() {
-                        self.held = true;
+                        self.held_by_backlog = true;
                         ctx.throttle().wait(queue, self.shared.id);
                     }
                     // A publish while an alarm is raised blocks the connection
@@ -467,11 +469,11 @@ impl Connection {
     }
 
     /// Applies what a channel's handler decided.
-    fn after_channel(&mut self, number: u16, result: Result<Flow, ChannelError>, ctx: &mut ShardCtx) {
+    fn after_channel(&mut self, number: u16, result: Result<Outcome, ChannelError>, ctx: &mut ShardCtx) {
         match result {
-            Ok(Flow::Continue) => {}
-            Ok(Flow::Paused) => self.paused_on = Some(number),
-            Ok(Flow::Closed) => {
+            Ok(Outcome::Continue) => {}
+            Ok(Outcome::Paused) => self.paused_on = Some(number),
+            Ok(Outcome::Closed) => {
                 if let Some(slot) = self.channels.get_mut(usize::from(number)) {
                     *slot = None;
                 }
@@ -573,7 +575,7 @@ impl Connection {
 
     /// The queue that held this connection's reading lets it go on.
     pub fn release_hold(&mut self) {
-        self.held = false;
+        self.held_by_backlog = false;
     }
 
     /// The write queue drained: return delivery credit to the queues.

@@ -12,7 +12,7 @@
 //!                 └──── settle(Requeue) <── unacked <─┘ (unless no-ack)
 //! ```
 //!
-//! Flow control: a consumer may hold at most `prefetch` unacknowledged
+//! Outcome control: a consumer may hold at most `prefetch` unacknowledged
 //! deliveries (basic.qos), and at most [`CONSUMER_CREDIT_MAX`] deliveries that
 //! its connection has not yet written to its socket. The second limit keeps a
 //! slow consumer's backlog in the queue instead of in a socket buffer.

@@ -1,5 +1,5 @@
 //! How many queues, exchanges and bindings the node may hold, and the memory
-//! alarm's hold on new ones, so that a loop of declares cannot exhaust
+//! alarm's refusal of new ones, so that a loop of declares cannot exhaust
 //! memory.
 //!
 //! RabbitMQ has no node-wide counts (only a vhost's optional `max-queues`)
@@ -48,7 +48,7 @@ impl Default for EntityLimits {
 }
 
 impl EntityLimits {
-    /// The configured limits, held by `resources`' memory alarm.
+    /// The configured limits; `resources`' memory alarm refuses new entities.
     pub fn from_config(config: &crate::config::Config, resources: Arc<ResourceLimits>) -> EntityLimits {
         EntityLimits {
             queue_count_max: config.queue_count_max,

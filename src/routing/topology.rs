@@ -195,7 +195,7 @@ pub struct Registry {
     shard_count: usize,
     /// Durable queues recovered at start, with their vhosts.
     recovered: Vec<(Arc<str>, Arc<QueueMeta>)>,
-    /// How many entities may exist, and the alarm that holds new ones.
+    /// How many entities may exist, and the alarm that refuses new ones.
     limits: EntityLimits,
 }
 
