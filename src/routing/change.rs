@@ -18,6 +18,7 @@ use crate::queue::QueueMeta;
 use crate::routing::durable::{self, Journal};
 use crate::routing::topology::{Destination, Exchange, Vhost};
 use crate::routing::BindError;
+use crate::storage::definitions::BindingDef;
 
 /// Adds `exchange` (its name is free in `v`).
 pub(crate) fn insert_exchange(v: &mut Vhost, exchange: Exchange, journal: &mut Journal) {
@@ -100,14 +101,10 @@ pub(crate) fn add_binding(
     arguments: &FieldTable,
     journal: &mut Journal,
 ) -> Result<bool, BindError> {
-    let Some(exchange) = v.exchanges.get(source) else {
+    let Some((exchange, record)) = source_and_record(v, source, dest, routing_key, arguments) else {
         return Ok(false);
     };
-    let record = durable::binding_def(v, exchange, dest, routing_key, arguments);
-    let Some(exchange) = v.exchanges.get_mut(source) else {
-        return Ok(false);
-    };
-    let added = Arc::make_mut(exchange).bindings.bind(dest, routing_key, arguments)?;
+    let added = exchange.bindings.bind(dest, routing_key, arguments)?;
     if added {
         v.binding_count += 1;
         if let Some(record) = record {
@@ -128,14 +125,10 @@ pub(crate) fn remove_binding(
     arguments: &FieldTable,
     journal: &mut Journal,
 ) -> bool {
-    let Some(exchange) = v.exchanges.get(source) else {
+    let Some((exchange, record)) = source_and_record(v, source, dest, routing_key, arguments) else {
         return false;
     };
-    let record = durable::binding_def(v, exchange, dest, routing_key, arguments);
-    let Some(exchange) = v.exchanges.get_mut(source) else {
-        return false;
-    };
-    if !Arc::make_mut(exchange).bindings.unbind(dest, routing_key, arguments) {
+    if !exchange.bindings.unbind(dest, routing_key, arguments) {
         return false;
     }
     v.binding_count -= 1;
@@ -144,4 +137,18 @@ pub(crate) fn remove_binding(
     }
     auto_delete_if_unbound(v, source, journal);
     true
+}
+
+/// The exchange `source` of `v`, to edit, and the log record of a binding
+/// from it to `dest` if that binding is durable.
+fn source_and_record<'v>(
+    v: &'v mut Vhost,
+    source: &ShortStr,
+    dest: Destination,
+    routing_key: &ShortStr,
+    arguments: &FieldTable,
+) -> Option<(&'v mut Exchange, Option<BindingDef>)> {
+    let record = durable::binding_def(v, v.exchanges.get(source)?, dest, routing_key, arguments);
+    let exchange = Arc::make_mut(v.exchanges.get_mut(source)?);
+    Some((exchange, record))
 }
