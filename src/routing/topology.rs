@@ -539,13 +539,7 @@ impl Registry {
         arguments: &FieldTable,
     ) -> Result<(), TopologyError> {
         self.mutate_vhost(vhost, OnLogError::Refuse, |v, journal| {
-            check_destination_exists(v, vhost, dest)?;
-            if !v.exchanges.contains_key(source) {
-                return Err(not_found_exchange(vhost, source));
-            }
-            if source.is_empty() {
-                return Err(default_exchange_refusal());
-            }
+            check_binding_ends(v, vhost, source, dest)?;
             // Detached: the key and arguments outlive the frame they came in.
             let added =
                 change::add_binding(v, source, dest, &routing_key.detached(), &arguments.detached(), journal)
@@ -570,13 +564,7 @@ impl Registry {
         arguments: &FieldTable,
     ) -> Result<(), TopologyError> {
         self.mutate_vhost(vhost, OnLogError::Refuse, |v, journal| {
-            check_destination_exists(v, vhost, dest)?;
-            if !v.exchanges.contains_key(source) {
-                return Err(not_found_exchange(vhost, source));
-            }
-            if source.is_empty() {
-                return Err(default_exchange_refusal());
-            }
+            check_binding_ends(v, vhost, source, dest)?;
             change::remove_binding(v, source, dest, routing_key, arguments, journal);
             Ok(())
         })
@@ -734,6 +722,24 @@ pub fn not_found_exchange(vhost: &str, name: &ShortStr) -> TopologyError {
 /// The 404 for a missing queue, worded as RabbitMQ words it.
 pub fn not_found_queue(vhost: &str, name: &ShortStr) -> TopologyError {
     TopologyError::NotFound(format!("no queue '{name}' in vhost '{vhost}'"))
+}
+
+/// A binding's source exists and is not the default exchange, and its
+/// destination exists: what bind and unbind check first, in RabbitMQ's order.
+fn check_binding_ends(
+    v: &Vhost,
+    vhost: &str,
+    source: &ShortStr,
+    dest: Destination,
+) -> Result<(), TopologyError> {
+    check_destination_exists(v, vhost, dest)?;
+    if !v.exchanges.contains_key(source) {
+        return Err(not_found_exchange(vhost, source));
+    }
+    if source.is_empty() {
+        return Err(default_exchange_refusal());
+    }
+    Ok(())
 }
 
 fn check_destination_exists(v: &Vhost, vhost: &str, dest: Destination) -> Result<(), TopologyError> {
