@@ -366,7 +366,15 @@ impl Raw {
     pub fn poll_frame(&mut self, timeout: Duration) -> Option<Option<(u8, u16, Vec<u8>)>> {
         self.stream.set_read_timeout(Some(timeout)).expect("read timeout");
         let mut one = [0u8; 1];
-        let ready = match self.stream.peek(&mut one) {
+        // A signal (the in-process broker's, a child's) can interrupt the
+        // wait; that is neither silence nor an error, so wait again.
+        let peeked = loop {
+            match self.stream.peek(&mut one) {
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                other => break other,
+            }
+        };
+        let ready = match peeked {
             Ok(0) => {
                 self.set_read_timeout(Duration::from_secs(5));
                 return Some(None);
