@@ -22,9 +22,9 @@
 //! - [`message`] (what travels), [`amqp`] (the wire codec, no I/O) and
 //!   [`ids`] (identifiers): used by every layer.
 
+pub mod access;
 pub mod alarm;
 pub mod amqp;
-pub mod auth;
 pub mod broker;
 pub mod channel;
 pub mod config;

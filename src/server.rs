@@ -8,8 +8,8 @@ use std::thread::JoinHandle;
 
 use mio::{Poll, Waker};
 
+use crate::access::Users;
 use crate::alarm::{Monitor, ResourceLimits};
-use crate::auth::Users;
 use crate::broker::ShardCtx;
 use crate::config::{Config, ConfigError};
 use crate::envelope::Envelope;

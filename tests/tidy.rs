@@ -76,31 +76,31 @@ const LOCK_EXCEPTIONS: [(&str, usize, &str); 1] = [(
 #[rustfmt::skip]
 const ALLOWED_IMPORTS: &[(&str, &[&str])] = &[
     ("server", &[
-        "shard", "connection", "channel", "broker", "routing", "envelope", "queue", "auth", "config", "alarm", "ring",
+        "shard", "connection", "channel", "broker", "routing", "envelope", "queue", "access", "config", "alarm", "ring",
         "storage", "message", "amqp", "ids"
     ]),
     ("shard", &[
-        "connection", "channel", "broker", "routing", "envelope", "queue", "auth", "config", "alarm", "ring",
+        "connection", "channel", "broker", "routing", "envelope", "queue", "access", "config", "alarm", "ring",
         "storage", "message", "amqp", "ids"
     ]),
     ("connection", &[
-        "channel", "broker", "routing", "envelope", "queue", "auth", "config", "alarm", "ring", "storage", "message",
+        "channel", "broker", "routing", "envelope", "queue", "access", "config", "alarm", "ring", "storage", "message",
         "amqp", "ids"
     ]),
     ("channel", &[
-        "broker", "routing", "envelope", "queue", "auth", "config", "alarm", "ring", "storage", "message",
+        "broker", "routing", "envelope", "queue", "access", "config", "alarm", "ring", "storage", "message",
         "amqp", "ids"
     ]),
     ("broker", &[
-        "routing", "envelope", "queue", "auth", "config", "alarm", "ring", "storage", "message", "amqp",
+        "routing", "envelope", "queue", "access", "config", "alarm", "ring", "storage", "message", "amqp",
         "ids"
     ]),
     ("routing", &[
-        "envelope", "queue", "auth", "config", "alarm", "ring", "storage", "message", "amqp", "ids"
+        "envelope", "queue", "access", "config", "alarm", "ring", "storage", "message", "amqp", "ids"
     ]),
-    ("envelope", &["queue", "auth", "config", "alarm", "ring", "storage", "message", "amqp", "ids"]),
-    ("queue", &["auth", "config", "alarm", "ring", "storage", "message", "amqp", "ids"]),
-    ("auth", &["config", "alarm", "ring", "storage", "message", "amqp", "ids"]),
+    ("envelope", &["queue", "access", "config", "alarm", "ring", "storage", "message", "amqp", "ids"]),
+    ("queue", &["access", "config", "alarm", "ring", "storage", "message", "amqp", "ids"]),
+    ("access", &["config", "alarm", "ring", "storage", "message", "amqp", "ids"]),
     ("config", &["alarm", "ring", "storage", "message", "amqp", "ids"]),
     ("alarm", &["ring", "storage", "message", "amqp", "ids"]),
     ("ring", &["ids"]),

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::auth::Users;
+use crate::access::Users;
 use crate::config::Config;
 use crate::envelope::Envelope;
 use crate::ids::{ConnId, ShardId};

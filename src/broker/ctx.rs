@@ -12,9 +12,9 @@ use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::access::Users;
 use crate::amqp::field::{FieldTable, ShortStr};
 use crate::amqp::spec::reply_code;
-use crate::auth::Users;
 use crate::config::Config;
 use crate::envelope::{ConfirmTicket, Envelope, QueueReply, QueueRequest};
 use crate::ids::{ChannelRef, ConnId, ConsumerKey, MsgId, QueueId, QueueRef, ShardId};

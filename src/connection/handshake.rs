@@ -3,9 +3,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::access::{AuthError, MECHANISMS};
 use crate::amqp::field::{FieldTable, FieldValue, LongStr, ShortStr};
 use crate::amqp::spec::{self, Method};
-use crate::auth::{AuthError, MECHANISMS};
 use crate::broker::ShardCtx;
 use crate::channel::ChannelError;
 use crate::channel::{ClientCapabilities, ConnShared};

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, BytesMut};
 use proptest::prelude::*;
 
+use crate::access::Users;
 use crate::amqp::field::{LongStr, ShortStr};
 use crate::amqp::frame::{self, FrameType, FRAME_END, PROTOCOL_HEADER};
 use crate::amqp::spec::{self, strategies, Method};
-use crate::auth::Users;
 use crate::broker::ShardCtx;
 use crate::config::Config;
 use crate::connection::Connection;

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 
+use crate::access::Users;
 use crate::amqp::field::{LongStr, ShortStr};
 use crate::amqp::frame::{self, Frame, FrameType, FRAME_END, PROTOCOL_HEADER};
 use crate::amqp::spec::{self, Method};
-use crate::auth::Users;
 use crate::broker::ShardCtx;
 use crate::channel::direct_reply_name;
 use crate::config::Config;

@@ -20,10 +20,12 @@
 //! Semantics follow RabbitMQ 4.x; each submodule names the RabbitMQ source
 //! it follows.
 
+mod access;
 pub mod change;
 pub mod durable;
 pub mod entity_limits;
 pub mod headers;
+mod vhosts;
 
 /// The hash map of the routing path: keys are client-chosen names, so the
 /// hasher is keyed per process (no crafted collisions) but much cheaper than

@@ -29,6 +29,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
+use crate::access::Access;
 use crate::amqp::field::{FieldTable, FieldValue, ShortStr};
 use crate::ids::{ExchangeKind, QueueId, QueueRef, ShardId};
 use crate::queue::QueueMeta;
@@ -101,6 +102,8 @@ pub struct Vhost {
 pub struct Topology {
     /// Vhosts by name.
     pub vhosts: FastMap<String, Arc<Vhost>>,
+    /// Users, vhost settings, permissions (see [`crate::access`]).
+    pub access: Arc<Access>,
     /// Increases with every change.
     pub generation: u64,
 }
@@ -312,45 +315,6 @@ impl Registry {
         self
     }
 
-    /// Creates a vhost with RabbitMQ's standard exchanges.
-    pub fn add_vhost(&self, name: &str) {
-        self.mutate(|topo| {
-            topo.vhosts.insert(name.to_owned(), Arc::new(self.standard_vhost()));
-        });
-    }
-
-    /// A vhost holding only RabbitMQ's standard exchanges (durable, always
-    /// created, never recorded).
-    pub(crate) fn standard_vhost(&self) -> Vhost {
-        let mut vhost = Vhost::default();
-        let standard: [(&'static str, ExchangeKind, bool); 8] = [
-            ("", ExchangeKind::Direct, false),
-            ("amq.direct", ExchangeKind::Direct, false),
-            ("amq.fanout", ExchangeKind::Fanout, false),
-            ("amq.topic", ExchangeKind::Topic, false),
-            ("amq.headers", ExchangeKind::Headers, false),
-            ("amq.match", ExchangeKind::Headers, false),
-            ("amq.rabbitmq.trace", ExchangeKind::Topic, true),
-            ("amq.rabbitmq.log", ExchangeKind::Topic, true),
-        ];
-        for (exchange_name, kind, internal) in standard {
-            let id = self.allocate_exchange_id();
-            let exchange = Exchange {
-                id,
-                name: ShortStr::from_static(exchange_name),
-                kind,
-                durable: true,
-                auto_delete: false,
-                internal,
-                arguments: FieldTable::default(),
-                bindings: BindingTable::new(kind),
-            };
-            vhost.exchange_names.insert(id, exchange.name.clone());
-            vhost.exchanges.insert(exchange.name.clone(), Arc::new(exchange));
-        }
-        vhost
-    }
-
     /// The current snapshot.
     pub fn load(&self) -> Arc<Topology> {
         self.current.load_full()
@@ -401,7 +365,7 @@ impl Registry {
     }
 
     /// Applies one change under the writer lock and publishes the new snapshot.
-    fn mutate<R>(&self, change: impl FnOnce(&mut Topology) -> R) -> R {
+    pub(super) fn mutate<R>(&self, change: impl FnOnce(&mut Topology) -> R) -> R {
         // A poisoned lock only means another writer panicked mid-change; the
         // snapshot it was building was never published, so ours is consistent.
         let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
