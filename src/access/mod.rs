@@ -14,8 +14,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
+pub mod hash;
 mod login;
 
+pub use hash::HashError;
 pub use login::{AuthError, User as LoginUser, Users, MECHANISMS};
 
 /// How a stored password hash was made (RabbitMQ's `hashing_algorithm`):
