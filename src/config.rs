@@ -77,10 +77,13 @@ pub struct Config {
     pub ring_capacity_slots: usize,
     /// Pin each shard thread to its own core.
     pub pin_shards: bool,
-    /// The default user, created at start.
+    /// The default user, created at start when there are no users, with
+    /// the tag `administrator` and every permission on `default_vhost`.
     pub default_user: String,
-    /// The default user's password.
+    /// The default user's password (stored as a SHA-256 hash).
     pub default_pass: String,
+    /// The vhost created at start if missing (RabbitMQ's `default_vhost`).
+    pub default_vhost: String,
     /// Users that may only connect from loopback (RabbitMQ's loopback_users).
     pub loopback_users: Vec<String>,
     /// How shards do socket I/O.
@@ -168,6 +171,7 @@ impl Default for Config {
             pin_shards: true,
             default_user: "guest".to_owned(),
             default_pass: "guest".to_owned(),
+            default_vhost: "/".to_owned(),
             loopback_users: vec!["guest".to_owned()],
             io_backend: IoBackend::Mio,
             data_dir: PathBuf::from(DATA_DIR_DEFAULT),

@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 
 use mio::{Poll, Waker};
 
-use crate::access::Users;
+use crate::access::{AccessChange, PasswordHash, Permission, Tracking, User, UserLimits};
 use crate::alarm::{Monitor, ResourceLimits};
 use crate::broker::ShardCtx;
 use crate::config::{Config, ConfigError};
@@ -128,8 +128,9 @@ impl Server {
         let (mut listeners, addrs) = bind_all(&config.listen)?;
         let (polls, doorbells) = polls_and_doorbells(shard_count).map_err(StartError::Io)?;
         let endpoints = crate::ring::mesh::<Envelope>(doorbells.clone(), config.ring_capacity_slots);
+        seed_defaults(&registry, &config);
         let config = Arc::new(config);
-        let users = Arc::new(Users::from_config(&config));
+        let tracking = Arc::new(Tracking::default());
         let stop = Arc::new(crate::shard::stop::Stop::new(shard_count));
         let cores =
             if config.pin_shards { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
@@ -137,8 +138,8 @@ impl Server {
         let connection_counts = Arc::new(ConnectionCounts::new(shard_count));
         let mut threads = Vec::with_capacity(shard_count);
         for (i, (poll, mesh)) in polls.into_iter().zip(endpoints).enumerate() {
-            let mut ctx = ShardCtx::new(Arc::clone(&config), Arc::clone(&users), Arc::clone(&registry), mesh);
-            ctx.share_node_state(Arc::clone(&resources), Arc::clone(&connections));
+            let mut ctx = ShardCtx::new(Arc::clone(&config), Arc::clone(&registry), mesh);
+            ctx.share_node_state(Arc::clone(&resources), Arc::clone(&connections), Arc::clone(&tracking));
             let doorbell = Arc::clone(&doorbells[i]);
             let messages = data_dir.messages_dir(i);
             ctx.open_log(&messages, Arc::new(move || drop(doorbell.ring()))).map_err(StartError::Io)?;
@@ -235,6 +236,39 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// The default vhost and user of a broker with no users: `default_vhost`
+/// (created if missing), and `default_user` with a SHA-256 hash of
+/// `default_pass`, the tag `administrator` and every permission on the
+/// default vhost, as RabbitMQ seeds a first start.
+pub fn seed_defaults(registry: &Registry, config: &Config) {
+    if !registry.load().access.vhosts.contains_key(&config.default_vhost) {
+        registry.add_vhost(&config.default_vhost);
+    }
+    if !registry.load().access.users.is_empty() {
+        return;
+    }
+    let user = User {
+        name: config.default_user.clone(),
+        password: Some(PasswordHash::new_sha256(&config.default_pass)),
+        tags: vec!["administrator".to_owned()],
+        limits: UserLimits::default(),
+    };
+    let all = ".*".to_owned();
+    let changes = [
+        AccessChange::PutUser(user),
+        AccessChange::SetPermission {
+            user: config.default_user.clone(),
+            vhost: config.default_vhost.clone(),
+            permission: Permission { configure: all.clone(), write: all.clone(), read: all },
+        },
+    ];
+    for change in &changes {
+        if let Err(e) = registry.change_access(change) {
+            tracing::warn!(error = %e, "cannot create the default user");
+        }
     }
 }
 

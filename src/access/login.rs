@@ -1,93 +1,151 @@
-//! Users and the SASL mechanisms RabbitMQ offers by default: PLAIN and AMQPLAIN.
+//! Login: the SASL mechanisms RabbitMQ offers (PLAIN, AMQPLAIN, and EXTERNAL
+//! on TLS connections) checked against the users of an [`Access`] snapshot.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::{Access, User};
 use crate::amqp::field::{FieldTable, FieldValue};
 
-/// Mechanisms offered in connection.start, space separated.
-pub const MECHANISMS: &str = "AMQPLAIN PLAIN";
+/// Mechanisms offered in connection.start on a plain TCP connection, in
+/// RabbitMQ's order.
+pub const MECHANISMS: &str = "PLAIN AMQPLAIN";
+/// Mechanisms offered on a TLS connection: RabbitMQ offers EXTERNAL on every
+/// TLS connection, with or without a client certificate, so that a client
+/// without one is refused with a reason instead of finding no mechanism.
+pub const MECHANISMS_TLS: &str = "EXTERNAL PLAIN AMQPLAIN";
 
-/// A known user.
-#[derive(Debug, Clone)]
-pub struct User {
-    /// Password, compared in constant time.
-    pub password: String,
-    /// May only connect from a loopback address.
-    pub loopback_only: bool,
+/// What the connection's transport says about the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport<'a> {
+    /// Plain TCP.
+    Tcp,
+    /// TLS without a verified client certificate.
+    TlsWithoutCertificate,
+    /// TLS with a verified client certificate naming this identity (its CN
+    /// or SAN, as configured).
+    TlsCertificate(&'a str),
 }
 
-/// The user database.
-#[derive(Debug, Clone, Default)]
-pub struct Users {
-    users: HashMap<String, User>,
+impl Transport<'_> {
+    /// The mechanisms offered on it.
+    pub fn mechanisms(self) -> &'static str {
+        match self {
+            Transport::Tcp => MECHANISMS,
+            _ => MECHANISMS_TLS,
+        }
+    }
 }
 
-/// Why a login failed; all of them are answered the same way to the client.
+/// One start-ok to check.
+#[derive(Debug, Clone, Copy)]
+pub struct Login<'a> {
+    /// Mechanism name as sent.
+    pub mechanism: &'a [u8],
+    /// The SASL response as sent.
+    pub response: &'a [u8],
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// How it is connected.
+    pub transport: Transport<'a>,
+}
+
+/// Why a login failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AuthError {
-    /// The mechanism is not one we offer.
+    /// The mechanism is not one offered on this connection (RabbitMQ closes
+    /// the socket without a word).
     UnknownMechanism(String),
-    /// The response could not be parsed.
+    /// The response could not be parsed (RabbitMQ closes the socket too).
     Malformed,
-    /// Unknown user or wrong password.
-    Refused(String),
-    /// A loopback-only user connected from elsewhere.
-    NotLoopback(String),
+    /// A login refused: the client gets one text for every reason (RabbitMQ's
+    /// "Login was refused…"), the log gets the user and the reason.
+    Refused {
+        /// User name as sent (escaped if not UTF-8), or "" if none.
+        user: String,
+        /// Why.
+        reason: Refusal,
+    },
 }
 
-impl Users {
-    /// The default user database from the configuration.
-    pub fn from_config(config: &crate::config::Config) -> Users {
-        let mut users = HashMap::new();
-        users.insert(
-            config.default_user.clone(),
-            User {
-                password: config.default_pass.clone(),
-                loopback_only: config.loopback_users.contains(&config.default_user),
-            },
-        );
-        Users { users }
-    }
+/// Why a login was refused; logged, never told to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// No such user.
+    UnknownUser,
+    /// Wrong password.
+    WrongPassword,
+    /// The user has no password (certificate login only).
+    NoPassword,
+    /// A loopback-only user connected from elsewhere.
+    NotLoopback,
+    /// EXTERNAL over TLS without a client certificate.
+    NoCertificate,
+}
 
-    /// Checks a start-ok response; returns the user name.
-    ///
-    /// Names and passwords are compared as the bytes the client sent, never
-    /// through a lossy conversion: a name that is not UTF-8 names no user
-    /// (ours are configured as text) and is refused like an unknown one, as
-    /// RabbitMQ refuses it.
-    pub fn authenticate(
-        &self,
-        mechanism: &[u8],
-        response: &[u8],
-        peer: SocketAddr,
-    ) -> Result<String, AuthError> {
-        let (user, pass) = match mechanism {
-            b"PLAIN" => parse_plain(response)?,
-            b"AMQPLAIN" => parse_amqplain(response)?,
-            other => return Err(AuthError::UnknownMechanism(printable(other))),
-        };
-        let Some((name, known)) =
-            std::str::from_utf8(&user).ok().and_then(|name| Some((name, self.users.get(name)?)))
-        else {
-            return Err(AuthError::Refused(printable(&user)));
-        };
-        if !constant_time_eq(known.password.as_bytes(), &pass) {
-            return Err(AuthError::Refused(name.to_owned()));
-        }
-        if known.loopback_only && !peer.ip().is_loopback() {
-            return Err(AuthError::NotLoopback(name.to_owned()));
-        }
-        Ok(name.to_owned())
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Refusal::UnknownUser => "user does not exist",
+            Refusal::WrongPassword => "invalid credentials",
+            Refusal::NoPassword => "user has no password (certificate login only)",
+            Refusal::NotLoopback => "user can only connect via localhost",
+            Refusal::NoCertificate => "connection peer presented no TLS (x.509) certificate",
+        })
     }
+}
+
+/// Checks a start-ok against the users of `access`; returns the user.
+///
+/// Names and passwords are compared as the bytes the client sent, never
+/// through a lossy conversion: a name that is not UTF-8 names no user and is
+/// refused like an unknown one, as RabbitMQ refuses it.
+pub fn authenticate(
+    access: &Access,
+    loopback_users: &[String],
+    login: &Login<'_>,
+) -> Result<Arc<User>, AuthError> {
+    let (name, password) = match (login.mechanism, login.transport) {
+        (b"PLAIN", _) => {
+            let (user, pass) = parse_plain(login.response)?;
+            (user, Some(pass))
+        }
+        (b"AMQPLAIN", _) => {
+            let (user, pass) = parse_amqplain(login.response)?;
+            (user, Some(pass))
+        }
+        (b"EXTERNAL", Transport::TlsCertificate(identity)) => (identity.as_bytes().to_vec(), None),
+        (b"EXTERNAL", Transport::TlsWithoutCertificate) => {
+            return Err(AuthError::Refused { user: String::new(), reason: Refusal::NoCertificate })
+        }
+        (other, _) => return Err(AuthError::UnknownMechanism(printable(other))),
+    };
+    let refused = |reason| AuthError::Refused { user: printable(&name), reason };
+    let user = std::str::from_utf8(&name)
+        .ok()
+        .and_then(|name| access.users.get(name))
+        .ok_or_else(|| refused(Refusal::UnknownUser))?;
+    if let Some(password) = password {
+        let Some(hash) = &user.password else {
+            return Err(refused(Refusal::NoPassword));
+        };
+        if !hash.verify(&password) {
+            return Err(refused(Refusal::WrongPassword));
+        }
+    }
+    if loopback_users.iter().any(|u| *u == user.name) && !login.peer.ip().is_loopback() {
+        return Err(refused(Refusal::NotLoopback));
+    }
+    Ok(Arc::clone(user))
 }
 
 /// Client bytes for a log line or reply text: UTF-8 as it is, anything else
 /// escaped (`\xff`), so that no two different names print alike.
-fn printable(bytes: &[u8]) -> String {
+pub fn printable(bytes: &[u8]) -> String {
     match std::str::from_utf8(bytes) {
         Ok(text) => text.to_owned(),
         Err(_) => bytes.escape_ascii().to_string(),
@@ -123,53 +181,91 @@ fn parse_amqplain(response: &[u8]) -> Result<(Vec<u8>, Vec<u8>), AuthError> {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access::{PasswordHash, UserLimits};
 
-    fn peer() -> SocketAddr {
-        "127.0.0.1:1000".parse().unwrap()
+    fn access(users: &[(&str, Option<&str>)]) -> Access {
+        let mut access = Access::default();
+        for (name, password) in users {
+            let user = User {
+                name: (*name).to_owned(),
+                password: password.map(PasswordHash::new_sha256),
+                tags: Vec::new(),
+                limits: UserLimits::default(),
+            };
+            access.users.insert(user.name.clone(), Arc::new(user));
+        }
+        access
+    }
+
+    fn login<'a>(mechanism: &'a [u8], response: &'a [u8], peer: &str, transport: Transport<'a>) -> Login<'a> {
+        Login { mechanism, response, peer: peer.parse().unwrap(), transport }
+    }
+
+    fn check(access: &Access, l: Login<'_>) -> Result<String, AuthError> {
+        authenticate(access, &["guest".to_owned()], &l).map(|u| u.name.clone())
+    }
+
+    const LOCAL: &str = "127.0.0.1:1000";
+
+    #[test]
+    fn plain_checks_the_hash_and_loopback_users() {
+        let a = access(&[("guest", Some("guest")), ("bob", Some("pw"))]);
+        assert_eq!(check(&a, login(b"PLAIN", b"\0guest\0guest", LOCAL, Transport::Tcp)), Ok("guest".into()));
+        let wrong = check(&a, login(b"PLAIN", b"\0guest\0nope", LOCAL, Transport::Tcp));
+        assert_eq!(wrong, Err(AuthError::Refused { user: "guest".into(), reason: Refusal::WrongPassword }));
+        let remote = check(&a, login(b"PLAIN", b"\0guest\0guest", "10.1.2.3:1000", Transport::Tcp));
+        assert_eq!(remote, Err(AuthError::Refused { user: "guest".into(), reason: Refusal::NotLoopback }));
+        assert_eq!(check(&a, login(b"PLAIN", b"\0bob\0pw", "10.1.2.3:1", Transport::Tcp)), Ok("bob".into()));
+        assert_eq!(check(&a, login(b"PLAIN", b"guest", LOCAL, Transport::Tcp)), Err(AuthError::Malformed));
+        let unknown = check(&a, login(b"PLAIN", b"\0eve\0pw", LOCAL, Transport::Tcp));
+        assert_eq!(unknown, Err(AuthError::Refused { user: "eve".into(), reason: Refusal::UnknownUser }));
     }
 
     #[test]
-    fn plain_accepts_guest_from_loopback_only() {
-        let users = Users::from_config(&crate::config::Config::default());
-        assert_eq!(users.authenticate(b"PLAIN", b"\0guest\0guest", peer()), Ok("guest".into()));
-        assert!(matches!(users.authenticate(b"PLAIN", b"\0guest\0nope", peer()), Err(AuthError::Refused(_))));
-        let remote: SocketAddr = "10.1.2.3:1000".parse().unwrap();
-        assert!(matches!(
-            users.authenticate(b"PLAIN", b"\0guest\0guest", remote),
-            Err(AuthError::NotLoopback(_))
-        ));
-        assert_eq!(users.authenticate(b"PLAIN", b"guest", peer()), Err(AuthError::Malformed));
+    fn a_user_without_password_cannot_use_a_password() {
+        let a = access(&[("certonly", None)]);
+        for response in [&b"\0certonly\0"[..], b"\0certonly\0x"] {
+            let refused = check(&a, login(b"PLAIN", response, LOCAL, Transport::Tcp));
+            assert_eq!(
+                refused,
+                Err(AuthError::Refused { user: "certonly".into(), reason: Refusal::NoPassword })
+            );
+        }
+        let by_cert = login(b"EXTERNAL", b"", LOCAL, Transport::TlsCertificate("certonly"));
+        assert_eq!(check(&a, by_cert), Ok("certonly".into()));
+    }
+
+    #[test]
+    fn external_needs_tls_and_a_certificate() {
+        let a = access(&[("bob", Some("pw"))]);
+        let tcp = check(&a, login(b"EXTERNAL", b"", LOCAL, Transport::Tcp));
+        assert_eq!(tcp, Err(AuthError::UnknownMechanism("EXTERNAL".into())));
+        let none = check(&a, login(b"EXTERNAL", b"", LOCAL, Transport::TlsWithoutCertificate));
+        assert_eq!(none, Err(AuthError::Refused { user: String::new(), reason: Refusal::NoCertificate }));
+        let stranger = check(&a, login(b"EXTERNAL", b"", LOCAL, Transport::TlsCertificate("eve")));
+        assert_eq!(stranger, Err(AuthError::Refused { user: "eve".into(), reason: Refusal::UnknownUser }));
+        assert_eq!(Transport::Tcp.mechanisms(), "PLAIN AMQPLAIN");
+        assert_eq!(Transport::TlsWithoutCertificate.mechanisms(), "EXTERNAL PLAIN AMQPLAIN");
     }
 
     #[test]
     fn names_and_passwords_are_compared_as_bytes() {
-        let config = crate::config::Config { default_pass: "gu\u{fffd}st".to_owned(), ..Default::default() };
-        let users = Users::from_config(&config);
+        let a = access(&[("guest", Some("gu\u{fffd}st"))]);
         // A lossy conversion would turn 0xff into U+FFFD and let these in.
-        assert!(matches!(
-            users.authenticate(b"PLAIN", b"\0guest\0gu\xffst", peer()),
-            Err(AuthError::Refused(_))
-        ));
+        let lossy = check(&a, login(b"PLAIN", b"\0guest\0gu\xffst", LOCAL, Transport::Tcp));
+        assert!(matches!(lossy, Err(AuthError::Refused { reason: Refusal::WrongPassword, .. })));
+        let exact = login(b"PLAIN", "\0guest\0gu\u{fffd}st".as_bytes(), LOCAL, Transport::Tcp);
+        assert_eq!(check(&a, exact), Ok("guest".into()));
+        let refused = check(&a, login(b"PLAIN", b"\0gu\xffest\0guest", LOCAL, Transport::Tcp));
         assert_eq!(
-            users.authenticate(b"PLAIN", "\0guest\0gu\u{fffd}st".as_bytes(), peer()),
-            Ok("guest".into())
+            refused,
+            Err(AuthError::Refused { user: "gu\\xffest".into(), reason: Refusal::UnknownUser })
         );
-        let refused = users.authenticate(b"PLAIN", b"\0gu\xffest\0guest", peer());
-        assert_eq!(refused, Err(AuthError::Refused("gu\\xffest".into())));
-        assert_eq!(
-            users.authenticate(b"PL\xffIN", b"\0guest\0guest", peer()),
-            Err(AuthError::UnknownMechanism("PL\\xffIN".into()))
-        );
+        let mechanism = check(&a, login(b"PL\xffIN", b"\0guest\0guest", LOCAL, Transport::Tcp));
+        assert_eq!(mechanism, Err(AuthError::UnknownMechanism("PL\\xffIN".into())));
     }
 
     #[test]
@@ -182,7 +278,7 @@ mod tests {
             body.put_u32(v.len() as u32);
             body.extend_from_slice(v.as_bytes());
         }
-        let users = Users::from_config(&crate::config::Config::default());
-        assert_eq!(users.authenticate(b"AMQPLAIN", &body, peer()), Ok("guest".into()));
+        let a = access(&[("guest", Some("guest"))]);
+        assert_eq!(check(&a, login(b"AMQPLAIN", &body, LOCAL, Transport::Tcp)), Ok("guest".into()));
     }
 }

@@ -8,17 +8,24 @@
 //! management API), and read by connections at login and by channels when
 //! they compile what they may do. Nothing here is per message.
 //!
-//! `login` holds the SASL mechanisms and the check of a start-ok response.
+//! `hash` holds RabbitMQ's password hashes, `login` the SASL mechanisms and
+//! the check of a start-ok response, `grants` a user's permissions in one
+//! vhost compiled for the checks, `tracking` the node-wide counts that the
+//! connection and channel limits need.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
+pub mod grants;
 pub mod hash;
-mod login;
+pub mod login;
+pub mod tracking;
 
+pub use grants::{Denied, Grants, Perm, Resource};
 pub use hash::HashError;
-pub use login::{AuthError, User as LoginUser, Users, MECHANISMS};
+pub use login::{AuthError, Login, Refusal, Transport};
+pub use tracking::Tracking;
 
 /// How a stored password hash was made (RabbitMQ's `hashing_algorithm`):
 /// base64(salt:4 ‖ H(salt ‖ password)).

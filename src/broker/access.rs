@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::access::Users;
+use crate::access::Tracking;
 use crate::config::Config;
 use crate::envelope::Envelope;
 use crate::ids::{ConnId, ShardId};
@@ -35,9 +35,10 @@ impl ShardCtx {
         &self.config
     }
 
-    /// Users and passwords, for the handshake's authentication.
-    pub fn users(&self) -> &Users {
-        &self.users
+    /// Node-wide connection, channel and failed-login counts, for the
+    /// access limits and the log of failed logins.
+    pub fn tracking(&self) -> &Tracking {
+        &self.tracking
     }
 
     /// The shared topology, for declares, deletes and binds (each followed
@@ -52,15 +53,18 @@ impl ShardCtx {
         self.now
     }
 
-    /// Uses the shared alarm state and node-wide connection count (the
-    /// server's; a new context has its own, unlimited and zero).
+    /// Uses the shared alarm state, node-wide connection count and access
+    /// tracking (the server's; a new context has its own, unlimited and
+    /// zero).
     pub fn share_node_state(
         &mut self,
         resources: Arc<crate::alarm::ResourceLimits>,
         connections: Arc<std::sync::atomic::AtomicUsize>,
+        tracking: Arc<Tracking>,
     ) {
         self.resources = resources;
         self.connections = connections;
+        self.tracking = tracking;
     }
 
     /// The alarms raised now (see [`crate::alarm`]): one relaxed load.

@@ -12,7 +12,6 @@ use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::access::Users;
 use crate::amqp::field::{FieldTable, ShortStr};
 use crate::amqp::spec::reply_code;
 use crate::config::Config;
@@ -35,8 +34,9 @@ pub struct ShardCtx {
     pub(super) shard: ShardId,
     /// Broker configuration.
     pub(super) config: Arc<Config>,
-    /// Users and passwords.
-    pub(super) users: Arc<Users>,
+    /// Node-wide connection, channel and failed-login counts (the
+    /// server's; a new context has its own).
+    pub(super) tracking: Arc<crate::access::Tracking>,
     /// The shared topology.
     pub(super) registry: Arc<Registry>,
     topology: Arc<Topology>,
@@ -129,12 +129,7 @@ pub type ShardLog = crate::storage::Log<ConfirmTicket>;
 
 impl ShardCtx {
     /// A context for shard `mesh.shard_id()`.
-    pub fn new(
-        config: Arc<Config>,
-        users: Arc<Users>,
-        registry: Arc<Registry>,
-        mesh: MeshEndpoint<Envelope>,
-    ) -> ShardCtx {
+    pub fn new(config: Arc<Config>, registry: Arc<Registry>, mesh: MeshEndpoint<Envelope>) -> ShardCtx {
         let topology = registry.load();
         let topology_generation = topology.generation;
         let shard = mesh.shard_id();
@@ -145,7 +140,7 @@ impl ShardCtx {
         ShardCtx {
             shard,
             config,
-            users,
+            tracking: Arc::default(),
             registry,
             topology,
             topology_generation,

@@ -2,6 +2,7 @@
 //! rejects, qos, consumers, basic.get and recover.
 
 use super::ConnShared;
+use crate::access::Perm;
 use crate::amqp::field::ShortStr;
 use crate::amqp::spec::{self, Method};
 use crate::broker::ShardCtx;
@@ -143,6 +144,7 @@ impl Channel {
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
     ) -> Result<Outcome, ChannelError> {
+        self.allow_queue(Perm::Read, &m.queue)?;
         let meta = self.lookup_queue(&m.queue, shared, ctx)?;
         check_exclusive(&meta, self.me.conn, &shared.vhost)?;
         arguments::check_consume(&m.arguments, &meta.arguments).map_err(|e| {
@@ -216,6 +218,7 @@ impl Channel {
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
     ) -> Result<Outcome, ChannelError> {
+        self.allow_queue(Perm::Read, &m.queue)?;
         let meta = self.lookup_queue(&m.queue, shared, ctx)?;
         check_exclusive(&meta, self.me.conn, &shared.vhost)?;
         self.request(&meta, QueueRequest::Get { no_ack: m.no_ack }, Awaiting::Get, shared, ctx)

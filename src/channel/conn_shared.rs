@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use crate::access::{Access, Grants};
 use crate::ids::{ConnId, QueueRef};
 
 use super::write_queue::WriteQueue;
@@ -46,4 +47,33 @@ pub struct ConnShared {
     pub confirm_dirty: Vec<u16>,
     /// Channels owing delivery credit to queues.
     pub credit_dirty: Vec<u16>,
+    /// What the user may do in the vhost, compiled at connection.open and
+    /// again at a channel.open after the access snapshot changed; each
+    /// channel keeps the grants it opened with.
+    pub grants: Arc<Grants>,
+    /// The access snapshot `grants` were compiled from.
+    pub grants_access: Arc<Access>,
+    /// connection.open admitted it: counted per vhost and user in
+    /// [`crate::access::Tracking`] until it closes.
+    pub admitted: bool,
+}
+
+impl ConnShared {
+    /// Sets the grants compiled from `access`.
+    pub fn set_grants(&mut self, grants: Arc<Grants>, access: Arc<Access>) {
+        self.grants = grants;
+        self.grants_access = access;
+    }
+
+    /// The grants for a channel opening now: recompiled if `access` is not
+    /// the snapshot they came from (a user without permission any more gets
+    /// grants of nothing).
+    pub fn current_grants(&mut self, access: &Arc<Access>) -> Arc<Grants> {
+        if !Arc::ptr_eq(access, &self.grants_access) {
+            let grants = Grants::compile(access, &self.user, &self.vhost)
+                .unwrap_or_else(|| Grants::nothing(&self.user, &self.vhost));
+            self.set_grants(Arc::new(grants), Arc::clone(access));
+        }
+        Arc::clone(&self.grants)
+    }
 }

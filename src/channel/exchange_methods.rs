@@ -1,10 +1,12 @@
 //! Handlers of the exchange class: declare, delete, bind and unbind.
 
 use super::ConnShared;
+use crate::access::{Grants, Perm, Resource};
+use crate::amqp::field::FieldValue;
 use crate::amqp::field::ShortStr;
 use crate::amqp::spec::{self, Method};
 use crate::broker::ShardCtx;
-use crate::channel::methods::{not_found_vhost, reserved_name, topology_error};
+use crate::channel::methods::{denied, not_found_vhost, reserved_name, topology_error};
 use crate::channel::{Channel, ChannelError, Outcome};
 use crate::ids::ExchangeKind;
 use crate::queue::arguments;
@@ -21,7 +23,7 @@ impl Channel {
         if m.passive {
             check_exchange_exists(&m.exchange, shared, ctx)?;
         } else {
-            declare_exchange(m, shared, ctx)?;
+            declare_exchange(m, &self.grants, shared, ctx)?;
         }
         if !no_wait {
             shared.out.method(self.me.channel, &Method::ExchangeDeclareOk(Default::default()));
@@ -47,6 +49,7 @@ impl Channel {
                 ),
             ));
         }
+        self.allow_exchange(Perm::Configure, &m.exchange)?;
         match ctx.registry().delete_exchange(&shared.vhost, &m.exchange, m.if_unused) {
             Ok(()) | Err(TopologyError::NotFound(_)) => {}
             Err(e) => return Err(topology_error(e)),
@@ -64,6 +67,7 @@ impl Channel {
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
     ) -> Result<Outcome, ChannelError> {
+        self.check_exchange_binding(&m.destination, &m.source, &m.routing_key, shared, ctx)?;
         let dest = exchange_destination(&m.destination, shared, ctx)?;
         ctx.registry()
             .bind(&shared.vhost, &m.source, dest, &m.routing_key, &m.arguments)
@@ -81,6 +85,7 @@ impl Channel {
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
     ) -> Result<Outcome, ChannelError> {
+        self.check_exchange_binding(&m.destination, &m.source, &m.routing_key, shared, ctx)?;
         let dest = exchange_destination(&m.destination, shared, ctx)?;
         ctx.registry()
             .unbind(&shared.vhost, &m.source, dest, &m.routing_key, &m.arguments)
@@ -90,6 +95,27 @@ impl Channel {
             shared.out.method(self.me.channel, &Method::ExchangeUnbindOk(Default::default()));
         }
         Ok(Outcome::Continue)
+    }
+}
+
+impl Channel {
+    /// exchange.bind/unbind's checks, in RabbitMQ's order: write on the
+    /// destination, the default exchange refused, read on the source, and
+    /// on a topic source read on the binding key.
+    fn check_exchange_binding(
+        &self,
+        destination: &ShortStr,
+        source: &ShortStr,
+        key: &ShortStr,
+        shared: &ConnShared,
+        ctx: &ShardCtx,
+    ) -> Result<(), ChannelError> {
+        self.allow_exchange(Perm::Write, destination)?;
+        if destination.is_empty() || source.is_empty() {
+            return Err(default_exchange_refused());
+        }
+        self.allow_exchange(Perm::Read, source)?;
+        self.allow_topic(Perm::Read, source, key, shared, ctx)
     }
 }
 
@@ -109,6 +135,7 @@ fn check_exchange_exists(name: &ShortStr, shared: &ConnShared, ctx: &ShardCtx) -
 /// existing one is equivalent.
 fn declare_exchange(
     m: spec::ExchangeDeclare,
+    grants: &Grants,
     shared: &ConnShared,
     ctx: &mut ShardCtx,
 ) -> Result<(), ChannelError> {
@@ -121,6 +148,7 @@ fn declare_exchange(
     if m.exchange.is_empty() {
         return Err(default_exchange_refused());
     }
+    grants.check(Perm::Configure, Resource::Exchange, m.exchange.as_bytes()).map_err(denied)?;
     let exists = ctx.vhost(&shared.vhost).is_some_and(|v| v.exchanges.contains_key(m.exchange.as_bytes()));
     if !exists && m.exchange.as_bytes().starts_with(b"amq.") {
         return Err(reserved_name("exchange", &m.exchange));
@@ -135,6 +163,11 @@ fn declare_exchange(
                 ),
             )
         })?;
+        if let Some(FieldValue::LongStr(ae)) = m.arguments.get(b"alternate-exchange") {
+            // Publishing to the exchange may end in the alternate one.
+            grants.check(Perm::Read, Resource::Exchange, m.exchange.as_bytes()).map_err(denied)?;
+            grants.check(Perm::Write, Resource::Exchange, ae.as_bytes()).map_err(denied)?;
+        }
     }
     let spec = ExchangeSpec {
         name: m.exchange,

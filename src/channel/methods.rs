@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use super::ConnShared;
+use crate::access::{Denied, Perm, Resource};
 use crate::amqp::field::ShortStr;
 use crate::amqp::spec::{self, Method};
 use crate::broker::ShardCtx;
@@ -45,6 +46,12 @@ pub(super) fn check_exclusive(meta: &QueueMeta, me: ConnId, vhost: &str) -> Resu
         Some(owner) if owner != me => Err(locked(&meta.name, vhost)),
         _ => Ok(()),
     }
+}
+
+/// A permission check refused: 403 with RabbitMQ's text (closes the channel).
+#[cold]
+pub(super) fn denied(d: Denied) -> ChannelError {
+    ChannelError::new(spec::reply_code::ACCESS_REFUSED, d.0)
 }
 
 pub(super) fn not_found_vhost(shared: &ConnShared) -> ChannelError {
@@ -214,6 +221,38 @@ impl Channel {
     fn handle_access_request(&mut self, shared: &mut ConnShared) -> Result<Outcome, ChannelError> {
         shared.out.method(self.me.channel, &Method::AccessRequestOk(spec::AccessRequestOk { ticket: 1 }));
         Ok(Outcome::Continue)
+    }
+
+    /// Checks `perm` on the queue `name` ("" is the last queue declared on
+    /// this channel), before the queue is looked up, as RabbitMQ checks it.
+    pub(super) fn allow_queue(&self, perm: Perm, name: &ShortStr) -> Result<(), ChannelError> {
+        let name = if name.is_empty() { self.last_queue.as_ref().unwrap_or(name) } else { name };
+        self.grants.check(perm, Resource::Queue, name.as_bytes()).map_err(denied)
+    }
+
+    /// Checks `perm` on the exchange `name` ("" is `amq.default`).
+    pub(super) fn allow_exchange(&self, perm: Perm, name: &ShortStr) -> Result<(), ChannelError> {
+        self.grants.check(perm, Resource::Exchange, name.as_bytes()).map_err(denied)
+    }
+
+    /// Checks the topic permission on `key` if `exchange` (in this channel's
+    /// vhost) is a topic exchange.
+    pub(super) fn allow_topic(
+        &self,
+        perm: Perm,
+        exchange: &ShortStr,
+        key: &ShortStr,
+        shared: &ConnShared,
+        ctx: &ShardCtx,
+    ) -> Result<(), ChannelError> {
+        let is_topic = ctx
+            .vhost(&shared.vhost)
+            .and_then(|v| v.exchanges.get(exchange.as_bytes()))
+            .is_some_and(|x| x.kind == crate::ids::ExchangeKind::Topic);
+        if !is_topic {
+            return Ok(());
+        }
+        self.grants.check_topic(perm, exchange.as_bytes(), key.as_bytes()).map_err(denied)
     }
 
     /// Resolves a queue name ("" means the last queue declared on this channel).

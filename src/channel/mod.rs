@@ -19,7 +19,9 @@ mod queue_methods;
 pub mod write_queue;
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
+use crate::access::Grants;
 use crate::amqp::field::ShortStr;
 use crate::amqp::frame::{Frame, FrameType};
 use crate::amqp::spec::{self, Method};
@@ -222,11 +224,16 @@ pub struct Channel {
     route_cache: Option<Box<publish::RouteCache>>,
     /// The body-piece list of the last publish, kept for the next.
     spare_pieces: Vec<bytes::Bytes>,
+    /// What the user may do in the vhost, as of this channel's opening.
+    grants: Arc<Grants>,
+    /// The exchange the last publish was allowed to write to: a run of
+    /// publishes to one exchange checks the permission once.
+    write_granted: Option<ShortStr>,
 }
 
 impl Channel {
-    /// A newly opened channel.
-    pub fn new(me: ChannelRef, incarnation: u32) -> Channel {
+    /// A newly opened channel, checking what it is asked against `grants`.
+    pub fn new(me: ChannelRef, incarnation: u32, grants: Arc<Grants>) -> Channel {
         Channel {
             me,
             incarnation,
@@ -248,6 +255,8 @@ impl Channel {
             awaiting_queue: ShortStr::default(),
             route_cache: None,
             spare_pieces: Vec::new(),
+            grants,
+            write_granted: None,
         }
     }
 

@@ -10,14 +10,16 @@
 use bytes::{Bytes, BytesMut};
 
 use super::ConnShared;
+use crate::access::{Perm, Resource};
 use crate::amqp::field::ShortStr;
 use crate::amqp::frame;
 use crate::amqp::properties::{self, ContentHeader};
 use crate::amqp::spec::{self, BasicPublish, Method};
 use crate::broker::ShardCtx;
+use crate::channel::methods::denied;
 use crate::channel::{Channel, ChannelError, Outcome};
 use crate::envelope::{ConfirmTicket, Envelope};
-use crate::ids::{ChannelRef, ConnId, QueueRef, ShardId};
+use crate::ids::{ChannelRef, ConnId, ExchangeKind, QueueRef, ShardId};
 use crate::message::{
     Body, Message, MessageParts, FLAG_EXPIRATION, FLAG_HEADERS, FLAG_REPLY_TO, FLAG_USER_ID,
 };
@@ -229,8 +231,12 @@ impl Channel {
             c.published += 1;
             c.published
         });
-        if let Some(tx) = &mut self.tx {
-            tx.publishes.push((message, mandatory));
+        if self.tx.is_some() {
+            // Checked at publish, as RabbitMQ does, not at commit.
+            self.check_write(&message.exchange).map_err(|e| e.on_publish())?;
+            if let Some(tx) = &mut self.tx {
+                tx.publishes.push((message, mandatory));
+            }
             return Ok(());
         }
         let verdict = self.route_message(message, mandatory, seq, shared, ctx).map_err(|e| e.on_publish())?;
@@ -253,6 +259,8 @@ impl Channel {
     ) -> Result<Verdict, ChannelError> {
         let flags = message.property_flags();
         if flags & (FLAG_REPLY_TO | FLAG_USER_ID | FLAG_EXPIRATION) != 0 {
+            // RabbitMQ checks the write permission before the properties.
+            self.check_write(&message.exchange)?;
             message = self.check_properties(message, shared)?;
         }
         let generation = ctx.topology().generation;
@@ -265,6 +273,10 @@ impl Channel {
             }
             return Ok(verdict);
         }
+        // A route found in the cache passed these checks when it was cached
+        // (the channel's grants never change); the rest check here, the
+        // write permission once per run of publishes to one exchange.
+        self.check_write(&message.exchange)?;
         let Some(vhost) = ctx.vhost(&shared.vhost).cloned() else {
             return Err(ChannelError::new(spec::reply_code::NOT_FOUND, "vhost is gone".into()));
         };
@@ -282,6 +294,10 @@ impl Channel {
                     message.exchange, shared.vhost
                 ),
             ));
+        }
+        if exchange.kind == ExchangeKind::Topic {
+            let (name, key) = (message.exchange.as_bytes(), message.routing_key.as_bytes());
+            self.grants.check_topic(Perm::Write, name, key).map_err(denied)?;
         }
         if message.exchange.is_empty()
             && message.routing_key.as_bytes().starts_with(DIRECT_REPLY_PREFIX.as_bytes())
@@ -374,7 +390,7 @@ impl Channel {
             }
         }
         if let Some(user_id) = &header.properties.user_id {
-            if user_id.as_bytes() != shared.user.as_bytes() {
+            if user_id.as_bytes() != shared.user.as_bytes() && !self.grants.is_impersonator() {
                 return Err(ChannelError::new(
                     spec::reply_code::PRECONDITION_FAILED,
                     format!(
@@ -400,6 +416,24 @@ impl Channel {
             message = Message::new(parts);
         }
         Ok(message)
+    }
+
+    /// Checks the write permission on `exchange`, once for a run of
+    /// publishes to it: one comparison with the last exchange allowed.
+    #[inline]
+    fn check_write(&mut self, exchange: &ShortStr) -> Result<(), ChannelError> {
+        match &self.write_granted {
+            Some(granted) if same_bytes(granted.as_bytes(), exchange.as_bytes()) => Ok(()),
+            _ => self.grant_write(exchange),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn grant_write(&mut self, exchange: &ShortStr) -> Result<(), ChannelError> {
+        self.grants.check(Perm::Write, Resource::Exchange, exchange.as_bytes()).map_err(denied)?;
+        self.write_granted = Some(exchange.detached());
+        Ok(())
     }
 
     #[cold]

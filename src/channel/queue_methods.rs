@@ -4,11 +4,14 @@
 use std::sync::Arc;
 
 use super::ConnShared;
+use crate::access::Perm;
 use crate::amqp::field::{FieldValue, ShortStr};
 use crate::amqp::spec::{self, Method};
 use crate::broker::ShardCtx;
 use crate::channel::exchange_methods::missing_source;
-use crate::channel::methods::{check_exclusive, locked, not_found_vhost, reserved_name, topology_error};
+use crate::channel::methods::{
+    check_exclusive, denied, locked, not_found_vhost, reserved_name, topology_error,
+};
 use crate::channel::{Awaiting, Channel, ChannelError, Outcome, DIRECT_REPLY_QUEUE};
 use crate::envelope::QueueRequest;
 use crate::ids::QueueRef;
@@ -41,6 +44,12 @@ impl Channel {
             // a server-named queue that exists.
             return Err(reserved_name("queue", &m.queue));
         }
+        // A server-named queue gets its name first: the configure check is on it.
+        let name =
+            if m.queue.is_empty() && !m.passive { ctx.generate_name("amq.gen-") } else { m.queue.clone() };
+        if !m.passive {
+            self.allow_queue(Perm::Configure, &name)?;
+        }
         let existing = {
             let vhost = ctx.vhost(&shared.vhost).ok_or_else(|| not_found_vhost(shared))?;
             if m.queue.is_empty() {
@@ -70,10 +79,7 @@ impl Channel {
                 };
                 return Err(topology_error(topology::not_found_queue(&shared.vhost, &name)));
             }
-            None => {
-                let name = if m.queue.is_empty() { ctx.generate_name("amq.gen-") } else { m.queue.clone() };
-                self.create_queue(name, &m, shared, ctx)?
-            }
+            None => self.create_queue(name, &m, shared, ctx)?,
         };
         self.last_queue = Some(meta.name.clone());
         if m.no_wait {
@@ -93,6 +99,7 @@ impl Channel {
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
     ) -> Result<Outcome, ChannelError> {
+        self.check_queue_binding(&m.queue, &m.exchange, &m.routing_key, shared, ctx)?;
         let meta = self.lookup_queue(&m.queue, shared, ctx)?;
         check_exclusive(&meta, self.me.conn, &shared.vhost)?;
         let key =
@@ -113,6 +120,7 @@ impl Channel {
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
     ) -> Result<Outcome, ChannelError> {
+        self.check_queue_binding(&m.queue, &m.exchange, &m.routing_key, shared, ctx)?;
         let meta = self.lookup_queue(&m.queue, shared, ctx)?;
         check_exclusive(&meta, self.me.conn, &shared.vhost)?;
         ctx.registry()
@@ -129,6 +137,7 @@ impl Channel {
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
     ) -> Result<Outcome, ChannelError> {
+        self.allow_queue(Perm::Read, &m.queue)?;
         let meta = self.lookup_queue(&m.queue, shared, ctx)?;
         check_exclusive(&meta, self.me.conn, &shared.vhost)?;
         self.request(&meta, QueueRequest::Purge, Awaiting::Purge { no_wait: m.no_wait }, shared, ctx)
@@ -140,6 +149,9 @@ impl Channel {
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
     ) -> Result<Outcome, ChannelError> {
+        if !m.queue.is_empty() || self.last_queue.is_some() {
+            self.allow_queue(Perm::Configure, &m.queue)?;
+        }
         let meta = match self.lookup_queue(&m.queue, shared, ctx) {
             Ok(meta) => meta,
             Err(e) if e.code == spec::reply_code::NOT_FOUND && !m.queue.is_empty() => {
@@ -169,6 +181,7 @@ impl Channel {
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
     ) -> Result<Arc<QueueMeta>, ChannelError> {
+        self.check_new_queue(&name, m, shared, ctx)?;
         // Checked before anything is recorded: a declare RabbitMQ would refuse
         // must not reach the definitions log or the queue table.
         let flags = DeclareFlags { durable: m.durable, exclusive: m.exclusive, auto_delete: m.auto_delete };
@@ -206,6 +219,66 @@ impl Channel {
                 Ok(existing)
             }
         }
+    }
+}
+
+impl Channel {
+    /// What RabbitMQ checks of a queue about to be created, in its order:
+    /// the vhost's `max-queues`, then with a dead-letter exchange, read on
+    /// the queue and write on the exchange.
+    fn check_new_queue(
+        &self,
+        name: &ShortStr,
+        m: &spec::QueueDeclare,
+        shared: &ConnShared,
+        ctx: &ShardCtx,
+    ) -> Result<(), ChannelError> {
+        let vhost = &shared.vhost;
+        let limit = ctx.topology().access.vhosts.get(vhost.as_ref()).and_then(|v| v.limits.max_queues);
+        if let Some(limit) = limit {
+            let count = ctx.vhost(vhost).map_or(0, |v| v.queues.len());
+            if count >= limit as usize {
+                return Err(ChannelError::new(
+                    spec::reply_code::PRECONDITION_FAILED,
+                    format!(
+                        "cannot declare queue '{name}': queue limit in vhost '{vhost}' ({limit}) is reached"
+                    ),
+                ));
+            }
+        }
+        if let Some(FieldValue::LongStr(dlx)) = m.arguments.get(b"x-dead-letter-exchange") {
+            self.allow_queue(Perm::Read, name)?;
+            let dlx = dlx.as_bytes();
+            self.grants.check(Perm::Write, crate::access::Resource::Exchange, dlx).map_err(denied)?;
+        }
+        Ok(())
+    }
+
+    /// queue.bind/unbind's checks, in RabbitMQ's order: write on the queue,
+    /// read on the exchange (the default exchange is refused after the
+    /// first), and on a topic exchange read on the binding key.
+    fn check_queue_binding(
+        &self,
+        queue: &ShortStr,
+        exchange: &ShortStr,
+        key: &ShortStr,
+        shared: &ConnShared,
+        ctx: &ShardCtx,
+    ) -> Result<(), ChannelError> {
+        if queue.is_empty() && self.last_queue.is_none() {
+            // lookup_queue's 404 comes first, as RabbitMQ's name expansion.
+            return Ok(());
+        }
+        self.allow_queue(Perm::Write, queue)?;
+        if exchange.is_empty() {
+            return Ok(());
+        }
+        self.allow_exchange(Perm::Read, exchange)?;
+        let key = match (queue.is_empty(), key.is_empty(), &self.last_queue) {
+            (true, true, Some(last)) => last,
+            _ => key,
+        };
+        self.allow_topic(Perm::Read, exchange, key, shared, ctx)
     }
 }
 

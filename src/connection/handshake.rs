@@ -3,7 +3,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::access::{AuthError, MECHANISMS};
+use crate::access::tracking::{Admission, OpenRefusal};
+use crate::access::{AuthError, Grants, Login, Transport};
 use crate::amqp::field::{FieldTable, FieldValue, LongStr, ShortStr};
 use crate::amqp::spec::{self, Method};
 use crate::broker::ShardCtx;
@@ -25,8 +26,9 @@ const CAPABILITIES: [&str; 9] = [
     "direct_reply_to",
 ];
 
-/// connection.start with our server properties.
-pub fn start_method() -> Method {
+/// connection.start with our server properties and the mechanisms offered
+/// on this transport.
+pub fn start_method(transport: Transport<'_>) -> Method {
     let mut capabilities = FieldTable::new();
     for name in CAPABILITIES {
         capabilities.insert(ShortStr::from_static(name), FieldValue::Bool(true));
@@ -47,16 +49,17 @@ pub fn start_method() -> Method {
         version_major: 0,
         version_minor: 9,
         server_properties: props,
-        mechanisms: LongStr::from_static(MECHANISMS),
+        mechanisms: LongStr::from_static(transport.mechanisms()),
         locales: LongStr::from_static("en_US"),
     })
 }
 
-/// Handles start-ok: records capabilities, logs in. Returns connection.tune.
+/// Handles start-ok: records capabilities, logs in against the users of
+/// the registry's current snapshot. Returns connection.tune.
 pub fn start_ok(
     shared: &mut ConnShared,
     m: &spec::ConnectionStartOk,
-    peer: SocketAddr,
+    login: (SocketAddr, Transport<'_>),
     ctx: &ShardCtx,
 ) -> Result<Method, ChannelError> {
     if let Some(FieldValue::Table(caps)) = m.client_properties.get(b"capabilities") {
@@ -67,34 +70,52 @@ pub fn start_ok(
             connection_blocked: flag(b"connection.blocked"),
         };
     }
-    let mechanism = m.mechanism.as_bytes();
-    match ctx.users().authenticate(mechanism, m.response.as_bytes(), peer) {
-        Ok(user) => shared.user = user,
-        Err(e) => {
-            let text = match &e {
-                AuthError::UnknownMechanism(name) => {
-                    format!("unsupported authentication mechanism '{name}'")
-                }
-                AuthError::NotLoopback(user) => format!("User '{user}' can only connect via localhost"),
-                _ => format!(
-                    "Login was refused using authentication mechanism {}. For details see the broker logfile.",
-                    m.mechanism
-                ),
-            };
-            tracing::info!(%peer, reason = ?e, "login refused");
-            let mut error = ChannelError::hard(spec::reply_code::ACCESS_REFUSED, text);
-            // RabbitMQ reports a refused login only to clients that asked for
-            // it, and never an unknown mechanism.
-            error.close_silently =
-                !shared.caps.authentication_failure_close || matches!(e, AuthError::UnknownMechanism(_));
-            return Err(error);
+    let (peer, transport) = login;
+    let access = Arc::clone(&ctx.registry().load().access);
+    let request =
+        Login { mechanism: m.mechanism.as_bytes(), response: m.response.as_bytes(), peer, transport };
+    match crate::access::login::authenticate(&access, &ctx.config().loopback_users, &request) {
+        Ok(user) => {
+            ctx.tracking().login_succeeded(peer.ip());
+            shared.user = user.name.clone();
         }
+        Err(e) => return Err(login_refused(&e, &m.mechanism, peer, shared, ctx)),
     }
     Ok(Method::ConnectionTune(spec::ConnectionTune {
         channel_max: ctx.config().channel_max,
         frame_max: ctx.config().frame_size_bytes_max,
         heartbeat: ctx.config().heartbeat_seconds,
     }))
+}
+
+/// A failed login, answered as RabbitMQ 3.10 answers it: one text for every
+/// refusal, sent only to a client with the `authentication_failure_close`
+/// capability (others see the socket close); a mechanism not offered or a
+/// response that does not parse closes the socket without a word. Logged at
+/// warn with the user, peer and mechanism (never the password), and the
+/// peer's count of failures in a row.
+#[cold]
+fn login_refused(
+    e: &AuthError,
+    mechanism: &ShortStr,
+    peer: SocketAddr,
+    shared: &ConnShared,
+    ctx: &ShardCtx,
+) -> ChannelError {
+    let failures = ctx.tracking().login_failed(peer.ip());
+    match e {
+        AuthError::Refused { user, reason } => {
+            tracing::warn!(%peer, %mechanism, user = %user, %reason, failures, "login refused");
+        }
+        other => tracing::warn!(%peer, %mechanism, reason = ?other, failures, "login refused"),
+    }
+    let text = format!(
+        "Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
+    );
+    let mut error = ChannelError::hard(spec::reply_code::ACCESS_REFUSED, text);
+    error.close_silently =
+        !shared.caps.authentication_failure_close || !matches!(e, AuthError::Refused { .. });
+    error
 }
 
 /// Negotiated connection limits.
@@ -163,9 +184,39 @@ pub fn open(
         }
     }
     let vhost = m.virtual_host.to_string_lossy();
-    if ctx.vhost(&vhost).is_none() {
+    let topology = ctx.registry().load();
+    if ctx.vhost(&vhost).is_none() || !topology.access.vhosts.contains_key(vhost.as_ref()) {
         return Err(ChannelError::hard(spec::reply_code::NOT_ALLOWED, format!("vhost {vhost} not found")));
     }
+    let access = &topology.access;
+    let grants = Grants::compile(access, &shared.user, &vhost);
+    let admission = Admission {
+        vhost: &vhost,
+        vhost_limit: access.vhosts.get(vhost.as_ref()).and_then(|v| v.limits.max_connections),
+        user: &shared.user,
+        user_limit: access.users.get(&shared.user).and_then(|u| u.limits.max_connections),
+        has_access: grants.is_some(),
+    };
+    let user = &shared.user;
+    let refused = |text: String| Err(ChannelError::hard(spec::reply_code::NOT_ALLOWED, text));
+    match ctx.tracking().admit_connection(admission) {
+        Ok(()) => {}
+        Err(OpenRefusal::VhostLimit(limit)) => {
+            return refused(format!(
+                "access to vhost '{vhost}' refused for user '{user}': connection limit ({limit}) is reached"
+            ))
+        }
+        Err(OpenRefusal::UserLimit(limit)) => {
+            return refused(format!(
+                "connection refused for user '{user}': user connection limit ({limit}) is reached"
+            ))
+        }
+        Err(OpenRefusal::NoAccess) => return refused(crate::access::grants::vhost_refused(&vhost, user)),
+    }
+    shared.admitted = true;
     shared.vhost = Arc::from(vhost.as_ref());
+    if let Some(grants) = grants {
+        shared.set_grants(Arc::new(grants), Arc::clone(access));
+    }
     Ok(Method::ConnectionOpenOk(Default::default()))
 }

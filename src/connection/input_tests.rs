@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, BytesMut};
 use proptest::prelude::*;
 
-use crate::access::Users;
 use crate::amqp::field::{LongStr, ShortStr};
 use crate::amqp::frame::{self, FrameType, FRAME_END, PROTOCOL_HEADER};
 use crate::amqp::spec::{self, strategies, Method};
@@ -48,9 +47,10 @@ fn step() -> impl Strategy<Value = Step> {
 fn ctx() -> ShardCtx {
     let mesh = crate::ring::mesh::<Envelope>(vec![Arc::new(Doorbell::without_waker())], 16);
     let config = Arc::new(Config::default());
-    let users = Arc::new(Users::from_config(&config));
+    let registry = Arc::new(Registry::new());
+    crate::server::seed_defaults(&registry, &config);
     let endpoint = mesh.into_iter().next().expect("one endpoint");
-    ShardCtx::new(config, users, Arc::new(Registry::new()), endpoint)
+    ShardCtx::new(config, registry, endpoint)
 }
 
 fn method_bytes(channel: u16, method: &Method) -> BytesMut {

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
+use crate::access::{Grants, Transport};
 use crate::amqp::field::ShortStr;
 use crate::amqp::frame::{self, Frame, FrameType, ProtocolHeaderCheck, PROTOCOL_HEADER};
 use crate::amqp::spec::{self, Method};
@@ -94,6 +95,10 @@ pub struct Connection {
     /// It published while a resource alarm was raised: not read until every
     /// alarm clears (see [`crate::alarm`]).
     alarm_blocked: bool,
+    /// `None`: plain TCP. `Some(None)`: TLS without a verified client
+    /// certificate. `Some(Some(identity))`: TLS with one, naming `identity`
+    /// (for EXTERNAL login). Set by the shard's TLS code before any byte.
+    peer_cert: Option<Option<String>>,
 }
 
 impl Connection {
@@ -116,6 +121,9 @@ impl Connection {
                 next_consumer: 0,
                 confirm_dirty: Vec::new(),
                 credit_dirty: Vec::new(),
+                grants: Arc::new(Grants::nothing("", "")),
+                grants_access: Arc::default(),
+                admitted: false,
             },
             channel_max: 0,
             heartbeat: Duration::ZERO,
@@ -127,7 +135,17 @@ impl Connection {
             paused_on: None,
             held_by_backlog: false,
             alarm_blocked: false,
+            peer_cert: None,
         }
+    }
+
+    /// The connection came over TLS: called by the shard's TLS code for
+    /// every TLS connection before any byte is processed, with the identity
+    /// of its verified client certificate (its CN or SAN, as configured) or
+    /// `None` without one. EXTERNAL is offered on TLS connections only, and
+    /// logs in as `identity`.
+    pub fn set_peer_cert_identity(&mut self, identity: Option<String>) {
+        self.peer_cert = Some(identity);
     }
 
     /// This connection's id.
@@ -290,7 +308,7 @@ impl Connection {
             }
             ProtocolHeaderCheck::Match => {
                 let _ = self.read_buf.split_to(PROTOCOL_HEADER.len());
-                self.shared.out.method(0, &handshake::start_method());
+                self.shared.out.method(0, &handshake::start_method(transport(&self.peer_cert)));
                 self.phase = Phase::StartOk;
                 let _ = ctx;
                 true
@@ -341,7 +359,8 @@ impl Connection {
         };
         let result = match (self.phase, method) {
             (Phase::StartOk, Method::ConnectionStartOk(m)) => {
-                handshake::start_ok(&mut self.shared, &m, self.peer, ctx).map(|tune| {
+                let login = (self.peer, transport(&self.peer_cert));
+                handshake::start_ok(&mut self.shared, &m, login, ctx).map(|tune| {
                     self.shared.out.method(0, &tune);
                     self.phase = Phase::TuneOk;
                 })
@@ -457,6 +476,16 @@ impl Connection {
                 ctx,
             );
         }
+        let access = Arc::clone(&ctx.registry().load().access);
+        let user_limit = access.users.get(&self.shared.user).and_then(|u| u.limits.max_channels);
+        if let Err(limit) = ctx.tracking().admit_channel(&self.shared.user, user_limit) {
+            let text = format!(
+                "number of channels opened for user '{}' has reached the maximum allowed user limit of ({limit})",
+                self.shared.user
+            );
+            return self.close_with(ChannelError::hard(spec::reply_code::NOT_ALLOWED, text), ctx);
+        }
+        let grants = self.shared.current_grants(&access);
         let index = usize::from(number);
         if self.channels.len() <= index {
             self.channels.resize_with(index + 1, || None);
@@ -464,7 +493,7 @@ impl Connection {
         let channel_ref = ChannelRef { conn: self.shared.id, channel: number };
         let incarnation = self.shared.next_consumer;
         self.shared.next_consumer = self.shared.next_consumer.wrapping_add(1);
-        self.channels[index] = Some(Box::new(Channel::new(channel_ref, incarnation)));
+        self.channels[index] = Some(Box::new(Channel::new(channel_ref, incarnation, grants)));
         self.shared.out.method(number, &Method::ChannelOpenOk(Default::default()));
     }
 
@@ -475,7 +504,9 @@ impl Connection {
             Ok(Outcome::Paused) => self.paused_on = Some(number),
             Ok(Outcome::Closed) => {
                 if let Some(slot) = self.channels.get_mut(usize::from(number)) {
-                    *slot = None;
+                    if slot.take().is_some() {
+                        ctx.tracking().channel_closed(&self.shared.user);
+                    }
                 }
             }
             Err(e) if e.is_hard() => self.close_with(e, ctx),
@@ -562,7 +593,11 @@ impl Connection {
         for slot in &mut self.channels {
             if let Some(mut channel) = slot.take() {
                 channel.release(&mut self.shared, ctx);
+                ctx.tracking().channel_closed(&self.shared.user);
             }
+        }
+        if std::mem::take(&mut self.shared.admitted) {
+            ctx.tracking().connection_closed(&self.shared.vhost, &self.shared.user);
         }
         for queue in std::mem::take(&mut self.shared.exclusive_queues) {
             if queue.shard == ctx.shard() {
@@ -619,6 +654,15 @@ impl Connection {
             Phase::Closing => self.closing_since.is_none_or(|t| now.duration_since(t) < CLOSE_TIMEOUT),
             Phase::Closed => self.linger_since.is_none_or(|t| now.duration_since(t) < CLOSE_LINGER),
         }
+    }
+}
+
+/// How the peer is connected, for login (see `Connection::peer_cert`).
+fn transport(peer_cert: &Option<Option<String>>) -> Transport<'_> {
+    match peer_cert {
+        None => Transport::Tcp,
+        Some(None) => Transport::TlsWithoutCertificate,
+        Some(Some(identity)) => Transport::TlsCertificate(identity),
     }
 }
 

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 
-use crate::access::Users;
 use crate::amqp::field::{LongStr, ShortStr};
 use crate::amqp::frame::{self, Frame, FrameType, FRAME_END, PROTOCOL_HEADER};
 use crate::amqp::spec::{self, Method};
@@ -28,10 +27,11 @@ fn two_shards() -> (ShardCtx, MeshEndpoint<Envelope>) {
     let doorbells = vec![Arc::new(Doorbell::without_waker()), Arc::new(Doorbell::without_waker())];
     let mut endpoints = crate::ring::mesh::<Envelope>(doorbells, 16).into_iter();
     let config = Arc::new(Config::default());
-    let users = Arc::new(Users::from_config(&config));
+    let registry = Arc::new(Registry::new());
+    crate::server::seed_defaults(&registry, &config);
     let shard0 = endpoints.next().expect("shard 0");
     let shard1 = endpoints.next().expect("shard 1");
-    (ShardCtx::new(config, users, Arc::new(Registry::new()), shard0), shard1)
+    (ShardCtx::new(config, registry, shard0), shard1)
 }
 
 fn method(channel: u16, m: Method) -> BytesMut {
