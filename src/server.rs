@@ -214,6 +214,21 @@ impl Server {
         Some(meta.queue.shard.index())
     }
 
+    /// Changes users, permissions or vhost settings; connections and
+    /// channels opened from now on see the change (control plane: the
+    /// definitions import and the management API will use it).
+    pub fn change_access(&self, change: &AccessChange) -> Result<(), crate::access::AccessError> {
+        self.registry.change_access(change)
+    }
+
+    /// Creates a vhost with RabbitMQ's standard exchanges and no
+    /// permissions (a no-op if it exists).
+    pub fn add_vhost(&self, name: &str) {
+        if !self.registry.load().vhosts.contains_key(name) {
+            self.registry.add_vhost(name);
+        }
+    }
+
     /// Stops every shard (connections get connection.close 320) and waits.
     pub fn shutdown(mut self) {
         self.stop();

@@ -201,3 +201,52 @@ fn a_connection_runs_from_handshake_to_deliver_without_socket_or_epoll() {
         other => panic!("expected one DirectReply from shard 0: {other:?}"),
     }
 }
+
+/// A connection through the handshake's start: `identity` is what the TLS
+/// code tells it (`None`: plain TCP), returns the mechanisms offered.
+fn started(ctx: &mut ShardCtx, identity: Option<Option<&str>>) -> (Connection, String) {
+    let id = ConnId { shard: ShardId(0), slot: 0, generation: 1 };
+    let mut conn =
+        Connection::new(id, "127.0.0.1:1".parse().expect("addr"), ctx.now(), Duration::from_secs(10));
+    if let Some(identity) = identity {
+        conn.set_peer_cert_identity(identity.map(str::to_owned));
+    }
+    let (frames, _) = run(&mut conn, ctx, &PROTOCOL_HEADER);
+    let Ok(Method::ConnectionStart(start)) = Method::decode(frames[0].payload.clone()) else {
+        panic!("connection.start expected");
+    };
+    (conn, start.mechanisms.to_string())
+}
+
+fn external_start_ok() -> BytesMut {
+    method(
+        0,
+        Method::ConnectionStartOk(spec::ConnectionStartOk {
+            mechanism: ShortStr::from_static("EXTERNAL"),
+            locale: ShortStr::from_static("en_US"),
+            ..Default::default()
+        }),
+    )
+}
+
+#[test]
+fn external_login_is_offered_over_tls_and_uses_the_certificate_identity() {
+    let (mut ctx, _shard1) = two_shards();
+    ctx.set_now(Instant::now());
+    let (mut conn, mechanisms) = started(&mut ctx, None);
+    assert_eq!(mechanisms, "PLAIN AMQPLAIN");
+    let (frames, _) = run(&mut conn, &mut ctx, &external_start_ok());
+    assert!(frames.is_empty() && conn.is_closed(), "EXTERNAL is not offered over plain TCP");
+
+    let (mut conn, mechanisms) = started(&mut ctx, Some(Some("guest")));
+    assert_eq!(mechanisms, "EXTERNAL PLAIN AMQPLAIN");
+    let (frames, _) = run(&mut conn, &mut ctx, &external_start_ok());
+    assert_eq!(names(&frames), ["connection.tune"], "the certificate's user logs in without a password");
+
+    for identity in [Some("nobody"), None] {
+        let (mut conn, mechanisms) = started(&mut ctx, Some(identity));
+        assert_eq!(mechanisms, "EXTERNAL PLAIN AMQPLAIN");
+        let (frames, _) = run(&mut conn, &mut ctx, &external_start_ok());
+        assert!(frames.is_empty() && conn.is_closed(), "refused for {identity:?}");
+    }
+}
