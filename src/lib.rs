@@ -12,7 +12,8 @@
 //! - [`routing`]: exchanges and bindings, and the shared topology snapshot.
 //! - [`envelope`]: the messages one shard sends another.
 //! - [`queue`]: one queue: messages, consumers, dispatch.
-//! - [`auth`]: users and the SASL mechanisms (PLAIN, AMQPLAIN).
+//! - [`access`]: users, vhost settings and permissions (RabbitMQ's model), password
+//!   hashes, login (PLAIN, AMQPLAIN, EXTERNAL), permission grants, access limits.
 //! - [`config`]: the settings, with the defaults and bounds of the modules
 //!   below (which take plain values, never a `Config`).
 //! - [`alarm`]: the memory and disk alarms that block publishers.

@@ -500,3 +500,13 @@ fn permissions_changed_apply_to_channels_opened_later() {
     raw.send_method(2, 50, 10, &declare_args("c-b", false, &[]));
     raw.expect_channel_close(2, 403, &refused_text("queue", "c-b", "u"));
 }
+
+#[test]
+fn an_empty_queue_name_without_a_declared_queue_is_404_before_any_check() {
+    let Some(f) = fixture() else { return };
+    let mut raw = open(&f, "u");
+    let get = Args::new().u16(0).shortstr("").bits(&[true]).build();
+    raw.send_method(1, 60, 70, &get);
+    let text = "NOT_FOUND - no previously declared queue";
+    assert_eq!(raw.expect_channel_close(1, 404, text).reply_text, text);
+}

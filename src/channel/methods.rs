@@ -225,8 +225,14 @@ impl Channel {
 
     /// Checks `perm` on the queue `name` ("" is the last queue declared on
     /// this channel), before the queue is looked up, as RabbitMQ checks it.
+    /// Without a last queue, "" is left to the lookup's 404, which RabbitMQ
+    /// raises first.
     pub(super) fn allow_queue(&self, perm: Perm, name: &ShortStr) -> Result<(), ChannelError> {
-        let name = if name.is_empty() { self.last_queue.as_ref().unwrap_or(name) } else { name };
+        let name = match (name.is_empty(), &self.last_queue) {
+            (false, _) => name,
+            (true, Some(last)) => last,
+            (true, None) => return Ok(()),
+        };
         self.grants.check(perm, Resource::Queue, name.as_bytes()).map_err(denied)
     }
 

@@ -149,9 +149,7 @@ impl Channel {
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
     ) -> Result<Outcome, ChannelError> {
-        if !m.queue.is_empty() || self.last_queue.is_some() {
-            self.allow_queue(Perm::Configure, &m.queue)?;
-        }
+        self.allow_queue(Perm::Configure, &m.queue)?;
         let meta = match self.lookup_queue(&m.queue, shared, ctx) {
             Ok(meta) => meta,
             Err(e) if e.code == spec::reply_code::NOT_FOUND && !m.queue.is_empty() => {

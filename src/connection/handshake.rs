@@ -185,7 +185,8 @@ pub fn open(
     }
     let vhost = m.virtual_host.to_string_lossy();
     let topology = ctx.registry().load();
-    if ctx.vhost(&vhost).is_none() || !topology.access.vhosts.contains_key(vhost.as_ref()) {
+    // The registry's current snapshot: a vhost made a moment ago is there.
+    if !topology.vhosts.contains_key(vhost.as_ref()) || !topology.access.vhosts.contains_key(vhost.as_ref()) {
         return Err(ChannelError::hard(spec::reply_code::NOT_ALLOWED, format!("vhost {vhost} not found")));
     }
     let access = &topology.access;
