@@ -8,11 +8,17 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use super::{Access, Grants};
 
 /// Peers whose failed logins are counted at once; past it the table starts
 /// over (the counts only feed log lines).
 pub const LOGIN_FAILURE_PEERS_MAX: usize = 4096;
+
+/// (user, vhost) pairs whose compiled grants are kept for the next
+/// connection; past it the cache starts over.
+pub const GRANTS_CACHED_MAX: usize = 1024;
 
 /// Why connection.open was refused (RabbitMQ's checks, in its order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +43,10 @@ struct Counts {
     user_connections: HashMap<String, u32>,
     user_channels: HashMap<String, u32>,
     login_failures: HashMap<IpAddr, u32>,
+    /// Grants compiled for (user, vhost), with the access snapshot they
+    /// came from: compiling costs about 0.6 M instructions per expression,
+    /// too much to pay on every connection.open of a client that reconnects.
+    grants: HashMap<(String, String), (Arc<Access>, Arc<Grants>)>,
 }
 
 /// What one connection.open asks of [`Tracking::admit_connection`].
@@ -119,6 +129,25 @@ impl Tracking {
         self.counts().vhost_connections.get(vhost).copied().unwrap_or(0)
     }
 
+    /// `user`'s grants in `vhost` as of `access`: the ones compiled for the
+    /// same snapshot before, or compiled now. `None`: no permission there.
+    pub fn grants(&self, access: &Arc<Access>, user: &str, vhost: &str) -> Option<Arc<Grants>> {
+        let key = (user.to_owned(), vhost.to_owned());
+        if let Some((from, grants)) = self.counts().grants.get(&key) {
+            if Arc::ptr_eq(from, access) {
+                return Some(Arc::clone(grants));
+            }
+        }
+        // Compiled outside the lock: other shards' opens do not wait for it.
+        let grants = Arc::new(Grants::compile(access, user, vhost)?);
+        let mut counts = self.counts();
+        if counts.grants.len() >= GRANTS_CACHED_MAX {
+            counts.grants.clear();
+        }
+        counts.grants.insert(key, (Arc::clone(access), Arc::clone(&grants)));
+        Some(grants)
+    }
+
     /// A login from `peer` failed: returns how many have failed from it
     /// since its last success.
     pub fn login_failed(&self, peer: IpAddr) -> u32 {
@@ -188,5 +217,21 @@ mod tests {
         assert_eq!(t.login_failed(peer), 2);
         t.login_succeeded(peer);
         assert_eq!(t.login_failed(peer), 1);
+    }
+
+    #[test]
+    fn grants_are_compiled_once_per_access_snapshot() {
+        let t = Tracking::default();
+        let mut access = Access::default();
+        let permission =
+            crate::access::Permission { configure: "a".into(), write: "".into(), read: "".into() };
+        access.permissions.insert(("u".into(), "v".into()), permission);
+        let access = Arc::new(access);
+        let first = t.grants(&access, "u", "v").unwrap();
+        assert!(Arc::ptr_eq(&first, &t.grants(&access, "u", "v").unwrap()));
+        assert!(t.grants(&access, "u", "w").is_none());
+        let mut changed = Access::clone(&access);
+        changed.permissions.clear();
+        assert!(t.grants(&Arc::new(changed), "u", "v").is_none(), "a new snapshot is compiled again");
     }
 }

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::access::{Access, Grants};
+use crate::access::{Access, Grants, Tracking};
 use crate::ids::{ConnId, QueueRef};
 
 use super::write_queue::WriteQueue;
@@ -68,11 +68,12 @@ impl ConnShared {
     /// The grants for a channel opening now: recompiled if `access` is not
     /// the snapshot they came from (a user without permission any more gets
     /// grants of nothing).
-    pub fn current_grants(&mut self, access: &Arc<Access>) -> Arc<Grants> {
+    pub fn current_grants(&mut self, access: &Arc<Access>, tracking: &Tracking) -> Arc<Grants> {
         if !Arc::ptr_eq(access, &self.grants_access) {
-            let grants = Grants::compile(access, &self.user, &self.vhost)
-                .unwrap_or_else(|| Grants::nothing(&self.user, &self.vhost));
-            self.set_grants(Arc::new(grants), Arc::clone(access));
+            let grants = tracking
+                .grants(access, &self.user, &self.vhost)
+                .unwrap_or_else(|| Arc::new(Grants::nothing(&self.user, &self.vhost)));
+            self.set_grants(grants, Arc::clone(access));
         }
         Arc::clone(&self.grants)
     }

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::access::tracking::{Admission, OpenRefusal};
-use crate::access::{AuthError, Grants, Login, Transport};
+use crate::access::{AuthError, Login, Transport};
 use crate::amqp::field::{FieldTable, FieldValue, LongStr, ShortStr};
 use crate::amqp::spec::{self, Method};
 use crate::broker::ShardCtx;
@@ -190,7 +190,7 @@ pub fn open(
         return Err(ChannelError::hard(spec::reply_code::NOT_ALLOWED, format!("vhost {vhost} not found")));
     }
     let access = &topology.access;
-    let grants = Grants::compile(access, &shared.user, &vhost);
+    let grants = ctx.tracking().grants(access, &shared.user, &vhost);
     let admission = Admission {
         vhost: &vhost,
         vhost_limit: access.vhosts.get(vhost.as_ref()).and_then(|v| v.limits.max_connections),
@@ -217,7 +217,7 @@ pub fn open(
     shared.admitted = true;
     shared.vhost = Arc::from(vhost.as_ref());
     if let Some(grants) = grants {
-        shared.set_grants(Arc::new(grants), Arc::clone(access));
+        shared.set_grants(grants, Arc::clone(access));
     }
     Ok(Method::ConnectionOpenOk(Default::default()))
 }

@@ -485,7 +485,7 @@ impl Connection {
             );
             return self.close_with(ChannelError::hard(spec::reply_code::NOT_ALLOWED, text), ctx);
         }
-        let grants = self.shared.current_grants(&access);
+        let grants = self.shared.current_grants(&access, ctx.tracking());
         let index = usize::from(number);
         if self.channels.len() <= index {
             self.channels.resize_with(index + 1, || None);
