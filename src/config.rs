@@ -81,6 +81,13 @@ pub struct Config {
     pub default_user: String,
     /// The default user's password.
     pub default_pass: String,
+    /// The vhost created, with the default user's full permissions, on the
+    /// data directory's first start (RabbitMQ's `default_vhost`).
+    pub default_vhost: String,
+    /// A RabbitMQ definitions file (JSON) imported at every start
+    /// (RabbitMQ's `load_definitions`); on a first start with one, no
+    /// default user or vhost is created, as in RabbitMQ.
+    pub load_definitions: Option<PathBuf>,
     /// Users that may only connect from loopback (RabbitMQ's loopback_users).
     pub loopback_users: Vec<String>,
     /// How shards do socket I/O.
@@ -168,6 +175,8 @@ impl Default for Config {
             pin_shards: true,
             default_user: "guest".to_owned(),
             default_pass: "guest".to_owned(),
+            default_vhost: "/".to_owned(),
+            load_definitions: None,
             loopback_users: vec!["guest".to_owned()],
             io_backend: IoBackend::Mio,
             data_dir: PathBuf::from(DATA_DIR_DEFAULT),

@@ -8,14 +8,16 @@ use std::thread::JoinHandle;
 
 use mio::{Poll, Waker};
 
-use crate::access::Users;
+use crate::access::{
+    AccessChange, AccessError, PasswordHash, Permission, User, UserLimits, Users, VhostSettings,
+};
 use crate::alarm::{Monitor, ResourceLimits};
 use crate::broker::ShardCtx;
 use crate::config::{Config, ConfigError};
 use crate::envelope::Envelope;
 use crate::ring::doorbell::Doorbell;
 use crate::routing::entity_limits::EntityLimits;
-use crate::routing::topology::Registry;
+use crate::routing::topology::{Registry, DEFAULT_VHOST};
 use crate::shard::counts::ConnectionCounts;
 use crate::shard::{Shard, WAKER_TOKEN};
 use crate::storage::definitions::DefinitionsError;
@@ -72,6 +74,9 @@ pub enum StartError {
     DataDir(DataDirError),
     /// The definitions log could not be read or rewritten.
     Definitions(DefinitionsError),
+    /// The definitions file (`load_definitions`) could not be read, or the
+    /// default user and vhost could not be recorded.
+    Import(String),
 }
 
 impl std::fmt::Display for StartError {
@@ -82,6 +87,7 @@ impl std::fmt::Display for StartError {
             StartError::Io(e) => write!(f, "cannot start event loop: {e}"),
             StartError::DataDir(e) => write!(f, "{e}"),
             StartError::Definitions(e) => write!(f, "{e}"),
+            StartError::Import(e) => f.write_str(e),
         }
     }
 }
@@ -121,8 +127,7 @@ impl Server {
             Arc::new(ResourceLimits::new(config.memory_budget_bytes, config.disk_free_limit_bytes));
         // Before any shard runs: shards create the recovered queues they own.
         let registry = Arc::new(
-            Registry::recover(&data_dir, shard_count)
-                .map_err(StartError::Definitions)?
+            recover_definitions(&config, &data_dir, shard_count)?
                 .with_limits(EntityLimits::from_config(&config, Arc::clone(&resources))),
         );
         let (mut listeners, addrs) = bind_all(&config.listen)?;
@@ -213,6 +218,41 @@ impl Server {
         Some(meta.queue.shard.index())
     }
 
+    /// Creates a vhost (durably), or sets an existing one's settings.
+    pub fn create_vhost(&self, name: &str, settings: VhostSettings) -> Result<(), AccessError> {
+        self.registry.create_vhost(name, settings)
+    }
+
+    /// Deletes a vhost durably: its exchanges, queues (with their stored
+    /// messages) and bindings go, and its connections are closed with 320
+    /// CONNECTION_FORCED, by each shard as soon as it is woken.
+    pub fn delete_vhost(&self, name: &str) -> Result<(), AccessError> {
+        self.registry.delete_vhost(name)?;
+        self.wake_shards();
+        Ok(())
+    }
+
+    /// The registry every shard reads (users, vhosts, permissions and the
+    /// topology), for the control plane.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Rings every shard's doorbell: a shard parked in its event loop wakes
+    /// and sees the snapshot the control plane just published (a shard that
+    /// is running sees it at its next turn).
+    pub fn wake_shards(&self) {
+        for doorbell in &self.wakers {
+            let _ = doorbell.ring();
+        }
+    }
+
+    /// Everything defined (users, vhosts, permissions, parameters, policies,
+    /// queues, exchanges, bindings) as a RabbitMQ definitions document.
+    pub fn export_definitions(&self) -> serde_json::Value {
+        crate::definitions::export(&self.registry.load())
+    }
+
     /// Stops every shard (connections get connection.close 320) and waits.
     pub fn shutdown(mut self) {
         self.stop();
@@ -236,6 +276,63 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Recovers the definitions log; on the data directory's first start,
+/// creates the default user and vhost ([`seed_defaults`]); imports
+/// `load_definitions` if configured. The imported queues are created by
+/// their shards at start, like recovered ones.
+fn recover_definitions(
+    config: &Config,
+    data_dir: &DataDir,
+    shard_count: usize,
+) -> Result<Registry, StartError> {
+    let mut registry = Registry::recover(data_dir, shard_count).map_err(StartError::Definitions)?;
+    let import_error =
+        |e: AccessError| StartError::Import(format!("cannot record the default user and vhost: {e}"));
+    if registry.first_start() {
+        if config.load_definitions.is_some() || config.default_vhost != DEFAULT_VHOST {
+            // The in-memory "/" of a fresh registry: RabbitMQ creates no
+            // vhost but the default one, and none when importing definitions.
+            registry.delete_vhost(DEFAULT_VHOST).map_err(import_error)?;
+        }
+        if config.load_definitions.is_none() {
+            seed_defaults(&registry, config).map_err(import_error)?;
+        }
+    }
+    if let Some(path) = &config.load_definitions {
+        let doc = crate::definitions::read_file(path).map_err(StartError::Import)?;
+        let imported = crate::definitions::import(&registry, &doc, shard_count);
+        tracing::info!(
+            file = %path.display(),
+            applied = imported.applied,
+            skipped = imported.skipped.len(),
+            "definitions imported"
+        );
+        registry.place_queues_at_start();
+    }
+    Ok(registry)
+}
+
+/// The default user (`default_user`/`default_pass`, tag `administrator`)
+/// with full permissions on the default vhost (`default_vhost`), recorded
+/// durably. Called on the data directory's first start only: after that
+/// what is stored wins (a deleted default user stays deleted), as in
+/// RabbitMQ.
+pub fn seed_defaults(registry: &Registry, config: &Config) -> Result<(), AccessError> {
+    let settings = VhostSettings { description: "Default virtual host".into(), ..VhostSettings::default() };
+    registry.create_vhost(&config.default_vhost, settings)?;
+    registry.change_access(&AccessChange::PutUser(User {
+        name: config.default_user.clone(),
+        password: Some(PasswordHash::new_sha256(config.default_pass.as_bytes())),
+        tags: vec!["administrator".into()],
+        limits: UserLimits::default(),
+    }))?;
+    registry.change_access(&AccessChange::SetPermission {
+        user: config.default_user.clone(),
+        vhost: config.default_vhost.clone(),
+        permission: Permission { configure: ".*".into(), write: ".*".into(), read: ".*".into() },
+    })
 }
 
 /// The configured shard count, or the one the data directory was created

@@ -14,6 +14,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
+pub mod hash;
 mod login;
 
 pub use login::{AuthError, User as LoginUser, Users, MECHANISMS};
@@ -46,7 +49,7 @@ impl fmt::Debug for PasswordHash {
 }
 
 /// Per-user limits (RabbitMQ's user limits); `None` is no limit.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserLimits {
     /// `max-connections`.
     pub max_connections: Option<u32>,
@@ -55,7 +58,7 @@ pub struct UserLimits {
 }
 
 /// A user.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     /// Name.
     pub name: String,
@@ -69,7 +72,7 @@ pub struct User {
 }
 
 /// Per-vhost limits (RabbitMQ's vhost limits); `None` is no limit.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VhostLimits {
     /// `max-connections`.
     pub max_connections: Option<u32>,
@@ -78,7 +81,7 @@ pub struct VhostLimits {
 }
 
 /// A vhost's own settings (its exchanges and queues are in the topology).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VhostSettings {
     /// Limits.
     pub limits: VhostLimits,
@@ -92,7 +95,7 @@ pub struct VhostSettings {
 
 /// configure / write / read regular expressions of one user in one vhost,
 /// as given ('' matches nothing, as in RabbitMQ).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Permission {
     /// Declares and deletes.
     pub configure: String,
@@ -104,7 +107,7 @@ pub struct Permission {
 
 /// Topic permission of one user in one vhost on one exchange: regular
 /// expressions on routing keys, `{username}` and `{vhost}` expanded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicPermission {
     /// Publishing to the exchange.
     pub write: String,
@@ -130,7 +133,7 @@ pub struct Access {
 /// One change to [`Access`]. Vhosts are added and deleted through the
 /// registry (their exchanges and queues are topology), which applies the
 /// matching `Access` change itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum AccessChange {
     /// Creates or replaces a user.

@@ -36,6 +36,18 @@ pub fn is_standard_exchange(name: &[u8]) -> bool {
     name.is_empty() || name.starts_with(b"amq.")
 }
 
+/// A user, permission, vhost or parameter record: a log holding one has
+/// had its access recorded (see [`Registry::first_start`]).
+pub fn is_access_record(definition: &Definition) -> bool {
+    matches!(
+        definition,
+        Definition::Access(_)
+            | Definition::VhostCreated { .. }
+            | Definition::VhostDeleted { .. }
+            | Definition::Parameter(_)
+    )
+}
+
 /// The exchange outlives a restart (and is recorded).
 pub fn is_recorded_exchange(exchange: &Exchange) -> bool {
     exchange.durable && !is_standard_exchange(exchange.name.as_bytes())
@@ -190,6 +202,10 @@ pub fn replay(registry: &Registry, topology: &mut Topology, definitions: &[Defin
 /// the log names a vhost this run does not have yet.
 fn vhost_mut<'t>(registry: &Registry, topology: &'t mut Topology, name: &ShortStr) -> &'t mut Vhost {
     let key = name.to_string_lossy().into_owned();
+    if !topology.access.vhosts.contains_key(&key) {
+        // A log written before vhosts were recorded: the vhost existed.
+        Arc::make_mut(&mut topology.access).add_vhost(&key, Default::default());
+    }
     let vhost = topology.vhosts.entry(key).or_insert_with(|| Arc::new(registry.standard_vhost()));
     Arc::make_mut(vhost)
 }
@@ -214,6 +230,10 @@ fn describe(definition: &Definition) -> String {
                 b.destination, b.source, b.routing_key, b.vhost
             )
         }
+        Definition::Access(json) => format!("access change {}", String::from_utf8_lossy(json)),
+        Definition::VhostCreated { name, .. } => format!("create vhost '{name}'"),
+        Definition::VhostDeleted { name } => format!("delete vhost '{name}'"),
+        Definition::Parameter(json) => format!("parameter change {}", String::from_utf8_lossy(json)),
     }
 }
 
@@ -223,9 +243,11 @@ fn describe(definition: &Definition) -> String {
 fn apply(registry: &Registry, topology: &mut Topology, definition: &Definition) -> Result<(), String> {
     // The same changes a client's methods make (`routing::change`); what
     // they journal is dropped: the rewritten log is built from the result.
+    if super::access::apply_record(registry, topology, definition)? {
+        return Ok(());
+    }
     let mut journal = Journal::replay();
     match definition {
-        Definition::Epoch(_) => {}
         Definition::ExchangeDeclared { vhost, name, kind, auto_delete, internal, arguments } => {
             let v = vhost_mut(registry, topology, vhost);
             if is_standard_exchange(name.as_bytes()) || v.exchanges.contains_key(name) {
@@ -291,6 +313,8 @@ fn apply(registry: &Registry, topology: &mut Topology, definition: &Definition) 
                 return Err("no such binding".into());
             }
         }
+        // An epoch, or a control-plane record (applied above).
+        _ => {}
     }
     Ok(())
 }
@@ -372,9 +396,11 @@ pub fn definitions_of(topology: &Topology) -> Vec<Definition> {
         }
         bindings.append(&mut journal.changes);
     }
-    exchanges.append(&mut queues);
-    exchanges.append(&mut bindings);
-    exchanges
+    let mut all = super::access::access_definitions(topology);
+    all.append(&mut exchanges);
+    all.append(&mut queues);
+    all.append(&mut bindings);
+    all
 }
 
 /// The recorded queues of `topology`, with their vhosts.
@@ -384,6 +410,21 @@ pub fn queues_of(topology: &Topology) -> Vec<(Arc<str>, Arc<QueueMeta>)> {
         let vhost: Arc<str> = Arc::from(vhost_name.as_str());
         out.extend(
             v.queues.values().filter(|q| is_recorded_queue(q)).map(|q| (Arc::clone(&vhost), Arc::clone(q))),
+        );
+    }
+    out
+}
+
+/// Every non-exclusive queue of `topology`, with its vhost.
+pub fn all_queues_of(topology: &Topology) -> Vec<(Arc<str>, Arc<QueueMeta>)> {
+    let mut out = Vec::new();
+    for (vhost_name, v) in &topology.vhosts {
+        let vhost: Arc<str> = Arc::from(vhost_name.as_str());
+        out.extend(
+            v.queues
+                .values()
+                .filter(|q| q.exclusive_owner.is_none())
+                .map(|q| (Arc::clone(&vhost), Arc::clone(q))),
         );
     }
     out
