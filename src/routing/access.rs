@@ -172,3 +172,7 @@ pub(crate) fn access_definitions(topology: &Topology) -> Vec<Definition> {
     out.extend(topology.parameters.as_changes().iter().map(|c| Definition::Parameter(json(c))));
     out
 }
+
+#[cfg(test)]
+#[path = "access_tests.rs"]
+mod tests;

@@ -59,7 +59,7 @@ fn logged(dir: &DataDir) -> (Vec<String>, u32) {
             Definition::QueueDeleted { name, .. } => Some(format!("-q {name}")),
             Definition::Bound(b) => Some(format!("+b {}->{} {}", b.source, b.destination, b.routing_key)),
             Definition::Unbound(b) => Some(format!("-b {}->{} {}", b.source, b.destination, b.routing_key)),
-            // Vhosts, users and parameters are checked in `access_tests`.
+            // Vhosts, users and parameters: see `routing::access`'s tests.
             _ => None,
         })
         .collect();
