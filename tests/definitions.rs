@@ -34,6 +34,8 @@ fn rabbitmq_export() -> PathBuf {
 fn start(data_dir: &Path, load: Option<&Path>) -> lepus::Server {
     let mut config = in_process_config(data_dir);
     config.load_definitions = load.map(Path::to_path_buf);
+    // Small preallocated segments: the tests read every segment file.
+    config.message_log_segment_bytes = 1 << 20;
     lepus::Server::start(config).expect("lepus starts")
 }
 
