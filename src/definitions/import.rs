@@ -52,8 +52,9 @@ fn text<'d>(item: &'d Value, key: &str) -> &'d str {
 /// over `shard_count`.
 pub fn import(registry: &Registry, doc: &Value, shard_count: usize) -> Imported {
     let mut done = Imported::default();
+    let version = doc.get("rabbitmq_version").or_else(|| doc.get("rabbit_version")).and_then(Value::as_str);
     for item in list(doc, "users") {
-        done.note("user", text(item, "name"), import_user(registry, item));
+        done.note("user", text(item, "name"), import_user(registry, item, version.unwrap_or("")));
     }
     for item in list(doc, "vhosts") {
         done.note("vhost", text(item, "name"), import_vhost(registry, item));
@@ -122,7 +123,18 @@ fn limit(limits: Option<&Value>, name: &str) -> Option<u32> {
     value.as_i64().and_then(|n| u32::try_from(n).ok())
 }
 
-fn import_user(registry: &Registry, item: &Value) -> Result<(), String> {
+/// The algorithm of a hash exported without `hashing_algorithm`: MD5 from
+/// RabbitMQ before 3.6.0, else the default (SHA-256), as RabbitMQ decides.
+fn default_algorithm(version: &str) -> HashAlgorithm {
+    let md5_era = ["3.0.", "3.1.", "3.2.", "3.3.", "3.4.", "3.5."];
+    if md5_era.iter().any(|prefix| version.starts_with(prefix)) {
+        HashAlgorithm::Md5
+    } else {
+        HashAlgorithm::Sha256
+    }
+}
+
+fn import_user(registry: &Registry, item: &Value, version: &str) -> Result<(), String> {
     let name = text(item, "name");
     if name.is_empty() {
         return Err("a user needs a name".into());
@@ -132,7 +144,7 @@ fn import_user(registry: &Registry, item: &Value) -> Result<(), String> {
         let algorithm_name = item.get("hashing_algorithm").and_then(Value::as_str);
         let algorithm = match algorithm_name {
             Some(a) => HashAlgorithm::parse(a).ok_or_else(|| format!("unknown hashing_algorithm '{a}'"))?,
-            None => HashAlgorithm::Sha256,
+            None => default_algorithm(version),
         };
         Some(PasswordHash::parse(algorithm, hash).ok_or("password_hash is not a base64 salted hash")?)
     } else {
@@ -299,3 +311,7 @@ fn import_binding(registry: &Registry, item: &Value) -> Result<(), String> {
     let key = short(text(item, "routing_key"))?;
     registry.bind(vhost, &source, dest, &key, &arguments).map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+#[path = "import_tests.rs"]
+mod tests;

@@ -16,13 +16,18 @@ pub struct Policy {
     pub name: String,
     /// Regular expression on queue and exchange names.
     pub pattern: String,
-    /// `queues`, `exchanges` or `all`.
-    #[serde(rename = "apply-to")]
+    /// `queues`, `exchanges` or `all` (the default).
+    #[serde(rename = "apply-to", default = "all")]
     pub apply_to: String,
     /// The keys it sets, as given.
     pub definition: Value,
-    /// Highest wins.
+    /// Highest wins (default 0).
+    #[serde(default)]
     pub priority: i64,
+}
+
+fn all() -> String {
+    "all".to_owned()
 }
 
 /// A vhost-scoped runtime parameter (`component`, e.g. `shovel`,
