@@ -247,6 +247,16 @@ impl Server {
         }
     }
 
+    /// Imports a RabbitMQ definitions document into the running broker (as
+    /// `POST /api/definitions` does): what exists is kept or updated; new
+    /// queues are placed round-robin and created by their shards at once.
+    pub fn import_definitions(&self, doc: &serde_json::Value) -> crate::definitions::Imported {
+        let imported = crate::definitions::import(&self.registry, doc, self.registry.shard_count());
+        self.registry.note_control_change();
+        self.wake_shards();
+        imported
+    }
+
     /// Everything defined (users, vhosts, permissions, parameters, policies,
     /// queues, exchanges, bindings) as a RabbitMQ definitions document.
     pub fn export_definitions(&self) -> serde_json::Value {

@@ -333,3 +333,37 @@ fn users_and_permissions_survive_kill_9() {
         doc["vhosts"].as_array().expect("vhosts").iter().filter_map(|v| v["name"].as_str()).collect();
     assert_eq!(vhosts, ["/", "def-vh1", "def-vh2"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn definitions_imported_into_a_running_broker_are_usable_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), None);
+    let doc = serde_json::json!({
+        "vhosts": [{"name": "def-live"}],
+        "permissions": [{"user": "guest", "vhost": "def-live", "configure": ".*", "write": ".*", "read": ".*"}],
+        "exchanges": [{"name": "def-x", "vhost": "def-live", "type": "fanout", "durable": true}],
+        "queues": [{"name": "def-a", "vhost": "def-live", "durable": true, "arguments": {}},
+                   {"name": "def-b", "vhost": "def-live", "durable": false, "arguments": {}}],
+        "bindings": [{"source": "def-x", "vhost": "def-live", "destination": "def-a",
+                      "destination_type": "queue", "routing_key": "", "arguments": {}},
+                     {"source": "def-x", "vhost": "def-live", "destination": "def-b",
+                      "destination_type": "queue", "routing_key": "", "arguments": {}}],
+    });
+    let imported = server.import_definitions(&doc);
+    assert!(imported.skipped.is_empty(), "{:?}", imported.skipped);
+    let owners = [server.queue_shard("def-live", "def-a"), server.queue_shard("def-live", "def-b")];
+    assert_eq!(owners, [Some(0), Some(1)], "placed round-robin");
+    let uri = format!("amqp://guest:guest@{}/def-live", server.local_addrs()[0]);
+    let conn =
+        within("connect", lapin::Connection::connect(&uri, Default::default())).await.expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm");
+    ch.basic_publish("def-x", "", BasicPublishOptions::default(), b"live", BasicProperties::default())
+        .await
+        .expect("publish");
+    assert!(within("confirms", ch.wait_for_confirms()).await.expect("confirms").is_empty());
+    for queue in ["def-a", "def-b"] {
+        let got = ch.basic_get(queue, BasicGetOptions { no_ack: true }).await.expect("get");
+        assert_eq!(got.expect("the fan-out reached the imported queue").delivery.data, b"live", "{queue}");
+    }
+}

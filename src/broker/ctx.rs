@@ -41,8 +41,8 @@ pub struct ShardCtx {
     pub(super) registry: Arc<Registry>,
     pub(super) topology: Arc<Topology>,
     pub(super) topology_generation: u64,
-    /// `Topology::control_removals` of the last snapshot seen.
-    control_removals_seen: u64,
+    /// `Topology::control_changes` of the last snapshot seen.
+    control_changes_seen: u64,
     /// The control plane removed something since the last reconcile (see
     /// [`ShardCtx::reconcile_queues`]).
     pub(super) reconcile_due: bool,
@@ -152,7 +152,7 @@ impl ShardCtx {
             config,
             users,
             registry,
-            control_removals_seen: topology.control_removals,
+            control_changes_seen: topology.control_changes,
             reconcile_due: false,
             topology,
             topology_generation,
@@ -185,8 +185,8 @@ impl ShardCtx {
         if self.registry.generation() != self.topology_generation {
             self.topology = self.registry.load();
             self.topology_generation = self.topology.generation;
-            if self.topology.control_removals != self.control_removals_seen {
-                self.control_removals_seen = self.topology.control_removals;
+            if self.topology.control_changes != self.control_changes_seen {
+                self.control_changes_seen = self.topology.control_changes;
                 self.reconcile_due = true;
             }
         }

@@ -1,9 +1,14 @@
-//! What a shard does when the control plane removed something it may hold
-//! (a deleted vhost; later a queue deleted through the management API): the
+//! What a shard does when the control plane changed which queues exist (a
+//! deleted vhost, a definitions import; later the management API): the
 //! control plane only edits the snapshot and rings every shard; each shard,
-//! on seeing `Topology::control_removals` change, deletes its queues the
-//! snapshot no longer has, with what they stored (the event loop closes the
+//! on seeing `Topology::control_changes` change, deletes its queues the
+//! snapshot no longer has, with what they stored, and creates the queues
+//! the snapshot gives it that it does not have (the event loop closes the
 //! connections whose vhost is gone).
+//!
+//! Only the control plane can make either difference: a shard's own
+//! declares and deletes change the snapshot and its queues on its own
+//! thread, one right after the other.
 
 use std::sync::Arc;
 
@@ -19,15 +24,16 @@ impl ShardCtx {
         self.registry.generation() != self.topology_generation
     }
 
-    /// The control plane removed something this shard may hold since the
-    /// last reconcile.
+    /// The control plane changed which queues exist since the last
+    /// reconcile.
     pub fn reconcile_due(&self) -> bool {
         self.reconcile_due
     }
 
     /// Deletes the local queues the topology no longer has (their vhost was
     /// deleted, or the control plane deleted them) with everything they
-    /// stored in the message log. Returns how many went.
+    /// stored in the message log, and creates the queues the topology gives
+    /// this shard that it does not have. Returns how many went.
     #[cold]
     pub fn reconcile_queues(&mut self) -> usize {
         self.reconcile_due = false;
@@ -43,6 +49,7 @@ impl ShardCtx {
         for &id in &gone {
             self.drop_queue_local(id);
         }
+        self.adopt_control_plane_queues(&topology);
         if !gone.is_empty() {
             if let Some(log) = self.log.as_mut() {
                 // Their records may be all the active segment holds: seal
@@ -77,5 +84,22 @@ impl ShardCtx {
             self.send(consumer.channel.conn.shard, Envelope::ConsumerCancelled { consumer });
         }
         Some((count, Arc::clone(q.vhost())))
+    }
+
+    /// Creates the queues of `topology` this shard owns and does not have
+    /// (declared by the control plane, e.g. a definitions import).
+    fn adopt_control_plane_queues(&mut self, topology: &crate::routing::topology::Topology) {
+        let me = self.shard;
+        for (vhost_name, v) in &topology.vhosts {
+            let vhost: Arc<str> = Arc::from(vhost_name.as_str());
+            for meta in v.queues.values() {
+                if meta.queue.shard == me
+                    && meta.exclusive_owner.is_none()
+                    && !self.queues.contains_key(&meta.queue.id)
+                {
+                    self.adopt_declared_queue(Arc::clone(meta), Arc::clone(&vhost));
+                }
+            }
+        }
     }
 }

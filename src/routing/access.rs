@@ -45,7 +45,7 @@ impl Registry {
     /// Deletes a vhost with its exchanges, queues, bindings, permissions,
     /// policies and parameters, durably. The shards that own its queues
     /// delete them and their stored messages, and close its connections,
-    /// when they see the new snapshot (see [`Topology::control_removals`]);
+    /// when they see the new snapshot (see [`Topology::control_changes`]);
     /// wake them so idle ones see it too.
     pub fn delete_vhost(&self, name: &str) -> Result<(), AccessError> {
         let vhost = vhost_name(name)?;
@@ -57,6 +57,13 @@ impl Registry {
             records.push(Definition::VhostDeleted { name: vhost });
             Ok(())
         })
+    }
+
+    /// The control plane declared or deleted queues (a definitions import
+    /// into a running broker): publishes a snapshot that tells the shards
+    /// to reconcile (see [`Topology::control_changes`]); wake them.
+    pub fn note_control_change(&self) {
+        self.mutate(|topology| topology.control_changes += 1);
     }
 
     /// Sets or clears a policy or parameter, durably; a vhost-scoped one
@@ -112,7 +119,7 @@ fn remove_vhost(topology: &mut Topology, name: &str) {
     topology.vhosts.remove(name);
     Arc::make_mut(&mut topology.access).remove_vhost(name);
     Arc::make_mut(&mut topology.parameters).remove_vhost(name);
-    topology.control_removals += 1;
+    topology.control_changes += 1;
 }
 
 /// Replays one control-plane record; `Ok(false)` if it is not one.

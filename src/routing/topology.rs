@@ -106,12 +106,13 @@ pub struct Topology {
     /// Policies and runtime parameters, as given (see
     /// [`crate::routing::parameters`]).
     pub parameters: Arc<Parameters>,
-    /// Increases whenever the control plane removes what a shard may hold
-    /// (a vhost with its queues, later a queue deleted through the
-    /// management API): a shard that sees it change reconciles, deleting its
-    /// queues the topology no longer has and closing connections to vhosts
+    /// Increases whenever the control plane (not a shard's client) changes
+    /// which queues exist: a deleted vhost, a definitions import, later the
+    /// management API. A shard that sees it change reconciles: it deletes
+    /// its queues the topology no longer has, creates those the topology
+    /// gives it that it does not have, and closes connections to vhosts
     /// that are gone.
-    pub control_removals: u64,
+    pub control_changes: u64,
     /// Increases with every change.
     pub generation: u64,
 }

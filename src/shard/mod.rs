@@ -650,9 +650,9 @@ impl Shard {
         slot.conn.shutdown(&mut self.ctx);
     }
 
-    /// The control plane removed something (see
-    /// `Topology::control_removals`): deletes the local queues the snapshot
-    /// no longer has and closes the connections whose vhost is gone (320).
+    /// The control plane changed which queues exist (see
+    /// `Topology::control_changes`): reconciles the local queues with the
+    /// snapshot and closes the connections whose vhost is gone (320).
     #[cold]
     #[inline(never)]
     fn reconcile(&mut self) {
