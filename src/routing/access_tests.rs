@@ -130,3 +130,44 @@ fn refused_access_changes_change_nothing_and_record_nothing() {
     );
     assert_eq!(std::fs::metadata(dir.definitions_path()).expect("log").len(), bytes, "nothing appended");
 }
+
+#[test]
+fn a_log_from_before_access_was_recorded_keeps_its_vhosts_and_a_recorded_one_refuses_unknown_vhosts() {
+    use crate::storage::definitions::DefinitionsLog;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = DataDir::open(tmp.path()).expect("data dir");
+    let exchange = |vhost: &str| Definition::ExchangeDeclared {
+        vhost: ShortStr::copy_from_str(vhost),
+        name: ShortStr::copy_from_str("x"),
+        kind: ExchangeKind::Direct,
+        auto_delete: false,
+        internal: false,
+        arguments: FieldTable::new(),
+    };
+    DefinitionsLog::rewrite(&dir.definitions_path(), &[exchange(DEFAULT_VHOST)]).expect("an old log");
+    let registry = Registry::recover(&dir, 1).expect("recover");
+    assert!(registry.first_start(), "no access record yet: the defaults are to be made");
+    let topology = registry.load();
+    assert!(topology.access.vhosts.contains_key(DEFAULT_VHOST), "'/' exists, in access too");
+    assert!(topology.vhosts.get(DEFAULT_VHOST).is_some_and(|v| v.exchanges.contains_key(b"x".as_slice())));
+    drop(registry);
+    // The rewritten log records "/": from now on a record naming a vhost
+    // that does not exist is refused, never a vhost made again.
+    let mut log = DefinitionsLog::open_append(
+        &dir.definitions_path(),
+        std::fs::metadata(dir.definitions_path()).expect("log").len(),
+    )
+    .expect("append");
+    log.append(&[
+        Definition::VhostDeleted { name: ShortStr::copy_from_str(DEFAULT_VHOST) },
+        exchange(DEFAULT_VHOST),
+    ])
+    .expect("append");
+    drop(log);
+    let registry = Registry::recover(&dir, 1).expect("recover");
+    assert!(!registry.first_start());
+    assert!(
+        !registry.load().vhosts.contains_key(DEFAULT_VHOST),
+        "a deleted vhost is not brought back by a record"
+    );
+}

@@ -198,16 +198,24 @@ pub fn replay(registry: &Registry, topology: &mut Topology, definitions: &[Defin
     not_applied
 }
 
-/// The vhost `name` of `topology`, created with the standard exchanges if
-/// the log names a vhost this run does not have yet.
-fn vhost_mut<'t>(registry: &Registry, topology: &'t mut Topology, name: &ShortStr) -> &'t mut Vhost {
+/// The vhost `name` of `topology`. A log written before vhosts were
+/// recorded (no access record: [`Registry::first_start`]) names vhosts that
+/// existed, which are created with the standard exchanges; in a log that
+/// records vhosts, a record naming a vhost that does not exist is refused.
+fn vhost_mut<'t>(
+    registry: &Registry,
+    topology: &'t mut Topology,
+    name: &ShortStr,
+) -> Result<&'t mut Vhost, String> {
     let key = name.to_string_lossy().into_owned();
-    if !topology.access.vhosts.contains_key(&key) {
-        // A log written before vhosts were recorded: the vhost existed.
+    if !topology.vhosts.contains_key(&key) {
+        if !registry.first_start() {
+            return Err(format!("no vhost '{key}'"));
+        }
         Arc::make_mut(&mut topology.access).add_vhost(&key, Default::default());
     }
     let vhost = topology.vhosts.entry(key).or_insert_with(|| Arc::new(registry.standard_vhost()));
-    Arc::make_mut(vhost)
+    Ok(Arc::make_mut(vhost))
 }
 
 /// A record as an operator reads it: what it names and where.
@@ -249,7 +257,7 @@ fn apply(registry: &Registry, topology: &mut Topology, definition: &Definition) 
     let mut journal = Journal::replay();
     match definition {
         Definition::ExchangeDeclared { vhost, name, kind, auto_delete, internal, arguments } => {
-            let v = vhost_mut(registry, topology, vhost);
+            let v = vhost_mut(registry, topology, vhost)?;
             if is_standard_exchange(name.as_bytes()) || v.exchanges.contains_key(name) {
                 return Err("the exchange exists".into());
             }
@@ -269,7 +277,7 @@ fn apply(registry: &Registry, topology: &mut Topology, definition: &Definition) 
             change::insert_exchange(v, exchange, &mut journal);
         }
         Definition::ExchangeDeleted { vhost, name } => {
-            let v = vhost_mut(registry, topology, vhost);
+            let v = vhost_mut(registry, topology, vhost)?;
             let exchange = v.exchanges.get(name).cloned().ok_or("no such exchange")?;
             if is_standard_exchange(name.as_bytes()) {
                 return Err("a standard exchange".into());
@@ -278,7 +286,7 @@ fn apply(registry: &Registry, topology: &mut Topology, definition: &Definition) 
         }
         Definition::QueueDeclared { vhost, name, id, shard, auto_delete, arguments } => {
             let shard_count = registry.shard_count();
-            let v = vhost_mut(registry, topology, vhost);
+            let v = vhost_mut(registry, topology, vhost)?;
             if v.queues.contains_key(name) || v.queue_names.contains_key(id) {
                 return Err("the queue exists".into());
             }
@@ -293,7 +301,7 @@ fn apply(registry: &Registry, topology: &mut Topology, definition: &Definition) 
             );
         }
         Definition::QueueDeleted { vhost, name } => {
-            let v = vhost_mut(registry, topology, vhost);
+            let v = vhost_mut(registry, topology, vhost)?;
             if !v.queues.contains_key(name) {
                 return Err("no such queue".into());
             }
@@ -339,7 +347,7 @@ fn binding_ends<'t>(
     topology: &'t mut Topology,
     b: &BindingDef,
 ) -> Result<(&'t mut Vhost, Destination), String> {
-    let v = vhost_mut(registry, topology, &b.vhost);
+    let v = vhost_mut(registry, topology, &b.vhost)?;
     let dest = resolve_destination(v, b)?;
     if !v.exchanges.contains_key(&b.source) {
         return Err("no such source exchange".into());
