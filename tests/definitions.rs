@@ -367,3 +367,29 @@ async fn definitions_imported_into_a_running_broker_are_usable_at_once() {
         assert_eq!(got.expect("the fan-out reached the imported queue").delivery.data, b"live", "{queue}");
     }
 }
+
+#[test]
+fn the_first_start_makes_the_configured_default_vhost_and_none_when_definitions_are_loaded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = in_process_config(dir.path());
+    config.default_vhost = "def-home".into();
+    config.default_user = "def-admin".into();
+    let server = lepus::Server::start(config).expect("start");
+    let topology = server.registry().load();
+    let vhosts: Vec<&String> = topology.access.vhosts.keys().collect();
+    assert_eq!(vhosts, ["def-home"], "RabbitMQ makes the default vhost only");
+    let users: Vec<&String> = topology.access.users.keys().collect();
+    assert_eq!(users, ["def-admin"]);
+    assert!(topology.access.permissions.contains_key(&("def-admin".into(), "def-home".into())));
+    drop(server);
+    // With load_definitions, a fresh node makes neither (as RabbitMQ 3.10).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("defs.json");
+    std::fs::write(&file, r#"{"vhosts": [{"name": "def-only"}]}"#).expect("write");
+    let server = start(&dir.path().join("data"), Some(&file));
+    let topology = server.registry().load();
+    assert!(topology.access.users.is_empty(), "no default user");
+    let vhosts: Vec<&String> = topology.access.vhosts.keys().collect();
+    assert_eq!(vhosts, ["def-only"]);
+    assert_eq!(topology.vhosts.len(), 1);
+}
