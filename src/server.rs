@@ -17,7 +17,7 @@ use crate::config::{Config, ConfigError};
 use crate::envelope::Envelope;
 use crate::ring::doorbell::Doorbell;
 use crate::routing::entity_limits::EntityLimits;
-use crate::routing::topology::{Registry, DEFAULT_VHOST};
+use crate::routing::topology::{Registry, ShardWaker, DEFAULT_VHOST};
 use crate::shard::counts::ConnectionCounts;
 use crate::shard::{Shard, WAKER_TOKEN};
 use crate::storage::definitions::DefinitionsError;
@@ -163,6 +163,12 @@ impl Server {
                 .map_err(StartError::Io)?;
             threads.push(thread);
         }
+        let doorbells_to_ring = doorbells.clone();
+        registry.set_shard_waker(ShardWaker(Box::new(move || {
+            for doorbell in &doorbells_to_ring {
+                let _ = doorbell.ring();
+            }
+        })));
         let mut server = Server {
             addrs,
             threads,
@@ -227,9 +233,7 @@ impl Server {
     /// messages) and bindings go, and its connections are closed with 320
     /// CONNECTION_FORCED, by each shard as soon as it is woken.
     pub fn delete_vhost(&self, name: &str) -> Result<(), AccessError> {
-        self.registry.delete_vhost(name)?;
-        self.wake_shards();
-        Ok(())
+        self.registry.delete_vhost(name)
     }
 
     /// The registry every shard reads (users, vhosts, permissions and the
@@ -253,7 +257,6 @@ impl Server {
     pub fn import_definitions(&self, doc: &serde_json::Value) -> crate::definitions::Imported {
         let imported = crate::definitions::import(&self.registry, doc, self.registry.shard_count());
         self.registry.note_control_change();
-        self.wake_shards();
         imported
     }
 

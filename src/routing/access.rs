@@ -45,8 +45,9 @@ impl Registry {
     /// Deletes a vhost with its exchanges, queues, bindings, permissions,
     /// policies and parameters, durably. The shards that own its queues
     /// delete them and their stored messages, and close its connections,
-    /// when they see the new snapshot (see [`Topology::control_changes`]);
-    /// wake them so idle ones see it too.
+    /// when they see the new snapshot (see [`Topology::control_changes`]),
+    /// which the registry wakes them to see (see
+    /// [`Registry::set_shard_waker`]).
     pub fn delete_vhost(&self, name: &str) -> Result<(), AccessError> {
         let vhost = vhost_name(name)?;
         self.mutate_recorded(|topology, records| {
@@ -56,14 +57,17 @@ impl Registry {
             remove_vhost(topology, name);
             records.push(Definition::VhostDeleted { name: vhost });
             Ok(())
-        })
+        })?;
+        self.wake_shards();
+        Ok(())
     }
 
     /// The control plane declared or deleted queues (a definitions import
     /// into a running broker): publishes a snapshot that tells the shards
-    /// to reconcile (see [`Topology::control_changes`]); wake them.
+    /// to reconcile (see [`Topology::control_changes`]) and wakes them.
     pub fn note_control_change(&self) {
         self.mutate(|topology| topology.control_changes += 1);
+        self.wake_shards();
     }
 
     /// Sets or clears a policy or parameter, durably; a vhost-scoped one

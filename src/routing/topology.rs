@@ -213,6 +213,18 @@ pub struct Registry {
     /// is the data directory's first start as far as access goes (see
     /// [`Registry::first_start`]).
     first_start: bool,
+    /// Wakes every shard (set by the server once the shards exist), so a
+    /// control-plane change that shards must act on reaches idle ones at once.
+    waker: std::sync::OnceLock<ShardWaker>,
+}
+
+/// What wakes every shard: the server rings their doorbells.
+pub struct ShardWaker(pub Box<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for ShardWaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ShardWaker")
+    }
 }
 
 /// What the writer lock guards besides the right to publish a snapshot.
@@ -271,6 +283,7 @@ impl Registry {
             recovered: Vec::new(),
             limits: EntityLimits::default(),
             first_start: default_vhost,
+            waker: std::sync::OnceLock::new(),
         };
         if default_vhost {
             registry.add_vhost(DEFAULT_VHOST);
@@ -289,6 +302,19 @@ impl Registry {
     /// only; after that what is stored wins).
     pub fn first_start(&self) -> bool {
         self.first_start
+    }
+
+    /// Sets what wakes every shard (once; later calls are ignored).
+    pub fn set_shard_waker(&self, waker: ShardWaker) {
+        let _ = self.waker.set(waker);
+    }
+
+    /// Wakes every shard, if a waker is set: called after publishing a
+    /// snapshot whose `control_changes` moved.
+    pub(super) fn wake_shards(&self) {
+        if let Some(waker) = self.waker.get() {
+            (waker.0)();
+        }
     }
 
     /// The current snapshot.
