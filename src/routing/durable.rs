@@ -238,10 +238,20 @@ fn describe(definition: &Definition) -> String {
                 b.destination, b.source, b.routing_key, b.vhost
             )
         }
-        Definition::Access(json) => format!("access change {}", String::from_utf8_lossy(json)),
+        Definition::Access(json) => format!("access change {}", change_kind(json)),
         Definition::VhostCreated { name, .. } => format!("create vhost '{name}'"),
         Definition::VhostDeleted { name } => format!("delete vhost '{name}'"),
-        Definition::Parameter(json) => format!("parameter change {}", String::from_utf8_lossy(json)),
+        Definition::Parameter(json) => format!("parameter change {}", change_kind(json)),
+    }
+}
+
+/// What a control-plane record does (`PutUser`, `SetPolicy`…), never its
+/// fields: a warning must not print a password hash.
+fn change_kind(json: &[u8]) -> String {
+    match serde_json::from_slice::<serde_json::Value>(json) {
+        Ok(serde_json::Value::Object(map)) => map.keys().next().cloned().unwrap_or_default(),
+        Ok(serde_json::Value::String(unit)) => unit,
+        _ => "(unreadable)".to_owned(),
     }
 }
 
