@@ -37,6 +37,9 @@ pub fn read_file(path: &Path) -> Result<serde_json::Value, String> {
 /// that is not running (the directory is locked while this reads it, and
 /// nothing in it is changed).
 pub fn export_data_dir(path: &Path) -> Result<serde_json::Value, String> {
+    if !path.is_dir() {
+        return Err(format!("no data directory at {}", path.display()));
+    }
     let data_dir = DataDir::open(path).map_err(|e| e.to_string())?;
     let registry = Registry::read_only(&data_dir).map_err(|e| e.to_string())?;
     Ok(export(&registry.load()))
