@@ -50,10 +50,13 @@ impl Registry {
         let counts = durable::Counts::of(&live);
         registry.recovered = durable::queues_of(&topology);
         registry.writer.get_mut().unwrap_or_else(|e| e.into_inner()).log = Some(log);
+        let (vhosts, users) = (topology.access.vhosts.len(), topology.access.users.len());
         registry.publish(topology);
         tracing::info!(
             file = %path.display(),
             epoch,
+            vhosts,
+            users,
             exchanges = counts.exchanges,
             queues = counts.queues,
             bindings = counts.bindings,
