@@ -7,6 +7,22 @@
 //! connections (320) and leaves nothing of its queues and messages, on disk
 //! or after a restart.
 //!
+//! The export was made on RabbitMQ 3.10.8 with: `rabbitmqctl add_user` for
+//! def-alice (tags administrator and custom-tag), def-bob (monitoring,
+//! management; user limits 5 connections, 7 channels), def-admin, and
+//! def-nopass (`clear_password`); `add_vhost def-vh1 --description
+//! "first def vhost" --tags t1,t2 --default-queue-type classic` with vhost
+//! limits 10/20, and def-vh2; permissions, a topic permission with
+//! `{username}`/`{vhost}`, a policy (`set_policy --priority 3 --apply-to
+//! queues`), a global parameter; through the HTTP API exchanges def-ae,
+//! def-main (alternate-exchange def-ae), def-dlx and the internal def-internal,
+//! queues with x-max-length, x-message-ttl, x-dead-letter-exchange,
+//! x-queue-type, x-max-priority, x-overflow and x-max-length-bytes, and
+//! bindings (one exchange-to-exchange, one with headers arguments); then
+//! `rabbitmqctl export_definitions` (pretty-printed with sorted keys, nothing
+//! removed). RabbitMQ leaves internal exchanges out of its exports, but not
+//! the bindings that name them.
+//!
 //! These tests drive an in-process `lepus::Server` (or the binary, for
 //! `kill -9`), so none runs against an external broker.
 
