@@ -337,7 +337,7 @@ pub fn seed_defaults(registry: &Registry, config: &Config) -> Result<(), AccessE
     registry.create_vhost(&config.default_vhost, settings)?;
     registry.change_access(&AccessChange::PutUser(User {
         name: config.default_user.clone(),
-        password: Some(PasswordHash::new_sha256(config.default_pass.as_bytes())),
+        password: Some(PasswordHash::new_sha256(&config.default_pass)),
         tags: vec!["administrator".into()],
         limits: UserLimits::default(),
     }))?;

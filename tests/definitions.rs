@@ -67,7 +67,7 @@ fn assert_rabbitmq_export_imported(server: &lepus::Server) {
     assert_eq!(alice.tags, ["administrator", "custom-tag"], "custom tags kept as given");
     let hash = alice.password.as_ref().expect("def-alice has a password");
     assert_eq!(hash.algorithm, HashAlgorithm::Sha256);
-    assert!(hash.verifies(b"alicepw") && !hash.verifies(b"alicepx"), "RabbitMQ's stored hash verifies here");
+    assert!(hash.verify(b"alicepw") && !hash.verify(b"alicepx"), "RabbitMQ's stored hash verifies here");
     let bob = access.users.get("def-bob").expect("def-bob");
     assert_eq!((bob.limits.max_connections, bob.limits.max_channels), (Some(5), Some(7)));
     assert_eq!(bob.tags, ["monitoring", "management"]);
@@ -188,7 +188,7 @@ fn defaults_are_made_on_the_first_start_only_and_a_deleted_guest_stays_deleted()
     let topology = server.registry().load();
     let guest = topology.access.users.get("guest").expect("the default user");
     assert_eq!(guest.tags, ["administrator"]);
-    assert!(guest.password.as_ref().is_some_and(|h| h.verifies(b"guest")), "sha256 of default_pass");
+    assert!(guest.password.as_ref().is_some_and(|h| h.verify(b"guest")), "sha256 of default_pass");
     let full = topology.access.permissions.get(&("guest".into(), "/".into())).expect("full permissions on /");
     assert_eq!((full.configure.as_str(), full.write.as_str(), full.read.as_str()), (".*", ".*", ".*"));
     server.registry().change_access(&AccessChange::DeleteUser("guest".into())).expect("delete guest");

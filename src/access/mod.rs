@@ -271,3 +271,25 @@ impl Access {
         Ok(())
     }
 }
+
+/// How a hash is written in the definitions log: RabbitMQ's algorithm name
+/// and base64 text (never the password).
+#[derive(Serialize, Deserialize)]
+struct StoredHash {
+    algorithm: String,
+    hash: String,
+}
+
+impl Serialize for PasswordHash {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        StoredHash { algorithm: self.algorithm.name().to_owned(), hash: self.to_base64() }
+            .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for PasswordHash {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let stored = StoredHash::deserialize(deserializer)?;
+        PasswordHash::parse(&stored.hash, &stored.algorithm).map_err(serde::de::Error::custom)
+    }
+}

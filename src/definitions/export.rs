@@ -53,7 +53,7 @@ pub fn export(topology: &Topology) -> Value {
 
 fn user(user: &Arc<User>) -> Value {
     let (hash, algorithm) = match &user.password {
-        Some(hash) => (hash.format(), hash.algorithm.name()),
+        Some(hash) => (hash.to_base64(), hash.algorithm.name()),
         None => (String::new(), crate::access::HashAlgorithm::Sha256.name()),
     };
     let mut limits = Map::new();

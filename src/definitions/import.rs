@@ -141,14 +141,13 @@ fn import_user(registry: &Registry, item: &Value, version: &str) -> Result<(), S
     }
     let hash = text(item, "password_hash");
     let password = if !hash.is_empty() {
-        let algorithm_name = item.get("hashing_algorithm").and_then(Value::as_str);
-        let algorithm = match algorithm_name {
-            Some(a) => HashAlgorithm::parse(a).ok_or_else(|| format!("unknown hashing_algorithm '{a}'"))?,
-            None => default_algorithm(version),
+        let algorithm = match item.get("hashing_algorithm").and_then(Value::as_str) {
+            Some(name) => name,
+            None => default_algorithm(version).name(),
         };
-        Some(PasswordHash::parse(algorithm, hash).ok_or("password_hash is not a base64 salted hash")?)
+        Some(PasswordHash::parse(hash, algorithm).map_err(|e| e.to_string())?)
     } else {
-        item.get("password").and_then(Value::as_str).map(|p| PasswordHash::new_sha256(p.as_bytes()))
+        item.get("password").and_then(Value::as_str).map(PasswordHash::new_sha256)
     };
     let limits = item.get("limits");
     let user = User {

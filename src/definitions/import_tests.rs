@@ -5,7 +5,7 @@ fn older_exports_import_tags_as_a_comma_string_md5_hashes_and_limits_as_objects(
     let registry = Registry::new();
     let doc = serde_json::json!({
         "rabbit_version": "3.5.7",
-        "users": [{"name": "old", "password_hash": "kI3GCqW5JLMJa4iX1lo7X4D6XbYqlLgxIs30+P6tENUV2POR",
+        "users": [{"name": "old", "password_hash": "kI3GChNpte2FApYFXScl+0dIluk=",
                    "tags": "administrator, policymaker,custom"}],
         "vhosts": [{"name": "v", "limits": {"max-connections": 4, "max-queues": -1}}],
         "permissions": [{"user": "old", "vhost": "v", "configure": ".*", "write": "", "read": "^r"},

@@ -1,5 +1,7 @@
 use super::*;
-use crate::access::{Access, PasswordHash, Permission, TopicPermission, User, UserLimits, VhostLimits};
+use crate::access::{
+    Access, HashAlgorithm, PasswordHash, Permission, TopicPermission, User, UserLimits, VhostLimits,
+};
 use crate::amqp::field::FieldTable;
 use crate::ids::{ExchangeKind, QueueRef, ShardId};
 use crate::queue::{QueueMeta, QueueStats};
@@ -10,7 +12,7 @@ use crate::storage::DataDir;
 fn user(name: &str) -> User {
     User {
         name: name.into(),
-        password: Some(PasswordHash::sha256_with_salt([1, 2, 3, 4], name.as_bytes())),
+        password: Some(PasswordHash::with_salt(HashAlgorithm::Sha256, [1, 2, 3, 4], name.as_bytes())),
         tags: vec!["administrator".into(), "custom".into()],
         limits: UserLimits { max_connections: Some(3), max_channels: None },
     }
