@@ -258,11 +258,14 @@ fn apply_op(registry: &Registry, op: &Op) {
     };
 }
 
+/// Each vhost's queue names.
+type QueueNames = Vec<(String, Vec<String>)>;
+
 /// What must come back: access and parameters as records, and each
 /// vhost's queue names.
-fn state(registry: &Registry) -> (Vec<Definition>, Parameters, Vec<(String, Vec<String>)>) {
+fn state(registry: &Registry) -> (Vec<Definition>, Parameters, QueueNames) {
     let topology = registry.load();
-    let mut queues: Vec<(String, Vec<String>)> = topology
+    let mut queues: QueueNames = topology
         .vhosts
         .iter()
         .map(|(name, v)| {
