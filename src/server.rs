@@ -304,7 +304,8 @@ fn recover_definitions(
     let import_error =
         |e: AccessError| StartError::Import(format!("cannot record the default user and vhost: {e}"));
     if registry.first_start() {
-        if config.load_definitions.is_some() || config.default_vhost != DEFAULT_VHOST {
+        let fresh_default = registry.load().vhosts.contains_key(DEFAULT_VHOST);
+        if fresh_default && (config.load_definitions.is_some() || config.default_vhost != DEFAULT_VHOST) {
             // The in-memory "/" of a fresh registry: RabbitMQ creates no
             // vhost but the default one, and none when importing definitions.
             registry.delete_vhost(DEFAULT_VHOST).map_err(import_error)?;
@@ -312,6 +313,9 @@ fn recover_definitions(
         if config.load_definitions.is_none() {
             seed_defaults(&registry, config).map_err(import_error)?;
         }
+        // Only once they are recorded: a start cut short before this line
+        // is a first start again.
+        registry.mark_initialised().map_err(import_error)?;
     }
     if let Some(path) = &config.load_definitions {
         let doc = crate::definitions::read_file(path).map_err(StartError::Import)?;

@@ -62,6 +62,16 @@ impl Registry {
         Ok(())
     }
 
+    /// Records that the first start's defaults were made (or deliberately
+    /// not, with `load_definitions`): later starts are not first starts,
+    /// whatever is deleted afterwards.
+    pub fn mark_initialised(&self) -> Result<(), AccessError> {
+        self.mutate_recorded(|_, records| {
+            records.push(Definition::AccessInitialised);
+            Ok(())
+        })
+    }
+
     /// The control plane declared or deleted queues (a definitions import
     /// into a running broker): publishes a snapshot that tells the shards
     /// to reconcile (see [`Topology::control_changes`]) and wakes them.

@@ -70,6 +70,7 @@ fn access_vhosts_and_parameters_are_recorded_replayed_and_kept_by_the_rewrite() 
     let dir = DataDir::open(tmp.path()).expect("data dir");
     let registry = Registry::recover(&dir, 2).expect("recover an empty dir");
     assert!(registry.first_start());
+    registry.mark_initialised().expect("as the server does once the defaults are made");
     fill(&registry);
     let spec = ExchangeSpec {
         name: ShortStr::copy_from_str("x"),
@@ -152,9 +153,10 @@ fn a_log_from_before_access_was_recorded_keeps_its_vhosts_and_a_recorded_one_ref
     let topology = registry.load();
     assert!(topology.access.vhosts.contains_key(DEFAULT_VHOST), "'/' exists, in access too");
     assert!(topology.vhosts.get(DEFAULT_VHOST).is_some_and(|v| v.exchanges.contains_key(b"x".as_slice())));
+    registry.mark_initialised().expect("as the server does once the defaults are made");
     drop(registry);
-    // The rewritten log records "/": from now on a record naming a vhost
-    // that does not exist is refused, never a vhost made again.
+    // The log records "/" and is initialised: from now on a record naming a
+    // vhost that does not exist is refused, never a vhost made again.
     let mut log = DefinitionsLog::open_append(
         &dir.definitions_path(),
         std::fs::metadata(dir.definitions_path()).expect("log").len(),
@@ -289,6 +291,7 @@ proptest::proptest! {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = DataDir::open(tmp.path()).expect("data dir");
         let live = Registry::recover(&dir, 1).expect("recover an empty dir");
+        live.mark_initialised().expect("as the server does once the defaults are made");
         for op in &ops {
             apply_op(&live, op);
         }
@@ -298,5 +301,31 @@ proptest::proptest! {
             let replayed = Registry::recover(&dir, 1).expect("recover");
             proptest::prop_assert_eq!(&state(&replayed), &before);
         }
+    }
+}
+
+#[test]
+fn deleting_every_vhost_and_user_is_not_a_first_start_but_an_unfinished_first_start_is() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = DataDir::open(tmp.path()).expect("data dir");
+    let registry = Registry::recover(&dir, 1).expect("recover");
+    registry.change_access(&AccessChange::PutUser(user("guest"))).expect("a default user");
+    drop(registry);
+    // Cut short before the defaults were marked made: a first start again.
+    let registry = Registry::recover(&dir, 1).expect("recover");
+    assert!(registry.first_start(), "an unfinished first start is done again");
+    registry.mark_initialised().expect("initialised");
+    registry.delete_vhost(DEFAULT_VHOST).expect("delete /");
+    registry.change_access(&AccessChange::DeleteUser("guest".into())).expect("delete guest");
+    drop(registry);
+    for _ in 0..2 {
+        let registry = Registry::recover(&dir, 1).expect("recover");
+        assert!(!registry.first_start(), "nothing left, yet not a first start");
+        let topology = registry.load();
+        assert!(
+            topology.vhosts.is_empty()
+                && topology.access.users.is_empty()
+                && topology.access.vhosts.is_empty()
+        );
     }
 }

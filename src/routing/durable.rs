@@ -36,16 +36,10 @@ pub fn is_standard_exchange(name: &[u8]) -> bool {
     name.is_empty() || name.starts_with(b"amq.")
 }
 
-/// A user, permission, vhost or parameter record: a log holding one has
-/// had its access recorded (see [`Registry::first_start`]).
-pub fn is_access_record(definition: &Definition) -> bool {
-    matches!(
-        definition,
-        Definition::Access(_)
-            | Definition::VhostCreated { .. }
-            | Definition::VhostDeleted { .. }
-            | Definition::Parameter(_)
-    )
+/// The log says the first start's defaults were made (see
+/// [`Registry::first_start`]).
+pub fn is_initialised(definitions: &[Definition]) -> bool {
+    definitions.iter().any(|d| matches!(d, Definition::AccessInitialised))
 }
 
 /// The exchange outlives a restart (and is recorded).
@@ -199,7 +193,7 @@ pub fn replay(registry: &Registry, topology: &mut Topology, definitions: &[Defin
 }
 
 /// The vhost `name` of `topology`. A log written before vhosts were
-/// recorded (no access record: [`Registry::first_start`]) names vhosts that
+/// recorded (not initialised: [`Registry::first_start`]) names vhosts that
 /// existed, which are created with the standard exchanges; in a log that
 /// records vhosts, a record naming a vhost that does not exist is refused.
 fn vhost_mut<'t>(
@@ -242,6 +236,7 @@ fn describe(definition: &Definition) -> String {
         Definition::VhostCreated { name, .. } => format!("create vhost '{name}'"),
         Definition::VhostDeleted { name } => format!("delete vhost '{name}'"),
         Definition::Parameter(json) => format!("parameter change {}", change_kind(json)),
+        Definition::AccessInitialised => "access initialised".to_owned(),
     }
 }
 

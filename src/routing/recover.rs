@@ -21,14 +21,18 @@ impl Registry {
         let read = definitions::read(&path).map_err(|e| DefinitionsError::Read(path.clone(), e))?;
         let epoch =
             read.epoch_last.checked_add(1).ok_or_else(|| DefinitionsError::EpochsExhausted(path.clone()))?;
-        // A log with access records says which vhosts exist (a deleted "/"
-        // stays deleted); one without (a new data directory, or one written
-        // before access was recorded) starts with "/" as it always did.
-        let first_start = !read.definitions.iter().any(durable::is_access_record);
+        // An initialised log says which vhosts and users exist (a deleted
+        // "/" stays deleted); one that is not (a new data directory, one
+        // written before access was recorded, or a first start that did not
+        // finish) starts with "/" as it always did, and gets the defaults.
+        let first_start = !durable::is_initialised(&read.definitions);
         let mut registry = Registry::empty(epoch, shard_count, first_start);
         let mut topology = Topology::clone(&registry.load());
         let skipped = durable::replay(&registry, &mut topology, &read.definitions);
         let mut live = durable::definitions_of(&topology);
+        if !first_start {
+            live.insert(0, Definition::AccessInitialised);
+        }
         live.push(Definition::Epoch(epoch));
         let log = match DefinitionsLog::rewrite(&path, &live) {
             Ok(log) => log,
@@ -76,8 +80,7 @@ impl Registry {
     pub fn read_only(data_dir: &DataDir) -> Result<Registry, DefinitionsError> {
         let path = data_dir.definitions_path();
         let read = definitions::read(&path).map_err(|e| DefinitionsError::Read(path.clone(), e))?;
-        let first_start = !read.definitions.iter().any(durable::is_access_record);
-        let registry = Registry::empty(0, 1, first_start);
+        let registry = Registry::empty(0, 1, !durable::is_initialised(&read.definitions));
         let mut topology = Topology::clone(&registry.load());
         durable::replay(&registry, &mut topology, &read.definitions);
         registry.publish(topology);

@@ -209,8 +209,8 @@ pub struct Registry {
     recovered: Vec<(Arc<str>, Arc<QueueMeta>)>,
     /// How many entities may exist, and the alarm that refuses new ones.
     limits: EntityLimits,
-    /// The definitions log held no user, vhost or permission record: this
-    /// is the data directory's first start as far as access goes (see
+    /// The definitions log does not say the defaults were made: this is the
+    /// data directory's first start as far as access goes (see
     /// [`Registry::first_start`]).
     first_start: bool,
     /// Wakes every shard (set by the server once the shards exist), so a
@@ -297,9 +297,10 @@ impl Registry {
         self
     }
 
-    /// The definitions log held no user, vhost or permission: the default
-    /// user and vhost are to be created (RabbitMQ does so on a fresh node
-    /// only; after that what is stored wins).
+    /// The definitions log does not say the first start's defaults were
+    /// made ([`Registry::mark_initialised`]): the default user and vhost
+    /// are to be created (RabbitMQ does so on a fresh node only; after that
+    /// what is stored wins).
     pub fn first_start(&self) -> bool {
         self.first_start
     }

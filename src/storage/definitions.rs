@@ -20,6 +20,7 @@
 //!   VhostCreated     name json      (the vhost's settings)
 //!   VhostDeleted     name
 //!   Parameter        json           (a policy, parameter or global parameter change)
+//!   AccessInitialised               (the default user and vhost were made: not a first start)
 //! ```
 //!
 //! The control-plane records (users, vhosts, permissions, policies) carry
@@ -60,6 +61,7 @@ mod kind {
     pub const VHOST_CREATED: u8 = 9;
     pub const VHOST_DELETED: u8 = 10;
     pub const PARAMETER: u8 = 11;
+    pub const ACCESS_INITIALISED: u8 = 12;
 }
 
 const FLAG_AUTO_DELETE: u8 = 1;
@@ -162,6 +164,9 @@ pub enum Definition {
     /// A policy, vhost parameter or global parameter was set or cleared
     /// (JSON, read by `routing`).
     Parameter(Bytes),
+    /// The first start's defaults (user, vhost) were made: from now on what
+    /// is stored wins, even once every user and vhost is deleted.
+    AccessInitialised,
 }
 
 /// A record whose checksum is right but whose payload we cannot read.
@@ -263,6 +268,7 @@ impl Definition {
                 out.put_u8(kind::PARAMETER);
                 out.put_slice(json);
             }
+            Definition::AccessInitialised => out.put_u8(kind::ACCESS_INITIALISED),
         }
     }
 
@@ -313,6 +319,7 @@ impl Definition {
             }
             kind::VHOST_DELETED => Definition::VhostDeleted { name: wire::take_shortstr(buf)? },
             kind::PARAMETER => Definition::Parameter(buf.split_off(0)),
+            kind::ACCESS_INITIALISED => Definition::AccessInitialised,
             other => return Err(PayloadError::UnknownKind(other)),
         };
         if !buf.is_empty() {

@@ -58,6 +58,7 @@ fn sample() -> Vec<Definition> {
         Definition::Parameter(Bytes::from_static(br#"{"ClearGlobal":"g"}"#)),
         Definition::VhostDeleted { name: s("v") },
         Definition::VhostCreated { name: s(""), settings: Bytes::new() },
+        Definition::AccessInitialised,
     ]
 }
 
