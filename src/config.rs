@@ -77,13 +77,18 @@ pub struct Config {
     pub ring_capacity_slots: usize,
     /// Pin each shard thread to its own core.
     pub pin_shards: bool,
-    /// The default user, created at start when there are no users, with
+    /// The default user, created on the data directory's first start, with
     /// the tag `administrator` and every permission on `default_vhost`.
     pub default_user: String,
     /// The default user's password (stored as a SHA-256 hash).
     pub default_pass: String,
-    /// The vhost created at start if missing (RabbitMQ's `default_vhost`).
+    /// The vhost created, with the default user's full permissions, on the
+    /// data directory's first start (RabbitMQ's `default_vhost`).
     pub default_vhost: String,
+    /// A RabbitMQ definitions file (JSON) imported at every start
+    /// (RabbitMQ's `load_definitions`); on a first start with one, no
+    /// default user or vhost is created, as in RabbitMQ.
+    pub load_definitions: Option<PathBuf>,
     /// Users that may only connect from loopback (RabbitMQ's loopback_users).
     pub loopback_users: Vec<String>,
     /// How shards do socket I/O.
@@ -172,6 +177,7 @@ impl Default for Config {
             default_user: "guest".to_owned(),
             default_pass: "guest".to_owned(),
             default_vhost: "/".to_owned(),
+            load_definitions: None,
             loopback_users: vec!["guest".to_owned()],
             io_backend: IoBackend::Mio,
             data_dir: PathBuf::from(DATA_DIR_DEFAULT),

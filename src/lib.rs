@@ -4,6 +4,8 @@
 //! `tests/tidy.rs` holds the rule and its known exceptions):
 //!
 //! - [`server`]: starts the shards, the alarm monitor and the listeners.
+//! - [`definitions`]: RabbitMQ definitions files, imported and exported
+//!   (control plane beside `server`).
 //! - [`shard`]: the per-core event loop that runs everything below.
 //! - [`connection`]: one client connection: handshake, frames to channels.
 //! - [`channel`]: one channel: methods, publishes, consumers, acks, confirms.
@@ -30,6 +32,7 @@ pub mod broker;
 pub mod channel;
 pub mod config;
 pub mod connection;
+pub mod definitions;
 pub mod envelope;
 pub mod ids;
 pub mod message;

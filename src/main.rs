@@ -85,6 +85,13 @@ struct Args {
     /// Default: lepus-data (relative to the working directory).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// A RabbitMQ definitions file (JSON) to import at start (RabbitMQ's load_definitions).
+    #[arg(long, value_name = "FILE")]
+    load_definitions: Option<PathBuf>,
+    /// Write the definitions stored in the data directory as a RabbitMQ definitions file (JSON; "-"
+    /// for standard output) and exit, without starting the broker (which must not be running).
+    #[arg(long, value_name = "FILE")]
+    export_definitions: Option<PathBuf>,
     /// Log filter (tracing's EnvFilter syntax), e.g. "info" or "lepus=debug". Default: $RUST_LOG or "info".
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
@@ -117,6 +124,9 @@ fn main() -> std::process::ExitCode {
         None => Config::default(),
     };
     apply_flags(&args, &mut config);
+    if let Some(out) = &args.export_definitions {
+        return export_definitions(&config, out);
+    }
     let mut signals = match signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
@@ -144,6 +154,31 @@ fn main() -> std::process::ExitCode {
     std::process::ExitCode::SUCCESS
 }
 
+/// `--export-definitions`: the data directory's definitions as JSON.
+fn export_definitions(config: &Config, out: &std::path::Path) -> std::process::ExitCode {
+    let doc = match lepus::definitions::export_data_dir(&config.data_dir) {
+        Ok(doc) => doc,
+        Err(e) => {
+            eprintln!("lepus: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    text.push('\n');
+    let written = if out.as_os_str() == "-" {
+        std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes())
+    } else {
+        std::fs::write(out, text)
+    };
+    match written {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lepus: cannot write {}: {e}", out.display());
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Flags override the configuration file's values (and the defaults).
 fn apply_flags(args: &Args, config: &mut Config) {
     if !args.listen.is_empty() {
@@ -169,6 +204,9 @@ fn apply_flags(args: &Args, config: &mut Config) {
     }
     if let Some(v) = args.max_message_size {
         config.body_size_bytes_max = v;
+    }
+    if let Some(path) = &args.load_definitions {
+        config.load_definitions = Some(path.clone());
     }
     if let Some(dir) = &args.data_dir {
         config.data_dir = dir.clone();

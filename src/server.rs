@@ -8,14 +8,16 @@ use std::thread::JoinHandle;
 
 use mio::{Poll, Waker};
 
-use crate::access::{AccessChange, PasswordHash, Permission, Tracking, User, UserLimits};
+use crate::access::{
+    AccessChange, AccessError, PasswordHash, Permission, Tracking, User, UserLimits, VhostSettings,
+};
 use crate::alarm::{Monitor, ResourceLimits};
 use crate::broker::ShardCtx;
 use crate::config::{Config, ConfigError};
 use crate::envelope::Envelope;
 use crate::ring::doorbell::Doorbell;
 use crate::routing::entity_limits::EntityLimits;
-use crate::routing::topology::Registry;
+use crate::routing::topology::{Registry, ShardWaker, DEFAULT_VHOST};
 use crate::shard::counts::ConnectionCounts;
 use crate::shard::{Shard, WAKER_TOKEN};
 use crate::storage::definitions::DefinitionsError;
@@ -72,6 +74,9 @@ pub enum StartError {
     DataDir(DataDirError),
     /// The definitions log could not be read or rewritten.
     Definitions(DefinitionsError),
+    /// The definitions file (`load_definitions`) could not be read, or the
+    /// default user and vhost could not be recorded.
+    Import(String),
 }
 
 impl std::fmt::Display for StartError {
@@ -82,6 +87,7 @@ impl std::fmt::Display for StartError {
             StartError::Io(e) => write!(f, "cannot start event loop: {e}"),
             StartError::DataDir(e) => write!(f, "{e}"),
             StartError::Definitions(e) => write!(f, "{e}"),
+            StartError::Import(e) => f.write_str(e),
         }
     }
 }
@@ -121,14 +127,12 @@ impl Server {
             Arc::new(ResourceLimits::new(config.memory_budget_bytes, config.disk_free_limit_bytes));
         // Before any shard runs: shards create the recovered queues they own.
         let registry = Arc::new(
-            Registry::recover(&data_dir, shard_count)
-                .map_err(StartError::Definitions)?
+            recover_definitions(&config, &data_dir, shard_count)?
                 .with_limits(EntityLimits::from_config(&config, Arc::clone(&resources))),
         );
         let (mut listeners, addrs) = bind_all(&config.listen)?;
         let (polls, doorbells) = polls_and_doorbells(shard_count).map_err(StartError::Io)?;
         let endpoints = crate::ring::mesh::<Envelope>(doorbells.clone(), config.ring_capacity_slots);
-        seed_defaults(&registry, &config);
         let config = Arc::new(config);
         let tracking = Arc::new(Tracking::default());
         let stop = Arc::new(crate::shard::stop::Stop::new(shard_count));
@@ -159,6 +163,12 @@ impl Server {
                 .map_err(StartError::Io)?;
             threads.push(thread);
         }
+        let doorbells_to_ring = doorbells.clone();
+        registry.set_shard_waker(ShardWaker(Box::new(move || {
+            for doorbell in &doorbells_to_ring {
+                let _ = doorbell.ring();
+            }
+        })));
         let mut server = Server {
             addrs,
             threads,
@@ -221,12 +231,46 @@ impl Server {
         self.registry.change_access(change)
     }
 
-    /// Creates a vhost with RabbitMQ's standard exchanges and no
-    /// permissions (a no-op if it exists).
-    pub fn add_vhost(&self, name: &str) {
-        if !self.registry.load().vhosts.contains_key(name) {
-            self.registry.add_vhost(name);
+    /// Creates a vhost (durably), or sets an existing one's settings.
+    pub fn create_vhost(&self, name: &str, settings: VhostSettings) -> Result<(), AccessError> {
+        self.registry.create_vhost(name, settings)
+    }
+
+    /// Deletes a vhost durably: its exchanges, queues (with their stored
+    /// messages) and bindings go, and its connections are closed with 320
+    /// CONNECTION_FORCED, by each shard as soon as it is woken.
+    pub fn delete_vhost(&self, name: &str) -> Result<(), AccessError> {
+        self.registry.delete_vhost(name)
+    }
+
+    /// The registry every shard reads (users, vhosts, permissions and the
+    /// topology), for the control plane.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Rings every shard's doorbell: a shard parked in its event loop wakes
+    /// and sees the snapshot the control plane just published (a shard that
+    /// is running sees it at its next turn).
+    pub fn wake_shards(&self) {
+        for doorbell in &self.wakers {
+            let _ = doorbell.ring();
         }
+    }
+
+    /// Imports a RabbitMQ definitions document into the running broker (as
+    /// `POST /api/definitions` does): what exists is kept or updated; new
+    /// queues are placed round-robin and created by their shards at once.
+    pub fn import_definitions(&self, doc: &serde_json::Value) -> crate::definitions::Imported {
+        let imported = crate::definitions::import(&self.registry, doc, self.registry.shard_count());
+        self.registry.note_control_change();
+        imported
+    }
+
+    /// Everything defined (users, vhosts, permissions, parameters, policies,
+    /// queues, exchanges, bindings) as a RabbitMQ definitions document.
+    pub fn export_definitions(&self) -> serde_json::Value {
+        crate::definitions::export(&self.registry.load())
     }
 
     /// Stops every shard (connections get connection.close 320) and waits.
@@ -254,37 +298,65 @@ impl Drop for Server {
     }
 }
 
-/// The default vhost and user of a broker with no users: `default_vhost`
-/// (created if missing), and `default_user` with a SHA-256 hash of
-/// `default_pass`, the tag `administrator` and every permission on the
-/// default vhost, as RabbitMQ seeds a first start.
-pub fn seed_defaults(registry: &Registry, config: &Config) {
-    if !registry.load().access.vhosts.contains_key(&config.default_vhost) {
-        registry.add_vhost(&config.default_vhost);
+/// Recovers the definitions log; on the data directory's first start,
+/// creates the default user and vhost ([`seed_defaults`]); imports
+/// `load_definitions` if configured. The imported queues are created by
+/// their shards at start, like recovered ones.
+fn recover_definitions(
+    config: &Config,
+    data_dir: &DataDir,
+    shard_count: usize,
+) -> Result<Registry, StartError> {
+    let mut registry = Registry::recover(data_dir, shard_count).map_err(StartError::Definitions)?;
+    let import_error =
+        |e: AccessError| StartError::Import(format!("cannot record the default user and vhost: {e}"));
+    if registry.first_start() {
+        let fresh_default = registry.load().vhosts.contains_key(DEFAULT_VHOST);
+        if fresh_default && (config.load_definitions.is_some() || config.default_vhost != DEFAULT_VHOST) {
+            // The in-memory "/" of a fresh registry: RabbitMQ creates no
+            // vhost but the default one, and none when importing definitions.
+            registry.delete_vhost(DEFAULT_VHOST).map_err(import_error)?;
+        }
+        if config.load_definitions.is_none() {
+            seed_defaults(&registry, config).map_err(import_error)?;
+        }
+        // Only once they are recorded: a start cut short before this line
+        // is a first start again.
+        registry.mark_initialised().map_err(import_error)?;
     }
-    if !registry.load().access.users.is_empty() {
-        return;
+    if let Some(path) = &config.load_definitions {
+        let doc = crate::definitions::read_file(path).map_err(StartError::Import)?;
+        let imported = crate::definitions::import(&registry, &doc, shard_count);
+        tracing::info!(
+            file = %path.display(),
+            applied = imported.applied,
+            skipped = imported.skipped.len(),
+            "definitions imported"
+        );
+        registry.place_queues_at_start();
     }
-    let user = User {
+    Ok(registry)
+}
+
+/// The default user (`default_user`/`default_pass`, tag `administrator`)
+/// with full permissions on the default vhost (`default_vhost`), recorded
+/// durably. Called on the data directory's first start only: after that
+/// what is stored wins (a deleted default user stays deleted), as in
+/// RabbitMQ.
+pub fn seed_defaults(registry: &Registry, config: &Config) -> Result<(), AccessError> {
+    let settings = VhostSettings { description: "Default virtual host".into(), ..VhostSettings::default() };
+    registry.create_vhost(&config.default_vhost, settings)?;
+    registry.change_access(&AccessChange::PutUser(User {
         name: config.default_user.clone(),
         password: Some(PasswordHash::new_sha256(&config.default_pass)),
-        tags: vec!["administrator".to_owned()],
+        tags: vec!["administrator".into()],
         limits: UserLimits::default(),
-    };
-    let all = ".*".to_owned();
-    let changes = [
-        AccessChange::PutUser(user),
-        AccessChange::SetPermission {
-            user: config.default_user.clone(),
-            vhost: config.default_vhost.clone(),
-            permission: Permission { configure: all.clone(), write: all.clone(), read: all },
-        },
-    ];
-    for change in &changes {
-        if let Err(e) = registry.change_access(change) {
-            tracing::warn!(error = %e, "cannot create the default user");
-        }
-    }
+    }))?;
+    registry.change_access(&AccessChange::SetPermission {
+        user: config.default_user.clone(),
+        vhost: config.default_vhost.clone(),
+        permission: Permission { configure: ".*".into(), write: ".*".into(), read: ".*".into() },
+    })
 }
 
 /// The configured shard count, or the one the data directory was created

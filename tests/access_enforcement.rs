@@ -52,7 +52,7 @@ fn fixture() -> Option<Fixture> {
     }
     let dir = tempfile::Builder::new().prefix("lepus-enf-").tempdir().expect("temporary data dir");
     let server = lepus::Server::start(in_process_config(dir.path())).expect("lepus starts");
-    server.add_vhost(VHOST);
+    server.create_vhost(VHOST, lepus::access::VhostSettings::default()).expect("vhost created");
     let changes = [
         user("u", Some("p"), &[]),
         user("nop", Some("p"), &[]),

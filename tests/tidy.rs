@@ -76,9 +76,10 @@ const LOCK_EXCEPTIONS: [(&str, usize, &str); 1] = [(
 #[rustfmt::skip]
 const ALLOWED_IMPORTS: &[(&str, &[&str])] = &[
     ("server", &[
-        "shard", "connection", "channel", "broker", "routing", "envelope", "queue", "access", "config", "alarm", "ring",
+        "definitions", "shard", "connection", "channel", "broker", "routing", "envelope", "queue", "access", "config", "alarm", "ring",
         "storage", "message", "amqp", "ids"
     ]),
+    ("definitions", &["routing", "queue", "access", "storage", "amqp", "ids"]),
     ("shard", &[
         "connection", "channel", "broker", "routing", "envelope", "queue", "access", "config", "alarm", "ring",
         "storage", "message", "amqp", "ids"

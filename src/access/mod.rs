@@ -17,6 +17,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 pub mod grants;
 pub mod hash;
 pub mod login;
@@ -55,7 +57,7 @@ impl fmt::Debug for PasswordHash {
 }
 
 /// Per-user limits (RabbitMQ's user limits); `None` is no limit.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserLimits {
     /// `max-connections`.
     pub max_connections: Option<u32>,
@@ -64,7 +66,7 @@ pub struct UserLimits {
 }
 
 /// A user.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     /// Name.
     pub name: String,
@@ -78,7 +80,7 @@ pub struct User {
 }
 
 /// Per-vhost limits (RabbitMQ's vhost limits); `None` is no limit.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VhostLimits {
     /// `max-connections`.
     pub max_connections: Option<u32>,
@@ -87,7 +89,7 @@ pub struct VhostLimits {
 }
 
 /// A vhost's own settings (its exchanges and queues are in the topology).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VhostSettings {
     /// Limits.
     pub limits: VhostLimits,
@@ -101,7 +103,7 @@ pub struct VhostSettings {
 
 /// configure / write / read regular expressions of one user in one vhost,
 /// as given ('' matches nothing, as in RabbitMQ).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Permission {
     /// Declares and deletes.
     pub configure: String,
@@ -113,7 +115,7 @@ pub struct Permission {
 
 /// Topic permission of one user in one vhost on one exchange: regular
 /// expressions on routing keys, `{username}` and `{vhost}` expanded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicPermission {
     /// Publishing to the exchange.
     pub write: String,
@@ -139,7 +141,7 @@ pub struct Access {
 /// One change to [`Access`]. Vhosts are added and deleted through the
 /// registry (their exchanges and queues are topology), which applies the
 /// matching `Access` change itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum AccessChange {
     /// Creates or replaces a user.
@@ -275,5 +277,27 @@ impl Access {
             return Err(AccessError::NoVhost(vhost.to_owned()));
         }
         Ok(())
+    }
+}
+
+/// How a hash is written in the definitions log: RabbitMQ's algorithm name
+/// and base64 text (never the password).
+#[derive(Serialize, Deserialize)]
+struct StoredHash {
+    algorithm: String,
+    hash: String,
+}
+
+impl Serialize for PasswordHash {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        StoredHash { algorithm: self.algorithm.name().to_owned(), hash: self.to_base64() }
+            .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for PasswordHash {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let stored = StoredHash::deserialize(deserializer)?;
+        PasswordHash::parse(&stored.hash, &stored.algorithm).map_err(serde::de::Error::custom)
     }
 }

@@ -39,8 +39,13 @@ pub struct ShardCtx {
     pub(super) tracking: Arc<crate::access::Tracking>,
     /// The shared topology.
     pub(super) registry: Arc<Registry>,
-    topology: Arc<Topology>,
-    topology_generation: u64,
+    pub(super) topology: Arc<Topology>,
+    pub(super) topology_generation: u64,
+    /// `Topology::control_changes` of the last snapshot seen.
+    control_changes_seen: u64,
+    /// The control plane removed something since the last reconcile (see
+    /// [`ShardCtx::reconcile_queues`]).
+    pub(super) reconcile_due: bool,
     /// Queues this shard owns.
     pub(super) queues: QueueMap,
     /// Rings to the other shards.
@@ -98,7 +103,7 @@ fn busy(now: Instant, idle_at: Instant) -> bool {
 /// A stored queue is listed in `journaled` so what it tells the message log
 /// is written at the end of the turn.
 #[inline]
-fn queue_at<'q>(
+pub(super) fn queue_at<'q>(
     queues: &'q mut QueueMap,
     journaled: &mut Vec<QueueId>,
     clock_ms: u64,
@@ -142,6 +147,8 @@ impl ShardCtx {
             config,
             tracking: Arc::default(),
             registry,
+            control_changes_seen: topology.control_changes,
+            reconcile_due: false,
             topology,
             topology_generation,
             queues,
@@ -173,6 +180,10 @@ impl ShardCtx {
         if self.registry.generation() != self.topology_generation {
             self.topology = self.registry.load();
             self.topology_generation = self.topology.generation;
+            if self.topology.control_changes != self.control_changes_seen {
+                self.control_changes_seen = self.topology.control_changes;
+                self.reconcile_due = true;
+            }
         }
     }
 
@@ -611,24 +622,11 @@ impl ShardCtx {
     /// Deletes a local queue: unregisters it, tells its consumers, drops its
     /// messages. Returns how many ready messages it had.
     pub fn delete_queue_local(&mut self, queue: QueueId) -> u32 {
-        let Some(mut q) = self.queues.remove(&queue) else {
+        let Some((count, vhost)) = self.drop_queue_local(queue) else {
             return 0;
         };
-        if let Some(log) = self.log.as_mut() {
-            // What it settled still counts; the rest goes with the queue.
-            super::stored::write_journal(log, queue, &mut q);
-            log.forget(q.stored_locs());
-            for span in q.take_spans() {
-                log.forget_in(span.segment, span.count);
-            }
-        }
-        let count = q.message_count();
-        self.registry.remove_queue(q.vhost(), queue);
+        self.registry.remove_queue(&vhost, queue);
         self.refresh_topology();
-        let consumers: Vec<ConsumerKey> = q.consumers().map(|c| c.key).collect();
-        for consumer in consumers {
-            self.send(consumer.channel.conn.shard, Envelope::ConsumerCancelled { consumer });
-        }
         count
     }
 

@@ -12,10 +12,13 @@
 //!   rounds and confirm releases.
 //! - [`throttle`]: publisher flow control.
 //! - [`names`]: server-generated names (`amq.gen-…`, consumer tags).
+//! - `reconcile`: deleting what the control plane removed (a deleted vhost's
+//!   queues and their stored messages).
 
 mod access;
 mod ctx;
 pub mod names;
+mod reconcile;
 pub mod stored;
 pub mod throttle;
 

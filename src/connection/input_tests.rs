@@ -48,7 +48,7 @@ fn ctx() -> ShardCtx {
     let mesh = crate::ring::mesh::<Envelope>(vec![Arc::new(Doorbell::without_waker())], 16);
     let config = Arc::new(Config::default());
     let registry = Arc::new(Registry::new());
-    crate::server::seed_defaults(&registry, &config);
+    crate::server::seed_defaults(&registry, &config).expect("defaults seeded");
     let endpoint = mesh.into_iter().next().expect("one endpoint");
     ShardCtx::new(config, registry, endpoint)
 }

@@ -582,6 +582,18 @@ impl Connection {
         );
     }
 
+    /// The vhost this connection opened ("" before connection.open).
+    pub fn vhost(&self) -> &str {
+        &self.shared.vhost
+    }
+
+    /// Closes the connection because its vhost was deleted (RabbitMQ's
+    /// code and text).
+    pub fn close_vhost_deleted(&mut self, ctx: &mut ShardCtx) {
+        let text = format!("vhost '{}' is deleted", self.shared.vhost);
+        self.close_with(ChannelError::hard(spec::reply_code::CONNECTION_FORCED, text), ctx);
+    }
+
     /// The socket is gone (EOF, error, timeout): release everything.
     pub fn shutdown(&mut self, ctx: &mut ShardCtx) {
         self.release_everything(ctx);

@@ -28,7 +28,7 @@ fn two_shards() -> (ShardCtx, MeshEndpoint<Envelope>) {
     let mut endpoints = crate::ring::mesh::<Envelope>(doorbells, 16).into_iter();
     let config = Arc::new(Config::default());
     let registry = Arc::new(Registry::new());
-    crate::server::seed_defaults(&registry, &config);
+    crate::server::seed_defaults(&registry, &config).expect("defaults seeded");
     let shard0 = endpoints.next().expect("shard 0");
     let shard1 = endpoints.next().expect("shard 1");
     (ShardCtx::new(config, registry, shard0), shard1)

@@ -36,6 +36,12 @@ pub fn is_standard_exchange(name: &[u8]) -> bool {
     name.is_empty() || name.starts_with(b"amq.")
 }
 
+/// The log says the first start's defaults were made (see
+/// [`Registry::first_start`]).
+pub fn is_initialised(definitions: &[Definition]) -> bool {
+    definitions.iter().any(|d| matches!(d, Definition::AccessInitialised))
+}
+
 /// The exchange outlives a restart (and is recorded).
 pub fn is_recorded_exchange(exchange: &Exchange) -> bool {
     exchange.durable && !is_standard_exchange(exchange.name.as_bytes())
@@ -186,12 +192,24 @@ pub fn replay(registry: &Registry, topology: &mut Topology, definitions: &[Defin
     not_applied
 }
 
-/// The vhost `name` of `topology`, created with the standard exchanges if
-/// the log names a vhost this run does not have yet.
-fn vhost_mut<'t>(registry: &Registry, topology: &'t mut Topology, name: &ShortStr) -> &'t mut Vhost {
+/// The vhost `name` of `topology`. A log written before vhosts were
+/// recorded (not initialised: [`Registry::first_start`]) names vhosts that
+/// existed, which are created with the standard exchanges; in a log that
+/// records vhosts, a record naming a vhost that does not exist is refused.
+fn vhost_mut<'t>(
+    registry: &Registry,
+    topology: &'t mut Topology,
+    name: &ShortStr,
+) -> Result<&'t mut Vhost, String> {
     let key = name.to_string_lossy().into_owned();
+    if !topology.vhosts.contains_key(&key) {
+        if !registry.first_start() {
+            return Err(format!("no vhost '{key}'"));
+        }
+        Arc::make_mut(&mut topology.access).add_vhost(&key, Default::default());
+    }
     let vhost = topology.vhosts.entry(key).or_insert_with(|| Arc::new(registry.standard_vhost()));
-    Arc::make_mut(vhost)
+    Ok(Arc::make_mut(vhost))
 }
 
 /// A record as an operator reads it: what it names and where.
@@ -214,6 +232,21 @@ fn describe(definition: &Definition) -> String {
                 b.destination, b.source, b.routing_key, b.vhost
             )
         }
+        Definition::Access(json) => format!("access change {}", change_kind(json)),
+        Definition::VhostCreated { name, .. } => format!("create vhost '{name}'"),
+        Definition::VhostDeleted { name } => format!("delete vhost '{name}'"),
+        Definition::Parameter(json) => format!("parameter change {}", change_kind(json)),
+        Definition::AccessInitialised => "access initialised".to_owned(),
+    }
+}
+
+/// What a control-plane record does (`PutUser`, `SetPolicy`…), never its
+/// fields: a warning must not print a password hash.
+fn change_kind(json: &[u8]) -> String {
+    match serde_json::from_slice::<serde_json::Value>(json) {
+        Ok(serde_json::Value::Object(map)) => map.keys().next().cloned().unwrap_or_default(),
+        Ok(serde_json::Value::String(unit)) => unit,
+        _ => "(unreadable)".to_owned(),
     }
 }
 
@@ -223,11 +256,13 @@ fn describe(definition: &Definition) -> String {
 fn apply(registry: &Registry, topology: &mut Topology, definition: &Definition) -> Result<(), String> {
     // The same changes a client's methods make (`routing::change`); what
     // they journal is dropped: the rewritten log is built from the result.
+    if super::access::apply_record(registry, topology, definition)? {
+        return Ok(());
+    }
     let mut journal = Journal::replay();
     match definition {
-        Definition::Epoch(_) => {}
         Definition::ExchangeDeclared { vhost, name, kind, auto_delete, internal, arguments } => {
-            let v = vhost_mut(registry, topology, vhost);
+            let v = vhost_mut(registry, topology, vhost)?;
             if is_standard_exchange(name.as_bytes()) || v.exchanges.contains_key(name) {
                 return Err("the exchange exists".into());
             }
@@ -247,7 +282,7 @@ fn apply(registry: &Registry, topology: &mut Topology, definition: &Definition) 
             change::insert_exchange(v, exchange, &mut journal);
         }
         Definition::ExchangeDeleted { vhost, name } => {
-            let v = vhost_mut(registry, topology, vhost);
+            let v = vhost_mut(registry, topology, vhost)?;
             let exchange = v.exchanges.get(name).cloned().ok_or("no such exchange")?;
             if is_standard_exchange(name.as_bytes()) {
                 return Err("a standard exchange".into());
@@ -256,7 +291,7 @@ fn apply(registry: &Registry, topology: &mut Topology, definition: &Definition) 
         }
         Definition::QueueDeclared { vhost, name, id, shard, auto_delete, arguments } => {
             let shard_count = registry.shard_count();
-            let v = vhost_mut(registry, topology, vhost);
+            let v = vhost_mut(registry, topology, vhost)?;
             if v.queues.contains_key(name) || v.queue_names.contains_key(id) {
                 return Err("the queue exists".into());
             }
@@ -271,7 +306,7 @@ fn apply(registry: &Registry, topology: &mut Topology, definition: &Definition) 
             );
         }
         Definition::QueueDeleted { vhost, name } => {
-            let v = vhost_mut(registry, topology, vhost);
+            let v = vhost_mut(registry, topology, vhost)?;
             if !v.queues.contains_key(name) {
                 return Err("no such queue".into());
             }
@@ -291,6 +326,8 @@ fn apply(registry: &Registry, topology: &mut Topology, definition: &Definition) 
                 return Err("no such binding".into());
             }
         }
+        // An epoch, or a control-plane record (applied above).
+        _ => {}
     }
     Ok(())
 }
@@ -315,7 +352,7 @@ fn binding_ends<'t>(
     topology: &'t mut Topology,
     b: &BindingDef,
 ) -> Result<(&'t mut Vhost, Destination), String> {
-    let v = vhost_mut(registry, topology, &b.vhost);
+    let v = vhost_mut(registry, topology, &b.vhost)?;
     let dest = resolve_destination(v, b)?;
     if !v.exchanges.contains_key(&b.source) {
         return Err("no such source exchange".into());
@@ -372,9 +409,11 @@ pub fn definitions_of(topology: &Topology) -> Vec<Definition> {
         }
         bindings.append(&mut journal.changes);
     }
-    exchanges.append(&mut queues);
-    exchanges.append(&mut bindings);
-    exchanges
+    let mut all = super::access::access_definitions(topology);
+    all.append(&mut exchanges);
+    all.append(&mut queues);
+    all.append(&mut bindings);
+    all
 }
 
 /// The recorded queues of `topology`, with their vhosts.
@@ -384,6 +423,21 @@ pub fn queues_of(topology: &Topology) -> Vec<(Arc<str>, Arc<QueueMeta>)> {
         let vhost: Arc<str> = Arc::from(vhost_name.as_str());
         out.extend(
             v.queues.values().filter(|q| is_recorded_queue(q)).map(|q| (Arc::clone(&vhost), Arc::clone(q))),
+        );
+    }
+    out
+}
+
+/// Every non-exclusive queue of `topology`, with its vhost.
+pub fn all_queues_of(topology: &Topology) -> Vec<(Arc<str>, Arc<QueueMeta>)> {
+    let mut out = Vec::new();
+    for (vhost_name, v) in &topology.vhosts {
+        let vhost: Arc<str> = Arc::from(vhost_name.as_str());
+        out.extend(
+            v.queues
+                .values()
+                .filter(|q| q.exclusive_owner.is_none())
+                .map(|q| (Arc::clone(&vhost), Arc::clone(q))),
         );
     }
     out

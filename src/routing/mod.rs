@@ -14,6 +14,9 @@
 //!   and the memory alarm's hold on new ones.
 //! * [`change`] — the topology changes themselves, shared by a client's
 //!   methods and the replay of the definitions log.
+//! * [`parameters`] — policies and runtime parameters, stored as given.
+//! * `access`, `vhosts` — the registry's changes to users, permissions and
+//!   vhosts, recorded in the definitions log like topology changes.
 //! * [`durable`] — which topology changes are durable, their journal for the
 //!   definitions log, and the replay of that log at start.
 //!
@@ -25,6 +28,7 @@ pub mod change;
 pub mod durable;
 pub mod entity_limits;
 pub mod headers;
+pub mod parameters;
 mod vhosts;
 
 /// The hash map of the routing path: keys are client-chosen names, so the

@@ -25,20 +25,19 @@
 use crate::routing::FastMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
-use crate::access::Access;
+use crate::access::{Access, AccessError};
 use crate::amqp::field::{FieldTable, FieldValue, ShortStr};
 use crate::ids::{ExchangeKind, QueueId, QueueRef, ShardId};
 use crate::queue::QueueMeta;
 use crate::routing::change;
-use crate::routing::durable::{self, Journal};
+use crate::routing::durable::Journal;
 use crate::routing::entity_limits::EntityLimits;
+use crate::routing::parameters::Parameters;
 use crate::routing::table::{BindError, BindingTable};
-use crate::storage::definitions::{self, Definition, DefinitionsError, DefinitionsLog};
-use crate::storage::DataDir;
+use crate::storage::definitions::{Definition, DefinitionsLog};
 
 /// Exchange-to-exchange hops followed when routing one message.
 pub const ROUTE_HOPS_MAX: usize = 64;
@@ -104,6 +103,16 @@ pub struct Topology {
     pub vhosts: FastMap<String, Arc<Vhost>>,
     /// Users, vhost settings, permissions (see [`crate::access`]).
     pub access: Arc<Access>,
+    /// Policies and runtime parameters, as given (see
+    /// [`crate::routing::parameters`]).
+    pub parameters: Arc<Parameters>,
+    /// Increases whenever the control plane (not a shard's client) changes
+    /// which queues exist: a deleted vhost, a definitions import, later the
+    /// management API. A shard that sees it change reconciles: it deletes
+    /// its queues the topology no longer has, creates those the topology
+    /// gives it that it does not have, and closes connections to vhosts
+    /// that are gone.
+    pub control_changes: u64,
     /// Increases with every change.
     pub generation: u64,
 }
@@ -200,6 +209,22 @@ pub struct Registry {
     recovered: Vec<(Arc<str>, Arc<QueueMeta>)>,
     /// How many entities may exist, and the alarm that refuses new ones.
     limits: EntityLimits,
+    /// The definitions log does not say the defaults were made: this is the
+    /// data directory's first start as far as access goes (see
+    /// [`Registry::first_start`]).
+    first_start: bool,
+    /// Wakes every shard (set by the server once the shards exist), so a
+    /// control-plane change that shards must act on reaches idle ones at once.
+    waker: std::sync::OnceLock<ShardWaker>,
+}
+
+/// What wakes every shard: the server rings their doorbells.
+pub struct ShardWaker(pub Box<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for ShardWaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ShardWaker")
+    }
 }
 
 /// What the writer lock guards besides the right to publish a snapshot.
@@ -231,6 +256,9 @@ enum OnLogError {
     Publish,
 }
 
+#[path = "recover.rs"]
+mod recover;
+
 /// Low 32 bits of a queue id: the counter within an epoch.
 const QUEUE_COUNTER_MASK: u64 = 0xffff_ffff;
 
@@ -238,10 +266,12 @@ impl Registry {
     /// A registry with the default vhost and its standard exchanges, and no
     /// definitions log: nothing is durable.
     pub fn new() -> Registry {
-        Registry::empty(0, 1)
+        Registry::empty(0, 1, true)
     }
 
-    fn empty(epoch: u32, shard_count: usize) -> Registry {
+    /// A registry with no entities; with the default vhost (in memory only)
+    /// if `default_vhost`.
+    pub(super) fn empty(epoch: u32, shard_count: usize, default_vhost: bool) -> Registry {
         let registry = Registry {
             current: ArcSwap::from_pointee(Topology::default()),
             generation: AtomicU64::new(0),
@@ -252,67 +282,40 @@ impl Registry {
             shard_count: shard_count.max(1),
             recovered: Vec::new(),
             limits: EntityLimits::default(),
+            first_start: default_vhost,
+            waker: std::sync::OnceLock::new(),
         };
-        registry.add_vhost(DEFAULT_VHOST);
+        if default_vhost {
+            registry.add_vhost(DEFAULT_VHOST);
+        }
         registry
-    }
-
-    /// Reads the definitions log of `data_dir`, replays it (recovered queues
-    /// owned by `recorded shard % shard_count`), rewrites it compacted with a
-    /// new epoch, and returns a registry that records every durable change
-    /// in it. Called once, before any shard runs.
-    pub fn recover(data_dir: &DataDir, shard_count: usize) -> Result<Registry, DefinitionsError> {
-        let started = Instant::now();
-        let path = data_dir.definitions_path();
-        let read = definitions::read(&path).map_err(|e| DefinitionsError::Read(path.clone(), e))?;
-        let epoch =
-            read.epoch_last.checked_add(1).ok_or_else(|| DefinitionsError::EpochsExhausted(path.clone()))?;
-        let mut registry = Registry::empty(epoch, shard_count);
-        let mut topology = Topology::clone(&registry.load());
-        let skipped = durable::replay(&registry, &mut topology, &read.definitions);
-        let mut live = durable::definitions_of(&topology);
-        live.push(Definition::Epoch(epoch));
-        let log = match DefinitionsLog::rewrite(&path, &live) {
-            Ok(log) => log,
-            // A full disk must not keep the broker from starting: keep the
-            // log as it is and append to it (the epoch too, if it fits: the
-            // next start derives a higher one from the queue ids anyway).
-            Err(e) => {
-                let file = path.display();
-                tracing::warn!(error = %e, %file, "cannot compact the definitions log; appending to it");
-                let _ = std::fs::remove_file(path.with_extension("log.tmp"));
-                let mut log = DefinitionsLog::open_append(&path, read.bytes)
-                    .map_err(|e| DefinitionsError::Write(path.clone(), e))?;
-                if let Err(e) = log.append(&[Definition::Epoch(epoch)]) {
-                    tracing::warn!(error = %e, "cannot record the new epoch in the definitions log");
-                }
-                log
-            }
-        };
-        let counts = durable::Counts::of(&live);
-        registry.recovered = durable::queues_of(&topology);
-        registry.writer.get_mut().unwrap_or_else(|e| e.into_inner()).log = Some(log);
-        registry.publish(topology);
-        tracing::info!(
-            file = %path.display(),
-            epoch,
-            exchanges = counts.exchanges,
-            queues = counts.queues,
-            bindings = counts.bindings,
-            records_read = read.definitions.len(),
-            records_damaged = read.damaged,
-            records_not_applicable = skipped,
-            bytes_read = read.bytes,
-            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
-            "definitions recovered"
-        );
-        Ok(registry)
     }
 
     /// The same registry, enforcing `limits` on what is declared from now on.
     pub fn with_limits(mut self, limits: EntityLimits) -> Registry {
         self.limits = limits;
         self
+    }
+
+    /// The definitions log does not say the first start's defaults were
+    /// made ([`Registry::mark_initialised`]): the default user and vhost
+    /// are to be created (RabbitMQ does so on a fresh node only; after that
+    /// what is stored wins).
+    pub fn first_start(&self) -> bool {
+        self.first_start
+    }
+
+    /// Sets what wakes every shard (once; later calls are ignored).
+    pub fn set_shard_waker(&self, waker: ShardWaker) {
+        let _ = self.waker.set(waker);
+    }
+
+    /// Wakes every shard, if a waker is set: called after publishing a
+    /// snapshot whose `control_changes` moved.
+    pub(super) fn wake_shards(&self) {
+        if let Some(waker) = self.waker.get() {
+            (waker.0)();
+        }
     }
 
     /// The current snapshot.
@@ -373,6 +376,22 @@ impl Registry {
         let result = change(&mut next);
         self.publish(next);
         result
+    }
+
+    /// Applies a control-plane change (users, vhosts, permissions,
+    /// parameters) under the writer lock: the records it adds are on disk
+    /// before the new snapshot is published; on any error nothing changes.
+    pub(super) fn mutate_recorded<R>(
+        &self,
+        change: impl FnOnce(&mut Topology, &mut Vec<Definition>) -> Result<R, AccessError>,
+    ) -> Result<R, AccessError> {
+        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = Topology::clone(&self.current.load());
+        let mut records = Vec::new();
+        let result = change(&mut next, &mut records)?;
+        writer.record(&records).map_err(|e| AccessError::Storage(e.text().to_owned()))?;
+        self.publish(next);
+        Ok(result)
     }
 
     /// Stores `next` as the current snapshot with the next generation.

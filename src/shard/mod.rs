@@ -183,6 +183,9 @@ impl Shard {
         // seen before anything that client sends because of it. Likewise the
         // topology: a declare elsewhere may precede the bytes we now read.
         self.ctx.refresh_topology();
+        if self.ctx.reconcile_due() {
+            self.reconcile();
+        }
         self.drain_rings();
         // Publishes the message log has synced since the last turn get their confirms.
         self.ctx.release_confirms();
@@ -272,6 +275,7 @@ impl Shard {
     fn wait_timeout(&mut self) -> Duration {
         let busy = !self.ready.is_empty()
             || self.ctx.has_local()
+            || self.ctx.reconcile_due()
             || self.ctx.log_has_released()
             || self.dirty.iter().any(|&i| self.conns.get(i).is_some_and(|s| !s.write_blocked));
         let timeout = if busy {
@@ -287,8 +291,11 @@ impl Shard {
             let synced = self.ctx.log_has_released();
             // Likewise the monitor rings after an alarm clears: a clear it
             // stored before its fence is seen here.
+            // And the control plane rings after publishing a snapshot (a
+            // deleted vhost): one published before its fence is seen here.
             if self.ctx.mesh().inboxes_empty()
                 && !synced
+                && !self.ctx.topology_stale()
                 && !self.stop.requested.load(Ordering::Acquire)
                 && !self.alarm_cleared()
             {
@@ -641,6 +648,30 @@ impl Shard {
             Backend::Uring(driver) => driver.retire(slot.socket, &slot.io),
         }
         slot.conn.shutdown(&mut self.ctx);
+    }
+
+    /// The control plane changed which queues exist (see
+    /// `Topology::control_changes`): reconciles the local queues with the
+    /// snapshot and closes the connections whose vhost is gone (320).
+    #[cold]
+    #[inline(never)]
+    fn reconcile(&mut self) {
+        self.ctx.reconcile_queues();
+        let topology = Arc::clone(self.ctx.topology());
+        let gone: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, slot)| {
+                let vhost = slot.conn.vhost();
+                !vhost.is_empty() && !topology.vhosts.contains_key(vhost) && !slot.conn.is_closed()
+            })
+            .map(|(index, _)| index)
+            .collect();
+        for index in gone {
+            self.conns[index].conn.close_vhost_deleted(&mut self.ctx);
+            self.mark_dirty(index);
+        }
+        self.handle_local();
     }
 
     /// Shutdown: every connection gets connection.close (320), written

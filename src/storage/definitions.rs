@@ -16,7 +16,17 @@
 //!   QueueDeclared    vhost name id:u64 shard:u16 flags:u8 arguments:table
 //!   QueueDeleted     vhost name
 //!   Bound / Unbound  vhost source dest-kind:u8 destination routing-key arguments:table
+//!   Access           json           (a user, permission or vhost-settings change)
+//!   VhostCreated     name json      (the vhost's settings)
+//!   VhostDeleted     name
+//!   Parameter        json           (a policy, parameter or global parameter change)
+//!   AccessInitialised               (the default user and vhost were made: not a first start)
 //! ```
+//!
+//! The control-plane records (users, vhosts, permissions, policies) carry
+//! JSON to the end of the record: storage keeps the bytes, `routing`
+//! knows their shape. They are rare and small; readability and room to
+//! grow matter more there than bytes.
 //!
 //! The registry appends and `fdatasync`s every change before it answers the
 //! client. At start the log is read ([`read`]): a torn or corrupt last record
@@ -47,6 +57,11 @@ mod kind {
     pub const QUEUE_DELETED: u8 = 5;
     pub const BOUND: u8 = 6;
     pub const UNBOUND: u8 = 7;
+    pub const ACCESS: u8 = 8;
+    pub const VHOST_CREATED: u8 = 9;
+    pub const VHOST_DELETED: u8 = 10;
+    pub const PARAMETER: u8 = 11;
+    pub const ACCESS_INITIALISED: u8 = 12;
 }
 
 const FLAG_AUTO_DELETE: u8 = 1;
@@ -131,6 +146,27 @@ pub enum Definition {
     Bound(BindingDef),
     /// A binding between durable ends was removed.
     Unbound(BindingDef),
+    /// A change to users, permissions, topic permissions or vhost settings
+    /// (JSON, read by `routing`).
+    Access(Bytes),
+    /// A vhost was created.
+    VhostCreated {
+        /// Name.
+        name: ShortStr,
+        /// Its settings (JSON, read by `routing`).
+        settings: Bytes,
+    },
+    /// A vhost was deleted, with everything in it.
+    VhostDeleted {
+        /// Name.
+        name: ShortStr,
+    },
+    /// A policy, vhost parameter or global parameter was set or cleared
+    /// (JSON, read by `routing`).
+    Parameter(Bytes),
+    /// The first start's defaults (user, vhost) were made: from now on what
+    /// is stored wins, even once every user and vhost is deleted.
+    AccessInitialised,
 }
 
 /// A record whose checksum is right but whose payload we cannot read.
@@ -215,6 +251,24 @@ impl Definition {
             }
             Definition::Bound(b) => encode_binding(kind::BOUND, b, out),
             Definition::Unbound(b) => encode_binding(kind::UNBOUND, b, out),
+            Definition::Access(json) => {
+                out.put_u8(kind::ACCESS);
+                out.put_slice(json);
+            }
+            Definition::VhostCreated { name, settings } => {
+                out.put_u8(kind::VHOST_CREATED);
+                wire::put_shortstr(out, name);
+                out.put_slice(settings);
+            }
+            Definition::VhostDeleted { name } => {
+                out.put_u8(kind::VHOST_DELETED);
+                wire::put_shortstr(out, name);
+            }
+            Definition::Parameter(json) => {
+                out.put_u8(kind::PARAMETER);
+                out.put_slice(json);
+            }
+            Definition::AccessInitialised => out.put_u8(kind::ACCESS_INITIALISED),
         }
     }
 
@@ -258,6 +312,14 @@ impl Definition {
             }
             kind::BOUND => Definition::Bound(decode_binding(buf)?),
             kind::UNBOUND => Definition::Unbound(decode_binding(buf)?),
+            kind::ACCESS => Definition::Access(buf.split_off(0)),
+            kind::VHOST_CREATED => {
+                let name = wire::take_shortstr(buf)?;
+                Definition::VhostCreated { name, settings: buf.split_off(0) }
+            }
+            kind::VHOST_DELETED => Definition::VhostDeleted { name: wire::take_shortstr(buf)? },
+            kind::PARAMETER => Definition::Parameter(buf.split_off(0)),
+            kind::ACCESS_INITIALISED => Definition::AccessInitialised,
             other => return Err(PayloadError::UnknownKind(other)),
         };
         if !buf.is_empty() {

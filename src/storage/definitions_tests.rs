@@ -53,6 +53,12 @@ fn sample() -> Vec<Definition> {
         Definition::Unbound(binding("logs", "q1")),
         Definition::QueueDeleted { vhost: s("/"), name: s("q1") },
         Definition::ExchangeDeleted { vhost: s("/"), name: s("logs") },
+        Definition::VhostCreated { name: s("v"), settings: Bytes::from_static(br#"{"description":"d"}"#) },
+        Definition::Access(Bytes::from_static(br#"{"DeleteUser":"bob"}"#)),
+        Definition::Parameter(Bytes::from_static(br#"{"ClearGlobal":"g"}"#)),
+        Definition::VhostDeleted { name: s("v") },
+        Definition::VhostCreated { name: s(""), settings: Bytes::new() },
+        Definition::AccessInitialised,
     ]
 }
 

@@ -496,6 +496,22 @@ impl<W> Log<W> {
         }
     }
 
+    /// After queues were deleted: if the active segment holds records but no
+    /// live message, seals it (the next record starts a new segment), so it
+    /// is removed like any dead segment and none of its bytes stay on disk.
+    pub fn seal_if_dead(&mut self) {
+        let dead = self.segments.get(&self.active).is_some_and(|s| s.live == 0);
+        if dead && self.end > 0 && self.make_room_now().is_ok() {
+            self.retire_due = true;
+        }
+    }
+
+    /// Starts the next segment now.
+    fn make_room_now(&mut self) -> std::io::Result<()> {
+        self.roll_next = true;
+        self.make_room(0)
+    }
+
     /// Messages that leave without a record (their queue was deleted, which
     /// the definitions log records).
     pub fn forget(&mut self, locs: impl Iterator<Item = Loc>) {
