@@ -94,6 +94,9 @@ pub struct Connection {
     /// It published while a resource alarm was raised: not read until every
     /// alarm clears (see [`crate::alarm`]).
     alarm_blocked: bool,
+    /// AMQPS: the login identity of the client's verified certificate (for
+    /// the EXTERNAL mechanism), set by the shard when the TLS handshake ends.
+    peer_cert_identity: Option<String>,
 }
 
 impl Connection {
@@ -127,7 +130,19 @@ impl Connection {
             paused_on: None,
             held_by_backlog: false,
             alarm_blocked: false,
+            peer_cert_identity: None,
         }
+    }
+
+    /// AMQPS: the identity (CN, DN or SAN, per `tls.login_from`) of the
+    /// client certificate the TLS handshake verified; `None` without one.
+    pub fn set_peer_cert_identity(&mut self, identity: Option<String>) {
+        self.peer_cert_identity = identity;
+    }
+
+    /// The identity [`Self::set_peer_cert_identity`] stored.
+    pub fn peer_cert_identity(&self) -> Option<&str> {
+        self.peer_cert_identity.as_deref()
     }
 
     /// This connection's id.

@@ -22,6 +22,10 @@
 //!   [`READ_BYTES_PER_TURN_MAX`]) and written with `writev` during the turn.
 //! - io_uring ([`uring`]): one recv and one sendmsg in flight per connection,
 //!   all submitted and reaped by one `io_uring_enter` per turn.
+//!
+//! An AMQPS connection (accepted on a TLS listener) has a [`tls::TlsSession`]
+//! between its socket and its connection, on either backend: checked once
+//! per read and per write, never per frame.
 
 pub mod collect;
 pub mod counts;
@@ -31,6 +35,7 @@ pub mod io;
 
 pub mod stop;
 
+pub mod tls;
 mod uring;
 
 use std::net::SocketAddr;
@@ -78,10 +83,20 @@ enum Backend {
     Uring(Box<uring::Driver>),
 }
 
+/// A listening socket and whether its connections speak TLS.
+pub struct Listener {
+    /// The socket.
+    pub socket: TcpListener,
+    /// AMQPS: its connections get a TLS session.
+    pub tls: bool,
+}
+
 /// A connection with its socket and readiness.
 struct Slot {
     conn: Connection,
     socket: TcpStream,
+    /// AMQPS: the TLS session between socket and connection.
+    tls: Option<Box<tls::TlsSession>>,
     generation: u32,
     /// The socket reported readable and we have not read it dry since (mio).
     readable: bool,
@@ -106,7 +121,9 @@ pub struct Shard {
     events: Events,
     conns: Slab<Slot>,
     next_generation: u32,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
+    /// The certificates for AMQPS connections (every shard adopts some).
+    tls: Option<Arc<tls::TlsAcceptor>>,
     /// Next shard a new connection goes to (round-robin).
     next_home: usize,
     stop: Arc<stop::Stop>,
@@ -134,12 +151,14 @@ impl Shard {
     pub fn new(
         ctx: ShardCtx,
         poll: Poll,
-        mut listeners: Vec<TcpListener>,
+        mut listeners: Vec<Listener>,
+        tls: Option<Arc<tls::TlsAcceptor>>,
         stop: Arc<stop::Stop>,
         connection_counts: Arc<counts::ConnectionCounts>,
     ) -> std::io::Result<Shard> {
         for (i, listener) in listeners.iter_mut().enumerate() {
-            poll.registry().register(listener, Token(LISTENER_TOKEN_BASE + i), Interest::READABLE)?;
+            let token = Token(LISTENER_TOKEN_BASE + i);
+            poll.registry().register(&mut listener.socket, token, Interest::READABLE)?;
         }
         let backend = start_backend(&ctx, &poll);
         Ok(Shard {
@@ -150,6 +169,7 @@ impl Shard {
             conns: Slab::new(),
             next_generation: 1,
             listeners,
+            tls,
             next_home: 0,
             stop,
             connection_counts,
@@ -346,8 +366,8 @@ impl Shard {
     fn accept_all(&mut self) {
         for i in 0..self.listeners.len() {
             loop {
-                match self.listeners[i].accept() {
-                    Ok((stream, peer)) => self.place_connection(stream, peer),
+                match self.listeners[i].socket.accept() {
+                    Ok((stream, peer)) => self.place_connection(stream, peer, self.listeners[i].tls),
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(e) => {
@@ -361,19 +381,30 @@ impl Shard {
     }
 
     /// Hands a new connection to the next shard in turn.
-    fn place_connection(&mut self, stream: TcpStream, peer: SocketAddr) {
+    fn place_connection(&mut self, stream: TcpStream, peer: SocketAddr, tls: bool) {
         let _ = stream.set_nodelay(true);
         let shards = self.ctx.shard_count();
         let home = ShardId((self.next_home % shards) as u16);
         self.next_home = self.next_home.wrapping_add(1);
         if home == self.ctx.shard() {
-            self.adopt(stream, peer);
+            self.adopt(stream, peer, tls);
         } else {
-            self.ctx.mesh().stage(home, Envelope::Accept(stream));
+            self.ctx.mesh().stage(home, Envelope::Accept { stream, tls });
         }
     }
 
-    fn adopt(&mut self, mut socket: TcpStream, peer: SocketAddr) {
+    fn adopt(&mut self, mut socket: TcpStream, peer: SocketAddr, tls: bool) {
+        let session = match (tls, &self.tls) {
+            (false, _) => None,
+            (true, Some(acceptor)) => match acceptor.session(self.ctx.now()) {
+                Ok(session) => Some(Box::new(session)),
+                Err(e) => {
+                    tracing::warn!(peer = %peer, error = %e, "cannot start a TLS session");
+                    return;
+                }
+            },
+            (true, None) => return,
+        };
         let entry = self.conns.vacant_entry();
         let index = entry.key();
         if let Backend::Mio = self.backend {
@@ -391,6 +422,7 @@ impl Shard {
         entry.insert(Slot {
             conn,
             socket,
+            tls: session,
             generation,
             readable: true,
             write_blocked: false,
@@ -444,7 +476,10 @@ impl Shard {
             let mut eof = false;
             if slot.readable && matches!(self.backend, Backend::Mio) {
                 let more;
-                (eof, more) = read_socket(slot, self.ctx.now());
+                (eof, more) = match slot.tls.is_some() {
+                    false => read_socket(slot, self.ctx.now()),
+                    true => tls::read_socket(slot, self.ctx.now()),
+                };
                 if more {
                     again.push(index);
                 }
@@ -528,7 +563,12 @@ impl Shard {
                 continue;
             }
             slot.queued_dirty = false;
-            if slot.conn.out().is_empty() {
+            if let Some(tls) = slot.tls.as_mut() {
+                if slot.conn.is_closed() {
+                    tls.close_notify();
+                }
+            }
+            if slot.conn.out().is_empty() && slot.tls.as_ref().is_none_or(|t| !t.wants_write()) {
                 // Nothing to write: do not count this as sending (heartbeats
                 // are due when nothing was sent).
                 if slot.conn.is_closed() {
@@ -553,7 +593,11 @@ impl Shard {
     fn write_socket(&mut self, index: usize) -> bool {
         let slot = &mut self.conns[index];
         let was_paused_by_output = slot.conn.read_paused();
-        match slot.conn.out().write_to(&mut slot.socket) {
+        let written = match slot.tls.as_mut() {
+            None => slot.conn.out().write_to(&mut slot.socket),
+            Some(tls) => tls::write_now(tls, slot.conn.out(), &mut slot.socket),
+        };
+        match written {
             Ok(true) => {
                 slot.conn.note_sent(self.ctx.now());
                 if slot.conn.is_closed() {
@@ -589,7 +633,10 @@ impl Shard {
         let mut dead = Vec::new();
         let mut wrote = Vec::new();
         for (index, slot) in self.conns.iter_mut() {
-            if !slot.conn.handle_tick(now) {
+            if slot.tls.as_ref().is_some_and(|t| t.handshake_expired(now)) {
+                tracing::debug!(peer = %slot.conn.peer(), "TLS handshake timeout, closing");
+                dead.push(index);
+            } else if !slot.conn.handle_tick(now) {
                 dead.push(index);
             } else if !slot.conn.out().is_empty() {
                 wrote.push(index);
@@ -655,7 +702,13 @@ impl Shard {
         for index in &indices {
             let slot = &mut self.conns[*index];
             if !slot.io.send_in_flight() {
-                let _ = slot.conn.out().write_to(&mut slot.socket);
+                let _ = match slot.tls.as_mut() {
+                    None => slot.conn.out().write_to(&mut slot.socket),
+                    Some(tls) => {
+                        tls.close_notify();
+                        tls::write_now(tls, slot.conn.out(), &mut slot.socket)
+                    }
+                };
             }
         }
         for index in indices {
