@@ -500,3 +500,45 @@ pub(super) fn write_now<W: Write>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert_der(params: rcgen::CertificateParams) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().expect("key");
+        params.self_signed(&key).expect("self-signed").der().to_vec()
+    }
+
+    #[test]
+    fn the_login_identity_is_the_common_name_the_rfc4514_subject_or_the_first_san() {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["tls-user.example".to_owned(), "other.example".to_owned()])
+                .expect("params");
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(rcgen::DnType::OrganizationName, "Lepus, Inc");
+        params.distinguished_name.push(rcgen::DnType::CommonName, "tls-user");
+        let der = cert_der(params);
+        assert_eq!(cert_identity(&der, CertLoginFrom::CommonName).as_deref(), Some("tls-user"));
+        assert_eq!(
+            cert_identity(&der, CertLoginFrom::DistinguishedName).as_deref(),
+            Some("CN=tls-user,O=Lepus\\, Inc"),
+            "last RDN first, a comma in a value escaped"
+        );
+        assert_eq!(
+            cert_identity(&der, CertLoginFrom::SubjectAlternativeName).as_deref(),
+            Some("tls-user.example")
+        );
+    }
+
+    #[test]
+    fn a_certificate_without_the_asked_part_or_garbage_gives_no_identity() {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(rcgen::DnType::OrganizationName, "no-cn");
+        let der = cert_der(params);
+        assert_eq!(cert_identity(&der, CertLoginFrom::CommonName), None);
+        assert_eq!(cert_identity(&der, CertLoginFrom::SubjectAlternativeName), None);
+        assert_eq!(cert_identity(b"not a certificate", CertLoginFrom::CommonName), None);
+    }
+}
