@@ -27,7 +27,8 @@
 //! `ArcSwap<ServerConfig>` read once per accepted connection, replaced by
 //! [`TlsAcceptor::reload`] (SIGHUP) without touching established sessions.
 
-use std::io::{self, BufRead, IoSlice, Read, Write};
+use std::io::{self, BufRead, IoSlice, Write};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,6 +42,7 @@ use rustls::{RootCertStore, ServerConfig, ServerConnection};
 
 use crate::channel::write_queue::{WriteQueue, WRITEV_SLICES_MAX};
 use crate::config::{CertLoginFrom, TlsConfig, TlsVersion};
+use crate::connection::READ_CHUNK_BYTES;
 
 /// Encrypted records rustls may hold for the socket (its buffer limit); a
 /// write queue larger than this is encrypted in steps as the socket drains.
@@ -197,28 +199,36 @@ impl TlsSession {
         self.conn.wants_write() || !self.cipher_out.is_empty()
     }
 
-    /// mio: reads ciphertext from `socket` until it would block, the peer
-    /// closes or `budget` bytes were read; the plaintext goes to `plain`.
-    pub fn read_from<R: Read>(
+    /// mio: reads ciphertext from `socket` (into [`Self::cipher_in`], a
+    /// `READ_CHUNK_BYTES` read at a time, as the plain path reads) until it
+    /// would block, the peer closes or `budget` bytes were read; the plaintext
+    /// goes to `plain`.
+    pub fn read_from<S: AsRawFd>(
         &mut self,
-        socket: &mut R,
+        socket: &mut S,
         plain: &mut BytesMut,
         budget: usize,
     ) -> (TlsRead, usize) {
         let mut read = 0;
         loop {
-            match self.conn.read_tls(socket) {
+            match super::io::read_some(socket, &mut self.cipher_in) {
                 Ok(0) => return (self.finish_read(plain, TlsRead::Gone), read),
                 Ok(n) => {
                     read += n;
-                    if self.decrypt(plain).is_err() {
+                    if self.feed(plain) == TlsRead::Fatal {
                         return (TlsRead::Fatal, read);
                     }
                     if read >= budget {
                         return (TlsRead::Budget, read);
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (TlsRead::Drained, read),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Drained: an idle connection keeps no ciphertext buffer.
+                    if self.cipher_in.is_empty() {
+                        self.cipher_in = BytesMut::new();
+                    }
+                    return (TlsRead::Drained, read);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return (TlsRead::Gone, read),
             }
@@ -243,9 +253,6 @@ impl TlsSession {
                 break;
             }
         }
-        if self.cipher_in.is_empty() && self.cipher_in.capacity() > 0 {
-            self.cipher_in = BytesMut::new();
-        }
         TlsRead::Drained
     }
 
@@ -267,6 +274,11 @@ impl TlsSession {
                 break;
             }
             let n = chunk.len();
+            // Grow by whole chunks, as socket reads do: an exact-size
+            // extend would move the buffer for every record.
+            if plain.capacity() - plain.len() < n {
+                plain.reserve(n.max(READ_CHUNK_BYTES));
+            }
             plain.extend_from_slice(chunk);
             reader.consume(n);
         }
