@@ -44,6 +44,20 @@ def run_summary(cmd, timeout):
     return json.loads(lines[-1])
 
 
+def wait_rabbitmq_idle(max_s):
+    """Waits (at most `max_s` s) until RabbitMQ's VM uses under 5 % of a core
+    over a second (read-only: /proc of the running beam.smp)."""
+    pids = subprocess.run(["pgrep", "-f", "beam.smp"], capture_output=True, text=True).stdout.split()
+    if not pids:
+        return
+    deadline = time.monotonic() + max_s
+    while time.monotonic() < deadline:
+        before = sum(cpu_s(int(p)) for p in pids)
+        time.sleep(1.0)
+        if sum(cpu_s(int(p)) for p in pids) - before < 0.05:
+            return
+
+
 def start_lepus(a, data, port, tls_port):
     cmd = ["taskset", "-c", a.broker_cpus, a.lepus, "--listen", f"{HOST}:{port}", "--tls-listen",
            f"{HOST}:{tls_port}", "--tls-cert", a.cert, "--tls-key", a.key, "--data-dir", str(data), "--log", "warn"]
@@ -58,7 +72,11 @@ def run_once(a, target, args):
     perf = ["taskset", "-c", a.generator_cpus, a.perf, *args, "-z", str(a.duration), "--json"]
     if target == "rabbitmq-tls":
         uri = f"amqps://guest:guest@localhost:{a.rabbitmq_tls_port}/%2F"
-        return run_summary([*perf, "-h", uri, "--tls-ca", a.ca], a.duration + 60), None
+        summary = run_summary([*perf, "-h", uri, "--tls-ca", a.ca], a.duration + 60)
+        # RabbitMQ drops the backlog the run left (its auto-delete queues) in
+        # its own time, on every core: the next run waits for it.
+        wait_rabbitmq_idle(a.settle)
+        return summary, None
     with tempfile.TemporaryDirectory(prefix="tls-perf-") as data:
         port, tls_port = free_port(), free_port()
         broker = start_lepus(a, data, port, tls_port)
@@ -85,6 +103,8 @@ def main():
     p.add_argument("--rabbitmq-tls-port", type=int, default=5671)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--duration", type=int, default=8)
+    p.add_argument("--settle", type=float, default=60.0,
+                   help="longest wait for RabbitMQ to go idle after each of its runs, s")
     p.add_argument("--broker-cpus", default="0")
     p.add_argument("--generator-cpus", default="1")
     p.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))

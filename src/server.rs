@@ -379,3 +379,26 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     socket.listen(LISTEN_BACKLOG)?;
     Ok(socket.into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_listen_shape_binds_one_port_on_ipv4_and_ipv6() {
+        // A port free on IPv4 now; then both families on it, as the default
+        // 0.0.0.0:5672 and [::]:5672 (the v6 socket is IPv6-only).
+        let (probe, addrs) = bind_all(&["0.0.0.0:0".parse().expect("addr")]).expect("a free port");
+        let port = addrs[0].port();
+        drop(probe);
+        let both: Vec<SocketAddr> = [format!("0.0.0.0:{port}"), format!("[::]:{port}")]
+            .iter()
+            .map(|a| a.parse().expect("addr"))
+            .collect();
+        let (listeners, bound) = bind_all(&both).expect("both bind (or IPv6 is skipped)");
+        assert_eq!(listeners.len(), bound.len());
+        assert!(bound.contains(&both[0]), "IPv4 is bound: {bound:?}");
+        let ipv6_here = std::net::TcpListener::bind("[::1]:0").is_ok();
+        assert_eq!(bound.contains(&both[1]), ipv6_here, "IPv6 is bound where the host has it: {bound:?}");
+    }
+}
