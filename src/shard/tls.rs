@@ -21,7 +21,7 @@
 //! connections); io_uring's ciphertext queue is refilled only below
 //! [`TLS_CIPHERTEXT_QUEUED_BYTES_MAX`]; rustls's received plaintext is
 //! drained into the read buffer after every record batch, and the ciphertext
-//! read per turn counts against the shard's `READ_BYTES_PER_TURN_MAX`.
+//! read per turn is at most [`TLS_READ_BYTES_PER_TURN_MAX`].
 //!
 //! The certificates live in an [`TlsAcceptor`] shared by every shard: an
 //! `ArcSwap<ServerConfig>` read once per accepted connection, replaced by
@@ -47,6 +47,11 @@ use crate::connection::READ_CHUNK_BYTES;
 /// Encrypted records rustls may hold for the socket (its buffer limit); a
 /// write queue larger than this is encrypted in steps as the socket drains.
 pub const TLS_SENDABLE_BYTES_MAX: usize = 256 * 1024;
+/// Ciphertext read from one connection per turn (mio), less than a plain
+/// connection's `READ_BYTES_PER_TURN_MAX`: its plaintext is appended to the
+/// read buffer before any frame is taken out, and a smaller batch keeps that
+/// buffer from growing (and being copied as it grows) past a chunk or two.
+pub const TLS_READ_BYTES_PER_TURN_MAX: usize = READ_CHUNK_BYTES;
 /// io_uring: ciphertext queued for sends above which no more plaintext is
 /// encrypted until sends complete.
 pub const TLS_CIPHERTEXT_QUEUED_BYTES_MAX: usize = 256 * 1024;
@@ -454,12 +459,12 @@ fn escape_dn_value(value: &str) -> String {
 }
 
 /// mio: reads a ready AMQPS socket (as `read_socket` does a plain one, up to
-/// `READ_BYTES_PER_TURN_MAX` of ciphertext) into its connection's read
+/// [`TLS_READ_BYTES_PER_TURN_MAX`] of ciphertext) into its connection's read
 /// buffer. Returns (peer gone or TLS failed, budget spent with more to read).
 pub(super) fn read_socket(slot: &mut super::Slot, now: Instant) -> (bool, bool) {
     let super::Slot { conn, socket, tls, readable, .. } = slot;
     let Some(tls) = tls.as_mut() else { return (false, false) };
-    let (outcome, read) = tls.read_from(socket, conn.read_buffer(), super::READ_BYTES_PER_TURN_MAX);
+    let (outcome, read) = tls.read_from(socket, conn.read_buffer(), TLS_READ_BYTES_PER_TURN_MAX);
     if read > 0 {
         conn.note_received(now);
     }
