@@ -50,11 +50,20 @@ def wait_rabbitmq_idle(max_s):
     pids = subprocess.run(["pgrep", "-f", "beam.smp"], capture_output=True, text=True).stdout.split()
     if not pids:
         return
+    def busy_s():
+        total = 0.0
+        for pid in pids:
+            try:
+                total += cpu_s(int(pid))
+            except FileNotFoundError:
+                pass  # a short-lived match (rabbitmqctl, say) that has ended
+        return total
+
     deadline = time.monotonic() + max_s
     while time.monotonic() < deadline:
-        before = sum(cpu_s(int(p)) for p in pids)
+        before = busy_s()
         time.sleep(1.0)
-        if sum(cpu_s(int(p)) for p in pids) - before < 0.05:
+        if busy_s() - before < 0.05:
             return
 
 
