@@ -31,7 +31,7 @@ use std::io::{self, BufRead, IoSlice, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
@@ -366,11 +366,6 @@ impl TlsSession {
     /// Queues close_notify (the broker closes the connection).
     pub fn close_notify(&mut self) {
         self.conn.send_close_notify();
-    }
-
-    /// How long the handshake may still take (for logs).
-    pub fn handshake_left(&self, now: Instant) -> Duration {
-        self.handshake_deadline.saturating_duration_since(now)
     }
 }
 
