@@ -402,3 +402,60 @@ fn tls_is_refused_at_start_when_the_certificate_files_are_bad() {
     let error = lepus::Server::start(config).expect_err("a missing key fails the start");
     assert!(error.to_string().contains("missing.key"), "the error names the file: {error}");
 }
+
+#[path = "common/child.rs"]
+#[allow(dead_code)]
+mod child;
+
+/// Waits for a stderr line of the `lepus` child containing `wanted`.
+fn wait_line(broker: &mut child::Broker, wanted: &str) -> String {
+    if let Some(line) = broker.log.iter().find(|l| l.contains(wanted)) {
+        return line.clone();
+    }
+    let deadline = Instant::now() + SAFETY;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match broker.stderr.recv_timeout(left) {
+            Ok(line) => {
+                broker.log.push(line.clone());
+                if line.contains(wanted) {
+                    return line;
+                }
+            }
+            Err(e) => panic!("no line with {wanted:?} ({e:?}); stderr: {:?}", broker.log),
+        }
+    }
+}
+
+#[test]
+fn sighup_to_the_binary_reloads_the_certificates_and_the_broker_goes_on() {
+    let pki = Pki::new();
+    let first_cert = pki.issue_server("localhost");
+    let data = child::TempDir::new("tls-data");
+    let mut command = child::lepus();
+    command.args(["--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0", "--shards", "1", "--data-dir"]);
+    command
+        .arg(&data.0)
+        .arg("--tls-cert")
+        .arg(pki.path("server.pem"))
+        .arg("--tls-key")
+        .arg(pki.path("server.key"));
+    let mut broker = child::Broker::spawn(command, None, SAFETY);
+    broker.wait_started().expect("lepus starts with --tls-cert and --tls-key");
+    let line = wait_line(&mut broker, "tls_listen=[");
+    let list = &line[line.find("tls_listen=[").expect("the list") + "tls_listen=[".len()..];
+    let tls_addr: SocketAddr = list[..list.find(']').expect("list end")].parse().expect("the AMQPS address");
+    let served = || {
+        let mut stream = tls_connect(tls_addr, client_config(&pki, None)).expect("handshake");
+        assert_connection_start(&amqp_hello(&mut stream).expect("connection.start over TLS"));
+        stream.conn.peer_certificates().and_then(|c| c.first()).cloned().expect("a server certificate")
+    };
+    assert_eq!(served(), first_cert);
+    let second_cert = pki.issue_server("localhost");
+    broker.signal(libc::SIGHUP);
+    wait_line(&mut broker, "TLS certificates reloaded");
+    assert_eq!(served(), second_cert, "the next handshake uses the reloaded certificate");
+    broker.signal(libc::SIGTERM);
+    let status = broker.wait_exit().expect("lepus exits");
+    assert_eq!(status.code(), Some(0), "SIGHUP did not end it, SIGTERM did, cleanly: {:?}", broker.log);
+}
