@@ -404,7 +404,6 @@ fn tls_is_refused_at_start_when_the_certificate_files_are_bad() {
 }
 
 #[path = "common/child.rs"]
-#[allow(dead_code)]
 mod child;
 
 /// Waits for a stderr line of the `lepus` child containing `wanted`.
