@@ -458,3 +458,34 @@ fn sighup_to_the_binary_reloads_the_certificates_and_the_broker_goes_on() {
     let status = broker.wait_exit().expect("lepus exits");
     assert_eq!(status.code(), Some(0), "SIGHUP did not end it, SIGTERM did, cleanly: {:?}", broker.log);
 }
+
+#[test]
+fn a_verified_client_certificate_gives_the_connection_its_common_name() {
+    let pki = Pki::new();
+    pki.issue_client("client", "tls-user", None, false);
+    let data = child::TempDir::new("tls-data");
+    let mut command = child::lepus();
+    command.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--shards",
+        "1",
+        "--log",
+        "lepus=debug",
+    ]);
+    command.arg("--data-dir").arg(&data.0).arg("--tls-cert").arg(pki.path("server.pem"));
+    command.arg("--tls-key").arg(pki.path("server.key")).arg("--tls-ca").arg(pki.path("ca.pem"));
+    let mut broker = child::Broker::spawn(command, None, SAFETY);
+    broker.wait_started().expect("lepus starts with --tls-ca");
+    let line = wait_line(&mut broker, "tls_listen=[");
+    let list = &line[line.find("tls_listen=[").expect("the list") + "tls_listen=[".len()..];
+    let tls_addr: SocketAddr = list[..list.find(']').expect("list end")].parse().expect("the AMQPS address");
+    let mut stream = tls_connect(tls_addr, client_config(&pki, Some("client"))).expect("handshake");
+    assert_connection_start(&amqp_hello(&mut stream).expect("connection.start over TLS"));
+    let seen = wait_line(&mut broker, "TLS client certificate verified");
+    assert!(seen.contains("identity=tls-user"), "the CN is the identity: {seen}");
+    broker.signal(libc::SIGTERM);
+    broker.wait_exit().expect("lepus exits");
+}

@@ -464,7 +464,7 @@ pub(super) fn read_socket(slot: &mut super::Slot, now: Instant) -> (bool, bool) 
         conn.note_received(now);
     }
     if let Some(identity) = tls.take_identity() {
-        conn.set_peer_cert_identity(identity);
+        note_identity(conn, identity);
     }
     match outcome {
         TlsRead::Drained => {
@@ -478,6 +478,15 @@ pub(super) fn read_socket(slot: &mut super::Slot, now: Instant) -> (bool, bool) 
             (true, false)
         }
     }
+}
+
+/// The handshake ended: the connection learns its client certificate's
+/// identity (for EXTERNAL), if one was verified.
+pub(super) fn note_identity(conn: &mut crate::connection::Connection, identity: Option<String>) {
+    if let Some(identity) = &identity {
+        tracing::debug!(peer = %conn.peer(), identity = %identity, "TLS client certificate verified");
+    }
+    conn.set_peer_cert_identity(identity);
 }
 
 /// A failed handshake's alert, written at once if the socket takes it (the

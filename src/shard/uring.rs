@@ -456,7 +456,7 @@ impl Shard {
             tls.cipher_in = buf;
             let outcome = tls.feed(slot.conn.read_buffer());
             if let Some(identity) = tls.take_identity() {
-                slot.conn.set_peer_cert_identity(identity);
+                super::tls::note_identity(&mut slot.conn, identity);
             }
             if outcome == super::tls::TlsRead::Fatal {
                 if slot.io.send.is_none() {
