@@ -30,8 +30,15 @@ pub const HANDSHAKE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 /// [`Config::unacked_deliveries_max_per_channel`]).
 pub const UNACKED_DELIVERIES_MAX_PER_CHANNEL_DEFAULT: u32 = 1 << 20;
 
-/// The default listen address: loopback only, like a fresh install should be.
-pub const LISTEN_DEFAULT: &str = "127.0.0.1:5672";
+/// The default listen addresses: every interface, IPv4 and IPv6, port 5672,
+/// as RabbitMQ (the v6 socket is IPv6-only, so both bind; where IPv6 is
+/// unavailable the broker goes on with IPv4). `guest` stays loopback-only.
+pub const LISTEN_DEFAULT: [&str; 2] = ["0.0.0.0:5672", "[::]:5672"];
+/// The default AMQPS listen addresses, when `[tls]` is configured.
+pub const TLS_LISTEN_DEFAULT: [&str; 2] = ["0.0.0.0:5671", "[::]:5671"];
+/// How long a TLS handshake may take from accept, ms (RabbitMQ's
+/// `ssl_handshake_timeout`).
+pub const TLS_HANDSHAKE_TIMEOUT_MS_DEFAULT: u64 = 5_000;
 /// The default data directory, relative to the working directory, so a broker
 /// started from a checkout needs no setup.
 pub const DATA_DIR_DEFAULT: &str = "lepus-data";
@@ -138,6 +145,128 @@ pub struct Config {
     /// Most bindings, every vhost together (the default exchange's implicit
     /// ones are not counted).
     pub binding_count_max: usize,
+    /// AMQPS (`[tls]` in TOML): listeners, certificates, client
+    /// certificates. None: no TLS listener.
+    pub tls: Option<TlsConfig>,
+}
+
+/// AMQPS: TLS listeners and their certificates (RabbitMQ's `ssl_options`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Addresses to accept AMQPS connections on (default 0.0.0.0:5671 and
+    /// [::]:5671).
+    #[serde(default = "tls_listen_default")]
+    pub listen: Vec<SocketAddr>,
+    /// The server's certificate chain, PEM, leaf first (RabbitMQ's `certfile`).
+    pub cert_chain: PathBuf,
+    /// The server's private key, PEM (PKCS#8, PKCS#1 or SEC1; `keyfile`).
+    pub key: PathBuf,
+    /// CA certificates, PEM, that client certificates are verified against
+    /// (`cacertfile`); needed by `verify_peer`.
+    #[serde(default)]
+    pub ca_certificates: Option<PathBuf>,
+    /// Ask for a client certificate and verify it against `ca_certificates`
+    /// (`verify = verify_peer`); a client may still send none unless
+    /// `fail_if_no_peer_cert`.
+    #[serde(default)]
+    pub verify_peer: bool,
+    /// Refuse a client without a certificate (`fail_if_no_peer_cert`).
+    #[serde(default)]
+    pub fail_if_no_peer_cert: bool,
+    /// What of a verified client certificate is the login identity for
+    /// EXTERNAL (RabbitMQ's `ssl_cert_login_from`).
+    #[serde(default)]
+    pub login_from: CertLoginFrom,
+    /// TLS versions offered (default 1.2 and 1.3).
+    #[serde(default = "tls_versions_default")]
+    pub versions: Vec<TlsVersion>,
+    /// A TLS handshake not finished this long after the accept closes the
+    /// socket, ms (RabbitMQ's `ssl_handshake_timeout`, 5000).
+    #[serde(default = "tls_handshake_timeout_ms_default")]
+    pub handshake_timeout_ms: u64,
+}
+
+/// The part of a client certificate that names the user.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum CertLoginFrom {
+    /// The subject's common name (RabbitMQ's `common_name`).
+    #[default]
+    #[serde(rename = "common_name")]
+    CommonName,
+    /// The whole subject distinguished name (`distinguished_name`).
+    #[serde(rename = "distinguished_name")]
+    DistinguishedName,
+    /// The first subject alternative name (`subject_alternative_name`).
+    #[serde(rename = "subject_alternative_name")]
+    SubjectAlternativeName,
+}
+
+/// A TLS protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum TlsVersion {
+    /// TLS 1.2.
+    #[serde(rename = "tlsv1.2", alias = "1.2")]
+    Tls12,
+    /// TLS 1.3.
+    #[serde(rename = "tlsv1.3", alias = "1.3")]
+    Tls13,
+}
+
+fn tls_listen_default() -> Vec<SocketAddr> {
+    parse_addrs(&TLS_LISTEN_DEFAULT)
+}
+
+fn tls_versions_default() -> Vec<TlsVersion> {
+    vec![TlsVersion::Tls12, TlsVersion::Tls13]
+}
+
+fn tls_handshake_timeout_ms_default() -> u64 {
+    TLS_HANDSHAKE_TIMEOUT_MS_DEFAULT
+}
+
+fn parse_addrs(addrs: &[&str]) -> Vec<SocketAddr> {
+    addrs.iter().map(|a| a.parse().unwrap_or_else(|_| unreachable!("a constant address"))).collect()
+}
+
+impl TlsConfig {
+    /// A TLS configuration with the defaults and these PEM files.
+    pub fn new(cert_chain: PathBuf, key: PathBuf) -> TlsConfig {
+        TlsConfig {
+            listen: tls_listen_default(),
+            cert_chain,
+            key,
+            ca_certificates: None,
+            verify_peer: false,
+            fail_if_no_peer_cert: false,
+            login_from: CertLoginFrom::CommonName,
+            versions: tls_versions_default(),
+            handshake_timeout_ms: TLS_HANDSHAKE_TIMEOUT_MS_DEFAULT,
+        }
+    }
+
+    /// [`TlsConfig::handshake_timeout_ms`] as a duration.
+    pub fn handshake_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.handshake_timeout_ms)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.listen.is_empty() {
+            return Err(ConfigError::Invalid("tls.listen needs at least one address".into()));
+        }
+        if self.versions.is_empty() {
+            return Err(ConfigError::Invalid("tls.versions needs at least one version".into()));
+        }
+        if self.handshake_timeout_ms == 0 {
+            return Err(ConfigError::Invalid("tls.handshake_timeout_ms must be at least 1".into()));
+        }
+        if (self.verify_peer || self.fail_if_no_peer_cert) && self.ca_certificates.is_none() {
+            return Err(ConfigError::Invalid(
+                "tls.verify_peer and tls.fail_if_no_peer_cert need tls.ca_certificates".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// How a shard does socket I/O. Listeners and the cross-shard doorbell always
@@ -166,7 +295,7 @@ impl std::fmt::Display for IoBackend {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listen: vec![LISTEN_DEFAULT.parse().unwrap_or_else(|_| unreachable!())],
+            listen: parse_addrs(&LISTEN_DEFAULT),
             shards: 0,
             frame_size_bytes_max: FRAME_SIZE_BYTES_DEFAULT,
             channel_max: CHANNEL_MAX_DEFAULT,
@@ -191,6 +320,7 @@ impl Default for Config {
             connection_max: None,
             consumer_max_per_channel: None,
             unacked_deliveries_max_per_channel: UNACKED_DELIVERIES_MAX_PER_CHANNEL_DEFAULT,
+            tls: None,
         }
     }
 }
@@ -267,6 +397,9 @@ impl Config {
         if self.shards > usize::from(u16::MAX) {
             return Err(ConfigError::Invalid("too many shards".into()));
         }
+        if let Some(tls) = &self.tls {
+            tls.validate()?;
+        }
         Ok(())
     }
 
@@ -298,6 +431,41 @@ mod tests {
         assert_eq!(parse("io_backend = \"uring\"").expect("uring"), IoBackend::Uring);
         assert!(parse("io_backend = \"epoll\"").is_err(), "unknown backends are refused");
         assert_eq!(IoBackend::Uring.to_string(), "io-uring");
+    }
+
+    #[test]
+    fn listen_defaults_to_every_interface_v4_and_v6_like_rabbitmq() {
+        let listen: Vec<String> = Config::default().listen.iter().map(ToString::to_string).collect();
+        assert_eq!(listen, ["0.0.0.0:5672", "[::]:5672"]);
+    }
+
+    #[test]
+    fn tls_is_read_from_a_toml_table_with_rabbitmqs_defaults() {
+        assert!(Config::default().tls.is_none());
+        let config: Config =
+            toml::from_str("[tls]\ncert_chain = \"/c.pem\"\nkey = \"/k.pem\"").expect("a minimal [tls]");
+        let tls = config.tls.expect("tls");
+        let listen: Vec<String> = tls.listen.iter().map(ToString::to_string).collect();
+        assert_eq!(listen, ["0.0.0.0:5671", "[::]:5671"]);
+        assert_eq!(tls.versions, [TlsVersion::Tls12, TlsVersion::Tls13]);
+        assert_eq!(tls.handshake_timeout_ms, 5000);
+        assert_eq!(tls.login_from, CertLoginFrom::CommonName);
+        assert!(!tls.verify_peer && !tls.fail_if_no_peer_cert && tls.ca_certificates.is_none());
+        let config: Config = toml::from_str(
+            "[tls]\nlisten = [\"127.0.0.1:5999\"]\ncert_chain = \"/c\"\nkey = \"/k\"\n\
+             ca_certificates = \"/ca\"\nverify_peer = true\nfail_if_no_peer_cert = true\n\
+             login_from = \"subject_alternative_name\"\nversions = [\"tlsv1.3\"]\nhandshake_timeout_ms = 7",
+        )
+        .expect("a full [tls]");
+        config.validate().expect("valid");
+        let tls = config.tls.expect("tls");
+        assert_eq!(tls.login_from, CertLoginFrom::SubjectAlternativeName);
+        assert_eq!((tls.versions.as_slice(), tls.handshake_timeout_ms), ([TlsVersion::Tls13].as_slice(), 7));
+        let no_ca = Config {
+            tls: Some(TlsConfig { verify_peer: true, ..TlsConfig::new("/c".into(), "/k".into()) }),
+            ..Config::default()
+        };
+        assert!(no_ca.validate().is_err(), "verify_peer without a CA bundle is refused");
     }
 
     #[test]

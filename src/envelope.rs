@@ -31,7 +31,12 @@ const _: () = assert!(std::mem::size_of::<Envelope>() <= ENVELOPE_BYTES_MAX);
 #[derive(Debug)]
 pub enum Envelope {
     /// A connection accepted by another shard's listener; this shard serves it.
-    Accept(mio::net::TcpStream),
+    Accept {
+        /// The socket.
+        stream: mio::net::TcpStream,
+        /// Accepted on an AMQPS listener: the shard starts a TLS session.
+        tls: bool,
+    },
     /// A message routed to a queue owned by the target.
     Publish {
         /// The queue.

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
-use lepus::config::IoBackend;
+use lepus::config::{IoBackend, TlsConfig};
 use lepus::{Config, Server};
 
 #[global_allocator]
@@ -32,9 +32,24 @@ fn collect_allocator() {
 #[command(version, about)]
 struct Args {
     /// Address to accept AMQP connections on; repeat for several (e.g. 127.0.0.1:5672, [::1]:5672).
-    /// Default: 127.0.0.1:5672.
+    /// Default: every interface, 0.0.0.0:5672 and [::]:5672, as RabbitMQ (guest stays loopback-only).
     #[arg(long = "listen", value_name = "ADDR")]
     listen: Vec<SocketAddr>,
+    /// AMQPS: the server's certificate chain, PEM (with --tls-key turns TLS on, on --tls-listen).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// AMQPS: the server's private key, PEM.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// AMQPS: CA certificates (PEM) client certificates are verified against; clients are asked
+    /// for one (verify_peer), which they may still omit unless the config file sets
+    /// fail_if_no_peer_cert.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Address to accept AMQPS connections on; repeat for several. Default: 0.0.0.0:5671 and
+    /// [::]:5671.
+    #[arg(long = "tls-listen", value_name = "ADDR")]
+    tls_listen: Vec<SocketAddr>,
     /// Number of shards (event-loop threads, one per core). Default: one per core this process may use.
     #[arg(long, value_name = "N")]
     shards: Option<usize>,
@@ -124,12 +139,17 @@ fn main() -> std::process::ExitCode {
         None => Config::default(),
     };
     apply_flags(&args, &mut config);
+    if let Err(e) = apply_tls_flags(&args, &mut config) {
+        eprintln!("lepus: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
     if let Some(out) = &args.export_definitions {
         return export_definitions(&config, out);
     }
     let mut signals = match signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
     ]) {
         Ok(s) => s,
         Err(e) => {
@@ -146,8 +166,17 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    if let Some(signal) = signals.forever().next() {
+    for signal in signals.forever() {
+        if signal == signal_hook::consts::SIGHUP {
+            // Certificates and key read again; new handshakes use them,
+            // established connections keep theirs.
+            if let Err(e) = server.reload_tls() {
+                tracing::error!(error = %e, "TLS reload failed; keeping the previous certificates");
+            }
+            continue;
+        }
         tracing::info!(signal, "shutting down");
+        break;
     }
     server.shutdown();
     tracing::info!("stopped");
@@ -177,6 +206,35 @@ fn export_definitions(config: &Config, out: &std::path::Path) -> std::process::E
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The `--tls-*` flags over the configuration file's `[tls]`.
+fn apply_tls_flags(args: &Args, config: &mut Config) -> Result<(), String> {
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        match &mut config.tls {
+            Some(tls) => {
+                tls.cert_chain = cert.clone();
+                tls.key = key.clone();
+            }
+            None => config.tls = Some(TlsConfig::new(cert.clone(), key.clone())),
+        }
+    }
+    let tls_flags = args.tls_ca.is_some() || !args.tls_listen.is_empty();
+    let Some(tls) = &mut config.tls else {
+        return if tls_flags {
+            Err("--tls-ca and --tls-listen need --tls-cert and --tls-key".into())
+        } else {
+            Ok(())
+        };
+    };
+    if let Some(ca) = &args.tls_ca {
+        tls.ca_certificates = Some(ca.clone());
+        tls.verify_peer = true;
+    }
+    if !args.tls_listen.is_empty() {
+        tls.listen = args.tls_listen.clone();
+    }
+    Ok(())
 }
 
 /// Flags override the configuration file's values (and the defaults).

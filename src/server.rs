@@ -19,7 +19,8 @@ use crate::ring::doorbell::Doorbell;
 use crate::routing::entity_limits::EntityLimits;
 use crate::routing::topology::{Registry, ShardWaker, DEFAULT_VHOST};
 use crate::shard::counts::ConnectionCounts;
-use crate::shard::{Shard, WAKER_TOKEN};
+use crate::shard::tls::{TlsAcceptor, TlsError};
+use crate::shard::{Listener, Shard, WAKER_TOKEN};
 use crate::storage::definitions::DefinitionsError;
 use crate::storage::{DataDir, DataDirError};
 
@@ -77,6 +78,8 @@ pub enum StartError {
     /// The definitions file (`load_definitions`) could not be read, or the
     /// default user and vhost could not be recorded.
     Import(String),
+    /// The TLS certificates or key could not be loaded.
+    Tls(TlsError),
 }
 
 impl std::fmt::Display for StartError {
@@ -88,6 +91,7 @@ impl std::fmt::Display for StartError {
             StartError::DataDir(e) => write!(f, "{e}"),
             StartError::Definitions(e) => write!(f, "{e}"),
             StartError::Import(e) => f.write_str(e),
+            StartError::Tls(e) => write!(f, "{e}"),
         }
     }
 }
@@ -97,6 +101,10 @@ impl std::error::Error for StartError {}
 /// A running broker.
 pub struct Server {
     addrs: Vec<SocketAddr>,
+    /// The AMQPS listeners' addresses.
+    tls_addrs: Vec<SocketAddr>,
+    /// The certificates AMQPS handshakes use; reloaded by [`Server::reload_tls`].
+    tls: Option<Arc<TlsAcceptor>>,
     threads: Vec<JoinHandle<()>>,
     stop: Arc<crate::shard::stop::Stop>,
     wakers: Vec<Arc<Doorbell>>,
@@ -130,7 +138,7 @@ impl Server {
             recover_definitions(&config, &data_dir, shard_count)?
                 .with_limits(EntityLimits::from_config(&config, Arc::clone(&resources))),
         );
-        let (mut listeners, addrs) = bind_all(&config.listen)?;
+        let Listening { mut listeners, addrs, tls_addrs, tls } = listen(&config)?;
         let (polls, doorbells) = polls_and_doorbells(shard_count).map_err(StartError::Io)?;
         let endpoints = crate::ring::mesh::<Envelope>(doorbells.clone(), config.ring_capacity_slots);
         let config = Arc::new(config);
@@ -148,20 +156,17 @@ impl Server {
             let messages = data_dir.messages_dir(i);
             ctx.open_log(&messages, Arc::new(move || drop(doorbell.ring()))).map_err(StartError::Io)?;
             let shard_listeners = if i == 0 { std::mem::take(&mut listeners) } else { Vec::new() };
-            let shard =
-                Shard::new(ctx, poll, shard_listeners, Arc::clone(&stop), Arc::clone(&connection_counts))
-                    .map_err(StartError::Io)?;
+            let shard = Shard::new(
+                ctx,
+                poll,
+                shard_listeners,
+                tls.clone(),
+                Arc::clone(&stop),
+                Arc::clone(&connection_counts),
+            )
+            .map_err(StartError::Io)?;
             let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
-            let thread = std::thread::Builder::new()
-                .name(format!("lepus-shard-{i}"))
-                .spawn(move || {
-                    if let Some(core) = core {
-                        core_affinity::set_for_current(core);
-                    }
-                    shard.run();
-                })
-                .map_err(StartError::Io)?;
-            threads.push(thread);
+            threads.push(spawn_shard(i, shard, core).map_err(StartError::Io)?);
         }
         let doorbells_to_ring = doorbells.clone();
         registry.set_shard_waker(ShardWaker(Box::new(move || {
@@ -171,6 +176,8 @@ impl Server {
         })));
         let mut server = Server {
             addrs,
+            tls_addrs,
+            tls,
             threads,
             stop,
             wakers: doorbells,
@@ -188,6 +195,9 @@ impl Server {
             data_dir = %config.data_dir.display(),
             "resource limits"
         );
+        if !server.tls_addrs.is_empty() {
+            tracing::info!(tls_listen = ?server.tls_addrs, "AMQPS listening");
+        }
         // Tools (and tests/process.rs) read this line: it ends with the listen list.
         tracing::info!(shards = shard_count, listen = ?server.addrs, "lepus started");
         Ok(server)
@@ -201,6 +211,25 @@ impl Server {
     /// The bound addresses (with the actual ports when 0 was asked for).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// The bound AMQPS addresses (empty without `[tls]`).
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.tls_addrs
+    }
+
+    /// Reads the TLS certificate chain, key and CA bundle again (what SIGHUP
+    /// does): handshakes from now on use them, established connections are
+    /// not touched. On error the previous certificates stay. Without `[tls]`
+    /// there is nothing to reload.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        match &self.tls {
+            Some(acceptor) => acceptor.reload(),
+            None => {
+                tracing::info!("no TLS configured: nothing to reload");
+                Ok(())
+            }
+        }
     }
 
     /// The memory budget and free-disk limit, changeable while the broker runs
@@ -376,16 +405,74 @@ fn shard_count_for(config: &Config, data_dir: &DataDir) -> usize {
     }
 }
 
+/// Runs shard `i` on its own thread, pinned to `core` if given.
+fn spawn_shard(
+    i: usize,
+    shard: Shard,
+    core: Option<core_affinity::CoreId>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name(format!("lepus-shard-{i}")).spawn(move || {
+        if let Some(core) = core {
+            core_affinity::set_for_current(core);
+        }
+        shard.run();
+    })
+}
+
+/// The listening sockets (AMQP, then AMQPS) and the certificates.
+struct Listening {
+    listeners: Vec<Listener>,
+    addrs: Vec<SocketAddr>,
+    tls_addrs: Vec<SocketAddr>,
+    tls: Option<Arc<TlsAcceptor>>,
+}
+
+/// Loads the certificates (if TLS is configured) and binds every listener.
+fn listen(config: &Config) -> Result<Listening, StartError> {
+    let tls = match &config.tls {
+        Some(settings) => Some(Arc::new(TlsAcceptor::load(settings).map_err(StartError::Tls)?)),
+        None => None,
+    };
+    let (plain, addrs) = bind_all(&config.listen)?;
+    let (secure, tls_addrs) = match &config.tls {
+        Some(settings) => bind_all(&settings.listen)?,
+        None => (Vec::new(), Vec::new()),
+    };
+    let mut listeners: Vec<Listener> =
+        plain.into_iter().map(|socket| Listener { socket, tls: false }).collect();
+    listeners.extend(secure.into_iter().map(|socket| Listener { socket, tls: true }));
+    Ok(Listening { listeners, addrs, tls_addrs, tls })
+}
+
 /// Binds every listen address, with the address each got (port 0 picks one).
+/// An IPv6 address on a host without IPv6 is skipped with a warning when
+/// another address of the list binds (the default listens on both families).
 fn bind_all(listen: &[SocketAddr]) -> Result<(Vec<mio::net::TcpListener>, Vec<SocketAddr>), StartError> {
     let mut listeners = Vec::new();
     let mut addrs = Vec::new();
+    let mut skipped = None;
     for addr in listen {
-        let listener = bind(*addr).map_err(|e| StartError::Bind(*addr, e))?;
+        let listener = match bind(*addr) {
+            Ok(listener) => listener,
+            Err(e) if addr.is_ipv6() && ipv6_unavailable(&e) => {
+                tracing::warn!(%addr, error = %e, "IPv6 is unavailable; not listening on {addr}");
+                skipped = Some(StartError::Bind(*addr, e));
+                continue;
+            }
+            Err(e) => return Err(StartError::Bind(*addr, e)),
+        };
         addrs.push(listener.local_addr().map_err(StartError::Io)?);
         listeners.push(mio::net::TcpListener::from_std(listener));
     }
-    Ok((listeners, addrs))
+    match skipped {
+        Some(error) if listeners.is_empty() => Err(error),
+        _ => Ok((listeners, addrs)),
+    }
+}
+
+/// The host has no IPv6 (disabled, or no such address family).
+fn ipv6_unavailable(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL | libc::EPROTONOSUPPORT))
 }
 
 /// One event loop per shard, and the doorbell that wakes it.
@@ -412,4 +499,27 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
     Ok(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_listen_shape_binds_one_port_on_ipv4_and_ipv6() {
+        // A port free on IPv4 now; then both families on it, as the default
+        // 0.0.0.0:5672 and [::]:5672 (the v6 socket is IPv6-only).
+        let (probe, addrs) = bind_all(&["0.0.0.0:0".parse().expect("addr")]).expect("a free port");
+        let port = addrs[0].port();
+        drop(probe);
+        let both: Vec<SocketAddr> = [format!("0.0.0.0:{port}"), format!("[::]:{port}")]
+            .iter()
+            .map(|a| a.parse().expect("addr"))
+            .collect();
+        let (listeners, bound) = bind_all(&both).expect("both bind (or IPv6 is skipped)");
+        assert_eq!(listeners.len(), bound.len());
+        assert!(bound.contains(&both[0]), "IPv4 is bound: {bound:?}");
+        let ipv6_here = std::net::TcpListener::bind("[::1]:0").is_ok();
+        assert_eq!(bound.contains(&both[1]), ipv6_here, "IPv6 is bound where the host has it: {bound:?}");
+    }
 }

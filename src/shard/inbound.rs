@@ -40,7 +40,7 @@ impl Shard {
             }
             Envelope::Request { queue, from, request } => self.answer_request(queue, from, request),
             // For the connection's owner.
-            Envelope::Accept(stream) => self.accept_from_listener(stream),
+            Envelope::Accept { stream, tls } => self.accept_from_listener(stream, tls),
             Envelope::Confirm { to, incarnation, seq, accepted } => {
                 self.confirm_to(to, incarnation, seq, accepted)
             }
@@ -108,9 +108,9 @@ impl Shard {
 /// message in it goes back to its queue.
 impl Shard {
     /// A connection accepted by shard 0's listener, handed to this shard.
-    fn accept_from_listener(&mut self, stream: TcpStream) {
+    fn accept_from_listener(&mut self, stream: TcpStream, tls: bool) {
         match stream.peer_addr() {
-            Ok(peer) => self.adopt(stream, peer),
+            Ok(peer) => self.adopt(stream, peer, tls),
             Err(_) => drop(stream),
         }
     }

@@ -1,10 +1,15 @@
-//! Socket reads into a connection's buffer without zero-filling it first.
+//! Socket reads into a connection's buffer without zero-filling it first,
+//! and the choice of I/O backend.
 
 use std::io;
 use std::os::fd::AsRawFd;
 
 use bytes::BytesMut;
+use mio::Poll;
 
+use super::{uring, Backend, Slot, READ_BYTES_PER_TURN_MAX};
+use crate::broker::ShardCtx;
+use crate::config::IoBackend;
 use crate::connection::READ_CHUNK_BYTES;
 
 /// Spare capacity below which the buffer grows before a read.
@@ -32,5 +37,52 @@ pub fn read_some<S: AsRawFd>(socket: &mut S, buf: &mut BytesMut) -> io::Result<u
 pub fn reserve_for_read(buf: &mut BytesMut) {
     if buf.capacity() - buf.len() < READ_SPARE_BYTES_MIN {
         buf.reserve(READ_CHUNK_BYTES);
+    }
+}
+
+/// The backend the configuration asks for, or mio where the kernel refuses
+/// io_uring.
+pub(super) fn start_backend(ctx: &ShardCtx, poll: &Poll) -> Backend {
+    let shard = ctx.shard().0;
+    let backend = match ctx.config().io_backend {
+        IoBackend::Mio => Backend::Mio,
+        IoBackend::Uring => match uring::Driver::new(poll.as_raw_fd()) {
+            Ok(driver) => Backend::Uring(Box::new(driver)),
+            Err(e) => {
+                tracing::warn!(shard, error = %e, "io_uring refused; this shard falls back to mio");
+                Backend::Mio
+            }
+        },
+    };
+    let running = match backend {
+        Backend::Mio => IoBackend::Mio,
+        Backend::Uring(_) => IoBackend::Uring,
+    };
+    tracing::info!(shard, io_backend = %running, "shard io backend");
+    backend
+}
+
+/// Reads a ready socket (mio) until it would block, the peer is gone, or the
+/// turn's budget ([`READ_BYTES_PER_TURN_MAX`]) is spent. Returns (peer gone,
+/// budget spent with more to read).
+pub(super) fn read_socket(slot: &mut Slot, now: std::time::Instant) -> (bool, bool) {
+    let mut budget = READ_BYTES_PER_TURN_MAX;
+    loop {
+        match read_some(&mut slot.socket, slot.conn.read_buffer()) {
+            Ok(0) => return (true, false),
+            Ok(n) => {
+                slot.conn.note_received(now);
+                budget = budget.saturating_sub(n);
+                if budget == 0 {
+                    return (false, true);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                slot.readable = false;
+                return (false, false);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return (true, false),
+        }
     }
 }

@@ -22,6 +22,10 @@
 //!   [`READ_BYTES_PER_TURN_MAX`]) and written with `writev` during the turn.
 //! - io_uring ([`uring`]): one recv and one sendmsg in flight per connection,
 //!   all submitted and reaped by one `io_uring_enter` per turn.
+//!
+//! An AMQPS connection (accepted on a TLS listener) has a [`tls::TlsSession`]
+//! between its socket and its connection, on either backend: checked once
+//! per read and per write, never per frame.
 
 pub mod collect;
 pub mod counts;
@@ -31,10 +35,10 @@ pub mod io;
 
 pub mod stop;
 
+pub mod tls;
 mod uring;
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,10 +48,10 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::broker::ShardCtx;
-use crate::config::IoBackend;
 use crate::connection::Connection;
 use crate::envelope::Envelope;
 use crate::ids::{ConnId, ShardId};
+use io::{read_socket, start_backend};
 
 /// Envelopes taken from one inbound ring per turn.
 pub const RING_DRAIN_BATCH_MAX: usize = 1024;
@@ -78,10 +82,20 @@ enum Backend {
     Uring(Box<uring::Driver>),
 }
 
+/// A listening socket and whether its connections speak TLS.
+pub struct Listener {
+    /// The socket.
+    pub socket: TcpListener,
+    /// AMQPS: its connections get a TLS session.
+    pub tls: bool,
+}
+
 /// A connection with its socket and readiness.
 struct Slot {
     conn: Connection,
     socket: TcpStream,
+    /// AMQPS: the TLS session between socket and connection.
+    tls: Option<Box<tls::TlsSession>>,
     generation: u32,
     /// The socket reported readable and we have not read it dry since (mio).
     readable: bool,
@@ -106,7 +120,9 @@ pub struct Shard {
     events: Events,
     conns: Slab<Slot>,
     next_generation: u32,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
+    /// The certificates for AMQPS connections (every shard adopts some).
+    tls: Option<Arc<tls::TlsAcceptor>>,
     /// Next shard a new connection goes to (round-robin).
     next_home: usize,
     stop: Arc<stop::Stop>,
@@ -134,12 +150,14 @@ impl Shard {
     pub fn new(
         ctx: ShardCtx,
         poll: Poll,
-        mut listeners: Vec<TcpListener>,
+        mut listeners: Vec<Listener>,
+        tls: Option<Arc<tls::TlsAcceptor>>,
         stop: Arc<stop::Stop>,
         connection_counts: Arc<counts::ConnectionCounts>,
     ) -> std::io::Result<Shard> {
         for (i, listener) in listeners.iter_mut().enumerate() {
-            poll.registry().register(listener, Token(LISTENER_TOKEN_BASE + i), Interest::READABLE)?;
+            let token = Token(LISTENER_TOKEN_BASE + i);
+            poll.registry().register(&mut listener.socket, token, Interest::READABLE)?;
         }
         let backend = start_backend(&ctx, &poll);
         Ok(Shard {
@@ -150,6 +168,7 @@ impl Shard {
             conns: Slab::new(),
             next_generation: 1,
             listeners,
+            tls,
             next_home: 0,
             stop,
             connection_counts,
@@ -353,8 +372,8 @@ impl Shard {
     fn accept_all(&mut self) {
         for i in 0..self.listeners.len() {
             loop {
-                match self.listeners[i].accept() {
-                    Ok((stream, peer)) => self.place_connection(stream, peer),
+                match self.listeners[i].socket.accept() {
+                    Ok((stream, peer)) => self.place_connection(stream, peer, self.listeners[i].tls),
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(e) => {
@@ -368,19 +387,30 @@ impl Shard {
     }
 
     /// Hands a new connection to the next shard in turn.
-    fn place_connection(&mut self, stream: TcpStream, peer: SocketAddr) {
+    fn place_connection(&mut self, stream: TcpStream, peer: SocketAddr, tls: bool) {
         let _ = stream.set_nodelay(true);
         let shards = self.ctx.shard_count();
         let home = ShardId((self.next_home % shards) as u16);
         self.next_home = self.next_home.wrapping_add(1);
         if home == self.ctx.shard() {
-            self.adopt(stream, peer);
+            self.adopt(stream, peer, tls);
         } else {
-            self.ctx.mesh().stage(home, Envelope::Accept(stream));
+            self.ctx.mesh().stage(home, Envelope::Accept { stream, tls });
         }
     }
 
-    fn adopt(&mut self, mut socket: TcpStream, peer: SocketAddr) {
+    fn adopt(&mut self, mut socket: TcpStream, peer: SocketAddr, tls: bool) {
+        let session = match (tls, &self.tls) {
+            (false, _) => None,
+            (true, Some(acceptor)) => match acceptor.session(self.ctx.now()) {
+                Ok(session) => Some(Box::new(session)),
+                Err(e) => {
+                    tracing::warn!(peer = %peer, error = %e, "cannot start a TLS session");
+                    return;
+                }
+            },
+            (true, None) => return,
+        };
         let entry = self.conns.vacant_entry();
         let index = entry.key();
         if let Backend::Mio = self.backend {
@@ -398,6 +428,7 @@ impl Shard {
         entry.insert(Slot {
             conn,
             socket,
+            tls: session,
             generation,
             readable: true,
             write_blocked: false,
@@ -451,7 +482,10 @@ impl Shard {
             let mut eof = false;
             if slot.readable && matches!(self.backend, Backend::Mio) {
                 let more;
-                (eof, more) = read_socket(slot, self.ctx.now());
+                (eof, more) = match slot.tls.is_some() {
+                    false => read_socket(slot, self.ctx.now()),
+                    true => tls::read_socket(slot, self.ctx.now()),
+                };
                 if more {
                     again.push(index);
                 }
@@ -535,7 +569,12 @@ impl Shard {
                 continue;
             }
             slot.queued_dirty = false;
-            if slot.conn.out().is_empty() {
+            if let Some(tls) = slot.tls.as_mut() {
+                if slot.conn.is_closed() {
+                    tls.close_notify();
+                }
+            }
+            if slot.conn.out().is_empty() && slot.tls.as_ref().is_none_or(|t| !t.wants_write()) {
                 // Nothing to write: do not count this as sending (heartbeats
                 // are due when nothing was sent).
                 if slot.conn.is_closed() {
@@ -560,7 +599,11 @@ impl Shard {
     fn write_socket(&mut self, index: usize) -> bool {
         let slot = &mut self.conns[index];
         let was_paused_by_output = slot.conn.read_paused();
-        match slot.conn.out().write_to(&mut slot.socket) {
+        let written = match slot.tls.as_mut() {
+            None => slot.conn.out().write_to(&mut slot.socket),
+            Some(tls) => tls::write_now(tls, slot.conn.out(), &mut slot.socket),
+        };
+        match written {
             Ok(true) => {
                 slot.conn.note_sent(self.ctx.now());
                 if slot.conn.is_closed() {
@@ -596,7 +639,10 @@ impl Shard {
         let mut dead = Vec::new();
         let mut wrote = Vec::new();
         for (index, slot) in self.conns.iter_mut() {
-            if !slot.conn.handle_tick(now) {
+            if slot.tls.as_ref().is_some_and(|t| t.handshake_expired(now)) {
+                tracing::debug!(peer = %slot.conn.peer(), "TLS handshake timeout, closing");
+                dead.push(index);
+            } else if !slot.conn.handle_tick(now) {
                 dead.push(index);
             } else if !slot.conn.out().is_empty() {
                 wrote.push(index);
@@ -686,7 +732,13 @@ impl Shard {
         for index in &indices {
             let slot = &mut self.conns[*index];
             if !slot.io.send_in_flight() {
-                let _ = slot.conn.out().write_to(&mut slot.socket);
+                let _ = match slot.tls.as_mut() {
+                    None => slot.conn.out().write_to(&mut slot.socket),
+                    Some(tls) => {
+                        tls.close_notify();
+                        tls::write_now(tls, slot.conn.out(), &mut slot.socket)
+                    }
+                };
             }
         }
         for index in indices {
@@ -695,52 +747,5 @@ impl Shard {
         self.drain_for_stop();
         self.ctx.flush_log();
         self.ctx.close_log();
-    }
-}
-
-/// The backend the configuration asks for, or mio where the kernel refuses
-/// io_uring.
-fn start_backend(ctx: &ShardCtx, poll: &Poll) -> Backend {
-    let shard = ctx.shard().0;
-    let backend = match ctx.config().io_backend {
-        IoBackend::Mio => Backend::Mio,
-        IoBackend::Uring => match uring::Driver::new(poll.as_raw_fd()) {
-            Ok(driver) => Backend::Uring(Box::new(driver)),
-            Err(e) => {
-                tracing::warn!(shard, error = %e, "io_uring refused; this shard falls back to mio");
-                Backend::Mio
-            }
-        },
-    };
-    let running = match backend {
-        Backend::Mio => IoBackend::Mio,
-        Backend::Uring(_) => IoBackend::Uring,
-    };
-    tracing::info!(shard, io_backend = %running, "shard io backend");
-    backend
-}
-
-/// Reads a ready socket (mio) until it would block, the peer is gone, or the
-/// turn's budget ([`READ_BYTES_PER_TURN_MAX`]) is spent. Returns (peer gone,
-/// budget spent with more to read).
-fn read_socket(slot: &mut Slot, now: Instant) -> (bool, bool) {
-    let mut budget = READ_BYTES_PER_TURN_MAX;
-    loop {
-        match io::read_some(&mut slot.socket, slot.conn.read_buffer()) {
-            Ok(0) => return (true, false),
-            Ok(n) => {
-                slot.conn.note_received(now);
-                budget = budget.saturating_sub(n);
-                if budget == 0 {
-                    return (false, true);
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                slot.readable = false;
-                return (false, false);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => return (true, false),
-        }
     }
 }

@@ -450,6 +450,25 @@ impl Shard {
                 return;
             }
         }
+        if let Some(tls) = slot.tls.as_mut() {
+            // AMQPS: the recv brought ciphertext; its plaintext goes on to
+            // the connection's read buffer.
+            tls.cipher_in = buf;
+            let outcome = tls.feed(slot.conn.read_buffer());
+            if let Some(identity) = tls.take_identity() {
+                super::tls::note_identity(&mut slot.conn, identity);
+            }
+            if outcome == super::tls::TlsRead::Fatal {
+                if slot.io.send.is_none() {
+                    super::tls::send_alert(tls, &mut slot.socket);
+                }
+                self.remove_connection(index);
+                return;
+            }
+            self.mark_ready(index);
+            self.mark_dirty(index);
+            return;
+        }
         let read_buffer = slot.conn.read_buffer();
         assert!(read_buffer.is_empty(), "only a recv fills the read buffer, and it was taken");
         *read_buffer = buf;
@@ -470,11 +489,14 @@ impl Shard {
             }
         };
         let was_paused = slot.conn.read_paused();
-        slot.conn.out().complete_send(chunks, written);
+        match slot.tls.as_mut() {
+            None => slot.conn.out().complete_send(chunks, written),
+            Some(tls) => tls.cipher_out.complete_send(chunks, written),
+        }
         if written > 0 {
             slot.conn.note_sent(self.ctx.now());
         }
-        if slot.conn.out().is_empty() {
+        if slot.conn.out().is_empty() && slot.tls.as_ref().is_none_or(|t| !t.wants_write()) {
             if slot.conn.is_closed() {
                 self.remove_connection(index);
                 return;
@@ -499,8 +521,12 @@ impl Shard {
             return;
         }
         // `process` consumed every complete frame: at most a partial one is
-        // left, and the recv appends to it.
-        let buf = std::mem::take(slot.conn.read_buffer());
+        // left, and the recv appends to it. AMQPS: ciphertext rustls has not
+        // taken yet (at most a partial record), which the recv appends to.
+        let buf = match slot.tls.as_mut() {
+            None => std::mem::take(slot.conn.read_buffer()),
+            Some(tls) => std::mem::take(&mut tls.cipher_in),
+        };
         let owner = Owner::Conn { index, generation: slot.generation };
         slot.io.recv = Some(driver.recv(owner, slot.socket.as_raw_fd(), buf));
     }
@@ -510,7 +536,19 @@ impl Shard {
         let Backend::Uring(driver) = &mut self.backend else { return };
         let Some(slot) = self.conns.get_mut(index) else { return };
         assert!(slot.io.send.is_none(), "one send in flight per connection");
-        let chunks = slot.conn.out().take_for_send(WRITEV_SLICES_MAX);
+        let chunks = match slot.tls.as_mut() {
+            None => slot.conn.out().take_for_send(WRITEV_SLICES_MAX),
+            Some(tls) => {
+                if tls.seal_for_send(slot.conn.out()).is_err() {
+                    self.remove_connection(index);
+                    return;
+                }
+                tls.cipher_out.take_for_send(WRITEV_SLICES_MAX)
+            }
+        };
+        if chunks.is_empty() {
+            return;
+        }
         let owner = Owner::Conn { index, generation: slot.generation };
         slot.io.send = Some(driver.send(owner, slot.socket.as_raw_fd(), chunks));
         slot.write_blocked = true;
@@ -552,7 +590,11 @@ impl Shard {
                 if let Some(slot) = conns.get_mut(index) {
                     slot.io.send = None;
                     slot.write_blocked = false;
-                    slot.conn.out().complete_send(chunks, *result.as_ref().unwrap_or(&0));
+                    let written = *result.as_ref().unwrap_or(&0);
+                    match slot.tls.as_mut() {
+                        None => slot.conn.out().complete_send(chunks, written),
+                        Some(tls) => tls.cipher_out.complete_send(chunks, written),
+                    }
                 }
             }
             Completion::Epoll => {}

@@ -50,6 +50,8 @@ pub struct AmqpUri {
     pub host: String,
     pub port: u16,
     pub vhost: String,
+    /// amqps://: the connection goes through TLS (see `tls.rs`).
+    pub tls: bool,
 }
 
 fn percent_decode(s: &str) -> Result<String> {
@@ -71,7 +73,12 @@ fn percent_decode(s: &str) -> Result<String> {
 
 impl AmqpUri {
     pub fn parse(uri: &str) -> Result<AmqpUri> {
-        let rest = uri.strip_prefix("amqp://").ok_or("only amqp:// URIs are supported")?;
+        let (rest, tls) = match (uri.strip_prefix("amqp://"), uri.strip_prefix("amqps://")) {
+            (Some(rest), _) => (rest, false),
+            (_, Some(rest)) => (rest, true),
+            _ => return Err("only amqp:// and amqps:// URIs are supported".into()),
+        };
+        let default_port = if tls { 5671 } else { 5672 };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], Some(&rest[i + 1..])),
             None => (rest, None),
@@ -91,11 +98,11 @@ impl AmqpUri {
             // [v6]:port
             let end = h.find(']').ok_or("unterminated [ in URI host")?;
             let port = h[end + 1..].strip_prefix(':').map(str::parse::<u16>).transpose()?;
-            (h[..end].to_owned(), port.unwrap_or(5672))
+            (h[..end].to_owned(), port.unwrap_or(default_port))
         } else {
             match hostport.rfind(':') {
                 Some(i) => (hostport[..i].to_owned(), hostport[i + 1..].parse::<u16>()?),
-                None => (hostport.to_owned(), 5672),
+                None => (hostport.to_owned(), default_port),
             }
         };
         let host = if host.is_empty() { "127.0.0.1".to_owned() } else { host };
@@ -104,7 +111,7 @@ impl AmqpUri {
             Some(p) => percent_decode(p.split('?').next().unwrap_or(""))?,
         };
         let vhost = if vhost.is_empty() { "/".to_owned() } else { vhost };
-        Ok(AmqpUri { user, password, host, port, vhost })
+        Ok(AmqpUri { user, password, host, port, vhost, tls })
     }
 }
 
@@ -308,9 +315,11 @@ impl Conn {
             .to_socket_addrs()?
             .next()
             .ok_or_else(|| format!("cannot resolve {}", uri.host))?;
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
             .map_err(|e| format!("connect to {addr}: {e}"))?;
-        stream.set_nodelay(true)?;
+        tcp.set_nodelay(true)?;
+        // amqps://: the loops below talk plaintext to a TLS pump thread.
+        let stream = if uri.tls { crate::tls::wrap(tcp, &uri.host)? } else { tcp };
         stream.set_read_timeout(Some(READ_TIMEOUT))?;
         let fd = stream.as_raw_fd();
         Ok(Conn {
@@ -443,5 +452,21 @@ impl Conn {
         let mut b = BytesMut::with_capacity(READ_BUFFER_BYTES);
         b.extend_from_slice(&self.rbuf);
         self.rbuf = b;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AmqpUri;
+
+    #[test]
+    fn amqps_uris_mean_tls_and_default_to_port_5671() {
+        let uri = AmqpUri::parse("amqps://u:p@broker/%2Fv").expect("amqps parses");
+        assert!(uri.tls);
+        assert_eq!((uri.host.as_str(), uri.port, uri.vhost.as_str()), ("broker", 5671, "/v"));
+        let plain = AmqpUri::parse("amqp://broker").expect("amqp parses");
+        assert!(!plain.tls);
+        assert_eq!(plain.port, 5672);
+        assert!(AmqpUri::parse("http://broker").is_err());
     }
 }

@@ -13,6 +13,7 @@ mod consumer;
 mod fake;
 mod producer;
 mod stats;
+mod tls;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -88,9 +89,16 @@ enum Flag {
 
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// Broker URI: amqp://user:password@host:port/vhost (vhost percent-encoded, %2F is "/").
+    /// Broker URI: amqp://user:password@host:port/vhost (vhost percent-encoded, %2F is "/");
+    /// amqps:// for TLS (default port 5671), with --tls-ca or --tls-insecure.
     #[arg(short = 'h', long = "uri", default_value = "amqp://guest:guest@127.0.0.1:5672/%2F")]
     uri: String,
+    /// amqps://: the CA certificates (PEM) the server's certificate is verified against.
+    #[arg(long = "tls-ca", value_name = "FILE")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// amqps://: accept any server certificate (self-signed test brokers).
+    #[arg(long = "tls-insecure")]
+    tls_insecure: bool,
     /// Number of producers (one connection and thread each).
     #[arg(short = 'x', long = "producers", default_value_t = 1)]
     producers: usize,
@@ -357,19 +365,11 @@ fn totals<P, C>(producers: &[Worker<P>], consumers: &[Worker<C>]) -> Totals {
     t
 }
 
-fn cpu_seconds() -> (f64, f64) {
-    // SAFETY: rusage is plain old data; all-zero is a valid value.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `ru` is a valid, writable rusage.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    (secs(ru.ru_utime), secs(ru.ru_stime))
-}
-
 /// One load run: check the flags, start the consumers, then the producers,
 /// report progress until the end, and sum up.
 fn run(a: RunArgs) -> Result<ExitCode> {
     let uri = AmqpUri::parse(&a.uri)?;
+    tls::configure(&uri, a.tls_ca.as_deref(), a.tls_insecure)?;
     let queues = check_run_args(&a)?;
     let topology = Arc::new(topology(&a));
     let stop = Arc::new(AtomicBool::new(false));
@@ -380,13 +380,13 @@ fn run(a: RunArgs) -> Result<ExitCode> {
     let (consumers, setup_ok) = start_consumers(&a, &uri, &topology, &queues, &stop)?;
     let t0 = Instant::now();
     let t0_ns = conn::now_ns();
-    let cpu0 = cpu_seconds();
+    let cpu0 = stats::cpu_seconds();
     let producers = if setup_ok { start_producers(&a, &uri, &topology, &queues, &stop)? } else { Vec::new() };
     if setup_ok {
         watch(&a, t0, &producers, &consumers, &stop);
     }
     let elapsed = t0.elapsed().as_secs_f64();
-    let cpu1 = cpu_seconds();
+    let cpu1 = stats::cpu_seconds();
     stop.store(true, Ordering::Relaxed);
 
     let end = collect(producers, consumers)?;
