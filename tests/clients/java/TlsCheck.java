@@ -91,9 +91,9 @@ public class TlsCheck {
         return s.length() > 300 ? s.substring(0, 300) : s;
     }
 
+    /** The broker's 403 at login (not merely a socket closed during it). */
     static boolean isAuthRefusal(Throwable t) {
         for (Throwable c = t; c != null; c = c.getCause()) {
-            if (c instanceof PossibleAuthenticationFailureException) return true;
             String m = String.valueOf(c.getMessage());
             if (m.contains("ACCESS_REFUSED") || m.contains("reply-code=403")) return true;
         }

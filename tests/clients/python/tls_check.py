@@ -57,11 +57,13 @@ def parameters():
 
 
 def refused_kind(exc):
-    """refused-auth for a login refusal, refused-tls for any transport failure."""
+    """refused-auth for the broker's 403 at login, error when pika itself gave
+    up on the login (no common mechanism), refused-tls for any other failure."""
     text = repr(exc)
-    if isinstance(exc, (pe.ProbableAuthenticationError, pe.AuthenticationError)) \
-            or "ACCESS_REFUSED" in text or "(403)" in text:
+    if "ACCESS_REFUSED" in text or "(403)" in text:
         return "refused-auth", 3
+    if isinstance(exc, pe.AuthenticationError):
+        return "error", 1
     return "refused-tls", 2
 
 

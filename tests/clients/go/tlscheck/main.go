@@ -74,6 +74,9 @@ func amqpsURL(external bool) string {
 		url.PathEscape(env("TLS_VHOST", "/")))
 }
 
+// refusedKind: refused-auth for a 403 at login (amqp091-go reports a socket
+// closed during the login as ErrCredentials too, so it cannot tell them
+// apart), refused-tls for any other failure to connect.
 func refusedKind(err error) (string, int) {
 	var amqpErr *amqp.Error
 	if errors.As(err, &amqpErr) && amqpErr.Code == amqp.AccessRefused {
