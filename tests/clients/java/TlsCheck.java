@@ -148,6 +148,10 @@ public class TlsCheck {
         try {
             conn = f.newConnection();
         } catch (Exception e) {
+            if (String.valueOf(e.getMessage()).contains("No compatible authentication mechanism")) {
+                System.out.println("error: " + oneLine(e));  // the server offers no mechanism we want
+                return 1;
+            }
             boolean auth = isAuthRefusal(e);
             System.out.println((auth ? "refused-auth: " : "refused-tls: ") + oneLine(e));
             return auth ? 3 : 2;

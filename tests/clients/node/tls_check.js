@@ -39,9 +39,12 @@ function connectOptions() {
   return { url, socket };
 }
 
+// refused-auth for the broker's 403 at login, error when the server offers no
+// mechanism the client wants, refused-tls for any other failure to connect.
 function refusedKind(err) {
   const text = String(err && (err.stack || err.message || err));
   if (/ACCESS_REFUSED|403/.test(text)) return ['refused-auth', 3];
+  if (/SASL mechanism .* is not provided by the server/.test(text)) return ['error', 1];
   return ['refused-tls', 2];
 }
 

@@ -76,8 +76,12 @@ func amqpsURL(external bool) string {
 
 // refusedKind: refused-auth for a 403 at login (amqp091-go reports a socket
 // closed during the login as ErrCredentials too, so it cannot tell them
-// apart), refused-tls for any other failure to connect.
+// apart), error when the server offers no mechanism the client wants,
+// refused-tls for any other failure to connect.
 func refusedKind(err error) (string, int) {
+	if errors.Is(err, amqp.ErrSASL) { // the client's own verdict: no shared mechanism
+		return "error", 1
+	}
 	var amqpErr *amqp.Error
 	if errors.As(err, &amqpErr) && amqpErr.Code == amqp.AccessRefused {
 		return "refused-auth", 3
