@@ -10,7 +10,8 @@
 # free ports, each with a generated `[tls]` table and a 2000 ms TLS handshake
 # timeout: "strict" requires a client certificate (fail_if_no_peer_cert), and
 # "optional" verifies one only when sent (RabbitMQ's verify_peer without
-# fail_if_no_peer_cert). PLAIN logins use the broker's default user, which the
+# fail_if_no_peer_cert); both once per I/O backend in LEPUS_IO_BACKENDS
+# (default "mio io-uring"; targets lepus-* and uring-*). PLAIN logins use the broker's default user, which the
 # config sets to tlc-user; EXTERNAL maps the certificate CN (tlc-user).
 #
 # rabbitmq: the cases its fixed configuration allows (verify_peer, client
@@ -37,6 +38,7 @@ MODE="${1:-lepus}"
 CLIENTS="${TLS_CLIENTS:-python node go java openssl raw}"
 CASE_TIMEOUT="${TLS_CASE_TIMEOUT:-60}"
 LEPUS_HANDSHAKE_MS=2000
+LEPUS_IO_BACKENDS="${LEPUS_IO_BACKENDS:-mio io-uring}"
 export TLS_P12_PASS=lepus-test AMQP_TEST_TIMEOUT="${AMQP_TEST_TIMEOUT:-10}"
 CERTS="$LOGDIR/certs"
 PASS=0 FAIL=0 SKIP=0
@@ -197,12 +199,12 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-# start_lepus PROFILE FAIL_IF_NO_PEER_CERT: starts a broker and waits until it
-# accepts on both ports; sets LEPUS_PID and LEPUS_TLS_PORT.
+# start_lepus NAME BACKEND FAIL_IF_NO_PEER_CERT: starts a broker and waits
+# until it accepts on both ports; sets LEPUS_PID and LEPUS_TLS_PORT.
 start_lepus() {
-  local profile="$1" required="$2" plain tls dir
+  local name="$1" backend="$2" required="$3" plain tls dir
   plain="$(free_port)"; tls="$(free_port)"
-  dir="$LOGDIR/lepus-$profile"
+  dir="$LOGDIR/$name"
   mkdir -p "$dir"
   cat >"$dir/lepus.toml" <<TOML
 listen = ["127.0.0.1:$plain"]
@@ -221,7 +223,7 @@ login_from = "common_name"
 versions = ["1.2", "1.3"]
 handshake_timeout_ms = $LEPUS_HANDSHAKE_MS
 TOML
-  "$LEPUS_BIN" --config "$dir/lepus.toml" --shards 2 --no-pin >"$dir/lepus.log" 2>&1 &
+  "$LEPUS_BIN" --config "$dir/lepus.toml" --io-backend "$backend" --shards 2 --no-pin >"$dir/lepus.log" 2>&1 &
   LEPUS_PID=$!
   LEPUS_TLS_PORT="$tls"
   BROKERS+=("$LEPUS_PID")
@@ -239,10 +241,10 @@ TOML
   return 1
 }
 
-# stop_lepus TARGET PROFILE: the broker must still be running, stop on
-# SIGTERM with exit 0, and have logged no panic.
+# stop_lepus NAME: the broker must still be running, stop on SIGTERM with
+# exit 0, and have logged no panic.
 stop_lepus() {
-  local target="$1" log="$LOGDIR/lepus-$2/lepus.log" rc
+  local target="$1" log="$LOGDIR/$1/lepus.log" rc
   if ! kill -0 "$LEPUS_PID" 2>/dev/null; then
     wait "$LEPUS_PID"; rc=$?
     BROKERS=()
@@ -271,20 +273,27 @@ run_lepus() {
     return
   fi
   export TLS_HOST=127.0.0.1 TLS_SERVER_NAME=localhost TLS_CA="$CERTS/ca.pem" TLS_USER=tlc-user TLS_PASS=tlc-pass
-  local profile required
-  for profile in strict optional; do
-    [ "$profile" = strict ] && required=true || required=false
-    if ! start_lepus "$profile" "$required"; then
-      result "lepus-$profile" lepus start ok FAIL "did not start: $(tail -n 3 "$LOGDIR/lepus-$profile/lepus.log" | tr '\n' ' ')"
-      continue
-    fi
-    if [ "$profile" = strict ]; then
-      run_matrix "lepus-$profile" "$profile" "$LEPUS_TLS_PORT" "$LEPUS_HANDSHAKE_MS"
-    else
-      # What differs when the certificate is optional (or is checked the same).
-      run_matrix "lepus-$profile" "$profile" "$LEPUS_TLS_PORT" "$LEPUS_HANDSHAKE_MS" tls no-cert wrong-ca expired
-    fi
-    stop_lepus "lepus-$profile" "$profile"
+  local backend profile required name
+  for backend in $LEPUS_IO_BACKENDS; do
+    for profile in strict optional; do
+      [ "$profile" = strict ] && required=true || required=false
+      name="lepus-$profile"
+      [ "$backend" != mio ] && name="uring-$profile"
+      if ! start_lepus "$name" "$backend" "$required"; then
+        result "$name" lepus start ok FAIL "did not start: $(tail -n 3 "$LOGDIR/$name/lepus.log" | tr '\n' ' ')"
+        continue
+      fi
+      if grep -q 'falls back to mio' "$LOGDIR/$name/lepus.log"; then
+        result "$name" lepus io-uring - SKIP "the kernel refused io_uring: these cases ran on mio"
+      fi
+      if [ "$profile" = strict ]; then
+        run_matrix "$name" "$profile" "$LEPUS_TLS_PORT" "$LEPUS_HANDSHAKE_MS"
+      else
+        # What differs when the certificate is optional (or is checked the same).
+        run_matrix "$name" "$profile" "$LEPUS_TLS_PORT" "$LEPUS_HANDSHAKE_MS" tls no-cert wrong-ca expired
+      fi
+      stop_lepus "$name"
+    done
   done
 }
 
