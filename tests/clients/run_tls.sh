@@ -117,6 +117,7 @@ CASES="
 tls               client    plain     ok            ok
 tls1.2            client    plain     ok            ok
 tls1.3            client    plain     ok            ok
+large             client    plain     ok            ok
 no-cert           -         plain     refused-tls   ok
 wrong-ca          wrongca-client plain refused-tls  refused-tls
 expired           expired   plain     refused-tls   refused-tls
@@ -132,7 +133,7 @@ applies() {
   case "$1:$2" in
     raw:plain-amqp | raw:stall | raw:stall-mid) return 0 ;;
     raw:* | *:plain-amqp | *:stall | *:stall-mid) return 1 ;;
-    openssl:external*) return 1 ;;          # s_client does no AMQP login
+    openssl:external* | openssl:large) return 1 ;;  # s_client does no AMQP
     openssl:tls1.2 | openssl:tls1.3) return 0 ;;
     *:tls1.3) return 1 ;;                   # the libraries' default already negotiates 1.3
     openssl:tls) return 1 ;;                # tls1.2 and tls1.3 cover it
@@ -157,6 +158,7 @@ run_case() {
   case "$case" in
     tls1.2) maxver=(TLS_MAX_VERSION=1.2 OPENSSL_VERSION=1.2) ;;
     tls1.3) maxver=(OPENSSL_VERSION=1.3) ;;
+    large) maxver=(TLS_BODY_BYTES=$((1024 * 1024 + 17))) ;;  # many frames, many TLS records
   esac
   # shellcheck disable=SC2046
   out="$(env TLS_PORT="$port" TLS_HANDSHAKE_TIMEOUT_MS="$hs" TLS_LOGIN="$login" "${certenv[@]}" "${maxver[@]}" \

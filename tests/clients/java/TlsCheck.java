@@ -11,13 +11,14 @@ import com.rabbitmq.client.*;
 import java.io.FileInputStream;
 import java.io.InputStream;
 import java.net.Socket;
-import java.nio.charset.StandardCharsets;
 import java.security.KeyStore;
 import java.security.Principal;
 import java.security.PrivateKey;
+import java.security.SecureRandom;
 import java.security.cert.Certificate;
 import java.security.cert.CertificateFactory;
 import java.security.cert.X509Certificate;
+import java.util.Arrays;
 import java.util.Optional;
 import java.util.UUID;
 import java.util.concurrent.BlockingQueue;
@@ -31,6 +32,7 @@ public class TlsCheck {
     }
 
     static final long TIMEOUT_MS = (long) (Double.parseDouble(env("AMQP_TEST_TIMEOUT", "10")) * 1000);
+    static final int BODY_BYTES = Integer.parseInt(env("TLS_BODY_BYTES", "36"));
 
     /** Presents the one configured certificate whatever CAs the server names:
      *  the JDK's key manager would otherwise send none for the wrong-CA case. */
@@ -106,13 +108,15 @@ public class TlsCheck {
         ch.queueDeclare(queue, false, true, true, null);
         BlockingQueue<byte[]> got = new LinkedBlockingQueue<>();
         ch.basicConsume(queue, true, (tag, d) -> got.add(d.getBody()), tag -> { });
-        String body = "tls " + UUID.randomUUID();
-        ch.basicPublish("", queue, new AMQP.BasicProperties.Builder().contentType("text/plain").build(),
-                body.getBytes(StandardCharsets.UTF_8));
+        byte[] body = new byte[BODY_BYTES];
+        new SecureRandom().nextBytes(body);
+        ch.basicPublish("", queue,
+                new AMQP.BasicProperties.Builder().contentType("application/octet-stream").build(), body);
         byte[] b = got.poll(TIMEOUT_MS, TimeUnit.MILLISECONDS);
         if (b == null) throw new AssertionError("no delivery within " + TIMEOUT_MS + " ms");
-        String s = new String(b, StandardCharsets.UTF_8);
-        if (!s.equals(body)) throw new AssertionError("body " + s + ", want " + body);
+        if (!Arrays.equals(b, body)) {
+            throw new AssertionError("body of " + b.length + " bytes, want " + body.length + " bytes (differs)");
+        }
         return b.length;
     }
 

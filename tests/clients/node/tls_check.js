@@ -8,6 +8,7 @@ const crypto = require('node:crypto');
 const amqp = require('amqplib');
 
 const TIMEOUT = Number(process.env.AMQP_TEST_TIMEOUT || 10) * 1000;
+const BODY_BYTES = Number(process.env.TLS_BODY_BYTES || 36);
 const env = (name, dflt) => process.env[name] || dflt;
 
 function withTimeout(promise, what) {
@@ -52,13 +53,16 @@ async function roundtrip(conn) {
   const ch = await conn.createChannel();
   const queue = `lepus-node-tls-${crypto.randomBytes(5).toString('hex')}`;
   await ch.assertQueue(queue, { exclusive: true, autoDelete: true });
-  const body = `tls ${crypto.randomBytes(16).toString('hex')}`;
+  const body = crypto.randomBytes(BODY_BYTES);
   const got = new Promise((resolve) => {
-    ch.consume(queue, (m) => resolve(m.content.toString()), { noAck: true });
+    ch.consume(queue, (m) => resolve(m.content), { noAck: true });
   });
-  ch.sendToQueue(queue, Buffer.from(body), { contentType: 'text/plain' });
+  ch.sendToQueue(queue, body, { contentType: 'application/octet-stream' });
   const received = await withTimeout(got, 'the delivery');
-  if (received !== body) throw new Error(`body ${received}, want ${body}`);
+  if (!received.equals(body)) {
+    throw new Error(`body of ${received.length} bytes (starts ${received.subarray(0, 16).toString('hex')}), ` +
+      `want ${body.length} bytes (starts ${body.subarray(0, 16).toString('hex')})`);
+  }
   return body.length;
 }
 

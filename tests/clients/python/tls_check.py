@@ -9,6 +9,7 @@ the environment, shared with the Node, Go and Java checks:
   TLS_LOGIN                            plain (TLS_USER/TLS_PASS) or external
   TLS_VHOST                            default /
   TLS_MAX_VERSION                      1.2 caps the client at TLS 1.2
+  TLS_BODY_BYTES                       size of the message body (default 36)
 
 Prints one line and exits with the outcome:
   0 ok            the message came back over TLS
@@ -26,6 +27,7 @@ import pika
 import pika.exceptions as pe
 
 TIMEOUT = float(os.environ.get("AMQP_TEST_TIMEOUT", "10"))
+BODY_BYTES = int(os.environ.get("TLS_BODY_BYTES") or 36)
 
 
 def env(name, default=None):
@@ -71,8 +73,8 @@ def roundtrip(conn):
     ch = conn.channel()
     queue = "lepus-py-tls-%s" % uuid.uuid4().hex[:10]
     ch.queue_declare(queue, exclusive=True, auto_delete=True)
-    body = ("tls %s" % uuid.uuid4().hex).encode()
-    ch.basic_publish("", queue, body, pika.BasicProperties(content_type="text/plain"))
+    body = os.urandom(BODY_BYTES)
+    ch.basic_publish("", queue, body, pika.BasicProperties(content_type="application/octet-stream"))
     got = []
     ch.basic_consume(queue, lambda c, m, p, b: got.append(b), auto_ack=True)
     deadline = time.monotonic() + TIMEOUT
@@ -81,7 +83,8 @@ def roundtrip(conn):
             raise AssertionError("no delivery within %.0fs" % TIMEOUT)
         conn.process_data_events(time_limit=0.05)
     if got[0] != body:
-        raise AssertionError("body %r, want %r" % (got[0], body))
+        raise AssertionError("body of %d bytes (starts %r), want %d bytes (starts %r)"
+                             % (len(got[0]), got[0][:16], len(body), body[:16]))
     return len(body)
 
 

@@ -7,6 +7,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
@@ -35,6 +36,14 @@ func timeout() time.Duration {
 		s = 10
 	}
 	return time.Duration(s * float64(time.Second))
+}
+
+func bodyBytes() int {
+	n, err := strconv.Atoi(env("TLS_BODY_BYTES", "36"))
+	if err != nil || n < 0 {
+		return 36
+	}
+	return n
 }
 
 func tlsConfig() (*tls.Config, error) {
@@ -97,11 +106,15 @@ func roundtrip(conn *amqp.Connection) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("channel: %w", err)
 	}
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
+	body := make([]byte, bodyBytes())
+	if _, err := rand.Read(body); err != nil {
 		return 0, err
 	}
-	queue := "lepus-go-tls-" + hex.EncodeToString(b[:5])
+	name := make([]byte, 5)
+	if _, err := rand.Read(name); err != nil {
+		return 0, err
+	}
+	queue := "lepus-go-tls-" + hex.EncodeToString(name)
 	if _, err := ch.QueueDeclare(queue, false, true, true, false, nil); err != nil {
 		return 0, fmt.Errorf("queue.declare: %w", err)
 	}
@@ -109,8 +122,7 @@ func roundtrip(conn *amqp.Connection) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("basic.consume: %w", err)
 	}
-	body := "tls " + hex.EncodeToString(b)
-	msg := amqp.Publishing{ContentType: "text/plain", Body: []byte(body)}
+	msg := amqp.Publishing{ContentType: "application/octet-stream", Body: body}
 	if err := ch.Publish("", queue, false, false, msg); err != nil {
 		return 0, fmt.Errorf("basic.publish: %w", err)
 	}
@@ -119,13 +131,21 @@ func roundtrip(conn *amqp.Connection) (int, error) {
 		if !ok {
 			return 0, errors.New("the consumer was closed before the delivery")
 		}
-		if string(d.Body) != body {
-			return 0, fmt.Errorf("body %q, want %q", d.Body, body)
+		if !bytes.Equal(d.Body, body) {
+			return 0, fmt.Errorf("body of %d bytes (starts %x), want %d bytes (starts %x)",
+				len(d.Body), prefix(d.Body), len(body), prefix(body))
 		}
 	case <-time.After(timeout()):
 		return 0, fmt.Errorf("no delivery within %v", timeout())
 	}
 	return len(body), nil
+}
+
+func prefix(b []byte) []byte {
+	if len(b) > 16 {
+		return b[:16]
+	}
+	return b
 }
 
 func oneLine(err error) string {
