@@ -6,12 +6,13 @@
 #   bash tests/clients/run_tls.sh lepus      # default: starts Lepus itself
 #   bash tests/clients/run_tls.sh rabbitmq   # the RabbitMQ on 127.0.0.1:5671
 #
-# lepus: starts two brokers from $LEPUS_BIN (default target/debug/lepus) on
-# free ports, each with a generated `[tls]` table and a 2000 ms TLS handshake
-# timeout: "strict" requires a client certificate (fail_if_no_peer_cert), and
-# "optional" verifies one only when sent (RabbitMQ's verify_peer without
-# fail_if_no_peer_cert); both once per I/O backend in LEPUS_IO_BACKENDS
-# (default "mio io-uring"; targets lepus-* and uring-*). PLAIN logins use the broker's default user, which the
+# lepus: starts brokers from $LEPUS_BIN (default target/debug/lepus) on free
+# ports, one after the other, each with a generated `[tls]` table and a
+# 2000 ms TLS handshake timeout: "strict" requires a client certificate
+# (fail_if_no_peer_cert), "optional" verifies one only when sent (RabbitMQ's
+# verify_peer without fail_if_no_peer_cert), "tls13" offers TLS 1.3 only;
+# each once per I/O backend in LEPUS_IO_BACKENDS (default "mio io-uring";
+# targets lepus-* and uring-*). PLAIN logins use the broker's default user, which the
 # config sets to tlc-user; EXTERNAL maps the certificate CN (tlc-user).
 #
 # rabbitmq: the cases its fixed configuration allows (verify_peer, client
@@ -110,22 +111,22 @@ client_cmd() {
 
 # ---------------------------------------------------------------- cases
 # Each case: which certificate, which login, and (for the client checks) the
-# outcome expected on a broker that requires client certificates ("strict")
-# and on one where they are optional.
-#   case             cert      login     strict        optional
+# outcome expected on a broker that requires client certificates ("strict"),
+# on one where they are optional, and on one offering TLS 1.3 only ("tls13").
+#   case            cert           login     strict        optional      tls13
 CASES="
-tls               client    plain     ok            ok
-tls1.2            client    plain     ok            ok
-tls1.3            client    plain     ok            ok
-large             client    plain     ok            ok
-no-cert           -         plain     refused-tls   ok
-wrong-ca          wrongca-client plain refused-tls  refused-tls
-expired           expired   plain     refused-tls   refused-tls
-external          client    external  ok            ok
-external-unknown  nouser    external  refused-auth  refused-auth
-plain-amqp        client    -         pass          pass
-stall             client    -         pass          pass
-stall-mid         client    -         pass          pass
+tls               client         plain     ok            ok            ok
+tls1.2            client         plain     ok            ok            refused-tls
+tls1.3            client         plain     ok            ok            ok
+large             client         plain     ok            ok            ok
+no-cert           -              plain     refused-tls   ok            ok
+wrong-ca          wrongca-client plain     refused-tls   refused-tls   refused-tls
+expired           expired        plain     refused-tls   refused-tls   refused-tls
+external          client         external  ok            ok            ok
+external-unknown  nouser         external  refused-auth  refused-auth  refused-auth
+plain-amqp        client         -         pass          pass          pass
+stall             client         -         pass          pass          pass
+stall-mid         client         -         pass          pass          pass
 "
 
 # applies CLIENT CASE: whether that client runs that case.
@@ -183,12 +184,15 @@ run_case() {
 run_matrix() {
   local target="$1" profile="$2" port="$3" hs="$4"
   shift 4
-  local only=" $* " case cert login strict optional expected client
-  while read -r case cert login strict optional; do
+  local only=" $* " case cert login strict optional tls13 expected client
+  while read -r case cert login strict optional tls13; do
     [ -z "$case" ] && continue
     [ "$only" != "  " ] && [[ "$only" != *" $case "* ]] && continue
-    expected="$strict"
-    [ "$profile" = optional ] && expected="$optional"
+    case "$profile" in
+      strict) expected="$strict" ;;
+      optional) expected="$optional" ;;
+      tls13) expected="$tls13" ;;
+    esac
     for client in $CLIENTS; do
       applies "$client" "$case" || continue
       run_case "$target" "$profile" "$port" "$hs" "$client" "$case" "$cert" "$login" "$expected"
@@ -201,10 +205,10 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-# start_lepus NAME BACKEND FAIL_IF_NO_PEER_CERT: starts a broker and waits
-# until it accepts on both ports; sets LEPUS_PID and LEPUS_TLS_PORT.
+# start_lepus NAME BACKEND FAIL_IF_NO_PEER_CERT VERSIONS: starts a broker and
+# waits until it accepts on both ports; sets LEPUS_PID and LEPUS_TLS_PORT.
 start_lepus() {
-  local name="$1" backend="$2" required="$3" plain tls dir
+  local name="$1" backend="$2" required="$3" versions="$4" plain tls dir
   plain="$(free_port)"; tls="$(free_port)"
   dir="$LOGDIR/$name"
   mkdir -p "$dir"
@@ -222,7 +226,7 @@ ca_certificates = "$CERTS/ca.pem"
 verify_peer = true
 fail_if_no_peer_cert = $required
 login_from = "common_name"
-versions = ["1.2", "1.3"]
+versions = [$versions]
 handshake_timeout_ms = $LEPUS_HANDSHAKE_MS
 TOML
   "$LEPUS_BIN" --config "$dir/lepus.toml" --io-backend "$backend" --shards 2 --no-pin >"$dir/lepus.log" 2>&1 &
@@ -275,25 +279,26 @@ run_lepus() {
     return
   fi
   export TLS_HOST=127.0.0.1 TLS_SERVER_NAME=localhost TLS_CA="$CERTS/ca.pem" TLS_USER=tlc-user TLS_PASS=tlc-pass
-  local backend profile required name
+  local backend profile required versions name
   for backend in $LEPUS_IO_BACKENDS; do
-    for profile in strict optional; do
+    for profile in strict optional tls13; do
       [ "$profile" = strict ] && required=true || required=false
+      [ "$profile" = tls13 ] && versions='"1.3"' || versions='"1.2", "1.3"'
       name="lepus-$profile"
       [ "$backend" != mio ] && name="uring-$profile"
-      if ! start_lepus "$name" "$backend" "$required"; then
+      if ! start_lepus "$name" "$backend" "$required" "$versions"; then
         result "$name" lepus start ok FAIL "did not start: $(tail -n 3 "$LOGDIR/$name/lepus.log" | tr '\n' ' ')"
         continue
       fi
       if grep -q 'falls back to mio' "$LOGDIR/$name/lepus.log"; then
         result "$name" lepus io-uring - SKIP "the kernel refused io_uring: these cases ran on mio"
       fi
-      if [ "$profile" = strict ]; then
-        run_matrix "$name" "$profile" "$LEPUS_TLS_PORT" "$LEPUS_HANDSHAKE_MS"
-      else
+      case "$profile" in
+        strict) run_matrix "$name" "$profile" "$LEPUS_TLS_PORT" "$LEPUS_HANDSHAKE_MS" ;;
         # What differs when the certificate is optional (or is checked the same).
-        run_matrix "$name" "$profile" "$LEPUS_TLS_PORT" "$LEPUS_HANDSHAKE_MS" tls no-cert wrong-ca expired
-      fi
+        optional) run_matrix "$name" "$profile" "$LEPUS_TLS_PORT" "$LEPUS_HANDSHAKE_MS" tls no-cert wrong-ca expired ;;
+        tls13) run_matrix "$name" "$profile" "$LEPUS_TLS_PORT" "$LEPUS_HANDSHAKE_MS" tls tls1.2 tls1.3 ;;
+      esac
       stop_lepus "$name"
     done
   done
