@@ -7,8 +7,13 @@
 # Writes (PEM; every client certificate also as NAME.p12, password
 # $TLS_P12_PASS, for the Java client):
 #   ca.pem ca.key            the test CA (ca.pem only, a copy, with CA_CERT)
-#   server.pem server.key    CN localhost, SAN DNS:localhost IP:127.0.0.1 IP:::1
+#   inter.pem inter.key      an intermediate CA signed by the CA
+#   server.pem server.key    CN localhost, SAN DNS:localhost IP:127.0.0.1 IP:::1,
+#                            signed by the intermediate: server.pem is the chain
+#                            (leaf, then the intermediate), clients trust ca.pem
 #   client.pem client.key    CN $CLIENT_CN, signed by the CA (the good client)
+#   chain-client.pem .key    CN $CLIENT_CN, signed by the intermediate; the
+#                            .pem (and .p12) hold the leaf and the intermediate
 #   nouser.pem nouser.key    CN $NOUSER_CN, signed by the CA (no such user)
 #   expired.pem expired.key  CN $CLIENT_CN, signed by the CA, valid only in 2020
 #   wrongca.pem              a second CA nobody trusts
@@ -59,6 +64,11 @@ extendedKeyUsage = serverAuth
 subjectAltName = DNS:localhost, IP:127.0.0.1, IP:::1
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
+[inter_ext]
+basicConstraints = critical, CA:TRUE, pathlen:0
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
 [client_ext]
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature
@@ -89,10 +99,12 @@ leaf() {
   [ "$keyspec" = ec ] && keyopts+=(-pkeyopt ec_paramgen_curve:prime256v1)
   openssl req -new "${keyopts[@]}" -nodes -keyout "$name.key" -out "$name.csr" -subj "/CN=$cn" >&3 2>&1
   sign "$name" "$name.csr" "$ca" "$cakey" "$ext" "${7:-}" "${8:-}"
-  if [ "$ext" = client_ext ]; then
-    openssl pkcs12 -export -in "$name.pem" -inkey "$name.key" -name "$name" \
-      -passout "pass:$P12_PASS" -out "$name.p12" >&3 2>&1
-  fi
+}
+
+# p12 NAME: NAME.pem (leaf first, then any chain) and NAME.key as PKCS#12.
+p12() {
+  openssl pkcs12 -export -in "$1.pem" -inkey "$1.key" -name "$1" \
+    -passout "pass:$P12_PASS" -out "$1.p12" >&3 2>&1
 }
 
 if [ -n "${CA_CERT:-}" ]; then
@@ -106,11 +118,16 @@ new_ca wrongca lepus-test-wrong-ca
 
 # The server key is RSA (the usual deployment), client keys are ECDSA P-256,
 # so both key types go through the broker's TLS stack.
-leaf server localhost rsa:2048 server_ext ca.pem "$ca_key"
+leaf inter lepus-test-intermediate rsa:2048 inter_ext ca.pem "$ca_key"
+leaf server localhost rsa:2048 server_ext inter.pem inter.key
+cat inter.pem >>server.pem
 leaf client "$CLIENT_CN" ec client_ext ca.pem "$ca_key"
+leaf chain-client "$CLIENT_CN" ec client_ext inter.pem inter.key
+cat inter.pem >>chain-client.pem
 leaf nouser "$NOUSER_CN" ec client_ext ca.pem "$ca_key"
 leaf expired "$CLIENT_CN" ec client_ext ca.pem "$ca_key" 20200101000000Z 20200102000000Z
 leaf wrongca-client "$CLIENT_CN" ec client_ext wrongca.pem wrongca.key
+for c in client chain-client nouser expired wrongca-client; do p12 "$c"; done
 rm -f wrongca.key
 chmod 600 ./*.key
 echo "certificates in $OUT"
