@@ -217,6 +217,7 @@ free_port() {
 start_lepus() {
   local name="$1" backend="$2" required="$3" versions="$4" plain tls dir
   plain="$(free_port)"; tls="$(free_port)"
+  while [ "$tls" = "$plain" ]; do tls="$(free_port)"; done
   dir="$LOGDIR/$name"
   mkdir -p "$dir"
   cat >"$dir/lepus.toml" <<TOML
