@@ -31,6 +31,8 @@ NOUSER_CN="${NOUSER_CN:-tlc-nobody}"
 P12_PASS="${TLS_P12_PASS:-lepus-test}"
 DAYS=30
 
+# An existing CA's files, found before the cd below.
+[ -n "${CA_CERT:-}" ] && CA_CERT="$(realpath "$CA_CERT")" && CA_KEY="$(realpath "${CA_KEY:?CA_KEY is needed with CA_CERT}")"
 mkdir -p "$OUT"
 cd "$OUT"
 exec 3>gen_certs.log  # openssl's chatter, shown when a step fails
@@ -109,7 +111,7 @@ p12() {
 
 if [ -n "${CA_CERT:-}" ]; then
   cp "$CA_CERT" ca.pem  # the existing CA's key is used where it is, not copied
-  ca_key="${CA_KEY:?CA_KEY is needed with CA_CERT}"
+  ca_key="$CA_KEY"
 else
   new_ca ca lepus-test-ca
   ca_key="$PWD/ca.key"
