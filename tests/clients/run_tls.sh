@@ -45,7 +45,7 @@ export TLS_P12_PASS=lepus-test AMQP_TEST_TIMEOUT="${AMQP_TEST_TIMEOUT:-10}"
 CERTS="$LOGDIR/certs"
 PASS=0 FAIL=0 SKIP=0
 BROKERS=()  # every Lepus started here, killed on exit if still running
-LEPUS_PID="" LEPUS_TLS_PORT=""
+LEPUS_PID="" LEPUS_TLS_PORT="" LEPUS_DIR=""
 GO_BIN="" JAVA_CLASSES=""
 NO_EXTERNAL=""  # why the EXTERNAL cases cannot run on this target, if so
 declare -A READY=()  # client -> "" when usable, else why not
@@ -100,7 +100,8 @@ setup_clients() {
 # client_cmd CLIENT CASE: the command line of one check (TLS_* already exported).
 client_cmd() {
   case "$1" in
-    python) echo "$HERE/.venv/bin/python $HERE/python/tls_check.py" ;;
+    python) [ "$2" = reload ] && echo "$HERE/.venv/bin/python $HERE/python/tls_reload.py" \
+      || echo "$HERE/.venv/bin/python $HERE/python/tls_check.py" ;;
     node) echo "node $HERE/node/tls_check.js" ;;
     go) echo "$GO_BIN" ;;
     java) echo "java -cp $JAVA_CLASSES:$JAVA_CP TlsCheck" ;;
@@ -128,12 +129,15 @@ external-unknown  nouser         external  refused-auth  refused-auth  refused-a
 plain-amqp        client         -         pass          pass          pass
 stall             client         -         pass          pass          pass
 stall-mid         client         -         pass          pass          pass
+reload            client         plain     ok            ok            ok
 "
 
 # applies CLIENT CASE: whether that client runs that case.
 applies() {
   case "$1:$2" in
     raw:plain-amqp | raw:stall | raw:stall-mid) return 0 ;;
+    python:reload) return 0 ;;
+    *:reload) return 1 ;;
     raw:* | *:plain-amqp | *:stall | *:stall-mid) return 1 ;;
     openssl:external* | openssl:large) return 1 ;;  # s_client does no AMQP
     openssl:chain) return 1 ;;              # s_client -cert sends the leaf alone
@@ -155,6 +159,10 @@ run_case() {
     result "$target" "$client" "$case" "$expected" SKIP "$NO_EXTERNAL"
     return
   fi
+  if [ "$case" = reload ] && [ -z "$LEPUS_PID" ]; then
+    result "$target" "$client" "$case" "$expected" SKIP "not a broker started here: no SIGHUP sent"
+    return
+  fi
   if [ "$cert" != - ] && [ ! -f "$CERTS/$cert.pem" ]; then
     result "$target" "$client" "$case" "$expected" SKIP "no $cert certificate for this target"
     return
@@ -167,6 +175,9 @@ run_case() {
     tls1.2) maxver+=(TLS_MAX_VERSION=1.2 OPENSSL_VERSION=1.2) ;;
     tls1.3) maxver+=(OPENSSL_VERSION=1.3) ;;
     large) maxver+=(TLS_BODY_BYTES=$((1024 * 1024 + 17))) ;;  # many frames, many TLS records
+    reload) maxver+=(TLS_RELOAD_PID="$LEPUS_PID" TLS_RELOAD_CHAIN="$LEPUS_DIR/server.pem"
+      TLS_RELOAD_KEY="$LEPUS_DIR/server.key" TLS_RELOAD_NEW_CHAIN="$CERTS/reload/server.pem"
+      TLS_RELOAD_NEW_KEY="$CERTS/reload/server.key") ;;
   esac
   # shellcheck disable=SC2046
   out="$(env TLS_PORT="$port" TLS_HANDSHAKE_TIMEOUT_MS="$hs" TLS_LOGIN="$login" "${certenv[@]}" "${maxver[@]}" \
@@ -220,6 +231,8 @@ start_lepus() {
   while [ "$tls" = "$plain" ]; do tls="$(free_port)"; done
   dir="$LOGDIR/$name"
   mkdir -p "$dir"
+  # Its own copy of the server certificate: the reload case replaces it.
+  cp "$CERTS/server.pem" "$CERTS/server.key" "$dir/"
   cat >"$dir/lepus.toml" <<TOML
 listen = ["127.0.0.1:$plain"]
 data_dir = "$dir/data"
@@ -228,8 +241,8 @@ default_pass = "tlc-pass"
 
 [tls]
 listen = ["127.0.0.1:$tls"]
-cert_chain = "$CERTS/server.pem"
-key = "$CERTS/server.key"
+cert_chain = "$dir/server.pem"
+key = "$dir/server.key"
 ca_certificates = "$CERTS/ca.pem"
 verify_peer = true
 fail_if_no_peer_cert = $required
@@ -240,6 +253,7 @@ TOML
   "$LEPUS_BIN" --config "$dir/lepus.toml" --io-backend "$backend" --shards 2 --no-pin >"$dir/lepus.log" 2>&1 &
   LEPUS_PID=$!
   LEPUS_TLS_PORT="$tls"
+  LEPUS_DIR="$dir"
   BROKERS+=("$LEPUS_PID")
   local _
   for _ in $(seq 100); do
@@ -252,6 +266,7 @@ TOML
   kill "$LEPUS_PID" 2>/dev/null
   wait "$LEPUS_PID" 2>/dev/null
   BROKERS=()
+  LEPUS_PID=""
   return 1
 }
 
@@ -262,12 +277,14 @@ stop_lepus() {
   if ! kill -0 "$LEPUS_PID" 2>/dev/null; then
     wait "$LEPUS_PID"; rc=$?
     BROKERS=()
+    LEPUS_PID=""
     result "$target" lepus exit clean FAIL "the broker died during the run (exit $rc): $(tail -n 5 "$log" | tr '\n' ' ')"
     return
   fi
   kill "$LEPUS_PID"
   wait "$LEPUS_PID"; rc=$?
   BROKERS=()  # one broker at a time: nothing left to clean up
+  LEPUS_PID=""
   if [ "$rc" != 0 ] || grep -q 'panicked' "$log"; then
     result "$target" lepus exit clean FAIL "exit $rc: $(grep -m1 -A2 'panicked' "$log" | tr '\n' ' ')"
   else
@@ -282,7 +299,9 @@ run_lepus() {
     return
   fi
   LEPUS_BIN="$(realpath "$LEPUS_BIN")"
-  if ! bash "$HERE/tls/gen_certs.sh" "$CERTS" >/dev/null; then
+  # The reload case's second server certificate comes from the same CA.
+  if ! bash "$HERE/tls/gen_certs.sh" "$CERTS" >/dev/null \
+      || ! CA_CERT="$CERTS/ca.pem" CA_KEY="$CERTS/ca.key" bash "$HERE/tls/gen_certs.sh" "$CERTS/reload" >/dev/null; then
     result lepus - certificates - FAIL "gen_certs.sh failed"
     return
   fi
