@@ -63,3 +63,8 @@ done
 AMQP_URL="amqp://guest:guest@127.0.0.1:$port/%2F" bash tests/clients/run.sh
 kill "$broker"
 wait "$broker" || { echo "broker exited badly:"; cat "$log"; exit 1; }
+trap - EXIT
+
+echo "== TLS client matrix (pika, amqplib, Go, Java, openssl s_client, raw sockets) against lepus"
+# Starts its own brokers with generated certificates and [tls] configs.
+LEPUS_BIN="${CARGO_TARGET_DIR:-target}/debug/lepus" bash tests/clients/run_tls.sh lepus

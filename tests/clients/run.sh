@@ -193,21 +193,31 @@ run_node() {
 
 # ---------------------------------------------------------------- go
 GO_SRC=/usr/share/gocode/src/github.com/rabbitmq/amqp091-go
-run_go() {
-  local out="$LOGDIR/go.log"
+GO_MISSING="needs Debian packages golang-go golang-github-rabbitmq-amqp091-go-dev"
+# go_env CMD...: the Go toolchain in GOPATH mode, offline, against Debian's sources.
+go_env() {
+  GO111MODULE=off GOPATH=/usr/share/gocode GOFLAGS= GOPROXY=off \
+    GOCACHE="${GOCACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/lepus-clients-go-build}" "$@"
+}
+
+# go_setup: succeeds when go and amqp091-go are there (installed with apt if allowed).
+go_setup() {
   if ! command -v go >/dev/null 2>&1 || [ ! -d "$GO_SRC" ]; then
     if can_apt; then
       log "installing golang-go golang-github-rabbitmq-amqp091-go-dev (apt)"
       apt_install golang-go golang-github-rabbitmq-amqp091-go-dev || true
     fi
   fi
-  if ! command -v go >/dev/null 2>&1 || [ ! -d "$GO_SRC" ]; then
-    skip go "needs Debian packages golang-go golang-github-rabbitmq-amqp091-go-dev"
+  command -v go >/dev/null 2>&1 && [ -d "$GO_SRC" ]
+}
+
+run_go() {
+  local out="$LOGDIR/go.log"
+  if ! go_setup; then
+    skip go "$GO_MISSING"
     return
   fi
-  (cd "$HERE/go" && GO111MODULE=off GOPATH=/usr/share/gocode GOFLAGS= GOPROXY=off \
-      GOCACHE="${GOCACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/lepus-clients-go-build}" \
-      timeout "$SUITE_TIMEOUT" go test -count=1 -v -timeout 150s .) >"$out" 2>&1
+  (cd "$HERE/go" && go_env timeout "$SUITE_TIMEOUT" go test -count=1 -v -timeout 150s .) >"$out" 2>&1
   local rc=$?
   local pass fail version
   pass="$(grep -cE '^--- PASS: ' "$out")"
@@ -226,16 +236,22 @@ java_ready() {
     && [ -f /usr/share/java/slf4j-nop.jar ]
 }
 
-run_java() {
-  local out="$LOGDIR/java.log" build="$LOGDIR/java-classes"
+JAVA_MISSING="needs a JDK and Debian packages librabbitmq-client-java libslf4j-java"
+# java_setup: succeeds when a JDK and the client jars are there (apt if allowed).
+java_setup() {
   if ! java_ready && can_apt; then
     local pkgs=(librabbitmq-client-java libslf4j-java)
     command -v javac >/dev/null 2>&1 || pkgs+=(default-jdk-headless)
     log "installing ${pkgs[*]} (apt)"
     apt_install "${pkgs[@]}" || true
   fi
-  if ! java_ready; then
-    skip java "needs a JDK and Debian packages librabbitmq-client-java libslf4j-java"
+  java_ready
+}
+
+run_java() {
+  local out="$LOGDIR/java.log" build="$LOGDIR/java-classes"
+  if ! java_setup; then
+    skip java "$JAVA_MISSING"
     return
   fi
   mkdir -p "$build"
@@ -258,6 +274,10 @@ run_java() {
 }
 
 # ---------------------------------------------------------------- main
+# run_tls.sh sources this file for the setup functions above and stops here.
+if [ "${BASH_SOURCE[0]}" != "$0" ]; then
+  return 0
+fi
 SHOWN_URL="$(printf '%s' "$AMQP_URL" | sed -E 's#(//[^:/@]*):[^@/]*@#\1:***@#')"
 echo "client-compatibility suites against $SHOWN_URL (logs kept in $LOGDIR on failure)"
 if ! broker_reachable; then
