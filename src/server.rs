@@ -98,7 +98,8 @@ pub struct Server {
     data_dir: DataDir,
     resources: Arc<ResourceLimits>,
     connection_counts: Arc<ConnectionCounts>,
-    /// The shared topology, read by [`Server::queue_shard`].
+    /// The shared topology, read by [`Server::queue_shard`] and handed out
+    /// by [`Server::registry`].
     registry: Arc<Registry>,
     monitor: Option<Monitor>,
 }
@@ -204,6 +205,12 @@ impl Server {
     /// each one went.
     pub fn connection_counts(&self) -> Arc<ConnectionCounts> {
         Arc::clone(&self.connection_counts)
+    }
+
+    /// The shared topology and access model, for control-plane callers (the
+    /// definitions import, the tests' user and vhost setup).
+    pub fn registry(&self) -> Arc<Registry> {
+        Arc::clone(&self.registry)
     }
 
     /// The shard that owns queue `name` of vhost `vhost` now, if it exists.
