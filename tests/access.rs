@@ -1,7 +1,7 @@
 //! The access model, proven on the wire: every row of RabbitMQ's permission
-//! table (allowed and refused), topic permissions, vhost isolation, vhost
-//! access (530), login failures, `guest` from a non-loopback address, vhost
-//! and user limits, and vhost deletion.
+//! table (allowed and refused), topic permissions, `user-id` validation,
+//! vhost isolation, vhost access (530), login failures, `guest` from a
+//! non-loopback address, vhost and user limits, and vhost deletion.
 //!
 //! The same tests run against in-process Lepus and against RabbitMQ 3.10
 //! (`LEPUS_TEST_EXTERNAL=127.0.0.1:5672`; users and vhosts are then made
@@ -10,8 +10,9 @@
 //!
 //! Each test has its own vhost `tst-<test>` and users `tst-<test>-<role>`,
 //! so they run in parallel against one RabbitMQ. Each checked expectation
-//! prints one `ACCESS|broker|row|case|expected|got|ok` line (run with
-//! `--nocapture` to see them): together they are the permission matrix.
+//! prints one `ACCESS|broker|row|case|reply|ok` line (`...|expected: ..|
+//! got: ..|FAIL` when it fails; run with `--nocapture` to see them):
+//! together they are the permission matrix.
 
 mod common;
 
@@ -507,9 +508,10 @@ fn topic_permission_limits_binding_keys() {
     let mut admin = w.admin();
     make_exchange(&mut admin, "tx", "topic");
     make_queue(&mut admin, "q");
-    let u = w.user("u", "", "^q$", "^tx$");
+    make_exchange(&mut admin, "dst", "fanout");
+    let u = w.user("u", "", "^(q|dst)$", "^tx$");
     w.s.set_topic_permissions(&u, &w.vhost, "tx", ".*", "^allowed\\.");
-    let row = "topic read (queue.bind)";
+    let row = "topic read (bindings)";
     let mut r = w.open(&u);
     allowed(
         row,
@@ -525,6 +527,16 @@ fn topic_permission_limits_binding_keys() {
         20,
         &w.topic_denied("denied.#", "tx", &u),
     );
+    r.open_channel(1);
+    let got = call(&mut r, 1, 50, 50, &queue_unbind("q", "tx", "denied.#"), 51);
+    let text = w.topic_denied("denied.#", "tx", &u);
+    refused(row, "queue.unbind, key outside the read expression", &got, 50, 50, &text);
+    r.open_channel(1);
+    let got = call(&mut r, 1, 40, 30, &exchange_bind("dst", "tx", "denied.#"), 31);
+    refused(row, "exchange.bind from it, key outside the read expression", &got, 40, 30, &text);
+    r.open_channel(1);
+    let got = call(&mut r, 1, 40, 30, &exchange_bind("dst", "tx", "allowed.#"), 31);
+    allowed(row, "exchange.bind from it, key matches the read expression", &got);
 }
 
 #[test]
@@ -639,6 +651,24 @@ fn no_permission_on_the_vhost_refuses_connection_open() {
     w.s.clear_permissions(&u, &w.vhost);
     let got = login(w.b.addr, Mechanism::Plain, &u, PASSWORD, &w.vhost, true);
     common::access::row(row, "permission cleared", &expect_530(&w.vhost), &format!("{got:?}"));
+    let admin = w.s.name("administrator");
+    w.s.add_user(&admin, Some(PASSWORD), &["administrator"]);
+    let got = login(w.b.addr, Mechanism::Plain, &admin, PASSWORD, &w.vhost, true);
+    let expected = format!(
+        "connection.close 530 (10,40) \"NOT_ALLOWED - access to vhost '{}' refused for user '{admin}'\"",
+        w.vhost
+    );
+    common::access::row(row, "administrator tag, no permission on the vhost", &expected, &format!("{got:?}"));
+    // A real client sees the same refusal.
+    let uri = lapin_uri(w.b.addr, &u, &w.vhost);
+    let got = runtime().block_on(async {
+        match within("lapin connect", lapin::Connection::connect(&uri, Default::default())).await {
+            Ok(_) => "connected".to_string(),
+            Err(e) => format!("{:?} {}", lapin_reply_code(&e), lapin_reply_text(&e)),
+        }
+    });
+    let expected = format!("Some(530) NOT_ALLOWED - access to vhost '{}' refused for user '{u}'", w.vhost);
+    common::access::row(row, "lapin, no permission on the vhost", &expected, &got);
     let missing = w.s.name("missing");
     let got = login(w.b.addr, Mechanism::Plain, &u, PASSWORD, &missing, true);
     let expected = format!("connection.close 530 (10,40) \"NOT_ALLOWED - vhost {missing} not found\"");
@@ -766,14 +796,30 @@ fn vhost_max_connections() {
     let u = w.user("u", ".*", ".*", ".*");
     w.s.set_vhost_limits(&w.vhost, Some(1), None);
     let row_name = "vhost max-connections";
-    let first = w.open(&u);
+    let mut first = w.open(&u);
     let got = format!("{:?}", login(w.b.addr, Mechanism::Plain, &u, PASSWORD, &w.vhost, true));
     let expected = format!(
         "connection.close 530 (10,40) \"NOT_ALLOWED - access to vhost '{}' refused for user '{u}': connection limit (1) is reached\"",
         w.vhost
     );
     common::access::row(row_name, "second connection, limit 1", &expected, &got);
-    drop(first);
+    first.close();
+    let got = await_login(w.b.addr, &u, &w.vhost);
+    common::access::row(row_name, "a new connection once the first closed", "connection.open-ok", &got);
+}
+
+/// Logs in as `user` until the broker lets it open `vhost` (a limit just
+/// made free: RabbitMQ forgets a closed connection asynchronously, and
+/// nothing announces it), bounded by [`SAFETY`]; returns the last outcome.
+fn await_login(addr: SocketAddr, user: &str, vhost: &str) -> String {
+    let deadline = std::time::Instant::now() + SAFETY;
+    loop {
+        let got = format!("{:?}", login(addr, Mechanism::Plain, user, PASSWORD, vhost, true));
+        if got == "connection.open-ok" || std::time::Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -796,6 +842,9 @@ fn vhost_max_queues() {
         "redeclaring the first queue",
         &call(&mut r, 1, 50, 10, &queue_declare("q1", false, &[]), 11),
     );
+    call(&mut r, 1, 50, 40, &queue_delete("q1"), 41).expect("queue.delete");
+    let got = call(&mut r, 1, 50, 10, &queue_declare("q2", false, &[]), 11);
+    allowed(row_name, "second queue once the first is deleted", &got);
 }
 
 #[test]
@@ -804,12 +853,21 @@ fn user_max_connections() {
     let u = w.user("u", ".*", ".*", ".*");
     w.s.set_user_limits(&u, Some(1), None);
     let row_name = "user max-connections";
-    let _first = w.open(&u);
+    let mut first = w.open(&u);
     let got = format!("{:?}", login(w.b.addr, Mechanism::Plain, &u, PASSWORD, &w.vhost, true));
     let expected = format!(
         "connection.close 530 (10,40) \"NOT_ALLOWED - connection refused for user '{u}': user connection limit (1) is reached\""
     );
     common::access::row(row_name, "second connection, limit 1", &expected, &got);
+    // Counted over all vhosts.
+    let other = w.s.name("other");
+    w.s.add_vhost(&other);
+    w.s.set_permissions(&u, &other, ".*", ".*", ".*");
+    let got = format!("{:?}", login(w.b.addr, Mechanism::Plain, &u, PASSWORD, &other, true));
+    common::access::row(row_name, "second connection, to another vhost", &expected, &got);
+    first.close();
+    let got = await_login(w.b.addr, &u, &w.vhost);
+    common::access::row(row_name, "a new connection once the first closed", "connection.open-ok", &got);
 }
 
 #[test]
@@ -818,13 +876,49 @@ fn user_max_channels() {
     let u = w.user("u", ".*", ".*", ".*");
     w.s.set_user_limits(&u, None, Some(1));
     let row_name = "user max-channels";
-    // `open` opens channel 1.
-    let mut r = w.open(&u);
-    let got = call(&mut r, 2, 20, 10, &Args::new().shortstr("").build(), 11);
     let expected = format!(
         "connection.close 530 (0,0) \"NOT_ALLOWED - number of channels opened for user '{u}' has reached the maximum allowed user limit of (1)\""
     );
-    row_result(row_name, "second channel, limit 1", &expected, &got);
+    let channel_open = Args::new().shortstr("").build();
+    let mut other = match login(w.b.addr, Mechanism::Plain, &u, PASSWORD, &w.vhost, true) {
+        Login::Open(raw) => raw,
+        got => panic!("{u} could not open a connection: {got:?}"),
+    };
+    // `open` opens channel 1.
+    let mut r = w.open(&u);
+    let got = call(&mut other, 1, 20, 10, &channel_open, 11);
+    row_result(row_name, "a channel on another connection, limit 1", &expected, &got);
+    let got = call(&mut r, 2, 20, 10, &channel_open, 11);
+    row_result(row_name, "second channel on the same connection, limit 1", &expected, &got);
+}
+
+// ---------------------------------------------------------------------------
+// user-id
+// ---------------------------------------------------------------------------
+
+#[test]
+fn user_id_property_must_name_the_user() {
+    let mut w = World::new("user-id");
+    let mut admin = w.admin();
+    make_queue(&mut admin, "q");
+    let u = w.user("u", "", ".*", "");
+    let row_name = "basic.publish user-id";
+    let mut r = w.open(&u);
+    confirm(&mut r);
+    let with_user_id = |r: &mut Raw, user_id: &str| {
+        let mut frames = method_frame(1, 60, 40, &basic_publish_args("", "q", false));
+        // Property flag 0x0010: user-id, a short string.
+        frames.extend(header_frame(1, 1, 0x0010, &Args::new().shortstr(user_id).build()));
+        frames.extend(body_frame(1, b"m"));
+        r.send(&frames);
+        answer(r, 1, 60, 80)
+    };
+    allowed(row_name, "user-id is the user's name", &with_user_id(&mut r, &u));
+    let got = with_user_id(&mut r, "someone-else");
+    let expected = format!(
+        "channel.close 406 (60,40) \"PRECONDITION_FAILED - user_id property set to 'someone-else' but authenticated user was '{u}'\""
+    );
+    row_result(row_name, "user-id names another user", &expected, &got);
 }
 
 // ---------------------------------------------------------------------------
