@@ -207,10 +207,10 @@ impl Server {
         Arc::clone(&self.connection_counts)
     }
 
-    /// The shared topology and access model, for control-plane callers (the
-    /// definitions import, the tests' user and vhost setup).
-    pub fn registry(&self) -> Arc<Registry> {
-        Arc::clone(&self.registry)
+    /// The registry every shard reads (users, vhosts, permissions and the
+    /// topology), for the control plane.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
     }
 
     /// The shard that owns queue `name` of vhost `vhost` now, if it exists.

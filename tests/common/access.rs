@@ -88,7 +88,7 @@ impl Setup {
     /// Creates vhost `name` (with RabbitMQ's standard exchanges).
     pub fn add_vhost(&mut self, name: &str) {
         match &self.target {
-            Target::Lepus(registry) => registry.add_vhost(name),
+            Target::Lepus(registry) => lepus_add_vhost(registry, name),
             Target::Rabbit { .. } => {
                 self.http("DELETE", &format!("/api/vhosts/{}", enc(name)), None, &[204, 404]);
                 self.http("PUT", &format!("/api/vhosts/{}", enc(name)), None, &[201, 204]);
@@ -306,11 +306,23 @@ fn change(registry: &Registry, change: AccessChange) {
     }
 }
 
+/// THE LEAD WIRES THIS (with [`lepus_delete_vhost`]): Lepus's side of
+/// [`Setup::add_vhost`]. `Registry::add_vhost` is not recorded in the
+/// definitions log; once the definitions lane is merged, make it
+/// `registry.create_vhost(name, VhostSettings::default())` (durable), so
+/// that the deletion test's restart proves the deletion and not a vhost that
+/// was never stored.
+fn lepus_add_vhost(registry: &Registry, name: &str) {
+    registry.add_vhost(name);
+}
+
 /// THE LEAD WIRES THIS: Lepus's side of [`Setup::delete_vhost`]. The
-/// definitions helper (lane `def-`) is writing
+/// definitions lane is writing
 /// `Registry::delete_vhost(&self, name: &str) -> Result<(), AccessError>`;
 /// once it is merged, replace the panic with
 /// `registry.delete_vhost(name).unwrap_or_else(|e| panic!("delete_vhost({name}): {e}"))`.
+/// (Its `Server::delete_vhost` also wakes idle shards at once; through the
+/// registry alone a shard sees the deletion at its next turn.)
 fn lepus_delete_vhost(registry: &Registry, name: &str) {
     let _ = registry;
     panic!("Registry::delete_vhost({name:?}) does not exist yet (definitions lane); wire it in tests/common/access.rs");

@@ -100,7 +100,7 @@ impl Broker {
     /// The registry (topology and access model) of an in-process broker
     /// (`None` for an external one, or once shut down).
     pub fn registry(&self) -> Option<std::sync::Arc<lepus::routing::topology::Registry>> {
-        self.server.as_ref().map(lepus::Server::registry)
+        self.server.as_ref().map(|server| std::sync::Arc::clone(server.registry()))
     }
 
     /// Stops an in-process broker (clients get connection.close 320) and
