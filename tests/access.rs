@@ -455,10 +455,8 @@ fn empty_permission_matches_nothing() {
     let mut r = w.open(&none);
     let got = call(&mut r, 1, 40, 10, &exchange_declare("x", "direct", false, &[]), 11);
     refused(row, "configure '' on exchange.declare", &got, 40, 10, &w.denied("exchange", "x", &none));
-    r.open_channel(1);
     let got = call(&mut r, 1, 50, 10, &queue_declare("q", false, &[]), 11);
     refused(row, "configure '' on queue.declare", &got, 50, 10, &w.denied("queue", "q", &none));
-    r.open_channel(1);
     confirm(&mut r);
     let got = publish(&mut r, "", "q", "m");
     refused(
@@ -469,7 +467,6 @@ fn empty_permission_matches_nothing() {
         40,
         &w.denied("exchange", "amq.default", &none),
     );
-    r.open_channel(1);
     let got = call(&mut r, 1, 60, 70, &basic_get("amq.rabbitmq.trace"), 72);
     refused(row, "read '' on basic.get", &got, 60, 70, &w.denied("queue", "amq.rabbitmq.trace", &none));
 }
@@ -527,14 +524,11 @@ fn topic_permission_limits_binding_keys() {
         20,
         &w.topic_denied("denied.#", "tx", &u),
     );
-    r.open_channel(1);
     let got = call(&mut r, 1, 50, 50, &queue_unbind("q", "tx", "denied.#"), 51);
     let text = w.topic_denied("denied.#", "tx", &u);
     refused(row, "queue.unbind, key outside the read expression", &got, 50, 50, &text);
-    r.open_channel(1);
     let got = call(&mut r, 1, 40, 30, &exchange_bind("dst", "tx", "denied.#"), 31);
     refused(row, "exchange.bind from it, key outside the read expression", &got, 40, 30, &text);
-    r.open_channel(1);
     let got = call(&mut r, 1, 40, 30, &exchange_bind("dst", "tx", "allowed.#"), 31);
     allowed(row, "exchange.bind from it, key matches the read expression", &got);
 }
@@ -555,7 +549,6 @@ fn topic_permission_expands_username_and_vhost() {
     allowed(row, "publish with the user's name", &publish(&mut r, "tx", &mine, "m"));
     let got = publish(&mut r, "tx", "other.1", "m");
     refused(row, "publish without the user's name", &got, 60, 40, &w.topic_denied("other.1", "tx", &u));
-    r.open_channel(1);
     allowed(
         row,
         "bind with the vhost's name",
@@ -836,7 +829,6 @@ fn vhost_max_queues() {
         w.vhost
     );
     row_result(row_name, "second queue, limit 1", &expected, &got);
-    r.open_channel(1);
     allowed(
         row_name,
         "redeclaring the first queue",
@@ -1005,12 +997,10 @@ fn deleting_a_vhost_closes_its_connections_and_removes_everything() {
     let got = call(&mut r, 1, 50, 10, &queue_declare("q", true, &[]), 11);
     let expected = format!("channel.close 404 (50,10) \"NOT_FOUND - no queue 'q' in vhost '{vhost}'\"");
     row_result(row_name, "the queue, in the vhost made again", &expected, &got);
-    r.open_channel(1);
     let got = call(&mut r, 1, 40, 10, &exchange_declare("x", "fanout", true, &[]), 11);
     let expected = format!("channel.close 404 (40,10) \"NOT_FOUND - no exchange 'x' in vhost '{vhost}'\"");
     row_result(row_name, "the exchange, in the vhost made again", &expected, &got);
     // The same durable queue declared again: none of the old messages.
-    r.open_channel(1);
     let held = |r: &mut Raw| {
         let ok = call(r, 1, 50, 10, &durable, 11).expect("durable queue.declare");
         let mut c = Cursor::new(&ok);

@@ -542,10 +542,12 @@ fn close_info(channel: u16, class_id: u16, method_id: u16, c: &mut Cursor) -> Cl
 }
 
 /// Sends `class.method(args)` on `channel` and waits for its answer
-/// `class.ok_method`: `Ok(arguments)`, or `Err(close)` when the channel
-/// (answered with close-ok; the connection stays) or the connection
-/// (answered with close-ok) was closed instead. Deliveries, returns and
-/// confirms arriving meanwhile are skipped.
+/// `class.ok_method`: `Ok(arguments)`, or `Err(close)` when the channel or
+/// the connection was closed instead (answered with close-ok). After a
+/// channel.close the same channel is opened again, which proves that only
+/// the channel was closed (the connection still answers) and leaves it
+/// usable (no longer in confirm mode). Deliveries, returns and confirms
+/// arriving meanwhile are skipped.
 pub fn call(
     raw: &mut Raw,
     channel: u16,
@@ -574,6 +576,7 @@ pub fn answer(raw: &mut Raw, channel: u16, class: u16, ok_method: u16) -> Result
             (20, 40) if ch == channel => {
                 let info = close_info(ch, 20, 40, &mut c);
                 raw.send_method(ch, 20, 41, &[]);
+                reopen(raw, ch, &info);
                 return Err(info);
             }
             _ if ch == channel && (k, m) == (class, ok_method) => return Ok(args),
@@ -583,6 +586,30 @@ pub fn answer(raw: &mut Raw, channel: u16, class: u16, ok_method: u16) -> Result
             }
             (60, 80) | (60, 120) => {}
             _ => panic!("expected {class}.{ok_method} on channel {channel}, got {k}.{m} on {ch}"),
+        }
+    }
+}
+
+/// Opens `channel` again after the broker closed it with `closed`; panics
+/// if the connection did not survive the channel error.
+fn reopen(raw: &mut Raw, channel: u16, closed: &CloseInfo) {
+    raw.send_method(channel, 20, 10, &Args::new().shortstr("").build());
+    loop {
+        let Some((ch, k, m, args)) = raw.read_method() else {
+            panic!(
+                "after {}, the broker closed the socket: a channel error must leave the connection open",
+                describe(closed)
+            );
+        };
+        match (ch, k, m) {
+            (c, 20, 11) if c == channel => return,
+            (0, 10, 50) => {
+                let mut c = Cursor::new(&args);
+                let info = close_info(0, 10, 50, &mut c);
+                panic!("after {}, the broker closed the connection: {}", describe(closed), describe(&info));
+            }
+            // Whatever was in flight before the close (e.g. a confirm).
+            _ => {}
         }
     }
 }
