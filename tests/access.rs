@@ -80,6 +80,15 @@ impl World {
     }
 }
 
+/// The harness stores its Lepus users' passwords in RabbitMQ's format: the
+/// test vector from RabbitMQ's documentation (salt 908DC60A, "test12").
+#[test]
+fn harness_hashes_passwords_as_rabbitmq_does() {
+    let hash = sha256_with_salt([0x90, 0x8D, 0xC6, 0x0A], "test12");
+    assert_eq!(base64(&hash.salted), "kI3GCqW5JLMJa4iX1lo7X4D6XbYqlLgxIs30+P6tENUV2POR");
+    assert_eq!(base64(b"guest:guest"), "Z3Vlc3Q6Z3Vlc3Q=");
+}
+
 // ---------------------------------------------------------------------------
 // Method arguments
 // ---------------------------------------------------------------------------

@@ -331,9 +331,14 @@ fn lepus_delete_vhost(registry: &Registry, name: &str) {
 /// A password as RabbitMQ's `rabbit_password_hashing_sha256` stores it:
 /// salt:4 ‖ SHA-256(salt ‖ password), with a random salt.
 pub fn sha256_hash(password: &str) -> PasswordHash {
-    use sha2::{Digest, Sha256};
     let mut salt = [0u8; 4];
     getrandom::getrandom(&mut salt).expect("random salt");
+    sha256_with_salt(salt, password)
+}
+
+/// salt ‖ SHA-256(salt ‖ password).
+pub fn sha256_with_salt(salt: [u8; 4], password: &str) -> PasswordHash {
+    use sha2::{Digest, Sha256};
     let mut salted = salt.to_vec();
     salted.extend_from_slice(&Sha256::new().chain_update(salt).chain_update(password.as_bytes()).finalize());
     PasswordHash { algorithm: HashAlgorithm::Sha256, salted }
@@ -390,7 +395,7 @@ fn json_str(s: &str) -> String {
 }
 
 /// Standard base64 with padding.
-fn base64(bytes: &[u8]) -> String {
+pub fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
