@@ -33,10 +33,7 @@ struct World {
 impl World {
     /// A broker with vhost `tst-<test>`.
     fn new(test: &str) -> World {
-        World::on(start_broker(), test)
-    }
-
-    fn on(b: Broker, test: &str) -> World {
+        let b = start_broker();
         let mut s = Setup::new(&b, test);
         let vhost = s.name("");
         s.add_vhost(&vhost);
