@@ -112,7 +112,8 @@ pub struct Server {
     data_dir: DataDir,
     resources: Arc<ResourceLimits>,
     connection_counts: Arc<ConnectionCounts>,
-    /// The shared topology, read by [`Server::queue_shard`].
+    /// The shared topology, read by [`Server::queue_shard`] and handed out
+    /// by [`Server::registry`].
     registry: Arc<Registry>,
     monitor: Option<Monitor>,
 }

@@ -21,6 +21,7 @@
 //! and proves afterwards that they were not disturbed.
 #![allow(dead_code, unused_imports)]
 
+pub mod access;
 pub mod amqprs_events;
 mod healthy;
 mod raw;
@@ -94,6 +95,12 @@ impl Broker {
         if self.server.is_some() {
             assert_eq!(self.queue_shard(name), Some(shard), "the shard owning queue {name}");
         }
+    }
+
+    /// The registry (topology and access model) of an in-process broker
+    /// (`None` for an external one, or once shut down).
+    pub fn registry(&self) -> Option<std::sync::Arc<lepus::routing::topology::Registry>> {
+        self.server.as_ref().map(|server| std::sync::Arc::clone(server.registry()))
     }
 
     /// Stops an in-process broker (clients get connection.close 320) and
