@@ -107,6 +107,10 @@ struct Args {
     /// for standard output) and exit, without starting the broker (which must not be running).
     #[arg(long, value_name = "FILE")]
     export_definitions: Option<PathBuf>,
+    /// Print PASSWORD's hash as a definitions file stores it (rabbit_password_hashing_sha256,
+    /// a random salt; RabbitMQ's `rabbitmqctl hash_password`) and exit.
+    #[arg(long, value_name = "PASSWORD")]
+    hash_password: Option<String>,
     /// Log filter (tracing's EnvFilter syntax), e.g. "info" or "lepus=debug". Default: $RUST_LOG or "info".
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
@@ -142,6 +146,10 @@ fn main() -> std::process::ExitCode {
     if let Err(e) = apply_tls_flags(&args, &mut config) {
         eprintln!("lepus: {e}");
         return std::process::ExitCode::FAILURE;
+    }
+    if let Some(password) = &args.hash_password {
+        println!("{}", lepus::access::PasswordHash::new_sha256(password).to_base64());
+        return std::process::ExitCode::SUCCESS;
     }
     if let Some(out) = &args.export_definitions {
         return export_definitions(&config, out);
