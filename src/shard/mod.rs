@@ -110,6 +110,17 @@ struct Slot {
     queued_dirty: bool,
 }
 
+impl Slot {
+    /// Writes the queued output to the socket now (mio, or io_uring with
+    /// no send in flight), through the TLS session if there is one.
+    fn write_out(&mut self) -> std::io::Result<bool> {
+        match self.tls.as_mut() {
+            None => self.conn.out().write_to(&mut self.socket),
+            Some(tls) => tls::write_now(tls, self.conn.out(), &mut self.socket),
+        }
+    }
+}
+
 /// One shard's event loop.
 pub struct Shard {
     ctx: ShardCtx,
@@ -599,11 +610,7 @@ impl Shard {
     fn write_socket(&mut self, index: usize) -> bool {
         let slot = &mut self.conns[index];
         let was_paused_by_output = slot.conn.read_paused();
-        let written = match slot.tls.as_mut() {
-            None => slot.conn.out().write_to(&mut slot.socket),
-            Some(tls) => tls::write_now(tls, slot.conn.out(), &mut slot.socket),
-        };
-        match written {
+        match slot.write_out() {
             Ok(true) => {
                 slot.conn.note_sent(self.ctx.now());
                 if slot.conn.is_closed() {
@@ -732,13 +739,10 @@ impl Shard {
         for index in &indices {
             let slot = &mut self.conns[*index];
             if !slot.io.send_in_flight() {
-                let _ = match slot.tls.as_mut() {
-                    None => slot.conn.out().write_to(&mut slot.socket),
-                    Some(tls) => {
-                        tls.close_notify();
-                        tls::write_now(tls, slot.conn.out(), &mut slot.socket)
-                    }
-                };
+                if let Some(tls) = slot.tls.as_mut() {
+                    tls.close_notify();
+                }
+                let _ = slot.write_out();
             }
         }
         for index in indices {
