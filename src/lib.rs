@@ -41,6 +41,7 @@ pub mod ring;
 pub mod routing;
 pub mod server;
 pub mod shard;
+pub mod stats;
 pub mod storage;
 
 pub use alarm::ResourceLimits;

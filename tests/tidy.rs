@@ -76,33 +76,38 @@ const LOCK_EXCEPTIONS: [(&str, usize, &str); 1] = [(
 #[rustfmt::skip]
 const ALLOWED_IMPORTS: &[(&str, &[&str])] = &[
     ("server", &[
-        "definitions", "shard", "connection", "channel", "broker", "routing", "envelope", "queue", "access", "config", "alarm", "ring",
+        "management", "definitions", "shard", "connection", "channel", "broker", "routing", "envelope", "queue", "access", "config", "stats", "alarm", "ring",
         "storage", "message", "amqp", "ids"
     ]),
-    ("definitions", &["routing", "queue", "access", "storage", "amqp", "ids"]),
+    ("management", &[
+        "definitions", "shard", "connection", "channel", "broker", "routing", "envelope", "queue", "access", "config", "stats", "alarm", "ring",
+        "storage", "message", "amqp", "ids"
+    ]),
+    ("definitions", &["routing", "queue", "access", "stats", "storage", "amqp", "ids"]),
     ("shard", &[
-        "connection", "channel", "broker", "routing", "envelope", "queue", "access", "config", "alarm", "ring",
+        "connection", "channel", "broker", "routing", "envelope", "queue", "access", "config", "stats", "alarm", "ring",
         "storage", "message", "amqp", "ids"
     ]),
     ("connection", &[
-        "channel", "broker", "routing", "envelope", "queue", "access", "config", "alarm", "ring", "storage", "message",
+        "channel", "broker", "routing", "envelope", "queue", "access", "config", "stats", "alarm", "ring", "storage", "message",
         "amqp", "ids"
     ]),
     ("channel", &[
-        "broker", "routing", "envelope", "queue", "access", "config", "alarm", "ring", "storage", "message",
+        "broker", "routing", "envelope", "queue", "access", "config", "stats", "alarm", "ring", "storage", "message",
         "amqp", "ids"
     ]),
     ("broker", &[
-        "routing", "envelope", "queue", "access", "config", "alarm", "ring", "storage", "message", "amqp",
+        "routing", "envelope", "queue", "access", "config", "stats", "alarm", "ring", "storage", "message", "amqp",
         "ids"
     ]),
     ("routing", &[
-        "envelope", "queue", "access", "config", "alarm", "ring", "storage", "message", "amqp", "ids"
+        "envelope", "queue", "access", "config", "stats", "alarm", "ring", "storage", "message", "amqp", "ids"
     ]),
-    ("envelope", &["queue", "access", "config", "alarm", "ring", "storage", "message", "amqp", "ids"]),
-    ("queue", &["access", "config", "alarm", "ring", "storage", "message", "amqp", "ids"]),
-    ("access", &["config", "alarm", "ring", "storage", "message", "amqp", "ids"]),
+    ("envelope", &["queue", "access", "config", "stats", "alarm", "ring", "storage", "message", "amqp", "ids"]),
+    ("queue", &["access", "config", "stats", "alarm", "ring", "storage", "message", "amqp", "ids"]),
+    ("access", &["config", "stats", "alarm", "ring", "storage", "message", "amqp", "ids"]),
     ("config", &["alarm", "ring", "storage", "message", "amqp", "ids"]),
+    ("stats", &["amqp", "ids"]),
     ("alarm", &["ring", "storage", "message", "amqp", "ids"]),
     ("ring", &["ids"]),
     ("storage", &["message", "amqp", "ids"]),

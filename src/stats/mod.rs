@@ -1,0 +1,303 @@
+//! What the shards tell the control plane about themselves: the statistics
+//! board the management API, the Prometheus endpoint and `lepusctl` read.
+//!
+//! Each shard counts in plain integers that only it writes (per connection,
+//! channel, queue and its own loop) and, every `stats_interval_ms`, copies
+//! them into a fresh [`ShardStats`] that it swaps into its place on the
+//! [`Board`]. The control plane loads those snapshots (no lock, no envelope)
+//! and computes totals and rates from two successive ones. Nothing here is
+//! touched per message.
+//!
+//! The board also carries the control plane's few requests to a shard that
+//! are not topology (closing a connection): a short list under a lock that
+//! only the control plane and a shard's housekeeping take.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+
+use crate::amqp::field::FieldTable;
+use crate::ids::{ConnId, QueueId};
+
+/// Connection close requests waiting for their shards at once; past it the
+/// control plane's request is refused (HTTP 503) rather than queued.
+pub const CLOSE_REQUESTS_MAX: usize = 1024;
+
+/// Upper bounds (in microseconds) of the turn-duration histogram's buckets;
+/// the last bucket counts everything above the last bound.
+pub const TURN_BUCKETS_US: [u64; 8] = [10, 50, 100, 500, 1_000, 5_000, 10_000, 50_000];
+
+/// Every shard's latest snapshot, and the control plane's requests to them.
+#[derive(Debug)]
+pub struct Board {
+    shards: Vec<ArcSwap<ShardStats>>,
+    close_requests: Mutex<Vec<CloseRequest>>,
+}
+
+/// The control plane asks a connection's shard to close it (HTTP DELETE of a
+/// connection): the shard sends connection.close with 320 and this text.
+#[derive(Debug, Clone)]
+pub struct CloseRequest {
+    /// The connection.
+    pub conn: ConnId,
+    /// Reply text after `CONNECTION_FORCED - `.
+    pub reason: String,
+}
+
+impl Board {
+    /// A board for `shards` shards, each with an empty snapshot.
+    pub fn new(shards: usize) -> Board {
+        Board {
+            shards: (0..shards).map(|i| ArcSwap::from_pointee(ShardStats::empty(i))).collect(),
+            close_requests: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Shards on the board.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// A shard publishes its latest snapshot.
+    pub fn publish(&self, shard: usize, stats: ShardStats) {
+        if let Some(slot) = self.shards.get(shard) {
+            slot.store(Arc::new(stats));
+        }
+    }
+
+    /// Every shard's latest snapshot, in shard order.
+    pub fn load(&self) -> Vec<Arc<ShardStats>> {
+        self.shards.iter().map(|slot| slot.load_full()).collect()
+    }
+
+    /// Queues a close request; false when `CLOSE_REQUESTS_MAX` are waiting.
+    pub fn request_close(&self, request: CloseRequest) -> bool {
+        let mut requests = self.close_requests.lock().unwrap_or_else(|e| e.into_inner());
+        if requests.len() >= CLOSE_REQUESTS_MAX {
+            return false;
+        }
+        requests.push(request);
+        true
+    }
+
+    /// Takes the close requests for connections of `shard`.
+    pub fn take_close_requests(&self, shard: u16) -> Vec<CloseRequest> {
+        let mut requests = self.close_requests.lock().unwrap_or_else(|e| e.into_inner());
+        if requests.is_empty() {
+            return Vec::new();
+        }
+        let (mine, rest) = requests.drain(..).partition(|r: &CloseRequest| r.conn.shard.0 == shard);
+        *requests = rest;
+        mine
+    }
+}
+
+/// One shard's snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct ShardStats {
+    /// The shard.
+    pub shard: usize,
+    /// When it was taken, in milliseconds since the Unix epoch (0: never).
+    pub taken_at_ms: u64,
+    /// The event loop.
+    pub shard_loop: LoopStats,
+    /// Its connections.
+    pub connections: Vec<ConnectionStats>,
+    /// Its connections' open channels.
+    pub channels: Vec<ChannelStats>,
+    /// Its channels' consumers.
+    pub consumers: Vec<ConsumerStats>,
+    /// The queues it owns.
+    pub queues: Vec<QueueStats>,
+}
+
+impl ShardStats {
+    /// A snapshot of nothing, before the shard's first.
+    pub fn empty(shard: usize) -> ShardStats {
+        ShardStats { shard, ..ShardStats::default() }
+    }
+}
+
+/// The event loop's own counters, cumulative since the shard started.
+#[derive(Debug, Clone, Default)]
+pub struct LoopStats {
+    /// Turns run.
+    pub turns: u64,
+    /// Nanoseconds spent working (not parked in the poll).
+    pub busy_ns: u64,
+    /// Nanoseconds since the shard started.
+    pub wall_ns: u64,
+    /// Turns by duration, one count per bucket of `TURN_BUCKETS_US` plus one
+    /// for the longer ones.
+    pub turn_buckets: [u64; TURN_BUCKETS_US.len() + 1],
+    /// Sum of the turns' durations in microseconds.
+    pub turn_sum_us: u64,
+    /// Envelopes waiting in each inbound ring (from shard i), at the snapshot.
+    pub ring_occupancy: Vec<u32>,
+    /// Each ring's capacity in slots.
+    pub ring_capacity: u32,
+    /// Publishers paused by flow control at the snapshot.
+    pub held_publishers: u32,
+    /// Envelopes sent and received, cumulative.
+    pub envelopes_sent: u64,
+    /// Envelopes received.
+    pub envelopes_received: u64,
+}
+
+/// One connection.
+#[derive(Debug, Clone)]
+pub struct ConnectionStats {
+    /// Its id (the management API's handle for DELETE).
+    pub conn: ConnId,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Our address it connected to.
+    pub local: SocketAddr,
+    /// Logged-in user (empty before connection.open).
+    pub user: String,
+    /// Vhost opened (empty before connection.open).
+    pub vhost: String,
+    /// SASL mechanism used.
+    pub auth_mechanism: String,
+    /// TLS: protocol version name (`TLSv1.3`), cipher suite name.
+    pub tls: Option<(String, String)>,
+    /// The client's connection.start-ok properties.
+    pub client_properties: FieldTable,
+    /// Open channels.
+    pub channels: u32,
+    /// Negotiated channel-max, frame-max, heartbeat (seconds).
+    pub channel_max: u16,
+    /// Negotiated frame-max.
+    pub frame_max: u32,
+    /// Negotiated heartbeat in seconds.
+    pub heartbeat: u16,
+    /// When it was accepted, in ms since the Unix epoch.
+    pub connected_at_ms: u64,
+    /// Bytes received and sent, frames received and sent (cumulative).
+    pub recv_oct: u64,
+    /// Bytes sent.
+    pub send_oct: u64,
+    /// Frames received.
+    pub recv_cnt: u64,
+    /// Frames sent.
+    pub send_cnt: u64,
+    /// `running`, `blocked` (alarm, publishing), `flow` (held by flow control), `closing`.
+    pub state: &'static str,
+}
+
+/// Message counters shared by channels and queues, cumulative.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MessageCounters {
+    /// Published (channel: basic.publish received; queue: messages enqueued).
+    pub publish: u64,
+    /// Confirmed to the publisher (channel only).
+    pub confirm: u64,
+    /// Returned unroutable (mandatory) (channel only).
+    pub return_unroutable: u64,
+    /// Dropped unroutable (not mandatory) (channel only).
+    pub drop_unroutable: u64,
+    /// Delivered to consumers needing an ack.
+    pub deliver: u64,
+    /// Delivered to consumers in no-ack mode.
+    pub deliver_no_ack: u64,
+    /// basic.get answered with a message, needing an ack.
+    pub get: u64,
+    /// basic.get answered with a message in no-ack mode.
+    pub get_no_ack: u64,
+    /// basic.get answered get-empty.
+    pub get_empty: u64,
+    /// Deliveries and gets that were redeliveries.
+    pub redeliver: u64,
+    /// Acknowledged.
+    pub ack: u64,
+}
+
+/// One open channel.
+#[derive(Debug, Clone)]
+pub struct ChannelStats {
+    /// Its connection.
+    pub conn: ConnId,
+    /// Its number.
+    pub number: u16,
+    /// In confirm mode.
+    pub confirm: bool,
+    /// In tx mode.
+    pub transactional: bool,
+    /// basic.qos per consumer, and global.
+    pub prefetch_count: u16,
+    /// basic.qos global prefetch.
+    pub global_prefetch_count: u16,
+    /// Deliveries not yet acked.
+    pub messages_unacknowledged: u32,
+    /// Publishes not yet confirmed.
+    pub messages_unconfirmed: u32,
+    /// Publishes held in an open transaction.
+    pub messages_uncommitted: u32,
+    /// Acks held in an open transaction.
+    pub acks_uncommitted: u32,
+    /// Consumers on it.
+    pub consumer_count: u32,
+    /// Its message counters.
+    pub counters: MessageCounters,
+    /// `running` or `flow`.
+    pub state: &'static str,
+}
+
+/// One consumer.
+#[derive(Debug, Clone)]
+pub struct ConsumerStats {
+    /// Its channel's connection.
+    pub conn: ConnId,
+    /// Its channel.
+    pub channel: u16,
+    /// Its queue's vhost.
+    pub vhost: String,
+    /// Its queue.
+    pub queue: String,
+    /// Its tag.
+    pub tag: String,
+    /// Deliveries need an ack.
+    pub ack_required: bool,
+    /// Exclusive consumer.
+    pub exclusive: bool,
+    /// Prefetch in force for it (0: unlimited).
+    pub prefetch_count: u16,
+    /// basic.consume arguments.
+    pub arguments: FieldTable,
+    /// Receiving (false for a single-active-consumer waiting its turn).
+    pub active: bool,
+}
+
+/// One queue, as its owner counts it.
+#[derive(Debug, Clone)]
+pub struct QueueStats {
+    /// Its id (the topology names it).
+    pub queue: QueueId,
+    /// Its vhost.
+    pub vhost: String,
+    /// Its name.
+    pub name: String,
+    /// Ready messages and their body bytes.
+    pub messages_ready: u64,
+    /// Ready bytes.
+    pub message_bytes_ready: u64,
+    /// Delivered, not yet acked, and their bytes.
+    pub messages_unacknowledged: u64,
+    /// Unacked bytes.
+    pub message_bytes_unacknowledged: u64,
+    /// Ready messages held in memory (the rest are paged out to the log).
+    pub messages_ram: u64,
+    /// Persistent messages held.
+    pub messages_persistent: u64,
+    /// Bytes of message data held in memory for it.
+    pub memory: u64,
+    /// Consumers attached.
+    pub consumers: u32,
+    /// Its message counters.
+    pub counters: MessageCounters,
+    /// When it last had activity, ms since the Unix epoch (0: busy now).
+    pub idle_since_ms: u64,
+    /// Effective policy name, if one applies.
+    pub policy: Option<String>,
+}
