@@ -253,6 +253,9 @@ impl ShardCtx {
     /// next reconcile, which the change rings for).
     pub fn adopt_declared_queue(&mut self, meta: Arc<QueueMeta>, vhost: Arc<str>) {
         let id = meta.queue.id;
+        // The snapshot the declare published: it has every policy set
+        // before it, so a queue declared after a policy change has it.
+        self.refresh_topology();
         let policy = super::reconcile::policy_of(&self.topology, &vhost, &meta);
         let mut q = Queue::new(meta, vhost, self.clock);
         q.apply_policy(&policy);

@@ -8,8 +8,9 @@
 //!   support (`delivery-limit` on a classic queue, `queue-mode` on a quorum
 //!   one: RabbitMQ 3.10's `unsupported_policies`) does not match that queue
 //!   at all. Of the matching policies the highest `priority` wins; on a tie
-//!   RabbitMQ takes whichever its parameter table lists first (hash order),
-//!   Lepus the name that sorts first.
+//!   RabbitMQ takes whichever its parameter table lists first, an order of
+//!   hashes (seen on 3.10.8: of `a-tie`/`b-tie` `b-tie` wins, of `p1`/`p2`
+//!   `p1`, whichever was set first); Lepus takes the name that sorts first.
 //! - **Operator policies** (runtime parameters of component
 //!   `operator_policy`) match the same way, independently; the two
 //!   definitions are merged key by key, and where both set a key (only the

@@ -32,6 +32,16 @@ impl PolicyError {
     pub fn reason(&self) -> &str {
         &self.reason
     }
+
+    /// The `reason` as RabbitMQ's management API sends it for a policy of
+    /// `kind`: `PUT /api/policies` escapes `<`, `>` and `&` as HTML
+    /// (`&lt;&lt;\"abc\"&gt;&gt;`), `PUT /api/operator-policies` does not.
+    pub fn http_reason(&self, kind: PolicyKind) -> String {
+        match kind {
+            PolicyKind::User => self.reason.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;"),
+            PolicyKind::Operator => self.reason.clone(),
+        }
+    }
 }
 
 impl std::fmt::Display for PolicyError {
@@ -487,6 +497,22 @@ mod tests {
         for (kind, body, want) in cases {
             assert_eq!(reason(kind, body.clone()), want, "{body}");
         }
+    }
+
+    #[test]
+    fn only_the_policies_endpoint_escapes_html() {
+        let body = d(json!({"overflow": "foo"}));
+        let user = validate_policy(PolicyKind::User, &body).expect_err("refused");
+        assert_eq!(
+            user.http_reason(PolicyKind::User),
+            failed("&lt;&lt;\"foo\"&gt;&gt; is not a valid overflow value")
+        );
+        let body = d(json!({"queue-mode": "lazy"}));
+        let operator = validate_policy(PolicyKind::Operator, &body).expect_err("refused");
+        assert_eq!(
+            operator.http_reason(PolicyKind::Operator),
+            failed("[{<<\"queue-mode\">>,<<\"lazy\">>}] are not recognised policy settings")
+        );
     }
 
     #[test]
