@@ -84,6 +84,11 @@ impl Broker {
         self.server.as_ref().map(|server| Placement { counts: server.connection_counts() })
     }
 
+    /// The in-process server (`None` for an external broker, or once shut down).
+    pub fn server(&self) -> Option<&lepus::Server> {
+        self.server.as_ref()
+    }
+
     /// The shard owning queue `name` (vhost `/`) of an in-process broker
     /// (`None` for an external one or a missing queue).
     pub fn queue_shard(&self, name: &str) -> Option<usize> {
