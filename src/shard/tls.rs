@@ -107,6 +107,12 @@ impl TlsAcceptor {
         Ok(())
     }
 
+    /// The certificates in force now, for a TLS server outside the shards
+    /// (the management API's HTTPS).
+    pub fn current_config(&self) -> Arc<ServerConfig> {
+        self.current.load_full()
+    }
+
     /// A session for a connection accepted at `now`.
     pub fn session(&self, now: Instant) -> Result<TlsSession, rustls::Error> {
         let mut conn = ServerConnection::new(self.current.load_full())?;
@@ -197,6 +203,18 @@ impl TlsSession {
     /// True once the handshake should have finished and has not.
     pub fn handshake_expired(&self, now: Instant) -> bool {
         self.conn.is_handshaking() && now >= self.handshake_deadline
+    }
+
+    /// The negotiated protocol version (`TLSv1.3`) and cipher suite, once
+    /// the handshake has chosen them (statistics).
+    pub fn describe(&self) -> Option<(String, String)> {
+        let version = match self.conn.protocol_version()? {
+            rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".to_owned(),
+            rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".to_owned(),
+            other => format!("{other:?}"),
+        };
+        let suite = self.conn.negotiated_cipher_suite()?;
+        Some((version, format!("{:?}", suite.suite())))
     }
 
     /// Records for the socket are waiting (in rustls or, io_uring, queued).
