@@ -13,11 +13,15 @@
 //! Each endpoint family is a module with a `routes()` of its own, merged
 //! here: a new endpoint goes in the module of its family.
 
+mod access_api;
+mod amqp_client;
 pub mod auth;
+pub mod binding_key;
 pub mod error;
 pub mod list;
 pub mod listener;
 mod metrics;
+mod ops;
 mod ui;
 
 use std::net::SocketAddr;
@@ -200,6 +204,8 @@ fn management_router(node: Arc<Node>) -> Router {
     let api = Router::new().route("/api/whoami", get(whoami));
     Router::new()
         .merge(api)
+        .merge(access_api::routes())
+        .merge(ops::routes())
         .merge(ui::router())
         .fallback(|| async { ApiError::not_found() })
         .layer(DefaultBodyLimit::max(HTTP_BODY_BYTES_MAX))
