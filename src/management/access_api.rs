@@ -226,6 +226,9 @@ async fn put_user(
 ) -> ApiResult<StatusCode> {
     caller.require_administrator()?;
     let body = body_object(&body)?;
+    if !body.contains_key("tags") {
+        return Err(ApiError::bad_request("tags_not_present"));
+    }
     let existing = node.registry.load().access.users.get(&name).cloned();
     let password = if let Some(password) = body.get("password") {
         let password = password.as_str().ok_or_else(|| ApiError::bad_request("password must be a string"))?;
@@ -246,9 +249,6 @@ async fn put_user(
     } else {
         existing.as_ref().and_then(|u| u.password.clone())
     };
-    if !body.contains_key("tags") {
-        return Err(ApiError::bad_request("tags_not_present"));
-    }
     let user = User {
         name: name.clone(),
         password,

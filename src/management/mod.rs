@@ -17,11 +17,13 @@ mod access_api;
 mod amqp_client;
 pub mod auth;
 pub mod binding_key;
+mod definitions_api;
 pub mod error;
 pub mod list;
 pub mod listener;
 mod metrics;
 mod ops;
+mod params_api;
 mod ui;
 
 use std::net::SocketAddr;
@@ -205,7 +207,9 @@ fn management_router(node: Arc<Node>) -> Router {
     Router::new()
         .merge(api)
         .merge(access_api::routes())
+        .merge(definitions_api::routes())
         .merge(ops::routes())
+        .merge(params_api::routes())
         .merge(ui::router())
         .fallback(|| async { ApiError::not_found() })
         .layer(DefaultBodyLimit::max(HTTP_BODY_BYTES_MAX))
