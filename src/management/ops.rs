@@ -72,12 +72,12 @@ fn bare(refused: &Refused) -> String {
 }
 
 /// The answer to a refusal of a declare, delete or binding (RabbitMQ's
-/// `direct_request`): 404 `not_found`, 401 for access refused, else 400,
-/// all with the bare reason.
+/// `direct_request`): 404 `not_found` with the bare reason, 401 "Access
+/// refused." for a permission refused, else 400 with the bare reason.
 fn direct_error(refused: Refused) -> ApiError {
     match refused.code {
         404 => ApiError { status: StatusCode::NOT_FOUND, error: "not_found", reason: bare(&refused) },
-        403 => ApiError::not_authorised(bare(&refused)),
+        403 => ApiError::not_authorised("Access refused."),
         0 => ApiError::internal(refused.text),
         _ => ApiError::bad_request(bare(&refused)),
     }

@@ -223,20 +223,18 @@ fn policies(topology: &Topology, kind: Kind, keep: impl Fn(&str) -> bool) -> Vec
     }
 }
 
-/// Who may read policies of `kind`: operator policies are for
-/// administrators; policies for any management user (in the vhosts they
-/// see).
-fn require_reader(caller: &Caller, kind: Kind) -> ApiResult<()> {
-    match kind {
-        Kind::Operator => caller.require_administrator(),
-        Kind::User => Ok(()),
-    }
-}
-
+/// Who may change policies of `kind`: operator policies are for
+/// administrators, policies for policymakers. RabbitMQ lists both kinds to
+/// any management user (in the vhosts they see), but answers a single
+/// policy, and parameters, only to policymakers.
 fn require_writer(caller: &Caller, kind: Kind) -> ApiResult<()> {
     match kind {
         Kind::Operator => caller.require_administrator(),
-        Kind::User => caller.require_policymaker(),
+        // RabbitMQ's words for a user without policymaker here.
+        Kind::User if !caller.policymaker => {
+            Err(ApiError::not_authorised("User not authorised to access object"))
+        }
+        Kind::User => Ok(()),
     }
 }
 
@@ -247,7 +245,6 @@ async fn list(
     vhost: Option<&str>,
     query: &ListQuery,
 ) -> ApiResult<Json<Value>> {
-    require_reader(caller, kind)?;
     let topology = node.registry.load();
     if let Some(vhost) = vhost {
         caller.require_vhost(&topology.access, vhost)?;
@@ -310,7 +307,7 @@ async fn get_one(
     vhost: &str,
     name: &str,
 ) -> ApiResult<Json<Value>> {
-    require_reader(caller, kind)?;
+    require_writer(caller, Kind::User)?;
     let topology = node.registry.load();
     caller.require_vhost(&topology.access, vhost)?;
     find_policy(&topology, kind, vhost, name).map(Json).ok_or_else(ApiError::not_found)
@@ -456,7 +453,7 @@ fn list_parameters_where(
     query: &ListQuery,
     keep: impl Fn(&Value) -> bool,
 ) -> ApiResult<Json<Value>> {
-    caller.require_policymaker()?;
+    require_writer(caller, Kind::User)?;
     let topology = node.registry.load();
     let items = parameters(&topology)
         .into_iter()
@@ -503,7 +500,7 @@ async fn get_parameter(
     caller: Caller,
     Path((component, vhost, name)): Path<(String, String, String)>,
 ) -> ApiResult<Json<Value>> {
-    caller.require_policymaker()?;
+    require_writer(&caller, Kind::User)?;
     let topology = node.registry.load();
     caller.require_vhost(&topology.access, &vhost)?;
     parameters(&topology)
@@ -527,7 +524,7 @@ async fn put_parameter(
     Path((component, vhost, name)): Path<(String, String, String)>,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
-    caller.require_policymaker()?;
+    require_writer(&caller, Kind::User)?;
     let body = body_object(&body)?;
     let value = body.get("value").cloned().ok_or_else(|| key_missing("value"))?;
     if RESERVED_COMPONENTS.contains(&component.as_str()) {
@@ -553,7 +550,7 @@ async fn delete_parameter(
     caller: Caller,
     Path((component, vhost, name)): Path<(String, String, String)>,
 ) -> ApiResult<StatusCode> {
-    caller.require_policymaker()?;
+    require_writer(&caller, Kind::User)?;
     let topology = node.registry.load();
     caller.require_vhost(&topology.access, &vhost)?;
     if !topology.parameters.parameters.contains_key(&(vhost.clone(), component.clone(), name.clone())) {
