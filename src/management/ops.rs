@@ -704,3 +704,26 @@ async fn aliveness(
         Err(e) => Err(channel_error(e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::routing::{get, put};
+    use axum::Router;
+
+    /// The read side (another module) routes GET on the paths this module
+    /// routes PUT/DELETE/POST on: axum 0.8 merges the methods of one path
+    /// written identically (parameter names included), and panics on a
+    /// method routed twice, so a conflict shows at router construction.
+    #[test]
+    fn routers_with_other_methods_on_one_path_merge() {
+        let reads: Router = Router::new().route("/api/queues/{vhost}/{name}", get(|| async { "get" }));
+        let writes: Router = Router::new().route("/api/queues/{vhost}/{name}", put(|| async { "put" }));
+        let _merged = reads.merge(writes);
+        let twice = std::panic::catch_unwind(|| {
+            let a: Router = Router::new().route("/x/{a}", get(|| async { "a" }));
+            let b: Router = Router::new().route("/x/{a}", get(|| async { "b" }));
+            a.merge(b)
+        });
+        assert!(twice.is_err(), "the same method on one path twice is refused");
+    }
+}
