@@ -309,6 +309,37 @@ fn tag_rules_are_rabbitmqs() {
     assert_eq!(m.get("/api/parameters").status, 401);
     assert_eq!(p.delete(&path).status, 204);
 
+    // Without permissions in a vhost, the operations that run over AMQP
+    // as the caller are refused as RabbitMQ refuses them.
+    let none = json!({"configure": "^$", "write": "^$", "read": "^$"});
+    assert_eq!(admin.put(&format!("/api/permissions/{}/{}", enc(&vhost), enc(&mgmt)), none).status, 204);
+    let q = name("q");
+    let qp = format!("/api/queues/{}/{}", enc(&vhost), enc(&q));
+    // RabbitMQ: 401 {"error":"not_authorised","reason":"Access refused."}.
+    let refused = json!({"error": "not_authorised", "reason": "Access refused."});
+    assert_eq!(status_and_body(&m.put(&qp, json!({}))), (401, refused.clone()));
+    assert_eq!(admin.put(&qp, json!({})).status, 201);
+    assert_eq!(status_and_body(&m.delete(&format!("{qp}/contents"))), (401, refused.clone()));
+    // RabbitMQ: 401 with the AMQP text for a get.
+    let a =
+        m.post(&format!("{qp}/get"), json!({"count": 1, "ackmode": "ack_requeue_true", "encoding": "auto"}));
+    let reason =
+        format!("ACCESS_REFUSED - access to queue '{q}' in vhost '{vhost}' refused for user '{mgmt}'");
+    assert_eq!(status_and_body(&a), (401, json!({"error": "not_authorised", "reason": reason})));
+    // RabbitMQ: 400 with "403 " and the AMQP text for a publish.
+    let a = m.post(
+        &format!("/api/exchanges/{}/amq.topic/publish", enc(&vhost)),
+        json!({"properties": {}, "routing_key": "k", "payload": "p", "payload_encoding": "string"}),
+    );
+    let reason = format!(
+        "403 ACCESS_REFUSED - access to exchange 'amq.topic' in vhost '{vhost}' refused for user '{mgmt}'"
+    );
+    assert_eq!(status_and_body(&a), (400, json!({"error": "bad_request", "reason": reason})));
+    // An administrator without a permission in the vhost: RabbitMQ: 401
+    // "Access refused." too.
+    assert_eq!(admin.delete(&format!("/api/permissions/{}/guest", enc(&vhost))).status, 204);
+    assert_eq!(status_and_body(&admin.put(&qp, json!({}))), (401, refused));
+
     for user in [&mgmt, &pm] {
         admin.delete(&format!("/api/users/{}", enc(user)));
     }
@@ -364,6 +395,8 @@ fn queues_and_exchanges_are_declared_and_deleted_as_amqp_does() {
         )
         .await
         .expect("the exchange PUT made exists");
+        // Confirmed: the queue has the message before the HTTP delete.
+        ch.confirm_select(lapin::options::ConfirmSelectOptions::default()).await.expect("confirm mode");
         ch.basic_publish("", &q, BasicPublishOptions::default(), b"m", BasicProperties::default())
             .await
             .expect("publish")

@@ -84,7 +84,7 @@ fn direct_error(refused: Refused) -> ApiError {
 }
 
 /// The answer to a refusal on a channel (RabbitMQ's `with_channel`, for
-/// get and purge): the reason keeps the code name.
+/// get): the reason keeps the code name.
 fn channel_error(refused: Refused) -> ApiError {
     match refused.code {
         404 => ApiError { status: StatusCode::NOT_FOUND, error: "not_found", reason: refused.text },
@@ -101,8 +101,9 @@ async fn connect(node: &Node, caller: &Caller, vhost: &str) -> ApiResult<Client>
     let Some(addr) = amqp_client::loopback(&node.amqp_addrs) else {
         return Err(ApiError::unavailable("no_amqp_listener", "no AMQP listener to run the request on"));
     };
+    // RabbitMQ: 401 "Access refused." when the caller may not use the vhost.
     Client::open(addr, &caller.user, &caller.password, vhost).await.map_err(|r| match r.code {
-        403 => ApiError::not_authorised(r.text),
+        403 | 530 => ApiError::not_authorised("Access refused."),
         _ => channel_error(r),
     })
 }
@@ -282,7 +283,8 @@ async fn purge(
     let mut client = connect(&node, &caller, &vhost).await?;
     let answer = client.call(&Method::QueuePurge(QueuePurge { queue, no_wait: false })).await;
     client.close().await;
-    answer.map_err(channel_error)?;
+    // RabbitMQ runs the purge directly: 401 "Access refused." when refused.
+    answer.map_err(direct_error)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
