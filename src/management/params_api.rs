@@ -18,6 +18,7 @@ use serde_json::{json, Map, Value};
 
 use crate::access::AccessError;
 use crate::routing::parameters::{Parameter, ParameterChange, Policy};
+use crate::routing::policy::{validate_policy, PolicyKind, OPERATOR_POLICY_COMPONENT};
 use crate::routing::topology::Topology;
 
 use super::access_api::{body_object, key_missing};
@@ -25,9 +26,6 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use super::list::ListQuery;
 use super::Node;
-
-/// The component operator policies are stored under (RabbitMQ's).
-const OPERATOR_POLICY_COMPONENT: &str = "operator_policy";
 
 pub(super) fn routes() -> Router<Arc<Node>> {
     Router::new()
@@ -61,113 +59,14 @@ enum Kind {
     Operator,
 }
 
-/// The keys a policy definition may set (RabbitMQ 3.10's, with its usual
-/// plugins' ones).
-const POLICY_KEYS: &[&str] = &[
-    "alternate-exchange",
-    "dead-letter-exchange",
-    "dead-letter-routing-key",
-    "dead-letter-strategy",
-    "delivery-limit",
-    "expires",
-    "federation-upstream",
-    "federation-upstream-set",
-    "ha-mode",
-    "ha-params",
-    "ha-promote-on-failure",
-    "ha-promote-on-shutdown",
-    "ha-sync-batch-size",
-    "ha-sync-mode",
-    "initial-cluster-size",
-    "max-age",
-    "max-in-memory-bytes",
-    "max-in-memory-length",
-    "max-length",
-    "max-length-bytes",
-    "message-ttl",
-    "overflow",
-    "queue-leader-locator",
-    "queue-master-locator",
-    "queue-mode",
-    "queue-version",
-    "stream-max-segment-size-bytes",
-];
-
-/// The keys an operator policy may set.
-const OPERATOR_POLICY_KEYS: &[&str] = &[
-    "delivery-limit",
-    "expires",
-    "max-in-memory-bytes",
-    "max-in-memory-length",
-    "max-length",
-    "max-length-bytes",
-    "message-ttl",
-];
-
-/// Checks a policy body the way RabbitMQ does, to the extent of its
-/// fields: `pattern` and `definition` present, the pattern a regular
-/// expression, `apply-to` one of RabbitMQ's, `priority` an integer, the
-/// definition an object of known keys. Returns RabbitMQ's reason.
-///
-/// The policies lane adds the full check (`routing::policy::validate_policy`,
-/// with each key's value checked); this is the one place to call it from.
+/// Checks a policy body as RabbitMQ does (the policies lane's
+/// `validate_policy`), with RabbitMQ's reason as its API sends it.
 fn validate(kind: Kind, body: &Map<String, Value>) -> Result<(), String> {
-    let missing: Vec<String> = ["pattern", "definition"]
-        .iter()
-        .filter(|k| !body.contains_key(**k))
-        .map(|k| format!("{{key_missing,{k}}}"))
-        .collect();
-    if !missing.is_empty() {
-        return Err(format!("[{}]", missing.join(",")));
-    }
-    let mut errors = Vec::new();
-    match body.get("definition") {
-        Some(Value::Object(definition)) => {
-            let known = if kind == Kind::User { POLICY_KEYS } else { OPERATOR_POLICY_KEYS };
-            let unknown: Vec<String> = definition
-                .iter()
-                .filter(|(k, _)| !known.contains(&k.as_str()))
-                .map(|(k, v)| format!("{{<<\"{k}\">>,{v}}}"))
-                .collect();
-            if !unknown.is_empty() {
-                errors.push(format!("[{}] are not recognised policy settings", unknown.join(",")));
-            }
-            if definition.is_empty() {
-                errors.push("no policy provided".to_owned());
-            }
-        }
-        _ => errors.push("definition must be a dictionary".to_owned()),
-    }
-    if let Some(apply_to) = body.get("apply-to").filter(|v| !v.is_null()) {
-        if !matches!(apply_to.as_str(), Some("queues" | "exchanges" | "all")) {
-            let shown = apply_to.as_str().map_or_else(|| apply_to.to_string(), str::to_owned);
-            errors.push(format!("apply-to '{shown}' unrecognised; should be 'queues', 'exchanges' or 'all'"));
-        }
-    }
-    match body.get("pattern") {
-        Some(Value::String(p)) => {
-            if let Err(e) = regex::Regex::new(p) {
-                errors.push(format!("pattern should be regular expression but is invalid: {e}"));
-            }
-        }
-        Some(other) => errors.push(format!("pattern should be regular expression but is invalid: {other}")),
-        None => {}
-    }
-    if let Some(priority) = body.get("priority").filter(|v| !v.is_null()) {
-        if priority.as_i64().is_none() {
-            errors.push(format!("priority should be a number, actually was {priority}"));
-        }
-    }
-    if errors.is_empty() {
-        return Ok(());
-    }
-    let text = format!("Validation failed\n\n{}\n", errors.join("\n"));
-    // RabbitMQ escapes a user policy's reason as HTML, not an operator
-    // policy's.
-    Err(match kind {
-        Kind::User => text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;"),
-        Kind::Operator => text,
-    })
+    let kind = match kind {
+        Kind::User => PolicyKind::User,
+        Kind::Operator => PolicyKind::Operator,
+    };
+    validate_policy(kind, &Value::Object(body.clone())).map_err(|e| e.http_reason(kind))
 }
 
 fn stored(e: AccessError) -> ApiError {
@@ -339,12 +238,11 @@ async fn put_one(
         Kind::User => {
             ParameterChange::SetPolicy(Policy { vhost, name, pattern, apply_to, definition, priority })
         }
-        Kind::Operator => ParameterChange::SetParameter(Parameter {
-            vhost,
-            component: OPERATOR_POLICY_COMPONENT.to_owned(),
-            name,
-            value: json!({"pattern": pattern, "definition": definition, "priority": priority, "apply-to": apply_to}),
-        }),
+        Kind::Operator => ParameterChange::set_operator_policy(
+            &vhost,
+            &name,
+            json!({"pattern": pattern, "definition": definition, "priority": priority, "apply-to": apply_to}),
+        ),
     };
     node.registry.change_parameters(&change).map_err(stored)?;
     Ok(created_or_updated(existed))
@@ -365,9 +263,7 @@ async fn delete_one(
     }
     let change = match kind {
         Kind::User => ParameterChange::ClearPolicy { vhost, name },
-        Kind::Operator => {
-            ParameterChange::ClearParameter { vhost, component: OPERATOR_POLICY_COMPONENT.to_owned(), name }
-        }
+        Kind::Operator => ParameterChange::clear_operator_policy(&vhost, &name),
     };
     node.registry.change_parameters(&change).map_err(stored)?;
     Ok(StatusCode::NO_CONTENT)
