@@ -2,9 +2,10 @@
 //! exit codes (sysexits, as rabbitmqctl's) against a real management API.
 //!
 //! The broker is Lepus started by the harness (its management listener), or
-//! any RabbitMQ-compatible API given as `LEPUSCTL_TEST_URL`
-//! (e.g. `http://127.0.0.1:15672`, guest/guest), the reference the same
-//! tests must pass against. Every object created is named `ctl-…`.
+//! the external one of `LEPUS_TEST_EXTERNAL` with its API at
+//! `LEPUS_TEST_EXTERNAL_HTTP` (RabbitMQ 3.10: `127.0.0.1:5672` and
+//! `http://127.0.0.1:15672`, guest/guest), the reference the same tests must
+//! pass against. Every object created is named `ctl-…`.
 mod common;
 
 use std::process::{Command, Stdio};
@@ -58,17 +59,19 @@ fn ctl(args: &[&str]) -> Run {
     run_with(None, args, "")
 }
 
-/// A management API to test against: Lepus's, or `LEPUSCTL_TEST_URL`.
+/// A broker and its management API's base URL.
 struct Api {
+    broker: common::Broker,
     url: String,
 }
 
 impl Api {
     fn start() -> Api {
-        match std::env::var("LEPUSCTL_TEST_URL") {
-            Ok(url) if !url.trim().is_empty() => Api { url: url.trim().to_owned() },
-            _ => panic!("needs the Lepus management listener in the harness (or LEPUSCTL_TEST_URL)"),
-        }
+        let broker = common::start_broker();
+        let url = broker
+            .management_url()
+            .expect("a management API (LEPUS_TEST_EXTERNAL_HTTP for an external broker)");
+        Api { broker, url }
     }
 
     fn run(&self, args: &[&str]) -> Run {
@@ -175,7 +178,7 @@ fn completions_for_every_shell() {
 // ---------------------------------------------------------------- against the API
 
 #[test]
-#[ignore = "needs the Lepus management listener in the harness; LEPUSCTL_TEST_URL=http://127.0.0.1:15672 runs it"]
+#[ignore = "needs the management endpoints on main; LEPUS_TEST_EXTERNAL(_HTTP) run it against RabbitMQ"]
 fn wrong_credentials_exit_77_with_the_reason() {
     let api = Api::start();
     let run = api.run(&["--password", "ctl-wrong", "status"]);
@@ -184,7 +187,7 @@ fn wrong_credentials_exit_77_with_the_reason() {
 }
 
 #[test]
-#[ignore = "needs the Lepus management listener in the harness; LEPUSCTL_TEST_URL=http://127.0.0.1:15672 runs it"]
+#[ignore = "needs the management endpoints on main; LEPUS_TEST_EXTERNAL(_HTTP) run it against RabbitMQ"]
 fn status_names_the_product_and_node() {
     let api = Api::start();
     let run = api.ok(&["status"]);
@@ -196,7 +199,7 @@ fn status_names_the_product_and_node() {
 }
 
 #[test]
-#[ignore = "needs the Lepus management listener in the harness; LEPUSCTL_TEST_URL=http://127.0.0.1:15672 runs it"]
+#[ignore = "needs the management endpoints on main; LEPUS_TEST_EXTERNAL(_HTTP) run it against RabbitMQ"]
 fn queue_lifecycle_with_publish_get_and_purge() {
     let api = Api::start();
     let q = name("q");
@@ -230,7 +233,7 @@ fn queue_lifecycle_with_publish_get_and_purge() {
 }
 
 #[test]
-#[ignore = "needs the Lepus management listener in the harness; LEPUSCTL_TEST_URL=http://127.0.0.1:15672 runs it"]
+#[ignore = "needs the management endpoints on main; LEPUS_TEST_EXTERNAL(_HTTP) run it against RabbitMQ"]
 fn exchanges_and_bindings() {
     let api = Api::start();
     let (x, q) = (name("x"), name("q"));
@@ -263,7 +266,7 @@ fn exchanges_and_bindings() {
 }
 
 #[test]
-#[ignore = "needs the Lepus management listener in the harness; LEPUSCTL_TEST_URL=http://127.0.0.1:15672 runs it"]
+#[ignore = "needs the management endpoints on main; LEPUS_TEST_EXTERNAL(_HTTP) run it against RabbitMQ"]
 fn users_vhosts_and_permissions() {
     let api = Api::start();
     let (user, vhost) = (name("user"), name("vh"));
@@ -308,7 +311,7 @@ fn users_vhosts_and_permissions() {
 }
 
 #[test]
-#[ignore = "needs the Lepus management listener in the harness; LEPUSCTL_TEST_URL=http://127.0.0.1:15672 runs it"]
+#[ignore = "needs the management endpoints on main; LEPUS_TEST_EXTERNAL(_HTTP) run it against RabbitMQ"]
 fn policies_and_operator_policies() {
     let api = Api::start();
     let policy = name("policy");
@@ -330,7 +333,7 @@ fn policies_and_operator_policies() {
 }
 
 #[test]
-#[ignore = "needs the Lepus management listener in the harness; LEPUSCTL_TEST_URL=http://127.0.0.1:15672 runs it"]
+#[ignore = "needs the management endpoints on main; LEPUS_TEST_EXTERNAL(_HTTP) run it against RabbitMQ"]
 fn every_kind_lists_in_every_format() {
     let api = Api::start();
     let kinds = [
@@ -365,7 +368,7 @@ fn every_kind_lists_in_every_format() {
 }
 
 #[test]
-#[ignore = "needs the Lepus management listener in the harness; LEPUSCTL_TEST_URL=http://127.0.0.1:15672 runs it"]
+#[ignore = "needs the management endpoints on main; LEPUS_TEST_EXTERNAL(_HTTP) run it against RabbitMQ"]
 fn definitions_export_and_import() {
     let api = Api::start();
     let (q, imported) = (name("q"), name("imported"));
@@ -391,15 +394,15 @@ fn definitions_export_and_import() {
 }
 
 #[test]
-#[ignore = "needs the Lepus management listener in the harness; LEPUSCTL_TEST_URL=http://127.0.0.1:15672 runs it"]
+#[ignore = "needs the management endpoints on main; LEPUS_TEST_EXTERNAL(_HTTP) run it against RabbitMQ"]
 fn close_connection_closes_it() {
     let api = Api::start();
-    let broker = common::start_broker();
+    let broker = &api.broker;
     let rt = common::runtime();
     let name = name("conn");
     let conn = rt.block_on(async {
         let props = lapin::ConnectionProperties::default().with_connection_name(name.clone().into());
-        lapin::Connection::connect(&common::amqp_uri(&broker), props).await.expect("connects")
+        lapin::Connection::connect(&common::amqp_uri(broker), props).await.expect("connects")
     });
     let row =
         api.await_row("connections", &[], |c| c["client_properties"]["connection_name"] == name.as_str());

@@ -237,6 +237,9 @@ data_dir = "$dir/data"
 
 [management]
 listen = ["127.0.0.1:$mgmt"]
+
+[prometheus]
+enabled = false
 TOML
   "$LEPUS_BIN" --config "$dir/lepus.toml" --shards 2 --no-pin >"$dir/lepus.log" 2>&1 &
   LEPUS_PID=$!
