@@ -418,3 +418,54 @@ fn close_connection_closes_it() {
     // moment and answers 204.)
     assert_eq!(api.run(&["close_connection", &format!("{name} (never opened)")]).code, 65);
 }
+
+// ---------------------------------------------------------------- HTTPS
+
+/// A test CA and a `localhost` server certificate it signed, as PEM files in
+/// `dir`: `ca.pem`, `server.pem`, `server.key`.
+fn write_pki(dir: &std::path::Path) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "ctl-test-ca");
+    let ca_key = KeyPair::generate().expect("CA key");
+    let ca_cert = ca.self_signed(&ca_key).expect("CA self-signs");
+    let mut leaf = CertificateParams::new(vec!["localhost".to_owned()]).expect("leaf params");
+    leaf.distinguished_name.push(DnType::CommonName, "localhost");
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf_key = KeyPair::generate().expect("leaf key");
+    let leaf_cert = leaf.signed_by(&leaf_key, &ca_cert, &ca_key).expect("CA signs");
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("write CA");
+    std::fs::write(dir.join("server.pem"), leaf_cert.pem()).expect("write cert");
+    std::fs::write(dir.join("server.key"), leaf_key.serialize_pem()).expect("write key");
+}
+
+/// `--https --cacert` reaches a management API served over TLS; without the
+/// CA (webpki roots only) or over plain HTTP it cannot connect: 69.
+#[test]
+fn https_with_cacert() {
+    if common::external() {
+        return; // RabbitMQ's management listener here is plain HTTP.
+    }
+    let pki = tempfile::tempdir().expect("temp dir");
+    write_pki(pki.path());
+    let data = tempfile::Builder::new().prefix("lepus-test-").tempdir().expect("data dir");
+    let mut tls = lepus::config::TlsConfig::new(pki.path().join("server.pem"), pki.path().join("server.key"));
+    tls.listen = vec![std::net::SocketAddr::from(([127, 0, 0, 1], 0))];
+    let mut config = lepus::Config { tls: Some(tls), ..common::in_process_config(data.path()) };
+    config.management.https = true;
+    let server = lepus::Server::start(config).expect("lepus starts with HTTPS management");
+    let port = server.management_addrs()[0].port().to_string();
+    let ca = pki.path().join("ca.pem");
+    let ca = ca.to_str().expect("utf-8 path");
+
+    let trusted = ctl(&["--https", "--cacert", ca, "--host", "localhost", "--port", &port, "list", "users"]);
+    // Until GET /api/users lands on main the API answers 404 (65): past TLS either way.
+    assert!(matches!(trusted.code, 0 | 65), "{trusted:?}");
+    assert!(!trusted.stderr.contains("cannot reach"), "{trusted:?}");
+    let untrusted = ctl(&["--https", "--host", "localhost", "--port", &port, "list", "users"]);
+    assert_eq!(untrusted.code, 69, "{untrusted:?}");
+    assert!(untrusted.stderr.contains("cannot reach https://localhost"), "{untrusted:?}");
+    let plain = ctl(&["--host", "localhost", "--port", &port, "--timeout", "5", "list", "users"]);
+    assert!(matches!(plain.code, 69 | 75), "plain HTTP to the HTTPS port: {plain:?}");
+}
