@@ -30,8 +30,17 @@ struct Run {
 /// Runs lepusctl with `args` and nothing from the environment that could
 /// point it elsewhere; `stdin` is given to it.
 fn run_with(url: Option<&str>, args: &[&str], stdin: &str) -> Run {
+    run_env(url, args, stdin, &[])
+}
+
+/// As [`run_with`], with `env` set.
+fn run_env(url: Option<&str>, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Run {
     let mut command = Command::new(BIN);
-    command.args(args).env_remove("LEPUSCTL_USERNAME").env_remove("LEPUSCTL_PASSWORD");
+    command
+        .args(args)
+        .env_remove("LEPUSCTL_USERNAME")
+        .env_remove("LEPUSCTL_PASSWORD")
+        .envs(env.iter().copied());
     match url {
         Some(url) => command.env("LEPUSCTL_URL", url),
         None => command.env_remove("LEPUSCTL_URL"),
@@ -150,6 +159,18 @@ fn unreachable_broker_exits_69() {
     assert_eq!(run.code, 69, "{run:?}");
 }
 
+/// A broker that accepts the connection and never answers: 75, try again.
+#[test]
+fn a_silent_broker_times_out_with_75() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", silent.local_addr().expect("addr"));
+    let started = Instant::now();
+    let run = run_with(Some(&url), &["--timeout", "1", "list", "queues"], "");
+    assert_eq!(run.code, 75, "{run:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    drop(silent);
+}
+
 #[test]
 fn bad_input_exits_65_before_any_request() {
     // Port 9 (discard) would refuse: 65 proves the input was refused first.
@@ -184,6 +205,11 @@ fn wrong_credentials_exit_77_with_the_reason() {
     let run = api.run(&["--password", "ctl-wrong", "status"]);
     assert_eq!(run.code, 77, "{run:?}");
     assert_eq!(run.stderr.trim(), "Error: Login failed");
+    let unknown = [("LEPUSCTL_USERNAME", "ctl-nobody"), ("LEPUSCTL_PASSWORD", "x")];
+    let run = run_env(Some(&api.url), &["list", "queues"], "", &unknown);
+    assert_eq!(run.code, 77, "the environment's credentials are used: {run:?}");
+    let run = run_env(Some(&api.url), &["list", "queues"], "", &[("LEPUSCTL_PASSWORD", "guest")]);
+    assert_eq!(run.code, 0, "{run:?}");
 }
 
 #[test]
