@@ -329,7 +329,11 @@ fn users_vhosts_and_permissions() {
     api.ok(&["-p", &vhost, "clear_permissions", &user]);
     assert!(api.rows("permissions", &["-p", &vhost]).iter().all(|p| p["user"] != user.as_str()));
     api.ok(&["delete_user", &user]);
-    assert_eq!(api.run(&["delete_user", &user]).code, 67);
+    let again = api.run(&["delete_user", &user]);
+    assert_eq!(
+        (again.code, again.stderr.trim()),
+        (67, format!("Error: User \"{user}\" does not exist").as_str())
+    );
     assert_eq!(api.run(&["change_password", &user, "x"]).code, 67);
     api.ok(&["delete_user", &user, "--if-exists"]);
     api.ok(&["delete_vhost", &vhost]);

@@ -62,7 +62,8 @@ pub fn run(cli: Cli) -> Outcome {
         Command::AddUser { name, password, tags } => add_user(&ctx, &name, password, &tags),
         Command::DeleteUser { name, if_exists } => {
             ctx.say(&format!("Deleting user \"{name}\" ..."));
-            forgive(ctx.api.delete(&format!("/api/users/{}", segment(&name)), &[]), if_exists)
+            let deleted = ctx.api.delete(&format!("/api/users/{}", segment(&name)), &[]);
+            forgive(deleted.map_err(|f| no_such_user(f, &name)), if_exists)
         }
         Command::ChangePassword { name, password } => change_password(&ctx, &name, password),
         Command::SetUserTags { name, tags } => set_user_tags(&ctx, &name, &tags),
