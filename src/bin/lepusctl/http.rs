@@ -105,8 +105,9 @@ impl Api {
             Err(ureq::Error::Status(status, response)) => {
                 let user = path.starts_with("/api/users/");
                 let mut failure = status_failure(status, user, &read_body(response).unwrap_or_default());
-                if status == 404 {
-                    // RabbitMQ says only "Not Found": name what was asked for.
+                if status == 404 || failure.message == format!("HTTP {status}") {
+                    // RabbitMQ says only "Not Found" (and a bare 405 says
+                    // nothing): name what was asked for.
                     failure.message = format!("{}: {method} {path}", failure.message);
                 }
                 Err(failure)
