@@ -59,14 +59,25 @@ pub fn run(cli: Cli) -> Outcome {
     match cli.command {
         Command::Status => status(&ctx),
         Command::List(args) => list(&ctx, &args),
-        Command::AddUser { name, password, tags } => add_user(&ctx, &name, password, &tags),
+        Command::SetPolicy(args) => set_policy(&ctx, "policies", &args),
+        Command::ClearPolicy(args) => clear_policy(&ctx, "policies", &args),
+        Command::SetOperatorPolicy(args) => set_policy(&ctx, "operator-policies", &args),
+        Command::ClearOperatorPolicy(args) => clear_policy(&ctx, "operator-policies", &args),
+        other => access(&ctx, other),
+    }
+}
+
+/// Users, vhosts, permissions; the rest goes to `objects::run`.
+fn access(ctx: &Context, command: Command) -> Outcome {
+    match command {
+        Command::AddUser { name, password, tags } => add_user(ctx, &name, password, &tags),
         Command::DeleteUser { name, if_exists } => {
             ctx.say(&format!("Deleting user \"{name}\" ..."));
             let deleted = ctx.api.delete(&format!("/api/users/{}", segment(&name)), &[]);
             forgive(deleted.map_err(|f| no_such_user(f, &name)), if_exists)
         }
-        Command::ChangePassword { name, password } => change_password(&ctx, &name, password),
-        Command::SetUserTags { name, tags } => set_user_tags(&ctx, &name, &tags),
+        Command::ChangePassword { name, password } => change_password(ctx, &name, password),
+        Command::SetUserTags { name, tags } => set_user_tags(ctx, &name, &tags),
         Command::AddVhost { name, description, tags, default_queue_type } => {
             ctx.say(&format!("Adding vhost \"{name}\" ..."));
             let mut body = json!({});
@@ -111,11 +122,7 @@ pub fn run(cli: Cli) -> Outcome {
             let path = format!("/api/topic-permissions/{}/{}", ctx.vh(), segment(&user));
             forgive(ctx.api.delete(&path, &[]), if_exists)
         }
-        Command::SetPolicy(args) => set_policy(&ctx, "policies", &args),
-        Command::ClearPolicy(args) => clear_policy(&ctx, "policies", &args),
-        Command::SetOperatorPolicy(args) => set_policy(&ctx, "operator-policies", &args),
-        Command::ClearOperatorPolicy(args) => clear_policy(&ctx, "operator-policies", &args),
-        other => objects::run(&ctx, other),
+        other => objects::run(ctx, other),
     }
 }
 
