@@ -223,7 +223,6 @@ fn status_names_the_product_and_node() {
 }
 
 #[test]
-#[ignore = "needs the management write endpoints (branch mgw, not on main yet)"]
 fn queue_lifecycle_with_publish_get_and_purge() {
     let api = Api::start();
     let q = name("q");
@@ -257,7 +256,6 @@ fn queue_lifecycle_with_publish_get_and_purge() {
 }
 
 #[test]
-#[ignore = "needs the management write endpoints (branch mgw, not on main yet)"]
 fn exchanges_and_bindings() {
     let api = Api::start();
     let (x, q) = (name("x"), name("q"));
@@ -290,7 +288,6 @@ fn exchanges_and_bindings() {
 }
 
 #[test]
-#[ignore = "needs the management write endpoints (branch mgw, not on main yet)"]
 fn users_vhosts_and_permissions() {
     let api = Api::start();
     let (user, vhost) = (name("user"), name("vh"));
@@ -339,7 +336,6 @@ fn users_vhosts_and_permissions() {
 }
 
 #[test]
-#[ignore = "needs the management write endpoints (branch mgw, not on main yet)"]
 fn policies_and_operator_policies() {
     let api = Api::start();
     let policy = name("policy");
@@ -361,7 +357,6 @@ fn policies_and_operator_policies() {
 }
 
 #[test]
-#[ignore = "needs the management write endpoints (branch mgw, not on main yet)"]
 fn every_kind_lists_in_every_format() {
     let api = Api::start();
     let kinds = [
@@ -396,7 +391,6 @@ fn every_kind_lists_in_every_format() {
 }
 
 #[test]
-#[ignore = "needs the management write endpoints (branch mgw, not on main yet)"]
 fn definitions_export_and_import() {
     let api = Api::start();
     let (q, imported) = (name("q"), name("imported"));
