@@ -218,6 +218,10 @@ fn status_names_the_product_and_node() {
     for field in ["Product ", "Node ", "Listeners ", "Objects "] {
         assert!(run.stdout.lines().any(|l| l.starts_with(field)), "no {field:?} in {}", run.stdout);
     }
+    if !common::external() {
+        let shards = run.stdout.lines().filter(|l| l.starts_with("Shard ")).count();
+        assert_eq!(shards, 2, "one line per shard of the harness's broker: {}", run.stdout);
+    }
     let json: Value = serde_json::from_str(&api.ok(&["status", "--format", "json"]).stdout).expect("JSON");
     assert!(json.get("node").and_then(Value::as_str).is_some_and(|n| !n.is_empty()), "{json}");
 }

@@ -175,12 +175,9 @@ fn status(ctx: &Context) -> Outcome {
     let field = |path: &str| cell(lookup(&overview, path));
     let node_name = field("node");
     // Needs the monitoring tag; the rest of status does not.
-    let uptime = ctx
-        .api
-        .get(&format!("/api/nodes/{}", segment(&node_name)))
-        .ok()
-        .and_then(|node| node.get("uptime").and_then(Value::as_u64))
-        .map_or_else(String::new, |ms| duration(ms / 1000));
+    let node = ctx.api.get(&format!("/api/nodes/{}", segment(&node_name))).unwrap_or(Value::Null);
+    let uptime =
+        node.get("uptime").and_then(Value::as_u64).map_or_else(String::new, |ms| duration(ms / 1000));
     let listeners: Vec<String> = overview
         .get("listeners")
         .and_then(Value::as_array)
@@ -218,9 +215,37 @@ fn status(ctx: &Context) -> Outcome {
         ("Messages", totals("queue_totals", &["messages_ready", "messages_unacknowledged", "messages"])),
         ("Rates", ["publish", "deliver_get", "ack"].map(rate).join(", ")),
     ];
-    let text: String = lines.iter().map(|(name, value)| format!("{name:<11} {value}\n")).collect();
+    let mut text: String = lines.iter().map(|(name, value)| format!("{name:<11} {value}\n")).collect();
+    text.push_str(&shards(&node));
     emit(&text);
     Ok(())
+}
+
+/// Lepus's per-shard facts (`lepus_shards` of its node), one line each;
+/// nothing for a broker without them.
+fn shards(node: &Value) -> String {
+    let Some(shards) = node.get("lepus_shards").and_then(Value::as_array) else {
+        return String::new();
+    };
+    let number = |shard: &Value, key: &str| shard.get(key).and_then(Value::as_f64).unwrap_or(0.0);
+    shards
+        .iter()
+        .map(|shard| {
+            format!(
+                "Shard {:<5} busy {:.1}%, {:.0} turns/s, turn p99 {:.0} us, ring {:.0}/{:.0}, \
+                 {:.0} connections, {:.0} queues, {:.0} held publishers\n",
+                number(shard, "shard"),
+                number(shard, "busy_share") * 100.0,
+                number(shard, "turns_per_sec"),
+                number(shard, "turn_p99_us"),
+                number(shard, "ring_occupancy"),
+                number(shard, "ring_capacity"),
+                number(shard, "connections"),
+                number(shard, "queues"),
+                number(shard, "held_publishers"),
+            )
+        })
+        .collect()
 }
 
 fn field_of(value: &Value, key: &str) -> String {
