@@ -101,6 +101,15 @@ impl Api {
             None => request.call(),
         };
         match result {
+            // Redirects are not followed (`redirects(0)`): a 3xx is not the answer asked for.
+            Ok(response) if response.status() >= 300 => Err(Failure::new(
+                EXIT_SOFTWARE,
+                format!(
+                    "HTTP {} to {method} {path}, redirected to {}",
+                    response.status(),
+                    response.header("Location").unwrap_or("nowhere")
+                ),
+            )),
             Ok(response) => read_body(response),
             Err(ureq::Error::Status(status, response)) => {
                 let user = path.starts_with("/api/users/");
