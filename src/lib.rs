@@ -35,6 +35,7 @@ pub mod connection;
 pub mod definitions;
 pub mod envelope;
 pub mod ids;
+pub mod management;
 pub mod message;
 pub mod queue;
 pub mod ring;
