@@ -205,7 +205,7 @@ async function policies(body) {
       { label: 'Kind', value: (p) => (p.kind === 'policies' ? 'policy' : 'operator policy') },
       { label: 'Pattern', value: (p) => h('code', {}, p.pattern) },
       { label: 'Apply to', value: (p) => p['apply-to'] },
-      { label: 'Definition', value: (p) => json(p.definition) },
+      { label: 'Definition', value: (p) => json(p.definition), wrap: true },
       { label: 'Priority', value: (p) => num(p.priority), num: true },
       {
         label: '',

@@ -47,7 +47,9 @@ export async function login(user, password) {
 }
 
 async function request(method, path, body, auth) {
-  const headers = { Authorization: auth, Accept: 'application/json' };
+  // No Accept header: RabbitMQ answers 406 to a DELETE of …/contents that
+  // asks for JSON.
+  const headers = { Authorization: auth };
   const init = { method, headers, cache: 'no-store', credentials: 'omit' };
   if (body !== undefined) {
     headers['Content-Type'] = 'application/json';

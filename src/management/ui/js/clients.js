@@ -77,7 +77,7 @@ export async function renderConsumers(root) {
     { label: 'Exclusive', value: (c) => (c.exclusive ? 'yes' : 'no') },
     { label: 'Prefetch', value: (c) => num(c.prefetch_count), num: true },
     { label: 'Active', value: (c) => (c.active === false ? 'no' : 'yes') },
-    { label: 'Arguments', value: (c) => json(c.arguments) },
+    { label: 'Arguments', value: (c) => json(c.arguments), wrap: true },
   ];
   // /api/consumers is not paged in RabbitMQ's API.
   const list = listView('/consumers', columns, { testid: 'consumers', empty: 'No consumers.' });

@@ -117,7 +117,8 @@ export async function attempt(action, success) {
 
 // ---------------------------------------------------------------- tables
 
-// columns: [{label, value: row => text|Node, num: true, title}]
+// columns: [{label, value: row => text|Node, num: true (right-aligned),
+// wrap: true (long text may wrap), title}]
 export function table(columns, rows, { empty = 'Nothing here.', testid } = {}) {
   if (!rows.length) return h('p', { className: 'muted empty', 'data-testid': testid }, empty);
   return h(
@@ -126,12 +127,12 @@ export function table(columns, rows, { empty = 'Nothing here.', testid } = {}) {
     h(
       'table',
       { 'data-testid': testid },
-      h('thead', {}, h('tr', {}, columns.map((c) => h('th', { className: c.num ? 'num' : null, title: c.title }, c.label)))),
+      h('thead', {}, h('tr', {}, columns.map((c) => h('th', { className: c.num ? 'num' : c.wrap ? 'wrap' : null, title: c.title }, c.label)))),
       h(
         'tbody',
         {},
         rows.map((row) =>
-          h('tr', {}, columns.map((c) => h('td', { className: c.num ? 'num' : null }, c.value(row)))),
+          h('tr', {}, columns.map((c) => h('td', { className: c.num ? 'num' : c.wrap ? 'wrap' : null }, c.value(row)))),
         ),
       ),
     ),

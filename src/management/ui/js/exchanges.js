@@ -41,7 +41,7 @@ export async function renderList(root) {
       { label: 'Virtual host', value: (x) => x.vhost },
       { label: 'Name', value: (x) => h('a', { href: exchangeHref(x.vhost, x.name) }, shown(x.name)) },
       { label: 'Type', value: (x) => x.type },
-      { label: 'Features', value: features },
+      { label: 'Features', value: features, wrap: true },
       { label: 'Rate in', value: (x) => rate(rateOf(x.message_stats, 'publish_in')), num: true },
       { label: 'Rate out', value: (x) => rate(rateOf(x.message_stats, 'publish_out')), num: true },
     ],
@@ -84,7 +84,7 @@ export function bindingsTable(vhost, bindings, refresh, testid) {
       { label: 'From', value: (b) => h('a', { href: exchangeHref(vhost, b.source) }, shown(b.source)) },
       { label: 'To', value: (b) => [destination(b), h('span', { className: 'muted' }, ` (${b.destination_type})`)] },
       { label: 'Routing key', value: (b) => b.routing_key },
-      { label: 'Arguments', value: (b) => json(b.arguments) },
+      { label: 'Arguments', value: (b) => json(b.arguments), wrap: true },
       {
         label: '',
         value: (b) =>

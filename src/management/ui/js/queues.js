@@ -50,7 +50,7 @@ export async function renderList(root) {
       { label: 'Virtual host', value: (q) => q.vhost },
       { label: 'Name', value: (q) => h('a', { href: queueHref(q.vhost, q.name) }, q.name) },
       { label: 'Type', value: (q) => q.type },
-      { label: 'Features', value: features },
+      { label: 'Features', value: features, wrap: true },
       { label: 'State', value: (q) => q.state },
       { label: 'Ready', value: (q) => num(q.messages_ready), num: true },
       { label: 'Unacked', value: (q) => num(q.messages_unacknowledged), num: true },
