@@ -198,6 +198,7 @@ class Ui:
     def screenshot(self, name):
         self.shot_number += 1
         os.makedirs(SHOTS, exist_ok=True)
+        self.d.execute_script("window.scrollTo(0, 0)")
         height = self.d.execute_script("return document.documentElement.scrollHeight")
         self.d.set_window_size(WINDOW[0], max(WINDOW[1], min(height + 40, 4000)))
         path = os.path.join(SHOTS, f"{self.shot_number:02d}-{name}.png")
