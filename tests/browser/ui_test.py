@@ -325,6 +325,16 @@ def overview_after(ui):
     ui.d.get(URL + "/#/")
     ui.by_testid("rates-chart")
     ui.wait.until(lambda _: ui.find("rate-publish").text.endswith("/s"))
+    status, nodes = api("GET", "/nodes")
+    assert status == 200, f"GET /api/nodes: {status}"
+    shards = nodes[0].get("lepus_shards")
+    if shards is None:
+        return  # a broker without shards (RabbitMQ): no shard view
+    for shard in shards:
+        card = ui.by_testid(f"shard-{shard['shard']}")
+        assert f"Shard {shard['shard']}" in card.text, card.text
+    cards = ui.d.find_elements(By.CSS_SELECTOR, '[data-testid="shards"] .shard')
+    assert len(cards) == len(shards), f"{len(cards)} shard cards for {len(shards)} shards"
 
 
 def log_out(ui):

@@ -57,12 +57,12 @@ function record(overview, node) {
   }
 }
 
-function chart(target, series, { height = 180, yLabel, max } = {}) {
+function chart(target, series, { height = 180, yLabel, max, legend = true } = {}) {
   const width = Math.max(260, target.clientWidth || 600);
   const opts = {
     width,
     height,
-    legend: { live: false },
+    legend: { show: legend, live: false },
     cursor: { drag: { x: false, y: false } },
     scales: { x: { time: true }, y: { range: (u, lo, hi) => [0, max ?? Math.max(1, hi * 1.1)] } },
     axes: [{ stroke: '#667' }, { stroke: '#667', label: yLabel, size: 56 }],
@@ -150,7 +150,8 @@ export async function render(root) {
     shardPanel,
     section('Node', nodeBox),
   );
-  const rateChart = chart(rates, RATE_SERIES, { yLabel: 'msg/s' });
+  // The rates' legend is the line of current values above the chart.
+  const rateChart = chart(rates, RATE_SERIES, { yLabel: 'msg/s', legend: false });
   const queuedChart = chart(queued, QUEUED_SERIES, { yLabel: 'messages' });
   let busyChart = null;
   let busyShards = '';
