@@ -13,7 +13,8 @@
 #
 # Needs Debian's chromium and chromium-driver (installed with apt-get when
 # missing and running as root; BROWSER_APT=0 to never use apt) and selenium
-# (pip, into a venv under target/ui-venv). Prints `N passed, N failed` last;
+# and pika (pip, into a venv under target/ui-venv; pika opens the connection
+# the test closes through the UI). Prints `N passed, N failed` last;
 # exits non-zero on failure.
 set -uo pipefail
 
@@ -45,11 +46,12 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
     fail "needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
   fi
 fi
-if ! "$VENV/bin/python" -c 'import selenium' 2>/dev/null; then
-  log "installing selenium into $VENV"
-  python3 -m venv "$VENV" >/dev/null 2>&1 || fail "cannot create a venv in $VENV (python3-venv?)"
-  "$VENV/bin/python" -m pip install --disable-pip-version-check -q selenium >/dev/null 2>&1 \
-    || fail "pip install selenium failed"
+if ! "$VENV/bin/python" -c 'import selenium, pika' 2>/dev/null; then
+  log "installing selenium and pika into $VENV"
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV" >/dev/null 2>&1 \
+    || fail "cannot create a venv in $VENV (python3-venv?)"
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -q selenium pika >/dev/null 2>&1 \
+    || fail "pip install selenium pika failed"
 fi
 
 # ---------------------------------------------------------------- the broker
@@ -83,6 +85,7 @@ stop_broker() {
 trap stop_broker EXIT
 
 export UI_URL="http://127.0.0.1:$HTTP_PORT"
+export UI_AMQP_URL="amqp://guest:guest@127.0.0.1:$AMQP_PORT/%2F"
 # Wait for the management listener: each probe is a connection attempt that
 # fails at once until the broker listens (bounded: 30 s).
 for _ in $(seq 1 300); do

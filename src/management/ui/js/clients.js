@@ -15,7 +15,7 @@ export async function renderConnections(root) {
   const list = listView(
     '/connections',
     [
-      { label: 'Name', value: (c) => c.name },
+      { label: 'Name', value: (c) => [c.name, c.user_provided_name ? h('div', { className: 'muted' }, c.user_provided_name) : null], wrap: true },
       { label: 'User', value: (c) => c.user },
       { label: 'Virtual host', value: (c) => c.vhost },
       { label: 'Client', value: client },
