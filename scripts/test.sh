@@ -53,7 +53,7 @@ echo "== client suites (pika, kombu, amqplib) against lepus"
 cargo build --bin lepus
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 log=$(mktemp)
-"${CARGO_TARGET_DIR:-target}/debug/lepus" --listen "127.0.0.1:$port" --shards 2 --no-pin >"$log" 2>&1 &
+"${CARGO_TARGET_DIR:-target}/debug/lepus" --listen "127.0.0.1:$port" --management-port 0 --prometheus-port 0 --shards 2 --no-pin >"$log" 2>&1 &
 broker=$!
 trap 'kill $broker 2>/dev/null || true' EXIT
 for _ in $(seq 100); do

@@ -34,7 +34,7 @@ socks = [socket.socket() for _ in range(2)]
 for s in socks: s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))')
 DATA="$(mktemp -d "${TMPDIR:-/tmp}/lepus-ui-load.XXXXXX")"
-"$LEPUS_BIN" --listen "127.0.0.1:$AMQP_PORT" --management-listen "127.0.0.1:$HTTP_PORT" \
+"$LEPUS_BIN" --listen "127.0.0.1:$AMQP_PORT" --management-listen "127.0.0.1:$HTTP_PORT" --no-prometheus \
   --shards 2 --no-pin --data-dir "$DATA/data" >"$DATA/lepus.log" 2>&1 &
 BROKER_PID=$!
 PERF_PID=

@@ -148,6 +148,67 @@ pub struct Config {
     /// AMQPS (`[tls]` in TOML): listeners, certificates, client
     /// certificates. None: no TLS listener.
     pub tls: Option<TlsConfig>,
+    /// The management HTTP API and web UI (`[management]`): on by default,
+    /// port 15672 on the AMQP listeners' interfaces, as RabbitMQ's
+    /// management image.
+    pub management: HttpConfig,
+    /// The Prometheus endpoint (`[prometheus]`): on by default, port 15692.
+    pub prometheus: HttpConfig,
+}
+
+/// The management API's port (RabbitMQ's `management.tcp.port`).
+pub const MANAGEMENT_PORT_DEFAULT: u16 = 15672;
+/// The Prometheus endpoint's port (RabbitMQ's `prometheus.tcp.port`).
+pub const PROMETHEUS_PORT_DEFAULT: u16 = 15692;
+
+/// One HTTP endpoint of the control plane (management or Prometheus).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Serve it at all.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Port on each interface of the AMQP listeners (0: one the kernel
+    /// picks, logged at start). Default: 15672 for management, 15692 for
+    /// Prometheus.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Explicit addresses, instead of the AMQP interfaces with `port`.
+    #[serde(default)]
+    pub listen: Vec<SocketAddr>,
+    /// HTTPS with the `[tls]` certificate and key (which must be set).
+    #[serde(default)]
+    pub https: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl HttpConfig {
+    /// Enabled, on `port`.
+    pub fn on_port(port: u16) -> HttpConfig {
+        HttpConfig { enabled: true, port: Some(port), listen: Vec::new(), https: false }
+    }
+
+    /// Where it listens: `listen` if given, else every AMQP listen
+    /// address's IP with `port` (or `default_port`); nothing when disabled.
+    pub fn addrs(&self, amqp: &[SocketAddr], default_port: u16) -> Vec<SocketAddr> {
+        if !self.enabled {
+            return Vec::new();
+        }
+        if !self.listen.is_empty() {
+            return self.listen.clone();
+        }
+        let mut addrs: Vec<SocketAddr> = Vec::new();
+        for a in amqp {
+            let addr = SocketAddr::new(a.ip(), self.port.unwrap_or(default_port));
+            if !addrs.contains(&addr) {
+                addrs.push(addr);
+            }
+        }
+        addrs
+    }
 }
 
 /// AMQPS: TLS listeners and their certificates (RabbitMQ's `ssl_options`).
@@ -321,6 +382,8 @@ impl Default for Config {
             consumer_max_per_channel: None,
             unacked_deliveries_max_per_channel: UNACKED_DELIVERIES_MAX_PER_CHANNEL_DEFAULT,
             tls: None,
+            management: HttpConfig::on_port(MANAGEMENT_PORT_DEFAULT),
+            prometheus: HttpConfig::on_port(PROMETHEUS_PORT_DEFAULT),
         }
     }
 }
@@ -360,6 +423,11 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.listen.is_empty() {
             return Err(ConfigError::Invalid("at least one listen address is needed".into()));
+        }
+        for (name, http) in [("management", &self.management), ("prometheus", &self.prometheus)] {
+            if http.enabled && http.https && self.tls.is_none() {
+                return Err(ConfigError::Invalid(format!("{name}.https needs [tls] cert_chain and key")));
+            }
         }
         if self.frame_size_bytes_max < crate::amqp::frame::FRAME_SIZE_BYTES_MIN {
             return Err(ConfigError::Invalid(format!(

@@ -111,6 +111,26 @@ struct Args {
     /// a random salt; RabbitMQ's `rabbitmqctl hash_password`) and exit.
     #[arg(long, value_name = "PASSWORD")]
     hash_password: Option<String>,
+    /// Port of the management HTTP API and web UI on the AMQP listeners' interfaces (default
+    /// 15672; 0: one the kernel picks, logged at start).
+    #[arg(long, value_name = "PORT")]
+    management_port: Option<u16>,
+    /// Address for the management API instead of the AMQP interfaces; repeat for several.
+    #[arg(long = "management-listen", value_name = "ADDR")]
+    management_listen: Vec<SocketAddr>,
+    /// Do not serve the management API and web UI.
+    #[arg(long)]
+    no_management: bool,
+    /// Port of the Prometheus endpoint (/metrics) on the AMQP listeners' interfaces (default
+    /// 15692; 0: one the kernel picks).
+    #[arg(long, value_name = "PORT")]
+    prometheus_port: Option<u16>,
+    /// Address for the Prometheus endpoint instead of the AMQP interfaces; repeat for several.
+    #[arg(long = "prometheus-listen", value_name = "ADDR")]
+    prometheus_listen: Vec<SocketAddr>,
+    /// Do not serve the Prometheus endpoint.
+    #[arg(long)]
+    no_prometheus: bool,
     /// Log filter (tracing's EnvFilter syntax), e.g. "info" or "lepus=debug". Default: $RUST_LOG or "info".
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
@@ -191,6 +211,25 @@ fn main() -> std::process::ExitCode {
     std::process::ExitCode::SUCCESS
 }
 
+/// The management and Prometheus flags.
+fn apply_http_flags(args: &Args, config: &mut Config) {
+    let endpoints = [
+        (&mut config.management, args.management_port, &args.management_listen, args.no_management),
+        (&mut config.prometheus, args.prometheus_port, &args.prometheus_listen, args.no_prometheus),
+    ];
+    for (http, port, listen, off) in endpoints {
+        if port.is_some() {
+            http.port = port;
+        }
+        if !listen.is_empty() {
+            http.listen = listen.clone();
+        }
+        if off {
+            http.enabled = false;
+        }
+    }
+}
+
 /// `--export-definitions`: the data directory's definitions as JSON.
 fn export_definitions(config: &Config, out: &std::path::Path) -> std::process::ExitCode {
     let doc = match lepus::definitions::export_data_dir(&config.data_dir) {
@@ -247,6 +286,7 @@ fn apply_tls_flags(args: &Args, config: &mut Config) -> Result<(), String> {
 
 /// Flags override the configuration file's values (and the defaults).
 fn apply_flags(args: &Args, config: &mut Config) {
+    apply_http_flags(args, config);
     if !args.listen.is_empty() {
         config.listen = args.listen.clone();
     }

@@ -15,12 +15,14 @@ use crate::alarm::{Monitor, ResourceLimits};
 use crate::broker::ShardCtx;
 use crate::config::{Config, ConfigError};
 use crate::envelope::Envelope;
+use crate::management::{Management, Node, Sockets};
 use crate::ring::doorbell::Doorbell;
 use crate::routing::entity_limits::EntityLimits;
 use crate::routing::topology::{Registry, ShardWaker, DEFAULT_VHOST};
 use crate::shard::counts::ConnectionCounts;
 use crate::shard::tls::{TlsAcceptor, TlsError};
 use crate::shard::{Listener, Shard, WAKER_TOKEN};
+use crate::stats::Board;
 use crate::storage::definitions::DefinitionsError;
 use crate::storage::{DataDir, DataDirError};
 
@@ -116,6 +118,12 @@ pub struct Server {
     /// by [`Server::registry`].
     registry: Arc<Registry>,
     monitor: Option<Monitor>,
+    /// What the shards publish for the control plane.
+    board: Arc<Board>,
+    /// The management API and Prometheus server (None when both are off).
+    management: Option<Management>,
+    management_addrs: Vec<SocketAddr>,
+    prometheus_addrs: Vec<SocketAddr>,
 }
 
 impl std::fmt::Debug for Server {
@@ -140,6 +148,8 @@ impl Server {
                 .with_limits(EntityLimits::from_config(&config, Arc::clone(&resources))),
         );
         let Listening { mut listeners, addrs, tls_addrs, tls } = listen(&config)?;
+        let http = bind_http(&config, &addrs, tls.as_ref())?;
+        let board = Arc::new(Board::new(shard_count));
         let (polls, doorbells) = polls_and_doorbells(shard_count).map_err(StartError::Io)?;
         let endpoints = crate::ring::mesh::<Envelope>(doorbells.clone(), config.ring_capacity_slots);
         let config = Arc::new(config);
@@ -169,12 +179,7 @@ impl Server {
             let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
             threads.push(spawn_shard(i, shard, core).map_err(StartError::Io)?);
         }
-        let doorbells_to_ring = doorbells.clone();
-        registry.set_shard_waker(ShardWaker(Box::new(move || {
-            for doorbell in &doorbells_to_ring {
-                let _ = doorbell.ring();
-            }
-        })));
+        registry.set_shard_waker(ShardWaker(ring_all(doorbells.clone())));
         let mut server = Server {
             addrs,
             tls_addrs,
@@ -187,9 +192,14 @@ impl Server {
             registry,
             monitor: None,
             data_dir,
+            board,
+            management: None,
+            management_addrs: http.management_addrs.clone(),
+            prometheus_addrs: http.prometheus_addrs.clone(),
         };
         let monitor = Monitor::start(resources, config.data_dir.clone(), server.wakers.clone());
         server.monitor = Some(monitor.map_err(StartError::Io)?);
+        server.management = server.start_management(&config, http)?;
         tracing::info!(
             memory_budget_bytes = config.memory_budget_bytes,
             disk_free_limit_bytes = config.disk_free_limit_bytes,
@@ -202,6 +212,55 @@ impl Server {
         // Tools (and tests/process.rs) read this line: it ends with the listen list.
         tracing::info!(shards = shard_count, listen = ?server.addrs, "lepus started");
         Ok(server)
+    }
+
+    /// Starts the control plane's HTTP thread on the sockets bound for it.
+    fn start_management(
+        &self,
+        config: &Arc<Config>,
+        http: HttpSockets,
+    ) -> Result<Option<Management>, StartError> {
+        if http.sockets.management.is_empty() && http.sockets.prometheus.is_empty() {
+            return Ok(None);
+        }
+        let wakers = self.wakers.clone();
+        let node = Node {
+            registry: Arc::clone(&self.registry),
+            board: Arc::clone(&self.board),
+            config: Arc::clone(config),
+            resources: Arc::clone(&self.resources),
+            name: node_name(),
+            started: std::time::Instant::now(),
+            started_at_ms: crate::management::now_ms(),
+            amqp_addrs: self.addrs.clone(),
+            amqps_addrs: self.tls_addrs.clone(),
+            management_addrs: http.management_addrs,
+            prometheus_addrs: http.prometheus_addrs,
+            wake_shards: ring_all(wakers),
+        };
+        if !self.management_addrs.is_empty() {
+            // Tools (and tests) read this line: it ends with the address list.
+            tracing::info!(listen = ?self.management_addrs, "management API listening");
+        }
+        if !self.prometheus_addrs.is_empty() {
+            tracing::info!(listen = ?self.prometheus_addrs, "Prometheus endpoint listening");
+        }
+        Management::start(node, http.sockets).map(Some).map_err(StartError::Io)
+    }
+
+    /// The management API's addresses as bound (empty when it is off).
+    pub fn management_addrs(&self) -> &[SocketAddr] {
+        &self.management_addrs
+    }
+
+    /// The Prometheus endpoint's addresses as bound (empty when it is off).
+    pub fn prometheus_addrs(&self) -> &[SocketAddr] {
+        &self.prometheus_addrs
+    }
+
+    /// What the shards publish for the control plane.
+    pub fn stats_board(&self) -> &Arc<Board> {
+        &self.board
     }
 
     /// The data directory this broker holds locked.
@@ -309,6 +368,9 @@ impl Server {
     }
 
     fn stop(&mut self) {
+        if let Some(mut management) = self.management.take() {
+            management.stop();
+        }
         if let Some(mut monitor) = self.monitor.take() {
             monitor.stop();
         }
@@ -445,10 +507,69 @@ fn listen(config: &Config) -> Result<Listening, StartError> {
     Ok(Listening { listeners, addrs, tls_addrs, tls })
 }
 
+/// The control plane's HTTP sockets, bound at start like the AMQP ones so a
+/// taken port fails the start.
+struct HttpSockets {
+    sockets: Sockets,
+    management_addrs: Vec<SocketAddr>,
+    prometheus_addrs: Vec<SocketAddr>,
+}
+
+fn bind_http(
+    config: &Config,
+    amqp: &[SocketAddr],
+    tls: Option<&Arc<TlsAcceptor>>,
+) -> Result<HttpSockets, StartError> {
+    let (management, management_addrs) =
+        bind_all_std(&config.management.addrs(amqp, crate::config::MANAGEMENT_PORT_DEFAULT))?;
+    let (prometheus, prometheus_addrs) =
+        bind_all_std(&config.prometheus.addrs(amqp, crate::config::PROMETHEUS_PORT_DEFAULT))?;
+    let https = |on: bool| if on { tls.cloned() } else { None };
+    Ok(HttpSockets {
+        sockets: Sockets {
+            management,
+            management_tls: https(config.management.https),
+            prometheus,
+            prometheus_tls: https(config.prometheus.https),
+        },
+        management_addrs,
+        prometheus_addrs,
+    })
+}
+
+/// A closure that rings every shard's doorbell.
+fn ring_all(doorbells: Vec<Arc<Doorbell>>) -> Box<dyn Fn() + Send + Sync> {
+    Box::new(move || {
+        for doorbell in &doorbells {
+            let _ = doorbell.ring();
+        }
+    })
+}
+
+/// `lepus@<hostname>`, as RabbitMQ names its nodes `rabbit@<hostname>`.
+fn node_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: `buf` is writable for its whole length, which is what we pass.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let host = if rc == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).split('.').next().unwrap_or("localhost").to_owned()
+    } else {
+        "localhost".to_owned()
+    };
+    format!("lepus@{host}")
+}
+
 /// Binds every listen address, with the address each got (port 0 picks one).
 /// An IPv6 address on a host without IPv6 is skipped with a warning when
 /// another address of the list binds (the default listens on both families).
 fn bind_all(listen: &[SocketAddr]) -> Result<(Vec<mio::net::TcpListener>, Vec<SocketAddr>), StartError> {
+    let (listeners, addrs) = bind_all_std(listen)?;
+    Ok((listeners.into_iter().map(mio::net::TcpListener::from_std).collect(), addrs))
+}
+
+/// [`bind_all`] for std sockets (non-blocking).
+fn bind_all_std(listen: &[SocketAddr]) -> Result<(Vec<std::net::TcpListener>, Vec<SocketAddr>), StartError> {
     let mut listeners = Vec::new();
     let mut addrs = Vec::new();
     let mut skipped = None;
@@ -463,7 +584,7 @@ fn bind_all(listen: &[SocketAddr]) -> Result<(Vec<mio::net::TcpListener>, Vec<So
             Err(e) => return Err(StartError::Bind(*addr, e)),
         };
         addrs.push(listener.local_addr().map_err(StartError::Io)?);
-        listeners.push(mio::net::TcpListener::from_std(listener));
+        listeners.push(listener);
     }
     match skipped {
         Some(error) if listeners.is_empty() => Err(error),

@@ -107,6 +107,12 @@ impl TlsAcceptor {
         Ok(())
     }
 
+    /// The certificates in force now, for a TLS server outside the shards
+    /// (the management API's HTTPS).
+    pub fn current_config(&self) -> Arc<ServerConfig> {
+        self.current.load_full()
+    }
+
     /// A session for a connection accepted at `now`.
     pub fn session(&self, now: Instant) -> Result<TlsSession, rustls::Error> {
         let mut conn = ServerConnection::new(self.current.load_full())?;

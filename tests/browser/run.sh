@@ -73,7 +73,7 @@ EOF
 )
 DATA="$(mktemp -d "${TMPDIR:-/tmp}/lepus-ui.XXXXXX")"
 BROKER_LOG="$DATA/lepus.log"
-"$LEPUS_BIN" --listen "127.0.0.1:$AMQP_PORT" --management-listen "127.0.0.1:$HTTP_PORT" \
+"$LEPUS_BIN" --listen "127.0.0.1:$AMQP_PORT" --management-listen "127.0.0.1:$HTTP_PORT" --no-prometheus \
   --shards 2 --no-pin --data-dir "$DATA/data" >"$BROKER_LOG" 2>&1 &
 BROKER_PID=$!
 stop_broker() {

@@ -250,7 +250,7 @@ login_from = "common_name"
 versions = [$versions]
 handshake_timeout_ms = $LEPUS_HANDSHAKE_MS
 TOML
-  "$LEPUS_BIN" --config "$dir/lepus.toml" --io-backend "$backend" --shards 2 --no-pin >"$dir/lepus.log" 2>&1 &
+  "$LEPUS_BIN" --config "$dir/lepus.toml" --management-port 0 --prometheus-port 0 --io-backend "$backend" --shards 2 --no-pin >"$dir/lepus.log" 2>&1 &
   LEPUS_PID=$!
   LEPUS_TLS_PORT="$tls"
   LEPUS_DIR="$dir"

@@ -25,6 +25,8 @@ const STDERR_DRAIN: Duration = Duration::from_secs(5);
 pub fn lepus() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lepus"));
     cmd.env("NO_COLOR", "1").env_remove("RUST_LOG");
+    // Ephemeral HTTP ports, for the same reason as `in_process_config`.
+    cmd.args(["--management-port", "0", "--prometheus-port", "0"]);
     cmd
 }
 

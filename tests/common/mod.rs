@@ -97,6 +97,26 @@ impl Broker {
         }
     }
 
+    /// The management API's base URL (`http://127.0.0.1:PORT`): the
+    /// in-process broker's, or for an external one `LEPUS_TEST_EXTERNAL_HTTP`
+    /// (e.g. `http://127.0.0.1:15672` for RabbitMQ), if set.
+    pub fn management_url(&self) -> Option<String> {
+        match &self.server {
+            Some(server) => server.management_addrs().first().map(|a| format!("http://{a}")),
+            None => std::env::var("LEPUS_TEST_EXTERNAL_HTTP").ok(),
+        }
+    }
+
+    /// The Prometheus endpoint's base URL of an in-process broker.
+    pub fn prometheus_url(&self) -> Option<String> {
+        self.server.as_ref().and_then(|s| s.prometheus_addrs().first().map(|a| format!("http://{a}")))
+    }
+
+    /// The in-process broker (`None` for an external one, or once shut down).
+    pub fn server(&self) -> Option<&lepus::Server> {
+        self.server.as_ref()
+    }
+
     /// The registry (topology and access model) of an in-process broker
     /// (`None` for an external one, or once shut down).
     pub fn registry(&self) -> Option<std::sync::Arc<lepus::routing::topology::Registry>> {
@@ -262,6 +282,10 @@ pub fn in_process_config(data_dir: &Path) -> lepus::Config {
         pin_shards: false,
         io_backend,
         data_dir: data_dir.to_path_buf(),
+        // Ephemeral ports: suites run many brokers at once (and RabbitMQ
+        // may hold 15672 on a developer's machine).
+        management: lepus::config::HttpConfig::on_port(0),
+        prometheus: lepus::config::HttpConfig::on_port(0),
         ..lepus::Config::default()
     }
 }
