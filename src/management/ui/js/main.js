@@ -28,6 +28,16 @@ const ROUTES = [
   [/^\/admin\/(users|vhosts|permissions|policies|definitions)$/, 'admin', admin.render],
 ];
 
+const TITLES = {
+  overview: 'Overview',
+  queues: 'Queues',
+  exchanges: 'Exchanges',
+  connections: 'Connections',
+  channels: 'Channels',
+  consumers: 'Consumers',
+  admin: 'Admin',
+};
+
 let poll = null;
 let current = null;
 let generation = 0;
@@ -49,6 +59,7 @@ async function route() {
     for (const a of document.querySelectorAll('#nav a')) {
       a.classList.toggle('active', a.dataset.section === sectionName);
     }
+    document.title = `${TITLES[sectionName]} · Lepus`;
     replace(root);
     const params = match.slice(1).map((p) => decodeURIComponent(p));
     let page;
@@ -92,6 +103,11 @@ function showSession(user) {
   document.getElementById('session').hidden = false;
   const tags = (Array.isArray(user.tags) ? user.tags : String(user.tags || '').split(',')).filter(Boolean);
   replace(document.getElementById('whoami'), user.name, tags.length ? h('span', { className: 'muted' }, ` (${tags.join(', ')})`) : null);
+  // Users, vhosts, permissions and definitions are for administrators;
+  // policymakers may set policies. Others would only meet 403s there.
+  const admin = document.querySelector('#nav a[data-section="admin"]');
+  admin.hidden = !tags.some((t) => t === 'administrator' || t === 'policymaker');
+  admin.href = tags.includes('administrator') ? '#/admin/users' : '#/admin/policies';
 }
 
 document.getElementById('login-form').addEventListener('submit', async (event) => {

@@ -76,6 +76,8 @@ function tile(label, value, testid, kind = '') {
   return h('div', { className: `tile ${kind}` }, h('div', { className: 'tile-value', 'data-testid': testid }, value), h('div', { className: 'tile-label' }, label));
 }
 
+// A share of the inbound rings' capacity (0..1) as a percentage; a larger
+// number is taken as a count of envelopes.
 function ringText(value) {
   if (value === null || value === undefined) return '–';
   return value <= 1 ? percent(value) : num(value);
@@ -122,7 +124,7 @@ function shardsView(shards) {
       h('div', { className: 'meter' }, h('div', { className: 'meter-fill', style: { width: `${busy * 100}%` } })),
       facts([
         ['turns', rate(s.turns_per_sec)],
-        ['ring occupancy', ringText(s.ring_occupancy)],
+        ['ring occupancy', h('span', { title: `${s.ring_occupancy}` }, ringText(s.ring_occupancy))],
         ['connections', num(s.connections)],
         ['queues', num(s.queues)],
         ['held publishers', s.held_publishers ? h('span', { className: 'warn' }, num(s.held_publishers)) : num(s.held_publishers)],
