@@ -489,3 +489,32 @@ fn a_verified_client_certificate_gives_the_connection_its_common_name() {
     broker.signal(libc::SIGTERM);
     broker.wait_exit().expect("lepus exits");
 }
+
+/// `[management] https = true`: the management API is served over TLS with
+/// the AMQPS certificate (checked against the test CA) and answers as over
+/// plain HTTP; a plain HTTP request to it gets no HTTP answer.
+#[test]
+fn the_management_api_is_served_over_https_with_the_amqps_certificate() {
+    let pki = Pki::new();
+    let data = tempfile::Builder::new().prefix("lepus-test-").tempdir().expect("data dir");
+    let mut config = lepus::Config { tls: Some(pki.tls_config()), ..common::in_process_config(data.path()) };
+    config.management.https = true;
+    let server = lepus::Server::start(config).expect("lepus starts with HTTPS management");
+    let addr = server.management_addrs()[0];
+
+    let mut stream = tls_connect(addr, client_config(&pki, None)).expect("HTTPS handshake");
+    let request = "GET /api/whoami HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\n\
+                   Connection: close\r\n\r\n";
+    stream.write_all(request.as_bytes()).expect("request sent");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "HTTPS answer: {answer}");
+    assert!(answer.ends_with(r#"{"name":"guest","tags":["administrator"]}"#), "HTTPS answer: {answer}");
+
+    let mut plain = TcpStream::connect(addr).expect("TCP connect");
+    plain.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    plain.write_all(request.as_bytes()).expect("plain request sent");
+    let mut reply = Vec::new();
+    let _ = plain.read_to_end(&mut reply);
+    assert!(!reply.starts_with(b"HTTP/"), "plain HTTP to the HTTPS port got an HTTP answer");
+}
