@@ -307,6 +307,11 @@ export function listView(path, columns, { testid, empty, pageSize = 100 } = {}) 
         }),
       );
     } catch (e) {
+      if (e.status === 400 && state.page > 1) {
+        // Page out of range (the list shrank): back to the first page.
+        state.page = 1;
+        return refresh();
+      }
       replace(body, h('p', { className: 'error' }, e.message));
     }
     return undefined;
