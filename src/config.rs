@@ -60,6 +60,13 @@ pub const QUEUE_COUNT_MAX_DEFAULT: usize = 100_000;
 /// Default node-wide exchange limit, the 8 standard exchanges of each vhost
 /// included (about 100 MB).
 pub const EXCHANGE_COUNT_MAX_DEFAULT: usize = 100_000;
+/// Default period of the shards' statistics snapshots, ms.
+pub const STATS_INTERVAL_MS_DEFAULT: u64 = 1000;
+/// Shortest period of the statistics snapshots, ms: the shards publish at
+/// housekeeping, which runs this often.
+pub const STATS_INTERVAL_MS_MIN: u64 = 100;
+/// Longest period of the statistics snapshots, ms (one hour).
+pub const STATS_INTERVAL_MS_MAX: u64 = 3_600_000;
 /// Default node-wide binding limit: five per queue (about 500 MB).
 pub const BINDING_COUNT_MAX_DEFAULT: usize = 500_000;
 
@@ -133,6 +140,12 @@ pub struct Config {
     /// consumers until acks bring it below; the messages wait in their
     /// queues. basic.get is not limited.
     pub unacked_deliveries_max_per_channel: u32,
+    /// How often each shard publishes its statistics for the management
+    /// API and the metrics, ms (default 1000, RabbitMQ's
+    /// `collect_statistics_interval` is 5000; 0: never, the board keeps its
+    /// empty snapshots). At least [`STATS_INTERVAL_MS_MIN`], the shard's
+    /// housekeeping period.
+    pub stats_interval_ms: u64,
 
     // Entity limits (`routing::entity_limits`): node-wide counts past which
     // a declare or bind that would create one more is refused (406), so a
@@ -381,6 +394,7 @@ impl Default for Config {
             connection_max: None,
             consumer_max_per_channel: None,
             unacked_deliveries_max_per_channel: UNACKED_DELIVERIES_MAX_PER_CHANNEL_DEFAULT,
+            stats_interval_ms: STATS_INTERVAL_MS_DEFAULT,
             tls: None,
             management: HttpConfig::on_port(MANAGEMENT_PORT_DEFAULT),
             prometheus: HttpConfig::on_port(PROMETHEUS_PORT_DEFAULT),
@@ -461,6 +475,13 @@ impl Config {
         }
         if self.unacked_deliveries_max_per_channel == 0 {
             return Err(ConfigError::Invalid("unacked_deliveries_max_per_channel must be at least 1".into()));
+        }
+        if self.stats_interval_ms != 0
+            && !(STATS_INTERVAL_MS_MIN..=STATS_INTERVAL_MS_MAX).contains(&self.stats_interval_ms)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "stats_interval_ms must be 0 (never) or between {STATS_INTERVAL_MS_MIN} and {STATS_INTERVAL_MS_MAX}"
+            )));
         }
         if self.shards > usize::from(u16::MAX) {
             return Err(ConfigError::Invalid("too many shards".into()));
@@ -573,6 +594,17 @@ mod tests {
         assert_eq!(config.unacked_deliveries_max_per_channel, 9);
         let zero = Config { handshake_timeout_ms: 0, ..Config::default() };
         assert!(zero.validate().is_err(), "a zero handshake timeout is refused");
+    }
+
+    #[test]
+    fn stats_interval_defaults_to_a_second_and_is_checked() {
+        assert_eq!(Config::default().stats_interval_ms, 1000);
+        let config: Config = toml::from_str("stats_interval_ms = 250").expect("stats_interval_ms parses");
+        assert_eq!(config.stats_interval_ms, 250);
+        for (ms, ok) in [(0, true), (99, false), (100, true), (3_600_000, true), (3_600_001, false)] {
+            let config = Config { stats_interval_ms: ms, ..Config::default() };
+            assert_eq!(config.validate().is_ok(), ok, "stats_interval_ms = {ms}");
+        }
     }
 
     #[test]

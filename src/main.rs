@@ -89,6 +89,10 @@ struct Args {
     /// 4096; default 67108864, 64 MiB). Smaller segments are removed or compacted sooner.
     #[arg(long, value_name = "BYTES")]
     segment_size: Option<u32>,
+    /// How often each shard publishes its statistics (management API, metrics), in milliseconds
+    /// (default 1000; 0: never; otherwise at least 100).
+    #[arg(long, value_name = "MS")]
+    stats_interval_ms: Option<u64>,
     /// Do not pin shard threads to cores.
     #[arg(long)]
     no_pin: bool,
@@ -325,6 +329,9 @@ fn apply_flags(args: &Args, config: &mut Config) {
     }
     if let Some(v) = args.segment_size {
         config.message_log_segment_bytes = v;
+    }
+    if let Some(v) = args.stats_interval_ms {
+        config.stats_interval_ms = v;
     }
     if args.no_pin {
         config.pin_shards = false;

@@ -22,7 +22,7 @@ use crate::routing::topology::{Registry, ShardWaker, DEFAULT_VHOST};
 use crate::shard::counts::ConnectionCounts;
 use crate::shard::tls::{TlsAcceptor, TlsError};
 use crate::shard::{Listener, Shard, WAKER_TOKEN};
-use crate::stats::Board;
+use crate::stats::{Board, CloseRequest};
 use crate::storage::definitions::DefinitionsError;
 use crate::storage::{DataDir, DataDirError};
 
@@ -118,7 +118,7 @@ pub struct Server {
     /// by [`Server::registry`].
     registry: Arc<Registry>,
     monitor: Option<Monitor>,
-    /// What the shards publish for the control plane.
+    /// The shards' statistics and the control plane's close requests.
     board: Arc<Board>,
     /// The management API and Prometheus server (None when both are off).
     management: Option<Management>,
@@ -149,7 +149,6 @@ impl Server {
         );
         let Listening { mut listeners, addrs, tls_addrs, tls } = listen(&config)?;
         let http = bind_http(&config, &addrs, tls.as_ref())?;
-        let board = Arc::new(Board::new(shard_count));
         let (polls, doorbells) = polls_and_doorbells(shard_count).map_err(StartError::Io)?;
         let endpoints = crate::ring::mesh::<Envelope>(doorbells.clone(), config.ring_capacity_slots);
         let config = Arc::new(config);
@@ -159,6 +158,7 @@ impl Server {
             if config.pin_shards { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
         let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let connection_counts = Arc::new(ConnectionCounts::new(shard_count));
+        let board = Arc::new(Board::new(shard_count));
         let mut threads = Vec::with_capacity(shard_count);
         for (i, (poll, mesh)) in polls.into_iter().zip(endpoints).enumerate() {
             let mut ctx = ShardCtx::new(Arc::clone(&config), Arc::clone(&registry), mesh);
@@ -174,6 +174,7 @@ impl Server {
                 tls.clone(),
                 Arc::clone(&stop),
                 Arc::clone(&connection_counts),
+                Arc::clone(&board),
             )
             .map_err(StartError::Io)?;
             let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
@@ -200,12 +201,7 @@ impl Server {
         let monitor = Monitor::start(resources, config.data_dir.clone(), server.wakers.clone());
         server.monitor = Some(monitor.map_err(StartError::Io)?);
         server.management = server.start_management(&config, http)?;
-        tracing::info!(
-            memory_budget_bytes = config.memory_budget_bytes,
-            disk_free_limit_bytes = config.disk_free_limit_bytes,
-            data_dir = %config.data_dir.display(),
-            "resource limits"
-        );
+        log_resource_limits(&config);
         if !server.tls_addrs.is_empty() {
             tracing::info!(tls_listen = ?server.tls_addrs, "AMQPS listening");
         }
@@ -258,11 +254,6 @@ impl Server {
         &self.prometheus_addrs
     }
 
-    /// What the shards publish for the control plane.
-    pub fn stats_board(&self) -> &Arc<Board> {
-        &self.board
-    }
-
     /// The data directory this broker holds locked.
     pub fn data_dir(&self) -> &DataDir {
         &self.data_dir
@@ -304,6 +295,28 @@ impl Server {
     /// each one went.
     pub fn connection_counts(&self) -> Arc<ConnectionCounts> {
         Arc::clone(&self.connection_counts)
+    }
+
+    /// The statistics every shard publishes (every `stats_interval_ms`),
+    /// for the management API, the metrics and `lepusctl`.
+    pub fn stats_board(&self) -> &Arc<Board> {
+        &self.board
+    }
+
+    /// Asks `conn`'s shard to close it as the management API's DELETE
+    /// does: connection.close 320 `CONNECTION_FORCED - <reason>`, then
+    /// close-ok or the close timeout. False if the shard does not exist or
+    /// `CLOSE_REQUESTS_MAX` requests already wait; true does not mean the
+    /// connection still existed (the shard passes over one that is gone).
+    pub fn close_connection(&self, conn: crate::ids::ConnId, reason: &str) -> bool {
+        let Some(doorbell) = self.wakers.get(usize::from(conn.shard.0)) else {
+            return false;
+        };
+        if !self.board.request_close(CloseRequest { conn, reason: reason.to_owned() }) {
+            return false;
+        }
+        let _ = doorbell.ring();
+        true
     }
 
     /// The shard that owns queue `name` of vhost `vhost` now, if it exists.
@@ -388,6 +401,15 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+fn log_resource_limits(config: &Config) {
+    tracing::info!(
+        memory_budget_bytes = config.memory_budget_bytes,
+        disk_free_limit_bytes = config.disk_free_limit_bytes,
+        data_dir = %config.data_dir.display(),
+        "resource limits"
+    );
 }
 
 /// Recovers the definitions log; on the data directory's first start,

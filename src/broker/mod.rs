@@ -12,6 +12,7 @@
 //!   rounds and confirm releases.
 //! - [`throttle`]: publisher flow control.
 //! - [`names`]: server-generated names (`amq.gen-…`, consumer tags).
+//! - `stats`: the queues' snapshots for the statistics board.
 //! - `reconcile`: deleting what the control plane removed (a deleted vhost's
 //!   queues and their stored messages).
 
@@ -19,6 +20,7 @@ mod access;
 mod ctx;
 pub mod names;
 mod reconcile;
+mod stats;
 pub mod stored;
 pub mod throttle;
 

@@ -7,6 +7,7 @@ use crate::amqp::field::ShortStr;
 use crate::amqp::spec::{self, Method};
 use crate::broker::ShardCtx;
 use crate::channel::methods::check_exclusive;
+use crate::channel::stats::ConsumerInfo;
 use crate::channel::{Awaiting, Channel, ChannelConsumer, ChannelError, Outcome, DIRECT_REPLY_QUEUE};
 use crate::envelope::QueueRequest;
 use crate::ids::ConsumerKey;
@@ -169,6 +170,13 @@ impl Channel {
             priority,
             channel_limited,
         };
+        let info = ConsumerInfo {
+            queue_name: meta.name.clone(),
+            no_ack: m.no_ack,
+            exclusive: m.exclusive,
+            prefetch,
+            arguments: m.arguments.detached(),
+        };
         self.consumers.push(ChannelConsumer {
             id,
             tag: tag.clone(),
@@ -177,6 +185,7 @@ impl Channel {
             credit_owed_bytes: 0,
             channel_limited,
             granted: 0,
+            info: Box::new(info),
         });
         let awaiting = Awaiting::Consume {
             tag,

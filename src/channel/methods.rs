@@ -336,6 +336,7 @@ impl Channel {
                 self.write_get_ok(delivery, message_count, shared);
             }
             (Awaiting::Get, QueueReply::GetEmpty) => {
+                self.counters.get_empty += 1;
                 shared.out.method(channel, &Method::BasicGetEmpty(Default::default()));
             }
             (Awaiting::Purge { no_wait: false }, QueueReply::PurgeOk(count)) => {
@@ -380,6 +381,7 @@ impl Channel {
         let tag = self.next_tag;
         self.next_tag += 1;
         let message = &delivery.message;
+        self.counters.count_get(delivery.no_ack, delivery.redelivered);
         shared.out.method(
             channel,
             &Method::BasicGetOk(spec::BasicGetOk {

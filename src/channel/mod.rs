@@ -16,6 +16,7 @@ mod exchange_methods;
 mod methods;
 mod publish;
 mod queue_methods;
+mod stats;
 pub mod write_queue;
 
 use std::collections::VecDeque;
@@ -130,6 +131,8 @@ struct ChannelConsumer {
     channel_limited: bool,
     /// Grants given to its queue and not yet used.
     granted: u32,
+    /// What the statistics show of it.
+    info: Box<stats::ConsumerInfo>,
 }
 
 /// A delivery waiting for its ack.
@@ -229,6 +232,8 @@ pub struct Channel {
     /// The exchange the last publish was allowed to write to: a run of
     /// publishes to one exchange checks the permission once.
     write_granted: Option<ShortStr>,
+    /// What it did, counted where it happens (see [`crate::stats`]).
+    counters: crate::stats::MessageCounters,
 }
 
 impl Channel {
@@ -257,6 +262,7 @@ impl Channel {
             spare_pieces: Vec::new(),
             grants,
             write_granted: None,
+            counters: crate::stats::MessageCounters::default(),
         }
     }
 
@@ -414,6 +420,7 @@ impl Channel {
         };
         let tag = self.next_tag;
         self.next_tag += 1;
+        self.counters.count_deliver(delivery.no_ack, delivery.redelivered);
         let message = &delivery.message;
         shared.out.deliver(
             self.me.channel,
@@ -498,6 +505,7 @@ impl Channel {
                 break;
             }
             c.pending.pop_front();
+            self.counters.confirm += u64::from(!front.refused);
             run = match run {
                 Some((refused, first, _)) if refused == front.refused => Some((refused, first, front.seq)),
                 Some(done) => {
@@ -581,6 +589,9 @@ impl Channel {
         ctx: &mut ShardCtx,
     ) -> Result<(), ChannelError> {
         let entries = self.take_unacked(tag, multiple)?;
+        if op == SettleOp::Ack {
+            self.counters.ack += entries.len() as u64;
+        }
         if let Some(tx) = &mut self.tx {
             // Checked now, applied at commit (as RabbitMQ does).
             tx.settles.push((entries, op));

@@ -227,6 +227,7 @@ impl Channel {
             }
         };
         let message = Message::new(parts);
+        self.counters.publish += 1;
         let seq = self.confirms.as_mut().map(|c| {
             c.published += 1;
             c.published
@@ -326,7 +327,7 @@ impl Channel {
 
     /// Gives a routed message to its queues (returns it if none and mandatory).
     fn hand_to_queues(
-        &self,
+        &mut self,
         targets: &[QueueRef],
         message: Message,
         mandatory: bool,
@@ -339,6 +340,8 @@ impl Channel {
             (0, _) => {
                 if mandatory {
                     self.write_return(&message, shared);
+                } else {
+                    self.counters.drop_unroutable += 1;
                 }
             }
             (1, None) => ctx.publish_to(targets[0], message),
@@ -362,7 +365,8 @@ impl Channel {
         verdict
     }
 
-    fn write_return(&self, message: &Message, shared: &mut ConnShared) {
+    fn write_return(&mut self, message: &Message, shared: &mut ConnShared) {
+        self.counters.return_unroutable += 1;
         shared.out.method(
             self.me.channel,
             &Method::BasicReturn(spec::BasicReturn {
@@ -454,6 +458,8 @@ impl Channel {
             None => {
                 if mandatory {
                     self.write_return(&message, shared);
+                } else {
+                    self.counters.drop_unroutable += 1;
                 }
             }
         }

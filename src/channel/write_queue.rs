@@ -42,6 +42,10 @@ pub struct WriteQueue {
     queued_bytes: usize,
     /// Bytes taken by [`WriteQueue::take_for_send`] and not yet completed.
     in_flight_bytes: usize,
+    /// Bytes the socket took, since the connection opened (statistics).
+    sent_bytes: u64,
+    /// Frames queued, since the connection opened (statistics).
+    sent_frames: u64,
 }
 
 impl WriteQueue {
@@ -71,14 +75,22 @@ impl WriteQueue {
         &mut self.scratch
     }
 
+    /// Bytes written to the socket and frames queued for it, since the
+    /// connection opened.
+    pub fn sent(&self) -> (u64, u64) {
+        (self.sent_bytes, self.sent_frames)
+    }
+
     /// Queues one method frame.
     pub fn method(&mut self, channel: u16, method: &Method) {
+        self.sent_frames += 1;
         let out = self.scratch(256);
         frame::write_method_frame(out, channel, method);
     }
 
     /// Queues a heartbeat frame.
     pub fn heartbeat(&mut self) {
+        self.sent_frames += 1;
         frame::write_heartbeat(self.scratch(8));
     }
 
@@ -101,6 +113,7 @@ impl WriteQueue {
     /// Queues a content header and body frames, the body split to the
     /// connection's frame_max.
     pub fn content(&mut self, channel: u16, header: &Bytes, body: &Body, frame_size_bytes_max: u32) {
+        self.sent_frames += 1;
         let out = self.scratch(FRAME_OVERHEAD_BYTES + header.len());
         frame::write_frame_header(out, FrameType::Header, channel, header.len() as u32);
         out.extend_from_slice(header);
@@ -115,6 +128,7 @@ impl WriteQueue {
         let mut remaining = total;
         while remaining > 0 {
             let frame_len = remaining.min(payload_max);
+            self.sent_frames += 1;
             frame::write_frame_header(
                 self.scratch(FRAME_HEADER_BYTES),
                 FrameType::Body,
@@ -151,6 +165,7 @@ impl WriteQueue {
         exchange: &[u8],
         routing_key: &[u8],
     ) {
+        self.sent_frames += 1;
         let payload_len = 4 + 1 + consumer_tag.len() + 8 + 1 + 1 + exchange.len() + 1 + routing_key.len();
         let out = self.scratch(FRAME_OVERHEAD_BYTES + payload_len);
         frame::write_frame_header(out, FrameType::Method, channel, payload_len as u32);
@@ -220,6 +235,7 @@ impl WriteQueue {
         assert_eq!(bytes, self.in_flight_bytes, "complete_send with other pieces than were taken");
         assert!(written <= bytes, "the kernel wrote more than it was given");
         self.in_flight_bytes = 0;
+        self.sent_bytes += written as u64;
         self.queued_bytes += bytes - written;
         let mut done = 0;
         for chunk in &sent {
@@ -249,6 +265,7 @@ impl WriteQueue {
     }
 
     fn consume(&mut self, mut written: usize) {
+        self.sent_bytes += written as u64;
         self.queued_bytes -= written;
         while written > 0 {
             let Some(front) = self.chunks.front_mut() else {

@@ -19,6 +19,7 @@ pub mod handshake;
 mod input_tests;
 #[cfg(test)]
 mod sans_io_tests;
+mod stats;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -99,6 +100,8 @@ pub struct Connection {
     /// certificate. `Some(Some(identity))`: TLS with one, naming `identity`
     /// (for EXTERNAL login). Set by the shard's TLS code before any byte.
     peer_cert: Option<Option<String>>,
+    /// What the statistics show of it (see [`crate::stats`]).
+    info: stats::ConnectionInfo,
 }
 
 impl Connection {
@@ -136,6 +139,7 @@ impl Connection {
             held_by_backlog: false,
             alarm_blocked: false,
             peer_cert: None,
+            info: stats::ConnectionInfo::default(),
         }
     }
 
@@ -220,6 +224,7 @@ impl Connection {
             match frame::split_frame(&mut self.read_buf, self.shared.frame_max) {
                 Ok(None) => break,
                 Ok(Some(frame)) => {
+                    self.info.received(&frame);
                     let content_header = frame.kind == FrameType::Header;
                     self.handle_frame(frame, ctx);
                     if let Some(queue) = ctx.throttle().take_hit() {
@@ -308,6 +313,7 @@ impl Connection {
             }
             ProtocolHeaderCheck::Match => {
                 let _ = self.read_buf.split_to(PROTOCOL_HEADER.len());
+                self.info.recv_oct += PROTOCOL_HEADER.len() as u64;
                 self.shared.out.method(0, &handshake::start_method(transport(&self.peer_cert)));
                 self.phase = Phase::StartOk;
                 let _ = ctx;
@@ -363,6 +369,7 @@ impl Connection {
                 handshake::start_ok(&mut self.shared, &m, login, ctx).map(|tune| {
                     self.shared.out.method(0, &tune);
                     self.phase = Phase::TuneOk;
+                    self.info.logged_in(&m);
                 })
             }
             (Phase::TuneOk, Method::ConnectionTuneOk(m)) => handshake::tune_ok(&m, ctx.config()).map(|t| {

@@ -111,11 +111,13 @@ impl Queue {
             }
             let key = consumer.spec.key;
             let no_ack = consumer.spec.no_ack;
+            self.counters.count_deliver(no_ack, ready.redelivered);
             self.journal.deliver(ready.id.0, ready.loc, no_ack);
             let message = if no_ack {
                 ready.message
             } else {
                 consumer.unacked += 1;
+                self.unacked_bytes += ready.message.body_len();
                 self.unacked.insert(
                     ready.id,
                     Unacked {

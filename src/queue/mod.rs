@@ -39,6 +39,7 @@ mod journal;
 mod limits;
 mod meta;
 pub(crate) mod ready;
+mod stats;
 mod tail;
 
 pub use journal::Journal;
@@ -235,6 +236,12 @@ pub struct Queue {
     journal: Journal,
     /// The backlog beyond the memory window, in the message log only.
     tail: Tail,
+    /// What it did, counted where it happens (see [`crate::stats`]).
+    counters: crate::stats::MessageCounters,
+    /// Body bytes of the unacked deliveries.
+    unacked_bytes: u64,
+    /// When it was last seen active, for the snapshots (see `stats.rs`).
+    idle: stats::IdleWatch,
 }
 
 impl Queue {
@@ -264,6 +271,9 @@ impl Queue {
             stored,
             journal: Journal::default(),
             tail: Tail::default(),
+            counters: crate::stats::MessageCounters::default(),
+            unacked_bytes: 0,
+            idle: stats::IdleWatch::default(),
             limits,
             ready_bytes: 0,
             clock_ms: now_ms,
@@ -355,6 +365,7 @@ impl Queue {
             return false;
         }
         self.ready_bytes += body_bytes;
+        self.counters.publish += 1;
         let priority = if self.ready.max_priority() > 0 { crate::message::priority(&message) } else { 0 };
         self.ready.push_back(Ready { id, message, redelivered: false, expires_at_ms, priority, loc });
         self.dispatch(out);
@@ -495,11 +506,15 @@ impl Queue {
             let Some(entry) = self.unacked.remove(&id) else {
                 continue;
             };
+            self.unacked_bytes -= entry.message.body_len();
             if let Some(c) = self.consumers.iter_mut().find(|c| c.spec.key == entry.consumer) {
                 c.unacked = c.unacked.saturating_sub(1);
             }
             match op {
-                SettleOp::Ack => self.journal.settle(id.0, entry.loc),
+                SettleOp::Ack => {
+                    self.counters.ack += 1;
+                    self.journal.settle(id.0, entry.loc);
+                }
                 SettleOp::Discard => {
                     self.journal.settle(id.0, entry.loc);
                     if self.dead_letter.is_some() {
@@ -555,10 +570,15 @@ impl Queue {
     pub fn get(&mut self, taker: ConsumerKey, no_ack: bool) -> Option<(Delivery, u32)> {
         self.last_used_ms = self.clock_ms;
         self.drop_expired_head();
-        let ready = self.pop_ready()?;
+        let Some(ready) = self.pop_ready() else {
+            self.counters.get_empty += 1;
+            return None;
+        };
         self.dispatched += 1;
+        self.counters.count_get(no_ack, ready.redelivered);
         self.journal.deliver(ready.id.0, ready.loc, no_ack);
         if !no_ack {
+            self.unacked_bytes += ready.message.body_len();
             self.unacked.insert(
                 ready.id,
                 Unacked {

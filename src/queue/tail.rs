@@ -132,6 +132,7 @@ impl Queue {
     pub fn publish_paged(&mut self, segment: u32, offset: u32, len: u32, body_bytes: u64) {
         let seq = self.next_msg_id;
         self.next_msg_id += 1;
+        self.counters.publish += 1;
         self.tail.push(seq, segment, offset, len, body_bytes);
         if self.limits.overflow == Overflow::DropHead {
             self.drop_head_over_limit();

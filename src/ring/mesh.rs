@@ -53,6 +53,8 @@ pub struct MeshEndpoint<T> {
     inboxes: Vec<Inbox<T>>,
     /// Indexed by shard; `doorbells[id]` is ours.
     doorbells: Vec<Arc<Doorbell>>,
+    /// Items pushed into the outbound rings since the start (statistics).
+    pushed_total: u64,
 }
 
 /// Builds the rings for `doorbells.len()` shards: one SPSC ring of
@@ -104,6 +106,7 @@ impl<T: Send> Mesh<T> {
                 staged_total: 0,
                 inboxes,
                 doorbells: doorbells.clone(),
+                pushed_total: 0,
             })
             .collect();
         Self { endpoints }
@@ -172,6 +175,7 @@ impl<T: Send> MeshEndpoint<T> {
             let drained = outbox.staged.is_empty();
             if moved > 0 {
                 self.staged_total -= moved;
+                self.pushed_total += moved as u64;
                 if let Err(error) = self.doorbells[target.index()].ring() {
                     panic!("waking {target:?} failed: {error}");
                 }
@@ -212,6 +216,23 @@ impl<T: Send> MeshEndpoint<T> {
     /// [`super::doorbell`]); otherwise `true` may be stale.
     pub fn inboxes_empty(&self) -> bool {
         self.inboxes.iter().all(|inbox| inbox.ring.is_empty())
+    }
+
+    /// Items pushed into the outbound rings since the start.
+    pub fn pushed_total(&self) -> u64 {
+        self.pushed_total
+    }
+
+    /// Items waiting in each inbound ring, indexed by source shard (0 at our
+    /// own index).
+    pub fn inbox_occupancy(&self) -> Vec<u32> {
+        let mut occupancy = vec![0; self.doorbells.len()];
+        for inbox in &self.inboxes {
+            if let Some(slot) = occupancy.get_mut(inbox.source.index()) {
+                *slot = u32::try_from(inbox.ring.occupancy()).unwrap_or(u32::MAX);
+            }
+        }
+        occupancy
     }
 
     /// This shard's own doorbell (the one peers ring).

@@ -236,6 +236,13 @@ impl<T> Consumer<T> {
         self.shared.capacity()
     }
 
+    /// Items waiting in the ring now (statistics: stale as soon as read).
+    pub fn occupancy(&self) -> usize {
+        // Acquire: pairs with the producer's Release store of `tail`, as
+        // `is_empty`; only a count is read, no slot.
+        self.shared.tail.load(Ordering::Acquire).wrapping_sub(self.head)
+    }
+
     /// Items readable now, reloading the producer's tail only if the cache
     /// holds fewer than `wanted`.
     #[inline]

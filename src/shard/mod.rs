@@ -33,6 +33,7 @@ pub mod counts;
 mod inbound;
 pub mod io;
 
+mod stats;
 pub mod stop;
 
 pub mod tls;
@@ -94,6 +95,8 @@ pub struct Listener {
 struct Slot {
     conn: Connection,
     socket: TcpStream,
+    /// Our address the client connected to (statistics).
+    local: SocketAddr,
     /// AMQPS: the TLS session between socket and connection.
     tls: Option<Box<tls::TlsSession>>,
     generation: u32,
@@ -154,6 +157,8 @@ pub struct Shard {
     /// Time this shard spent waiting idle since the last housekeeping tick:
     /// most of the tick means quiet (see [`collect`]).
     waited_since_housekeeping: Duration,
+    /// The loop's statistics and the board they go on (see [`stats`]).
+    loop_counters: stats::LoopCounters,
 }
 
 impl Shard {
@@ -165,6 +170,7 @@ impl Shard {
         tls: Option<Arc<tls::TlsAcceptor>>,
         stop: Arc<stop::Stop>,
         connection_counts: Arc<counts::ConnectionCounts>,
+        board: Arc<crate::stats::Board>,
     ) -> std::io::Result<Shard> {
         for (i, listener) in listeners.iter_mut().enumerate() {
             let token = Token(LISTENER_TOKEN_BASE + i);
@@ -190,6 +196,7 @@ impl Shard {
             last_housekeeping: Instant::now(),
             last_collect: Instant::now(),
             waited_since_housekeeping: Duration::ZERO,
+            loop_counters: stats::LoopCounters::new(board, Instant::now()),
         })
     }
 
@@ -216,6 +223,9 @@ impl Shard {
         if self.ctx.reconcile_due() {
             self.reconcile();
         }
+        if self.close_requested() {
+            self.close_requested_connections();
+        }
         self.drain_rings();
         // Publishes the message log has synced since the last turn get their confirms.
         self.ctx.release_confirms();
@@ -240,6 +250,7 @@ impl Shard {
     fn drain_rings(&mut self) {
         let mut inbox = std::mem::take(&mut self.inbox);
         self.ctx.mesh().drain(RING_DRAIN_BATCH_MAX, |from, envelope| inbox.push((from, envelope)));
+        self.loop_counters.received(inbox.len());
         if !inbox.is_empty() {
             // A declare on another shard may precede what we just received.
             self.ctx.refresh_topology();
@@ -273,6 +284,8 @@ impl Shard {
         // have waited. (Measured: either rule on the other backend lets a
         // prefetch-bound consumer's backlog grow.)
         let started = Instant::now();
+        // The turn's work ran from the end of the last poll to now.
+        self.loop_counters.turn_done(started.saturating_duration_since(self.ctx.now()));
         if let Backend::Uring(_) = self.backend {
             self.poll_uring(timeout);
             let now = Instant::now();
@@ -328,6 +341,7 @@ impl Shard {
                 && !self.ctx.topology_stale()
                 && !self.stop.requested.load(Ordering::Acquire)
                 && !self.alarm_cleared()
+                && !self.close_requested()
             {
                 HOUSEKEEPING_INTERVAL
             } else {
@@ -434,11 +448,14 @@ impl Shard {
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1).max(1);
         let id = ConnId { shard: self.ctx.shard(), slot: index as u32, generation };
-        let conn = Connection::new(id, peer, self.ctx.now(), self.ctx.config().handshake_timeout());
+        let mut conn = Connection::new(id, peer, self.ctx.now(), self.ctx.config().handshake_timeout());
+        conn.set_connected_at(stats::wall_clock_ms());
         self.ctx.note_connection_opened();
+        let local = socket.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         entry.insert(Slot {
             conn,
             socket,
+            local,
             tls: session,
             generation,
             readable: true,
@@ -663,6 +680,10 @@ impl Shard {
         }
         self.ctx.expire_queues();
         self.handle_local();
+        if self.close_requested() {
+            self.close_requested_connections();
+        }
+        self.publish_stats_if_due();
         // The shard was quiet since the last tick (it waited idle for most
         // of it): give what a burst left behind back, the queues' and
         // buffers' spare room and then the allocator's freed pages (see

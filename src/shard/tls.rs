@@ -205,6 +205,18 @@ impl TlsSession {
         self.conn.is_handshaking() && now >= self.handshake_deadline
     }
 
+    /// The negotiated protocol version (`TLSv1.3`) and cipher suite, once
+    /// the handshake has chosen them (statistics).
+    pub fn describe(&self) -> Option<(String, String)> {
+        let version = match self.conn.protocol_version()? {
+            rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".to_owned(),
+            rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".to_owned(),
+            other => format!("{other:?}"),
+        };
+        let suite = self.conn.negotiated_cipher_suite()?;
+        Some((version, format!("{:?}", suite.suite())))
+    }
+
     /// Records for the socket are waiting (in rustls or, io_uring, queued).
     pub fn wants_write(&self) -> bool {
         self.conn.wants_write() || !self.cipher_out.is_empty()

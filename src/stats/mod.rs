@@ -13,6 +13,7 @@
 //! only the control plane and a shard's housekeeping take.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -33,6 +34,10 @@ pub const TURN_BUCKETS_US: [u64; 8] = [10, 50, 100, 500, 1_000, 5_000, 10_000, 5
 pub struct Board {
     shards: Vec<ArcSwap<ShardStats>>,
     close_requests: Mutex<Vec<CloseRequest>>,
+    /// Per shard: close requests wait for it. The shard loads its flag once
+    /// per turn and after announcing a park, so it takes no lock unless
+    /// there is something to take.
+    close_pending: Vec<AtomicBool>,
 }
 
 /// The control plane asks a connection's shard to close it (HTTP DELETE of a
@@ -51,6 +56,7 @@ impl Board {
         Board {
             shards: (0..shards).map(|i| ArcSwap::from_pointee(ShardStats::empty(i))).collect(),
             close_requests: Mutex::new(Vec::new()),
+            close_pending: (0..shards).map(|_| AtomicBool::new(false)).collect(),
         }
     }
 
@@ -71,19 +77,39 @@ impl Board {
         self.shards.iter().map(|slot| slot.load_full()).collect()
     }
 
-    /// Queues a close request; false when `CLOSE_REQUESTS_MAX` are waiting.
+    /// Queues a close request; false when `CLOSE_REQUESTS_MAX` are waiting
+    /// or the connection's shard is not on the board. The caller then rings
+    /// the shard's doorbell.
     pub fn request_close(&self, request: CloseRequest) -> bool {
+        let Some(pending) = self.close_pending.get(usize::from(request.conn.shard.0)) else {
+            return false;
+        };
         let mut requests = self.close_requests.lock().unwrap_or_else(|e| e.into_inner());
         if requests.len() >= CLOSE_REQUESTS_MAX {
             return false;
         }
         requests.push(request);
+        // SeqCst: with the doorbell's fences (the caller rings after this
+        // store; a shard about to park loads the flag after announcing it),
+        // either the shard sees the flag or the ring wakes it.
+        pending.store(true, Ordering::SeqCst);
         true
+    }
+
+    /// Close requests wait for `shard` (one atomic load, no lock).
+    #[inline]
+    pub fn has_close_requests(&self, shard: u16) -> bool {
+        // SeqCst: pairs with the store in `request_close` (see there).
+        self.close_pending.get(usize::from(shard)).is_some_and(|p| p.load(Ordering::SeqCst))
     }
 
     /// Takes the close requests for connections of `shard`.
     pub fn take_close_requests(&self, shard: u16) -> Vec<CloseRequest> {
         let mut requests = self.close_requests.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(pending) = self.close_pending.get(usize::from(shard)) {
+            // Under the lock: a request pushed after this sets it again.
+            pending.store(false, Ordering::SeqCst);
+        }
         if requests.is_empty() {
             return Vec::new();
         }
@@ -211,6 +237,41 @@ pub struct MessageCounters {
     pub redeliver: u64,
     /// Acknowledged.
     pub ack: u64,
+}
+
+impl MessageCounters {
+    /// One delivery to a consumer.
+    #[inline]
+    pub fn count_deliver(&mut self, no_ack: bool, redelivered: bool) {
+        if no_ack {
+            self.deliver_no_ack += 1;
+        } else {
+            self.deliver += 1;
+        }
+        self.redeliver += u64::from(redelivered);
+    }
+
+    /// One basic.get answered with a message.
+    #[inline]
+    pub fn count_get(&mut self, no_ack: bool, redelivered: bool) {
+        if no_ack {
+            self.get_no_ack += 1;
+        } else {
+            self.get += 1;
+        }
+        self.redeliver += u64::from(redelivered);
+    }
+
+    /// Every message event counted (to see whether anything happened).
+    pub fn activity(&self) -> u64 {
+        self.publish
+            + self.deliver
+            + self.deliver_no_ack
+            + self.get
+            + self.get_no_ack
+            + self.get_empty
+            + self.ack
+    }
 }
 
 /// One open channel.

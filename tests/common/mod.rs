@@ -84,6 +84,11 @@ impl Broker {
         self.server.as_ref().map(|server| Placement { counts: server.connection_counts() })
     }
 
+    /// The in-process server (`None` for an external broker, or once shut down).
+    pub fn server(&self) -> Option<&lepus::Server> {
+        self.server.as_ref()
+    }
+
     /// The shard owning queue `name` (vhost `/`) of an in-process broker
     /// (`None` for an external one or a missing queue).
     pub fn queue_shard(&self, name: &str) -> Option<usize> {
@@ -110,11 +115,6 @@ impl Broker {
     /// The Prometheus endpoint's base URL of an in-process broker.
     pub fn prometheus_url(&self) -> Option<String> {
         self.server.as_ref().and_then(|s| s.prometheus_addrs().first().map(|a| format!("http://{a}")))
-    }
-
-    /// The in-process broker (`None` for an external one, or once shut down).
-    pub fn server(&self) -> Option<&lepus::Server> {
-        self.server.as_ref()
     }
 
     /// The registry (topology and access model) of an in-process broker
