@@ -1,6 +1,7 @@
 // Overview: message rates and queued messages (charted from the samples of
 // this page's poll), object totals, the node, and Lepus's own view: the load
-// of each shard (busy share, turns per second, ring occupancy, what it owns).
+// of each shard (busy share, turns per second, p99 turn, its inbound rings'
+// occupancy, what it owns).
 
 import { get } from './api.js';
 import { h, replace, num, rate, bytes, percent, duration, rateOf, section, facts, table } from './dom.js';
@@ -76,11 +77,30 @@ function tile(label, value, testid, kind = '') {
   return h('div', { className: `tile ${kind}` }, h('div', { className: 'tile-value', 'data-testid': testid }, value), h('div', { className: 'tile-label' }, label));
 }
 
-// A share of the inbound rings' capacity (0..1) as a percentage; a larger
-// number is taken as a count of envelopes.
-function ringText(value) {
-  if (value === null || value === undefined) return '–';
-  return value <= 1 ? percent(value) : num(value);
+// One bar per inbound ring (from each other shard): envelopes waiting out of
+// the ring's capacity. `ring_occupancy` is an array indexed by the sending
+// shard (the shard's own index is no ring); a plain number is shown as is.
+function ringsView(s) {
+  const occupancy = s.ring_occupancy;
+  if (!Array.isArray(occupancy)) return h('div', { className: 'rings' }, `ring occupancy ${num(occupancy)}`);
+  const capacity = s.ring_capacity || 0;
+  const rings = occupancy.map((n, from) => [from, n]).filter(([from]) => from !== s.shard);
+  if (!rings.length) return null;
+  return h(
+    'div',
+    { className: 'rings', title: `inbound rings, ${num(capacity)} slots each` },
+    h('div', { className: 'rings-label' }, 'inbound rings'),
+    rings.map(([from, n]) => {
+      const share = capacity ? Math.min(1, n / capacity) : 0;
+      return h(
+        'div',
+        { className: 'ring' },
+        h('span', { className: 'ring-from' }, `from ${from}`),
+        h('span', { className: 'ring-bar' }, h('span', { className: 'ring-fill', style: { width: `${share * 100}%` } })),
+        h('span', { className: 'ring-count' }, capacity ? `${num(n)} / ${num(capacity)}` : num(n)),
+      );
+    }),
+  );
 }
 
 // One card per shard, coloured by how busy it is, with a stacked bar for
@@ -124,11 +144,12 @@ function shardsView(shards) {
       h('div', { className: 'meter' }, h('div', { className: 'meter-fill', style: { width: `${busy * 100}%` } })),
       facts([
         ['turns', rate(s.turns_per_sec)],
-        ['ring occupancy', h('span', { title: `${s.ring_occupancy}` }, ringText(s.ring_occupancy))],
+        ['turn p99', s.turn_p99_us !== undefined ? `${num(s.turn_p99_us)} µs` : undefined],
         ['connections', num(s.connections)],
         ['queues', num(s.queues)],
         ['held publishers', s.held_publishers ? h('span', { className: 'warn' }, num(s.held_publishers)) : num(s.held_publishers)],
       ]),
+      ringsView(s),
     );
   });
   return [h('div', { className: 'shards' }, cards), balance('connections', 'Connections by shard'), balance('queues', 'Queues by shard')];
