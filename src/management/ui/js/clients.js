@@ -4,6 +4,9 @@ import { api, enc } from './api.js';
 import { h, replace, num, rate, rateOf, time, section, attempt, dangerButton, listView, pill, json } from './dom.js';
 import { queueHref } from './queues.js';
 
+// The name the client gave its connection (RabbitMQ's user_provided_name,
+// from the client property connection_name).
+const providedName = (c) => c.user_provided_name || (c.client_properties && c.client_properties.connection_name) || '';
 const peer = (x) => (x ? `${x.peer_host}:${x.peer_port}` : '');
 
 function client(c) {
@@ -15,7 +18,7 @@ export async function renderConnections(root) {
   const list = listView(
     '/connections',
     [
-      { label: 'Name', value: (c) => [c.name, c.user_provided_name ? h('div', { className: 'muted' }, c.user_provided_name) : null], wrap: true },
+      { label: 'Name', value: (c) => [c.name, providedName(c) ? h('div', { className: 'muted' }, providedName(c)) : null], wrap: true },
       { label: 'User', value: (c) => c.user },
       { label: 'Virtual host', value: (c) => c.vhost },
       { label: 'Client', value: client },
