@@ -77,6 +77,11 @@ function tile(label, value, testid, kind = '') {
   return h('div', { className: `tile ${kind}` }, h('div', { className: 'tile-value', 'data-testid': testid }, value), h('div', { className: 'tile-label' }, label));
 }
 
+function micros(us) {
+  if (us === undefined || us === null) return undefined;
+  return us < 1000 ? `${num(us)} µs` : `${(us / 1000).toLocaleString('en-US', { maximumFractionDigits: 1 })} ms`;
+}
+
 // One bar per inbound ring (from each other shard): envelopes waiting out of
 // the ring's capacity. `ring_occupancy` is an array indexed by the sending
 // shard (the shard's own index is no ring); a plain number is shown as is.
@@ -120,14 +125,14 @@ function shardsView(shards) {
         all === 0
           ? h('div', { className: 'balance-empty' }, 'none')
           : shards.map((s, i) =>
-              h(
+              !s[key] ? null : h(
                 'div',
                 {
                   className: 'balance-part',
                   title: `shard ${s.shard}: ${num(s[key])}`,
-                  style: { flexGrow: String(s[key] || 0), background: SHARD_COLOURS[i % SHARD_COLOURS.length] },
+                  style: { flexGrow: String(s[key]), background: SHARD_COLOURS[i % SHARD_COLOURS.length] },
                 },
-                s[key] ? `${s.shard}: ${num(s[key])}` : '',
+                `${s.shard}: ${num(s[key])}`,
               ),
             ),
       ),
@@ -144,7 +149,7 @@ function shardsView(shards) {
       h('div', { className: 'meter' }, h('div', { className: 'meter-fill', style: { width: `${busy * 100}%` } })),
       facts([
         ['turns', rate(s.turns_per_sec)],
-        ['turn p99', s.turn_p99_us !== undefined ? `${num(s.turn_p99_us)} µs` : undefined],
+        ['turn p99', micros(s.turn_p99_us)],
         ['connections', num(s.connections)],
         ['queues', num(s.queues)],
         ['held publishers', s.held_publishers ? h('span', { className: 'warn' }, num(s.held_publishers)) : num(s.held_publishers)],
