@@ -233,6 +233,7 @@ impl Server {
             management_addrs: http.management_addrs,
             prometheus_addrs: http.prometheus_addrs,
             wake_shards: ring_all(wakers),
+            rates: Default::default(),
         };
         if !self.management_addrs.is_empty() {
             // Tools (and tests) read this line: it ends with the address list.

@@ -199,6 +199,9 @@ pub enum AccessError {
     NoVhost(String),
     /// The change could not be made durable.
     Storage(String),
+    /// The change is refused as RabbitMQ refuses it (e.g. a policy that
+    /// fails validation); RabbitMQ's text.
+    Invalid(String),
 }
 
 impl fmt::Display for AccessError {
@@ -206,7 +209,7 @@ impl fmt::Display for AccessError {
         match self {
             AccessError::NoUser(name) => write!(f, "no such user: '{name}'"),
             AccessError::NoVhost(name) => write!(f, "no such vhost: '{name}'"),
-            AccessError::Storage(why) => f.write_str(why),
+            AccessError::Storage(why) | AccessError::Invalid(why) => f.write_str(why),
         }
     }
 }

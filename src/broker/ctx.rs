@@ -140,7 +140,10 @@ impl ShardCtx {
         let shard = mesh.shard_id();
         let mut queues = QueueMap::default();
         for (vhost, meta) in registry.recovered_queues(shard) {
-            queues.insert(meta.queue.id, Queue::new(meta, vhost, 0));
+            let policy = super::reconcile::policy_of(&topology, &vhost, &meta);
+            let mut q = Queue::new(meta, vhost, 0);
+            q.apply_policy(&policy);
+            queues.insert(q.meta().queue.id, q);
         }
         ShardCtx {
             shard,
@@ -246,9 +249,16 @@ impl ShardCtx {
 
     /// Adds a queue this shard's channel just declared (after the registry
     /// recorded it) to this shard's queues.
+    /// It gets its policy now (a policy changed since is applied by the
+    /// next reconcile, which the change rings for).
     pub fn adopt_declared_queue(&mut self, meta: Arc<QueueMeta>, vhost: Arc<str>) {
         let id = meta.queue.id;
-        let q = Queue::new(meta, vhost, self.clock);
+        // The snapshot the declare published: it has every policy set
+        // before it, so a queue declared after a policy change has it.
+        self.refresh_topology();
+        let policy = super::reconcile::policy_of(&self.topology, &vhost, &meta);
+        let mut q = Queue::new(meta, vhost, self.clock);
+        q.apply_policy(&policy);
         self.queues.insert(id, q);
     }
 

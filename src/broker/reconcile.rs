@@ -9,13 +9,36 @@
 //! Only the control plane can make either difference: a shard's own
 //! declares and deletes change the snapshot and its queues on its own
 //! thread, one right after the other.
+//!
+//! A policy change reaches the shards the same way: the registry recompiles
+//! the vhost's policies into the snapshot and rings; each shard matches its
+//! queues of that vhost against them and applies what changed
+//! (`apply_policies`): a lowered max-length drops or dead-letters the head
+//! at once, a new dead-letter exchange takes the next dead letter. A queue
+//! gets its policy when it is created too (`policy_of`).
 
 use std::sync::Arc;
 
 use crate::envelope::Envelope;
 use crate::ids::{ConsumerKey, QueueId};
+use crate::queue::arguments::QueueType;
+use crate::queue::{PolicySettings, QueueMeta};
+use crate::routing::policy::Target;
+use crate::routing::topology::Topology;
 
+use super::ctx::queue_at;
 use super::ShardCtx;
+
+/// What the policies of `vhost` in `topology` give queue `meta` (the
+/// defaults, version 0, when the vhost has none).
+pub(super) fn policy_of(topology: &Topology, vhost: &str, meta: &QueueMeta) -> PolicySettings {
+    let Some(v) = topology.vhosts.get(vhost).filter(|v| !v.policies.is_empty()) else {
+        return PolicySettings::default();
+    };
+    let target = Target::Queue(QueueType::of(&meta.arguments));
+    let definition = v.policies.applied(meta.name.as_bytes(), target).definition();
+    PolicySettings::from_definition(v.policies.version(), &definition)
+}
 
 impl ShardCtx {
     /// A newer snapshot than ours was published (checked by a shard about to
@@ -50,6 +73,7 @@ impl ShardCtx {
             self.drop_queue_local(id);
         }
         self.adopt_control_plane_queues(&topology);
+        self.apply_policies(&topology);
         if !gone.is_empty() {
             if let Some(log) = self.log.as_mut() {
                 // Their records may be all the active segment holds: seal
@@ -84,6 +108,30 @@ impl ShardCtx {
             self.send(consumer.channel.conn.shard, Envelope::ConsumerCancelled { consumer });
         }
         Some((count, Arc::clone(q.vhost())))
+    }
+
+    /// Applies the current policies to every local queue whose vhost's
+    /// policies changed since it last applied them.
+    fn apply_policies(&mut self, topology: &Topology) {
+        let stale: Vec<QueueId> = self
+            .queues
+            .iter()
+            .filter(|(_, q)| {
+                let current = topology.vhosts.get(&**q.vhost()).map_or(0, |v| v.policies.version());
+                current != q.policy_version()
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            let Some(q) = queue_at(&mut self.queues, &mut self.journaled, self.clock, id) else {
+                continue;
+            };
+            let policy = policy_of(topology, q.vhost(), q.meta());
+            q.apply_policy(&policy);
+            q.report_stats();
+            let dead_letters = q.has_dead_letters();
+            self.after_queue_op(id, false, dead_letters);
+        }
     }
 
     /// Creates the queues of `topology` this shard owns and does not have

@@ -18,6 +18,9 @@ pub mod error;
 pub mod list;
 pub mod listener;
 mod metrics;
+mod objects;
+mod overview;
+pub mod rates;
 mod ui;
 
 use std::net::SocketAddr;
@@ -74,6 +77,8 @@ pub struct Node {
     pub prometheus_addrs: Vec<SocketAddr>,
     /// Rings every shard's doorbell (after a close request).
     pub wake_shards: Box<dyn Fn() + Send + Sync>,
+    /// The statistics sampler's latest sample (`Rates::default()` at start).
+    pub rates: rates::Rates,
 }
 
 impl std::fmt::Debug for Node {
@@ -174,6 +179,7 @@ async fn serve(
         let _ = stopped.wait_for(|s| *s).await;
     };
     let mut servers = tokio::task::JoinSet::new();
+    let sampler = tokio::spawn(rates::sampler(Arc::clone(&node)));
     if let Some(listener) = management {
         let app = management_router(Arc::clone(&node)).into_make_service_with_connect_info::<Peer>();
         let server = axum::serve(listener, app).with_graceful_shutdown(signal(stopped.clone()));
@@ -193,11 +199,13 @@ async fn serve(
         () = all_done => {}
         () = grace_over => {}
     }
+    sampler.abort();
 }
 
 /// Every `/api` route, the UI, and RabbitMQ's JSON 404 for the rest of `/api`.
 fn management_router(node: Arc<Node>) -> Router {
-    let api = Router::new().route("/api/whoami", get(whoami));
+    let api =
+        Router::new().route("/api/whoami", get(whoami)).merge(overview::routes()).merge(objects::routes());
     Router::new()
         .merge(api)
         .merge(ui::router())

@@ -30,6 +30,12 @@ pub enum QueueType {
 }
 
 impl QueueType {
+    /// The type of a queue declared with `arguments` (checked at declare;
+    /// anything unreadable counts as classic).
+    pub fn of(arguments: &FieldTable) -> QueueType {
+        queue_type(arguments).unwrap_or(QueueType::Classic)
+    }
+
     /// RabbitMQ's module name, used in its error texts.
     fn module(self) -> &'static str {
         match self {

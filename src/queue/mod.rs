@@ -38,6 +38,7 @@ pub mod dead_letter;
 mod journal;
 mod limits;
 mod meta;
+pub mod policy;
 pub(crate) mod ready;
 mod stats;
 mod tail;
@@ -45,6 +46,7 @@ mod tail;
 pub use journal::Journal;
 pub use limits::{Limits, Overflow};
 pub use meta::{QueueMeta, QueueStats};
+pub use policy::{PolicySettings, QueueMode};
 pub use tail::{RAM_WINDOW_BYTES, RAM_WINDOW_MESSAGES};
 
 use ready::{Ready, ReadyList};
@@ -236,6 +238,14 @@ pub struct Queue {
     journal: Journal,
     /// The backlog beyond the memory window, in the message log only.
     tail: Tail,
+    /// The version of the policies last applied (see [`Queue::apply_policy`]).
+    policy_version: u64,
+    /// Effective `queue-mode` (recorded only).
+    queue_mode: QueueMode,
+    /// Effective `consumer-timeout`, ms (enforced by issue 15).
+    consumer_timeout_ms: Option<u64>,
+    /// Effective `delivery-limit` (recorded only).
+    delivery_limit: Option<u64>,
     /// What it did, counted where it happens (see [`crate::stats`]).
     counters: crate::stats::MessageCounters,
     /// Body bytes of the unacked deliveries.
@@ -248,8 +258,8 @@ impl Queue {
     /// An empty queue.
     /// `now_ms` is the shard's clock: x-expires counts from the creation.
     pub fn new(meta: Arc<QueueMeta>, vhost: Arc<str>, now_ms: u64) -> Queue {
-        let dead_letter = DeadLetterTarget::from_arguments(&meta.arguments);
-        let limits = Limits::from_arguments(&meta.arguments);
+        // The arguments alone; the shard applies the policy next.
+        let settings = policy::Settings::resolve(&meta.arguments, &PolicySettings::default());
         let single_active = matches!(
             meta.arguments.get(b"x-single-active-consumer"),
             Some(crate::amqp::field::FieldValue::Bool(true))
@@ -260,27 +270,25 @@ impl Queue {
             .get(b"x-max-priority")
             .and_then(crate::amqp::field::FieldValue::as_i64)
             .map_or(0, |p| p.clamp(0, i64::from(ready::PRIORITY_MAX)) as u8);
-        let non_negative = |key: &[u8]| {
-            meta.arguments
-                .get(key)
-                .and_then(crate::amqp::field::FieldValue::as_i64)
-                .and_then(|v| u64::try_from(v).ok())
-        };
         let stored = meta.durable && meta.exclusive_owner.is_none();
         Queue {
             stored,
             journal: Journal::default(),
             tail: Tail::default(),
+            limits: settings.limits,
             counters: crate::stats::MessageCounters::default(),
             unacked_bytes: 0,
             idle: stats::IdleWatch::default(),
-            limits,
             ready_bytes: 0,
             clock_ms: now_ms,
-            message_ttl_ms: non_negative(b"x-message-ttl"),
-            expires_after_ms: non_negative(b"x-expires").filter(|&v| v > 0),
+            message_ttl_ms: settings.message_ttl_ms,
+            expires_after_ms: settings.expires_after_ms,
             last_used_ms: now_ms,
-            dead_letter,
+            dead_letter: settings.dead_letter,
+            policy_version: 0,
+            queue_mode: settings.queue_mode,
+            consumer_timeout_ms: settings.consumer_timeout_ms,
+            delivery_limit: settings.delivery_limit,
             dead: Vec::new(),
             credit_requests: Vec::new(),
             grant_returns: Vec::new(),

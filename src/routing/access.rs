@@ -15,6 +15,7 @@ use bytes::Bytes;
 use crate::access::{AccessChange, AccessError, VhostSettings};
 use crate::amqp::field::ShortStr;
 use crate::routing::parameters::ParameterChange;
+use crate::routing::policy::{PolicyKind, OPERATOR_POLICY_COMPONENT};
 use crate::storage::definitions::Definition;
 
 use super::topology::{Registry, Topology};
@@ -81,13 +82,25 @@ impl Registry {
     }
 
     /// Sets or clears a policy or parameter, durably; a vhost-scoped one
-    /// needs its vhost.
+    /// needs its vhost, and a policy or operator policy must pass
+    /// RabbitMQ's validation ([`AccessError::Invalid`] with its text). A
+    /// policy change reaches every queue and exchange it matches: the
+    /// vhost's policies are recompiled into the snapshot and the shards
+    /// are woken to apply them (see [`Topology::control_changes`]).
     pub fn change_parameters(&self, change: &ParameterChange) -> Result<(), AccessError> {
-        self.mutate_recorded(|topology, records| {
-            apply_parameter(topology, change)?;
+        if let Some((kind, body)) = policy_body(change) {
+            crate::routing::policy::validate_policy(kind, &body)
+                .map_err(|e| AccessError::Invalid(e.reason().to_owned()))?;
+        }
+        let policies = self.mutate_recorded(|topology, records| {
+            let policies = apply_parameter(topology, change)?;
             records.push(Definition::Parameter(json(change)));
-            Ok(())
-        })
+            Ok(policies)
+        })?;
+        if policies {
+            self.wake_shards();
+        }
+        Ok(())
     }
 
     /// Adds vhost `name` (standard exchanges) if it is new, and sets its
@@ -117,14 +130,53 @@ fn apply_access(topology: &mut Topology, change: &AccessChange) -> Result<(), Ac
     Ok(())
 }
 
-fn apply_parameter(topology: &mut Topology, change: &ParameterChange) -> Result<(), AccessError> {
+/// Applies a parameter change; true if it changed a policy or operator
+/// policy, which the vhost's compiled policies and its exchanges then
+/// follow, and which the shards are told to apply to their queues.
+fn apply_parameter(topology: &mut Topology, change: &ParameterChange) -> Result<bool, AccessError> {
     if let Some(vhost) = change.vhost() {
         if !topology.access.vhosts.contains_key(vhost) {
             return Err(AccessError::NoVhost(vhost.to_owned()));
         }
     }
     Arc::make_mut(&mut topology.parameters).apply(change);
-    Ok(())
+    let policy_vhost = match change {
+        ParameterChange::SetPolicy(p) => Some(p.vhost.as_str()),
+        ParameterChange::ClearPolicy { vhost, .. } => Some(vhost.as_str()),
+        ParameterChange::SetParameter(p) if p.component == OPERATOR_POLICY_COMPONENT => {
+            Some(p.vhost.as_str())
+        }
+        ParameterChange::ClearParameter { vhost, component, .. }
+            if component == OPERATOR_POLICY_COMPONENT =>
+        {
+            Some(vhost.as_str())
+        }
+        _ => None,
+    };
+    let Some(vhost) = policy_vhost else {
+        return Ok(false);
+    };
+    crate::routing::policy::refresh_vhost(topology, vhost);
+    topology.control_changes += 1;
+    Ok(true)
+}
+
+/// A policy or operator policy change as the management API's PUT body
+/// would give it, for validation.
+fn policy_body(change: &ParameterChange) -> Option<(PolicyKind, serde_json::Value)> {
+    match change {
+        ParameterChange::SetPolicy(p) => Some((
+            PolicyKind::User,
+            serde_json::json!({
+                "pattern": p.pattern, "definition": p.definition,
+                "apply-to": p.apply_to, "priority": p.priority,
+            }),
+        )),
+        ParameterChange::SetParameter(p) if p.component == OPERATOR_POLICY_COMPONENT => {
+            Some((PolicyKind::Operator, p.value.clone()))
+        }
+        _ => None,
+    }
 }
 
 /// Removes a vhost from the topology, access and parameters, and tells the

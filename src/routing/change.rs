@@ -23,6 +23,9 @@ use crate::storage::definitions::BindingDef;
 /// Adds `exchange` (its name is free in `v`).
 pub(crate) fn insert_exchange(v: &mut Vhost, exchange: Exchange, journal: &mut Journal) {
     journal.exchange_declared(&exchange);
+    if let Some(alternate) = super::policy::policy_alternate(&v.policies, &exchange.name) {
+        v.policy_alternates.insert(exchange.name.clone(), alternate);
+    }
     v.exchange_names.insert(exchange.id, exchange.name.clone());
     v.exchanges.insert(exchange.name.clone(), Arc::new(exchange));
 }
@@ -33,6 +36,7 @@ pub(crate) fn remove_exchange(v: &mut Vhost, exchange: &Exchange, journal: &mut 
     journal.exchange_deleted(exchange);
     v.binding_count -= exchange.bindings.len();
     v.exchanges.remove(&exchange.name);
+    v.policy_alternates.remove(&exchange.name);
     v.exchange_names.remove(&exchange.id);
     let dest = Destination::Exchange(exchange.id);
     unbind_destination(v, dest, journal);

@@ -15,6 +15,8 @@
 //! * [`change`] — the topology changes themselves, shared by a client's
 //!   methods and the replay of the definitions log.
 //! * [`parameters`] — policies and runtime parameters, stored as given.
+//! * [`policy`] — which policy and operator policy apply to a queue or
+//!   exchange, their merged definition, and their validation.
 //! * `access`, `vhosts` — the registry's changes to users, permissions and
 //!   vhosts, recorded in the definitions log like topology changes.
 //! * [`durable`] — which topology changes are durable, their journal for the
@@ -29,6 +31,7 @@ pub mod durable;
 pub mod entity_limits;
 pub mod headers;
 pub mod parameters;
+pub mod policy;
 mod vhosts;
 
 /// The hash map of the routing path: keys are client-chosen names, so the

@@ -94,6 +94,13 @@ pub struct Vhost {
     /// [`routing::change`](super::change), so the node-wide binding limit is
     /// checked without walking every exchange.
     pub binding_count: usize,
+    /// Its policies and operator policies, compiled (see
+    /// [`crate::routing::policy`]); replaced whenever one changes.
+    pub policies: Arc<crate::routing::policy::VhostPolicies>,
+    /// Exchange name → the `alternate-exchange` its policy gives it (an
+    /// exchange's own argument wins over it), kept with the exchanges and
+    /// the policies so routing reads no policy.
+    pub policy_alternates: FastMap<ShortStr, ShortStr>,
 }
 
 /// An immutable snapshot of every vhost.
@@ -584,12 +591,21 @@ impl Vhost {
     ) {
         let first = out.len();
         self.route_one(exchange, routing_key, headers, out, scratch);
-        if out.len() == first && !exchange.arguments.is_empty() {
+        if out.len() == first && (!exchange.arguments.is_empty() || !self.policy_alternates.is_empty()) {
             self.route_alternate(exchange, routing_key, headers, out, scratch);
         }
     }
 
-    /// Unroutable through `exchange`: try its `alternate-exchange`, and that
+    /// `exchange`'s alternate exchange: its `alternate-exchange` argument,
+    /// else its policy's (RabbitMQ's `rabbit_policy:get_arg`).
+    fn alternate_of<'a>(&'a self, exchange: &'a Exchange) -> Option<&'a [u8]> {
+        match exchange.arguments.get(b"alternate-exchange") {
+            Some(FieldValue::LongStr(name)) => Some(name.as_bytes()),
+            _ => self.policy_alternates.get(&exchange.name).map(ShortStr::as_bytes),
+        }
+    }
+
+    /// Unroutable through `exchange`: try its alternate exchange, and that
     /// one's, as RabbitMQ does (each exchange at most once).
     #[cold]
     fn route_alternate(
@@ -602,8 +618,8 @@ impl Vhost {
     ) {
         let mut seen = vec![exchange.id];
         let mut current = exchange;
-        while let Some(FieldValue::LongStr(name)) = current.arguments.get(b"alternate-exchange") {
-            let Some(next) = self.exchanges.get(name.as_bytes()) else {
+        while let Some(name) = self.alternate_of(current) {
+            let Some(next) = self.exchanges.get(name) else {
                 return;
             };
             if seen.contains(&next.id) || seen.len() >= ROUTE_HOPS_MAX {
