@@ -404,6 +404,7 @@ impl Drop for Server {
     }
 }
 
+/// Logs the memory budget, free-disk limit and data directory at start.
 fn log_resource_limits(config: &Config) {
     tracing::info!(
         memory_budget_bytes = config.memory_budget_bytes,

@@ -28,8 +28,8 @@ use common::*;
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, ExchangeKind};
-use lepus::routing::parameters::{Parameter, ParameterChange, Policy};
-use lepus::routing::policy::{management_fields, EntityKind, OPERATOR_POLICY_COMPONENT};
+use lepus::routing::parameters::{ParameterChange, Policy};
+use lepus::routing::policy::{management_fields, EntityKind};
 use lepus::routing::topology::Registry;
 use serde_json::{json, Value};
 
@@ -106,12 +106,7 @@ impl Env {
             json!({"pattern": pattern, "apply-to": "all", "priority": priority, "definition": definition});
         let result = match &self.admin {
             Admin::Lepus(registry) => registry
-                .change_parameters(&ParameterChange::SetParameter(Parameter {
-                    vhost: self.vhost.clone(),
-                    component: OPERATOR_POLICY_COMPONENT.into(),
-                    name: name.into(),
-                    value: body,
-                }))
+                .change_parameters(&ParameterChange::set_operator_policy(&self.vhost, name, body))
                 .map_err(|e| e.to_string()),
             Admin::Rabbit { .. } => {
                 self.http("PUT", &format!("operator-policies/{}/{name}", self.vhost), Some(body))
@@ -366,6 +361,14 @@ async fn the_highest_priority_wins_and_an_operator_policy_wins_when_stricter() {
     // RabbitMQ: with "high" gone, "low" applies: 1.
     env.clear_policy("high");
     await_len(&ch, "q", 1).await;
+    if let Admin::Lepus(registry) = &env.admin {
+        registry
+            .change_parameters(&ParameterChange::clear_operator_policy(&env.vhost, "op"))
+            .expect("cleared");
+        let fields = management_fields(&registry.load(), &env.vhost, "q", EntityKind::Queue).expect("queue");
+        assert_eq!(fields["operator_policy"], Value::Null);
+        assert_eq!(fields["effective_policy_definition"], json!({"max-length": 1}));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

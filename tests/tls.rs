@@ -278,6 +278,43 @@ async fn publish_and_consume_over_tls_while_the_plain_port_still_serves() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_statistics_name_the_tls_version_and_cipher_of_tls_connections_only() {
+    let pki = Pki::new();
+    let data = tempfile::Builder::new().prefix("lepus-test-").tempdir().expect("data dir");
+    let config = lepus::Config {
+        tls: Some(pki.tls_config()),
+        stats_interval_ms: 100,
+        ..common::in_process_config(data.path())
+    };
+    let server = lepus::Server::start(config).expect("lepus starts with TLS");
+    // Shard 0 gets the TLS connection, shard 1 the plain one.
+    let secure = amqprs_tls(server.tls_addrs()[0], &pki, None).await.expect("TLS connection");
+    let addr = server.local_addrs()[0];
+    let args = OpenConnectionArguments::new(&addr.ip().to_string(), addr.port(), "guest", "guest");
+    let plain = within("amqprs plain connect", Connection::open(&args)).await.expect("plain connection");
+    let board = Arc::clone(server.stats_board());
+    let connections = within("a snapshot of both connections", async {
+        loop {
+            let all: Vec<_> = board.load().iter().flat_map(|s| s.connections.clone()).collect();
+            if all.len() == 2 && all.iter().all(|c| c.state == "running") {
+                return all;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let tls: Vec<_> = connections.iter().map(|c| (c.local.port(), c.tls.clone())).collect();
+    let expected = [
+        (server.tls_addrs()[0].port(), Some(("TLSv1.3".to_owned(), "TLS13_AES_256_GCM_SHA384".to_owned()))),
+        (addr.port(), None),
+    ];
+    assert_eq!(tls, expected, "the TLS connection names its version and cipher, the plain one none");
+    for conn in [secure, plain] {
+        within("close", conn.close()).await.expect("close");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_required_refuses_a_client_without_a_certificate() {
     let pki = Pki::new();
     pki.issue_client("client", "tls-user", None, false);

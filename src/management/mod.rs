@@ -13,13 +13,19 @@
 //! Each endpoint family is a module with a `routes()` of its own, merged
 //! here: a new endpoint goes in the module of its family.
 
+mod access_api;
+mod amqp_client;
 pub mod auth;
+pub mod binding_key;
+mod definitions_api;
 pub mod error;
 pub mod list;
 pub mod listener;
 mod metrics;
 mod objects;
+mod ops;
 mod overview;
+mod params_api;
 pub mod rates;
 mod ui;
 
@@ -208,6 +214,10 @@ fn management_router(node: Arc<Node>) -> Router {
         Router::new().route("/api/whoami", get(whoami)).merge(overview::routes()).merge(objects::routes());
     Router::new()
         .merge(api)
+        .merge(access_api::routes())
+        .merge(definitions_api::routes())
+        .merge(ops::routes())
+        .merge(params_api::routes())
         .merge(ui::router())
         .fallback(|| async { ApiError::not_found() })
         .layer(DefaultBodyLimit::max(HTTP_BODY_BYTES_MAX))

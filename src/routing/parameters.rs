@@ -1,6 +1,10 @@
 //! Policies, vhost-scoped runtime parameters and global parameters, kept as
-//! RabbitMQ's definitions give them (issue 13 applies policies; here they
-//! are stored, made durable and exported unchanged).
+//! RabbitMQ's definitions give them: stored, made durable and exported
+//! unchanged. Operator policies are runtime parameters of component
+//! `operator_policy` (as in RabbitMQ, whose definitions export lists them
+//! among the `parameters`), their value `{pattern, definition, priority,
+//! apply-to}`; [`ParameterChange::set_operator_policy`] makes one. How
+//! policies apply is [`crate::routing::policy`]'s.
 
 use std::collections::BTreeMap;
 
@@ -92,6 +96,26 @@ pub enum ParameterChange {
 }
 
 impl ParameterChange {
+    /// Sets operator policy `name` of `vhost` (the management API's
+    /// `PUT /api/operator-policies/{vhost}/{name}` body as `value`).
+    pub fn set_operator_policy(vhost: &str, name: &str, value: Value) -> ParameterChange {
+        ParameterChange::SetParameter(Parameter {
+            vhost: vhost.to_owned(),
+            component: crate::routing::policy::OPERATOR_POLICY_COMPONENT.to_owned(),
+            name: name.to_owned(),
+            value,
+        })
+    }
+
+    /// Clears operator policy `name` of `vhost`.
+    pub fn clear_operator_policy(vhost: &str, name: &str) -> ParameterChange {
+        ParameterChange::ClearParameter {
+            vhost: vhost.to_owned(),
+            component: crate::routing::policy::OPERATOR_POLICY_COMPONENT.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
     /// The vhost the change is in, if it is vhost-scoped.
     pub fn vhost(&self) -> Option<&str> {
         match self {

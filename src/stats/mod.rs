@@ -362,3 +362,59 @@ pub struct QueueStats {
     /// Effective policy name, if one applies.
     pub policy: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::ShardId;
+
+    fn request(shard: u16, slot: u32) -> CloseRequest {
+        CloseRequest { conn: ConnId { shard: ShardId(shard), slot, generation: 1 }, reason: "r".into() }
+    }
+
+    #[test]
+    fn close_requests_flag_and_reach_only_their_shard() {
+        let board = Board::new(2);
+        assert!(!board.has_close_requests(0) && !board.has_close_requests(1));
+        assert!(board.request_close(request(1, 7)));
+        assert!(!board.has_close_requests(0), "shard 0 has nothing to take");
+        assert!(board.has_close_requests(1));
+        assert!(board.take_close_requests(0).is_empty());
+        let taken = board.take_close_requests(1);
+        assert_eq!(taken.iter().map(|r| r.conn.slot).collect::<Vec<_>>(), vec![7]);
+        assert!(!board.has_close_requests(1), "taking clears the flag");
+        assert!(!board.request_close(request(2, 0)), "no shard 2 on the board");
+    }
+
+    #[test]
+    fn close_requests_are_bounded() {
+        let board = Board::new(1);
+        for slot in 0..CLOSE_REQUESTS_MAX as u32 {
+            assert!(board.request_close(request(0, slot)));
+        }
+        assert!(!board.request_close(request(0, 0)), "past CLOSE_REQUESTS_MAX the request is refused");
+        assert_eq!(board.take_close_requests(0).len(), CLOSE_REQUESTS_MAX);
+        assert!(board.request_close(request(0, 0)), "room again once taken");
+    }
+
+    #[test]
+    fn a_published_snapshot_replaces_the_empty_one() {
+        let board = Board::new(2);
+        assert!(board.load().iter().all(|s| s.taken_at_ms == 0));
+        board.publish(1, ShardStats { taken_at_ms: 42, ..ShardStats::empty(1) });
+        board.publish(5, ShardStats::empty(5));
+        let loaded = board.load();
+        assert_eq!((loaded[0].taken_at_ms, loaded[1].taken_at_ms, loaded[1].shard), (0, 42, 1));
+    }
+
+    #[test]
+    fn counters_count_deliveries_gets_and_redeliveries() {
+        let mut c = MessageCounters::default();
+        c.count_deliver(false, true);
+        c.count_deliver(true, false);
+        c.count_get(false, false);
+        c.count_get(true, true);
+        assert_eq!((c.deliver, c.deliver_no_ack, c.get, c.get_no_ack, c.redeliver), (1, 1, 1, 1, 2));
+        assert_eq!(c.activity(), 4);
+    }
+}
