@@ -3,7 +3,7 @@
 # ports, fresh data directory), runs lepus-perf against it, and takes
 # screenshots of the overview in headless Chromium while the load runs.
 #
-#   bash scripts/ui_under_load.sh            # -> perf/results/2026-12-06-ui-*.png
+#   bash scripts/ui_under_load.sh   # -> perf/results/2026-12-06-ui-*.png and -ui-under-load.md
 #
 # LEPUS_BIN / LEPUS_PERF_BIN: the binaries (default: target/release/… when
 # built, else target/debug/…). UI_LOAD_SECONDS (default 60): the load's
@@ -67,6 +67,21 @@ wait "$PERF_PID"
 PERF_STATUS=$?
 PERF_PID=
 echo "---- lepus-perf summary ----"
-tail -n 12 "$DATA/perf.err"
-cat "$DATA/perf.out"
+sed -n '/^summary:/,$p' "$DATA/perf.err"
+# What was run and what the generator saw, beside the pictures.
+{
+  echo "# The web UI's overview under load ($(date -u +%Y-%m-%d\ %H:%M) UTC)"
+  echo
+  echo "\`bash scripts/ui_under_load.sh\`: Lepus \`$(basename "$(dirname "$LEPUS_BIN")")\` build,"
+  echo "\`--shards 2 --no-pin\`, on $(nproc) cores shared with other work; lepus-perf"
+  echo "\`${PERF_ARGS[*]} -z $SECONDS_LOAD\`. Screenshots, 12 s apart once the overview showed a"
+  echo "publish rate: $(for f in "$PREFIX"-overview-*.png "$PREFIX"-queues.png; do printf '`%s` ' "$(basename "$f")"; done)"
+  echo
+  echo "lepus-perf's summary:"
+  echo
+  echo '```text'
+  sed -n '/^summary:/,$p' "$DATA/perf.err"
+  echo '```'
+} >"$PREFIX-under-load.md"
+echo "$PREFIX-under-load.md"
 [ "$SHOTS" = 0 ] && [ "$PERF_STATUS" = 0 ]
