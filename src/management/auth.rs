@@ -88,10 +88,11 @@ impl Caller {
         }
     }
 
-    /// Whether the caller sees `vhost`: monitors and administrators see
-    /// every vhost, others those they hold a permission in.
+    /// Whether the caller sees `vhost`'s objects (queues, exchanges,
+    /// bindings, consumers): administrators see every vhost, others (even
+    /// monitors, as in RabbitMQ 3.10) those they hold a permission in.
     pub fn sees_vhost(&self, access: &Access, vhost: &str) -> bool {
-        self.monitor || access.permissions.contains_key(&(self.user.clone(), vhost.to_owned()))
+        self.administrator || access.permissions.contains_key(&(self.user.clone(), vhost.to_owned()))
     }
 
     /// Refuses access to a vhost the caller does not see (and a missing
@@ -103,7 +104,7 @@ impl Caller {
         if self.sees_vhost(access, vhost) {
             Ok(())
         } else {
-            Err(ApiError::not_authorised("Not authorised to access virtual host"))
+            Err(ApiError::not_authorised("User not authorised to access virtual host"))
         }
     }
 

@@ -297,6 +297,46 @@ async fn aggregated(State(node): State<Arc<Node>>) -> Response {
         amqp(),
         c.redeliver,
     );
+    let global: [(&'static str, &'static str, u64); 6] = [
+        ("rabbitmq_global_messages_received_confirm", "Total number of messages received from publishers expecting confirmations", totals.received_confirm),
+        ("rabbitmq_global_messages_delivered_consume_auto_ack", "Total number of messages delivered to consumers using basic.consume with automatic acknowledgment", c.deliver_no_ack),
+        ("rabbitmq_global_messages_delivered_consume_manual_ack", "Total number of messages delivered to consumers using basic.consume with manual acknowledgment", c.deliver),
+        ("rabbitmq_global_messages_delivered_get_auto_ack", "Total number of messages delivered to consumers using basic.get with automatic acknowledgment", c.get_no_ack),
+        ("rabbitmq_global_messages_delivered_get_manual_ack", "Total number of messages delivered to consumers using basic.get with manual acknowledgment", c.get),
+        ("rabbitmq_global_messages_get_empty", "Total number of times basic.get operations fetched no message", c.get_empty),
+    ];
+    for (name, help, value) in global {
+        s.counter(name, help, amqp(), value);
+    }
+    let publishers =
+        sample.shards.iter().flat_map(|s| s.channels.iter()).filter(|ch| ch.counters.publish > 0).count();
+    s.gauge(
+        "rabbitmq_global_publishers",
+        "Current number of publishers (channels that have published)",
+        amqp(),
+        publishers as f64,
+    );
+    s.gauge("rabbitmq_global_consumers", "Current number of consumers", amqp(), consumers as f64);
+    let churn: [(&'static str, &'static str, u64); 5] = [
+        ("rabbitmq_channels_opened", "Total number of channels opened", totals.channels_opened),
+        ("rabbitmq_channels_closed", "Total number of channels closed", totals.channels_closed),
+        ("rabbitmq_queues_created", "Total number of queues created", totals.queues_created),
+        (
+            "rabbitmq_queues_declared",
+            "Total number of queues declared (Lepus counts the declarations that created one)",
+            totals.queues_created,
+        ),
+        ("rabbitmq_queues_deleted", "Total number of queues deleted", totals.queues_deleted),
+    ];
+    for (name, help, value) in churn {
+        s.counter(name, help, none(), value);
+    }
+    s.gauge(
+        "rabbitmq_erlang_uptime_seconds",
+        "Node uptime (of the Lepus process)",
+        none(),
+        node.started.elapsed().as_secs_f64(),
+    );
     node_resources(&node, &mut s);
     shards(&node, &mut s);
     respond(s)

@@ -72,19 +72,19 @@ fn bare(refused: &Refused) -> String {
 }
 
 /// The answer to a refusal of a declare, delete or binding (RabbitMQ's
-/// `direct_request`): 404 `not_found`, 401 for access refused, else 400,
-/// all with the bare reason.
+/// `direct_request`): 404 `not_found` with the bare reason, 401 "Access
+/// refused." for a permission refused, else 400 with the bare reason.
 fn direct_error(refused: Refused) -> ApiError {
     match refused.code {
         404 => ApiError { status: StatusCode::NOT_FOUND, error: "not_found", reason: bare(&refused) },
-        403 => ApiError::not_authorised(bare(&refused)),
+        403 => ApiError::not_authorised("Access refused."),
         0 => ApiError::internal(refused.text),
         _ => ApiError::bad_request(bare(&refused)),
     }
 }
 
 /// The answer to a refusal on a channel (RabbitMQ's `with_channel`, for
-/// get and purge): the reason keeps the code name.
+/// get): the reason keeps the code name.
 fn channel_error(refused: Refused) -> ApiError {
     match refused.code {
         404 => ApiError { status: StatusCode::NOT_FOUND, error: "not_found", reason: refused.text },
@@ -101,8 +101,9 @@ async fn connect(node: &Node, caller: &Caller, vhost: &str) -> ApiResult<Client>
     let Some(addr) = amqp_client::loopback(&node.amqp_addrs) else {
         return Err(ApiError::unavailable("no_amqp_listener", "no AMQP listener to run the request on"));
     };
+    // RabbitMQ: 401 "Access refused." when the caller may not use the vhost.
     Client::open(addr, &caller.user, &caller.password, vhost).await.map_err(|r| match r.code {
-        403 => ApiError::not_authorised(r.text),
+        403 | 530 => ApiError::not_authorised("Access refused."),
         _ => channel_error(r),
     })
 }
@@ -282,7 +283,8 @@ async fn purge(
     let mut client = connect(&node, &caller, &vhost).await?;
     let answer = client.call(&Method::QueuePurge(QueuePurge { queue, no_wait: false })).await;
     client.close().await;
-    answer.map_err(channel_error)?;
+    // RabbitMQ runs the purge directly: 401 "Access refused." when refused.
+    answer.map_err(direct_error)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -702,5 +704,28 @@ async fn aliveness(
         Ok(Some(got)) if got.body == b"test_message" => Ok(Json(json!({"status": "ok"}))),
         Ok(_) => Ok(Json(json!({"status": "failed", "reason": "the test message did not come back"}))),
         Err(e) => Err(channel_error(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::routing::{get, put};
+    use axum::Router;
+
+    /// The read side (another module) routes GET on the paths this module
+    /// routes PUT/DELETE/POST on: axum 0.8 merges the methods of one path
+    /// written identically (parameter names included), and panics on a
+    /// method routed twice, so a conflict shows at router construction.
+    #[test]
+    fn routers_with_other_methods_on_one_path_merge() {
+        let reads: Router = Router::new().route("/api/queues/{vhost}/{name}", get(|| async { "get" }));
+        let writes: Router = Router::new().route("/api/queues/{vhost}/{name}", put(|| async { "put" }));
+        let _merged = reads.merge(writes);
+        let twice = std::panic::catch_unwind(|| {
+            let a: Router = Router::new().route("/x/{a}", get(|| async { "a" }));
+            let b: Router = Router::new().route("/x/{a}", get(|| async { "b" }));
+            a.merge(b)
+        });
+        assert!(twice.is_err(), "the same method on one path twice is refused");
     }
 }

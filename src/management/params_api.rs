@@ -18,6 +18,7 @@ use serde_json::{json, Map, Value};
 
 use crate::access::AccessError;
 use crate::routing::parameters::{Parameter, ParameterChange, Policy};
+use crate::routing::policy::{validate_policy, PolicyKind, OPERATOR_POLICY_COMPONENT};
 use crate::routing::topology::Topology;
 
 use super::access_api::{body_object, key_missing};
@@ -25,9 +26,6 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use super::list::ListQuery;
 use super::Node;
-
-/// The component operator policies are stored under (RabbitMQ's).
-const OPERATOR_POLICY_COMPONENT: &str = "operator_policy";
 
 pub(super) fn routes() -> Router<Arc<Node>> {
     Router::new()
@@ -61,113 +59,14 @@ enum Kind {
     Operator,
 }
 
-/// The keys a policy definition may set (RabbitMQ 3.10's, with its usual
-/// plugins' ones).
-const POLICY_KEYS: &[&str] = &[
-    "alternate-exchange",
-    "dead-letter-exchange",
-    "dead-letter-routing-key",
-    "dead-letter-strategy",
-    "delivery-limit",
-    "expires",
-    "federation-upstream",
-    "federation-upstream-set",
-    "ha-mode",
-    "ha-params",
-    "ha-promote-on-failure",
-    "ha-promote-on-shutdown",
-    "ha-sync-batch-size",
-    "ha-sync-mode",
-    "initial-cluster-size",
-    "max-age",
-    "max-in-memory-bytes",
-    "max-in-memory-length",
-    "max-length",
-    "max-length-bytes",
-    "message-ttl",
-    "overflow",
-    "queue-leader-locator",
-    "queue-master-locator",
-    "queue-mode",
-    "queue-version",
-    "stream-max-segment-size-bytes",
-];
-
-/// The keys an operator policy may set.
-const OPERATOR_POLICY_KEYS: &[&str] = &[
-    "delivery-limit",
-    "expires",
-    "max-in-memory-bytes",
-    "max-in-memory-length",
-    "max-length",
-    "max-length-bytes",
-    "message-ttl",
-];
-
-/// Checks a policy body the way RabbitMQ does, to the extent of its
-/// fields: `pattern` and `definition` present, the pattern a regular
-/// expression, `apply-to` one of RabbitMQ's, `priority` an integer, the
-/// definition an object of known keys. Returns RabbitMQ's reason.
-///
-/// The policies lane adds the full check (`routing::policy::validate_policy`,
-/// with each key's value checked); this is the one place to call it from.
+/// Checks a policy body as RabbitMQ does (the policies lane's
+/// `validate_policy`), with RabbitMQ's reason as its API sends it.
 fn validate(kind: Kind, body: &Map<String, Value>) -> Result<(), String> {
-    let missing: Vec<String> = ["pattern", "definition"]
-        .iter()
-        .filter(|k| !body.contains_key(**k))
-        .map(|k| format!("{{key_missing,{k}}}"))
-        .collect();
-    if !missing.is_empty() {
-        return Err(format!("[{}]", missing.join(",")));
-    }
-    let mut errors = Vec::new();
-    match body.get("definition") {
-        Some(Value::Object(definition)) => {
-            let known = if kind == Kind::User { POLICY_KEYS } else { OPERATOR_POLICY_KEYS };
-            let unknown: Vec<String> = definition
-                .iter()
-                .filter(|(k, _)| !known.contains(&k.as_str()))
-                .map(|(k, v)| format!("{{<<\"{k}\">>,{v}}}"))
-                .collect();
-            if !unknown.is_empty() {
-                errors.push(format!("[{}] are not recognised policy settings", unknown.join(",")));
-            }
-            if definition.is_empty() {
-                errors.push("no policy provided".to_owned());
-            }
-        }
-        _ => errors.push("definition must be a dictionary".to_owned()),
-    }
-    if let Some(apply_to) = body.get("apply-to").filter(|v| !v.is_null()) {
-        if !matches!(apply_to.as_str(), Some("queues" | "exchanges" | "all")) {
-            let shown = apply_to.as_str().map_or_else(|| apply_to.to_string(), str::to_owned);
-            errors.push(format!("apply-to '{shown}' unrecognised; should be 'queues', 'exchanges' or 'all'"));
-        }
-    }
-    match body.get("pattern") {
-        Some(Value::String(p)) => {
-            if let Err(e) = regex::Regex::new(p) {
-                errors.push(format!("pattern should be regular expression but is invalid: {e}"));
-            }
-        }
-        Some(other) => errors.push(format!("pattern should be regular expression but is invalid: {other}")),
-        None => {}
-    }
-    if let Some(priority) = body.get("priority").filter(|v| !v.is_null()) {
-        if priority.as_i64().is_none() {
-            errors.push(format!("priority should be a number, actually was {priority}"));
-        }
-    }
-    if errors.is_empty() {
-        return Ok(());
-    }
-    let text = format!("Validation failed\n\n{}\n", errors.join("\n"));
-    // RabbitMQ escapes a user policy's reason as HTML, not an operator
-    // policy's.
-    Err(match kind {
-        Kind::User => text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;"),
-        Kind::Operator => text,
-    })
+    let kind = match kind {
+        Kind::User => PolicyKind::User,
+        Kind::Operator => PolicyKind::Operator,
+    };
+    validate_policy(kind, &Value::Object(body.clone())).map_err(|e| e.http_reason(kind))
 }
 
 fn stored(e: AccessError) -> ApiError {
@@ -223,20 +122,18 @@ fn policies(topology: &Topology, kind: Kind, keep: impl Fn(&str) -> bool) -> Vec
     }
 }
 
-/// Who may read policies of `kind`: operator policies are for
-/// administrators; policies for any management user (in the vhosts they
-/// see).
-fn require_reader(caller: &Caller, kind: Kind) -> ApiResult<()> {
-    match kind {
-        Kind::Operator => caller.require_administrator(),
-        Kind::User => Ok(()),
-    }
-}
-
+/// Who may change policies of `kind`: operator policies are for
+/// administrators, policies for policymakers. RabbitMQ lists both kinds to
+/// any management user (in the vhosts they see), but answers a single
+/// policy, and parameters, only to policymakers.
 fn require_writer(caller: &Caller, kind: Kind) -> ApiResult<()> {
     match kind {
         Kind::Operator => caller.require_administrator(),
-        Kind::User => caller.require_policymaker(),
+        // RabbitMQ's words for a user without policymaker here.
+        Kind::User if !caller.policymaker => {
+            Err(ApiError::not_authorised("User not authorised to access object"))
+        }
+        Kind::User => Ok(()),
     }
 }
 
@@ -247,7 +144,6 @@ async fn list(
     vhost: Option<&str>,
     query: &ListQuery,
 ) -> ApiResult<Json<Value>> {
-    require_reader(caller, kind)?;
     let topology = node.registry.load();
     if let Some(vhost) = vhost {
         caller.require_vhost(&topology.access, vhost)?;
@@ -310,7 +206,7 @@ async fn get_one(
     vhost: &str,
     name: &str,
 ) -> ApiResult<Json<Value>> {
-    require_reader(caller, kind)?;
+    require_writer(caller, Kind::User)?;
     let topology = node.registry.load();
     caller.require_vhost(&topology.access, vhost)?;
     find_policy(&topology, kind, vhost, name).map(Json).ok_or_else(ApiError::not_found)
@@ -342,12 +238,11 @@ async fn put_one(
         Kind::User => {
             ParameterChange::SetPolicy(Policy { vhost, name, pattern, apply_to, definition, priority })
         }
-        Kind::Operator => ParameterChange::SetParameter(Parameter {
-            vhost,
-            component: OPERATOR_POLICY_COMPONENT.to_owned(),
-            name,
-            value: json!({"pattern": pattern, "definition": definition, "priority": priority, "apply-to": apply_to}),
-        }),
+        Kind::Operator => ParameterChange::set_operator_policy(
+            &vhost,
+            &name,
+            json!({"pattern": pattern, "definition": definition, "priority": priority, "apply-to": apply_to}),
+        ),
     };
     node.registry.change_parameters(&change).map_err(stored)?;
     Ok(created_or_updated(existed))
@@ -368,9 +263,7 @@ async fn delete_one(
     }
     let change = match kind {
         Kind::User => ParameterChange::ClearPolicy { vhost, name },
-        Kind::Operator => {
-            ParameterChange::ClearParameter { vhost, component: OPERATOR_POLICY_COMPONENT.to_owned(), name }
-        }
+        Kind::Operator => ParameterChange::clear_operator_policy(&vhost, &name),
     };
     node.registry.change_parameters(&change).map_err(stored)?;
     Ok(StatusCode::NO_CONTENT)
@@ -456,7 +349,7 @@ fn list_parameters_where(
     query: &ListQuery,
     keep: impl Fn(&Value) -> bool,
 ) -> ApiResult<Json<Value>> {
-    caller.require_policymaker()?;
+    require_writer(caller, Kind::User)?;
     let topology = node.registry.load();
     let items = parameters(&topology)
         .into_iter()
@@ -503,7 +396,7 @@ async fn get_parameter(
     caller: Caller,
     Path((component, vhost, name)): Path<(String, String, String)>,
 ) -> ApiResult<Json<Value>> {
-    caller.require_policymaker()?;
+    require_writer(&caller, Kind::User)?;
     let topology = node.registry.load();
     caller.require_vhost(&topology.access, &vhost)?;
     parameters(&topology)
@@ -527,7 +420,7 @@ async fn put_parameter(
     Path((component, vhost, name)): Path<(String, String, String)>,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
-    caller.require_policymaker()?;
+    require_writer(&caller, Kind::User)?;
     let body = body_object(&body)?;
     let value = body.get("value").cloned().ok_or_else(|| key_missing("value"))?;
     if RESERVED_COMPONENTS.contains(&component.as_str()) {
@@ -553,7 +446,7 @@ async fn delete_parameter(
     caller: Caller,
     Path((component, vhost, name)): Path<(String, String, String)>,
 ) -> ApiResult<StatusCode> {
-    caller.require_policymaker()?;
+    require_writer(&caller, Kind::User)?;
     let topology = node.registry.load();
     caller.require_vhost(&topology.access, &vhost)?;
     if !topology.parameters.parameters.contains_key(&(vhost.clone(), component.clone(), name.clone())) {

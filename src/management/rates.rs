@@ -21,10 +21,11 @@ use crate::stats::{ConnectionStats, MessageCounters, ShardStats};
 
 use super::Node;
 
-/// How often the sampler loads the board. A shard publishes a fresh
-/// snapshot on its own interval; a load that finds a shard's snapshot
-/// unchanged keeps that shard's previous pair.
-pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(500);
+/// The sampler loads the board twice per shard statistics interval
+/// (`stats_interval_ms`), so a fresh snapshot waits at most half an interval
+/// to be seen; a load that finds a shard's snapshot unchanged keeps that
+/// shard's previous pair. Never more often than this.
+pub const SAMPLE_INTERVAL_MIN: Duration = Duration::from_millis(50);
 
 /// The latest sample, swapped in whole by the sampler.
 #[derive(Debug, Default)]
@@ -47,10 +48,20 @@ pub struct Totals {
     pub channels: MessageCounters,
     /// Messages enqueued (routed to at least one queue), from the queues.
     pub routed: u64,
-    /// Connections seen opened and closed since the start.
+    /// Connections seen opened since the start.
     pub connections_opened: u64,
     /// Connections gone since the start.
     pub connections_closed: u64,
+    /// Channels seen opened since the start.
+    pub channels_opened: u64,
+    /// Channels gone since the start.
+    pub channels_closed: u64,
+    /// Queues seen created since the start.
+    pub queues_created: u64,
+    /// Queues gone since the start.
+    pub queues_deleted: u64,
+    /// Messages published on channels in confirm mode.
+    pub received_confirm: u64,
 }
 
 /// Two successive views of every shard, and the totals up to the latest.
@@ -62,10 +73,8 @@ pub struct Sample {
     pub previous: Vec<Option<Arc<ShardStats>>>,
     /// Node totals at the latest snapshots.
     pub totals: Totals,
-    /// Node totals at the previous sample that changed them.
-    pub totals_before: Totals,
-    /// Seconds between the two node totals.
-    pub totals_secs: f64,
+    /// Per shard: what its channels counted between its two snapshots.
+    shard_deltas: Vec<MessageCounters>,
     /// Index of each queue (vhost, name) → (shard, position) in `shards`.
     queues: HashMap<(String, String), (usize, usize)>,
     /// Previous counters of each queue, channel, connection.
@@ -124,8 +133,21 @@ impl Sample {
 
     /// The node's `message_stats` (overview), with rates.
     pub fn node_message_stats(&self) -> Value {
-        let secs = (self.totals_secs > 0.0).then_some(self.totals_secs);
-        message_stats(&self.totals.channels, Some(&self.totals_before.channels), secs, true)
+        // Each shard's increments over its own interval (shards snapshot at
+        // different moments), summed.
+        let mut out = message_stats(&self.totals.channels, None, None, true);
+        let mut rates = [0.0f64; 12];
+        for (shard, delta) in self.shard_deltas.iter().enumerate() {
+            let Some(secs) = self.interval_secs(shard) else { continue };
+            for (i, (_, value, _)) in counter_fields(delta).into_iter().enumerate() {
+                rates[i] += value as f64 / secs;
+            }
+        }
+        let zero = MessageCounters::default();
+        for (i, (name, _, _)) in counter_fields(&zero).into_iter().enumerate() {
+            out[format!("{name}_details")] = json!({ "rate": (rates[i] * 10.0).round() / 10.0 });
+        }
+        out
     }
 }
 
@@ -151,38 +173,46 @@ pub fn message_stats(
     channel: bool,
 ) -> Value {
     let mut out = Map::new();
-    let pairs = |c: &MessageCounters| -> Vec<(&'static str, u64, bool)> {
-        vec![
-            ("publish", c.publish, false),
-            ("confirm", c.confirm, true),
-            ("return_unroutable", c.return_unroutable, true),
-            ("drop_unroutable", c.drop_unroutable, true),
-            ("deliver", c.deliver, false),
-            ("deliver_no_ack", c.deliver_no_ack, false),
-            ("get", c.get, false),
-            ("get_no_ack", c.get_no_ack, false),
-            ("get_empty", c.get_empty, false),
-            ("redeliver", c.redeliver, false),
-            ("ack", c.ack, false),
-            ("deliver_get", deliver_get(c), false),
-        ]
-    };
-    let old = before.map(pairs);
-    for (i, (name, value, channel_only)) in pairs(now).into_iter().enumerate() {
+    let old = before.map(counter_fields);
+    for (i, (name, value, channel_only)) in counter_fields(now).into_iter().enumerate() {
         if channel_only && !channel {
             continue;
         }
         out.insert(name.into(), json!(value));
         let previous = old.as_ref().and_then(|o| o.get(i)).map(|p| p.1);
-        let previous = if before.is_some() { previous } else { None };
         out.insert(format!("{name}_details"), json!({ "rate": rate(value, previous, secs) }));
     }
     Value::Object(out)
 }
 
+/// RabbitMQ's names of the counters: (name, value, kept by channels only).
+fn counter_fields(c: &MessageCounters) -> [(&'static str, u64, bool); 12] {
+    [
+        ("publish", c.publish, false),
+        ("confirm", c.confirm, true),
+        ("return_unroutable", c.return_unroutable, true),
+        ("drop_unroutable", c.drop_unroutable, true),
+        ("deliver", c.deliver, false),
+        ("deliver_no_ack", c.deliver_no_ack, false),
+        ("get", c.get, false),
+        ("get_no_ack", c.get_no_ack, false),
+        ("get_empty", c.get_empty, false),
+        ("redeliver", c.redeliver, false),
+        ("ack", c.ack, false),
+        ("deliver_get", deliver_get(c), false),
+    ]
+}
+
 /// Messages handed out: deliveries and gets, with or without ack.
 pub fn deliver_get(c: &MessageCounters) -> u64 {
     c.deliver + c.deliver_no_ack + c.get + c.get_no_ack
+}
+
+/// `now - before`, counter by counter (`now` only grows).
+fn difference(now: &MessageCounters, before: &MessageCounters) -> MessageCounters {
+    let mut out = MessageCounters::default();
+    add(&mut out, now, Some(before));
+    out
 }
 
 fn add(total: &mut MessageCounters, now: &MessageCounters, before: Option<&MessageCounters>) {
@@ -203,41 +233,27 @@ fn add(total: &mut MessageCounters, now: &MessageCounters, before: Option<&Messa
 }
 
 /// Builds the sample that follows `old` from the board's `loaded` snapshots.
-fn next_sample(old: &Sample, loaded: Vec<Arc<ShardStats>>, now_ms: u64) -> Sample {
+fn next_sample(old: &Sample, loaded: Vec<Arc<ShardStats>>) -> Sample {
     let mut shards = Vec::with_capacity(loaded.len());
     let mut previous = Vec::with_capacity(loaded.len());
+    let mut shard_deltas = Vec::with_capacity(loaded.len());
     let mut totals = old.totals;
-    let mut changed = false;
     for (i, fresh) in loaded.into_iter().enumerate() {
         let last = old.shards.get(i);
         let is_new = last.is_none_or(|l| l.taken_at_ms != fresh.taken_at_ms);
         if is_new && fresh.taken_at_ms != 0 {
-            changed = true;
+            let before = totals.channels;
             accumulate(&mut totals, last.map(Arc::as_ref), &fresh);
+            shard_deltas.push(difference(&totals.channels, &before));
             previous.push(last.cloned().filter(|l| l.taken_at_ms != 0));
             shards.push(fresh);
         } else {
+            shard_deltas.push(old.shard_deltas.get(i).copied().unwrap_or_default());
             previous.push(old.previous.get(i).cloned().flatten());
             shards.push(last.cloned().unwrap_or(fresh));
         }
     }
-    let mut sample = Sample {
-        shards,
-        previous,
-        totals,
-        totals_before: old.totals_before,
-        totals_secs: old.totals_secs,
-        ..Sample::default()
-    };
-    if changed {
-        sample.totals_before = old.totals;
-        let last_ms = old.shards.iter().map(|s| s.taken_at_ms).max().unwrap_or(0);
-        let fresh_ms = sample.shards.iter().map(|s| s.taken_at_ms).max().unwrap_or(now_ms);
-        sample.totals_secs = match last_ms {
-            0 => 0.0,
-            ms => fresh_ms.saturating_sub(ms) as f64 / 1000.0,
-        };
-    }
+    let mut sample = Sample { shards, previous, totals, shard_deltas, ..Sample::default() };
     for (shard, stats) in sample.shards.iter().enumerate() {
         for (at, q) in stats.queues.iter().enumerate() {
             sample.queues.insert((q.vhost.clone(), q.name.clone()), (shard, at));
@@ -262,7 +278,13 @@ fn accumulate(totals: &mut Totals, last: Option<&ShardStats>, fresh: &ShardStats
     let channels_before: HashMap<(ConnId, u16), &MessageCounters> =
         last.iter().flat_map(|l| l.channels.iter()).map(|c| ((c.conn, c.number), &c.counters)).collect();
     for c in &fresh.channels {
-        add(&mut totals.channels, &c.counters, channels_before.get(&(c.conn, c.number)).copied());
+        let before = channels_before.get(&(c.conn, c.number)).copied();
+        add(&mut totals.channels, &c.counters, before);
+        if c.confirm {
+            let published = before.map_or(0, |b| b.publish);
+            totals.received_confirm +=
+                c.counters.publish.checked_sub(published).unwrap_or(c.counters.publish);
+        }
     }
     let queues_before: HashMap<(&str, &str), u64> = last
         .iter()
@@ -273,16 +295,44 @@ fn accumulate(totals: &mut Totals, last: Option<&ShardStats>, fresh: &ShardStats
         let before = queues_before.get(&(q.vhost.as_str(), q.name.as_str())).copied().unwrap_or(0);
         totals.routed += q.counters.publish.saturating_sub(before);
     }
-    let conns_before: Vec<ConnId> = last.iter().flat_map(|l| l.connections.iter()).map(|c| c.conn).collect();
-    let conns_now: Vec<ConnId> = fresh.connections.iter().map(|c| c.conn).collect();
-    totals.connections_opened += conns_now.iter().filter(|c| !conns_before.contains(c)).count() as u64;
-    totals.connections_closed += conns_before.iter().filter(|c| !conns_now.contains(c)).count() as u64;
+    let (opened, closed) = churn(
+        last.iter().flat_map(|l| l.connections.iter()).map(|c| c.conn),
+        fresh.connections.iter().map(|c| c.conn),
+    );
+    totals.connections_opened += opened;
+    totals.connections_closed += closed;
+    let (opened, closed) = churn(
+        last.iter().flat_map(|l| l.channels.iter()).map(|c| (c.conn, c.number)),
+        fresh.channels.iter().map(|c| (c.conn, c.number)),
+    );
+    totals.channels_opened += opened;
+    totals.channels_closed += closed;
+    let (created, deleted) = churn(
+        last.iter().flat_map(|l| l.queues.iter()).map(|q| q.queue),
+        fresh.queues.iter().map(|q| q.queue),
+    );
+    totals.queues_created += created;
+    totals.queues_deleted += deleted;
 }
 
-/// The sampler: loads the board every [`SAMPLE_INTERVAL`] until the HTTP
-/// runtime stops.
+/// (appeared, gone) between two sets of keys.
+fn churn<K: std::hash::Hash + Eq>(
+    before: impl Iterator<Item = K>,
+    now: impl Iterator<Item = K>,
+) -> (u64, u64) {
+    let before: std::collections::HashSet<K> = before.collect();
+    let now: std::collections::HashSet<K> = now.collect();
+    (now.difference(&before).count() as u64, before.difference(&now).count() as u64)
+}
+
+/// The sampler: loads the board twice per statistics interval until the
+/// HTTP runtime stops (never, when the shards publish no statistics).
 pub(super) async fn sampler(node: Arc<Node>) {
-    let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
+    if node.config.stats_interval_ms == 0 {
+        return;
+    }
+    let half = Duration::from_millis(node.config.stats_interval_ms / 2).max(SAMPLE_INTERVAL_MIN);
+    let mut tick = tokio::time::interval(half);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
@@ -293,7 +343,7 @@ pub(super) async fn sampler(node: Arc<Node>) {
 /// One sampling step (also used by the tests of this module).
 pub(super) fn refresh(node: &Node) {
     let old = node.rates.sample();
-    let next = next_sample(&old, node.board.load(), super::now_ms());
+    let next = next_sample(&old, node.board.load());
     node.rates.latest.store(Arc::new(next));
 }
 
@@ -326,16 +376,16 @@ mod tests {
     #[test]
     fn rates_come_from_two_distinct_snapshots() {
         let s0 = Sample::default();
-        let s1 = next_sample(&s0, vec![shard_with(1_000, 10)], 1_000);
+        let s1 = next_sample(&s0, vec![shard_with(1_000, 10)]);
         assert_eq!(s1.interval_secs(0), None, "one snapshot gives no rate");
-        let s2 = next_sample(&s1, vec![shard_with(3_000, 50)], 3_000);
+        let s2 = next_sample(&s1, vec![shard_with(3_000, 50)]);
         assert_eq!(s2.interval_secs(0), Some(2.0));
         let (shard, q) = s2.queue("/", "q").expect("queue indexed");
         let stats = s2.queue_message_stats(shard, q);
         assert_eq!(stats["publish"], 50);
         assert_eq!(stats["publish_details"]["rate"], 20.0);
         // The same snapshot loaded again keeps the pair (and the rate).
-        let s3 = next_sample(&s2, vec![shard_with(3_000, 50)], 3_500);
+        let s3 = next_sample(&s2, vec![shard_with(3_000, 50)]);
         assert_eq!(s3.interval_secs(0), Some(2.0));
         assert_eq!(s3.totals.routed, 50);
     }
