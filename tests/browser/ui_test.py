@@ -369,7 +369,7 @@ EXCHANGE = f"ui-test-x-{os.getpid()}-{secrets.token_hex(3)}"
 BOUND = f"{QUEUE}-bound"
 
 
-def row_button(ui, table_testid, first_cell, button_testid):
+def row_button(table_testid, first_cell, button_testid):
     """The button of the table row whose first cell is `first_cell`."""
     return (
         f'//*[@data-testid="{table_testid}"]//tr[td[1][normalize-space()="{first_cell}"]]'
@@ -441,7 +441,7 @@ def exchange_bind_publish(ui):
 
 
 def exchange_unbind_delete(ui):
-    confirm_xpath(ui, row_button(ui, "exchange-bindings", EXCHANGE, "unbind"))
+    confirm_xpath(ui, row_button("exchange-bindings", EXCHANGE, "unbind"))
     ui.flash("ok", "Binding removed")
     ui.wait.until(lambda _: not ui.d.find_elements(By.CSS_SELECTOR, f'[data-testid="exchange-bindings"] a[href$="/{BOUND}"]'))
     bindings = api("GET", f"/exchanges/{urllib.parse.quote(VHOST, safe='')}/{EXCHANGE}/bindings/source")[1]
@@ -499,7 +499,7 @@ def vhost_permissions_policy(ui):
     status, perm = api("GET", f"/permissions/{VHOST_NEW}/{USER_NEW}")
     assert status == 200 and perm["read"] == "^ui-" and perm["configure"] == ".*", perm
     ui.screenshot("permissions")
-    confirm_xpath(ui, row_button(ui, "permissions", USER_NEW, "clear-permissions"))
+    confirm_xpath(ui, row_button("permissions", USER_NEW, "clear-permissions"))
     ui.flash("ok", "cleared")
     wait_api(ui, "the permissions gone", lambda: api("GET", f"/permissions/{VHOST_NEW}/{USER_NEW}")[0] == 404)
 
@@ -518,18 +518,18 @@ def vhost_permissions_policy(ui):
     assert policy["definition"] == {"max-length": 10, "overflow": "reject-publish"}, policy
     assert policy["apply-to"] == "queues" and policy["pattern"] == "^ui-test-", policy
     ui.screenshot("policy")
-    confirm_xpath(ui, row_button(ui, "policies", VHOST_NEW, "clear-policy"))
+    confirm_xpath(ui, row_button("policies", VHOST_NEW, "clear-policy"))
     ui.flash("ok", f"Policy {POLICY} cleared")
     assert api("GET", f"/policies/{VHOST_NEW}/{POLICY}")[0] == 404
 
 
 def delete_vhost_and_user(ui):
     ui.d.get(URL + "/#/admin/vhosts")
-    confirm_xpath(ui, row_button(ui, "vhosts", VHOST_NEW, "delete-vhost"))
+    confirm_xpath(ui, row_button("vhosts", VHOST_NEW, "delete-vhost"))
     ui.flash("ok", f"Virtual host {VHOST_NEW} deleted")
     wait_api(ui, f"vhost {VHOST_NEW} gone", lambda: api("GET", f"/vhosts/{VHOST_NEW}")[0] == 404)
     ui.d.get(URL + "/#/admin/users")
-    confirm_xpath(ui, row_button(ui, "users", USER_NEW, "delete-user"))
+    confirm_xpath(ui, row_button("users", USER_NEW, "delete-user"))
     ui.flash("ok", f"User {USER_NEW} deleted")
     assert api("GET", f"/users/{USER_NEW}")[0] == 404
     assert api("GET", "/whoami", user=USER_NEW, password=USER_NEW_PASSWORD)[0] == 401
