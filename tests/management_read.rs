@@ -113,6 +113,18 @@ impl Api {
     }
 }
 
+/// `text` with the regex metacharacters escaped.
+fn regex_quote(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        if ".^$*+?()[]{}|\\".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn items(v: &Value) -> Vec<Value> {
     v.as_array().cloned().unwrap_or_default()
 }
@@ -586,6 +598,36 @@ async fn exchanges_and_bindings_are_listed_as_rabbitmq_lists_them() {
     assert_eq!(source.len(), 3);
     let all = items(&api.get("/api/bindings/%2F"));
     assert!(all.iter().any(|b| b["source"] == "" && b["destination"] == queue.as_str()));
+    // A policy that matches the queue shows in its fields.
+    let policy = unique("mgr-read.pol");
+    let body = serde_json::json!({
+        "pattern": format!("^{}$", regex_quote(&queue)),
+        "definition": {"max-length": 10},
+        "apply-to": "queues",
+    })
+    .to_string();
+    let policy_url = format!("{}/api/policies/%2F/{}", api.base, enc(&policy));
+    let status = tokio::task::block_in_place(|| {
+        use base64::Engine as _;
+        let token = base64::engine::general_purpose::STANDARD.encode("guest:guest");
+        match ureq::put(&policy_url)
+            .set("Authorization", &format!("Basic {token}"))
+            .set("Content-Type", "application/json")
+            .send_string(&body)
+        {
+            Ok(r) => r.status(),
+            Err(ureq::Error::Status(code, _)) => code,
+            Err(e) => panic!("PUT {policy_url}: {e}"),
+        }
+    });
+    assert!(status == 201 || status == 204, "policy stored: {status}");
+    let q = api.wait_for("the policy on the queue", &format!("/api/queues/%2F/{}", enc(&queue)), |q| {
+        (q["policy"] == policy.as_str()).then(|| q.clone())
+    });
+    assert_eq!(q["effective_policy_definition"]["max-length"], 10);
+    assert_eq!(q["operator_policy"], Value::Null);
+    let (status, _) = http("DELETE", &policy_url, Some(("guest", "guest")), &[]);
+    assert_eq!(status, 204);
     let (status, _) = api.get_as("/api/exchanges/%2F/no-such-exchange-mgr", "guest", "guest");
     assert_eq!(status, 404);
     let (status, _) =

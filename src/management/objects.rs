@@ -20,6 +20,8 @@ use serde_json::{json, Value};
 use crate::amqp::field::FieldTable;
 use crate::definitions::fields::table_to_json;
 use crate::ids::ConnId;
+use crate::queue::arguments::QueueType;
+use crate::routing::policy::{EntityKind, Target};
 use crate::routing::topology::{Destination, Topology, Vhost};
 use crate::stats::{ChannelStats, CloseRequest, ConnectionStats, ConsumerStats, QueueStats};
 
@@ -403,7 +405,7 @@ async fn vhost_consumers(
 fn queue_json(
     node: &Node,
     sample: &Sample,
-    vhost: &str,
+    (vhost, vh): (&str, &Vhost),
     meta: &crate::queue::QueueMeta,
     stats: bool,
 ) -> Value {
@@ -425,7 +427,6 @@ fn queue_json(
     let mut out = json!({
         "name": name,
         "vhost": vhost,
-        "type": "classic",
         "durable": meta.durable,
         "auto_delete": meta.auto_delete,
         "exclusive": meta.exclusive_owner.is_some(),
@@ -434,9 +435,6 @@ fn queue_json(
         "arguments": table_to_json(&meta.arguments),
         "node": node.name,
         "state": "running",
-        "policy": q.and_then(|q| q.policy.clone()),
-        "operator_policy": Value::Null,
-        "effective_policy_definition": {},
         "messages": ready + unacked,
         "messages_ready": ready,
         "messages_unacknowledged": unacked,
@@ -459,7 +457,19 @@ fn queue_json(
         "recoverable_slaves": Value::Null,
     });
     let Value::Object(map) = &mut out else { return out };
-    // Fields RabbitMQ does not know yet are left out rather than invented.
+    // The policies that apply: policy, operator_policy, effective_policy_definition.
+    let queue_type = QueueType::of(&meta.arguments);
+    let applied = vh.policies.applied(meta.name.as_bytes(), Target::Queue(queue_type));
+    map.extend(applied.management_fields(EntityKind::Queue));
+    map.insert(
+        "type".into(),
+        json!(match queue_type {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+            QueueType::Stream => "stream",
+        }),
+    );
+    // Fields Lepus does not know are left out rather than invented.
     map.remove("message_bytes_persistent");
     map.remove("message_bytes_paged_out");
     if let Some(owner) = owner {
@@ -526,7 +536,7 @@ fn queue_list(node: &Node, caller: &Caller, only: Option<&str>, q: &ListQuery) -
             continue;
         }
         for meta in vhost.queues.values() {
-            items.push(queue_json(node, &sample, name, meta, !q.stats_disabled()));
+            items.push(queue_json(node, &sample, (name, vhost), meta, !q.stats_disabled()));
         }
     }
     q.respond(items)
@@ -567,15 +577,15 @@ async fn queue(
     let meta = vh.queues.iter().find(|(n, _)| n.as_bytes() == name.as_bytes()).map(|(_, m)| m);
     let meta = meta.ok_or_else(ApiError::not_found)?;
     let sample = node.rates.sample();
-    Ok(Json(queue_json(&node, &sample, &vhost, meta, !q.stats_disabled())))
+    Ok(Json(queue_json(&node, &sample, (&vhost, vh), meta, !q.stats_disabled())))
 }
 
 // ---------------------------------------------------------------------------
 // Exchanges
 // ---------------------------------------------------------------------------
 
-fn exchange_json(vhost: &str, x: &crate::routing::topology::Exchange) -> Value {
-    json!({
+fn exchange_json((vhost, vh): (&str, &Vhost), x: &crate::routing::topology::Exchange) -> Value {
+    let mut out = json!({
         "name": x.name.to_string_lossy(),
         "vhost": vhost,
         "type": x.kind.as_str(),
@@ -583,9 +593,15 @@ fn exchange_json(vhost: &str, x: &crate::routing::topology::Exchange) -> Value {
         "auto_delete": x.auto_delete,
         "internal": x.internal,
         "arguments": table_to_json(&x.arguments),
-        "policy": Value::Null,
         "user_who_performed_action": "lepus",
-    })
+    });
+    if let Value::Object(map) = &mut out {
+        // `policy` only when one applies, as RabbitMQ.
+        map.extend(
+            vh.policies.applied(x.name.as_bytes(), Target::Exchange).management_fields(EntityKind::Exchange),
+        );
+    }
+    out
 }
 
 fn exchange_list(node: &Node, caller: &Caller, only: Option<&str>, q: &ListQuery) -> ApiResult<Value> {
@@ -595,7 +611,7 @@ fn exchange_list(node: &Node, caller: &Caller, only: Option<&str>, q: &ListQuery
         if only.is_some_and(|o| o != name) {
             continue;
         }
-        items.extend(vhost.exchanges.values().map(|x| exchange_json(name, x)));
+        items.extend(vhost.exchanges.values().map(|x| exchange_json((name, vhost), x)));
     }
     q.respond(items)
 }
@@ -632,7 +648,7 @@ async fn exchange(
     let topology = node.registry.load();
     let vh = vhost_for(&topology, &caller, &vhost)?;
     let x = find_exchange(vh, &name).ok_or_else(ApiError::not_found)?;
-    let mut out = exchange_json(&vhost, x);
+    let mut out = exchange_json((&vhost, vh), x);
     if let Value::Object(map) = &mut out {
         map.insert("incoming".into(), json!([]));
         map.insert("outgoing".into(), json!([]));
