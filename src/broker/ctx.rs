@@ -88,6 +88,8 @@ pub struct ShardCtx {
     pub(super) journaled: Vec<QueueId>,
     /// Unix time (ms) at `epoch`: converts expiries to and from the log.
     pub(super) epoch_unix_ms: u64,
+    /// What the shard's closed channels counted (see [`ShardCtx::retire_channel`]).
+    pub(super) closed_channels: crate::stats::ClosedChannels,
     /// Segments the log offered for compaction (kept for its allocation).
     pub(super) compact_candidates: Vec<(u32, u64)>,
 }
@@ -174,6 +176,7 @@ impl ShardCtx {
             log: None,
             journaled: Vec::new(),
             epoch_unix_ms: super::stored::unix_now_ms(),
+            closed_channels: crate::stats::ClosedChannels::default(),
             compact_candidates: Vec::new(),
         }
     }

@@ -2,7 +2,7 @@
 //! snapshots, built once per `stats_interval_ms`, and the wall clock the
 //! board's times are in.
 
-use crate::stats::QueueStats;
+use crate::stats::{ClosedChannels, MessageCounters, MessageSizes, QueueStats};
 
 use super::ShardCtx;
 
@@ -11,6 +11,19 @@ impl ShardCtx {
     /// the loop already read (no clock read of its own).
     pub fn unix_now_ms(&self) -> u64 {
         self.epoch_unix_ms.saturating_add(self.clock)
+    }
+
+    /// A channel of this shard closed: what it counted stays in the shard's
+    /// totals, so the node's counts never go down when a publisher leaves.
+    pub fn retire_channel(&mut self, counters: &MessageCounters, sizes: &MessageSizes) {
+        self.closed_channels.counters.absorb(counters);
+        self.closed_channels.sizes.absorb(sizes);
+        self.closed_channels.channels += 1;
+    }
+
+    /// What the shard's closed channels counted, cumulative.
+    pub fn closed_channels(&self) -> ClosedChannels {
+        self.closed_channels
     }
 
     /// Appends the snapshot of every queue this shard owns.

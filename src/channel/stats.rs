@@ -5,6 +5,8 @@
 use crate::amqp::field::{FieldTable, ShortStr};
 use crate::stats::{ChannelStats, ConsumerStats};
 
+use crate::broker::ShardCtx;
+
 use super::Channel;
 
 /// What the statistics show of a consumer, kept from its basic.consume.
@@ -45,6 +47,11 @@ impl Channel {
             message_sizes: self.message_sizes,
             state: if flow { "flow" } else { "running" },
         }
+    }
+
+    /// Its message counters and sizes, for the shard's totals when it closes.
+    pub fn retire(&self, ctx: &mut ShardCtx) {
+        ctx.retire_channel(&self.counters, &self.message_sizes);
     }
 
     /// Appends its consumers' snapshots (`vhost`: its connection's).

@@ -511,7 +511,8 @@ impl Connection {
             Ok(Outcome::Paused) => self.paused_on = Some(number),
             Ok(Outcome::Closed) => {
                 if let Some(slot) = self.channels.get_mut(usize::from(number)) {
-                    if slot.take().is_some() {
+                    if let Some(channel) = slot.take() {
+                        channel.retire(ctx);
                         ctx.tracking().channel_closed(&self.shared.user);
                     }
                 }
@@ -612,6 +613,7 @@ impl Connection {
         for slot in &mut self.channels {
             if let Some(mut channel) = slot.take() {
                 channel.release(&mut self.shared, ctx);
+                channel.retire(ctx);
                 ctx.tracking().channel_closed(&self.shared.user);
             }
         }

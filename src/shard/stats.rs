@@ -87,6 +87,7 @@ impl Shard {
             slot.conn.channel_stats(&mut stats.channels, &mut stats.consumers);
         }
         self.ctx.queue_stats(&mut stats.queues);
+        stats.closed_channels = self.ctx.closed_channels();
         let mut shard_loop = self.loop_counters.counts.clone();
         let wall = self.ctx.now().saturating_duration_since(self.loop_counters.started);
         shard_loop.wall_ns = u64::try_from(wall.as_nanos()).unwrap_or(u64::MAX);

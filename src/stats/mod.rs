@@ -136,6 +136,20 @@ pub struct ShardStats {
     pub consumers: Vec<ConsumerStats>,
     /// The queues it owns.
     pub queues: Vec<QueueStats>,
+    /// What its channels that have closed counted, cumulative: a node's
+    /// totals are these plus the open channels'.
+    pub closed_channels: ClosedChannels,
+}
+
+/// The counters of a shard's channels that have closed, cumulative.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClosedChannels {
+    /// Their message counters, summed.
+    pub counters: MessageCounters,
+    /// Their message sizes, summed.
+    pub sizes: MessageSizes,
+    /// How many closed.
+    pub channels: u64,
 }
 
 impl ShardStats {
@@ -262,6 +276,21 @@ impl MessageCounters {
         self.redeliver += u64::from(redelivered);
     }
 
+    /// Adds `other`'s counts to these.
+    pub fn absorb(&mut self, other: &MessageCounters) {
+        self.publish += other.publish;
+        self.confirm += other.confirm;
+        self.return_unroutable += other.return_unroutable;
+        self.drop_unroutable += other.drop_unroutable;
+        self.deliver += other.deliver;
+        self.deliver_no_ack += other.deliver_no_ack;
+        self.get += other.get;
+        self.get_no_ack += other.get_no_ack;
+        self.get_empty += other.get_empty;
+        self.redeliver += other.redeliver;
+        self.ack += other.ack;
+    }
+
     /// Every message event counted (to see whether anything happened).
     pub fn activity(&self) -> u64 {
         self.publish
@@ -299,6 +328,14 @@ impl MessageSizes {
             .unwrap_or(MESSAGE_SIZE_BUCKETS.len());
         self.buckets[bucket] += 1;
         self.sum += size;
+    }
+
+    /// Adds `other`'s counts to these.
+    pub fn absorb(&mut self, other: &MessageSizes) {
+        for (mine, theirs) in self.buckets.iter_mut().zip(other.buckets) {
+            *mine += theirs;
+        }
+        self.sum += other.sum;
     }
 }
 
