@@ -11,6 +11,29 @@ echo "== fmt + clippy"
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 
+echo "== tools the suites need"
+# promtool (Debian's prometheus package) parses /metrics in tests/metrics.rs;
+# the rabbitmqadmin v1 script comes out of Debian's rabbitmq-server package
+# without installing it (no Erlang, no service): tests/clients/run_admin.sh.
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  apt_opts=(-o DPkg::Lock::Timeout=180 -o Acquire::Retries=3)
+  if ! command -v promtool >/dev/null 2>&1; then
+    apt-get "${apt_opts[@]}" update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get "${apt_opts[@]}" install -y -qq --no-install-recommends prometheus >/dev/null
+  fi
+  if [ ! -x /usr/bin/rabbitmqadmin ] && [ ! -x target/tools/bin/rabbitmqadmin-v1 ]; then
+    mkdir -p target/tools/bin target/tools/deb
+    (cd target/tools/deb && { apt-get download rabbitmq-server >/dev/null 2>&1 \
+      || { apt-get "${apt_opts[@]}" update -qq >/dev/null && apt-get download rabbitmq-server >/dev/null; }; } \
+      && dpkg-deb -x rabbitmq-server_*.deb root)
+    find target/tools/deb/root -path '*/cli/rabbitmqadmin' -exec cp {} target/tools/bin/rabbitmqadmin-v1 \;
+    chmod +x target/tools/bin/rabbitmqadmin-v1
+  fi
+fi
+if [ ! -x /usr/bin/rabbitmqadmin ] && [ -x target/tools/bin/rabbitmqadmin-v1 ]; then
+  export RABBITMQADMIN_V1="$PWD/target/tools/bin/rabbitmqadmin-v1"
+fi
+
 echo "== cargo test"
 cargo test --all-targets
 echo "== cargo test: the integration suite again on the io_uring backend"
@@ -68,3 +91,9 @@ trap - EXIT
 echo "== TLS client matrix (pika, amqplib, Go, Java, openssl s_client, raw sockets) against lepus"
 # Starts its own brokers with generated certificates and [tls] configs.
 LEPUS_BIN="${CARGO_TARGET_DIR:-target}/debug/lepus" bash tests/clients/run_tls.sh lepus
+
+echo "== rabbitmqadmin v1 and v2 against lepus"
+LEPUS_BIN="${CARGO_TARGET_DIR:-target}/debug/lepus" bash tests/clients/run_admin.sh lepus
+
+echo "== the web UI in headless Chromium"
+LEPUS_BIN="${CARGO_TARGET_DIR:-target}/debug/lepus" bash tests/browser/run.sh

@@ -234,6 +234,8 @@ pub struct Channel {
     write_granted: Option<ShortStr>,
     /// What it did, counted where it happens (see [`crate::stats`]).
     counters: crate::stats::MessageCounters,
+    /// Body sizes of what it published (`rabbitmq_message_size_bytes`).
+    message_sizes: crate::stats::MessageSizes,
 }
 
 impl Channel {
@@ -263,6 +265,7 @@ impl Channel {
             grants,
             write_granted: None,
             counters: crate::stats::MessageCounters::default(),
+            message_sizes: crate::stats::MessageSizes::default(),
         }
     }
 

@@ -228,6 +228,7 @@ impl Channel {
         };
         let message = Message::new(parts);
         self.counters.publish += 1;
+        self.message_sizes.observe(message.body_len());
         let seq = self.confirms.as_mut().map(|c| {
             c.published += 1;
             c.published

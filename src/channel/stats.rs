@@ -42,6 +42,7 @@ impl Channel {
             acks_uncommitted: clamp_u32(acks_uncommitted),
             consumer_count: clamp_u32(self.consumers.len()),
             counters: self.counters,
+            message_sizes: self.message_sizes,
             state: if flow { "flow" } else { "running" },
         }
     }

@@ -19,6 +19,7 @@ pub mod auth;
 pub mod binding_key;
 mod definitions_api;
 pub mod error;
+mod limits_api;
 pub mod list;
 pub mod listener;
 mod metrics;
@@ -216,6 +217,7 @@ fn management_router(node: Arc<Node>) -> Router {
         .merge(api)
         .merge(access_api::routes())
         .merge(definitions_api::routes())
+        .merge(limits_api::routes())
         .merge(ops::routes())
         .merge(params_api::routes())
         .merge(ui::router())

@@ -274,6 +274,34 @@ impl MessageCounters {
     }
 }
 
+/// Upper bounds of the message-size histogram's buckets, bytes (RabbitMQ's
+/// `rabbitmq_message_size_bytes`); one more bucket counts the larger ones.
+pub const MESSAGE_SIZE_BUCKETS: [u64; 8] =
+    [100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 50_000_000, 100_000_000];
+
+/// Body sizes of the messages a channel received, as a histogram.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MessageSizes {
+    /// Messages per bucket of [`MESSAGE_SIZE_BUCKETS`] (not cumulative),
+    /// the last for the larger ones.
+    pub buckets: [u64; MESSAGE_SIZE_BUCKETS.len() + 1],
+    /// Sum of the sizes.
+    pub sum: u64,
+}
+
+impl MessageSizes {
+    /// Counts one message of `size` body bytes.
+    #[inline]
+    pub fn observe(&mut self, size: u64) {
+        let bucket = MESSAGE_SIZE_BUCKETS
+            .iter()
+            .position(|&bound| size <= bound)
+            .unwrap_or(MESSAGE_SIZE_BUCKETS.len());
+        self.buckets[bucket] += 1;
+        self.sum += size;
+    }
+}
+
 /// One open channel.
 #[derive(Debug, Clone)]
 pub struct ChannelStats {
@@ -301,6 +329,8 @@ pub struct ChannelStats {
     pub consumer_count: u32,
     /// Its message counters.
     pub counters: MessageCounters,
+    /// Body sizes of what it published.
+    pub message_sizes: MessageSizes,
     /// `running` or `flow`.
     pub state: &'static str,
 }
