@@ -237,7 +237,13 @@ async fn a_publisher_and_a_consumer_appear_everywhere_with_their_counts() {
 
     // The queue: N ready, N published.
     let path = format!("/api/queues/%2F/{}", enc(&queue));
-    let q = api.wait_for("the queue's N messages", &path, |q| (q["messages_ready"] == N).then(|| q.clone()));
+    // (RabbitMQ's queue statistics arrive in parts: wait for all of them.)
+    let q = api.wait_for("the queue's N messages", &path, |q| {
+        let complete = q["messages_ready"] == N
+            && q["message_stats"]["publish"] == N
+            && q["message_bytes_ready"].is_u64();
+        complete.then(|| q.clone())
+    });
     assert_eq!(q["message_stats"]["publish"], N);
     assert_eq!((q["messages"].as_u64(), q["messages_unacknowledged"].as_u64()), (Some(N), Some(0)));
     assert_eq!(q["type"], "classic");
@@ -295,7 +301,9 @@ async fn a_publisher_and_a_consumer_appear_everywhere_with_their_counts() {
         let delivery = within("a delivery", consumer.next()).await.expect("delivery").expect("no error");
         delivery.ack(BasicAckOptions::default()).await.expect("ack");
     }
-    let q = api.wait_for("N acked", &path, |q| (q["message_stats"]["ack"] == N).then(|| q.clone()));
+    let q = api.wait_for("N acked", &path, |q| {
+        (q["message_stats"]["ack"] == N && q["messages"] == 0).then(|| q.clone())
+    });
     assert_eq!(q["message_stats"]["deliver"], N);
     assert_eq!(q["message_stats"]["deliver_get"], N);
     assert_eq!(q["messages"], 0);

@@ -28,7 +28,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::alarm::{ALARM_DISK, ALARM_MEMORY};
-use crate::stats::{MessageCounters, TURN_BUCKETS_US};
+use crate::stats::{MessageCounters, MESSAGE_SIZE_BUCKETS, TURN_BUCKETS_US};
 
 use super::error::ApiError;
 use super::objects::connection_name;
@@ -337,6 +337,16 @@ async fn aggregated(State(node): State<Arc<Node>>) -> Response {
         none(),
         node.started.elapsed().as_secs_f64(),
     );
+    let sizes = &totals.message_sizes;
+    let mut buckets: Vec<(f64, u64)> =
+        MESSAGE_SIZE_BUCKETS.iter().zip(sizes.buckets.iter()).map(|(b, n)| (*b as f64, *n)).collect();
+    buckets.push((f64::MAX, sizes.buckets.get(MESSAGE_SIZE_BUCKETS.len()).copied().unwrap_or(0)));
+    let histogram = (amqp(), sizes.sum as f64, sizes.buckets.iter().sum(), buckets);
+    s.histograms.push((
+        "rabbitmq_message_size_bytes",
+        "Size of messages received from publishers",
+        Histograms(vec![histogram]),
+    ));
     node_resources(&node, &mut s);
     shards(&node, &mut s);
     respond(s)

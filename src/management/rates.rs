@@ -17,7 +17,7 @@ use arc_swap::ArcSwap;
 use serde_json::{json, Map, Value};
 
 use crate::ids::ConnId;
-use crate::stats::{ConnectionStats, MessageCounters, ShardStats};
+use crate::stats::{ConnectionStats, MessageCounters, MessageSizes, ShardStats};
 
 use super::Node;
 
@@ -62,6 +62,8 @@ pub struct Totals {
     pub queues_deleted: u64,
     /// Messages published on channels in confirm mode.
     pub received_confirm: u64,
+    /// Body sizes of every message published.
+    pub message_sizes: MessageSizes,
 }
 
 /// Two successive views of every shard, and the totals up to the latest.
@@ -277,9 +279,20 @@ fn next_sample(old: &Sample, loaded: Vec<Arc<ShardStats>>) -> Sample {
 fn accumulate(totals: &mut Totals, last: Option<&ShardStats>, fresh: &ShardStats) {
     let channels_before: HashMap<(ConnId, u16), &MessageCounters> =
         last.iter().flat_map(|l| l.channels.iter()).map(|c| ((c.conn, c.number), &c.counters)).collect();
+    let sizes_before: HashMap<(ConnId, u16), &MessageSizes> =
+        last.iter().flat_map(|l| l.channels.iter()).map(|c| ((c.conn, c.number), &c.message_sizes)).collect();
     for c in &fresh.channels {
         let before = channels_before.get(&(c.conn, c.number)).copied();
         add(&mut totals.channels, &c.counters, before);
+        let sizes_before = sizes_before.get(&(c.conn, c.number)).copied();
+        for (i, count) in c.message_sizes.buckets.iter().enumerate() {
+            let was = sizes_before.and_then(|b| b.buckets.get(i).copied()).unwrap_or(0);
+            if let Some(total) = totals.message_sizes.buckets.get_mut(i) {
+                *total += count.checked_sub(was).unwrap_or(*count);
+            }
+        }
+        let was = sizes_before.map_or(0, |b| b.sum);
+        totals.message_sizes.sum += c.message_sizes.sum.checked_sub(was).unwrap_or(c.message_sizes.sum);
         if c.confirm {
             let published = before.map_or(0, |b| b.publish);
             totals.received_confirm +=
