@@ -756,3 +756,39 @@ async fn the_node_and_the_health_checks_answer_in_rabbitmqs_shapes() {
         assert_eq!(check("local-alarms").0, 200, "cleared");
     }
 }
+
+/// A publisher that closes right after publishing still counts in full: the
+/// shard keeps its closed channels' counters, so the overview's totals never
+/// lose the part after the channel's last snapshot (the default 1 s
+/// interval here, so the close almost always falls between two snapshots).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_channel_closed_right_after_publishing_is_counted_in_full() {
+    if external() {
+        return;
+    }
+    let b = start_broker();
+    let api = Api::new(&b);
+    const N: u64 = 250;
+    let conn = named_conn(&b, &unique("mgr-read.short")).await;
+    let ch = conn.create_channel().await.expect("channel");
+    for i in 0..N {
+        let body = format!("m{i}");
+        let publish = ch.basic_publish(
+            "",
+            "no-such-queue",
+            lapin::options::BasicPublishOptions::default(),
+            body.as_bytes(),
+            lapin::BasicProperties::default(),
+        );
+        publish.await.expect("published").await.expect("routed or dropped");
+    }
+    conn.close(200, "bye").await.expect("closed");
+    let published = api.wait_for("all publishes in the overview", "/api/overview", |o| {
+        o["message_stats"]["publish"].as_u64().filter(|&n| n >= N)
+    });
+    assert_eq!(published, N);
+    let dropped = api.wait_for("the unroutable drops", "/api/overview", |o| {
+        o["message_stats"]["drop_unroutable"].as_u64().filter(|&n| n >= N)
+    });
+    assert_eq!(dropped, N);
+}

@@ -363,6 +363,10 @@ fn consumer_json(node: &Node, conn: Option<&ConnectionStats>, c: &ConsumerStats)
         "arguments": table_to_json(&c.arguments),
         "active": c.active,
         "activity_status": if c.active { "up" } else { "waiting" },
+        // RabbitMQ 3.12+'s delivery-acknowledgement timeout of the
+        // consumer, in ms (rabbitmqadmin 2.x requires it); Lepus does not
+        // time consumers out yet, which 0 says.
+        "consumer_timeout": 0,
     })
 }
 

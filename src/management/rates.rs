@@ -277,22 +277,23 @@ fn next_sample(old: &Sample, loaded: Vec<Arc<ShardStats>>) -> Sample {
 
 /// Adds what changed between a shard's `last` and `fresh` snapshots.
 fn accumulate(totals: &mut Totals, last: Option<&ShardStats>, fresh: &ShardStats) {
+    // A shard's channel counts are cumulative as the open channels' plus
+    // the closed ones': a channel that closed since `last` is in
+    // `closed_channels` with everything it counted, none of it lost.
+    let (now_counters, now_sizes) = shard_channel_totals(fresh);
+    let (was_counters, was_sizes) = last.map(shard_channel_totals).unwrap_or_default();
+    add(&mut totals.channels, &now_counters, Some(&was_counters));
+    for (i, count) in now_sizes.buckets.iter().enumerate() {
+        let was = was_sizes.buckets.get(i).copied().unwrap_or(0);
+        if let Some(total) = totals.message_sizes.buckets.get_mut(i) {
+            *total += count.saturating_sub(was);
+        }
+    }
+    totals.message_sizes.sum += now_sizes.sum.saturating_sub(was_sizes.sum);
     let channels_before: HashMap<(ConnId, u16), &MessageCounters> =
         last.iter().flat_map(|l| l.channels.iter()).map(|c| ((c.conn, c.number), &c.counters)).collect();
-    let sizes_before: HashMap<(ConnId, u16), &MessageSizes> =
-        last.iter().flat_map(|l| l.channels.iter()).map(|c| ((c.conn, c.number), &c.message_sizes)).collect();
     for c in &fresh.channels {
         let before = channels_before.get(&(c.conn, c.number)).copied();
-        add(&mut totals.channels, &c.counters, before);
-        let sizes_before = sizes_before.get(&(c.conn, c.number)).copied();
-        for (i, count) in c.message_sizes.buckets.iter().enumerate() {
-            let was = sizes_before.and_then(|b| b.buckets.get(i).copied()).unwrap_or(0);
-            if let Some(total) = totals.message_sizes.buckets.get_mut(i) {
-                *total += count.checked_sub(was).unwrap_or(*count);
-            }
-        }
-        let was = sizes_before.map_or(0, |b| b.sum);
-        totals.message_sizes.sum += c.message_sizes.sum.checked_sub(was).unwrap_or(c.message_sizes.sum);
         if c.confirm {
             let published = before.map_or(0, |b| b.publish);
             totals.received_confirm +=
@@ -326,6 +327,17 @@ fn accumulate(totals: &mut Totals, last: Option<&ShardStats>, fresh: &ShardStats
     );
     totals.queues_created += created;
     totals.queues_deleted += deleted;
+}
+
+/// A shard's channels' counters and message sizes, open and closed together.
+fn shard_channel_totals(stats: &ShardStats) -> (MessageCounters, MessageSizes) {
+    let mut counters = stats.closed_channels.counters;
+    let mut sizes = stats.closed_channels.sizes;
+    for c in &stats.channels {
+        counters.absorb(&c.counters);
+        sizes.absorb(&c.message_sizes);
+    }
+    (counters, sizes)
 }
 
 /// (appeared, gone) between two sets of keys.
