@@ -151,16 +151,58 @@ fn respond(scrape: Scrape) -> Response {
 /// help, value).
 fn channel_counters(c: &MessageCounters) -> [(&'static str, &'static str, u64); 11] {
     [
-        ("rabbitmq_channel_messages_published", "Total number of messages published into an exchange on a channel", c.publish),
-        ("rabbitmq_channel_messages_confirmed", "Total number of messages published into an exchange and confirmed on the channel", c.confirm),
-        ("rabbitmq_channel_messages_unroutable_returned", "Total number of messages published as mandatory into an exchange and returned to the publisher as unroutable", c.return_unroutable),
-        ("rabbitmq_channel_messages_unroutable_dropped", "Total number of messages published as non-mandatory into an exchange and dropped as unroutable", c.drop_unroutable),
-        ("rabbitmq_channel_messages_delivered_ack", "Total number of messages delivered to consumers in manual acknowledgement mode", c.deliver),
-        ("rabbitmq_channel_messages_delivered", "Total number of messages delivered to consumers in automatic acknowledgement mode", c.deliver_no_ack),
-        ("rabbitmq_channel_get_ack", "Total number of messages fetched with basic.get in manual acknowledgement mode", c.get),
-        ("rabbitmq_channel_get", "Total number of messages fetched with basic.get in automatic acknowledgement mode", c.get_no_ack),
-        ("rabbitmq_channel_get_empty", "Total number of times basic.get operations fetched no message", c.get_empty),
-        ("rabbitmq_channel_messages_redelivered", "Total number of messages redelivered to consumers", c.redeliver),
+        (
+            "rabbitmq_channel_messages_published",
+            "Total number of messages published into an exchange on a channel",
+            c.publish,
+        ),
+        (
+            "rabbitmq_channel_messages_confirmed",
+            "Total number of messages published into an exchange and confirmed on the channel",
+            c.confirm,
+        ),
+        (
+            "rabbitmq_channel_messages_unroutable_returned",
+            "Total number of messages published as mandatory into an exchange and returned to the \
+             publisher as unroutable",
+            c.return_unroutable,
+        ),
+        (
+            "rabbitmq_channel_messages_unroutable_dropped",
+            "Total number of messages published as non-mandatory into an exchange and dropped as \
+             unroutable",
+            c.drop_unroutable,
+        ),
+        (
+            "rabbitmq_channel_messages_delivered_ack",
+            "Total number of messages delivered to consumers in manual acknowledgement mode",
+            c.deliver,
+        ),
+        (
+            "rabbitmq_channel_messages_delivered",
+            "Total number of messages delivered to consumers in automatic acknowledgement mode",
+            c.deliver_no_ack,
+        ),
+        (
+            "rabbitmq_channel_get_ack",
+            "Total number of messages fetched with basic.get in manual acknowledgement mode",
+            c.get,
+        ),
+        (
+            "rabbitmq_channel_get",
+            "Total number of messages fetched with basic.get in automatic acknowledgement mode",
+            c.get_no_ack,
+        ),
+        (
+            "rabbitmq_channel_get_empty",
+            "Total number of times basic.get operations fetched no message",
+            c.get_empty,
+        ),
+        (
+            "rabbitmq_channel_messages_redelivered",
+            "Total number of messages redelivered to consumers",
+            c.redeliver,
+        ),
         ("rabbitmq_channel_messages_acked", "Total number of messages acknowledged by consumers", c.ack),
     ]
 }
@@ -170,142 +212,13 @@ async fn aggregated(State(node): State<Arc<Node>>) -> Response {
     let mut s = Scrape::default();
     let sample = node.rates.sample();
     identity(&node, &mut s);
-    let (mut ready, mut unacked, mut bytes_ready, mut bytes_unacked, mut consumers_q) = (0, 0, 0, 0, 0);
-    let (mut persistent, mut ram) = (0, 0);
-    for q in sample.shards.iter().flat_map(|s| s.queues.iter()) {
-        ready += q.messages_ready;
-        unacked += q.messages_unacknowledged;
-        bytes_ready += q.message_bytes_ready;
-        bytes_unacked += q.message_bytes_unacknowledged;
-        consumers_q += u64::from(q.consumers);
-        persistent += q.messages_persistent;
-        ram += q.messages_ram;
-    }
-    let none = Labels::new;
-    s.gauge(
-        "rabbitmq_queue_messages_ready",
-        "Messages ready to be delivered to consumers",
-        none(),
-        ready as f64,
-    );
-    s.gauge(
-        "rabbitmq_queue_messages_unacked",
-        "Messages delivered to consumers but not yet acknowledged",
-        none(),
-        unacked as f64,
-    );
-    s.gauge(
-        "rabbitmq_queue_messages",
-        "Sum of ready and unacknowledged messages - total queue depth",
-        none(),
-        (ready + unacked) as f64,
-    );
-    s.gauge(
-        "rabbitmq_queue_messages_ready_bytes",
-        "Size in bytes of ready messages",
-        none(),
-        bytes_ready as f64,
-    );
-    s.gauge(
-        "rabbitmq_queue_messages_unacked_bytes",
-        "Size in bytes of all unacknowledged messages",
-        none(),
-        bytes_unacked as f64,
-    );
-    s.gauge(
-        "rabbitmq_queue_messages_bytes",
-        "Size in bytes of ready and unacknowledged messages",
-        none(),
-        (bytes_ready + bytes_unacked) as f64,
-    );
-    s.gauge("rabbitmq_queue_messages_persistent", "Persistent messages", none(), persistent as f64);
-    s.gauge(
-        "rabbitmq_queue_messages_ram",
-        "Ready and unacknowledged messages stored in memory",
-        none(),
-        ram as f64,
-    );
-    s.gauge("rabbitmq_queue_consumers", "Consumers on a queue", none(), consumers_q as f64);
-    let topology = node.registry.load();
-    let queues: usize = topology.vhosts.values().map(|v| v.queues.len()).sum();
-    let connections = sample.connections().count();
-    let channels: usize = sample.shards.iter().map(|s| s.channels.len()).sum();
-    let consumers: usize = sample.shards.iter().map(|s| s.consumers.len()).sum();
-    s.gauge("rabbitmq_queues", "Queues available", none(), queues as f64);
-    s.gauge("rabbitmq_connections", "Connections currently open", none(), connections as f64);
-    s.gauge("rabbitmq_channels", "Channels currently open", none(), channels as f64);
-    s.gauge("rabbitmq_consumers", "Consumers currently connected", none(), consumers as f64);
-    s.gauge("rabbitmq_channel_consumers", "Consumers on a channel", none(), consumers as f64);
+    queue_gauges(&sample, &mut s);
+    let consumers = object_gauges(&node, &sample, &mut s);
     let totals = sample.totals;
     for (name, help, value) in channel_counters(&totals.channels) {
-        s.counter(name, help, none(), value);
+        s.counter(name, help, Labels::new(), value);
     }
-    s.counter(
-        "rabbitmq_connections_opened",
-        "Total number of connections opened",
-        none(),
-        totals.connections_opened,
-    );
-    s.counter(
-        "rabbitmq_connections_closed",
-        "Total number of connections closed or terminated",
-        none(),
-        totals.connections_closed,
-    );
-    let amqp = || labels(&[("protocol", "amqp091")]);
-    let c = &totals.channels;
-    s.counter(
-        "rabbitmq_global_messages_received",
-        "Total number of messages received from publishers",
-        amqp(),
-        c.publish,
-    );
-    s.counter(
-        "rabbitmq_global_messages_delivered",
-        "Total number of messages delivered to consumers",
-        amqp(),
-        super::rates::deliver_get(c),
-    );
-    s.counter(
-        "rabbitmq_global_messages_acknowledged",
-        "Total number of messages acknowledged by consumers",
-        amqp(),
-        c.ack,
-    );
-    s.counter(
-        "rabbitmq_global_messages_confirmed",
-        "Total number of messages confirmed to publishers",
-        amqp(),
-        c.confirm,
-    );
-    s.counter(
-        "rabbitmq_global_messages_routed",
-        "Total number of messages routed to queues",
-        amqp(),
-        totals.routed,
-    );
-    s.counter(
-        "rabbitmq_global_messages_unroutable_dropped",
-        "Total number of messages published as non-mandatory into an exchange and dropped as unroutable",
-        amqp(),
-        c.drop_unroutable,
-    );
-    s.counter("rabbitmq_global_messages_unroutable_returned", "Total number of messages published as mandatory into an exchange and returned to the publisher as unroutable", amqp(), c.return_unroutable);
-    s.counter(
-        "rabbitmq_global_messages_redelivered",
-        "Total number of messages redelivered to consumers",
-        amqp(),
-        c.redeliver,
-    );
-    let global: [(&'static str, &'static str, u64); 6] = [
-        ("rabbitmq_global_messages_received_confirm", "Total number of messages received from publishers expecting confirmations", totals.received_confirm),
-        ("rabbitmq_global_messages_delivered_consume_auto_ack", "Total number of messages delivered to consumers using basic.consume with automatic acknowledgment", c.deliver_no_ack),
-        ("rabbitmq_global_messages_delivered_consume_manual_ack", "Total number of messages delivered to consumers using basic.consume with manual acknowledgment", c.deliver),
-        ("rabbitmq_global_messages_delivered_get_auto_ack", "Total number of messages delivered to consumers using basic.get with automatic acknowledgment", c.get_no_ack),
-        ("rabbitmq_global_messages_delivered_get_manual_ack", "Total number of messages delivered to consumers using basic.get with manual acknowledgment", c.get),
-        ("rabbitmq_global_messages_get_empty", "Total number of times basic.get operations fetched no message", c.get_empty),
-    ];
-    for (name, help, value) in global {
+    for (name, help, value) in global_counters(&totals) {
         s.counter(name, help, amqp(), value);
     }
     let publishers =
@@ -317,7 +230,174 @@ async fn aggregated(State(node): State<Arc<Node>>) -> Response {
         publishers as f64,
     );
     s.gauge("rabbitmq_global_consumers", "Current number of consumers", amqp(), consumers as f64);
-    let churn: [(&'static str, &'static str, u64); 5] = [
+    for (name, help, value) in churn_counters(&totals) {
+        s.counter(name, help, Labels::new(), value);
+    }
+    s.gauge(
+        "rabbitmq_erlang_uptime_seconds",
+        "Node uptime (of the Lepus process)",
+        Labels::new(),
+        node.started.elapsed().as_secs_f64(),
+    );
+    message_sizes(&totals.message_sizes, &mut s);
+    node_resources(&node, &mut s);
+    shards(&node, &mut s);
+    respond(s)
+}
+
+/// The `protocol="amqp091"` label of RabbitMQ's global counters.
+fn amqp() -> Labels {
+    labels(&[("protocol", "amqp091")])
+}
+
+/// The queues' depths, summed over the node.
+fn queue_gauges(sample: &super::rates::Sample, s: &mut Scrape) {
+    let mut sum = [0u64; 7];
+    for q in sample.shards.iter().flat_map(|s| s.queues.iter()) {
+        let values = [
+            q.messages_ready,
+            q.messages_unacknowledged,
+            q.message_bytes_ready,
+            q.message_bytes_unacknowledged,
+            u64::from(q.consumers),
+            q.messages_persistent,
+            q.messages_ram,
+        ];
+        for (total, value) in sum.iter_mut().zip(values) {
+            *total += value;
+        }
+    }
+    let [ready, unacked, bytes_ready, bytes_unacked, consumers, persistent, ram] = sum;
+    let gauges = [
+        ("rabbitmq_queue_messages_ready", "Messages ready to be delivered to consumers", ready),
+        (
+            "rabbitmq_queue_messages_unacked",
+            "Messages delivered to consumers but not yet acknowledged",
+            unacked,
+        ),
+        (
+            "rabbitmq_queue_messages",
+            "Sum of ready and unacknowledged messages - total queue depth",
+            ready + unacked,
+        ),
+        ("rabbitmq_queue_messages_ready_bytes", "Size in bytes of ready messages", bytes_ready),
+        (
+            "rabbitmq_queue_messages_unacked_bytes",
+            "Size in bytes of all unacknowledged messages",
+            bytes_unacked,
+        ),
+        (
+            "rabbitmq_queue_messages_bytes",
+            "Size in bytes of ready and unacknowledged messages",
+            bytes_ready + bytes_unacked,
+        ),
+        ("rabbitmq_queue_messages_persistent", "Persistent messages", persistent),
+        ("rabbitmq_queue_messages_ram", "Ready and unacknowledged messages stored in memory", ram),
+        ("rabbitmq_queue_consumers", "Consumers on a queue", consumers),
+    ];
+    for (name, help, value) in gauges {
+        s.gauge(name, help, Labels::new(), value as f64);
+    }
+}
+
+/// Queues, connections, channels, consumers; returns the consumers.
+fn object_gauges(node: &Node, sample: &super::rates::Sample, s: &mut Scrape) -> usize {
+    let topology = node.registry.load();
+    let queues: usize = topology.vhosts.values().map(|v| v.queues.len()).sum();
+    let connections = sample.connections().count();
+    let channels: usize = sample.shards.iter().map(|s| s.channels.len()).sum();
+    let consumers: usize = sample.shards.iter().map(|s| s.consumers.len()).sum();
+    let gauges = [
+        ("rabbitmq_queues", "Queues available", queues),
+        ("rabbitmq_connections", "Connections currently open", connections),
+        ("rabbitmq_channels", "Channels currently open", channels),
+        ("rabbitmq_consumers", "Consumers currently connected", consumers),
+        ("rabbitmq_channel_consumers", "Consumers on a channel", consumers),
+    ];
+    for (name, help, value) in gauges {
+        s.gauge(name, help, Labels::new(), value as f64);
+    }
+    consumers
+}
+
+/// RabbitMQ's `rabbitmq_global_*` counters (labelled `protocol="amqp091"`).
+fn global_counters(totals: &super::rates::Totals) -> [(&'static str, &'static str, u64); 14] {
+    let c = &totals.channels;
+    [
+        ("rabbitmq_global_messages_received", "Total number of messages received from publishers", c.publish),
+        (
+            "rabbitmq_global_messages_delivered",
+            "Total number of messages delivered to consumers",
+            super::rates::deliver_get(c),
+        ),
+        (
+            "rabbitmq_global_messages_acknowledged",
+            "Total number of messages acknowledged by consumers",
+            c.ack,
+        ),
+        ("rabbitmq_global_messages_confirmed", "Total number of messages confirmed to publishers", c.confirm),
+        ("rabbitmq_global_messages_routed", "Total number of messages routed to queues", totals.routed),
+        (
+            "rabbitmq_global_messages_unroutable_dropped",
+            "Total number of messages published as non-mandatory into an exchange and dropped as \
+             unroutable",
+            c.drop_unroutable,
+        ),
+        (
+            "rabbitmq_global_messages_unroutable_returned",
+            "Total number of messages published as mandatory into an exchange and returned to the \
+             publisher as unroutable",
+            c.return_unroutable,
+        ),
+        (
+            "rabbitmq_global_messages_redelivered",
+            "Total number of messages redelivered to consumers",
+            c.redeliver,
+        ),
+        (
+            "rabbitmq_global_messages_received_confirm",
+            "Total number of messages received from publishers expecting confirmations",
+            totals.received_confirm,
+        ),
+        (
+            "rabbitmq_global_messages_delivered_consume_auto_ack",
+            "Total number of messages delivered to consumers using basic.consume with automatic \
+             acknowledgment",
+            c.deliver_no_ack,
+        ),
+        (
+            "rabbitmq_global_messages_delivered_consume_manual_ack",
+            "Total number of messages delivered to consumers using basic.consume with manual \
+             acknowledgment",
+            c.deliver,
+        ),
+        (
+            "rabbitmq_global_messages_delivered_get_auto_ack",
+            "Total number of messages delivered to consumers using basic.get with automatic acknowledgment",
+            c.get_no_ack,
+        ),
+        (
+            "rabbitmq_global_messages_delivered_get_manual_ack",
+            "Total number of messages delivered to consumers using basic.get with manual acknowledgment",
+            c.get,
+        ),
+        (
+            "rabbitmq_global_messages_get_empty",
+            "Total number of times basic.get operations fetched no message",
+            c.get_empty,
+        ),
+    ]
+}
+
+/// Connections, channels and queues opened and closed since the start.
+fn churn_counters(totals: &super::rates::Totals) -> [(&'static str, &'static str, u64); 7] {
+    [
+        ("rabbitmq_connections_opened", "Total number of connections opened", totals.connections_opened),
+        (
+            "rabbitmq_connections_closed",
+            "Total number of connections closed or terminated",
+            totals.connections_closed,
+        ),
         ("rabbitmq_channels_opened", "Total number of channels opened", totals.channels_opened),
         ("rabbitmq_channels_closed", "Total number of channels closed", totals.channels_closed),
         ("rabbitmq_queues_created", "Total number of queues created", totals.queues_created),
@@ -327,17 +407,11 @@ async fn aggregated(State(node): State<Arc<Node>>) -> Response {
             totals.queues_created,
         ),
         ("rabbitmq_queues_deleted", "Total number of queues deleted", totals.queues_deleted),
-    ];
-    for (name, help, value) in churn {
-        s.counter(name, help, none(), value);
-    }
-    s.gauge(
-        "rabbitmq_erlang_uptime_seconds",
-        "Node uptime (of the Lepus process)",
-        none(),
-        node.started.elapsed().as_secs_f64(),
-    );
-    let sizes = &totals.message_sizes;
+    ]
+}
+
+/// `rabbitmq_message_size_bytes`: the published bodies' sizes.
+fn message_sizes(sizes: &crate::stats::MessageSizes, s: &mut Scrape) {
     let mut buckets: Vec<(f64, u64)> =
         MESSAGE_SIZE_BUCKETS.iter().zip(sizes.buckets.iter()).map(|(b, n)| (*b as f64, *n)).collect();
     buckets.push((f64::MAX, sizes.buckets.get(MESSAGE_SIZE_BUCKETS.len()).copied().unwrap_or(0)));
@@ -347,9 +421,6 @@ async fn aggregated(State(node): State<Arc<Node>>) -> Response {
         "Size of messages received from publishers",
         Histograms(vec![histogram]),
     ));
-    node_resources(&node, &mut s);
-    shards(&node, &mut s);
-    respond(s)
 }
 
 fn identity(node: &Node, s: &mut Scrape) {
@@ -499,6 +570,16 @@ async fn per_object(State(node): State<Arc<Node>>) -> Response {
     let mut s = Scrape::default();
     let sample = node.rates.sample();
     identity(&node, &mut s);
+    per_queue(&sample, &mut s);
+    per_channel(&sample, &mut s);
+    per_connection(&sample, &mut s);
+    node_resources(&node, &mut s);
+    shards(&node, &mut s);
+    respond(s)
+}
+
+/// Per-queue series, labelled `vhost` and `queue`.
+fn per_queue(sample: &super::rates::Sample, s: &mut Scrape) {
     for q in sample.shards.iter().flat_map(|s| s.queues.iter()) {
         let l = || labels(&[("vhost", &q.vhost), ("queue", &q.name)]);
         s.gauge(
@@ -551,6 +632,10 @@ async fn per_object(State(node): State<Arc<Node>>) -> Response {
             q.counters.publish,
         );
     }
+}
+
+/// Per-channel series, labelled `channel` (its name).
+fn per_channel(sample: &super::rates::Sample, s: &mut Scrape) {
     let conns: std::collections::HashMap<_, _> = sample.connections().map(|c| (c.conn, c)).collect();
     for ch in sample.shards.iter().flat_map(|s| s.channels.iter()) {
         let Some(conn) = conns.get(&ch.conn) else { continue };
@@ -579,6 +664,11 @@ async fn per_object(State(node): State<Arc<Node>>) -> Response {
             s.counter(metric, help, l(), value);
         }
     }
+}
+
+/// Per-connection series, labelled `channel` (the connection's name), as
+/// RabbitMQ labels them.
+fn per_connection(sample: &super::rates::Sample, s: &mut Scrape) {
     for c in sample.connections() {
         let name = connection_name(c);
         let l = || labels(&[("channel", &name)]);
@@ -608,9 +698,6 @@ async fn per_object(State(node): State<Arc<Node>>) -> Response {
         );
         s.gauge("rabbitmq_connection_channels", "Channels on a connection", l(), f64::from(c.channels));
     }
-    node_resources(&node, &mut s);
-    shards(&node, &mut s);
-    respond(s)
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ mod access_api;
 mod amqp_client;
 pub mod auth;
 pub mod binding_key;
+mod bindings;
 mod definitions_api;
 pub mod error;
 mod limits_api;
@@ -211,8 +212,11 @@ async fn serve(
 
 /// Every `/api` route, the UI, and RabbitMQ's JSON 404 for the rest of `/api`.
 fn management_router(node: Arc<Node>) -> Router {
-    let api =
-        Router::new().route("/api/whoami", get(whoami)).merge(overview::routes()).merge(objects::routes());
+    let api = Router::new()
+        .route("/api/whoami", get(whoami))
+        .merge(overview::routes())
+        .merge(objects::routes())
+        .merge(bindings::routes());
     Router::new()
         .merge(api)
         .merge(access_api::routes())

@@ -17,12 +17,11 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use crate::amqp::field::FieldTable;
 use crate::definitions::fields::table_to_json;
 use crate::ids::ConnId;
 use crate::queue::arguments::QueueType;
 use crate::routing::policy::{EntityKind, Target};
-use crate::routing::topology::{Destination, Topology, Vhost};
+use crate::routing::topology::{Topology, Vhost};
 use crate::stats::{ChannelStats, CloseRequest, ConnectionStats, ConsumerStats, QueueStats};
 
 use super::auth::Caller;
@@ -51,16 +50,9 @@ pub(super) fn routes() -> Router<Arc<Node>> {
         .route("/api/queues", get(queues))
         .route("/api/queues/{vhost}", get(vhost_queues))
         .route("/api/queues/{vhost}/{name}", get(queue))
-        .route("/api/queues/{vhost}/{name}/bindings", get(queue_bindings))
         .route("/api/exchanges", get(exchanges))
         .route("/api/exchanges/{vhost}", get(vhost_exchanges))
         .route("/api/exchanges/{vhost}/{name}", get(exchange))
-        .route("/api/exchanges/{vhost}/{name}/bindings/source", get(exchange_bindings_source))
-        .route("/api/exchanges/{vhost}/{name}/bindings/destination", get(exchange_bindings_destination))
-        .route("/api/bindings", get(bindings))
-        .route("/api/bindings/{vhost}", get(vhost_bindings))
-        .route("/api/bindings/{vhost}/e/{source}/q/{destination}", get(bindings_to_queue))
-        .route("/api/bindings/{vhost}/e/{source}/e/{destination}", get(bindings_to_exchange))
 }
 
 // ---------------------------------------------------------------------------
@@ -446,8 +438,6 @@ fn queue_json(
         "message_bytes_ready": bytes_ready,
         "message_bytes_unacknowledged": bytes_unacked,
         "message_bytes_ram": get(|q| q.memory),
-        "message_bytes_persistent": Value::Null,
-        "message_bytes_paged_out": Value::Null,
         "messages_ram": get(|q| q.messages_ram),
         "messages_ready_ram": get(|q| q.messages_ram),
         "messages_unacknowledged_ram": unacked,
@@ -461,21 +451,7 @@ fn queue_json(
         "recoverable_slaves": Value::Null,
     });
     let Value::Object(map) = &mut out else { return out };
-    // The policies that apply: policy, operator_policy, effective_policy_definition.
-    let queue_type = QueueType::of(&meta.arguments);
-    let applied = vh.policies.applied(meta.name.as_bytes(), Target::Queue(queue_type));
-    map.extend(applied.management_fields(EntityKind::Queue));
-    map.insert(
-        "type".into(),
-        json!(match queue_type {
-            QueueType::Classic => "classic",
-            QueueType::Quorum => "quorum",
-            QueueType::Stream => "stream",
-        }),
-    );
-    // Fields Lepus does not know are left out rather than invented.
-    map.remove("message_bytes_persistent");
-    map.remove("message_bytes_paged_out");
+    queue_policy_fields(vh, meta, map);
     if let Some(owner) = owner {
         map.insert(
             "owner_pid_details".into(),
@@ -490,41 +466,72 @@ fn queue_json(
         map.insert("idle_since".into(), json!(format_iso_ms(q.idle_since_ms)));
     }
     if stats {
-        let (before_ready, before_unacked, secs) = match found {
-            Some((shard, _)) => {
-                let before = sample
-                    .previous
-                    .get(shard)
-                    .and_then(Option::as_ref)
-                    .and_then(|b| b.queues.iter().find(|p| p.vhost == vhost && p.name == name));
-                (
-                    before.map(|b| b.messages_ready),
-                    before.map(|b| b.messages_unacknowledged),
-                    sample.interval_secs(shard),
-                )
-            }
-            None => (None, None, None),
-        };
-        let gauge = |now: u64, before: Option<u64>| -> Value {
-            let rate = match (before, secs) {
-                (Some(b), Some(s)) => ((now as f64 - b as f64) / s * 10.0).round() / 10.0,
-                _ => 0.0,
-            };
-            json!({ "rate": rate })
-        };
-        let before_total = before_ready.zip(before_unacked).map(|(r, u)| r + u);
-        map.insert("messages_details".into(), gauge(ready + unacked, before_total));
-        map.insert("messages_ready_details".into(), gauge(ready, before_ready));
-        map.insert("messages_unacknowledged_details".into(), gauge(unacked, before_unacked));
-        if let Some((shard, q)) = found {
-            map.insert("message_stats".into(), sample.queue_message_stats(shard, q));
-        }
+        queue_rates(sample, found, (vhost, &name), (ready, unacked), map);
     }
     out
 }
 
+/// A queue's type and the policies that apply to it (`policy`,
+/// `operator_policy`, `effective_policy_definition`).
+fn queue_policy_fields(vh: &Vhost, meta: &crate::queue::QueueMeta, map: &mut serde_json::Map<String, Value>) {
+    let queue_type = QueueType::of(&meta.arguments);
+    let applied = vh.policies.applied(meta.name.as_bytes(), Target::Queue(queue_type));
+    map.extend(applied.management_fields(EntityKind::Queue));
+    map.insert(
+        "type".into(),
+        json!(match queue_type {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+            QueueType::Stream => "stream",
+        }),
+    );
+}
+
+/// A queue's depth rates and `message_stats`, from the sample's last two
+/// snapshots of its shard.
+fn queue_rates(
+    sample: &Sample,
+    found: Option<(usize, &QueueStats)>,
+    (vhost, name): (&str, &str),
+    (ready, unacked): (u64, u64),
+    map: &mut serde_json::Map<String, Value>,
+) {
+    let (before_ready, before_unacked, secs) = match found {
+        Some((shard, _)) => {
+            let before = sample
+                .previous
+                .get(shard)
+                .and_then(Option::as_ref)
+                .and_then(|b| b.queues.iter().find(|p| p.vhost == vhost && p.name == name));
+            (
+                before.map(|b| b.messages_ready),
+                before.map(|b| b.messages_unacknowledged),
+                sample.interval_secs(shard),
+            )
+        }
+        None => (None, None, None),
+    };
+    let gauge = |now: u64, before: Option<u64>| -> Value {
+        let rate = match (before, secs) {
+            (Some(b), Some(s)) => ((now as f64 - b as f64) / s * 10.0).round() / 10.0,
+            _ => 0.0,
+        };
+        json!({ "rate": rate })
+    };
+    let before_total = before_ready.zip(before_unacked).map(|(r, u)| r + u);
+    map.insert("messages_details".into(), gauge(ready + unacked, before_total));
+    map.insert("messages_ready_details".into(), gauge(ready, before_ready));
+    map.insert("messages_unacknowledged_details".into(), gauge(unacked, before_unacked));
+    if let Some((shard, q)) = found {
+        map.insert("message_stats".into(), sample.queue_message_stats(shard, q));
+    }
+}
+
 /// The vhosts (name, entities) the caller sees, in name order.
-fn visible_vhosts<'t>(topology: &'t Topology, caller: &Caller) -> Vec<(&'t String, &'t Arc<Vhost>)> {
+pub(super) fn visible_vhosts<'t>(
+    topology: &'t Topology,
+    caller: &Caller,
+) -> Vec<(&'t String, &'t Arc<Vhost>)> {
     let mut out: Vec<_> =
         topology.vhosts.iter().filter(|(name, _)| caller.sees_vhost(&topology.access, name)).collect();
     out.sort_by(|a, b| a.0.cmp(b.0));
@@ -565,7 +572,11 @@ async fn vhost_queues(
 }
 
 /// The vhost `name` if the caller sees it (404 if missing, 401 if hidden).
-fn vhost_for<'t>(topology: &'t Topology, caller: &Caller, name: &str) -> ApiResult<&'t Arc<Vhost>> {
+pub(super) fn vhost_for<'t>(
+    topology: &'t Topology,
+    caller: &Caller,
+    name: &str,
+) -> ApiResult<&'t Arc<Vhost>> {
     caller.require_vhost(&topology.access, name)?;
     topology.vhosts.get(name).ok_or_else(ApiError::not_found)
 }
@@ -639,7 +650,10 @@ async fn vhost_exchanges(
 }
 
 /// The exchange `name` of `vh` (the default one is `amq.default` in URLs).
-fn find_exchange<'v>(vh: &'v Vhost, name: &str) -> Option<&'v Arc<crate::routing::topology::Exchange>> {
+pub(super) fn find_exchange<'v>(
+    vh: &'v Vhost,
+    name: &str,
+) -> Option<&'v Arc<crate::routing::topology::Exchange>> {
     let name = if name == "amq.default" { "" } else { name };
     vh.exchanges.iter().find(|(n, _)| n.as_bytes() == name.as_bytes()).map(|(_, x)| x)
 }
@@ -658,254 +672,4 @@ async fn exchange(
         map.insert("outgoing".into(), json!([]));
     }
     Ok(Json(out))
-}
-
-// ---------------------------------------------------------------------------
-// Bindings
-// ---------------------------------------------------------------------------
-
-/// One binding as RabbitMQ lists it.
-#[derive(Debug, Clone)]
-struct Binding {
-    source: String,
-    destination: String,
-    queue: bool,
-    routing_key: String,
-    arguments: FieldTable,
-}
-
-/// Every binding of `vh`: the default exchange's implicit one to each queue
-/// first (by queue name), then the declared ones.
-fn vhost_binding_list(vh: &Vhost) -> Vec<Binding> {
-    let mut implicit: Vec<String> = vh.queues.keys().map(|n| n.to_string_lossy().into_owned()).collect();
-    implicit.sort();
-    let mut out: Vec<Binding> = implicit
-        .into_iter()
-        .map(|q| Binding {
-            source: String::new(),
-            destination: q.clone(),
-            queue: true,
-            routing_key: q,
-            arguments: FieldTable::new(),
-        })
-        .collect();
-    let mut declared = Vec::new();
-    for x in vh.exchanges.values() {
-        for (dest, key, args) in x.bindings.bindings() {
-            let (destination, queue) = match dest {
-                Destination::Queue(q) => (vh.queue_names.get(&q.id), true),
-                Destination::Exchange(id) => (vh.exchange_names.get(&id), false),
-            };
-            let Some(destination) = destination else { continue };
-            declared.push(Binding {
-                source: x.name.to_string_lossy().into_owned(),
-                destination: destination.to_string_lossy().into_owned(),
-                queue,
-                routing_key: key.to_string_lossy().into_owned(),
-                arguments: args.clone(),
-            });
-        }
-    }
-    declared.sort_by(|a, b| {
-        (&a.source, !a.queue, &a.destination, &a.routing_key).cmp(&(
-            &b.source,
-            !b.queue,
-            &b.destination,
-            &b.routing_key,
-        ))
-    });
-    out.extend(declared);
-    out
-}
-
-fn binding_json(vhost: &str, b: &Binding) -> Value {
-    json!({
-        "source": b.source,
-        "vhost": vhost,
-        "destination": b.destination,
-        "destination_type": if b.queue { "queue" } else { "exchange" },
-        "routing_key": b.routing_key,
-        "arguments": table_to_json(&b.arguments),
-        "properties_key": properties_key(&b.routing_key, &b.arguments),
-    })
-}
-
-/// RabbitMQ's `properties_key` of a binding: `~` for an empty key without
-/// arguments, the URL-quoted key without arguments, else the key, `~` and
-/// a hash of the arguments. RabbitMQ hashes the Erlang term of the
-/// arguments (`erlang:phash2`), which cannot be reproduced here; ours is a
-/// 32-bit FNV-1a of their wire encoding, base64url like RabbitMQ's, so the
-/// key is stable for one binding and differs between argument sets.
-pub fn properties_key(routing_key: &str, arguments: &FieldTable) -> String {
-    if arguments.is_empty() {
-        return if routing_key.is_empty() { "~".into() } else { quote_binding(routing_key) };
-    }
-    let mut encoded = bytes::BytesMut::new();
-    arguments.encode(&mut encoded);
-    let mut hash: u32 = 0x811c_9dc5;
-    for byte in encoded.iter() {
-        hash ^= u32::from(*byte);
-        hash = hash.wrapping_mul(0x0100_0193);
-    }
-    use base64::Engine as _;
-    let args = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hash.to_be_bytes());
-    format!("{}~{}", quote_binding(routing_key), quote_binding(&args))
-}
-
-/// mochiweb's `quote_plus` with `~` escaped too, as RabbitMQ quotes a key.
-fn quote_binding(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        match byte {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => out.push(char::from(byte)),
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{byte:02X}")),
-        }
-    }
-    out
-}
-
-fn binding_list(
-    node: &Node,
-    caller: &Caller,
-    only: Option<&str>,
-    keep: impl Fn(&Binding) -> bool,
-) -> Vec<Value> {
-    let topology = node.registry.load();
-    let mut items = Vec::new();
-    for (name, vh) in visible_vhosts(&topology, caller) {
-        if only.is_some_and(|o| o != name) {
-            continue;
-        }
-        items.extend(vhost_binding_list(vh).iter().filter(|b| keep(b)).map(|b| binding_json(name, b)));
-    }
-    items
-}
-
-/// Bindings keep their listing order unless a sort is asked for.
-fn respond_bindings(q: &ListQuery, items: Vec<Value>) -> ApiResult<Json<Value>> {
-    q.respond(items).map(Json)
-}
-
-async fn bindings(
-    State(node): State<Arc<Node>>,
-    caller: Caller,
-    Query(q): Query<ListQuery>,
-) -> ApiResult<Json<Value>> {
-    respond_bindings(&q, binding_list(&node, &caller, None, |_| true))
-}
-
-async fn vhost_bindings(
-    State(node): State<Arc<Node>>,
-    caller: Caller,
-    Path(vhost): Path<String>,
-    Query(q): Query<ListQuery>,
-) -> ApiResult<Json<Value>> {
-    caller.require_vhost(&node.registry.load().access, &vhost)?;
-    respond_bindings(&q, binding_list(&node, &caller, Some(&vhost), |_| true))
-}
-
-async fn queue_bindings(
-    State(node): State<Arc<Node>>,
-    caller: Caller,
-    Path((vhost, name)): Path<(String, String)>,
-    Query(q): Query<ListQuery>,
-) -> ApiResult<Json<Value>> {
-    let topology = node.registry.load();
-    let vh = vhost_for(&topology, &caller, &vhost)?;
-    if !vh.queues.keys().any(|n| n.as_bytes() == name.as_bytes()) {
-        return Err(ApiError::not_found());
-    }
-    respond_bindings(&q, binding_list(&node, &caller, Some(&vhost), |b| b.queue && b.destination == name))
-}
-
-async fn exchange_bindings_source(
-    State(node): State<Arc<Node>>,
-    caller: Caller,
-    Path((vhost, name)): Path<(String, String)>,
-    Query(q): Query<ListQuery>,
-) -> ApiResult<Json<Value>> {
-    let topology = node.registry.load();
-    let vh = vhost_for(&topology, &caller, &vhost)?;
-    let x = find_exchange(vh, &name).ok_or_else(ApiError::not_found)?;
-    let source = x.name.to_string_lossy().into_owned();
-    respond_bindings(&q, binding_list(&node, &caller, Some(&vhost), |b| b.source == source))
-}
-
-async fn exchange_bindings_destination(
-    State(node): State<Arc<Node>>,
-    caller: Caller,
-    Path((vhost, name)): Path<(String, String)>,
-    Query(q): Query<ListQuery>,
-) -> ApiResult<Json<Value>> {
-    let topology = node.registry.load();
-    let vh = vhost_for(&topology, &caller, &vhost)?;
-    let x = find_exchange(vh, &name).ok_or_else(ApiError::not_found)?;
-    let dest = x.name.to_string_lossy().into_owned();
-    respond_bindings(&q, binding_list(&node, &caller, Some(&vhost), |b| !b.queue && b.destination == dest))
-}
-
-async fn bindings_to_queue(
-    State(node): State<Arc<Node>>,
-    caller: Caller,
-    Path((vhost, source, destination)): Path<(String, String, String)>,
-    Query(q): Query<ListQuery>,
-) -> ApiResult<Json<Value>> {
-    between(&node, &caller, &vhost, &source, &destination, true, &q)
-}
-
-async fn bindings_to_exchange(
-    State(node): State<Arc<Node>>,
-    caller: Caller,
-    Path((vhost, source, destination)): Path<(String, String, String)>,
-    Query(q): Query<ListQuery>,
-) -> ApiResult<Json<Value>> {
-    between(&node, &caller, &vhost, &source, &destination, false, &q)
-}
-
-fn between(
-    node: &Node,
-    caller: &Caller,
-    vhost: &str,
-    source: &str,
-    destination: &str,
-    queue: bool,
-    q: &ListQuery,
-) -> ApiResult<Json<Value>> {
-    let topology = node.registry.load();
-    let vh = vhost_for(&topology, caller, vhost)?;
-    let x = find_exchange(vh, source).ok_or_else(ApiError::not_found)?;
-    let exists = match queue {
-        true => vh.queues.keys().any(|n| n.as_bytes() == destination.as_bytes()),
-        false => find_exchange(vh, destination).is_some(),
-    };
-    if !exists {
-        return Err(ApiError::not_found());
-    }
-    let source = x.name.to_string_lossy().into_owned();
-    respond_bindings(
-        q,
-        binding_list(node, caller, Some(vhost), |b| {
-            b.source == source && b.queue == queue && b.destination == destination
-        }),
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::amqp::field::{FieldValue, LongStr, ShortStr};
-
-    #[test]
-    fn properties_keys_follow_rabbitmqs_rules() {
-        assert_eq!(properties_key("", &FieldTable::new()), "~");
-        assert_eq!(properties_key("a.b c~d", &FieldTable::new()), "a.b+c%7Ed");
-        let mut args = FieldTable::new();
-        args.insert(ShortStr::copy_from_str("x"), FieldValue::LongStr(LongStr::copy_from_str("y")));
-        let key = properties_key("k", &args);
-        assert!(key.starts_with("k~") && key.len() > 3, "{key}");
-        let mut other = FieldTable::new();
-        other.insert(ShortStr::copy_from_str("x"), FieldValue::LongStr(LongStr::copy_from_str("z")));
-        assert_ne!(properties_key("k", &other), key);
-    }
 }

@@ -56,28 +56,6 @@ async fn overview(State(node): State<Arc<Node>>, caller: Caller) -> Json<Value> 
             queues += vhost.queues.len();
         }
     }
-    let (mut ready, mut unacked) = (0u64, 0u64);
-    let (mut ready_before, mut unacked_before) = (0u64, 0u64);
-    for (shard, stats) in sample.shards.iter().enumerate() {
-        for q in stats.queues.iter().filter(|q| sees(&q.vhost)) {
-            ready += q.messages_ready;
-            unacked += q.messages_unacknowledged;
-        }
-        if let Some(before) = sample.previous.get(shard).and_then(Option::as_ref) {
-            for q in before.queues.iter().filter(|q| sees(&q.vhost)) {
-                ready_before += q.messages_ready;
-                unacked_before += q.messages_unacknowledged;
-            }
-        }
-    }
-    let secs = (0..sample.shards.len()).filter_map(|s| sample.interval_secs(s)).reduce(f64::max);
-    let gauge = |now: u64, before: u64| -> Value {
-        let rate = match secs {
-            Some(secs) => ((now as f64 - before as f64) / secs * 10.0).round() / 10.0,
-            None => 0.0,
-        };
-        json!({ "rate": rate })
-    };
     let connections = sample.connections().filter(|c| caller.sees_user(&c.user)).count();
     let channels: usize = sample
         .shards
@@ -110,14 +88,7 @@ async fn overview(State(node): State<Arc<Node>>, caller: Caller) -> Json<Value> 
             "connection_closed": sample.totals.connections_closed,
             "connection_closed_details": { "rate": 0.0 },
         },
-        "queue_totals": {
-            "messages": ready + unacked,
-            "messages_details": gauge(ready + unacked, ready_before + unacked_before),
-            "messages_ready": ready,
-            "messages_ready_details": gauge(ready, ready_before),
-            "messages_unacknowledged": unacked,
-            "messages_unacknowledged_details": gauge(unacked, unacked_before),
-        },
+        "queue_totals": queue_totals(&sample, &sees),
         "object_totals": {
             "channels": channels,
             "connections": connections,
@@ -135,6 +106,41 @@ async fn overview(State(node): State<Arc<Node>>, caller: Caller) -> Json<Value> 
         }
     }
     Json(out)
+}
+
+/// `queue_totals`: ready and unacked messages of the queues the caller
+/// sees, with their rates of change.
+fn queue_totals(sample: &super::rates::Sample, sees: &dyn Fn(&str) -> bool) -> Value {
+    let (mut ready, mut unacked) = (0u64, 0u64);
+    let (mut ready_before, mut unacked_before) = (0u64, 0u64);
+    for (shard, stats) in sample.shards.iter().enumerate() {
+        for q in stats.queues.iter().filter(|q| sees(&q.vhost)) {
+            ready += q.messages_ready;
+            unacked += q.messages_unacknowledged;
+        }
+        if let Some(before) = sample.previous.get(shard).and_then(Option::as_ref) {
+            for q in before.queues.iter().filter(|q| sees(&q.vhost)) {
+                ready_before += q.messages_ready;
+                unacked_before += q.messages_unacknowledged;
+            }
+        }
+    }
+    let secs = (0..sample.shards.len()).filter_map(|s| sample.interval_secs(s)).reduce(f64::max);
+    let gauge = |now: u64, before: u64| -> Value {
+        let rate = match secs {
+            Some(secs) => ((now as f64 - before as f64) / secs * 10.0).round() / 10.0,
+            None => 0.0,
+        };
+        json!({ "rate": rate })
+    };
+    json!({
+        "messages": ready + unacked,
+        "messages_details": gauge(ready + unacked, ready_before + unacked_before),
+        "messages_ready": ready,
+        "messages_ready_details": gauge(ready, ready_before),
+        "messages_unacknowledged": unacked,
+        "messages_unacknowledged_details": gauge(unacked, unacked_before),
+    })
 }
 
 /// The user of connection `conn` in `sample`.
