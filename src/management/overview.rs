@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
 use crate::alarm::{ALARM_DISK, ALARM_MEMORY};
-use crate::stats::{LoopStats, TURN_BUCKETS_US};
+use crate::stats::{LoopStats, ShardStats, TURN_BUCKETS_US};
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
@@ -283,7 +283,10 @@ pub fn turn_p99_us(shard_loop: &LoopStats) -> u64 {
 fn shards_view(node: &Node) -> Value {
     let sample = node.rates.sample();
     let mut out = Vec::new();
-    for (shard, stats) in sample.shards.iter().enumerate() {
+    // Every shard, also before the sampler's first look (a shard that has
+    // published nothing yet shows zeros).
+    for shard in 0..node.board.shard_count() {
+        let stats = sample.shards.get(shard).cloned().unwrap_or_else(|| Arc::new(ShardStats::empty(shard)));
         let now = &stats.shard_loop;
         let before = sample.previous.get(shard).and_then(Option::as_ref).map(|b| &b.shard_loop);
         let (busy_share, turns_per_sec) = match before {
