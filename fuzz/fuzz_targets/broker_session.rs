@@ -105,6 +105,9 @@ fn fixture() -> &'static Fixture {
             data_dir: dir,
             // Small segments so that sealing and removal happen while fuzzing.
             message_log_segment_bytes: 64 * 1024,
+            // No HTTP: the fixture must not take the fixed ports 15672/15692.
+            management: lepus::config::HttpConfig { enabled: false, ..lepus::config::HttpConfig::on_port(0) },
+            prometheus: lepus::config::HttpConfig { enabled: false, ..lepus::config::HttpConfig::on_port(0) },
             ..lepus::Config::default()
         };
         let server = lepus::Server::start(config).unwrap_or_else(|e| panic!("lepus does not start: {e}"));
