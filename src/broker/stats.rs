@@ -18,7 +18,6 @@ impl ShardCtx {
     pub fn retire_channel(&mut self, counters: &MessageCounters, sizes: &MessageSizes) {
         self.closed_channels.counters.absorb(counters);
         self.closed_channels.sizes.absorb(sizes);
-        self.closed_channels.channels += 1;
     }
 
     /// What the shard's closed channels counted, cumulative.

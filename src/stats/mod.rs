@@ -148,8 +148,6 @@ pub struct ClosedChannels {
     pub counters: MessageCounters,
     /// Their message sizes, summed.
     pub sizes: MessageSizes,
-    /// How many closed.
-    pub channels: u64,
 }
 
 impl ShardStats {
