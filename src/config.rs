@@ -26,6 +26,9 @@ pub const RING_CAPACITY_SLOTS_DEFAULT: usize = 4096;
 /// How long a connection may take from accept to connection.open, ms
 /// (RabbitMQ's `handshake_timeout` default).
 pub const HANDSHAKE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// The kernel receive buffer of each AMQP connection's socket by default,
+/// bytes (see [`Config::tcp_recv_buffer_bytes`]).
+pub const TCP_RECV_BUFFER_BYTES_DEFAULT: u32 = 256 * 1024;
 /// Unacknowledged deliveries one channel may hold by default (see
 /// [`Config::unacked_deliveries_max_per_channel`]).
 pub const UNACKED_DELIVERIES_MAX_PER_CHANNEL_DEFAULT: u32 = 1 << 20;
@@ -126,6 +129,14 @@ pub struct Config {
     /// this long after its accept is dropped without a word, ms (RabbitMQ's
     /// `handshake_timeout`, default 10000).
     pub handshake_timeout_ms: u64,
+    /// The kernel receive buffer (`SO_RCVBUF`) set on every accepted AMQP
+    /// socket, bytes (default 256 KiB; 0: the kernel's autotuning, which on
+    /// Linux grows it up to `net.ipv4.tcp_rmem`'s maximum, 32 MiB on Debian
+    /// 12). It bounds what a held publisher has sent that the broker has not
+    /// read: with autotuning, megabytes of publishes wait in it, each one
+    /// later than the last (RabbitMQ's `tcp_listen_options.recbuf`, whose
+    /// default is the kernel's). A long fat network may want more.
+    pub tcp_recv_buffer_bytes: u32,
     /// Most connections the node serves at once, counting those still in
     /// their handshake (RabbitMQ's `connection_max`; default: no limit). One
     /// more is refused at connection.open with 530 NOT_ALLOWED.
@@ -391,6 +402,7 @@ impl Default for Config {
             exchange_count_max: EXCHANGE_COUNT_MAX_DEFAULT,
             binding_count_max: BINDING_COUNT_MAX_DEFAULT,
             handshake_timeout_ms: HANDSHAKE_TIMEOUT_MS_DEFAULT,
+            tcp_recv_buffer_bytes: TCP_RECV_BUFFER_BYTES_DEFAULT,
             connection_max: None,
             consumer_max_per_channel: None,
             unacked_deliveries_max_per_channel: UNACKED_DELIVERIES_MAX_PER_CHANNEL_DEFAULT,

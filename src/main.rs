@@ -70,6 +70,10 @@ struct Args {
     /// was accepted, in milliseconds (default 10000, RabbitMQ's handshake_timeout).
     #[arg(long, value_name = "MS")]
     handshake_timeout: Option<u64>,
+    /// Kernel receive buffer (SO_RCVBUF) of each AMQP connection's socket, in bytes (default
+    /// 262144; 0: the kernel's autotuning). Bounds the publishes waiting unread in the socket.
+    #[arg(long, value_name = "BYTES")]
+    tcp_recv_buffer: Option<u32>,
     /// Most connections served at once; one more is refused at connection.open with 530
     /// NOT_ALLOWED (default: no limit, as RabbitMQ's connection_max).
     #[arg(long, value_name = "N")]
@@ -308,6 +312,9 @@ fn apply_flags(args: &Args, config: &mut Config) {
     }
     if let Some(v) = args.handshake_timeout {
         config.handshake_timeout_ms = v;
+    }
+    if let Some(v) = args.tcp_recv_buffer {
+        config.tcp_recv_buffer_bytes = v;
     }
     if let Some(v) = args.connection_max {
         config.connection_max = Some(v);

@@ -3,7 +3,8 @@
 //! `handshake_timeout`), the node's connection limit (`connection_max`),
 //! channels per connection (`channel_max`), consumers per channel
 //! (`consumer_max_per_channel`) and unacknowledged deliveries per channel
-//! (`unacked_deliveries_max_per_channel`, which RabbitMQ does not have).
+//! (`unacked_deliveries_max_per_channel`, which RabbitMQ does not have), and
+//! the kernel receive buffer of accepted sockets (`tcp_recv_buffer_bytes`).
 //!
 //! Tests that need a limit other than the default configure a small one on an
 //! in-process broker and return early against an external broker. The waits
@@ -376,4 +377,41 @@ fn no_ack_consumers_are_not_held_by_the_unacked_limit() {
         assert_eq!(read_delivery(&mut raw, 1).1, format!("m{i}"));
     }
     raw.close();
+}
+
+/// The kernel receive buffer of an accepted socket as `ss` reports it
+/// (`skmem:(…,rb<bytes>,…)`; Linux doubles what `SO_RCVBUF` asks for).
+fn server_recv_buffer(broker_port: u16, client_port: u16) -> u64 {
+    let out = std::process::Command::new("ss")
+        .args(["-tmnH", "state", "established"])
+        .arg(format!("( sport = :{broker_port} and dport = :{client_port} )"))
+        .output()
+        .expect("ss (iproute2) runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rb = text
+        .split([',', '('])
+        .find_map(|field| field.strip_prefix("rb"))
+        .unwrap_or_else(|| panic!("no rb in ss output for the broker's side of the connection: {text:?}"));
+    rb.parse().expect("rb is a number")
+}
+
+#[test]
+fn an_accepted_socket_gets_the_configured_receive_buffer() {
+    if external() {
+        return;
+    }
+    const ASKED: u32 = 100_000;
+    let b = start_broker_with(|config| config.tcp_recv_buffer_bytes = ASKED);
+    let mut raw = Raw::connect(b.addr);
+    // After the handshake the broker has accepted and adopted the socket.
+    raw.handshake();
+    let client_port = raw.stream.local_addr().expect("local address").port();
+    assert_eq!(server_recv_buffer(b.addr.port(), client_port), 2 * u64::from(ASKED));
+
+    // 0 leaves the kernel's autotuning, which starts from tcp_rmem's default.
+    let b = start_broker_with(|config| config.tcp_recv_buffer_bytes = 0);
+    let mut raw = Raw::connect(b.addr);
+    raw.handshake();
+    let client_port = raw.stream.local_addr().expect("local address").port();
+    assert_ne!(server_recv_buffer(b.addr.port(), client_port), 2 * u64::from(ASKED));
 }

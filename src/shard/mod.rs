@@ -414,6 +414,14 @@ impl Shard {
     /// Hands a new connection to the next shard in turn.
     fn place_connection(&mut self, stream: TcpStream, peer: SocketAddr, tls: bool) {
         let _ = stream.set_nodelay(true);
+        let recv_buffer = self.ctx.config().tcp_recv_buffer_bytes;
+        if recv_buffer > 0 {
+            // Before the first read, so the window the peer sees never grows
+            // past it. A refusal leaves the kernel's autotuning: not fatal.
+            if let Err(e) = socket2::SockRef::from(&stream).set_recv_buffer_size(recv_buffer as usize) {
+                tracing::debug!(error = %e, "cannot set the socket's receive buffer");
+            }
+        }
         let shards = self.ctx.shard_count();
         let home = ShardId((self.next_home % shards) as u16);
         self.next_home = self.next_home.wrapping_add(1);
