@@ -129,6 +129,12 @@ pub struct Config {
     /// this long after its accept is dropped without a word, ms (RabbitMQ's
     /// `handshake_timeout`, default 10000).
     pub handshake_timeout_ms: u64,
+    /// After its last input (a socket event or an envelope), a shard keeps
+    /// polling without blocking for this long, µs (default 0: it blocks at
+    /// once). Saves the wake-up of a blocked thread on the next message, for
+    /// latency-critical deployments, at the price of a core that spins
+    /// through every pause shorter than this.
+    pub busy_poll_us: u32,
     /// The kernel receive buffer (`SO_RCVBUF`) set on every accepted AMQP
     /// socket, bytes (default 256 KiB; 0: the kernel's autotuning, which on
     /// Linux grows it up to `net.ipv4.tcp_rmem`'s maximum, 32 MiB on Debian
@@ -403,6 +409,7 @@ impl Default for Config {
             binding_count_max: BINDING_COUNT_MAX_DEFAULT,
             handshake_timeout_ms: HANDSHAKE_TIMEOUT_MS_DEFAULT,
             tcp_recv_buffer_bytes: TCP_RECV_BUFFER_BYTES_DEFAULT,
+            busy_poll_us: 0,
             connection_max: None,
             consumer_max_per_channel: None,
             unacked_deliveries_max_per_channel: UNACKED_DELIVERIES_MAX_PER_CHANNEL_DEFAULT,

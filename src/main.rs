@@ -70,6 +70,10 @@ struct Args {
     /// was accepted, in milliseconds (default 10000, RabbitMQ's handshake_timeout).
     #[arg(long, value_name = "MS")]
     handshake_timeout: Option<u64>,
+    /// Keep polling without blocking for this long after a shard's last input, in microseconds
+    /// (default 0: block at once). Lower latency for a core that spins through short pauses.
+    #[arg(long, value_name = "US")]
+    busy_poll_us: Option<u32>,
     /// Kernel receive buffer (SO_RCVBUF) of each AMQP connection's socket, in bytes (default
     /// 262144; 0: the kernel's autotuning). Bounds the publishes waiting unread in the socket.
     #[arg(long, value_name = "BYTES")]
@@ -312,6 +316,9 @@ fn apply_flags(args: &Args, config: &mut Config) {
     }
     if let Some(v) = args.handshake_timeout {
         config.handshake_timeout_ms = v;
+    }
+    if let Some(v) = args.busy_poll_us {
+        config.busy_poll_us = v;
     }
     if let Some(v) = args.tcp_recv_buffer {
         config.tcp_recv_buffer_bytes = v;

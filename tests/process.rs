@@ -611,3 +611,41 @@ fn connection_limit_flags_are_applied() {
     let close = refused.expect_method(0, 10, 50);
     assert_eq!(u16::from_be_bytes([close[0], close[1]]), 530, "reply code of connection.close");
 }
+
+/// CPU time of process `pid` (utime + stime of all its threads, clock ticks,
+/// from /proc/PID/stat).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    let close = stat.rfind(')').expect("the command name ends with ')'");
+    let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+    // utime and stime are stat's fields 14 and 15: 12 and 13 after the name.
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+/// `--busy-poll-us`: after input a shard polls without blocking instead of
+/// sleeping. Each broker gets one message's worth of input (a handshake),
+/// then 300 ms with nothing to do (a measurement window, not a
+/// synchronisation: nothing is awaited in it). Without the flag the broker
+/// sleeps through it; with 30 s of busy polling its shard spins through it.
+#[test]
+fn busy_poll_spins_after_input_and_the_default_blocks() {
+    const WINDOW: Duration = Duration::from_millis(300);
+    // USER_HZ is 100 on Linux.
+    let window_ticks = WINDOW.as_millis() as u64 / 10;
+    let idle_cpu = |extra: &[&str]| {
+        let mut args = vec!["--listen", "127.0.0.1:0", "--shards", "1"];
+        args.extend_from_slice(extra);
+        let broker = Broker::start(&args);
+        let _raw = Raw::handshake(broker.addr());
+        let before = cpu_ticks(broker.pid());
+        std::thread::sleep(WINDOW);
+        cpu_ticks(broker.pid()) - before
+    };
+    let blocking = idle_cpu(&[]);
+    let spinning = idle_cpu(&["--busy-poll-us", "30000000"]);
+    assert!(blocking <= window_ticks / 4, "a blocking broker used {blocking} of {window_ticks} ticks");
+    assert!(
+        spinning >= window_ticks / 2,
+        "a busy-polling broker used only {spinning} of {window_ticks} ticks"
+    );
+}

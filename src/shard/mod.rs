@@ -159,6 +159,13 @@ pub struct Shard {
     waited_since_housekeeping: Duration,
     /// The loop's statistics and the board they go on (see [`stats`]).
     loop_counters: stats::LoopCounters,
+    /// How long the loop keeps polling without blocking after its last
+    /// work (`busy_poll_us`; zero: it blocks at once).
+    busy_poll: Duration,
+    /// When a turn last found input (sockets or rings).
+    active_at: Instant,
+    /// This turn's poll does not block only because of `busy_poll`.
+    spinning: bool,
 }
 
 impl Shard {
@@ -177,6 +184,7 @@ impl Shard {
             poll.registry().register(&mut listener.socket, token, Interest::READABLE)?;
         }
         let backend = start_backend(&ctx, &poll);
+        let busy_poll_us = ctx.config().busy_poll_us;
         Ok(Shard {
             ctx,
             poll,
@@ -197,6 +205,12 @@ impl Shard {
             last_collect: Instant::now(),
             waited_since_housekeeping: Duration::ZERO,
             loop_counters: stats::LoopCounters::new(board, Instant::now()),
+            busy_poll: Duration::from_micros(u64::from(busy_poll_us)),
+            // No input yet: a new shard does not spin.
+            active_at: Instant::now()
+                .checked_sub(Duration::from_micros(u64::from(busy_poll_us)))
+                .unwrap_or_else(Instant::now),
+            spinning: false,
         })
     }
 
@@ -215,6 +229,9 @@ impl Shard {
         let waited = self.poll_io();
         self.waited_since_housekeeping += waited;
         self.ctx.set_now(Instant::now());
+        if !self.busy_poll.is_zero() && (!self.ready.is_empty() || !self.ctx.mesh().inboxes_empty()) {
+            self.active_at = self.ctx.now();
+        }
         // Rings are drained after poll and before sockets are read: whatever
         // another shard pushed before writing a confirm or -ok to a client is
         // seen before anything that client sends because of it. Likewise the
@@ -294,10 +311,16 @@ impl Shard {
                 self.ctx.note_idle(now);
                 return waited;
             }
+            if self.spinning {
+                // Nothing to do but spin: idle, as in the mio branch.
+                self.ctx.note_idle(started);
+            }
             return Duration::ZERO;
         }
         let may_wait = timeout >= IDLE_WAIT_MIN;
-        if may_wait {
+        if may_wait || self.spinning {
+            // A spin with nothing to do is idle too, or every backlog would
+            // look like a saturated broker's to the publisher throttle.
             self.ctx.note_idle(started);
         }
         if let Err(e) = self.poll.poll(&mut self.events, Some(timeout)) {
@@ -316,6 +339,7 @@ impl Shard {
     /// until the next timer. Announces the park on the doorbell when it may
     /// block; the caller unparks after waiting.
     fn wait_timeout(&mut self) -> Duration {
+        self.spinning = false;
         let busy = !self.ready.is_empty()
             || self.ctx.has_local()
             || self.ctx.reconcile_due()
@@ -326,6 +350,14 @@ impl Shard {
         } else if self.ctx.mesh().staged_len() > 0 {
             // Rings are full: retry soon without spinning.
             Duration::from_micros(200)
+        } else if !self.busy_poll.is_zero()
+            && self.ctx.now().saturating_duration_since(self.active_at) < self.busy_poll
+        {
+            // Busy polling: look again at once, without announcing a park
+            // (whoever stages an envelope then skips the doorbell; the next
+            // spin sees the ring).
+            self.spinning = true;
+            Duration::ZERO
         } else {
             self.ctx.mesh().doorbell().prepare_park();
             // After prepare_park's fence: a shutdown stored before the doorbell
