@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 import time
 
-from .proc import ROOT, parse_cpus, port_open, proc_stat, stop, wait_port
+from .proc import ROOT, lepus_http_args, parse_cpus, port_open, proc_stat, stop, wait_port
 
 
 class Broker:
@@ -35,8 +35,9 @@ class Lepus(Broker):
         self.port = opts.lepus_port
         self.proc = None
         shards = len(parse_cpus(opts.broker_cpus))
-        self.cmd = ["taskset", "-c", opts.broker_cpus, str(opts.bin / "lepus"), "--listen",
-                    f"127.0.0.1:{self.port}", "--shards", str(shards)] + shlex.split(opts.lepus_args)
+        binary = opts.bin / "lepus"
+        self.cmd = ["taskset", "-c", opts.broker_cpus, str(binary), "--listen", f"127.0.0.1:{self.port}",
+                    "--shards", str(shards), *lepus_http_args(ROOT / binary)] + shlex.split(opts.lepus_args)
 
     def spawn(self, tag):
         """Starts the process (on self.data_dir, if set); returns the monotonic time just before."""

@@ -53,10 +53,29 @@ def wait_port(port, proc=None, timeout=30.0):
 # ---------------------------------------------------------------- a lepus process
 
 
+_HTTP_ARGS = {}
+
+
+def lepus_http_args(binary):
+    """lepus serves its management API on 15672 and Prometheus on 15692 by default,
+    RabbitMQ's ports: a benchmarked lepus takes ports the kernel picks instead
+    (still serving both, as deployed). Older binaries without these flags get none
+    (so two commits can still be compared)."""
+    key = str(binary)
+    if key not in _HTTP_ARGS:
+        try:
+            help_text = subprocess.run([key, "--help"], capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            help_text = ""
+        _HTTP_ARGS[key] = [a for flag in ("--management-port", "--prometheus-port") if flag in help_text
+                           for a in (flag, "0")]
+    return _HTTP_ARGS[key]
+
+
 def lepus_command(binary, port, data_dir, cpus="0"):
     """`lepus` pinned to `cpus`, listening on loopback `port`, on `data_dir`, logging warnings only."""
     return ["taskset", "-c", cpus, str(binary), "--listen", f"{HOST}:{port}", "--data-dir", str(data_dir),
-            "--log", "warn"]
+            "--log", "warn", *lepus_http_args(binary)]
 
 
 def start_lepus(binary, port, data_dir, out, ready=None, cpus="0", timeout=30.0, preexec_fn=None):
