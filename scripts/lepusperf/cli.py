@@ -29,7 +29,17 @@ def perf_main():
     ap.add_argument("--connections", type=int, help="connections for the idle-connections scenario")
     ap.add_argument("--quick", action="store_true", help="smoke test: --duration 3 --messages 100000 "
                     "--connections 1000 unless given")
-    ap.add_argument("--repeat", type=int, default=1, help="runs per (scenario, broker); the median is reported")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="runs per (scenario, broker), in round robin (every scenario on every broker once, then "
+                         "again); the report gives the median, min-max and spread (default 3)")
+    ap.add_argument("--disturbed-pct", type=float, default=15.0,
+                    help="flag a run whose headline is more than this %% off the median of its repeats (default 15)")
+    ap.add_argument("--disturbed-load", type=float, default=15.0,
+                    help="flag a run during which more than this %% of a core on the broker's and generator's cores "
+                         "was used by other processes (default 15)")
+    ap.add_argument("--disturbed-steal", type=float, default=5.0,
+                    help="flag a run during which the broker's and generator's cores lost more than this %% of a "
+                         "core to steal time (default 5)")
     ap.add_argument("--out", help="markdown file to write (default perf/results/<date>.md; plots next to it)")
     ap.add_argument("--broker-cpus", default="0", help="taskset core list for the broker (default 0)")
     ap.add_argument("--generator-cpus", default="1", help="taskset core list for lepus-perf (default 1)")

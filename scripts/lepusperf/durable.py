@@ -18,6 +18,7 @@ from pathlib import Path
 from .generator import PROGRESS, generator_cmd, metrics_from_json
 from .report import BROKER_TITLE, fmt, log, mb, runs_table, si
 from .scenarios import messages_for
+from .throughput import load_figures
 from .wire import PROTOCOL_HEADER
 
 # lepus-perf's progress line: "time 1.003 s, sent 123 msg/s, confirmed 120 msg/s, ..."
@@ -162,7 +163,7 @@ def run_backlog(s, gen, res, tag, perf_out):
         res["bytes_per_message"] = (rss_full - rss0) * 1024 / n
     res["broker_cpu_pct"] = sm2.cpu_pct(t2, m2["duration_s"])
     res["fill_broker_cpu_pct"] = sm1.cpu_pct(t1, m1["duration_s"])
-    res["other_cpu_pct"] = sm2.other_pct(t2, m2["duration_s"], m2["generator_cpu_pct"])
+    res.update(load_figures(sm2, t2, m2["duration_s"], m2["generator_cpu_pct"], opts))
     res["rss_peak_kb"] = max((x for x in (sm1.rss_peak_kb(), sm2.rss_peak_kb()) if x), default=None)
     res["generator_cpu_pct"] = m2["generator_cpu_pct"]
     if res["received"] != n:

@@ -4,6 +4,7 @@ sampled over the measured interval; and their table in the report."""
 import shlex
 
 from .generator import generator_cmd, metrics_from_json
+from .proc import parse_cpus
 from .report import BROKER_TITLE, fmt, mb, runs_table, si
 
 
@@ -20,9 +21,17 @@ def run(s, gen, res, tag, perf_out):
         return False
     res.update(metrics_from_json(j))
     res["broker_cpu_pct"] = sampler.cpu_pct(t_measure, res["duration_s"])
-    res["other_cpu_pct"] = sampler.other_pct(t_measure, res["duration_s"], res["generator_cpu_pct"])
+    res.update(load_figures(sampler, t_measure, res["duration_s"], res["generator_cpu_pct"], opts))
     res["rss_peak_kb"] = sampler.rss_peak_kb()
     return True
+
+
+def load_figures(sampler, t_from, duration, generator_pct, opts):
+    """other_cpu_pct, steal_pct, elsewhere_pct of the measured interval (see Sampler.load)."""
+    cores = set(parse_cpus(opts.broker_cpus)) | set(parse_cpus(opts.generator_cpus))
+    load = sampler.load(t_from, duration, generator_pct, cores) or {}
+    return {"other_cpu_pct": load.get("other_pct"), "steal_pct": load.get("steal_pct"),
+            "elsewhere_pct": load.get("elsewhere_pct")}
 
 
 def table(L, s, runs, best, opts):
@@ -35,11 +44,12 @@ def table(L, s, runs, best, opts):
                 f"{si(r.get('confirmed_per_s'))} | {si(r.get('received_per_s'))} | {lat} | {clat} | "
                 f"{fmt('x_pct', r.get('broker_cpu_pct'))} | {mb(r.get('rss_before_kb'))} / "
                 f"{mb(r.get('rss_peak_kb'))} / {mb(r.get('rss_after_kb'))} | "
-                f"{fmt('x_pct', r.get('generator_cpu_pct'))} | {fmt('x_pct', r.get('other_cpu_pct'))} | "
+                f"{fmt('x_pct', r.get('generator_cpu_pct'))} | {fmt('x_pct', r.get('other_cpu_pct'))} / "
+                f"{fmt('x_pct', r.get('steal_pct'))} | "
                 f"{'; '.join(r.get('notes', []))} |"]
 
     runs_table(L, s, runs,
                "| broker | sent/s | confirmed/s | received/s | latency p50 / p99 / p99.9 | "
                "confirm latency p50 / p99 | broker CPU | "
-               "broker RSS MB before / peak / after | generator CPU | other load | notes |",
+               "broker RSS MB before / peak / after | generator CPU | other load / steal | notes |",
                "|---|---:|---:|---:|---|---|---:|---|---:|---:|---|", rows)
