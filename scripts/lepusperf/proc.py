@@ -234,6 +234,19 @@ class Sampler(threading.Thread):
             return None
         return pts[0], pts[-1]
 
+    def cpu_s(self, t_from, duration):
+        """Broker CPU seconds (user + system, all threads) over [t_from, t_from + duration],
+        scaled from the sampled window to exactly `duration`."""
+        pct = self.cpu_pct(t_from, duration)
+        return None if pct is None else pct / 100.0 * duration
+
+    def cpu_total_s(self):
+        """Broker CPU seconds from the first sample (before the generator started)
+        to the last (after it ended): for phases too short for cpu_s()'s window."""
+        if len(self.samples) < 2:
+            return None
+        return self.samples[-1][1] - self.samples[0][1]
+
     def other_pct(self, t_from, duration, generator_pct, cores=None):
         """CPU used by neither the broker nor the generator (other processes, and
         interrupts not charged to either), % of a core, on `cores` (the benchmark's

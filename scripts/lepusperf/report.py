@@ -20,6 +20,10 @@ METRICS = {
     "broker_cpu_pct": ("broker CPU", "% of a core", False),
     "bytes_per_connection": ("broker memory per connection", "B", False),
 }
+# Other figures that get a median and spread in the report: -> (label, higher is better).
+FIGURES = {
+    "cpu_us_per_msg": ("broker CPU per message", False),
+}
 
 
 def log(msg):
@@ -74,6 +78,8 @@ def fmt(metric, v):
         return "–"
     if metric.endswith("_per_s"):
         return si(v)
+    if metric.startswith("cpu_us"):
+        return f"{v:.3g} µs"
     if metric.startswith("latency"):
         if v < 10_000:
             return f"{v:,.0f} µs"

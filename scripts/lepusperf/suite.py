@@ -3,8 +3,8 @@
 time, broker and generator pinned to different cores, each (scenario,
 broker) --repeat times (3 by default) in round robin, and writes
 perf/results/<date>.md (machine, exact commands, medians and spreads,
-disturbed runs, a table per scenario, targets met or not) plus SVG plots
-next to it.
+broker CPU per message, disturbed runs, a table per scenario, targets met or
+not) plus SVG plots next to it.
 
     python3 scripts/perf.py                          # every scenario, every broker
     python3 scripts/perf.py --scenarios p2p-autoack,fanout-4 --brokers lepus
@@ -209,6 +209,21 @@ def write_markdown(opts, path, scenarios, results, info, plots, started, elapsed
     L.append("Cells: median (min–max, spread in % of the median). Ratios are of the medians, Lepus / other; "
              "for latency, CPU and memory lower is better.")
     L.append("")
+    cpu = [s for s in scenarios if any(r.get("cpu_us_per_msg") is not None
+                                       for rs in results.get(s["name"] + "/all", {}).values() for r in rs)]
+    if cpu:
+        L.append("Broker CPU per message (user + system time of the broker process, all its threads — RabbitMQ: "
+                 "beam.smp — over the measured interval, divided by the messages delivered in it, or confirmed "
+                 "where the headline is confirms; backlogs: the drain), µs, median (min–max, spread):")
+        L.append("")
+        L.append(f"| scenario | {' | '.join(BROKER_TITLE[b] for b in cols)} |")
+        L.append(f"|---|{'---:|' * len(cols)}")
+        for s in cpu:
+            runs = results.get(s["name"] + "/all", {})
+            L.append(f"| {s['name']} | " + " | ".join(
+                fmt_spread("cpu_us", headline_values(s, runs.get(b, []), "cpu_us_per_msg")) if runs.get(b) else ""
+                for b in cols) + " |")
+        L.append("")
     conf = [s for s in scenarios if any((results.get(s["name"], {}).get(b) or {}).get("confirm_p50_us")
                                         for b in BROKERS)]
     if conf:
@@ -372,6 +387,7 @@ def run(opts):
             headline = s["headline"]
             log(f"  -> {'error: ' + r['error'] if 'error' in r else fmt(headline, r.get(headline))}"
                 f" {METRICS[headline][0]}"
+                + (f", {fmt('cpu_us', r['cpu_us_per_msg'])}/msg" if r.get("cpu_us_per_msg") else "")
                 + (f" ({'; '.join(r['notes'])})" if r.get("notes") else ""))
     except KeyboardInterrupt:
         log("interrupted: stopping the broker")
@@ -395,7 +411,7 @@ def run(opts):
         plots = make_plots(out_md, scenarios, results)
         write_markdown(opts, out_md, scenarios, results, info, plots, started, elapsed, build_cmd)
         log(f"wrote {out_md}" + "".join(f", {p.name}" for p in plots))
-    # Short summary on stdout: medians (min–max, spread), disturbed runs.
+    # Short summary on stdout: medians (min–max, spread), CPU per message, disturbed runs.
     for s in scenarios:
         best = results.get(s["name"], {})
         runs = results.get(s["name"] + "/all", {})
@@ -406,6 +422,9 @@ def run(opts):
                 cells.append(f"{b} error")
                 continue
             c = f"{b} {fmt_spread(m, headline_values(s, rs))}"
+            cpu = spread(headline_values(s, rs, "cpu_us_per_msg"))
+            if cpu:
+                c += f" [{fmt('cpu_us', cpu[0])}/msg]"
             d = sum(1 for r in rs if r.get("disturbed"))
             if d:
                 c += f" ({d} disturbed)"
