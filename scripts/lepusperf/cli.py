@@ -17,13 +17,14 @@ def perf_main():
     ap = argparse.ArgumentParser(description=suite.__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=suite.__doc__)
     ap.add_argument("--scenarios", help="comma-separated names (or file numbers); default: all")
-    ap.add_argument("--brokers", default="lepus,rabbitmq,relay",
-                    help="comma-separated subset of lepus,rabbitmq,relay (relay only runs where a scenario lists it)")
+    ap.add_argument("--brokers", default="lepus,rabbitmq,garagemq,relay",
+                    help="comma-separated subset of lepus,rabbitmq,garagemq,relay (each only runs where a scenario "
+                         "lists it: the relay where it can stand in for a broker)")
     ap.add_argument("--duration", type=int, help="seconds per run for every perf scenario (overrides the files)")
     ap.add_argument("--messages", type=int, help="messages for the backlog and restart scenarios (overrides the "
                     "files; for RabbitMQ capped by a scenario's rabbitmq_messages)")
-    ap.add_argument("--rabbit-messages", type=int, help="messages for RabbitMQ in the backlog and restart scenarios "
-                    "(overrides rabbitmq_messages and --messages)")
+    ap.add_argument("--rabbit-messages", type=int, help="messages for RabbitMQ and garagemq in the backlog and "
+                    "restart scenarios (overrides rabbitmq_messages, garagemq_messages and --messages)")
     ap.add_argument("--restart-stops", help="stop modes of the restart scenario, comma-separated: kill (SIGKILL), "
                     "graceful (default: the scenario's `stops`)")
     ap.add_argument("--connections", type=int, help="connections for the idle-connections scenario")
@@ -46,6 +47,7 @@ def perf_main():
     ap.add_argument("--lepus-port", type=int, default=5711)
     ap.add_argument("--rabbit-port", type=int, default=5712)
     ap.add_argument("--relay-port", type=int, default=5713)
+    ap.add_argument("--garagemq-port", type=int, default=5714, help="garagemq's AMQP port (admin: this + 10000)")
     ap.add_argument("--rabbit-dir", default="/tmp/lepus-perf-rabbitmq", help="RabbitMQ data dir (wiped)")
     ap.add_argument("--data-root", help="where Lepus' per-run data directories go (default $TMPDIR or /tmp); "
                     "the deep backlog needs ~85 B of disk per message")

@@ -5,8 +5,8 @@ import statistics
 import sys
 import time
 
-BROKERS = ("lepus", "rabbitmq", "relay")
-BROKER_TITLE = {"lepus": "Lepus", "rabbitmq": "RabbitMQ", "relay": "relay"}
+BROKERS = ("lepus", "rabbitmq", "garagemq", "relay")
+BROKER_TITLE = {"lepus": "Lepus", "rabbitmq": "RabbitMQ", "garagemq": "garagemq", "relay": "relay"}
 
 # headline metric -> (label, unit, higher is better)
 METRICS = {

@@ -1,10 +1,10 @@
-"""Runs the benchmark scenarios of perf/scenarios/ against Lepus, RabbitMQ and
-(where a scenario asks for it) lepus-perf's byte relay, one broker at a
-time, broker and generator pinned to different cores, each (scenario,
-broker) --repeat times (3 by default) in round robin, and writes
-perf/results/<date>.md (machine, exact commands, medians and spreads,
-broker CPU per message, disturbed runs, a table per scenario, targets met or
-not) plus SVG plots next to it.
+"""Runs the benchmark scenarios of perf/scenarios/ against Lepus, RabbitMQ,
+garagemq and (where a scenario asks for it) lepus-perf's byte relay, one
+broker at a time, broker and generator pinned to different cores, each
+(scenario, broker) --repeat times (3 by default) in round robin, and writes
+perf/results/<date>.md (machine, exact commands, medians and spreads, broker
+CPU per message, disturbed runs, a table per scenario, targets met or not)
+plus SVG plots next to it.
 
     python3 scripts/perf.py                          # every scenario, every broker
     python3 scripts/perf.py --scenarios p2p-autoack,fanout-4 --brokers lepus
@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from . import durable, idle, throughput
-from .brokers import Lepus, RabbitMQ, Relay
+from .brokers import GarageMQ, Lepus, RabbitMQ, Relay, ensure_garagemq
 from .generator import Generator, generator_cmd
 from .plots import make_plots
 from .proc import ROOT
@@ -139,6 +139,7 @@ def machine_info(opts):
         "commit_subject": out(["git", "log", "-1", "--format=%s"]),
         "rustc": out(["rustc", "--version"]),
         "rabbitmq": out(["dpkg-query", "-W", "-f", "${Version}", "rabbitmq-server"]) or "not installed",
+        "garagemq": out(["dpkg-query", "-W", "-f", "${Version}", "garagemq"]) or "not installed",
         "erlang": out(["dpkg-query", "-W", "-f", "${Version}", "erlang-base"]) or "?",
         "loadavg": open("/proc/loadavg").read().split()[:3],
         "rabbit_fs": out(["df", "--output=fstype", str(Path(opts.rabbit_dir).parent)]).split()[-1:] or ["?"],
@@ -150,7 +151,7 @@ def machine_info(opts):
 def write_markdown(opts, path, scenarios, results, info, plots, started, elapsed, build_cmd):
     date = started.strftime("%Y-%m-%d")
     L = []
-    L.append(f"# Lepus vs RabbitMQ ({date})")
+    L.append(f"# Lepus vs RabbitMQ and garagemq ({date})")
     L.append("")
     L.append(f"Written by `scripts/perf.py` ({started.strftime('%Y-%m-%d %H:%M')}, {elapsed / 60:.0f} min). "
              f"Scenarios: `perf/scenarios/`. Every (scenario, broker) run had a freshly started broker.")
@@ -167,6 +168,8 @@ def write_markdown(opts, path, scenarios, results, info, plots, started, elapsed
     L.append(f"- RabbitMQ {info['rabbitmq']} (Debian), Erlang {info['erlang']}; "
              f"{info.get('rabbit_started', 'not started')}; data directory `{opts.rabbit_dir}` on "
              f"{info['rabbit_fs'][0]} (persistent messages are fsynced there)")
+    L.append(f"- garagemq {info['garagemq']} (Debian): `garagemq --config` with its own port, admin port and "
+             "database directory (wiped per run), TCP_NODELAY on like the others")
     L.append(f"- transparent huge pages: `{info['thp']}`")
     L.append(f"- each (scenario, broker) run {opts.repeat} time(s), interleaved: repeat 1 of every scenario on "
              "every broker, then repeat 2, …; each figure is the median of its repeats with the min–max and the "
@@ -274,6 +277,7 @@ def write_markdown(opts, path, scenarios, results, info, plots, started, elapsed
     L.append("Each run: the broker is started pinned to the broker core(s) (Lepus with one shard per core; "
              "RabbitMQ through `scripts/rabbitmq.sh start`, which starts beam under `taskset` so every "
              "scheduler thread, epmd and erl_child_setup share the core(s), with a wiped data directory), "
+             "garagemq with `taskset` and a config file of its own, "
              f"{opts.settle:g} s of rest, its RSS (VmRSS) is read, the generator runs pinned to the "
              "generator core(s) while the broker's CPU time and RSS and the per-core times of /proc/stat are "
              "sampled every 0.2 s, and the broker is stopped. Broker CPU is over the generator's measured "
@@ -306,7 +310,8 @@ def run(opts):
             print(f"{s['name']:26} {s['kind']:17} {','.join(bs):22} ~{est / 60:5.1f} min  {s['description'][:70]}")
             if opts.dry_run:
                 for b in bs:
-                    port = {"lepus": opts.lepus_port, "rabbitmq": opts.rabbit_port, "relay": opts.relay_port}[b]
+                    port = {"lepus": opts.lepus_port, "rabbitmq": opts.rabbit_port, "relay": opts.relay_port,
+                            "garagemq": opts.garagemq_port}[b]
                     fake = type("B", (), {"port": port})
                     n = messages_for(s, b, opts) if "messages" in s else None
                     extra = {"args": ["-z", str(opts.duration or s.get("duration"))], "publish_args": ["-C", str(n)],
@@ -351,10 +356,13 @@ def run(opts):
             sys.exit(f"perf.py: {opts.bin / exe} missing (build first or set CARGO_TARGET_DIR)")
     if "rabbitmq" in [b for _, b in plan] and not Path("/usr/lib/rabbitmq/bin/rabbitmq-server").exists():
         sys.exit("perf.py: RabbitMQ is not installed: scripts/rabbitmq.sh install")
+    if "garagemq" in [b for _, b in plan]:
+        ensure_garagemq()
 
     info = machine_info(opts)
     log(f"{len(plan)} runs x {opts.repeat}, estimated {total / 60:.0f} min; logs in {log_dir}")
-    brokers = {"lepus": Lepus(opts, log_dir), "rabbitmq": RabbitMQ(opts, log_dir), "relay": Relay(opts, log_dir)}
+    brokers = {"lepus": Lepus(opts, log_dir), "rabbitmq": RabbitMQ(opts, log_dir), "relay": Relay(opts, log_dir),
+               "garagemq": GarageMQ(opts, log_dir)}
     results = {}
     current = None
 
