@@ -8,7 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from . import ab, flood, suite
+from . import ab, curves, flood, suite
 from .proc import LEPUS, ROOT
 
 
@@ -46,6 +46,14 @@ def perf_main():
     ap.add_argument("--generator-cpus", default="1", help="taskset core list for lepus-perf (default 1)")
     ap.add_argument("--lepus-port", type=int, default=5711)
     ap.add_argument("--rabbit-port", type=int, default=5712)
+    ap.add_argument("--curves", action="store_true",
+                    help="measure curves instead of the scenarios: throughput against body size and latency "
+                         "against offered load (lepusperf/curves.py; --out default perf/results/<date>-curves.md, "
+                         "--duration default 5)")
+    ap.add_argument("--curve", choices=("all", "size", "latency"), default="all", help="--curves: which curves")
+    ap.add_argument("--sizes", help="--curves: body sizes in bytes, comma-separated (default 16 B ... 1 MiB)")
+    ap.add_argument("--rates", help="--curves: offered loads in msg/s, comma-separated, 0 = unpaced "
+                    "(default 10000,30000,100000,300000,1000000,0)")
     ap.add_argument("--relay-port", type=int, default=5713)
     ap.add_argument("--garagemq-port", type=int, default=5714, help="garagemq's AMQP port (admin: this + 10000)")
     ap.add_argument("--rabbit-dir", default="/tmp/lepus-perf-rabbitmq", help="RabbitMQ data dir (wiped)")
@@ -76,7 +84,12 @@ def perf_main():
     opts.bin = target_dir / "release"
     if opts.bin.is_relative_to(ROOT):
         opts.bin = opts.bin.relative_to(ROOT)  # every command runs in ROOT
-    suite.run(opts)
+    if opts.curves:
+        if not (opts.list or opts.dry_run):
+            suite.build(opts)
+        curves.run(opts)
+    else:
+        suite.run(opts)
 
 
 def ab_main():

@@ -4,7 +4,7 @@ broker at a time, broker and generator pinned to different cores, each
 (scenario, broker) --repeat times (3 by default) in round robin, and writes
 perf/results/<date>.md (machine, exact commands, medians and spreads, broker
 CPU per message, disturbed runs, a table per scenario, targets met or not)
-plus SVG plots next to it.
+plus SVG plots next to it. --curves measures curves instead (lepusperf/curves.py).
 
     python3 scripts/perf.py                          # every scenario, every broker
     python3 scripts/perf.py --scenarios p2p-autoack,fanout-4 --brokers lepus
@@ -290,6 +290,19 @@ def write_markdown(opts, path, scenarios, results, info, plots, started, elapsed
     path.write_text("\n".join(L))
 
 
+def build(opts):
+    """`cargo build --release` of lepus and lepus-perf unless --no-build; returns the command line."""
+    build_cmd = "cargo build --release --bin lepus --bin lepus-perf"
+    if os.environ.get("CARGO_TARGET_DIR"):
+        build_cmd = f"CARGO_TARGET_DIR={os.environ['CARGO_TARGET_DIR']} {build_cmd}"
+    if not opts.no_build:
+        log(build_cmd)
+        r = subprocess.run(["cargo", "build", "--release", "--bin", "lepus", "--bin", "lepus-perf"], cwd=ROOT)
+        if r.returncode != 0:
+            sys.exit("perf.py: build failed")
+    return build_cmd
+
+
 def run(opts):
     """Runs the scenarios and brokers `opts` (the parsed command line of scripts/perf.py) choose."""
     try:
@@ -343,14 +356,7 @@ def run(opts):
     if prof_dir:
         prof_dir.mkdir(parents=True, exist_ok=True)
 
-    build_cmd = "cargo build --release --bin lepus --bin lepus-perf"
-    if os.environ.get("CARGO_TARGET_DIR"):
-        build_cmd = f"CARGO_TARGET_DIR={os.environ['CARGO_TARGET_DIR']} {build_cmd}"
-    if not opts.no_build:
-        log(build_cmd)
-        r = subprocess.run(["cargo", "build", "--release", "--bin", "lepus", "--bin", "lepus-perf"], cwd=ROOT)
-        if r.returncode != 0:
-            sys.exit("perf.py: build failed")
+    build_cmd = build(opts)
     for exe in ("lepus", "lepus-perf"):
         if not (opts.bin / exe).exists():
             sys.exit(f"perf.py: {opts.bin / exe} missing (build first or set CARGO_TARGET_DIR)")
