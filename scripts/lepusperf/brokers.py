@@ -36,7 +36,7 @@ class Lepus(Broker):
         self.port = opts.lepus_port
         self.proc = None
         shards = len(parse_cpus(opts.broker_cpus))
-        binary = opts.bin / "lepus"
+        binary = getattr(opts, "lepus_bin", None) or opts.bin / "lepus"
         self.cmd = ["taskset", "-c", opts.broker_cpus, str(binary), "--listen", f"127.0.0.1:{self.port}",
                     "--shards", str(shards), *lepus_http_args(ROOT / binary)] + shlex.split(opts.lepus_args)
 

@@ -60,6 +60,7 @@ def perf_main():
     ap.add_argument("--data-root", help="where Lepus' per-run data directories go (default $TMPDIR or /tmp); "
                     "the deep backlog needs ~85 B of disk per message")
     ap.add_argument("--lepus-args", default="", help="extra arguments for lepus, e.g. '--log warn'")
+    ap.add_argument("--lepus-bin", help="the lepus binary to measure (default: the build's, next to lepus-perf)")
     ap.add_argument("--settle", type=float, default=1.0, help="seconds between broker start and run")
     ap.add_argument("--rss-limit-mb", type=int, default=12_000,
                     help="interrupt a run when the broker's RSS passes this (0 = no limit)")
