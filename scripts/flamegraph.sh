@@ -48,7 +48,9 @@ DIFF_OLD= DIFF_NEW=
 if [ "$1" = --diff ]; then
   [ $# -ge 4 ] || usage
   DIFF_OLD=$(realpath "$2"); DIFF_NEW=$(realpath "$3")
-  for b in "$DIFF_OLD" "$DIFF_NEW"; do [ -x "$b" ] || { echo "flamegraph.sh: $b is not an executable" >&2; exit 2; }; done
+  for b in "$DIFF_OLD" "$DIFF_NEW"; do
+    [ -x "$b" ] || { echo "flamegraph.sh: $b is not an executable" >&2; exit 2; }
+  done
   SCENARIO=$4
   shift 4
   BROKERS=lepus
@@ -93,8 +95,7 @@ fold() {
   local data=$1 name=$2
   # -f: use /tmp/perf-<pid>.map even if another user wrote it.
   perf script -f -i "$data" 2>"$WORK/$name.script.log" \
-    | python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); sys.argv = sys.argv[1:]; from lepusperf import gosym; gosym.main()' \
-        "$ROOT/scripts" "$(command -v garagemq || echo /usr/bin/garagemq)" \
+    | (cd "$ROOT/scripts" && exec python3 -m lepusperf.gosym "$(command -v garagemq || echo /usr/bin/garagemq)") \
     | inferno-collapse-perf >"$WORK/$name.folded"
   # cpu-clock periods are nanoseconds: the total is the CPU time sampled.
   awk '{n += $NF} END {printf "%.0f", n / 1e6}' "$WORK/$name.folded"
@@ -112,7 +113,10 @@ record() {
 cleanup_maps() {
   # Erlang's perf maps of stopped nodes are no longer needed.
   local pid
-  for pid in $(python3 -c 'import json,sys; [print(r["pid"]) for r in json.load(open(sys.argv[1])) if r["broker"] == "rabbitmq" and r["pid"]]' "$1"/*-runs.json 2>/dev/null); do
+  for pid in $(python3 -c 'import json, sys
+for r in json.load(open(sys.argv[1])):
+    if r["broker"] == "rabbitmq" and r["pid"]:
+        print(r["pid"])' "$1"/*-runs.json 2>/dev/null); do
     kill -0 "$pid" 2>/dev/null || rm -f "/tmp/perf-$pid.map"
   done
 }
@@ -141,7 +145,8 @@ else
   for data in "$WORK"/*.perf.data; do
     name=$(basename "$data" .perf.data)
     cpu_ms=$(fold "$data" "$name")
-    inferno-flamegraph --title "$name: on-CPU, $cpu_ms ms sampled" --countname ns <"$WORK/$name.folded" >"$OUT/$name.svg"
+    inferno-flamegraph --title "$name: on-CPU, $cpu_ms ms sampled" --countname ns \
+      <"$WORK/$name.folded" >"$OUT/$name.svg"
     echo "flamegraph.sh: $OUT/$name.svg ($cpu_ms ms of CPU)"
     made=$((made + 1))
   done

@@ -236,8 +236,8 @@ def write_markdown(opts, path, scenarios, results, info, plots, started, elapsed
         L.append(f"|---|{'---:|' * len(cols)}")
         for s in conf:
             best = results.get(s["name"], {})
-            cells = [" / ".join(fmt("latency", (best.get(b) or {}).get(k)) for k in ("confirm_p50_us", "confirm_p99_us"))
-                     for b in cols]
+            cells = [" / ".join(fmt("latency", (best.get(b) or {}).get(k))
+                                for k in ("confirm_p50_us", "confirm_p99_us")) for b in cols]
             L.append(f"| {s['name']} | {' | '.join(cells)} |")
         L.append("")
     if plots:
