@@ -155,7 +155,15 @@ def run(opts):
                             if r0:
                                 r0[-1]["notes"].append(f"{b} exited during or after this point")
                             broker.stop()
-                        broker.start(f"{tag}-{k}")
+                        try:
+                            broker.start(f"{tag}-{k}")
+                        except (RuntimeError, ValueError, OSError) as e:
+                            broker.stop()
+                            broker.pid = None
+                            r = {"curve": curve, "x": x, "notes": [], "error": f"{b} did not start: {e}"}
+                            results.setdefault((curve, x), {}).setdefault(b, []).append(r)
+                            log(f"  {b} {curve} {x}: error {r['error']}")
+                            continue
                         time.sleep(opts.settle)
                     gen = Generator(opts, broker, log_dir / f"{tag}-{b}-generator.log")
                     r = run_point(gen, opts, curve, x, args, k)
