@@ -18,18 +18,17 @@ install() {
     log "garagemq already installed: $(dpkg-query -W -f '${Version}' garagemq 2>/dev/null || echo '?')"
     return
   fi
-  local policy_added=
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
     chmod +x /usr/sbin/policy-rc.d
-    policy_added=1
+    # Removed again however apt-get ends.
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
   fi
   apt-get update
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends garagemq
-  if [ -n "$policy_added" ]; then rm -f /usr/sbin/policy-rc.d; fi
 }
 
 case "${1:-}" in
   install) install ;;
-  *) sed -n '2,12p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,11p' "$0" >&2; exit 2 ;;
 esac
