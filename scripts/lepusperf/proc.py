@@ -247,13 +247,6 @@ class Sampler(threading.Thread):
             return None
         return self.samples[-1][1] - self.samples[0][1]
 
-    def other_pct(self, t_from, duration, generator_pct, cores=None):
-        """CPU used by neither the broker nor the generator (other processes, and
-        interrupts not charged to either), % of a core, on `cores` (the benchmark's
-        cores; default: all)."""
-        load = self.load(t_from, duration, generator_pct, cores)
-        return load and load["other_pct"]
-
     def load(self, t_from, duration, generator_pct, cores=None):
         """What else ran over [t_from, t_from + duration], in % of one core:
         other_pct = busy time of `cores` (the broker's and the generator's) minus

@@ -20,10 +20,6 @@ METRICS = {
     "broker_cpu_pct": ("broker CPU", "% of a core", False),
     "bytes_per_connection": ("broker memory per connection", "B", False),
 }
-# Other figures that get a median and spread in the report: -> (label, higher is better).
-FIGURES = {
-    "cpu_us_per_msg": ("broker CPU per message", False),
-}
 
 
 def log(msg):
