@@ -75,8 +75,13 @@ def open_idle(host, port):
     start_ok = struct.pack(">HH", 10, 11) + struct.pack(">I", 0) + sstr(b"PLAIN")
     start_ok += lstr(b"\0guest\0guest") + sstr(b"en_US")
     s.sendall(frame(1, 0, start_ok))
-    read_method(s, (10, 30))  # connection.tune
-    tune_ok = frame(1, 0, struct.pack(">HHHIH", 10, 31, 2047, 131072, 0))  # no heartbeat
+    tune = read_method(s, (10, 30))  # connection.tune
+    # Never above what the server offers (0 = no limit): garagemq offers frame_max
+    # 65536 and closes the connection on a larger tune-ok.
+    channel_max, frame_max = struct.unpack(">HI", tune[4:10])
+    channel_max = min(channel_max or 2047, 2047)
+    frame_max = min(frame_max or 131072, 131072)
+    tune_ok = frame(1, 0, struct.pack(">HHHIH", 10, 31, channel_max, frame_max, 0))  # no heartbeat
     s.sendall(tune_ok + frame(1, 0, struct.pack(">HH", 10, 40) + sstr(b"/") + sstr(b"") + b"\0"))
     read_method(s, (10, 41))  # connection.open-ok
     s.sendall(frame(1, 1, struct.pack(">HH", 20, 10) + sstr(b"")))

@@ -1,8 +1,9 @@
 """The brokers the scenario suite measures, each started fresh per run and
 stopped after it: Lepus (a `lepus` binary pinned with taskset, on a fresh
-data directory), RabbitMQ (through scripts/rabbitmq.sh) and lepus-perf's
-byte relay; each can also be killed, stopped gracefully and restarted on
-its data, for the restart scenario."""
+data directory), RabbitMQ (through scripts/rabbitmq.sh), garagemq (Debian's
+Go broker, pinned with taskset, on a fresh config and database directory)
+and lepus-perf's byte relay; each can also be killed, stopped gracefully
+and restarted on its data, for the restart scenario."""
 import os
 import shlex
 import shutil
@@ -11,7 +12,7 @@ import subprocess
 import tempfile
 import time
 
-from .proc import ROOT, parse_cpus, port_open, proc_stat, stop, wait_port
+from .proc import ROOT, lepus_http_args, parse_cpus, port_open, proc_stat, stop, wait_port
 
 
 class Broker:
@@ -35,14 +36,19 @@ class Lepus(Broker):
         self.port = opts.lepus_port
         self.proc = None
         shards = len(parse_cpus(opts.broker_cpus))
-        self.cmd = ["taskset", "-c", opts.broker_cpus, str(opts.bin / "lepus"), "--listen",
-                    f"127.0.0.1:{self.port}", "--shards", str(shards)] + shlex.split(opts.lepus_args)
+        binary = getattr(opts, "lepus_bin", None) or opts.bin / "lepus"
+        self.cmd = ["taskset", "-c", opts.broker_cpus, str(binary), "--listen", f"127.0.0.1:{self.port}",
+                    "--shards", str(shards), *lepus_http_args(ROOT / binary)] + shlex.split(opts.lepus_args)
+
+    def full_cmd(self):
+        """The command line, with the data directory if there is one."""
+        return self.cmd + (["--data-dir", self.data_dir] if getattr(self, "data_dir", None) else [])
 
     def spawn(self, tag):
         """Starts the process (on self.data_dir, if set); returns the monotonic time just before."""
         self.log_path = self.log_dir / f"{tag}-{self.name}.log"
         self.logf = open(self.log_path, "w")
-        cmd = self.cmd + (["--data-dir", self.data_dir] if getattr(self, "data_dir", None) else [])
+        cmd = self.full_cmd()
         t = time.monotonic()
         self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT, cwd=ROOT)
         self.pid = self.proc.pid  # taskset execs lepus: same pid
@@ -53,14 +59,18 @@ class Lepus(Broker):
     def start(self, tag):
         if port_open(self.port):
             raise RuntimeError(f"port {self.port} is already in use")
-        if self.name == "lepus":
+        if self.name != "relay":
             # Every run starts from an empty data directory: no durable
             # definitions left over from an earlier scenario.
-            self.data_dir = tempfile.mkdtemp(prefix="lepus-perf-data-", dir=self.opts.data_root)
+            self.data_dir = tempfile.mkdtemp(prefix=f"{self.name}-perf-data-", dir=self.opts.data_root)
+            self.prepare()
         self.spawn(tag)
         if not wait_port(self.port, self.proc):
             self.stop()
-            raise RuntimeError("lepus did not start listening (see its log)")
+            raise RuntimeError(f"{self.name} did not start listening (see its log)")
+
+    def prepare(self):
+        """Writes what the broker needs in its fresh data directory before it starts."""
 
     def end(self, sig, timeout=10):
         """Stops the process with `sig` (SIGKILL after `timeout` s), keeping the data directory."""
@@ -107,6 +117,76 @@ class Relay(Lepus):
         self.proc = None
         self.cmd = ["taskset", "-c", opts.broker_cpus, str(opts.bin / "lepus-perf"), "relay", "--listen",
                     f"127.0.0.1:{self.port}"]
+
+
+def ensure_garagemq():
+    """Installs garagemq (scripts/garagemq.sh install) when it is missing; exits if that fails."""
+    if shutil.which("garagemq"):
+        return
+    r = subprocess.run([str(ROOT / "scripts" / "garagemq.sh"), "install"], cwd=ROOT)
+    if r.returncode != 0 or not shutil.which("garagemq"):
+        raise SystemExit("perf.py: garagemq is not installed and scripts/garagemq.sh install failed")
+
+
+# garagemq's configuration (its own YAML, read with --config): Debian's
+# /etc/garagemq/config.yaml with loopback addresses, our ports and database
+# directory, and TCP_NODELAY on (the package's default is off, which delays
+# small writes by up to 40 ms; Lepus, RabbitMQ and lepus-perf all set it).
+# User guest, password guest (garagemq keeps an MD5 of it), vhost /.
+GARAGEMQ_CONFIG = """proto: amqp-rabbit
+users:
+  - username: guest
+    password: 084e0343a0486ff05530df6c705c8bb4
+tcp:
+  ip: 127.0.0.1
+  port: {port}
+  nodelay: true
+  readBufSize: 196608
+  writeBufSize: 196608
+admin:
+  ip: 127.0.0.1
+  port: {admin_port}
+queue:
+  shardSize: 8192
+  maxMessagesInRam: 131072
+db:
+  defaultPath: {db}
+  engine: badger
+vhost:
+  defaultPath: /
+security:
+  passwordCheck: md5
+connection:
+  channelsMax: 4096
+  frameMaxSize: 65536
+"""
+
+
+class GarageMQ(Lepus):
+    """Debian's garagemq (a Go AMQP 0-9-1 broker) pinned with taskset; Go sizes
+    GOMAXPROCS from the affinity mask, so one core = one P. Its admin HTTP
+    server (it always starts one) listens on 127.0.0.1:port + 10000."""
+    name = "garagemq"
+
+    def __init__(self, opts, log_dir):
+        Broker.__init__(self, opts, log_dir)
+        self.port = opts.garagemq_port
+        self.proc = None
+        self.cmd = ["taskset", "-c", opts.broker_cpus, "garagemq", "--log-level", "warning"]
+
+    def prepare(self):
+        conf = GARAGEMQ_CONFIG.format(port=self.port, admin_port=self.port + 10000,
+                                      db=os.path.join(self.data_dir, "db"))
+        with open(os.path.join(self.data_dir, "config.yaml"), "w") as f:
+            f.write(conf)
+
+    def full_cmd(self):
+        return self.cmd + ["--config", os.path.join(self.data_dir, "config.yaml")]
+
+    def start(self, tag):
+        if port_open(self.port + 10000):
+            raise RuntimeError(f"garagemq's admin port {self.port + 10000} is already in use")
+        super().start(tag)
 
 
 class RabbitMQ(Broker):

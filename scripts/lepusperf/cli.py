@@ -8,7 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from . import ab, flood, suite
+from . import ab, curves, flood, suite
 from .proc import LEPUS, ROOT
 
 
@@ -17,29 +17,50 @@ def perf_main():
     ap = argparse.ArgumentParser(description=suite.__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=suite.__doc__)
     ap.add_argument("--scenarios", help="comma-separated names (or file numbers); default: all")
-    ap.add_argument("--brokers", default="lepus,rabbitmq,relay",
-                    help="comma-separated subset of lepus,rabbitmq,relay (relay only runs where a scenario lists it)")
+    ap.add_argument("--brokers", default="lepus,rabbitmq,garagemq,relay",
+                    help="comma-separated subset of lepus,rabbitmq,garagemq,relay (each only runs where a scenario "
+                         "lists it: the relay where it can stand in for a broker)")
     ap.add_argument("--duration", type=int, help="seconds per run for every perf scenario (overrides the files)")
     ap.add_argument("--messages", type=int, help="messages for the backlog and restart scenarios (overrides the "
                     "files; for RabbitMQ capped by a scenario's rabbitmq_messages)")
-    ap.add_argument("--rabbit-messages", type=int, help="messages for RabbitMQ in the backlog and restart scenarios "
-                    "(overrides rabbitmq_messages and --messages)")
+    ap.add_argument("--rabbit-messages", type=int, help="messages for RabbitMQ and garagemq in the backlog and "
+                    "restart scenarios (overrides rabbitmq_messages, garagemq_messages and --messages)")
     ap.add_argument("--restart-stops", help="stop modes of the restart scenario, comma-separated: kill (SIGKILL), "
                     "graceful (default: the scenario's `stops`)")
     ap.add_argument("--connections", type=int, help="connections for the idle-connections scenario")
     ap.add_argument("--quick", action="store_true", help="smoke test: --duration 3 --messages 100000 "
                     "--connections 1000 unless given")
-    ap.add_argument("--repeat", type=int, default=1, help="runs per (scenario, broker); the median is reported")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="runs per (scenario, broker), in round robin (every scenario on every broker once, then "
+                         "again); the report gives the median, min-max and spread (default 3)")
+    ap.add_argument("--disturbed-pct", type=float, default=15.0,
+                    help="flag a run whose headline is more than this %% off the median of its repeats (default 15)")
+    ap.add_argument("--disturbed-load", type=float, default=15.0,
+                    help="flag a run during which more than this %% of a core on the broker's and generator's cores "
+                         "was used by other processes (default 15)")
+    ap.add_argument("--disturbed-steal", type=float, default=5.0,
+                    help="flag a run during which the broker's and generator's cores lost more than this %% of a "
+                         "core to steal time (default 5)")
     ap.add_argument("--out", help="markdown file to write (default perf/results/<date>.md; plots next to it)")
     ap.add_argument("--broker-cpus", default="0", help="taskset core list for the broker (default 0)")
     ap.add_argument("--generator-cpus", default="1", help="taskset core list for lepus-perf (default 1)")
     ap.add_argument("--lepus-port", type=int, default=5711)
     ap.add_argument("--rabbit-port", type=int, default=5712)
+    ap.add_argument("--curves", action="store_true",
+                    help="measure curves instead of the scenarios: throughput against body size and latency "
+                         "against offered load (lepusperf/curves.py; --out default perf/results/<date>-curves.md, "
+                         "--duration default 5)")
+    ap.add_argument("--curve", choices=("all", "size", "latency"), default="all", help="--curves: which curves")
+    ap.add_argument("--sizes", help="--curves: body sizes in bytes, comma-separated (default 16 B ... 1 MiB)")
+    ap.add_argument("--rates", help="--curves: offered loads in msg/s, comma-separated, 0 = unpaced "
+                    "(default 10000,30000,100000,300000,1000000,0)")
     ap.add_argument("--relay-port", type=int, default=5713)
+    ap.add_argument("--garagemq-port", type=int, default=5714, help="garagemq's AMQP port (admin: this + 10000)")
     ap.add_argument("--rabbit-dir", default="/tmp/lepus-perf-rabbitmq", help="RabbitMQ data dir (wiped)")
     ap.add_argument("--data-root", help="where Lepus' per-run data directories go (default $TMPDIR or /tmp); "
                     "the deep backlog needs ~85 B of disk per message")
     ap.add_argument("--lepus-args", default="", help="extra arguments for lepus, e.g. '--log warn'")
+    ap.add_argument("--lepus-bin", help="the lepus binary to measure (default: the build's, next to lepus-perf)")
     ap.add_argument("--settle", type=float, default=1.0, help="seconds between broker start and run")
     ap.add_argument("--rss-limit-mb", type=int, default=12_000,
                     help="interrupt a run when the broker's RSS passes this (0 = no limit)")
@@ -64,7 +85,12 @@ def perf_main():
     opts.bin = target_dir / "release"
     if opts.bin.is_relative_to(ROOT):
         opts.bin = opts.bin.relative_to(ROOT)  # every command runs in ROOT
-    suite.run(opts)
+    if opts.curves:
+        if not (opts.list or opts.dry_run):
+            suite.build(opts)
+        curves.run(opts)
+    else:
+        suite.run(opts)
 
 
 def ab_main():

@@ -18,6 +18,7 @@ from pathlib import Path
 from .generator import PROGRESS, generator_cmd, metrics_from_json
 from .report import BROKER_TITLE, fmt, log, mb, runs_table, si
 from .scenarios import messages_for
+from .throughput import cpu_us_per_msg, load_figures
 from .wire import PROTOCOL_HEADER
 
 # lepus-perf's progress line: "time 1.003 s, sent 123 msg/s, confirmed 120 msg/s, ..."
@@ -162,7 +163,11 @@ def run_backlog(s, gen, res, tag, perf_out):
         res["bytes_per_message"] = (rss_full - rss0) * 1024 / n
     res["broker_cpu_pct"] = sm2.cpu_pct(t2, m2["duration_s"])
     res["fill_broker_cpu_pct"] = sm1.cpu_pct(t1, m1["duration_s"])
-    res["other_cpu_pct"] = sm2.other_pct(t2, m2["duration_s"], m2["generator_cpu_pct"])
+    res.update(load_figures(sm2, t2, m2["duration_s"], m2["generator_cpu_pct"], opts))
+    # CPU per message: of the drain per delivery (the headline's messages), of the fill per publish;
+    # over the whole lepus-perf run (connecting included: the broker does nothing else then).
+    res["cpu_us_per_msg"] = cpu_us_per_msg(sm2.cpu_total_s(), m2["received"])
+    res["fill_cpu_us_per_msg"] = cpu_us_per_msg(sm1.cpu_total_s(), m1["sent"])
     res["rss_peak_kb"] = max((x for x in (sm1.rss_peak_kb(), sm2.rss_peak_kb()) if x), default=None)
     res["generator_cpu_pct"] = m2["generator_cpu_pct"]
     if res["received"] != n:
@@ -182,13 +187,15 @@ def backlog_table(L, s, runs, best, opts):
                 f"{mb(r.get('fill_rss_peak_kb'))} | "
                 f"{mb(r.get('rss_before_kb'))} / {mb(r.get('rss_full_kb'))} / "
                 f"{mb(r.get('rss_after_kb'))} | {fmt('bytes', r.get('bytes_per_message'))} | "
+                f"{fmt('cpu_us', r.get('fill_cpu_us_per_msg'))} / {fmt('cpu_us', r.get('cpu_us_per_msg'))} | "
                 f"{'; '.join(r.get('notes', []))} |"]
 
     runs_table(L, s, runs,
                "| broker | messages | fill msg/s (confirmed) | fill msg/s first 10 % / last 10 % | "
                "confirm latency p50 / p99 | drain msg/s | fill / drain s | broker RSS MB peak while filling | "
-               "broker RSS MB before / full / after | broker memory per queued message | notes |",
-               "|---|---:|---:|---|---|---:|---|---:|---|---:|---|", rows)
+               "broker RSS MB before / full / after | broker memory per queued message | "
+               "broker CPU per message fill / drain | notes |",
+               "|---|---:|---:|---|---|---:|---|---:|---|---:|---|---|", rows)
 
 
 # ---------------------------------------------------------------- restart

@@ -154,6 +154,8 @@ class Generator:
 def start_perf(opts, broker, out):
     if broker.name == "rabbitmq":
         cg = ["-g"]  # +JPperf true: frame pointers in JIT code
+    elif broker.name == "garagemq":
+        cg = ["--call-graph", "fp"]  # Go keeps frame pointers; Debian's binary has no DWARF
     elif opts.perf_callgraph == "dwarf":
         cg = ["--call-graph", "dwarf,16384"]
     else:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .report import BROKER_TITLE, BROKERS, si
 
-COLORS = {"lepus": "#1b9e77", "rabbitmq": "#d95f02", "relay": "#7570b3"}
+COLORS = {"lepus": "#1b9e77", "rabbitmq": "#d95f02", "garagemq": "#e7298a", "relay": "#7570b3"}
 
 
 def svg_hbars(path, title, unit, groups, series, values, log_scale=True, targets=None):
@@ -113,3 +113,71 @@ def make_plots(out_md, scenarios, results):
         plots.append(p)
     return plots
 
+
+
+DASHES = {"p50": "", "p99": "6,3", "p99.9": "2,3"}
+
+
+def svg_lines(path, title, xlabel, ylabel, series, xfmt=si, yfmt=si):
+    """A log-log line chart. series: [(label, broker, dash key or None, [(x, y), ...])],
+    colored by broker (COLORS), dashed by key (DASHES); points with a value <= 0 or
+    None are left out. Returns False if there is nothing to draw."""
+    pts = [(x, y) for _, _, _, ps in series for x, y in ps if x and y and x > 0 and y > 0]
+    if not pts:
+        return False
+    left, width, top, height, right = 80, 560, 50, 340, 170
+    xlo, xhi = min(x for x, _ in pts), max(x for x, _ in pts)
+    ylo, yhi = min(y for _, y in pts), max(y for _, y in pts)
+    xlo, xhi = 10 ** math.floor(math.log10(xlo)), 10 ** math.ceil(math.log10(xhi))
+    ylo, yhi = 10 ** math.floor(math.log10(ylo)), 10 ** math.ceil(math.log10(yhi))
+    if xhi <= xlo:
+        xhi = xlo * 10
+    if yhi <= ylo:
+        yhi = ylo * 10
+
+    def px(x):
+        return left + width * (math.log10(x) - math.log10(xlo)) / (math.log10(xhi) - math.log10(xlo))
+
+    def py(y):
+        return top + height - height * (math.log10(y) - math.log10(ylo)) / (math.log10(yhi) - math.log10(ylo))
+
+    o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + right}" height="{top + height + 50}" '
+         f'font-family="sans-serif" font-size="11">',
+         '<rect width="100%" height="100%" fill="white"/>',
+         f'<text x="10" y="18" font-size="14" font-weight="bold">{html.escape(title)}</text>']
+    e = math.log10(xlo)
+    while 10 ** e <= xhi * 1.0001:
+        x = px(10 ** e)
+        o.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + height}" stroke="#ddd"/>'
+                 f'<text x="{x:.1f}" y="{top + height + 14}" text-anchor="middle">{xfmt(10 ** e)}</text>')
+        e += 1
+    e = math.log10(ylo)
+    while 10 ** e <= yhi * 1.0001:
+        y = py(10 ** e)
+        o.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + width}" y2="{y:.1f}" stroke="#ddd"/>'
+                 f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end">{yfmt(10 ** e)}</text>')
+        e += 1
+    o.append(f'<rect x="{left}" y="{top}" width="{width}" height="{height}" fill="none" stroke="#888"/>')
+    o.append(f'<text x="{left + width / 2}" y="{top + height + 32}" text-anchor="middle">'
+             f'{html.escape(xlabel)} (log scale)</text>')
+    o.append(f'<text x="14" y="{top + height / 2}" text-anchor="middle" '
+             f'transform="rotate(-90 14 {top + height / 2})">{html.escape(ylabel)} (log scale)</text>')
+    ly = top + 6
+    for label, broker, dash, ps in series:
+        ps = [(x, y) for x, y in ps if x and y and x > 0 and y > 0]
+        if not ps:
+            continue
+        color = COLORS.get(broker, "#333")
+        da = f' stroke-dasharray="{DASHES.get(dash, "")}"' if DASHES.get(dash) else ""
+        path_d = " ".join(f"{'M' if i == 0 else 'L'}{px(x):.1f},{py(y):.1f}" for i, (x, y) in enumerate(ps))
+        o.append(f'<path d="{path_d}" fill="none" stroke="{color}" stroke-width="1.8"{da}/>')
+        for x, y in ps:
+            o.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="2.5" fill="{color}">'
+                     f'<title>{html.escape(label)}: {xfmt(x)}, {yfmt(y)}</title></circle>')
+        lx = left + width + 12
+        o.append(f'<line x1="{lx}" y1="{ly}" x2="{lx + 24}" y2="{ly}" stroke="{color}" stroke-width="1.8"{da}/>'
+                 f'<text x="{lx + 30}" y="{ly + 4}">{html.escape(label)}</text>')
+        ly += 16
+    o.append("</svg>")
+    path.write_text("\n".join(o))
+    return True

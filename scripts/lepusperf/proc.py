@@ -53,10 +53,29 @@ def wait_port(port, proc=None, timeout=30.0):
 # ---------------------------------------------------------------- a lepus process
 
 
+_HTTP_ARGS = {}
+
+
+def lepus_http_args(binary):
+    """lepus serves its management API on 15672 and Prometheus on 15692 by default,
+    RabbitMQ's ports: a benchmarked lepus takes ports the kernel picks instead
+    (still serving both, as deployed). Older binaries without these flags get none
+    (so two commits can still be compared)."""
+    key = str(binary)
+    if key not in _HTTP_ARGS:
+        try:
+            help_text = subprocess.run([key, "--help"], capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            help_text = ""
+        _HTTP_ARGS[key] = [a for flag in ("--management-port", "--prometheus-port") if flag in help_text
+                           for a in (flag, "0")]
+    return _HTTP_ARGS[key]
+
+
 def lepus_command(binary, port, data_dir, cpus="0"):
     """`lepus` pinned to `cpus`, listening on loopback `port`, on `data_dir`, logging warnings only."""
     return ["taskset", "-c", cpus, str(binary), "--listen", f"{HOST}:{port}", "--data-dir", str(data_dir),
-            "--log", "warn"]
+            "--log", "warn", *lepus_http_args(binary)]
 
 
 def start_lepus(binary, port, data_dir, out, ready=None, cpus="0", timeout=30.0, preexec_fn=None):
@@ -143,6 +162,23 @@ def machine_busy_s():
     return (v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)) / CLK_TCK
 
 
+def core_times():
+    """{core: (busy s, steal s)} from the per-core lines of /proc/stat: busy =
+    user + nice + system + irq + softirq (what ran there, processes and
+    interrupts); steal = time the hypervisor ran something else."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if not line.startswith("cpu"):
+                break
+            name, *v = line.split()
+            if name == "cpu":
+                continue
+            v = [int(x) for x in v]
+            out[int(name[3:])] = ((v[0] + v[1] + v[2] + v[5] + v[6]) / CLK_TCK, (v[7] if len(v) > 7 else 0) / CLK_TCK)
+    return out
+
+
 class Sampler(threading.Thread):
     """Samples a process's CPU time and RSS, and the machine's busy time,
     every `interval` s; calls on_limit() once when the RSS passes rss_limit_kb."""
@@ -150,7 +186,7 @@ class Sampler(threading.Thread):
     def __init__(self, pid, rss_limit_kb=0, on_limit=None, interval=0.2):
         super().__init__(daemon=True)
         self.pid, self.rss_limit_kb, self.on_limit, self.interval = pid, rss_limit_kb, on_limit, interval
-        self.samples = []  # (monotonic, broker cpu s, broker rss kB, machine busy s)
+        self.samples = []  # (monotonic, broker cpu s, broker rss kB, machine busy s, core_times())
         self.halt = threading.Event()
         self.over_limit = False
 
@@ -163,7 +199,7 @@ class Sampler(threading.Thread):
     def sample(self):
         st = proc_stat(self.pid)
         if st:
-            self.samples.append((time.monotonic(), st[0], st[1], machine_busy_s()))
+            self.samples.append((time.monotonic(), st[0], st[1], machine_busy_s(), core_times()))
             if self.rss_limit_kb and st[1] > self.rss_limit_kb and not self.over_limit:
                 self.over_limit = True
                 self.on_limit()
@@ -189,12 +225,46 @@ class Sampler(threading.Thread):
             return None
         return 100.0 * (pts[-1][field] - pts[0][field]) / (pts[-1][0] - pts[0][0])
 
-    def other_pct(self, t_from, duration, generator_pct):
-        """CPU used by neither the broker nor the generator (other processes), % of a core."""
-        busy, broker = self.cpu_pct(t_from, duration, 3), self.cpu_pct(t_from, duration)
-        if busy is None or broker is None or generator_pct is None:
+    def window(self, t_from, duration):
+        """The first and last sample of [t_from, t_from + duration] (± 0.1 s), or None."""
+        if t_from is None or not duration:
             return None
-        return max(busy - broker - generator_pct, 0.0)
+        pts = [s for s in self.samples if t_from - 0.1 <= s[0] <= t_from + duration + 0.1]
+        if len(pts) < 2 or pts[-1][0] - pts[0][0] <= 0:
+            return None
+        return pts[0], pts[-1]
+
+    def cpu_s(self, t_from, duration):
+        """Broker CPU seconds (user + system, all threads) over [t_from, t_from + duration],
+        scaled from the sampled window to exactly `duration`."""
+        pct = self.cpu_pct(t_from, duration)
+        return None if pct is None else pct / 100.0 * duration
+
+    def cpu_total_s(self):
+        """Broker CPU seconds from the first sample (before the generator started)
+        to the last (after it ended): for phases too short for cpu_s()'s window."""
+        if len(self.samples) < 2:
+            return None
+        return self.samples[-1][1] - self.samples[0][1]
+
+    def load(self, t_from, duration, generator_pct, cores=None):
+        """What else ran over [t_from, t_from + duration], in % of one core:
+        other_pct = busy time of `cores` (the broker's and the generator's) minus
+        the broker's and the generator's CPU time (floored at 0); steal_pct = steal
+        time of `cores`; elsewhere_pct = busy time of the machine's other cores.
+        None if the window has too few samples."""
+        w = self.window(t_from, duration)
+        broker = self.cpu_pct(t_from, duration)
+        if w is None or broker is None or generator_pct is None:
+            return None
+        (t0, *_, c0), (t1, *_, c1) = w
+        dt = t1 - t0
+        cores = set(c0) if cores is None else set(cores)
+        busy = sum(c1[c][0] - c0[c][0] for c in c0 if c in cores and c in c1)
+        steal = sum(c1[c][1] - c0[c][1] for c in c0 if c in cores and c in c1)
+        elsewhere = sum(c1[c][0] - c0[c][0] for c in c0 if c not in cores and c in c1)
+        return {"other_pct": max(100.0 * busy / dt - broker - generator_pct, 0.0),
+                "steal_pct": 100.0 * steal / dt, "elsewhere_pct": 100.0 * elsewhere / dt}
 
     def rss_peak_kb(self):
         return max((s[2] for s in self.samples), default=None)

@@ -1,11 +1,12 @@
 """What the tools print and write: the runner's log line, broker names and
-headline metrics, number formats, the median run. Imports nothing of the
-package."""
+headline metrics, number formats, the median run and the spread of repeats.
+Imports nothing of the package."""
+import statistics
 import sys
 import time
 
-BROKERS = ("lepus", "rabbitmq", "relay")
-BROKER_TITLE = {"lepus": "Lepus", "rabbitmq": "RabbitMQ", "relay": "relay"}
+BROKERS = ("lepus", "rabbitmq", "garagemq", "relay")
+BROKER_TITLE = {"lepus": "Lepus", "rabbitmq": "RabbitMQ", "garagemq": "garagemq", "relay": "relay"}
 
 # headline metric -> (label, unit, higher is better)
 METRICS = {
@@ -34,6 +35,30 @@ def median_run(runs, metric):
     return ok[(len(ok) - 1) // 2]
 
 
+def spread(values):
+    """(median, min, max, (max - min) / median in %) of the figures of a run's
+    repeats (None values dropped), or None if there are none. For an even count
+    the median is the lower middle one, the run median_run() picks (whose
+    figures the target check and the per-run tables use)."""
+    v = [x for x in values if x is not None]
+    if not v:
+        return None
+    med = statistics.median_low(v)
+    return med, min(v), max(v), (100.0 * (max(v) - min(v)) / abs(med) if med else None)
+
+
+def fmt_spread(metric, values):
+    """"2.41 M (2.30 M–2.50 M, 8 %)": median, min–max and the spread in % of the
+    median; just the value for one run; "–" for none."""
+    sp = spread(values)
+    if sp is None:
+        return "–"
+    med, lo, hi, pct = sp
+    if len([x for x in values if x is not None]) < 2:
+        return fmt(metric, med)
+    return f"{fmt(metric, med)} ({fmt(metric, lo)}–{fmt(metric, hi)}, {'?' if pct is None else f'{pct:.0f}'} %)"
+
+
 def si(v, digits=3):
     if v is None:
         return "–"
@@ -49,6 +74,8 @@ def fmt(metric, v):
         return "–"
     if metric.endswith("_per_s"):
         return si(v)
+    if metric.startswith("cpu_us"):
+        return f"{v:.3g} µs"
     if metric.startswith("latency"):
         if v < 10_000:
             return f"{v:,.0f} µs"

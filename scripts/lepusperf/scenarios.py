@@ -25,7 +25,7 @@ def load_scenarios():
             s = tomllib.load(f)
         s["file"] = path.relative_to(ROOT).as_posix()
         s.setdefault("kind", "perf")
-        s.setdefault("brokers", ["lepus", "rabbitmq"])
+        s.setdefault("brokers", ["lepus", "rabbitmq", "garagemq"])
         need = {"perf": ["args", "duration"], "backlog": ["messages", "publish_args", "consume_args"],
                 "restart": ["messages", "publish_args", "consume_args"], "idle_connections": ["connections"]}
         for key in ["name", "description", "headline"]:
@@ -70,31 +70,32 @@ def select(scenarios, wanted):
 
 def estimate_s(s, broker, opts):
     """Rough wall time of one run, broker start and stop included."""
-    start = {"lepus": 1.5, "rabbitmq": 18.0, "relay": 1.0}[broker]
+    start = {"lepus": 1.5, "rabbitmq": 18.0, "garagemq": 1.5, "relay": 1.0}[broker]
     if s["kind"] == "perf":
         setup = 5.0 if broker == "rabbitmq" else 1.0
         return start + setup + (opts.duration or s["duration"]) + 2
     if s["kind"] in ("backlog", "restart"):
-        rate = {"lepus": 700_000, "rabbitmq": 25_000, "relay": 1e6}[broker]
+        rate = {"lepus": 700_000, "rabbitmq": 25_000, "garagemq": 50_000, "relay": 1e6}[broker]
         if "-f" in s["publish_args"]:  # persistent
-            rate = {"lepus": 300_000, "rabbitmq": 20_000, "relay": 1e6}[broker]
+            rate = {"lepus": 300_000, "rabbitmq": 20_000, "garagemq": 20_000, "relay": 1e6}[broker]
         n = messages_for(s, broker, opts)
         cycles = 1
         if s["kind"] == "restart":
             cycles = len(opts.restart_stops.split(",") if opts.restart_stops else s.get("stops", ["kill"]))
         return (start + 2 * n / rate + 6) * cycles + start * (cycles if s["kind"] == "restart" else 0)
-    per_conn = {"lepus": 0.0006, "rabbitmq": 0.004, "relay": 0.001}[broker]
+    per_conn = {"lepus": 0.0006, "rabbitmq": 0.004, "garagemq": 0.002, "relay": 0.001}[broker]
     return start + (opts.connections or s["connections"]) * per_conn * 2 + 5
 
 
 def messages_for(s, broker_name, opts):
     """Messages of a backlog/restart run on this broker: --messages for every
-    broker (capped by the scenario's rabbitmq_messages for RabbitMQ), or
-    --rabbit-messages / rabbitmq_messages for RabbitMQ."""
-    if broker_name == "rabbitmq":
+    broker (capped by the scenario's rabbitmq_messages for RabbitMQ and
+    garagemq_messages, else rabbitmq_messages, for garagemq), or
+    --rabbit-messages / rabbitmq_messages for RabbitMQ (and garagemq)."""
+    if broker_name in ("rabbitmq", "garagemq"):
         if opts.rabbit_messages:
             return opts.rabbit_messages
-        cap = s.get("rabbitmq_messages")
+        cap = s.get(f"{broker_name}_messages") or s.get("rabbitmq_messages")
         if opts.messages:
             return min(opts.messages, cap) if cap else opts.messages
         return cap or s["messages"]

@@ -4,6 +4,7 @@ sampled over the measured interval; and their table in the report."""
 import shlex
 
 from .generator import generator_cmd, metrics_from_json
+from .proc import parse_cpus
 from .report import BROKER_TITLE, fmt, mb, runs_table, si
 
 
@@ -20,9 +21,27 @@ def run(s, gen, res, tag, perf_out):
         return False
     res.update(metrics_from_json(j))
     res["broker_cpu_pct"] = sampler.cpu_pct(t_measure, res["duration_s"])
-    res["other_cpu_pct"] = sampler.other_pct(t_measure, res["duration_s"], res["generator_cpu_pct"])
+    res.update(load_figures(sampler, t_measure, res["duration_s"], res["generator_cpu_pct"], opts))
+    res["broker_cpu_s"] = sampler.cpu_s(t_measure, res["duration_s"])
+    # Per message the headline counts: confirms where it is confirmed msg/s, else
+    # deliveries (received, summed over every consumer).
+    n = j.get("confirmed") if s["headline"] == "confirmed_per_s" else j.get("received")
+    res["cpu_us_per_msg"] = cpu_us_per_msg(res["broker_cpu_s"], n)
     res["rss_peak_kb"] = sampler.rss_peak_kb()
     return True
+
+
+def cpu_us_per_msg(cpu_s, messages):
+    """Broker CPU µs per message, or None without messages."""
+    return cpu_s * 1e6 / messages if cpu_s is not None and messages else None
+
+
+def load_figures(sampler, t_from, duration, generator_pct, opts):
+    """other_cpu_pct, steal_pct, elsewhere_pct of the measured interval (see Sampler.load)."""
+    cores = set(parse_cpus(opts.broker_cpus)) | set(parse_cpus(opts.generator_cpus))
+    load = sampler.load(t_from, duration, generator_pct, cores) or {}
+    return {"other_cpu_pct": load.get("other_pct"), "steal_pct": load.get("steal_pct"),
+            "elsewhere_pct": load.get("elsewhere_pct")}
 
 
 def table(L, s, runs, best, opts):
@@ -33,13 +52,15 @@ def table(L, s, runs, best, opts):
         mark = " (median)" if opts.repeat > 1 and r is best.get(b) else ""
         return [f"| {BROKER_TITLE[b]}{mark} | {si(r.get('sent_per_s'))} | "
                 f"{si(r.get('confirmed_per_s'))} | {si(r.get('received_per_s'))} | {lat} | {clat} | "
-                f"{fmt('x_pct', r.get('broker_cpu_pct'))} | {mb(r.get('rss_before_kb'))} / "
+                f"{fmt('x_pct', r.get('broker_cpu_pct'))} | {fmt('cpu_us', r.get('cpu_us_per_msg'))} | "
+                f"{mb(r.get('rss_before_kb'))} / "
                 f"{mb(r.get('rss_peak_kb'))} / {mb(r.get('rss_after_kb'))} | "
-                f"{fmt('x_pct', r.get('generator_cpu_pct'))} | {fmt('x_pct', r.get('other_cpu_pct'))} | "
+                f"{fmt('x_pct', r.get('generator_cpu_pct'))} | {fmt('x_pct', r.get('other_cpu_pct'))} / "
+                f"{fmt('x_pct', r.get('steal_pct'))} | "
                 f"{'; '.join(r.get('notes', []))} |"]
 
     runs_table(L, s, runs,
                "| broker | sent/s | confirmed/s | received/s | latency p50 / p99 / p99.9 | "
-               "confirm latency p50 / p99 | broker CPU | "
-               "broker RSS MB before / peak / after | generator CPU | other load | notes |",
-               "|---|---:|---:|---:|---|---|---:|---|---:|---:|---|", rows)
+               "confirm latency p50 / p99 | broker CPU | broker CPU per message | "
+               "broker RSS MB before / peak / after | generator CPU | other load / steal | notes |",
+               "|---|---:|---:|---:|---|---|---:|---:|---|---:|---:|---|", rows)
