@@ -24,26 +24,29 @@
 //! - `queue::cycle_*`: [`CYCLE_MESSAGES`] messages through a
 //!   `lepus::queue::Queue` (publish → deliver → credit → ack), auto-ack and
 //!   manual ack with prefetch 1000 acked with `multiple` every 100.
-//! - `full_path::*`: a whole Lepus (one shard) in this process, reached over
-//!   loopback TCP: one connection publishes [`FULL_PATH_MESSAGES`] 16 B
-//!   messages to a queue, 64 publishes per write, while another consumes
-//!   them, auto-ack or manual ack (prefetch 1000, ack `multiple` every 100).
-//!   Broker start, handshakes, declares and teardown are not counted: the
-//!   process runs with Callgrind's instrumentation off (`--instr-atstart=no`)
-//!   and the benchmark switches it on for all threads
-//!   (`CALLGRIND_START_INSTRUMENTATION`) from the moment the publisher is let
-//!   go until the consumer has every message and a basic.qos round trip
-//!   (which the broker answers after the acks before it) has come back. What
-//!   is counted is every user-space instruction of every thread in that
-//!   window: the shard thread (reads, decoding, routing, the queue, encoding,
-//!   writes), the broker's other threads (log sync, monitor, control plane;
-//!   idle here) and the two client threads, which only `write` pre-encoded
-//!   bytes and count frames in what they `read` (a few per cent of the
-//!   total). Kernel work (the syscalls themselves) is not counted. Callgrind
-//!   runs one thread at a time, so with count-bound loops the counts repeat
-//!   to within a few tenths of a per cent (how messages batch into reads can
-//!   differ between runs); the script reports the total divided by the
-//!   message count.
+//! - `full_path::*`: a whole Lepus (one shard, mio) in this process, reached
+//!   over loopback TCP: one connection publishes [`FULL_PATH_MESSAGES`] 16 B
+//!   messages to a queue on the default exchange, 64 publishes per write,
+//!   and another consumes them, auto-ack or manual ack (prefetch 1000, ack
+//!   `multiple` every 100). One client thread drives both connections and
+//!   stays at most [`PUBLISH_AHEAD`] messages ahead of the consumer, below
+//!   the queue's flow-control mark: flow control works on the clock, and
+//!   whatever runs on the clock makes counts differ between runs. Broker
+//!   start, handshakes, declares and teardown are not counted: the process
+//!   runs with Callgrind's instrumentation off (`--instr-atstart=no`) and
+//!   the benchmark switches it on for every thread
+//!   (`CALLGRIND_START_INSTRUMENTATION`) from the first publish until the
+//!   consumer has every message and a basic.qos round trip (answered after
+//!   the acks before it) has come back. Counted: every user-space
+//!   instruction of every thread in that window, that is the shard thread
+//!   (reads, decoding, routing, the queue, encoding, writes: about 95 %),
+//!   the client thread (writes pre-encoded bytes, walks the frames it reads
+//!   without decoding them, encodes the acks: about 4 %) and the broker's
+//!   idle helper threads (the resource monitor: a few thousand). Kernel work
+//!   (the syscalls themselves) is not counted. Callgrind runs one thread at
+//!   a time, but how the bytes batch into reads still varies a little
+//!   between runs (buffer growth, copies): the counts repeat to within a few
+//!   tenths of a per cent. The script divides the total by the message count.
 //!
 //! Under `cargo test --all-targets` (no `--bench` argument) this binary does
 //! not start gungraun's runner (nor Valgrind): it runs each workload once,
@@ -52,8 +55,7 @@
 use std::hint::black_box;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use lepus::amqp::field::{FieldTable, LongStr, ShortStr};
@@ -95,6 +97,11 @@ const PREFETCH: u16 = 1000;
 const ACK_EVERY: usize = 100;
 /// Publishes per write of the full path's publisher.
 const PUBLISHES_PER_WRITE: usize = 64;
+/// How far the full path's publisher may run ahead of its consumer,
+/// messages: below the queue's backlog mark (`BACKLOG_HIGH_MESSAGES`), past
+/// which flow control, which is driven by the clock, would hold it.
+const PUBLISH_AHEAD: usize = 4096;
+const _: () = assert!(PUBLISH_AHEAD + PUBLISHES_PER_WRITE < lepus::queue::BACKLOG_HIGH_MESSAGES);
 /// Channel every frame is sent on.
 const CHANNEL: u16 = 1;
 
@@ -575,44 +582,31 @@ mod full_path {
             assert!(is(&method), "expected {what}, got {method:?}");
         }
 
-        /// Reads until `messages` basic.deliver frames have arrived, acking
-        /// with multiple=true every [`ACK_EVERY`] when `ack` is Multiple;
-        /// then a basic.qos round trip, so that the broker has handled
-        /// every ack before it. Frames are only counted, not decoded.
-        fn consume(&mut self, messages: usize, ack: Ack) {
-            let mut delivered = 0;
-            let mut acks = BytesMut::new();
-            while delivered < messages {
-                self.fill();
-                // Walks the complete frames: 7-octet header, payload, frame end.
-                let mut at = 0;
-                while let Some(header) = self.buf.get(at..at + 7) {
-                    let size = u32::from_be_bytes([header[3], header[4], header[5], header[6]]) as usize;
-                    let end = at + 7 + size + 1;
-                    if end > self.buf.len() {
-                        break;
-                    }
-                    if header[0] == 1 && self.buf[at + 7..at + 11] == [0, 60, 0, 60] {
-                        delivered += 1;
-                        if let Ack::Multiple = ack {
-                            if delivered % ACK_EVERY == 0 {
-                                let ack = spec::BasicAck { delivery_tag: delivered as u64, multiple: true };
-                                write_method_frame(&mut acks, CHANNEL, &Method::BasicAck(ack));
-                            }
-                        }
-                    }
-                    at = end;
+        /// Reads once and counts the basic.deliver frames that arrived
+        /// (frames are walked, not decoded), queueing into `acks` a
+        /// basic.ack multiple=true every [`ACK_EVERY`] deliveries when `ack`
+        /// is Multiple; returns the new count of deliveries.
+        fn take_deliveries(&mut self, mut delivered: usize, ack: Ack, acks: &mut BytesMut) -> usize {
+            self.fill();
+            // Complete frames: 7-octet header, payload, frame end.
+            let mut at = 0;
+            while let Some(header) = self.buf.get(at..at + 7) {
+                let size = u32::from_be_bytes([header[3], header[4], header[5], header[6]]) as usize;
+                let end = at + 7 + size + 1;
+                if end > self.buf.len() {
+                    break;
                 }
-                self.buf.advance(at);
-                if !acks.is_empty() {
-                    self.write(&acks);
-                    acks.clear();
+                if header[0] == 1 && self.buf[at + 7..at + 11] == [0, 60, 0, 60] {
+                    delivered += 1;
+                    if matches!(ack, Ack::Multiple) && delivered % ACK_EVERY == 0 {
+                        let ack = spec::BasicAck { delivery_tag: delivered as u64, multiple: true };
+                        write_method_frame(acks, CHANNEL, &Method::BasicAck(ack));
+                    }
                 }
+                at = end;
             }
-            assert_eq!(delivered, messages, "every message delivered once");
-            assert!(self.buf.is_empty(), "nothing after the last delivery");
-            self.send(&qos(PREFETCH));
-            self.expect(|m| matches!(m, Method::BasicQosOk(_)), "basic.qos-ok");
+            self.buf.advance(at);
+            delivered
         }
     }
 
@@ -624,18 +618,16 @@ mod full_path {
     pub struct Session {
         server: lepus::Server,
         _data_dir: tempfile::TempDir,
+        publisher: Client,
         consumer: Client,
         ack: Ack,
         messages: usize,
-        go: mpsc::Sender<()>,
-        publisher: Option<JoinHandle<Client>>,
-        /// The publisher's connection once its thread is done.
-        published: Option<Client>,
+        /// The publishes, encoded.
+        stream: Bytes,
     }
 
-    /// Starts a one-shard broker, declares the queue, starts the consumer,
-    /// and a publisher thread that waits for the go with its
-    /// `messages` publishes encoded.
+    /// Starts a one-shard broker, declares the queue, starts the consumer
+    /// and encodes the `messages` publishes.
     pub fn setup(ack: Ack, messages: usize) -> Session {
         let data_dir = tempfile::tempdir().expect("a temporary data directory");
         let config = lepus::Config {
@@ -683,53 +675,48 @@ mod full_path {
         consumer.expect(|m| matches!(m, Method::BasicConsumeOk(_)), "basic.consume-ok");
 
         let stream = codec::publish_stream(messages, "", QUEUE).freeze();
-        let (go, wait) = mpsc::channel::<()>();
-        let publisher = std::thread::spawn(move || {
-            wait.recv().expect("the go");
-            publish(&mut publisher, &stream, messages);
-            publisher
-        });
-        Session {
-            server,
-            _data_dir: data_dir,
-            consumer,
-            ack,
-            messages,
-            go,
-            publisher: Some(publisher),
-            published: None,
-        }
+        Session { server, _data_dir: data_dir, publisher, consumer, ack, messages, stream }
     }
 
-    /// Writes the encoded publishes, [`PUBLISHES_PER_WRITE`] per write.
-    fn publish(publisher: &mut Client, stream: &Bytes, messages: usize) {
-        let per_message = stream.len() / messages;
-        for chunk in stream.chunks(per_message * PUBLISHES_PER_WRITE) {
-            publisher.write(chunk);
-        }
-    }
-
-    /// The counted part: lets the publisher go, consumes everything, and
-    /// takes the publisher's connection back (its thread has written all).
+    /// The counted part. One thread drives both connections: it writes
+    /// [`PUBLISHES_PER_WRITE`] publishes at a time while it is fewer than
+    /// [`PUBLISH_AHEAD`] messages ahead of the consumer, else reads the
+    /// consumer's socket once; at the end a basic.qos round trip on the
+    /// consumer's channel (answered after every ack before it).
     pub fn run(mut session: Session, counted: bool) -> Session {
+        let per_message = session.stream.len() / session.messages;
+        let mut chunks = session.stream.chunks(per_message * PUBLISHES_PER_WRITE);
+        let (mut published, mut delivered) = (0, 0);
+        let mut acks = BytesMut::new();
         if counted {
             callgrind::start_instrumentation();
         }
-        session.go.send(()).expect("the publisher waits");
-        session.consumer.consume(session.messages, session.ack);
-        if let Some(thread) = session.publisher.take() {
-            session.published = Some(thread.join().expect("the publisher thread"));
+        while delivered < session.messages {
+            while published < session.messages && published - delivered < PUBLISH_AHEAD {
+                let chunk = chunks.next().expect("a chunk per PUBLISHES_PER_WRITE messages");
+                session.publisher.write(chunk);
+                published += chunk.len() / per_message;
+            }
+            delivered = session.consumer.take_deliveries(delivered, session.ack, &mut acks);
+            if !acks.is_empty() {
+                session.consumer.write(&acks);
+                acks.clear();
+            }
         }
+        session.consumer.send(&qos(PREFETCH));
+        session.consumer.expect(|m| matches!(m, Method::BasicQosOk(_)), "basic.qos-ok");
         if counted {
             callgrind::stop_instrumentation();
         }
+        assert_eq!(delivered, session.messages, "every message delivered once");
+        assert!(session.consumer.buf.is_empty(), "nothing after the last delivery");
         session
     }
 
     /// Stops the broker (not counted).
     pub fn teardown(session: Session) {
         drop(session.consumer);
-        drop(session.published);
+        drop(session.publisher);
         session.server.shutdown();
     }
 }
