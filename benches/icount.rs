@@ -16,11 +16,16 @@
 //!   encoded as the broker writes them (`WriteQueue::deliver` + `content`)
 //!   and written to a sink that takes everything, as a socket that is never
 //!   full would.
-//! - `routing::direct`: [`ROUTES`] lookups on a direct exchange with
-//!   [`BINDINGS`] bindings (three hits out of four).
-//! - `routing::topic`: [`ROUTES`] routing keys matched against a topic
+//! - `routing::direct`: [`ROUTES`] keys (three bound out of four) looked up
+//!   on a direct exchange with [`BINDINGS`] bindings.
+//! - `routing::topic`: [`ROUTES`] distinct keys matched against a topic
 //!   exchange with ~[`BINDINGS`] bindings (the patterns of
 //!   `benches/topic_match.rs`).
+//!
+//!   Both route every key on [`TABLE_COPIES`] copies of the exchange (8,000
+//!   routes): the exchange's hash maps are seeded at random, per process
+//!   and per map, and the seed decides how many probes a lookup takes; one
+//!   copy's count moved by up to 3 % between runs.
 //! - `queue::cycle_*`: [`CYCLE_MESSAGES`] messages through a
 //!   `lepus::queue::Queue` (publish → deliver → credit → ack), auto-ack and
 //!   manual ack with prefetch 1000 acked with `multiple` every 100.
@@ -86,8 +91,12 @@ const DELIVERIES: usize = 1000;
 const BODY_BYTES: usize = 16;
 /// Bindings of each exchange in the routing benchmarks.
 const BINDINGS: usize = 1000;
-/// Routing keys looked up per routing benchmark.
+/// Distinct routing keys of each routing benchmark.
 const ROUTES: usize = 1000;
+/// Copies of each exchange the keys are routed on, each with freshly seeded
+/// hash maps: a process's seeds decide how many probes a lookup takes, and
+/// several copies average that out (see `routing`).
+const TABLE_COPIES: usize = 8;
 /// Messages per queue cycle.
 const CYCLE_MESSAGES: usize = 1000;
 /// Messages of the full path.
@@ -306,7 +315,11 @@ mod routing {
 
     /// A direct exchange with [`BINDINGS`] bindings, and the keys looked up:
     /// three bound keys, then one nobody bound, over and over.
-    pub fn direct_input() -> (BindingTable<u32>, Vec<ShortStr>) {
+    pub fn direct_input() -> (Vec<BindingTable<u32>>, Vec<ShortStr>) {
+        ((0..TABLE_COPIES).map(|_| direct_table()).collect(), direct_keys())
+    }
+
+    fn direct_table() -> BindingTable<u32> {
         let mut table = BindingTable::new(ExchangeKind::Direct);
         let args = FieldTable::new();
         for i in 0..BINDINGS {
@@ -314,7 +327,11 @@ mod routing {
             let added = table.bind(i as u32, &key, &args);
             assert!(matches!(added, Ok(true)), "bind {key}");
         }
-        let keys = (0..ROUTES)
+        table
+    }
+
+    fn direct_keys() -> Vec<ShortStr> {
+        (0..ROUTES)
             .map(|i| {
                 let bound = (i * 7) % BINDINGS;
                 if i % 4 == 3 {
@@ -323,8 +340,7 @@ mod routing {
                     ShortStr::copy_from_str(&format!("orders.region{}.q{bound}", bound % 16))
                 }
             })
-            .collect();
-        (table, keys)
+            .collect()
     }
 
     /// 1,000 patterns in the shapes real topic users bind (the set of
@@ -348,14 +364,18 @@ mod routing {
     /// Distinct keys: the maps are seeded at random, so how many probes one
     /// key takes differs between runs, and one key repeated would repeat
     /// its luck.
-    pub fn topic_input() -> (BindingTable<u32>, Vec<ShortStr>) {
+    pub fn topic_input() -> (Vec<BindingTable<u32>>, Vec<ShortStr>) {
+        ((0..TABLE_COPIES).map(|_| topic_table()).collect(), topic_keys())
+    }
+
+    fn topic_table() -> BindingTable<u32> {
         let mut table = BindingTable::new(ExchangeKind::Topic);
         let args = FieldTable::new();
         for (i, p) in topic_patterns().iter().enumerate() {
             let added = table.bind((i % 400) as u32, &ShortStr::copy_from_str(p), &args);
             assert!(added.is_ok(), "bind {p}");
         }
-        (table, topic_keys())
+        table
     }
 
     fn topic_keys() -> Vec<ShortStr> {
@@ -391,14 +411,17 @@ mod routing {
             .sum()
     }
 
-    /// Routes every key; returns the number of destinations found.
-    pub fn route_all(table: &BindingTable<u32>, keys: &[ShortStr]) -> usize {
+    /// Routes every key on every table; returns the number of destinations
+    /// found.
+    pub fn route_all(tables: &[BindingTable<u32>], keys: &[ShortStr]) -> usize {
         let mut out: Vec<u32> = Vec::with_capacity(BINDINGS);
         let mut found = 0;
-        for key in keys {
-            out.clear();
-            table.route(key.as_bytes(), None, &mut out);
-            found += out.len();
+        for table in tables {
+            for key in keys {
+                out.clear();
+                table.route(key.as_bytes(), None, &mut out);
+                found += out.len();
+            }
         }
         found
     }
@@ -786,20 +809,22 @@ mod counted {
     library_benchmark_group!(name = codec, benchmarks = [decode_publishes, encode_deliveries]);
 
     #[library_benchmark]
-    #[bench::bindings_1000_routes_1000(crate::routing::direct_input())]
-    fn direct(input: (BindingTable<u32>, Vec<ShortStr>)) -> (usize, (BindingTable<u32>, Vec<ShortStr>)) {
+    #[bench::bindings_1000_routes_8000(crate::routing::direct_input())]
+    fn direct(input: RoutingInput) -> (usize, RoutingInput) {
         let found = crate::routing::route_all(black_box(&input.0), black_box(&input.1));
         (black_box(found), input)
     }
 
     #[library_benchmark]
-    #[bench::bindings_1000_routes_1000(crate::routing::topic_input())]
-    fn topic(input: (BindingTable<u32>, Vec<ShortStr>)) -> (usize, (BindingTable<u32>, Vec<ShortStr>)) {
+    #[bench::bindings_1000_routes_8000(crate::routing::topic_input())]
+    fn topic(input: RoutingInput) -> (usize, RoutingInput) {
         let found = crate::routing::route_all(black_box(&input.0), black_box(&input.1));
         (black_box(found), input)
     }
 
     library_benchmark_group!(name = routing, benchmarks = [direct, topic]);
+
+    type RoutingInput = (Vec<BindingTable<u32>>, Vec<ShortStr>);
 
     #[library_benchmark]
     #[bench::auto_ack_1000(crate::queue_cycle::input(crate::queue_cycle::Ack::Auto))]
@@ -856,10 +881,18 @@ fn smoke() {
     assert!(codec::encode_deliveries(&messages, &mut out) > DELIVERIES * BODY_BYTES, "deliveries encode");
     assert!(out.is_empty(), "everything was written");
 
-    let (table, keys) = routing::direct_input();
-    assert_eq!(routing::route_all(&table, &keys), ROUTES / 4 * 3, "three keys of four are bound");
-    let (table, keys) = routing::topic_input();
-    assert_eq!(routing::route_all(&table, &keys), routing::topic_expected(), "topic routes as the reference");
+    let (tables, keys) = routing::direct_input();
+    assert_eq!(
+        routing::route_all(&tables, &keys),
+        TABLE_COPIES * ROUTES / 4 * 3,
+        "three keys of four are bound"
+    );
+    let (tables, keys) = routing::topic_input();
+    assert_eq!(
+        routing::route_all(&tables, &keys),
+        TABLE_COPIES * routing::topic_expected(),
+        "topic routes as the reference"
+    );
 
     for ack in [queue_cycle::Ack::Auto, queue_cycle::Ack::Multiple] {
         assert_eq!(queue_cycle::input(ack).run(), CYCLE_MESSAGES, "{ack:?}: every message delivered");

@@ -15,13 +15,19 @@ shard, its idle helper threads, and the two client threads, which write
 pre-encoded bytes and count frames) between the publisher's start and the
 consumer's last delivery plus a basic.qos round trip; broker start,
 handshakes and teardown are not counted (benches/icount.rs says how).
-Counts repeat to within a few tenths of a per cent between runs of the same
-build (perf/README.md has the measured spread); a change below 1 % is noise.
+Counts of the same build differ a little between processes: Lepus's hash
+maps are seeded at random per process (how many probes a lookup takes
+changes with the seed), and how the full path's bytes batch into reads
+varies. So each benchmark runs in `--runs` separate processes (default 3)
+and the table shows the median and the spread (max - min, in per cent of
+the median); perf/README.md has the measured spreads. A change smaller than
+the spread is noise.
 
     python3 scripts/icount.py                 # compare with perf/baselines/icount.json
     python3 scripts/icount.py --save          # and make this run the baseline
     python3 scripts/icount.py --fail-above 2  # exit 1 if any count grew by more than 2 %
     python3 scripts/icount.py --filter full_path   # only benchmarks whose name contains this
+    python3 scripts/icount.py --runs 5        # median of 5 processes per benchmark
 
 Not part of `cargo test` or CI: the release build (fat LTO) takes minutes,
 and the run about as long again. Cargo and Valgrind run under `nice -n 10`.
@@ -126,22 +132,36 @@ def git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
 
 
-def table(baseline: dict[str, int], now: dict[str, int]) -> tuple[str, float]:
+def median(values: list[int]) -> int:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2] if len(ordered) % 2 else (ordered[len(ordered) // 2 - 1] + ordered[len(ordered) // 2]) // 2
+
+
+def spread_pct(values: list[int]) -> float:
+    return (max(values) - min(values)) / median(values) * 100 if median(values) else 0.0
+
+
+def table(baseline: dict[str, int], runs: dict[str, list[int]]) -> tuple[str, float]:
     """The comparison table (Markdown) and the largest increase in per cent."""
-    rows = ["| benchmark | ops | baseline Ir | now Ir | change | now Ir/op |", "|---|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| benchmark | ops | baseline Ir | now Ir | spread | change | now Ir/op |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     worst = float("-inf")
-    for name in sorted(set(baseline) | set(now)):
-        before, after = baseline.get(name), now.get(name)
+    for name in sorted(set(baseline) | set(runs)):
+        before = baseline.get(name)
+        after = median(runs[name]) if name in runs else None
         ops = operations(name)
         if before is not None and after is not None and before > 0:
             change = (after - before) / before * 100
             worst = max(worst, change)
             change_text = f"{change:+.2f} %"
         else:
-            change_text = "new" if before is None else "gone"
+            change_text = "new" if before is None else "not run"
         rows.append(
-            f"| {name} | {ops} | {before if before is not None else '-':>} | "
-            f"{after if after is not None else '-'} | {change_text} | "
+            f"| {name} | {ops} | {before if before is not None else '-'} | "
+            f"{after if after is not None else '-'} | "
+            f"{f'{spread_pct(runs[name]):.2f} %' if name in runs else '-'} | {change_text} | "
             f"{f'{after / ops:,.1f}' if after is not None else '-'} |"
         )
     return "\n".join(rows), worst
@@ -152,17 +172,20 @@ def main() -> None:
     parser.add_argument("--save", action="store_true", help=f"write this run as the baseline ({BASELINE.relative_to(ROOT)})")
     parser.add_argument("--fail-above", type=float, metavar="PCT", help="exit 1 if any count grew by more than PCT %%")
     parser.add_argument("--filter", help="only benchmarks whose name contains this (e.g. full_path, codec)")
+    parser.add_argument("--runs", type=int, default=3, help="processes per benchmark; the median counts (default 3)")
     parser.add_argument(
         "--no-run", action="store_true", help="do not build or run: compare the summaries of the last run"
     )
     args = parser.parse_args()
 
-    if not args.no_run:
-        ensure_runner(gungraun_version())
-        run_benchmarks(args.filter)
-    now = read_summaries()
-    if args.filter:
-        now = {k: v for k, v in now.items() if args.filter in k}
+    runs: dict[str, list[int]] = {}
+    for _ in range(1 if args.no_run else max(args.runs, 1)):
+        if not args.no_run:
+            ensure_runner(gungraun_version())
+            run_benchmarks(args.filter)
+        for name, ir in read_summaries().items():
+            if not args.filter or args.filter in name:
+                runs.setdefault(name, []).append(ir)
 
     saved = json.loads(BASELINE.read_text()) if BASELINE.exists() else {"benchmarks": {}}
     baseline = {name: entry["ir"] for name, entry in saved["benchmarks"].items()}
@@ -170,17 +193,23 @@ def main() -> None:
         baseline = {k: v for k, v in baseline.items() if args.filter in k}
     where = f"commit {saved.get('commit', '?')}, {saved.get('date', '?')}" if baseline else "none"
     head = git("rev-parse", "--short=12", "HEAD") + (" (dirty)" if git("status", "--porcelain", "--untracked-files=no") else "")
-    print(f"baseline: {where}; now: {head}\n")
-    text, worst = table(baseline, now)
+    count = min(len(v) for v in runs.values())
+    print(f"baseline: {where}; now: {head}, median of {count} run{'s' if count > 1 else ''}\n")
+    text, worst = table(baseline, runs)
     print(text)
 
     if args.save:
         if args.filter:
             # Keep the benchmarks that did not run.
-            merged = {name: entry for name, entry in saved["benchmarks"].items() if name not in now}
+            merged = {name: entry for name, entry in saved["benchmarks"].items() if name not in runs}
         else:
             merged = {}
-        merged.update({name: {"ir": ir, "ops": operations(name)} for name, ir in now.items()})
+        merged.update(
+            {
+                name: {"ir": median(irs), "ops": operations(name), "runs": irs, "spread_pct": round(spread_pct(irs), 3)}
+                for name, irs in runs.items()
+            }
+        )
         document = {
             "commit": git("rev-parse", "HEAD"),
             "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
