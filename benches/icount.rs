@@ -26,7 +26,7 @@
 //!   routes): the exchange's hash maps are seeded at random, per process
 //!   and per map, and the seed decides how many probes a lookup takes; one
 //!   copy's count moved by up to 3 % between runs.
-//! - `queue::cycle_*`: [`CYCLE_MESSAGES`] messages through a
+//! - `queue::cycle::*`: [`CYCLE_MESSAGES`] messages through a
 //!   `lepus::queue::Queue` (publish → deliver → credit → ack), auto-ack and
 //!   manual ack with prefetch 1000 acked with `multiple` every 100.
 //! - `full_path::*`: a whole Lepus (one shard, mio) in this process, reached
@@ -50,8 +50,10 @@
 //!   idle helper threads (the resource monitor: a few thousand). Kernel work
 //!   (the syscalls themselves) is not counted. Callgrind runs one thread at
 //!   a time, but how the bytes batch into reads still varies a little
-//!   between runs (buffer growth, copies): the counts repeat to within a few
-//!   tenths of a per cent. The script divides the total by the message count.
+//!   between processes (how often buffers grow and are copied), and so do
+//!   the hash maps' seeds: over 3-5 processes of one build the counts
+//!   spread by 0.2-0.5 % (auto-ack) and 0.25-0.9 % (manual ack). The script
+//!   takes the median of 3 processes and divides it by the message count.
 //!
 //! Under `cargo test --all-targets` (no `--bench` argument) this binary does
 //! not start gungraun's runner (nor Valgrind): it runs each workload once,
