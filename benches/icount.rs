@@ -152,7 +152,8 @@ mod callgrind {
         }
     }
 
-    /// Not supported: the full-path counts include setup and teardown there.
+    /// Not supported: there instrumentation never starts and the full path
+    /// counts nothing.
     #[cfg(not(target_arch = "x86_64"))]
     fn request(_code: usize) {}
 
