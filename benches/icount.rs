@@ -52,8 +52,9 @@
 //!   a time, but how the bytes batch into reads still varies a little
 //!   between processes (how often buffers grow and are copied), and so do
 //!   the hash maps' seeds: over 3-5 processes of one build the counts
-//!   spread by 0.2-0.5 % (auto-ack) and 0.25-0.9 % (manual ack). The script
-//!   takes the median of 3 processes and divides it by the message count.
+//!   spread by 0.2-1.0 % (auto-ack) and 0.2-1.5 % (manual ack), more when
+//!   the machine is loaded. The script takes the median of 3 processes and
+//!   divides it by the message count.
 //!
 //! Under `cargo test --all-targets` (no `--bench` argument) this binary does
 //! not start gungraun's runner (nor Valgrind): it runs each workload once,
