@@ -623,13 +623,16 @@ fn cpu_ticks(pid: u32) -> u64 {
 }
 
 /// `--busy-poll-us`: after input a shard polls without blocking instead of
-/// sleeping. Each broker gets one message's worth of input (a handshake),
-/// then 300 ms with nothing to do (a measurement window, not a
+/// sleeping. Each broker gets a connection's worth of input (a handshake),
+/// then a second with nothing to do (a measurement window, not a
 /// synchronisation: nothing is awaited in it). Without the flag the broker
 /// sleeps through it; with 30 s of busy polling its shard spins through it.
+/// The bounds leave room for a loaded machine: a spinning thread sharing a
+/// core with others still gets well over a tenth of it (CI once gave it 12
+/// ticks of a 30-tick window), an idle one almost nothing.
 #[test]
 fn busy_poll_spins_after_input_and_the_default_blocks() {
-    const WINDOW: Duration = Duration::from_millis(300);
+    const WINDOW: Duration = Duration::from_secs(1);
     // USER_HZ is 100 on Linux.
     let window_ticks = WINDOW.as_millis() as u64 / 10;
     let idle_cpu = |extra: &[&str]| {
@@ -643,9 +646,9 @@ fn busy_poll_spins_after_input_and_the_default_blocks() {
     };
     let blocking = idle_cpu(&[]);
     let spinning = idle_cpu(&["--busy-poll-us", "30000000"]);
-    assert!(blocking <= window_ticks / 4, "a blocking broker used {blocking} of {window_ticks} ticks");
+    assert!(blocking <= window_ticks / 20, "a blocking broker used {blocking} of {window_ticks} ticks");
     assert!(
-        spinning >= window_ticks / 2,
+        spinning >= window_ticks / 10,
         "a busy-polling broker used only {spinning} of {window_ticks} ticks"
     );
 }
