@@ -20,10 +20,14 @@ fn a_panic_on_a_broker_thread_exits_the_process_with_70() {
         child();
     }
     let exe = std::env::current_exe().expect("the test binary's path");
+    // The child exits without dropping its broker, so its temporary data
+    // directory is made in one this process removes.
+    let tmp = tempfile::Builder::new().prefix("lepus-test-panic-").tempdir().expect("temporary directory");
     let output = Command::new(exe)
         .args(["--exact", "a_panic_on_a_broker_thread_exits_the_process_with_70", "--nocapture"])
         .env(CHILD_ENV, "1")
         .env("NO_COLOR", "1")
+        .env("TMPDIR", tmp.path())
         .output()
         .expect("the child runs");
     let stderr = String::from_utf8_lossy(&output.stderr);
