@@ -160,11 +160,17 @@ async fn exchange_bindings_source(
     Path((vhost, name)): Path<(String, String)>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    let topology = node.registry.load();
-    let vh = vhost_for(&topology, &caller, &vhost)?;
-    let x = find_exchange(vh, &name).ok_or_else(ApiError::not_found)?;
-    let source = x.name.to_string_lossy().into_owned();
+    let source = exchange_name(&node, &caller, &vhost, &name)?;
     respond_bindings(&q, binding_list(&node, &caller, Some(&vhost), |b| b.source == source))
+}
+
+/// The name of exchange `name` of `vhost` as the binding list spells it, or
+/// 404 (the caller must see the vhost).
+fn exchange_name(node: &Node, caller: &Caller, vhost: &str, name: &str) -> ApiResult<String> {
+    let topology = node.registry.load();
+    let vh = vhost_for(&topology, caller, vhost)?;
+    let x = find_exchange(vh, name).ok_or_else(ApiError::not_found)?;
+    Ok(x.name.to_string_lossy().into_owned())
 }
 
 async fn exchange_bindings_destination(
@@ -173,10 +179,7 @@ async fn exchange_bindings_destination(
     Path((vhost, name)): Path<(String, String)>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    let topology = node.registry.load();
-    let vh = vhost_for(&topology, &caller, &vhost)?;
-    let x = find_exchange(vh, &name).ok_or_else(ApiError::not_found)?;
-    let dest = x.name.to_string_lossy().into_owned();
+    let dest = exchange_name(&node, &caller, &vhost, &name)?;
     respond_bindings(&q, binding_list(&node, &caller, Some(&vhost), |b| !b.queue && b.destination == dest))
 }
 
