@@ -113,12 +113,27 @@ impl WriteQueue {
     /// Queues a content header and body frames, the body split to the
     /// connection's frame_max.
     pub fn content(&mut self, channel: u16, header: &Bytes, body: &Body, frame_size_bytes_max: u32) {
+        let payload_max = (frame_size_bytes_max as usize).saturating_sub(FRAME_OVERHEAD_BYTES).max(1);
+        if let Body::One(small) = body {
+            if !small.is_empty() && small.len() <= BODY_COPY_BYTES_MAX.min(payload_max) {
+                // The common small message: both frames copied in one
+                // reservation, no reference count touched.
+                self.sent_frames += 2;
+                let out = self.scratch(2 * FRAME_OVERHEAD_BYTES + header.len() + small.len());
+                frame::write_frame_header(out, FrameType::Header, channel, header.len() as u32);
+                out.extend_from_slice(header);
+                out.put_u8(FRAME_END);
+                frame::write_frame_header(out, FrameType::Body, channel, small.len() as u32);
+                out.extend_from_slice(small);
+                out.put_u8(FRAME_END);
+                return;
+            }
+        }
         self.sent_frames += 1;
         let out = self.scratch(FRAME_OVERHEAD_BYTES + header.len());
         frame::write_frame_header(out, FrameType::Header, channel, header.len() as u32);
         out.extend_from_slice(header);
         out.put_u8(FRAME_END);
-        let payload_max = (frame_size_bytes_max as usize).saturating_sub(FRAME_OVERHEAD_BYTES).max(1);
         let total = body.len() as usize;
         if total == 0 {
             return;
@@ -347,6 +362,56 @@ mod tests {
         out.complete_send(second, big.len());
         assert!(out.is_empty());
         assert_eq!(out.queued_bytes(), 0);
+    }
+
+    /// The frames a content header and body must become: the header frame,
+    /// then the body in frames of at most `payload_max` bytes.
+    fn expected_content(channel: u16, header: &[u8], body: &[u8], payload_max: usize) -> Vec<u8> {
+        let frame = |kind: u8, payload: &[u8]| {
+            let mut f = vec![kind];
+            f.extend_from_slice(&channel.to_be_bytes());
+            f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+            f.extend_from_slice(payload);
+            f.push(FRAME_END);
+            f
+        };
+        let mut wire = frame(2, header);
+        for piece in body.chunks(payload_max) {
+            wire.extend(frame(3, piece));
+        }
+        wire
+    }
+
+    #[test]
+    fn content_is_split_to_frame_max_whether_copied_or_shared() {
+        let header = Bytes::from_static(b"\x00\x3c\x00\x00hdr");
+        for (body_len, frame_max) in [
+            (0, 4096),
+            (1, 4096),
+            (100, 4096),
+            (BODY_COPY_BYTES_MAX, 4096),
+            (BODY_COPY_BYTES_MAX + 1, 4096),
+            (100, 58),
+            (3000, 1000),
+            (BODY_COPY_BYTES_MAX, 1032),
+            (BODY_COPY_BYTES_MAX, 1031),
+        ] {
+            let body: Vec<u8> = (0..body_len).map(|i| i as u8).collect();
+            let payload_max = frame_max - FRAME_OVERHEAD_BYTES;
+            for pieces in
+                [vec![Bytes::from(body.clone())], body.chunks(7).map(Bytes::copy_from_slice).collect()]
+            {
+                let mut out = WriteQueue::new();
+                out.content(5, &header, &Body::from_chunks(pieces), frame_max as u32);
+                let frames = 1 + body_len.div_ceil(payload_max) as u64;
+                assert_eq!(out.sent().1, frames, "frames for {body_len} B at frame_max {frame_max}");
+                let wire = drain(&mut out);
+                assert!(
+                    wire == expected_content(5, &header, &body, payload_max),
+                    "{body_len} B at frame_max {frame_max}"
+                );
+            }
+        }
     }
 
     #[test]
