@@ -34,10 +34,19 @@ pub fn read_some<S: AsRawFd>(socket: &mut S, buf: &mut BytesMut) -> io::Result<u
 /// Grows `buf` before a read if its spare capacity is small, so every read
 /// (readiness or completion) asks the kernel for at least
 /// `READ_SPARE_BYTES_MIN` bytes.
+///
+/// What is left in a read buffer is a partial frame behind frames already
+/// split off. If nothing else holds the buffer, that rest moves to its front;
+/// otherwise the rest alone is copied into a fresh buffer. `BytesMut::reserve`
+/// would instead grow a buffer it owns alone by reallocating it, copying the
+/// frames already consumed along with the rest, and double its size each time.
 pub fn reserve_for_read(buf: &mut BytesMut) {
-    if buf.capacity() - buf.len() < READ_SPARE_BYTES_MIN {
-        buf.reserve(READ_CHUNK_BYTES);
+    if buf.capacity() - buf.len() >= READ_SPARE_BYTES_MIN || buf.try_reclaim(READ_CHUNK_BYTES / 2) {
+        return;
     }
+    let mut fresh = BytesMut::with_capacity(buf.len() + READ_CHUNK_BYTES);
+    fresh.extend_from_slice(buf);
+    *buf = fresh;
 }
 
 /// The backend the configuration asks for, or mio where the kernel refuses
@@ -84,5 +93,42 @@ pub(super) fn read_socket(slot: &mut Slot, now: std::time::Instant) -> (bool, bo
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => return (true, false),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A buffer as a connection leaves it: frames split off the front, a
+    /// partial frame left.
+    fn consumed(rest: usize) -> (BytesMut, bytes::Bytes) {
+        let mut buf = BytesMut::new();
+        reserve_for_read(&mut buf);
+        let fill = buf.capacity() - READ_SPARE_BYTES_MIN / 2;
+        buf.extend_from_slice(&vec![7u8; fill]);
+        let frames = buf.split_to(fill - rest).freeze();
+        (buf, frames)
+    }
+
+    #[test]
+    fn the_rest_of_a_buffer_nothing_else_holds_moves_to_its_front() {
+        let (mut buf, frames) = consumed(100);
+        let start = frames.as_ptr();
+        drop(frames);
+        reserve_for_read(&mut buf);
+        assert_eq!(buf.as_ptr(), start, "the same allocation, the rest at its front");
+        assert_eq!(&buf[..], &[7u8; 100][..]);
+        assert!(buf.capacity() - buf.len() >= READ_CHUNK_BYTES / 2);
+    }
+
+    #[test]
+    fn a_held_buffer_leaves_its_rest_to_a_fresh_one_of_the_usual_size() {
+        let (mut buf, frames) = consumed(100);
+        reserve_for_read(&mut buf);
+        assert_eq!(&buf[..], &[7u8; 100][..]);
+        assert!(buf.capacity() >= READ_CHUNK_BYTES);
+        assert!(buf.capacity() < 2 * READ_CHUNK_BYTES, "not doubled: {}", buf.capacity());
+        assert_eq!(frames.len(), frames.iter().filter(|b| **b == 7).count(), "the frames are untouched");
     }
 }
