@@ -33,6 +33,20 @@ pub const WRITEV_SLICES_MAX: usize = 64;
 /// Initial capacity of the scratch buffer.
 const SCRATCH_BYTES_MIN: usize = 32 * 1024;
 
+/// Writes fields one after another into a slice sized for them.
+struct Cursor<'a> {
+    buf: &'a mut [u8],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    #[inline(always)]
+    fn put(&mut self, bytes: &[u8]) {
+        self.buf[self.at..self.at + bytes.len()].copy_from_slice(bytes);
+        self.at += bytes.len();
+    }
+}
+
 /// Frames waiting to be written, in order.
 #[derive(Debug, Default)]
 pub struct WriteQueue {
@@ -182,19 +196,24 @@ impl WriteQueue {
     ) {
         self.sent_frames += 1;
         let payload_len = 4 + 1 + consumer_tag.len() + 8 + 1 + 1 + exchange.len() + 1 + routing_key.len();
-        let out = self.scratch(FRAME_OVERHEAD_BYTES + payload_len);
-        frame::write_frame_header(out, FrameType::Method, channel, payload_len as u32);
-        out.put_u16(60);
-        out.put_u16(60);
-        out.put_u8(consumer_tag.len() as u8);
-        out.extend_from_slice(consumer_tag);
-        out.put_u64(delivery_tag);
-        out.put_u8(u8::from(redelivered));
-        out.put_u8(exchange.len() as u8);
-        out.extend_from_slice(exchange);
-        out.put_u8(routing_key.len() as u8);
-        out.extend_from_slice(routing_key);
-        out.put_u8(FRAME_END);
+        let frame_len = FRAME_OVERHEAD_BYTES + payload_len;
+        let out = self.scratch(frame_len);
+        // The frame is laid out in a zeroed stretch of the scratch buffer
+        // (one capacity check, not one per field).
+        let start = out.len();
+        out.resize(start + frame_len, 0);
+        let mut at = Cursor { buf: &mut out[start..], at: 0 };
+        at.put(&[FrameType::Method as u8]);
+        at.put(&channel.to_be_bytes());
+        at.put(&(payload_len as u32).to_be_bytes());
+        at.put(&[0, 60, 0, 60, consumer_tag.len() as u8]);
+        at.put(consumer_tag);
+        at.put(&delivery_tag.to_be_bytes());
+        at.put(&[u8::from(redelivered), exchange.len() as u8]);
+        at.put(exchange);
+        at.put(&[routing_key.len() as u8]);
+        at.put(routing_key);
+        at.put(&[FRAME_END]);
     }
 
     /// Writes as much as the socket takes. Returns Ok(true) when everything was
@@ -411,6 +430,38 @@ mod tests {
                     "{body_len} B at frame_max {frame_max}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn deliver_encodes_as_the_generic_method_encoder_does() {
+        use crate::amqp::field::ShortStr;
+        let long = "k".repeat(255);
+        for (tag, exchange, routing_key, delivery_tag, redelivered) in [
+            ("amq.ctag-1", "", "q", 1, false),
+            ("", "amq.topic", "a.b.c", u64::MAX, true),
+            (long.as_str(), long.as_str(), long.as_str(), 1 << 40, false),
+        ] {
+            let mut out = WriteQueue::new();
+            out.deliver(
+                9,
+                tag.as_bytes(),
+                delivery_tag,
+                redelivered,
+                exchange.as_bytes(),
+                routing_key.as_bytes(),
+            );
+            let mut expected = BytesMut::new();
+            let method = Method::BasicDeliver(crate::amqp::spec::BasicDeliver {
+                consumer_tag: ShortStr::copy_from_str(tag),
+                delivery_tag,
+                redelivered,
+                exchange: ShortStr::copy_from_str(exchange),
+                routing_key: ShortStr::copy_from_str(routing_key),
+            });
+            frame::write_method_frame(&mut expected, 9, &method);
+            assert_eq!(out.sent().1, 1);
+            assert!(drain(&mut out) == expected[..], "{tag:?} {exchange:?} {routing_key:?}");
         }
     }
 
