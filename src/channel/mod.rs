@@ -11,6 +11,7 @@
 
 mod basic_methods;
 pub mod conn_shared;
+mod consumer_timeout;
 pub mod decode;
 mod error;
 mod exchange_methods;
@@ -66,6 +67,8 @@ struct ChannelConsumer {
     channel_limited: bool,
     /// Grants given to its queue and not yet used.
     granted: u32,
+    /// Its consumer timeout, ms (0: none; see `consumer_timeout`).
+    timeout_ms: u64,
     /// What the statistics show of it.
     info: Box<stats::ConsumerInfo>,
 }
@@ -76,6 +79,10 @@ struct Unacked {
     tag: u64,
     queue: QueueRef,
     msg_id: MsgId,
+    /// When it was written (the shard's clock, ms) and its consumer timeout
+    /// (ms, 0: none).
+    delivered_at_ms: u64,
+    timeout_ms: u64,
 }
 
 /// Publisher-confirm state (confirm.select).
@@ -136,6 +143,10 @@ pub struct Channel {
     /// Consumer tag of the direct reply-to consumer, if any.
     direct_reply: Option<ShortStr>,
     unacked: VecDeque<Unacked>,
+    /// The deadline armed for the consumer timeout (`NOT_ARMED`: none).
+    consumer_timer_at: u64,
+    /// The consumer timeout of the basic.get under way, ms (0: none).
+    get_timeout_ms: u64,
     next_tag: u64,
     /// basic.qos global=false: prefetch for consumers created from now on.
     prefetch_consumer: u32,
@@ -184,6 +195,8 @@ impl Channel {
             consumers: Vec::new(),
             direct_reply: None,
             unacked: VecDeque::new(),
+            consumer_timer_at: consumer_timeout::NOT_ARMED,
+            get_timeout_ms: 0,
             next_tag: 1,
             prefetch_consumer: 0,
             prefetch_channel: 0,
@@ -320,6 +333,7 @@ impl Channel {
             unacked.sort_unstable_by_key(|u| u.tag);
         }
         self.settle_entries(&unacked, SettleOp::Requeue, ctx);
+        self.disarm_consumer_timeout(ctx);
         self.content = None;
         self.awaiting = None;
     }
@@ -340,7 +354,7 @@ impl Channel {
             self.over_prefetch.push_back(delivery);
             return;
         }
-        self.write_delivery(delivery, shared);
+        self.write_delivery(delivery, shared, ctx);
     }
 
     /// True if one more delivery needing an ack may be written: the channel
@@ -352,7 +366,7 @@ impl Channel {
             && unacked < ctx.config().unacked_deliveries_max_per_channel as usize
     }
 
-    fn write_delivery(&mut self, delivery: Delivery, shared: &mut ConnShared) {
+    fn write_delivery(&mut self, delivery: Delivery, shared: &mut ConnShared, ctx: &mut ShardCtx) {
         let Some(consumer) = self.consumers.iter_mut().find(|c| c.id == delivery.consumer.consumer) else {
             return;
         };
@@ -375,7 +389,15 @@ impl Channel {
         consumer.credit_owed += 1;
         consumer.credit_owed_bytes += message.body_len();
         if !delivery.no_ack {
-            self.unacked.push_back(Unacked { tag, queue: delivery.queue, msg_id: delivery.msg_id });
+            let (delivered_at_ms, timeout_ms) = (ctx.clock_ms(), consumer.timeout_ms);
+            self.unacked.push_back(Unacked {
+                tag,
+                queue: delivery.queue,
+                msg_id: delivery.msg_id,
+                delivered_at_ms,
+                timeout_ms,
+            });
+            self.arm_consumer_timeout(ctx);
         }
     }
 
@@ -527,6 +549,7 @@ impl Channel {
         ctx: &mut ShardCtx,
     ) -> Result<(), ChannelError> {
         let entries = self.take_unacked(tag, multiple)?;
+        self.arm_consumer_timeout(ctx);
         if op == SettleOp::Ack {
             self.counters.ack += entries.len() as u64;
         }
@@ -581,7 +604,7 @@ impl Channel {
         while !self.over_prefetch.is_empty() && self.has_unacked_room(ctx) {
             if let Some(delivery) = self.over_prefetch.pop_front() {
                 if self.consumers.iter().any(|c| c.id == delivery.consumer.consumer) {
-                    self.write_delivery(delivery, shared);
+                    self.write_delivery(delivery, shared, ctx);
                 } else {
                     // Its consumer was cancelled meanwhile.
                     undeliverable(delivery, ctx);

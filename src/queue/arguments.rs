@@ -61,6 +61,7 @@ impl QueueType {
                 b"x-single-active-consumer",
                 b"x-queue-type",
                 b"x-queue-master-locator",
+                b"x-consumer-timeout",
             ],
             QueueType::Quorum => &[
                 b"x-expires",
@@ -78,6 +79,7 @@ impl QueueType {
                 b"x-delivery-limit",
                 b"x-dead-letter-strategy",
                 b"x-queue-type",
+                b"x-consumer-timeout",
             ],
             QueueType::Stream => &[
                 b"x-max-length-bytes",
@@ -94,8 +96,10 @@ impl QueueType {
     /// The consumer arguments this type takes.
     fn takes_consumer(self, key: &[u8]) -> bool {
         let keys: &[&[u8]] = match self {
-            QueueType::Classic => &[b"x-priority", b"x-cancel-on-ha-failover", b"x-credit"],
-            QueueType::Quorum => &[b"x-priority", b"x-credit"],
+            QueueType::Classic => {
+                &[b"x-priority", b"x-cancel-on-ha-failover", b"x-credit", b"x-consumer-timeout"]
+            }
+            QueueType::Quorum => &[b"x-priority", b"x-credit", b"x-consumer-timeout"],
             QueueType::Stream => &[b"x-stream-offset", b"x-credit"],
         };
         keys.contains(&key)
@@ -183,6 +187,7 @@ pub fn check_queue_declare(arguments: &FieldTable, flags: DeclareFlags) -> Resul
             })?;
         }
     }
+    consumer_timeout(arguments)?;
     if queue_type != QueueType::Classic {
         if !flags.durable {
             return Err(ArgumentError::Property("non-durable"));
@@ -212,12 +217,25 @@ pub fn check_consume(arguments: &FieldTable, queue_arguments: &FieldTable) -> Re
     if let Some(v) = arguments.get(b"x-priority") {
         integer(v).map_err(|r| invalid("x-priority", r))?;
     }
+    consumer_timeout(arguments)?;
     if let Some(v) = arguments.get(b"x-cancel-on-ha-failover") {
         if !matches!(v, FieldValue::Bool(_)) {
             return Err(invalid("x-cancel-on-ha-failover", Reason::UnacceptableType(v.type_name())));
         }
     }
     Ok(())
+}
+
+/// `x-consumer-timeout` (a queue or consumer argument, RabbitMQ 3.12 and
+/// later): a non-negative integer, ms.
+fn consumer_timeout(arguments: &FieldTable) -> Result<(), ArgumentError> {
+    match arguments.get(b"x-consumer-timeout") {
+        Some(v) => non_negative(v).map(drop).map_err(|reason| ArgumentError::Invalid {
+            key: "x-consumer-timeout".to_owned(),
+            reason: reason.render(),
+        }),
+        None => Ok(()),
+    }
 }
 
 fn queue_type(arguments: &FieldTable) -> Result<QueueType, ArgumentError> {
@@ -572,6 +590,11 @@ mod tests {
             "invalid arg 'x-stream-offset' for queue 'q' in vhost '/' of queue type rabbit_classic_queue"
         );
         assert_eq!(err(&[("x-whatever", s(b"first"))]), "");
+        assert_eq!(err(&[("x-consumer-timeout", FieldValue::I32(100))]), "");
+        assert_eq!(
+            err(&[("x-consumer-timeout", FieldValue::I32(-1))]),
+            "invalid arg 'x-consumer-timeout' for queue 'q' in vhost '/': {value_negative,-1}"
+        );
     }
 
     #[test]
