@@ -465,9 +465,11 @@ impl ShardCtx {
         if let Some(q) = queue_at(&mut self.queues, &mut self.journaled, self.clock, queue) {
             q.settle(ids, op, &mut self.deliveries);
             q.report_stats();
+            // Rejected, or (quorum queues) past the delivery limit.
+            let dead_letters = q.has_dead_letters();
             self.send_credit_requests(queue);
             self.route_deliveries();
-            if op == SettleOp::Discard {
+            if dead_letters {
                 self.dead_letter_from(queue);
             }
         }

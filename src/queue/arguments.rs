@@ -133,6 +133,8 @@ pub enum ArgumentError {
     /// A declare flag the queue's type refuses (`non-durable`,
     /// `exclusive-owner`, `auto-delete`).
     Property(&'static str),
+    /// A server-named (empty name) queue of a type that needs a name.
+    ServerNamed(QueueType),
 }
 
 impl ArgumentError {
@@ -151,6 +153,9 @@ impl ArgumentError {
             }
             ArgumentError::Property(p) => {
                 format!("invalid property '{p}' for queue '{queue}' in vhost '{vhost}'")
+            }
+            ArgumentError::ServerNamed(queue_type) => {
+                format!("Cannot declare a server-named queue for type {}", queue_type.module())
             }
         }
     }
@@ -200,6 +205,15 @@ pub fn check_queue_declare(arguments: &FieldTable, flags: DeclareFlags) -> Resul
         }
     }
     Ok(queue_type)
+}
+
+/// RabbitMQ 3.10 refuses a server-named quorum or stream queue before it
+/// looks at the flags.
+pub fn check_server_named(arguments: &FieldTable) -> Result<(), ArgumentError> {
+    match queue_type(arguments) {
+        Ok(t @ (QueueType::Quorum | QueueType::Stream)) => Err(ArgumentError::ServerNamed(t)),
+        _ => Ok(()),
+    }
 }
 
 /// Checks `basic.consume` arguments for a consumer of a queue declared with
