@@ -63,8 +63,12 @@ fn declare(
 
 /// Publishes `body` with headers `{a: 1}`.
 fn publish_with_header(raw: &mut Raw, channel: u16, queue: &str, body: &[u8]) {
+    publish_with_headers(raw, channel, queue, body, &[("a", Field::I32(1))]);
+}
+
+fn publish_with_headers(raw: &mut Raw, channel: u16, queue: &str, body: &[u8], headers: &[(&str, Field)]) {
     let mut frames = method_frame(channel, 60, 40, &basic_publish_args("", queue, false));
-    let props = Args::new().table(&[("a", Field::I32(1))]).build();
+    let props = Args::new().table(headers).build();
     frames.extend(header_frame(channel, body.len() as u64, 1 << 13, &props));
     frames.extend(body_frame(channel, body));
     raw.send(&frames);
@@ -191,11 +195,17 @@ fn redeliveries_and_gets_carry_the_delivery_count() {
     let (tag, redelivered, headers) = get(&mut raw, 1, &q).expect("back in the queue");
     assert_eq!((redelivered, headers), (true, count(3)));
     raw.send_method(1, 60, 80, &Args::new().u64(tag).bits(&[false]).build());
-    // basic.get shows the count from the first delivery on.
-    publish_with_header(&mut raw, 1, &q, b"n");
+    // basic.get shows the count from the first delivery on; the headers come
+    // out sorted by key, as RabbitMQ's do once it set one.
+    publish_with_headers(&mut raw, 1, &q, b"n", &[("z", Field::I32(1)), ("b", Field::I32(2))]);
     raw.ping(1);
     let (_, redelivered, headers) = get(&mut raw, 1, &q).expect("a message");
-    assert_eq!((redelivered, headers), (false, count(0)));
+    let sorted: Table = vec![
+        ("b".into(), Field::I32(2)),
+        ("x-delivery-count".into(), Field::I64(0)),
+        ("z".into(), Field::I32(1)),
+    ];
+    assert_eq!((redelivered, headers), (false, sorted));
 }
 
 #[test]
@@ -222,10 +232,12 @@ fn past_the_delivery_limit_a_message_is_dead_lettered_or_dropped() {
     // Dead letters are republished after the operation that made them.
     raw.ping(1);
     let (_, _, headers) = get(&mut raw, 1, &dlq).expect("dead-lettered");
-    let keys: Vec<&str> = headers.iter().map(|(k, _)| k.as_str()).collect();
+    // RabbitMQ 3.10 sorts these keys; Lepus's dead-lettering does not (yet).
+    let mut keys: Vec<&str> = headers.iter().map(|(k, _)| k.as_str()).collect();
+    keys.sort_unstable();
     assert_eq!(
         keys,
-        ["a", "x-death", "x-first-death-reason", "x-first-death-queue", "x-first-death-exchange"]
+        ["a", "x-death", "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason"]
     );
     assert_eq!(
         table_get(&headers, "x-first-death-reason"),
@@ -246,7 +258,8 @@ fn past_the_delivery_limit_a_message_is_dead_lettered_or_dropped() {
     delivery(&mut raw, 2);
     raw.send_method(2, 20, 40, &Args::new().u16(200).shortstr("bye").u16(0).u16(0).build());
     raw.expect_method(2, 20, 41);
-    assert_eq!(raw.queue_counts(1, &q0), (0, 0));
+    // (RabbitMQ may still count the consumer of the closed channel here.)
+    assert_eq!(raw.queue_counts(1, &q0).0, 0, "dropped at its first return");
 }
 
 #[test]

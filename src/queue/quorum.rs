@@ -4,7 +4,8 @@
 //! - It counts the deliveries of each message that came back (nack or
 //!   reject with requeue, recover, its channel closing): a redelivery to a
 //!   consumer carries `x-delivery-count` (a long, appended to its headers,
-//!   or replacing one the publisher set) with that count; `basic.get` adds
+//!   or replacing one the publisher set; the table then sorted by key, as
+//!   RabbitMQ's comes out) with that count; `basic.get` adds
 //!   it to every message, 0 the first time. The stored message never
 //!   carries it (a dead-lettered message does not).
 //! - With a delivery limit (`x-delivery-limit`, or the `delivery-limit`
@@ -21,7 +22,7 @@
 
 use bytes::BytesMut;
 
-use crate::amqp::field::{FieldValue, ShortStr};
+use crate::amqp::field::{FieldTable, FieldValue, ShortStr};
 use crate::amqp::properties::ContentHeader;
 use crate::message::{Message, MessageParts};
 
@@ -63,7 +64,14 @@ pub(super) fn with_delivery_count(message: &Message, count: u32) -> Message {
     };
     let mut headers = header.properties.headers.take().unwrap_or_default();
     headers.insert(ShortStr::from_static("x-delivery-count"), FieldValue::I64(i64::from(count)));
-    header.properties.headers = Some(headers);
+    // RabbitMQ's table comes out sorted by key (bytewise) once it set a header.
+    let mut entries: Vec<_> = headers.iter().cloned().collect();
+    entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    let mut sorted = FieldTable::new();
+    for (key, value) in entries {
+        sorted.insert(key, value);
+    }
+    header.properties.headers = Some(sorted);
     let mut encoded = BytesMut::new();
     header.encode(&mut encoded);
     Message::new(MessageParts {
