@@ -7,6 +7,7 @@
 use crate::amqp::spec;
 use crate::broker::consumer_timeouts::Deadline;
 use crate::broker::ShardCtx;
+use crate::queue::Delivery;
 
 use super::{Channel, ChannelError, Unacked};
 
@@ -24,6 +25,25 @@ impl Unacked {
 }
 
 impl Channel {
+    /// A delivery written with tag `tag` waits for its ack, timed out after
+    /// `timeout_ms` (0: never) from this turn.
+    pub(super) fn track_unacked(
+        &mut self,
+        tag: u64,
+        delivery: &Delivery,
+        timeout_ms: u64,
+        ctx: &mut ShardCtx,
+    ) {
+        self.unacked.push_back(Unacked {
+            tag,
+            queue: delivery.queue,
+            msg_id: delivery.msg_id,
+            delivered_at_ms: ctx.clock_ms(),
+            timeout_ms,
+        });
+        self.arm_consumer_timeout(ctx);
+    }
+
     /// Arms the oldest unacked delivery's deadline unless one at or before
     /// it is armed already. Called where the front of the unacked list may
     /// change: a delivery into an empty list, settles, a rollback.

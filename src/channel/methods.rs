@@ -11,7 +11,7 @@ use crate::access::{Denied, Perm, Resource};
 use crate::amqp::field::ShortStr;
 use crate::amqp::spec::{self, Method};
 use crate::broker::ShardCtx;
-use crate::channel::{Awaiting, Channel, ChannelError, Confirms, Outcome, Tx, Unacked};
+use crate::channel::{Awaiting, Channel, ChannelError, Confirms, Outcome, Tx};
 use crate::envelope::{Envelope, QueueReply, QueueRequest};
 use crate::ids::{ConnId, QueueRef};
 use crate::queue::{Delivery, QueueMeta};
@@ -405,15 +405,7 @@ impl Channel {
         );
         shared.out.content(channel, &message.header, &message.body, shared.frame_max);
         if !delivery.no_ack {
-            let (delivered_at_ms, timeout_ms) = (ctx.clock_ms(), self.get_timeout_ms);
-            self.unacked.push_back(Unacked {
-                tag,
-                queue: delivery.queue,
-                msg_id: delivery.msg_id,
-                delivered_at_ms,
-                timeout_ms,
-            });
-            self.arm_consumer_timeout(ctx);
+            self.track_unacked(tag, &delivery, self.get_timeout_ms, ctx);
         }
     }
 

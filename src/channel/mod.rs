@@ -389,15 +389,8 @@ impl Channel {
         consumer.credit_owed += 1;
         consumer.credit_owed_bytes += message.body_len();
         if !delivery.no_ack {
-            let (delivered_at_ms, timeout_ms) = (ctx.clock_ms(), consumer.timeout_ms);
-            self.unacked.push_back(Unacked {
-                tag,
-                queue: delivery.queue,
-                msg_id: delivery.msg_id,
-                delivered_at_ms,
-                timeout_ms,
-            });
-            self.arm_consumer_timeout(ctx);
+            let timeout_ms = consumer.timeout_ms;
+            self.track_unacked(tag, &delivery, timeout_ms, ctx);
         }
     }
 

@@ -245,7 +245,8 @@ pub struct Queue {
     policy_version: u64,
     /// Effective `queue-mode` (recorded only).
     queue_mode: QueueMode,
-    /// Effective `consumer-timeout`, ms (enforced by issue 15).
+    /// Effective `consumer-timeout`, ms (reported; channels resolve their
+    /// consumers' timeouts themselves, see `crate::broker::consumer_timeouts`).
     consumer_timeout_ms: Option<u64>,
     /// Effective `delivery-limit` (quorum queues: see `quorum`).
     delivery_limit: Option<u64>,
