@@ -52,6 +52,21 @@ fn open_with_queue(b: &Broker, name: &str, args: &[(&str, Field)]) -> Raw {
     raw
 }
 
+/// A broker configured by `tweak`, queue `prefix…` declared with `args` on
+/// channel 1 of a connection, and one message `body` published to it.
+fn with_message(
+    tweak: fn(&mut lepus::Config),
+    prefix: &str,
+    args: &[(&str, Field)],
+    body: &[u8],
+) -> (Broker, String, Raw) {
+    let b = start_broker_with(tweak);
+    let q = unique(prefix);
+    let mut raw = open_with_queue(&b, &q, args);
+    raw.send(&publish_frames(1, "", &q, body));
+    (b, q, raw)
+}
+
 /// basic.consume with `args`, answered by consume-ok.
 fn consume(raw: &mut Raw, channel: u16, queue: &str, no_ack: bool, args: &[(&str, Field)]) {
     let consume = Args::new()
@@ -119,10 +134,7 @@ fn set_policy(b: &Broker, name: &str, pattern: &str, definition: serde_json::Val
 
 #[test]
 fn an_unacked_delivery_closes_its_channel_and_comes_back_redelivered() {
-    let b = start_broker_with(short_timeout);
-    let q = unique("ct-global");
-    let mut raw = open_with_queue(&b, &q, &[]);
-    raw.send(&publish_frames(1, "", &q, b"late"));
+    let (_b, q, mut raw) = with_message(short_timeout, "ct-global", &[], b"late");
     consume(&mut raw, 1, &q, false, &[]);
     let (_, redelivered) = read_delivery(&mut raw, 1);
     assert!(!redelivered);
@@ -162,10 +174,7 @@ fn acked_deliveries_keep_the_channel_open() {
 
 #[test]
 fn basic_get_deliveries_time_out_too() {
-    let b = start_broker_with(short_timeout);
-    let q = unique("ct-get");
-    let mut raw = open_with_queue(&b, &q, &[]);
-    raw.send(&publish_frames(1, "", &q, b"fetched"));
+    let (_b, q, mut raw) = with_message(short_timeout, "ct-get", &[], b"fetched");
     raw.ping(1);
     raw.get(1, &q, false).expect("a message");
     expect_timeout_close(&mut raw, 1, TIMEOUT_MS);
@@ -193,10 +202,12 @@ fn the_consumer_argument_wins_over_queue_argument_policy_and_node() {
 
 #[test]
 fn a_queue_argument_sets_the_timeout_when_the_node_has_none() {
-    let b = start_broker_with(no_timeout);
-    let q = unique("ct-queue-arg");
-    let mut raw = open_with_queue(&b, &q, &[("x-consumer-timeout", Field::I32(TIMEOUT_MS as i32))]);
-    raw.send(&publish_frames(1, "", &q, b"a"));
+    let (_b, q, mut raw) = with_message(
+        no_timeout,
+        "ct-queue-arg",
+        &[("x-consumer-timeout", Field::I32(TIMEOUT_MS as i32))],
+        b"a",
+    );
     consume(&mut raw, 1, &q, false, &[]);
     read_delivery(&mut raw, 1);
     expect_timeout_close(&mut raw, 1, TIMEOUT_MS);
@@ -204,10 +215,7 @@ fn a_queue_argument_sets_the_timeout_when_the_node_has_none() {
 
 #[test]
 fn a_consumer_argument_of_zero_disables_the_timeout() {
-    let b = start_broker_with(short_timeout);
-    let q = unique("ct-zero");
-    let mut raw = open_with_queue(&b, &q, &[]);
-    raw.send(&publish_frames(1, "", &q, b"kept"));
+    let (_b, q, mut raw) = with_message(short_timeout, "ct-zero", &[], b"kept");
     consume(&mut raw, 1, &q, false, &[("x-consumer-timeout", Field::I32(0))]);
     read_delivery(&mut raw, 1);
     let frames = frames_within(&mut raw, Duration::from_millis(3 * TIMEOUT_MS));
