@@ -276,3 +276,23 @@ fn classic_queues_add_no_delivery_count() {
     let (_, redelivered, headers) = get(&mut raw, 1, &q).expect("requeued");
     assert_eq!((redelivered, headers), (true, vec![("a".to_owned(), Field::I32(1))]));
 }
+
+#[test]
+fn message_priorities_are_ignored() {
+    // RabbitMQ 3.10.8: priorities 1, 9, 5 came out in publish order.
+    let b = start_broker();
+    let mut raw = connect(&b);
+    let q = unique("qq-priority");
+    declare(&mut raw, 1, &q, (true, false, false), &quorum(&[])).expect("declared");
+    for (body, priority) in [(b"0", 1u8), (b"1", 9), (b"2", 5)] {
+        let mut frames = method_frame(1, 60, 40, &basic_publish_args("", &q, false));
+        frames.extend(header_frame(1, 1, 1 << 11, &[priority]));
+        frames.extend(body_frame(1, body));
+        raw.send(&frames);
+    }
+    raw.ping(1);
+    let bodies: Vec<Vec<u8>> = (0..3).map(|_| raw.get(1, &q, true).expect("a message").3).collect();
+    assert_eq!(bodies, [b"0".to_vec(), b"1".to_vec(), b"2".to_vec()]);
+    raw.send_method(1, 50, 40, &Args::new().u16(0).shortstr(&q).bits(&[false, false, false]).build());
+    raw.expect_method(1, 50, 41);
+}
