@@ -645,4 +645,11 @@ mod tests {
             .expect("both fields parse");
         assert_eq!((config.memory_budget_bytes, config.disk_free_limit_bytes), (123, 456));
     }
+
+    #[test]
+    fn consumer_timeout_defaults_to_rabbitmqs_30_minutes() {
+        assert_eq!(Config::default().consumer_timeout_ms, 1_800_000);
+        let config: Config = toml::from_str("consumer_timeout_ms = 0").expect("consumer_timeout_ms parses");
+        assert_eq!(config.consumer_timeout_ms, 0);
+    }
 }
