@@ -132,6 +132,15 @@ fn connect(b: &Broker) -> Raw {
     raw
 }
 
+/// A broker, a connection with channel 1 open, and a new quorum queue `prefix…`.
+fn quorum_queue(prefix: &str) -> (Broker, Raw, String) {
+    let b = start_broker();
+    let mut raw = connect(&b);
+    let q = unique(prefix);
+    declare(&mut raw, 1, &q, (true, false, false), &quorum(&[])).expect("declared");
+    (b, raw, q)
+}
+
 #[test]
 fn quorum_declares_rabbitmq_refuses() {
     let b = start_broker();
@@ -171,10 +180,7 @@ fn quorum_declares_rabbitmq_refuses() {
 
 #[test]
 fn redeliveries_and_gets_carry_the_delivery_count() {
-    let b = start_broker();
-    let mut raw = connect(&b);
-    let q = unique("qq-count");
-    declare(&mut raw, 1, &q, (true, false, false), &quorum(&[])).expect("declared");
+    let (_b, mut raw, q) = quorum_queue("qq-count");
     publish_with_header(&mut raw, 1, &q, b"m");
     raw.open_channel(2);
     let consume =
@@ -280,10 +286,7 @@ fn classic_queues_add_no_delivery_count() {
 #[test]
 fn message_priorities_are_ignored() {
     // RabbitMQ 3.10.8: priorities 1, 9, 5 came out in publish order.
-    let b = start_broker();
-    let mut raw = connect(&b);
-    let q = unique("qq-priority");
-    declare(&mut raw, 1, &q, (true, false, false), &quorum(&[])).expect("declared");
+    let (_b, mut raw, q) = quorum_queue("qq-priority");
     for (body, priority) in [(b"0", 1u8), (b"1", 9), (b"2", 5)] {
         let mut frames = method_frame(1, 60, 40, &basic_publish_args("", &q, false));
         frames.extend(header_frame(1, 1, 1 << 11, &[priority]));
