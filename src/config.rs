@@ -32,6 +32,9 @@ pub const TCP_RECV_BUFFER_BYTES_DEFAULT: u32 = 256 * 1024;
 /// Unacknowledged deliveries one channel may hold by default (see
 /// [`Config::unacked_deliveries_max_per_channel`]).
 pub const UNACKED_DELIVERIES_MAX_PER_CHANNEL_DEFAULT: u32 = 1 << 20;
+/// How long a delivery may stay unacknowledged by default, ms (RabbitMQ's
+/// `consumer_timeout`, 30 minutes; see [`Config::consumer_timeout_ms`]).
+pub const CONSUMER_TIMEOUT_MS_DEFAULT: u64 = 1_800_000;
 
 /// The default listen addresses: every interface, IPv4 and IPv6, port 5672,
 /// as RabbitMQ (the v6 socket is IPv6-only, so both bind; where IPv6 is
@@ -157,6 +160,11 @@ pub struct Config {
     /// consumers until acks bring it below; the messages wait in their
     /// queues. basic.get is not limited.
     pub unacked_deliveries_max_per_channel: u32,
+    /// How long a delivery may stay unacknowledged before its channel is
+    /// closed with 406, ms (RabbitMQ's `consumer_timeout`, default 1800000;
+    /// 0: never). A queue's `x-consumer-timeout` or `consumer-timeout`
+    /// policy and a consumer's `x-consumer-timeout` override it.
+    pub consumer_timeout_ms: u64,
     /// How often each shard publishes its statistics for the management
     /// API and the metrics, ms (default 1000, RabbitMQ's
     /// `collect_statistics_interval` is 5000; 0: never, the board keeps its
@@ -413,6 +421,7 @@ impl Default for Config {
             connection_max: None,
             consumer_max_per_channel: None,
             unacked_deliveries_max_per_channel: UNACKED_DELIVERIES_MAX_PER_CHANNEL_DEFAULT,
+            consumer_timeout_ms: CONSUMER_TIMEOUT_MS_DEFAULT,
             stats_interval_ms: STATS_INTERVAL_MS_DEFAULT,
             tls: None,
             management: HttpConfig::on_port(MANAGEMENT_PORT_DEFAULT),
@@ -635,5 +644,12 @@ mod tests {
         let config: Config = toml::from_str("memory_budget_bytes = 123\ndisk_free_limit_bytes = 456")
             .expect("both fields parse");
         assert_eq!((config.memory_budget_bytes, config.disk_free_limit_bytes), (123, 456));
+    }
+
+    #[test]
+    fn consumer_timeout_defaults_to_rabbitmqs_30_minutes() {
+        assert_eq!(Config::default().consumer_timeout_ms, 1_800_000);
+        let config: Config = toml::from_str("consumer_timeout_ms = 0").expect("consumer_timeout_ms parses");
+        assert_eq!(config.consumer_timeout_ms, 0);
     }
 }

@@ -82,6 +82,10 @@ struct Args {
     /// NOT_ALLOWED (default: no limit, as RabbitMQ's connection_max).
     #[arg(long, value_name = "N")]
     connection_max: Option<u32>,
+    /// Close a channel whose delivery stayed unacknowledged this long, in milliseconds (default
+    /// 1800000, RabbitMQ's consumer_timeout; 0: never).
+    #[arg(long, value_name = "MS")]
+    consumer_timeout: Option<u64>,
     /// Largest message body accepted, in bytes (default 128 MiB).
     #[arg(long, value_name = "BYTES")]
     max_message_size: Option<u64>,
@@ -316,6 +320,9 @@ fn apply_flags(args: &Args, config: &mut Config) {
     }
     if let Some(v) = args.handshake_timeout {
         config.handshake_timeout_ms = v;
+    }
+    if let Some(v) = args.consumer_timeout {
+        config.consumer_timeout_ms = v;
     }
     if let Some(v) = args.busy_poll_us {
         config.busy_poll_us = v;

@@ -295,6 +295,10 @@ async fn a_publisher_and_a_consumer_appear_everywhere_with_their_counts() {
     assert_eq!(found["channel_details"]["connection_name"], conn_name);
     assert_eq!(found["channel_details"]["number"], 1);
     assert_eq!(found["activity_status"], "up");
+    if !external() {
+        // The effective consumer timeout (RabbitMQ 3.12+'s field): the node's default.
+        assert_eq!(found["consumer_timeout"], 1_800_000);
+    }
     api.wait_for("N unacked on the queue", &path, |q| (q["messages_unacknowledged"] == N).then_some(()));
     use futures_lite::StreamExt as _;
     for _ in 0..N {

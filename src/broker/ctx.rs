@@ -92,6 +92,8 @@ pub struct ShardCtx {
     pub(super) closed_channels: crate::stats::ClosedChannels,
     /// Segments the log offered for compaction (kept for its allocation).
     pub(super) compact_candidates: Vec<(u32, u64)>,
+    /// Deadlines of unacked deliveries (see `consumer_timeouts`).
+    pub(super) consumer_timeouts: super::consumer_timeouts::ConsumerTimeouts,
 }
 
 /// The loop has not waited idle since `idle_at` for
@@ -178,6 +180,7 @@ impl ShardCtx {
             epoch_unix_ms: super::stored::unix_now_ms(),
             closed_channels: crate::stats::ClosedChannels::default(),
             compact_candidates: Vec::new(),
+            consumer_timeouts: Default::default(),
         }
     }
 
@@ -462,9 +465,11 @@ impl ShardCtx {
         if let Some(q) = queue_at(&mut self.queues, &mut self.journaled, self.clock, queue) {
             q.settle(ids, op, &mut self.deliveries);
             q.report_stats();
+            // Rejected, or (quorum queues) past the delivery limit.
+            let dead_letters = q.has_dead_letters();
             self.send_credit_requests(queue);
             self.route_deliveries();
-            if op == SettleOp::Discard {
+            if dead_letters {
                 self.dead_letter_from(queue);
             }
         }

@@ -13,10 +13,12 @@
 //! - [`throttle`]: publisher flow control.
 //! - [`names`]: server-generated names (`amq.gen-…`, consumer tags).
 //! - `stats`: the queues' snapshots for the statistics board.
+//! - [`consumer_timeouts`]: the deadlines of unacked deliveries.
 //! - `reconcile`: deleting what the control plane removed (a deleted vhost's
 //!   queues and their stored messages).
 
 mod access;
+pub mod consumer_timeouts;
 mod ctx;
 pub mod names;
 mod reconcile;

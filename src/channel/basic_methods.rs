@@ -3,7 +3,7 @@
 
 use super::ConnShared;
 use crate::access::Perm;
-use crate::amqp::field::ShortStr;
+use crate::amqp::field::{FieldTable, ShortStr};
 use crate::amqp::spec::{self, Method};
 use crate::broker::ShardCtx;
 use crate::channel::methods::check_exclusive;
@@ -161,6 +161,11 @@ impl Channel {
             }
             None => 0,
         };
+        let timeout_ms = if m.no_ack {
+            0
+        } else {
+            ctx.consumer_timeout_ms(&shared.vhost, &meta, &m.arguments).unwrap_or(0)
+        };
         let spec = ConsumerSpec {
             key: ConsumerKey { channel: self.me, consumer: id },
             tag: tag.clone(),
@@ -185,6 +190,7 @@ impl Channel {
             credit_owed_bytes: 0,
             channel_limited,
             granted: 0,
+            timeout_ms,
             info: Box::new(info),
         });
         let awaiting = Awaiting::Consume {
@@ -230,6 +236,10 @@ impl Channel {
         self.allow_queue(Perm::Read, &m.queue)?;
         let meta = self.lookup_queue(&m.queue, shared, ctx)?;
         check_exclusive(&meta, self.me.conn, &shared.vhost)?;
+        if !m.no_ack {
+            let timeout = ctx.consumer_timeout_ms(&shared.vhost, &meta, &FieldTable::new());
+            self.get_timeout_ms = timeout.unwrap_or(0);
+        }
         self.request(&meta, QueueRequest::Get { no_ack: m.no_ack }, Awaiting::Get, shared, ctx)
     }
 

@@ -11,7 +11,7 @@ use crate::access::{Denied, Perm, Resource};
 use crate::amqp::field::ShortStr;
 use crate::amqp::spec::{self, Method};
 use crate::broker::ShardCtx;
-use crate::channel::{Awaiting, Channel, ChannelError, Confirms, Outcome, Tx, Unacked};
+use crate::channel::{Awaiting, Channel, ChannelError, Confirms, Outcome, Tx};
 use crate::envelope::{Envelope, QueueReply, QueueRequest};
 use crate::ids::{ConnId, QueueRef};
 use crate::queue::{Delivery, QueueMeta};
@@ -95,7 +95,7 @@ impl Channel {
             Method::QueueDelete(m) => self.handle_queue_delete(m, shared, ctx),
             Method::TxSelect(_) => self.handle_tx_select(shared),
             Method::TxCommit(_) => self.handle_tx_commit(shared, ctx),
-            Method::TxRollback(_) => self.handle_tx_rollback(shared),
+            Method::TxRollback(_) => self.handle_tx_rollback(shared, ctx),
             Method::ConfirmSelect(m) => self.handle_confirm_select(m, shared),
             Method::AccessRequest(_) => self.handle_access_request(shared),
             _ => Err(unimplemented_method()),
@@ -189,12 +189,17 @@ impl Channel {
         Ok(Outcome::Continue)
     }
 
-    fn handle_tx_rollback(&mut self, shared: &mut ConnShared) -> Result<Outcome, ChannelError> {
+    fn handle_tx_rollback(
+        &mut self,
+        shared: &mut ConnShared,
+        ctx: &mut ShardCtx,
+    ) -> Result<Outcome, ChannelError> {
         let Some(tx) = self.tx.replace(Tx::default()) else {
             self.tx = None;
             return Err(not_transactional());
         };
         self.restore_unacked(tx.settles.into_iter().flat_map(|(entries, _)| entries).collect());
+        self.arm_consumer_timeout(ctx);
         shared.out.method(self.me.channel, &Method::TxRollbackOk(Default::default()));
         Ok(Outcome::Continue)
     }
@@ -333,7 +338,7 @@ impl Channel {
                 return Err(refused(code, text, method));
             }
             (Awaiting::Get, QueueReply::GetOk { delivery, message_count }) => {
-                self.write_get_ok(delivery, message_count, shared);
+                self.write_get_ok(delivery, message_count, shared, ctx);
             }
             (Awaiting::Get, QueueReply::GetEmpty) => {
                 self.counters.get_empty += 1;
@@ -376,7 +381,13 @@ impl Channel {
     }
 
     /// basic.get-ok and the message; the delivery is unacked unless no_ack.
-    fn write_get_ok(&mut self, delivery: Delivery, message_count: u32, shared: &mut ConnShared) {
+    fn write_get_ok(
+        &mut self,
+        delivery: Delivery,
+        message_count: u32,
+        shared: &mut ConnShared,
+        ctx: &mut ShardCtx,
+    ) {
         let channel = self.me.channel;
         let tag = self.next_tag;
         self.next_tag += 1;
@@ -394,7 +405,7 @@ impl Channel {
         );
         shared.out.content(channel, &message.header, &message.body, shared.frame_max);
         if !delivery.no_ack {
-            self.unacked.push_back(Unacked { tag, queue: delivery.queue, msg_id: delivery.msg_id });
+            self.track_unacked(tag, &delivery, self.get_timeout_ms, ctx);
         }
     }
 

@@ -11,7 +11,9 @@
 
 mod basic_methods;
 pub mod conn_shared;
+mod consumer_timeout;
 pub mod decode;
+mod error;
 mod exchange_methods;
 mod methods;
 mod publish;
@@ -32,78 +34,12 @@ use crate::ids::{ChannelRef, ConsumerKey, MsgId, QueueRef};
 use crate::message::Message;
 use crate::queue::{Delivery, SettleOp};
 pub use conn_shared::{ClientCapabilities, ConnShared};
+pub use error::ChannelError;
 pub use publish::{direct_reply_name, parse_direct_reply_name, DIRECT_REPLY_QUEUE, MESSAGE_COPY_BYTES_MAX};
 use write_queue::WriteQueue;
 
 /// What a channel grants at once when its channel-wide prefetch is removed.
 const GRANT_UNLIMITED: u32 = 1 << 20;
-
-/// A peer's mistake: the reply code and text to close with. Hard codes close
-/// the connection, soft ones the channel (the spec's classes, as RabbitMQ
-/// applies them).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChannelError {
-    /// AMQP reply code.
-    pub code: u16,
-    /// Reply text, starting with the code's name as RabbitMQ writes it.
-    pub text: String,
-    /// Class of the method that failed (0 if none).
-    pub class_id: u16,
-    /// Id of the method that failed (0 if none).
-    pub method_id: u16,
-    /// Close the socket without connection.close (failed login of a client
-    /// that did not ask for authentication_failure_close).
-    pub close_silently: bool,
-    /// Close the connection even if the code is a soft one (set by
-    /// [`ChannelError::hard`]).
-    pub closes_connection: bool,
-}
-
-impl ChannelError {
-    /// An error with `code`; the text gets the code's name as prefix.
-    pub fn new(code: u16, detail: String) -> ChannelError {
-        let name = spec::reply_code_name(code);
-        ChannelError {
-            code,
-            text: format!("{name} - {detail}"),
-            class_id: 0,
-            method_id: 0,
-            close_silently: false,
-            closes_connection: false,
-        }
-    }
-
-    /// An error that closes the connection whatever the class of `code`
-    /// (e.g. a refused login's 403, which the spec lists as a soft code).
-    pub fn hard(code: u16, detail: String) -> ChannelError {
-        ChannelError { closes_connection: true, ..ChannelError::new(code, detail) }
-    }
-
-    /// Names the method that failed.
-    pub fn on(mut self, method: &Method) -> ChannelError {
-        self.class_id = method.class_id();
-        self.method_id = method.method_id();
-        self
-    }
-
-    /// [`ChannelError::on`] basic.publish, without building one.
-    pub fn on_publish(mut self) -> ChannelError {
-        self.class_id = spec::BasicPublish::CLASS_ID;
-        self.method_id = spec::BasicPublish::METHOD_ID;
-        self
-    }
-
-    /// The text as a close method carries it (at most 255 bytes).
-    pub fn reply_text(&self) -> ShortStr {
-        ShortStr::copy_from_str(truncate(&self.text))
-    }
-
-    /// True if it closes the whole connection: made by [`ChannelError::hard`],
-    /// or its code is a hard one.
-    pub fn is_hard(&self) -> bool {
-        self.closes_connection || spec::reply_code_is_hard(self.code)
-    }
-}
 
 /// What the connection must do after a channel handled a frame. (Not
 /// AMQP's `channel.flow`, which the channel handles itself.)
@@ -131,6 +67,8 @@ struct ChannelConsumer {
     channel_limited: bool,
     /// Grants given to its queue and not yet used.
     granted: u32,
+    /// Its consumer timeout, ms (0: none; see `consumer_timeout`).
+    timeout_ms: u64,
     /// What the statistics show of it.
     info: Box<stats::ConsumerInfo>,
 }
@@ -141,6 +79,10 @@ struct Unacked {
     tag: u64,
     queue: QueueRef,
     msg_id: MsgId,
+    /// When it was written (the shard's clock, ms) and its consumer timeout
+    /// (ms, 0: none).
+    delivered_at_ms: u64,
+    timeout_ms: u64,
 }
 
 /// Publisher-confirm state (confirm.select).
@@ -201,6 +143,10 @@ pub struct Channel {
     /// Consumer tag of the direct reply-to consumer, if any.
     direct_reply: Option<ShortStr>,
     unacked: VecDeque<Unacked>,
+    /// The deadline armed for the consumer timeout (`NOT_ARMED`: none).
+    consumer_timer_at: u64,
+    /// The consumer timeout of the basic.get under way, ms (0: none).
+    get_timeout_ms: u64,
     next_tag: u64,
     /// basic.qos global=false: prefetch for consumers created from now on.
     prefetch_consumer: u32,
@@ -249,6 +195,8 @@ impl Channel {
             consumers: Vec::new(),
             direct_reply: None,
             unacked: VecDeque::new(),
+            consumer_timer_at: consumer_timeout::NOT_ARMED,
+            get_timeout_ms: 0,
             next_tag: 1,
             prefetch_consumer: 0,
             prefetch_channel: 0,
@@ -385,6 +333,7 @@ impl Channel {
             unacked.sort_unstable_by_key(|u| u.tag);
         }
         self.settle_entries(&unacked, SettleOp::Requeue, ctx);
+        self.disarm_consumer_timeout(ctx);
         self.content = None;
         self.awaiting = None;
     }
@@ -405,7 +354,7 @@ impl Channel {
             self.over_prefetch.push_back(delivery);
             return;
         }
-        self.write_delivery(delivery, shared);
+        self.write_delivery(delivery, shared, ctx);
     }
 
     /// True if one more delivery needing an ack may be written: the channel
@@ -417,7 +366,7 @@ impl Channel {
             && unacked < ctx.config().unacked_deliveries_max_per_channel as usize
     }
 
-    fn write_delivery(&mut self, delivery: Delivery, shared: &mut ConnShared) {
+    fn write_delivery(&mut self, delivery: Delivery, shared: &mut ConnShared, ctx: &mut ShardCtx) {
         let Some(consumer) = self.consumers.iter_mut().find(|c| c.id == delivery.consumer.consumer) else {
             return;
         };
@@ -440,7 +389,8 @@ impl Channel {
         consumer.credit_owed += 1;
         consumer.credit_owed_bytes += message.body_len();
         if !delivery.no_ack {
-            self.unacked.push_back(Unacked { tag, queue: delivery.queue, msg_id: delivery.msg_id });
+            let timeout_ms = consumer.timeout_ms;
+            self.track_unacked(tag, &delivery, timeout_ms, ctx);
         }
     }
 
@@ -592,6 +542,7 @@ impl Channel {
         ctx: &mut ShardCtx,
     ) -> Result<(), ChannelError> {
         let entries = self.take_unacked(tag, multiple)?;
+        self.arm_consumer_timeout(ctx);
         if op == SettleOp::Ack {
             self.counters.ack += entries.len() as u64;
         }
@@ -646,7 +597,7 @@ impl Channel {
         while !self.over_prefetch.is_empty() && self.has_unacked_room(ctx) {
             if let Some(delivery) = self.over_prefetch.pop_front() {
                 if self.consumers.iter().any(|c| c.id == delivery.consumer.consumer) {
-                    self.write_delivery(delivery, shared);
+                    self.write_delivery(delivery, shared, ctx);
                 } else {
                     // Its consumer was cancelled meanwhile.
                     undeliverable(delivery, ctx);
@@ -746,34 +697,5 @@ pub fn undeliverable(delivery: Delivery, ctx: &mut ShardCtx) {
         ctx.return_undelivered(delivery);
     } else {
         ctx.settle(delivery.queue, SettleOp::Undelivered, vec![delivery.msg_id]);
-    }
-}
-
-/// `text` cut to a short string's 255 bytes, on a character boundary.
-fn truncate(text: &str) -> &str {
-    if text.len() <= 255 {
-        return text;
-    }
-    let mut end = 255;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hard_closes_the_connection_whatever_the_code() {
-        // 403 is a soft code: new() closes the channel, hard() the connection.
-        let soft = ChannelError::new(spec::reply_code::ACCESS_REFUSED, "x".into());
-        let hard = ChannelError::hard(spec::reply_code::ACCESS_REFUSED, "x".into());
-        assert!(!soft.is_hard());
-        assert!(hard.is_hard());
-        assert_eq!(hard.text, soft.text);
-        // A hard code closes the connection either way.
-        assert!(ChannelError::new(spec::reply_code::FRAME_ERROR, "x".into()).is_hard());
     }
 }

@@ -183,9 +183,17 @@ impl Channel {
         // Checked before anything is recorded: a declare RabbitMQ would refuse
         // must not reach the definitions log or the queue table.
         let flags = DeclareFlags { durable: m.durable, exclusive: m.exclusive, auto_delete: m.auto_delete };
-        arguments::check_queue_declare(&m.arguments, flags).map_err(|e| {
-            ChannelError::new(spec::reply_code::PRECONDITION_FAILED, e.text(&name, &shared.vhost))
-        })?;
+        let server_named =
+            if m.queue.is_empty() { arguments::check_server_named(&m.arguments) } else { Ok(()) };
+        let queue_type =
+            server_named.and_then(|()| arguments::check_queue_declare(&m.arguments, flags)).map_err(|e| {
+                ChannelError::new(spec::reply_code::PRECONDITION_FAILED, e.text(&name, &shared.vhost))
+            })?;
+        if queue_type == arguments::QueueType::Quorum {
+            // Said at every declare, never silently: nothing is replicated yet.
+            let note = "quorum queue declared: Lepus keeps it on this node only, not replicated";
+            tracing::info!(queue = %name, vhost = %shared.vhost, "{note}");
+        }
         let queue = QueueRef { id: ctx.registry().allocate_queue_id(), shard: ctx.shard() };
         let meta = QueueMeta {
             queue,

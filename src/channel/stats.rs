@@ -69,6 +69,7 @@ impl Channel {
                 prefetch_count: clamp_u16(info.prefetch),
                 arguments: info.arguments.clone(),
                 active: true,
+                consumer_timeout_ms: consumer.timeout_ms,
             });
         }
     }

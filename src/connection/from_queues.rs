@@ -3,6 +3,7 @@
 //! consumer cancellations, request replies and publish verdicts. The shard
 //! calls these when an envelope for the connection arrives.
 
+use crate::broker::consumer_timeouts::Deadline;
 use crate::broker::ShardCtx;
 use crate::channel::Outcome;
 use crate::connection::{Connection, Phase};
@@ -107,6 +108,25 @@ impl Connection {
             self.shared.confirm_dirty.push(channel);
         }
         false
+    }
+
+    /// A consumer-timeout deadline one of our channels armed came due (see
+    /// `crate::broker::consumer_timeouts`): the channel closes with 406 if
+    /// its oldest delivery is overdue.
+    pub fn handle_consumer_timeout(&mut self, deadline: &Deadline, ctx: &mut ShardCtx) {
+        let number = deadline.channel.channel;
+        let Some(Some(ch)) = self.channels.get_mut(usize::from(number)) else {
+            return;
+        };
+        let result = ch.consumer_timeout_due(deadline, ctx);
+        if result.is_err() && self.phase == Phase::Running {
+            self.after_channel(number, result.map(|()| Outcome::Continue), ctx);
+        }
+    }
+
+    /// True if one of our channels still has `deadline` armed.
+    pub fn has_armed(&self, deadline: &Deadline) -> bool {
+        matches!(self.channels.get(usize::from(deadline.channel.channel)), Some(Some(ch)) if ch.has_armed(deadline))
     }
 
     /// Sends the publisher confirms decided so far, coalesced.

@@ -356,9 +356,9 @@ fn consumer_json(node: &Node, conn: Option<&ConnectionStats>, c: &ConsumerStats)
         "active": c.active,
         "activity_status": if c.active { "up" } else { "waiting" },
         // RabbitMQ 3.12+'s delivery-acknowledgement timeout of the
-        // consumer, in ms (rabbitmqadmin 2.x requires it); Lepus does not
-        // time consumers out yet, which 0 says.
-        "consumer_timeout": 0,
+        // consumer, in ms (rabbitmqadmin 2.x requires it): the effective
+        // one, 0 for none (a no-ack consumer, or timeouts disabled).
+        "consumer_timeout": c.consumer_timeout_ms,
     })
 }
 

@@ -61,6 +61,7 @@ impl QueueType {
                 b"x-single-active-consumer",
                 b"x-queue-type",
                 b"x-queue-master-locator",
+                b"x-consumer-timeout",
             ],
             QueueType::Quorum => &[
                 b"x-expires",
@@ -78,6 +79,7 @@ impl QueueType {
                 b"x-delivery-limit",
                 b"x-dead-letter-strategy",
                 b"x-queue-type",
+                b"x-consumer-timeout",
             ],
             QueueType::Stream => &[
                 b"x-max-length-bytes",
@@ -94,8 +96,10 @@ impl QueueType {
     /// The consumer arguments this type takes.
     fn takes_consumer(self, key: &[u8]) -> bool {
         let keys: &[&[u8]] = match self {
-            QueueType::Classic => &[b"x-priority", b"x-cancel-on-ha-failover", b"x-credit"],
-            QueueType::Quorum => &[b"x-priority", b"x-credit"],
+            QueueType::Classic => {
+                &[b"x-priority", b"x-cancel-on-ha-failover", b"x-credit", b"x-consumer-timeout"]
+            }
+            QueueType::Quorum => &[b"x-priority", b"x-credit", b"x-consumer-timeout"],
             QueueType::Stream => &[b"x-stream-offset", b"x-credit"],
         };
         keys.contains(&key)
@@ -129,6 +133,8 @@ pub enum ArgumentError {
     /// A declare flag the queue's type refuses (`non-durable`,
     /// `exclusive-owner`, `auto-delete`).
     Property(&'static str),
+    /// A server-named (empty name) queue of a type that needs a name.
+    ServerNamed(QueueType),
 }
 
 impl ArgumentError {
@@ -147,6 +153,9 @@ impl ArgumentError {
             }
             ArgumentError::Property(p) => {
                 format!("invalid property '{p}' for queue '{queue}' in vhost '{vhost}'")
+            }
+            ArgumentError::ServerNamed(queue_type) => {
+                format!("Cannot declare a server-named queue for type {}", queue_type.module())
             }
         }
     }
@@ -183,6 +192,7 @@ pub fn check_queue_declare(arguments: &FieldTable, flags: DeclareFlags) -> Resul
             })?;
         }
     }
+    consumer_timeout(arguments)?;
     if queue_type != QueueType::Classic {
         if !flags.durable {
             return Err(ArgumentError::Property("non-durable"));
@@ -195,6 +205,15 @@ pub fn check_queue_declare(arguments: &FieldTable, flags: DeclareFlags) -> Resul
         }
     }
     Ok(queue_type)
+}
+
+/// RabbitMQ 3.10 refuses a server-named quorum or stream queue before it
+/// looks at the flags.
+pub fn check_server_named(arguments: &FieldTable) -> Result<(), ArgumentError> {
+    match queue_type(arguments) {
+        Ok(t @ (QueueType::Quorum | QueueType::Stream)) => Err(ArgumentError::ServerNamed(t)),
+        _ => Ok(()),
+    }
 }
 
 /// Checks `basic.consume` arguments for a consumer of a queue declared with
@@ -212,12 +231,25 @@ pub fn check_consume(arguments: &FieldTable, queue_arguments: &FieldTable) -> Re
     if let Some(v) = arguments.get(b"x-priority") {
         integer(v).map_err(|r| invalid("x-priority", r))?;
     }
+    consumer_timeout(arguments)?;
     if let Some(v) = arguments.get(b"x-cancel-on-ha-failover") {
         if !matches!(v, FieldValue::Bool(_)) {
             return Err(invalid("x-cancel-on-ha-failover", Reason::UnacceptableType(v.type_name())));
         }
     }
     Ok(())
+}
+
+/// `x-consumer-timeout` (a queue or consumer argument, RabbitMQ 3.12 and
+/// later): a non-negative integer, ms.
+fn consumer_timeout(arguments: &FieldTable) -> Result<(), ArgumentError> {
+    match arguments.get(b"x-consumer-timeout") {
+        Some(v) => non_negative(v).map(drop).map_err(|reason| ArgumentError::Invalid {
+            key: "x-consumer-timeout".to_owned(),
+            reason: reason.render(),
+        }),
+        None => Ok(()),
+    }
 }
 
 fn queue_type(arguments: &FieldTable) -> Result<QueueType, ArgumentError> {
@@ -572,6 +604,11 @@ mod tests {
             "invalid arg 'x-stream-offset' for queue 'q' in vhost '/' of queue type rabbit_classic_queue"
         );
         assert_eq!(err(&[("x-whatever", s(b"first"))]), "");
+        assert_eq!(err(&[("x-consumer-timeout", FieldValue::I32(100))]), "");
+        assert_eq!(
+            err(&[("x-consumer-timeout", FieldValue::I32(-1))]),
+            "invalid arg 'x-consumer-timeout' for queue 'q' in vhost '/': {value_negative,-1}"
+        );
     }
 
     #[test]

@@ -126,10 +126,12 @@ impl Queue {
                         expires_at_ms: ready.expires_at_ms,
                         priority: ready.priority,
                         loc: ready.loc,
+                        delivery_count: ready.delivery_count,
                     },
                 );
                 ready.message
             };
+            let message = self.as_delivered(message, ready.delivery_count, false);
             out.push(Delivery {
                 queue: self.meta.queue,
                 msg_id: ready.id,

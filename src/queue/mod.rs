@@ -39,6 +39,7 @@ mod journal;
 mod limits;
 mod meta;
 pub mod policy;
+mod quorum;
 pub(crate) mod ready;
 mod stats;
 mod tail;
@@ -167,6 +168,8 @@ struct Unacked {
     priority: u8,
     /// Its position in the message log.
     loc: Loc,
+    /// Times it came back after a delivery (see `quorum`).
+    delivery_count: u32,
 }
 
 /// Why a queue refused an operation (the caller maps it to a channel error).
@@ -242,10 +245,13 @@ pub struct Queue {
     policy_version: u64,
     /// Effective `queue-mode` (recorded only).
     queue_mode: QueueMode,
-    /// Effective `consumer-timeout`, ms (enforced by issue 15).
+    /// Effective `consumer-timeout`, ms (reported; channels resolve their
+    /// consumers' timeouts themselves, see `crate::broker::consumer_timeouts`).
     consumer_timeout_ms: Option<u64>,
-    /// Effective `delivery-limit` (recorded only).
+    /// Effective `delivery-limit` (quorum queues: see `quorum`).
     delivery_limit: Option<u64>,
+    /// `x-queue-type: quorum` (see `quorum`).
+    quorum: bool,
     /// What it did, counted where it happens (see [`crate::stats`]).
     counters: crate::stats::MessageCounters,
     /// Body bytes of the unacked deliveries.
@@ -289,6 +295,7 @@ impl Queue {
             queue_mode: settings.queue_mode,
             consumer_timeout_ms: settings.consumer_timeout_ms,
             delivery_limit: settings.delivery_limit,
+            quorum: arguments::QueueType::of(&meta.arguments) == arguments::QueueType::Quorum,
             dead: Vec::new(),
             credit_requests: Vec::new(),
             grant_returns: Vec::new(),
@@ -375,7 +382,15 @@ impl Queue {
         self.ready_bytes += body_bytes;
         self.counters.publish += 1;
         let priority = if self.ready.max_priority() > 0 { crate::message::priority(&message) } else { 0 };
-        self.ready.push_back(Ready { id, message, redelivered: false, expires_at_ms, priority, loc });
+        self.ready.push_back(Ready {
+            id,
+            message,
+            redelivered: false,
+            delivery_count: 0,
+            expires_at_ms,
+            priority,
+            loc,
+        });
         self.dispatch(out);
         if expires_at_ms != NEVER {
             // x-message-ttl 0: what could not be delivered at once expires now.
@@ -530,6 +545,16 @@ impl Queue {
                     }
                 }
                 SettleOp::Requeue => back.push(Ready {
+                    delivery_count: match self.returned_count(entry.delivery_count) {
+                        Some(count) => count,
+                        None => {
+                            self.journal.settle(id.0, entry.loc);
+                            if self.dead_letter.is_some() {
+                                self.dead.push((entry.message, "delivery_limit"));
+                            }
+                            continue;
+                        }
+                    },
                     id,
                     message: entry.message,
                     redelivered: true,
@@ -538,6 +563,7 @@ impl Queue {
                     loc: entry.loc,
                 }),
                 SettleOp::Undelivered => back.push(Ready {
+                    delivery_count: entry.delivery_count,
                     id,
                     message: entry.message,
                     redelivered: false,
@@ -565,7 +591,16 @@ impl Queue {
         // A no-ack delivery carries no expiry; it was due for delivery anyway.
         let priority = if self.ready.max_priority() > 0 { crate::message::priority(&message) } else { 0 };
         // Its log record was settled when it went out no-ack: it is not stored any more.
-        self.requeue(vec![Ready { id, message, redelivered, expires_at_ms: NEVER, priority, loc: NO_LOC }]);
+        let ready = Ready {
+            id,
+            message,
+            redelivered,
+            delivery_count: 0,
+            expires_at_ms: NEVER,
+            priority,
+            loc: NO_LOC,
+        };
+        self.requeue(vec![ready]);
         self.dispatch(out);
     }
 
@@ -595,6 +630,7 @@ impl Queue {
                     expires_at_ms: ready.expires_at_ms,
                     priority: ready.priority,
                     loc: ready.loc,
+                    delivery_count: ready.delivery_count,
                 },
             );
         }
@@ -604,7 +640,7 @@ impl Queue {
             consumer: taker,
             redelivered: ready.redelivered,
             no_ack,
-            message: ready.message,
+            message: self.as_delivered(ready.message, ready.delivery_count, true),
         };
         Some((delivery, self.message_count()))
     }

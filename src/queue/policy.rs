@@ -198,13 +198,14 @@ impl Queue {
         self.policy_version
     }
 
-    /// The effective `consumer-timeout`, ms (what issue 15 enforces).
+    /// The effective `consumer-timeout`, ms (the queue's part of what
+    /// `ShardCtx::consumer_timeout_ms` resolves for its consumers).
     pub fn consumer_timeout_ms(&self) -> Option<u64> {
         self.consumer_timeout_ms
     }
 
-    /// The effective `delivery-limit` (recorded; classic queues have none
-    /// in RabbitMQ 3.10).
+    /// The effective `delivery-limit` (quorum queues dead-letter past it,
+    /// see `quorum`; classic queues have none in RabbitMQ 3.10).
     pub fn delivery_limit(&self) -> Option<u64> {
         self.delivery_limit
     }

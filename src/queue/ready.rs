@@ -17,6 +17,8 @@ pub(super) struct Ready {
     pub(super) id: MsgId,
     pub(super) message: Message,
     pub(super) redelivered: bool,
+    /// Times it came back after a delivery (quorum queues count them).
+    pub(super) delivery_count: u32,
     /// Queue clock time (ms) at which it expires; `NEVER` if it does not.
     pub(super) expires_at_ms: u64,
     /// Its priority level (0 unless the queue has priorities).
@@ -157,6 +159,7 @@ mod tests {
                 body: Body::One(bytes::Bytes::new()),
             }),
             redelivered: false,
+            delivery_count: 0,
             expires_at_ms: u64::MAX,
             priority,
             loc: crate::storage::NO_LOC,

@@ -192,7 +192,9 @@ impl Queue {
         let redelivered = self.tail.delivered.find(seq).is_some();
         let priority = if self.ready.max_priority() > 0 { crate::message::priority(&message) } else { 0 };
         self.ready_bytes += body_bytes;
-        self.ready.push_back(Ready { id: MsgId(seq), message, redelivered, expires_at_ms, priority, loc });
+        let ready =
+            Ready { id: MsgId(seq), message, redelivered, delivery_count: 0, expires_at_ms, priority, loc };
+        self.ready.push_back(ready);
     }
 
     /// The front span has been read up to `offset`. Returns the span if it

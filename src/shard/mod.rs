@@ -35,6 +35,7 @@ pub mod io;
 
 mod stats;
 pub mod stop;
+mod timeouts;
 mod wait;
 
 pub mod tls;
@@ -623,6 +624,7 @@ impl Shard {
             self.mark_dirty(index);
         }
         self.ctx.expire_queues();
+        self.expire_consumer_timeouts();
         self.handle_local();
         if self.close_requested() {
             self.close_requested_connections();

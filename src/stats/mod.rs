@@ -393,6 +393,8 @@ pub struct ConsumerStats {
     pub arguments: FieldTable,
     /// Receiving (false for a single-active-consumer waiting its turn).
     pub active: bool,
+    /// Its effective consumer timeout, ms (0: none).
+    pub consumer_timeout_ms: u64,
 }
 
 /// One queue, as its owner counts it.

@@ -72,7 +72,7 @@ pub fn run(cfg: ConsumerConfig, counters: Arc<Counters>, stop: Arc<AtomicBool>) 
             no_ack: cfg.auto_ack,
             exclusive: false,
             no_wait: false,
-            arguments: Default::default(),
+            arguments: cfg.topology.consumer_arguments.clone(),
         })
     };
     let first = cfg.queues.first().ok_or("a consumer without a queue")?;

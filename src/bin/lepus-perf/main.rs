@@ -14,6 +14,7 @@ mod fake;
 mod producer;
 mod stats;
 mod tls;
+mod topology;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -24,12 +25,12 @@ use std::time::{Duration, Instant};
 
 use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 use hdrhistogram::Histogram;
-use lepus::amqp::spec::{self, Method};
 
-use conn::{check_short, short, AmqpUri, Conn, Result};
+use conn::{check_short, AmqpUri, Result};
 use consumer::ConsumerConfig;
 use producer::{AckReader, ProducerConfig};
 use stats::Counters;
+use topology::{QueueKind, Topology};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -199,88 +200,23 @@ struct RunArgs {
     /// Bytes of publishes written per send call.
     #[arg(long, default_value_t = 64 * 1024)]
     batch_bytes: usize,
-}
-
-/// Exchange and queue setup shared by all workers.
-#[derive(Debug)]
-pub struct Topology {
-    pub exchange: String,
-    pub exchange_type: String,
-    pub routing_key: Option<String>,
-    pub predeclared: bool,
-    pub durable: bool,
-    pub exclusive: bool,
-    pub auto_delete: bool,
-    /// Non-matching patterns bound to each queue besides its routing key.
-    pub extra_bindings: u32,
-}
-
-/// The `i`-th pattern `--extra-bindings` adds for a queue bound with `key`:
-/// never matches a key that has no word starting with `nomatch`.
-pub fn extra_binding(key: &str, i: u32) -> String {
-    let w = key.split('.').next().unwrap_or("");
-    match i % 5 {
-        0 => format!("{w}.nomatch{i}.*"),
-        1 => format!("{w}.*.nomatch{i}"),
-        2 => format!("*.nomatch{i}.#"),
-        3 => format!("#.nomatch{i}"),
-        _ => format!("nomatch{i}.#"),
-    }
-}
-
-impl Topology {
-    pub fn routing_key_for<'a>(&'a self, queue: &'a str) -> &'a str {
-        self.routing_key.as_deref().unwrap_or(queue)
-    }
-
-    /// Declares the exchange unless it is the default one, an `amq.*` one, or predeclared.
-    pub fn declare_exchange(&self, conn: &mut Conn) -> Result<()> {
-        if self.predeclared || self.exchange.is_empty() || self.exchange.starts_with("amq.") {
-            return Ok(());
-        }
-        conn.rpc(Method::ExchangeDeclare(spec::ExchangeDeclare {
-            exchange: short(&self.exchange),
-            kind: short(&self.exchange_type),
-            passive: false,
-            durable: false,
-            auto_delete: false,
-            internal: false,
-            no_wait: false,
-            arguments: Default::default(),
-        }))?;
-        Ok(())
-    }
-
-    /// Declares `queue` and binds it to the exchange (unless predeclared).
-    pub fn declare_queue(&self, conn: &mut Conn, queue: &str) -> Result<()> {
-        if self.predeclared {
-            return Ok(());
-        }
-        conn.rpc(Method::QueueDeclare(spec::QueueDeclare {
-            queue: short(queue),
-            passive: false,
-            durable: self.durable,
-            exclusive: self.exclusive,
-            auto_delete: self.auto_delete,
-            no_wait: false,
-            arguments: Default::default(),
-        }))?;
-        if !self.exchange.is_empty() {
-            let key = self.routing_key_for(queue);
-            let extra = (0..self.extra_bindings).map(|i| extra_binding(key, i));
-            for k in std::iter::once(key.to_owned()).chain(extra) {
-                check_short("binding key", &k)?;
-                conn.rpc(Method::QueueBind(spec::QueueBind {
-                    queue: short(queue),
-                    exchange: short(&self.exchange),
-                    routing_key: short(&k),
-                    no_wait: false,
-                    arguments: Default::default(),
-                }))?;
-            }
-        }
-        Ok(())
-    }
+    /// Queue arguments as PerfTest takes them, `key=value` pairs separated by commas, e.g.
+    /// `x-max-length=10,x-queue-type=quorum` (integers are sent as longs, true/false as booleans,
+    /// the rest as strings). Repeatable.
+    #[arg(long = "queue-args", alias = "qa")]
+    queue_args: Vec<String>,
+    /// Quorum queues: durable, not auto-delete, x-queue-type quorum, persistent messages.
+    #[arg(long = "quorum-queue", alias = "qq", conflicts_with = "stream_queue")]
+    quorum_queue: bool,
+    /// Stream queues: as --quorum-queue with x-queue-type stream, x-max-length-bytes 20 GB and
+    /// x-stream-max-segment-size-bytes 500 MB; consumers ack manually with a prefetch (200 unless
+    /// -q).
+    #[arg(long = "stream-queue", alias = "sq")]
+    stream_queue: bool,
+    /// Where stream consumers start (consumer argument x-stream-offset): first, last, next or an
+    /// offset.
+    #[arg(long = "stream-consumer-offset", alias = "stream-offset", value_name = "OFFSET")]
+    stream_offset: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -291,7 +227,10 @@ fn main() -> ExitCode {
         Some(Mode::Source { listen, size }) => {
             fake::serve(listen, fake::Kind::Source { body_size: size as usize }).map(|_| ExitCode::SUCCESS)
         }
-        None => run(cli.run),
+        None => {
+            let mut run_args = cli.run;
+            apply_queue_kind(&mut run_args).and_then(|()| run(run_args))
+        }
     };
     match result {
         Ok(code) => code,
@@ -371,7 +310,7 @@ fn run(a: RunArgs) -> Result<ExitCode> {
     let uri = AmqpUri::parse(&a.uri)?;
     tls::configure(&uri, a.tls_ca.as_deref(), a.tls_insecure)?;
     let queues = check_run_args(&a)?;
-    let topology = Arc::new(topology(&a));
+    let topology = Arc::new(topology(&a)?);
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))?;
@@ -438,8 +377,8 @@ fn check_run_args(a: &RunArgs) -> Result<Vec<String>> {
 }
 
 /// The exchange and queue setup the flags ask for (queues durable with `-f persistent`).
-fn topology(a: &RunArgs) -> Topology {
-    Topology {
+fn topology(a: &RunArgs) -> Result<Topology> {
+    Ok(Topology {
         exchange: a.exchange.clone(),
         exchange_type: a.exchange_type.clone(),
         routing_key: a.routing_key.clone(),
@@ -448,7 +387,39 @@ fn topology(a: &RunArgs) -> Topology {
         exclusive: a.exclusive,
         auto_delete: a.auto_delete,
         extra_bindings: a.extra_bindings,
+        queue_arguments: topology::queue_arguments(&a.queue_args, queue_kind(a))?,
+        consumer_arguments: topology::consumer_arguments(a.stream_offset.as_deref())?,
+    })
+}
+
+/// The queue type --quorum-queue or --stream-queue asks for.
+fn queue_kind(a: &RunArgs) -> QueueKind {
+    match (a.quorum_queue, a.stream_queue) {
+        (true, _) => QueueKind::Quorum,
+        (_, true) => QueueKind::Stream,
+        _ => QueueKind::Given,
     }
+}
+
+/// What --quorum-queue and --stream-queue imply, as in PerfTest: persistent messages, durable
+/// queues that are not auto-delete; for streams a prefetch (200 unless -q) and manual acks.
+fn apply_queue_kind(a: &mut RunArgs) -> Result<()> {
+    if queue_kind(a) == QueueKind::Given {
+        return Ok(());
+    }
+    if !a.flags.contains(&Flag::Persistent) {
+        a.flags.push(Flag::Persistent);
+    }
+    a.auto_delete = false;
+    if a.stream_queue {
+        if a.autoack {
+            return Err("--stream-queue: stream consumers must ack (no -a)".into());
+        }
+        if a.qos == 0 {
+            a.qos = topology::STREAM_PREFETCH_DEFAULT;
+        }
+    }
+    Ok(())
 }
 
 /// The queues of producer or consumer `id` out of `n`.
@@ -773,7 +744,7 @@ fn summary(
 
 #[cfg(test)]
 mod tests {
-    use super::extra_binding;
+    use crate::topology::extra_binding;
     use lepus::routing::topic::topic_matches;
 
     #[test]
