@@ -13,11 +13,13 @@
 //! - [`throttle`]: publisher flow control.
 //! - [`names`]: server-generated names (`amq.gen-…`, consumer tags).
 //! - `stats`: the queues' snapshots for the statistics board.
+//! - `dedup`: this shard's deduplication caches of exchanges.
 //! - `reconcile`: deleting what the control plane removed (a deleted vhost's
 //!   queues and their stored messages).
 
 mod access;
 mod ctx;
+mod dedup;
 pub mod names;
 mod reconcile;
 mod stats;

@@ -183,6 +183,8 @@ pub fn check_queue_declare(arguments: &FieldTable, flags: DeclareFlags) -> Resul
             })?;
         }
     }
+    super::dedup::check_arguments(arguments)
+        .map_err(|(key, reason)| ArgumentError::Invalid { key: key.to_owned(), reason })?;
     if queue_type != QueueType::Classic {
         if !flags.durable {
             return Err(ArgumentError::Property("non-durable"));

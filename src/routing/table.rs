@@ -22,6 +22,9 @@
 //!   - headers: the vector of bindings with pre-parsed `x-match`, evaluated
 //!     one by one as RabbitMQ does (no index exists for arbitrary typed
 //!     conditions).
+//!   - consistent hash: a [`Ring`] of the destinations weighted by their
+//!     binding keys, rebuilt when bindings change; one binary search per
+//!     publish (see [`super::consistent_hash`]).
 //! * Deduplication in `route` (topic, headers): a destination matched by
 //!   several bindings is emitted once, using a bitset over slot numbers that
 //!   lives on the stack ([`SEEN_SLOTS_MAX`] bits); a destination whose slot
@@ -38,9 +41,11 @@ use std::hash::Hash;
 
 use crate::ids::ExchangeKind;
 
+use super::consistent_hash::{HashOn, Ring};
 use super::headers::{headers_match, parse_x_match, XMatch};
 use super::topic::TopicTrie;
 use crate::amqp::field::{FieldTable, ShortStr};
+use crate::amqp::properties::BasicProperties;
 
 pub use super::headers::BindError;
 
@@ -74,6 +79,7 @@ enum Index<D> {
     Fanout(Vec<D>),
     Topic(TopicTrie<Target<D>>),
     Headers(Vec<HeadersBinding<D>>),
+    ConsistentHash(Box<Ring<D>>),
 }
 
 #[derive(Debug, Clone)]
@@ -103,11 +109,27 @@ pub struct BindingTable<D> {
 
 impl<D: Copy + Eq + Hash + std::fmt::Debug> BindingTable<D> {
     pub fn new(kind: ExchangeKind) -> Self {
+        Self::with_index(kind, HashOn::RoutingKey)
+    }
+
+    /// The table of an exchange declared with `arguments`; the error is the
+    /// 406 text for arguments this kind refuses (consistent hash:
+    /// `hash-header`, `hash-property`).
+    pub fn for_exchange(kind: ExchangeKind, arguments: &FieldTable) -> Result<Self, String> {
+        let hash_on = match kind {
+            ExchangeKind::ConsistentHash => HashOn::parse(arguments)?,
+            _ => HashOn::RoutingKey,
+        };
+        Ok(Self::with_index(kind, hash_on))
+    }
+
+    fn with_index(kind: ExchangeKind, hash_on: HashOn) -> Self {
         let index = match kind {
             ExchangeKind::Direct => Index::Direct(FastMap::default()),
             ExchangeKind::Fanout => Index::Fanout(Vec::new()),
             ExchangeKind::Topic => Index::Topic(TopicTrie::new()),
             ExchangeKind::Headers => Index::Headers(Vec::new()),
+            ExchangeKind::ConsistentHash => Index::ConsistentHash(Box::new(Ring::new(hash_on))),
         };
         BindingTable {
             kind,
@@ -135,12 +157,17 @@ impl<D: Copy + Eq + Hash + std::fmt::Debug> BindingTable<D> {
     /// Adds a binding; `Ok(false)` if an identical one exists. Identity is
     /// RabbitMQ's for every exchange type: (destination, routing key,
     /// arguments), the source being this exchange; arguments compare after
-    /// a stable sort by key. `Err` (headers only: invalid `x-match`) carries
-    /// RabbitMQ's 406 text, and nothing is added.
+    /// a stable sort by key. `Err` (headers: invalid `x-match`; consistent
+    /// hash: a key that is no weight) carries RabbitMQ's 406 text, and
+    /// nothing is added.
     pub fn bind(&mut self, dest: D, routing_key: &ShortStr, args: &FieldTable) -> Result<bool, BindError> {
         let x_match = match self.kind {
             ExchangeKind::Headers => Some(parse_x_match(args)?),
             _ => None,
+        };
+        let weight = match &self.index {
+            Index::ConsistentHash(ring) => ring.check_bind(dest, routing_key.as_bytes())?,
+            _ => 0,
         };
         if self.find(dest, routing_key, args).is_some() {
             return Ok(false);
@@ -178,6 +205,7 @@ impl<D: Copy + Eq + Hash + std::fmt::Debug> BindingTable<D> {
                 x_match: x_match.unwrap_or(XMatch::All),
                 args: args.clone(),
             }),
+            Index::ConsistentHash(ring) => ring.bind(dest, weight),
         }
         Ok(true)
     }
@@ -226,6 +254,7 @@ impl<D: Copy + Eq + Hash + std::fmt::Debug> BindingTable<D> {
                     bindings.swap_remove(i);
                 }
             }
+            Index::ConsistentHash(ring) => ring.unbind(dest, routing_key.as_bytes()),
         }
         if dest_gone {
             self.free_slot(dest, slot);
@@ -255,6 +284,7 @@ impl<D: Copy + Eq + Hash + std::fmt::Debug> BindingTable<D> {
                 }
             }
             Index::Headers(bindings) => bindings.retain(|b| b.target != target),
+            Index::ConsistentHash(ring) => ring.remove_destination(dest),
         }
         self.len -= entry.count;
         self.free_slot(dest, slot);
@@ -264,10 +294,13 @@ impl<D: Copy + Eq + Hash + std::fmt::Debug> BindingTable<D> {
     /// Appends each matching destination once to `out`, even when several
     /// of its bindings match. No allocation when `out` has spare capacity.
     ///
-    /// `headers` is only read by headers exchanges (see [`Self::needs_headers`]);
-    /// `routing_key` is ignored by fanout and headers exchanges.
+    /// `properties` are only read by headers exchanges and consistent-hash
+    /// exchanges hashing a header or property (see
+    /// [`Self::needs_properties`]); `routing_key` is ignored by fanout and
+    /// headers exchanges.
     /// Deduplication covers what this call appends, not what `out` held before.
-    pub fn route(&self, routing_key: &[u8], headers: Option<&FieldTable>, out: &mut Vec<D>) {
+    pub fn route(&self, routing_key: &[u8], properties: Option<&BasicProperties>, out: &mut Vec<D>) {
+        let headers = properties.and_then(|p| p.headers.as_ref());
         match &self.index {
             Index::Direct(map) => {
                 if let Some(dests) = map.get(routing_key) {
@@ -293,6 +326,7 @@ impl<D: Copy + Eq + Hash + std::fmt::Debug> BindingTable<D> {
                     route_headers(bindings, headers, &mut c);
                 }
             }
+            Index::ConsistentHash(ring) => out.extend(ring.route(routing_key, properties)),
         }
     }
 
@@ -322,10 +356,16 @@ impl<D: Copy + Eq + Hash + std::fmt::Debug> BindingTable<D> {
         })
     }
 
-    /// True for headers exchanges: only then does `route` read message
-    /// headers, so the caller decodes them only when needed.
-    pub fn needs_headers(&self) -> bool {
-        self.kind == ExchangeKind::Headers
+    /// True for headers exchanges and consistent-hash exchanges hashing a
+    /// header or property: only then does `route` read message properties,
+    /// so the caller decodes them only when needed (and may cache a route
+    /// by exchange and routing key otherwise).
+    pub fn needs_properties(&self) -> bool {
+        match &self.index {
+            Index::Headers(_) => true,
+            Index::ConsistentHash(ring) => ring.hash_on().needs_properties(),
+            _ => false,
+        }
     }
 
     /// (slot, position in the key's argument list) of an existing binding.
@@ -500,7 +540,8 @@ mod tests {
 
     fn route(t: &BindingTable<u32>, key: &str, headers: Option<&FieldTable>) -> Vec<u32> {
         let mut out = Vec::new();
-        t.route(key.as_bytes(), headers, &mut out);
+        let properties = headers.map(|h| BasicProperties { headers: Some(h.clone()), ..Default::default() });
+        t.route(key.as_bytes(), properties.as_ref(), &mut out);
         let n = out.len();
         out.sort_unstable();
         out.dedup();
@@ -519,7 +560,9 @@ mod tests {
             assert_eq!(kind.as_str(), name);
         }
         assert_eq!(ExchangeKind::parse(b"Direct"), None);
-        assert_eq!(ExchangeKind::parse(b"x-consistent-hash"), None);
+        let kind = ExchangeKind::parse(b"x-consistent-hash").expect("consistent hash");
+        assert_eq!(kind.as_str(), "x-consistent-hash");
+        assert_eq!(ExchangeKind::parse(b"x-delayed-message"), None);
     }
 
     #[test]
@@ -539,7 +582,7 @@ mod tests {
         assert!(!t.unbind(1, &k("a"), &none()));
         assert_eq!(route(&t, "a", None), vec![2]);
         assert_eq!(route(&t, "b", None), vec![1]);
-        assert!(!t.needs_headers());
+        assert!(!t.needs_properties());
     }
 
     #[test]
@@ -627,7 +670,7 @@ mod tests {
     #[test]
     fn headers_binding_validation_and_routing() {
         let mut t = BindingTable::new(ExchangeKind::Headers);
-        assert!(t.needs_headers());
+        assert!(t.needs_properties());
         let bad = args(&[("x-match", s("some"))]);
         let err = t.bind(1, &k(""), &bad).expect_err("invalid x-match");
         assert_eq!(err.reply_code(), 406);
