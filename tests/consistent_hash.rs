@@ -362,3 +362,37 @@ async fn management_and_definitions_know_the_type() {
     assert_eq!(queue_len(&conn, &q).await, 1, "the imported exchange routes by its header");
     conn.close(200, "bye").await.expect("close");
 }
+
+/// Behind an exchange-to-exchange binding the exchange still reads the
+/// header, and the channel's route cache (by exchange and routing key)
+/// does not hand every message the first one's queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_header_works_behind_an_exchange_to_exchange_binding() {
+    let b = start_broker();
+    let conn = lapin_conn(&b).await;
+    let x = unique("chx.behind");
+    let queues = ring(&[&conn], &x, args(&[("hash-header", "user")]), &[1, 1, 1], false).await;
+    let ch = confirm_channel(&conn).await;
+    let front = unique("chx.front");
+    let options = ExchangeDeclareOptions { auto_delete: true, ..Default::default() };
+    ch.exchange_declare(&front, ExchangeKind::Direct, options, FieldTable::default()).await.expect("declare");
+    ch.exchange_bind(&x, &front, "k", ExchangeBindOptions::default(), FieldTable::default())
+        .await
+        .expect("exchange.bind");
+    let with_user = |user: usize| {
+        let mut headers = FieldTable::default();
+        headers.insert("user".into(), AMQPValue::LongString(format!("u{user}").into()));
+        BasicProperties::default().with_headers(headers)
+    };
+    // The same exchange and key every time: only the header differs.
+    publish_all(&ch, &front, (0..120).map(|i| ("k".to_string(), with_user(i % 12))).collect()).await;
+    let landed = where_each_went(&ch, &queues).await;
+    assert_eq!(landed.len(), 120, "every message routed");
+    let mut home: HashMap<usize, usize> = HashMap::new();
+    for (body, queue) in &landed {
+        let user = body.parse::<usize>().expect("index") % 12;
+        assert_eq!(*home.entry(user).or_insert(*queue), *queue, "user u{user} went to two queues");
+    }
+    assert!(home.values().collect::<HashSet<_>>().len() > 1, "12 users all on one queue: a cached route");
+    conn.close(200, "bye").await.expect("close");
+}

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::amqp::field::ShortStr;
-use crate::amqp::properties::BasicProperties;
 use crate::amqp::spec::reply_code;
 use crate::config::Config;
 use crate::envelope::{ConfirmTicket, Envelope, QueueReply, QueueRequest};
@@ -240,7 +239,7 @@ impl ShardCtx {
         vhost: &Vhost,
         exchange: &Exchange,
         routing_key: &[u8],
-        properties: Option<&BasicProperties>,
+        properties: &crate::message::RouteProperties<'_>,
     ) -> Vec<QueueRef> {
         let mut targets = std::mem::take(&mut self.route_targets);
         targets.clear();
@@ -517,14 +516,9 @@ impl ShardCtx {
         let mut scratch = Vec::new();
         for (message, reason) in messages {
             let dead = crate::queue::dead_letter::dead_lettered(&message, &queue_name, reason, &target, now);
-            let properties = if exchange.bindings.needs_properties() {
-                crate::amqp::properties::ContentHeader::decode(dead.header.clone()).ok().map(|h| h.properties)
-            } else {
-                None
-            };
+            let properties = crate::message::RouteProperties::new(&dead.header);
             targets.clear();
-            let key = dead.routing_key.as_bytes();
-            vhost.route(&exchange, key, properties.as_ref(), &mut targets, &mut scratch);
+            vhost.route(&exchange, dead.routing_key.as_bytes(), &properties, &mut targets, &mut scratch);
             let deaths = crate::queue::dead_letter::death_history(&dead);
             for target in &targets {
                 let name = vhost.queue_by_id(target.id).map(|m| m.name.clone());

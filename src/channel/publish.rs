@@ -20,7 +20,9 @@ use crate::channel::methods::denied;
 use crate::channel::{Channel, ChannelError, Outcome};
 use crate::envelope::{ConfirmTicket, Envelope};
 use crate::ids::{ChannelRef, ConnId, ExchangeKind, QueueRef, ShardId};
-use crate::message::{Body, Message, MessageParts, FLAG_EXPIRATION, FLAG_REPLY_TO, FLAG_USER_ID};
+use crate::message::{
+    Body, Message, MessageParts, RouteProperties, FLAG_EXPIRATION, FLAG_REPLY_TO, FLAG_USER_ID,
+};
 
 /// The pseudo-queue of RabbitMQ's direct reply-to.
 pub const DIRECT_REPLY_QUEUE: &str = "amq.rabbitmq.reply-to";
@@ -310,16 +312,12 @@ impl Channel {
             // mandatory), and confirmed.
             return Ok(self.hand_to_queues(&[], message, mandatory, confirm_seq, shared, ctx));
         }
-        let needs_properties = exchange.bindings.needs_properties();
-        let properties = if needs_properties {
-            ContentHeader::decode(message.header.clone()).ok().map(|h| h.properties)
-        } else {
-            None
-        };
-        let targets = ctx.route(&vhost, exchange, message.routing_key.as_bytes(), properties.as_ref());
-        // A route is cached only where the exchange and key decide it, and
-        // the exchange does not deduplicate (the cache skips the lookup).
-        if !needs_properties && exchange.dedup.is_none() {
+        let properties = RouteProperties::new(&message.header);
+        let targets = ctx.route(&vhost, exchange, message.routing_key.as_bytes(), &properties);
+        // A route is cached only where the exchanges and the key decide it
+        // (no exchange on it read the properties), and the exchange does not
+        // deduplicate (the cache skips the lookup).
+        if !properties.were_read() && exchange.dedup.is_none() {
             self.cache_route(generation, &message, &targets);
         }
         let verdict = self.hand_to_queues(&targets, message, mandatory, confirm_seq, shared, ctx);

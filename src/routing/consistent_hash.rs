@@ -45,6 +45,7 @@ use std::hash::{Hash, Hasher};
 
 use crate::amqp::field::{FieldTable, FieldValue, ShortStr};
 use crate::amqp::properties::BasicProperties;
+use crate::message::RouteProperties;
 
 use super::headers::BindError;
 
@@ -249,13 +250,15 @@ impl<D: Copy + Eq + Hash> Ring<D> {
     }
 
     /// The destination of a message, if the ring has members and the
-    /// message has what is hashed.
+    /// message has what is hashed (its properties are decoded only to hash
+    /// a header or property).
     #[inline]
-    pub fn route(&self, routing_key: &[u8], properties: Option<&BasicProperties>) -> Option<D> {
+    pub fn route(&self, routing_key: &[u8], properties: &RouteProperties<'_>) -> Option<D> {
         if self.points.is_empty() {
             return None;
         }
-        let hash = self.hash_on.hash_of(routing_key, properties)?;
+        let decoded = if self.hash_on.needs_properties() { properties.get() } else { None };
+        let hash = self.hash_on.hash_of(routing_key, decoded)?;
         let at = self.points.partition_point(|&(position, _)| position < hash);
         let (_, member) = self.points.get(at).or_else(|| self.points.first())?;
         self.members.get(*member as usize).map(|m| m.dest)
@@ -326,10 +329,21 @@ mod tests {
     use crate::ids::ExchangeKind;
     use crate::routing::table::BindingTable;
 
+    /// The properties of a message without any.
+    fn no_props() -> RouteProperties<'static> {
+        static EMPTY: std::sync::OnceLock<bytes::Bytes> = std::sync::OnceLock::new();
+        RouteProperties::new(EMPTY.get_or_init(|| crate::message::encoded_header(None)))
+    }
+
+    fn route_with(ring: &Ring<u32>, key: &[u8], props: &BasicProperties) -> Option<u32> {
+        let header = crate::message::encoded_header(Some(props.clone()));
+        ring.route(key, &RouteProperties::new(&header))
+    }
+
     fn counts(ring: &Ring<u32>, keys: u32, members: usize) -> Vec<u32> {
         let mut out = vec![0u32; members];
         for k in 0..keys {
-            let dest = ring.route(format!("key-{k}").as_bytes(), None).expect("routed");
+            let dest = ring.route(format!("key-{k}").as_bytes(), &no_props()).expect("routed");
             out[dest as usize] += 1;
         }
         out
@@ -384,11 +398,11 @@ mod tests {
         ring.bind(0u32, 1);
         ring.bind(1, 1);
         let before: Vec<u32> =
-            (0..5000).map(|k| ring.route(format!("k{k}").as_bytes(), None).expect("routed")).collect();
+            (0..5000).map(|k| ring.route(format!("k{k}").as_bytes(), &no_props()).expect("routed")).collect();
         ring.bind(2, 1);
         let mut moved_elsewhere = 0;
         for (k, old) in before.iter().enumerate() {
-            let new = ring.route(format!("k{k}").as_bytes(), None).expect("routed");
+            let new = ring.route(format!("k{k}").as_bytes(), &no_props()).expect("routed");
             if new != *old && new != 2 {
                 moved_elsewhere += 1;
             }
@@ -396,7 +410,7 @@ mod tests {
         assert_eq!(moved_elsewhere, 0, "keys moved between the old members");
         ring.remove_destination(2);
         let after: Vec<u32> =
-            (0..5000).map(|k| ring.route(format!("k{k}").as_bytes(), None).expect("routed")).collect();
+            (0..5000).map(|k| ring.route(format!("k{k}").as_bytes(), &no_props()).expect("routed")).collect();
         assert_eq!(before, after, "same bindings, same routes");
     }
 
@@ -420,13 +434,13 @@ mod tests {
     fn messages_without_the_header_are_not_routed() {
         let mut ring = Ring::new(HashOn::Header(ShortStr::copy_from_str("h")));
         ring.bind(1u32, 1);
-        assert_eq!(ring.route(b"k", None), None);
+        assert_eq!(ring.route(b"k", &no_props()), None);
         let mut props = BasicProperties::default();
-        assert_eq!(ring.route(b"k", Some(&props)), None);
+        assert_eq!(route_with(&ring, b"k", &props), None);
         let mut headers = FieldTable::new();
         headers.insert(ShortStr::copy_from_str("h"), FieldValue::I32(5));
         props.headers = Some(headers);
-        assert_eq!(ring.route(b"k", Some(&props)), Some(1));
+        assert_eq!(route_with(&ring, b"k", &props), Some(1));
     }
 
     #[test]
@@ -448,7 +462,7 @@ mod tests {
 
     fn table_route(t: &BindingTable<u32>, key: &str) -> Vec<u32> {
         let mut out = Vec::new();
-        t.route(key.as_bytes(), None, &mut out);
+        t.route(key.as_bytes(), &no_props(), &mut out);
         out
     }
 
@@ -469,7 +483,9 @@ mod tests {
         assert!(t.is_empty() && !t.has_destination(1), "nothing added");
         assert!(t.bind(1, &k("1"), &none()).expect("weight"));
         assert!(t.bind(2, &k("1"), &none()).expect("weight"));
-        assert!(!t.needs_properties());
+        let properties = no_props();
+        t.route(b"k", &properties, &mut Vec::new());
+        assert!(!properties.were_read(), "hashing the routing key decodes nothing");
         let routed: Vec<u32> = (0..200).flat_map(|i| table_route(&t, &format!("k{i}"))).collect();
         assert_eq!(routed.len(), 200, "every key goes to exactly one destination");
         assert!(routed.contains(&1) && routed.contains(&2));
@@ -479,7 +495,10 @@ mod tests {
         assert_eq!(table_route(&t, "k7"), Vec::<u32>::new());
         let mut args = FieldTable::new();
         args.insert(k("hash-property"), FieldValue::LongStr(LongStr::copy_from_str("message_id")));
-        let t = BindingTable::<u32>::for_exchange(ExchangeKind::ConsistentHash, &args).expect("valid");
-        assert!(t.needs_properties());
+        let mut t = BindingTable::<u32>::for_exchange(ExchangeKind::ConsistentHash, &args).expect("valid");
+        assert!(t.bind(1, &k("1"), &none()).expect("weight"));
+        let properties = no_props();
+        t.route(b"k", &properties, &mut Vec::new());
+        assert!(properties.were_read(), "hashing a property decodes them");
     }
 }

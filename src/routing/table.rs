@@ -45,7 +45,7 @@ use super::consistent_hash::{HashOn, Ring};
 use super::headers::{headers_match, parse_x_match, XMatch};
 use super::topic::TopicTrie;
 use crate::amqp::field::{FieldTable, ShortStr};
-use crate::amqp::properties::BasicProperties;
+use crate::message::RouteProperties;
 
 pub use super::headers::BindError;
 
@@ -294,13 +294,11 @@ impl<D: Copy + Eq + Hash + std::fmt::Debug> BindingTable<D> {
     /// Appends each matching destination once to `out`, even when several
     /// of its bindings match. No allocation when `out` has spare capacity.
     ///
-    /// `properties` are only read by headers exchanges and consistent-hash
-    /// exchanges hashing a header or property (see
-    /// [`Self::needs_properties`]); `routing_key` is ignored by fanout and
-    /// headers exchanges.
+    /// `properties` are only decoded by headers exchanges with bindings and
+    /// consistent-hash exchanges hashing a header or property;
+    /// `routing_key` is ignored by fanout and headers exchanges.
     /// Deduplication covers what this call appends, not what `out` held before.
-    pub fn route(&self, routing_key: &[u8], properties: Option<&BasicProperties>, out: &mut Vec<D>) {
-        let headers = properties.and_then(|p| p.headers.as_ref());
+    pub fn route(&self, routing_key: &[u8], properties: &RouteProperties<'_>, out: &mut Vec<D>) {
         match &self.index {
             Index::Direct(map) => {
                 if let Some(dests) = map.get(routing_key) {
@@ -317,7 +315,9 @@ impl<D: Copy + Eq + Hash + std::fmt::Debug> BindingTable<D> {
                     trie.route(routing_key, |t| c.push(t));
                 }
             }
+            Index::Headers(bindings) if bindings.is_empty() => {}
             Index::Headers(bindings) => {
+                let headers = properties.get().and_then(|p| p.headers.as_ref());
                 if self.slots.len() <= SEEN_SLOTS_SMALL {
                     let mut c = Collector::<D, { SEEN_SLOTS_SMALL / 64 }>::new(out);
                     route_headers(bindings, headers, &mut c);
@@ -354,18 +354,6 @@ impl<D: Copy + Eq + Hash + std::fmt::Debug> BindingTable<D> {
         self.slots.iter().flatten().flat_map(|slot| {
             slot.keys.iter().flat_map(move |(key, list)| list.iter().map(move |args| (slot.dest, key, args)))
         })
-    }
-
-    /// True for headers exchanges and consistent-hash exchanges hashing a
-    /// header or property: only then does `route` read message properties,
-    /// so the caller decodes them only when needed (and may cache a route
-    /// by exchange and routing key otherwise).
-    pub fn needs_properties(&self) -> bool {
-        match &self.index {
-            Index::Headers(_) => true,
-            Index::ConsistentHash(ring) => ring.hash_on().needs_properties(),
-            _ => false,
-        }
     }
 
     /// (slot, position in the key's argument list) of an existing binding.
@@ -517,6 +505,8 @@ impl<'a, D: Copy + Eq, const W: usize> Collector<'a, D, W> {
 mod tests {
     use super::*;
     use crate::amqp::field::{FieldValue, LongStr};
+    use crate::amqp::properties::BasicProperties;
+    use crate::message::encoded_header as encoded;
 
     fn k(s: &str) -> ShortStr {
         ShortStr::copy_from_str(s)
@@ -540,8 +530,9 @@ mod tests {
 
     fn route(t: &BindingTable<u32>, key: &str, headers: Option<&FieldTable>) -> Vec<u32> {
         let mut out = Vec::new();
-        let properties = headers.map(|h| BasicProperties { headers: Some(h.clone()), ..Default::default() });
-        t.route(key.as_bytes(), properties.as_ref(), &mut out);
+        let header =
+            encoded(headers.map(|h| BasicProperties { headers: Some(h.clone()), ..Default::default() }));
+        t.route(key.as_bytes(), &RouteProperties::new(&header), &mut out);
         let n = out.len();
         out.sort_unstable();
         out.dedup();
@@ -582,7 +573,10 @@ mod tests {
         assert!(!t.unbind(1, &k("a"), &none()));
         assert_eq!(route(&t, "a", None), vec![2]);
         assert_eq!(route(&t, "b", None), vec![1]);
-        assert!(!t.needs_properties());
+        let header = encoded(None);
+        let properties = RouteProperties::new(&header);
+        t.route(b"a", &properties, &mut Vec::new());
+        assert!(!properties.were_read(), "a direct exchange never decodes the properties");
     }
 
     #[test]
@@ -670,7 +664,10 @@ mod tests {
     #[test]
     fn headers_binding_validation_and_routing() {
         let mut t = BindingTable::new(ExchangeKind::Headers);
-        assert!(t.needs_properties());
+        let header = encoded(None);
+        let properties = RouteProperties::new(&header);
+        t.route(b"", &properties, &mut Vec::new());
+        assert!(!properties.were_read(), "no bindings, nothing to decode");
         let bad = args(&[("x-match", s("some"))]);
         let err = t.bind(1, &k(""), &bad).expect_err("invalid x-match");
         assert_eq!(err.reply_code(), 406);
@@ -722,7 +719,8 @@ mod tests {
         let mut out = Vec::with_capacity(8);
         out.push(5u32); // from an earlier exchange: not deduplicated against
         let ptr = out.as_ptr();
-        t.route(b"a", None, &mut out);
+        let header = encoded(None);
+        t.route(b"a", &RouteProperties::new(&header), &mut out);
         assert_eq!(out, vec![5, 5]);
         assert_eq!(out.as_ptr(), ptr, "no reallocation with spare capacity");
     }

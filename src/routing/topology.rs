@@ -30,8 +30,8 @@ use arc_swap::ArcSwap;
 
 use crate::access::{Access, AccessError};
 use crate::amqp::field::{FieldTable, FieldValue, ShortStr};
-use crate::amqp::properties::BasicProperties;
 use crate::ids::{ExchangeKind, QueueId, QueueRef, ShardId};
+use crate::message::RouteProperties;
 use crate::queue::dedup::DedupSettings;
 use crate::queue::QueueMeta;
 use crate::routing::change;
@@ -579,7 +579,7 @@ impl Vhost {
         &self,
         exchange: &Exchange,
         routing_key: &[u8],
-        properties: Option<&BasicProperties>,
+        properties: &RouteProperties<'_>,
         out: &mut Vec<QueueRef>,
         scratch: &mut Vec<Destination>,
     ) {
@@ -606,7 +606,7 @@ impl Vhost {
         &self,
         exchange: &Exchange,
         routing_key: &[u8],
-        properties: Option<&BasicProperties>,
+        properties: &RouteProperties<'_>,
         out: &mut Vec<QueueRef>,
         scratch: &mut Vec<Destination>,
     ) {
@@ -633,7 +633,7 @@ impl Vhost {
         &self,
         exchange: &Exchange,
         routing_key: &[u8],
-        properties: Option<&BasicProperties>,
+        properties: &RouteProperties<'_>,
         out: &mut Vec<QueueRef>,
         scratch: &mut Vec<Destination>,
     ) {
@@ -662,7 +662,7 @@ impl Vhost {
         &self,
         exchange: &Exchange,
         routing_key: &[u8],
-        properties: Option<&BasicProperties>,
+        properties: &RouteProperties<'_>,
         out: &mut Vec<QueueRef>,
         scratch: &mut Vec<Destination>,
     ) {
