@@ -90,6 +90,40 @@ async fn where_each_went(ch: &lapin::Channel, queues: &[String]) -> HashMap<Stri
     landed
 }
 
+/// Message `i` belongs to group `i % groups`: every group's messages are in
+/// one queue, and the groups are not all in the same one. Returns each
+/// group's queue.
+fn one_queue_per_group(landed: &HashMap<String, usize>, groups: usize, what: &str) -> HashMap<usize, usize> {
+    let mut home: HashMap<usize, usize> = HashMap::new();
+    for (body, queue) in landed {
+        let group = body.parse::<usize>().expect("index") % groups;
+        assert_eq!(*home.entry(group).or_insert(*queue), *queue, "{what} {group} went to two queues");
+    }
+    assert!(home.values().collect::<HashSet<_>>().len() > 1, "{groups} {what}s all on one queue");
+    home
+}
+
+/// A message whose header `user` is `u{user}`.
+fn from_user(user: usize) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    headers.insert("user".into(), AMQPValue::LongString(format!("u{user}").into()));
+    BasicProperties::default().with_headers(headers)
+}
+
+/// Publishes a mandatory message, checks it is confirmed, and says whether
+/// it came back (unroutable).
+async fn returned(ch: &lapin::Channel, exchange: &str, props: BasicProperties) -> bool {
+    let options = BasicPublishOptions { mandatory: true, ..Default::default() };
+    let confirm = ch
+        .basic_publish(exchange, "rk", options, b"m", props)
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    assert!(confirm.is_ack(), "confirmed, routed or not");
+    confirm.take_message().is_some()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_spread_over_queues_and_shards_by_weight() {
     let b = start_broker();
@@ -129,12 +163,7 @@ async fn a_key_keeps_its_queue_while_the_bindings_stay_and_across_a_restart() {
     let messages = keys.iter().cycle().take(keys.len() * 3).map(|k| (k.clone(), BasicProperties::default()));
     publish_all(&ch, &x, messages.collect()).await;
     let landed = where_each_went(&ch, &queues).await;
-    let mut home: HashMap<usize, usize> = HashMap::new();
-    for (body, queue) in &landed {
-        let key = body.parse::<usize>().expect("index") % keys.len();
-        assert_eq!(*home.entry(key).or_insert(*queue), *queue, "key {key} went to two queues");
-    }
-    assert!(home.values().collect::<HashSet<_>>().len() > 1, "40 keys all on one queue");
+    let home = one_queue_per_group(&landed, keys.len(), "key");
     if external() {
         return;
     }
@@ -157,22 +186,12 @@ async fn hash_header_groups_by_header_and_drops_messages_without_it() {
     let x = unique("chx.header");
     let queues = ring(&[&conn], &x, args(&[("hash-header", "user")]), &[1, 1, 1], false).await;
     let ch = confirm_channel(&conn).await;
-    let with_user = |user: usize| {
-        let mut headers = FieldTable::default();
-        headers.insert("user".into(), AMQPValue::LongString(format!("u{user}").into()));
-        BasicProperties::default().with_headers(headers)
-    };
     // The routing key changes every time; only the header decides.
-    let messages = (0..300).map(|i| (format!("rk-{i}"), with_user(i % 30))).collect();
+    let messages = (0..300).map(|i| (format!("rk-{i}"), from_user(i % 30))).collect();
     publish_all(&ch, &x, messages).await;
     let landed = where_each_went(&ch, &queues).await;
     assert_eq!(landed.len(), 300);
-    let mut home: HashMap<usize, usize> = HashMap::new();
-    for (body, queue) in &landed {
-        let user = body.parse::<usize>().expect("index") % 30;
-        assert_eq!(*home.entry(user).or_insert(*queue), *queue, "user u{user} went to two queues");
-    }
-    assert!(home.values().collect::<HashSet<_>>().len() > 1, "30 users all on one queue");
+    one_queue_per_group(&landed, 30, "user");
 
     // No header, or another one: unroutable, so returned to a mandatory
     // publisher, and still confirmed. (RabbitMQ 3.10 routes them all to
@@ -183,20 +202,7 @@ async fn hash_header_groups_by_header_and_drops_messages_without_it() {
     let mut other = FieldTable::default();
     other.insert("tenant".into(), AMQPValue::LongString("t1".into()));
     for props in [BasicProperties::default(), BasicProperties::default().with_headers(other)] {
-        let confirm = ch
-            .basic_publish(
-                &x,
-                "rk",
-                BasicPublishOptions { mandatory: true, ..Default::default() },
-                b"m",
-                props,
-            )
-            .await
-            .expect("publish")
-            .await
-            .expect("confirm");
-        assert!(confirm.is_ack(), "an unroutable message is confirmed");
-        assert!(confirm.take_message().is_some(), "returned: nothing hashed, nothing routed");
+        assert!(returned(&ch, &x, props).await, "returned: nothing hashed, nothing routed");
     }
     for q in &queues {
         assert_eq!(queue_len(&conn, q).await, 0, "nothing routed without the header");
@@ -223,29 +229,13 @@ async fn hash_property_uses_message_id_correlation_id_or_timestamp() {
         publish_all(&ch, &x, messages).await;
         let landed = where_each_went(&ch, &queues).await;
         assert_eq!(landed.len(), 120, "{property}: every message routed");
-        let mut home: HashMap<usize, usize> = HashMap::new();
-        for (body, queue) in &landed {
-            let value = body.parse::<usize>().expect("index") % 20;
-            assert_eq!(*home.entry(value).or_insert(*queue), *queue, "{property} {value} went to two queues");
-        }
-        assert!(home.values().collect::<HashSet<_>>().len() > 1, "{property}: 20 values on one queue");
+        one_queue_per_group(&landed, 20, property);
         // Without the property: not routed (RabbitMQ 3.10: one queue).
         if external() {
             continue;
         }
-        let confirm = ch
-            .basic_publish(
-                &x,
-                "rk",
-                BasicPublishOptions { mandatory: true, ..Default::default() },
-                b"m",
-                BasicProperties::default(),
-            )
-            .await
-            .expect("publish")
-            .await
-            .expect("confirm");
-        assert!(confirm.take_message().is_some(), "{property}: returned without the property");
+        let back = returned(&ch, &x, BasicProperties::default()).await;
+        assert!(back, "{property}: returned without the property");
         ch.close(200, "next").await.expect("close");
     }
     conn.close(200, "bye").await.expect("close");
@@ -379,20 +369,11 @@ async fn hash_header_works_behind_an_exchange_to_exchange_binding() {
     ch.exchange_bind(&x, &front, "k", ExchangeBindOptions::default(), FieldTable::default())
         .await
         .expect("exchange.bind");
-    let with_user = |user: usize| {
-        let mut headers = FieldTable::default();
-        headers.insert("user".into(), AMQPValue::LongString(format!("u{user}").into()));
-        BasicProperties::default().with_headers(headers)
-    };
-    // The same exchange and key every time: only the header differs.
-    publish_all(&ch, &front, (0..120).map(|i| ("k".to_string(), with_user(i % 12))).collect()).await;
+    // The same exchange and key every time: only the header differs (a
+    // cached route would send every user to the first one's queue).
+    publish_all(&ch, &front, (0..120).map(|i| ("k".to_string(), from_user(i % 12))).collect()).await;
     let landed = where_each_went(&ch, &queues).await;
     assert_eq!(landed.len(), 120, "every message routed");
-    let mut home: HashMap<usize, usize> = HashMap::new();
-    for (body, queue) in &landed {
-        let user = body.parse::<usize>().expect("index") % 12;
-        assert_eq!(*home.entry(user).or_insert(*queue), *queue, "user u{user} went to two queues");
-    }
-    assert!(home.values().collect::<HashSet<_>>().len() > 1, "12 users all on one queue: a cached route");
+    one_queue_per_group(&landed, 12, "user");
     conn.close(200, "bye").await.expect("close");
 }

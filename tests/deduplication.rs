@@ -63,6 +63,16 @@ async fn declare(ch: &lapin::Channel, arguments: FieldTable) -> String {
     q
 }
 
+/// A broker, a connection, a confirm channel on it and a queue declared
+/// with `arguments`.
+async fn one_queue(arguments: &[(&str, AMQPValue)]) -> (Broker, lapin::Connection, lapin::Channel, String) {
+    let b = start_broker();
+    let conn = lapin_conn(&b).await;
+    let ch = confirm_channel(&conn).await;
+    let q = declare(&ch, table(arguments)).await;
+    (b, conn, ch, q)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_does_not_enqueue_a_duplicate_from_any_connection() {
     let b = start_broker();
@@ -89,10 +99,7 @@ async fn a_queue_does_not_enqueue_a_duplicate_from_any_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_identifier_header_can_be_named() {
-    let b = start_broker();
-    let conn = lapin_conn(&b).await;
-    let ch = confirm_channel(&conn).await;
-    let q = declare(&ch, table(&[on(), ("x-deduplication-header", text("order-id"))])).await;
+    let (_b, conn, ch, q) = one_queue(&[on(), ("x-deduplication-header", text("order-id"))]).await;
     for (body, id) in [("1", "o1"), ("2", "o1"), ("3", "o2")] {
         publish_confirmed(&ch, "", &q, body, with_id("order-id", id, None)).await;
     }
@@ -104,10 +111,7 @@ async fn the_identifier_header_can_be_named() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cache_forgets_its_oldest_identifier_past_its_size() {
-    let b = start_broker();
-    let conn = lapin_conn(&b).await;
-    let ch = confirm_channel(&conn).await;
-    let q = declare(&ch, table(&[on(), ("x-cache-size", AMQPValue::LongInt(2))])).await;
+    let (_b, conn, ch, q) = one_queue(&[on(), ("x-cache-size", AMQPValue::LongInt(2))]).await;
     // a, b; c pushes a out; a is new again and pushes b out; c is still
     // there; b is new again.
     publish_ids(&ch, &q, &["a", "b", "c", "a", "c", "b"]).await;
@@ -117,10 +121,7 @@ async fn the_cache_forgets_its_oldest_identifier_past_its_size() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identifiers_are_forgotten_after_the_ttl() {
-    let b = start_broker();
-    let conn = lapin_conn(&b).await;
-    let ch = confirm_channel(&conn).await;
-    let q = declare(&ch, table(&[on(), ("x-cache-ttl", AMQPValue::LongInt(300))])).await;
+    let (_b, conn, ch, q) = one_queue(&[on(), ("x-cache-ttl", AMQPValue::LongInt(300))]).await;
     publish_ids(&ch, &q, &["a", "a"]).await;
     // The message's own x-cache-ttl wins: 0 is forgotten at once.
     publish_confirmed(&ch, "", &q, "z", with_id("x-deduplication-header", "z", Some(0))).await;
