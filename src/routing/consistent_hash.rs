@@ -63,7 +63,7 @@ pub const RING_POINTS_PER_MEMBER: usize = 512;
 pub const RING_POINTS_SPREAD_MAX: usize = 1 << 17;
 
 /// Points one ring may hold: the spread plus the one point every destination
-/// gets however small its share (16 bytes each: 2.1 MiB at most).
+/// gets however small its share (16 bytes each: about 2 MiB at most).
 pub const RING_POINTS_MAX: usize = RING_POINTS_SPREAD_MAX + RING_MEMBERS_MAX;
 
 const _: () = assert!(RING_POINTS_MAX <= u32::MAX as usize);
