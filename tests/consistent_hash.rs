@@ -135,7 +135,7 @@ async fn keys_spread_over_queues_and_shards_by_weight() {
         assert_eq!(shards.len(), 2, "the queues are on both shards");
     }
     let ch = confirm_channel(&a).await;
-    let total = 6000u32;
+    let total = 12_000u32;
     let messages = (0..total).map(|i| (format!("order-{i}"), BasicProperties::default())).collect();
     publish_all(&ch, &x, messages).await;
     let mut counts = Vec::new();
