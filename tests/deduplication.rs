@@ -200,3 +200,41 @@ async fn wrong_arguments_are_refused() {
     }
     conn.close(200, "bye").await.expect("close");
 }
+
+/// The arguments are durable like any other: after a restart the queue and
+/// the exchange deduplicate again (their caches start empty: they are in
+/// memory only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deduplication_comes_back_with_durable_queues_and_exchanges() {
+    let mut b = start_broker();
+    let conn = lapin_conn(&b).await;
+    let ch = confirm_channel(&conn).await;
+    let q = unique("dedup.durable");
+    let x = unique("dedup.durable-x");
+    let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+    ch.queue_declare(&q, durable, table(&[on()])).await.expect("queue.declare");
+    let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+    ch.exchange_declare(&x, ExchangeKind::Fanout, durable, table(&[on()])).await.expect("exchange.declare");
+    let plain = unique("dedup.durable-plain");
+    ch.queue_declare(
+        &plain,
+        QueueDeclareOptions { durable: true, ..Default::default() },
+        FieldTable::default(),
+    )
+    .await
+    .expect("queue.declare");
+    ch.queue_bind(&plain, &x, "", QueueBindOptions::default(), FieldTable::default()).await.expect("bind");
+    publish_ids(&ch, &q, &["before"]).await;
+    conn.close(200, "restart").await.expect("close");
+    b.restart();
+
+    let conn = lapin_conn(&b).await;
+    let ch = confirm_channel(&conn).await;
+    publish_ids(&ch, &q, &["after", "after", "before"]).await;
+    assert_eq!(drain(&ch, &q).await, ["after", "before"], "the cache starts empty, then deduplicates");
+    for id in ["e", "e"] {
+        publish_confirmed(&ch, &x, "", id, with_id("x-deduplication-header", id, None)).await;
+    }
+    assert_eq!(drain(&ch, &plain).await, ["e"], "the exchange deduplicates after the restart");
+    conn.close(200, "bye").await.expect("close");
+}
