@@ -420,10 +420,13 @@ mod routing {
     pub fn route_all(tables: &[BindingTable<u32>], keys: &[ShortStr]) -> usize {
         let mut out: Vec<u32> = Vec::with_capacity(BINDINGS);
         let mut found = 0;
+        // Topic routing never reads the properties.
+        let header = bytes::Bytes::new();
+        let properties = lepus::message::RouteProperties::new(&header);
         for table in tables {
             for key in keys {
                 out.clear();
-                table.route(key.as_bytes(), None, &mut out);
+                table.route(key.as_bytes(), &properties, &mut out);
                 found += out.len();
             }
         }

@@ -96,6 +96,51 @@ impl MessageParts {
     }
 }
 
+/// A message's properties as routing sees them: decoded from the raw
+/// content header the first time an exchange on the route reads them (a
+/// headers exchange, a consistent-hash exchange hashing a header or a
+/// property), at most once per route, never for the others. Whether they
+/// were read tells the channel if the route may be cached by exchange and
+/// routing key.
+#[derive(Debug)]
+pub struct RouteProperties<'a> {
+    header: &'a Bytes,
+    decoded: std::cell::OnceCell<Option<crate::amqp::properties::BasicProperties>>,
+}
+
+impl<'a> RouteProperties<'a> {
+    /// The properties of the content header `header`, not decoded yet.
+    pub fn new(header: &'a Bytes) -> Self {
+        RouteProperties { header, decoded: std::cell::OnceCell::new() }
+    }
+
+    /// The properties, decoded now if this is the first call; `None` for a
+    /// header that does not decode (checked at publish, so not a client's).
+    pub fn get(&self) -> Option<&crate::amqp::properties::BasicProperties> {
+        self.decoded
+            .get_or_init(|| {
+                crate::amqp::properties::ContentHeader::decode(self.header.clone()).ok().map(|h| h.properties)
+            })
+            .as_ref()
+    }
+
+    /// Some exchange on the route read the properties.
+    pub fn were_read(&self) -> bool {
+        self.decoded.get().is_some()
+    }
+}
+
+/// A content header with `properties` (`None`: no property), as routing
+/// gets it: for tests.
+#[cfg(test)]
+pub(crate) fn encoded_header(properties: Option<crate::amqp::properties::BasicProperties>) -> Bytes {
+    let properties = properties.unwrap_or_default();
+    let header = crate::amqp::properties::ContentHeader { class_id: 60, body_size: 0, properties };
+    let mut out = bytes::BytesMut::new();
+    header.encode(&mut out);
+    out.freeze()
+}
+
 /// Property flags of a raw content-header payload.
 pub fn property_flags(header: &[u8]) -> u16 {
     match header.get(HEADER_FLAGS_OFFSET..HEADER_FLAGS_OFFSET + 2) {

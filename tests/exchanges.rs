@@ -351,6 +351,38 @@ async fn exchange_to_exchange_bindings_route_and_unbind() {
     conn.close(200, "bye").await.expect("close");
 }
 
+/// A headers exchange behind an exchange-to-exchange binding matches the
+/// message's headers, message by message: the route of one message (same
+/// exchange, same key) is not reused for the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_headers_exchange_behind_an_exchange_binding_reads_each_message_headers() {
+    let b = start_broker();
+    let (conn, ch) = lapin_channel(&b).await;
+    let front = unique("exchanges.e2e-front");
+    let matcher = unique("exchanges.e2e-headers");
+    ch.exchange_declare(&front, ExchangeKind::Fanout, auto_delete(), FieldTable::default())
+        .await
+        .expect("declare");
+    ch.exchange_declare(&matcher, ExchangeKind::Headers, auto_delete(), FieldTable::default())
+        .await
+        .expect("declare");
+    let q = server_named_queue(&ch).await;
+    let mut condition = FieldTable::default();
+    condition.insert("kind".into(), AMQPValue::LongString("order".into()));
+    ch.queue_bind(&q, &matcher, "", QueueBindOptions::default(), condition).await.expect("bind");
+    ch.exchange_bind(&matcher, &front, "", ExchangeBindOptions::default(), FieldTable::default())
+        .await
+        .expect("e2e bind");
+    ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm.select");
+    for kind in ["order", "refund", "order"] {
+        let mut headers = FieldTable::default();
+        headers.insert("kind".into(), AMQPValue::LongString(kind.into()));
+        publish_confirmed(&ch, &front, "k", kind, BasicProperties::default().with_headers(headers)).await;
+    }
+    assert_eq!(drain(&ch, &q).await, ["order", "order"]);
+    conn.close(200, "bye").await.expect("close");
+}
+
 /// Exchange bindings may form a cycle; a queue reachable several ways still
 /// gets one copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1425,21 +1425,18 @@ const EXCHANGES: &[Case] = &[
         (raw, Expect::same(conn(503, "COMMAND_INVALID - unknown exchange type 'fancy'", 40, 10)))
     }),
     case(
-        "exchange_declare_consistent_hash_without_plugin",
-        "exchange.declare type 'x-consistent-hash'",
+        "consistent_hash_binding_key_not_an_integer",
+        "queue.bind to an x-consistent-hash exchange with key 'abc'",
         |cx| {
             let mut raw = cx.open();
             let x = cx.name("mx.x");
             raw.send_method(1, 40, 10, &xdecl(&x, "x-consistent-hash", false, false, &[]));
-            (
-                raw,
-                Expect::same(conn(
-                    503,
-                    "COMMAND_INVALID - unknown exchange type 'x-consistent-hash'",
-                    40,
-                    10,
-                )),
-            )
+            raw.expect_method(1, 40, 11);
+            cx.cleanup.push(Cleanup::Exchange(x.clone()));
+            let q = temp_queue(&mut raw);
+            raw.send_method(1, 50, 20, &qbind(&q, &x, "abc"));
+            let text = "PRECONDITION_FAILED - The binding key must be an integer: <<\"abc\">>";
+            (raw, Expect::same(chan(1, 406, text, 50, 20)))
         },
     ),
     case("exchange_declare_alternate_exchange_integer", "exchange.declare alternate-exchange = 5", |cx| {

@@ -385,6 +385,22 @@ impl FieldValue {
         }
     }
 
+    /// Feeds the value to a hasher, for keys taken from headers (the
+    /// consistent-hash exchange, deduplication): strings and byte arrays by
+    /// their bytes, integers by value whatever their width, anything else by
+    /// its encoding (which allocates; rare).
+    pub fn hash_into(&self, h: &mut impl std::hash::Hasher) {
+        if let Some(bytes) = self.as_bytes() {
+            h.write(bytes);
+        } else if let Some(n) = self.as_i64() {
+            h.write(&n.to_le_bytes());
+        } else {
+            let mut encoded = BytesMut::new();
+            self.encode(&mut encoded);
+            h.write(&encoded);
+        }
+    }
+
     /// Writes the type letter and the value.
     pub fn encode(&self, out: &mut BytesMut) {
         match self {

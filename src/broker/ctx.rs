@@ -12,7 +12,7 @@ use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::amqp::field::{FieldTable, ShortStr};
+use crate::amqp::field::ShortStr;
 use crate::amqp::spec::reply_code;
 use crate::config::Config;
 use crate::envelope::{ConfirmTicket, Envelope, QueueReply, QueueRequest};
@@ -20,7 +20,7 @@ use crate::ids::{ChannelRef, ConnId, ConsumerKey, MsgId, QueueId, QueueRef, Shar
 use crate::message::Message;
 use crate::queue::{AfterRemove, ConsumerSpec, Delivery, IdHasher, Queue, QueueMeta, QueueRefusal, SettleOp};
 use crate::ring::MeshEndpoint;
-use crate::routing::topology::{Exchange, Registry, Topology, Vhost};
+use crate::routing::topology::{Exchange, ExchangeId, Registry, Topology, Vhost};
 use crate::storage::entry;
 
 use super::throttle::Throttle;
@@ -56,6 +56,8 @@ pub struct ShardCtx {
     pub(super) deliveries: Vec<Delivery>,
     /// Reused by routing to avoid allocating per publish.
     pub(super) route_scratch: Vec<crate::routing::topology::Destination>,
+    /// Exchange-level deduplication caches of this shard (`broker::dedup`).
+    pub(super) exchange_dedup: crate::routing::FastMap<ExchangeId, crate::queue::dedup::Deduper>,
     /// Reused by routing to avoid allocating per publish.
     pub(super) route_targets: Vec<QueueRef>,
     /// The time of the current loop turn.
@@ -163,6 +165,7 @@ impl ShardCtx {
             local: VecDeque::new(),
             deliveries: Vec::new(),
             route_scratch: Vec::new(),
+            exchange_dedup: Default::default(),
             route_targets: Vec::new(),
             now: Instant::now(),
             names: super::names::NameSource::new(),
@@ -239,11 +242,11 @@ impl ShardCtx {
         vhost: &Vhost,
         exchange: &Exchange,
         routing_key: &[u8],
-        headers: Option<&FieldTable>,
+        properties: &crate::message::RouteProperties<'_>,
     ) -> Vec<QueueRef> {
         let mut targets = std::mem::take(&mut self.route_targets);
         targets.clear();
-        vhost.route(exchange, routing_key, headers, &mut targets, &mut self.route_scratch);
+        vhost.route(exchange, routing_key, properties, &mut targets, &mut self.route_scratch);
         targets
     }
 
@@ -395,6 +398,10 @@ impl ShardCtx {
         let Some(q) = queue_at(&mut self.queues, &mut self.journaled, self.clock, queue) else {
             return Taken::Accepted;
         };
+        if q.is_duplicate(&message) {
+            // Not enqueued, and confirmed, as LavinMQ does.
+            return Taken::Accepted;
+        }
         let expires_at_ms = q.expiry_of(&message);
         let mut loc = crate::storage::NO_LOC;
         let mut paged = false;
@@ -514,15 +521,9 @@ impl ShardCtx {
         let mut scratch = Vec::new();
         for (message, reason) in messages {
             let dead = crate::queue::dead_letter::dead_lettered(&message, &queue_name, reason, &target, now);
-            let headers = if exchange.bindings.needs_headers() {
-                crate::amqp::properties::ContentHeader::decode(dead.header.clone())
-                    .ok()
-                    .and_then(|h| h.properties.headers)
-            } else {
-                None
-            };
+            let properties = crate::message::RouteProperties::new(&dead.header);
             targets.clear();
-            vhost.route(&exchange, dead.routing_key.as_bytes(), headers.as_ref(), &mut targets, &mut scratch);
+            vhost.route(&exchange, dead.routing_key.as_bytes(), &properties, &mut targets, &mut scratch);
             let deaths = crate::queue::dead_letter::death_history(&dead);
             for target in &targets {
                 let name = vhost.queue_by_id(target.id).map(|m| m.name.clone());

@@ -14,12 +14,14 @@
 //! - [`names`]: server-generated names (`amq.gen-…`, consumer tags).
 //! - `stats`: the queues' snapshots for the statistics board.
 //! - [`consumer_timeouts`]: the deadlines of unacked deliveries.
+//! - `dedup`: this shard's deduplication caches of exchanges.
 //! - `reconcile`: deleting what the control plane removed (a deleted vhost's
 //!   queues and their stored messages).
 
 mod access;
 pub mod consumer_timeouts;
 mod ctx;
+mod dedup;
 pub mod names;
 mod reconcile;
 mod stats;

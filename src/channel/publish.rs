@@ -21,7 +21,7 @@ use crate::channel::{Channel, ChannelError, Outcome};
 use crate::envelope::{ConfirmTicket, Envelope};
 use crate::ids::{ChannelRef, ConnId, ExchangeKind, QueueRef, ShardId};
 use crate::message::{
-    Body, Message, MessageParts, FLAG_EXPIRATION, FLAG_HEADERS, FLAG_REPLY_TO, FLAG_USER_ID,
+    Body, Message, MessageParts, RouteProperties, FLAG_EXPIRATION, FLAG_REPLY_TO, FLAG_USER_ID,
 };
 
 /// The pseudo-queue of RabbitMQ's direct reply-to.
@@ -307,23 +307,33 @@ impl Channel {
             self.publish_direct_reply(message, mandatory, shared, ctx);
             return Ok(Verdict::default());
         }
-        let headers = if exchange.bindings.needs_headers() && flags & FLAG_HEADERS != 0 {
-            ContentHeader::decode(message.header.clone()).ok().and_then(|h| h.properties.headers)
-        } else {
-            None
-        };
-        let targets = ctx.route(&vhost, exchange, message.routing_key.as_bytes(), headers.as_ref());
-        if headers.is_none() && !exchange.bindings.needs_headers() {
-            let cache = self.route_cache.get_or_insert_with(Default::default);
-            cache.generation = generation;
-            cache.exchange = message.exchange.detached();
-            cache.routing_key = message.routing_key.detached();
-            cache.targets.clear();
-            cache.targets.extend_from_slice(&targets);
+        if exchange.dedup.is_some() && ctx.exchange_duplicate(exchange, &message) {
+            // Not routed, as LavinMQ does: unroutable (returned if
+            // mandatory), and confirmed.
+            return Ok(self.hand_to_queues(&[], message, mandatory, confirm_seq, shared, ctx));
+        }
+        let properties = RouteProperties::new(&message.header);
+        let targets = ctx.route(&vhost, exchange, message.routing_key.as_bytes(), &properties);
+        // A route is cached only where the exchanges and the key decide it
+        // (no exchange on it read the properties), and the exchange does not
+        // deduplicate (the cache skips the lookup).
+        if !properties.were_read() && exchange.dedup.is_none() {
+            self.cache_route(generation, &message, &targets);
         }
         let verdict = self.hand_to_queues(&targets, message, mandatory, confirm_seq, shared, ctx);
         ctx.recycle_route_targets(targets);
         Ok(verdict)
+    }
+
+    /// Keeps the route of `message` for the next publishes to the same
+    /// exchange with the same key, while the topology is the same.
+    fn cache_route(&mut self, generation: u64, message: &Message, targets: &[QueueRef]) {
+        let cache = self.route_cache.get_or_insert_with(Default::default);
+        cache.generation = generation;
+        cache.exchange = message.exchange.detached();
+        cache.routing_key = message.routing_key.detached();
+        cache.targets.clear();
+        cache.targets.extend_from_slice(targets);
     }
 
     /// Gives a routed message to its queues (returns it if none and mandatory).

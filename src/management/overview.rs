@@ -157,7 +157,13 @@ fn exchange_types() -> Value {
             "enabled": true,
         })
     };
-    Value::Array(["direct", "fanout", "headers", "topic"].into_iter().map(one).collect())
+    let mut types: Vec<Value> = ["direct", "fanout", "headers", "topic"].into_iter().map(one).collect();
+    types.push(json!({
+        "name": "x-consistent-hash",
+        "description": "Consistent Hashing Exchange",
+        "enabled": true,
+    }));
+    Value::Array(types)
 }
 
 /// Every listener, as RabbitMQ lists them (`protocol`, `ip_address`, `port`).

@@ -193,6 +193,8 @@ pub fn check_queue_declare(arguments: &FieldTable, flags: DeclareFlags) -> Resul
         }
     }
     consumer_timeout(arguments)?;
+    super::dedup::check_arguments(arguments)
+        .map_err(|(key, reason)| ArgumentError::Invalid { key: key.to_owned(), reason })?;
     if queue_type != QueueType::Classic {
         if !flags.durable {
             return Err(ArgumentError::Property("non-durable"));

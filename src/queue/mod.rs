@@ -35,6 +35,7 @@ pub use dead_letter::DeadLetterTarget;
 pub mod arguments;
 mod consumers;
 pub mod dead_letter;
+pub mod dedup;
 mod journal;
 mod limits;
 mod meta;
@@ -258,6 +259,8 @@ pub struct Queue {
     unacked_bytes: u64,
     /// When it was last seen active, for the snapshots (see `stats.rs`).
     idle: stats::IdleWatch,
+    /// Deduplication (`x-message-deduplication`), if the arguments ask.
+    dedup: Option<Box<dedup::Deduper>>,
 }
 
 impl Queue {
@@ -285,6 +288,8 @@ impl Queue {
             counters: crate::stats::MessageCounters::default(),
             unacked_bytes: 0,
             idle: stats::IdleWatch::default(),
+            dedup: dedup::DedupSettings::from_arguments(&meta.arguments)
+                .map(|s| Box::new(dedup::Deduper::new(s))),
             ready_bytes: 0,
             clock_ms: now_ms,
             message_ttl_ms: settings.message_ttl_ms,
@@ -354,6 +359,18 @@ impl Queue {
     #[inline]
     pub fn journal(&mut self) -> &mut Journal {
         &mut self.journal
+    }
+
+    /// Deduplication: true if `message` repeats an identifier this queue
+    /// has seen (it is then not to be enqueued, and counts as accepted);
+    /// otherwise its identifier is remembered. False without
+    /// `x-message-deduplication`.
+    #[inline]
+    pub fn is_duplicate(&mut self, message: &Message) -> bool {
+        match self.dedup.as_mut() {
+            Some(dedup) => dedup.is_duplicate(message, self.clock_ms),
+            None => false,
+        }
     }
 
     /// Appends a message and dispatches what can be dispatched. Returns

@@ -26,8 +26,7 @@ use crate::ids::{QueueRef, ShardId};
 use crate::queue::arguments::{self, DeclareFlags};
 use crate::queue::{QueueMeta, QueueStats};
 use crate::routing::change;
-use crate::routing::table::BindingTable;
-use crate::routing::topology::{Destination, Exchange, Registry, Topology, Vhost};
+use crate::routing::topology::{Destination, Exchange, ExchangeSpec, Registry, Topology, Vhost};
 use crate::storage::definitions::{BindingDef, Definition, DestinationKind};
 
 /// One of the standard exchanges every vhost has: never recorded, never
@@ -269,16 +268,16 @@ fn apply(registry: &Registry, topology: &mut Topology, definition: &Definition) 
             if let Err(type_name) = arguments::check_alternate_exchange(arguments) {
                 return Err(format!("invalid type '{type_name}' for arg 'alternate-exchange'"));
             }
-            let exchange = Exchange {
-                id: registry.allocate_exchange_id(),
+            let spec = ExchangeSpec {
                 name: name.clone(),
                 kind: *kind,
                 durable: true,
                 auto_delete: *auto_delete,
                 internal: *internal,
                 arguments: arguments.clone(),
-                bindings: BindingTable::new(*kind),
             };
+            let exchange =
+                Exchange::declared(registry.allocate_exchange_id(), &vhost.to_string_lossy(), &spec)?;
             change::insert_exchange(v, exchange, &mut journal);
         }
         Definition::ExchangeDeleted { vhost, name } => {

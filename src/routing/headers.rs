@@ -65,6 +65,13 @@ pub enum BindError {
     /// `x-match` is not a long string. `value` is rendered as RabbitMQ
     /// renders the decoded term.
     InvalidXMatchType { type_name: &'static str, value: String },
+    /// Consistent-hash exchange: the binding key is not an integer.
+    WeightNotInteger { key: Vec<u8> },
+    /// Consistent-hash exchange: the binding key is 0 or negative.
+    WeightNotPositive,
+    /// Consistent-hash exchange: its ring has as many destinations as it
+    /// may have (not a RabbitMQ limit).
+    RingFull { members_max: usize },
 }
 
 impl BindError {
@@ -84,6 +91,13 @@ impl fmt::Display for BindError {
             ),
             BindError::InvalidXMatchType { type_name, value } => {
                 write!(f, "Invalid x-match field type {type_name} (value {value}); expected longstr")
+            }
+            BindError::WeightNotInteger { key } => {
+                write!(f, "The binding key must be an integer: {}", erl_binary(key))
+            }
+            BindError::WeightNotPositive => f.write_str("The binding key must be greater than 0"),
+            BindError::RingFull { members_max } => {
+                write!(f, "a consistent hash exchange may have at most {members_max} destinations")
             }
         }
     }

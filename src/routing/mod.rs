@@ -1,17 +1,22 @@
 //! Routing primitives: the per-exchange binding tables of the four built-in
-//! exchange types (direct, fanout, topic, headers).
+//! exchange types (direct, fanout, topic, headers) and of the consistent-hash
+//! exchange (`x-consistent-hash`).
 //!
 //! * [`table`] — [`BindingTable`]: owns one exchange's bindings (identity,
 //!   listing, removal) and routes a publish to deduplicated destinations.
 //! * [`topic`] — [`topic::TopicTrie`]: the word trie behind topic routing,
 //!   plus the reference matcher [`topic::topic_matches`].
 //! * [`headers`] — `x-match` validation and the per-binding headers match.
+//! * [`consistent_hash`] — the weighted hash ring of a consistent-hash
+//!   exchange, its binding-key weights and `hash-header`/`hash-property`.
 //! * [`topology`] — exchanges, queues and the shared snapshot (exchange
 //!   declare/delete, exchange-to-exchange recursion, locking): it owns one
 //!   `BindingTable` per exchange and calls [`BindingTable::route`] once per
 //!   publish.
 //! * [`entity_limits`] — how many queues, exchanges and bindings may exist,
 //!   and the memory alarm's hold on new ones.
+//! * `declare` — a new exchange from its declare: argument checks, its
+//!   table and deduplication settings (clients, imports and replay).
 //! * [`change`] — the topology changes themselves, shared by a client's
 //!   methods and the replay of the definitions log.
 //! * [`parameters`] — policies and runtime parameters, stored as given.
@@ -27,6 +32,8 @@
 
 mod access;
 pub mod change;
+pub mod consistent_hash;
+mod declare;
 pub mod durable;
 pub mod entity_limits;
 pub mod headers;

@@ -22,6 +22,9 @@
 //!   - headers: the vector of bindings with pre-parsed `x-match`, evaluated
 //!     one by one as RabbitMQ does (no index exists for arbitrary typed
 //!     conditions).
+//!   - consistent hash: a [`Ring`] of the destinations weighted by their
+//!     binding keys, rebuilt when bindings change; one binary search per
+//!     publish (see [`super::consistent_hash`]).
 //! * Deduplication in `route` (topic, headers): a destination matched by
 //!   several bindings is emitted once, using a bitset over slot numbers that
 //!   lives on the stack ([`SEEN_SLOTS_MAX`] bits); a destination whose slot
@@ -38,9 +41,11 @@ use std::hash::Hash;
 
 use crate::ids::ExchangeKind;
 
+use super::consistent_hash::{HashOn, Ring};
 use super::headers::{headers_match, parse_x_match, XMatch};
 use super::topic::TopicTrie;
 use crate::amqp::field::{FieldTable, ShortStr};
+use crate::message::RouteProperties;
 
 pub use super::headers::BindError;
 
@@ -74,6 +79,7 @@ enum Index<D> {
     Fanout(Vec<D>),
     Topic(TopicTrie<Target<D>>),
     Headers(Vec<HeadersBinding<D>>),
+    ConsistentHash(Box<Ring<D>>),
 }
 
 #[derive(Debug, Clone)]
@@ -103,11 +109,27 @@ pub struct BindingTable<D> {
 
 impl<D: Copy + Eq + Hash + std::fmt::Debug> BindingTable<D> {
     pub fn new(kind: ExchangeKind) -> Self {
+        Self::with_index(kind, HashOn::RoutingKey)
+    }
+
+    /// The table of an exchange declared with `arguments`; the error is the
+    /// 406 text for arguments this kind refuses (consistent hash:
+    /// `hash-header`, `hash-property`).
+    pub fn for_exchange(kind: ExchangeKind, arguments: &FieldTable) -> Result<Self, String> {
+        let hash_on = match kind {
+            ExchangeKind::ConsistentHash => HashOn::parse(arguments)?,
+            _ => HashOn::RoutingKey,
+        };
+        Ok(Self::with_index(kind, hash_on))
+    }
+
+    fn with_index(kind: ExchangeKind, hash_on: HashOn) -> Self {
         let index = match kind {
             ExchangeKind::Direct => Index::Direct(FastMap::default()),
             ExchangeKind::Fanout => Index::Fanout(Vec::new()),
             ExchangeKind::Topic => Index::Topic(TopicTrie::new()),
             ExchangeKind::Headers => Index::Headers(Vec::new()),
+            ExchangeKind::ConsistentHash => Index::ConsistentHash(Box::new(Ring::new(hash_on))),
         };
         BindingTable {
             kind,
@@ -135,12 +157,17 @@ impl<D: Copy + Eq + Hash + std::fmt::Debug> BindingTable<D> {
     /// Adds a binding; `Ok(false)` if an identical one exists. Identity is
     /// RabbitMQ's for every exchange type: (destination, routing key,
     /// arguments), the source being this exchange; arguments compare after
-    /// a stable sort by key. `Err` (headers only: invalid `x-match`) carries
-    /// RabbitMQ's 406 text, and nothing is added.
+    /// a stable sort by key. `Err` (headers: invalid `x-match`; consistent
+    /// hash: a key that is no weight) carries RabbitMQ's 406 text, and
+    /// nothing is added.
     pub fn bind(&mut self, dest: D, routing_key: &ShortStr, args: &FieldTable) -> Result<bool, BindError> {
         let x_match = match self.kind {
             ExchangeKind::Headers => Some(parse_x_match(args)?),
             _ => None,
+        };
+        let weight = match &self.index {
+            Index::ConsistentHash(ring) => ring.check_bind(dest, routing_key.as_bytes())?,
+            _ => 0,
         };
         if self.find(dest, routing_key, args).is_some() {
             return Ok(false);
@@ -178,6 +205,7 @@ impl<D: Copy + Eq + Hash + std::fmt::Debug> BindingTable<D> {
                 x_match: x_match.unwrap_or(XMatch::All),
                 args: args.clone(),
             }),
+            Index::ConsistentHash(ring) => ring.bind(dest, weight),
         }
         Ok(true)
     }
@@ -226,6 +254,7 @@ impl<D: Copy + Eq + Hash + std::fmt::Debug> BindingTable<D> {
                     bindings.swap_remove(i);
                 }
             }
+            Index::ConsistentHash(ring) => ring.unbind(dest, routing_key.as_bytes()),
         }
         if dest_gone {
             self.free_slot(dest, slot);
@@ -255,6 +284,7 @@ impl<D: Copy + Eq + Hash + std::fmt::Debug> BindingTable<D> {
                 }
             }
             Index::Headers(bindings) => bindings.retain(|b| b.target != target),
+            Index::ConsistentHash(ring) => ring.remove_destination(dest),
         }
         self.len -= entry.count;
         self.free_slot(dest, slot);
@@ -264,10 +294,11 @@ impl<D: Copy + Eq + Hash + std::fmt::Debug> BindingTable<D> {
     /// Appends each matching destination once to `out`, even when several
     /// of its bindings match. No allocation when `out` has spare capacity.
     ///
-    /// `headers` is only read by headers exchanges (see [`Self::needs_headers`]);
+    /// `properties` are only decoded by headers exchanges with bindings and
+    /// consistent-hash exchanges hashing a header or property;
     /// `routing_key` is ignored by fanout and headers exchanges.
     /// Deduplication covers what this call appends, not what `out` held before.
-    pub fn route(&self, routing_key: &[u8], headers: Option<&FieldTable>, out: &mut Vec<D>) {
+    pub fn route(&self, routing_key: &[u8], properties: &RouteProperties<'_>, out: &mut Vec<D>) {
         match &self.index {
             Index::Direct(map) => {
                 if let Some(dests) = map.get(routing_key) {
@@ -284,7 +315,9 @@ impl<D: Copy + Eq + Hash + std::fmt::Debug> BindingTable<D> {
                     trie.route(routing_key, |t| c.push(t));
                 }
             }
+            Index::Headers(bindings) if bindings.is_empty() => {}
             Index::Headers(bindings) => {
+                let headers = properties.get().and_then(|p| p.headers.as_ref());
                 if self.slots.len() <= SEEN_SLOTS_SMALL {
                     let mut c = Collector::<D, { SEEN_SLOTS_SMALL / 64 }>::new(out);
                     route_headers(bindings, headers, &mut c);
@@ -293,6 +326,7 @@ impl<D: Copy + Eq + Hash + std::fmt::Debug> BindingTable<D> {
                     route_headers(bindings, headers, &mut c);
                 }
             }
+            Index::ConsistentHash(ring) => out.extend(ring.route(routing_key, properties)),
         }
     }
 
@@ -320,12 +354,6 @@ impl<D: Copy + Eq + Hash + std::fmt::Debug> BindingTable<D> {
         self.slots.iter().flatten().flat_map(|slot| {
             slot.keys.iter().flat_map(move |(key, list)| list.iter().map(move |args| (slot.dest, key, args)))
         })
-    }
-
-    /// True for headers exchanges: only then does `route` read message
-    /// headers, so the caller decodes them only when needed.
-    pub fn needs_headers(&self) -> bool {
-        self.kind == ExchangeKind::Headers
     }
 
     /// (slot, position in the key's argument list) of an existing binding.
@@ -477,6 +505,8 @@ impl<'a, D: Copy + Eq, const W: usize> Collector<'a, D, W> {
 mod tests {
     use super::*;
     use crate::amqp::field::{FieldValue, LongStr};
+    use crate::amqp::properties::BasicProperties;
+    use crate::message::encoded_header as encoded;
 
     fn k(s: &str) -> ShortStr {
         ShortStr::copy_from_str(s)
@@ -500,7 +530,9 @@ mod tests {
 
     fn route(t: &BindingTable<u32>, key: &str, headers: Option<&FieldTable>) -> Vec<u32> {
         let mut out = Vec::new();
-        t.route(key.as_bytes(), headers, &mut out);
+        let header =
+            encoded(headers.map(|h| BasicProperties { headers: Some(h.clone()), ..Default::default() }));
+        t.route(key.as_bytes(), &RouteProperties::new(&header), &mut out);
         let n = out.len();
         out.sort_unstable();
         out.dedup();
@@ -519,7 +551,9 @@ mod tests {
             assert_eq!(kind.as_str(), name);
         }
         assert_eq!(ExchangeKind::parse(b"Direct"), None);
-        assert_eq!(ExchangeKind::parse(b"x-consistent-hash"), None);
+        let kind = ExchangeKind::parse(b"x-consistent-hash").expect("consistent hash");
+        assert_eq!(kind.as_str(), "x-consistent-hash");
+        assert_eq!(ExchangeKind::parse(b"x-delayed-message"), None);
     }
 
     #[test]
@@ -539,7 +573,10 @@ mod tests {
         assert!(!t.unbind(1, &k("a"), &none()));
         assert_eq!(route(&t, "a", None), vec![2]);
         assert_eq!(route(&t, "b", None), vec![1]);
-        assert!(!t.needs_headers());
+        let header = encoded(None);
+        let properties = RouteProperties::new(&header);
+        t.route(b"a", &properties, &mut Vec::new());
+        assert!(!properties.were_read(), "a direct exchange never decodes the properties");
     }
 
     #[test]
@@ -627,7 +664,10 @@ mod tests {
     #[test]
     fn headers_binding_validation_and_routing() {
         let mut t = BindingTable::new(ExchangeKind::Headers);
-        assert!(t.needs_headers());
+        let header = encoded(None);
+        let properties = RouteProperties::new(&header);
+        t.route(b"", &properties, &mut Vec::new());
+        assert!(!properties.were_read(), "no bindings, nothing to decode");
         let bad = args(&[("x-match", s("some"))]);
         let err = t.bind(1, &k(""), &bad).expect_err("invalid x-match");
         assert_eq!(err.reply_code(), 406);
@@ -679,7 +719,8 @@ mod tests {
         let mut out = Vec::with_capacity(8);
         out.push(5u32); // from an earlier exchange: not deduplicated against
         let ptr = out.as_ptr();
-        t.route(b"a", None, &mut out);
+        let header = encoded(None);
+        t.route(b"a", &RouteProperties::new(&header), &mut out);
         assert_eq!(out, vec![5, 5]);
         assert_eq!(out.as_ptr(), ptr, "no reallocation with spare capacity");
     }

@@ -597,7 +597,8 @@ mod tests {
 
     fn table_route(t: &BindingTable<u32>, key: &str) -> (Vec<u32>, usize) {
         let mut out = Vec::new();
-        t.route(key.as_bytes(), None, &mut out);
+        let header = crate::message::encoded_header(None);
+        t.route(key.as_bytes(), &crate::message::RouteProperties::new(&header), &mut out);
         let emitted = out.len();
         out.sort_unstable();
         (out, emitted)

@@ -31,6 +31,8 @@ use arc_swap::ArcSwap;
 use crate::access::{Access, AccessError};
 use crate::amqp::field::{FieldTable, FieldValue, ShortStr};
 use crate::ids::{ExchangeKind, QueueId, QueueRef, ShardId};
+use crate::message::RouteProperties;
+use crate::queue::dedup::DedupSettings;
 use crate::queue::QueueMeta;
 use crate::routing::change;
 use crate::routing::durable::Journal;
@@ -77,6 +79,9 @@ pub struct Exchange {
     pub arguments: FieldTable,
     /// Bindings with this exchange as source.
     pub bindings: BindingTable<Destination>,
+    /// Deduplication (`x-message-deduplication`), read from the arguments:
+    /// each shard keeps its own cache of this exchange.
+    pub dedup: Option<DedupSettings>,
 }
 
 /// One vhost's entities.
@@ -445,19 +450,8 @@ impl Registry {
             if let Some(existing) = v.exchanges.get(&spec.name) {
                 return check_exchange_equivalent(vhost, existing, &spec);
             }
+            let exchange = Exchange::declared(id, vhost, &spec).map_err(TopologyError::PreconditionFailed)?;
             self.limits.check_new_exchange(&self.current.load(), vhost, &spec.name)?;
-            // Detached: the name and arguments outlive the frame they came in.
-            let name = spec.name.detached();
-            let exchange = Exchange {
-                id,
-                name,
-                kind: spec.kind,
-                durable: spec.durable,
-                auto_delete: spec.auto_delete,
-                internal: spec.internal,
-                arguments: spec.arguments.detached(),
-                bindings: BindingTable::new(spec.kind),
-            };
             change::insert_exchange(v, exchange, journal);
             Ok(())
         })
@@ -585,14 +579,14 @@ impl Vhost {
         &self,
         exchange: &Exchange,
         routing_key: &[u8],
-        headers: Option<&FieldTable>,
+        properties: &RouteProperties<'_>,
         out: &mut Vec<QueueRef>,
         scratch: &mut Vec<Destination>,
     ) {
         let first = out.len();
-        self.route_one(exchange, routing_key, headers, out, scratch);
+        self.route_one(exchange, routing_key, properties, out, scratch);
         if out.len() == first && (!exchange.arguments.is_empty() || !self.policy_alternates.is_empty()) {
-            self.route_alternate(exchange, routing_key, headers, out, scratch);
+            self.route_alternate(exchange, routing_key, properties, out, scratch);
         }
     }
 
@@ -612,7 +606,7 @@ impl Vhost {
         &self,
         exchange: &Exchange,
         routing_key: &[u8],
-        headers: Option<&FieldTable>,
+        properties: &RouteProperties<'_>,
         out: &mut Vec<QueueRef>,
         scratch: &mut Vec<Destination>,
     ) {
@@ -627,7 +621,7 @@ impl Vhost {
             }
             seen.push(next.id);
             let first = out.len();
-            self.route_one(next, routing_key, headers, out, scratch);
+            self.route_one(next, routing_key, properties, out, scratch);
             if out.len() > first {
                 return;
             }
@@ -639,7 +633,7 @@ impl Vhost {
         &self,
         exchange: &Exchange,
         routing_key: &[u8],
-        headers: Option<&FieldTable>,
+        properties: &RouteProperties<'_>,
         out: &mut Vec<QueueRef>,
         scratch: &mut Vec<Destination>,
     ) {
@@ -651,7 +645,7 @@ impl Vhost {
             return;
         }
         scratch.clear();
-        exchange.bindings.route(routing_key, headers, scratch);
+        exchange.bindings.route(routing_key, properties, scratch);
         if scratch.iter().all(|d| matches!(d, Destination::Queue(_))) {
             // The common case: no exchange-to-exchange hop.
             out.extend(scratch.iter().filter_map(|d| match d {
@@ -660,7 +654,7 @@ impl Vhost {
             }));
             return;
         }
-        self.route_through_exchanges(exchange, routing_key, headers, out, scratch);
+        self.route_through_exchanges(exchange, routing_key, properties, out, scratch);
     }
 
     #[cold]
@@ -668,7 +662,7 @@ impl Vhost {
         &self,
         exchange: &Exchange,
         routing_key: &[u8],
-        headers: Option<&FieldTable>,
+        properties: &RouteProperties<'_>,
         out: &mut Vec<QueueRef>,
         scratch: &mut Vec<Destination>,
     ) {
@@ -685,7 +679,7 @@ impl Vhost {
                     visited.push(id);
                     let next = self.exchange_names.get(&id).and_then(|n| self.exchanges.get(n));
                     if let Some(next) = next {
-                        next.bindings.route(routing_key, headers, &mut pending);
+                        next.bindings.route(routing_key, properties, &mut pending);
                     }
                 }
             }

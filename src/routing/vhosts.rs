@@ -44,6 +44,7 @@ impl Registry {
                 internal,
                 arguments: FieldTable::default(),
                 bindings: BindingTable::new(kind),
+                dedup: None,
             };
             vhost.exchange_names.insert(id, exchange.name.clone());
             vhost.exchanges.insert(exchange.name.clone(), Arc::new(exchange));

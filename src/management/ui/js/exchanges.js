@@ -13,7 +13,7 @@ import { publishForm, queueHref } from './queues.js';
 const shown = (name) => (name === '' ? '(AMQP default)' : name);
 export const exchangeHref = (vhost, name) => `#/exchanges/${enc(vhost)}/${enc(name === '' ? 'amq.default' : name)}`;
 
-const TYPES = ['direct', 'fanout', 'topic', 'headers'];
+const TYPES = ['direct', 'fanout', 'topic', 'headers', 'x-consistent-hash'];
 
 // The vhosts as select options, for the add forms.
 export async function vhostOptions() {
