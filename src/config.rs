@@ -32,6 +32,9 @@ pub const TCP_RECV_BUFFER_BYTES_DEFAULT: u32 = 256 * 1024;
 /// Unacknowledged deliveries one channel may hold by default (see
 /// [`Config::unacked_deliveries_max_per_channel`]).
 pub const UNACKED_DELIVERIES_MAX_PER_CHANNEL_DEFAULT: u32 = 1 << 20;
+/// Messages each shard may hold for delayed exchanges by default (see
+/// [`Config::delayed_messages_max_per_shard`]).
+pub const DELAYED_MESSAGES_MAX_PER_SHARD_DEFAULT: usize = 1_000_000;
 
 /// The default listen addresses: every interface, IPv4 and IPv6, port 5672,
 /// as RabbitMQ (the v6 socket is IPv6-only, so both bind; where IPv6 is
@@ -157,6 +160,10 @@ pub struct Config {
     /// consumers until acks bring it below; the messages wait in their
     /// queues. basic.get is not limited.
     pub unacked_deliveries_max_per_channel: u32,
+    /// Messages each shard may hold for `x-delayed-message` exchanges
+    /// (default 1000000; see `broker::delayed`). A publish past it is
+    /// refused: nacked on a confirming channel.
+    pub delayed_messages_max_per_shard: usize,
     /// How often each shard publishes its statistics for the management
     /// API and the metrics, ms (default 1000, RabbitMQ's
     /// `collect_statistics_interval` is 5000; 0: never, the board keeps its
@@ -413,6 +420,7 @@ impl Default for Config {
             connection_max: None,
             consumer_max_per_channel: None,
             unacked_deliveries_max_per_channel: UNACKED_DELIVERIES_MAX_PER_CHANNEL_DEFAULT,
+            delayed_messages_max_per_shard: DELAYED_MESSAGES_MAX_PER_SHARD_DEFAULT,
             stats_interval_ms: STATS_INTERVAL_MS_DEFAULT,
             tls: None,
             management: HttpConfig::on_port(MANAGEMENT_PORT_DEFAULT),

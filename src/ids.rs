@@ -77,6 +77,10 @@ pub enum ExchangeKind {
     Fanout,
     Topic,
     Headers,
+    /// `x-delayed-message` (RabbitMQ's delayed message plugin): routes as
+    /// its `x-delayed-type` argument says, after the `x-delay` header's
+    /// milliseconds (see `routing::delayed`, `broker::delayed`).
+    DelayedMessage,
 }
 
 impl ExchangeKind {
@@ -87,6 +91,7 @@ impl ExchangeKind {
             b"fanout" => Some(ExchangeKind::Fanout),
             b"topic" => Some(ExchangeKind::Topic),
             b"headers" => Some(ExchangeKind::Headers),
+            b"x-delayed-message" => Some(ExchangeKind::DelayedMessage),
             _ => None,
         }
     }
@@ -97,6 +102,7 @@ impl ExchangeKind {
             ExchangeKind::Fanout => "fanout",
             ExchangeKind::Topic => "topic",
             ExchangeKind::Headers => "headers",
+            ExchangeKind::DelayedMessage => "x-delayed-message",
         }
     }
 }

@@ -92,6 +92,8 @@ pub struct ShardCtx {
     pub(super) closed_channels: crate::stats::ClosedChannels,
     /// Segments the log offered for compaction (kept for its allocation).
     pub(super) compact_candidates: Vec<(u32, u64)>,
+    /// Messages delayed exchanges hold until due (see [`super::delayed`]).
+    pub(super) delayed: super::delayed::DelayStore,
 }
 
 /// The loop has not waited idle since `idle_at` for
@@ -178,6 +180,7 @@ impl ShardCtx {
             epoch_unix_ms: super::stored::unix_now_ms(),
             closed_channels: crate::stats::ClosedChannels::default(),
             compact_candidates: Vec::new(),
+            delayed: Default::default(),
         }
     }
 

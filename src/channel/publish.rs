@@ -15,7 +15,7 @@ use crate::amqp::field::ShortStr;
 use crate::amqp::frame;
 use crate::amqp::properties::{self, ContentHeader};
 use crate::amqp::spec::{self, BasicPublish, Method};
-use crate::broker::ShardCtx;
+use crate::broker::{ShardCtx, Taken};
 use crate::channel::methods::denied;
 use crate::channel::{Channel, ChannelError, Outcome};
 use crate::envelope::{ConfirmTicket, Envelope};
@@ -23,6 +23,7 @@ use crate::ids::{ChannelRef, ConnId, ExchangeKind, QueueRef, ShardId};
 use crate::message::{
     Body, Message, MessageParts, FLAG_EXPIRATION, FLAG_HEADERS, FLAG_REPLY_TO, FLAG_USER_ID,
 };
+use crate::routing::delayed;
 
 /// The pseudo-queue of RabbitMQ's direct reply-to.
 pub const DIRECT_REPLY_QUEUE: &str = "amq.rabbitmq.reply-to";
@@ -301,6 +302,13 @@ impl Channel {
             let (name, key) = (message.exchange.as_bytes(), message.routing_key.as_bytes());
             self.grants.check_topic(Perm::Write, name, key).map_err(denied)?;
         }
+        let delayed = exchange.kind == ExchangeKind::DelayedMessage;
+        if delayed {
+            message = match self.publish_delayed(message, flags, confirm_seq, shared, ctx) {
+                Ok(verdict) => return Ok(verdict),
+                Err(now) => now,
+            };
+        }
         if message.exchange.is_empty()
             && message.routing_key.as_bytes().starts_with(DIRECT_REPLY_PREFIX.as_bytes())
         {
@@ -313,13 +321,9 @@ impl Channel {
             None
         };
         let targets = ctx.route(&vhost, exchange, message.routing_key.as_bytes(), headers.as_ref());
-        if headers.is_none() && !exchange.bindings.needs_headers() {
-            let cache = self.route_cache.get_or_insert_with(Default::default);
-            cache.generation = generation;
-            cache.exchange = message.exchange.detached();
-            cache.routing_key = message.routing_key.detached();
-            cache.targets.clear();
-            cache.targets.extend_from_slice(&targets);
+        // A delayed exchange's next publish may carry a delay: never cached.
+        if headers.is_none() && !exchange.bindings.needs_headers() && !delayed {
+            self.route_cache.get_or_insert_with(Default::default).remember(generation, &message, &targets);
         }
         let verdict = self.hand_to_queues(&targets, message, mandatory, confirm_seq, shared, ctx);
         ctx.recycle_route_targets(targets);
@@ -364,6 +368,50 @@ impl Channel {
             }
         }
         verdict
+    }
+
+    /// A publish to an `x-delayed-message` exchange: held by the shard when
+    /// its `x-delay` says so (`Err` gives the message back to be routed now).
+    /// A held message is never returned (mandatory cannot hold for a route
+    /// taken later) and is confirmed once held (stored, for a persistent one).
+    #[cold]
+    fn publish_delayed(
+        &mut self,
+        message: Message,
+        flags: u16,
+        confirm_seq: Option<u64>,
+        shared: &mut ConnShared,
+        ctx: &mut ShardCtx,
+    ) -> Result<Verdict, Message> {
+        if flags & FLAG_HEADERS == 0 {
+            return Err(message);
+        }
+        let Ok(mut header) = ContentHeader::decode(message.header.clone()) else {
+            return Err(message);
+        };
+        let Some(delay_ms) = header.properties.headers.as_ref().and_then(delayed::delay_ms) else {
+            return Err(message);
+        };
+        if let Some(headers) = header.properties.headers.as_mut() {
+            delayed::released_headers(headers, delay_ms);
+        }
+        let mut encoded = BytesMut::new();
+        header.encode(&mut encoded);
+        let mut parts = message.into_parts();
+        parts.header = encoded.freeze();
+        let mut verdict = Verdict::default();
+        match ctx.delay(&shared.vhost, Message::new(parts), delay_ms) {
+            Taken::Refused => verdict.refused = true,
+            Taken::Accepted => {}
+            Taken::Stored => {
+                if let Some(seq) = confirm_seq {
+                    let ticket = ConfirmTicket { channel: self.me, incarnation: self.incarnation, seq };
+                    ctx.wait_for_sync(ticket);
+                    verdict.remaining += 1;
+                }
+            }
+        }
+        Ok(verdict)
     }
 
     fn write_return(&mut self, message: &Message, shared: &mut ConnShared) {
@@ -479,6 +527,15 @@ pub(super) struct RouteCache {
 }
 
 impl RouteCache {
+    /// `message`'s exchange and key route to `targets` on snapshot `generation`.
+    fn remember(&mut self, generation: u64, message: &Message, targets: &[QueueRef]) {
+        self.generation = generation;
+        self.exchange = message.exchange.detached();
+        self.routing_key = message.routing_key.detached();
+        self.targets.clear();
+        self.targets.extend_from_slice(targets);
+    }
+
     /// The cached route holds for `message` (the exchange's type does not
     /// look at headers, or it would not have been cached).
     fn matches(&self, generation: u64, message: &Message) -> bool {

@@ -277,7 +277,7 @@ fn apply(registry: &Registry, topology: &mut Topology, definition: &Definition) 
                 auto_delete: *auto_delete,
                 internal: *internal,
                 arguments: arguments.clone(),
-                bindings: BindingTable::new(*kind),
+                bindings: BindingTable::new(super::delayed::checked_table_kind(*kind, arguments)?),
             };
             change::insert_exchange(v, exchange, &mut journal);
         }

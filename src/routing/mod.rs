@@ -12,6 +12,8 @@
 //!   publish.
 //! * [`entity_limits`] — how many queues, exchanges and bindings may exist,
 //!   and the memory alarm's hold on new ones.
+//! * [`delayed`] — the `x-delayed-message` exchange's declare rule, binding
+//!   table type and `x-delay` header.
 //! * [`change`] — the topology changes themselves, shared by a client's
 //!   methods and the replay of the definitions log.
 //! * [`parameters`] — policies and runtime parameters, stored as given.
@@ -27,6 +29,7 @@
 
 mod access;
 pub mod change;
+pub mod delayed;
 pub mod durable;
 pub mod entity_limits;
 pub mod headers;

@@ -456,7 +456,7 @@ impl Registry {
                 auto_delete: spec.auto_delete,
                 internal: spec.internal,
                 arguments: spec.arguments.detached(),
-                bindings: BindingTable::new(spec.kind),
+                bindings: BindingTable::new(super::delayed::table_kind(spec.kind, &spec.arguments)),
             };
             change::insert_exchange(v, exchange, journal);
             Ok(())

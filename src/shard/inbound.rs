@@ -118,6 +118,12 @@ impl Shard {
     /// A remote queue's verdict on a confirmed (or transactional) publish.
     #[inline]
     fn confirm_to(&mut self, to: ChannelRef, incarnation: u32, seq: u64, accepted: bool) {
+        if to.conn.slot == crate::broker::delayed::DELAY_STORE_SLOT {
+            // A queue took a released delayed message (refused: dropped, as
+            // the plugin makes one attempt).
+            self.ctx.delayed_confirmed(seq);
+            return;
+        }
         let Some(index) = self.slot_of(to.conn) else {
             return;
         };

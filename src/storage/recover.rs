@@ -55,8 +55,11 @@ pub struct PagedIn {
     pub loc: Loc,
     /// A [`entry::KIND_PAGED`] record: not needed on disk once in memory.
     pub paged: bool,
-    /// When it expires (ms since the Unix epoch; `u64::MAX`: never).
+    /// When it expires (ms since the Unix epoch; `u64::MAX`: never), or,
+    /// for a delayed message, when it is due.
     pub expires_unix_ms: u64,
+    /// A delayed message's vhost (empty for others).
+    pub vhost: ShortStr,
     /// The message.
     pub message: Message,
 }
@@ -372,6 +375,7 @@ fn paged_in(kind: u8, m: &StoredMessage<'_>, at: Loc) -> PagedIn {
         loc: at,
         paged: kind == entry::KIND_PAGED,
         expires_unix_ms: m.expires_unix_ms,
+        vhost: short(m.vhost),
         message,
     }
 }
