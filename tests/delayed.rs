@@ -308,15 +308,20 @@ async fn persistent_delayed_messages_survive_a_restart() {
     bind(&ch, &q, &exchange, "k", FieldTable::default()).await;
     let remote = queue(&other.create_channel().await.expect("channel"), true).await;
     bind(&ch, &remote, &exchange, "r", FieldTable::default()).await;
+    // "r" reaches a queue on each shard: held by the publisher's shard, its
+    // release is settled once the other shard confirms.
+    let side = queue(&ch, true).await;
+    bind(&ch, &side, &exchange, "r", FieldTable::default()).await;
     // Released before the restart, into a queue of each shard.
-    let mut seen = consume(&ch, &remote).await;
+    let (mut seen, mut seen_side) = (consume(&ch, &remote).await, consume(&ch, &side).await);
     publish_confirmed(&ch, &exchange, "r", "early", delay_ms(20).with_delivery_mode(2)).await;
     assert_eq!(body(&next_delivery(&mut seen).await), "early");
+    assert_eq!(body(&next_delivery(&mut seen_side).await), "early");
     let mut local =
         ch.basic_consume(&q, "", Default::default(), FieldTable::default()).await.expect("consume");
     publish_confirmed(&ch, &exchange, "k", "early local", delay_ms(20).with_delivery_mode(2)).await;
     assert_eq!(body(&next_delivery(&mut local).await), "early local");
-    drop((local, seen));
+    drop((local, seen, seen_side));
     let started = Instant::now();
     publish_confirmed(&ch, &exchange, "k", "second", delay_ms(2500).with_delivery_mode(2)).await;
     publish_confirmed(&ch, &exchange, "k", "first", delay_ms(2000).with_delivery_mode(2)).await;

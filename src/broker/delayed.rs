@@ -10,7 +10,9 @@
 //!             bindings now ──> queues ──> `settled` record of the delay store
 //! ```
 //!
-//! A message is held by the shard whose channel published it, in due order
+//! A message is held by the shard that owns its queues (as routed at
+//! publish; the publisher's shard when they are on several or none), in
+//! due order
 //! (ties in publish order), all in memory: at most
 //! `Config::delayed_messages_max_per_shard` messages and [`DELAYED_BYTES_MAX`] bytes per shard; past either a publish
 //! is refused (a nack on a confirming channel). A persistent message is also
@@ -31,7 +33,7 @@ use std::time::Duration;
 use super::{ShardCtx, Taken};
 use crate::amqp::properties::ContentHeader;
 use crate::envelope::{ConfirmTicket, Envelope};
-use crate::ids::{ChannelRef, ConnId};
+use crate::ids::{ChannelRef, ConnId, QueueRef, ShardId};
 use crate::message::Message;
 use crate::storage::entry;
 use crate::storage::recover::RecoveredQueue;
@@ -88,11 +90,39 @@ fn size_of(message: &Message) -> u64 {
 }
 
 impl ShardCtx {
+    /// When a message delayed now for `delay_ms` is due (Unix ms).
+    pub fn due_after(&self, delay_ms: u64) -> u64 {
+        self.epoch_unix_ms.saturating_add(self.clock).saturating_add(delay_ms)
+    }
+
+    /// The shard to hold a delayed message whose queues are `targets` as
+    /// routed at publish: theirs when they are all on one shard (its
+    /// release is then exactly once across a crash), else this one.
+    pub fn delay_holder(&self, targets: &[QueueRef]) -> ShardId {
+        match targets.first() {
+            Some(first) if targets.iter().all(|t| t.shard == first.shard) => first.shard,
+            _ => self.shard,
+        }
+    }
+
+    /// Hands a delayed message to another shard's delay store.
+    pub fn delay_on(
+        &mut self,
+        holder: ShardId,
+        vhost: &Arc<str>,
+        message: Message,
+        due_unix_ms: u64,
+        confirm: Option<ConfirmTicket>,
+    ) {
+        let vhost = Arc::clone(vhost);
+        self.mesh.stage(holder, Envelope::Delay { vhost, message, due_unix_ms, confirm });
+    }
+
     /// Holds `message` (published to a delayed exchange of `vhost`, its
-    /// `x-delay` header already negated) for `delay_ms`. `Stored`: the
-    /// confirm waits for the log's sync; `Refused`: over the store's limits,
-    /// or the log could not take it.
-    pub fn delay(&mut self, vhost: &Arc<str>, message: Message, delay_ms: u64) -> Taken {
+    /// `x-delay` header already negated) until `due` (Unix ms). `Stored`:
+    /// the confirm waits for the log's sync; `Refused`: over the store's
+    /// limits, or the log could not take it.
+    pub fn delay(&mut self, vhost: &Arc<str>, message: Message, due: u64) -> Taken {
         let size = size_of(&message);
         let messages_max = self.config.delayed_messages_max_per_shard;
         let d = &mut self.delayed;
@@ -110,7 +140,6 @@ impl ShardCtx {
             return Taken::Refused;
         }
         d.full_logged = false;
-        let due = self.epoch_unix_ms.saturating_add(self.clock).saturating_add(delay_ms);
         let seq = d.next_seq;
         let mut loc = NO_LOC;
         if crate::message::is_persistent(&message.header) {

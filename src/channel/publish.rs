@@ -24,6 +24,7 @@ use crate::message::{
     Body, Message, MessageParts, FLAG_EXPIRATION, FLAG_HEADERS, FLAG_REPLY_TO, FLAG_USER_ID,
 };
 use crate::routing::delayed;
+use crate::routing::topology::{Exchange, Vhost};
 
 /// The pseudo-queue of RabbitMQ's direct reply-to.
 pub const DIRECT_REPLY_QUEUE: &str = "amq.rabbitmq.reply-to";
@@ -304,7 +305,7 @@ impl Channel {
         }
         let delayed = exchange.kind == ExchangeKind::DelayedMessage;
         if delayed {
-            message = match self.publish_delayed(message, flags, confirm_seq, shared, ctx) {
+            message = match self.publish_delayed(message, (&vhost, exchange), confirm_seq, shared, ctx) {
                 Ok(verdict) => return Ok(verdict),
                 Err(now) => now,
             };
@@ -378,11 +379,12 @@ impl Channel {
     fn publish_delayed(
         &mut self,
         message: Message,
-        flags: u16,
+        (vhost, exchange): (&Vhost, &Exchange),
         confirm_seq: Option<u64>,
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
     ) -> Result<Verdict, Message> {
+        let flags = message.property_flags();
         if flags & FLAG_HEADERS == 0 {
             return Err(message);
         }
@@ -399,17 +401,28 @@ impl Channel {
         header.encode(&mut encoded);
         let mut parts = message.into_parts();
         parts.header = encoded.freeze();
+        let message = Message::new(parts);
+        // Held where its queues are now, so that its release is local.
+        let targets =
+            ctx.route(vhost, exchange, message.routing_key.as_bytes(), header.properties.headers.as_ref());
+        let holder = ctx.delay_holder(&targets);
+        ctx.recycle_route_targets(targets);
+        let due = ctx.due_after(delay_ms);
+        let ticket =
+            confirm_seq.map(|seq| ConfirmTicket { channel: self.me, incarnation: self.incarnation, seq });
         let mut verdict = Verdict::default();
-        match ctx.delay(&shared.vhost, Message::new(parts), delay_ms) {
-            Taken::Refused => verdict.refused = true,
-            Taken::Accepted => {}
-            Taken::Stored => {
-                if let Some(seq) = confirm_seq {
-                    let ticket = ConfirmTicket { channel: self.me, incarnation: self.incarnation, seq };
-                    ctx.wait_for_sync(ticket);
-                    verdict.remaining += 1;
-                }
+        if holder != ctx.shard() {
+            ctx.delay_on(holder, &shared.vhost, message, due, ticket);
+            verdict.remaining = u32::from(ticket.is_some());
+            return Ok(verdict);
+        }
+        match (ctx.delay(&shared.vhost, message, due), ticket) {
+            (Taken::Refused, _) => verdict.refused = true,
+            (Taken::Stored, Some(ticket)) => {
+                ctx.wait_for_sync(ticket);
+                verdict.remaining += 1;
             }
+            _ => {}
         }
         Ok(verdict)
     }
