@@ -144,12 +144,16 @@ async fn drain(addr: SocketAddr, marker_delay_ms: u64) -> Result<[Vec<u64>; 2], 
 fn violations(confirmed: &[u64], got: &[Vec<u64>; 2]) -> Vec<String> {
     let mut problems = Vec::new();
     for (queue, seqs) in got.iter().enumerate() {
-        for pair in seqs.windows(2) {
-            if pair[1] <= pair[0] {
-                let (a, b) = (pair[0], pair[1]);
-                let what = if a == b { "twice" } else { "out of order" };
-                problems.push(format!("{}: {b} after {a} ({what})", DELAYED_QUEUES[queue]));
+        let mut seen = std::collections::HashSet::new();
+        let mut last = None;
+        for &seq in seqs {
+            let name = DELAYED_QUEUES[queue];
+            if !seen.insert(seq) {
+                problems.push(format!("{name}: {seq} twice"));
+            } else if last.is_some_and(|last| seq < last) {
+                problems.push(format!("{name}: {seq} after {last:?} (out of order)"));
             }
+            last = last.max(Some(seq));
         }
         if let Some(&wrong) = seqs.iter().find(|&&s| delayed_queue_of(s) != queue) {
             problems.push(format!("{}: {wrong} was routed here", DELAYED_QUEUES[queue]));
