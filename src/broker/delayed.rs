@@ -12,12 +12,14 @@
 //!
 //! A message is held by the shard that owns its queues (as routed at
 //! publish; the publisher's shard when they are on several or none), in
-//! due order
-//! (ties in publish order), all in memory: at most
-//! `Config::delayed_messages_max_per_shard` messages and [`DELAYED_BYTES_MAX`] bytes per shard; past either a publish
-//! is refused (a nack on a confirming channel). A persistent message is also
-//! a record in the shard's message log, under the pseudo-queue
-//! [`entry::DELAYED_STORE`], and comes back after a restart or a crash.
+//! due order (ties in publish order). A transient message is kept in
+//! memory (at most [`DELAYED_BYTES_MAX`] of them per shard); a persistent
+//! one is a record in the shard's message log, under the pseudo-queue
+//! [`entry::DELAYED_STORE`], and only its key and place (32 bytes in a
+//! `BTreeMap`) stay in memory: it is read back when due, and comes back
+//! after a restart or a crash. At most `Config::delayed_messages_max_per_shard`
+//! messages of both kinds; past a limit a publish is refused (a nack on a
+//! confirming channel).
 //!
 //! Release of a persistent message: it is enqueued first, then its record
 //! is settled, so a crash between the two brings it back (at least once,
@@ -36,8 +38,9 @@ use crate::envelope::{ConfirmTicket, Envelope};
 use crate::ids::{ChannelRef, ConnId, QueueRef, ShardId};
 use crate::message::Message;
 use crate::storage::entry;
+use crate::storage::log::{offset_of, SpanKind};
 use crate::storage::recover::RecoveredQueue;
-use crate::storage::{Loc, NO_LOC};
+use crate::storage::{segment_of, Loc, NO_LOC};
 
 /// Header and body bytes one shard holds for delayed exchanges.
 pub const DELAYED_BYTES_MAX: u64 = 256 * 1024 * 1024;
@@ -47,27 +50,28 @@ pub const RELEASE_BATCH_MAX: usize = 4096;
 /// the delay store of the shard they name.
 pub const DELAY_STORE_SLOT: u32 = u32::MAX;
 
-/// One held message.
+/// A transient held message.
 #[derive(Debug)]
 struct Held {
     vhost: Arc<str>,
     message: Message,
-    /// Its record in the message log ([`NO_LOC`]: transient, not stored).
-    loc: Loc,
 }
 
 /// A shard's held messages.
 #[derive(Debug, Default)]
 pub struct DelayStore {
-    /// By (due time in Unix ms, sequence number).
+    /// Transient messages, in memory, by (due time in Unix ms, sequence number).
     held: BTreeMap<(u64, u64), Held>,
+    /// Persistent messages, by the same key: only where their record is in
+    /// the message log and its length; read back at release.
+    stored: BTreeMap<(u64, u64), (Loc, u32)>,
     /// The next sequence number (the log's records name messages by it).
     next_seq: u64,
-    /// Header and body bytes held, releasing ones included.
+    /// Header and body bytes of the transient messages held.
     bytes: u64,
     /// Released persistent messages whose queues on other shards have not
-    /// confirmed yet: seq → (confirms awaited, record, bytes).
-    releasing: HashMap<u64, (u32, Loc, u64)>,
+    /// confirmed yet: seq → (confirms awaited, record).
+    releasing: HashMap<u64, (u32, Loc)>,
     /// A refusal was logged since the store was last below its limits.
     full_logged: bool,
 }
@@ -75,12 +79,22 @@ pub struct DelayStore {
 impl DelayStore {
     /// Messages held or waiting for their release to be confirmed.
     pub fn len(&self) -> usize {
-        self.held.len() + self.releasing.len()
+        self.held.len() + self.stored.len() + self.releasing.len()
     }
 
     /// Nothing is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The key of the next message due, transient or persistent.
+    fn first(&self) -> Option<(u64, u64)> {
+        let held = self.held.first_key_value().map(|(&k, _)| k);
+        let stored = self.stored.first_key_value().map(|(&k, _)| k);
+        match (held, stored) {
+            (Some(h), Some(s)) => Some(h.min(s)),
+            (h, s) => h.or(s),
+        }
     }
 }
 
@@ -125,8 +139,10 @@ impl ShardCtx {
     pub fn delay(&mut self, vhost: &Arc<str>, message: Message, due: u64) -> Taken {
         let size = size_of(&message);
         let messages_max = self.config.delayed_messages_max_per_shard;
+        let stored = crate::message::is_persistent(&message.header) && self.log.is_some();
         let d = &mut self.delayed;
-        if d.len() >= messages_max || d.bytes.saturating_add(size) > DELAYED_BYTES_MAX {
+        let bytes_over = !stored && d.bytes.saturating_add(size) > DELAYED_BYTES_MAX;
+        if d.len() >= messages_max || bytes_over {
             if !std::mem::replace(&mut d.full_logged, true) {
                 tracing::warn!(
                     shard = self.shard.0,
@@ -141,28 +157,23 @@ impl ShardCtx {
         }
         d.full_logged = false;
         let seq = d.next_seq;
-        let mut loc = NO_LOC;
-        if crate::message::is_persistent(&message.header) {
-            if let Some(log) = self.log.as_mut() {
-                match log.append_delayed(seq, due, vhost.as_bytes(), &message) {
-                    Some(at) => loc = at,
-                    None => return Taken::Refused,
-                }
-            }
+        if let (true, Some(log)) = (stored, self.log.as_mut()) {
+            let Some(at) = log.append_delayed(seq, due, vhost.as_bytes(), &message) else {
+                return Taken::Refused;
+            };
+            d.next_seq += 1;
+            d.stored.insert((due, seq), at);
+            return Taken::Stored;
         }
         d.next_seq += 1;
         d.bytes += size;
-        d.held.insert((due, seq), Held { vhost: Arc::clone(vhost), message, loc });
-        if loc == NO_LOC {
-            Taken::Accepted
-        } else {
-            Taken::Stored
-        }
+        d.held.insert((due, seq), Held { vhost: Arc::clone(vhost), message });
+        Taken::Accepted
     }
 
     /// How long until the next held message is due (`None`: none held).
     pub fn delayed_due_in(&self) -> Option<Duration> {
-        let (&(due, _), _) = self.delayed.held.first_key_value()?;
+        let (due, _) = self.delayed.first()?;
         let now = self.epoch_unix_ms.saturating_add(self.clock);
         Some(Duration::from_millis(due.saturating_sub(now)))
     }
@@ -172,22 +183,47 @@ impl ShardCtx {
     pub fn release_delayed(&mut self) {
         let now = self.epoch_unix_ms.saturating_add(self.clock);
         for _ in 0..RELEASE_BATCH_MAX {
-            let due = self.delayed.held.first_key_value().is_some_and(|(&(due, _), _)| due <= now);
-            if !due {
+            let Some(key) = self.delayed.first().filter(|&(due, _)| due <= now) else {
                 break;
-            }
-            if let Some(((_, seq), held)) = self.delayed.held.pop_first() {
-                self.release_one(seq, held);
+            };
+            if let Some(held) = self.delayed.held.remove(&key) {
+                self.delayed.bytes = self.delayed.bytes.saturating_sub(size_of(&held.message));
+                self.release_one(key.1, held, NO_LOC);
+            } else if let Some((at, len)) = self.delayed.stored.remove(&key) {
+                match self.read_delayed(at, len) {
+                    Some(held) => self.release_one(key.1, held, at),
+                    None => self.settle_delayed(key.1, at),
+                }
             }
         }
     }
 
+    /// A persistent held message, read back from its record.
+    fn read_delayed(&mut self, at: Loc, len: u32) -> Option<Held> {
+        let log = self.log.as_mut()?;
+        let never = |_: u64| false;
+        let read = crate::storage::log::ReadSpan {
+            queue: entry::DELAYED_STORE,
+            segment: segment_of(at),
+            from: offset_of(at),
+            until: offset_of(at).saturating_add(len),
+            max_bytes: len,
+            kind: SpanKind::Recovered,
+            skip: &never,
+        };
+        let mut batch = Vec::with_capacity(1);
+        if let Err(e) = log.read_messages(&read, &mut batch) {
+            tracing::error!(error = %e, segment = read.segment, "delayed messages: reading one back failed; lost");
+        }
+        let m = batch.pop()?;
+        Some(Held { vhost: Arc::from(m.vhost.to_string_lossy().as_ref()), message: m.message })
+    }
+
     /// Routes one message through its exchange's bindings as they are now
     /// (unroutable, or its exchange or vhost gone: dropped, as the plugin
-    /// does), then settles its record once its queues have it.
-    fn release_one(&mut self, seq: u64, held: Held) {
-        let Held { vhost, message, loc } = held;
-        let size = size_of(&message);
+    /// does), then settles its record (`loc`) once its queues have it.
+    fn release_one(&mut self, seq: u64, held: Held, loc: Loc) {
+        let Held { vhost, message } = held;
         let mut awaited = 0u32;
         let exchange = self.vhost(&vhost).cloned().and_then(|v| {
             let exchange = v.exchanges.get(message.exchange.as_bytes()).cloned()?;
@@ -201,21 +237,12 @@ impl ShardCtx {
             };
             let targets = self.route(&v, &exchange, message.routing_key.as_bytes(), headers.as_ref());
             let me = self.shard;
-            let ticket = ConfirmTicket {
-                channel: ChannelRef {
-                    conn: ConnId { shard: me, slot: DELAY_STORE_SLOT, generation: 0 },
-                    channel: 0,
-                },
-                incarnation: 0,
-                seq,
-            };
+            let conn = ConnId { shard: me, slot: DELAY_STORE_SLOT, generation: 0 };
+            let ticket = ConfirmTicket { channel: ChannelRef { conn, channel: 0 }, incarnation: 0, seq };
             for &target in &targets {
                 if loc != NO_LOC && target.shard != me {
-                    let publish = Envelope::Publish {
-                        queue: target.id,
-                        message: message.clone(),
-                        confirm: Some(ticket),
-                    };
+                    let confirm = Some(ticket);
+                    let publish = Envelope::Publish { queue: target.id, message: message.clone(), confirm };
                     self.mesh.stage(target.shard, publish);
                     awaited += 1;
                 } else {
@@ -225,10 +252,15 @@ impl ShardCtx {
             self.recycle_route_targets(targets);
         }
         if awaited == 0 {
-            self.settle_delayed(seq, loc, size);
+            self.settle_delayed(seq, loc);
         } else {
-            self.delayed.releasing.insert(seq, (awaited, loc, size));
+            self.delayed.releasing.insert(seq, (awaited, loc));
         }
+    }
+
+    /// Released messages wait for queues of other shards to confirm them.
+    pub fn delayed_releasing(&self) -> bool {
+        !self.delayed.releasing.is_empty()
     }
 
     /// A queue of another shard answered the release of message `seq`.
@@ -238,21 +270,21 @@ impl ShardCtx {
         };
         entry.0 = entry.0.saturating_sub(1);
         if entry.0 == 0 {
-            if let Some((_, loc, size)) = self.delayed.releasing.remove(&seq) {
-                self.settle_delayed(seq, loc, size);
+            if let Some((_, loc)) = self.delayed.releasing.remove(&seq) {
+                self.settle_delayed(seq, loc);
             }
         }
     }
 
-    /// Message `seq` is in its queues: its record is no longer needed.
-    fn settle_delayed(&mut self, seq: u64, loc: Loc, size: u64) {
-        self.delayed.bytes = self.delayed.bytes.saturating_sub(size);
+    /// Message `seq` is in its queues: its record (if any) is no longer needed.
+    fn settle_delayed(&mut self, seq: u64, loc: Loc) {
         if let (Some(log), true) = (self.log.as_mut(), loc != NO_LOC) {
             log.append_ranges(entry::KIND_SETTLED, entry::DELAYED_STORE, &[(seq, loc)]);
         }
     }
 
-    /// Takes back the persistent delayed messages the log holds (at start).
+    /// Takes back where the persistent delayed messages are in the log (at
+    /// start), reading each record once (a read's worth at a time).
     pub(super) fn restore_delayed(&mut self, recovered: RecoveredQueue) {
         self.delayed.next_seq = self.delayed.next_seq.max(recovered.next_seq);
         let Some(log) = self.log.as_mut() else {
@@ -281,16 +313,17 @@ impl ShardCtx {
                         span.until
                     }
                 };
+                for m in batch.drain(..) {
+                    self.delayed.stored.insert((m.expires_unix_ms, m.seq), (m.loc, m.len));
+                }
             }
         }
-        let d = &mut self.delayed;
-        for m in batch {
-            let vhost: Arc<str> = Arc::from(m.vhost.to_string_lossy().as_ref());
-            d.bytes += size_of(&m.message);
-            d.held.insert((m.expires_unix_ms, m.seq), Held { vhost, message: m.message, loc: m.loc });
-        }
-        if !d.held.is_empty() {
-            tracing::info!(shard = self.shard.0, messages = d.held.len(), "delayed messages recovered");
+        if !self.delayed.stored.is_empty() {
+            tracing::info!(
+                shard = self.shard.0,
+                messages = self.delayed.stored.len(),
+                "delayed messages recovered"
+            );
         }
     }
 }

@@ -133,6 +133,14 @@ pub fn append_delayed(
     })
 }
 
+/// The size of [`append_delayed`]'s record, framing included.
+pub fn delayed_record_bytes(vhost: &[u8], m: &MessageParts) -> usize {
+    let fixed = record::RECORD_HEADER_BYTES + 17 + 1 + 2 + 4;
+    let body = usize::try_from(m.body_len()).unwrap_or(usize::MAX);
+    (fixed + vhost.len().min(255) + m.exchange.len() + m.routing_key.len() + m.header.len())
+        .saturating_add(body)
+}
+
 /// A message record's common tail: exchange, routing key, header, body.
 fn put_message(b: &mut Vec<u8>, m: &MessageParts) {
     let exchange = m.exchange.as_bytes();
@@ -281,6 +289,7 @@ mod tests {
         };
         let mut buf = Vec::new();
         append_delayed(&mut buf, 3, 1_700_000_000_000, b"/", &parts);
+        assert_eq!(buf.len(), delayed_record_bytes(b"/", &parts), "the size the log makes room for");
         let Decoded::Record(payload, _) = record::decode(&buf) else { panic!("a record") };
         let Some(Entry::Message(KIND_DELAYED, m)) = decode(payload) else { panic!("a delayed message") };
         assert_eq!(

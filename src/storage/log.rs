@@ -302,33 +302,23 @@ impl<W> Log<W> {
 
     /// Appends a delayed-message record ([`entry::KIND_DELAYED`]): the delay
     /// store's message `seq` of `vhost`, due at `due_unix_ms`; it is live
-    /// until a settled record of [`entry::DELAYED_STORE`] names it. `None`
-    /// if the log cannot take it.
+    /// until a settled record of [`entry::DELAYED_STORE`] names it. Returns
+    /// its position and length; `None` if the log cannot take it.
     pub fn append_delayed(
         &mut self,
         seq: u64,
         due_unix_ms: u64,
         vhost: &[u8],
         m: &MessageParts,
-    ) -> Option<Loc> {
-        let size = record::RECORD_HEADER_BYTES
-            + 1
-            + 16
-            + 1
-            + vhost.len()
-            + 2
-            + m.exchange.len()
-            + m.routing_key.len()
-            + 4
-            + m.header.len()
-            + usize::try_from(m.body_len()).unwrap_or(usize::MAX);
-        self.make_room(size).ok()?;
+    ) -> Option<(Loc, u32)> {
+        self.make_room(entry::delayed_record_bytes(vhost, m)).ok()?;
         let start = self.pending.len();
         entry::append_delayed(&mut self.pending, seq, due_unix_ms, vhost, m);
         self.dirty = true;
+        let len = u32::try_from(self.pending.len() - start).unwrap_or(u32::MAX);
         let at = self.advance(start);
         self.count_message(at);
-        Some(at)
+        Some((at, len))
     }
 
     /// A message record was appended at `at`: its segment holds one more.
@@ -583,6 +573,11 @@ impl<W> Log<W> {
                 out.push((w, at > failed));
             }
         }
+    }
+
+    /// Confirms wait for a sync.
+    pub fn has_waiters(&self) -> bool {
+        !self.waiters.is_empty()
     }
 
     /// Some waiter's sync has finished (cheap; for the shard's park check).
