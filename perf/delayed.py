@@ -29,16 +29,10 @@ import time
 
 import pika
 
+from idle_connections import rss_kb  # perf/ is the script's directory
+
 EXCHANGE = "perf.delayed"
 FAR, NEAR = "perf.delayed.far", "perf.delayed.near"
-
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
 def connect(port):

@@ -91,14 +91,9 @@ pub fn checked_table_kind(kind: ExchangeKind, arguments: &FieldTable) -> Result<
 /// How long a message with these headers is held (ms), `None` if it is
 /// routed at once.
 pub fn delay_ms(headers: &FieldTable) -> Option<u64> {
-    let delay: i128 = match headers.get(DELAY_HEADER.as_bytes())? {
-        FieldValue::I8(v) => i128::from(*v),
-        FieldValue::U8(v) => i128::from(*v),
-        FieldValue::I16(v) => i128::from(*v),
-        FieldValue::U16(v) => i128::from(*v),
-        FieldValue::I32(v) => i128::from(*v),
-        FieldValue::U32(v) => i128::from(*v),
-        FieldValue::I64(v) => i128::from(*v),
+    let value = headers.get(DELAY_HEADER.as_bytes())?;
+    let delay: i128 = match value {
+        _ if value.as_i64().is_some() => value.as_i64().map(i128::from)?,
         // Floats are truncated, as the plugin does (NaN and infinities
         // saturate, then fall outside the range).
         FieldValue::F32(v) => *v as i128,
