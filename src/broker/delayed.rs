@@ -104,9 +104,11 @@ fn size_of(message: &Message) -> u64 {
 }
 
 impl ShardCtx {
-    /// When a message delayed now for `delay_ms` is due (Unix ms).
+    /// When a message delayed now for `delay_ms` is due (Unix ms). The
+    /// clock counts whole ms: one more, so a message is never released
+    /// before `delay_ms` have passed since it arrived.
     pub fn due_after(&self, delay_ms: u64) -> u64 {
-        self.epoch_unix_ms.saturating_add(self.clock).saturating_add(delay_ms)
+        self.epoch_unix_ms.saturating_add(self.clock).saturating_add(1).saturating_add(delay_ms)
     }
 
     /// The shard to hold a delayed message whose queues are `targets` as
