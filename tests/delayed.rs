@@ -350,3 +350,47 @@ async fn persistent_delayed_messages_survive_a_restart() {
     assert_eq!(body(&d), "marker", "the early one (consumed) was not released again");
     assert_eq!(queue_len(&conn, &q).await, 0, "the transient delayed message did not survive");
 }
+
+/// Persistent messages due beyond the memory horizon wait in the disk
+/// index (slot files appear), come back from it across a restart, and are
+/// released in due order, none early.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn far_persistent_messages_wait_on_disk() {
+    if external() {
+        return;
+    }
+    let mut b = start_broker_with(|c| c.delayed_memory_horizon_ms = 1000);
+    let conn = lapin_conn(&b).await;
+    let ch = confirm_channel(&conn).await;
+    let exchange = unique("delayed.x");
+    declare_delayed(&ch, &exchange, "fanout", true).await;
+    let q = queue(&ch, true).await;
+    bind(&ch, &q, &exchange, "", FieldTable::default()).await;
+    let started = Instant::now();
+    for (body, ms) in [("c", 4500), ("a", 3000), ("near", 300), ("b", 3500)] {
+        publish_confirmed(&ch, &exchange, "", body, delay_ms(ms).with_delivery_mode(2)).await;
+    }
+    // The confirm of the next publish comes after a turn that wrote the
+    // index's buffer: slot files exist.
+    publish_confirmed(&ch, &exchange, "", "marker", delay_ms(5000).with_delivery_mode(2)).await;
+    let dir = b.data_dir().expect("in-process").join("messages");
+    let slot_files = std::fs::read_dir(&dir)
+        .expect("messages dir")
+        .flatten()
+        .filter_map(|shard| std::fs::read_dir(shard.path().join("delayed-index")).ok())
+        .flat_map(|d| d.flatten())
+        .count();
+    assert!(slot_files > 0, "far messages are indexed on disk");
+    drop((ch, conn));
+    b.restart();
+    let conn = lapin_conn(&b).await;
+    let ch = conn.create_channel().await.expect("channel");
+    let mut consumer = consume(&ch, &q).await;
+    for (body, ms) in [("near", 300), ("a", 3000), ("b", 3500), ("c", 4500)] {
+        let d = next_delivery(&mut consumer).await;
+        let took = started.elapsed();
+        assert_eq!(self::body(&d), body);
+        assert!(took >= Duration::from_millis(ms), "{body} released after {took:?}");
+        assert!(took < Duration::from_millis(ms) + LATE_MAX, "{body} released after {took:?}");
+    }
+}

@@ -32,6 +32,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::delayed_index::{DiskIndex, IndexEntry};
 use super::{ShardCtx, Taken};
 use crate::amqp::properties::ContentHeader;
 use crate::envelope::{ConfirmTicket, Envelope};
@@ -74,12 +75,33 @@ pub struct DelayStore {
     releasing: HashMap<u64, (u32, Loc)>,
     /// A refusal was logged since the store was last below its limits.
     full_logged: bool,
+    /// Persistent messages due beyond the memory horizon, on disk (`None`:
+    /// no message log, or its directory could not be made).
+    index: Option<DiskIndex>,
 }
 
 impl DelayStore {
     /// Messages held or waiting for their release to be confirmed.
     pub fn len(&self) -> usize {
-        self.held.len() + self.stored.len() + self.releasing.len()
+        self.held.len()
+            + self.stored.len()
+            + self.releasing.len()
+            + self.index.as_ref().map_or(0, DiskIndex::len)
+    }
+
+    /// Keeps a persistent message's index entry: in memory when it is due
+    /// within the horizon at `now`, else in the disk index.
+    fn hold_stored(&mut self, entry: IndexEntry, now: u64) {
+        match self.index.as_mut().filter(|ix| !ix.keeps_in_memory(entry.0 .0, now)) {
+            Some(ix) => {
+                let mut failed = Vec::new();
+                ix.push(entry, &mut failed);
+                self.stored.extend(failed);
+            }
+            None => {
+                self.stored.insert(entry.0, entry.1);
+            }
+        }
     }
 
     /// Nothing is held.
@@ -164,7 +186,7 @@ impl ShardCtx {
                 return Taken::Refused;
             };
             d.next_seq += 1;
-            d.stored.insert((due, seq), at);
+            d.hold_stored(((due, seq), at), self.epoch_unix_ms.saturating_add(self.clock));
             return Taken::Stored;
         }
         d.next_seq += 1;
@@ -175,15 +197,27 @@ impl ShardCtx {
 
     /// How long until the next held message is due (`None`: none held).
     pub fn delayed_due_in(&self) -> Option<Duration> {
-        let (due, _) = self.delayed.first()?;
+        let first = self.delayed.first().map(|(due, _)| due);
+        let load = self.delayed.index.as_ref().and_then(DiskIndex::next_load_at);
+        let at = match (first, load) {
+            (Some(f), Some(l)) => f.min(l),
+            (f, l) => f.or(l)?,
+        };
         let now = self.epoch_unix_ms.saturating_add(self.clock);
-        Some(Duration::from_millis(due.saturating_sub(now)))
+        Some(Duration::from_millis(at.saturating_sub(now)))
     }
 
     /// Routes the held messages that are due (at most
     /// [`RELEASE_BATCH_MAX`] this turn), in due order.
     pub fn release_delayed(&mut self) {
         let now = self.epoch_unix_ms.saturating_add(self.clock);
+        if let Some(ix) = self.delayed.index.as_mut().filter(|ix| !ix.is_empty()) {
+            // Last turn's far entries go to their files; near slots come in.
+            let mut near = Vec::new();
+            ix.flush(&mut near);
+            ix.take_near(now, &mut near);
+            self.delayed.stored.extend(near);
+        }
         for _ in 0..RELEASE_BATCH_MAX {
             let Some(key) = self.delayed.first().filter(|&(due, _)| due <= now) else {
                 break;
@@ -315,17 +349,31 @@ impl ShardCtx {
                         span.until
                     }
                 };
+                let now = self.epoch_unix_ms.saturating_add(self.clock);
                 for m in batch.drain(..) {
-                    self.delayed.stored.insert((m.expires_unix_ms, m.seq), (m.loc, m.len));
+                    self.delayed.hold_stored(((m.expires_unix_ms, m.seq), (m.loc, m.len)), now);
                 }
             }
         }
-        if !self.delayed.stored.is_empty() {
-            tracing::info!(
-                shard = self.shard.0,
-                messages = self.delayed.stored.len(),
-                "delayed messages recovered"
-            );
+        if let Some(ix) = self.delayed.index.as_mut() {
+            let mut failed = Vec::new();
+            ix.flush(&mut failed);
+            self.delayed.stored.extend(failed);
+        }
+        let on_disk = self.delayed.index.as_ref().map_or(0, DiskIndex::len);
+        if !self.delayed.is_empty() {
+            let (shard, in_memory) = (self.shard.0, self.delayed.stored.len());
+            tracing::info!(shard, in_memory, on_disk, "delayed messages recovered");
+        }
+    }
+
+    /// Opens the disk index of delayed messages in the log directory `dir`
+    /// (without one, every held message's entry stays in memory).
+    pub(super) fn open_delayed_index(&mut self, dir: &std::path::Path) {
+        let horizon_ms = self.config.delayed_memory_horizon_ms;
+        match DiskIndex::open(&dir.join("delayed-index"), horizon_ms) {
+            Ok(ix) => self.delayed.index = Some(ix),
+            Err(e) => tracing::warn!(error = %e, "delayed index: cannot open; held messages stay in memory"),
         }
     }
 }

@@ -20,6 +20,7 @@
 mod access;
 mod ctx;
 pub mod delayed;
+mod delayed_index;
 pub mod names;
 mod reconcile;
 mod stats;

@@ -31,6 +31,7 @@ impl ShardCtx {
             crate::storage::recover::open(dir, &|id| known.contains(&id), name, wake)?;
         log.set_segment_bytes(self.config.message_log_segment_bytes);
         self.log = Some(log);
+        self.open_delayed_index(dir);
         if let Some(delayed) = recovered.remove(&entry::DELAYED_STORE) {
             self.restore_delayed(delayed);
         }
