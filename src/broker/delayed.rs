@@ -16,8 +16,9 @@
 //! memory (at most [`DELAYED_BYTES_MAX`] of them per shard); a persistent
 //! one is a record in the shard's message log, under the pseudo-queue
 //! [`entry::DELAYED_STORE`], and only its key and place (32 bytes in a
-//! `BTreeMap`) stay in memory: it is read back when due, and comes back
-//! after a restart or a crash. At most `Config::delayed_messages_max_per_shard`
+//! `BTreeMap`) stay in memory, and only while it is due within the memory
+//! horizon (farther ones wait in the disk index, `delayed_index`): it is
+//! read back when due, and comes back after a restart or a crash. At most `Config::delayed_messages_max_per_shard`
 //! messages of both kinds; past a limit a publish is refused (a nack on a
 //! confirming channel).
 //!
