@@ -63,7 +63,7 @@ pub struct ShardCtx {
     /// Source of server-generated names.
     pub(super) names: super::names::NameSource,
     /// Origin of the clock queues see (ms since then).
-    epoch: Instant,
+    pub(super) epoch: Instant,
     /// `now` in ms since `epoch`: the clock queues see.
     pub(super) clock: u64,
     /// Queues with dead letters to republish (see `dead_letter_from`).

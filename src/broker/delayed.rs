@@ -31,7 +31,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::delayed_index::{DiskIndex, IndexEntry};
 use super::{ShardCtx, Taken};
@@ -128,10 +128,17 @@ fn size_of(message: &Message) -> u64 {
 
 impl ShardCtx {
     /// When a message delayed now for `delay_ms` is due (Unix ms). The
-    /// clock counts whole ms: one more, so a message is never released
-    /// before `delay_ms` have passed since it arrived.
+    /// clock is read afresh (the turn's may be older than the publish) and
+    /// counts whole ms: one more, so a message is never released before
+    /// `delay_ms` have passed since it arrived.
     pub fn due_after(&self, delay_ms: u64) -> u64 {
-        self.epoch_unix_ms.saturating_add(self.clock).saturating_add(1).saturating_add(delay_ms)
+        self.fresh_unix_ms().saturating_add(1).saturating_add(delay_ms)
+    }
+
+    /// Now on the queues' clock, as Unix ms, read now (not the turn's start).
+    fn fresh_unix_ms(&self) -> u64 {
+        let elapsed = Instant::now().saturating_duration_since(self.epoch).as_millis();
+        self.epoch_unix_ms.saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX))
     }
 
     /// The shard to hold a delayed message whose queues are `targets` as
@@ -204,8 +211,7 @@ impl ShardCtx {
             (Some(f), Some(l)) => f.min(l),
             (f, l) => f.or(l)?,
         };
-        let now = self.epoch_unix_ms.saturating_add(self.clock);
-        Some(Duration::from_millis(at.saturating_sub(now)))
+        Some(Duration::from_millis(at.saturating_sub(self.fresh_unix_ms())))
     }
 
     /// Routes the held messages that are due (at most
