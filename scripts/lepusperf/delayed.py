@@ -1,8 +1,6 @@
 """Scenarios of `kind = "delayed"`: x-delayed-message exchanges, measured
 by perf/delayed.py (memory per held message, fill rate, release lateness
 while they are held); and their table."""
-import shlex
-
 from .report import BROKER_TITLE, fmt, mb, runs_table
 
 
@@ -13,11 +11,8 @@ def run(s, gen, res, tag, perf_out):
     cmd = ["taskset", "-c", opts.generator_cpus, "python3", "perf/delayed.py", str(broker.pid),
            "--port", str(broker.port), "--pending", str(pending), "--timed", str(s["timed"]),
            "--rate", str(s["rate"]), "--delay-ms", str(s["delay_ms"]), "--json"]
-    res["commands"].append(shlex.join(cmd))
-    j, _sampler, _, notes = gen.run(cmd, timeout=7200, perf_out=perf_out, perf_after_progress=False)
-    res["notes"] += notes
+    j = gen.run_script(cmd, res, 7200, perf_out)
     if j is None:
-        res["error"] = f"delayed.py failed (see {gen.log_path})"
         return False
     for key in ("pending", "fill_per_s", "bytes_per_held", "rss_held_kb", "timed", "received", "early",
                 "late_p50_ms", "late_p99_ms", "late_max_ms"):
