@@ -157,7 +157,12 @@ fn exchange_types() -> Value {
             "enabled": true,
         })
     };
-    Value::Array(["direct", "fanout", "headers", "topic"].into_iter().map(one).collect())
+    let mut types: Vec<Value> = ["direct", "fanout", "headers", "topic"].into_iter().map(one).collect();
+    // The delayed message plugin's type, with the description it gives.
+    types.push(
+        json!({"name": "x-delayed-message", "description": "Delayed Message Exchange.", "enabled": true}),
+    );
+    Value::Array(types)
 }
 
 /// Every listener, as RabbitMQ lists them (`protocol`, `ip_address`, `port`).
