@@ -35,6 +35,9 @@ pub const UNACKED_DELIVERIES_MAX_PER_CHANNEL_DEFAULT: u32 = 1 << 20;
 /// How long a delivery may stay unacknowledged by default, ms (RabbitMQ's
 /// `consumer_timeout`, 30 minutes; see [`Config::consumer_timeout_ms`]).
 pub const CONSUMER_TIMEOUT_MS_DEFAULT: u64 = 1_800_000;
+/// Messages each shard may hold for delayed exchanges by default (see
+/// [`Config::delayed_messages_max_per_shard`]).
+pub const DELAYED_MESSAGES_MAX_PER_SHARD_DEFAULT: usize = 10_000_000;
 
 /// The default listen addresses: every interface, IPv4 and IPv6, port 5672,
 /// as RabbitMQ (the v6 socket is IPv6-only, so both bind; where IPv6 is
@@ -165,6 +168,13 @@ pub struct Config {
     /// 0: never). A queue's `x-consumer-timeout` or `consumer-timeout`
     /// policy and a consumer's `x-consumer-timeout` override it.
     pub consumer_timeout_ms: u64,
+    /// Messages each shard may hold for `x-delayed-message` exchanges
+    /// (default 10000000; see `broker::delayed`). A publish past it is
+    /// refused: nacked on a confirming channel.
+    pub delayed_messages_max_per_shard: usize,
+    /// Persistent delayed messages due later than this (ms) wait in a disk
+    /// index, not in memory (default 60000; see `broker::delayed_index`).
+    pub delayed_memory_horizon_ms: u64,
     /// How often each shard publishes its statistics for the management
     /// API and the metrics, ms (default 1000, RabbitMQ's
     /// `collect_statistics_interval` is 5000; 0: never, the board keeps its
@@ -422,6 +432,8 @@ impl Default for Config {
             consumer_max_per_channel: None,
             unacked_deliveries_max_per_channel: UNACKED_DELIVERIES_MAX_PER_CHANNEL_DEFAULT,
             consumer_timeout_ms: CONSUMER_TIMEOUT_MS_DEFAULT,
+            delayed_messages_max_per_shard: DELAYED_MESSAGES_MAX_PER_SHARD_DEFAULT,
+            delayed_memory_horizon_ms: 60_000,
             stats_interval_ms: STATS_INTERVAL_MS_DEFAULT,
             tls: None,
             management: HttpConfig::on_port(MANAGEMENT_PORT_DEFAULT),

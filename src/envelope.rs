@@ -46,6 +46,18 @@ pub enum Envelope {
         /// Where to send the verdict, for a confirming publisher.
         confirm: Option<ConfirmTicket>,
     },
+    /// A message for the target's delay store (an `x-delayed-message`
+    /// publish whose queues are the target's), due at `due_unix_ms`.
+    Delay {
+        /// The vhost of its exchange.
+        vhost: std::sync::Arc<str>,
+        /// The message (its `x-delay` already negated).
+        message: Message,
+        /// When it is due, ms since the Unix epoch.
+        due_unix_ms: u64,
+        /// Where to send the verdict, for a confirming publisher.
+        confirm: Option<ConfirmTicket>,
+    },
     /// The verdict of a queue on a confirming publisher's message.
     Confirm {
         /// The publishing channel.

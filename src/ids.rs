@@ -79,6 +79,10 @@ pub enum ExchangeKind {
     Headers,
     /// `x-consistent-hash` (`routing::consistent_hash`).
     ConsistentHash,
+    /// `x-delayed-message` (RabbitMQ's delayed message plugin): routes as
+    /// its `x-delayed-type` argument says, after the `x-delay` header's
+    /// milliseconds (see `routing::delayed`, `broker::delayed`).
+    DelayedMessage,
 }
 
 impl ExchangeKind {
@@ -90,6 +94,7 @@ impl ExchangeKind {
             b"topic" => Some(ExchangeKind::Topic),
             b"headers" => Some(ExchangeKind::Headers),
             b"x-consistent-hash" => Some(ExchangeKind::ConsistentHash),
+            b"x-delayed-message" => Some(ExchangeKind::DelayedMessage),
             _ => None,
         }
     }
@@ -101,6 +106,7 @@ impl ExchangeKind {
             ExchangeKind::Topic => "topic",
             ExchangeKind::Headers => "headers",
             ExchangeKind::ConsistentHash => "x-consistent-hash",
+            ExchangeKind::DelayedMessage => "x-delayed-message",
         }
     }
 }

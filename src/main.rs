@@ -101,6 +101,10 @@ struct Args {
     /// 4096; default 67108864, 64 MiB). Smaller segments are removed or compacted sooner.
     #[arg(long, value_name = "BYTES")]
     segment_size: Option<u32>,
+    /// Persistent delayed messages due later than this, in milliseconds, wait in a disk index
+    /// instead of memory (default 60000).
+    #[arg(long, value_name = "MS")]
+    delayed_memory_horizon_ms: Option<u64>,
     /// How often each shard publishes its statistics (management API, metrics), in milliseconds
     /// (default 1000; 0: never; otherwise at least 100).
     #[arg(long, value_name = "MS")]
@@ -350,6 +354,9 @@ fn apply_flags(args: &Args, config: &mut Config) {
     }
     if let Some(v) = args.segment_size {
         config.message_log_segment_bytes = v;
+    }
+    if let Some(v) = args.delayed_memory_horizon_ms {
+        config.delayed_memory_horizon_ms = v;
     }
     if let Some(v) = args.stats_interval_ms {
         config.stats_interval_ms = v;

@@ -10,9 +10,10 @@ Imports point one way (tests/tidy.rs fails on a cycle), bottom to top:
 - brokers: Lepus, RabbitMQ, garagemq and the relay for the scenario suite (proc);
 - scenarios: the perf/scenarios/*.toml files and their targets (proc, report);
 - plots: SVG plots of a suite's results (report);
-- throughput, idle, durable: one module per scenario kind: how one run goes
-  and its table (throughput: generator, proc, report; idle: report; durable:
-  generator, report, scenarios, throughput, wire);
+- throughput, idle, durable, delayed: one module per scenario kind: how one
+  run goes and its table (throughput: generator, proc, report; idle: report;
+  durable: generator, report, scenarios, throughput, wire; delayed: report,
+  runs perf/delayed.py, which needs pika);
 - suite: the scenario suite of scripts/perf.py (all of the above);
 - curves: scripts/perf.py --curves, throughput against body size and latency
   against offered load (brokers, generator, plots, proc, report, throughput);

@@ -122,6 +122,18 @@ class Generator:
             t_measure = t_exit - result["duration_s"]  # shorter than one progress interval
         return result, sampler, t_measure, notes
 
+    def run_script(self, cmd, res, timeout, perf_out):
+        """Runs a measuring script (not lepus-perf) whose last stdout line is
+        JSON; records its command line and notes in `res`. Returns the JSON,
+        or None with res["error"] set."""
+        res["commands"].append(shlex.join(cmd))
+        j, _sampler, _, notes = self.run(cmd, timeout=timeout, perf_out=perf_out, perf_after_progress=False)
+        res["notes"] += notes
+        if j is None:
+            script = next((os.path.basename(c) for c in cmd if c.endswith(".py")), cmd[0])
+            res["error"] = f"{script} failed (see {self.log_path})"
+        return j
+
     def _watch(self, timeout, perf_out, perf_after_progress, notes):
         """Waits for the generator: finds its t0, starts perf, enforces the timeout."""
         t0 = time.monotonic()

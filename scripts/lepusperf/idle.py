@@ -1,7 +1,5 @@
 """Scenarios of `kind = "idle_connections"`: the broker's memory per idle
 connection, measured by perf/idle_connections.py; and their table."""
-import shlex
-
 from .report import BROKER_TITLE, fmt, mb, runs_table
 
 
@@ -11,11 +9,8 @@ def run(s, gen, res, tag, perf_out):
     n = opts.connections or s["connections"]
     cmd = ["taskset", "-c", opts.generator_cpus, "python3", "perf/idle_connections.py", str(n),
            str(broker.pid), "--port", str(broker.port), "--json"]
-    res["commands"].append(shlex.join(cmd))
-    j, sampler, _, notes = gen.run(cmd, timeout=1800, perf_out=perf_out, perf_after_progress=False)
-    res["notes"] += notes
+    j = gen.run_script(cmd, res, 1800, perf_out)
     if j is None:
-        res["error"] = f"idle_connections.py failed (see {gen.log_path})"
         return False
     res["connections"] = n
     res["bytes_per_connection"] = j["bytes_per_connection"]

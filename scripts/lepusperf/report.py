@@ -19,6 +19,7 @@ METRICS = {
     "latency_p99_us": ("latency p99", "µs", False),
     "broker_cpu_pct": ("broker CPU", "% of a core", False),
     "bytes_per_connection": ("broker memory per connection", "B", False),
+    "delayed_late_p99_ms": ("delayed release lateness p99", "ms", False),
 }
 
 

@@ -10,7 +10,7 @@ from .proc import ROOT
 from .report import BROKER_TITLE, BROKERS, METRICS, fmt
 
 SCENARIO_DIR = ROOT / "perf" / "scenarios"
-KINDS = ("perf", "backlog", "restart", "idle_connections")
+KINDS = ("perf", "backlog", "restart", "idle_connections", "delayed")
 TARGET_KEYS = {"text", "min", "max", "ratio_min", "ratio_max", "min_metrics", "max_metrics"}
 
 
@@ -27,7 +27,8 @@ def load_scenarios():
         s.setdefault("kind", "perf")
         s.setdefault("brokers", ["lepus", "rabbitmq", "garagemq"])
         need = {"perf": ["args", "duration"], "backlog": ["messages", "publish_args", "consume_args"],
-                "restart": ["messages", "publish_args", "consume_args"], "idle_connections": ["connections"]}
+                "restart": ["messages", "publish_args", "consume_args"], "idle_connections": ["connections"],
+                "delayed": ["pending", "timed", "rate", "delay_ms"]}
         for key in ["name", "description", "headline"]:
             if key not in s:
                 raise ScenarioError(f"{path}: missing {key}")
@@ -83,6 +84,8 @@ def estimate_s(s, broker, opts):
         if s["kind"] == "restart":
             cycles = len(opts.restart_stops.split(",") if opts.restart_stops else s.get("stops", ["kill"]))
         return (start + 2 * n / rate + 6) * cycles + start * (cycles if s["kind"] == "restart" else 0)
+    if s["kind"] == "delayed":
+        return start + (opts.messages or s["pending"]) / 8_000 + s["timed"] / s["rate"] + s["delay_ms"] / 1000 + 5
     per_conn = {"lepus": 0.0006, "rabbitmq": 0.004, "garagemq": 0.002, "relay": 0.001}[broker]
     return start + (opts.connections or s["connections"]) * per_conn * 2 + 5
 

@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import durable, idle, throughput
+from . import delayed, durable, idle, throughput
 from .brokers import GarageMQ, Lepus, RabbitMQ, Relay, ensure_garagemq
 from .generator import Generator, generator_cmd
 from .plots import make_plots
@@ -41,9 +41,9 @@ from .scenarios import KINDS, ScenarioError, estimate_s, evaluate, load_scenario
 # result, tag, perf output) that fills the result and returns False if the run
 # failed early) and its table in the report.
 RUNS = {"perf": throughput.run, "backlog": durable.run_backlog, "restart": durable.run_restart,
-        "idle_connections": idle.run}
+        "idle_connections": idle.run, "delayed": delayed.run}
 TABLES = {"perf": throughput.table, "backlog": durable.backlog_table, "restart": durable.restart_table,
-          "idle_connections": idle.table}
+          "idle_connections": idle.table, "delayed": delayed.table}
 assert set(RUNS) == set(TABLES) == set(KINDS)
 
 

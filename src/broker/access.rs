@@ -147,6 +147,18 @@ impl ShardCtx {
         self.log.as_ref().is_some_and(crate::storage::Log::has_released)
     }
 
+    /// During a graceful stop: writes what was appended and has it synced,
+    /// and sends the confirms syncs released. True while confirms still
+    /// wait for a sync or released delayed messages for other shards'
+    /// confirms (the stop waits for them, so no release is repeated).
+    pub fn settle_for_stop(&mut self) -> bool {
+        if let Some(log) = self.log.as_mut() {
+            log.flush(std::time::Instant::now());
+        }
+        self.release_confirms();
+        self.log.as_ref().is_some_and(crate::storage::Log::has_waiters) || self.delayed_releasing()
+    }
+
     /// Closes the message log (at the end of a graceful stop).
     pub fn close_log(&mut self) {
         if let Some(log) = self.log.as_mut() {

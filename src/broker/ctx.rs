@@ -65,7 +65,7 @@ pub struct ShardCtx {
     /// Source of server-generated names.
     pub(super) names: super::names::NameSource,
     /// Origin of the clock queues see (ms since then).
-    epoch: Instant,
+    pub(super) epoch: Instant,
     /// `now` in ms since `epoch`: the clock queues see.
     pub(super) clock: u64,
     /// Queues with dead letters to republish (see `dead_letter_from`).
@@ -96,6 +96,8 @@ pub struct ShardCtx {
     pub(super) compact_candidates: Vec<(u32, u64)>,
     /// Deadlines of unacked deliveries (see `consumer_timeouts`).
     pub(super) consumer_timeouts: super::consumer_timeouts::ConsumerTimeouts,
+    /// Messages delayed exchanges hold until due (see [`super::delayed`]).
+    pub(super) delayed: super::delayed::DelayStore,
 }
 
 /// The loop has not waited idle since `idle_at` for
@@ -184,6 +186,7 @@ impl ShardCtx {
             closed_channels: crate::stats::ClosedChannels::default(),
             compact_candidates: Vec::new(),
             consumer_timeouts: Default::default(),
+            delayed: Default::default(),
         }
     }
 

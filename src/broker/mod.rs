@@ -10,6 +10,7 @@
 //!   the way out to other shards, dead-lettering.
 //! - [`stored`]: the message log's turn-end writes, page-ins, compaction
 //!   rounds and confirm releases.
+//! - [`delayed`]: messages `x-delayed-message` exchanges hold until due.
 //! - [`throttle`]: publisher flow control.
 //! - [`names`]: server-generated names (`amq.gen-…`, consumer tags).
 //! - `stats`: the queues' snapshots for the statistics board.
@@ -22,6 +23,8 @@ mod access;
 pub mod consumer_timeouts;
 mod ctx;
 mod dedup;
+pub mod delayed;
+mod delayed_index;
 pub mod names;
 mod reconcile;
 mod stats;

@@ -24,12 +24,17 @@ impl ShardCtx {
         dir: &std::path::Path,
         wake: crate::storage::Wake,
     ) -> std::io::Result<RecoveryReport> {
-        let known: std::collections::HashSet<u64> = self.queues.keys().map(|q| q.0).collect();
+        let mut known: std::collections::HashSet<u64> = self.queues.keys().map(|q| q.0).collect();
+        known.insert(entry::DELAYED_STORE);
         let name = format!("lepus-sync-{}", self.shard.0);
-        let (mut log, recovered, report) =
+        let (mut log, mut recovered, report) =
             crate::storage::recover::open(dir, &|id| known.contains(&id), name, wake)?;
         log.set_segment_bytes(self.config.message_log_segment_bytes);
         self.log = Some(log);
+        self.open_delayed_index(dir);
+        if let Some(delayed) = recovered.remove(&entry::DELAYED_STORE) {
+            self.restore_delayed(delayed);
+        }
         self.restore_messages(recovered);
         tracing::info!(
             shard = self.shard.0,

@@ -10,6 +10,7 @@ use crate::channel::methods::{denied, not_found_vhost, reserved_name, topology_e
 use crate::channel::{Channel, ChannelError, Outcome};
 use crate::ids::ExchangeKind;
 use crate::queue::arguments;
+use crate::routing::delayed::{self, DelayedTypeError};
 use crate::routing::topology::{self, Destination, ExchangeSpec, TopologyError};
 
 impl Channel {
@@ -168,6 +169,15 @@ fn declare_exchange(
             grants.check(Perm::Read, Resource::Exchange, m.exchange.as_bytes()).map_err(denied)?;
             grants.check(Perm::Write, Resource::Exchange, ae.as_bytes()).map_err(denied)?;
         }
+        // As RabbitMQ, the type's own check runs for a new exchange only (a
+        // redeclare's x-delayed-type is not compared either).
+        delayed::check_declare(kind, &m.arguments).map_err(|e| {
+            let code = match e {
+                DelayedTypeError::Unknown(_) => spec::reply_code::COMMAND_INVALID,
+                _ => spec::reply_code::PRECONDITION_FAILED,
+            };
+            ChannelError::new(code, e.text())
+        })?;
     }
     let spec = ExchangeSpec {
         name: m.exchange,

@@ -15,7 +15,7 @@ use crate::amqp::field::ShortStr;
 use crate::amqp::frame;
 use crate::amqp::properties::{self, ContentHeader};
 use crate::amqp::spec::{self, BasicPublish, Method};
-use crate::broker::ShardCtx;
+use crate::broker::{ShardCtx, Taken};
 use crate::channel::methods::denied;
 use crate::channel::{Channel, ChannelError, Outcome};
 use crate::envelope::{ConfirmTicket, Envelope};
@@ -23,6 +23,8 @@ use crate::ids::{ChannelRef, ConnId, ExchangeKind, QueueRef, ShardId};
 use crate::message::{
     Body, Message, MessageParts, RouteProperties, FLAG_EXPIRATION, FLAG_REPLY_TO, FLAG_USER_ID,
 };
+use crate::routing::delayed;
+use crate::routing::topology::{Exchange, Vhost};
 
 /// The pseudo-queue of RabbitMQ's direct reply-to.
 pub const DIRECT_REPLY_QUEUE: &str = "amq.rabbitmq.reply-to";
@@ -301,6 +303,13 @@ impl Channel {
             let (name, key) = (message.exchange.as_bytes(), message.routing_key.as_bytes());
             self.grants.check_topic(Perm::Write, name, key).map_err(denied)?;
         }
+        let delayed = exchange.kind == ExchangeKind::DelayedMessage;
+        if delayed {
+            message = match self.publish_delayed(message, (&vhost, exchange), confirm_seq, shared, ctx) {
+                Ok(verdict) => return Ok(verdict),
+                Err(now) => now,
+            };
+        }
         if message.exchange.is_empty()
             && message.routing_key.as_bytes().starts_with(DIRECT_REPLY_PREFIX.as_bytes())
         {
@@ -315,25 +324,15 @@ impl Channel {
         let properties = RouteProperties::new(&message.header);
         let targets = ctx.route(&vhost, exchange, message.routing_key.as_bytes(), &properties);
         // A route is cached only where the exchanges and the key decide it
-        // (no exchange on it read the properties), and the exchange does not
-        // deduplicate (the cache skips the lookup).
-        if !properties.were_read() && exchange.dedup.is_none() {
-            self.cache_route(generation, &message, &targets);
+        // (no exchange on it read the properties), the exchange does not
+        // deduplicate (the cache skips the lookup), and it does not delay
+        // (its next publish may carry a delay).
+        if !properties.were_read() && exchange.dedup.is_none() && !delayed {
+            self.route_cache.get_or_insert_with(Default::default).remember(generation, &message, &targets);
         }
         let verdict = self.hand_to_queues(&targets, message, mandatory, confirm_seq, shared, ctx);
         ctx.recycle_route_targets(targets);
         Ok(verdict)
-    }
-
-    /// Keeps the route of `message` for the next publishes to the same
-    /// exchange with the same key, while the topology is the same.
-    fn cache_route(&mut self, generation: u64, message: &Message, targets: &[QueueRef]) {
-        let cache = self.route_cache.get_or_insert_with(Default::default);
-        cache.generation = generation;
-        cache.exchange = message.exchange.detached();
-        cache.routing_key = message.routing_key.detached();
-        cache.targets.clear();
-        cache.targets.extend_from_slice(targets);
     }
 
     /// Gives a routed message to its queues (returns it if none and mandatory).
@@ -374,6 +373,61 @@ impl Channel {
             }
         }
         verdict
+    }
+
+    /// A publish to an `x-delayed-message` exchange: held by the shard when
+    /// its `x-delay` says so (`Err` gives the message back to be routed now).
+    /// A held message is never returned (mandatory cannot hold for a route
+    /// taken later) and is confirmed once held (stored, for a persistent one).
+    #[cold]
+    fn publish_delayed(
+        &mut self,
+        message: Message,
+        (vhost, exchange): (&Vhost, &Exchange),
+        confirm_seq: Option<u64>,
+        shared: &mut ConnShared,
+        ctx: &mut ShardCtx,
+    ) -> Result<Verdict, Message> {
+        if message.property_flags() & crate::message::FLAG_HEADERS == 0 {
+            return Err(message);
+        }
+        let Ok(mut header) = ContentHeader::decode(message.header.clone()) else {
+            return Err(message);
+        };
+        let Some(delay_ms) = header.properties.headers.as_ref().and_then(delayed::delay_ms) else {
+            return Err(message);
+        };
+        if let Some(headers) = header.properties.headers.as_mut() {
+            delayed::released_headers(headers, delay_ms);
+        }
+        let mut encoded = BytesMut::new();
+        header.encode(&mut encoded);
+        let mut parts = message.into_parts();
+        parts.header = encoded.freeze();
+        let message = Message::new(parts);
+        // Held where its queues are now, so that its release is local.
+        let properties = RouteProperties::new(&message.header);
+        let targets = ctx.route(vhost, exchange, message.routing_key.as_bytes(), &properties);
+        let holder = ctx.delay_holder(&targets);
+        ctx.recycle_route_targets(targets);
+        let due = ctx.due_after(delay_ms);
+        let ticket =
+            confirm_seq.map(|seq| ConfirmTicket { channel: self.me, incarnation: self.incarnation, seq });
+        let mut verdict = Verdict::default();
+        if holder != ctx.shard() {
+            ctx.delay_on(holder, &shared.vhost, message, due, ticket);
+            verdict.remaining = u32::from(ticket.is_some());
+            return Ok(verdict);
+        }
+        match (ctx.delay(&shared.vhost, message, due), ticket) {
+            (Taken::Refused, _) => verdict.refused = true,
+            (Taken::Stored, Some(ticket)) => {
+                ctx.wait_for_sync(ticket);
+                verdict.remaining += 1;
+            }
+            _ => {}
+        }
+        Ok(verdict)
     }
 
     fn write_return(&mut self, message: &Message, shared: &mut ConnShared) {
@@ -489,6 +543,15 @@ pub(super) struct RouteCache {
 }
 
 impl RouteCache {
+    /// `message`'s exchange and key route to `targets` on snapshot `generation`.
+    fn remember(&mut self, generation: u64, message: &Message, targets: &[QueueRef]) {
+        self.generation = generation;
+        self.exchange = message.exchange.detached();
+        self.routing_key = message.routing_key.detached();
+        self.targets.clear();
+        self.targets.extend_from_slice(targets);
+    }
+
     /// The cached route holds for `message` (the exchange's type does not
     /// look at headers, or it would not have been cached).
     fn matches(&self, generation: u64, message: &Message) -> bool {

@@ -248,6 +248,7 @@ fn import_exchange(registry: &Registry, item: &Value) -> Result<(), String> {
     let arguments = table_from_json(item.get("arguments").unwrap_or(&Value::Null))?;
     arguments::check_alternate_exchange(&arguments)
         .map_err(|t| format!("invalid type '{t}' for arg 'alternate-exchange'"))?;
+    crate::routing::delayed::check_declare(kind, &arguments).map_err(|e| e.text())?;
     let spec = ExchangeSpec {
         name: short(name)?,
         kind,

@@ -163,6 +163,10 @@ fn exchange_types() -> Value {
         "description": "Consistent Hashing Exchange",
         "enabled": true,
     }));
+    // The delayed message plugin's type, with the description it gives.
+    types.push(
+        json!({"name": "x-delayed-message", "description": "Delayed Message Exchange.", "enabled": true}),
+    );
     Value::Array(types)
 }
 

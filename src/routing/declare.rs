@@ -14,7 +14,9 @@ impl Exchange {
     /// `hash-header`/`hash-property`; deduplication: `x-cache-size` and the
     /// others, rendered like RabbitMQ's argument errors).
     pub fn declared(id: ExchangeId, vhost: &str, spec: &ExchangeSpec) -> Result<Exchange, String> {
-        let bindings = BindingTable::for_exchange(spec.kind, &spec.arguments)?;
+        // A delayed exchange's table is that of its `x-delayed-type`.
+        let table_kind = super::delayed::checked_table_kind(spec.kind, &spec.arguments)?;
+        let bindings = BindingTable::for_exchange(table_kind, &spec.arguments)?;
         dedup::check_arguments(&spec.arguments).map_err(|(key, reason)| {
             format!("invalid arg '{key}' for exchange '{}' in vhost '{vhost}': {reason}", spec.name)
         })?;

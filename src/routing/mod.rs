@@ -17,6 +17,8 @@
 //!   and the memory alarm's hold on new ones.
 //! * `declare` — a new exchange from its declare: argument checks, its
 //!   table and deduplication settings (clients, imports and replay).
+//! * [`delayed`] — the `x-delayed-message` exchange's declare rule, binding
+//!   table type and `x-delay` header.
 //! * [`change`] — the topology changes themselves, shared by a client's
 //!   methods and the replay of the definitions log.
 //! * [`parameters`] — policies and runtime parameters, stored as given.
@@ -34,6 +36,7 @@ mod access;
 pub mod change;
 pub mod consistent_hash;
 mod declare;
+pub mod delayed;
 pub mod durable;
 pub mod entity_limits;
 pub mod headers;

@@ -130,6 +130,9 @@ impl<D: Copy + Eq + Hash + std::fmt::Debug> BindingTable<D> {
             ExchangeKind::Topic => Index::Topic(TopicTrie::new()),
             ExchangeKind::Headers => Index::Headers(Vec::new()),
             ExchangeKind::ConsistentHash => Index::ConsistentHash(Box::new(Ring::new(hash_on))),
+            // Callers build a delayed exchange's table for its delayed type
+            // (`routing::delayed::table_kind`); this arm is never taken.
+            ExchangeKind::DelayedMessage => Index::Direct(FastMap::default()),
         };
         BindingTable {
             kind,

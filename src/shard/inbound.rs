@@ -60,6 +60,10 @@ impl Shard {
             Envelope::Held { queue } => self.ctx.throttle().held_remote(queue),
             Envelope::Released { queue } => self.ctx.throttle().released_remote(queue),
             Envelope::DirectReply { to, message } => self.direct_reply_to(to, message),
+            Envelope::Delay { vhost, message, due_unix_ms, confirm } => {
+                let taken = self.ctx.delay(&vhost, message, due_unix_ms);
+                self.answer_confirm(confirm, taken);
+            }
         }
     }
 }
@@ -84,6 +88,12 @@ impl Shard {
                 self.ctx.send(from, Envelope::Held { queue: held });
             }
         }
+        self.answer_confirm(confirm, taken);
+    }
+
+    /// A confirming publisher's verdict: at once, or after the message
+    /// log's sync for a stored message.
+    fn answer_confirm(&mut self, confirm: Option<ConfirmTicket>, taken: Taken) {
         let accepted = taken != Taken::Refused;
         if let (Some(ticket), Taken::Stored) = (confirm, taken) {
             self.ctx.wait_for_sync(ticket);
@@ -118,6 +128,12 @@ impl Shard {
     /// A remote queue's verdict on a confirmed (or transactional) publish.
     #[inline]
     fn confirm_to(&mut self, to: ChannelRef, incarnation: u32, seq: u64, accepted: bool) {
+        if to.conn.slot == crate::broker::delayed::DELAY_STORE_SLOT {
+            // A queue took a released delayed message (refused: dropped, as
+            // the plugin makes one attempt).
+            self.ctx.delayed_confirmed(seq);
+            return;
+        }
         let Some(index) = self.slot_of(to.conn) else {
             return;
         };

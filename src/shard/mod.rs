@@ -248,6 +248,8 @@ impl Shard {
         self.drain_rings();
         // Publishes the message log has synced since the last turn get their confirms.
         self.ctx.release_confirms();
+        // Delayed messages now due are routed (their deliveries go out this turn).
+        self.ctx.release_delayed();
         self.handle_local();
         self.flush_touched_confirms();
         self.run_connections();

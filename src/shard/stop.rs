@@ -76,9 +76,15 @@ impl Shard {
                 self.drain_rings();
                 self.handle_local();
             }
+            // Confirms a sync releases go out, so a release of a delayed
+            // message waiting for them is settled before the log closes.
+            let waiting = self.ctx.settle_for_stop();
+            self.handle_local();
             self.ctx.mesh().flush();
-            let quiet =
-                self.ctx.mesh().inboxes_empty() && !self.ctx.has_local() && self.ctx.mesh().outboxes_taken();
+            let quiet = !waiting
+                && self.ctx.mesh().inboxes_empty()
+                && !self.ctx.has_local()
+                && self.ctx.mesh().outboxes_taken();
             if quiet {
                 stop.quiet[me].store(true, Ordering::SeqCst);
                 if stop.all_quiet() {

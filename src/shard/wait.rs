@@ -98,6 +98,10 @@ impl Shard {
                 Duration::ZERO
             }
         };
+        let timeout = match self.ctx.delayed_due_in() {
+            Some(due_in) => timeout.min(due_in),
+            None => timeout,
+        };
         if self.ctx.throttle().has_local_holds() {
             timeout.min(crate::broker::throttle::HOLD_POLL_INTERVAL)
         } else {

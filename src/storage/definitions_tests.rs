@@ -101,7 +101,7 @@ fn unknown_kinds_types_and_trailing_bytes_are_refused() {
     assert_eq!(Definition::decode(out.freeze()), Err(PayloadError::TrailingBytes(1)));
     let mut out = BytesMut::new();
     out.put_u8(kind::EXCHANGE_DECLARED);
-    for field in ["/", "x", "x-delayed-message"] {
+    for field in ["/", "x", "x-no-such-type"] {
         wire::put_shortstr(&mut out, &s(field));
     }
     assert!(matches!(Definition::decode(out.freeze()), Err(PayloadError::UnknownExchangeType(_))));

@@ -9,7 +9,14 @@
 //! delivered: kind=3 | (as settled)
 //! paged:     kind=4 | (as message)
 //! moved:     kind=5 | (as message)
+//! delayed:   kind=6 | seq u64 | due (unix ms) u64 | vhost (u8 len + bytes) |
+//!            exchange | routing key | content header | body (as message)
 //! ```
+//!
+//! A delayed message (held by an `x-delayed-message` exchange) is filed
+//! under the pseudo-queue [`DELAYED_STORE`]: its release is a `settled`
+//! record of that queue, and recovery finds the live ones as it finds a
+//! queue's.
 //!
 //! All integers little-endian. A queue is named by its [`crate::ids::QueueId`],
 //! which is never reused across runs, and a message by its sequence number in
@@ -32,6 +39,13 @@ pub const KIND_PAGED: u8 = 4;
 /// its earlier record can go. Where copies of one message are in several
 /// segments, the latest counts.
 pub const KIND_MOVED: u8 = 5;
+
+/// A persistent message held by the shard's delay store until it is due.
+pub const KIND_DELAYED: u8 = 6;
+
+/// The queue id delayed messages are filed under. No queue has it: queue
+/// ids are `(epoch << 32) | counter` and epochs count up from 1.
+pub const DELAYED_STORE: u64 = u64::MAX;
 
 /// Fixed part of a message record's payload before the exchange name.
 const MESSAGE_FIXED_BYTES: usize = 1 + 8 + 8 + 8;
@@ -61,8 +75,11 @@ pub struct StoredMessage<'a> {
     pub queue: u64,
     /// Its sequence number in the queue.
     pub seq: u64,
-    /// When it expires, in ms since the Unix epoch (`u64::MAX`: never).
+    /// When it expires, in ms since the Unix epoch (`u64::MAX`: never); for
+    /// a delayed message ([`KIND_DELAYED`]), when it is due.
     pub expires_unix_ms: u64,
+    /// The vhost of a delayed message (empty for others).
+    pub vhost: &'a [u8],
     /// The exchange it was published to.
     pub exchange: &'a [u8],
     /// Its routing key.
@@ -85,24 +102,59 @@ pub fn append_message(
 ) -> usize {
     debug_assert!(matches!(kind, KIND_MESSAGE | KIND_PAGED | KIND_MOVED));
     record::append(buf, |b| {
-        let exchange = m.exchange.as_bytes();
-        let routing_key = m.routing_key.as_bytes();
-        b.reserve(MESSAGE_FIXED_BYTES + 2 + exchange.len() + routing_key.len() + 4 + m.header.len());
+        b.reserve(MESSAGE_FIXED_BYTES + 2 + m.exchange.len() + m.routing_key.len() + 4 + m.header.len());
         b.push(kind);
         b.extend_from_slice(&queue.to_le_bytes());
         b.extend_from_slice(&seq.to_le_bytes());
         b.extend_from_slice(&expires_unix_ms.to_le_bytes());
-        // Short strings: at most 255 bytes, as the codec guarantees.
-        b.push(exchange.len() as u8);
-        b.extend_from_slice(exchange);
-        b.push(routing_key.len() as u8);
-        b.extend_from_slice(routing_key);
-        b.extend_from_slice(&(m.header.len() as u32).to_le_bytes());
-        b.extend_from_slice(&m.header);
-        for chunk in m.body.chunks() {
-            b.extend_from_slice(chunk);
-        }
+        put_message(b, m);
     })
+}
+
+/// Appends a delayed-message record ([`KIND_DELAYED`]) to `buf`: message
+/// `seq` of the delay store, of `vhost`, due at `due_unix_ms`.
+pub fn append_delayed(
+    buf: &mut Vec<u8>,
+    seq: u64,
+    due_unix_ms: u64,
+    vhost: &[u8],
+    m: &MessageParts,
+) -> usize {
+    record::append(buf, |b| {
+        b.reserve(17 + 1 + vhost.len() + 2 + m.exchange.len() + m.routing_key.len() + 4 + m.header.len());
+        b.push(KIND_DELAYED);
+        b.extend_from_slice(&seq.to_le_bytes());
+        b.extend_from_slice(&due_unix_ms.to_le_bytes());
+        // A vhost name is a short string (connection.open), at most 255 bytes.
+        let vhost = &vhost[..vhost.len().min(255)];
+        b.push(vhost.len() as u8);
+        b.extend_from_slice(vhost);
+        put_message(b, m);
+    })
+}
+
+/// The size of [`append_delayed`]'s record, framing included.
+pub fn delayed_record_bytes(vhost: &[u8], m: &MessageParts) -> usize {
+    let fixed = record::RECORD_HEADER_BYTES + 17 + 1 + 2 + 4;
+    let body = usize::try_from(m.body_len()).unwrap_or(usize::MAX);
+    (fixed + vhost.len().min(255) + m.exchange.len() + m.routing_key.len() + m.header.len())
+        .saturating_add(body)
+}
+
+/// A message record's common tail: exchange, routing key, header, body.
+fn put_message(b: &mut Vec<u8>, m: &MessageParts) {
+    let exchange = m.exchange.as_bytes();
+    let routing_key = m.routing_key.as_bytes();
+    // Short strings: at most 255 bytes, as the codec guarantees.
+    b.push(exchange.len() as u8);
+    b.extend_from_slice(exchange);
+    b.push(routing_key.len() as u8);
+    b.extend_from_slice(routing_key);
+    b.extend_from_slice(&(m.header.len() as u32).to_le_bytes());
+    b.extend_from_slice(&m.header);
+    for chunk in m.body.chunks() {
+        b.extend_from_slice(chunk);
+    }
 }
 
 /// Appends a settled or delivered record for the inclusive `ranges` of
@@ -144,6 +196,31 @@ fn le_u64(b: &[u8]) -> u64 {
     u64::from_le_bytes(a)
 }
 
+/// A short string at `*at` (length octet, bytes); moves `at` past it.
+fn take_short<'a>(rest: &'a [u8], at: &mut usize) -> Option<&'a [u8]> {
+    let len = usize::from(*rest.get(*at)?);
+    let s = rest.get(*at + 1..*at + 1 + len)?;
+    *at += 1 + len;
+    Some(s)
+}
+
+/// A message record's common tail from `at` (see [`put_message`]).
+fn take_message<'a>(
+    rest: &'a [u8],
+    mut at: usize,
+    queue: u64,
+    seq: u64,
+    expires_unix_ms: u64,
+    vhost: &'a [u8],
+) -> Option<StoredMessage<'a>> {
+    let exchange = take_short(rest, &mut at)?;
+    let routing_key = take_short(rest, &mut at)?;
+    let header_len = u32::from_le_bytes(rest.get(at..at + 4)?.try_into().ok()?) as usize;
+    let header = rest.get(at + 4..at + 4 + header_len)?;
+    let body = rest.get(at + 4 + header_len..)?;
+    Some(StoredMessage { queue, seq, expires_unix_ms, vhost, exchange, routing_key, header, body })
+}
+
 /// Reads a record payload (whose checksum has been verified). `None` if its
 /// structure is wrong.
 pub fn decode(payload: &[u8]) -> Option<Entry<'_>> {
@@ -153,22 +230,16 @@ pub fn decode(payload: &[u8]) -> Option<Entry<'_>> {
             let queue = le_u64(rest.get(0..8)?);
             let seq = le_u64(rest.get(8..16)?);
             let expires_unix_ms = le_u64(rest.get(16..24)?);
-            let mut at = 24;
-            let short = |at: &mut usize| -> Option<&[u8]> {
-                let len = usize::from(*rest.get(*at)?);
-                let s = rest.get(*at + 1..*at + 1 + len)?;
-                *at += 1 + len;
-                Some(s)
-            };
-            let exchange = short(&mut at)?;
-            let routing_key = short(&mut at)?;
-            let header_len = u32::from_le_bytes(rest.get(at..at + 4)?.try_into().ok()?) as usize;
-            let header = rest.get(at + 4..at + 4 + header_len)?;
-            let body = rest.get(at + 4 + header_len..)?;
-            Some(Entry::Message(
-                kind,
-                StoredMessage { queue, seq, expires_unix_ms, exchange, routing_key, header, body },
-            ))
+            let m = take_message(rest, 24, queue, seq, expires_unix_ms, &[])?;
+            Some(Entry::Message(kind, m))
+        }
+        KIND_DELAYED => {
+            let seq = le_u64(rest.get(0..8)?);
+            let due_unix_ms = le_u64(rest.get(8..16)?);
+            let mut at = 16;
+            let vhost = take_short(rest, &mut at)?;
+            let m = take_message(rest, at, DELAYED_STORE, seq, due_unix_ms, vhost)?;
+            Some(Entry::Message(kind, m))
         }
         KIND_SETTLED | KIND_DELIVERED => {
             let queue = le_u64(rest.get(0..8)?);
@@ -206,6 +277,30 @@ mod tests {
         assert_eq!((m.queue, m.seq, m.expires_unix_ms), (7, 42, u64::MAX));
         assert_eq!((m.exchange, m.routing_key, m.body), (&b"amq.direct"[..], &b"key"[..], &b"hello"[..]));
         assert_eq!(m.header, &parts.header[..]);
+    }
+
+    #[test]
+    fn delayed_records_round_trip() {
+        let parts = MessageParts {
+            exchange: ShortStr::from_static("later"),
+            routing_key: ShortStr::from_static("k"),
+            header: bytes::Bytes::from_static(&[0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0x10, 0, 2]),
+            body: Body::One(bytes::Bytes::from_static(b"hi")),
+        };
+        let mut buf = Vec::new();
+        append_delayed(&mut buf, 3, 1_700_000_000_000, b"/", &parts);
+        assert_eq!(buf.len(), delayed_record_bytes(b"/", &parts), "the size the log makes room for");
+        let Decoded::Record(payload, _) = record::decode(&buf) else { panic!("a record") };
+        let Some(Entry::Message(KIND_DELAYED, m)) = decode(payload) else { panic!("a delayed message") };
+        assert_eq!(
+            (m.queue, m.seq, m.expires_unix_ms, m.vhost),
+            (DELAYED_STORE, 3, 1_700_000_000_000, &b"/"[..])
+        );
+        assert_eq!(
+            (m.exchange, m.routing_key, m.header, m.body),
+            (&b"later"[..], &b"k"[..], &parts.header[..], &b"hi"[..])
+        );
+        assert_eq!(decode(&payload[..20]), None, "cut inside the vhost");
     }
 
     #[test]

@@ -74,7 +74,8 @@ impl SpanKind {
     pub fn holds(self, kind: u8) -> bool {
         match self {
             SpanKind::Paged => kind == entry::KIND_MESSAGE || kind == entry::KIND_PAGED,
-            SpanKind::Recovered => kind == entry::KIND_MESSAGE,
+            // Delayed records are the delay store's (a queue id no queue has).
+            SpanKind::Recovered => kind == entry::KIND_MESSAGE || kind == entry::KIND_DELAYED,
             SpanKind::Moved => kind == entry::KIND_MOVED,
         }
     }
@@ -295,11 +296,37 @@ impl<W> Log<W> {
         self.dirty |= kind != entry::KIND_PAGED;
         let len = u32::try_from(self.pending.len() - start).unwrap_or(u32::MAX);
         let at = self.advance(start);
+        self.count_message(at);
+        Some((at, len))
+    }
+
+    /// Appends a delayed-message record ([`entry::KIND_DELAYED`]): the delay
+    /// store's message `seq` of `vhost`, due at `due_unix_ms`; it is live
+    /// until a settled record of [`entry::DELAYED_STORE`] names it. Returns
+    /// its position and length; `None` if the log cannot take it.
+    pub fn append_delayed(
+        &mut self,
+        seq: u64,
+        due_unix_ms: u64,
+        vhost: &[u8],
+        m: &MessageParts,
+    ) -> Option<(Loc, u32)> {
+        self.make_room(entry::delayed_record_bytes(vhost, m)).ok()?;
+        let start = self.pending.len();
+        entry::append_delayed(&mut self.pending, seq, due_unix_ms, vhost, m);
+        self.dirty = true;
+        let len = u32::try_from(self.pending.len() - start).unwrap_or(u32::MAX);
+        let at = self.advance(start);
+        self.count_message(at);
+        Some((at, len))
+    }
+
+    /// A message record was appended at `at`: its segment holds one more.
+    fn count_message(&mut self, at: Loc) {
         if let Some(s) = self.segments.get_mut(&segment_of(at)) {
             s.live += 1;
             s.messages += 1;
         }
-        Some((at, len))
     }
 
     /// Writes a copy ([`entry::KIND_MOVED`]) of `queue`'s message `seq`,
@@ -546,6 +573,11 @@ impl<W> Log<W> {
                 out.push((w, at > failed));
             }
         }
+    }
+
+    /// Confirms wait for a sync.
+    pub fn has_waiters(&self) -> bool {
+        !self.waiters.is_empty()
     }
 
     /// Some waiter's sync has finished (cheap; for the shard's park check).

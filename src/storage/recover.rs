@@ -53,10 +53,15 @@ pub struct PagedIn {
     pub seq: u64,
     /// Where it is.
     pub loc: Loc,
+    /// Its record's length in bytes.
+    pub len: u32,
     /// A [`entry::KIND_PAGED`] record: not needed on disk once in memory.
     pub paged: bool,
-    /// When it expires (ms since the Unix epoch; `u64::MAX`: never).
+    /// When it expires (ms since the Unix epoch; `u64::MAX`: never), or,
+    /// for a delayed message, when it is due.
     pub expires_unix_ms: u64,
+    /// A delayed message's vhost (empty for others).
+    pub vhost: ShortStr,
     /// The message.
     pub message: Message,
 }
@@ -322,7 +327,7 @@ pub(super) fn parse_chunk(chunk: &[u8], read: &ReadSpan<'_>, out: &mut Vec<Paged
                     let wanted = m.queue == read.queue && read.kind.holds(kind) && !(read.skip)(m.seq);
                     if wanted {
                         let at_loc = loc(read.segment, read.from + used(at));
-                        out.push(paged_in(kind, &m, at_loc));
+                        out.push(paged_in(kind, &m, at_loc, used(total)));
                     }
                 }
                 at += total;
@@ -356,7 +361,7 @@ pub(super) fn parse_chunk(chunk: &[u8], read: &ReadSpan<'_>, out: &mut Vec<Paged
 }
 
 /// A message record as a message in memory: one allocation for its header and body.
-fn paged_in(kind: u8, m: &StoredMessage<'_>, at: Loc) -> PagedIn {
+fn paged_in(kind: u8, m: &StoredMessage<'_>, at: Loc, len: u32) -> PagedIn {
     let mut both = Vec::with_capacity(m.header.len() + m.body.len());
     both.extend_from_slice(m.header);
     both.extend_from_slice(m.body);
@@ -370,8 +375,10 @@ fn paged_in(kind: u8, m: &StoredMessage<'_>, at: Loc) -> PagedIn {
     PagedIn {
         seq: m.seq,
         loc: at,
+        len,
         paged: kind == entry::KIND_PAGED,
         expires_unix_ms: m.expires_unix_ms,
+        vhost: short(m.vhost),
         message,
     }
 }

@@ -19,6 +19,8 @@ impl Broker {
         command.args(["--listen", &listen, "--shards", "2", "--no-pin", "--data-dir"]).arg(data_dir);
         // Small segments: dozens per trial, so they are retired and compacted under load.
         command.args(["--segment-size", &crate::SEGMENT_BYTES.to_string()]);
+        // A short memory horizon: the delayed trials' messages go through the disk index.
+        command.args(["--delayed-memory-horizon-ms", "400"]);
         // The suite's second run (scripts/test.sh) is on io_uring: so is this broker then.
         match std::env::var("LEPUS_TEST_IO_BACKEND") {
             Ok(backend) if !backend.trim().is_empty() => command.args(["--io-backend", backend.trim()]),

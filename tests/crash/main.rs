@@ -38,6 +38,7 @@ mod broker;
 mod check;
 #[path = "../common/child.rs"]
 mod child;
+mod delayed;
 mod load;
 
 use std::net::SocketAddr;
@@ -366,4 +367,16 @@ async fn kill_9_under_load_loses_no_confirmed_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn graceful_stop_under_load_loses_nothing_and_forgets_no_ack() {
     trials(Stop::Graceful).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_keeps_delayed_messages_in_order_once() {
+    let (base, trials) = (base_seed(), trial_count());
+    for i in 0..trials {
+        let seed = base.wrapping_add(i.wrapping_mul(GOLDEN));
+        let trial = delayed::trial(i + 1, trials, seed);
+        if tokio::time::timeout(TRIAL_TIMEOUT, trial).await.is_err() {
+            panic!("crash delayed trial seed={seed:#x} took longer than {TRIAL_TIMEOUT:?}");
+        }
+    }
 }
