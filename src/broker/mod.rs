@@ -13,6 +13,8 @@
 //! - [`throttle`]: publisher flow control.
 //! - [`names`]: server-generated names (`amq.gen-…`, consumer tags).
 //! - `stats`: the queues' snapshots for the statistics board.
+//! - [`stream`]: stream queues' own logs: appends, feeding their consumers,
+//!   confirms, retention.
 //! - `reconcile`: deleting what the control plane removed (a deleted vhost's
 //!   queues and their stored messages).
 
@@ -22,6 +24,7 @@ pub mod names;
 mod reconcile;
 mod stats;
 pub mod stored;
+pub mod stream;
 pub mod throttle;
 
 pub use ctx::{QueueMap, ShardCtx, ShardLog, Taken};

@@ -96,7 +96,9 @@ impl QueueType {
         let keys: &[&[u8]] = match self {
             QueueType::Classic => &[b"x-priority", b"x-cancel-on-ha-failover", b"x-credit"],
             QueueType::Quorum => &[b"x-priority", b"x-credit"],
-            QueueType::Stream => &[b"x-stream-offset", b"x-credit"],
+            QueueType::Stream => {
+                &[b"x-stream-offset", b"x-stream-filter", b"x-stream-match-unfiltered", b"x-credit"]
+            }
         };
         keys.contains(&key)
     }
@@ -217,6 +219,11 @@ pub fn check_consume(arguments: &FieldTable, queue_arguments: &FieldTable) -> Re
             return Err(invalid("x-cancel-on-ha-failover", Reason::UnacceptableType(v.type_name())));
         }
     }
+    if let Some(v) = arguments.get(b"x-stream-offset") {
+        if super::stream::offset_spec(v).is_none() {
+            return Err(invalid("x-stream-offset", Reason::StreamOffset(v.clone())));
+        }
+    }
     Ok(())
 }
 
@@ -263,6 +270,8 @@ enum Reason {
     Atom(&'static str),
     /// A string, printed quoted.
     Text(String),
+    /// `{invalid_stream_offset_arg,{longstr,<<"1x">>}}`.
+    StreamOffset(FieldValue),
 }
 
 impl Reason {
@@ -276,6 +285,12 @@ impl Reason {
             Reason::MaxExceeded(n) => format!("{{max_value_exceeded,{n}}}"),
             Reason::Atom(a) => (*a).to_owned(),
             Reason::Text(s) => format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"")),
+            Reason::StreamOffset(FieldValue::LongStr(s)) => {
+                let text = String::from_utf8_lossy(s.as_bytes()).replace('\\', "\\\\").replace('"', "\\\"");
+                format!("{{invalid_stream_offset_arg,{{longstr,<<\"{text}\">>}}}}")
+            }
+            // RabbitMQ 3.10 fails with an internal error (541) on these.
+            Reason::StreamOffset(v) => format!("{{invalid_stream_offset_arg,{{{}}}}}", v.type_name()),
         }
     }
 }

@@ -86,7 +86,7 @@ impl Shard {
         }
         let accepted = taken != Taken::Refused;
         if let (Some(ticket), Taken::Stored) = (confirm, taken) {
-            self.ctx.wait_for_sync(ticket);
+            self.ctx.wait_for_sync(queue, ticket);
         } else if let Some(ticket) = confirm {
             let to = ticket.channel;
             let incarnation = ticket.incarnation;

@@ -9,6 +9,7 @@
 //! delivered: kind=3 | (as settled)
 //! paged:     kind=4 | (as message)
 //! moved:     kind=5 | (as message)
+//! stream:    kind=6 | (as message; seq is the offset, expires the append time)
 //! ```
 //!
 //! All integers little-endian. A queue is named by its [`crate::ids::QueueId`],
@@ -32,6 +33,11 @@ pub const KIND_PAGED: u8 = 4;
 /// its earlier record can go. Where copies of one message are in several
 /// segments, the latest counts.
 pub const KIND_MOVED: u8 = 5;
+
+/// A message of a stream queue (`storage::stream`, in the stream's own
+/// files): as a message record, with its offset as `seq` and its append
+/// time (Unix ms) where a message has its expiry.
+pub const KIND_STREAM: u8 = 6;
 
 /// Fixed part of a message record's payload before the exchange name.
 const MESSAGE_FIXED_BYTES: usize = 1 + 8 + 8 + 8;
@@ -83,7 +89,7 @@ pub fn append_message(
     expires_unix_ms: u64,
     m: &MessageParts,
 ) -> usize {
-    debug_assert!(matches!(kind, KIND_MESSAGE | KIND_PAGED | KIND_MOVED));
+    debug_assert!(matches!(kind, KIND_MESSAGE | KIND_PAGED | KIND_MOVED | KIND_STREAM));
     record::append(buf, |b| {
         let exchange = m.exchange.as_bytes();
         let routing_key = m.routing_key.as_bytes();
@@ -149,7 +155,7 @@ fn le_u64(b: &[u8]) -> u64 {
 pub fn decode(payload: &[u8]) -> Option<Entry<'_>> {
     let (&kind, rest) = payload.split_first()?;
     match kind {
-        KIND_MESSAGE | KIND_PAGED | KIND_MOVED => {
+        KIND_MESSAGE | KIND_PAGED | KIND_MOVED | KIND_STREAM => {
             let queue = le_u64(rest.get(0..8)?);
             let seq = le_u64(rest.get(8..16)?);
             let expires_unix_ms = le_u64(rest.get(16..24)?);

@@ -10,6 +10,7 @@ pub mod log;
 pub mod ranges;
 pub mod record;
 pub mod recover;
+pub mod stream;
 mod syncer;
 
 pub use data_dir::{DataDir, DataDirError};
