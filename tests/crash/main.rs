@@ -39,6 +39,7 @@ mod check;
 #[path = "../common/child.rs"]
 mod child;
 mod load;
+mod stream;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
