@@ -431,3 +431,95 @@ async fn filters_pass_only_matching_values() {
     let (_b, mut some) = consumer(&conn, &name, 10, args).await;
     assert_eq!(take(&mut some, 3).await, vec![(1, "m1".into()), (2, "m2".into()), (4, "m4".into())]);
 }
+
+/// A consumer with a fixed tag on a new channel of `conn`.
+async fn tagged(
+    conn: &lapin::Connection,
+    queue: &str,
+    tag: &str,
+    args: FieldTable,
+) -> (lapin::Channel, lapin::Consumer) {
+    let ch = conn.create_channel().await.expect("channel");
+    ch.basic_qos(5, BasicQosOptions::default()).await.expect("qos");
+    let c = within("consume", ch.basic_consume(queue, tag, BasicConsumeOptions::default(), args))
+        .await
+        .expect("basic.consume");
+    (ch, c)
+}
+
+fn tracking(offset: AMQPValue) -> FieldTable {
+    let mut t = offset_arg(offset);
+    t.insert("x-stream-automatic-offset-tracking".into(), AMQPValue::Boolean(true));
+    t
+}
+
+fn reference(name: &str) -> FieldTable {
+    let mut t = offset_arg(AMQPValue::LongString("first".into()));
+    t.insert("x-stream-offset-reference".into(), AMQPValue::LongString(name.into()));
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracked_offsets_resume_after_the_last_ack_across_restarts() {
+    if external() {
+        // Offset tracking over AMQP 0-9-1 is Lepus's (RabbitMQ has it only
+        // over its stream protocol).
+        return;
+    }
+    let mut broker = start_broker();
+    let name = unique("stream-tracking");
+    {
+        let conn = lapin_conn(&broker).await;
+        let ch = conn.create_channel().await.expect("channel");
+        declare_stream(&ch, &name, FieldTable::default()).await;
+        publish_all(&ch, &name, (0..30).map(|i| format!("m{i}"))).await;
+        // By consumer tag: 8 acked, then a new consumer with the same tag
+        // resumes at 8 (x-stream-offset only counts the first time).
+        let (c1, mut c) =
+            tagged(&conn, &name, "reader-1", tracking(AMQPValue::LongString("first".into()))).await;
+        assert_eq!(take(&mut c, 8).await, expected(0..8, "m"));
+        c1.close(200, "done").await.expect("close");
+        let (c1, mut c) =
+            tagged(&conn, &name, "reader-1", tracking(AMQPValue::LongString("first".into()))).await;
+        assert_eq!(take(&mut c, 2).await, expected(8..10, "m"));
+        c1.close(200, "done").await.expect("close");
+        // By reference, whatever the tag: only acked messages count.
+        let (c2, mut c) = tagged(&conn, &name, "any", reference("ref-a")).await;
+        assert_eq!(take(&mut c, 3).await, expected(0..3, "m"));
+        let unacked = next_delivery(&mut c).await;
+        assert_eq!(offset_of(&unacked), 3);
+        c2.close(200, "done").await.expect("close");
+        // x-stream-offset: null (LavinMQ's spelling) tracks by tag from the first.
+        let (c3, mut c) = tagged(&conn, &name, "reader-null", offset_arg(AMQPValue::Void)).await;
+        assert_eq!(take(&mut c, 4).await, expected(0..4, "m"));
+        c3.close(200, "done").await.expect("close");
+    }
+    broker.restart();
+    let conn = lapin_conn(&broker).await;
+    let (_a, mut a) = tagged(&conn, &name, "reader-1", tracking(AMQPValue::LongString("first".into()))).await;
+    assert_eq!(take(&mut a, 2).await, expected(10..12, "m"), "the tag's offset survived the restart");
+    let (_b, mut b) = tagged(&conn, &name, "other-tag", reference("ref-a")).await;
+    assert_eq!(
+        take(&mut b, 2).await,
+        expected(3..5, "m"),
+        "the reference's offset survived; the unacked one comes again"
+    );
+    let (_c, mut c) = tagged(&conn, &name, "reader-null", offset_arg(AMQPValue::Void)).await;
+    assert_eq!(take(&mut c, 1).await, expected(4..5, "m"));
+    let (_d, mut d) =
+        tagged(&conn, &name, "untracked", offset_arg(AMQPValue::LongString("first".into()))).await;
+    assert_eq!(take(&mut d, 1).await, expected(0..1, "m"), "no tracking without asking for it");
+    // A bad reference is refused.
+    let ch = conn.create_channel().await.expect("channel");
+    ch.basic_qos(5, BasicQosOptions::default()).await.expect("qos");
+    let mut bad = FieldTable::default();
+    bad.insert("x-stream-offset-reference".into(), AMQPValue::LongInt(1));
+    let res = ch.basic_consume(&name, "", BasicConsumeOptions::default(), bad).await;
+    assert_channel_error(
+        &conn,
+        res,
+        406,
+        &format!("PRECONDITION_FAILED - invalid arg 'x-stream-offset-reference' for queue '{name}' in vhost '/': {{unacceptable_type,signedint}}"),
+    )
+    .await;
+}

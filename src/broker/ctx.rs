@@ -470,7 +470,7 @@ impl ShardCtx {
 
     /// Settles deliveries of a local queue.
     pub fn settle_local(&mut self, queue: QueueId, op: SettleOp, ids: &[MsgId]) {
-        if self.settle_stream(queue, ids) {
+        if self.settle_stream(queue, op, ids) {
             return;
         }
         if let Some(q) = queue_at(&mut self.queues, &mut self.journaled, self.clock, queue) {

@@ -20,7 +20,7 @@ use crate::envelope::{ConfirmTicket, Envelope, QueueReply};
 use crate::ids::{ConsumerKey, MsgId, QueueId};
 use crate::message::Message;
 use crate::queue::stream::{OffsetSpec, StreamArgs};
-use crate::queue::ConsumerSpec;
+use crate::queue::{ConsumerSpec, SettleOp};
 use crate::storage::stream::{StreamLog, StreamRecord, SEGMENT_BYTES_DEFAULT};
 
 /// Body bytes one pump reads for one consumer at most (at least one message).
@@ -154,7 +154,11 @@ impl ShardCtx {
         let tag = spec.tag.clone();
         let args = spec.stream.take().map_or_else(StreamArgs::default, |a| *a);
         let (start, not_before) = match self.streams.logs.get(&id) {
-            Some(s) => start_of(&s.log, args.offset),
+            Some(s) => match args.reference.as_ref().and_then(|r| s.log.tracked_offset(r)) {
+                // A tracked consumer resumes after what it acked.
+                Some(next) => (next.clamp(s.log.first_offset(), s.log.next_offset()), (0, 0)),
+                None => start_of(&s.log, args.offset),
+            },
             None => (0, (0, 0)),
         };
         let clock = self.clock;
@@ -175,13 +179,19 @@ impl ShardCtx {
         QueueReply::ConsumeOk { tag }
     }
 
-    /// Acks, nacks and requeues of a stream's deliveries give credit back.
-    /// False if `id` is not a local stream.
-    pub(super) fn settle_stream(&mut self, id: QueueId, ids: &[MsgId]) -> bool {
+    /// Acks, nacks and requeues of a stream's deliveries give credit back;
+    /// acks move tracked offsets. False if `id` is not a local stream.
+    pub(super) fn settle_stream(&mut self, id: QueueId, op: SettleOp, ids: &[MsgId]) -> bool {
         let Some(state) = self.queues.get_mut(&id).and_then(|q| q.stream_mut()) else {
             return false;
         };
-        state.settle(ids);
+        let mut tracked = Vec::new();
+        state.settle(ids, op == SettleOp::Ack, &mut tracked);
+        if let Some(stream) = self.streams.logs.get_mut(&id) {
+            for (reference, next) in &tracked {
+                stream.log.track_offset(reference, *next);
+            }
+        }
         self.pump_stream(id);
         self.route_deliveries();
         true

@@ -153,7 +153,7 @@ impl Channel {
         })?;
         let stream = if is_stream(&meta) {
             self.check_stream_consumer(&m, &meta, &shared.vhost)?;
-            Some(Box::new(crate::queue::stream::stream_args(&m.arguments)))
+            Some(Box::new(crate::queue::stream::stream_args(&m.arguments, &tag)))
         } else {
             None
         };

@@ -224,6 +224,25 @@ pub fn check_consume(arguments: &FieldTable, queue_arguments: &FieldTable) -> Re
             return Err(invalid("x-stream-offset", Reason::StreamOffset(v.clone())));
         }
     }
+    if queue_type == QueueType::Stream {
+        check_offset_tracking(arguments).map_err(|(key, r)| invalid(key, r))?;
+    }
+    Ok(())
+}
+
+/// Lepus's offset tracking arguments (RabbitMQ has no check to follow): a
+/// name of 1 to 255 bytes, a boolean.
+fn check_offset_tracking(arguments: &FieldTable) -> Result<(), (&'static str, Reason)> {
+    if let Some(v) = arguments.get(super::stream::OFFSET_REFERENCE) {
+        if !matches!(v, FieldValue::LongStr(s) if (1..=255).contains(&s.as_bytes().len())) {
+            return Err(("x-stream-offset-reference", Reason::UnacceptableType(v.type_name())));
+        }
+    }
+    if let Some(v) = arguments.get(super::stream::AUTOMATIC_TRACKING) {
+        if !matches!(v, FieldValue::Bool(_)) {
+            return Err(("x-stream-automatic-offset-tracking", Reason::UnacceptableType(v.type_name())));
+        }
+    }
     Ok(())
 }
 

@@ -33,6 +33,12 @@ pub const STREAM_CONSUMERS_MAX: usize = 1 << (64 - OFFSET_BITS);
 
 /// The name of the header each delivery carries.
 pub const OFFSET_HEADER: &[u8] = b"x-stream-offset";
+/// The consumer argument naming where its acked offset is stored.
+pub const OFFSET_REFERENCE: &[u8] = b"x-stream-offset-reference";
+/// The consumer argument that stores its acked offset under its tag
+/// (LavinMQ's name for the same thing).
+pub const AUTOMATIC_TRACKING: &[u8] = b"x-stream-automatic-offset-tracking";
+
 /// The header a publisher sets to give a message a filter value.
 pub const FILTER_VALUE_HEADER: &[u8] = b"x-stream-filter-value";
 
@@ -64,18 +70,22 @@ pub struct StreamArgs {
     /// `x-stream-match-unfiltered`: with a filter, also messages without a
     /// filter value.
     pub match_unfiltered: bool,
+    /// Server-side offset tracking: the name its acked offset is stored
+    /// under (`x-stream-offset-reference`, or the consumer tag with
+    /// `x-stream-automatic-offset-tracking: true` or `x-stream-offset: null`).
+    pub reference: Option<Bytes>,
 }
 
 impl Default for StreamArgs {
     /// No arguments: from the next message, unfiltered.
     fn default() -> StreamArgs {
-        StreamArgs { offset: OffsetSpec::Next, filter: Vec::new(), match_unfiltered: false }
+        StreamArgs { offset: OffsetSpec::Next, filter: Vec::new(), match_unfiltered: false, reference: None }
     }
 }
 
-/// Reads the stream arguments of a consumer whose arguments
+/// Reads the stream arguments of consumer `tag` whose arguments
 /// `queue::arguments::check_consume` accepted.
-pub fn stream_args(arguments: &crate::amqp::field::FieldTable) -> StreamArgs {
+pub fn stream_args(arguments: &crate::amqp::field::FieldTable, tag: &ShortStr) -> StreamArgs {
     let offset = match arguments.get(OFFSET_HEADER) {
         None => OffsetSpec::Next,
         Some(v) => offset_spec(v).unwrap_or(OffsetSpec::Next),
@@ -89,7 +99,14 @@ pub fn stream_args(arguments: &crate::amqp::field::FieldTable) -> StreamArgs {
     };
     let match_unfiltered =
         matches!(arguments.get(b"x-stream-match-unfiltered"), Some(FieldValue::Bool(true)));
-    StreamArgs { offset, filter, match_unfiltered }
+    let automatic = matches!(arguments.get(AUTOMATIC_TRACKING), Some(FieldValue::Bool(true)))
+        || matches!(arguments.get(OFFSET_HEADER), Some(FieldValue::Void));
+    let reference = match arguments.get(OFFSET_REFERENCE) {
+        Some(FieldValue::LongStr(s)) => Some(Bytes::copy_from_slice(s.as_bytes())),
+        _ if automatic => Some(Bytes::copy_from_slice(tag.as_bytes())),
+        _ => None,
+    };
+    StreamArgs { offset, filter, match_unfiltered, reference }
 }
 
 /// An `x-stream-offset` value, or `None` if RabbitMQ would refuse it.
@@ -102,6 +119,9 @@ pub fn offset_spec(v: &FieldValue) -> Option<OffsetSpec> {
             text => interval_ms(text).map(OffsetSpec::Ago),
         },
         FieldValue::Timestamp(seconds) => Some(OffsetSpec::Timestamp(seconds.saturating_mul(1000))),
+        // LavinMQ's way to ask for offset tracking: from the first message
+        // the first time, from the stored offset after.
+        FieldValue::Void => Some(OffsetSpec::First),
         other => match other.as_i64()? {
             n if n < 0 => Some(OffsetSpec::First),
             n => Some(OffsetSpec::Offset(n as u64)),
@@ -150,6 +170,10 @@ struct StreamConsumer {
     in_flight_bytes: u64,
     filter: Vec<Bytes>,
     match_unfiltered: bool,
+    /// Its offset is tracked under this name: everything before
+    /// `acked_upto` was acked.
+    reference: Option<Bytes>,
+    acked_upto: u64,
     /// Where it reads in the log.
     cursor: Cursor,
 }
@@ -213,6 +237,8 @@ impl StreamState {
             in_flight_bytes: 0,
             filter: args.filter.clone(),
             match_unfiltered: args.match_unfiltered,
+            reference: args.reference.clone(),
+            acked_upto: 0,
             cursor: Cursor::default(),
         });
         true
@@ -246,13 +272,22 @@ impl StreamState {
     }
 
     /// Acks, nacks, rejects and requeues all give credit back; nothing is
-    /// redelivered (the consumer's offset moved on, as in RabbitMQ).
-    pub fn settle(&mut self, ids: &[MsgId]) {
+    /// redelivered (the consumer's offset moved on, as in RabbitMQ). An ack
+    /// (`acked`) moves a tracked consumer's stored offset past the
+    /// message: `tracked` gets (reference, next offset) for each.
+    pub fn settle(&mut self, ids: &[MsgId], acked: bool, tracked: &mut Vec<(Bytes, u64)>) {
         for id in ids {
             let slot = (id.0 >> OFFSET_BITS) as u16;
             if let Some(c) = self.consumers.iter_mut().find(|c| c.slot == slot) {
                 c.unacked = c.unacked.saturating_sub(1);
+                if acked && c.reference.is_some() {
+                    c.acked_upto = c.acked_upto.max((id.0 & OFFSET_MAX) + 1);
+                }
             }
+        }
+        if acked {
+            let changed = self.consumers.iter().filter(|c| c.acked_upto > 0);
+            tracked.extend(changed.filter_map(|c| Some((c.reference.clone()?, c.acked_upto))));
         }
     }
 

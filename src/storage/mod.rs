@@ -11,6 +11,7 @@ pub mod ranges;
 pub mod record;
 pub mod recover;
 pub mod stream;
+pub mod stream_offsets;
 mod syncer;
 
 pub use data_dir::{DataDir, DataDirError};

@@ -42,6 +42,7 @@ use crate::amqp::field::ShortStr;
 use crate::message::{Body, Message, MessageParts};
 use crate::storage::entry;
 use crate::storage::record::{self, Decoded};
+use crate::storage::stream_offsets::OffsetStore;
 use crate::storage::syncer::{Request, Syncer, Wake};
 
 /// RabbitMQ's default `x-stream-max-segment-size-bytes` (500 MB).
@@ -166,6 +167,8 @@ pub struct StreamLog<W> {
     sync_failed_upto: u64,
     /// Total bytes of the segments.
     bytes: u64,
+    /// Server-side offset tracking (`offsets.log`).
+    offsets: OffsetStore,
 }
 
 impl<W> std::fmt::Debug for StreamLog<W> {
@@ -223,6 +226,7 @@ impl<W> StreamLog<W> {
             failed: false,
             sync_failed_upto: 0,
             bytes,
+            offsets: OffsetStore::open(dir)?,
         };
         Ok((log, report))
     }
@@ -325,8 +329,10 @@ impl<W> StreamLog<W> {
     /// Writes what was appended and asks for a sync of it.
     pub fn flush(&mut self) {
         self.write_pending();
-        if self.written_offset > self.requested || self.dir_dirty {
+        let offsets = self.offsets.write();
+        if self.written_offset > self.requested || self.dir_dirty || offsets.is_some() {
             let mut files = std::mem::take(&mut self.unsynced);
+            files.extend(offsets);
             if let Some(active) = self.segments.back() {
                 files.push(Arc::clone(&active.file));
             }
@@ -427,6 +433,17 @@ impl<W> StreamLog<W> {
             Some(e) => e.offset,
             None => segment.first,
         }
+    }
+
+    /// The next offset `reference` has to read, if it stored one.
+    pub fn tracked_offset(&self, reference: &[u8]) -> Option<u64> {
+        self.offsets.get(reference)
+    }
+
+    /// `reference` acked everything before `next` (written at the next
+    /// flush, durable after the sync that follows).
+    pub fn track_offset(&mut self, reference: &Bytes, next: u64) {
+        self.offsets.set(reference, next);
     }
 
     /// Removes the log and its directory (the stream was deleted).
