@@ -483,11 +483,13 @@ async fn tracked_offsets_resume_after_the_last_ack_across_restarts() {
             tagged(&conn, &name, "reader-1", tracking(AMQPValue::LongString("first".into()))).await;
         assert_eq!(take(&mut c, 2).await, expected(8..10, "m"));
         c1.close(200, "done").await.expect("close");
-        // By reference, whatever the tag: only acked messages count.
+        // By reference, whatever the tag: only acked messages count (a nack
+        // does not move the offset).
         let (c2, mut c) = tagged(&conn, &name, "any", reference("ref-a")).await;
         assert_eq!(take(&mut c, 3).await, expected(0..3, "m"));
-        let unacked = next_delivery(&mut c).await;
-        assert_eq!(offset_of(&unacked), 3);
+        let nacked = next_delivery(&mut c).await;
+        assert_eq!(offset_of(&nacked), 3);
+        nacked.nack(BasicNackOptions { requeue: true, ..Default::default() }).await.expect("nack");
         c2.close(200, "done").await.expect("close");
         // x-stream-offset: null (LavinMQ's spelling) tracks by tag from the first.
         let (c3, mut c) = tagged(&conn, &name, "reader-null", offset_arg(AMQPValue::Void)).await;
@@ -502,7 +504,7 @@ async fn tracked_offsets_resume_after_the_last_ack_across_restarts() {
     assert_eq!(
         take(&mut b, 2).await,
         expected(3..5, "m"),
-        "the reference's offset survived; the unacked one comes again"
+        "the reference's offset survived; the nacked one comes again"
     );
     let (_c, mut c) = tagged(&conn, &name, "reader-null", offset_arg(AMQPValue::Void)).await;
     assert_eq!(take(&mut c, 1).await, expected(4..5, "m"));
