@@ -525,3 +525,21 @@ async fn tracked_offsets_resume_after_the_last_ack_across_restarts() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_are_read_back_whole_from_the_files() {
+    let broker = start_broker();
+    let name = unique("stream-large");
+    let conn = lapin_conn(&broker).await;
+    let ch = conn.create_channel().await.expect("channel");
+    declare_stream(&ch, &name, FieldTable::default()).await;
+    // Larger than the hot window takes, and than a read chunk (256 KiB).
+    let sizes = [10_000usize, 300_000, 100, 20_000, 700_000, 5];
+    let bodies: Vec<String> =
+        (0..12).map(|i| format!("{i:02}{}", "abcdefgh".repeat(sizes[i % sizes.len()] / 8))).collect();
+    publish_all(&ch, &name, bodies.clone()).await;
+    let (_c, mut c) = consumer(&conn, &name, 2, offset_arg(AMQPValue::LongString("first".into()))).await;
+    let got = take(&mut c, bodies.len()).await;
+    let want: Vec<(i64, String)> = bodies.into_iter().enumerate().map(|(i, b)| (i as i64, b)).collect();
+    assert!(got == want, "bodies differ (sizes {:?})", got.iter().map(|g| g.1.len()).collect::<Vec<_>>());
+}

@@ -59,6 +59,11 @@ const SCAN_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 pub const HOT_MESSAGES_MAX: usize = 16 * 1024;
 /// Their body bytes at most.
 pub const HOT_BYTES_MAX: u64 = 16 * 1024 * 1024;
+/// Larger bodies are not kept in memory: they are views of their
+/// publisher's read buffer (smaller ones were copied out, see
+/// `channel::publish`), which a hot window of them would keep alive; a
+/// larger message empties the window, and readers go to the page cache.
+pub const HOT_MESSAGE_BYTES_MAX: u64 = 8 * 1024;
 /// Appended bytes beyond which they are written before the turn ends.
 pub const PENDING_BYTES_HIGH: usize = 4 * 1024 * 1024;
 
@@ -74,12 +79,31 @@ pub struct StreamRecord {
 }
 
 /// Where a reader is: the record of `offset` starts at `pos` in the segment
-/// whose first offset is `segment`. Saves an index lookup per read.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// whose first offset is `segment`. Saves an index lookup per read. It keeps
+/// the last chunk it read (at most [`READ_CHUNK_BYTES`], or one record), so
+/// a reader whose prefetch is smaller than a chunk reads each byte once.
+#[derive(Debug, Clone, Default)]
 pub struct Cursor {
     offset: u64,
     segment: u64,
     pos: u64,
+    /// The last chunk read: `chunk_segment`'s bytes from `chunk_pos`.
+    chunk: Bytes,
+    chunk_segment: u64,
+    chunk_pos: u64,
+}
+
+impl Cursor {
+    /// The kept chunk from `pos` of `segment` on, if it starts with a whole
+    /// record there.
+    fn cached(&self, segment: u64, pos: u64) -> Option<Bytes> {
+        if self.chunk_segment != segment || pos < self.chunk_pos {
+            return None;
+        }
+        let at = usize::try_from(pos - self.chunk_pos).ok()?;
+        let rest = self.chunk.get(at..)?;
+        matches!(record::decode(rest), Decoded::Record(..)).then(|| self.chunk.slice(at..))
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -293,8 +317,13 @@ impl<W> StreamLog<W> {
         active.note(offset, pos, len, timestamp_ms);
         self.bytes += len;
         self.next_offset += 1;
-        self.hot.push_back(StreamRecord { offset, timestamp_ms, message: message.clone() });
-        self.hot_bytes += message.body_len();
+        if message.body_len() > HOT_MESSAGE_BYTES_MAX {
+            self.hot.clear();
+            self.hot_bytes = 0;
+        } else {
+            self.hot.push_back(StreamRecord { offset, timestamp_ms, message: message.clone() });
+            self.hot_bytes += message.body_len();
+        }
         while self.hot.len() > HOT_MESSAGES_MAX || self.hot_bytes > HOT_BYTES_MAX {
             let Some(old) = self.hot.pop_front() else { break };
             self.hot_bytes -= old.message.body_len();
@@ -519,9 +548,17 @@ impl<W> StreamLog<W> {
                 }
                 continue;
             }
-            let want = usize::try_from((segment.written - pos).min(READ_CHUNK_BYTES as u64))
-                .unwrap_or(READ_CHUNK_BYTES);
-            let chunk = read_at(&segment.file, pos, want, segment.written)?;
+            let chunk = match cursor.cached(segment.first, pos) {
+                Some(chunk) => chunk,
+                None => {
+                    let want = usize::try_from((segment.written - pos).min(READ_CHUNK_BYTES as u64))
+                        .unwrap_or(READ_CHUNK_BYTES);
+                    let chunk = read_at(&segment.file, pos, want, segment.written)?;
+                    (cursor.chunk, cursor.chunk_segment, cursor.chunk_pos) =
+                        (chunk.clone(), segment.first, pos);
+                    chunk
+                }
+            };
             let mut at = 0usize;
             let mut progressed = false;
             while at < chunk.len()
@@ -545,7 +582,7 @@ impl<W> StreamLog<W> {
                     out.push(r);
                 }
             }
-            *cursor = Cursor { offset: from, segment: segment.first, pos: pos + at as u64 };
+            (cursor.offset, cursor.segment, cursor.pos) = (from, segment.first, pos + at as u64);
             if !progressed {
                 // Damage where a record should be: go on with the next segment.
                 tracing::error!(
