@@ -543,3 +543,24 @@ async fn large_bodies_are_read_back_whole_from_the_files() {
     let want: Vec<(i64, String)> = bodies.into_iter().enumerate().map(|(i, b)| (i as i64, b)).collect();
     assert!(got == want, "bodies differ (sizes {:?})", got.iter().map(|g| g.1.len()).collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_that_matches_little_reads_on_over_several_turns() {
+    if external() {
+        return;
+    }
+    let broker = start_broker();
+    let name = unique("stream-sparse-filter");
+    let conn = lapin_conn(&broker).await;
+    let ch = conn.create_channel().await.expect("channel");
+    declare_stream(&ch, &name, FieldTable::default()).await;
+    // More than one pump reads for a consumer (16384 records), none matching.
+    publish_all(&ch, &name, (0..20_000).map(|i| format!("m{i}"))).await;
+    let mut h = FieldTable::default();
+    h.insert("x-stream-filter-value".into(), AMQPValue::LongString("red".into()));
+    publish_with(&ch, &name, ["red".to_string()], BasicProperties::default().with_headers(h)).await;
+    let mut args = offset_arg(AMQPValue::LongString("first".into()));
+    args.insert("x-stream-filter".into(), AMQPValue::LongString("red".into()));
+    let (_a, mut red) = consumer(&conn, &name, 10, args).await;
+    assert_eq!(take(&mut red, 1).await, vec![(20_000, "red".to_string())]);
+}

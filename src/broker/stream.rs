@@ -23,8 +23,12 @@ use crate::queue::stream::{OffsetSpec, StreamArgs};
 use crate::queue::{ConsumerSpec, SettleOp};
 use crate::storage::stream::{StreamLog, StreamRecord, SEGMENT_BYTES_DEFAULT};
 
-/// Body bytes one pump reads for one consumer at most (at least one message).
+/// Body bytes one read for one consumer takes at most (at least one message).
 pub const PUMP_BYTES_MAX: u64 = 4 * 1024 * 1024;
+/// Records one pump reads for one consumer at most: a filter that matches
+/// little would otherwise scan the whole stream in one turn. The rest is
+/// read in the next turns.
+pub const PUMP_RECORDS_MAX: usize = 16 * 1024;
 
 /// A stream's log, with what the shard tracks of it.
 pub struct Stream {
@@ -228,7 +232,13 @@ impl ShardCtx {
         let mut batch: Vec<StreamRecord> = Vec::new();
         let before = self.deliveries.len();
         for i in 0..state.len() {
+            let mut scanned = 0;
             while let Some((from, room, cursor)) = state.wants(i, committed) {
+                if scanned >= PUMP_RECORDS_MAX {
+                    // More next turn (`streams_have_released` keeps the loop awake).
+                    stream.pumped_upto = 0;
+                    break;
+                }
                 batch.clear();
                 let read = stream.log.read(cursor, from, room as usize, PUMP_BYTES_MAX, &mut batch);
                 if let Err(e) = read {
@@ -240,6 +250,7 @@ impl ShardCtx {
                     state.advance(i, committed);
                     break;
                 }
+                scanned += batch.len();
                 for record in batch.drain(..) {
                     state.deliver(i, queue, record, &mut self.deliveries);
                 }
