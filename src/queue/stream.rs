@@ -132,21 +132,7 @@ pub fn offset_spec(v: &FieldValue) -> Option<OffsetSpec> {
 /// An interval as RabbitMQ writes `x-max-age` and `x-stream-offset`: a
 /// positive number and one unit of `Y`, `M`, `D`, `h`, `m`, `s`; in ms.
 pub fn interval_ms(text: &[u8]) -> Option<u64> {
-    let (unit, digits) = text.split_last()?;
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
-    let unit_ms: u64 = match unit {
-        b'Y' => 365 * 24 * 3_600_000,
-        b'M' => 30 * 24 * 3_600_000,
-        b'D' => 24 * 3_600_000,
-        b'h' => 3_600_000,
-        b'm' => 60_000,
-        b's' => 1000,
-        _ => return None,
-    };
-    (n > 0).then(|| n.saturating_mul(unit_ms))
+    super::arguments::max_age_ms(text)
 }
 
 /// One consumer of a stream.
