@@ -96,9 +96,9 @@ impl QueueType {
         let keys: &[&[u8]] = match self {
             QueueType::Classic => &[b"x-priority", b"x-cancel-on-ha-failover", b"x-credit"],
             QueueType::Quorum => &[b"x-priority", b"x-credit"],
-            QueueType::Stream => {
-                &[b"x-stream-offset", b"x-stream-filter", b"x-stream-match-unfiltered", b"x-credit"]
-            }
+            // RabbitMQ 3.10 knows no filter arguments: on other queue types
+            // they are ignored, as unknown keys are.
+            QueueType::Stream => &[b"x-stream-offset", b"x-credit"],
         };
         keys.contains(&key)
     }
