@@ -488,6 +488,7 @@ mod queue_cycle {
             exclusive: false,
             priority: 0,
             channel_limited: false,
+            stream: None,
         };
         let mut out = Vec::with_capacity(CYCLE_MESSAGES);
         let attached = queue.add_consumer(spec, &mut out);

@@ -79,6 +79,7 @@ impl Mode {
             exclusive: false,
             priority: 0,
             channel_limited: false,
+            stream: None,
         }
     }
 }

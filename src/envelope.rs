@@ -196,8 +196,8 @@ pub struct ConfirmTicket {
 /// Operations on a queue that answer the asking channel.
 #[derive(Debug)]
 pub enum QueueRequest {
-    /// basic.consume.
-    Consume(ConsumerSpec),
+    /// basic.consume (boxed: rare, and larger than the other requests).
+    Consume(Box<ConsumerSpec>),
     /// basic.get.
     Get {
         /// Auto-ack.

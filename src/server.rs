@@ -165,7 +165,9 @@ impl Server {
             ctx.share_node_state(Arc::clone(&resources), Arc::clone(&connections), Arc::clone(&tracking));
             let doorbell = Arc::clone(&doorbells[i]);
             let messages = data_dir.messages_dir(i);
-            ctx.open_log(&messages, Arc::new(move || drop(doorbell.ring()))).map_err(StartError::Io)?;
+            let wake: crate::storage::Wake = Arc::new(move || drop(doorbell.ring()));
+            ctx.open_log(&messages, Arc::clone(&wake)).map_err(StartError::Io)?;
+            ctx.open_streams(&data_dir.streams_dir(), wake).map_err(StartError::Io)?;
             let shard_listeners = if i == 0 { std::mem::take(&mut listeners) } else { Vec::new() };
             let shard = Shard::new(
                 ctx,

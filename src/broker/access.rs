@@ -144,7 +144,7 @@ impl ShardCtx {
     /// The message log has confirms released by a sync, not yet written.
     #[inline]
     pub fn log_has_released(&self) -> bool {
-        self.log.as_ref().is_some_and(crate::storage::Log::has_released)
+        self.log.as_ref().is_some_and(crate::storage::Log::has_released) || self.streams_have_released()
     }
 
     /// During a graceful stop: writes what was appended and has it synced,
@@ -161,6 +161,7 @@ impl ShardCtx {
 
     /// Closes the message log (at the end of a graceful stop).
     pub fn close_log(&mut self) {
+        self.close_streams();
         if let Some(log) = self.log.as_mut() {
             log.close();
         }

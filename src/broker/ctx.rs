@@ -98,6 +98,8 @@ pub struct ShardCtx {
     pub(super) consumer_timeouts: super::consumer_timeouts::ConsumerTimeouts,
     /// Messages delayed exchanges hold until due (see [`super::delayed`]).
     pub(super) delayed: super::delayed::DelayStore,
+    /// This shard's stream queues' logs (see `broker::stream`).
+    pub(super) streams: super::stream::Streams,
 }
 
 /// The loop has not waited idle since `idle_at` for
@@ -187,6 +189,7 @@ impl ShardCtx {
             compact_candidates: Vec::new(),
             consumer_timeouts: Default::default(),
             delayed: Default::default(),
+            streams: Default::default(),
         }
     }
 
@@ -272,6 +275,7 @@ impl ShardCtx {
         let mut q = Queue::new(meta, vhost, self.clock);
         q.apply_policy(&policy);
         self.queues.insert(id, q);
+        self.open_stream(id);
     }
 
     /// The queues this shard owns (to read them: stats, tests).
@@ -312,6 +316,7 @@ impl ShardCtx {
     /// Periodic work on every local queue: expire messages at the heads
     /// (x-message-ttl, expiration) and delete queues unused for their x-expires.
     pub fn expire_queues(&mut self) {
+        self.stream_retention();
         let ids: Vec<QueueId> = self.queues.keys().copied().collect();
         for id in ids {
             let Some(q) = queue_at(&mut self.queues, &mut self.journaled, self.clock, id) else {
@@ -364,14 +369,17 @@ impl ShardCtx {
             Taken::Refused => Some(false),
             Taken::Accepted => Some(true),
             Taken::Stored => {
-                self.wait_for_sync(ticket);
+                self.wait_for_sync(queue.id, ticket);
                 None
             }
         }
     }
 
-    /// `ticket`'s confirm goes out when the message log is synced.
-    pub fn wait_for_sync(&mut self, ticket: ConfirmTicket) {
+    /// `ticket`'s confirm goes out when `queue`'s log (a stream's, or the shard's) is synced.
+    pub fn wait_for_sync(&mut self, queue: QueueId, ticket: ConfirmTicket) {
+        let Err(ticket) = self.stream_wait(queue, ticket) else {
+            return;
+        };
         match self.log.as_mut() {
             Some(log) => log.wait(ticket),
             None => {
@@ -404,6 +412,9 @@ impl ShardCtx {
         if q.is_duplicate(&message) {
             // Not enqueued, and confirmed, as LavinMQ does.
             return Taken::Accepted;
+        }
+        if q.is_stream() {
+            return self.publish_stream(queue, &message);
         }
         let expires_at_ms = q.expiry_of(&message);
         let mut loc = crate::storage::NO_LOC;
@@ -472,6 +483,9 @@ impl ShardCtx {
 
     /// Settles deliveries of a local queue.
     pub fn settle_local(&mut self, queue: QueueId, op: SettleOp, ids: &[MsgId]) {
+        if self.settle_stream(queue, op, ids) {
+            return;
+        }
         if let Some(q) = queue_at(&mut self.queues, &mut self.journaled, self.clock, queue) {
             q.settle(ids, op, &mut self.deliveries);
             q.report_stats();
@@ -544,6 +558,9 @@ impl ShardCtx {
     pub fn credit(&mut self, queue: QueueRef, consumer: ConsumerKey, count: u32, bytes: u64) {
         if queue.shard != self.shard {
             self.mesh.stage(queue.shard, Envelope::Credit { queue: queue.id, consumer, count, bytes });
+            return;
+        }
+        if self.credit_stream(queue.id, consumer, count, bytes) {
             return;
         }
         if let Some(q) = queue_at(&mut self.queues, &mut self.journaled, self.clock, queue.id) {
@@ -661,7 +678,7 @@ impl ShardCtx {
             return QueueReply::Gone;
         };
         let reply = match request {
-            QueueRequest::Consume(spec) => self.request_consume(queue, spec, &name, &vhost),
+            QueueRequest::Consume(spec) => self.request_consume(queue, *spec, &name, &vhost),
             QueueRequest::Get { no_ack } => self.request_get(queue, from, no_ack),
             QueueRequest::Declare => match queue_at(&mut self.queues, &mut self.journaled, self.clock, queue)
             {
@@ -699,6 +716,9 @@ impl ShardCtx {
         name: &ShortStr,
         vhost: &str,
     ) -> QueueReply {
+        if self.queues.get(&queue).is_some_and(Queue::is_stream) {
+            return self.consume_stream(queue, spec, name, vhost);
+        }
         let tag = spec.tag.clone();
         let mut out = std::mem::take(&mut self.deliveries);
         let result = match queue_at(&mut self.queues, &mut self.journaled, self.clock, queue) {

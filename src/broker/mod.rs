@@ -16,6 +16,8 @@
 //! - `stats`: the queues' snapshots for the statistics board.
 //! - [`consumer_timeouts`]: the deadlines of unacked deliveries.
 //! - `dedup`: this shard's deduplication caches of exchanges.
+//! - [`stream`]: stream queues' own logs: appends, feeding their consumers,
+//!   confirms, retention.
 //! - `reconcile`: deleting what the control plane removed (a deleted vhost's
 //!   queues and their stored messages).
 
@@ -29,6 +31,7 @@ pub mod names;
 mod reconcile;
 mod stats;
 pub mod stored;
+pub mod stream;
 pub mod throttle;
 
 pub use ctx::{QueueMap, ShardCtx, ShardLog, Taken};

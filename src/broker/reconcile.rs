@@ -94,6 +94,11 @@ impl ShardCtx {
     /// ready messages it had, and its vhost.
     pub(super) fn drop_queue_local(&mut self, queue: QueueId) -> Option<(u32, Arc<str>)> {
         let mut q = self.queues.remove(&queue)?;
+        if q.is_stream() {
+            self.drop_stream(queue);
+            // RabbitMQ's delete-ok for a stream counts no messages.
+            q.set_stream_messages(0);
+        }
         if let Some(log) = self.log.as_mut() {
             // What it settled still counts; the rest goes with the queue.
             super::stored::write_journal(log, queue, &mut q);

@@ -65,6 +65,7 @@ impl ShardCtx {
     /// told the log, then the log's records, and asks for a sync if a confirm
     /// waits for one.
     pub fn flush_log(&mut self) {
+        self.flush_streams();
         if self.log.is_none() {
             return;
         }
@@ -240,6 +241,7 @@ impl ShardCtx {
     /// Confirms whose records the log has synced (or failed to write): each
     /// goes to its channel as an [`Envelope::Confirm`].
     pub fn release_confirms(&mut self) {
+        self.release_stream_confirms();
         let Some(log) = self.log.as_mut() else {
             return;
         };

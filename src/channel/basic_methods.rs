@@ -151,6 +151,12 @@ impl Channel {
         arguments::check_consume(&m.arguments, &meta.arguments).map_err(|e| {
             ChannelError::new(spec::reply_code::PRECONDITION_FAILED, e.text(&meta.name, &shared.vhost))
         })?;
+        let stream = if is_stream(&meta) {
+            self.check_stream_consumer(&m, &meta, &shared.vhost)?;
+            Some(Box::new(crate::queue::stream::stream_args(&m.arguments, &tag)))
+        } else {
+            None
+        };
         let id = shared.next_consumer;
         shared.next_consumer = shared.next_consumer.wrapping_add(1);
         let prefetch = self.prefetch_consumer;
@@ -174,6 +180,7 @@ impl Channel {
             exclusive: m.exclusive,
             priority,
             channel_limited,
+            stream,
         };
         let info = ConsumerInfo {
             queue_name: meta.name.clone(),
@@ -198,7 +205,7 @@ impl Channel {
             no_wait: m.no_wait,
             method: (spec::BasicConsume::CLASS_ID, spec::BasicConsume::METHOD_ID),
         };
-        self.request(&meta, QueueRequest::Consume(spec), awaiting, shared, ctx)
+        self.request(&meta, QueueRequest::Consume(Box::new(spec)), awaiting, shared, ctx)
     }
 
     pub(super) fn handle_basic_cancel(
@@ -236,6 +243,9 @@ impl Channel {
         self.allow_queue(Perm::Read, &m.queue)?;
         let meta = self.lookup_queue(&m.queue, shared, ctx)?;
         check_exclusive(&meta, self.me.conn, &shared.vhost)?;
+        if is_stream(&meta) {
+            return Err(stream_unsupported("basic.get", &meta, &shared.vhost));
+        }
         if !m.no_ack {
             let timeout = ctx.consumer_timeout_ms(&shared.vhost, &meta, &FieldTable::new());
             self.get_timeout_ms = timeout.unwrap_or(0);
@@ -272,4 +282,46 @@ impl Channel {
         self.settle_entries(&unacked, SettleOp::Requeue, ctx);
         self.release_over_prefetch(shared, ctx);
     }
+}
+
+impl Channel {
+    /// RabbitMQ's conditions on a stream consumer, in its order: a
+    /// per-consumer prefetch (406), no channel-wide one, manual acks (540).
+    fn check_stream_consumer(
+        &self,
+        m: &spec::BasicConsume,
+        meta: &crate::queue::QueueMeta,
+        vhost: &str,
+    ) -> Result<(), ChannelError> {
+        if self.prefetch_consumer == 0 {
+            return Err(ChannelError::new(
+                spec::reply_code::PRECONDITION_FAILED,
+                format!("consumer prefetch count is not set for 'queue '{}' in vhost '{vhost}''", meta.name),
+            ));
+        }
+        if self.prefetch_channel > 0 {
+            return Err(ChannelError::hard(
+                spec::reply_code::NOT_IMPLEMENTED,
+                format!("queue '{}' in vhost '{vhost}' does not support global qos", meta.name),
+            ));
+        }
+        if m.no_ack {
+            return Err(stream_unsupported("automatic acknowledgement", meta, vhost));
+        }
+        Ok(())
+    }
+}
+
+/// A stream queue (`x-queue-type: stream`).
+pub(super) fn is_stream(meta: &crate::queue::QueueMeta) -> bool {
+    arguments::QueueType::of(&meta.arguments) == arguments::QueueType::Stream
+}
+
+/// RabbitMQ's 540 for what a stream does not do (`basic.get`, `queue.purge`,
+/// no-ack consumers): a connection error.
+pub(super) fn stream_unsupported(what: &str, meta: &crate::queue::QueueMeta, vhost: &str) -> ChannelError {
+    ChannelError::hard(
+        spec::reply_code::NOT_IMPLEMENTED,
+        format!("{what} not supported by stream queues queue '{}' in vhost '{vhost}'", meta.name),
+    )
 }

@@ -422,7 +422,8 @@ impl Channel {
         match (ctx.delay(&shared.vhost, message, due), ticket) {
             (Taken::Refused, _) => verdict.refused = true,
             (Taken::Stored, Some(ticket)) => {
-                ctx.wait_for_sync(ticket);
+                // Held in the shard's log, under the delay store's pseudo-queue.
+                ctx.wait_for_sync(crate::ids::QueueId(crate::storage::entry::DELAYED_STORE), ticket);
                 verdict.remaining += 1;
             }
             _ => {}

@@ -140,6 +140,13 @@ impl Channel {
         self.allow_queue(Perm::Read, &m.queue)?;
         let meta = self.lookup_queue(&m.queue, shared, ctx)?;
         check_exclusive(&meta, self.me.conn, &shared.vhost)?;
+        if crate::channel::basic_methods::is_stream(&meta) {
+            return Err(crate::channel::basic_methods::stream_unsupported(
+                "queue.purge",
+                &meta,
+                &shared.vhost,
+            ));
+        }
         self.request(&meta, QueueRequest::Purge, Awaiting::Purge { no_wait: m.no_wait }, shared, ctx)
     }
 

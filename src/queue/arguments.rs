@@ -100,6 +100,8 @@ impl QueueType {
                 &[b"x-priority", b"x-cancel-on-ha-failover", b"x-credit", b"x-consumer-timeout"]
             }
             QueueType::Quorum => &[b"x-priority", b"x-credit", b"x-consumer-timeout"],
+            // RabbitMQ 3.10 knows no filter arguments: on other queue types
+            // they are ignored, as unknown keys are.
             QueueType::Stream => &[b"x-stream-offset", b"x-credit"],
         };
         keys.contains(&key)
@@ -239,6 +241,30 @@ pub fn check_consume(arguments: &FieldTable, queue_arguments: &FieldTable) -> Re
             return Err(invalid("x-cancel-on-ha-failover", Reason::UnacceptableType(v.type_name())));
         }
     }
+    if let Some(v) = arguments.get(b"x-stream-offset") {
+        if super::stream::offset_spec(v).is_none() {
+            return Err(invalid("x-stream-offset", Reason::StreamOffset(v.clone())));
+        }
+    }
+    if queue_type == QueueType::Stream {
+        check_offset_tracking(arguments).map_err(|(key, r)| invalid(key, r))?;
+    }
+    Ok(())
+}
+
+/// Lepus's offset tracking arguments (RabbitMQ has no check to follow): a
+/// name of 1 to 255 bytes, a boolean.
+fn check_offset_tracking(arguments: &FieldTable) -> Result<(), (&'static str, Reason)> {
+    if let Some(v) = arguments.get(super::stream::OFFSET_REFERENCE) {
+        if !matches!(v, FieldValue::LongStr(s) if (1..=255).contains(&s.as_bytes().len())) {
+            return Err(("x-stream-offset-reference", Reason::UnacceptableType(v.type_name())));
+        }
+    }
+    if let Some(v) = arguments.get(super::stream::AUTOMATIC_TRACKING) {
+        if !matches!(v, FieldValue::Bool(_)) {
+            return Err(("x-stream-automatic-offset-tracking", Reason::UnacceptableType(v.type_name())));
+        }
+    }
     Ok(())
 }
 
@@ -297,6 +323,8 @@ enum Reason {
     Atom(&'static str),
     /// A string, printed quoted.
     Text(String),
+    /// `{invalid_stream_offset_arg,{longstr,<<"1x">>}}`.
+    StreamOffset(FieldValue),
 }
 
 impl Reason {
@@ -310,6 +338,12 @@ impl Reason {
             Reason::MaxExceeded(n) => format!("{{max_value_exceeded,{n}}}"),
             Reason::Atom(a) => (*a).to_owned(),
             Reason::Text(s) => format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"")),
+            Reason::StreamOffset(FieldValue::LongStr(s)) => {
+                let text = String::from_utf8_lossy(s.as_bytes()).replace('\\', "\\\\").replace('"', "\\\"");
+                format!("{{invalid_stream_offset_arg,{{longstr,<<\"{text}\">>}}}}")
+            }
+            // RabbitMQ 3.10 fails with an internal error (541) on these.
+            Reason::StreamOffset(v) => format!("{{invalid_stream_offset_arg,{{{}}}}}", v.type_name()),
         }
     }
 }

@@ -35,6 +35,10 @@ impl Queue {
     /// Detaches a consumer. Its unacked deliveries stay unacked: the channel may
     /// still ack them, and requeues them when it closes.
     pub fn remove_consumer(&mut self, key: ConsumerKey) -> AfterRemove {
+        if let Some(stream) = self.stream.as_deref_mut() {
+            stream.remove(key);
+            return AfterRemove::Keep;
+        }
         if let Some(i) = self.consumers.iter().position(|c| c.spec.key == key) {
             self.consumers.remove(i);
             if self.cursor > i {
@@ -50,7 +54,8 @@ impl Queue {
 
     /// The consumers, for cancel notifications when the queue is deleted.
     pub fn consumers(&self) -> impl Iterator<Item = &ConsumerSpec> {
-        self.consumers.iter().map(|c| &c.spec)
+        let streaming = self.stream.as_deref().into_iter().flat_map(super::stream::StreamState::specs);
+        self.consumers.iter().map(|c| &c.spec).chain(streaming)
     }
 
     /// The consumer's connection wrote `count` deliveries to its socket.

@@ -43,6 +43,7 @@ pub mod policy;
 mod quorum;
 pub(crate) mod ready;
 mod stats;
+pub mod stream;
 mod tail;
 
 pub use journal::Journal;
@@ -123,6 +124,8 @@ pub struct ConsumerSpec {
     /// Its channel has a channel-wide prefetch (basic.qos global=true): each
     /// delivery needs a grant from the channel.
     pub channel_limited: bool,
+    /// A consumer of a stream: where it starts and what it filters.
+    pub stream: Option<Box<stream::StreamArgs>>,
 }
 
 #[derive(Debug)]
@@ -261,6 +264,10 @@ pub struct Queue {
     idle: stats::IdleWatch,
     /// Deduplication (`x-message-deduplication`), if the arguments ask.
     dedup: Option<Box<dedup::Deduper>>,
+    /// A stream queue's consumers (its log is the shard's; see `stream.rs`).
+    stream: Option<Box<stream::StreamState>>,
+    /// A stream's messages kept, as its log last reported.
+    stream_messages: u64,
 }
 
 impl Queue {
@@ -279,8 +286,12 @@ impl Queue {
             .get(b"x-max-priority")
             .and_then(crate::amqp::field::FieldValue::as_i64)
             .map_or(0, |p| p.clamp(0, i64::from(ready::PRIORITY_MAX)) as u8);
-        let stored = meta.durable && meta.exclusive_owner.is_none();
+        let is_stream = arguments::QueueType::of(&meta.arguments) == arguments::QueueType::Stream;
+        // A stream keeps its messages in a log of its own, never the shard's.
+        let stored = meta.durable && meta.exclusive_owner.is_none() && !is_stream;
         Queue {
+            stream: is_stream.then(Box::default),
+            stream_messages: 0,
             stored,
             journal: Journal::default(),
             tail: Tail::default(),
@@ -340,7 +351,25 @@ impl Queue {
 
     /// Consumers attached.
     pub fn consumer_count(&self) -> u32 {
-        u32::try_from(self.consumers.len()).unwrap_or(u32::MAX)
+        let streaming = self.stream.as_ref().map_or(0, |s| s.len());
+        u32::try_from(self.consumers.len() + streaming).unwrap_or(u32::MAX)
+    }
+
+    /// A stream queue's consumers; `None` for other queues.
+    #[inline]
+    pub fn stream_mut(&mut self) -> Option<&mut stream::StreamState> {
+        self.stream.as_deref_mut()
+    }
+
+    /// A stream queue (`x-queue-type: stream`).
+    #[inline]
+    pub fn is_stream(&self) -> bool {
+        self.stream.is_some()
+    }
+
+    /// A stream's log reports how many messages it keeps.
+    pub fn set_stream_messages(&mut self, messages: u64) {
+        self.stream_messages = messages;
     }
 
     /// Persistent messages sent to this queue must be in the message log.
@@ -505,6 +534,10 @@ impl Queue {
     /// Periodic work: expires messages at the head; returns true if the queue
     /// has been unused for its x-expires and must be deleted.
     pub fn expire(&mut self) -> bool {
+        if self.is_stream() {
+            // Retention, not expiry, removes a stream's messages (the shard's).
+            return false;
+        }
         self.drop_expired_head();
         match self.expires_after_ms {
             Some(after) => {
@@ -688,7 +721,8 @@ impl Queue {
         if if_unused && !self.consumers.is_empty() {
             return Err(QueueRefusal::InUse);
         }
-        if if_empty && self.total_len() > 0 {
+        // RabbitMQ deletes a stream whatever it holds.
+        if if_empty && self.total_len() > 0 && !self.is_stream() {
             return Err(QueueRefusal::NotEmpty);
         }
         Ok(())
@@ -706,7 +740,8 @@ impl Queue {
     /// Ready messages in memory and in the log.
     #[inline]
     fn total_len(&self) -> usize {
-        self.ready.len() + usize::try_from(self.tail.count).unwrap_or(usize::MAX)
+        let kept = self.tail.count + self.stream_messages;
+        self.ready.len() + usize::try_from(kept).unwrap_or(usize::MAX)
     }
 
     /// Their body bytes.
@@ -726,7 +761,8 @@ impl Queue {
     pub fn report_stats(&self) {
         let stats = &self.meta.stats;
         stats.messages_ready.store(self.total_len() as u64, Ordering::Relaxed);
-        stats.messages_unacked.store(self.unacked.len() as u64, Ordering::Relaxed);
+        let streaming = self.stream.as_ref().map_or(0, |s| s.unacked());
+        stats.messages_unacked.store(self.unacked.len() as u64 + streaming, Ordering::Relaxed);
         stats.consumers.store(self.consumer_count(), Ordering::Relaxed);
     }
 

@@ -62,7 +62,7 @@ impl Shard {
             Envelope::DirectReply { to, message } => self.direct_reply_to(to, message),
             Envelope::Delay { vhost, message, due_unix_ms, confirm } => {
                 let taken = self.ctx.delay(&vhost, message, due_unix_ms);
-                self.answer_confirm(confirm, taken);
+                self.answer_confirm(QueueId(crate::storage::entry::DELAYED_STORE), confirm, taken);
             }
         }
     }
@@ -88,15 +88,15 @@ impl Shard {
                 self.ctx.send(from, Envelope::Held { queue: held });
             }
         }
-        self.answer_confirm(confirm, taken);
+        self.answer_confirm(queue, confirm, taken);
     }
 
-    /// A confirming publisher's verdict: at once, or after the message
-    /// log's sync for a stored message.
-    fn answer_confirm(&mut self, confirm: Option<ConfirmTicket>, taken: Taken) {
+    /// A confirming publisher's verdict: at once, or after the sync of the
+    /// log `queue` stored the message in (a stream's own, or the shard's).
+    fn answer_confirm(&mut self, queue: QueueId, confirm: Option<ConfirmTicket>, taken: Taken) {
         let accepted = taken != Taken::Refused;
         if let (Some(ticket), Taken::Stored) = (confirm, taken) {
-            self.ctx.wait_for_sync(ticket);
+            self.ctx.wait_for_sync(queue, ticket);
         } else if let Some(ticket) = confirm {
             let to = ticket.channel;
             let incarnation = ticket.incarnation;

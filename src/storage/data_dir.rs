@@ -118,6 +118,12 @@ impl DataDir {
         self.path.join(DEFINITIONS_FILE)
     }
 
+    /// `<dir>/streams`: one directory per stream queue (by queue id, hex),
+    /// created by the shards.
+    pub fn streams_dir(&self) -> PathBuf {
+        self.path.join("streams")
+    }
+
     /// `<dir>/messages/shard-<k>`: shard `shard_index`'s message log
     /// directory (created by the message log, not here).
     pub fn messages_dir(&self, shard_index: usize) -> PathBuf {

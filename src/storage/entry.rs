@@ -11,6 +11,7 @@
 //! moved:     kind=5 | (as message)
 //! delayed:   kind=6 | seq u64 | due (unix ms) u64 | vhost (u8 len + bytes) |
 //!            exchange | routing key | content header | body (as message)
+//! stream:    kind=7 | (as message; seq is the offset, expires the append time)
 //! ```
 //!
 //! A delayed message (held by an `x-delayed-message` exchange) is filed
@@ -46,6 +47,11 @@ pub const KIND_DELAYED: u8 = 6;
 /// The queue id delayed messages are filed under. No queue has it: queue
 /// ids are `(epoch << 32) | counter` and epochs count up from 1.
 pub const DELAYED_STORE: u64 = u64::MAX;
+
+/// A message of a stream queue (`storage::stream`, in the stream's own
+/// files): as a message record, with its offset as `seq` and its append
+/// time (Unix ms) where a message has its expiry.
+pub const KIND_STREAM: u8 = 7;
 
 /// Fixed part of a message record's payload before the exchange name.
 const MESSAGE_FIXED_BYTES: usize = 1 + 8 + 8 + 8;
@@ -100,7 +106,7 @@ pub fn append_message(
     expires_unix_ms: u64,
     m: &MessageParts,
 ) -> usize {
-    debug_assert!(matches!(kind, KIND_MESSAGE | KIND_PAGED | KIND_MOVED));
+    debug_assert!(matches!(kind, KIND_MESSAGE | KIND_PAGED | KIND_MOVED | KIND_STREAM));
     record::append(buf, |b| {
         b.reserve(MESSAGE_FIXED_BYTES + 2 + m.exchange.len() + m.routing_key.len() + 4 + m.header.len());
         b.push(kind);
@@ -226,7 +232,7 @@ fn take_message<'a>(
 pub fn decode(payload: &[u8]) -> Option<Entry<'_>> {
     let (&kind, rest) = payload.split_first()?;
     match kind {
-        KIND_MESSAGE | KIND_PAGED | KIND_MOVED => {
+        KIND_MESSAGE | KIND_PAGED | KIND_MOVED | KIND_STREAM => {
             let queue = le_u64(rest.get(0..8)?);
             let seq = le_u64(rest.get(8..16)?);
             let expires_unix_ms = le_u64(rest.get(16..24)?);

@@ -10,6 +10,8 @@ pub mod log;
 pub mod ranges;
 pub mod record;
 pub mod recover;
+pub mod stream;
+pub mod stream_offsets;
 mod syncer;
 
 pub use data_dir::{DataDir, DataDirError};

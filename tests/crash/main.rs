@@ -40,6 +40,7 @@ mod check;
 mod child;
 mod delayed;
 mod load;
+mod stream;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
