@@ -14,6 +14,7 @@
 //! - [`throttle`]: publisher flow control.
 //! - [`names`]: server-generated names (`amq.gen-…`, consumer tags).
 //! - `stats`: the queues' snapshots for the statistics board.
+//! - `dead_letters`: republishing what local queues rejected.
 //! - [`consumer_timeouts`]: the deadlines of unacked deliveries.
 //! - `dedup`: this shard's deduplication caches of exchanges.
 //! - [`stream`]: stream queues' own logs: appends, feeding their consumers,
@@ -24,6 +25,7 @@
 mod access;
 pub mod consumer_timeouts;
 mod ctx;
+mod dead_letters;
 mod dedup;
 pub mod delayed;
 mod delayed_index;

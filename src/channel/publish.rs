@@ -290,19 +290,7 @@ impl Channel {
                 format!("no exchange '{}' in vhost '{}'", message.exchange, shared.vhost),
             ));
         };
-        if exchange.internal {
-            return Err(ChannelError::new(
-                spec::reply_code::ACCESS_REFUSED,
-                format!(
-                    "cannot publish to internal exchange '{}' in vhost '{}'",
-                    message.exchange, shared.vhost
-                ),
-            ));
-        }
-        if exchange.kind == ExchangeKind::Topic {
-            let (name, key) = (message.exchange.as_bytes(), message.routing_key.as_bytes());
-            self.grants.check_topic(Perm::Write, name, key).map_err(denied)?;
-        }
+        self.check_publish_to(exchange, &message, &shared.vhost)?;
         let delayed = exchange.kind == ExchangeKind::DelayedMessage;
         if delayed {
             message = match self.publish_delayed(message, (&vhost, exchange), confirm_seq, shared, ctx) {
@@ -333,6 +321,27 @@ impl Channel {
         let verdict = self.hand_to_queues(&targets, message, mandatory, confirm_seq, shared, ctx);
         ctx.recycle_route_targets(targets);
         Ok(verdict)
+    }
+
+    /// What the exchange itself allows: no publish to an internal one, and
+    /// a topic exchange's routing key under the user's topic permissions.
+    fn check_publish_to(
+        &self,
+        exchange: &Exchange,
+        message: &Message,
+        vhost: &str,
+    ) -> Result<(), ChannelError> {
+        if exchange.internal {
+            return Err(ChannelError::new(
+                spec::reply_code::ACCESS_REFUSED,
+                format!("cannot publish to internal exchange '{}' in vhost '{vhost}'", message.exchange),
+            ));
+        }
+        if exchange.kind == ExchangeKind::Topic {
+            let (name, key) = (message.exchange.as_bytes(), message.routing_key.as_bytes());
+            self.grants.check_topic(Perm::Write, name, key).map_err(denied)?;
+        }
+        Ok(())
     }
 
     /// Gives a routed message to its queues (returns it if none and mandatory).
