@@ -7,6 +7,7 @@ Every expectation was checked against RabbitMQ 3.10.8 where it has the
 feature (CLIENTS_TARGET=rabbitmq); the rest are marked lepus_only.
 """
 import datetime
+import os
 import time
 
 import pika
@@ -248,6 +249,39 @@ def test_consumer_timeout_queue_argument_closes_channel(conn, cleanup):
     ch.basic_consume(queue, lambda c, m, p, b: again.append((m.redelivered, b)), auto_ack=True)
     pump(conn, lambda: again, what="the redelivery")
     assert again == [(True, b"slow")]
+
+
+NODE_CONSUMER_TIMEOUT_MS = int(os.environ.get("CLIENTS_NODE_CONSUMER_TIMEOUT_MS") or 0)
+
+
+@pytest.mark.skipif(
+    not NODE_CONSUMER_TIMEOUT_MS,
+    reason="set CLIENTS_NODE_CONSUMER_TIMEOUT_MS to the broker's configured consumer timeout",
+)
+@pytest.mark.timeout(NODE_CONSUMER_TIMEOUT_MS / 1000 + 120)
+def test_consumer_timeout_node_wide_closes_channel(conn, cleanup):
+    """The node's timeout (Lepus --consumer-timeout, RabbitMQ consumer_timeout):
+    what RabbitMQ 3.10 can be checked on; it looks once a minute."""
+    queue = unique("ctimeout-node")
+    cleanup.append(("queue", queue))
+    ch = conn.channel()
+    ch.queue_declare(queue=queue)
+    ch.basic_publish(exchange="", routing_key=queue, body=b"slow")
+    closed = []
+    slow = conn.channel()
+    slow._impl.add_on_close_callback(lambda c, reason: closed.append(reason))
+    got = []
+    slow.basic_consume(queue, lambda c, m, p, b: got.append(b))
+    limit = NODE_CONSUMER_TIMEOUT_MS / 1000 + 75
+    pump(conn, lambda: closed, timeout=limit, what="the channel closed by the node's timeout")
+    assert got == [b"slow"]
+    reason = closed[0]
+    assert isinstance(reason, ChannelClosedByBroker)
+    assert reason.reply_code == 406
+    assert reason.reply_text.startswith(
+        "PRECONDITION_FAILED - delivery acknowledgement on channel %d timed out. "
+        "Timeout value used: %d ms." % (slow.channel_number, NODE_CONSUMER_TIMEOUT_MS)
+    )
 
 
 @lepus_only  # RabbitMQ 3.10 has no delayed-message plugin here
