@@ -221,12 +221,14 @@ def test_quorum_delivery_limit_dead_letters(conn, cleanup):
     assert ch.queue_declare(queue=queue, passive=True).method.message_count == 0
 
 
-@lepus_only  # the x-consumer-timeout queue argument came with RabbitMQ 3.12
-def test_consumer_timeout_queue_argument_closes_channel(conn, cleanup):
-    queue = unique("ctimeout")
+def closed_by_consumer_timeout(conn, cleanup, prefix, arguments, timeout_ms, wait_s):
+    """A consumer that never acks its one delivery on a queue declared with
+    `arguments`: asserts its channel is closed with the 406 of a timeout of
+    `timeout_ms`, no sooner; returns the queue and the other channel."""
+    queue = unique(prefix)
     cleanup.append(("queue", queue))
     ch = conn.channel()
-    ch.queue_declare(queue=queue, arguments={"x-consumer-timeout": 500})
+    ch.queue_declare(queue=queue, arguments=arguments)
     ch.basic_publish(exchange="", routing_key=queue, body=b"slow")
     closed = []
     slow = conn.channel()
@@ -234,16 +236,22 @@ def test_consumer_timeout_queue_argument_closes_channel(conn, cleanup):
     got = []
     slow.basic_consume(queue, lambda c, m, p, b: got.append(b))  # never acked
     started = time.monotonic()
-    pump(conn, lambda: closed, timeout=TIMEOUT, what="the channel closed by the timeout")
+    pump(conn, lambda: closed, timeout=wait_s, what="the channel closed by the consumer timeout")
     assert got == [b"slow"]
-    assert time.monotonic() - started >= 0.5
+    assert time.monotonic() - started >= timeout_ms / 1000
     reason = closed[0]
     assert isinstance(reason, ChannelClosedByBroker)
     assert reason.reply_code == 406
     assert reason.reply_text.startswith(
         "PRECONDITION_FAILED - delivery acknowledgement on channel %d timed out. "
-        "Timeout value used: 500 ms." % slow.channel_number
+        "Timeout value used: %d ms." % (slow.channel_number, timeout_ms)
     )
+    return queue, ch
+
+
+@lepus_only  # the x-consumer-timeout queue argument came with RabbitMQ 3.12
+def test_consumer_timeout_queue_argument_closes_channel(conn, cleanup):
+    queue, ch = closed_by_consumer_timeout(conn, cleanup, "ctimeout", {"x-consumer-timeout": 500}, 500, TIMEOUT)
     # The delivery went back to the queue: redelivered to the next consumer.
     again = []
     ch.basic_consume(queue, lambda c, m, p, b: again.append((m.redelivered, b)), auto_ack=True)
@@ -262,26 +270,8 @@ NODE_CONSUMER_TIMEOUT_MS = int(os.environ.get("CLIENTS_NODE_CONSUMER_TIMEOUT_MS"
 def test_consumer_timeout_node_wide_closes_channel(conn, cleanup):
     """The node's timeout (Lepus --consumer-timeout, RabbitMQ consumer_timeout):
     what RabbitMQ 3.10 can be checked on; it looks once a minute."""
-    queue = unique("ctimeout-node")
-    cleanup.append(("queue", queue))
-    ch = conn.channel()
-    ch.queue_declare(queue=queue)
-    ch.basic_publish(exchange="", routing_key=queue, body=b"slow")
-    closed = []
-    slow = conn.channel()
-    slow._impl.add_on_close_callback(lambda c, reason: closed.append(reason))
-    got = []
-    slow.basic_consume(queue, lambda c, m, p, b: got.append(b))
-    limit = NODE_CONSUMER_TIMEOUT_MS / 1000 + 75
-    pump(conn, lambda: closed, timeout=limit, what="the channel closed by the node's timeout")
-    assert got == [b"slow"]
-    reason = closed[0]
-    assert isinstance(reason, ChannelClosedByBroker)
-    assert reason.reply_code == 406
-    assert reason.reply_text.startswith(
-        "PRECONDITION_FAILED - delivery acknowledgement on channel %d timed out. "
-        "Timeout value used: %d ms." % (slow.channel_number, NODE_CONSUMER_TIMEOUT_MS)
-    )
+    wait_s = NODE_CONSUMER_TIMEOUT_MS / 1000 + 75
+    closed_by_consumer_timeout(conn, cleanup, "ctimeout-node", None, NODE_CONSUMER_TIMEOUT_MS, wait_s)
 
 
 @lepus_only  # RabbitMQ 3.10 has no delayed-message plugin here
