@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -231,13 +232,16 @@ func TestQuorumDeliveryLimitDeadLetters(t *testing.T) {
 	}
 }
 
-func TestConsumerTimeoutClosesChannel(t *testing.T) {
-	lepusOnly(t, "the x-consumer-timeout queue argument came with RabbitMQ 3.12")
-	conn := dial(t)
+// closedByConsumerTimeout declares a queue with args, leaves its one
+// delivery unacked on a second channel, and checks that channel is closed
+// with the 406 of a timeout of timeoutMs, no sooner, within wait. It
+// returns the queue and the first channel.
+func closedByConsumerTimeout(t *testing.T, conn *amqp.Connection, prefix string, args amqp.Table, timeoutMs int, wait time.Duration) (string, *amqp.Channel) {
+	t.Helper()
 	ch := channel(t, conn)
-	queue := unique("ctimeout")
+	queue := unique(prefix)
 	deleteLater(t, "queue", queue)
-	_, err := ch.QueueDeclare(queue, false, false, false, false, amqp.Table{"x-consumer-timeout": int32(500)})
+	_, err := ch.QueueDeclare(queue, false, false, false, false, args)
 	must(t, err, "declare")
 	must(t, ch.Publish("", queue, false, false, amqp.Publishing{Body: []byte("slow")}), "publish")
 	slow := channel(t, conn)
@@ -246,24 +250,43 @@ func TestConsumerTimeoutClosesChannel(t *testing.T) {
 	must(t, err, "consume")
 	start := time.Now()
 	recv(t, msgs, "the delivery left unacked")
+	want := fmt.Sprintf("PRECONDITION_FAILED - delivery acknowledgement on channel 2 timed out. Timeout value used: %d ms.", timeoutMs)
 	select {
 	case e := <-closed:
-		if e == nil || e.Code != 406 || !strings.HasPrefix(e.Reason,
-			"PRECONDITION_FAILED - delivery acknowledgement on channel 2 timed out. Timeout value used: 500 ms.") {
-			t.Fatalf("channel closed with %v", e)
+		if e == nil || e.Code != 406 || !strings.HasPrefix(e.Reason, want) {
+			t.Fatalf("channel closed with %v, want 406 %q", e, want)
 		}
-		if time.Since(start) < 500*time.Millisecond {
-			t.Fatalf("closed after %v, before the timeout", time.Since(start))
+		if elapsed := time.Since(start); elapsed < time.Duration(timeoutMs)*time.Millisecond {
+			t.Fatalf("closed after %v, before the timeout", elapsed)
 		}
-	case <-time.After(timeout):
+	case <-time.After(wait):
 		t.Fatalf("channel not closed by the consumer timeout")
 	}
+	return queue, ch
+}
+
+func TestConsumerTimeoutClosesChannel(t *testing.T) {
+	lepusOnly(t, "the x-consumer-timeout queue argument came with RabbitMQ 3.12")
+	conn := dial(t)
+	queue, ch := closedByConsumerTimeout(t, conn, "ctimeout", amqp.Table{"x-consumer-timeout": int32(500)}, 500, timeout)
 	again, err := ch.Consume(queue, "", true, false, false, false, nil)
 	must(t, err, "consume again")
 	d := recv(t, again, "redelivery")
 	if string(d.Body) != "slow" || !d.Redelivered {
 		t.Fatalf("redelivery %+v", d)
 	}
+}
+
+// The node's timeout (Lepus --consumer-timeout, RabbitMQ consumer_timeout,
+// which RabbitMQ 3.10 checks once a minute): run only when
+// CLIENTS_NODE_CONSUMER_TIMEOUT_MS names the broker's configured value.
+func TestConsumerTimeoutNodeWide(t *testing.T) {
+	ms, err := strconv.Atoi(os.Getenv("CLIENTS_NODE_CONSUMER_TIMEOUT_MS"))
+	if err != nil || ms <= 0 {
+		t.Skip("set CLIENTS_NODE_CONSUMER_TIMEOUT_MS to the broker's configured consumer timeout")
+	}
+	wait := time.Duration(ms)*time.Millisecond + 75*time.Second
+	closedByConsumerTimeout(t, dial(t), "ctimeout-node", nil, ms, wait)
 }
 
 func TestDelayedExchange(t *testing.T) {
