@@ -259,10 +259,14 @@ async fn consumers_read_at_their_own_offsets_and_nothing_is_removed() {
     let future =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() + 3600;
     let (_c8, mut later) = consumer(&conn, &name, 10, offset_arg(AMQPValue::Timestamp(future))).await;
+    // An offset past the end waits for that offset: what comes before it is
+    // passed over (RabbitMQ 3.10.8 does the same).
+    let (_c9, mut ahead) = consumer(&conn, &name, 10, offset_arg(AMQPValue::LongLongInt(52))).await;
     assert_quiet(&mut next, "next before a new publish").await;
 
     let pch = conn.create_channel().await.expect("channel");
     publish_all(&pch, &name, (50..53).map(|i| format!("m{i}"))).await;
+    assert_eq!(take(&mut ahead, 1).await, expected(52..53, "m"), "an offset past the end starts there");
     assert_eq!(take(&mut next, 3).await, expected(50..53, "m"), "next: only what came after");
     assert_eq!(take(&mut default, 3).await, expected(50..53, "m"), "no offset means next");
     assert_eq!(take(&mut first, 3).await, expected(50..53, "m"), "a consumer at the tail follows it");

@@ -343,7 +343,8 @@ fn start_of(log: &StreamLog<ConfirmTicket>, offset: OffsetSpec) -> (u64, (u64, u
         OffsetSpec::First => (first, (0, 0)),
         OffsetSpec::Last => (log.committed().saturating_sub(1).max(first), (0, 0)),
         OffsetSpec::Next => (next, (0, 0)),
-        OffsetSpec::Offset(n) => (n.clamp(first, next), (0, 0)),
+        // Past the end: the consumer waits there (what comes before is passed over).
+        OffsetSpec::Offset(n) => (n.max(first), (0, 0)),
         OffsetSpec::Timestamp(ms) => at_time(ms),
         OffsetSpec::Ago(ms) => at_time(super::stored::unix_now_ms().saturating_sub(ms)),
     }

@@ -554,9 +554,11 @@ mod tests {
             assert_eq!(kind.as_str(), name);
         }
         assert_eq!(ExchangeKind::parse(b"Direct"), None);
-        let kind = ExchangeKind::parse(b"x-consistent-hash").expect("consistent hash");
-        assert_eq!(kind.as_str(), "x-consistent-hash");
-        assert_eq!(ExchangeKind::parse(b"x-delayed-message"), None);
+        for name in ["x-consistent-hash", "x-delayed-message"] {
+            let kind = ExchangeKind::parse(name.as_bytes()).expect("built-in plugin type");
+            assert_eq!(kind.as_str(), name);
+        }
+        assert_eq!(ExchangeKind::parse(b"x-random"), None);
     }
 
     #[test]

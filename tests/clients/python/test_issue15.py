@@ -118,11 +118,6 @@ def test_stream_offset_numeric(conn, cleanup):
     assert got == [(b"m%d" % i, i) for i in range(5, 10)]
 
 
-@pytest.mark.xfail(
-    TARGET != "rabbitmq",
-    reason="Lepus starts an offset past the end at the next message; RabbitMQ 3.10 at that offset",
-    strict=False,
-)
 def test_stream_offset_past_the_end(conn, cleanup):
     queue = declare_stream(conn, cleanup, "stream-beyond")
     publish_confirmed(conn, queue, [b"m%d" % i for i in range(3)])
@@ -131,7 +126,7 @@ def test_stream_offset_past_the_end(conn, cleanup):
     ch.confirm_delivery()
     for i in range(3, 7):
         ch.basic_publish(exchange="", routing_key=queue, body=b"m%d" % i)
-    # RabbitMQ 3.10.8 skips offsets 3 and 4 and delivers from 5.
+    # Offsets 3 and 4 are passed over, delivery starts at 5 (as RabbitMQ 3.10.8).
     assert consumer.wait(2, "offsets 5 and 6") == [(b"m5", 5), (b"m6", 6)]
 
 
