@@ -178,7 +178,7 @@ pub async fn trial(number: u64, trials: u64, seed: u64) {
     let delay_ms = 100 + rng.below(900);
     let window = 1usize << rng.below(9);
     let stop_after = Duration::from_millis(50 + rng.below(1500));
-    let dir = tempfile::Builder::new().prefix("lepus-crash-delayed.").tempdir().expect("temporary data dir");
+    let dir = crate::TrialDir::new("lepus-crash-delayed.");
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut broker =
         blocking(|| Broker::start(loopback, dir.path())).unwrap_or_else(|e| panic!("lepus: {e}"));

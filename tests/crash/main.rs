@@ -121,6 +121,35 @@ fn env_u64(name: &str) -> Option<u64> {
     Some(parsed.unwrap_or_else(|e| panic!("{name}={value:?} is not a number: {e}")))
 }
 
+/// A trial's data directory: removed when the trial ends, kept (and its path
+/// printed) when the trial panics (a restart that never comes up, a failed
+/// check), so the failure can be examined and replayed.
+pub struct TrialDir(Option<tempfile::TempDir>);
+
+impl TrialDir {
+    pub fn new(prefix: &str) -> TrialDir {
+        TrialDir(Some(tempfile::Builder::new().prefix(prefix).tempdir().expect("temporary data dir")))
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        self.0.as_ref().expect("present until the trial ends").path()
+    }
+
+    pub fn keep(mut self) -> std::path::PathBuf {
+        self.0.take().expect("present until the trial ends").keep()
+    }
+}
+
+impl Drop for TrialDir {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            if std::thread::panicking() {
+                eprintln!("the failed trial's data dir is kept at {}", dir.keep().display());
+            }
+        }
+    }
+}
+
 fn base_seed() -> u64 {
     env_u64("LEPUS_CRASH_SEED").unwrap_or_else(|| {
         let mut bytes = [0u8; 8];
@@ -277,7 +306,7 @@ async fn trial(stop: Stop, number: u64, trials: u64, seed: u64) {
     let started = Instant::now();
     let mut rng = Rng(seed);
     let params = Params::draw(&mut rng);
-    let dir = tempfile::Builder::new().prefix("lepus-crash.").tempdir().expect("temporary data dir");
+    let dir = TrialDir::new("lepus-crash.");
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut broker = blocking(|| Broker::start(loopback, dir.path()))
         .unwrap_or_else(|e| panic!("lepus does not start with --data-dir: {e}"));

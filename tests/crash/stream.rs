@@ -159,7 +159,7 @@ async fn trial(number: u64, trials: u64, seed: u64) {
     let mut rng = Rng(seed);
     let windows = [1 + rng.below(1000) as usize, 1 + rng.below(1000) as usize];
     let stop_after = Duration::from_millis(100 + rng.below(LOAD_MS_MAX));
-    let dir = tempfile::Builder::new().prefix("lepus-crash-stream.").tempdir().expect("temporary data dir");
+    let dir = crate::TrialDir::new("lepus-crash-stream.");
     let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let mut broker = blocking(|| Broker::start(loopback, dir.path())).expect("lepus starts");
     let addr = broker.addr();
