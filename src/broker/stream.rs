@@ -118,10 +118,11 @@ impl ShardCtx {
 
     /// Appends a message to a local stream.
     pub(super) fn publish_stream(&mut self, id: QueueId, message: &Message) -> Taken {
+        // The turn's clock (one read per turn, not per message).
+        let now = self.unix_now_ms();
         let Some(stream) = self.streams.logs.get_mut(&id) else {
             return Taken::Refused;
         };
-        let now = super::stored::unix_now_ms();
         if stream.log.append(now, message).is_none() {
             return Taken::Refused;
         }
