@@ -59,6 +59,16 @@ impl Message {
     pub fn into_parts(self) -> MessageParts {
         Arc::try_unwrap(self.0).unwrap_or_else(|shared| (*shared).clone())
     }
+
+    /// This message with `header` as its content header, encoded anew
+    /// (exchange, routing key and body kept; copied if the message is shared).
+    pub fn with_header(self, header: &crate::amqp::properties::ContentHeader) -> Message {
+        let mut encoded = bytes::BytesMut::new();
+        header.encode(&mut encoded);
+        let mut parts = self.into_parts();
+        parts.header = encoded.freeze();
+        Message::new(parts)
+    }
 }
 
 impl std::ops::Deref for Message {

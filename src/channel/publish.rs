@@ -409,11 +409,7 @@ impl Channel {
         if let Some(headers) = header.properties.headers.as_mut() {
             delayed::released_headers(headers, delay_ms);
         }
-        let mut encoded = BytesMut::new();
-        header.encode(&mut encoded);
-        let mut parts = message.into_parts();
-        parts.header = encoded.freeze();
-        let message = Message::new(parts);
+        let message = message.with_header(&header);
         // Held where its queues are now, so that its release is local.
         let properties = RouteProperties::new(&message.header);
         let targets = ctx.route(vhost, exchange, message.routing_key.as_bytes(), &properties);
@@ -488,11 +484,7 @@ impl Channel {
                 ));
             }
             header.properties.reply_to = Some(direct_reply_name(self.me));
-            let mut encoded = BytesMut::new();
-            header.encode(&mut encoded);
-            let mut parts = message.into_parts();
-            parts.header = encoded.freeze();
-            message = Message::new(parts);
+            message = message.with_header(&header);
         }
         Ok(message)
     }

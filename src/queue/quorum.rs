@@ -20,11 +20,9 @@
 //! (nothing is replicated), which its declare logs. Counts are kept in
 //! memory: after a restart they start again from 0.
 
-use bytes::BytesMut;
-
 use crate::amqp::field::{FieldTable, FieldValue, ShortStr};
 use crate::amqp::properties::ContentHeader;
-use crate::message::{Message, MessageParts};
+use crate::message::Message;
 
 use super::Queue;
 
@@ -72,12 +70,5 @@ pub(super) fn with_delivery_count(message: &Message, count: u32) -> Message {
         sorted.insert(key, value);
     }
     header.properties.headers = Some(sorted);
-    let mut encoded = BytesMut::new();
-    header.encode(&mut encoded);
-    Message::new(MessageParts {
-        exchange: message.exchange.clone(),
-        routing_key: message.routing_key.clone(),
-        header: encoded.freeze(),
-        body: message.body.clone(),
-    })
+    message.clone().with_header(&header)
 }
