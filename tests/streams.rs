@@ -403,6 +403,54 @@ async fn retention_removes_whole_segments_past_max_length_bytes() {
     assert_eq!(got.last().map(|g| g.0), Some(99));
 }
 
+/// A `max-age` policy applies to a stream declared without one (RabbitMQ
+/// takes the shorter of the argument and the policy): once its sealed
+/// segments are older than the age, housekeeping removes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_max_age_policy_removes_old_segments() {
+    if external() {
+        return;
+    }
+    let broker = start_broker();
+    let name = unique("stream-age-policy");
+    let conn = lapin_conn(&broker).await;
+    let ch = conn.create_channel().await.expect("channel");
+    let mut extra = FieldTable::default();
+    extra.insert("x-stream-max-segment-size-bytes".into(), AMQPValue::LongLongInt(8192));
+    extra.insert("x-max-age".into(), AMQPValue::LongString("1D".into()));
+    declare_stream(&ch, &name, extra).await;
+    let body = "x".repeat(1000);
+    publish_all(&ch, &name, (0..100).map(|i| format!("{i:04}{body}"))).await;
+    assert_eq!(queue_len(&conn, &name).await, 100, "a day's age keeps everything");
+    let policy = lepus::routing::parameters::Policy {
+        vhost: "/".into(),
+        name: format!("{name}-age"),
+        pattern: format!("^{name}$"),
+        apply_to: "queues".into(),
+        definition: serde_json::json!({"max-age": "1s"}),
+        priority: 0,
+    };
+    let registry = broker.registry().expect("in-process broker");
+    registry
+        .change_parameters(&lepus::routing::parameters::ParameterChange::SetPolicy(policy))
+        .expect("policy set");
+    // Only the active segment (about 7 records of 1 kB) stays once the
+    // sealed ones are a second old.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let kept = queue_len(&conn, &name).await;
+        if kept < 10 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the policy's max-age never applied: {kept} kept");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let kept = queue_len(&conn, &name).await;
+    let (_c, mut c) = consumer(&conn, &name, 200, offset_arg(AMQPValue::LongString("first".into()))).await;
+    let got = take(&mut c, kept as usize).await;
+    assert_eq!(got.last().map(|g| g.0), Some(99), "the newest records stay");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filters_pass_only_matching_values() {
     if external() {

@@ -306,7 +306,7 @@ impl ShardCtx {
         let now = super::stored::unix_now_ms();
         for (id, stream) in &mut self.streams.logs {
             let Some(q) = self.queues.get_mut(id) else { continue };
-            let (max_bytes, max_age_ms) = retention_of(&q.meta().arguments, q.max_length_bytes());
+            let (max_bytes, max_age_ms) = (q.max_length_bytes(), q.max_age_ms());
             if max_bytes.is_none() && max_age_ms.is_none() {
                 continue;
             }
@@ -349,17 +349,4 @@ fn start_of(log: &StreamLog<ConfirmTicket>, offset: OffsetSpec) -> (u64, (u64, u
         OffsetSpec::Timestamp(ms) => at_time(ms),
         OffsetSpec::Ago(ms) => at_time(super::stored::unix_now_ms().saturating_sub(ms)),
     }
-}
-
-/// A stream's retention: `x-max-length-bytes` (the argument or a policy's)
-/// and `x-max-age`.
-fn retention_of(
-    arguments: &crate::amqp::field::FieldTable,
-    max_bytes: Option<u64>,
-) -> (Option<u64>, Option<u64>) {
-    let max_age_ms = match arguments.get(b"x-max-age") {
-        Some(crate::amqp::field::FieldValue::LongStr(s)) => crate::queue::stream::interval_ms(s.as_bytes()),
-        _ => None,
-    };
-    (max_bytes, max_age_ms)
 }

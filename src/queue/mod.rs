@@ -291,7 +291,7 @@ impl Queue {
         // A stream keeps its messages in a log of its own, never the shard's.
         let stored = meta.durable && meta.exclusive_owner.is_none() && !is_stream;
         Queue {
-            stream: is_stream.then(Box::default),
+            stream: is_stream.then(|| Box::new(stream::StreamState::new(settings.max_age_ms))),
             stream_messages: 0,
             stored,
             journal: Journal::default(),

@@ -8,6 +8,7 @@
 //! | `expires`, `message-ttl`, `max-length`, `max-length-bytes` | the smaller wins |
 //! | `dead-letter-exchange`, `dead-letter-routing-key`, `overflow`, `queue-mode` | the argument wins |
 //! | `consumer-timeout`, `delivery-limit` | the smaller wins (RabbitMQ 3.12, quorum queues) |
+//! | `max-age` (streams) | the shorter wins (`rabbit_stream_queue`) |
 //!
 //! A policy applied to a queue with messages acts at once, as RabbitMQ's
 //! does: a lower length limit drops (or dead-letters) the head, the next
@@ -61,6 +62,8 @@ pub struct PolicySettings {
     pub consumer_timeout_ms: Option<u64>,
     /// `delivery-limit`.
     pub delivery_limit: Option<u64>,
+    /// `max-age` (streams), ms.
+    pub max_age_ms: Option<u64>,
 }
 
 impl PolicySettings {
@@ -84,6 +87,10 @@ impl PolicySettings {
             queue_mode: definition.get("queue-mode").and_then(Value::as_str).and_then(|s| mode(s.as_bytes())),
             consumer_timeout_ms: number("consumer-timeout"),
             delivery_limit: number("delivery-limit"),
+            max_age_ms: definition
+                .get("max-age")
+                .and_then(Value::as_str)
+                .and_then(|s| super::arguments::max_age_ms(s.as_bytes())),
         }
     }
 }
@@ -115,6 +122,7 @@ pub(super) struct Settings {
     pub(super) queue_mode: QueueMode,
     pub(super) consumer_timeout_ms: Option<u64>,
     pub(super) delivery_limit: Option<u64>,
+    pub(super) max_age_ms: Option<u64>,
 }
 
 impl Settings {
@@ -164,6 +172,13 @@ impl Settings {
             queue_mode,
             consumer_timeout_ms: smaller(argument(b"x-consumer-timeout"), policy.consumer_timeout_ms),
             delivery_limit: smaller(argument(b"x-delivery-limit"), policy.delivery_limit),
+            max_age_ms: smaller(
+                match arguments.get(b"x-max-age") {
+                    Some(FieldValue::LongStr(s)) => super::arguments::max_age_ms(s.as_bytes()),
+                    _ => None,
+                },
+                policy.max_age_ms,
+            ),
         }
     }
 }
@@ -187,6 +202,9 @@ impl Queue {
         self.queue_mode = settings.queue_mode;
         self.consumer_timeout_ms = settings.consumer_timeout_ms;
         self.delivery_limit = settings.delivery_limit;
+        if let Some(stream) = self.stream.as_mut() {
+            stream.max_age_ms = settings.max_age_ms;
+        }
         self.drop_expired_head();
         if self.limits.overflow == Overflow::DropHead {
             self.drop_head_over_limit();

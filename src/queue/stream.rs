@@ -186,13 +186,20 @@ impl StreamConsumer {
 }
 
 /// The consumers of one stream.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StreamState {
     consumers: Vec<StreamConsumer>,
     next_slot: u16,
+    /// `max-age`, ms: the argument's or the policy's, the shorter.
+    pub(super) max_age_ms: Option<u64>,
 }
 
 impl StreamState {
+    /// No consumers yet; `max_age_ms` from the arguments.
+    pub(super) fn new(max_age_ms: Option<u64>) -> StreamState {
+        StreamState { consumers: Vec::new(), next_slot: 0, max_age_ms }
+    }
+
     /// Attaches a consumer that starts at `next_offset` (resolved by the
     /// shard from its [`OffsetSpec`]), passing over messages older than
     /// `not_before.0` (Unix ms) before offset `not_before.1`. False if the
@@ -341,6 +348,11 @@ impl super::Queue {
     /// `x-max-length-bytes`, from the argument or a policy.
     pub fn max_length_bytes(&self) -> Option<u64> {
         self.limits.max_bytes
+    }
+
+    /// `x-max-age` (ms), from the argument or a policy, the shorter.
+    pub fn max_age_ms(&self) -> Option<u64> {
+        self.stream.as_ref().and_then(|s| s.max_age_ms)
     }
 }
 
