@@ -17,9 +17,10 @@
 //!   `hash-property`, the message property `message_id`, `correlation_id`
 //!   or `timestamp` (its decimal digits). Both arguments at once, or
 //!   another property, are refused at declare (406, the plugin's texts).
-//! * A message without the header or property is not routed (unroutable:
-//!   returned if mandatory, confirmed). RabbitMQ 3.10 instead hashes
-//!   "undefined" and sends every such message to one queue.
+//! * Every message without the header or property goes to one and the same
+//!   destination, as in RabbitMQ 3.10, which hashes the atom `undefined`
+//!   for it (Lepus hashes a fixed marker of its own, so which destination
+//!   that is differs from RabbitMQ's).
 //!
 //! # The ring
 //! ```text
@@ -123,9 +124,18 @@ impl HashOn {
         !matches!(self, HashOn::RoutingKey)
     }
 
-    /// The hash of what this exchange hashes in a message; `None` when the
-    /// message lacks the header or property (not routed).
-    pub fn hash_of(&self, routing_key: &[u8], properties: Option<&BasicProperties>) -> Option<u64> {
+    /// The hash of what this exchange hashes in a message; when the message
+    /// lacks the header or property, the hash of a fixed marker, so that all
+    /// such messages go to one destination.
+    pub fn hash_of(&self, routing_key: &[u8], properties: Option<&BasicProperties>) -> u64 {
+        self.hash_present(routing_key, properties).unwrap_or_else(|| {
+            let mut h = RingHasher::default();
+            h.write(MISSING_MARKER);
+            h.finish()
+        })
+    }
+
+    fn hash_present(&self, routing_key: &[u8], properties: Option<&BasicProperties>) -> Option<u64> {
         let mut h = RingHasher::default();
         match self {
             HashOn::RoutingKey => h.write(routing_key),
@@ -146,6 +156,10 @@ impl HashOn {
         Some(h.finish())
     }
 }
+
+/// What is hashed for a message without the header or property hashed
+/// (RabbitMQ hashes `undefined`; the NUL keeps it apart from any text).
+const MISSING_MARKER: &[u8] = b"\0undefined";
 
 /// Reads a binding key as a weight, as the plugin does (Erlang's
 /// `list_to_integer`: an optional sign, then digits).
@@ -260,7 +274,7 @@ impl<D: Copy + Eq + Hash> Ring<D> {
             return None;
         }
         let decoded = if self.hash_on.needs_properties() { properties.get() } else { None };
-        let hash = self.hash_on.hash_of(routing_key, decoded)?;
+        let hash = self.hash_on.hash_of(routing_key, decoded);
         let at = self.points.partition_point(|&(position, _)| position < hash);
         let (_, member) = self.points.get(at).or_else(|| self.points.first())?;
         self.members.get(*member as usize).map(|m| m.dest)
@@ -433,12 +447,20 @@ mod tests {
     }
 
     #[test]
-    fn messages_without_the_header_are_not_routed() {
+    fn messages_without_the_header_all_go_to_one_destination() {
         let mut ring = Ring::new(HashOn::Header(ShortStr::copy_from_str("h")));
         ring.bind(1u32, 1);
-        assert_eq!(ring.route(b"k", &no_props()), None);
+        ring.bind(2u32, 1);
+        ring.bind(3u32, 1);
+        let missing = ring.route(b"k", &no_props());
+        assert!(missing.is_some());
         let mut props = BasicProperties::default();
-        assert_eq!(route_with(&ring, b"k", &props), None);
+        for key in [&b"a"[..], b"b", b"c", b"d"] {
+            assert_eq!(ring.route(key, &no_props()), missing);
+            assert_eq!(route_with(&ring, key, &props), missing);
+        }
+        ring.unbind(2, b"1");
+        ring.unbind(3, b"1");
         let mut headers = FieldTable::new();
         headers.insert(ShortStr::copy_from_str("h"), FieldValue::I32(5));
         props.headers = Some(headers);
