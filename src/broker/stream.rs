@@ -45,6 +45,9 @@ pub struct Streams {
     /// syncs ring; `None` until `open_streams` (no stream can then take a
     /// message).
     dir: Option<(PathBuf, crate::storage::Wake)>,
+    /// The content header being stamped for an append (reused; as large
+    /// as the largest header, which the frame size bounds).
+    stamped: Vec<u8>,
 }
 
 impl ShardCtx {
@@ -123,8 +126,13 @@ impl ShardCtx {
         let Some(stream) = self.streams.logs.get_mut(&id) else {
             return Taken::Refused;
         };
-        if stream.log.append(now, message).is_none() {
-            return Taken::Refused;
+        // Written stamped with its offset, so that no read from the files
+        // stamps it again.
+        let offset = stream.log.next_offset();
+        crate::queue::stream::stamp_into(&message.header, offset, &mut self.streams.stamped);
+        match stream.log.append(now, message, &self.streams.stamped) {
+            None => return Taken::Refused,
+            Some(appended) => debug_assert_eq!(appended, offset, "a stream appends at its next offset"),
         }
         let kept = stream.log.len();
         if let Some(q) = self.queues.get_mut(&id) {

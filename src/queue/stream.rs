@@ -381,8 +381,12 @@ const OFFSET_ENTRY_BYTES: usize = 1 + OFFSET_HEADER.len() + 1 + 8;
 
 /// The message with `x-stream-offset` set in its headers: the table gets
 /// the entry appended (no decoding), or, if it may hold one already, is
-/// decoded and written again.
+/// decoded and written again. A stream stamps each message once, when it is
+/// appended, so what is read back is already stamped and returned as it is.
 pub fn with_offset_header(message: Message, offset: u64) -> Message {
+    if stamped_with(&message.header, offset) {
+        return message;
+    }
     let header = match stamp(&message.header, offset) {
         Some(h) => h,
         None => stamp_slow(&message.header, offset).unwrap_or_else(|| message.header.clone()),
@@ -392,7 +396,63 @@ pub fn with_offset_header(message: Message, offset: u64) -> Message {
     Message::new(parts)
 }
 
+/// Where the headers table starts in a content header (its length field),
+/// if the header has one.
+fn headers_table_at(header: &[u8], flags: u16) -> Option<usize> {
+    if flags & FLAG_HEADERS == 0 {
+        return None;
+    }
+    let mut at = HEADER_FLAGS_OFFSET + 2;
+    for bit in [15u16, 14] {
+        if flags & (1 << bit) != 0 {
+            at += 1 + usize::from(*header.get(at)?);
+        }
+    }
+    Some(at)
+}
+
+/// The headers table ends with `x-stream-offset` = `offset` (as
+/// [`offset_entry`] writes it).
+fn stamped_with(header: &[u8], offset: u64) -> bool {
+    let flags = crate::message::property_flags(header);
+    let Some(at) = headers_table_at(header, flags).filter(|_| flags & 1 == 0) else {
+        return false;
+    };
+    let Some(len) = header.get(at..at + 4).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes) else {
+        return false;
+    };
+    let end = at + 4 + len as usize;
+    let Some(entry) =
+        end.checked_sub(OFFSET_ENTRY_BYTES).filter(|&s| s >= at + 4).and_then(|s| header.get(s..end))
+    else {
+        return false;
+    };
+    entry[0] as usize == OFFSET_HEADER.len()
+        && entry[1..1 + OFFSET_HEADER.len()] == *OFFSET_HEADER
+        && entry[1 + OFFSET_HEADER.len()] == b'l'
+        && entry[2 + OFFSET_HEADER.len()..] == (offset as i64).to_be_bytes()
+}
+
 fn stamp(header: &[u8], offset: u64) -> Option<Bytes> {
+    let mut out = Vec::with_capacity(header.len() + 4 + OFFSET_ENTRY_BYTES);
+    stamp_to(header, offset, &mut out)?;
+    Some(Bytes::from(out))
+}
+
+/// `header` with `x-stream-offset` = `offset`, written into `out` (cleared
+/// first; a buffer the caller keeps, so nothing is allocated). What a stream
+/// writes in its files, so that what is read back needs no stamping.
+pub fn stamp_into(header: &Bytes, offset: u64, out: &mut Vec<u8>) {
+    if stamp_to(header, offset, out).is_none() {
+        out.clear();
+        out.extend_from_slice(&stamp_slow(header, offset).unwrap_or_else(|| header.clone()));
+    }
+}
+
+/// [`stamp`]'s work into `out` (cleared first); `None` when the header may
+/// hold the entry already (or is not one [`stamp`] can extend).
+fn stamp_to(header: &[u8], offset: u64, out: &mut Vec<u8>) -> Option<()> {
+    out.clear();
     let flags = crate::message::property_flags(header);
     if flags & 1 != 0 {
         return None;
@@ -403,7 +463,6 @@ fn stamp(header: &[u8], offset: u64) -> Option<Bytes> {
             at += 1 + usize::from(*header.get(at)?);
         }
     }
-    let mut out = Vec::with_capacity(header.len() + 4 + OFFSET_ENTRY_BYTES);
     out.extend_from_slice(header.get(..at)?);
     if flags & FLAG_HEADERS != 0 {
         let len = u32::from_be_bytes(header.get(at..at + 4)?.try_into().ok()?) as usize;
@@ -413,16 +472,16 @@ fn stamp(header: &[u8], offset: u64) -> Option<Bytes> {
         }
         out.extend_from_slice(&u32::try_from(len + OFFSET_ENTRY_BYTES).ok()?.to_be_bytes());
         out.extend_from_slice(table);
-        offset_entry(offset, &mut out);
+        offset_entry(offset, out);
         out.extend_from_slice(header.get(at + 4 + len..)?);
     } else {
         let flags = flags | FLAG_HEADERS;
         out[HEADER_FLAGS_OFFSET..HEADER_FLAGS_OFFSET + 2].copy_from_slice(&flags.to_be_bytes());
         out.extend_from_slice(&(OFFSET_ENTRY_BYTES as u32).to_be_bytes());
-        offset_entry(offset, &mut out);
+        offset_entry(offset, out);
         out.extend_from_slice(header.get(at..)?);
     }
-    Some(Bytes::from(out))
+    Some(())
 }
 
 #[cold]
@@ -478,6 +537,34 @@ mod tests {
             if let Some(t) = props.headers {
                 assert_eq!(d.properties.headers.and_then(|h| h.get(b"a").cloned()), t.get(b"a").cloned());
             }
+        }
+    }
+
+    #[test]
+    fn a_message_stamped_when_appended_is_returned_as_it_is() {
+        let mut table = crate::amqp::field::FieldTable::new();
+        table.insert(ShortStr::from_static("a"), FieldValue::I32(1));
+        let plain = BasicProperties { content_type: Some(ShortStr::from_static("t")), ..Default::default() };
+        let with_table = BasicProperties { headers: Some(table), ..Default::default() };
+        let mut scratch = Vec::new();
+        for props in [BasicProperties::default(), plain, with_table] {
+            let h = header(props);
+            assert!(!stamped_with(&h, 7));
+            stamp_into(&h, 7, &mut scratch);
+            assert!(stamped_with(&scratch, 7), "stamped with its own offset");
+            assert!(!stamped_with(&scratch, 8), "not with another");
+            assert_eq!(offset_of(&Bytes::copy_from_slice(&scratch)), Some(FieldValue::I64(7)));
+            let parts = crate::message::MessageParts {
+                exchange: ShortStr::default(),
+                routing_key: ShortStr::default(),
+                header: Bytes::copy_from_slice(&scratch),
+                body: crate::message::Body::One(Bytes::from_static(b"abc")),
+            };
+            let message = Message::new(parts);
+            let again = with_offset_header(message.clone(), 7);
+            assert!(std::ptr::eq(&*message, &*again), "no second stamp, no copy");
+            let moved = with_offset_header(message, 9);
+            assert_eq!(offset_of(&moved.header), Some(FieldValue::I64(9)), "another offset is stamped anew");
         }
     }
 

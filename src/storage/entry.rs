@@ -113,8 +113,28 @@ pub fn append_message(
         b.extend_from_slice(&queue.to_le_bytes());
         b.extend_from_slice(&seq.to_le_bytes());
         b.extend_from_slice(&expires_unix_ms.to_le_bytes());
-        put_message(b, m);
+        put_message(b, m, &m.header);
     })
+}
+
+/// Appends a stream's record ([`KIND_STREAM`]) of message `m` at `offset`,
+/// with `header` written as its content header (the stream's stamped one).
+pub fn append_stream(
+    buf: &mut Vec<u8>,
+    queue: u64,
+    offset: u64,
+    timestamp_ms: u64,
+    m: &MessageParts,
+    header: &[u8],
+) {
+    record::append(buf, |b| {
+        b.reserve(MESSAGE_FIXED_BYTES + 2 + m.exchange.len() + m.routing_key.len() + 4 + header.len());
+        b.push(KIND_STREAM);
+        b.extend_from_slice(&queue.to_le_bytes());
+        b.extend_from_slice(&offset.to_le_bytes());
+        b.extend_from_slice(&timestamp_ms.to_le_bytes());
+        put_message(b, m, header);
+    });
 }
 
 /// Appends a delayed-message record ([`KIND_DELAYED`]) to `buf`: message
@@ -135,7 +155,7 @@ pub fn append_delayed(
         let vhost = &vhost[..vhost.len().min(255)];
         b.push(vhost.len() as u8);
         b.extend_from_slice(vhost);
-        put_message(b, m);
+        put_message(b, m, &m.header);
     })
 }
 
@@ -148,7 +168,7 @@ pub fn delayed_record_bytes(vhost: &[u8], m: &MessageParts) -> usize {
 }
 
 /// A message record's common tail: exchange, routing key, header, body.
-fn put_message(b: &mut Vec<u8>, m: &MessageParts) {
+fn put_message(b: &mut Vec<u8>, m: &MessageParts, header: &[u8]) {
     let exchange = m.exchange.as_bytes();
     let routing_key = m.routing_key.as_bytes();
     // Short strings: at most 255 bytes, as the codec guarantees.
@@ -156,8 +176,8 @@ fn put_message(b: &mut Vec<u8>, m: &MessageParts) {
     b.extend_from_slice(exchange);
     b.push(routing_key.len() as u8);
     b.extend_from_slice(routing_key);
-    b.extend_from_slice(&(m.header.len() as u32).to_le_bytes());
-    b.extend_from_slice(&m.header);
+    b.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    b.extend_from_slice(header);
     for chunk in m.body.chunks() {
         b.extend_from_slice(chunk);
     }

@@ -290,27 +290,23 @@ impl<W> StreamLog<W> {
         self.syncer.done().max(self.recovered_offset).min(self.written_offset)
     }
 
-    /// Appends a message; returns its offset, or `None` if the log cannot
-    /// take it (a write failed earlier, or a new segment could not be made).
-    pub fn append(&mut self, timestamp_ms: u64, message: &Message) -> Option<u64> {
+    /// Appends a message at [`StreamLog::next_offset`], its content header
+    /// written as `header` in the files (the caller's stamped one; the
+    /// newest messages kept in memory are kept as given); returns its
+    /// offset, or `None` if the log cannot take it (a write failed earlier,
+    /// or a new segment could not be made).
+    pub fn append(&mut self, timestamp_ms: u64, message: &Message, header: &[u8]) -> Option<u64> {
         if self.failed {
             return None;
         }
-        let size = (record::RECORD_HEADER_BYTES + 64 + message.header.len()) as u64 + message.body_len();
+        let size = (record::RECORD_HEADER_BYTES + 64 + header.len()) as u64 + message.body_len();
         let active = self.segments.back()?;
         if active.count > 0 && active.bytes + size > self.segment_bytes_max {
             self.roll().ok()?;
         }
         let offset = self.next_offset;
         let start = self.pending.len();
-        entry::append_message(
-            &mut self.pending,
-            entry::KIND_STREAM,
-            self.queue,
-            offset,
-            timestamp_ms,
-            message,
-        );
+        entry::append_stream(&mut self.pending, self.queue, offset, timestamp_ms, message, header);
         let len = (self.pending.len() - start) as u64;
         let active = self.segments.back_mut()?;
         let pos = active.bytes;
@@ -710,7 +706,12 @@ fn to_record(chunk: &Bytes, payload: usize, len: usize) -> Option<StreamRecord> 
     };
     let view = |s: &[u8]| chunk.slice_ref(s);
     let parts = MessageParts {
-        exchange: ShortStr::from_bytes(view(m.exchange)).ok()?,
+        // The default exchange (most stream publishes) costs no reference.
+        exchange: if m.exchange.is_empty() {
+            ShortStr::default()
+        } else {
+            ShortStr::from_bytes(view(m.exchange)).ok()?
+        },
         routing_key: ShortStr::from_bytes(view(m.routing_key)).ok()?,
         header: view(m.header),
         body: Body::One(view(m.body)),
