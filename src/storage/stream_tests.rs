@@ -230,6 +230,43 @@ fn empty_segments_open() {
 }
 
 #[test]
+fn offsets_log_cut_at_every_byte_of_its_last_record_keeps_the_records_before() {
+    use crate::storage::stream_offsets::OffsetStore;
+    let (a, b) = (Bytes::from_static(b"consumer-a"), Bytes::from_static(b"b"));
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("offsets.log");
+    let mut store = OffsetStore::open(dir.path()).expect("open");
+    store.set(&a, 5);
+    store.set(&b, 2);
+    assert!(store.write().is_some());
+    let before = std::fs::metadata(&path).expect("offsets.log").len() as usize;
+    store.set(&a, 9);
+    assert!(store.write().is_some());
+    drop(store);
+    let bytes = std::fs::read(&path).expect("read");
+    let mut damaged: Vec<(String, Vec<u8>)> =
+        (before..bytes.len()).map(|cut| (format!("cut at {cut}"), bytes[..cut].to_vec())).collect();
+    damaged.push(("a tail of zeros".into(), [&bytes[..before], &[0; 4096][..]].concat()));
+    damaged.push(("a tail of garbage".into(), [&bytes[..before], &[0x5a; 100][..]].concat()));
+    for (what, damaged) in damaged {
+        std::fs::write(&path, &damaged).expect("damage");
+        let dir = dir.path().to_path_buf();
+        let (a, b) = (a.clone(), b.clone());
+        let found = within(&what, move || {
+            let mut store = OffsetStore::open(&dir).expect("reopen");
+            let found = (store.get(&a), store.get(&b));
+            // Offsets stored after the damage are found after it.
+            store.set(&b, 4);
+            assert!(store.write().is_some());
+            drop(store);
+            let store = OffsetStore::open(&dir).expect("reopen");
+            (found, store.get(&b))
+        });
+        assert_eq!(found, ((Some(5), Some(2)), Some(4)), "{what}");
+    }
+}
+
+#[test]
 fn a_scan_chunk_that_ends_inside_a_record_header_is_not_the_end() {
     // Record 0 ends one byte before a scan chunk does; record 1's length
     // is a multiple of 256, so the chunk's last byte (its length's low
