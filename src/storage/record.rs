@@ -93,6 +93,18 @@ pub fn decode(buf: &[u8]) -> Decoded<'_> {
     Decoded::Record(payload, total)
 }
 
+/// The payload the header at the start of `buf` frames, if its length is
+/// possible and `buf` holds all of it; its checksum is not checked (a
+/// search for the next intact record tries this at every byte first).
+pub fn framed_payload(buf: &[u8]) -> Option<&[u8]> {
+    let header = buf.get(..RECORD_HEADER_BYTES)?;
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    if len == 0 || len > RECORD_PAYLOAD_BYTES_MAX {
+        return None;
+    }
+    buf.get(RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + len)
+}
+
 /// Checks every record in `buf` (built by [`append`]) against its checksum:
 /// the check before the write. Returns the offset of the first bad record.
 pub fn verify_all(buf: &[u8]) -> Result<(), usize> {

@@ -384,17 +384,24 @@ fn paged_in(kind: u8, m: &StoredMessage<'_>, at: Loc, len: u32) -> PagedIn {
 }
 
 /// The first offset at or after `from` where an intact record starts.
+/// Each place is checked for an entry's structure before its checksum: in
+/// N bytes of damage (a torn large record) about N·N/2³² places hold a
+/// length that fits, and checksumming them all costs N³/2³³ bytes (hours
+/// for tens of MiB); few of them also frame an entry.
 fn resync(data: &[u8], from: usize) -> Option<usize> {
     let mut at = from;
     while at < data.len() {
-        match record::decode(&data[at..]) {
-            Decoded::Record(payload, _) if entry::decode(payload).is_some() => return Some(at),
-            Decoded::End => {
-                // Zeros: skip the run (a header may begin with up to 7 zero bytes).
-                let next = data[at..].iter().position(|&b| b != 0)?;
-                at = (at + next).saturating_sub(7).max(at + 1);
-            }
-            _ => at += 1,
+        let rest = &data[at..];
+        let framed = record::framed_payload(rest).is_some_and(|p| entry::decode(p).is_some());
+        if framed && matches!(record::decode(rest), Decoded::Record(..)) {
+            return Some(at);
+        }
+        if rest.iter().take(record::RECORD_HEADER_BYTES).all(|&b| b == 0) {
+            // Zeros: skip the run (a header may begin with up to 7 zero bytes).
+            let next = rest.iter().position(|&b| b != 0)?;
+            at = (at + next).saturating_sub(7).max(at + 1);
+        } else {
+            at += 1;
         }
     }
     None

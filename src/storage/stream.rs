@@ -53,8 +53,10 @@ pub const SEGMENT_BYTES_MIN: u64 = 4096;
 pub const INDEX_INTERVAL_BYTES: u64 = 64 * 1024;
 /// Bytes read from a segment per read (at least one whole record).
 pub const READ_CHUNK_BYTES: usize = 256 * 1024;
-/// Bytes read per step when a segment is scanned at recovery.
-const SCAN_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+/// Bytes read per step when a segment is scanned at recovery (tests use a
+/// small chunk, so that their cuts cross chunk boundaries and records
+/// larger than a chunk).
+const SCAN_CHUNK_BYTES: usize = if cfg!(test) { 4096 } else { 4 * 1024 * 1024 };
 /// Newest messages kept in memory for readers at the tail.
 pub const HOT_MESSAGES_MAX: usize = 16 * 1024;
 /// Their body bytes at most.
@@ -721,16 +723,20 @@ fn to_record(chunk: &Bytes, payload: usize, len: usize) -> Option<StreamRecord> 
 
 /// Scans a segment of `len` bytes, noting its records (offsets from
 /// `expect` on, which it advances) in `segment`; returns the length of its
-/// intact prefix.
+/// intact prefix. Every step notes a record, moves to the next chunk
+/// (which then starts past `pos`), reads a record larger than the chunk
+/// whole (at most `len` bytes), or ends.
 fn scan(file: &File, len: u64, queue: u64, expect: &mut u64, segment: &mut Segment) -> std::io::Result<u64> {
     let mut pos = 0u64;
     let mut buf = Vec::new();
     while pos < len {
-        let want = usize::try_from((len - pos).min(SCAN_CHUNK_BYTES as u64)).unwrap_or(SCAN_CHUNK_BYTES);
+        let rest = len - pos;
+        let want = usize::try_from(rest.min(SCAN_CHUNK_BYTES as u64)).unwrap_or(SCAN_CHUNK_BYTES);
         buf.resize(want, 0);
         file.read_exact_at(&mut buf, pos)?;
         let mut at = 0usize;
-        loop {
+        // The chunk used up: not the end of the data (`decode` of nothing is `End`).
+        while at < buf.len() {
             match record::decode(&buf[at..]) {
                 Decoded::Record(payload, total) => {
                     let Some(entry::Entry::Message(entry::KIND_STREAM, m)) = entry::decode(payload) else {
@@ -743,16 +749,33 @@ fn scan(file: &File, len: u64, queue: u64, expect: &mut u64, segment: &mut Segme
                     segment.note(m.seq, pos + at as u64, total as u64, m.expires_unix_ms);
                     at += total;
                 }
-                Decoded::Incomplete(needed) if pos + (at + needed) as u64 <= len && at > 0 => break,
-                Decoded::Incomplete(needed) if pos + needed as u64 <= len => {
-                    // One record larger than the chunk.
+                // The record at `at` runs past the end of the file: torn.
+                Decoded::Incomplete(needed) if (at + needed) as u64 > rest => return Ok(pos + at as u64),
+                // It runs past the chunk: the next chunk starts with it.
+                Decoded::Incomplete(_) if at > 0 => break,
+                Decoded::Incomplete(needed) => {
+                    // One record larger than the chunk (`needed` > `buf.len()`,
+                    // and at most `rest`): read it whole.
                     buf.resize(needed, 0);
                     file.read_exact_at(&mut buf, pos)?;
                 }
-                _ => return Ok(pos + at as u64),
+                // Zeros the chunk cuts before a whole header: a length's low
+                // bytes, not the end (there is a whole header in the file).
+                Decoded::End
+                    if at > 0
+                        && at + record::RECORD_HEADER_BYTES > buf.len()
+                        && (at + record::RECORD_HEADER_BYTES) as u64 <= rest =>
+                {
+                    break
+                }
+                Decoded::End | Decoded::Corrupt(_) => return Ok(pos + at as u64),
             }
         }
         pos += at as u64;
     }
     Ok(pos)
 }
+
+#[cfg(test)]
+#[path = "stream_tests.rs"]
+mod tests;
