@@ -147,7 +147,8 @@ fn write_segments(dir: &Path, firsts: &[u64], last_len: usize) -> (Vec<u8>, Vec<
 fn appends_go_on(dir: &Path, mut log: StreamLog<()>, first: u64, kept: usize) {
     let next = first + kept as u64;
     assert_eq!(log.next_offset(), next);
-    assert_eq!(log.append(7, &message(33, 9)), Some(next));
+    let m = message(33, 9);
+    assert_eq!(log.append(7, &m, &m.header), Some(next));
     log.close();
     drop(log);
     let (mut log, report) = open(dir);
