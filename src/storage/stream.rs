@@ -24,8 +24,12 @@
 //! - **Reads**: the newest messages are kept in memory (`HOT_MESSAGES_MAX`,
 //!   `HOT_BYTES_MAX`); older ones are read from the files (the page cache when
 //!   warm) in chunks of `READ_CHUNK_BYTES`, found through the sparse index
-//!   and a reader's [`Cursor`]. Memory per stream is bounded by the hot
-//!   window and the index (one entry per 64 KiB of log).
+//!   and a reader's [`Cursor`]; the records last read from the files stay
+//!   decoded (`WARM_MESSAGES_MAX`, `WARM_BYTES_MAX`) for the readers right
+//!   behind. Every stored record carries its `x-stream-offset` header
+//!   (stamped at append), so a read hands it over as it is. Memory per
+//!   stream is bounded by the two windows and the index (one entry per
+//!   64 KiB of log).
 //! - **Recovery** scans every segment once to rebuild the index; a torn or
 //!   damaged tail of the last segment is cut off (those records were never
 //!   synced, so never confirmed nor delivered).
@@ -38,8 +42,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::amqp::field::ShortStr;
-use crate::message::{Body, Message, MessageParts};
+use crate::message::Message;
 use crate::storage::entry;
 use crate::storage::record::{self, Decoded};
 use crate::storage::stream_offsets::OffsetStore;
@@ -66,6 +69,12 @@ pub const HOT_BYTES_MAX: u64 = 16 * 1024 * 1024;
 /// `channel::publish`), which a hot window of them would keep alive; a
 /// larger message empties the window, and readers go to the page cache.
 pub const HOT_MESSAGE_BYTES_MAX: u64 = 8 * 1024;
+/// Records last read from the files kept decoded, so that consumers reading
+/// the same stretch (several reading from `first`, close behind each other)
+/// share them instead of each decoding its own copy; at most this many.
+pub const WARM_MESSAGES_MAX: usize = 16 * 1024;
+/// Their header and body bytes at most.
+pub const WARM_BYTES_MAX: u64 = 8 * 1024 * 1024;
 /// Appended bytes beyond which they are written before the turn ends.
 pub const PENDING_BYTES_HIGH: usize = 4 * 1024 * 1024;
 
@@ -80,33 +89,7 @@ pub struct StreamRecord {
     pub message: Message,
 }
 
-/// Where a reader is: the record of `offset` starts at `pos` in the segment
-/// whose first offset is `segment`. Saves an index lookup per read. It keeps
-/// the last chunk it read (at most [`READ_CHUNK_BYTES`], or one record), so
-/// a reader whose prefetch is smaller than a chunk reads each byte once.
-#[derive(Debug, Clone, Default)]
-pub struct Cursor {
-    offset: u64,
-    segment: u64,
-    pos: u64,
-    /// The last chunk read: `chunk_segment`'s bytes from `chunk_pos`.
-    chunk: Bytes,
-    chunk_segment: u64,
-    chunk_pos: u64,
-}
-
-impl Cursor {
-    /// The kept chunk from `pos` of `segment` on, if it starts with a whole
-    /// record there.
-    fn cached(&self, segment: u64, pos: u64) -> Option<Bytes> {
-        if self.chunk_segment != segment || pos < self.chunk_pos {
-            return None;
-        }
-        let at = usize::try_from(pos - self.chunk_pos).ok()?;
-        let rest = self.chunk.get(at..)?;
-        matches!(record::decode(rest), Decoded::Record(..)).then(|| self.chunk.slice(at..))
-    }
-}
+pub use read::Cursor;
 
 #[derive(Debug, Clone, Copy)]
 struct IndexEntry {
@@ -186,6 +169,10 @@ pub struct StreamLog<W> {
     syncer: Syncer,
     hot: VecDeque<StreamRecord>,
     hot_bytes: u64,
+    /// The records last read from the files, consecutive offsets (see
+    /// [`WARM_MESSAGES_MAX`]).
+    warm: VecDeque<StreamRecord>,
+    warm_bytes: u64,
     segment_bytes_max: u64,
     /// A write failed: the log refuses appends from then on (until a restart).
     failed: bool,
@@ -248,6 +235,8 @@ impl<W> StreamLog<W> {
             syncer: Syncer::start(name, wake)?,
             hot: VecDeque::new(),
             hot_bytes: 0,
+            warm: VecDeque::new(),
+            warm_bytes: 0,
             segment_bytes_max: segment_bytes_max.max(SEGMENT_BYTES_MIN),
             failed: false,
             sync_failed_upto: 0,
@@ -446,6 +435,10 @@ impl<W> StreamLog<W> {
                 self.hot_bytes -= old.message.body_len();
             }
         }
+        if removed > 0 {
+            self.warm.clear();
+            self.warm_bytes = 0;
+        }
         removed
     }
 
@@ -485,117 +478,6 @@ impl<W> StreamLog<W> {
     pub fn close(&mut self) {
         self.flush();
         self.syncer.stop();
-    }
-
-    /// Reads committed messages from offset `from` (or the first one kept,
-    /// if `from` is older) into `out`: at most `max_count`, and no more once
-    /// `max_bytes` of bodies are read (at least one). `cursor` is the
-    /// reader's, kept between reads.
-    pub fn read(
-        &mut self,
-        cursor: &mut Cursor,
-        from: u64,
-        max_count: usize,
-        max_bytes: u64,
-        out: &mut Vec<StreamRecord>,
-    ) -> std::io::Result<()> {
-        let limit = self.committed();
-        let from = from.max(self.first_offset());
-        if from >= limit || max_count == 0 {
-            return Ok(());
-        }
-        if let Some(front) = self.hot.front().filter(|f| f.offset <= from) {
-            let skip = usize::try_from(from - front.offset).unwrap_or(usize::MAX);
-            let mut bytes = 0;
-            for r in self.hot.iter().skip(skip).take(max_count) {
-                if r.offset >= limit || (bytes >= max_bytes && bytes > 0) {
-                    break;
-                }
-                bytes += r.message.body_len();
-                out.push(r.clone());
-            }
-            return Ok(());
-        }
-        self.read_files(cursor, from, limit, max_count, max_bytes, out)
-    }
-
-    fn read_files(
-        &self,
-        cursor: &mut Cursor,
-        mut from: u64,
-        limit: u64,
-        max_count: usize,
-        max_bytes: u64,
-        out: &mut Vec<StreamRecord>,
-    ) -> std::io::Result<()> {
-        let start = out.len();
-        let mut bytes = 0u64;
-        while from < limit && out.len() - start < max_count && (bytes < max_bytes || out.len() == start) {
-            let i = self.segments.partition_point(|s| s.first <= from).saturating_sub(1);
-            let Some(segment) = self.segments.get(i) else { break };
-            let pos = if cursor.offset == from && cursor.segment == segment.first {
-                cursor.pos
-            } else {
-                segment.position_of(from).1
-            };
-            if pos >= segment.written {
-                // Past this segment's records: the next segment, if any.
-                match self.segments.get(i + 1) {
-                    Some(next) if next.first > from => from = next.first,
-                    _ => break,
-                }
-                continue;
-            }
-            let chunk = match cursor.cached(segment.first, pos) {
-                Some(chunk) => chunk,
-                None => {
-                    let want = usize::try_from((segment.written - pos).min(READ_CHUNK_BYTES as u64))
-                        .unwrap_or(READ_CHUNK_BYTES);
-                    let chunk = read_at(&segment.file, pos, want, segment.written)?;
-                    (cursor.chunk, cursor.chunk_segment, cursor.chunk_pos) =
-                        (chunk.clone(), segment.first, pos);
-                    chunk
-                }
-            };
-            let mut at = 0usize;
-            let mut progressed = false;
-            while at < chunk.len()
-                && out.len() - start < max_count
-                && (bytes < max_bytes || out.len() == start)
-            {
-                let Decoded::Record(_, total) = record::decode(&chunk[at..]) else { break };
-                let payload = at + record::RECORD_HEADER_BYTES;
-                let Some(r) = to_record(&chunk, payload, total - record::RECORD_HEADER_BYTES) else {
-                    break;
-                };
-                progressed = true;
-                if r.offset >= limit {
-                    from = limit;
-                    break;
-                }
-                at += total;
-                if r.offset >= from {
-                    from = r.offset + 1;
-                    bytes += r.message.body_len();
-                    out.push(r);
-                }
-            }
-            (cursor.offset, cursor.segment, cursor.pos) = (from, segment.first, pos + at as u64);
-            if !progressed {
-                // Damage where a record should be: go on with the next segment.
-                tracing::error!(
-                    stream = self.queue,
-                    segment = segment.first,
-                    pos,
-                    "stream log: unreadable record; the rest of the segment is skipped"
-                );
-                match self.segments.get(i + 1) {
-                    Some(next) => from = next.first.max(from),
-                    None => break,
-                }
-            }
-        }
-        Ok(())
     }
 }
 
@@ -685,42 +567,6 @@ fn create_segment(dir: &Path, first: u64) -> std::io::Result<Segment> {
     })
 }
 
-/// Reads up to `want` bytes at `pos` (more if the first record is larger),
-/// never past `end`.
-fn read_at(file: &File, pos: u64, want: usize, end: u64) -> std::io::Result<Bytes> {
-    let mut buf = vec![0u8; want];
-    file.read_exact_at(&mut buf, pos)?;
-    if let Decoded::Incomplete(needed) = record::decode(&buf) {
-        if pos + needed as u64 <= end && needed > want {
-            buf.resize(needed, 0);
-            file.read_exact_at(&mut buf, pos)?;
-        }
-    }
-    Ok(Bytes::from(buf))
-}
-
-/// A stream record from `len` bytes of `chunk` at `payload`: the message's
-/// parts are views of the chunk.
-fn to_record(chunk: &Bytes, payload: usize, len: usize) -> Option<StreamRecord> {
-    let bytes = chunk.get(payload..payload + len)?;
-    let Some(entry::Entry::Message(entry::KIND_STREAM, m)) = entry::decode(bytes) else {
-        return None;
-    };
-    let view = |s: &[u8]| chunk.slice_ref(s);
-    let parts = MessageParts {
-        // The default exchange (most stream publishes) costs no reference.
-        exchange: if m.exchange.is_empty() {
-            ShortStr::default()
-        } else {
-            ShortStr::from_bytes(view(m.exchange)).ok()?
-        },
-        routing_key: ShortStr::from_bytes(view(m.routing_key)).ok()?,
-        header: view(m.header),
-        body: Body::One(view(m.body)),
-    };
-    Some(StreamRecord { offset: m.seq, timestamp_ms: m.expires_unix_ms, message: Message::new(parts) })
-}
-
 /// Scans a segment of `len` bytes, noting its records (offsets from
 /// `expect` on, which it advances) in `segment`; returns the length of its
 /// intact prefix. Every step notes a record, moves to the next chunk
@@ -775,6 +621,8 @@ fn scan(file: &File, len: u64, queue: u64, expect: &mut u64, segment: &mut Segme
     }
     Ok(pos)
 }
+
+mod read;
 
 #[cfg(test)]
 #[path = "stream_tests.rs"]
