@@ -205,6 +205,10 @@ struct RunArgs {
     /// the rest as strings). Repeatable.
     #[arg(long = "queue-args", alias = "qa")]
     queue_args: Vec<String>,
+    /// Message properties as PerfTest takes them, `key=value` pairs separated by commas, e.g.
+    /// `priority=5,x-delay=60000`; keys that are no AMQP property are headers. Repeatable.
+    #[arg(long = "message-properties", alias = "mp")]
+    message_properties: Vec<String>,
     /// Quorum queues: durable, not auto-delete, x-queue-type quorum, persistent messages.
     #[arg(long = "quorum-queue", alias = "qq", conflicts_with = "stream_queue")]
     quorum_queue: bool,
@@ -504,7 +508,10 @@ fn start_producers(
             queues: queues_of(a, queues, id, a.producers),
             declare_queue: a.consumers == 0 && id < queues.len(),
             body_size: a.size as usize,
-            persistent: a.flags.contains(&Flag::Persistent),
+            properties: topology::message_properties(
+                &a.message_properties,
+                a.flags.contains(&Flag::Persistent),
+            )?,
             mandatory: a.flags.contains(&Flag::Mandatory),
             confirm: a.confirm,
             rate: a.rate,

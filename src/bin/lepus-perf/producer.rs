@@ -45,7 +45,8 @@ pub struct ProducerConfig {
     /// Declare (and bind) `queues` here: there are no consumers to do it.
     pub declare_queue: bool,
     pub body_size: usize,
-    pub persistent: bool,
+    /// The publishes' properties (`-f persistent`, `--message-properties`).
+    pub properties: BasicProperties,
     pub mandatory: bool,
     /// Max unconfirmed publishes; 0 = no confirms.
     pub confirm: u64,
@@ -114,10 +115,7 @@ fn build_template(cfg: &ProducerConfig, routing_key: &str, frame_max: u32) -> Te
         &ContentHeader {
             class_id: class_id::BASIC,
             body_size: cfg.body_size as u64,
-            properties: BasicProperties {
-                delivery_mode: if cfg.persistent { Some(2) } else { None },
-                ..BasicProperties::default()
-            },
+            properties: cfg.properties.clone(),
         },
     );
     let timestamp_at = out.len() + frame::FRAME_HEADER_SIZE;

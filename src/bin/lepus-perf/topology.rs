@@ -3,6 +3,7 @@
 //! `--quorum-queue` and `--stream-queue` add, `--stream-consumer-offset`.
 
 use lepus::amqp::field::{FieldTable, FieldValue, LongStr, ShortStr};
+use lepus::amqp::properties::BasicProperties;
 use lepus::amqp::spec::{self, Method};
 
 use crate::conn::{check_short, short, Conn, Result};
@@ -135,6 +136,55 @@ pub fn queue_arguments(lists: &[String], kind: QueueKind) -> Result<FieldTable> 
     Ok(table)
 }
 
+/// The publishes' properties from `--message-properties` lists as PerfTest
+/// takes them (`key=value` pairs separated by commas): the AMQP property
+/// names (`content_type`, `content_encoding`, `delivery_mode`, `priority`,
+/// `correlation_id`, `reply_to`, `expiration`, `message_id`, `timestamp`,
+/// `type`, `user_id`, `app_id`, `cluster_id`) set that property; any other
+/// key is a header, its value converted as a `--queue-args` value (so
+/// `x-delay=60000` is a long). `persistent` (`-f persistent`) sets
+/// delivery mode 2 unless a `delivery_mode` is given.
+pub fn message_properties(lists: &[String], persistent: bool) -> Result<BasicProperties> {
+    let mut p = BasicProperties { delivery_mode: persistent.then_some(2), ..BasicProperties::default() };
+    let mut headers = FieldTable::new();
+    for list in lists {
+        for pair in list.split(',').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let text = || -> Result<Option<ShortStr>> {
+                check_short("message property", value)?;
+                Ok(Some(short(value)))
+            };
+            let number =
+                |what: &str| value.parse::<u64>().map_err(|_| format!("{what} must be a number: {value:?}"));
+            match key {
+                "content_type" => p.content_type = text()?,
+                "content_encoding" => p.content_encoding = text()?,
+                "delivery_mode" => {
+                    p.delivery_mode = Some(u8::try_from(number(key)?).map_err(|e| e.to_string())?)
+                }
+                "priority" => p.priority = Some(u8::try_from(number(key)?).map_err(|e| e.to_string())?),
+                "correlation_id" => p.correlation_id = text()?,
+                "reply_to" => p.reply_to = text()?,
+                "expiration" => p.expiration = text()?,
+                "message_id" => p.message_id = text()?,
+                "timestamp" => p.timestamp = Some(number(key)?),
+                "type" => p.kind = text()?,
+                "user_id" => p.user_id = text()?,
+                "app_id" => p.app_id = text()?,
+                "cluster_id" => p.cluster_id = text()?,
+                _ => {
+                    check_short("message header", key)?;
+                    headers.insert(short(key), perftest_value(key, value));
+                }
+            }
+        }
+    }
+    if !headers.is_empty() {
+        p.headers = Some(headers);
+    }
+    Ok(p)
+}
+
 /// A `--queue-args` value as PerfTest converts it: `true`/`false` a boolean,
 /// an integer a long, anything else a string; `x-dead-letter-exchange=amq.default`
 /// is the default exchange (""), `x-single-active-consumer` always a boolean.
@@ -194,6 +244,20 @@ mod tests {
         let sac =
             queue_arguments(&["x-single-active-consumer=yes".to_owned()], QueueKind::Given).expect("ok");
         assert_eq!(sac.get(b"x-single-active-consumer"), Some(&FieldValue::Bool(false)));
+    }
+
+    #[test]
+    fn message_properties_set_properties_and_other_keys_are_headers() {
+        let lists = ["priority=5,x-delay=60000".to_owned(), "message_id=m1,tenant=a".to_owned()];
+        let p = message_properties(&lists, true).expect("parsed");
+        assert_eq!((p.priority, p.delivery_mode), (Some(5), Some(2)));
+        assert_eq!(p.message_id.as_ref().map(|m| m.as_bytes().to_vec()), Some(b"m1".to_vec()));
+        let headers = p.headers.expect("headers");
+        assert_eq!(headers.get(b"x-delay"), Some(&FieldValue::I64(60_000)));
+        assert_eq!(headers.get(b"tenant").and_then(FieldValue::as_bytes), Some(&b"a"[..]));
+        let p = message_properties(&["delivery_mode=1".to_owned()], true).expect("parsed");
+        assert_eq!((p.delivery_mode, p.headers.is_none()), (Some(1), true));
+        assert!(message_properties(&["priority=high".to_owned()], false).is_err());
     }
 
     #[test]
