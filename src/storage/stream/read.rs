@@ -1,6 +1,7 @@
 //! A stream's read path: a reader's [`Cursor`], the hot and warm windows,
 //! and records read from the segment files as views of their chunk.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
@@ -58,31 +59,9 @@ impl<W> StreamLog<W> {
         if from >= limit || max_count == 0 {
             return Ok(());
         }
-        if let Some(front) = self.hot.front().filter(|f| f.offset <= from) {
-            let skip = usize::try_from(from - front.offset).unwrap_or(usize::MAX);
-            let mut bytes = 0;
-            for r in self.hot.iter().skip(skip).take(max_count) {
-                if r.offset >= limit || (bytes >= max_bytes && bytes > 0) {
-                    break;
-                }
-                bytes += r.message.body_len();
-                out.push(r.clone());
-            }
+        let window = Window { from, limit, max_count, max_bytes };
+        if window.serve(&self.hot, out) || window.serve(&self.warm, out) {
             return Ok(());
-        }
-        if let Some(front) = self.warm.front().filter(|f| f.offset <= from) {
-            let skip = usize::try_from(from - front.offset).unwrap_or(usize::MAX);
-            if skip < self.warm.len() {
-                let mut bytes = 0;
-                for r in self.warm.iter().skip(skip).take(max_count) {
-                    if r.offset >= limit || (bytes >= max_bytes && bytes > 0) {
-                        break;
-                    }
-                    bytes += r.message.body_len();
-                    out.push(r.clone());
-                }
-                return Ok(());
-            }
         }
         let start = out.len();
         self.read_files(cursor, from, limit, max_count, max_bytes, out)?;
@@ -192,6 +171,35 @@ impl<W> StreamLog<W> {
             }
         }
         Ok(())
+    }
+}
+
+/// A read served from the hot or the warm window.
+struct Window {
+    from: u64,
+    limit: u64,
+    max_count: usize,
+    max_bytes: u64,
+}
+
+impl Window {
+    /// Reads from `records` (consecutive offsets) if they hold `from`;
+    /// false if they do not.
+    fn serve(&self, records: &VecDeque<StreamRecord>, out: &mut Vec<StreamRecord>) -> bool {
+        let Some(front) = records.front().filter(|f| f.offset <= self.from) else { return false };
+        let skip = usize::try_from(self.from - front.offset).unwrap_or(usize::MAX);
+        if skip >= records.len() {
+            return false;
+        }
+        let mut bytes = 0;
+        for r in records.iter().skip(skip).take(self.max_count) {
+            if r.offset >= self.limit || (bytes >= self.max_bytes && bytes > 0) {
+                break;
+            }
+            bytes += r.message.body_len();
+            out.push(r.clone());
+        }
+        true
     }
 }
 
