@@ -12,7 +12,8 @@
 #             and the same load with x-delay 0 (the delivery path alone) for comparison.
 #
 # Usage: scripts/streams_delayed_scale.sh stream|delayed [N]     (needs pika for delayed)
-# Build first: cargo build --release --bins. Prints what it measured.
+# Build first: cargo build --release --bins (LEPUS_BIN=path runs another broker binary).
+# Prints what it measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:?stream or delayed}
@@ -20,7 +21,7 @@ PERF=target/release/lepus-perf
 rss() { grep -E 'VmRSS|VmHWM' "/proc/$1/status" | tr -s ' \t\n' ' '; }
 json() { grep '^{' | tail -1 | python3 -c "import json,sys; d=json.loads(sys.stdin.read()); print(*[d[k] if not isinstance(k, tuple) else d[k[0]][k[1]] for k in $1])"; }
 start() { # data dir, port, log
-    taskset -c 0 target/release/lepus --listen "127.0.0.1:$2" --shards 1 --no-management --no-prometheus \
+    taskset -c 0 "${LEPUS_BIN:-target/release/lepus}" --listen "127.0.0.1:$2" --shards 1 --no-management --no-prometheus \
         --data-dir "$1" > "$3" 2>&1 &
     BP=$!
     until grep -qs "lepus started" "$3"; do sleep 0.1; done
