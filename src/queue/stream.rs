@@ -396,12 +396,9 @@ pub fn with_offset_header(message: Message, offset: u64) -> Message {
     Message::new(parts)
 }
 
-/// Where the headers table starts in a content header (its length field),
-/// if the header has one.
+/// Where the headers table is (its length field), or would go, in a content
+/// header with property `flags`: after the content type and encoding.
 fn headers_table_at(header: &[u8], flags: u16) -> Option<usize> {
-    if flags & FLAG_HEADERS == 0 {
-        return None;
-    }
     let mut at = HEADER_FLAGS_OFFSET + 2;
     for bit in [15u16, 14] {
         if flags & (1 << bit) != 0 {
@@ -415,7 +412,10 @@ fn headers_table_at(header: &[u8], flags: u16) -> Option<usize> {
 /// [`offset_entry`] writes it).
 fn stamped_with(header: &[u8], offset: u64) -> bool {
     let flags = crate::message::property_flags(header);
-    let Some(at) = headers_table_at(header, flags).filter(|_| flags & 1 == 0) else {
+    if flags & FLAG_HEADERS == 0 || flags & 1 != 0 {
+        return false;
+    }
+    let Some(at) = headers_table_at(header, flags) else {
         return false;
     };
     let Some(len) = header.get(at..at + 4).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes) else {
@@ -457,12 +457,7 @@ fn stamp_to(header: &[u8], offset: u64, out: &mut Vec<u8>) -> Option<()> {
     if flags & 1 != 0 {
         return None;
     }
-    let mut at = HEADER_FLAGS_OFFSET + 2;
-    for bit in [15u16, 14] {
-        if flags & (1 << bit) != 0 {
-            at += 1 + usize::from(*header.get(at)?);
-        }
-    }
+    let at = headers_table_at(header, flags)?;
     out.extend_from_slice(header.get(..at)?);
     if flags & FLAG_HEADERS != 0 {
         let len = u32::from_be_bytes(header.get(at..at + 4)?.try_into().ok()?) as usize;

@@ -96,8 +96,8 @@ pub struct StoredMessage<'a> {
     pub body: &'a [u8],
 }
 
-/// Appends a message record ([`KIND_MESSAGE`], [`KIND_PAGED`] or [`KIND_MOVED`]) to `buf`;
-/// returns the record's offset in `buf`.
+/// Appends a message record ([`KIND_MESSAGE`], [`KIND_PAGED`], [`KIND_MOVED`] or
+/// [`KIND_STREAM`]) to `buf`; returns the record's offset in `buf`.
 pub fn append_message(
     buf: &mut Vec<u8>,
     kind: u8,
@@ -106,35 +106,29 @@ pub fn append_message(
     expires_unix_ms: u64,
     m: &MessageParts,
 ) -> usize {
+    append_message_with_header(buf, kind, queue, seq, expires_unix_ms, m, &m.header)
+}
+
+/// [`append_message`] with `header` written as the content header instead
+/// of the message's own (a stream writes its stamped one).
+pub fn append_message_with_header(
+    buf: &mut Vec<u8>,
+    kind: u8,
+    queue: u64,
+    seq: u64,
+    expires_unix_ms: u64,
+    m: &MessageParts,
+    header: &[u8],
+) -> usize {
     debug_assert!(matches!(kind, KIND_MESSAGE | KIND_PAGED | KIND_MOVED | KIND_STREAM));
     record::append(buf, |b| {
-        b.reserve(MESSAGE_FIXED_BYTES + 2 + m.exchange.len() + m.routing_key.len() + 4 + m.header.len());
+        b.reserve(MESSAGE_FIXED_BYTES + 2 + m.exchange.len() + m.routing_key.len() + 4 + header.len());
         b.push(kind);
         b.extend_from_slice(&queue.to_le_bytes());
         b.extend_from_slice(&seq.to_le_bytes());
         b.extend_from_slice(&expires_unix_ms.to_le_bytes());
-        put_message(b, m, &m.header);
-    })
-}
-
-/// Appends a stream's record ([`KIND_STREAM`]) of message `m` at `offset`,
-/// with `header` written as its content header (the stream's stamped one).
-pub fn append_stream(
-    buf: &mut Vec<u8>,
-    queue: u64,
-    offset: u64,
-    timestamp_ms: u64,
-    m: &MessageParts,
-    header: &[u8],
-) {
-    record::append(buf, |b| {
-        b.reserve(MESSAGE_FIXED_BYTES + 2 + m.exchange.len() + m.routing_key.len() + 4 + header.len());
-        b.push(KIND_STREAM);
-        b.extend_from_slice(&queue.to_le_bytes());
-        b.extend_from_slice(&offset.to_le_bytes());
-        b.extend_from_slice(&timestamp_ms.to_le_bytes());
         put_message(b, m, header);
-    });
+    })
 }
 
 /// Appends a delayed-message record ([`KIND_DELAYED`]) to `buf`: message

@@ -297,7 +297,15 @@ impl<W> StreamLog<W> {
         }
         let offset = self.next_offset;
         let start = self.pending.len();
-        entry::append_stream(&mut self.pending, self.queue, offset, timestamp_ms, message, header);
+        entry::append_message_with_header(
+            &mut self.pending,
+            entry::KIND_STREAM,
+            self.queue,
+            offset,
+            timestamp_ms,
+            message,
+            header,
+        );
         let len = (self.pending.len() - start) as u64;
         let active = self.segments.back_mut()?;
         let pos = active.bytes;
