@@ -9,7 +9,10 @@
 #             10 M, and the timed ones need room), filled by lepus-perf with x-delay 15 min;
 #             RSS and disk, then perf/delayed.py's release lateness (5,000 messages at
 #             1,000 msg/s, x-delay 1 s) with them held, idle and under a saturating load,
-#             and the same load with x-delay 0 (the delivery path alone) for comparison.
+#             and the same load with x-delay 0 (the delivery path alone) for comparison;
+#             after each, the broker's own count of how late it routed the released
+#             messages after their due time (its lepus_delayed_release_lateness_seconds
+#             histogram on 127.0.0.1:5799, as bucket bounds: ≤ 1, 2, 5, 10, 20 … ms).
 #
 # Usage: scripts/streams_delayed_scale.sh stream|delayed [N]     (needs pika for delayed)
 # Build first: cargo build --release --bins (LEPUS_BIN=path runs another broker binary).
@@ -20,9 +23,10 @@ what=${1:?stream or delayed}
 PERF=target/release/lepus-perf
 rss() { grep -E 'VmRSS|VmHWM' "/proc/$1/status" | tr -s ' \t\n' ' '; }
 json() { grep '^{' | tail -1 | python3 -c "import json,sys; d=json.loads(sys.stdin.read()); print(*[d[k] if not isinstance(k, tuple) else d[k[0]][k[1]] for k in $1])"; }
-start() { # data dir, port, log
-    taskset -c 0 "${LEPUS_BIN:-target/release/lepus}" --listen "127.0.0.1:$2" --shards 1 --no-management --no-prometheus \
-        --data-dir "$1" > "$3" 2>&1 &
+start() { # data dir, port, log, [more broker args]
+    local more=("${@:4}"); [ ${#more[@]} -gt 0 ] || more=(--no-prometheus)
+    taskset -c 0 "${LEPUS_BIN:-target/release/lepus}" --listen "127.0.0.1:$2" --shards 1 --no-management \
+        "${more[@]}" --data-dir "$1" > "$3" 2>&1 &
     BP=$!
     until grep -qs "lepus started" "$3"; do sleep 0.1; done
 }
@@ -49,10 +53,29 @@ stream)
     ;;
 delayed)
     n=${2:-9990000}; dir=target/bench-delayed-scale; port=5798
-    timed() { taskset -c 1 python3 perf/delayed.py $BP --port $port --pending 0 --timed 5000 --rate 1000 --delay-ms "$1" --json | tail -1; }
+    # The broker's own count of how late it routed them after their due time
+    # (lepus_delayed_release_lateness_seconds: releases per bucket since the last call).
+    metrics=http://127.0.0.1:5799/metrics
+    lateness() { sleep 0.5; python3 -c "
+import re, sys, urllib.request, json
+text = urllib.request.urlopen('$metrics').read().decode()
+now = {}
+for m in re.finditer(r'^lepus_delayed_release_lateness_seconds_bucket\{[^}]*le=\"([^\"]+)\"[^}]*\} (\S+)', text, re.M):
+    now[m.group(1)] = now.get(m.group(1), 0) + float(m.group(2))
+try: before = json.load(open('$dir.lateness'))
+except OSError: before = {}
+json.dump(now, open('$dir.lateness', 'w'))
+d = [(le, now[le] - before.get(le, 0)) for le in now]
+total = d[-1][1] if d else 0
+def q(f):
+    return next((le for le, c in d if c >= f * total), '?') if total else '-'
+print(f'{int(total)} routed; lateness at most (bucket bound, s): p50 {q(0.5)}, p99 {q(0.99)}, all {q(1.0)};',
+      ' '.join(f'le {le}: {int(c)}' for le, c in d))
+"; }
+    timed() { taskset -c 1 python3 perf/delayed.py $BP --port $port --pending 0 --timed 5000 --rate 1000 --delay-ms "$1" --json | tail -1; echo "  broker: $(lateness)"; }
     load() { taskset -c 1 $PERF -h "amqp://guest:guest@127.0.0.1:$port/%2F" -x1 -y1 -s16 -u load -z 14 --json > "$dir.load.json" 2>/dev/null & LP=$!; sleep 2; }
-    rm -rf "$dir"; mkdir -p "$dir"
-    start "$dir" $port "$dir.log"
+    rm -rf "$dir" "$dir.lateness"; mkdir -p "$dir"
+    start "$dir" $port "$dir.log" --prometheus-listen=127.0.0.1:5799 --stats-interval-ms=100
     echo "start: $(rss $BP)"
     echo "nothing held, idle: $(timed 1000)"
     taskset -c 1 $PERF -h "amqp://guest:guest@127.0.0.1:$port/%2F" -e perf.delayed --predeclared -k perf.delayed.far \

@@ -225,6 +225,73 @@ async fn metrics_count_what_clients_do_and_pass_promtool() {
     let _ = conn.close(200, "bye").await;
 }
 
+/// The delay store's series: how many messages it holds, and how late after
+/// their due time it routed them (not how long they were held).
+#[tokio::test(flavor = "multi_thread")]
+async fn delayed_release_lateness_counts_from_the_due_time() {
+    if external() {
+        return;
+    }
+    let b = start_broker_with(fast_stats);
+    let metrics = format!("{}/metrics", b.prometheus_url().expect("Prometheus endpoint"));
+    let (conn, ch) = lapin_channel(&b).await;
+    let exchange = unique("metrics.delayed");
+    let mut args = FieldTable::default();
+    args.insert("x-delayed-type".into(), lapin::types::AMQPValue::LongString("direct".into()));
+    ch.exchange_declare(
+        &exchange,
+        lapin::ExchangeKind::Custom("x-delayed-message".into()),
+        ExchangeDeclareOptions::default(),
+        args,
+    )
+    .await
+    .expect("x-delayed-message declares");
+    let queue = unique("metrics.delayed.q");
+    ch.queue_declare(&queue, QueueDeclareOptions::default(), FieldTable::default()).await.expect("declare");
+    ch.queue_bind(&queue, &exchange, "k", QueueBindOptions::default(), FieldTable::default())
+        .await
+        .expect("bind");
+    const DELAY_MS: i32 = 600;
+    let mut headers = FieldTable::default();
+    headers.insert("x-delay".into(), lapin::types::AMQPValue::LongInt(DELAY_MS));
+    let properties = BasicProperties::default().with_headers(headers);
+    ch.basic_publish(&exchange, "k", BasicPublishOptions::default(), b"later", properties)
+        .await
+        .expect("publish");
+    let sum_over = |s: &[Sample], name: &str| -> f64 {
+        s.iter().filter(|(n, l, _)| n == name && !l.contains_key("le")).map(|x| x.2).sum()
+    };
+    wait_for(&metrics, "one held", |s| sum_over(s, "lepus_delayed_messages") == 1.0);
+    let mut consumer = ch
+        .basic_consume(
+            &queue,
+            "d",
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    within("the delayed delivery", consumer.next()).await.expect("delivery").expect("ok");
+    let samples = wait_for(&metrics, "one release", |s| {
+        sum_over(s, "lepus_delayed_release_lateness_seconds_count") == 1.0
+            && sum_over(s, "lepus_delayed_messages") == 0.0
+    });
+    // Routed on time give or take a turn: far less than the delay itself,
+    // which a lateness counted from the publish would include.
+    let late = sum_over(&samples, "lepus_delayed_release_lateness_seconds_sum");
+    assert!(late < f64::from(DELAY_MS) / 1e3 / 2.0, "lateness {late} s");
+    for shard in ["0", "1"] {
+        let count = value(&samples, "lepus_delayed_release_lateness_seconds_count", &[("shard", shard)]);
+        let inf = value(
+            &samples,
+            "lepus_delayed_release_lateness_seconds_bucket",
+            &[("shard", shard), ("le", "+Inf")],
+        );
+        assert_eq!(inf, count, "shard {shard}: the +Inf bucket is the count");
+    }
+    let _ = conn.close(200, "bye").await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_series_the_overview_dashboard_queries_is_there() {
     if external() {

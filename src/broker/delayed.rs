@@ -38,6 +38,7 @@ use super::{ShardCtx, Taken};
 use crate::envelope::{ConfirmTicket, Envelope};
 use crate::ids::{ChannelRef, ConnId, QueueRef, ShardId};
 use crate::message::Message;
+use crate::stats::DelayedStats;
 use crate::storage::entry;
 use crate::storage::log::{offset_of, SpanKind};
 use crate::storage::recover::RecoveredQueue;
@@ -78,9 +79,16 @@ pub struct DelayStore {
     /// Persistent messages due beyond the memory horizon, on disk (`None`:
     /// no message log, or its directory could not be made).
     index: Option<DiskIndex>,
+    /// How late releases were (`held` is filled in at the snapshot).
+    stats: DelayedStats,
 }
 
 impl DelayStore {
+    /// What the snapshot shows of the store.
+    pub fn stats(&self) -> DelayedStats {
+        DelayedStats { held: self.len() as u64, ..self.stats }
+    }
+
     /// Messages held or waiting for their release to be confirmed.
     pub fn len(&self) -> usize {
         self.held.len()
@@ -228,6 +236,7 @@ impl ShardCtx {
             let Some(key) = self.delayed.first().filter(|&(due, _)| due <= now) else {
                 break;
             };
+            self.delayed.stats.released(key.0, now);
             if let Some(held) = self.delayed.held.remove(&key) {
                 self.delayed.bytes = self.delayed.bytes.saturating_sub(size_of(&held.message));
                 self.release_one(key.1, held, NO_LOC);

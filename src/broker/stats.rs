@@ -25,6 +25,11 @@ impl ShardCtx {
         self.closed_channels
     }
 
+    /// The delay store's counts.
+    pub fn delayed_stats(&self) -> crate::stats::DelayedStats {
+        self.delayed.stats()
+    }
+
     /// Appends the snapshot of every queue this shard owns.
     pub fn queue_stats(&mut self, out: &mut Vec<QueueStats>) {
         let now = self.unix_now_ms();

@@ -28,7 +28,9 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::alarm::{ALARM_DISK, ALARM_MEMORY};
-use crate::stats::{MessageCounters, MESSAGE_SIZE_BUCKETS, TURN_BUCKETS_US};
+use crate::stats::{
+    MessageCounters, ShardStats, DELAYED_LATENESS_BUCKETS_MS, MESSAGE_SIZE_BUCKETS, TURN_BUCKETS_US,
+};
 
 use super::error::ApiError;
 use super::objects::connection_name;
@@ -491,6 +493,22 @@ fn node_resources(node: &Node, s: &mut Scrape) {
     s.gauge("rabbitmq_process_max_fds", "Open file descriptors limit", none(), facts.fds_max as f64);
 }
 
+/// A histogram of `counts` per bucket of `bounds` (one more count for the
+/// values above the last bound) and their `sum`, both in units of which a
+/// second has `per_second`.
+fn from_buckets(
+    labels: Labels,
+    bounds: &[u64],
+    per_second: f64,
+    counts: &[u64],
+    sum: u64,
+) -> BucketHistogram {
+    let mut buckets: Vec<(f64, u64)> =
+        bounds.iter().zip(counts).map(|(bound, count)| (*bound as f64 / per_second, *count)).collect();
+    buckets.push((f64::MAX, counts.get(bounds.len()).copied().unwrap_or(0)));
+    (labels, sum as f64 / per_second, counts.iter().sum(), buckets)
+}
+
 /// Lepus's per-shard series.
 fn shards(node: &Node, s: &mut Scrape) {
     let sample = node.rates.sample();
@@ -548,19 +566,41 @@ fn shards(node: &Node, s: &mut Scrape) {
                 f64::from(*occupancy),
             );
         }
-        let mut buckets: Vec<(f64, u64)> = TURN_BUCKETS_US
-            .iter()
-            .zip(now.turn_buckets.iter())
-            .map(|(bound, count)| (*bound as f64 / 1e6, *count))
-            .collect();
-        buckets.push((f64::MAX, now.turn_buckets.get(TURN_BUCKETS_US.len()).copied().unwrap_or(0)));
-        let count = now.turn_buckets.iter().sum();
-        histograms.0.push((l(), now.turn_sum_us as f64 / 1e6, count, buckets));
+        histograms.0.push(from_buckets(l(), &TURN_BUCKETS_US, 1e6, &now.turn_buckets, now.turn_sum_us));
     }
     s.histograms.push((
         "lepus_shard_turn_duration_seconds",
         "Duration of the shard's event-loop turns",
         histograms,
+    ));
+    delayed(&sample.shards, s);
+}
+
+/// Each shard's delay store: what it holds, how late it routed.
+fn delayed(shards: &[Arc<ShardStats>], s: &mut Scrape) {
+    let mut lateness = Histograms::default();
+    for (shard, stats) in shards.iter().enumerate() {
+        let id = shard.to_string();
+        let delayed = &stats.delayed;
+        s.gauge(
+            "lepus_delayed_messages",
+            "Messages the shard's delayed-message exchanges hold",
+            labels(&[("shard", &id)]),
+            delayed.held as f64,
+        );
+        let (bounds, counts) = (&DELAYED_LATENESS_BUCKETS_MS, &delayed.lateness_buckets);
+        lateness.0.push(from_buckets(
+            labels(&[("shard", &id)]),
+            bounds,
+            1e3,
+            counts,
+            delayed.lateness_sum_ms,
+        ));
+    }
+    s.histograms.push((
+        "lepus_delayed_release_lateness_seconds",
+        "How long after their due time delayed messages were routed",
+        lateness,
     ));
 }
 

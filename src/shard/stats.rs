@@ -88,6 +88,7 @@ impl Shard {
         }
         self.ctx.queue_stats(&mut stats.queues);
         stats.closed_channels = self.ctx.closed_channels();
+        stats.delayed = self.ctx.delayed_stats();
         let mut shard_loop = self.loop_counters.counts.clone();
         let wall = self.ctx.now().saturating_duration_since(self.loop_counters.started);
         shard_loop.wall_ns = u64::try_from(wall.as_nanos()).unwrap_or(u64::MAX);

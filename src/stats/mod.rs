@@ -29,6 +29,11 @@ pub const CLOSE_REQUESTS_MAX: usize = 1024;
 /// the last bucket counts everything above the last bound.
 pub const TURN_BUCKETS_US: [u64; 8] = [10, 50, 100, 500, 1_000, 5_000, 10_000, 50_000];
 
+/// Upper bounds (in milliseconds) of the histogram of how late delayed
+/// messages are routed after their due time; the last bucket counts the
+/// later ones.
+pub const DELAYED_LATENESS_BUCKETS_MS: [u64; 9] = [1, 2, 5, 10, 20, 50, 100, 1_000, 10_000];
+
 /// Every shard's latest snapshot, and the control plane's requests to them.
 #[derive(Debug)]
 pub struct Board {
@@ -139,6 +144,35 @@ pub struct ShardStats {
     /// What its channels that have closed counted, cumulative: a node's
     /// totals are these plus the open channels'.
     pub closed_channels: ClosedChannels,
+    /// Its delay store (`x-delayed-message` exchanges).
+    pub delayed: DelayedStats,
+}
+
+/// A shard's delay store: what it holds and how late it released.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DelayedStats {
+    /// Messages held at the snapshot.
+    pub held: u64,
+    /// Releases by lateness (ms from the due time to the routing), one
+    /// count per bucket of `DELAYED_LATENESS_BUCKETS_MS` plus one for the
+    /// later ones; cumulative.
+    pub lateness_buckets: [u64; DELAYED_LATENESS_BUCKETS_MS.len() + 1],
+    /// Sum of the releases' lateness in ms.
+    pub lateness_sum_ms: u64,
+}
+
+impl DelayedStats {
+    /// A message due at `due_ms` is routed at `now_ms`.
+    #[inline]
+    pub fn released(&mut self, due_ms: u64, now_ms: u64) {
+        let late = now_ms.saturating_sub(due_ms);
+        self.lateness_sum_ms = self.lateness_sum_ms.saturating_add(late);
+        let bucket = DELAYED_LATENESS_BUCKETS_MS
+            .iter()
+            .position(|&bound| late <= bound)
+            .unwrap_or(DELAYED_LATENESS_BUCKETS_MS.len());
+        self.lateness_buckets[bucket] += 1;
+    }
 }
 
 /// The counters of a shard's channels that have closed, cumulative.
