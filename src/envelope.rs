@@ -58,14 +58,18 @@ pub enum Envelope {
         /// Where to send the verdict, for a confirming publisher.
         confirm: Option<ConfirmTicket>,
     },
-    /// The verdict of a queue on a confirming publisher's message.
+    /// The verdict of a queue on confirming publishers' messages: those of
+    /// sequence numbers `first..=last` on one channel (a run a sync released
+    /// together, or one).
     Confirm {
         /// The publishing channel.
         to: ChannelRef,
         /// Which opening of that channel number.
         incarnation: u32,
-        /// The publish sequence number on that channel.
-        seq: u64,
+        /// The first publish sequence number on that channel.
+        first: u64,
+        /// The last one (`first` for one).
+        last: u64,
         /// Accepted (ack) or refused (nack).
         accepted: bool,
     },
@@ -193,6 +197,39 @@ pub struct ConfirmTicket {
     pub seq: u64,
 }
 
+/// The confirms `released` (in order) as envelopes: a run of consecutive
+/// sequence numbers of one opening of one channel with the same verdict
+/// is one [`Envelope::Confirm`] (a sync releases a publisher's whole
+/// window at once, and one envelope per publish was most of its cost).
+pub fn confirm_runs(
+    released: impl IntoIterator<Item = (ConfirmTicket, bool)>,
+    mut send: impl FnMut(Envelope),
+) {
+    let mut run: Option<(ConfirmTicket, u64, bool)> = None;
+    let envelope = |(first, last, accepted): (ConfirmTicket, u64, bool)| Envelope::Confirm {
+        to: first.channel,
+        incarnation: first.incarnation,
+        first: first.seq,
+        last,
+        accepted,
+    };
+    for (ticket, accepted) in released {
+        if let Some((first, last, verdict)) = &mut run {
+            let same = first.channel == ticket.channel && first.incarnation == ticket.incarnation;
+            if same && *verdict == accepted && last.checked_add(1) == Some(ticket.seq) {
+                *last = ticket.seq;
+                continue;
+            }
+        }
+        if let Some(done) = run.replace((ticket, ticket.seq, accepted)) {
+            send(envelope(done));
+        }
+    }
+    if let Some(done) = run {
+        send(envelope(done));
+    }
+}
+
 /// Operations on a queue that answer the asking channel.
 #[derive(Debug)]
 pub enum QueueRequest {
@@ -253,4 +290,55 @@ pub enum QueueReply {
         /// Explanation.
         text: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{ConnId, ShardId};
+
+    fn ticket(conn_slot: u32, channel: u16, incarnation: u32, seq: u64) -> ConfirmTicket {
+        let conn = ConnId { shard: ShardId(0), slot: conn_slot, generation: 1 };
+        ConfirmTicket { channel: ChannelRef { conn, channel }, incarnation, seq }
+    }
+
+    fn runs(released: Vec<(ConfirmTicket, bool)>) -> Vec<(u32, u16, u32, u64, u64, bool)> {
+        let mut out = Vec::new();
+        confirm_runs(released, |e| match e {
+            Envelope::Confirm { to, incarnation, first, last, accepted } => {
+                out.push((to.conn.slot, to.channel, incarnation, first, last, accepted));
+            }
+            other => panic!("not a confirm: {other:?}"),
+        });
+        out
+    }
+
+    #[test]
+    fn a_run_is_consecutive_numbers_of_one_opening_of_one_channel_with_one_verdict() {
+        let released = vec![
+            (ticket(1, 1, 0, 1), true),
+            (ticket(1, 1, 0, 2), true),
+            (ticket(1, 1, 0, 3), true),
+            (ticket(1, 1, 0, 4), false), // verdict changes
+            (ticket(1, 1, 0, 5), false),
+            (ticket(1, 1, 0, 7), false),  // gap
+            (ticket(1, 2, 0, 8), false),  // other channel
+            (ticket(2, 2, 0, 9), false),  // other connection
+            (ticket(2, 2, 1, 10), false), // other opening
+            (ticket(2, 2, 1, 10), false), // the same number again (two queues)
+        ];
+        assert_eq!(
+            runs(released),
+            vec![
+                (1, 1, 0, 1, 3, true),
+                (1, 1, 0, 4, 5, false),
+                (1, 1, 0, 7, 7, false),
+                (1, 2, 0, 8, 8, false),
+                (2, 2, 0, 9, 9, false),
+                (2, 2, 1, 10, 10, false),
+                (2, 2, 1, 10, 10, false),
+            ]
+        );
+        assert!(runs(Vec::new()).is_empty());
+    }
 }

@@ -387,7 +387,8 @@ impl ShardCtx {
                 let confirm = Envelope::Confirm {
                     to,
                     incarnation: ticket.incarnation,
-                    seq: ticket.seq,
+                    first: ticket.seq,
+                    last: ticket.seq,
                     accepted: true,
                 };
                 self.send(to.conn.shard, confirm);

@@ -4,7 +4,7 @@
 //! synced.
 
 use super::{ShardCtx, ShardLog};
-use crate::envelope::Envelope;
+use crate::envelope::{confirm_runs, ConfirmTicket, Envelope};
 use crate::ids::QueueId;
 use crate::queue::Queue;
 use crate::storage::entry;
@@ -247,12 +247,18 @@ impl ShardCtx {
         };
         let mut released = Vec::new();
         log.take_released(&mut released);
-        for (ticket, accepted) in released {
-            let to = ticket.channel;
-            let confirm =
-                Envelope::Confirm { to, incarnation: ticket.incarnation, seq: ticket.seq, accepted };
-            self.send(to.conn.shard, confirm);
-        }
+        self.send_confirms(released);
+    }
+
+    /// Sends released confirms to their channels, in runs
+    /// ([`crate::envelope::confirm_runs`]).
+    pub(super) fn send_confirms(&mut self, released: Vec<(ConfirmTicket, bool)>) {
+        confirm_runs(released, |confirm| {
+            if let Envelope::Confirm { to, .. } = &confirm {
+                let shard = to.conn.shard;
+                self.send(shard, confirm);
+            }
+        });
     }
 }
 

@@ -16,7 +16,7 @@ use super::ctx::Taken;
 use super::ShardCtx;
 use crate::amqp::field::ShortStr;
 use crate::amqp::spec::reply_code;
-use crate::envelope::{ConfirmTicket, Envelope, QueueReply};
+use crate::envelope::{ConfirmTicket, QueueReply};
 use crate::ids::{ConsumerKey, MsgId, QueueId};
 use crate::message::Message;
 use crate::queue::stream::{OffsetSpec, StreamArgs};
@@ -284,12 +284,7 @@ impl ShardCtx {
                 due.push(*id);
             }
         }
-        for (ticket, accepted) in released {
-            let to = ticket.channel;
-            let confirm =
-                Envelope::Confirm { to, incarnation: ticket.incarnation, seq: ticket.seq, accepted };
-            self.send(to.conn.shard, confirm);
-        }
+        self.send_confirms(released);
         for id in due {
             self.pump_stream(id);
         }

@@ -96,6 +96,27 @@ struct Confirms {
     dirty: bool,
 }
 
+impl Confirms {
+    /// One verdict on each pending publish of `first..=last` (sequence
+    /// numbers no publish waits on are passed over); true if the front one
+    /// is now resolved and the channel was not yet marked for a flush.
+    fn resolve(&mut self, first: u64, last: u64, accepted: bool) -> bool {
+        let start = self.pending.partition_point(|p| p.seq < first);
+        for entry in self.pending.range_mut(start..) {
+            if entry.seq > last {
+                break;
+            }
+            entry.remaining = entry.remaining.saturating_sub(1);
+            entry.refused |= !accepted;
+        }
+        let needs_flush = start == 0 && self.pending.front().is_some_and(|p| p.remaining == 0) && !self.dirty;
+        if needs_flush {
+            self.dirty = true;
+        }
+        needs_flush
+    }
+}
+
 /// One publish waiting for the verdicts of its queues.
 #[derive(Debug, Clone, Copy)]
 struct PendingConfirm {
@@ -487,9 +508,9 @@ impl Channel {
         needs_flush
     }
 
-    /// A remote queue's verdict on publish `seq`; returns true if the channel
-    /// needs a confirm flush.
-    pub fn confirm_resolved(&mut self, incarnation: u32, seq: u64, accepted: bool) -> bool {
+    /// A queue's verdict on the publishes of sequence numbers `first..=last`
+    /// (one verdict each); returns true if the channel needs a confirm flush.
+    pub fn confirm_resolved(&mut self, incarnation: u32, (first, last): (u64, u64), accepted: bool) -> bool {
         let Some(c) = &mut self.confirms else {
             return false;
         };
@@ -497,29 +518,25 @@ impl Channel {
             // A verdict for a publish of an earlier opening of this channel.
             return false;
         }
-        let Ok(index) = c.pending.binary_search_by_key(&seq, |p| p.seq) else {
-            return false;
-        };
-        let entry = &mut c.pending[index];
-        entry.remaining = entry.remaining.saturating_sub(1);
-        entry.refused |= !accepted;
-        let needs_flush = index == 0 && entry.remaining == 0 && !c.dirty;
-        if needs_flush {
-            c.dirty = true;
-        }
-        needs_flush
+        c.resolve(first, last, accepted)
     }
 
     /// A verdict on a publish of the transaction being committed. True once
     /// the last one is in: commit-ok is written and the connection resumes.
-    pub fn tx_verdict(&mut self, incarnation: u32, shared: &mut ConnShared, ctx: &mut ShardCtx) -> bool {
+    pub fn tx_verdict(
+        &mut self,
+        incarnation: u32,
+        verdicts: u64,
+        shared: &mut ConnShared,
+        ctx: &mut ShardCtx,
+    ) -> bool {
         let Some(tx) = self.tx.as_mut().filter(|tx| tx.waiting > 0) else {
             return false;
         };
         if incarnation != self.incarnation {
             return false;
         }
-        tx.waiting -= 1;
+        tx.waiting = tx.waiting.saturating_sub(u32::try_from(verdicts).unwrap_or(u32::MAX));
         if tx.waiting > 0 {
             return false;
         }
@@ -697,5 +714,36 @@ pub fn undeliverable(delivery: Delivery, ctx: &mut ShardCtx) {
         ctx.return_undelivered(delivery);
     } else {
         ctx.settle(delivery.queue, SettleOp::Undelivered, vec![delivery.msg_id]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Confirms, PendingConfirm};
+
+    fn confirms(remaining: &[(u64, u32)]) -> Confirms {
+        let pending =
+            remaining.iter().map(|&(seq, remaining)| PendingConfirm { seq, remaining, refused: false });
+        Confirms { published: remaining.last().map_or(0, |p| p.0), pending: pending.collect(), dirty: false }
+    }
+
+    fn left(c: &Confirms) -> Vec<(u64, u32, bool)> {
+        c.pending.iter().map(|p| (p.seq, p.remaining, p.refused)).collect()
+    }
+
+    #[test]
+    fn a_range_of_verdicts_counts_once_for_each_publish_in_it_and_no_other() {
+        // 2 and 4 went to two queues; 5 waits on nothing any more (an
+        // earlier verdict); 6 is past the range.
+        let mut c = confirms(&[(2, 2), (3, 1), (4, 2), (6, 1)]);
+        assert!(!c.resolve(1, 5, true), "the front publish waits on another queue");
+        assert_eq!(left(&c), vec![(2, 1, false), (3, 0, false), (4, 1, false), (6, 1, false)]);
+        assert!(c.resolve(2, 2, false), "the front publish is resolved: flush");
+        assert_eq!(left(&c)[0], (2, 0, true));
+        assert!(!c.resolve(3, 3, true), "already marked for a flush");
+        c.dirty = false;
+        assert!(!c.resolve(4, 6, true), "the front is not in the range");
+        assert_eq!(left(&c), vec![(2, 0, true), (3, 0, false), (4, 0, false), (6, 0, false)]);
+        assert!(!c.resolve(7, 9, true), "nothing waits on these");
     }
 }

@@ -89,7 +89,7 @@ impl Connection {
         &mut self,
         channel: u16,
         incarnation: u32,
-        seq: u64,
+        (first, last): (u64, u64),
         accepted: bool,
         ctx: &mut ShardCtx,
     ) -> bool {
@@ -97,14 +97,15 @@ impl Connection {
             return false;
         };
         if ch.is_transactional() {
-            let done = ch.tx_verdict(incarnation, &mut self.shared, ctx);
+            let verdicts = last.saturating_sub(first).saturating_add(1);
+            let done = ch.tx_verdict(incarnation, verdicts, &mut self.shared, ctx);
             if done && self.paused_on == Some(channel) {
                 self.paused_on = None;
                 return true;
             }
             return false;
         }
-        if ch.confirm_resolved(incarnation, seq, accepted) {
+        if ch.confirm_resolved(incarnation, (first, last), accepted) {
             self.shared.confirm_dirty.push(channel);
         }
         false

@@ -41,8 +41,8 @@ impl Shard {
             Envelope::Request { queue, from, request } => self.answer_request(queue, from, request),
             // For the connection's owner.
             Envelope::Accept { stream, tls } => self.accept_from_listener(stream, tls),
-            Envelope::Confirm { to, incarnation, seq, accepted } => {
-                self.confirm_to(to, incarnation, seq, accepted)
+            Envelope::Confirm { to, incarnation, first, last, accepted } => {
+                self.confirm_to(to, incarnation, (first, last), accepted)
             }
             Envelope::Deliver(delivery) => self.deliver_to(delivery),
             Envelope::GrantReturn { consumer, count } => {
@@ -100,7 +100,8 @@ impl Shard {
         } else if let Some(ticket) = confirm {
             let to = ticket.channel;
             let incarnation = ticket.incarnation;
-            self.ctx.send(to.conn.shard, Envelope::Confirm { to, incarnation, seq: ticket.seq, accepted });
+            let (first, last) = (ticket.seq, ticket.seq);
+            self.ctx.send(to.conn.shard, Envelope::Confirm { to, incarnation, first, last, accepted });
         }
     }
 
@@ -127,18 +128,20 @@ impl Shard {
 
     /// A remote queue's verdict on a confirmed (or transactional) publish.
     #[inline]
-    fn confirm_to(&mut self, to: ChannelRef, incarnation: u32, seq: u64, accepted: bool) {
+    fn confirm_to(&mut self, to: ChannelRef, incarnation: u32, seqs: (u64, u64), accepted: bool) {
         if to.conn.slot == crate::broker::delayed::DELAY_STORE_SLOT {
-            // A queue took a released delayed message (refused: dropped, as
+            // A queue took released delayed messages (refused: dropped, as
             // the plugin makes one attempt).
-            self.ctx.delayed_confirmed(seq);
+            for seq in seqs.0..=seqs.1 {
+                self.ctx.delayed_confirmed(seq);
+            }
             return;
         }
         let Some(index) = self.slot_of(to.conn) else {
             return;
         };
         let conn = &mut self.conns[index].conn;
-        if conn.handle_confirm(to.channel, incarnation, seq, accepted, &mut self.ctx) {
+        if conn.handle_confirm(to.channel, incarnation, seqs, accepted, &mut self.ctx) {
             // A commit it was paused on is done: commit-ok out, read on.
             self.mark_dirty(index);
             self.mark_ready(index);
