@@ -12,7 +12,7 @@
 //! channel, queue and message types an envelope carries.
 
 use crate::amqp::field::ShortStr;
-use crate::ids::{ChannelRef, ConsumerKey, MsgId, QueueId, QueueRef};
+use crate::ids::{ChannelRef, ConsumerKey, MsgId, QueueId, QueueRef, ShardId};
 use crate::message::Message;
 use crate::queue::{ConsumerSpec, Delivery, SettleOp};
 
@@ -200,18 +200,18 @@ pub struct ConfirmTicket {
 /// The confirms `released` (in order) as envelopes: a run of consecutive
 /// sequence numbers of one opening of one channel with the same verdict
 /// is one [`Envelope::Confirm`] (a sync releases a publisher's whole
-/// window at once, and one envelope per publish was most of its cost).
+/// window at once, and one envelope per publish was most of its cost),
+/// handed to `send` with the shard of its channel.
 pub fn confirm_runs(
     released: impl IntoIterator<Item = (ConfirmTicket, bool)>,
-    mut send: impl FnMut(Envelope),
+    mut send: impl FnMut(ShardId, Envelope),
 ) {
     let mut run: Option<(ConfirmTicket, u64, bool)> = None;
-    let envelope = |(first, last, accepted): (ConfirmTicket, u64, bool)| Envelope::Confirm {
-        to: first.channel,
-        incarnation: first.incarnation,
-        first: first.seq,
-        last,
-        accepted,
+    let envelope = |(first, last, accepted): (ConfirmTicket, u64, bool)| {
+        let to = first.channel;
+        let confirm =
+            Envelope::Confirm { to, incarnation: first.incarnation, first: first.seq, last, accepted };
+        (to.conn.shard, confirm)
     };
     for (ticket, accepted) in released {
         if let Some((first, last, verdict)) = &mut run {
@@ -222,11 +222,12 @@ pub fn confirm_runs(
             }
         }
         if let Some(done) = run.replace((ticket, ticket.seq, accepted)) {
-            send(envelope(done));
+            let (shard, confirm) = envelope(done);
+            send(shard, confirm);
         }
     }
-    if let Some(done) = run {
-        send(envelope(done));
+    if let Some((shard, confirm)) = run.map(envelope) {
+        send(shard, confirm);
     }
 }
 
@@ -304,7 +305,7 @@ mod tests {
 
     fn runs(released: Vec<(ConfirmTicket, bool)>) -> Vec<(u32, u16, u32, u64, u64, bool)> {
         let mut out = Vec::new();
-        confirm_runs(released, |e| match e {
+        confirm_runs(released, |_, e| match e {
             Envelope::Confirm { to, incarnation, first, last, accepted } => {
                 out.push((to.conn.slot, to.channel, incarnation, first, last, accepted));
             }

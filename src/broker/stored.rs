@@ -4,7 +4,7 @@
 //! synced.
 
 use super::{ShardCtx, ShardLog};
-use crate::envelope::{confirm_runs, ConfirmTicket, Envelope};
+use crate::envelope::{confirm_runs, ConfirmTicket};
 use crate::ids::QueueId;
 use crate::queue::Queue;
 use crate::storage::entry;
@@ -253,12 +253,7 @@ impl ShardCtx {
     /// Sends released confirms to their channels, in runs
     /// ([`crate::envelope::confirm_runs`]).
     pub(super) fn send_confirms(&mut self, released: Vec<(ConfirmTicket, bool)>) {
-        confirm_runs(released, |confirm| {
-            if let Envelope::Confirm { to, .. } = &confirm {
-                let shard = to.conn.shard;
-                self.send(shard, confirm);
-            }
-        });
+        confirm_runs(released, |shard, confirm| self.send(shard, confirm));
     }
 }
 
