@@ -197,6 +197,14 @@ pub struct ConfirmTicket {
     pub seq: u64,
 }
 
+impl ConfirmTicket {
+    /// The verdict on this one publish, for its channel.
+    pub fn verdict(self, accepted: bool) -> Envelope {
+        let (to, first, last) = (self.channel, self.seq, self.seq);
+        Envelope::Confirm { to, incarnation: self.incarnation, first, last, accepted }
+    }
+}
+
 /// The confirms `released` (in order) as envelopes: a run of consecutive
 /// sequence numbers of one opening of one channel with the same verdict
 /// is one [`Envelope::Confirm`] (a sync releases a publisher's whole

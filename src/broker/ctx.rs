@@ -382,17 +382,7 @@ impl ShardCtx {
         };
         match self.log.as_mut() {
             Some(log) => log.wait(ticket),
-            None => {
-                let to = ticket.channel;
-                let confirm = Envelope::Confirm {
-                    to,
-                    incarnation: ticket.incarnation,
-                    first: ticket.seq,
-                    last: ticket.seq,
-                    accepted: true,
-                };
-                self.send(to.conn.shard, confirm);
-            }
+            None => self.send(ticket.channel.conn.shard, ticket.verdict(true)),
         }
     }
 

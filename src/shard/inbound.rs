@@ -98,10 +98,7 @@ impl Shard {
         if let (Some(ticket), Taken::Stored) = (confirm, taken) {
             self.ctx.wait_for_sync(queue, ticket);
         } else if let Some(ticket) = confirm {
-            let to = ticket.channel;
-            let incarnation = ticket.incarnation;
-            let (first, last) = (ticket.seq, ticket.seq);
-            self.ctx.send(to.conn.shard, Envelope::Confirm { to, incarnation, first, last, accepted });
+            self.ctx.send(ticket.channel.conn.shard, ticket.verdict(accepted));
         }
     }
 

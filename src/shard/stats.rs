@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::stats::{Board, LoopStats, ShardStats, TURN_BUCKETS_US};
+use crate::stats::{bucket_of, Board, LoopStats, ShardStats, TURN_BUCKETS_US};
 
 use super::Shard;
 
@@ -40,8 +40,7 @@ impl LoopCounters {
         counts.busy_ns += u64::try_from(work.as_nanos()).unwrap_or(u64::MAX);
         let us = u64::try_from(work.as_micros()).unwrap_or(u64::MAX);
         counts.turn_sum_us += us;
-        let bucket = TURN_BUCKETS_US.iter().position(|&bound| us <= bound).unwrap_or(TURN_BUCKETS_US.len());
-        counts.turn_buckets[bucket] += 1;
+        counts.turn_buckets[bucket_of(&TURN_BUCKETS_US, us)] += 1;
     }
 
     /// Envelopes taken from the inbound rings.

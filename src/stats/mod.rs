@@ -29,6 +29,14 @@ pub const CLOSE_REQUESTS_MAX: usize = 1024;
 /// the last bucket counts everything above the last bound.
 pub const TURN_BUCKETS_US: [u64; 8] = [10, 50, 100, 500, 1_000, 5_000, 10_000, 50_000];
 
+/// The histogram bucket of `value` among upper `bounds` (ascending): the
+/// first bound it does not exceed, or `bounds.len()` (the bucket above
+/// the last bound) — so a histogram has `bounds.len() + 1` counts.
+#[inline]
+pub fn bucket_of(bounds: &[u64], value: u64) -> usize {
+    bounds.iter().position(|&bound| value <= bound).unwrap_or(bounds.len())
+}
+
 /// Upper bounds (in milliseconds) of the histogram of how late delayed
 /// messages are routed after their due time; the last bucket counts the
 /// later ones.
@@ -167,11 +175,7 @@ impl DelayedStats {
     pub fn released(&mut self, due_ms: u64, now_ms: u64) {
         let late = now_ms.saturating_sub(due_ms);
         self.lateness_sum_ms = self.lateness_sum_ms.saturating_add(late);
-        let bucket = DELAYED_LATENESS_BUCKETS_MS
-            .iter()
-            .position(|&bound| late <= bound)
-            .unwrap_or(DELAYED_LATENESS_BUCKETS_MS.len());
-        self.lateness_buckets[bucket] += 1;
+        self.lateness_buckets[bucket_of(&DELAYED_LATENESS_BUCKETS_MS, late)] += 1;
     }
 }
 
@@ -354,11 +358,7 @@ impl MessageSizes {
     /// Counts one message of `size` body bytes.
     #[inline]
     pub fn observe(&mut self, size: u64) {
-        let bucket = MESSAGE_SIZE_BUCKETS
-            .iter()
-            .position(|&bound| size <= bound)
-            .unwrap_or(MESSAGE_SIZE_BUCKETS.len());
-        self.buckets[bucket] += 1;
+        self.buckets[bucket_of(&MESSAGE_SIZE_BUCKETS, size)] += 1;
         self.sum += size;
     }
 
