@@ -351,6 +351,72 @@ async fn persistent_delayed_messages_survive_a_restart() {
     assert_eq!(queue_len(&conn, &q).await, 0, "the transient delayed message did not survive");
 }
 
+/// Where the delay store's release of a persistent message wrote its
+/// second queue's record (a `released` record: kind 8), found by scanning
+/// the segments: (segment file, offset).
+fn second_released_record(data_dir: &std::path::Path) -> (std::path::PathBuf, u64) {
+    use lepus::storage::record::{self, Decoded};
+    let mut found = Vec::new();
+    for shard in std::fs::read_dir(data_dir.join("messages")).expect("messages dir").flatten() {
+        for file in std::fs::read_dir(shard.path()).expect("shard dir").flatten() {
+            let path = file.path();
+            if path.extension().is_none_or(|e| e != "seg") {
+                continue;
+            }
+            let data = std::fs::read(&path).expect("segment");
+            let mut at = 0;
+            while let Decoded::Record(payload, len) = record::decode(&data[at..]) {
+                if payload.first() == Some(&lepus::storage::entry::KIND_RELEASED) {
+                    found.push((path.clone(), at as u64));
+                }
+                at += len;
+            }
+        }
+    }
+    assert_eq!(found.len(), 2, "one released record per durable queue: {found:?}");
+    found.swap_remove(1)
+}
+
+/// A release cut short by a crash (the kill stopped the write after the
+/// first queue's record: the second's and the settled record never reached
+/// the disk) is completed after the restart into the queue that missed it
+/// only: each queue has the message once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_cut_short_is_completed_once() {
+    if external() {
+        return;
+    }
+    let mut b = start_broker();
+    let conn = on_shard(&b, 0, lapin_conn(&b)).await;
+    let ch = confirm_channel(&conn).await;
+    let exchange = unique("delayed.x");
+    declare_delayed(&ch, &exchange, "direct", true).await;
+    let (q1, q2, seen) = (queue(&ch, true).await, queue(&ch, true).await, queue(&ch, false).await);
+    for q in [&q1, &q2, &seen] {
+        bind(&ch, q, &exchange, "k", FieldTable::default()).await;
+        b.assert_queue_on(q, 0);
+    }
+    // The transient queue's consumer sees the release: the records were
+    // appended in that turn and are written before the broker stops.
+    let mut watch = consume(&ch, &seen).await;
+    publish_confirmed(&ch, &exchange, "k", "once", delay_ms(10).with_delivery_mode(2)).await;
+    assert_eq!(body(&next_delivery(&mut watch).await), "once");
+    drop((watch, ch, conn));
+    b.shutdown();
+    let (segment, cut) = second_released_record(b.data_dir().expect("in-process"));
+    std::fs::OpenOptions::new().write(true).open(&segment).and_then(|f| f.set_len(cut)).expect("cut the log");
+    b.restart();
+    let conn = lapin_conn(&b).await;
+    let ch = confirm_channel(&conn).await;
+    // Released after the recovered one (due order, same store).
+    publish_confirmed(&ch, &exchange, "k", "after", delay_ms(1).with_delivery_mode(2)).await;
+    for q in [&q1, &q2] {
+        let mut consumer = consume(&ch, q).await;
+        let (first, second) = (next_delivery(&mut consumer).await, next_delivery(&mut consumer).await);
+        assert_eq!([body(&first), body(&second)], ["once", "after"], "queue {q} has the message once");
+    }
+}
+
 /// Persistent messages due beyond the memory horizon wait in the disk
 /// index (slot files appear), come back from it across a restart, and are
 /// released in due order, none early.

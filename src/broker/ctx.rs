@@ -397,6 +397,17 @@ impl ShardCtx {
     /// queue goes to the message log first, and a message beyond the queue's
     /// memory window goes to the log only.
     pub fn publish_local_as(&mut self, queue: QueueId, message: Message) -> Taken {
+        self.publish_local_from(queue, message, None)
+    }
+
+    /// [`ShardCtx::publish_local_as`] for a message the delay store releases:
+    /// its record names the delayed message `released_from`.
+    pub(super) fn publish_local_from(
+        &mut self,
+        queue: QueueId,
+        message: Message,
+        released_from: Option<u64>,
+    ) -> Taken {
         let Some(q) = queue_at(&mut self.queues, &mut self.journaled, self.clock, queue) else {
             return Taken::Accepted;
         };
@@ -416,7 +427,8 @@ impl ShardCtx {
             if durable || paged {
                 let kind = if durable { entry::KIND_MESSAGE } else { entry::KIND_PAGED };
                 let expires_unix_ms = super::stored::clock_to_unix(self.epoch_unix_ms, expires_at_ms);
-                match log.append_message(kind, queue.0, q.next_msg_id().0, expires_unix_ms, &message) {
+                let seq = q.next_msg_id().0;
+                match log.append_message(kind, released_from, queue.0, seq, expires_unix_ms, &message) {
                     Some((at, len)) if paged => {
                         q.publish_paged(
                             crate::storage::log::segment_of(at),

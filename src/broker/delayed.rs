@@ -23,11 +23,16 @@
 //! confirming channel).
 //!
 //! Release of a persistent message: it is enqueued first, then its record
-//! is settled, so a crash between the two brings it back (at least once,
-//! never lost). Local queues take it in the same turn as the settled record
-//! (one write); for queues of other shards the settled record waits for
+//! is settled, so a crash between the two brings it back (never lost).
+//! Local queues take it in the same turn as the settled record, each in a
+//! record that names the delayed message (`entry::KIND_RELEASED`): when the
+//! crash cut the write short after some of them (a kill can stop a write
+//! at any page, and a segment change or a full buffer splits one), recovery
+//! knows which queues have it and the release goes only to the others:
+//! exactly once. For queues of other shards the settled record waits for
 //! their confirms (the delay store is the publisher: its confirms are
-//! addressed to the reserved connection slot [`DELAY_STORE_SLOT`]).
+//! addressed to the reserved connection slot [`DELAY_STORE_SLOT`]); a crash
+//! before it releases again (at least once).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -74,6 +79,11 @@ pub struct DelayStore {
     /// Released persistent messages whose queues on other shards have not
     /// confirmed yet: seq → (confirms awaited, record).
     releasing: HashMap<u64, (u32, Loc)>,
+    /// Recovered messages whose release before the crash reached some local
+    /// queues (those named) but not its settled record: the next release
+    /// passes over them. Filled only at recovery, from the log's tail; at
+    /// most one entry per message held.
+    released_into: HashMap<u64, Vec<u64>>,
     /// A refusal was logged since the store was last below its limits.
     full_logged: bool,
     /// Persistent messages due beyond the memory horizon, on disk (`None`:
@@ -276,6 +286,7 @@ impl ShardCtx {
     fn release_one(&mut self, seq: u64, held: Held, loc: Loc) {
         let Held { vhost, message } = held;
         let mut awaited = 0u32;
+        let already = self.delayed.released_into.remove(&seq).unwrap_or_default();
         let exchange = self.vhost(&vhost).cloned().and_then(|v| {
             let exchange = v.exchanges.get(message.exchange.as_bytes()).cloned()?;
             Some((v, exchange))
@@ -287,7 +298,12 @@ impl ShardCtx {
             let conn = ConnId { shard: me, slot: DELAY_STORE_SLOT, generation: 0 };
             let ticket = ConfirmTicket { channel: ChannelRef { conn, channel: 0 }, incarnation: 0, seq };
             for &target in &targets {
-                if loc != NO_LOC && target.shard != me {
+                if already.contains(&target.id.0) {
+                    continue;
+                }
+                if loc != NO_LOC && target.shard == me {
+                    self.publish_local_from(target.id, message.clone(), Some(seq));
+                } else if loc != NO_LOC {
                     let confirm = Some(ticket);
                     let publish = Envelope::Publish { queue: target.id, message: message.clone(), confirm };
                     self.mesh.stage(target.shard, publish);
@@ -338,6 +354,10 @@ impl ShardCtx {
             return;
         };
         let skip = |seq: u64| recovered.settled.find(seq).is_some();
+        let mut released: HashMap<u64, Vec<u64>> = HashMap::new();
+        for &(seq, queue) in &recovered.released {
+            released.entry(seq).or_default().push(queue);
+        }
         let mut batch = Vec::new();
         for span in &recovered.spans {
             let mut from = span.from;
@@ -362,6 +382,9 @@ impl ShardCtx {
                 };
                 let now = self.epoch_unix_ms.saturating_add(self.clock);
                 for m in batch.drain(..) {
+                    if let Some(queues) = released.remove(&m.seq) {
+                        self.delayed.released_into.insert(m.seq, queues);
+                    }
                     self.delayed.hold_stored(((m.expires_unix_ms, m.seq), (m.loc, m.len)), now);
                 }
             }
@@ -374,7 +397,8 @@ impl ShardCtx {
         let on_disk = self.delayed.index.as_ref().map_or(0, DiskIndex::len);
         if !self.delayed.is_empty() {
             let (shard, in_memory) = (self.shard.0, self.delayed.stored.len());
-            tracing::info!(shard, in_memory, on_disk, "delayed messages recovered");
+            let partly_released = self.delayed.released_into.len();
+            tracing::info!(shard, in_memory, on_disk, partly_released, "delayed messages recovered");
         }
     }
 

@@ -12,6 +12,7 @@
 //! delayed:   kind=6 | seq u64 | due (unix ms) u64 | vhost (u8 len + bytes) |
 //!            exchange | routing key | content header | body (as message)
 //! stream:    kind=7 | (as message; seq is the offset, expires the append time)
+//! released:  kind=8 | delay-store seq u64 | (as message from the queue on)
 //! ```
 //!
 //! A delayed message (held by an `x-delayed-message` exchange) is filed
@@ -52,6 +53,10 @@ pub const DELAYED_STORE: u64 = u64::MAX;
 /// files): as a message record, with its offset as `seq` and its append
 /// time (Unix ms) where a message has its expiry.
 pub const KIND_STREAM: u8 = 7;
+
+/// A message put into a queue by the release of a delayed message, which it
+/// names ([`StoredMessage::released_from`]); decoded as [`KIND_MESSAGE`].
+pub const KIND_RELEASED: u8 = 8;
 
 /// Fixed part of a message record's payload before the exchange name.
 const MESSAGE_FIXED_BYTES: usize = 1 + 8 + 8 + 8;
@@ -94,6 +99,9 @@ pub struct StoredMessage<'a> {
     pub header: &'a [u8],
     /// The body.
     pub body: &'a [u8],
+    /// The delay store's message this one was released from (a
+    /// [`KIND_RELEASED`] record), else `None`.
+    pub released_from: Option<u64>,
 }
 
 /// Appends a message record ([`KIND_MESSAGE`], [`KIND_PAGED`], [`KIND_MOVED`] or
@@ -124,11 +132,43 @@ pub fn append_message_with_header(
     record::append(buf, |b| {
         b.reserve(MESSAGE_FIXED_BYTES + 2 + m.exchange.len() + m.routing_key.len() + 4 + header.len());
         b.push(kind);
-        b.extend_from_slice(&queue.to_le_bytes());
-        b.extend_from_slice(&seq.to_le_bytes());
-        b.extend_from_slice(&expires_unix_ms.to_le_bytes());
+        put_fixed(b, queue, seq, expires_unix_ms);
         put_message(b, m, header);
     })
+}
+
+/// Appends a released record ([`KIND_RELEASED`]): message `seq` of `queue`,
+/// released from the delay store's message `delayed_seq`.
+pub fn append_released(
+    buf: &mut Vec<u8>,
+    delayed_seq: u64,
+    queue: u64,
+    seq: u64,
+    expires_unix_ms: u64,
+    m: &MessageParts,
+) -> usize {
+    record::append(buf, |b| {
+        b.reserve(MESSAGE_FIXED_BYTES + 8 + 2 + m.exchange.len() + m.routing_key.len() + 4 + m.header.len());
+        b.push(KIND_RELEASED);
+        b.extend_from_slice(&delayed_seq.to_le_bytes());
+        put_fixed(b, queue, seq, expires_unix_ms);
+        put_message(b, m, &m.header);
+    })
+}
+
+/// The size of a message record (a [`KIND_RELEASED`] one if `released`),
+/// framing included.
+pub fn message_record_bytes(m: &MessageParts, released: bool) -> usize {
+    let fixed = record::RECORD_HEADER_BYTES + MESSAGE_FIXED_BYTES + if released { 8 } else { 0 } + 2 + 4;
+    let body = usize::try_from(m.body_len()).unwrap_or(usize::MAX);
+    (fixed + m.exchange.len() + m.routing_key.len() + m.header.len()).saturating_add(body)
+}
+
+/// A message record's queue, sequence number and expiry.
+fn put_fixed(b: &mut Vec<u8>, queue: u64, seq: u64, expires_unix_ms: u64) {
+    b.extend_from_slice(&queue.to_le_bytes());
+    b.extend_from_slice(&seq.to_le_bytes());
+    b.extend_from_slice(&expires_unix_ms.to_le_bytes());
 }
 
 /// Appends a delayed-message record ([`KIND_DELAYED`]) to `buf`: message
@@ -238,7 +278,18 @@ fn take_message<'a>(
     let header_len = u32::from_le_bytes(rest.get(at..at + 4)?.try_into().ok()?) as usize;
     let header = rest.get(at + 4..at + 4 + header_len)?;
     let body = rest.get(at + 4 + header_len..)?;
-    Some(StoredMessage { queue, seq, expires_unix_ms, vhost, exchange, routing_key, header, body })
+    let released_from = None;
+    Some(StoredMessage {
+        queue,
+        seq,
+        expires_unix_ms,
+        vhost,
+        exchange,
+        routing_key,
+        header,
+        body,
+        released_from,
+    })
 }
 
 /// Reads a record payload (whose checksum has been verified). `None` if its
@@ -252,6 +303,14 @@ pub fn decode(payload: &[u8]) -> Option<Entry<'_>> {
             let expires_unix_ms = le_u64(rest.get(16..24)?);
             let m = take_message(rest, 24, queue, seq, expires_unix_ms, &[])?;
             Some(Entry::Message(kind, m))
+        }
+        KIND_RELEASED => {
+            let delayed_seq = le_u64(rest.get(0..8)?);
+            let queue = le_u64(rest.get(8..16)?);
+            let seq = le_u64(rest.get(16..24)?);
+            let expires_unix_ms = le_u64(rest.get(24..32)?);
+            let m = take_message(rest, 32, queue, seq, expires_unix_ms, &[])?;
+            Some(Entry::Message(KIND_MESSAGE, StoredMessage { released_from: Some(delayed_seq), ..m }))
         }
         KIND_DELAYED => {
             let seq = le_u64(rest.get(0..8)?);
@@ -278,6 +337,16 @@ mod tests {
     use crate::message::Body;
     use crate::storage::record::Decoded;
 
+    /// "hi" published to exchange `later` with key `k`.
+    fn later_hi() -> MessageParts {
+        MessageParts {
+            exchange: ShortStr::from_static("later"),
+            routing_key: ShortStr::from_static("k"),
+            header: bytes::Bytes::from_static(&[0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0x10, 0, 2]),
+            body: Body::One(bytes::Bytes::from_static(b"hi")),
+        }
+    }
+
     #[test]
     fn message_records_round_trip() {
         let parts = MessageParts {
@@ -301,12 +370,7 @@ mod tests {
 
     #[test]
     fn delayed_records_round_trip() {
-        let parts = MessageParts {
-            exchange: ShortStr::from_static("later"),
-            routing_key: ShortStr::from_static("k"),
-            header: bytes::Bytes::from_static(&[0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0x10, 0, 2]),
-            body: Body::One(bytes::Bytes::from_static(b"hi")),
-        };
+        let parts = later_hi();
         let mut buf = Vec::new();
         append_delayed(&mut buf, 3, 1_700_000_000_000, b"/", &parts);
         assert_eq!(buf.len(), delayed_record_bytes(b"/", &parts), "the size the log makes room for");
@@ -321,6 +385,25 @@ mod tests {
             (&b"later"[..], &b"k"[..], &parts.header[..], &b"hi"[..])
         );
         assert_eq!(decode(&payload[..20]), None, "cut inside the vhost");
+    }
+
+    #[test]
+    fn released_records_read_as_messages_naming_their_delayed_one() {
+        let parts = later_hi();
+        let mut buf = Vec::new();
+        append_released(&mut buf, 11, 7, 42, u64::MAX, &parts);
+        assert_eq!(buf.len(), message_record_bytes(&parts, true), "the size the log makes room for");
+        let Decoded::Record(payload, _) = record::decode(&buf) else { panic!("a record") };
+        assert_eq!(payload[0], KIND_RELEASED);
+        let Some(Entry::Message(KIND_MESSAGE, m)) = decode(payload) else { panic!("a message") };
+        assert_eq!((m.queue, m.seq, m.expires_unix_ms, m.released_from), (7, 42, u64::MAX, Some(11)));
+        assert_eq!((m.exchange, m.routing_key, m.body), (&b"later"[..], &b"k"[..], &b"hi"[..]));
+        let mut plain = Vec::new();
+        append_message(&mut plain, KIND_MESSAGE, 7, 42, u64::MAX, &parts);
+        assert_eq!(plain.len(), message_record_bytes(&parts, false));
+        let Decoded::Record(payload, _) = record::decode(&plain) else { panic!("a record") };
+        let Some(Entry::Message(_, m)) = decode(payload) else { panic!("a message") };
+        assert_eq!(m.released_from, None);
     }
 
     #[test]

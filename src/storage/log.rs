@@ -272,27 +272,27 @@ impl<W> Log<W> {
     /// Appends a message record ([`entry::KIND_MESSAGE`], or
     /// [`entry::KIND_PAGED`] for one only kept out of memory); returns its
     /// position and length. `None` if the log cannot take it (a new segment
-    /// could not be created): the publish must be refused.
+    /// could not be created): the publish must be refused. A message
+    /// released by the delay store names its delayed message there
+    /// (`released_from`): a [`entry::KIND_RELEASED`] record.
     pub fn append_message(
         &mut self,
         kind: u8,
+        released_from: Option<u64>,
         queue: u64,
         seq: u64,
         expires_unix_ms: u64,
         m: &MessageParts,
     ) -> Option<(Loc, u32)> {
-        let size = record::RECORD_HEADER_BYTES
-            + 1
-            + 24
-            + 2
-            + m.exchange.len()
-            + m.routing_key.len()
-            + 4
-            + m.header.len()
-            + usize::try_from(m.body_len()).unwrap_or(usize::MAX);
-        self.make_room(size).ok()?;
+        let released_from = released_from.filter(|_| kind == entry::KIND_MESSAGE);
+        self.make_room(entry::message_record_bytes(m, released_from.is_some())).ok()?;
         let start = self.pending.len();
-        entry::append_message(&mut self.pending, kind, queue, seq, expires_unix_ms, m);
+        match released_from {
+            Some(delayed) => {
+                entry::append_released(&mut self.pending, delayed, queue, seq, expires_unix_ms, m)
+            }
+            None => entry::append_message(&mut self.pending, kind, queue, seq, expires_unix_ms, m),
+        };
         self.dirty |= kind != entry::KIND_PAGED;
         let len = u32::try_from(self.pending.len() - start).unwrap_or(u32::MAX);
         let at = self.advance(start);
@@ -343,7 +343,7 @@ impl<W> Log<W> {
     ) -> Option<Loc> {
         let old = segment_of(from);
         assert!(old != self.active, "message log: compaction of the active segment");
-        let (at, _) = self.append_message(entry::KIND_MOVED, queue, seq, expires_unix_ms, m)?;
+        let (at, _) = self.append_message(entry::KIND_MOVED, None, queue, seq, expires_unix_ms, m)?;
         let end = loc(self.active, self.end);
         // The copy's segment stays while the old record's does (the copy is
         // what says it is not live there).

@@ -79,7 +79,9 @@ fn seqs(log: &mut Log<u32>, recovered: &Recovered, queue: u64) -> Vec<(u64, bool
 fn fill(log: &mut Log<u32>, n: u64) -> Vec<Loc> {
     (0..n)
         .map(|seq| {
-            log.append_message(KIND_MESSAGE, 1, seq, u64::MAX, &parts(&seq.to_le_bytes())).expect("append").0
+            log.append_message(KIND_MESSAGE, None, 1, seq, u64::MAX, &parts(&seq.to_le_bytes()))
+                .expect("append")
+                .0
         })
         .collect()
 }
@@ -125,7 +127,7 @@ fn messages_of_unknown_queues_are_dropped_and_counted() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut log, ..) = open_log(dir.path(), &[1]);
     fill(&mut log, 3);
-    log.append_message(KIND_MESSAGE, 2, 0, u64::MAX, &parts(b"other")).expect("append");
+    log.append_message(KIND_MESSAGE, None, 2, 0, u64::MAX, &parts(b"other")).expect("append");
     log.close();
     let (mut log, recovered, report, _rx) = open_log(dir.path(), &[1]);
     assert_eq!(report.queues, 1);
@@ -188,7 +190,7 @@ fn a_torn_large_record_is_passed_over_promptly() {
             x.to_le_bytes()
         })
         .collect();
-    let big = log.append_message(KIND_MESSAGE, 1, 2, u64::MAX, &parts(&body)).expect("append").0;
+    let big = log.append_message(KIND_MESSAGE, None, 1, 2, u64::MAX, &parts(&body)).expect("append").0;
     log.close();
     let cut = u64::from(offset_of(big)) + (12 << 20);
     let path = first_segment(dir.path());
@@ -232,7 +234,7 @@ fn garbage_files_and_foreign_names_never_stop_the_open() {
     assert!(recovered.is_empty());
     assert_eq!(report.damaged.len(), 1);
     // New records go after the damaged segment, in a segment of their own.
-    let at = log.append_message(KIND_MESSAGE, 1, 0, u64::MAX, &parts(b"x")).expect("append").0;
+    let at = log.append_message(KIND_MESSAGE, None, 1, 0, u64::MAX, &parts(b"x")).expect("append").0;
     assert_eq!(segment_of(at), 4);
 }
 
@@ -245,14 +247,14 @@ fn a_failed_write_nacks_its_waiters_and_the_log_goes_on() {
     log.flush(Instant::now());
     assert_eq!(released(&mut log, &rx, 1), [(1, true)]);
     log.break_active_segment().expect("reopen read-only");
-    log.append_message(KIND_MESSAGE, 1, 2, u64::MAX, &parts(b"lost")).expect("append");
+    log.append_message(KIND_MESSAGE, None, 1, 2, u64::MAX, &parts(b"lost")).expect("append");
     log.wait(2);
     log.flush(Instant::now());
     let mut out = Vec::new();
     log.take_released(&mut out);
     assert_eq!(out, [(2, false)], "the failed write is nacked at once");
     log.repair_active_segment().expect("reopen read-write");
-    let at = log.append_message(KIND_MESSAGE, 1, 3, u64::MAX, &parts(b"kept")).expect("append").0;
+    let at = log.append_message(KIND_MESSAGE, None, 1, 3, u64::MAX, &parts(b"kept")).expect("append").0;
     assert_eq!(segment_of(at), 0, "the log goes on in its segment");
     log.wait(3);
     log.flush(Instant::now());
@@ -369,7 +371,8 @@ fn a_crash_before_the_old_segment_goes_brings_each_message_back_once() {
     log.append_ranges(KIND_DELIVERED, 1, &[(1, live[1].1)]);
     // A copy of a copy: message 0 moves on once more.
     log.set_segment_bytes(1);
-    log.append_message(KIND_MESSAGE, 9, 0, u64::MAX, &parts(b"seals the copies' segment")).expect("append");
+    log.append_message(KIND_MESSAGE, None, 9, 0, u64::MAX, &parts(b"seals the copies' segment"))
+        .expect("append");
     let copy = log.append_moved(1, 0, u64::MAX, &parts(&0u64.to_le_bytes()), live[0].1).expect("copy");
     assert_ne!(segment_of(copy), segment_of(live[0].1));
     log.wait(3);

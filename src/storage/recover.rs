@@ -41,6 +41,10 @@ pub struct RecoveredQueue {
     /// Messages compaction copied, by the segment of the latest copy: their
     /// other records are passed over.
     pub moved: SeqRanges,
+    /// The delay store's only ([`entry::DELAYED_STORE`]): its messages not
+    /// settled whose release put them into queues all the same (the settled
+    /// record did not reach the disk), as (delayed seq, queue).
+    pub released: Vec<(u64, u64)>,
 }
 
 /// Recovered queues by id.
@@ -109,7 +113,7 @@ pub fn open<W>(
         let data = std::fs::read(segment_path(dir, id))?;
         find_live(&data, id, known, &mut queues, &mut segments, &mut report);
     }
-    queues.retain(|_, q| q.count > 0 || q.next_seq > 0);
+    queues.retain(|_, q| q.count > 0 || q.next_seq > 0 || !q.released.is_empty());
     // Copies sit in later segments than the messages published after them.
     for q in queues.values_mut() {
         if q.spans.iter().any(|s| s.kind == SpanKind::Moved) {
@@ -190,6 +194,9 @@ fn find_live(
             if let Some(s) = segments.get_mut(&id) {
                 s.messages += 1;
             }
+            if let Some(delayed_seq) = m.released_from {
+                note_released(queues, delayed_seq, m.queue);
+            }
             if kind == entry::KIND_PAGED {
                 return;
             }
@@ -202,6 +209,15 @@ fn find_live(
         },
         |_, _, _| {},
     );
+}
+
+/// A record says that the delay store's message `delayed_seq` was released
+/// into `queue`: kept if that message is not settled (only then it matters).
+fn note_released(queues: &mut RecoveredQueues, delayed_seq: u64, queue: u64) {
+    let store = queues.entry(entry::DELAYED_STORE).or_default();
+    if store.settled.find(delayed_seq).is_none() {
+        store.released.push((delayed_seq, queue));
+    }
 }
 
 /// Message record `m` of `kind` at `(offset, len)` in segment `id`, of queue
