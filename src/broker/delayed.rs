@@ -6,8 +6,9 @@
 //!  publish (x-delay = d) ──> delay(): held[(now + d, seq)] ──┐ persistent: a `delayed`
 //!                                                            │ record in the message log,
 //!                                                            │ confirmed after its sync
-//!  each turn: release_delayed() pops what is due ──> route through the exchange's
-//!             bindings now ──> queues ──> `settled` record of the delay store
+//!  each turn, and between two connections' input in it: pop what is due
+//!    ──> route through the exchange's bindings now ──> queues
+//!    ──> `settled` record of the delay store
 //! ```
 //!
 //! A message is held by the shard that owns its queues (as routed at
@@ -231,8 +232,9 @@ impl ShardCtx {
         Some(Duration::from_millis(at.saturating_sub(self.fresh_unix_ms())))
     }
 
-    /// Routes the held messages that are due (at most
-    /// [`RELEASE_BATCH_MAX`] this turn), in due order.
+    /// At the start of a turn: brings the disk index's near entries in and
+    /// routes the held messages that are due (at most
+    /// [`RELEASE_BATCH_MAX`]), in due order.
     pub fn release_delayed(&mut self) {
         let now = self.epoch_unix_ms.saturating_add(self.clock);
         if let Some(ix) = self.delayed.index.as_mut().filter(|ix| !ix.is_empty()) {
@@ -242,6 +244,26 @@ impl ShardCtx {
             ix.take_near(now, &mut near);
             self.delayed.stored.extend(near);
         }
+        self.release_due(now);
+    }
+
+    /// Between two connections' input in a turn: routes what fell due since
+    /// the turn began (a turn under load lasts milliseconds). True if it
+    /// routed any.
+    pub fn release_delayed_in_turn(&mut self) -> bool {
+        let Some((due, _)) = self.delayed.first() else {
+            return false;
+        };
+        let now = self.fresh_unix_ms();
+        if due > now {
+            return false;
+        }
+        self.release_due(now);
+        true
+    }
+
+    /// Routes the messages held in memory that are due at `now` (Unix ms).
+    fn release_due(&mut self, now: u64) {
         for _ in 0..RELEASE_BATCH_MAX {
             let Some(key) = self.delayed.first().filter(|&(due, _)| due <= now) else {
                 break;

@@ -474,6 +474,9 @@ impl Shard {
             self.uring_arm_recv(index);
             self.mark_dirty(index);
             self.handle_local();
+            if self.ctx.release_delayed_in_turn() {
+                self.handle_local();
+            }
         }
         for index in again {
             self.mark_ready(index);
