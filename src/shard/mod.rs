@@ -372,9 +372,13 @@ impl Shard {
     }
 
     fn adopt(&mut self, mut socket: TcpStream, peer: SocketAddr, tls: bool) {
+        // Read afresh: listener events are handled inside the poll, before
+        // the turn's clock is set, so that one may be a whole wait old, and
+        // the handshake deadlines would come early by as much.
+        let now = Instant::now();
         let session = match (tls, &self.tls) {
             (false, _) => None,
-            (true, Some(acceptor)) => match acceptor.session(self.ctx.now()) {
+            (true, Some(acceptor)) => match acceptor.session(now) {
                 Ok(session) => Some(Box::new(session)),
                 Err(e) => {
                     tracing::warn!(peer = %peer, error = %e, "cannot start a TLS session");
@@ -395,7 +399,7 @@ impl Shard {
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1).max(1);
         let id = ConnId { shard: self.ctx.shard(), slot: index as u32, generation };
-        let mut conn = Connection::new(id, peer, self.ctx.now(), self.ctx.config().handshake_timeout());
+        let mut conn = Connection::new(id, peer, now, self.ctx.config().handshake_timeout());
         conn.set_connected_at(stats::wall_clock_ms());
         self.ctx.note_connection_opened();
         let local = socket.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
