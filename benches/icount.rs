@@ -291,15 +291,8 @@ mod codec {
     pub fn encode_deliveries(messages: &[Message], out: &mut WriteQueue) -> usize {
         let consumer_tag = b"amq.ctag-4Fq2nB7x_Kd9mLz0pQwR1A";
         for (tag, message) in (1u64..).zip(messages) {
-            out.deliver(
-                CHANNEL,
-                consumer_tag,
-                tag,
-                false,
-                message.exchange.as_bytes(),
-                message.routing_key.as_bytes(),
-            );
-            out.content(CHANNEL, &message.header, &message.body, FRAME_SIZE_BYTES_DEFAULT);
+            out.deliver(CHANNEL, consumer_tag, tag, false, message.exchange(), message.routing_key());
+            out.content(CHANNEL, message.header(), message.body(), FRAME_SIZE_BYTES_DEFAULT);
         }
         let bytes = out.queued_bytes();
         match out.write_to(&mut std::io::sink()) {

@@ -1,28 +1,30 @@
 //! A published message as it travels: routing information plus the content
 //! header and body exactly as the publisher sent them.
 //!
-//! A message is copied at most once, when it is published: one up to
-//! `channel::publish::MESSAGE_COPY_BYTES_MAX` of body is copied out of the
-//! publisher's read buffer into one exact-size allocation (exchange, routing
-//! key, header and body as slices of it), so a queue of small messages does
-//! not keep 64 KiB read buffers alive. A larger body stays as the views of the
-//! body frames the publisher sent (`exchange` and `routing_key` slices of
-//! the basic.publish frame, `header` the raw content-header payload, so
-//! deliveries re-send it byte for byte). After that a fan-out to N queues
-//! and a delivery clone reference counts, never bytes; dead-lettering writes
-//! a new header (its `x-death`) and keeps the body; a message paged out to
-//! the message log is read back into a buffer of its own.
+//! A message is one allocation: a reference count, the lengths of its parts,
+//! then exchange, routing key, content header and body side by side
+//! ([`Message::pack`]). It is copied once, when it is published, out of the
+//! publisher's read buffer, so a queue of small messages keeps no read
+//! buffer alive and moving, cloning or dropping it touches one reference
+//! count, never the buffer's. A body larger than [`INLINE_BODY_BYTES_MAX`]
+//! is not copied: it stays the
+//! views of the body frames it came in, held next to the inline exchange,
+//! routing key and header. After that a fan-out to N queues and a delivery
+//! clone the one reference count; dead-lettering packs a new message (a new
+//! header with its `x-death`; the large body shared, a small one copied); a
+//! message paged out to the message log is read back into a message of its own.
 //!
 //! ```text
-//!  large:  read buffer  [method frame | header frame | body frame ] [method ...
-//!                             │              │             │
-//!          Message { exchange, routing_key, header,       body }
-//!  small:  one copy     [exchange|routing key|header|body]
+//!  small:  [count | lengths | exchange | routing key | header | body]
+//!  large:  [count | lengths + body views | exchange | routing key | header]
+//!                                 │
+//!          read buffers  [... body frame ...] [... body frame ...]
 //! ```
 
-use std::sync::Arc;
+use std::cell::RefCell;
 
 use bytes::Bytes;
+use triomphe::ThinArc;
 
 use crate::amqp::field::ShortStr;
 
@@ -42,45 +44,231 @@ pub const FLAG_EXPIRATION: u16 = 1 << 8;
 /// Property-flag bit of `headers`.
 pub const FLAG_HEADERS: u16 = 1 << 13;
 
+/// Bodies up to this size are copied into the message's allocation; a
+/// larger one stays the views of the frames it came in (copying it would
+/// cost more than the read buffer it keeps alive).
+pub const INLINE_BODY_BYTES_MAX: usize = 8 * 1024;
+
+/// Where a message's parts lie in its bytes.
+#[derive(Debug)]
+struct Layout {
+    exchange_len: u8,
+    routing_key_len: u8,
+    header_len: u32,
+    /// A body larger than [`INLINE_BODY_BYTES_MAX`], as received; `None`:
+    /// the body is inline, after the header.
+    shared_body: Option<Body>,
+}
+
 /// One message, shared by every queue it was routed to and by the deliveries
 /// waiting for an ack: a clone is one reference count, and the handle that
-/// moves through queues, rings and unacked maps is one pointer wide. Reads go
-/// through `Deref` to [`MessageParts`].
-#[derive(Debug, Clone)]
-pub struct Message(Arc<MessageParts>);
+/// moves through queues, rings and unacked maps is one pointer wide.
+#[derive(Clone)]
+pub struct Message(ThinArc<Layout, u8>);
+
+thread_local! {
+    /// Where [`Message::pack`] gathers a message's parts before its one
+    /// allocation copies them (kept per thread: a shard packs one message at
+    /// a time). Shrunk back when a caller left it above this size.
+    static PACK_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Capacity [`PACK_SCRATCH`] keeps between messages.
+const PACK_SCRATCH_BYTES_MAX: usize = 16 * 1024;
 
 impl Message {
-    /// A message of these parts.
+    /// The message of these parts, in one allocation (a body larger than
+    /// [`INLINE_BODY_BYTES_MAX`] is kept as its pieces, not copied).
+    pub fn pack(exchange: &[u8], routing_key: &[u8], header: &[u8], body: &[Bytes]) -> Message {
+        let body_len: usize = body.iter().map(Bytes::len).sum();
+        let inline = body_len <= INLINE_BODY_BYTES_MAX;
+        let shared_body = if inline { None } else { Some(Body::from_chunks(body.to_vec())) };
+        let inline_body: &[Bytes] = if inline { body } else { &[] };
+        Self::gather(exchange, routing_key, header, shared_body, |buf| {
+            for piece in inline_body {
+                buf.extend_from_slice(piece);
+            }
+        })
+    }
+
+    /// The message of these parts, the body copied in whole.
+    pub fn from_slices(exchange: &[u8], routing_key: &[u8], header: &[u8], body: &[u8]) -> Message {
+        Self::gather(exchange, routing_key, header, None, |buf| buf.extend_from_slice(body))
+    }
+
+    /// The message of these parts; a large body's pieces are kept, not copied.
     pub fn new(parts: MessageParts) -> Message {
-        Message(Arc::new(parts))
+        match parts.body {
+            Body::One(body) if body.len() <= INLINE_BODY_BYTES_MAX => Self::from_slices(
+                parts.exchange.as_bytes(),
+                parts.routing_key.as_bytes(),
+                &parts.header,
+                &body,
+            ),
+            body => Self::with_body(
+                parts.exchange.as_bytes(),
+                parts.routing_key.as_bytes(),
+                &parts.header,
+                body.as_body_ref(),
+            ),
+        }
     }
 
-    /// The parts, to change them (copied if the message is shared).
-    pub fn into_parts(self) -> MessageParts {
-        Arc::try_unwrap(self.0).unwrap_or_else(|shared| (*shared).clone())
+    /// This message's exchange, routing key and body with another content
+    /// header (the body shared when large, copied when inline).
+    pub fn with_header_bytes(&self, header: &[u8]) -> Message {
+        Self::with_body(self.exchange(), self.routing_key(), header, self.body())
     }
 
-    /// This message with `header` as its content header, encoded anew
-    /// (exchange, routing key and body kept; copied if the message is shared).
-    pub fn with_header(self, header: &crate::amqp::properties::ContentHeader) -> Message {
+    /// This message with `header` as its content header, encoded anew.
+    pub fn with_header(&self, header: &crate::amqp::properties::ContentHeader) -> Message {
         let mut encoded = bytes::BytesMut::new();
         header.encode(&mut encoded);
-        let mut parts = self.into_parts();
-        parts.header = encoded.freeze();
-        Message::new(parts)
+        self.with_header_bytes(&encoded)
     }
-}
 
-impl std::ops::Deref for Message {
-    type Target = MessageParts;
+    /// A message of these parts with the body `body` (shared when it is).
+    pub fn with_body(exchange: &[u8], routing_key: &[u8], header: &[u8], body: BodyRef<'_>) -> Message {
+        match body {
+            BodyRef::Inline(bytes) => Self::from_slices(exchange, routing_key, header, bytes),
+            BodyRef::Shared(body) if body.len() <= INLINE_BODY_BYTES_MAX as u64 => {
+                Self::pack(exchange, routing_key, header, body.chunks())
+            }
+            BodyRef::Shared(body) => Self::gather(exchange, routing_key, header, Some(body.clone()), |_| {}),
+        }
+    }
+
+    fn gather(
+        exchange: &[u8],
+        routing_key: &[u8],
+        header: &[u8],
+        shared_body: Option<Body>,
+        body: impl FnOnce(&mut Vec<u8>),
+    ) -> Message {
+        // Names are short strings (checked where they came in); a header is
+        // one frame's payload, so under 4 GiB.
+        debug_assert!(exchange.len() <= 255 && routing_key.len() <= 255);
+        let layout = Layout {
+            exchange_len: exchange.len().min(255) as u8,
+            routing_key_len: routing_key.len().min(255) as u8,
+            header_len: u32::try_from(header.len()).unwrap_or(u32::MAX),
+            shared_body,
+        };
+        let exchange = &exchange[..usize::from(layout.exchange_len)];
+        let routing_key = &routing_key[..usize::from(layout.routing_key_len)];
+        let header = &header[..layout.header_len as usize];
+        PACK_SCRATCH.with_borrow_mut(|buf| {
+            buf.clear();
+            buf.extend_from_slice(exchange);
+            buf.extend_from_slice(routing_key);
+            buf.extend_from_slice(header);
+            body(buf);
+            let message = Message(ThinArc::from_header_and_slice(layout, buf));
+            if buf.capacity() > PACK_SCRATCH_BYTES_MAX {
+                *buf = Vec::new();
+            }
+            message
+        })
+    }
 
     #[inline]
-    fn deref(&self) -> &MessageParts {
-        &self.0
+    fn layout(&self) -> &Layout {
+        &self.0.header.header
+    }
+
+    /// The exchange it was published to (as the publisher named it).
+    #[inline]
+    pub fn exchange(&self) -> &[u8] {
+        &self.0.slice[..usize::from(self.layout().exchange_len)]
+    }
+
+    /// The routing key it was published with.
+    #[inline]
+    pub fn routing_key(&self) -> &[u8] {
+        let at = usize::from(self.layout().exchange_len);
+        &self.0.slice[at..at + usize::from(self.layout().routing_key_len)]
+    }
+
+    /// The content-header payload, unchanged.
+    #[inline]
+    pub fn header(&self) -> &[u8] {
+        let layout = self.layout();
+        let at = usize::from(layout.exchange_len) + usize::from(layout.routing_key_len);
+        &self.0.slice[at..at + layout.header_len as usize]
+    }
+
+    /// The body.
+    #[inline]
+    pub fn body(&self) -> BodyRef<'_> {
+        let layout = self.layout();
+        match &layout.shared_body {
+            Some(body) => BodyRef::Shared(body),
+            None => {
+                let at = usize::from(layout.exchange_len)
+                    + usize::from(layout.routing_key_len)
+                    + layout.header_len as usize;
+                BodyRef::Inline(&self.0.slice[at..])
+            }
+        }
+    }
+
+    /// The exchange as a short string (a copy: for replies and records that
+    /// keep it).
+    pub fn exchange_str(&self) -> ShortStr {
+        ShortStr::from_bytes(Bytes::copy_from_slice(self.exchange())).unwrap_or_default()
+    }
+
+    /// The routing key as a short string (a copy).
+    pub fn routing_key_str(&self) -> ShortStr {
+        ShortStr::from_bytes(Bytes::copy_from_slice(self.routing_key())).unwrap_or_default()
+    }
+
+    /// The content header as its own buffer (a copy: for the decoder).
+    pub fn header_bytes(&self) -> Bytes {
+        Bytes::copy_from_slice(self.header())
+    }
+
+    /// The property flags of the content header (0 if the header is short,
+    /// which the codec has already rejected).
+    #[inline]
+    pub fn property_flags(&self) -> u16 {
+        property_flags(self.header())
+    }
+
+    /// Body size in bytes.
+    #[inline]
+    pub fn body_len(&self) -> u64 {
+        self.body().len()
+    }
+
+    /// This is the same message (a clone of it), not one with equal bytes.
+    pub fn is_same(&self, other: &Message) -> bool {
+        std::ptr::eq(&*self.0, &*other.0)
+    }
+
+    /// The parts, as an owned builder (copies).
+    pub fn to_parts(&self) -> MessageParts {
+        MessageParts {
+            exchange: self.exchange_str(),
+            routing_key: self.routing_key_str(),
+            header: self.header_bytes(),
+            body: self.body().to_body(),
+        }
     }
 }
 
-/// What a message is made of.
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message")
+            .field("exchange", &String::from_utf8_lossy(self.exchange()))
+            .field("routing_key", &String::from_utf8_lossy(self.routing_key()))
+            .field("header_len", &self.header().len())
+            .field("body_len", &self.body_len())
+            .finish()
+    }
+}
+
+/// A message's parts, owned, to build one from ([`Message::new`]).
 #[derive(Debug, Clone)]
 pub struct MessageParts {
     /// The exchange it was published to (as the publisher named it).
@@ -93,16 +281,60 @@ pub struct MessageParts {
     pub body: Body,
 }
 
-impl MessageParts {
-    /// The property flags of the content header (0 if the header is short,
-    /// which the codec has already rejected).
-    pub fn property_flags(&self) -> u16 {
-        property_flags(&self.header)
+/// A message's body as it holds it.
+#[derive(Debug, Clone, Copy)]
+pub enum BodyRef<'a> {
+    /// Copied into the message's allocation.
+    Inline(&'a [u8]),
+    /// The frames it came in.
+    Shared(&'a Body),
+}
+
+impl<'a> BodyRef<'a> {
+    /// Length in bytes.
+    #[inline]
+    pub fn len(&self) -> u64 {
+        match self {
+            BodyRef::Inline(b) => b.len() as u64,
+            BodyRef::Shared(b) => b.len(),
+        }
     }
 
-    /// Body size in bytes.
-    pub fn body_len(&self) -> u64 {
-        self.body.len()
+    /// True for an empty body.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The body's bytes piece by piece, in order.
+    pub fn pieces(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let (inline, shared): (Option<&'a [u8]>, &'a [Bytes]) = match *self {
+            BodyRef::Inline(b) => (Some(b), &[]),
+            BodyRef::Shared(b) => (None, b.chunks()),
+        };
+        inline.into_iter().chain(shared.iter().map(|b| &b[..]))
+    }
+
+    /// The body as a [`Body`] (a copy when inline; views shared otherwise).
+    pub fn to_body(&self) -> Body {
+        match *self {
+            BodyRef::Inline(b) => Body::One(Bytes::copy_from_slice(b)),
+            BodyRef::Shared(b) => b.clone(),
+        }
+    }
+
+    /// The body as one contiguous buffer (copies unless it is one shared piece).
+    pub fn to_contiguous(&self) -> Bytes {
+        match *self {
+            BodyRef::Inline(b) => Bytes::copy_from_slice(b),
+            BodyRef::Shared(b) => b.to_contiguous(),
+        }
+    }
+}
+
+impl Body {
+    /// This body as a message holds it.
+    pub fn as_body_ref(&self) -> BodyRef<'_> {
+        BodyRef::Shared(self)
     }
 }
 
@@ -114,13 +346,13 @@ impl MessageParts {
 /// routing key.
 #[derive(Debug)]
 pub struct RouteProperties<'a> {
-    header: &'a Bytes,
+    header: &'a [u8],
     decoded: std::cell::OnceCell<Option<crate::amqp::properties::BasicProperties>>,
 }
 
 impl<'a> RouteProperties<'a> {
     /// The properties of the content header `header`, not decoded yet.
-    pub fn new(header: &'a Bytes) -> Self {
+    pub fn new(header: &'a [u8]) -> Self {
         RouteProperties { header, decoded: std::cell::OnceCell::new() }
     }
 
@@ -129,7 +361,9 @@ impl<'a> RouteProperties<'a> {
     pub fn get(&self) -> Option<&crate::amqp::properties::BasicProperties> {
         self.decoded
             .get_or_init(|| {
-                crate::amqp::properties::ContentHeader::decode(self.header.clone()).ok().map(|h| h.properties)
+                crate::amqp::properties::ContentHeader::decode(Bytes::copy_from_slice(self.header))
+                    .ok()
+                    .map(|h| h.properties)
             })
             .as_ref()
     }
@@ -197,8 +431,8 @@ fn persistent_slow(header: &[u8]) -> bool {
 /// The `expiration` property in milliseconds, if present and valid (a
 /// non-negative integer, as RabbitMQ requires).
 #[cold]
-pub fn expiration_ms(header: &bytes::Bytes) -> Option<u64> {
-    let header = crate::amqp::properties::ContentHeader::decode(header.clone()).ok()?;
+pub fn expiration_ms(header: &[u8]) -> Option<u64> {
+    let header = crate::amqp::properties::ContentHeader::decode(Bytes::copy_from_slice(header)).ok()?;
     parse_expiration(header.properties.expiration?.as_bytes()).ok()
 }
 
@@ -255,7 +489,7 @@ pub fn priority(message: &Message) -> u8 {
     if message.property_flags() & FLAG_PRIORITY == 0 {
         return 0;
     }
-    crate::amqp::properties::ContentHeader::decode(message.header.clone())
+    crate::amqp::properties::ContentHeader::decode(message.header_bytes())
         .ok()
         .and_then(|h| h.properties.priority)
         .unwrap_or(0)
@@ -268,7 +502,7 @@ pub enum Body {
     /// The whole body (possibly empty).
     One(Bytes),
     /// The body in pieces, as received; never fewer than two.
-    Chunks(Arc<[Bytes]>),
+    Chunks(std::sync::Arc<[Bytes]>),
 }
 
 impl Body {
@@ -319,7 +553,45 @@ impl Body {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_expiration;
+    use super::{parse_expiration, BodyRef, Message, INLINE_BODY_BYTES_MAX};
+    use bytes::Bytes;
+
+    #[test]
+    fn a_message_is_one_pointer_and_keeps_its_parts() {
+        assert_eq!(std::mem::size_of::<Message>(), std::mem::size_of::<usize>());
+        let pieces = [Bytes::from_static(b"hel"), Bytes::from_static(b"lo")];
+        let m = Message::pack(b"amq.direct", b"key", b"\x00\x3c\x00\x00header", &pieces);
+        assert_eq!(
+            (m.exchange(), m.routing_key(), m.header()),
+            (&b"amq.direct"[..], &b"key"[..], &b"\x00\x3c\x00\x00header"[..])
+        );
+        assert!(matches!(m.body(), BodyRef::Inline(b"hello")));
+        assert_eq!(m.body_len(), 5);
+        let again = m.with_header_bytes(b"other");
+        assert_eq!(
+            (again.exchange(), again.routing_key(), again.header()),
+            (&b"amq.direct"[..], &b"key"[..], &b"other"[..])
+        );
+        assert!(matches!(again.body(), BodyRef::Inline(b"hello")));
+        assert!(m.is_same(&m.clone()) && !m.is_same(&again));
+    }
+
+    #[test]
+    fn a_large_body_is_shared_not_copied() {
+        let big = Bytes::from(vec![7u8; INLINE_BODY_BYTES_MAX + 1]);
+        let m = Message::pack(b"", b"q", b"h", std::slice::from_ref(&big));
+        let BodyRef::Shared(body) = m.body() else { panic!("a large body stays the frames' views") };
+        assert_eq!(body.chunks()[0].as_ptr(), big.as_ptr());
+        let again = m.with_header_bytes(b"h2");
+        let BodyRef::Shared(body) = again.body() else { panic!("still shared") };
+        assert_eq!(body.chunks()[0].as_ptr(), big.as_ptr());
+        assert_eq!(
+            (again.routing_key(), again.header(), again.body_len()),
+            (&b"q"[..], &b"h2"[..], big.len() as u64)
+        );
+        let exact = Bytes::from(vec![1u8; INLINE_BODY_BYTES_MAX]);
+        assert!(matches!(Message::pack(b"", b"q", b"h", &[exact]).body(), BodyRef::Inline(_)));
+    }
 
     #[test]
     fn expiration_as_rabbitmq_reads_it() {

@@ -422,7 +422,7 @@ impl ShardCtx {
         let mut loc = crate::storage::NO_LOC;
         let mut paged = false;
         if let Some(log) = self.log.as_mut().filter(|_| !q.refuses(message.body_len())) {
-            let durable = q.is_stored() && crate::message::is_persistent(&message.header);
+            let durable = q.is_stored() && crate::message::is_persistent(message.header());
             paged = q.pages_next();
             if durable || paged {
                 let kind = if durable { entry::KIND_MESSAGE } else { entry::KIND_PAGED };

@@ -48,9 +48,9 @@ impl ShardCtx {
         let mut scratch = Vec::new();
         for (message, reason) in messages {
             let dead = crate::queue::dead_letter::dead_lettered(&message, &queue_name, reason, &target, now);
-            let properties = crate::message::RouteProperties::new(&dead.header);
+            let properties = crate::message::RouteProperties::new(dead.header());
             targets.clear();
-            vhost.route(&exchange, dead.routing_key.as_bytes(), &properties, &mut targets, &mut scratch);
+            vhost.route(&exchange, dead.routing_key(), &properties, &mut targets, &mut scratch);
             let deaths = crate::queue::dead_letter::death_history(&dead);
             for target in &targets {
                 let name = vhost.queue_by_id(target.id).map(|m| m.name.clone());

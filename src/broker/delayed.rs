@@ -141,7 +141,7 @@ impl DelayStore {
 
 /// The bytes a held message counts for.
 fn size_of(message: &Message) -> u64 {
-    message.body_len() + message.header.len() as u64
+    message.body_len() + message.header().len() as u64
 }
 
 impl ShardCtx {
@@ -189,7 +189,7 @@ impl ShardCtx {
     pub fn delay(&mut self, vhost: &Arc<str>, message: Message, due: u64) -> Taken {
         let size = size_of(&message);
         let messages_max = self.config.delayed_messages_max_per_shard;
-        let stored = crate::message::is_persistent(&message.header) && self.log.is_some();
+        let stored = crate::message::is_persistent(message.header()) && self.log.is_some();
         let d = &mut self.delayed;
         let bytes_over = !stored && d.bytes.saturating_add(size) > DELAYED_BYTES_MAX;
         if d.len() >= messages_max || bytes_over {
@@ -310,12 +310,12 @@ impl ShardCtx {
         let mut awaited = 0u32;
         let already = self.delayed.released_into.remove(&seq).unwrap_or_default();
         let exchange = self.vhost(&vhost).cloned().and_then(|v| {
-            let exchange = v.exchanges.get(message.exchange.as_bytes()).cloned()?;
+            let exchange = v.exchanges.get(message.exchange()).cloned()?;
             Some((v, exchange))
         });
         if let Some((v, exchange)) = exchange {
-            let properties = crate::message::RouteProperties::new(&message.header);
-            let targets = self.route(&v, &exchange, message.routing_key.as_bytes(), &properties);
+            let properties = crate::message::RouteProperties::new(message.header());
+            let targets = self.route(&v, &exchange, message.routing_key(), &properties);
             let me = self.shard;
             let conn = ConnId { shard: me, slot: DELAY_STORE_SLOT, generation: 0 };
             let ticket = ConfirmTicket { channel: ChannelRef { conn, channel: 0 }, incarnation: 0, seq };

@@ -129,7 +129,7 @@ impl ShardCtx {
         // Written stamped with its offset, so that no read from the files
         // stamps it again.
         let offset = stream.log.next_offset();
-        crate::queue::stream::stamp_into(&message.header, offset, &mut self.streams.stamped);
+        crate::queue::stream::stamp_into(message.header(), offset, &mut self.streams.stamped);
         match stream.log.append(now, message, &self.streams.stamped) {
             None => return Taken::Refused,
             Some(appended) => debug_assert_eq!(appended, offset, "a stream appends at its next offset"),

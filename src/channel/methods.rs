@@ -398,12 +398,12 @@ impl Channel {
             &Method::BasicGetOk(spec::BasicGetOk {
                 delivery_tag: tag,
                 redelivered: delivery.redelivered,
-                exchange: message.exchange.clone(),
-                routing_key: message.routing_key.clone(),
+                exchange: message.exchange_str(),
+                routing_key: message.routing_key_str(),
                 message_count,
             }),
         );
-        shared.out.content(channel, &message.header, &message.body, shared.frame_max);
+        shared.out.content(channel, message.header(), message.body(), shared.frame_max);
         if !delivery.no_ack {
             self.track_unacked(tag, &delivery, self.get_timeout_ms, ctx);
         }

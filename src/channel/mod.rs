@@ -400,10 +400,10 @@ impl Channel {
             consumer.tag.as_bytes(),
             tag,
             delivery.redelivered,
-            message.exchange.as_bytes(),
-            message.routing_key.as_bytes(),
+            message.exchange(),
+            message.routing_key(),
         );
-        shared.out.content(self.me.channel, &message.header, &message.body, shared.frame_max);
+        shared.out.content(self.me.channel, message.header(), message.body(), shared.frame_max);
         if consumer.credit_owed == 0 {
             shared.credit_dirty.push(self.me.channel);
         }
@@ -459,10 +459,10 @@ impl Channel {
             tag.as_bytes(),
             delivery_tag,
             false,
-            message.exchange.as_bytes(),
-            message.routing_key.as_bytes(),
+            message.exchange(),
+            message.routing_key(),
         );
-        shared.out.content(self.me.channel, &message.header, &message.body, shared.frame_max);
+        shared.out.content(self.me.channel, message.header(), message.body(), shared.frame_max);
     }
 
     /// Writes the coalesced basic.ack for confirms decided in this batch.

@@ -20,9 +20,7 @@ use crate::channel::methods::denied;
 use crate::channel::{Channel, ChannelError, Outcome};
 use crate::envelope::{ConfirmTicket, Envelope};
 use crate::ids::{ChannelRef, ConnId, ExchangeKind, QueueRef, ShardId};
-use crate::message::{
-    Body, Message, MessageParts, RouteProperties, FLAG_EXPIRATION, FLAG_REPLY_TO, FLAG_USER_ID,
-};
+use crate::message::{Body, Message, RouteProperties, FLAG_EXPIRATION, FLAG_REPLY_TO, FLAG_USER_ID};
 use crate::routing::delayed;
 use crate::routing::topology::{Exchange, Vhost};
 
@@ -34,33 +32,7 @@ const DIRECT_REPLY_PREFIX: &str = "amq.rabbitmq.reply-to.";
 /// buffer alive for as long as the message sits in a queue: one small message
 /// per read (a confirm-per-publish client) would cost 64 KiB each. Above this
 /// size the body is a large share of its buffer and stays a view, never copied.
-pub const MESSAGE_COPY_BYTES_MAX: usize = 8 * 1024;
-
-/// The message in one allocation of its own, from its pieces as received:
-/// exchange, routing key, header and body, so nothing of the publisher's read
-/// buffer stays referenced.
-fn compact_pieces(
-    exchange: &ShortStr,
-    routing_key: &ShortStr,
-    header: &[u8],
-    body: &[Bytes],
-) -> MessageParts {
-    let body_len: usize = body.iter().map(Bytes::len).sum();
-    let total = exchange.len() + routing_key.len() + header.len() + body_len;
-    let mut buf = BytesMut::with_capacity(total);
-    buf.extend_from_slice(exchange.as_bytes());
-    buf.extend_from_slice(routing_key.as_bytes());
-    buf.extend_from_slice(header);
-    for piece in body {
-        buf.extend_from_slice(piece);
-    }
-    let mut all = buf.freeze();
-    // Lengths come from valid short strings, so these cannot fail.
-    let exchange = ShortStr::from_bytes(all.split_to(exchange.len())).unwrap_or_default();
-    let routing_key = ShortStr::from_bytes(all.split_to(routing_key.len())).unwrap_or_default();
-    let header = all.split_to(header.len());
-    MessageParts { exchange, routing_key, header, body: Body::One(all) }
-}
+pub const MESSAGE_COPY_BYTES_MAX: usize = crate::message::INLINE_BODY_BYTES_MAX;
 
 /// Body frames one message may arrive in before we stop keeping them apart and
 /// start over in one buffer (bounds the piece list of a hostile sender).
@@ -205,14 +177,15 @@ impl Channel {
         let mandatory = content.method.mandatory;
         let header = content.header.unwrap_or_default();
         let mut pieces = content.pieces;
-        let parts = if content.received <= MESSAGE_COPY_BYTES_MAX as u64 {
-            let parts =
-                compact_pieces(&content.method.exchange, &content.method.routing_key, &header, &pieces);
+        let (exchange, routing_key) = (&content.method.exchange, &content.method.routing_key);
+        let message = if content.received <= MESSAGE_COPY_BYTES_MAX as u64 {
+            // One allocation, nothing of the read buffer kept.
+            let message = Message::pack(exchange.as_bytes(), routing_key.as_bytes(), &header, &pieces);
             if pieces.capacity() <= SPARE_PIECES_MAX {
                 pieces.clear();
                 self.spare_pieces = pieces;
             }
-            parts
+            message
         } else {
             let body = if pieces.len() == 1 {
                 let body = Body::One(pieces.pop().unwrap_or_default());
@@ -221,14 +194,8 @@ impl Channel {
             } else {
                 Body::from_chunks(pieces)
             };
-            MessageParts {
-                exchange: content.method.exchange,
-                routing_key: content.method.routing_key,
-                header,
-                body,
-            }
+            Message::with_body(exchange.as_bytes(), routing_key.as_bytes(), &header, body.as_body_ref())
         };
-        let message = Message::new(parts);
         self.counters.publish += 1;
         self.message_sizes.observe(message.body_len());
         let seq = self.confirms.as_mut().map(|c| {
@@ -237,7 +204,7 @@ impl Channel {
         });
         if self.tx.is_some() {
             // Checked at publish, as RabbitMQ does, not at commit.
-            self.check_write(&message.exchange).map_err(|e| e.on_publish())?;
+            self.check_write(message.exchange()).map_err(|e| e.on_publish())?;
             if let Some(tx) = &mut self.tx {
                 tx.publishes.push((message, mandatory));
             }
@@ -264,7 +231,7 @@ impl Channel {
         let flags = message.property_flags();
         if flags & (FLAG_REPLY_TO | FLAG_USER_ID | FLAG_EXPIRATION) != 0 {
             // RabbitMQ checks the write permission before the properties.
-            self.check_write(&message.exchange)?;
+            self.check_write(message.exchange())?;
             message = self.check_properties(message, shared)?;
         }
         let generation = ctx.topology().generation;
@@ -280,14 +247,14 @@ impl Channel {
         // A route found in the cache passed these checks when it was cached
         // (the channel's grants never change); the rest check here, the
         // write permission once per run of publishes to one exchange.
-        self.check_write(&message.exchange)?;
+        self.check_write(message.exchange())?;
         let Some(vhost) = ctx.vhost(&shared.vhost).cloned() else {
             return Err(ChannelError::new(spec::reply_code::NOT_FOUND, "vhost is gone".into()));
         };
-        let Some(exchange) = vhost.exchanges.get(message.exchange.as_bytes()) else {
+        let Some(exchange) = vhost.exchanges.get(message.exchange()) else {
             return Err(ChannelError::new(
                 spec::reply_code::NOT_FOUND,
-                format!("no exchange '{}' in vhost '{}'", message.exchange, shared.vhost),
+                format!("no exchange '{}' in vhost '{}'", message.exchange_str(), shared.vhost),
             ));
         };
         self.check_publish_to(exchange, &message, &shared.vhost)?;
@@ -298,8 +265,7 @@ impl Channel {
                 Err(now) => now,
             };
         }
-        if message.exchange.is_empty()
-            && message.routing_key.as_bytes().starts_with(DIRECT_REPLY_PREFIX.as_bytes())
+        if message.exchange().is_empty() && message.routing_key().starts_with(DIRECT_REPLY_PREFIX.as_bytes())
         {
             self.publish_direct_reply(message, mandatory, shared, ctx);
             return Ok(Verdict::default());
@@ -309,8 +275,8 @@ impl Channel {
             // mandatory), and confirmed.
             return Ok(self.hand_to_queues(&[], message, mandatory, confirm_seq, shared, ctx));
         }
-        let properties = RouteProperties::new(&message.header);
-        let targets = ctx.route(&vhost, exchange, message.routing_key.as_bytes(), &properties);
+        let properties = RouteProperties::new(message.header());
+        let targets = ctx.route(&vhost, exchange, message.routing_key(), &properties);
         // A route is cached only where the exchanges and the key decide it
         // (no exchange on it read the properties), the exchange does not
         // deduplicate (the cache skips the lookup), and it does not delay
@@ -334,11 +300,14 @@ impl Channel {
         if exchange.internal {
             return Err(ChannelError::new(
                 spec::reply_code::ACCESS_REFUSED,
-                format!("cannot publish to internal exchange '{}' in vhost '{vhost}'", message.exchange),
+                format!(
+                    "cannot publish to internal exchange '{}' in vhost '{vhost}'",
+                    message.exchange_str()
+                ),
             ));
         }
         if exchange.kind == ExchangeKind::Topic {
-            let (name, key) = (message.exchange.as_bytes(), message.routing_key.as_bytes());
+            let (name, key) = (message.exchange(), message.routing_key());
             self.grants.check_topic(Perm::Write, name, key).map_err(denied)?;
         }
         Ok(())
@@ -400,7 +369,7 @@ impl Channel {
         if message.property_flags() & crate::message::FLAG_HEADERS == 0 {
             return Err(message);
         }
-        let Ok(mut header) = ContentHeader::decode(message.header.clone()) else {
+        let Ok(mut header) = ContentHeader::decode(message.header_bytes()) else {
             return Err(message);
         };
         let Some(delay_ms) = header.properties.headers.as_ref().and_then(delayed::delay_ms) else {
@@ -411,8 +380,8 @@ impl Channel {
         }
         let message = message.with_header(&header);
         // Held where its queues are now, so that its release is local.
-        let properties = RouteProperties::new(&message.header);
-        let targets = ctx.route(vhost, exchange, message.routing_key.as_bytes(), &properties);
+        let properties = RouteProperties::new(message.header());
+        let targets = ctx.route(vhost, exchange, message.routing_key(), &properties);
         let holder = ctx.delay_holder(&targets);
         ctx.recycle_route_targets(targets);
         let due = ctx.due_after(delay_ms);
@@ -443,11 +412,11 @@ impl Channel {
             &Method::BasicReturn(spec::BasicReturn {
                 reply_code: spec::reply_code::NO_ROUTE,
                 reply_text: ShortStr::from_static("NO_ROUTE"),
-                exchange: message.exchange.clone(),
-                routing_key: message.routing_key.clone(),
+                exchange: message.exchange_str(),
+                routing_key: message.routing_key_str(),
             }),
         );
-        shared.out.content(self.me.channel, &message.header, &message.body, shared.frame_max);
+        shared.out.content(self.me.channel, message.header(), message.body(), shared.frame_max);
     }
 
     /// The rare properties we must look at: user-id must be the logged-in user,
@@ -455,7 +424,7 @@ impl Channel {
     #[cold]
     fn check_properties(&self, mut message: Message, shared: &ConnShared) -> Result<Message, ChannelError> {
         let mut header =
-            ContentHeader::decode(message.header.clone()).map_err(|e| super::decode::decode_error(&e))?;
+            ContentHeader::decode(message.header_bytes()).map_err(|e| super::decode::decode_error(&e))?;
         if let Some(expiration) = &header.properties.expiration {
             if let Err(reason) = crate::message::parse_expiration(expiration.as_bytes()) {
                 return Err(ChannelError::new(
@@ -492,18 +461,18 @@ impl Channel {
     /// Checks the write permission on `exchange`, once for a run of
     /// publishes to it: one comparison with the last exchange allowed.
     #[inline]
-    fn check_write(&mut self, exchange: &ShortStr) -> Result<(), ChannelError> {
+    fn check_write(&mut self, exchange: &[u8]) -> Result<(), ChannelError> {
         match &self.write_granted {
-            Some(granted) if same_bytes(granted.as_bytes(), exchange.as_bytes()) => Ok(()),
+            Some(granted) if same_bytes(granted.as_bytes(), exchange) => Ok(()),
             _ => self.grant_write(exchange),
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn grant_write(&mut self, exchange: &ShortStr) -> Result<(), ChannelError> {
-        self.grants.check(Perm::Write, Resource::Exchange, exchange.as_bytes()).map_err(denied)?;
-        self.write_granted = Some(exchange.detached());
+    fn grant_write(&mut self, exchange: &[u8]) -> Result<(), ChannelError> {
+        self.grants.check(Perm::Write, Resource::Exchange, exchange).map_err(denied)?;
+        self.write_granted = Some(ShortStr::from_bytes(Bytes::copy_from_slice(exchange)).unwrap_or_default());
         Ok(())
     }
 
@@ -518,7 +487,7 @@ impl Channel {
         // The name comes from the client: a shard that does not exist is as
         // unroutable as a malformed name.
         let shards = ctx.shard_count();
-        match parse_direct_reply_name(message.routing_key.as_bytes())
+        match parse_direct_reply_name(message.routing_key())
             .filter(|to| usize::from(to.conn.shard.0) < shards)
         {
             Some(to) => ctx.send(to.conn.shard, Envelope::DirectReply { to, message }),
@@ -539,8 +508,8 @@ impl Channel {
 pub(super) struct RouteCache {
     /// The topology snapshot the route was computed on.
     generation: u64,
-    exchange: ShortStr,
-    routing_key: ShortStr,
+    exchange: Vec<u8>,
+    routing_key: Vec<u8>,
     targets: Vec<QueueRef>,
 }
 
@@ -548,8 +517,10 @@ impl RouteCache {
     /// `message`'s exchange and key route to `targets` on snapshot `generation`.
     fn remember(&mut self, generation: u64, message: &Message, targets: &[QueueRef]) {
         self.generation = generation;
-        self.exchange = message.exchange.detached();
-        self.routing_key = message.routing_key.detached();
+        self.exchange.clear();
+        self.exchange.extend_from_slice(message.exchange());
+        self.routing_key.clear();
+        self.routing_key.extend_from_slice(message.routing_key());
         self.targets.clear();
         self.targets.extend_from_slice(targets);
     }
@@ -558,8 +529,8 @@ impl RouteCache {
     /// look at headers, or it would not have been cached).
     fn matches(&self, generation: u64, message: &Message) -> bool {
         self.generation == generation
-            && same_bytes(self.routing_key.as_bytes(), message.routing_key.as_bytes())
-            && same_bytes(self.exchange.as_bytes(), message.exchange.as_bytes())
+            && same_bytes(&self.routing_key, message.routing_key())
+            && same_bytes(&self.exchange, message.exchange())
     }
 }
 
@@ -633,27 +604,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn compacted_messages_keep_their_bytes_and_drop_the_read_buffer() {
-        let read_buffer = bytes::Bytes::from(vec![7u8; 64 * 1024]);
-        let message = MessageParts {
-            exchange: ShortStr::from_bytes(read_buffer.slice(0..3)).unwrap(),
-            routing_key: ShortStr::from_bytes(read_buffer.slice(3..10)).unwrap(),
-            header: read_buffer.slice(10..24),
-            body: Body::Chunks(vec![read_buffer.slice(24..30), read_buffer.slice(40..50)].into()),
-        };
-        let compacted =
-            compact_pieces(&message.exchange, &message.routing_key, &message.header, message.body.chunks());
-        assert_eq!(compacted.exchange, message.exchange);
-        assert_eq!(compacted.routing_key, message.routing_key);
-        assert_eq!(compacted.header, message.header);
-        assert_eq!(compacted.body.to_contiguous(), message.body.to_contiguous());
-        let inside = |b: &[u8]| {
-            let range = read_buffer.as_ptr_range();
-            range.contains(&b.as_ptr())
-        };
-        assert!(!inside(compacted.header.as_ref()));
-        assert!(!inside(compacted.body.chunks()[0].as_ref()));
-        assert!(!inside(compacted.routing_key.as_bytes()));
+    fn packed_messages_keep_their_bytes_and_drop_the_read_buffer() {
+        let read_buffer = bytes::Bytes::from((0..64 * 1024).map(|i| i as u8).collect::<Vec<u8>>());
+        let pieces = [read_buffer.slice(24..30), read_buffer.slice(40..50)];
+        let message = Message::pack(&read_buffer[0..3], &read_buffer[3..10], &read_buffer[10..24], &pieces);
+        assert_eq!(message.exchange(), &read_buffer[0..3]);
+        assert_eq!(message.routing_key(), &read_buffer[3..10]);
+        assert_eq!(message.header(), &read_buffer[10..24]);
+        assert_eq!(message.body().to_contiguous(), [&read_buffer[24..30], &read_buffer[40..50]].concat());
+        assert!(matches!(message.body(), crate::message::BodyRef::Inline(_)));
+        let inside = |b: &[u8]| read_buffer.as_ptr_range().contains(&b.as_ptr());
+        assert!(!inside(message.header()));
+        assert!(!inside(message.routing_key()));
+        let crate::message::BodyRef::Inline(body) = message.body() else { unreachable!() };
+        assert!(!inside(body));
     }
 
     #[test]

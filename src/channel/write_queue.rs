@@ -23,7 +23,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::amqp::frame::{self, FrameType, FRAME_END, FRAME_OVERHEAD_BYTES};
 use crate::amqp::spec::Method;
-use crate::message::Body;
+use crate::message::{Body, BodyRef};
 
 /// Bodies up to this size are copied into the scratch buffer: a copy of a few
 /// hundred bytes is cheaper than one more iovec and a reference count.
@@ -126,10 +126,10 @@ impl WriteQueue {
 
     /// Queues a content header and body frames, the body split to the
     /// connection's frame_max.
-    pub fn content(&mut self, channel: u16, header: &Bytes, body: &Body, frame_size_bytes_max: u32) {
+    pub fn content(&mut self, channel: u16, header: &[u8], body: BodyRef<'_>, frame_size_bytes_max: u32) {
         let payload_max = (frame_size_bytes_max as usize).saturating_sub(FRAME_OVERHEAD_BYTES).max(1);
-        if let Body::One(small) = body {
-            if !small.is_empty() && small.len() <= BODY_COPY_BYTES_MAX.min(payload_max) {
+        if let BodyRef::Inline(small) = body {
+            if !small.is_empty() && small.len() <= payload_max {
                 // The common small message: both frames copied in one
                 // reservation, no reference count touched.
                 self.sent_frames += 2;
@@ -148,6 +148,23 @@ impl WriteQueue {
         frame::write_frame_header(out, FrameType::Header, channel, header.len() as u32);
         out.extend_from_slice(header);
         out.put_u8(FRAME_END);
+        match body {
+            BodyRef::Inline(bytes) => {
+                for piece in bytes.chunks(payload_max) {
+                    self.sent_frames += 1;
+                    let out = self.scratch(FRAME_OVERHEAD_BYTES + piece.len());
+                    frame::write_frame_header(out, FrameType::Body, channel, piece.len() as u32);
+                    out.extend_from_slice(piece);
+                    out.put_u8(FRAME_END);
+                }
+            }
+            BodyRef::Shared(body) => self.shared_body(channel, body, payload_max),
+        }
+    }
+
+    /// Body frames of a body kept as the frames it came in: pieces above
+    /// [`BODY_COPY_BYTES_MAX`] are queued, not copied.
+    fn shared_body(&mut self, channel: u16, body: &Body, payload_max: usize) {
         let total = body.len() as usize;
         if total == 0 {
             return;
@@ -414,14 +431,18 @@ mod tests {
             (3000, 1000),
             (BODY_COPY_BYTES_MAX, 1032),
             (BODY_COPY_BYTES_MAX, 1031),
+            (8 * 1024, 4096),
+            (8 * 1024, 131_072),
         ] {
             let body: Vec<u8> = (0..body_len).map(|i| i as u8).collect();
             let payload_max = frame_max - FRAME_OVERHEAD_BYTES;
-            for pieces in
+            let shared =
                 [vec![Bytes::from(body.clone())], body.chunks(7).map(Bytes::copy_from_slice).collect()]
-            {
+                    .map(Body::from_chunks);
+            let bodies = [BodyRef::Inline(&body), shared[0].as_body_ref(), shared[1].as_body_ref()];
+            for held in bodies {
                 let mut out = WriteQueue::new();
-                out.content(5, &header, &Body::from_chunks(pieces), frame_max as u32);
+                out.content(5, &header, held, frame_max as u32);
                 let frames = 1 + body_len.div_ceil(payload_max) as u64;
                 assert_eq!(out.sent().1, frames, "frames for {body_len} B at frame_max {frame_max}");
                 let wire = drain(&mut out);

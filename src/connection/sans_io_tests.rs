@@ -196,7 +196,7 @@ fn a_connection_runs_from_handshake_to_deliver_without_socket_or_epoll() {
     match received.as_slice() {
         [(from, Envelope::DirectReply { to: got, message })] => {
             assert_eq!((*from, *got), (ShardId(0), to));
-            assert_eq!(message.routing_key.as_bytes(), direct_reply_name(to).as_bytes());
+            assert_eq!(message.routing_key(), direct_reply_name(to).as_bytes());
         }
         other => panic!("expected one DirectReply from shard 0: {other:?}"),
     }

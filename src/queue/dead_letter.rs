@@ -46,7 +46,7 @@ pub fn dead_lettered(
     target: &DeadLetterTarget,
     unix_time_seconds: u64,
 ) -> Message {
-    let mut header = match ContentHeader::decode(message.header.clone()) {
+    let mut header = match ContentHeader::decode(message.header_bytes()) {
         Ok(h) => h,
         // The header was validated when the message was published.
         Err(_) => return message.clone(),
@@ -76,11 +76,8 @@ pub fn dead_lettered(
     entry.insert(ShortStr::from_static("reason"), long(reason.as_bytes()));
     entry.insert(ShortStr::from_static("queue"), long(queue.as_bytes()));
     entry.insert(ShortStr::from_static("time"), FieldValue::Timestamp(unix_time_seconds));
-    entry.insert(ShortStr::from_static("exchange"), long(message.exchange.as_bytes()));
-    entry.insert(
-        ShortStr::from_static("routing-keys"),
-        FieldValue::Array(vec![long(message.routing_key.as_bytes())]),
-    );
+    entry.insert(ShortStr::from_static("exchange"), long(message.exchange()));
+    entry.insert(ShortStr::from_static("routing-keys"), FieldValue::Array(vec![long(message.routing_key())]));
     if let Some(expiration) = original_expiration {
         entry.insert(ShortStr::from_static("original-expiration"), long(expiration.as_bytes()));
     }
@@ -89,7 +86,7 @@ pub fn dead_lettered(
     for (key, value) in [
         ("x-first-death-reason", reason.as_bytes()),
         ("x-first-death-queue", queue.as_bytes()),
-        ("x-first-death-exchange", message.exchange.as_bytes()),
+        ("x-first-death-exchange", message.exchange()),
     ] {
         if headers.get(key.as_bytes()).is_none() {
             headers.insert(ShortStr::from_static(key), long(value));
@@ -98,12 +95,8 @@ pub fn dead_lettered(
     header.properties.headers = Some(headers);
     let mut encoded = BytesMut::new();
     header.encode(&mut encoded);
-    Message::new(crate::message::MessageParts {
-        exchange: target.exchange.clone(),
-        routing_key: target.routing_key.clone().unwrap_or_else(|| message.routing_key.clone()),
-        header: encoded.freeze(),
-        body: message.body.clone(),
-    })
+    let routing_key = target.routing_key.as_ref().map_or(message.routing_key(), ShortStr::as_bytes);
+    Message::with_body(target.exchange.as_bytes(), routing_key, &encoded, message.body())
 }
 
 /// The queues (and reasons) a message has died in, from its x-death header.
@@ -123,7 +116,7 @@ impl DeathHistory {
 
 /// Reads a dead-lettered message's x-death history.
 pub fn death_history(message: &Message) -> DeathHistory {
-    let Ok(header) = ContentHeader::decode(message.header.clone()) else {
+    let Ok(header) = ContentHeader::decode(message.header_bytes()) else {
         return DeathHistory::default();
     };
     let Some(FieldValue::Array(deaths)) = header.properties.headers.as_ref().and_then(|h| h.get(b"x-death"))
@@ -170,7 +163,7 @@ mod tests {
     }
 
     fn deaths(m: &Message) -> Vec<FieldValue> {
-        let header = ContentHeader::decode(m.header.clone()).unwrap();
+        let header = ContentHeader::decode(m.header_bytes()).unwrap();
         match header.properties.headers.unwrap().get(b"x-death") {
             Some(FieldValue::Array(a)) => a.clone(),
             other => panic!("no x-death: {other:?}"),
@@ -197,8 +190,8 @@ mod tests {
         let target = DeadLetterTarget { exchange: ShortStr::from_static("dlx"), routing_key: None };
         let queue = ShortStr::from_static("work");
         let once = dead_lettered(&message(), &queue, "rejected", &target, 1);
-        assert_eq!(once.exchange, ShortStr::from_static("dlx"));
-        assert_eq!(once.routing_key, ShortStr::from_static("work"));
+        assert_eq!(once.exchange(), b"dlx");
+        assert_eq!(once.routing_key(), b"work");
         let twice = dead_lettered(&once, &queue, "rejected", &target, 2);
         let entries = deaths(&twice);
         assert_eq!(entries.len(), 1);

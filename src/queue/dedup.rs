@@ -176,7 +176,7 @@ impl Deduper {
         if message.property_flags() & FLAG_HEADERS == 0 {
             return false;
         }
-        let Ok(header) = ContentHeader::decode(message.header.clone()) else {
+        let Ok(header) = ContentHeader::decode(message.header_bytes()) else {
             return false;
         };
         let Some(headers) = header.properties.headers.as_ref() else {

@@ -13,7 +13,7 @@ impl Queue {
     pub fn expiry_of(&self, message: &Message) -> u64 {
         let mut ttl = self.message_ttl_ms;
         if message.property_flags() & crate::message::FLAG_EXPIRATION != 0 {
-            if let Some(ms) = crate::message::expiration_ms(&message.header) {
+            if let Some(ms) = crate::message::expiration_ms(message.header()) {
                 ttl = Some(ttl.map_or(ms, |t| t.min(ms)));
             }
         }

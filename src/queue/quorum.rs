@@ -56,7 +56,7 @@ impl Queue {
 /// content header; the body is shared).
 #[cold]
 pub(super) fn with_delivery_count(message: &Message, count: u32) -> Message {
-    let Ok(mut header) = ContentHeader::decode(message.header.clone()) else {
+    let Ok(mut header) = ContentHeader::decode(message.header_bytes()) else {
         // Validated at publish; nothing to add to otherwise.
         return message.clone();
     };
@@ -70,5 +70,5 @@ pub(super) fn with_delivery_count(message: &Message, count: u32) -> Message {
         sorted.insert(key, value);
     }
     header.properties.headers = Some(sorted);
-    message.clone().with_header(&header)
+    message.with_header(&header)
 }

@@ -361,7 +361,7 @@ fn filter_value(message: &Message) -> Option<Bytes> {
     if message.property_flags() & FLAG_HEADERS == 0 {
         return None;
     }
-    let header = crate::amqp::properties::ContentHeader::decode(message.header.clone()).ok()?;
+    let header = crate::amqp::properties::ContentHeader::decode(message.header_bytes()).ok()?;
     match header.properties.headers?.get(FILTER_VALUE_HEADER)? {
         FieldValue::LongStr(s) => Some(Bytes::copy_from_slice(s.as_bytes())),
         _ => None,
@@ -384,16 +384,12 @@ const OFFSET_ENTRY_BYTES: usize = 1 + OFFSET_HEADER.len() + 1 + 8;
 /// decoded and written again. A stream stamps each message once, when it is
 /// appended, so what is read back is already stamped and returned as it is.
 pub fn with_offset_header(message: Message, offset: u64) -> Message {
-    if stamped_with(&message.header, offset) {
+    if stamped_with(message.header(), offset) {
         return message;
     }
-    let header = match stamp(&message.header, offset) {
-        Some(h) => h,
-        None => stamp_slow(&message.header, offset).unwrap_or_else(|| message.header.clone()),
-    };
-    let mut parts = message.into_parts();
-    parts.header = header;
-    Message::new(parts)
+    let mut header = Vec::with_capacity(message.header().len() + 4 + OFFSET_ENTRY_BYTES);
+    stamp_into(message.header(), offset, &mut header);
+    message.with_header_bytes(&header)
 }
 
 /// Where the headers table is (its length field), or would go, in a content
@@ -433,19 +429,16 @@ fn stamped_with(header: &[u8], offset: u64) -> bool {
         && entry[2 + OFFSET_HEADER.len()..] == (offset as i64).to_be_bytes()
 }
 
-fn stamp(header: &[u8], offset: u64) -> Option<Bytes> {
-    let mut out = Vec::with_capacity(header.len() + 4 + OFFSET_ENTRY_BYTES);
-    stamp_to(header, offset, &mut out)?;
-    Some(Bytes::from(out))
-}
-
 /// `header` with `x-stream-offset` = `offset`, written into `out` (cleared
 /// first; a buffer the caller keeps, so nothing is allocated). What a stream
 /// writes in its files, so that what is read back needs no stamping.
-pub fn stamp_into(header: &Bytes, offset: u64, out: &mut Vec<u8>) {
+pub fn stamp_into(header: &[u8], offset: u64, out: &mut Vec<u8>) {
     if stamp_to(header, offset, out).is_none() {
         out.clear();
-        out.extend_from_slice(&stamp_slow(header, offset).unwrap_or_else(|| header.clone()));
+        match stamp_slow(header, offset) {
+            Some(stamped) => out.extend_from_slice(&stamped),
+            None => out.extend_from_slice(header),
+        }
     }
 }
 
@@ -480,8 +473,8 @@ fn stamp_to(header: &[u8], offset: u64, out: &mut Vec<u8>) -> Option<()> {
 }
 
 #[cold]
-fn stamp_slow(header: &Bytes, offset: u64) -> Option<Bytes> {
-    let mut decoded = crate::amqp::properties::ContentHeader::decode(header.clone()).ok()?;
+fn stamp_slow(header: &[u8], offset: u64) -> Option<Bytes> {
+    let mut decoded = crate::amqp::properties::ContentHeader::decode(Bytes::copy_from_slice(header)).ok()?;
     let headers = decoded.properties.headers.get_or_insert_with(Default::default);
     headers.insert(ShortStr::from_static("x-stream-offset"), FieldValue::I64(offset as i64));
     let mut out = bytes::BytesMut::new();
@@ -523,7 +516,9 @@ mod tests {
         let with_own = BasicProperties { headers: Some(own), ..Default::default() };
         for props in [BasicProperties::default(), with_table, with_own] {
             let h = header(props.clone());
-            let stamped = stamp(&h, 42).or_else(|| stamp_slow(&h, 42)).expect("stamped");
+            let mut out = Vec::new();
+            stamp_into(&h, 42, &mut out);
+            let stamped = Bytes::from(out);
             assert_eq!(offset_of(&stamped), Some(FieldValue::I64(42)), "{props:?}");
             let d = ContentHeader::decode(stamped).expect("decodes");
             assert_eq!(d.properties.content_type, props.content_type);
@@ -557,9 +552,13 @@ mod tests {
             };
             let message = Message::new(parts);
             let again = with_offset_header(message.clone(), 7);
-            assert!(std::ptr::eq(&*message, &*again), "no second stamp, no copy");
+            assert!(message.is_same(&again), "no second stamp, no copy");
             let moved = with_offset_header(message, 9);
-            assert_eq!(offset_of(&moved.header), Some(FieldValue::I64(9)), "another offset is stamped anew");
+            assert_eq!(
+                offset_of(&moved.header_bytes()),
+                Some(FieldValue::I64(9)),
+                "another offset is stamped anew"
+            );
         }
     }
 

@@ -24,7 +24,7 @@
 //! which is never reused across runs, and a message by its sequence number in
 //! that queue ([`crate::ids::MsgId`]).
 
-use crate::message::MessageParts;
+use crate::message::Message;
 use crate::storage::record;
 
 /// A message put into a queue.
@@ -112,9 +112,9 @@ pub fn append_message(
     queue: u64,
     seq: u64,
     expires_unix_ms: u64,
-    m: &MessageParts,
+    m: &Message,
 ) -> usize {
-    append_message_with_header(buf, kind, queue, seq, expires_unix_ms, m, &m.header)
+    append_message_with_header(buf, kind, queue, seq, expires_unix_ms, m, m.header())
 }
 
 /// [`append_message`] with `header` written as the content header instead
@@ -125,16 +125,11 @@ pub fn append_message_with_header(
     queue: u64,
     seq: u64,
     expires_unix_ms: u64,
-    m: &MessageParts,
+    m: &Message,
     header: &[u8],
 ) -> usize {
     debug_assert!(matches!(kind, KIND_MESSAGE | KIND_PAGED | KIND_MOVED | KIND_STREAM));
-    record::append(buf, |b| {
-        b.reserve(MESSAGE_FIXED_BYTES + 2 + m.exchange.len() + m.routing_key.len() + 4 + header.len());
-        b.push(kind);
-        put_fixed(b, queue, seq, expires_unix_ms);
-        put_message(b, m, header);
-    })
+    append_message_record(buf, (kind, None), (queue, seq, expires_unix_ms), m, header)
 }
 
 /// Appends a released record ([`KIND_RELEASED`]): message `seq` of `queue`,
@@ -145,23 +140,46 @@ pub fn append_released(
     queue: u64,
     seq: u64,
     expires_unix_ms: u64,
-    m: &MessageParts,
+    m: &Message,
+) -> usize {
+    append_message_record(
+        buf,
+        (KIND_RELEASED, Some(delayed_seq)),
+        (queue, seq, expires_unix_ms),
+        m,
+        m.header(),
+    )
+}
+
+/// A message record of `kind` (with the delayed message's sequence number
+/// first for a released one).
+fn append_message_record(
+    buf: &mut Vec<u8>,
+    (kind, delayed_seq): (u8, Option<u64>),
+    (queue, seq, expires_unix_ms): (u64, u64, u64),
+    m: &Message,
+    header: &[u8],
 ) -> usize {
     record::append(buf, |b| {
-        b.reserve(MESSAGE_FIXED_BYTES + 8 + 2 + m.exchange.len() + m.routing_key.len() + 4 + m.header.len());
-        b.push(KIND_RELEASED);
-        b.extend_from_slice(&delayed_seq.to_le_bytes());
+        let extra = if delayed_seq.is_some() { 8 } else { 0 };
+        b.reserve(
+            MESSAGE_FIXED_BYTES + extra + 2 + m.exchange().len() + m.routing_key().len() + 4 + header.len(),
+        );
+        b.push(kind);
+        if let Some(delayed_seq) = delayed_seq {
+            b.extend_from_slice(&delayed_seq.to_le_bytes());
+        }
         put_fixed(b, queue, seq, expires_unix_ms);
-        put_message(b, m, &m.header);
+        put_message(b, m, header);
     })
 }
 
 /// The size of a message record (a [`KIND_RELEASED`] one if `released`),
 /// framing included.
-pub fn message_record_bytes(m: &MessageParts, released: bool) -> usize {
+pub fn message_record_bytes(m: &Message, released: bool) -> usize {
     let fixed = record::RECORD_HEADER_BYTES + MESSAGE_FIXED_BYTES + if released { 8 } else { 0 } + 2 + 4;
     let body = usize::try_from(m.body_len()).unwrap_or(usize::MAX);
-    (fixed + m.exchange.len() + m.routing_key.len() + m.header.len()).saturating_add(body)
+    (fixed + m.exchange().len() + m.routing_key().len() + m.header().len()).saturating_add(body)
 }
 
 /// A message record's queue, sequence number and expiry.
@@ -173,15 +191,11 @@ fn put_fixed(b: &mut Vec<u8>, queue: u64, seq: u64, expires_unix_ms: u64) {
 
 /// Appends a delayed-message record ([`KIND_DELAYED`]) to `buf`: message
 /// `seq` of the delay store, of `vhost`, due at `due_unix_ms`.
-pub fn append_delayed(
-    buf: &mut Vec<u8>,
-    seq: u64,
-    due_unix_ms: u64,
-    vhost: &[u8],
-    m: &MessageParts,
-) -> usize {
+pub fn append_delayed(buf: &mut Vec<u8>, seq: u64, due_unix_ms: u64, vhost: &[u8], m: &Message) -> usize {
     record::append(buf, |b| {
-        b.reserve(17 + 1 + vhost.len() + 2 + m.exchange.len() + m.routing_key.len() + 4 + m.header.len());
+        b.reserve(
+            17 + 1 + vhost.len() + 2 + m.exchange().len() + m.routing_key().len() + 4 + m.header().len(),
+        );
         b.push(KIND_DELAYED);
         b.extend_from_slice(&seq.to_le_bytes());
         b.extend_from_slice(&due_unix_ms.to_le_bytes());
@@ -189,22 +203,22 @@ pub fn append_delayed(
         let vhost = &vhost[..vhost.len().min(255)];
         b.push(vhost.len() as u8);
         b.extend_from_slice(vhost);
-        put_message(b, m, &m.header);
+        put_message(b, m, m.header());
     })
 }
 
 /// The size of [`append_delayed`]'s record, framing included.
-pub fn delayed_record_bytes(vhost: &[u8], m: &MessageParts) -> usize {
+pub fn delayed_record_bytes(vhost: &[u8], m: &Message) -> usize {
     let fixed = record::RECORD_HEADER_BYTES + 17 + 1 + 2 + 4;
     let body = usize::try_from(m.body_len()).unwrap_or(usize::MAX);
-    (fixed + vhost.len().min(255) + m.exchange.len() + m.routing_key.len() + m.header.len())
+    (fixed + vhost.len().min(255) + m.exchange().len() + m.routing_key().len() + m.header().len())
         .saturating_add(body)
 }
 
 /// A message record's common tail: exchange, routing key, header, body.
-fn put_message(b: &mut Vec<u8>, m: &MessageParts, header: &[u8]) {
-    let exchange = m.exchange.as_bytes();
-    let routing_key = m.routing_key.as_bytes();
+fn put_message(b: &mut Vec<u8>, m: &Message, header: &[u8]) {
+    let exchange = m.exchange();
+    let routing_key = m.routing_key();
     // Short strings: at most 255 bytes, as the codec guarantees.
     b.push(exchange.len() as u8);
     b.extend_from_slice(exchange);
@@ -212,8 +226,8 @@ fn put_message(b: &mut Vec<u8>, m: &MessageParts, header: &[u8]) {
     b.extend_from_slice(routing_key);
     b.extend_from_slice(&(header.len() as u32).to_le_bytes());
     b.extend_from_slice(header);
-    for chunk in m.body.chunks() {
-        b.extend_from_slice(chunk);
+    for piece in m.body().pieces() {
+        b.extend_from_slice(piece);
     }
 }
 
@@ -334,22 +348,22 @@ pub fn decode(payload: &[u8]) -> Option<Entry<'_>> {
 mod tests {
     use super::*;
     use crate::amqp::field::ShortStr;
-    use crate::message::Body;
+    use crate::message::{Body, MessageParts};
     use crate::storage::record::Decoded;
 
     /// "hi" published to exchange `later` with key `k`.
-    fn later_hi() -> MessageParts {
-        MessageParts {
+    fn later_hi() -> Message {
+        Message::new(MessageParts {
             exchange: ShortStr::from_static("later"),
             routing_key: ShortStr::from_static("k"),
             header: bytes::Bytes::from_static(&[0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0x10, 0, 2]),
             body: Body::One(bytes::Bytes::from_static(b"hi")),
-        }
+        })
     }
 
     #[test]
     fn message_records_round_trip() {
-        let parts = MessageParts {
+        let parts = Message::new(MessageParts {
             exchange: ShortStr::from_static("amq.direct"),
             routing_key: ShortStr::from_static("key"),
             header: bytes::Bytes::from_static(&[0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0x10, 0, 2]),
@@ -357,7 +371,7 @@ mod tests {
                 bytes::Bytes::from_static(b"hel"),
                 bytes::Bytes::from_static(b"lo"),
             ]),
-        };
+        });
         let mut buf = Vec::new();
         append_message(&mut buf, KIND_MESSAGE, 7, 42, u64::MAX, &parts);
         let Decoded::Record(payload, total) = record::decode(&buf) else { panic!("a record") };
@@ -365,7 +379,7 @@ mod tests {
         let Some(Entry::Message(KIND_MESSAGE, m)) = decode(payload) else { panic!("a message") };
         assert_eq!((m.queue, m.seq, m.expires_unix_ms), (7, 42, u64::MAX));
         assert_eq!((m.exchange, m.routing_key, m.body), (&b"amq.direct"[..], &b"key"[..], &b"hello"[..]));
-        assert_eq!(m.header, &parts.header[..]);
+        assert_eq!(m.header, parts.header());
     }
 
     #[test]
@@ -382,7 +396,7 @@ mod tests {
         );
         assert_eq!(
             (m.exchange, m.routing_key, m.header, m.body),
-            (&b"later"[..], &b"k"[..], &parts.header[..], &b"hi"[..])
+            (&b"later"[..], &b"k"[..], parts.header(), &b"hi"[..])
         );
         assert_eq!(decode(&payload[..20]), None, "cut inside the vhost");
     }

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::message::MessageParts;
+use crate::message::Message;
 use crate::storage::entry;
 use crate::storage::record;
 use crate::storage::syncer::{Request, Syncer, Wake};
@@ -282,7 +282,7 @@ impl<W> Log<W> {
         queue: u64,
         seq: u64,
         expires_unix_ms: u64,
-        m: &MessageParts,
+        m: &Message,
     ) -> Option<(Loc, u32)> {
         let released_from = released_from.filter(|_| kind == entry::KIND_MESSAGE);
         self.make_room(entry::message_record_bytes(m, released_from.is_some())).ok()?;
@@ -309,7 +309,7 @@ impl<W> Log<W> {
         seq: u64,
         due_unix_ms: u64,
         vhost: &[u8],
-        m: &MessageParts,
+        m: &Message,
     ) -> Option<(Loc, u32)> {
         self.make_room(entry::delayed_record_bytes(vhost, m)).ok()?;
         let start = self.pending.len();
@@ -338,7 +338,7 @@ impl<W> Log<W> {
         queue: u64,
         seq: u64,
         expires_unix_ms: u64,
-        m: &MessageParts,
+        m: &Message,
         from: Loc,
     ) -> Option<Loc> {
         let old = segment_of(from);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::amqp::field::ShortStr;
-use crate::message::{Body, MessageParts};
+use crate::message::{Body, Message, MessageParts};
 use crate::storage::entry::{KIND_DELIVERED, KIND_MESSAGE, KIND_SETTLED};
 use crate::storage::log::{
     offset_of, segment_of, segment_path, Loc, Log, ReadSpan, SpanKind, COMPACT_INTERVAL,
@@ -17,13 +17,13 @@ use crate::storage::recover::{open, RecoveredQueues, RecoveryReport};
 
 type Recovered = RecoveredQueues;
 
-fn parts(body: &[u8]) -> MessageParts {
-    MessageParts {
+fn parts(body: &[u8]) -> Message {
+    Message::new(MessageParts {
         exchange: ShortStr::from_static(""),
         routing_key: ShortStr::from_static("q"),
         header: bytes::Bytes::from_static(&[0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0x10, 0, 2]),
         body: Body::One(bytes::Bytes::copy_from_slice(body)),
-    }
+    })
 }
 
 fn open_log(dir: &Path, known: &[u64]) -> (Log<u32>, Recovered, RecoveryReport, mpsc::Receiver<()>) {
@@ -63,7 +63,7 @@ fn read_back(log: &mut Log<u32>, recovered: &Recovered, queue: u64) -> Vec<(u64,
             from = log.read_messages(&read, &mut batch).expect("read back");
             out.extend(batch.into_iter().map(|m| {
                 let delivered = q.delivered.find(m.seq).is_some();
-                (m.seq, delivered, m.loc, m.message.body.to_contiguous().to_vec())
+                (m.seq, delivered, m.loc, m.message.body().to_contiguous().to_vec())
             }));
         }
     }

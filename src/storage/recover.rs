@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::amqp::field::ShortStr;
-use crate::message::{Body, Message, MessageParts};
+use crate::message::Message;
 use crate::storage::entry::{self, Entry, StoredMessage};
 use crate::storage::log::{loc, segment_path, Loc, Log, ReadSpan, Segment, Span, SpanKind};
 use crate::storage::ranges::SeqRanges;
@@ -376,18 +376,9 @@ pub(super) fn parse_chunk(chunk: &[u8], read: &ReadSpan<'_>, out: &mut Vec<Paged
     Ok(used(at))
 }
 
-/// A message record as a message in memory: one allocation for its header and body.
+/// A message record as a message in memory: one allocation of its own.
 fn paged_in(kind: u8, m: &StoredMessage<'_>, at: Loc, len: u32) -> PagedIn {
-    let mut both = Vec::with_capacity(m.header.len() + m.body.len());
-    both.extend_from_slice(m.header);
-    both.extend_from_slice(m.body);
-    let both = Bytes::from(both);
-    let message = Message::new(MessageParts {
-        exchange: short(m.exchange),
-        routing_key: short(m.routing_key),
-        header: both.slice(..m.header.len()),
-        body: Body::One(both.slice(m.header.len()..)),
-    });
+    let message = Message::from_slices(m.exchange, m.routing_key, m.header, m.body);
     PagedIn {
         seq: m.seq,
         loc: at,

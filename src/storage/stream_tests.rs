@@ -148,7 +148,7 @@ fn appends_go_on(dir: &Path, mut log: StreamLog<()>, first: u64, kept: usize) {
     let next = first + kept as u64;
     assert_eq!(log.next_offset(), next);
     let m = message(33, 9);
-    assert_eq!(log.append(7, &m, &m.header), Some(next));
+    assert_eq!(log.append(7, &m, m.header()), Some(next));
     log.close();
     drop(log);
     let (mut log, report) = open(dir);
@@ -302,7 +302,7 @@ fn readers_of_the_same_stretch_each_get_every_record_in_order() {
     let (mut log, _) = open(dir.path());
     for i in 0..total {
         let m = message(8 + (i % 5) as usize, i as u8);
-        log.append(i, &m, &m.header);
+        log.append(i, &m, m.header());
     }
     log.close();
     drop(log);
@@ -326,7 +326,7 @@ fn readers_of_the_same_stretch_each_get_every_record_in_order() {
             for r in &out {
                 assert_eq!(r.offset, *next, "reader {i}: records in order, none missed");
                 let want = message(8 + (r.offset % 5) as usize, r.offset as u8);
-                assert_eq!(r.message.body.chunks().concat(), want.body.chunks().concat(), "reader {i} body");
+                assert_eq!(r.message.body().to_contiguous(), want.body().to_contiguous(), "reader {i} body");
                 *next += 1;
             }
         }

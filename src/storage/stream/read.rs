@@ -8,8 +8,7 @@ use std::os::unix::fs::FileExt;
 use bytes::Bytes;
 
 use super::{StreamLog, StreamRecord, READ_CHUNK_BYTES, WARM_BYTES_MAX, WARM_MESSAGES_MAX};
-use crate::amqp::field::ShortStr;
-use crate::message::{Body, Message, MessageParts};
+use crate::message::{Body, BodyRef, Message, INLINE_BODY_BYTES_MAX};
 use crate::storage::entry;
 use crate::storage::record::{self, Decoded};
 
@@ -205,7 +204,7 @@ impl Window {
 
 /// What a record kept warm counts against [`WARM_BYTES_MAX`].
 fn warm_size(r: &StreamRecord) -> u64 {
-    r.message.header.len() as u64 + r.message.body_len()
+    r.message.header().len() as u64 + r.message.body_len()
 }
 
 /// Reads up to `want` bytes at `pos` (more if the first record is larger),
@@ -222,24 +221,21 @@ fn read_at(file: &File, pos: u64, want: usize, end: u64) -> std::io::Result<Byte
     Ok(Bytes::from(buf))
 }
 
-/// A stream record from `len` bytes of `chunk` at `payload`: the message's
-/// parts are views of the chunk.
+/// A stream record from `len` bytes of `chunk` at `payload`: a message of
+/// its own (a large body a view of the chunk).
 fn to_record(chunk: &Bytes, payload: usize, len: usize) -> Option<StreamRecord> {
     let bytes = chunk.get(payload..payload + len)?;
     let Some(entry::Entry::Message(entry::KIND_STREAM, m)) = entry::decode(bytes) else {
         return None;
     };
-    let view = |s: &[u8]| chunk.slice_ref(s);
-    let parts = MessageParts {
-        // The default exchange (most stream publishes) costs no reference.
-        exchange: if m.exchange.is_empty() {
-            ShortStr::default()
-        } else {
-            ShortStr::from_bytes(view(m.exchange)).ok()?
-        },
-        routing_key: ShortStr::from_bytes(view(m.routing_key)).ok()?,
-        header: view(m.header),
-        body: Body::One(view(m.body)),
+    let large;
+    let body = if m.body.len() <= INLINE_BODY_BYTES_MAX {
+        BodyRef::Inline(m.body)
+    } else {
+        // A large body stays a view of the chunk (the chunk is its size).
+        large = Body::One(chunk.slice_ref(m.body));
+        large.as_body_ref()
     };
-    Some(StreamRecord { offset: m.seq, timestamp_ms: m.expires_unix_ms, message: Message::new(parts) })
+    let message = Message::with_body(m.exchange, m.routing_key, m.header, body);
+    Some(StreamRecord { offset: m.seq, timestamp_ms: m.expires_unix_ms, message })
 }
