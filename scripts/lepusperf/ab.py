@@ -27,7 +27,11 @@ SCENARIOS = {
     "fanout-4q-16B": ["-e", "perf-fanout", "-t", "fanout", "--queue-pattern", "perf-%d",
                       "--queue-pattern-from", "1", "--queue-pattern-to", "4", "-x1", "-y4", "-s16", "-a"],
     "persistent-confirms-16B": ["-x1", "-y1", "-s16", "-f", "persistent", "-c1000", "-q1000", "-A100"],
+    # Not in the default set: no consumer, so its rate is publishes confirmed per second.
+    "stream-publish-confirms-16B": ["-x1", "-y0", "-s16", "--stream-queue", "-c1000", "-u", "perf-stream"],
 }
+DEFAULT_SCENARIOS = ["p2p-autoack-16B", "p2p-manual-ack-16B", "4p4q4c-1KiB", "fanout-4q-16B",
+                     "persistent-confirms-16B"]
 
 
 def run_once(binary, perf, args, duration, broker_cpus, generator_cpus):
@@ -47,12 +51,16 @@ def run_once(binary, perf, args, duration, broker_cpus, generator_cpus):
 
 
 def cpu_us_per_message(summary):
-    received = summary.get("received") or 0
-    return summary["broker_cpu_s"] * 1e6 / received if received else float("nan")
+    """Broker CPU per message received, or per publish confirmed when nothing is consumed."""
+    messages = summary.get("received") or summary.get("confirmed") or 0
+    return summary["broker_cpu_s"] * 1e6 / messages if messages else float("nan")
 
 
 def rate(summary):
-    return float(summary["received_per_s"])
+    """Messages received per second, or publishes confirmed per second when nothing is consumed."""
+    if summary.get("received"):
+        return float(summary["received_per_s"])
+    return float(summary.get("confirmed_per_s") or 0)
 
 
 def run(a):

@@ -99,7 +99,8 @@ def ab_main():
     p.add_argument("--a", required=True, help="the 'before' lepus binary")
     p.add_argument("--b", required=True, help="the 'after' lepus binary")
     p.add_argument("--perf", default="target/release/lepus-perf")
-    p.add_argument("--scenarios", default=",".join(ab.SCENARIOS))
+    p.add_argument("--scenarios", default=",".join(ab.DEFAULT_SCENARIOS),
+                   help="comma-separated names (default: all but stream-publish-confirms-16B): " + ", ".join(ab.SCENARIOS))
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--duration", type=int, default=8)
     p.add_argument("--broker-cpus", default="0")
