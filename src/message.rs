@@ -7,9 +7,8 @@
 //! publisher's read buffer, so a queue of small messages keeps no read
 //! buffer alive and moving, cloning or dropping it touches one reference
 //! count, never the buffer's. A body larger than [`INLINE_BODY_BYTES_MAX`]
-//! is not copied: it stays the
-//! views of the body frames it came in, held next to the inline exchange,
-//! routing key and header. After that a fan-out to N queues and a delivery
+//! is not copied: it stays the views of the body frames it came in, held
+//! next to the inline exchange, routing key and header. After that a fan-out to N queues and a delivery
 //! clone the one reference count; dead-lettering packs a new message (a new
 //! header with its `x-death`; the large body shared, a small one copied); a
 //! message paged out to the message log is read back into a message of its own.
@@ -245,16 +244,6 @@ impl Message {
     pub fn is_same(&self, other: &Message) -> bool {
         std::ptr::eq(&*self.0, &*other.0)
     }
-
-    /// The parts, as an owned builder (copies).
-    pub fn to_parts(&self) -> MessageParts {
-        MessageParts {
-            exchange: self.exchange_str(),
-            routing_key: self.routing_key_str(),
-            header: self.header_bytes(),
-            body: self.body().to_body(),
-        }
-    }
 }
 
 impl std::fmt::Debug for Message {
@@ -312,14 +301,6 @@ impl<'a> BodyRef<'a> {
             BodyRef::Shared(b) => (None, b.chunks()),
         };
         inline.into_iter().chain(shared.iter().map(|b| &b[..]))
-    }
-
-    /// The body as a [`Body`] (a copy when inline; views shared otherwise).
-    pub fn to_body(&self) -> Body {
-        match *self {
-            BodyRef::Inline(b) => Body::One(Bytes::copy_from_slice(b)),
-            BodyRef::Shared(b) => b.clone(),
-        }
     }
 
     /// The body as one contiguous buffer (copies unless it is one shared piece).
