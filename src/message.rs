@@ -97,20 +97,8 @@ impl Message {
 
     /// The message of these parts; a large body's pieces are kept, not copied.
     pub fn new(parts: MessageParts) -> Message {
-        match parts.body {
-            Body::One(body) if body.len() <= INLINE_BODY_BYTES_MAX => Self::from_slices(
-                parts.exchange.as_bytes(),
-                parts.routing_key.as_bytes(),
-                &parts.header,
-                &body,
-            ),
-            body => Self::with_body(
-                parts.exchange.as_bytes(),
-                parts.routing_key.as_bytes(),
-                &parts.header,
-                body.as_body_ref(),
-            ),
-        }
+        let (exchange, routing_key) = (parts.exchange.as_bytes(), parts.routing_key.as_bytes());
+        Self::with_body(exchange, routing_key, &parts.header, parts.body.as_body_ref())
     }
 
     /// This message's exchange, routing key and body with another content
