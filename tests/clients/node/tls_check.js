@@ -42,9 +42,11 @@ function connectOptions() {
 
 // refused-auth for the broker's 403 at login, error when the server offers no
 // mechanism the client wants, refused-tls for any other failure to connect.
+// The code must stand alone as a word: OpenSSL's messages carry hexadecimal
+// addresses ("80BC01403A7F0000") that contain "403" by chance.
 function refusedKind(err) {
   const text = String(err && (err.stack || err.message || err));
-  if (/ACCESS_REFUSED|403/.test(text)) return ['refused-auth', 3];
+  if (/ACCESS[_-]REFUSED|\b403\b/.test(text)) return ['refused-auth', 3];
   if (/SASL mechanism .* is not provided by the server/.test(text)) return ['error', 1];
   return ['refused-tls', 2];
 }
