@@ -1,9 +1,11 @@
 //! Frame layer (AMQP 0-9-1 §2.3.5, §4.2.3): the protocol header, splitting
 //! whole frames off a receive buffer, and writing frame envelopes.
 //!
-//! Owns framing only: payloads are handed out as `Bytes` views of the
-//! receive buffer (no copy) and decoded elsewhere ([`Method::decode`],
-//! [`ContentHeader::decode`](super::ContentHeader::decode)).
+//! Owns framing only: a frame is read in place ([`peek_frame`]) or split off
+//! with its payload a `Bytes` view of the receive buffer ([`split_frame`]);
+//! either way nothing is copied, and payloads are decoded elsewhere
+//! ([`Method::decode`], [`ContentHeader::decode`](super::ContentHeader::decode),
+//! [`peek_publish`](super::publish::peek_publish)).
 //!
 //! Every frame on the wire:
 //!
@@ -211,8 +213,26 @@ pub fn check_protocol_header(buf: &[u8]) -> ProtocolHeaderCheck {
     }
 }
 
-/// Splits one whole frame off the front of `buf`; `Ok(None)` if more bytes
-/// are needed.
+/// One whole frame still in the receive buffer: what [`peek_frame`] sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameView<'a> {
+    pub kind: FrameType,
+    pub channel: u16,
+    pub payload: &'a [u8],
+}
+
+impl FrameView<'_> {
+    /// Bytes the whole frame takes on the wire (header, payload, frame-end).
+    #[inline]
+    pub fn wire_len(&self) -> usize {
+        self.payload.len() + FRAME_OVERHEAD_BYTES
+    }
+}
+
+/// Reads the whole frame at the front of `buf` in place; `Ok(None)` if more
+/// bytes are needed. A caller that is done with it advances `buf` by
+/// [`FrameView::wire_len`]; one that needs the payload to outlive the buffer
+/// calls [`split_frame`] instead.
 ///
 /// `frame_size_bytes_max` is the negotiated frame_max (whole frame incl.
 /// the 8 bytes overhead; RabbitMQ's [`FRAME_SIZE_FUDGE_BYTES`] of slack is
@@ -221,8 +241,9 @@ pub fn check_protocol_header(buf: &[u8]) -> ProtocolHeaderCheck {
 /// 0 means "no limit", as in `connection.tune` and RabbitMQ's reader; pass
 /// [`FRAME_SIZE_BYTES_MIN`] before tuning (RabbitMQ's `initial_frame_max`).
 ///
-/// On `Err` the buffer is left as it was; the connection must be closed.
-pub fn split_frame(buf: &mut BytesMut, frame_size_bytes_max: u32) -> Result<Option<Frame>, FrameError> {
+/// On `Err` the connection must be closed.
+#[inline]
+pub fn peek_frame(buf: &[u8], frame_size_bytes_max: u32) -> Result<Option<FrameView<'_>>, FrameError> {
     let Some(header) = buf.get(..FRAME_HEADER_SIZE) else {
         return Ok(None);
     };
@@ -242,17 +263,33 @@ pub fn split_frame(buf: &mut BytesMut, frame_size_bytes_max: u32) -> Result<Opti
         return Ok(None);
     }
     // size_bytes <= buf.len(), so these fit usize.
-    let payload_len = payload_len as usize;
-    let end_at = FRAME_HEADER_SIZE + payload_len;
+    let end_at = FRAME_HEADER_SIZE + payload_len as usize;
     let end_octet = buf[end_at];
     if end_octet != FRAME_END {
         return Err(FrameError::BadFrameEnd(end_octet));
     }
     let kind = FrameType::try_from(type_octet)?;
-    let mut whole = buf.split_to(end_at + 1);
+    Ok(Some(FrameView { kind, channel, payload: &buf[FRAME_HEADER_SIZE..end_at] }))
+}
+
+/// Splits one whole frame off the front of `buf`, its payload a view of the
+/// buffer; `Ok(None)` if more bytes are needed. Limits and errors as
+/// [`peek_frame`]'s; on `Err` the buffer is left as it was.
+pub fn split_frame(buf: &mut BytesMut, frame_size_bytes_max: u32) -> Result<Option<Frame>, FrameError> {
+    let Some(view) = peek_frame(buf, frame_size_bytes_max)? else {
+        return Ok(None);
+    };
+    let (kind, channel, payload_len) = (view.kind, view.channel, view.payload.len());
+    Ok(Some(split_peeked(buf, kind, channel, payload_len)))
+}
+
+/// Splits off the frame [`peek_frame`] just saw at the front of `buf` (its
+/// kind, channel and payload length), without reading it again.
+pub fn split_peeked(buf: &mut BytesMut, kind: FrameType, channel: u16, payload_len: usize) -> Frame {
+    let mut whole = buf.split_to(payload_len + FRAME_OVERHEAD_BYTES);
     whole.advance(FRAME_HEADER_SIZE);
     whole.truncate(payload_len);
-    Ok(Some(Frame { kind, channel, payload: whole.freeze() }))
+    Frame { kind, channel, payload: whole.freeze() }
 }
 
 /// Writes the 7-byte frame header.

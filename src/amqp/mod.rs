@@ -9,15 +9,17 @@
 //!   struct per method, the [`Method`] enum, class ids and reply codes.
 //! - [`field`]: short/long strings and field tables.
 //! - [`properties`]: content-header payloads ([`BasicProperties`]).
+//! - [`publish`]: basic.publish's arguments read in place (the publish path).
 //!
 //! Decoding never copies payload bytes (strings are `Bytes` views of the
-//! frame) and never panics on input: every peer mistake is a
+//! frame, or slices of it on the publish path) and never panics on input: every peer mistake is a
 //! [`DecodeError`] or [`FrameError`].
 
 pub mod error;
 pub mod field;
 pub mod frame;
 pub mod properties;
+pub mod publish;
 #[rustfmt::skip]
 pub mod spec;
 pub(crate) mod wire;
