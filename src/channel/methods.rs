@@ -69,7 +69,12 @@ impl Channel {
         ctx: &mut ShardCtx,
     ) -> Result<Outcome, ChannelError> {
         match method {
-            Method::BasicPublish(m) => self.handle_basic_publish(m),
+            Method::BasicPublish(m) => self.handle_basic_publish(crate::amqp::publish::PublishArgs {
+                exchange: m.exchange.as_bytes(),
+                routing_key: m.routing_key.as_bytes(),
+                mandatory: m.mandatory,
+                immediate: m.immediate,
+            }),
             Method::BasicAck(m) => self.handle_basic_ack(m, shared, ctx),
             Method::BasicNack(m) => self.handle_basic_nack(m, shared, ctx),
             Method::BasicReject(m) => self.handle_basic_reject(m, shared, ctx),

@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use crate::access::Grants;
 use crate::amqp::field::ShortStr;
-use crate::amqp::frame::{Frame, FrameType};
+use crate::amqp::frame::{Frame, FrameType, FrameView};
 use crate::amqp::spec::{self, Method};
 use crate::broker::ShardCtx;
 use crate::envelope::QueueReply;
@@ -192,8 +192,8 @@ pub struct Channel {
     awaiting_queue: ShortStr,
     /// Where the last publish went (most publishers repeat one exchange and key).
     route_cache: Option<Box<publish::RouteCache>>,
-    /// The body-piece list of the last publish, kept for the next.
-    spare_pieces: Vec<bytes::Bytes>,
+    /// The buffers of the last publish's content, kept for the next.
+    spare_content: publish::Content,
     /// What the user may do in the vhost, as of this channel's opening.
     grants: Arc<Grants>,
     /// The exchange the last publish was allowed to write to: a run of
@@ -230,7 +230,7 @@ impl Channel {
             awaiting: None,
             awaiting_queue: ShortStr::default(),
             route_cache: None,
-            spare_pieces: Vec::new(),
+            spare_content: publish::Content::default(),
             grants,
             write_granted: None,
             counters: crate::stats::MessageCounters::default(),
@@ -263,9 +263,49 @@ impl Channel {
                 let method = decode::decode_method(frame.payload)?;
                 self.handle_method(method, shared, ctx)
             }
-            FrameType::Header => self.handle_header(frame.payload, shared, ctx).map(|()| Outcome::Continue),
-            FrameType::Body => self.handle_body(frame.payload, shared, ctx).map(|()| Outcome::Continue),
+            FrameType::Header => self.handle_header(&frame.payload, shared, ctx).map(|()| Outcome::Continue),
+            FrameType::Body => self
+                .handle_body(publish::BodyFrame::Split(frame.payload), shared, ctx)
+                .map(|()| Outcome::Continue),
             FrameType::Heartbeat => Ok(Outcome::Continue),
+        }
+    }
+
+    /// Handles the frames of the publish path where they lie in the
+    /// connection's receive buffer: a basic.publish, a content header, and a
+    /// body frame of a message copied whole into its allocation. `None`
+    /// leaves the frame to [`Self::handle_frame`], split off the buffer:
+    /// every other method, a malformed publish (whose error it produces),
+    /// a large body's frames (kept, not copied), and any frame while closing.
+    #[inline]
+    pub fn handle_in_place(
+        &mut self,
+        frame: &FrameView<'_>,
+        shared: &mut ConnShared,
+        ctx: &mut ShardCtx,
+    ) -> Option<Result<Outcome, ChannelError>> {
+        if self.closing {
+            return None;
+        }
+        match frame.kind {
+            FrameType::Method => {
+                if self.content.is_some() {
+                    return None;
+                }
+                let publish = crate::amqp::publish::peek_publish(frame.payload).filter(|p| !p.immediate)?;
+                Some(self.handle_basic_publish(publish))
+            }
+            FrameType::Header => {
+                Some(self.handle_header(frame.payload, shared, ctx).map(|()| Outcome::Continue))
+            }
+            FrameType::Body => {
+                if self.content.as_ref().is_some_and(|c| !c.body_is_inline()) {
+                    return None;
+                }
+                let body = publish::BodyFrame::InPlace(frame.payload);
+                Some(self.handle_body(body, shared, ctx).map(|()| Outcome::Continue))
+            }
+            FrameType::Heartbeat => None,
         }
     }
 

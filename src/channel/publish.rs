@@ -14,7 +14,8 @@ use crate::access::{Perm, Resource};
 use crate::amqp::field::ShortStr;
 use crate::amqp::frame;
 use crate::amqp::properties::{self, ContentHeader};
-use crate::amqp::spec::{self, BasicPublish, Method};
+use crate::amqp::publish::PublishArgs;
+use crate::amqp::spec::{self, Method};
 use crate::broker::{ShardCtx, Taken};
 use crate::channel::methods::denied;
 use crate::channel::{Channel, ChannelError, Outcome};
@@ -42,39 +43,77 @@ pub const BODY_PIECES_MAX: usize = 1024;
 /// of many tiny body frames) is freed.
 const SPARE_PIECES_MAX: usize = 8;
 
-/// A message being received.
-#[derive(Debug)]
+/// Capacity of a content-header buffer kept for the next publish; a larger
+/// one (a publish with large headers) is freed.
+const SPARE_HEADER_BYTES_MAX: usize = 4096;
+
+/// A message being received. Its buffers are kept for the channel's next
+/// publish ([`Channel::recycle_content`]), so a stream of publishes
+/// allocates nothing here.
+#[derive(Debug, Default)]
 pub(super) struct Content {
-    method: BasicPublish,
-    /// The content-header payload, once received.
-    header: Option<Bytes>,
+    exchange: Vec<u8>,
+    routing_key: Vec<u8>,
+    mandatory: bool,
+    /// The content-header payload, once received ([`Self::has_header`]).
+    header: Vec<u8>,
+    has_header: bool,
     body_size: u64,
     received: u64,
+    /// The body so far when it is copied into the message (at most
+    /// [`MESSAGE_COPY_BYTES_MAX`]), unless it came in one frame.
+    inline_body: Vec<u8>,
+    /// The body's frames when it is larger (kept, not copied).
     pieces: Vec<Bytes>,
+}
+
+/// A body frame's payload: read in place in the receive buffer, or split off
+/// it (how a large body's frames arrive, to be kept without a copy).
+pub(super) enum BodyFrame<'a> {
+    InPlace(&'a [u8]),
+    Split(Bytes),
+}
+
+impl BodyFrame<'_> {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            BodyFrame::InPlace(bytes) => bytes,
+            BodyFrame::Split(bytes) => bytes,
+        }
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match self {
+            BodyFrame::InPlace(bytes) => Bytes::copy_from_slice(bytes),
+            BodyFrame::Split(bytes) => bytes,
+        }
+    }
 }
 
 impl Channel {
     /// basic.publish: the message's content frames come next.
-    pub(super) fn handle_basic_publish(&mut self, m: BasicPublish) -> Result<Outcome, ChannelError> {
+    pub(super) fn handle_basic_publish(&mut self, m: PublishArgs<'_>) -> Result<Outcome, ChannelError> {
         if m.immediate {
             return Err(immediate_refused());
         }
-        // The piece list of the last message is reused (one allocation less per message).
-        let pieces = std::mem::take(&mut self.spare_pieces);
-        self.content = Some(Content { method: m, header: None, body_size: 0, received: 0, pieces });
+        let mut content = std::mem::take(&mut self.spare_content);
+        content.exchange.extend_from_slice(m.exchange);
+        content.routing_key.extend_from_slice(m.routing_key);
+        content.mandatory = m.mandatory;
+        self.content = Some(content);
         Ok(Outcome::Continue)
     }
 
     pub(super) fn handle_header(
         &mut self,
-        payload: Bytes,
+        payload: &[u8],
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
     ) -> Result<(), ChannelError> {
         let Some(content) = self.content.as_mut() else {
             return Err(unexpected_content_frame());
         };
-        if content.header.is_some() {
+        if content.has_header {
             return Err(ChannelError::new(
                 spec::reply_code::UNEXPECTED_FRAME,
                 "expected content body, got non content body frame instead".into(),
@@ -83,11 +122,11 @@ impl Channel {
         }
         if payload.len() < properties::CONTENT_HEADER_SIZE_BYTES_MIN {
             // RabbitMQ's reader takes no header frame without class, weight and size.
-            let text = format!("type 2, all octets = {}: unknown_frame", frame::erl_octets(&payload));
+            let text = format!("type 2, all octets = {}: unknown_frame", frame::erl_octets(payload));
             return Err(ChannelError::hard(spec::reply_code::FRAME_ERROR, text));
         }
         let (class_id, body_size) =
-            properties::peek_content_header(&payload).map_err(|e| super::decode::decode_error(&e))?;
+            properties::peek_content_header(payload).map_err(|e| super::decode::decode_error(&e))?;
         if class_id != 60 {
             return Err(ChannelError::new(
                 spec::reply_code::UNEXPECTED_FRAME,
@@ -95,7 +134,7 @@ impl Channel {
             )
             .on_publish());
         }
-        if properties::content_header_weight(&payload).map_err(|e| super::decode::decode_error(&e))? != 0 {
+        if properties::content_header_weight(payload).map_err(|e| super::decode::decode_error(&e))? != 0 {
             return Err(ChannelError::new(
                 spec::reply_code::UNEXPECTED_FRAME,
                 // RabbitMQ's reader takes only weight 0 as a content header.
@@ -116,27 +155,28 @@ impl Channel {
         // do not parse (a bad type letter, a length past the end) with a
         // connection-level 541; checked here, allocation-free, so that no
         // queue ever holds a header that later decodes fail on.
-        properties::check_properties(&payload).map_err(|e| {
+        properties::check_properties(payload).map_err(|e| {
             ChannelError::hard(
                 spec::reply_code::INTERNAL_ERROR,
                 format!("cannot decode the content header's properties: {e}"),
             )
         })?;
-        content.header = Some(payload);
+        content.header.extend_from_slice(payload);
+        content.has_header = true;
         content.body_size = body_size;
         if body_size == 0 {
-            return self.finish_publish(shared, ctx);
+            return self.finish_publish(None, shared, ctx);
         }
         Ok(())
     }
 
     pub(super) fn handle_body(
         &mut self,
-        payload: Bytes,
+        payload: BodyFrame<'_>,
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
     ) -> Result<(), ChannelError> {
-        let Some(content) = self.content.as_mut().filter(|c| c.header.is_some()) else {
+        let Some(content) = self.content.as_mut().filter(|c| c.has_header) else {
             return Err(match self.content {
                 Some(_) => ChannelError::new(
                     spec::reply_code::UNEXPECTED_FRAME,
@@ -146,7 +186,7 @@ impl Channel {
                 None => unexpected_content_frame(),
             });
         };
-        content.received += payload.len() as u64;
+        content.received += payload.as_slice().len() as u64;
         if content.received > content.body_size {
             return Err(ChannelError::new(
                 spec::reply_code::FRAME_ERROR,
@@ -156,46 +196,58 @@ impl Channel {
                 ),
             ));
         }
-        if content.pieces.len() >= BODY_PIECES_MAX {
-            let mut joined = BytesMut::with_capacity(content.body_size as usize);
-            for piece in content.pieces.drain(..) {
-                joined.extend_from_slice(&piece);
+        let complete = content.received == content.body_size;
+        if content.body_is_inline() {
+            if complete && content.inline_body.is_empty() {
+                // The whole body in one frame: straight into the message.
+                return self.finish_publish(Some(payload.as_slice()), shared, ctx);
             }
-            content.pieces.push(joined.freeze());
+            // Room for the whole body at once; body_size <= MESSAGE_COPY_BYTES_MAX here.
+            let rest = (content.body_size as usize).saturating_sub(content.inline_body.len());
+            content.inline_body.reserve_exact(rest);
+            content.inline_body.extend_from_slice(payload.as_slice());
+        } else {
+            if content.pieces.len() >= BODY_PIECES_MAX {
+                let mut joined = BytesMut::with_capacity(content.body_size as usize);
+                for piece in content.pieces.drain(..) {
+                    joined.extend_from_slice(&piece);
+                }
+                content.pieces.push(joined.freeze());
+            }
+            content.pieces.push(payload.into_bytes());
         }
-        content.pieces.push(payload);
-        if content.received == content.body_size {
-            return self.finish_publish(shared, ctx);
+        if complete {
+            return self.finish_publish(None, shared, ctx);
         }
         Ok(())
     }
 
-    fn finish_publish(&mut self, shared: &mut ConnShared, ctx: &mut ShardCtx) -> Result<(), ChannelError> {
-        let Some(content) = self.content.take() else {
+    /// The message is complete; `last_body` is its whole body when that came
+    /// in one frame and was not copied into the content yet.
+    fn finish_publish(
+        &mut self,
+        last_body: Option<&[u8]>,
+        shared: &mut ConnShared,
+        ctx: &mut ShardCtx,
+    ) -> Result<(), ChannelError> {
+        let Some(mut content) = self.content.take() else {
             return Ok(());
         };
-        let mandatory = content.method.mandatory;
-        let header = content.header.unwrap_or_default();
-        let mut pieces = content.pieces;
-        let (exchange, routing_key) = (&content.method.exchange, &content.method.routing_key);
-        let message = if content.received <= MESSAGE_COPY_BYTES_MAX as u64 {
+        let mandatory = content.mandatory;
+        let (exchange, routing_key, header) = (&content.exchange, &content.routing_key, &content.header);
+        let message = if content.body_is_inline() {
             // One allocation, nothing of the read buffer kept.
-            let message = Message::pack(exchange.as_bytes(), routing_key.as_bytes(), &header, &pieces);
-            if pieces.capacity() <= SPARE_PIECES_MAX {
-                pieces.clear();
-                self.spare_pieces = pieces;
-            }
-            message
+            let body = last_body.unwrap_or(&content.inline_body);
+            Message::from_slices(exchange, routing_key, header, body)
         } else {
-            let body = if pieces.len() == 1 {
-                let body = Body::One(pieces.pop().unwrap_or_default());
-                self.spare_pieces = pieces;
-                body
+            let body = if content.pieces.len() == 1 {
+                Body::One(content.pieces.pop().unwrap_or_default())
             } else {
-                Body::from_chunks(pieces)
+                Body::from_chunks(std::mem::take(&mut content.pieces))
             };
-            Message::with_body(exchange.as_bytes(), routing_key.as_bytes(), &header, body.as_body_ref())
+            Message::with_body(exchange, routing_key, header, body.as_body_ref())
         };
+        self.recycle_content(content);
         self.counters.publish += 1;
         self.message_sizes.observe(message.body_len());
         let seq = self.confirms.as_mut().map(|c| {
@@ -567,7 +619,38 @@ fn unexpected_content_frame() -> ChannelError {
 impl Content {
     /// The content header has arrived.
     pub(super) fn has_header(&self) -> bool {
-        self.header.is_some()
+        self.has_header
+    }
+
+    /// The body is copied into the message (a content header not yet
+    /// received counts as an empty body).
+    pub(super) fn body_is_inline(&self) -> bool {
+        self.body_size <= MESSAGE_COPY_BYTES_MAX as u64
+    }
+
+    /// Empties it for the next publish; false if a buffer grew past what is
+    /// worth keeping.
+    fn clear_for_reuse(&mut self) -> bool {
+        let keep = self.header.capacity() <= SPARE_HEADER_BYTES_MAX
+            && self.inline_body.capacity() <= MESSAGE_COPY_BYTES_MAX
+            && self.pieces.capacity() <= SPARE_PIECES_MAX;
+        self.exchange.clear();
+        self.routing_key.clear();
+        self.header.clear();
+        self.has_header = false;
+        (self.body_size, self.received) = (0, 0);
+        self.inline_body.clear();
+        self.pieces.clear();
+        keep
+    }
+}
+
+impl Channel {
+    /// Keeps a finished message's buffers for the next publish.
+    fn recycle_content(&mut self, mut content: Content) {
+        if content.clear_for_reuse() {
+            self.spare_content = content;
+        }
     }
 }
 

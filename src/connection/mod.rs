@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 
 use crate::access::{Grants, Transport};
 use crate::amqp::field::ShortStr;
@@ -221,12 +221,30 @@ impl Connection {
                 }
                 _ => {}
             }
-            match frame::split_frame(&mut self.read_buf, self.shared.frame_max) {
+            match frame::peek_frame(&self.read_buf, self.shared.frame_max) {
                 Ok(None) => break,
                 Ok(Some(frame)) => {
-                    self.info.received(&frame);
-                    let content_header = frame.kind == FrameType::Header;
-                    self.handle_frame(frame, ctx);
+                    let (kind, number, payload_len) = (frame.kind, frame.channel, frame.payload.len());
+                    self.info.received(frame.wire_len());
+                    // The publish path reads its frames where they lie;
+                    // every other frame is split off and handled whole.
+                    let in_place = match self.channels.get_mut(usize::from(number)) {
+                        Some(Some(channel)) if number != 0 && self.phase == Phase::Running => {
+                            channel.handle_in_place(&frame, &mut self.shared, ctx)
+                        }
+                        _ => None,
+                    };
+                    match in_place {
+                        Some(result) => {
+                            self.read_buf.advance(frame::FRAME_OVERHEAD_BYTES + payload_len);
+                            self.after_channel(number, result, ctx);
+                        }
+                        None => {
+                            let frame = frame::split_peeked(&mut self.read_buf, kind, number, payload_len);
+                            self.handle_frame(frame, ctx);
+                        }
+                    }
+                    let content_header = kind == FrameType::Header;
                     if let Some(queue) = ctx.throttle().take_hit() {
                         self.held_by_backlog = true;
                         ctx.throttle().wait(queue, self.shared.id);

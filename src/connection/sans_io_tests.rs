@@ -104,18 +104,9 @@ fn names(frames: &[Frame]) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn a_connection_runs_from_handshake_to_deliver_without_socket_or_epoll() {
-    let (mut ctx, mut shard1) = two_shards();
-    ctx.set_now(Instant::now());
-    let id = ConnId { shard: ShardId(0), slot: 0, generation: 1 };
-    let mut conn =
-        Connection::new(id, "127.0.0.1:1".parse().expect("addr"), ctx.now(), Duration::from_secs(10));
-
-    let (frames, _) = run(&mut conn, &mut ctx, &PROTOCOL_HEADER);
-    assert_eq!(names(&frames), ["connection.start"]);
-
-    let mut input = method(
+/// start-ok for guest over PLAIN.
+fn plain_start_ok() -> BytesMut {
+    method(
         0,
         Method::ConnectionStartOk(spec::ConnectionStartOk {
             mechanism: ShortStr::from_static("PLAIN"),
@@ -123,11 +114,13 @@ fn a_connection_runs_from_handshake_to_deliver_without_socket_or_epoll() {
             locale: ShortStr::from_static("en_US"),
             ..Default::default()
         }),
-    );
-    let (frames, _) = run(&mut conn, &mut ctx, &input);
-    assert_eq!(names(&frames), ["connection.tune"]);
+    )
+}
 
-    input = method(
+/// The rest of the handshake (frame_max 4096), then channel 1 declares
+/// `queue` and consumes it without acks.
+fn open_and_consume(queue: &ShortStr) -> BytesMut {
+    let mut input = method(
         0,
         Method::ConnectionTuneOk(spec::ConnectionTuneOk { channel_max: 8, frame_max: 4096, heartbeat: 0 }),
     );
@@ -136,7 +129,6 @@ fn a_connection_runs_from_handshake_to_deliver_without_socket_or_epoll() {
         Method::ConnectionOpen(spec::ConnectionOpen { virtual_host: ShortStr::from_static("/") }),
     ));
     input.extend_from_slice(&method(1, Method::ChannelOpen(Default::default())));
-    let queue = ShortStr::from_static("q");
     input.extend_from_slice(&method(
         1,
         Method::QueueDeclare(spec::QueueDeclare { queue: queue.clone(), ..Default::default() }),
@@ -150,6 +142,25 @@ fn a_connection_runs_from_handshake_to_deliver_without_socket_or_epoll() {
             ..Default::default()
         }),
     ));
+    input
+}
+
+#[test]
+fn a_connection_runs_from_handshake_to_deliver_without_socket_or_epoll() {
+    let (mut ctx, mut shard1) = two_shards();
+    ctx.set_now(Instant::now());
+    let id = ConnId { shard: ShardId(0), slot: 0, generation: 1 };
+    let mut conn =
+        Connection::new(id, "127.0.0.1:1".parse().expect("addr"), ctx.now(), Duration::from_secs(10));
+
+    let (frames, _) = run(&mut conn, &mut ctx, &PROTOCOL_HEADER);
+    assert_eq!(names(&frames), ["connection.start"]);
+
+    let (frames, _) = run(&mut conn, &mut ctx, &plain_start_ok());
+    assert_eq!(names(&frames), ["connection.tune"]);
+
+    let queue = ShortStr::from_static("q");
+    let mut input = open_and_consume(&queue);
     let (frames, local) = run(&mut conn, &mut ctx, &input);
     assert_eq!(conn.phase(), Phase::Running);
     assert_eq!(
@@ -248,5 +259,96 @@ fn external_login_is_offered_over_tls_and_uses_the_certificate_identity() {
         assert_eq!(mechanisms, "EXTERNAL PLAIN AMQPLAIN");
         let (frames, _) = run(&mut conn, &mut ctx, &external_start_ok());
         assert!(frames.is_empty() && conn.is_closed(), "refused for {identity:?}");
+    }
+}
+
+/// A content header (no properties) and its body in frames of at most
+/// `frame_max` bytes.
+fn content_in_frames(channel: u16, body: &[u8], frame_max: usize, out: &mut BytesMut) {
+    let mut header = BytesMut::new();
+    header.put_u16(60);
+    header.put_u16(0);
+    header.put_u64(body.len() as u64);
+    header.put_u16(0);
+    frame::write_frame(out, FrameType::Header, channel, &header);
+    for piece in body.chunks(frame_max - frame::FRAME_OVERHEAD_BYTES) {
+        frame::write_frame(out, FrameType::Body, channel, piece);
+    }
+}
+
+/// Through the handshake (frame_max 4096), with channel 1 consuming queue
+/// `q` without acks.
+fn consuming(ctx: &mut ShardCtx) -> Connection {
+    let id = ConnId { shard: ShardId(0), slot: 0, generation: 1 };
+    let mut conn =
+        Connection::new(id, "127.0.0.1:1".parse().expect("addr"), ctx.now(), Duration::from_secs(10));
+    let mut input = BytesMut::from(&PROTOCOL_HEADER[..]);
+    input.extend_from_slice(&plain_start_ok());
+    input.extend_from_slice(&open_and_consume(&ShortStr::from_static("q")));
+    let (frames, _) = run(&mut conn, ctx, &input);
+    assert_eq!(names(&frames).last().map(String::as_str), Some("basic.consume_ok"));
+    conn
+}
+
+/// Publishes are read where they lie in the receive buffer, their content
+/// kept between reads: whatever the reads cut, every message arrives whole,
+/// with its own routing key (a mandatory one with no queue comes back with
+/// its exchange and key, not the last message's), bodies of one frame, of
+/// several, and larger than what is copied.
+#[test]
+fn publishes_arrive_whole_however_the_reads_cut_them() {
+    let (mut ctx, _shard1) = two_shards();
+    ctx.set_now(Instant::now());
+    let mut conn = consuming(&mut ctx);
+    let sizes = [16, 0, 5000, 1, 9000, 8192, 3];
+    let mut input = BytesMut::new();
+    let mut expected = Vec::new();
+    for (i, size) in sizes.into_iter().enumerate() {
+        let body: Vec<u8> = (0..size).map(|b| (b * 7 + i) as u8).collect();
+        // Every other message goes nowhere, mandatory.
+        let (routing_key, mandatory) =
+            if i % 2 == 1 { (format!("nowhere-{i}"), true) } else { ("q".to_owned(), false) };
+        input.extend_from_slice(&method(
+            1,
+            Method::BasicPublish(spec::BasicPublish {
+                exchange: ShortStr::from_static(""),
+                routing_key: ShortStr::copy_from_str(&routing_key),
+                mandatory,
+                immediate: false,
+            }),
+        ));
+        content_in_frames(1, &body, 4096, &mut input);
+        let reply = if mandatory { "basic.return" } else { "basic.deliver" };
+        expected.push((reply.to_owned(), routing_key, body));
+    }
+    for cut in [1, 7, 100, 4096, input.len()] {
+        let mut frames = Vec::new();
+        for piece in input.chunks(cut) {
+            frames.extend(run(&mut conn, &mut ctx, piece).0);
+        }
+        let mut got = Vec::new();
+        let mut rest = frames.as_slice();
+        while let [first, ..] = rest {
+            let (reply, routing_key) = match Method::decode(first.payload.clone()).expect("a method") {
+                Method::BasicDeliver(d) => ("basic.deliver", d.routing_key),
+                Method::BasicReturn(r) => ("basic.return", r.routing_key),
+                other => panic!("unexpected {other:?}"),
+            };
+            let body_frames = rest[2..].iter().take_while(|f| f.kind == FrameType::Body).count();
+            let body: Vec<u8> = rest[2..2 + body_frames].iter().flat_map(|f| f.payload.to_vec()).collect();
+            got.push((reply.to_owned(), routing_key.to_string(), body));
+            rest = &rest[2 + body_frames..];
+        }
+        // Returns are written at once, deliveries once the queue's envelope
+        // is handled: each kind in order, not the two interleaved.
+        for kind in ["basic.deliver", "basic.return"] {
+            let got: Vec<_> = got.iter().filter(|g| g.0 == kind).collect();
+            let expected: Vec<_> = expected.iter().filter(|e| e.0 == kind).collect();
+            assert_eq!(got.len(), expected.len(), "{kind}, reads of {cut} bytes");
+            for (g, e) in got.iter().zip(&expected) {
+                assert_eq!((&g.1, g.2.len()), (&e.1, e.2.len()), "{kind}, reads of {cut} bytes");
+                assert!(g.2 == e.2, "the body of a {kind} to {}, reads of {cut} bytes", e.1);
+            }
+        }
     }
 }

@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 
 use crate::amqp::field::FieldTable;
-use crate::amqp::frame::{Frame, FRAME_OVERHEAD_BYTES};
 use crate::amqp::spec;
 use crate::broker::ShardCtx;
 use crate::channel::ChannelError;
@@ -34,9 +33,10 @@ pub(super) struct ConnectionInfo {
 impl ConnectionInfo {
     /// One frame came in.
     #[inline]
-    pub(super) fn received(&mut self, frame: &Frame) {
+    /// A frame of `wire_len` bytes (header and frame-end included) arrived.
+    pub(super) fn received(&mut self, wire_len: usize) {
         self.recv_cnt += 1;
-        self.recv_oct += (frame.payload.len() + FRAME_OVERHEAD_BYTES) as u64;
+        self.recv_oct += wire_len as u64;
     }
 
     /// start-ok logged it in.
