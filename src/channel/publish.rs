@@ -44,8 +44,13 @@ pub const BODY_PIECES_MAX: usize = 1024;
 const SPARE_PIECES_MAX: usize = 8;
 
 /// Capacity of a content-header buffer kept for the next publish; a larger
-/// one (a publish with large headers) is freed.
-const SPARE_HEADER_BYTES_MAX: usize = 4096;
+/// one (a publish with large headers) is freed. With [`SPARE_BODY_BYTES_MAX`]
+/// it bounds what an idle channel keeps of its last publish.
+const SPARE_HEADER_BYTES_MAX: usize = 2048;
+
+/// Capacity of a body buffer kept for the next publish (it is used only by a
+/// small body that came in several frames); a larger one is freed.
+const SPARE_BODY_BYTES_MAX: usize = 2048;
 
 /// A message being received. Its buffers are kept for the channel's next
 /// publish ([`Channel::recycle_content`]), so a stream of publishes
@@ -628,29 +633,33 @@ impl Content {
         self.body_size <= MESSAGE_COPY_BYTES_MAX as u64
     }
 
-    /// Empties it for the next publish; false if a buffer grew past what is
-    /// worth keeping.
-    fn clear_for_reuse(&mut self) -> bool {
-        let keep = self.header.capacity() <= SPARE_HEADER_BYTES_MAX
-            && self.inline_body.capacity() <= MESSAGE_COPY_BYTES_MAX
-            && self.pieces.capacity() <= SPARE_PIECES_MAX;
+    /// Empties it for the next publish, freeing a buffer that grew past
+    /// what is worth keeping.
+    fn clear_for_reuse(&mut self) {
         self.exchange.clear();
         self.routing_key.clear();
-        self.header.clear();
+        clear_or_free(&mut self.header, SPARE_HEADER_BYTES_MAX);
         self.has_header = false;
         (self.body_size, self.received) = (0, 0);
-        self.inline_body.clear();
-        self.pieces.clear();
-        keep
+        clear_or_free(&mut self.inline_body, SPARE_BODY_BYTES_MAX);
+        clear_or_free(&mut self.pieces, SPARE_PIECES_MAX);
+    }
+}
+
+/// Empties `buffer`, and frees it if its capacity is above `capacity_max`.
+fn clear_or_free<T>(buffer: &mut Vec<T>, capacity_max: usize) {
+    if buffer.capacity() > capacity_max {
+        *buffer = Vec::new();
+    } else {
+        buffer.clear();
     }
 }
 
 impl Channel {
     /// Keeps a finished message's buffers for the next publish.
     fn recycle_content(&mut self, mut content: Content) {
-        if content.clear_for_reuse() {
-            self.spare_content = content;
-        }
+        content.clear_for_reuse();
+        self.spare_content = content;
     }
 }
 
@@ -701,6 +710,20 @@ mod tests {
         assert!(!inside(message.routing_key()));
         let crate::message::BodyRef::Inline(body) = message.body() else { unreachable!() };
         assert!(!inside(body));
+    }
+
+    #[test]
+    fn a_finished_content_keeps_small_buffers_and_frees_large_ones() {
+        let mut content = Content::default();
+        content.exchange.extend_from_slice(b"amq.direct");
+        content.header.extend_from_slice(&[1; 100]);
+        content.inline_body.extend_from_slice(&[2; MESSAGE_COPY_BYTES_MAX]);
+        content.pieces.extend((0..SPARE_PIECES_MAX + 1).map(|_| Bytes::from_static(b"x")));
+        content.clear_for_reuse();
+        assert!(content.exchange.is_empty() && content.header.is_empty());
+        assert!(content.header.capacity() >= 100, "a small header buffer is kept");
+        assert_eq!(content.inline_body.capacity(), 0, "an 8 KiB body buffer is freed");
+        assert_eq!(content.pieces.capacity(), 0, "a long piece list is freed");
     }
 
     #[test]

@@ -31,9 +31,8 @@ pub(super) struct ConnectionInfo {
 }
 
 impl ConnectionInfo {
-    /// One frame came in.
+    /// One frame came in: `wire_len` bytes, header and frame-end included.
     #[inline]
-    /// A frame of `wire_len` bytes (header and frame-end included) arrived.
     pub(super) fn received(&mut self, wire_len: usize) {
         self.recv_cnt += 1;
         self.recv_oct += wire_len as u64;
