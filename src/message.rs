@@ -8,10 +8,11 @@
 //! buffer alive and moving, cloning or dropping it touches one reference
 //! count, never the buffer's. A body larger than [`INLINE_BODY_BYTES_MAX`]
 //! is not copied: it stays the views of the body frames it came in, held
-//! next to the inline exchange, routing key and header. After that a fan-out to N queues and a delivery
-//! clone the one reference count; dead-lettering packs a new message (a new
-//! header with its `x-death`; the large body shared, a small one copied); a
-//! message paged out to the message log is read back into a message of its own.
+//! next to the inline exchange, routing key and header. After that a fan-out
+//! to N queues and a delivery clone the one reference count; dead-lettering
+//! packs a new message (a new header with its `x-death`; the large body
+//! shared, a small one copied); a message paged out to the message log is
+//! read back into a message of its own.
 //!
 //! ```text
 //!  small:  [count | lengths | exchange | routing key | header | body]

@@ -60,9 +60,9 @@ pub(super) struct Content {
     exchange: Vec<u8>,
     routing_key: Vec<u8>,
     mandatory: bool,
-    /// The content-header payload, once received ([`Self::has_header`]).
+    /// The content-header payload, once received: empty before, as no
+    /// header is shorter than `CONTENT_HEADER_SIZE_BYTES_MIN` ([`Self::has_header`]).
     header: Vec<u8>,
-    has_header: bool,
     body_size: u64,
     received: u64,
     /// The body so far when it is copied into the message (at most
@@ -118,7 +118,7 @@ impl Channel {
         let Some(content) = self.content.as_mut() else {
             return Err(unexpected_content_frame());
         };
-        if content.has_header {
+        if content.has_header() {
             return Err(ChannelError::new(
                 spec::reply_code::UNEXPECTED_FRAME,
                 "expected content body, got non content body frame instead".into(),
@@ -167,7 +167,6 @@ impl Channel {
             )
         })?;
         content.header.extend_from_slice(payload);
-        content.has_header = true;
         content.body_size = body_size;
         if body_size == 0 {
             return self.finish_publish(None, shared, ctx);
@@ -181,7 +180,7 @@ impl Channel {
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
     ) -> Result<(), ChannelError> {
-        let Some(content) = self.content.as_mut().filter(|c| c.has_header) else {
+        let Some(content) = self.content.as_mut().filter(|c| c.has_header()) else {
             return Err(match self.content {
                 Some(_) => ChannelError::new(
                     spec::reply_code::UNEXPECTED_FRAME,
@@ -624,7 +623,7 @@ fn unexpected_content_frame() -> ChannelError {
 impl Content {
     /// The content header has arrived.
     pub(super) fn has_header(&self) -> bool {
-        self.has_header
+        !self.header.is_empty()
     }
 
     /// The body is copied into the message (a content header not yet
@@ -639,7 +638,6 @@ impl Content {
         self.exchange.clear();
         self.routing_key.clear();
         clear_or_free(&mut self.header, SPARE_HEADER_BYTES_MAX);
-        self.has_header = false;
         (self.body_size, self.received) = (0, 0);
         clear_or_free(&mut self.inline_body, SPARE_BODY_BYTES_MAX);
         clear_or_free(&mut self.pieces, SPARE_PIECES_MAX);

@@ -225,7 +225,8 @@ impl Connection {
                 Ok(None) => break,
                 Ok(Some(frame)) => {
                     let (kind, number, payload_len) = (frame.kind, frame.channel, frame.payload.len());
-                    self.info.received(frame.wire_len());
+                    let wire_len = frame.wire_len();
+                    self.info.received(wire_len);
                     // The publish path reads its frames where they lie;
                     // every other frame is split off and handled whole.
                     let in_place = match self.channels.get_mut(usize::from(number)) {
@@ -236,7 +237,7 @@ impl Connection {
                     };
                     match in_place {
                         Some(result) => {
-                            self.read_buf.advance(frame::FRAME_OVERHEAD_BYTES + payload_len);
+                            self.read_buf.advance(wire_len);
                             self.after_channel(number, result, ctx);
                         }
                         None => {
