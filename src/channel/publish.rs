@@ -115,57 +115,25 @@ impl Channel {
         shared: &mut ConnShared,
         ctx: &mut ShardCtx,
     ) -> Result<(), ChannelError> {
-        let Some(content) = self.content.as_mut() else {
-            return Err(unexpected_content_frame());
+        let content = match self.content.as_mut() {
+            None => return Err(unexpected_content_frame()),
+            Some(content) if content.has_header() => {
+                return Err(ChannelError::new(
+                    spec::reply_code::UNEXPECTED_FRAME,
+                    "expected content body, got non content body frame instead".into(),
+                )
+                .on_publish())
+            }
+            Some(content) => content,
         };
-        if content.has_header() {
-            return Err(ChannelError::new(
-                spec::reply_code::UNEXPECTED_FRAME,
-                "expected content body, got non content body frame instead".into(),
-            )
-            .on_publish());
-        }
-        if payload.len() < properties::CONTENT_HEADER_SIZE_BYTES_MIN {
-            // RabbitMQ's reader takes no header frame without class, weight and size.
-            let text = format!("type 2, all octets = {}: unknown_frame", frame::erl_octets(payload));
-            return Err(ChannelError::hard(spec::reply_code::FRAME_ERROR, text));
-        }
-        let (class_id, body_size) =
-            properties::peek_content_header(payload).map_err(|e| super::decode::decode_error(&e))?;
-        if class_id != 60 {
-            return Err(ChannelError::new(
-                spec::reply_code::UNEXPECTED_FRAME,
-                format!("expected content header for class 60, got one for class {class_id} instead"),
-            )
-            .on_publish());
-        }
-        if properties::content_header_weight(payload).map_err(|e| super::decode::decode_error(&e))? != 0 {
-            return Err(ChannelError::new(
-                spec::reply_code::UNEXPECTED_FRAME,
-                // RabbitMQ's reader takes only weight 0 as a content header.
-                "expected content header for class 60, got non content header frame instead".into(),
-            )
-            .on_publish());
-        }
-        let max = ctx.config().body_size_bytes_max;
-        if body_size > max {
-            let error = ChannelError::new(
-                spec::reply_code::PRECONDITION_FAILED,
-                format!("message size {body_size} is larger than configured max size {max}"),
-            );
-            self.content = None;
-            return Err(error.on_publish());
-        }
-        // RabbitMQ decodes every publish's properties and answers ones that
-        // do not parse (a bad type letter, a length past the end) with a
-        // connection-level 541; checked here, allocation-free, so that no
-        // queue ever holds a header that later decodes fail on.
-        properties::check_properties(payload).map_err(|e| {
-            ChannelError::hard(
-                spec::reply_code::INTERNAL_ERROR,
-                format!("cannot decode the content header's properties: {e}"),
-            )
-        })?;
+        let body_size = match check_content_header(payload, ctx.config().body_size_bytes_max) {
+            Ok(size) => size,
+            Err(e) => {
+                // The channel or the connection closes: the message is dropped.
+                self.content = None;
+                return Err(e);
+            }
+        };
         content.header.extend_from_slice(payload);
         content.body_size = body_size;
         if body_size == 0 {
@@ -252,6 +220,46 @@ impl Channel {
             Message::with_body(exchange, routing_key, header, body.as_body_ref())
         };
         self.recycle_content(content);
+        self.publish_message(message, mandatory, shared, ctx)
+    }
+
+    /// A basic.publish whose content header and whole body (one frame, or
+    /// none for an empty body) were received with it: published in one step,
+    /// each part copied once, into the message. `None`, with nothing done,
+    /// where the frame-by-frame path must run instead: while the channel
+    /// closes or has a message in progress, for immediate=true, a body that
+    /// is not copied, or a header that path would refuse (so that each
+    /// error keeps one source).
+    #[inline]
+    pub fn publish_whole(
+        &mut self,
+        publish: PublishArgs<'_>,
+        header: &[u8],
+        body: &[u8],
+        shared: &mut ConnShared,
+        ctx: &mut ShardCtx,
+    ) -> Option<Result<(), ChannelError>> {
+        if self.closing || self.content.is_some() || publish.immediate || body.len() > MESSAGE_COPY_BYTES_MAX
+        {
+            return None;
+        }
+        let body_size = check_content_header(header, ctx.config().body_size_bytes_max).ok()?;
+        if body_size != body.len() as u64 {
+            return None;
+        }
+        let message = Message::from_slices(publish.exchange, publish.routing_key, header, body);
+        Some(self.publish_message(message, publish.mandatory, shared, ctx))
+    }
+
+    /// A complete message: counted, then kept in the transaction or routed
+    /// and handed to its queues.
+    fn publish_message(
+        &mut self,
+        message: Message,
+        mandatory: bool,
+        shared: &mut ConnShared,
+        ctx: &mut ShardCtx,
+    ) -> Result<(), ChannelError> {
         self.counters.publish += 1;
         self.message_sizes.observe(message.body_len());
         let seq = self.confirms.as_mut().map(|c| {
@@ -604,6 +612,51 @@ pub(super) struct Verdict {
     pub(super) remaining: u32,
     /// A queue refused the message.
     pub(super) refused: bool,
+}
+
+/// A content header's checks, in RabbitMQ's order; its body size once it
+/// passes them (`max`: the configured largest body).
+fn check_content_header(payload: &[u8], max: u64) -> Result<u64, ChannelError> {
+    if payload.len() < properties::CONTENT_HEADER_SIZE_BYTES_MIN {
+        // RabbitMQ's reader takes no header frame without class, weight and size.
+        let text = format!("type 2, all octets = {}: unknown_frame", frame::erl_octets(payload));
+        return Err(ChannelError::hard(spec::reply_code::FRAME_ERROR, text));
+    }
+    let (class_id, body_size) =
+        properties::peek_content_header(payload).map_err(|e| super::decode::decode_error(&e))?;
+    if class_id != 60 {
+        return Err(ChannelError::new(
+            spec::reply_code::UNEXPECTED_FRAME,
+            format!("expected content header for class 60, got one for class {class_id} instead"),
+        )
+        .on_publish());
+    }
+    if properties::content_header_weight(payload).map_err(|e| super::decode::decode_error(&e))? != 0 {
+        return Err(ChannelError::new(
+            spec::reply_code::UNEXPECTED_FRAME,
+            // RabbitMQ's reader takes only weight 0 as a content header.
+            "expected content header for class 60, got non content header frame instead".into(),
+        )
+        .on_publish());
+    }
+    if body_size > max {
+        let error = ChannelError::new(
+            spec::reply_code::PRECONDITION_FAILED,
+            format!("message size {body_size} is larger than configured max size {max}"),
+        );
+        return Err(error.on_publish());
+    }
+    // RabbitMQ decodes every publish's properties and answers ones that
+    // do not parse (a bad type letter, a length past the end) with a
+    // connection-level 541; checked here, allocation-free, so that no
+    // queue ever holds a header that later decodes fail on.
+    properties::check_properties(payload).map_err(|e| {
+        ChannelError::hard(
+            spec::reply_code::INTERNAL_ERROR,
+            format!("cannot decode the content header's properties: {e}"),
+        )
+    })?;
+    Ok(body_size)
 }
 
 /// basic.publish immediate=true: RabbitMQ 3.x has no immediate delivery.

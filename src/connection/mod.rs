@@ -221,6 +221,9 @@ impl Connection {
                 }
                 _ => {}
             }
+            if self.read_buf.first() == Some(&(FrameType::Method as u8)) && self.process_whole_publish(ctx) {
+                continue;
+            }
             match frame::peek_frame(&self.read_buf, self.shared.frame_max) {
                 Ok(None) => break,
                 Ok(Some(frame)) => {
@@ -275,6 +278,39 @@ impl Connection {
             // Release the read buffer of an idle connection.
             self.read_buf = BytesMut::new();
         }
+    }
+
+    /// Publishes the message at the front of the receive buffer in one step
+    /// when its frames are all there ([`crate::amqp::publish::peek_whole_publish`])
+    /// and its channel takes it so ([`Channel::publish_whole`]); false, with
+    /// nothing consumed, otherwise. No alarm may be raised: a publish that
+    /// meets one blocks the connection before its body, as RabbitMQ's does.
+    #[inline]
+    fn process_whole_publish(&mut self, ctx: &mut ShardCtx) -> bool {
+        if self.phase != Phase::Running || ctx.alarms() != 0 {
+            return false;
+        }
+        let Some(whole) = crate::amqp::publish::peek_whole_publish(&self.read_buf, self.shared.frame_max)
+        else {
+            return false;
+        };
+        let number = whole.channel;
+        let Some(Some(channel)) = self.channels.get_mut(usize::from(number)).filter(|_| number != 0) else {
+            return false;
+        };
+        let Some(result) = channel.publish_whole(whole.args, whole.header, whole.body, &mut self.shared, ctx)
+        else {
+            return false;
+        };
+        let (frames, wire_len) = (whole.frames, whole.wire_len);
+        self.info.received_frames(frames, wire_len);
+        self.read_buf.advance(wire_len);
+        self.after_channel(number, result.map(|()| Outcome::Continue), ctx);
+        if let Some(queue) = ctx.throttle().take_hit() {
+            self.held_by_backlog = true;
+            ctx.throttle().wait(queue, self.shared.id);
+        }
+        true
     }
 
     /// Stops reading this connection until every alarm clears (the shard keeps

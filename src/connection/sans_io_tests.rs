@@ -352,3 +352,75 @@ fn publishes_arrive_whole_however_the_reads_cut_them() {
         }
     }
 }
+
+/// A publish with this content header (and this body, in one frame), then
+/// a good publish on the same channel.
+fn publish_with_header(immediate: bool, header: &[u8], body: &[u8]) -> BytesMut {
+    let publish = |immediate| {
+        method(
+            1,
+            Method::BasicPublish(spec::BasicPublish {
+                exchange: ShortStr::from_static(""),
+                routing_key: ShortStr::from_static("q"),
+                mandatory: false,
+                immediate,
+            }),
+        )
+    };
+    let mut input = publish(immediate);
+    frame::write_frame(&mut input, FrameType::Header, 1, header);
+    if !body.is_empty() {
+        frame::write_frame(&mut input, FrameType::Body, 1, body);
+    }
+    input.extend_from_slice(&publish(false));
+    content(1, b"after", &mut input);
+    input
+}
+
+/// Each publish the channel refuses gets the same reply, in the same words,
+/// whether its frames are read together (published in one step) or one
+/// byte at a time (frame by frame).
+#[test]
+fn a_refused_publish_gets_the_same_reply_however_the_reads_cut_it() {
+    let header = |class: u16, weight: u16, size: u64, flags: u16, rest: &[u8]| {
+        let mut h = BytesMut::new();
+        h.put_u16(class);
+        h.put_u16(weight);
+        h.put_u64(size);
+        h.put_u16(flags);
+        h.extend_from_slice(rest);
+        h.to_vec()
+    };
+    let cases: [(&str, BytesMut); 5] = [
+        ("good", publish_with_header(false, &header(60, 0, 3, 0, b""), b"abc")),
+        ("another class", publish_with_header(false, &header(61, 0, 3, 0, b""), b"abc")),
+        ("a weight", publish_with_header(false, &header(60, 1, 3, 0, b""), b"abc")),
+        // content-type present, its length past the end.
+        ("bad properties", publish_with_header(false, &header(60, 0, 3, 1 << 15, &[9, b'x']), b"abc")),
+        ("immediate", publish_with_header(true, &header(60, 0, 3, 0, b""), b"abc")),
+    ];
+    for (name, input) in cases {
+        let mut replies = Vec::new();
+        for cut in [1, input.len()] {
+            let (mut ctx, _shard1) = two_shards();
+            ctx.set_now(Instant::now());
+            let mut conn = consuming(&mut ctx);
+            let mut frames = Vec::new();
+            for piece in input.chunks(cut) {
+                frames.extend(run(&mut conn, &mut ctx, piece).0);
+            }
+            let described: Vec<String> = frames
+                .iter()
+                .map(|f| match f.kind {
+                    FrameType::Method => {
+                        format!("{:?}", Method::decode(f.payload.clone()).expect("a method"))
+                    }
+                    kind => format!("{kind:?} {:?}", &f.payload[..]),
+                })
+                .collect();
+            replies.push(described);
+        }
+        assert!(!replies[0].is_empty(), "{name}: no reply");
+        assert_eq!(replies[0], replies[1], "{name}: byte by byte, then whole");
+    }
+}

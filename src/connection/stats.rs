@@ -38,6 +38,12 @@ impl ConnectionInfo {
         self.recv_oct += wire_len as u64;
     }
 
+    /// `frames` frames of `wire_len` bytes in all were received.
+    pub(super) fn received_frames(&mut self, frames: u8, wire_len: usize) {
+        self.recv_cnt += u64::from(frames);
+        self.recv_oct += wire_len as u64;
+    }
+
     /// start-ok logged it in.
     pub(super) fn logged_in(&mut self, m: &spec::ConnectionStartOk) {
         self.auth_mechanism = m.mechanism.to_string();
