@@ -40,7 +40,8 @@ pub struct Stream {
 /// The shard's streams.
 #[derive(Default)]
 pub struct Streams {
-    logs: std::collections::HashMap<QueueId, Stream>,
+    /// Looked up twice per publish: hashed as the queue table is.
+    logs: std::collections::HashMap<QueueId, Stream, std::hash::BuildHasherDefault<crate::queue::IdHasher>>,
     /// Where stream logs live (`<data>/streams`), and the doorbell their
     /// syncs ring; `None` until `open_streams` (no stream can then take a
     /// message).
