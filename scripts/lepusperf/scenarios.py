@@ -11,7 +11,7 @@ from .report import BROKER_TITLE, BROKERS, METRICS, fmt
 
 SCENARIO_DIR = ROOT / "perf" / "scenarios"
 KINDS = ("perf", "backlog", "restart", "idle_connections", "delayed")
-TARGET_KEYS = {"text", "min", "max", "ratio_min", "ratio_max", "min_metrics", "max_metrics"}
+TARGET_KEYS = {"text", "min", "max", "ratio_min", "ratio_max", "over_max", "min_metrics", "max_metrics"}
 
 
 class ScenarioError(Exception):
@@ -129,6 +129,13 @@ def evaluate(s, best):
             r = v / o
             if not cmp_ok(r, x):
                 fails.append(f"{r:.2f}x {BROKER_TITLE[other]} {word} {x}x")
+    # over_max: Lepus' headline at most this much above another's (same unit).
+    for other, x in t.get("over_max", {}).items():
+        o = best.get(other, {}).get(metric) if best.get(other) else None
+        if o is None:
+            missing.append(other)
+        elif not v - o <= x:
+            fails.append(f"{fmt(metric, v - o)} above {BROKER_TITLE[other]} > {fmt(metric, x)}")
     for key, cmp_ok, word in (("min_metrics", lambda a, b: a >= b, "<"), ("max_metrics", lambda a, b: a <= b, ">")):
         for m, bound in t.get(key, {}).items():
             x = lep.get(m)
