@@ -54,10 +54,21 @@ pub struct WholePublish<'a> {
     /// The one body frame's payload; empty, and no frame, when the header
     /// declares an empty body.
     pub body: &'a [u8],
-    /// Frames it takes (2 or 3).
-    pub frames: u8,
-    /// Bytes those frames take.
+    /// Bytes its frames take.
     pub wire_len: usize,
+}
+
+impl WholePublish<'_> {
+    /// Frames it takes: method and header, and a body frame unless the body
+    /// is empty.
+    #[inline]
+    pub fn frames(&self) -> u8 {
+        if self.body.is_empty() {
+            2
+        } else {
+            3
+        }
+    }
 }
 
 /// The publish at the front of `buf` when its method, content header and
@@ -79,14 +90,8 @@ pub fn peek_whole_publish(buf: &[u8], frame_max: u32) -> Option<WholePublish<'_>
     }
     wire_len += header.wire_len();
     let (_, body_size) = peek_content_header(header.payload).ok()?;
-    let mut whole = WholePublish {
-        channel: method.channel,
-        args,
-        header: header.payload,
-        body: &[],
-        frames: 2,
-        wire_len,
-    };
+    let mut whole =
+        WholePublish { channel: method.channel, args, header: header.payload, body: &[], wire_len };
     if body_size == 0 {
         return Some(whole);
     }
@@ -98,7 +103,6 @@ pub fn peek_whole_publish(buf: &[u8], frame_max: u32) -> Option<WholePublish<'_>
         return None;
     }
     whole.body = body.payload;
-    whole.frames = 3;
     whole.wire_len += body.wire_len();
     Some(whole)
 }
@@ -173,13 +177,13 @@ mod tests {
         let mut next = wire.clone();
         next.extend_from_slice(&publish_frames(3, 0, b"", 4096));
         let whole = peek_whole_publish(&next, 4096).expect("whole");
-        assert_eq!((whole.channel, whole.frames, whole.wire_len), (3, 3, wire.len()));
+        assert_eq!((whole.channel, whole.frames(), whole.wire_len), (3, 3, wire.len()));
         assert_eq!((whole.args.exchange, whole.args.routing_key), (&b"amq.direct"[..], &b"k"[..]));
         assert_eq!((whole.header.len(), whole.body), (14, &b"hello"[..]));
         // An empty body: two frames, the next publish left alone.
         let empty = publish_frames(3, 0, b"", 4096);
         let whole = peek_whole_publish(&next[wire.len()..], 4096).expect("whole, empty");
-        assert_eq!((whole.frames, whole.wire_len, whole.body), (2, empty.len(), &b""[..]));
+        assert_eq!((whole.frames(), whole.wire_len, whole.body), (2, empty.len(), &b""[..]));
         // Every cut short of the end leaves it to the frame-by-frame path.
         for cut in 0..wire.len() {
             assert_eq!(peek_whole_publish(&wire[..cut], 4096), None, "cut at {cut}");

@@ -229,7 +229,7 @@ impl Connection {
                 Ok(Some(frame)) => {
                     let (kind, number, payload_len) = (frame.kind, frame.channel, frame.payload.len());
                     let wire_len = frame.wire_len();
-                    self.info.received(wire_len);
+                    self.info.received(1, wire_len);
                     // The publish path reads its frames where they lie;
                     // every other frame is split off and handled whole.
                     let in_place = match self.channels.get_mut(usize::from(number)) {
@@ -249,10 +249,7 @@ impl Connection {
                         }
                     }
                     let content_header = kind == FrameType::Header;
-                    if let Some(queue) = ctx.throttle().take_hit() {
-                        self.held_by_backlog = true;
-                        ctx.throttle().wait(queue, self.shared.id);
-                    }
+                    self.wait_if_held(ctx);
                     // A publish while an alarm is raised blocks the connection
                     // (RabbitMQ does this on content frames): one relaxed load
                     // per publish, none for other frames.
@@ -302,15 +299,22 @@ impl Connection {
         else {
             return false;
         };
-        let (frames, wire_len) = (whole.frames, whole.wire_len);
-        self.info.received_frames(frames, wire_len);
+        let (frames, wire_len) = (whole.frames(), whole.wire_len);
+        self.info.received(frames, wire_len);
         self.read_buf.advance(wire_len);
         self.after_channel(number, result.map(|()| Outcome::Continue), ctx);
+        self.wait_if_held(ctx);
+        true
+    }
+
+    /// The frames just handled published to a queue that holds publishers:
+    /// this connection stops reading until the hold ends.
+    #[inline]
+    fn wait_if_held(&mut self, ctx: &mut ShardCtx) {
         if let Some(queue) = ctx.throttle().take_hit() {
             self.held_by_backlog = true;
             ctx.throttle().wait(queue, self.shared.id);
         }
-        true
     }
 
     /// Stops reading this connection until every alarm clears (the shard keeps

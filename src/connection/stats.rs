@@ -31,15 +31,10 @@ pub(super) struct ConnectionInfo {
 }
 
 impl ConnectionInfo {
-    /// One frame came in: `wire_len` bytes, header and frame-end included.
+    /// `frames` frames came in, `wire_len` bytes in all (headers and
+    /// frame-ends included).
     #[inline]
-    pub(super) fn received(&mut self, wire_len: usize) {
-        self.recv_cnt += 1;
-        self.recv_oct += wire_len as u64;
-    }
-
-    /// `frames` frames of `wire_len` bytes in all were received.
-    pub(super) fn received_frames(&mut self, frames: u8, wire_len: usize) {
+    pub(super) fn received(&mut self, frames: u8, wire_len: usize) {
         self.recv_cnt += u64::from(frames);
         self.recv_oct += wire_len as u64;
     }
