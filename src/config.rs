@@ -35,6 +35,11 @@ pub const UNACKED_DELIVERIES_MAX_PER_CHANNEL_DEFAULT: u32 = 1 << 20;
 /// How long a delivery may stay unacknowledged by default, ms (RabbitMQ's
 /// `consumer_timeout`, 30 minutes; see [`Config::consumer_timeout_ms`]).
 pub const CONSUMER_TIMEOUT_MS_DEFAULT: u64 = 1_800_000;
+/// How long an at-least-once dead letter that a target refused, or that
+/// found none, waits before it goes again by default, ms (RabbitMQ's
+/// `dead_letter_worker_publisher_confirm_timeout`, 3 minutes; see
+/// [`Config::dead_letter_retry_ms`]).
+pub const DEAD_LETTER_RETRY_MS_DEFAULT: u64 = 180_000;
 /// Messages each shard may hold for delayed exchanges by default (see
 /// [`Config::delayed_messages_max_per_shard`]).
 pub const DELAYED_MESSAGES_MAX_PER_SHARD_DEFAULT: usize = 10_000_000;
@@ -168,6 +173,12 @@ pub struct Config {
     /// 0: never). A queue's `x-consumer-timeout` or `consumer-timeout`
     /// policy and a consumer's `x-consumer-timeout` override it.
     pub consumer_timeout_ms: u64,
+    /// How long a message an at-least-once quorum queue dead-lettered waits
+    /// before it is forwarded again when a target refused it or it found
+    /// none, ms (default 180000, RabbitMQ's
+    /// `dead_letter_worker_publisher_confirm_timeout`; checked at the
+    /// shard's housekeeping, every 100 ms).
+    pub dead_letter_retry_ms: u64,
     /// Messages each shard may hold for `x-delayed-message` exchanges
     /// (default 10000000; see `broker::delayed`). A publish past it is
     /// refused: nacked on a confirming channel.
@@ -432,6 +443,7 @@ impl Default for Config {
             consumer_max_per_channel: None,
             unacked_deliveries_max_per_channel: UNACKED_DELIVERIES_MAX_PER_CHANNEL_DEFAULT,
             consumer_timeout_ms: CONSUMER_TIMEOUT_MS_DEFAULT,
+            dead_letter_retry_ms: DEAD_LETTER_RETRY_MS_DEFAULT,
             delayed_messages_max_per_shard: DELAYED_MESSAGES_MAX_PER_SHARD_DEFAULT,
             delayed_memory_horizon_ms: 60_000,
             stats_interval_ms: STATS_INTERVAL_MS_DEFAULT,

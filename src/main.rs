@@ -105,6 +105,11 @@ struct Args {
     /// instead of memory (default 60000).
     #[arg(long, value_name = "MS")]
     delayed_memory_horizon_ms: Option<u64>,
+    /// How long a message an at-least-once quorum queue dead-lettered waits before it is
+    /// forwarded again when a queue refused it or it found none, in milliseconds (default 180000,
+    /// RabbitMQ's dead_letter_worker_publisher_confirm_timeout).
+    #[arg(long, value_name = "MS")]
+    dead_letter_retry_ms: Option<u64>,
     /// How often each shard publishes its statistics (management API, metrics), in milliseconds
     /// (default 1000; 0: never; otherwise at least 100).
     #[arg(long, value_name = "MS")]
@@ -357,6 +362,9 @@ fn apply_flags(args: &Args, config: &mut Config) {
     }
     if let Some(v) = args.delayed_memory_horizon_ms {
         config.delayed_memory_horizon_ms = v;
+    }
+    if let Some(v) = args.dead_letter_retry_ms {
+        config.dead_letter_retry_ms = v;
     }
     if let Some(v) = args.stats_interval_ms {
         config.stats_interval_ms = v;

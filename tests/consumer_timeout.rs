@@ -20,7 +20,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use lepus::routing::parameters::{ParameterChange, Policy};
 
 /// The node-wide timeout the tests run with, ms.
 const TIMEOUT_MS: u64 = 200;
@@ -119,19 +118,6 @@ fn frames_within(raw: &mut Raw, window: Duration) -> Vec<(u8, u16, Vec<u8>)> {
     }
 }
 
-fn set_policy(b: &Broker, name: &str, pattern: &str, definition: serde_json::Value) {
-    let registry = b.registry().expect("in-process broker");
-    let policy = Policy {
-        vhost: "/".into(),
-        name: name.into(),
-        pattern: pattern.into(),
-        apply_to: "queues".into(),
-        definition,
-        priority: 0,
-    };
-    registry.change_parameters(&ParameterChange::SetPolicy(policy)).expect("policy set");
-}
-
 #[test]
 fn an_unacked_delivery_closes_its_channel_and_comes_back_redelivered() {
     let (_b, q, mut raw) = with_message(short_timeout, "ct-global", &[], b"late");
@@ -186,7 +172,7 @@ fn the_consumer_argument_wins_over_queue_argument_policy_and_node() {
     // is used; a consumer without one gets the smaller of the queue's two.
     let b = start_broker_with(no_timeout);
     let q = unique("ct-precedence");
-    set_policy(&b, "ct", "^lepus-it\\.ct-precedence", serde_json::json!({"consumer-timeout": 100}));
+    b.set_queue_policy("ct", "^lepus-it\\.ct-precedence", serde_json::json!({"consumer-timeout": 100}));
     let mut raw = open_with_queue(&b, &q, &[("x-consumer-timeout", Field::I32(150))]);
     raw.send(&publish_frames(1, "", &q, b"a"));
     consume(&mut raw, 1, &q, false, &[("x-consumer-timeout", Field::I64(300))]);

@@ -72,6 +72,12 @@ pub struct ShardCtx {
     pub(super) dead_letter_pending: Vec<QueueId>,
     /// A dead-lettering pass is running.
     pub(super) dead_lettering: bool,
+    /// At-least-once dead-lettering: forwards awaiting their verdicts, by
+    /// ticket sequence number (at most `FORWARDS_IN_FLIGHT_MAX` held
+    /// messages per queue, each to the queues its exchange routes it to).
+    pub(super) dead_letter_awaited: HashMap<u64, super::dead_letters::Awaited, BuildHasherDefault<IdHasher>>,
+    /// The next forward's ticket sequence number.
+    pub(super) dead_letter_seq: u64,
     /// Publisher flow control.
     pub(super) throttle: Throttle,
     /// The memory and disk alarms (shared with the monitor; see
@@ -177,6 +183,8 @@ impl ShardCtx {
             clock: 0,
             dead_letter_pending: Vec::new(),
             dead_lettering: false,
+            dead_letter_awaited: HashMap::default(),
+            dead_letter_seq: 0,
             throttle: Default::default(),
             resources: Arc::new(crate::alarm::ResourceLimits::unlimited()),
             connections: Arc::default(),
@@ -323,6 +331,7 @@ impl ShardCtx {
                 continue;
             };
             let unused = q.expire();
+            q.retry_dead_letters(self.config.dead_letter_retry_ms);
             q.report_stats();
             self.dead_letter_from(id);
             if unused {

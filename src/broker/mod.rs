@@ -25,7 +25,7 @@
 mod access;
 pub mod consumer_timeouts;
 mod ctx;
-mod dead_letters;
+pub mod dead_letters;
 mod dedup;
 pub mod delayed;
 mod delayed_index;

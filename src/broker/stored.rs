@@ -3,14 +3,16 @@
 //! mostly settled segments, and releasing confirms once their records are
 //! synced.
 
+use super::ctx::queue_at;
 use super::{ShardCtx, ShardLog};
 use crate::envelope::{confirm_runs, ConfirmTicket};
 use crate::ids::QueueId;
+use crate::message::Message;
 use crate::queue::Queue;
 use crate::storage::entry;
-use crate::storage::log::{ReadSpan, COMPACT_ROUND_BYTES_MAX};
+use crate::storage::log::{ReadSpan, SpanKind, COMPACT_ROUND_BYTES_MAX};
 use crate::storage::recover::{PagedIn, RecoveredQueues, RecoveryReport};
-use crate::storage::segment_of;
+use crate::storage::{segment_of, Loc};
 
 /// Bytes of the log read per step when paging a queue in.
 pub const PAGE_IN_READ_BYTES: u32 = 1024 * 1024;
@@ -50,15 +52,49 @@ impl ShardCtx {
         Ok(report)
     }
 
-    /// Gives recovered queues their paged messages.
+    /// Gives recovered queues their paged messages, and their held dead
+    /// letters (read back now: the queue forwards them again).
     fn restore_messages(&mut self, recovered: RecoveredQueues) {
-        for (id, messages) in recovered {
+        for (id, mut messages) in recovered {
+            let held = std::mem::take(&mut messages.held_records);
             let Some(q) = self.queues.get_mut(&QueueId(id)) else {
                 continue;
             };
             q.restore(messages);
-            q.report_stats();
+            for h in held {
+                let Some(m) = self.read_held(id, &h) else {
+                    continue;
+                };
+                let Some(q) = queue_at(&mut self.queues, &mut self.journaled, self.clock, QueueId(id)) else {
+                    break;
+                };
+                let expires_at_ms = unix_to_clock(self.epoch_unix_ms, m.expires_unix_ms);
+                q.restore_held(m.seq, m.message, (m.loc, expires_at_ms), h.reason);
+            }
+            if let Some(q) = self.queues.get_mut(&QueueId(id)) {
+                q.report_stats();
+            }
         }
+    }
+
+    /// A held dead letter of queue `id`, read back from its record.
+    fn read_held(&mut self, id: u64, h: &crate::storage::recover::HeldRecord) -> Option<PagedIn> {
+        let log = self.log.as_mut()?;
+        let never = |_: u64| false;
+        let read = ReadSpan {
+            queue: id,
+            segment: h.segment,
+            from: h.offset,
+            until: h.offset.saturating_add(h.len),
+            max_bytes: h.len,
+            kind: if h.moved { SpanKind::Moved } else { SpanKind::Recovered },
+            skip: &never,
+        };
+        let mut batch = Vec::with_capacity(1);
+        if let Err(e) = log.read_messages(&read, &mut batch) {
+            tracing::error!(error = %e, segment = h.segment, queue = id, "held dead letter: reading it back failed");
+        }
+        batch.pop().filter(|m| m.seq == h.seq)
     }
 
     /// End of a turn: pages in what queues need, writes what stored queues
@@ -132,26 +168,9 @@ impl ShardCtx {
         }
         let epoch = self.epoch_unix_ms;
         let mut budget = COMPACT_ROUND_BYTES_MAX;
-        let mut delivered = Vec::new();
         let mut moved = 0u64;
         for (id, q) in self.queues.iter_mut().filter(|(_, q)| q.is_stored()) {
-            delivered.clear();
-            q.relocate(&segments, |seq, message, expires_at_ms, from, was_delivered| {
-                if budget == 0 {
-                    return None;
-                }
-                let expires = clock_to_unix(epoch, expires_at_ms);
-                let at = log.append_moved(id.0, seq, expires, message, from)?;
-                budget = budget.saturating_sub(message.body_len().max(1));
-                moved += 1;
-                if was_delivered {
-                    delivered.push((seq, at));
-                }
-                Some(at)
-            });
-            // Copies of delivered messages come back redelivered, as their
-            // originals would have.
-            log.append_ranges(entry::KIND_DELIVERED, id.0, &delivered);
+            moved += compact_queue(log, *id, q, (&segments, epoch), &mut budget);
             if budget == 0 {
                 log.compaction_left_work(self.now);
                 break;
@@ -264,6 +283,9 @@ pub(super) fn write_journal(log: &mut ShardLog, id: QueueId, q: &mut Queue) {
         return;
     }
     log.append_ranges(entry::KIND_DELIVERED, id.0, &journal.delivered);
+    if !journal.held.is_empty() {
+        append_held(log, id, &journal.held);
+    }
     log.append_ranges(entry::KIND_SETTLED, id.0, &journal.settled);
     for &(first, last) in &journal.settled_ranges {
         log.append_settled_range(id.0, first, last);
@@ -272,6 +294,57 @@ pub(super) fn write_journal(log: &mut ShardLog, id: QueueId, q: &mut Queue) {
         log.forget_in(segment, count);
     }
     journal.clear();
+}
+
+/// Compaction of one stored queue: copies its messages in memory whose
+/// records are in `segments` on (within `budget` bytes), and records the
+/// copies of delivered ones delivered (they come back redelivered, as their
+/// originals would have) and of held dead letters held. Returns how many
+/// it copied. `epoch` is the Unix ms of the queue clock's origin.
+fn compact_queue(
+    log: &mut ShardLog,
+    id: QueueId,
+    q: &mut Queue,
+    (segments, epoch): (&[u32], u64),
+    budget: &mut u64,
+) -> u64 {
+    let mut moved = 0;
+    let mut copy = |log: &mut ShardLog, seq: u64, message: &Message, expires_at_ms: u64, from: Loc| {
+        if *budget == 0 {
+            return None;
+        }
+        let at = log.append_moved(id.0, seq, clock_to_unix(epoch, expires_at_ms), message, from)?;
+        *budget = budget.saturating_sub(message.body_len().max(1));
+        moved += 1;
+        Some(at)
+    };
+    let mut delivered = Vec::new();
+    q.relocate(segments, |seq, message, expires_at_ms, from, was_delivered| {
+        let at = copy(log, seq, message, expires_at_ms, from)?;
+        if was_delivered {
+            delivered.push((seq, at));
+        }
+        Some(at)
+    });
+    log.append_ranges(entry::KIND_DELIVERED, id.0, &delivered);
+    let mut held = Vec::new();
+    q.relocate_held(segments, |seq, message, expires_at_ms, from, reason| {
+        let at = copy(log, seq, message, expires_at_ms, from)?;
+        held.push((seq, at, entry::held_kind(reason)));
+        Some(at)
+    });
+    append_held(log, id, &held);
+    moved
+}
+
+/// Writes held records (`(seq, loc, kind)`), one per kind.
+fn append_held(log: &mut ShardLog, id: QueueId, held: &[(u64, Loc, u8)]) {
+    let mut of_kind = Vec::with_capacity(held.len());
+    for (kind, _) in entry::HELD_REASONS {
+        of_kind.clear();
+        of_kind.extend(held.iter().filter(|h| h.2 == kind).map(|&(seq, loc, _)| (seq, loc)));
+        log.append_ranges(kind, id.0, &of_kind);
+    }
 }
 
 /// Milliseconds since the Unix epoch.

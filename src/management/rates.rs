@@ -389,6 +389,8 @@ mod tests {
             message_bytes_unacknowledged: 0,
             messages_ram: 0,
             messages_persistent: 0,
+            messages_dlx: 0,
+            message_bytes_dlx: 0,
             memory: 0,
             consumers: 0,
             counters: MessageCounters { publish, ..MessageCounters::default() },

@@ -32,10 +32,7 @@ impl Queue {
             let Some(head) = self.pop_ready() else {
                 break;
             };
-            self.journal.settle(head.id.0, head.loc);
-            if self.dead_letter.is_some() {
-                self.dead.push((head.message, "expired"));
-            }
+            self.reject_dead(head.id, head.message, (head.loc, head.expires_at_ms), "expired");
         }
     }
 
@@ -62,14 +59,11 @@ impl Queue {
 
     /// x-overflow drop-head: the oldest ready messages make room.
     pub(super) fn drop_head_over_limit(&mut self) {
-        while self.limits.is_over(self.total_len(), self.total_bytes()) {
+        while self.limits.is_over(self.limit_len(), self.limit_bytes()) {
             let Some(head) = self.pop_ready() else {
                 break;
             };
-            self.journal.settle(head.id.0, head.loc);
-            if self.dead_letter.is_some() {
-                self.dead.push((head.message, "maxlen"));
-            }
+            self.reject_dead(head.id, head.message, (head.loc, head.expires_at_ms), "maxlen");
         }
     }
 }

@@ -12,6 +12,9 @@ pub struct Journal {
     pub settled: Vec<(u64, Loc)>,
     /// Delivered to a consumer that must ack them.
     pub delivered: Vec<(u64, Loc)>,
+    /// Dead-lettered and held until confirmed (see `discards`), with the
+    /// record kind of their reason (`entry::HELD_REASONS`).
+    pub held: Vec<(u64, Loc, u8)>,
     /// Sequence ranges settled without being in memory (a purge of paged
     /// messages).
     pub settled_ranges: Vec<(u64, u64)>,
@@ -27,6 +30,7 @@ impl Journal {
     pub fn is_empty(&self) -> bool {
         self.settled.is_empty()
             && self.delivered.is_empty()
+            && self.held.is_empty()
             && self.settled_ranges.is_empty()
             && self.forget.is_empty()
     }
@@ -49,10 +53,18 @@ impl Journal {
         }
     }
 
-    /// Empties both lists (after the shard wrote them).
+    #[inline]
+    pub(super) fn hold(&mut self, seq: u64, loc: Loc, reason: &str) {
+        if loc != NO_LOC {
+            self.held.push((seq, loc, crate::storage::entry::held_kind(reason)));
+        }
+    }
+
+    /// Empties the lists (after the shard wrote them).
     pub fn clear(&mut self) {
         self.settled.clear();
         self.delivered.clear();
+        self.held.clear();
         self.settled_ranges.clear();
         self.forget.clear();
     }

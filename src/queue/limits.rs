@@ -44,6 +44,14 @@ impl Limits {
             || self.max_bytes.is_some_and(|max| bytes > max)
     }
 
+    /// A quorum queue that refuses publishes goes on taking them once it
+    /// holds at most 80 % of each limit (`rabbit_fifo`'s soft limit: the
+    /// fraction truncated, as RabbitMQ rounds it).
+    pub(super) fn is_below_soft(&self, length: usize, bytes: u64) -> bool {
+        let below = |max: Option<u64>, n: u64| max.is_none_or(|max| n <= max * 4 / 5);
+        below(self.max_length, length as u64) && below(self.max_bytes, bytes)
+    }
+
     /// A new message of `body_bytes` would not fit.
     pub(super) fn is_full(&self, length: usize, bytes: u64, body_bytes: u64) -> bool {
         self.max_length.is_some_and(|max| length as u64 >= max)

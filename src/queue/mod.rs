@@ -31,11 +31,13 @@ use crate::ids::{ConsumerKey, MsgId, QueueRef};
 use crate::message::Message;
 use crate::storage::{Loc, NO_LOC};
 pub use dead_letter::DeadLetterTarget;
+pub use discards::{DeadLetterStrategy, Forward};
 
 pub mod arguments;
 mod consumers;
 pub mod dead_letter;
 pub mod dedup;
+pub mod discards;
 mod expiry;
 mod journal;
 mod limits;
@@ -217,6 +219,14 @@ pub struct Queue {
     /// Rejected or dropped messages waiting to be dead-lettered by the shard,
     /// with the reason (`rejected`, `maxlen`).
     dead: Vec<(Message, &'static str)>,
+    /// Dead-lettering holds messages until their targets confirm them
+    /// (see `discards`).
+    at_least_once: bool,
+    /// Those messages.
+    discards: discards::Discards,
+    /// A quorum queue with overflow reject-publish went over its limit and
+    /// refuses publishes (see [`Queue::refuses`]).
+    quorum_refusing: bool,
     /// x-max-length / x-max-length-bytes / x-overflow.
     limits: Limits,
     /// Body bytes of the ready messages.
@@ -290,7 +300,8 @@ impl Queue {
         let is_stream = arguments::QueueType::of(&meta.arguments) == arguments::QueueType::Stream;
         // A stream keeps its messages in a log of its own, never the shard's.
         let stored = meta.durable && meta.exclusive_owner.is_none() && !is_stream;
-        Queue {
+        let strategy = settings.dead_letter_strategy;
+        let mut queue = Queue {
             stream: is_stream.then(|| Box::new(stream::StreamState::new(settings.max_age_ms))),
             stream_messages: 0,
             stored,
@@ -314,6 +325,9 @@ impl Queue {
             delivery_limit: settings.delivery_limit,
             quorum: arguments::QueueType::of(&meta.arguments) == arguments::QueueType::Quorum,
             dead: Vec::new(),
+            at_least_once: false,
+            discards: discards::Discards::default(),
+            quorum_refusing: false,
             credit_requests: Vec::new(),
             grant_returns: Vec::new(),
             dispatched: 0,
@@ -327,7 +341,9 @@ impl Queue {
             next_msg_id: 0,
             had_consumer: false,
             single_active,
-        }
+        };
+        queue.set_dead_letter_strategy(strategy);
+        queue
     }
 
     /// Shared metadata.
@@ -417,9 +433,7 @@ impl Queue {
         let body_bytes = message.body_len();
         let id = MsgId(self.next_msg_id);
         self.next_msg_id += 1;
-        if self.limits.overflow != Overflow::DropHead
-            && self.limits.is_full(self.total_len(), self.total_bytes(), body_bytes)
-        {
+        if self.refuses(body_bytes) {
             self.journal.settle(id.0, loc);
             if self.limits.overflow == Overflow::RejectPublishDlx && self.dead_letter.is_some() {
                 self.dead.push((message, "maxlen"));
@@ -439,6 +453,7 @@ impl Queue {
             loc,
         });
         self.dispatch(out);
+        self.note_quorum_limit();
         if expires_at_ms != NEVER {
             // x-message-ttl 0: what could not be delivered at once expires now.
             self.drop_expired_head();
@@ -523,19 +538,14 @@ impl Queue {
                     self.journal.settle(id.0, entry.loc);
                 }
                 SettleOp::Discard => {
-                    self.journal.settle(id.0, entry.loc);
-                    if self.dead_letter.is_some() {
-                        self.dead.push((entry.message, "rejected"));
-                    }
+                    self.reject_dead(id, entry.message, (entry.loc, entry.expires_at_ms), "rejected");
                 }
                 SettleOp::Requeue => back.push(Ready {
                     delivery_count: match self.returned_count(entry.delivery_count) {
                         Some(count) => count,
                         None => {
-                            self.journal.settle(id.0, entry.loc);
-                            if self.dead_letter.is_some() {
-                                self.dead.push((entry.message, "delivery_limit"));
-                            }
+                            let at = (entry.loc, entry.expires_at_ms);
+                            self.reject_dead(id, entry.message, at, "delivery_limit");
                             continue;
                         }
                     },
@@ -588,9 +598,9 @@ impl Queue {
         self.dispatch(out);
     }
 
-    /// Messages are waiting to be dead-lettered.
+    /// Messages are waiting to be dead-lettered (or forwarded, see `discards`).
     pub fn has_dead_letters(&self) -> bool {
-        !self.dead.is_empty()
+        !self.dead.is_empty() || self.discards.has_work()
     }
 
     /// basic.get: the first ready message, if any, and how many remain.
@@ -685,10 +695,40 @@ impl Queue {
     }
 
     /// A message of `body_bytes` would be refused (full, reject-publish*).
+    /// A quorum queue (RabbitMQ's `rabbit_fifo`) refuses only once a
+    /// message took it over its limit, and until it is below 80 % of it.
     #[inline]
     pub fn refuses(&self, body_bytes: u64) -> bool {
-        self.limits.overflow != Overflow::DropHead
-            && self.limits.is_full(self.total_len(), self.total_bytes(), body_bytes)
+        match self.limits.overflow {
+            Overflow::DropHead => false,
+            Overflow::RejectPublish if self.quorum => {
+                self.quorum_refusing && !self.limits.is_below_soft(self.limit_len(), self.limit_bytes())
+            }
+            _ => self.limits.is_full(self.limit_len(), self.limit_bytes(), body_bytes),
+        }
+    }
+
+    /// After a message was taken: over its limit, a quorum queue with
+    /// reject-publish refuses what follows (the message that took it over
+    /// is kept), until it is back under 80 % ([`Queue::refuses`]).
+    #[inline]
+    fn note_quorum_limit(&mut self) {
+        if self.quorum && self.limits.overflow == Overflow::RejectPublish {
+            self.quorum_refusing = self.limits.is_over(self.limit_len(), self.limit_bytes());
+        }
+    }
+
+    /// What the length limits count: the ready messages and those held
+    /// for at-least-once dead-lettering (as RabbitMQ's quorum queues count).
+    #[inline]
+    fn limit_len(&self) -> usize {
+        self.total_len() + self.discards.len()
+    }
+
+    /// Their body bytes.
+    #[inline]
+    fn limit_bytes(&self) -> u64 {
+        self.total_bytes() + self.discards.bytes()
     }
 
     /// Publishes the counters for other shards.

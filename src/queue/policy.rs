@@ -6,7 +6,8 @@
 //! | key | both set |
 //! |---|---|
 //! | `expires`, `message-ttl`, `max-length`, `max-length-bytes` | the smaller wins |
-//! | `dead-letter-exchange`, `dead-letter-routing-key`, `overflow`, `queue-mode` | the argument wins |
+//! | `dead-letter-exchange`, `dead-letter-routing-key`, `dead-letter-strategy` | the argument wins |
+//! | `overflow`, `queue-mode` | the argument wins |
 //! | `consumer-timeout`, `delivery-limit` | the smaller wins (RabbitMQ 3.12, quorum queues) |
 //! | `max-age` (streams) | the shorter wins (`rabbit_stream_queue`) |
 //!
@@ -22,6 +23,7 @@ use serde_json::{Map, Value};
 use crate::amqp::field::{FieldTable, FieldValue, ShortStr};
 
 use super::dead_letter::DeadLetterTarget;
+use super::discards::DeadLetterStrategy;
 use super::limits::{Limits, Overflow};
 use super::Queue;
 
@@ -56,6 +58,8 @@ pub struct PolicySettings {
     pub dead_letter_exchange: Option<ShortStr>,
     /// `dead-letter-routing-key`.
     pub dead_letter_routing_key: Option<ShortStr>,
+    /// `dead-letter-strategy`.
+    pub dead_letter_strategy: Option<DeadLetterStrategy>,
     /// `queue-mode`.
     pub queue_mode: Option<QueueMode>,
     /// `consumer-timeout`, ms.
@@ -84,6 +88,10 @@ impl PolicySettings {
             overflow: definition.get("overflow").and_then(Value::as_str).and_then(|s| overflow(s.as_bytes())),
             dead_letter_exchange: name("dead-letter-exchange"),
             dead_letter_routing_key: name("dead-letter-routing-key"),
+            dead_letter_strategy: definition
+                .get("dead-letter-strategy")
+                .and_then(Value::as_str)
+                .and_then(|s| DeadLetterStrategy::parse(s.as_bytes())),
             queue_mode: definition.get("queue-mode").and_then(Value::as_str).and_then(|s| mode(s.as_bytes())),
             consumer_timeout_ms: number("consumer-timeout"),
             delivery_limit: number("delivery-limit"),
@@ -119,6 +127,7 @@ pub(super) struct Settings {
     pub(super) expires_after_ms: Option<u64>,
     pub(super) limits: Limits,
     pub(super) dead_letter: Option<DeadLetterTarget>,
+    pub(super) dead_letter_strategy: DeadLetterStrategy,
     pub(super) queue_mode: QueueMode,
     pub(super) consumer_timeout_ms: Option<u64>,
     pub(super) delivery_limit: Option<u64>,
@@ -160,6 +169,13 @@ impl Settings {
             None => policy.dead_letter_routing_key.clone(),
         };
         let dead_letter = exchange.map(|exchange| DeadLetterTarget { exchange, routing_key });
+        // The argument wins, as for RabbitMQ's quorum queues.
+        let dead_letter_strategy =
+            match arguments.get(b"x-dead-letter-strategy").and_then(FieldValue::as_bytes) {
+                Some(text) => DeadLetterStrategy::parse(text),
+                None => policy.dead_letter_strategy,
+            }
+            .unwrap_or_default();
         let queue_mode = match arguments.get(b"x-queue-mode").and_then(FieldValue::as_bytes) {
             Some(text) => mode(text).unwrap_or_default(),
             None => policy.queue_mode.unwrap_or_default(),
@@ -169,6 +185,7 @@ impl Settings {
             expires_after_ms: smaller(argument(b"x-expires").filter(|&v| v > 0), policy.expires_ms),
             limits,
             dead_letter,
+            dead_letter_strategy,
             queue_mode,
             consumer_timeout_ms: smaller(argument(b"x-consumer-timeout"), policy.consumer_timeout_ms),
             delivery_limit: smaller(argument(b"x-delivery-limit"), policy.delivery_limit),
@@ -199,6 +216,7 @@ impl Queue {
         self.expires_after_ms = settings.expires_after_ms;
         self.dead_letter = settings.dead_letter;
         self.limits = settings.limits;
+        self.set_dead_letter_strategy(settings.dead_letter_strategy);
         self.queue_mode = settings.queue_mode;
         self.consumer_timeout_ms = settings.consumer_timeout_ms;
         self.delivery_limit = settings.delivery_limit;

@@ -12,6 +12,11 @@
 //!   policy key; the smaller wins) a message that comes back more often
 //!   than the limit is dead-lettered with reason `delivery_limit`, or
 //!   dropped without a dead-letter exchange.
+//! - With `x-overflow: reject-publish` it takes the message that takes it
+//!   over its length limit, then refuses publishes until it is back under
+//!   80 % of it (`rabbit_fifo`'s soft limit; see `Queue::refuses`).
+//! - With at-least-once dead-lettering it holds what it dead-letters until
+//!   its targets confirm it (see `discards`).
 //! - It has no priorities: `x-max-priority` is refused at declare and a
 //!   message's priority is ignored (a quorum queue's ready list has one
 //!   level).

@@ -134,6 +134,7 @@ impl Queue {
         self.next_msg_id += 1;
         self.counters.publish += 1;
         self.tail.push(seq, segment, offset, len, body_bytes);
+        self.note_quorum_limit();
         if self.limits.overflow == Overflow::DropHead {
             self.drop_head_over_limit();
         }
@@ -263,6 +264,7 @@ impl Queue {
     /// for a delete.
     pub fn stored_locs(&self) -> impl Iterator<Item = Loc> + '_ {
         let ready = self.ready.iter().map(|r| r.loc);
-        ready.chain(self.unacked.values().map(|u| u.loc)).filter(|&l| l != NO_LOC)
+        let unacked = self.unacked.values().map(|u| u.loc);
+        ready.chain(unacked).chain(self.discards.locs()).filter(|&l| l != NO_LOC)
     }
 }

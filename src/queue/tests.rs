@@ -42,3 +42,127 @@ fn a_touch_restarts_x_expires() {
     q.set_clock(190);
     assert!(q.expire());
 }
+
+fn message() -> Message {
+    use crate::amqp::properties::{BasicProperties, ContentHeader};
+    let mut header = bytes::BytesMut::new();
+    ContentHeader { class_id: 60, body_size: 3, properties: BasicProperties::default() }.encode(&mut header);
+    Message::new(crate::message::MessageParts {
+        exchange: ShortStr::from_static(""),
+        routing_key: ShortStr::from_static("q"),
+        header: header.freeze(),
+        body: crate::message::Body::One(bytes::Bytes::from_static(b"abc")),
+    })
+}
+
+fn text(s: &'static str) -> FieldValue {
+    FieldValue::LongStr(crate::amqp::field::LongStr::copy_from_str(s))
+}
+
+/// A quorum queue dead-lettering to exchange `dlx`, with `extra`.
+fn quorum(extra: &[(&'static str, FieldValue)]) -> Queue {
+    let mut args = vec![("x-queue-type", text("quorum")), ("x-dead-letter-exchange", text("dlx"))];
+    args.extend(extra.iter().cloned());
+    queue(&args, 0)
+}
+
+/// Publishes one message, gets it, and rejects it without requeue.
+fn reject_one(q: &mut Queue) {
+    let mut out = Vec::new();
+    assert!(q.publish(message(), NO_LOC, NEVER, &mut out));
+    let taker = ConsumerKey {
+        channel: crate::ids::ChannelRef {
+            conn: crate::ids::ConnId { shard: ShardId(0), slot: 0, generation: 0 },
+            channel: 1,
+        },
+        consumer: 0,
+    };
+    let (delivery, _) = q.get(taker, false).expect("a message");
+    q.settle(&[delivery.msg_id], SettleOp::Discard, &mut out);
+}
+
+#[test]
+fn at_least_once_needs_a_quorum_queue_with_reject_publish() {
+    let alo = [("x-dead-letter-strategy", text("at-least-once")), ("x-overflow", text("reject-publish"))];
+    assert!(quorum(&alo).dead_letters_at_least_once());
+    // drop-head (a quorum queue's default) falls back, as RabbitMQ's does.
+    assert!(!quorum(&alo[..1]).dead_letters_at_least_once());
+    // So does a classic queue, and a quorum queue without an exchange.
+    let classic = [("x-dead-letter-exchange", text("dlx")), alo[0].clone(), alo[1].clone()];
+    assert!(!queue(&classic, 0).dead_letters_at_least_once());
+    assert!(!queue(&[("x-queue-type", text("quorum")), alo[0].clone(), alo[1].clone()], 0)
+        .dead_letters_at_least_once());
+    // The argument wins over the policy; the policy holds without one.
+    let policy = PolicySettings {
+        version: 1,
+        dead_letter_strategy: Some(DeadLetterStrategy::AtLeastOnce),
+        ..PolicySettings::default()
+    };
+    let mut q = quorum(&[alo[1].clone()]);
+    q.apply_policy(&policy);
+    assert!(q.dead_letters_at_least_once());
+    let mut q = quorum(&[("x-dead-letter-strategy", text("at-most-once")), alo[1].clone()]);
+    q.apply_policy(&policy);
+    assert!(!q.dead_letters_at_least_once());
+}
+
+#[test]
+fn a_held_dead_letter_counts_in_the_limit_until_confirmed() {
+    let target = QueueRef { id: QueueId(9), shard: ShardId(1) };
+    let mut q = quorum(&[
+        ("x-dead-letter-strategy", text("at-least-once")),
+        ("x-overflow", text("reject-publish")),
+        ("x-max-length", FieldValue::I32(1)),
+    ]);
+    reject_one(&mut q);
+    assert!(q.has_dead_letters(), "held, to forward");
+    assert_eq!((q.message_count(), q.dead_lettered_held()), (0, (1, 3)));
+    let mut forwards = Vec::new();
+    q.take_forwards(&mut forwards);
+    assert_eq!(forwards.len(), 1);
+    let id = forwards[0].id;
+    q.forwarding(id, 1);
+    // 1 held of 1 is not over the limit: the next publish is taken.
+    assert!(!q.refuses(3));
+    // Refused by its target: held, and retried only after the interval.
+    q.forward_answered(id, target, false);
+    assert_eq!(q.dead_lettered_held().0, 1);
+    q.set_clock(50);
+    assert!(!q.retry_dead_letters(100));
+    q.set_clock(100);
+    assert!(q.retry_dead_letters(100));
+    forwards.clear();
+    q.take_forwards(&mut forwards);
+    assert_eq!(forwards.len(), 1);
+    q.forwarding(id, 1);
+    q.forward_answered(id, target, true);
+    assert_eq!(q.dead_lettered_held(), (0, 0), "confirmed: let go");
+}
+
+#[test]
+fn a_quorum_queue_refuses_once_over_its_limit_until_under_80_percent() {
+    let mut q = queue(
+        &[
+            ("x-queue-type", text("quorum")),
+            ("x-overflow", text("reject-publish")),
+            ("x-max-length", FieldValue::I32(5)),
+        ],
+        0,
+    );
+    let mut out = Vec::new();
+    let accepted: Vec<bool> = (0..8).map(|_| q.publish(message(), NO_LOC, NEVER, &mut out)).collect();
+    // RabbitMQ 3.10: the sixth takes it over 5 and is kept; then refusals.
+    assert_eq!(accepted, [true, true, true, true, true, true, false, false]);
+    let taker = ConsumerKey {
+        channel: crate::ids::ChannelRef {
+            conn: crate::ids::ConnId { shard: ShardId(0), slot: 0, generation: 0 },
+            channel: 1,
+        },
+        consumer: 0,
+    };
+    // At 5 it still refuses; at 4 (80 % of 5) it takes again.
+    q.get(taker, true).expect("a message");
+    assert!(q.refuses(3), "5 of 5");
+    q.get(taker, true).expect("a message");
+    assert!(!q.refuses(3), "4 of 5: at the soft limit");
+}

@@ -134,6 +134,13 @@ impl Shard {
             }
             return;
         }
+        if to.conn.slot == crate::broker::dead_letters::DEAD_LETTER_SLOT {
+            // Targets of at-least-once dead-lettering answered.
+            for seq in seqs.0..=seqs.1 {
+                self.ctx.dead_letter_answered(seq, accepted);
+            }
+            return;
+        }
         let Some(index) = self.slot_of(to.conn) else {
             return;
         };

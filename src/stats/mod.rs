@@ -452,6 +452,11 @@ pub struct QueueStats {
     pub messages_ram: u64,
     /// Persistent messages held.
     pub messages_persistent: u64,
+    /// Dead-lettered messages held until their targets confirm them
+    /// (at-least-once quorum queues; RabbitMQ's `messages_dlx`).
+    pub messages_dlx: u64,
+    /// Their body bytes (`message_bytes_dlx`).
+    pub message_bytes_dlx: u64,
     /// Bytes of message data held in memory for it.
     pub memory: u64,
     /// Consumers attached.

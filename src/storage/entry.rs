@@ -58,6 +58,30 @@ pub const KIND_STREAM: u8 = 7;
 /// names ([`StoredMessage::released_from`]); decoded as [`KIND_MESSAGE`].
 pub const KIND_RELEASED: u8 = 8;
 
+/// Messages an at-least-once queue dead-lettered and holds until the queues
+/// they were forwarded to confirm them (`crate::queue::discards`), one kind
+/// per reason; ranges as [`KIND_SETTLED`]'s. A settled record ends it.
+pub const KIND_HELD_EXPIRED: u8 = 9;
+/// Held after a reject or nack without requeue.
+pub const KIND_HELD_REJECTED: u8 = 10;
+/// Held past the delivery limit.
+pub const KIND_HELD_DELIVERY_LIMIT: u8 = 11;
+/// Held after dropping off the head of a full queue.
+pub const KIND_HELD_MAXLEN: u8 = 12;
+
+/// The held kinds and the `x-death` reasons they record.
+pub const HELD_REASONS: [(u8, &str); 4] = [
+    (KIND_HELD_EXPIRED, "expired"),
+    (KIND_HELD_REJECTED, "rejected"),
+    (KIND_HELD_DELIVERY_LIMIT, "delivery_limit"),
+    (KIND_HELD_MAXLEN, "maxlen"),
+];
+
+/// The held kind of a dead-lettering reason.
+pub fn held_kind(reason: &str) -> u8 {
+    HELD_REASONS.iter().find(|(_, r)| *r == reason).map_or(KIND_HELD_REJECTED, |&(kind, _)| kind)
+}
+
 /// Fixed part of a message record's payload before the exchange name.
 const MESSAGE_FIXED_BYTES: usize = 1 + 8 + 8 + 8;
 
@@ -67,10 +91,10 @@ pub enum Entry<'a> {
     /// A message put into a queue ([`KIND_MESSAGE`]), only paged out
     /// ([`KIND_PAGED`]), or moved by compaction ([`KIND_MOVED`]).
     Message(u8, StoredMessage<'a>),
-    /// Ranges of a queue's messages settled ([`KIND_SETTLED`]) or delivered
-    /// ([`KIND_DELIVERED`]).
+    /// Ranges of a queue's messages settled ([`KIND_SETTLED`]), delivered
+    /// ([`KIND_DELIVERED`]) or held dead-lettered ([`HELD_REASONS`]).
     Ranges {
-        /// Which of the two.
+        /// Which.
         kind: u8,
         /// The queue.
         queue: u64,
@@ -231,10 +255,10 @@ fn put_message(b: &mut Vec<u8>, m: &Message, header: &[u8]) {
     }
 }
 
-/// Appends a settled or delivered record for the inclusive `ranges` of
-/// `queue`'s sequence numbers.
+/// Appends a settled, delivered or held record for the inclusive `ranges`
+/// of `queue`'s sequence numbers.
 pub fn append_ranges(buf: &mut Vec<u8>, kind: u8, queue: u64, ranges: &[(u64, u64)]) -> usize {
-    debug_assert!(kind == KIND_SETTLED || kind == KIND_DELIVERED);
+    debug_assert!(kind == KIND_SETTLED || kind == KIND_DELIVERED || is_held(kind));
     record::append(buf, |b| {
         b.reserve(1 + 8 + 4 + ranges.len() * 16);
         b.push(kind);
@@ -245,6 +269,11 @@ pub fn append_ranges(buf: &mut Vec<u8>, kind: u8, queue: u64, ranges: &[(u64, u6
             b.extend_from_slice(&last.to_le_bytes());
         }
     })
+}
+
+/// A held kind ([`HELD_REASONS`]).
+pub fn is_held(kind: u8) -> bool {
+    (KIND_HELD_EXPIRED..=KIND_HELD_MAXLEN).contains(&kind)
 }
 
 /// Collapses sorted sequence numbers into inclusive ranges.
@@ -334,7 +363,7 @@ pub fn decode(payload: &[u8]) -> Option<Entry<'_>> {
             let m = take_message(rest, at, DELAYED_STORE, seq, due_unix_ms, vhost)?;
             Some(Entry::Message(kind, m))
         }
-        KIND_SETTLED | KIND_DELIVERED => {
+        KIND_SETTLED | KIND_DELIVERED | KIND_HELD_EXPIRED..=KIND_HELD_MAXLEN => {
             let queue = le_u64(rest.get(0..8)?);
             let count = u32::from_le_bytes(rest.get(8..12)?.try_into().ok()?) as usize;
             let ranges = rest.get(12..)?;

@@ -41,10 +41,33 @@ pub struct RecoveredQueue {
     /// Messages compaction copied, by the segment of the latest copy: their
     /// other records are passed over.
     pub moved: SeqRanges,
+    /// Messages held dead-lettered (at-least-once), by the index of their
+    /// kind in [`entry::HELD_REASONS`].
+    pub held: [SeqRanges; 4],
+    /// Those of them still live, read back eagerly (they are out of the
+    /// spans: not ready).
+    pub held_records: Vec<HeldRecord>,
     /// The delay store's only ([`entry::DELAYED_STORE`]): its messages not
     /// settled whose release put them into queues all the same (the settled
     /// record did not reach the disk), as (delayed seq, queue).
     pub released: Vec<(u64, u64)>,
+}
+
+/// A held dead-lettered message found live at recovery.
+#[derive(Debug, Clone, Copy)]
+pub struct HeldRecord {
+    /// Its sequence number.
+    pub seq: u64,
+    /// Where its record is.
+    pub segment: u32,
+    /// Its offset there.
+    pub offset: u32,
+    /// The record's length.
+    pub len: u32,
+    /// A copy compaction wrote ([`entry::KIND_MOVED`]).
+    pub moved: bool,
+    /// Why it died.
+    pub reason: &'static str,
 }
 
 /// Recovered queues by id.
@@ -119,6 +142,9 @@ pub fn open<W>(
         if q.spans.iter().any(|s| s.kind == SpanKind::Moved) {
             q.spans.sort_by_key(|s| s.first_seq);
         }
+        if q.held_records.iter().any(|h| h.moved) {
+            q.held_records.sort_by_key(|h| h.seq);
+        }
     }
     report.messages = queues.values().map(|q| q.count).sum();
     report.queues = queues.values().filter(|q| q.count > 0).count();
@@ -157,7 +183,12 @@ fn find_settled(
         |_, _, e| match e {
             Entry::Ranges { kind, queue, ranges } if known(queue) => {
                 let q = queues.entry(queue).or_default();
-                let set = if kind == entry::KIND_SETTLED { &mut q.settled } else { &mut q.delivered };
+                let held = entry::HELD_REASONS.iter().position(|&(k, _)| k == kind);
+                let set = match held {
+                    Some(i) => &mut q.held[i],
+                    None if kind == entry::KIND_SETTLED => &mut q.settled,
+                    None => &mut q.delivered,
+                };
                 for (first, last) in entry::ranges(ranges) {
                     set.insert(first, last, id);
                 }
@@ -259,6 +290,18 @@ fn place_message(
     }
     if let Some(s) = segments.get_mut(&id) {
         s.live += 1;
+    }
+    let held = q.held.iter().enumerate().find_map(|(i, set)| Some((i, set.find(m.seq)?)));
+    if let Some((i, by)) = held {
+        // Held dead-lettered: not ready; read back whole at the start.
+        if by != id {
+            if let Some(s) = segments.get_mut(&by) {
+                s.pin(id);
+            }
+        }
+        let (moved, reason) = (kind == entry::KIND_MOVED, entry::HELD_REASONS[i].1);
+        q.held_records.push(HeldRecord { seq: m.seq, segment: id, offset, len, moved, reason });
+        return;
     }
     q.count += 1;
     q.bytes += m.body.len() as u64;

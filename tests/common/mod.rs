@@ -123,6 +123,22 @@ impl Broker {
         self.server.as_ref().map(|server| std::sync::Arc::clone(server.registry()))
     }
 
+    /// Sets a queue policy in vhost `/` of an in-process broker, as the
+    /// control plane does (the shards apply it with their next snapshot).
+    pub fn set_queue_policy(&self, name: &str, pattern: &str, definition: serde_json::Value) {
+        let registry = self.registry().expect("in-process broker");
+        let policy = lepus::routing::parameters::Policy {
+            vhost: "/".into(),
+            name: name.into(),
+            pattern: pattern.into(),
+            apply_to: "queues".into(),
+            definition,
+            priority: 0,
+        };
+        let change = lepus::routing::parameters::ParameterChange::SetPolicy(policy);
+        registry.change_parameters(&change).expect("policy set");
+    }
+
     /// Stops an in-process broker (clients get connection.close 320) and
     /// waits for its shards; its data directory stays, unlocked.
     pub fn shutdown(&mut self) {

@@ -21,6 +21,8 @@ impl Broker {
         command.args(["--segment-size", &crate::SEGMENT_BYTES.to_string()]);
         // A short memory horizon: the delayed trials' messages go through the disk index.
         command.args(["--delayed-memory-horizon-ms", "400"]);
+        // A short retry: the dead-letter trials' held messages go again soon.
+        command.args(["--dead-letter-retry-ms", &crate::dead_letters::RETRY_MS.to_string()]);
         // The suite's second run (scripts/test.sh) is on io_uring: so is this broker then.
         match std::env::var("LEPUS_TEST_IO_BACKEND") {
             Ok(backend) if !backend.trim().is_empty() => command.args(["--io-backend", backend.trim()]),

@@ -13,7 +13,6 @@
 //! releases is in before it). The rules: every confirmed message comes
 //! back; in each queue the messages come in publish order and none twice.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -25,7 +24,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, ExchangeKind};
 
 use crate::broker::{blocking, restart, Broker};
-use crate::load::{connect_retrying, within};
+use crate::load::{connect_retrying, publish_confirmed_window, within};
 use crate::{body_of, mix, parse_body, Rng};
 
 const EXCHANGE: &str = "crash.delayed";
@@ -68,38 +67,14 @@ async fn declare(ch: &Channel, queue: usize, exchange: bool) {
 /// Publishes until `stopping` or the connection fails; returns the
 /// confirmed sequence numbers.
 async fn publish(ch: Channel, window: usize, delay_ms: u64, stopping: Arc<AtomicBool>) -> Vec<u64> {
-    let mut confirmed = Vec::new();
-    let mut in_flight = VecDeque::new();
-    within("confirm.select", ch.confirm_select(ConfirmSelectOptions::default())).await.expect("confirms");
-    for seq in 0..DELAYED_PUBLISH_MAX {
-        if stopping.load(Ordering::SeqCst) {
-            break;
+    publish_confirmed_window(&ch, (window, DELAYED_PUBLISH_MAX), &stopping, |seq| {
+        let ch = ch.clone();
+        async move {
+            let key = DELAYED_QUEUES[delayed_queue_of(seq)];
+            ch.basic_publish(EXCHANGE, key, Default::default(), &body_of(seq), delayed_props(delay_ms)).await
         }
-        let key = DELAYED_QUEUES[delayed_queue_of(seq)];
-        let props = delayed_props(delay_ms);
-        let Ok(confirm) = ch.basic_publish(EXCHANGE, key, Default::default(), &body_of(seq), props).await
-        else {
-            break;
-        };
-        in_flight.push_back((seq, confirm));
-        if in_flight.len() >= window {
-            if let Some((seq, confirm)) = in_flight.pop_front() {
-                if let Ok(c) = within("a confirm", confirm).await {
-                    if c.is_ack() {
-                        confirmed.push(seq);
-                    }
-                }
-            }
-        }
-    }
-    for (seq, confirm) in in_flight {
-        if let Ok(Ok(c)) = tokio::time::timeout(crate::SAFETY, confirm).await {
-            if c.is_ack() {
-                confirmed.push(seq);
-            }
-        }
-    }
-    confirmed
+    })
+    .await
 }
 
 /// After the restart: each queue's messages up to its marker, in order.

@@ -420,3 +420,49 @@ impl Load {
         history.problems.extend(log.problems);
     }
 }
+
+/// Publishes messages `0..max` on a channel it puts in confirm mode, each
+/// with `publish(seq)`, keeping at most `window` unconfirmed, until
+/// `stopping` or the connection fails; returns the confirmed sequence
+/// numbers (a confirm still out when the publisher stops is awaited,
+/// bounded).
+pub async fn publish_confirmed_window<F, Fut>(
+    ch: &Channel,
+    (window, max): (usize, u64),
+    stopping: &AtomicBool,
+    mut publish: F,
+) -> Vec<u64>
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = lapin::Result<PublisherConfirm>>,
+{
+    let mut confirmed = Vec::new();
+    let mut in_flight = VecDeque::new();
+    within("confirm.select", ch.confirm_select(ConfirmSelectOptions::default())).await.expect("confirms");
+    for seq in 0..max {
+        if stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        let Ok(confirm) = publish(seq).await else {
+            break;
+        };
+        in_flight.push_back((seq, confirm));
+        if in_flight.len() >= window {
+            if let Some((seq, confirm)) = in_flight.pop_front() {
+                if let Ok(c) = within("a confirm", confirm).await {
+                    if c.is_ack() {
+                        confirmed.push(seq);
+                    }
+                }
+            }
+        }
+    }
+    for (seq, confirm) in in_flight {
+        if let Ok(Ok(c)) = tokio::time::timeout(crate::SAFETY, confirm).await {
+            if c.is_ack() {
+                confirmed.push(seq);
+            }
+        }
+    }
+    confirmed
+}

@@ -38,6 +38,7 @@ mod broker;
 mod check;
 #[path = "../common/child.rs"]
 mod child;
+mod dead_letters;
 mod delayed;
 mod load;
 mod stream;
@@ -407,6 +408,18 @@ async fn kill_9_keeps_delayed_messages_in_order_once() {
         let trial = delayed::trial(i + 1, trials, seed);
         if tokio::time::timeout(TRIAL_TIMEOUT, trial).await.is_err() {
             panic!("crash delayed trial seed={seed:#x} took longer than {TRIAL_TIMEOUT:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_loses_no_dead_letter_of_an_at_least_once_queue() {
+    let (base, trials) = (base_seed(), trial_count());
+    for i in 0..trials {
+        let seed = base.wrapping_add(i.wrapping_mul(GOLDEN));
+        let trial = dead_letters::trial(i + 1, trials, seed);
+        if tokio::time::timeout(TRIAL_TIMEOUT, trial).await.is_err() {
+            panic!("crash dead-letter trial seed={seed:#x} took longer than {TRIAL_TIMEOUT:?}");
         }
     }
 }
