@@ -324,8 +324,8 @@ async fn user_topic_permissions(
 }
 
 /// A vhost as RabbitMQ lists it, with the message totals of its queues.
-fn vhost_json(node: &Node, name: &str, settings: &VhostSettings, totals: Option<&(u64, u64)>) -> Value {
-    let (ready, unacked) = totals.copied().unwrap_or((0, 0));
+fn vhost_json(node: &Node, name: &str, settings: &VhostSettings, totals: Option<&(u64, u64, u64)>) -> Value {
+    let (ready, unacked, dlx) = totals.copied().unwrap_or((0, 0, 0));
     json!({
         "name": name,
         "description": settings.description,
@@ -334,20 +334,22 @@ fn vhost_json(node: &Node, name: &str, settings: &VhostSettings, totals: Option<
         "metadata": {"description": settings.description, "tags": settings.tags},
         "tracing": false,
         "cluster_state": {node.name.clone(): "running"},
-        "messages": ready + unacked,
+        "messages": ready + unacked + dlx,
         "messages_ready": ready,
         "messages_unacknowledged": unacked,
     })
 }
 
-/// (ready, unacknowledged) per vhost, from the shards' statistics.
-fn vhost_totals(node: &Node) -> BTreeMap<String, (u64, u64)> {
-    let mut totals: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+/// (ready, unacknowledged, held dead letters) per vhost, from the shards'
+/// statistics (the last count in `messages`, as RabbitMQ's quorum queues).
+fn vhost_totals(node: &Node) -> BTreeMap<String, (u64, u64, u64)> {
+    let mut totals: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
     for shard in node.board.load() {
         for q in &shard.queues {
             let entry = totals.entry(q.vhost.clone()).or_default();
             entry.0 += q.messages_ready;
             entry.1 += q.messages_unacknowledged;
+            entry.2 += q.messages_dlx;
         }
     }
     totals

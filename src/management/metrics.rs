@@ -254,7 +254,7 @@ fn amqp() -> Labels {
 
 /// The queues' depths, summed over the node.
 fn queue_gauges(sample: &super::rates::Sample, s: &mut Scrape) {
-    let mut sum = [0u64; 7];
+    let mut sum = [0u64; 8];
     for q in sample.shards.iter().flat_map(|s| s.queues.iter()) {
         let values = [
             q.messages_ready,
@@ -264,12 +264,13 @@ fn queue_gauges(sample: &super::rates::Sample, s: &mut Scrape) {
             u64::from(q.consumers),
             q.messages_persistent,
             q.messages_ram,
+            q.messages_dlx,
         ];
         for (total, value) in sum.iter_mut().zip(values) {
             *total += value;
         }
     }
-    let [ready, unacked, bytes_ready, bytes_unacked, consumers, persistent, ram] = sum;
+    let [ready, unacked, bytes_ready, bytes_unacked, consumers, persistent, ram, dlx] = sum;
     let gauges = [
         ("rabbitmq_queue_messages_ready", "Messages ready to be delivered to consumers", ready),
         (
@@ -280,7 +281,7 @@ fn queue_gauges(sample: &super::rates::Sample, s: &mut Scrape) {
         (
             "rabbitmq_queue_messages",
             "Sum of ready and unacknowledged messages - total queue depth",
-            ready + unacked,
+            ready + unacked + dlx,
         ),
         ("rabbitmq_queue_messages_ready_bytes", "Size in bytes of ready messages", bytes_ready),
         (
@@ -638,7 +639,8 @@ fn per_queue(sample: &super::rates::Sample, s: &mut Scrape) {
             "rabbitmq_queue_messages",
             "Sum of ready and unacknowledged messages - total queue depth",
             l(),
-            (q.messages_ready + q.messages_unacknowledged) as f64,
+            // Held dead letters count, as in RabbitMQ's (quorum queues).
+            (q.messages_ready + q.messages_unacknowledged + q.messages_dlx) as f64,
         );
         s.gauge(
             "rabbitmq_queue_messages_ready_bytes",

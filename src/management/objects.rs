@@ -452,6 +452,9 @@ fn queue_json(
     });
     let Value::Object(map) = &mut out else { return out };
     queue_policy_fields(vh, meta, map);
+    if QueueType::of(&meta.arguments) == QueueType::Quorum {
+        held_dead_letters(q, map);
+    }
     if let Some(owner) = owner {
         map.insert(
             "owner_pid_details".into(),
@@ -469,6 +472,21 @@ fn queue_json(
         queue_rates(sample, found, (vhost, &name), (ready, unacked), map);
     }
     out
+}
+
+/// A quorum queue's held dead letters (`messages_dlx`, `message_bytes_dlx`),
+/// which RabbitMQ 3.10 reports for quorum queues only and counts in
+/// `messages` and `message_bytes`.
+fn held_dead_letters(q: Option<&QueueStats>, map: &mut serde_json::Map<String, Value>) {
+    let (dlx, dlx_bytes) = q.map_or((0, 0), |q| (q.messages_dlx, q.message_bytes_dlx));
+    map.insert("messages_dlx".into(), json!(dlx));
+    map.insert("message_bytes_dlx".into(), json!(dlx_bytes));
+    for (key, held) in [("messages", dlx), ("message_bytes", dlx_bytes)] {
+        if let Some(Value::Number(n)) = map.get(key) {
+            let total = n.as_u64().unwrap_or(0) + held;
+            map.insert(key.into(), json!(total));
+        }
+    }
 }
 
 /// A queue's type and the policies that apply to it (`policy`,

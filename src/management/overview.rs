@@ -111,17 +111,19 @@ async fn overview(State(node): State<Arc<Node>>, caller: Caller) -> Json<Value> 
 /// `queue_totals`: ready and unacked messages of the queues the caller
 /// sees, with their rates of change.
 fn queue_totals(sample: &super::rates::Sample, sees: &dyn Fn(&str) -> bool) -> Value {
-    let (mut ready, mut unacked) = (0u64, 0u64);
-    let (mut ready_before, mut unacked_before) = (0u64, 0u64);
+    let (mut ready, mut unacked, mut dlx) = (0u64, 0u64, 0u64);
+    let (mut ready_before, mut unacked_before, mut dlx_before) = (0u64, 0u64, 0u64);
     for (shard, stats) in sample.shards.iter().enumerate() {
         for q in stats.queues.iter().filter(|q| sees(&q.vhost)) {
             ready += q.messages_ready;
             unacked += q.messages_unacknowledged;
+            dlx += q.messages_dlx;
         }
         if let Some(before) = sample.previous.get(shard).and_then(Option::as_ref) {
             for q in before.queues.iter().filter(|q| sees(&q.vhost)) {
                 ready_before += q.messages_ready;
                 unacked_before += q.messages_unacknowledged;
+                dlx_before += q.messages_dlx;
             }
         }
     }
@@ -134,8 +136,9 @@ fn queue_totals(sample: &super::rates::Sample, sees: &dyn Fn(&str) -> bool) -> V
         json!({ "rate": rate })
     };
     json!({
-        "messages": ready + unacked,
-        "messages_details": gauge(ready + unacked, ready_before + unacked_before),
+        // Held dead letters count, as in RabbitMQ's (quorum queues).
+        "messages": ready + unacked + dlx,
+        "messages_details": gauge(ready + unacked + dlx, ready_before + unacked_before + dlx_before),
         "messages_ready": ready,
         "messages_ready_details": gauge(ready, ready_before),
         "messages_unacknowledged": unacked,
