@@ -76,14 +76,15 @@ echo "== client suites (pika, kombu, amqplib) against lepus"
 cargo build --bin lepus
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 log=$(mktemp)
-"${CARGO_TARGET_DIR:-target}/debug/lepus" --listen "127.0.0.1:$port" --management-port 0 --prometheus-port 0 --shards 2 --no-pin >"$log" 2>&1 &
+"${CARGO_TARGET_DIR:-target}/debug/lepus" --listen "127.0.0.1:$port" --management-port 0 --prometheus-port 0 --shards 2 --no-pin \
+  --dead-letter-retry-ms 500 >"$log" 2>&1 &
 broker=$!
 trap 'kill $broker 2>/dev/null || true' EXIT
 for _ in $(seq 100); do
   (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
   sleep 0.1
 done
-AMQP_URL="amqp://guest:guest@127.0.0.1:$port/%2F" bash tests/clients/run.sh
+AMQP_URL="amqp://guest:guest@127.0.0.1:$port/%2F" CLIENTS_DEAD_LETTER_RETRY_MS=500 bash tests/clients/run.sh
 kill "$broker"
 wait "$broker" || { echo "broker exited badly:"; cat "$log"; exit 1; }
 trap - EXIT

@@ -1,7 +1,7 @@
 """pika: the queue types and plugins of issue 15 -- stream queues consumed over
 AMQP 0-9-1 (declare rules, x-stream-offset first/last/next/number/timestamp,
-the x-stream-offset header on deliveries), the quorum delivery limit, the
-consumer timeout, the delayed-message and consistent-hash exchanges.
+the x-stream-offset header on deliveries), the quorum delivery limit and
+at-least-once dead-lettering, the consumer timeout, the delayed-message and consistent-hash exchanges.
 
 Every expectation was checked against RabbitMQ 3.10.8 where it has the
 feature (CLIENTS_TARGET=rabbitmq); the rest are marked lepus_only.
@@ -214,6 +214,73 @@ def test_quorum_delivery_limit_dead_letters(conn, cleanup):
     assert death["queue"] == queue
     assert death["count"] == 1
     assert ch.queue_declare(queue=queue, passive=True).method.message_count == 0
+
+
+# The broker's retry interval for held dead letters (Lepus
+# --dead-letter-retry-ms, RabbitMQ dead_letter_worker_publisher_confirm_timeout,
+# 180 s by default): the at-least-once test's retry part runs only when set.
+DEAD_LETTER_RETRY_MS = int(os.environ.get("CLIENTS_DEAD_LETTER_RETRY_MS", "0"))
+
+
+def test_quorum_at_least_once_dead_lettering_holds_refused_dead_letters(conn, cleanup):
+    dlq = unique("qq-alo-dlq")
+    queue = unique("qq-alo")
+    cleanup.extend([("queue", queue), ("queue", dlq)])
+    ch = conn.channel()
+    # The dead-letter queue takes one message and refuses the next.
+    ch.queue_declare(queue=dlq, arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
+    ch.queue_declare(
+        queue=queue,
+        durable=True,
+        arguments={
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": dlq,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+            "x-max-length": 3,
+        },
+    )
+    ch.confirm_delivery()
+    persistent = pika.BasicProperties(delivery_mode=2)
+
+    def publish(body):
+        try:
+            ch.basic_publish(exchange="", routing_key=queue, body=body, properties=persistent)
+            return True
+        except pika.exceptions.NackError:
+            return False
+
+    assert publish(b"m1") and publish(b"m2")
+    for _ in range(2):
+        method, _, _ = ch.basic_get(queue)
+        ch.basic_nack(method.delivery_tag, requeue=False)
+    pump(conn, lambda: ch.queue_declare(queue=dlq, passive=True).method.message_count == 1,
+         what="m1 dead-lettered")
+    # m2, refused by the full queue, is held: not ready, but within the limit
+    # (a quorum queue takes the message that takes it over, then refuses).
+    assert ch.queue_declare(queue=queue, passive=True).method.message_count == 0
+    assert [publish(b"m%d" % i) for i in range(3, 7)] == [True, True, True, False]
+    method, props, body = ch.basic_get(dlq, auto_ack=True)
+    assert body == b"m1" and props.headers["x-first-death-reason"] == "rejected"
+    if not DEAD_LETTER_RETRY_MS:
+        return
+    got = []
+
+    def forwarded():
+        if not got:
+            method, props, body = ch.basic_get(dlq, auto_ack=True)
+            if method is not None:
+                got.append((props, body))
+        return bool(got)
+
+    pump(conn, forwarded, timeout=TIMEOUT + DEAD_LETTER_RETRY_MS / 1000.0, what="m2 forwarded on retry")
+    props, body = got[0]
+    death = props.headers["x-death"][0]
+    assert (body, death["reason"], death["queue"], death["count"]) == (b"m2", "rejected", queue, 1)
+    # Released from the source, which refuses until under 80 % of its limit.
+    assert ch.queue_declare(queue=queue, passive=True).method.message_count == 3
+    assert not publish(b"n0")
 
 
 def closed_by_consumer_timeout(conn, cleanup, prefix, arguments, timeout_ms, wait_s):
