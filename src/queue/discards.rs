@@ -20,10 +20,11 @@
 //! already confirmed, the message is done (RabbitMQ's mandatory semantics).
 //!
 //! Switching away from the strategy (a policy change) deletes the held
-//! messages, as RabbitMQ does. After a crash, a held message whose record
-//! was not settled comes back among the queue's ready messages (flagged
-//! redelivered if it had been delivered), never lost: the log records no
-//! held state of its own.
+//! messages, as RabbitMQ does. The message log records the held state (a
+//! range record per reason, written with the queue's journal): after a
+//! restart or a crash, held messages are read back held, in order, and
+//! forwarded again; compaction copies them like live messages and records
+//! the copies held. A message is settled only when it is done.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -340,15 +341,13 @@ impl Queue {
             for (id, loc) in self.discards.clear() {
                 self.journal.settle(id.0, loc);
             }
-            if count > 0 {
-                tracing::info!(
-                    queue = %self.meta.name.to_string_lossy(),
-                    vhost = %self.vhost,
-                    count,
-                    bytes,
-                    "dead-letter strategy no longer at-least-once: held dead-lettered messages deleted"
-                );
-            }
+            tracing::info!(
+                queue = %self.meta.name.to_string_lossy(),
+                vhost = %self.vhost,
+                count,
+                bytes,
+                "dead-letter strategy no longer at-least-once: held dead-lettered messages deleted"
+            );
         } else if now {
             let Discards { held, to_retry, to_forward, .. } = &mut self.discards;
             let (never, later): (Vec<MsgId>, Vec<MsgId>) =
