@@ -3,7 +3,8 @@
 //! messages to the next consumer with credit.
 
 use super::{
-    AfterRemove, ConsumerKey, ConsumerSpec, ConsumerState, Delivery, Queue, QueueRefusal, Unacked, NEVER,
+    AfterRemove, ConsumerKey, ConsumerSpec, ConsumerState, Delivery, Queue, QueueRefusal, Ready, Unacked,
+    NEVER,
 };
 
 impl Queue {
@@ -107,50 +108,57 @@ impl Queue {
             let Some(ready) = self.pop_ready() else {
                 break;
             };
-            self.dispatched += 1;
-            let consumer = &mut self.consumers[index];
-            consumer.in_flight += 1;
-            consumer.in_flight_bytes += ready.message.body_len();
-            if consumer.spec.channel_limited {
-                consumer.grants -= 1;
-            }
-            let key = consumer.spec.key;
-            let no_ack = consumer.spec.no_ack;
-            self.counters.count_deliver(no_ack, ready.redelivered);
-            self.journal.deliver(ready.id.0, ready.loc, no_ack);
-            let message = if no_ack {
-                ready.message
-            } else {
-                consumer.unacked += 1;
-                self.unacked_bytes += ready.message.body_len();
-                self.unacked.insert(
-                    ready.id,
-                    Unacked {
-                        message: ready.message.clone(),
-                        consumer: key,
-                        expires_at_ms: ready.expires_at_ms,
-                        priority: ready.priority,
-                        loc: ready.loc,
-                        delivery_count: ready.delivery_count,
-                    },
-                );
-                ready.message
-            };
-            let message = self.as_delivered(message, ready.delivery_count, false);
-            out.push(Delivery {
-                queue: self.meta.queue,
-                msg_id: ready.id,
-                consumer: key,
-                redelivered: ready.redelivered,
-                no_ack,
-                message,
-            });
+            self.deliver_ready(index, ready, out);
         }
         if self.ready.is_empty() {
             self.return_unused_grants();
         } else {
             self.ask_for_grants();
         }
+    }
+
+    /// Hands `ready` (out of the ready list, or never in it) to consumer
+    /// `index`, which has credit.
+    #[inline(always)]
+    pub(super) fn deliver_ready(&mut self, index: usize, ready: Ready, out: &mut Vec<Delivery>) {
+        self.dispatched += 1;
+        let consumer = &mut self.consumers[index];
+        consumer.in_flight += 1;
+        consumer.in_flight_bytes += ready.message.body_len();
+        if consumer.spec.channel_limited {
+            consumer.grants -= 1;
+        }
+        let key = consumer.spec.key;
+        let no_ack = consumer.spec.no_ack;
+        self.counters.count_deliver(no_ack, ready.redelivered);
+        self.journal.deliver(ready.id.0, ready.loc, no_ack);
+        let message = if no_ack {
+            ready.message
+        } else {
+            consumer.unacked += 1;
+            self.unacked_bytes += ready.message.body_len();
+            self.unacked.insert(
+                ready.id,
+                Unacked {
+                    message: ready.message.clone(),
+                    consumer: key,
+                    expires_at_ms: ready.expires_at_ms,
+                    priority: ready.priority,
+                    loc: ready.loc,
+                    delivery_count: ready.delivery_count,
+                },
+            );
+            ready.message
+        };
+        let message = self.as_delivered(message, ready.delivery_count, false);
+        out.push(Delivery {
+            queue: self.meta.queue,
+            msg_id: ready.id,
+            consumer: key,
+            redelivered: ready.redelivered,
+            no_ack,
+            message,
+        });
     }
 
     /// Nothing is ready: grants held for channel-limited consumers go back to
@@ -167,7 +175,7 @@ impl Queue {
     /// Messages wait and channel-limited consumers have no grant: ask their
     /// channels (once per grant).
     #[cold]
-    fn ask_for_grants(&mut self) {
+    pub(super) fn ask_for_grants(&mut self) {
         // With a single active consumer only the active one can use a grant.
         let asking = if self.single_active { 1 } else { self.consumers.len() };
         for c in self.consumers.iter_mut().take(asking) {
@@ -180,7 +188,7 @@ impl Queue {
 
     /// The next consumer with credit: round-robin among the highest priority
     /// that has any.
-    fn next_consumer(&mut self) -> Option<usize> {
+    pub(super) fn next_consumer(&mut self) -> Option<usize> {
         let n = self.consumers.len();
         if n == 0 {
             return None;

@@ -440,19 +440,31 @@ impl Queue {
             }
             return false;
         }
-        self.ready_bytes += body_bytes;
         self.counters.publish += 1;
         let priority = if self.ready.max_priority() > 0 { crate::message::priority(&message) } else { 0 };
-        self.ready.push_back(Ready {
-            id,
-            message,
-            redelivered: false,
-            delivery_count: 0,
-            expires_at_ms,
-            priority,
-            loc,
-        });
-        self.dispatch(out);
+        let ready =
+            Ready { id, message, redelivered: false, delivery_count: 0, expires_at_ms, priority, loc };
+        // Nothing waits (in memory or paged out) and it does not expire: it
+        // goes straight to a consumer that can take it, as `dispatch` would
+        // hand it over, without a trip through the ready list. (After every
+        // operation `dispatch` leaves either nothing ready or no consumer
+        // with credit, so a waiting message is never passed; the length
+        // test keeps it so should paged messages wait for a page-in.)
+        let direct = expires_at_ms == NEVER && self.total_len() == 0;
+        let index = if direct { self.next_consumer() } else { None };
+        if let Some(index) = index {
+            self.deliver_ready(index, ready, out);
+            self.return_unused_grants();
+        } else {
+            self.ready_bytes += body_bytes;
+            self.ready.push_back(ready);
+            if direct {
+                // What `dispatch` would conclude: no consumer can take it.
+                self.ask_for_grants();
+            } else {
+                self.dispatch(out);
+            }
+        }
         self.note_quorum_limit();
         if expires_at_ms != NEVER {
             // x-message-ttl 0: what could not be delivered at once expires now.

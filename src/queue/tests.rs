@@ -166,3 +166,49 @@ fn a_quorum_queue_refuses_once_over_its_limit_until_under_80_percent() {
     q.get(taker, true).expect("a message");
     assert!(!q.refuses(3), "4 of 5: at the soft limit");
 }
+
+fn consumer_key(consumer: u32) -> ConsumerKey {
+    ConsumerKey {
+        channel: crate::ids::ChannelRef {
+            conn: crate::ids::ConnId { shard: ShardId(0), slot: 0, generation: 0 },
+            channel: 1,
+        },
+        consumer,
+    }
+}
+
+fn consumer(consumer: u32, prefetch: u32) -> ConsumerSpec {
+    ConsumerSpec {
+        key: consumer_key(consumer),
+        tag: ShortStr::from_static("c"),
+        no_ack: false,
+        prefetch,
+        exclusive: false,
+        priority: 0,
+        channel_limited: false,
+        stream: None,
+    }
+}
+
+#[test]
+fn a_publish_goes_straight_to_a_free_consumer_only_when_nothing_waits() {
+    let mut q = queue(&[], 0);
+    let mut out = Vec::new();
+    q.add_consumer(consumer(0, 1), &mut out).expect("consumer");
+    // Nothing waits: delivered at once, and nothing is left ready.
+    assert!(q.publish(message(), NO_LOC, NEVER, &mut out));
+    assert_eq!((out.len(), q.message_count(), q.ready_bytes), (1, 0, 0));
+    // Its prefetch is used up: the next two wait, in order.
+    assert!(q.publish(message(), NO_LOC, NEVER, &mut out));
+    assert!(q.publish(message(), NO_LOC, NEVER, &mut out));
+    assert_eq!((out.len(), q.message_count(), q.ready_bytes), (1, 2, 6));
+    // A second consumer with room: the next publish must not pass the two
+    // waiting (dispatch hands it the oldest).
+    q.add_consumer(consumer(1, 10), &mut out).expect("consumer");
+    let ids: Vec<u64> = out.iter().map(|d| d.msg_id.0).collect();
+    assert_eq!(ids, [0, 1, 2]);
+    assert!(q.publish(message(), NO_LOC, NEVER, &mut out));
+    let ids: Vec<u64> = out.iter().map(|d| d.msg_id.0).collect();
+    assert_eq!(ids, [0, 1, 2, 3]);
+    assert_eq!((q.message_count(), q.ready_bytes), (0, 0));
+}
