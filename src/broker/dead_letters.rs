@@ -17,7 +17,9 @@ use super::ctx::queue_at;
 use super::ShardCtx;
 use crate::envelope::ConfirmTicket;
 use crate::ids::{ChannelRef, ConnId, MsgId, QueueId, QueueRef};
+use crate::message::Message;
 use crate::queue::Forward;
+use crate::routing::topology::{Exchange, Vhost};
 
 /// The connection slot confirm tickets of at-least-once dead-lettering are
 /// addressed to (no connection has it; see `DELAY_STORE_SLOT`, the slot
@@ -63,24 +65,25 @@ impl ShardCtx {
             return;
         };
         let now = unix_seconds();
-        let mut targets = Vec::new();
-        let mut scratch = Vec::new();
         for (message, reason) in messages {
             let dead = crate::queue::dead_letter::dead_lettered(&message, &queue_name, reason, &target, now);
-            let properties = crate::message::RouteProperties::new(dead.header());
-            targets.clear();
-            vhost.route(&exchange, dead.routing_key(), &properties, &mut targets, &mut scratch);
-            let deaths = crate::queue::dead_letter::death_history(&dead);
-            for target in &targets {
-                let name = vhost.queue_by_id(target.id).map(|m| m.name.clone());
-                if name.is_some_and(|n| deaths.is_cycle_into(&n)) {
-                    // RabbitMQ drops a message that would go round a cycle of
-                    // queues with no rejection on the way.
-                    continue;
-                }
-                self.publish_to(*target, dead.clone());
+            let targets = self.route_dead(&vhost, &exchange, &dead);
+            for &to in &targets {
+                self.publish_to(to, dead.clone());
             }
+            self.recycle_route_targets(targets);
         }
+    }
+
+    /// The queues dead letter `dead` goes to through `exchange`, but those it
+    /// would go round a cycle into with no rejection on the way (RabbitMQ
+    /// drops it for them). Give the list back with `recycle_route_targets`.
+    fn route_dead(&mut self, vhost: &Vhost, exchange: &Exchange, dead: &Message) -> Vec<QueueRef> {
+        let properties = crate::message::RouteProperties::new(dead.header());
+        let mut targets = self.route(vhost, exchange, dead.routing_key(), &properties);
+        let deaths = crate::queue::dead_letter::death_history(dead);
+        targets.retain(|to| !vhost.queue_by_id(to.id).is_some_and(|m| deaths.is_cycle_into(&m.name)));
+        targets
     }
 
     /// Forwards the messages an at-least-once queue holds, each to the
@@ -115,14 +118,8 @@ impl ShardCtx {
             if let Some((vhost, exchange)) = &routes {
                 let dead =
                     crate::queue::dead_letter::dead_lettered(&message, &queue_name, reason, &target, now);
-                let properties = crate::message::RouteProperties::new(dead.header());
-                let targets = self.route(vhost, exchange, dead.routing_key(), &properties);
-                let deaths = crate::queue::dead_letter::death_history(&dead);
-                for &to in &targets {
-                    let name = vhost.queue_by_id(to.id).map(|m| m.name.clone());
-                    if confirmed.contains(&to) || name.is_some_and(|n| deaths.is_cycle_into(&n)) {
-                        continue;
-                    }
+                let targets = self.route_dead(vhost, exchange, &dead);
+                for &to in targets.iter().filter(|to| !confirmed.contains(to)) {
                     let seq = self.dead_letter_seq;
                     self.dead_letter_seq += 1;
                     self.dead_letter_awaited.insert(seq, (queue, id, to));
