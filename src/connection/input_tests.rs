@@ -214,3 +214,29 @@ proptest! {
         prop_assert_eq!(u64::from(q.message_count()), reported);
     }
 }
+
+/// A socket read adds to the read buffer only while it holds less than a
+/// read chunk or the front frame is still arriving: a connection a hold
+/// stops after each frame keeps at most a chunk unprocessed.
+#[test]
+fn more_input_is_read_only_below_a_chunk_or_inside_a_frame() {
+    use crate::connection::READ_CHUNK_BYTES;
+    let id = ConnId { shard: ShardId(0), slot: 0, generation: 1 };
+    let peer = "127.0.0.1:1".parse().expect("addr");
+    let mut conn = Connection::new(id, peer, Instant::now(), Duration::from_secs(10));
+    assert!(conn.wants_input());
+    let heartbeat = [FrameType::Heartbeat as u8, 0, 0, 0, 0, 0, 0, FRAME_END];
+    while conn.read_buffer().len() < READ_CHUNK_BYTES {
+        conn.read_buffer().extend_from_slice(&heartbeat);
+    }
+    assert!(!conn.wants_input(), "a chunk of whole frames is processed first");
+    // One body frame larger than a chunk, partly here: it needs the rest.
+    conn.read_buffer().clear();
+    let payload = 2 * READ_CHUNK_BYTES as u32;
+    conn.read_buffer().extend_from_slice(&[FrameType::Body as u8, 0, 1]);
+    conn.read_buffer().extend_from_slice(&payload.to_be_bytes());
+    conn.read_buffer().resize(READ_CHUNK_BYTES + 100, 0);
+    assert!(conn.wants_input(), "the front frame is not all here");
+    conn.read_buffer().resize(payload as usize + frame::FRAME_OVERHEAD_BYTES, 0);
+    assert!(!conn.wants_input(), "the whole frame is here");
+}

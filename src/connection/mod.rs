@@ -187,6 +187,19 @@ impl Connection {
             || self.shared.out.queued_bytes() > WRITE_QUEUE_BYTES_HIGH
     }
 
+    /// Whether a socket read may add to the read buffer: it holds less than
+    /// [`READ_CHUNK_BYTES`], or no whole frame yet (a bigger frame still
+    /// arriving). A connection a hold stops after a frame or two keeps at most
+    /// a chunk unprocessed, however often it is resumed.
+    pub fn wants_input(&self) -> bool {
+        let buf = &self.read_buf[..];
+        if buf.len() < READ_CHUNK_BYTES {
+            return true;
+        }
+        let payload_len = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]);
+        (buf.len() as u64) < u64::from(payload_len) + frame::FRAME_OVERHEAD_BYTES as u64
+    }
+
     /// The buffer socket reads go into; the caller records the time.
     pub fn read_buffer(&mut self) -> &mut BytesMut {
         &mut self.read_buf

@@ -459,7 +459,10 @@ impl Shard {
                 continue;
             }
             let mut eof = false;
-            if slot.readable && matches!(self.backend, Backend::Mio) {
+            if slot.readable && matches!(self.backend, Backend::Mio) && !slot.conn.wants_input() {
+                // What it has buffered first; the socket's bytes next turn.
+                again.push(index);
+            } else if slot.readable && matches!(self.backend, Backend::Mio) {
                 let more;
                 (eof, more) = match slot.tls.is_some() {
                     false => read_socket(slot, self.ctx.now()),
