@@ -230,15 +230,21 @@ impl ShardCtx {
 
     /// Ends the holds of local queues that caught up (see [`super::throttle`]):
     /// their publishers here are released, those on other shards are sent
-    /// `Released`.
-    pub fn end_caught_up_holds(&mut self) {
+    /// `Released`. `idle`: the shard has nothing else to do, and queues whose
+    /// consumers wait for acks let their publishers go under a higher ceiling
+    /// ([`Queue::releases_publishers_when_idle`]).
+    pub fn end_caught_up_holds(&mut self, idle: bool) {
         let me = self.shard;
         let now = self.now;
         let queues = &self.queues;
         let mut releases = Vec::new();
         self.throttle.check(
             now,
-            |id| queues.get(&id).map(|q| (q.releases_publishers(), q.dispatched())),
+            |id| {
+                queues.get(&id).map(|q| {
+                    (q.releases_publishers() || (idle && q.releases_publishers_when_idle()), q.dispatched())
+                })
+            },
             |queue, shard| releases.push((queue, shard)),
             me,
         );

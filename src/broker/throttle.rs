@@ -12,7 +12,15 @@
 //!                                          │      (remote publisher: Held envelope)
 //!  every turn: backlog ≤ low mark, no consumers, queue gone,
 //!              or no delivery for HOLD_STALL ─> release waiters (remote: Released)
+//!  shard would wait idle: every consumer at its prefetch and
+//!              backlog ≤ BACKLOG_IDLE_MESSAGES_MAX ─> release waiters
 //! ```
+//!
+//! The idle rule is for consumers bound by their prefetch: the shard waits
+//! for their acks, and a held publisher left waiting too leaves the core idle
+//! for that time. Released then, the publisher is usually held again at its
+//! next publish (the shard is still busy), so it advances a frame at a time
+//! in what would be idle time, and the backlog stays under the idle ceiling.
 //!
 //! The stall rule keeps a hold from ever deadlocking: a connection that both
 //! publishes to and consumes from a held queue has its acks stuck behind the

@@ -1,7 +1,10 @@
 //! The queue's side of publisher flow control (see [`crate::broker::throttle`]):
 //! whether its backlog holds its publishers back, and when it lets them go.
 
-use super::{ConsumerState, Queue, BACKLOG_HIGH_BYTES, BACKLOG_HIGH_MESSAGES, BACKLOG_LOW_MESSAGES};
+use super::{
+    ConsumerState, Queue, BACKLOG_HIGH_BYTES, BACKLOG_HIGH_MESSAGES, BACKLOG_IDLE_MESSAGES_MAX,
+    BACKLOG_LOW_MESSAGES,
+};
 
 impl Queue {
     /// Publisher flow control. True when the backlog is past the high mark,
@@ -41,5 +44,15 @@ impl Queue {
     pub fn releases_publishers(&self) -> bool {
         (self.total_len() <= BACKLOG_LOW_MESSAGES && self.total_bytes() <= BACKLOG_HIGH_BYTES / 2)
             || self.consumers.is_empty()
+    }
+
+    /// Held publishers may go on because their shard would otherwise wait
+    /// idle: what keeps the backlog from the consumers is their acks (each
+    /// is at its prefetch), not their sockets, and the backlog is at most
+    /// [`BACKLOG_IDLE_MESSAGES_MAX`] (and [`BACKLOG_HIGH_BYTES`]).
+    pub fn releases_publishers_when_idle(&self) -> bool {
+        self.total_len() <= BACKLOG_IDLE_MESSAGES_MAX
+            && self.total_bytes() <= BACKLOG_HIGH_BYTES
+            && self.consumers.iter().all(ConsumerState::waits_for_acks)
     }
 }

@@ -74,6 +74,9 @@ pub const BACKLOG_HIGH_MESSAGES: usize = 8 * 1024;
 pub const BACKLOG_HIGH_BYTES: u64 = 32 * 1024 * 1024;
 /// Ready messages at or below which held publishers go on.
 pub const BACKLOG_LOW_MESSAGES: usize = BACKLOG_HIGH_MESSAGES / 2;
+/// Ready messages up to which held publishers go on when their shard has
+/// nothing else to do (see [`crate::broker::throttle`]).
+pub const BACKLOG_IDLE_MESSAGES_MAX: usize = 4 * BACKLOG_HIGH_MESSAGES;
 
 /// The consumer number used for messages fetched with basic.get.
 pub const GET_CONSUMER: u32 = u32::MAX;
@@ -153,6 +156,11 @@ impl ConsumerState {
             && self.in_flight_bytes < CONSUMER_CREDIT_BYTES_MAX
             && (!self.spec.channel_limited || self.grants > 0)
             && self.wants_more()
+    }
+
+    /// Its prefetch is used up: it gets more when it acks.
+    fn waits_for_acks(&self) -> bool {
+        !self.spec.no_ack && self.spec.prefetch > 0 && self.unacked >= self.spec.prefetch
     }
 
     /// The client would take more deliveries (its prefetch is not used up):

@@ -212,3 +212,34 @@ fn a_publish_goes_straight_to_a_free_consumer_only_when_nothing_waits() {
     assert_eq!(ids, [0, 1, 2, 3]);
     assert_eq!((q.message_count(), q.ready_bytes), (0, 0));
 }
+
+#[test]
+fn held_publishers_go_on_at_idle_only_for_consumers_waiting_for_acks() {
+    let mut out = Vec::new();
+    // A manual-ack consumer at its prefetch: its acks, not its socket, keep
+    // the backlog from it.
+    let mut q = queue(&[], 0);
+    q.add_consumer(consumer(0, 2), &mut out).expect("consumer");
+    for _ in 0..BACKLOG_HIGH_MESSAGES + 3 {
+        assert!(q.publish(message(), NO_LOC, NEVER, &mut out));
+    }
+    assert_eq!(out.len(), 2);
+    assert!(q.backlog_high() && !q.releases_publishers());
+    assert!(q.releases_publishers_when_idle());
+    while q.message_count() as usize <= BACKLOG_IDLE_MESSAGES_MAX {
+        assert!(q.publish(message(), NO_LOC, NEVER, &mut out));
+    }
+    assert!(!q.releases_publishers_when_idle(), "past the idle ceiling");
+
+    // A no-ack consumer whose connection has not written what it was sent:
+    // its socket is what is behind, and the hold stays.
+    let mut q = queue(&[], 0);
+    let mut no_ack = consumer(0, 0);
+    no_ack.no_ack = true;
+    q.add_consumer(no_ack, &mut out).expect("consumer");
+    for _ in 0..BACKLOG_HIGH_MESSAGES + CONSUMER_CREDIT_MAX as usize + 2 {
+        assert!(q.publish(message(), NO_LOC, NEVER, &mut out));
+    }
+    assert!(q.backlog_high(), "credit ran out: the rest waits");
+    assert!(!q.releases_publishers_when_idle());
+}

@@ -254,7 +254,7 @@ impl Shard {
         self.flush_touched_confirms();
         self.run_connections();
         self.handle_local();
-        self.check_holds();
+        self.check_holds(false);
         self.check_alarms();
         // Records reach the log file before the deliveries and confirms they
         // describe reach any socket or ring.
@@ -499,9 +499,9 @@ impl Shard {
 
     /// Ends the holds whose queues caught up (see [`crate::broker::throttle`]) and resumes
     /// the connections they held.
-    fn check_holds(&mut self) {
+    fn check_holds(&mut self, idle: bool) {
         if self.ctx.throttle().has_local_holds() {
-            self.ctx.end_caught_up_holds();
+            self.ctx.end_caught_up_holds(idle);
         }
         if self.ctx.throttle().has_released() {
             for id in self.ctx.throttle().take_released() {

@@ -53,6 +53,16 @@ impl Shard {
         waited
     }
 
+    /// The shard has nothing to do but wait: holds of local queues whose
+    /// backlog is at most the idle ceiling end now, so a queue whose
+    /// consumers are bound by their prefetch does not leave the core idle
+    /// while its publishers wait (see [`crate::broker::throttle`]). True if
+    /// that gave the turn work: a connection to run or `Released` to send.
+    fn release_holds_when_idle(&mut self) -> bool {
+        self.check_holds(true);
+        !self.ready.is_empty() || self.ctx.mesh().staged_len() > 0
+    }
+
     /// How long this turn may block: not at all when there is work, else
     /// until the next timer. Announces the park on the doorbell when it may
     /// block; the caller unparks after waiting.
@@ -68,6 +78,8 @@ impl Shard {
         } else if self.ctx.mesh().staged_len() > 0 {
             // Rings are full: retry soon without spinning.
             Duration::from_micros(200)
+        } else if self.ctx.throttle().has_local_holds() && self.release_holds_when_idle() {
+            Duration::ZERO
         } else if !self.busy_poll.is_zero()
             && self.ctx.now().saturating_duration_since(self.active_at) < self.busy_poll
         {
