@@ -38,6 +38,10 @@ LOGDIR="$(mktemp -d "${TMPDIR:-/tmp}/lepus-admin.XXXXXX")"
 PASS=0 FAIL=0 XFAIL=0 SKIPPED=0
 LEPUS_PID="" CONSUMER_PID=""
 STATS_LAG_S=15
+# The consumer cases need pika: the client suite's venv has it (run.sh, which
+# scripts/test.sh runs first, makes it); else the system's python3 may.
+PIKA_PY="$HERE/.venv/bin/python"
+"$PIKA_PY" -c 'import pika' 2>/dev/null || PIKA_PY=python3
 HOST="" AMQP_PORT="" PORT="" USER_NAME=guest USER_PASS=guest
 RUN_ID="$$"
 
@@ -131,7 +135,7 @@ check_soon() {
 # consumes (it printed `ready`), non-zero if it did not within 10 s.
 start_consumer() {
   local out="$LOGDIR/$3.out" _
-  python3 - "$AMQP_PORT" "$1" "$2" "$3" >"$out" 2>&1 <<'PY' &
+  "$PIKA_PY" - "$AMQP_PORT" "$1" "$2" "$3" >"$out" 2>&1 <<'PY' &
 import sys, pika
 port, vhost, queue, name = sys.argv[1:5]
 params = pika.ConnectionParameters("127.0.0.1", int(port), vhost, pika.PlainCredentials("guest", "guest"),
@@ -173,8 +177,8 @@ consumer_cases() {
   shift 2
   while [ "$1" != -- ]; do list+=("$1"); shift; done
   shift; close=("$@")
-  if ! python3 -c 'import pika' 2>/dev/null; then
-    result "$tool" "list consumers (one)" SKIP "python3 has no pika"
+  if ! "$PIKA_PY" -c 'import pika' 2>/dev/null; then
+    result "$tool" "list consumers (one)" SKIP "no python with pika (run tests/clients/run.sh once)"
     return
   fi
   if ! start_consumer "$vh" "$name" "$name"; then
