@@ -459,14 +459,13 @@ impl Shard {
                 continue;
             }
             let mut eof = false;
-            if slot.readable && matches!(self.backend, Backend::Mio) && !slot.conn.wants_input() {
-                // What it has buffered first; the socket's bytes next turn.
-                again.push(index);
-            } else if slot.readable && matches!(self.backend, Backend::Mio) {
+            if slot.readable && matches!(self.backend, Backend::Mio) {
+                // A full buffer is processed first; the socket's bytes next turn.
                 let more;
-                (eof, more) = match slot.tls.is_some() {
-                    false => read_socket(slot, self.ctx.now()),
-                    true => tls::read_socket(slot, self.ctx.now()),
+                (eof, more) = match (slot.conn.wants_input(), slot.tls.is_some()) {
+                    (false, _) => (false, true),
+                    (true, false) => read_socket(slot, self.ctx.now()),
+                    (true, true) => tls::read_socket(slot, self.ctx.now()),
                 };
                 if more {
                     again.push(index);
