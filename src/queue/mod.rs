@@ -21,8 +21,7 @@
 //! `consumers.rs` attaches consumers, keeps their credit and grants, and runs
 //! the dispatch loop.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::Hasher;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -49,6 +48,7 @@ pub(crate) mod ready;
 mod stats;
 pub mod stream;
 mod tail;
+mod unacked;
 
 pub use journal::Journal;
 pub use limits::{Limits, Overflow};
@@ -58,6 +58,7 @@ pub use tail::{RAM_WINDOW_BYTES, RAM_WINDOW_MESSAGES};
 
 use ready::{Ready, ReadyList};
 use tail::Tail;
+use unacked::UnackedTable;
 
 /// Deliveries a consumer may have in flight towards its socket (not yet
 /// written) before the queue stops sending to it.
@@ -215,7 +216,7 @@ pub struct Queue {
     meta: Arc<QueueMeta>,
     vhost: Arc<str>,
     ready: ReadyList,
-    unacked: HashMap<MsgId, Unacked, BuildHasherDefault<IdHasher>>,
+    unacked: UnackedTable,
     consumers: Vec<ConsumerState>,
     /// Round-robin position among consumers.
     cursor: usize,
@@ -344,7 +345,7 @@ impl Queue {
             meta,
             vhost,
             ready: ReadyList::new(max_priority),
-            unacked: HashMap::default(),
+            unacked: UnackedTable::default(),
             consumers: Vec::new(),
             cursor: 0,
             next_msg_id: 0,
@@ -507,7 +508,7 @@ impl Queue {
     pub fn settle(&mut self, ids: &[MsgId], op: SettleOp, out: &mut Vec<Delivery>) {
         let mut back: Vec<Ready> = Vec::new();
         for &id in ids {
-            let Some(entry) = self.unacked.remove(&id) else {
+            let Some(entry) = self.unacked.remove(id) else {
                 continue;
             };
             self.unacked_bytes -= entry.message.body_len();

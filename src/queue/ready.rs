@@ -126,9 +126,7 @@ impl super::Queue {
     pub fn shrink_idle(&mut self) {
         let keep = IDLE_SPARE_SLOTS_MAX;
         self.ready.shrink(keep);
-        if self.unacked.capacity() > self.unacked.len() + keep {
-            self.unacked.shrink_to(self.unacked.len() + keep);
-        }
+        self.unacked.shrink(keep);
         shrink_vec(&mut self.consumers, keep);
         shrink_vec(&mut self.dead, keep);
         shrink_vec(&mut self.credit_requests, keep);
