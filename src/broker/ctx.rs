@@ -5,7 +5,9 @@
 //! (a delivery, a reply, a settle) is an [`Envelope`] sent with
 //! [`ShardCtx::send`]: to another shard through the ring mesh, or to this shard
 //! through the `local` list, which the event loop handles right after the frame
-//! that produced it. Publishes and settles to local queues take a direct path.
+//! that produced it. Deliveries to this shard's channels wait in that list
+//! unwrapped ([`Local::Deliveries`]), in order with the envelopes. Publishes
+//! and settles to local queues take a direct path.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
@@ -50,8 +52,10 @@ pub struct ShardCtx {
     pub(super) queues: QueueMap,
     /// Rings to the other shards.
     pub(super) mesh: MeshEndpoint<Envelope>,
-    /// Envelopes for this shard, handled after the current frame.
-    pub(super) local: VecDeque<Envelope>,
+    /// What this shard sent itself, handled after the current frame.
+    pub(super) local: VecDeque<Local>,
+    /// The deliveries [`Local::Deliveries`] entries stand for, in order.
+    pub(super) local_deliveries: VecDeque<Delivery>,
     /// Deliveries just decided by local queues (drained by `route_deliveries`).
     pub(super) deliveries: Vec<Delivery>,
     /// Reused by routing to avoid allocating per publish.
@@ -134,6 +138,16 @@ pub(super) fn queue_at<'q>(
     Some(q)
 }
 
+/// What a shard sent itself (see [`ShardCtx::pop_local`]).
+#[derive(Debug)]
+pub enum Local {
+    /// An envelope, as another shard would have sent it.
+    Envelope(Envelope),
+    /// The next this many deliveries of local queues to local channels
+    /// ([`ShardCtx::pop_local_delivery`]).
+    Deliveries(u32),
+}
+
 /// What a local queue did with a publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Taken {
@@ -173,6 +187,7 @@ impl ShardCtx {
             queues,
             mesh,
             local: VecDeque::new(),
+            local_deliveries: VecDeque::new(),
             deliveries: Vec::new(),
             route_scratch: Vec::new(),
             exchange_dedup: Default::default(),
@@ -325,6 +340,9 @@ impl ShardCtx {
         if self.local.capacity() > self.local.len() + KEEP {
             self.local.shrink_to(self.local.len() + KEEP);
         }
+        if self.local_deliveries.capacity() > self.local_deliveries.len() + KEEP {
+            self.local_deliveries.shrink_to(self.local_deliveries.len() + KEEP);
+        }
     }
 
     /// Periodic work on every local queue: expire messages at the heads
@@ -349,7 +367,7 @@ impl ShardCtx {
     /// Sends an envelope to a shard (this one included).
     pub fn send(&mut self, target: ShardId, envelope: Envelope) {
         if target == self.shard {
-            self.local.push_back(envelope);
+            self.local.push_back(Local::Envelope(envelope));
         } else {
             self.mesh.stage(target, envelope);
         }
@@ -747,7 +765,17 @@ impl ShardCtx {
         let mut deliveries = std::mem::take(&mut self.deliveries);
         for delivery in deliveries.drain(..) {
             let target = delivery.consumer.channel.conn.shard;
-            self.send(target, Envelope::Deliver(delivery));
+            if target != self.shard {
+                self.mesh.stage(target, Envelope::Deliver(delivery));
+                continue;
+            }
+            // Not wrapped in an envelope: moving a delivery into one and the
+            // envelope into the queue cost two copies of it per message.
+            self.local_deliveries.push_back(delivery);
+            match self.local.back_mut() {
+                Some(Local::Deliveries(count)) => *count += 1,
+                _ => self.local.push_back(Local::Deliveries(1)),
+            }
         }
         // Keep the allocation for the next batch.
         self.deliveries = deliveries;

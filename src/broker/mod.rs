@@ -36,4 +36,4 @@ pub mod stored;
 pub mod stream;
 pub mod throttle;
 
-pub use ctx::{QueueMap, ShardCtx, ShardLog, Taken};
+pub use ctx::{Local, QueueMap, ShardCtx, ShardLog, Taken};

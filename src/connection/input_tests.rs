@@ -91,7 +91,7 @@ fn handshake(conn: &mut Connection, ctx: &mut ShardCtx) {
 /// (only) connection.
 fn drain_local(conn: &mut Connection, ctx: &mut ShardCtx) {
     let mut rounds = 0;
-    while let Some(envelope) = ctx.pop_local() {
+    while let Some(envelope) = ctx.pop_local_envelope() {
         rounds += 1;
         assert!(rounds < 100_000, "local envelopes keep coming");
         match envelope {

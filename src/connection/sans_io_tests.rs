@@ -62,7 +62,7 @@ fn run(conn: &mut Connection, ctx: &mut ShardCtx, input: &[u8]) -> (Vec<Frame>, 
     conn.read_buffer().extend_from_slice(input);
     conn.process(ctx);
     let mut local = Vec::new();
-    while let Some(envelope) = ctx.pop_local() {
+    while let Some(envelope) = ctx.pop_local_envelope() {
         assert!(local.len() < 100, "local envelopes keep coming: {local:?}");
         match envelope {
             Envelope::Deliver(d) => {

@@ -156,7 +156,7 @@ impl Shard {
     }
 
     #[inline]
-    fn deliver_to(&mut self, delivery: Delivery) {
+    pub(super) fn deliver_to(&mut self, delivery: Delivery) {
         match self.slot_of(delivery.consumer.channel.conn) {
             Some(index) => {
                 self.conns[index].conn.handle_delivery(delivery, &mut self.ctx);

@@ -50,7 +50,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::broker::ShardCtx;
+use crate::broker::{Local, ShardCtx};
 use crate::connection::Connection;
 use crate::envelope::Envelope;
 use crate::ids::{ConnId, ShardId};
@@ -491,8 +491,19 @@ impl Shard {
 
     fn handle_local(&mut self) {
         let me = self.ctx.shard();
-        while let Some(envelope) = self.ctx.pop_local() {
-            self.handle_envelope(me, envelope);
+        while let Some(local) = self.ctx.pop_local() {
+            match local {
+                Local::Envelope(envelope) => self.handle_envelope(me, envelope),
+                Local::Deliveries(count) => {
+                    for _ in 0..count {
+                        let delivery = self.ctx.pop_local_delivery();
+                        debug_assert!(delivery.is_some(), "a count of local deliveries outran them");
+                        if let Some(delivery) = delivery {
+                            self.deliver_to(delivery);
+                        }
+                    }
+                }
+            }
         }
     }
 
