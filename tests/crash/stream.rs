@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_lite::StreamExt;
@@ -33,6 +33,8 @@ const STREAM: &str = "crash.stream";
 const STREAM_SEGMENT_BYTES: i64 = 256 * 1024;
 /// Messages per publisher at most.
 const STREAM_PUBLISH_MAX: u64 = 30_000;
+/// How long the reader has to end after the kill.
+const READER_END: Duration = Duration::from_secs(10);
 
 fn stream_args() -> FieldTable {
     let mut t = FieldTable::default();
@@ -79,10 +81,18 @@ async fn publish(
     (published, confirmed)
 }
 
-/// Reads the stream from `first` with acks: (offset, body seq) in arrival
-/// order, until `limit` deliveries or the connection fails (or, with no
+/// What a reader saw: (offset, body seq) in arrival order, and what was
+/// wrong with deliveries.
+#[derive(Debug, Default)]
+struct Seen {
+    got: Vec<(i64, u64)>,
+    problems: Vec<String>,
+}
+
+/// Reads the stream from `first` with acks into `seen`, each delivery as it
+/// arrives, until `limit` deliveries or the connection fails (or, with no
 /// limit, fails).
-async fn read(ch: &Channel, limit: Option<usize>, problems: &mut Vec<String>) -> Vec<(i64, u64)> {
+async fn read(ch: &Channel, limit: Option<usize>, seen: &Mutex<Seen>) {
     ch.basic_qos(500, BasicQosOptions::default()).await.expect("qos");
     let mut args = FieldTable::default();
     args.insert("x-stream-offset".into(), AMQPValue::LongString("first".into()));
@@ -90,27 +100,31 @@ async fn read(ch: &Channel, limit: Option<usize>, problems: &mut Vec<String>) ->
         within("stream consume", ch.basic_consume(STREAM, "", BasicConsumeOptions::default(), args))
             .await
             .expect("stream consume");
-    let mut got = Vec::new();
-    while limit.is_none_or(|n| got.len() < n) {
+    let mut count = 0;
+    while limit.is_none_or(|n| count < n) {
         let next = match limit {
             Some(_) => within("a stream delivery after the restart", consumer.next()).await,
             None => consumer.next().await,
         };
         let Some(Ok(d)) = next else { break };
-        let offset = match d.properties.headers().as_ref().and_then(|h| h.inner().get("x-stream-offset")) {
-            Some(AMQPValue::LongLongInt(n)) => *n,
-            other => {
-                problems.push(format!("delivery without an x-stream-offset long: {other:?}"));
-                -1
+        count += 1;
+        {
+            let mut seen = seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let offset = match d.properties.headers().as_ref().and_then(|h| h.inner().get("x-stream-offset"))
+            {
+                Some(AMQPValue::LongLongInt(n)) => *n,
+                other => {
+                    seen.problems.push(format!("delivery without an x-stream-offset long: {other:?}"));
+                    -1
+                }
+            };
+            match parse_body(&d.data) {
+                Ok(seq) => seen.got.push((offset, seq)),
+                Err(e) => seen.problems.push(e),
             }
-        };
-        match parse_body(&d.data) {
-            Ok(seq) => got.push((offset, seq)),
-            Err(e) => problems.push(e),
         }
         let _ = d.ack(BasicAckOptions::default()).await;
     }
-    got
 }
 
 /// The rules of the module doc; returns the violations.
@@ -178,10 +192,10 @@ async fn trial(number: u64, trials: u64, seed: u64) {
         publishers.push(tokio::spawn(publish(ch, p as u64, windows[p], Arc::clone(&stopping))));
     }
     let reader_ch = remote.create_channel().await.expect("channel");
-    let reader = tokio::spawn(async move {
-        let mut problems = Vec::new();
-        let got = read(&reader_ch, None, &mut problems).await;
-        (got, problems)
+    let seen_before = Arc::new(Mutex::new(Seen::default()));
+    let mut reader = tokio::spawn({
+        let seen = Arc::clone(&seen_before);
+        async move { read(&reader_ch, None, &seen).await }
     });
     // The random moment of the kill (the point of the test, not a synchronisation).
     tokio::time::sleep(stop_after).await;
@@ -195,7 +209,18 @@ async fn trial(number: u64, trials: u64, seed: u64) {
         published.push(order);
         confirmed.extend(acked);
     }
-    let (before, mut problems) = within("the reader ends", reader).await.expect("reader task");
+    // The reader only has to stop; what it saw is recorded as it came. Once
+    // in 60 trials lapin left its `next()` or `ack()` unfinished after the
+    // broker's process was gone, so a reader that has not ended by then is
+    // stopped here rather than failing the trial on the client's hang.
+    if tokio::time::timeout(READER_END, &mut reader).await.is_err() {
+        println!(
+            "crash stream trial {number}: the reader had not ended {READER_END:?} after the kill; stopped"
+        );
+        reader.abort();
+    }
+    let Seen { got: before, mut problems } =
+        std::mem::take(&mut *seen_before.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
     let mut restarted = blocking(|| restart(addr, dir.path()));
     let conn = connect_retrying(addr).await;
     // Appends go on after the recovered end.
@@ -217,7 +242,11 @@ async fn trial(number: u64, trials: u64, seed: u64) {
     let passive = QueueDeclareOptions { passive: true, ..Default::default() };
     let count = ch.queue_declare(STREAM, passive, FieldTable::default()).await.expect("passive declare");
     let count = count.message_count() as usize;
-    let after = read(&ch, Some(count), &mut problems).await;
+    let seen_after = Mutex::new(Seen::default());
+    read(&ch, Some(count), &seen_after).await;
+    let Seen { got: after, problems: more_problems } =
+        seen_after.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+    problems.extend(more_problems);
     restarted.signal(libc::SIGTERM);
     let _ = blocking(|| restarted.wait_exit());
     println!(
