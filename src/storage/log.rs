@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use crate::message::Message;
 use crate::storage::entry;
 use crate::storage::record;
+use crate::storage::spare::{create_segment, Spare};
 use crate::storage::syncer::{Request, Syncer, Wake};
 
 /// A record's position: segment id (high 32 bits) and offset in it.
@@ -209,6 +210,8 @@ pub struct Log<W> {
     requested: Loc,
     last_request: Instant,
     syncer: Syncer,
+    /// The next segment, made ahead (`storage::spare`).
+    spare: Spare,
     /// A segment may have become removable.
     retire_due: bool,
     ranges: Vec<(u64, u64)>,
@@ -239,6 +242,7 @@ impl<W> Log<W> {
         let dir_file = Arc::new(File::open(dir)?);
         let active = segments.keys().next_back().map_or(0, |last| last + 1);
         let file = Arc::new(create_segment(dir, active, SEGMENT_BYTES_MAX)?);
+        let spare = Spare::start(dir, format!("{name}-spare"))?;
         segments.insert(active, Segment::default());
         dir_file.sync_all()?;
         Ok(Log {
@@ -260,6 +264,7 @@ impl<W> Log<W> {
             requested: 0,
             last_request: Instant::now(),
             syncer: Syncer::start(name, wake)?,
+            spare,
             retire_due: true,
             ranges: Vec::new(),
             seqs: Vec::new(),
@@ -638,11 +643,14 @@ impl<W> Log<W> {
     fn make_room(&mut self, size: usize) -> std::io::Result<()> {
         let fits = u64::from(self.end) + size as u64 <= u64::from(self.segment_bytes);
         if !self.roll_next && (fits || self.end == 0) {
+            if self.end >= self.segment_bytes / 2 {
+                self.spare.ask(self.segment_bytes);
+            }
             return Ok(());
         }
         self.write_pending();
         let next = self.active + 1;
-        let file = create_segment(&self.dir, next, self.segment_bytes).inspect_err(|e| {
+        let file = self.spare.segment(next, self.segment_bytes).inspect_err(|e| {
             tracing::error!(error = %e, segment = next, "message log: cannot create a segment");
         })?;
         // The sealed segment loses its unused preallocated tail: recovery reads less.
@@ -740,6 +748,12 @@ impl<W> Log<W> {
         self.segments.keys().copied().collect()
     }
 
+    /// For tests: waits for the spare segment asked for; whether it is ready.
+    #[cfg(test)]
+    pub(super) fn spare_ready(&self) -> bool {
+        self.spare.wait_ready()
+    }
+
     /// Rolls segments at `bytes` instead of [`SEGMENT_BYTES_MAX`].
     pub fn set_segment_bytes(&mut self, bytes: u32) {
         self.segment_bytes = bytes;
@@ -759,24 +773,5 @@ impl<W> Log<W> {
     pub fn break_active_segment(&mut self) -> std::io::Result<()> {
         self.file = Arc::new(File::open(segment_path(&self.dir, self.active))?);
         Ok(())
-    }
-}
-
-/// Creates (preallocated) segment `id`; fails if it exists.
-fn create_segment(dir: &Path, id: u32, bytes: u32) -> std::io::Result<File> {
-    let file = OpenOptions::new().read(true).write(true).create_new(true).open(segment_path(dir, id))?;
-    preallocate(&file, bytes);
-    Ok(file)
-}
-
-/// Reserves the segment's blocks so appends do not change the file's size
-/// (fdatasync then has no metadata to write). Best effort.
-fn preallocate(file: &File, bytes: u32) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: fallocate on a valid open descriptor with in-range arguments; it
-    // only changes the file's allocation and reports errors by return value.
-    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, libc::off_t::from(bytes)) };
-    if rc != 0 {
-        tracing::debug!("message log: fallocate not supported here; segments grow as written");
     }
 }

@@ -391,3 +391,49 @@ fn a_crash_before_the_old_segment_goes_brings_each_message_back_once() {
     let (mut log, recovered, _, _rx) = open_log(dir.path(), &[1]);
     assert_eq!(seqs(&mut log, &recovered, 1), [], "nothing settled comes back");
 }
+
+/// The next segment is made ahead, zeros written over it, and a roll takes
+/// that file; a spare an earlier run left behind is removed at start and
+/// recovery goes by the segments alone.
+#[test]
+fn a_roll_takes_the_spare_segment_made_ahead() {
+    use crate::storage::spare::SPARE_FILE;
+    use std::os::unix::fs::MetadataExt;
+    const BYTES: u32 = 64 * 1024;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join(SPARE_FILE), b"left by a crash").expect("stale spare");
+    let (mut log, ..) = open_log(dir.path(), &[1]);
+    assert!(!dir.path().join(SPARE_FILE).exists(), "a stale spare is removed at start");
+    log.set_segment_bytes(BYTES);
+    let mut seq = 0;
+    while log.segment_ids() == [0] && !log.spare_ready() {
+        fill_from(&mut log, seq, 1);
+        seq += 1;
+    }
+    assert_eq!(log.segment_ids(), [0], "asked for once the active segment is half full");
+    let spare = std::fs::read(dir.path().join(SPARE_FILE)).expect("the spare");
+    assert_eq!(spare.len(), BYTES as usize);
+    assert!(spare.iter().all(|&b| b == 0), "the spare is zeros");
+    let inode = std::fs::metadata(dir.path().join(SPARE_FILE)).expect("spare").ino();
+    while log.segment_ids().len() < 2 {
+        fill_from(&mut log, seq, 1);
+        seq += 1;
+    }
+    let segment = std::fs::metadata(segment_path(dir.path(), 1)).expect("segment 1");
+    assert_eq!(segment.ino(), inode, "segment 1 is the spare, renamed");
+    assert!(!dir.path().join(SPARE_FILE).exists());
+    log.wait(seq as u32);
+    log.flush(Instant::now());
+    drop(log);
+    std::fs::write(dir.path().join(SPARE_FILE), [0u8; 4096]).expect("another stale spare");
+    let (mut log, recovered, report, _rx) = open_log(dir.path(), &[1]);
+    let back: Vec<u64> = seqs(&mut log, &recovered, 1).into_iter().map(|(s, _)| s).collect();
+    assert_eq!(back, (0..seq).collect::<Vec<_>>(), "every message, from both segments");
+    assert!(report.damaged.is_empty());
+}
+
+fn fill_from(log: &mut Log<u32>, from: u64, n: u64) {
+    for seq in from..from + n {
+        log.append_message(KIND_MESSAGE, None, 1, seq, u64::MAX, &parts(&[7; 200])).expect("append");
+    }
+}

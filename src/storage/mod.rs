@@ -10,6 +10,7 @@ pub mod log;
 pub mod ranges;
 pub mod record;
 pub mod recover;
+pub mod spare;
 pub mod stream;
 pub mod stream_offsets;
 mod syncer;
