@@ -420,7 +420,7 @@ fn a_roll_takes_the_spare_segment_made_ahead() {
         seq += 1;
     }
     let segment = std::fs::metadata(segment_path(dir.path(), 1)).expect("segment 1");
-    assert_eq!(segment.ino(), inode, "segment 1 is the spare, renamed");
+    assert_eq!(segment.ino(), inode, "segment 1 is the spare, under its name");
     assert!(!dir.path().join(SPARE_FILE).exists());
     log.wait(seq as u32);
     log.flush(Instant::now());

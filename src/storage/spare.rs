@@ -12,14 +12,15 @@
 //! ```text
 //!   log: active segment half full ─> request(bytes)
 //!   spare thread: create `next.spare`, write zeros, fdatasync ─> ready
-//!   log: roll ─> take: rename `next.spare` to the next segment's name
-//!        (nothing ready: a preallocated segment, as before)
+//!   log: roll ─> take: link the next segment's name to it, remove
+//!        `next.spare` (nothing ready: a preallocated segment, as before)
 //! ```
 //!
-//! The rename reaches the disk with the directory's sync, which the sync
+//! The new name reaches the disk with the directory's sync, which the sync
 //! request after a roll carries: the records appended to the new segment
-//! are confirmed only after it. A spare left by a stop or a crash is
-//! removed when the log starts; recovery reads only `N.seg` files.
+//! are confirmed only after it. A spare left by a stop or a crash (or a
+//! crash between the link and the removal) is removed when the log starts;
+//! recovery reads only `N.seg` files.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -81,7 +82,7 @@ impl Spare {
         self.shared.cond.notify_all();
     }
 
-    /// Segment `id` of `bytes`: the spare renamed to it if one is ready,
+    /// Segment `id` of `bytes`: the spare under its name if one is ready,
     /// otherwise a new preallocated file. Asks for the next spare.
     pub(super) fn segment(&mut self, id: u32, bytes: u32) -> std::io::Result<File> {
         let ready = {
@@ -91,7 +92,11 @@ impl Spare {
         };
         self.asked = false;
         if let Some(file) = ready {
-            match std::fs::rename(self.dir.join(SPARE_FILE), segment_path(&self.dir, id)) {
+            // A link, not a rename: it fails, never replaces, if the name is taken.
+            let spare = self.dir.join(SPARE_FILE);
+            match std::fs::hard_link(&spare, segment_path(&self.dir, id))
+                .and_then(|()| std::fs::remove_file(&spare))
+            {
                 Ok(()) => return Ok(file),
                 Err(e) => tracing::warn!(error = %e, "message log: cannot take the spare segment"),
             }
