@@ -773,7 +773,7 @@ impl ShardCtx {
             // envelope into the queue cost two copies of it per message.
             self.local_deliveries.push_back(delivery);
             match self.local.back_mut() {
-                Some(Local::Deliveries(count)) => *count += 1,
+                Some(Local::Deliveries(count)) if *count < u32::MAX => *count += 1,
                 _ => self.local.push_back(Local::Deliveries(1)),
             }
         }
