@@ -762,6 +762,19 @@ impl ShardCtx {
         if self.deliveries.is_empty() {
             return;
         }
+        let me = self.shard;
+        let count = u32::try_from(self.deliveries.len()).ok().filter(|&n| n < u32::MAX);
+        if let Some(count) = count.filter(|_| self.local_deliveries.is_empty()) {
+            if self.deliveries.iter().all(|d| d.consumer.channel.conn.shard == me) {
+                // All for this shard, none waiting before them: the batch
+                // becomes the deque as it is (no delivery moved), and the
+                // empty deque's buffer the next batch's.
+                let empty = Vec::from(std::mem::take(&mut self.local_deliveries));
+                self.local_deliveries = VecDeque::from(std::mem::replace(&mut self.deliveries, empty));
+                self.local.push_back(Local::Deliveries(count));
+                return;
+            }
+        }
         let mut deliveries = std::mem::take(&mut self.deliveries);
         for delivery in deliveries.drain(..) {
             let target = delivery.consumer.channel.conn.shard;
