@@ -94,10 +94,15 @@ impl Spare {
         if let Some(file) = ready {
             // A link, not a rename: it fails, never replaces, if the name is taken.
             let spare = self.dir.join(SPARE_FILE);
-            match std::fs::hard_link(&spare, segment_path(&self.dir, id))
-                .and_then(|()| std::fs::remove_file(&spare))
-            {
-                Ok(()) => return Ok(file),
+            match std::fs::hard_link(&spare, segment_path(&self.dir, id)) {
+                Ok(()) => {
+                    // The segment is in place; a name left over goes with the
+                    // next spare or the next start.
+                    if let Err(e) = std::fs::remove_file(&spare) {
+                        tracing::warn!(error = %e, "message log: cannot remove the spare's old name");
+                    }
+                    return Ok(file);
+                }
                 Err(e) => tracing::warn!(error = %e, "message log: cannot take the spare segment"),
             }
         }
