@@ -10,12 +10,11 @@ use crate::access::Tracking;
 use crate::config::Config;
 use crate::envelope::Envelope;
 use crate::ids::{ConnId, ShardId};
-use crate::queue::Delivery;
 use crate::ring::MeshEndpoint;
 use crate::routing::topology::Registry;
 
 use super::throttle::Throttle;
-use super::{Local, ShardCtx};
+use super::ShardCtx;
 
 impl ShardCtx {
     /// This shard.
@@ -127,35 +126,6 @@ impl ShardCtx {
     #[inline]
     pub fn mesh(&mut self) -> &mut MeshEndpoint<Envelope> {
         &mut self.mesh
-    }
-
-    /// What this shard sent itself next, handled after the current frame: an
-    /// envelope, or a count of deliveries to take with
-    /// [`ShardCtx::pop_local_delivery`] before the next call.
-    #[inline]
-    pub fn pop_local(&mut self) -> Option<Local> {
-        self.local.pop_front()
-    }
-
-    /// The next delivery of a local queue to a local channel.
-    #[inline]
-    pub fn pop_local_delivery(&mut self) -> Option<Delivery> {
-        self.local_deliveries.pop_front()
-    }
-
-    /// For the sans-IO tests: what [`ShardCtx::pop_local`] yields, a
-    /// delivery at a time as the envelope another shard would send.
-    #[cfg(test)]
-    pub(crate) fn pop_local_envelope(&mut self) -> Option<Envelope> {
-        match self.local.pop_front()? {
-            Local::Envelope(envelope) => Some(envelope),
-            Local::Deliveries(count) => {
-                if count > 1 {
-                    self.local.push_front(Local::Deliveries(count - 1));
-                }
-                self.local_deliveries.pop_front().map(Envelope::Deliver)
-            }
-        }
     }
 
     /// Envelopes for this shard itself are waiting.

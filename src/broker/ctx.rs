@@ -25,6 +25,7 @@ use crate::ring::MeshEndpoint;
 use crate::routing::topology::{Exchange, ExchangeId, Registry, Topology, Vhost};
 use crate::storage::entry;
 
+use super::local::Local;
 use super::throttle::Throttle;
 
 /// Queues owned by a shard, by id.
@@ -136,16 +137,6 @@ pub(super) fn queue_at<'q>(
         journaled.push(queue);
     }
     Some(q)
-}
-
-/// What a shard sent itself (see [`ShardCtx::pop_local`]).
-#[derive(Debug)]
-pub enum Local {
-    /// An envelope, as another shard would have sent it.
-    Envelope(Envelope),
-    /// The next this many deliveries of local queues to local channels
-    /// ([`ShardCtx::pop_local_delivery`]).
-    Deliveries(u32),
 }
 
 /// What a local queue did with a publish.
@@ -361,15 +352,6 @@ impl ShardCtx {
             if unused {
                 self.delete_queue_local(id);
             }
-        }
-    }
-
-    /// Sends an envelope to a shard (this one included).
-    pub fn send(&mut self, target: ShardId, envelope: Envelope) {
-        if target == self.shard {
-            self.local.push_back(Local::Envelope(envelope));
-        } else {
-            self.mesh.stage(target, envelope);
         }
     }
 
@@ -755,43 +737,6 @@ impl ShardCtx {
                 text: format!("PRECONDITION_FAILED - queue '{name}' in vhost '{vhost}' not empty"),
             },
         }
-    }
-
-    /// Hands the deliveries decided by local queues to their channels.
-    pub fn route_deliveries(&mut self) {
-        if self.deliveries.is_empty() {
-            return;
-        }
-        let me = self.shard;
-        let count = u32::try_from(self.deliveries.len()).ok().filter(|&n| n < u32::MAX);
-        if let Some(count) = count.filter(|_| self.local_deliveries.is_empty()) {
-            if self.deliveries.iter().all(|d| d.consumer.channel.conn.shard == me) {
-                // All for this shard, none waiting before them: the batch
-                // becomes the deque as it is (no delivery moved), and the
-                // empty deque's buffer the next batch's.
-                let empty = Vec::from(std::mem::take(&mut self.local_deliveries));
-                self.local_deliveries = VecDeque::from(std::mem::replace(&mut self.deliveries, empty));
-                self.local.push_back(Local::Deliveries(count));
-                return;
-            }
-        }
-        let mut deliveries = std::mem::take(&mut self.deliveries);
-        for delivery in deliveries.drain(..) {
-            let target = delivery.consumer.channel.conn.shard;
-            if target != self.shard {
-                self.mesh.stage(target, Envelope::Deliver(delivery));
-                continue;
-            }
-            // Not wrapped in an envelope: moving a delivery into one and the
-            // envelope into the queue cost two copies of it per message.
-            self.local_deliveries.push_back(delivery);
-            match self.local.back_mut() {
-                Some(Local::Deliveries(count)) if *count < u32::MAX => *count += 1,
-                _ => self.local.push_back(Local::Deliveries(1)),
-            }
-        }
-        // Keep the allocation for the next batch.
-        self.deliveries = deliveries;
     }
 
     /// A name for a server-named queue or consumer tag: `prefix` + 22 random

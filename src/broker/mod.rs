@@ -29,6 +29,7 @@ pub mod dead_letters;
 mod dedup;
 pub mod delayed;
 mod delayed_index;
+mod local;
 pub mod names;
 mod reconcile;
 mod stats;
@@ -36,4 +37,5 @@ pub mod stored;
 pub mod stream;
 pub mod throttle;
 
-pub use ctx::{Local, QueueMap, ShardCtx, ShardLog, Taken};
+pub use ctx::{QueueMap, ShardCtx, ShardLog, Taken};
+pub use local::Local;
