@@ -213,11 +213,15 @@ async fn trial(number: u64, trials: u64, seed: u64) {
     // in 60 trials lapin left its `next()` or `ack()` unfinished after the
     // broker's process was gone, so a reader that has not ended by then is
     // stopped here rather than failing the trial on the client's hang.
-    if tokio::time::timeout(READER_END, &mut reader).await.is_err() {
-        println!(
-            "crash stream trial {number}: the reader had not ended {READER_END:?} after the kill; stopped"
-        );
-        reader.abort();
+    match tokio::time::timeout(READER_END, &mut reader).await {
+        Ok(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Ok(_) => {}
+        Err(_) => {
+            println!(
+                "crash stream trial {number}: the reader had not ended {READER_END:?} after the kill; stopped"
+            );
+            reader.abort();
+        }
     }
     let Seen { got: before, mut problems } =
         std::mem::take(&mut *seen_before.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
