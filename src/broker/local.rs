@@ -38,22 +38,21 @@ impl ShardCtx {
             return;
         }
         let me = self.shard;
-        let count = u32::try_from(self.deliveries.len()).ok().filter(|&n| n < u32::MAX);
-        if let Some(count) = count.filter(|_| self.local_deliveries.is_empty()) {
-            if self.deliveries.iter().all(|d| d.consumer.channel.conn.shard == me) {
-                // All for this shard, none waiting before them: the batch
-                // becomes the deque as it is (no delivery moved), and the
-                // empty deque's buffer the next batch's.
-                let empty = Vec::from(std::mem::take(&mut self.local_deliveries));
-                self.local_deliveries = VecDeque::from(std::mem::replace(&mut self.deliveries, empty));
-                self.local.push_back(Local::Deliveries(count));
-                return;
-            }
+        let all_here = self.local_deliveries.is_empty()
+            && self.deliveries.iter().all(|d| d.consumer.channel.conn.shard == me);
+        if let Some(count) = all_here.then(|| u32::try_from(self.deliveries.len()).ok()).flatten() {
+            // All for this shard, none waiting before them: the batch
+            // becomes the deque as it is (no delivery moved), and the
+            // empty deque's buffer the next batch's.
+            let empty = Vec::from(std::mem::take(&mut self.local_deliveries));
+            self.local_deliveries = VecDeque::from(std::mem::replace(&mut self.deliveries, empty));
+            self.local.push_back(Local::Deliveries(count));
+            return;
         }
         let mut deliveries = std::mem::take(&mut self.deliveries);
         for delivery in deliveries.drain(..) {
             let target = delivery.consumer.channel.conn.shard;
-            if target != self.shard {
+            if target != me {
                 self.mesh.stage(target, Envelope::Deliver(delivery));
                 continue;
             }

@@ -63,7 +63,7 @@ pub(super) struct Spare {
 impl Spare {
     /// Removes a spare an earlier run left in `dir` and starts the thread.
     pub(super) fn start(dir: &Path, name: String) -> std::io::Result<Spare> {
-        remove_stale(dir)?;
+        remove_if_present(&dir.join(SPARE_FILE))?;
         let shared = Arc::new(Shared::default());
         let inner = Arc::clone(&shared);
         let path = dir.join(SPARE_FILE);
@@ -136,8 +136,8 @@ impl Drop for Spare {
     }
 }
 
-fn remove_stale(dir: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(dir.join(SPARE_FILE)) {
+fn remove_if_present(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
@@ -161,7 +161,9 @@ fn run(shared: &Shared, path: &Path) {
         match make(path, bytes, &zeros, shared) {
             Ok(Some(file)) => {
                 let mut state = shared.state.lock().unwrap_or_else(PoisonError::into_inner);
-                // Taken meanwhile: the log made a segment of its own.
+                // No longer wanted when the log rolled meanwhile (and made a
+                // segment of its own): the file is dropped, the next make
+                // removes it.
                 if state.wanted.take().is_some() {
                     state.ready = Some(file);
                 }
@@ -180,10 +182,7 @@ fn run(shared: &Shared, path: &Path) {
 /// Writes a spare of `bytes` zeros at `path` and syncs it; `None` when the
 /// log stops meanwhile.
 fn make(path: &Path, bytes: u32, zeros: &[u8], shared: &Shared) -> std::io::Result<Option<File>> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
+    remove_if_present(path)?;
     let file = OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
     let mut at = 0u64;
     while at < u64::from(bytes) {
