@@ -135,6 +135,9 @@ pub struct Driver {
     epoll_armed: bool,
     /// Stopping: cancel everything, re-arm nothing.
     draining: bool,
+    /// Made disabled (single issuer): enabled by the first submit, on the
+    /// thread that submits from then on.
+    disabled: bool,
 }
 
 impl Driver {
@@ -142,13 +145,27 @@ impl Driver {
     /// Fails where the kernel (or a seccomp filter) refuses io_uring, or
     /// lacks `IORING_FEAT_EXT_ARG` (Linux 5.11) for timed waits.
     pub fn new(epoll_fd: RawFd) -> io::Result<Driver> {
-        // COOP_TASKRUN (5.19): completions are posted when we enter the
-        // kernel anyway, without interrupting the thread; older kernels
-        // refuse the flag, so try without it.
-        let ring = IoUring::builder()
-            .setup_coop_taskrun()
+        // SINGLE_ISSUER + DEFER_TASKRUN (6.1): only the shard's thread
+        // submits, and the kernel's completion work runs when that thread
+        // asks for completions, not whenever it is interrupted. The ring
+        // starts disabled, since it is made on the thread that starts the
+        // shard; the first wait enables it on the shard's own thread. Older
+        // kernels refuse the flags: COOP_TASKRUN (5.19), then nothing.
+        let (ring, disabled) = match IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_r_disabled()
             .build(SQ_ENTRIES)
-            .or_else(|_| IoUring::new(SQ_ENTRIES))?;
+        {
+            Ok(ring) => (ring, true),
+            Err(_) => (
+                IoUring::builder()
+                    .setup_coop_taskrun()
+                    .build(SQ_ENTRIES)
+                    .or_else(|_| IoUring::new(SQ_ENTRIES))?,
+                false,
+            ),
+        };
         if !ring.params().is_feature_ext_arg() {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -164,6 +181,7 @@ impl Driver {
             epoll_fd,
             epoll_armed: false,
             draining: false,
+            disabled,
         })
     }
 
@@ -249,6 +267,7 @@ impl Driver {
             let entry = opcode::PollAdd::new(types::Fd(self.epoll_fd), libc::POLLIN as u32).build();
             self.push(entry.user_data(user_data(key, seq)));
         }
+        self.enable();
         self.push_backlog();
         let timespec = types::Timespec::from(timeout);
         let args = types::SubmitArgs::new().timespec(&timespec);
@@ -351,12 +370,25 @@ impl Driver {
         }
         // The SQ is full: give it to the kernel now and retry once; keep the
         // order of entries (a cancel must follow what it cancels).
+        self.enable();
         if let Err(e) = self.ring.submit() {
             tracing::debug!(error = %e, "early io_uring submit failed");
         }
         self.push_backlog();
         if !(self.backlog.is_empty() && self.try_push(&entry)) {
             self.backlog.push(entry);
+        }
+    }
+
+    /// Enables a ring made disabled, on the calling thread, which becomes
+    /// its only submitter.
+    fn enable(&mut self) {
+        if !self.disabled {
+            return;
+        }
+        self.disabled = false;
+        if let Err(e) = self.ring.submitter().register_enable_rings() {
+            tracing::error!(error = %e, "enabling the io_uring failed");
         }
     }
 
