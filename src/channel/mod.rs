@@ -3,11 +3,12 @@
 //! writes frames to its connection's write queue and acts on queues through
 //! the shard context.
 //!
-//! Split by concern: this file holds the state, frame dispatch, deliveries and
-//! settling; `publish.rs` assembles and routes published messages; `methods.rs`
-//! dispatches each method to its `handle_*` function and handles the channel,
-//! tx and confirm classes; `basic_methods.rs`, `exchange_methods.rs` and
-//! `queue_methods.rs` handle the basic, exchange and queue classes.
+//! Split by concern: this file holds the state, frame dispatch and
+//! deliveries; `settle.rs` acks, nacks and rejects; `publish.rs` assembles
+//! and routes published messages; `methods.rs` dispatches each method to its
+//! `handle_*` function and handles the channel, tx and confirm classes;
+//! `basic_methods.rs`, `exchange_methods.rs` and `queue_methods.rs` handle
+//! the basic, exchange and queue classes.
 
 mod basic_methods;
 pub mod conn_shared;
@@ -18,6 +19,7 @@ mod exchange_methods;
 mod methods;
 mod publish;
 mod queue_methods;
+mod settle;
 mod stats;
 pub mod write_queue;
 
@@ -588,64 +590,6 @@ impl Channel {
     /// The channel is in tx mode (its publishes' verdicts are the commit's).
     pub fn is_transactional(&self) -> bool {
         self.tx.is_some()
-    }
-
-    /// Acks, nacks, rejects: validates the tags and settles with the queues.
-    fn settle(
-        &mut self,
-        tag: u64,
-        multiple: bool,
-        op: SettleOp,
-        ctx: &mut ShardCtx,
-    ) -> Result<(), ChannelError> {
-        let entries = self.take_unacked(tag, multiple)?;
-        self.arm_consumer_timeout(ctx);
-        if op == SettleOp::Ack {
-            self.counters.ack += entries.len() as u64;
-        }
-        if let Some(tx) = &mut self.tx {
-            // Checked now, applied at commit (as RabbitMQ does).
-            tx.settles.push((entries, op));
-            return Ok(());
-        }
-        self.settle_entries(&entries, op, ctx);
-        Ok(())
-    }
-
-    /// Removes the deliveries an ack/nack/reject names from the unacked list.
-    fn take_unacked(&mut self, tag: u64, multiple: bool) -> Result<Vec<Unacked>, ChannelError> {
-        let entries: Vec<Unacked> = if multiple && tag == 0 {
-            self.unacked.drain(..).collect()
-        } else {
-            let position = self.unacked.binary_search_by_key(&tag, |u| u.tag);
-            let Ok(index) = position else {
-                return Err(ChannelError::new(
-                    spec::reply_code::PRECONDITION_FAILED,
-                    format!("unknown delivery tag {tag}"),
-                ));
-            };
-            if multiple {
-                self.unacked.drain(..=index).collect()
-            } else {
-                self.unacked.remove(index).into_iter().collect()
-            }
-        };
-        Ok(entries)
-    }
-
-    /// tx.rollback: acks of the transaction are undone; their deliveries are
-    /// unacked again.
-    fn restore_unacked(&mut self, entries: Vec<Unacked>) {
-        self.unacked.extend(entries);
-        self.unacked.make_contiguous().sort_unstable_by_key(|u| u.tag);
-    }
-
-    /// Sends one settle per run of entries of the same queue, in delivery order.
-    fn settle_entries(&mut self, entries: &[Unacked], op: SettleOp, ctx: &mut ShardCtx) {
-        for run in entries.chunk_by(|a, b| a.queue == b.queue) {
-            let ids: Vec<MsgId> = run.iter().map(|u| u.msg_id).collect();
-            ctx.settle(run[0].queue, op, ids);
-        }
     }
 
     /// Sends the deliveries waiting for prefetch room once there is room, then
