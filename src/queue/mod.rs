@@ -497,6 +497,10 @@ impl Queue {
         self.clock_ms = now_ms;
     }
 
+    // Inlined into dispatch, the popped entry is read where it lies, not
+    // through a returned copy whose wide reload stalls on the narrow stores
+    // that wrote it.
+    #[inline(always)]
     fn pop_ready(&mut self) -> Option<Ready> {
         let ready = self.ready.pop_front()?;
         self.ready_bytes -= ready.message.body_len();

@@ -72,6 +72,7 @@ impl ReadyList {
     }
 
     /// Takes the next message to deliver.
+    #[inline(always)]
     pub(super) fn pop_front(&mut self) -> Option<Ready> {
         let ready = self.levels.iter_mut().rev().find_map(VecDeque::pop_front)?;
         self.len -= 1;
