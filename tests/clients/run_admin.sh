@@ -45,7 +45,10 @@ PIKA_PY="$HERE/.venv/bin/python"
 HOST="" AMQP_PORT="" PORT="" USER_NAME=guest USER_PASS=guest
 RUN_ID="$$"
 
+# The logs stay only when the run failed (their path is printed then).
 cleanup() {
+  local rc=$?
+  if [ "$rc" = 0 ]; then rm -rf "$LOGDIR"; else echo "logs kept in $LOGDIR" >&2; fi
   [ -n "$CONSUMER_PID" ] && kill -0 "$CONSUMER_PID" 2>/dev/null && kill "$CONSUMER_PID" 2>/dev/null
   [ -n "$LEPUS_PID" ] && kill -0 "$LEPUS_PID" 2>/dev/null && kill "$LEPUS_PID" 2>/dev/null
 }
