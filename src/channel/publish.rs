@@ -21,7 +21,9 @@ use crate::channel::methods::denied;
 use crate::channel::{Channel, ChannelError, Outcome};
 use crate::envelope::{ConfirmTicket, Envelope};
 use crate::ids::{ChannelRef, ConnId, ExchangeKind, QueueRef, ShardId};
-use crate::message::{Body, Message, RouteProperties, FLAG_EXPIRATION, FLAG_REPLY_TO, FLAG_USER_ID};
+use crate::message::{
+    same_name, Body, Message, RouteProperties, FLAG_EXPIRATION, FLAG_REPLY_TO, FLAG_USER_ID,
+};
 use crate::routing::delayed;
 use crate::routing::topology::{Exchange, Vhost};
 
@@ -527,7 +529,7 @@ impl Channel {
     #[inline]
     fn check_write(&mut self, exchange: &[u8]) -> Result<(), ChannelError> {
         match &self.write_granted {
-            Some(granted) if same_bytes(granted.as_bytes(), exchange) => Ok(()),
+            Some(granted) if same_name(granted.as_bytes(), exchange) => Ok(()),
             _ => self.grant_write(exchange),
         }
     }
@@ -593,16 +595,9 @@ impl RouteCache {
     /// look at headers, or it would not have been cached).
     fn matches(&self, generation: u64, message: &Message) -> bool {
         self.generation == generation
-            && same_bytes(&self.routing_key, message.routing_key())
-            && same_bytes(&self.exchange, message.exchange())
+            && same_name(&self.routing_key, message.routing_key())
+            && same_name(&self.exchange, message.exchange())
     }
-}
-
-/// Equality of two short names, inlined: a libc memcmp call costs more than
-/// the comparison of a typical routing key.
-#[inline]
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 /// What the queues said of a publish so far (for publisher confirms).
