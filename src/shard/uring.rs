@@ -149,8 +149,9 @@ impl Driver {
         // submits, and the kernel's completion work runs when that thread
         // asks for completions, not whenever it is interrupted. The ring
         // starts disabled, since it is made on the thread that starts the
-        // shard; the first wait enables it on the shard's own thread. Older
-        // kernels refuse the flags: COOP_TASKRUN (5.19), then nothing.
+        // shard; its first submit (a wait, or an early one when the SQ fills)
+        // enables it on the shard's own thread. Older kernels refuse the
+        // flags: COOP_TASKRUN (5.19), then nothing.
         let (ring, disabled) = match IoUring::builder()
             .setup_single_issuer()
             .setup_defer_taskrun()
