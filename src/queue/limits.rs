@@ -38,6 +38,12 @@ impl Limits {
         }
     }
 
+    /// A length or byte limit is set: without one a queue is never over.
+    #[inline]
+    pub(super) fn is_limited(&self) -> bool {
+        self.max_length.is_some() || self.max_bytes.is_some()
+    }
+
     /// The queue holds more than its limits allow.
     pub(super) fn is_over(&self, length: usize, bytes: u64) -> bool {
         self.max_length.is_some_and(|max| length as u64 > max)

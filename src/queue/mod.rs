@@ -480,7 +480,7 @@ impl Queue {
             // x-message-ttl 0: what could not be delivered at once expires now.
             self.drop_expired_head();
         }
-        if self.limits.overflow == Overflow::DropHead {
+        if self.limits.overflow == Overflow::DropHead && self.limits.is_limited() {
             self.drop_head_over_limit();
         }
         true
