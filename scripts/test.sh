@@ -87,6 +87,7 @@ done
 AMQP_URL="amqp://guest:guest@127.0.0.1:$port/%2F" CLIENTS_DEAD_LETTER_RETRY_MS=500 bash tests/clients/run.sh
 kill "$broker"
 wait "$broker" || { echo "broker exited badly:"; cat "$log"; exit 1; }
+rm -f "$log"
 trap - EXIT
 
 echo "== TLS client matrix (pika, amqplib, Go, Java, openssl s_client, raw sockets) against lepus"
