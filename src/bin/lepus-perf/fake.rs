@@ -335,14 +335,21 @@ impl Session {
         if r.bytes.is_empty() {
             return Ok(());
         }
-        if let Some(t) = &r.target {
-            let mut t = t.lock().map_err(|_| "poisoned")?;
+        if let Some(target) = &r.target {
+            let mut t = target.lock().map_err(|_| "poisoned")?;
             for &at in &r.tag_offsets {
                 r.bytes[at..at + 8].copy_from_slice(&t.next_tag.to_be_bytes());
                 t.next_tag += 1;
             }
-            send_all(t.stream.as_raw_fd(), &r.bytes)?;
-            shared.delivered.fetch_add(r.tag_offsets.len() as u64, Ordering::Relaxed);
+            if send_all(t.stream.as_raw_fd(), &r.bytes).is_ok() {
+                shared.delivered.fetch_add(r.tag_offsets.len() as u64, Ordering::Relaxed);
+            } else {
+                // The consumer closed first (the end of a run): what it would
+                // have got is dropped, as a broker drops it, and the producer
+                // goes on; its session failing reset the producer's socket.
+                drop(t);
+                r.target = None;
+            }
         }
         r.bytes.clear();
         r.tag_offsets.clear();
