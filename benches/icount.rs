@@ -523,7 +523,7 @@ mod queue_cycle {
                 delivered += self.take_deliveries();
                 if let Ack::Multiple = self.ack {
                     if self.ids.len() >= ACK_EVERY {
-                        self.queue.settle(&self.ids, SettleOp::Ack, &mut self.out);
+                        self.queue.settle(&self.ids, Vec::new(), SettleOp::Ack, &mut self.out);
                         self.ids.clear();
                         delivered += self.take_deliveries();
                     }

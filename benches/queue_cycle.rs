@@ -188,17 +188,17 @@ impl Cycle {
             Mode::AutoAck => {}
             Mode::AckSingle => {
                 for &id in &self.ids {
-                    self.queue.settle(&[id], SettleOp::Ack, &mut self.out);
+                    self.queue.settle(&[id], Vec::new(), SettleOp::Ack, &mut self.out);
                 }
                 self.ids.clear();
             }
             Mode::AckMultiple => {
-                self.queue.settle(&self.ids, SettleOp::Ack, &mut self.out);
+                self.queue.settle(&self.ids, Vec::new(), SettleOp::Ack, &mut self.out);
                 self.ids.clear();
             }
             Mode::BacklogAckMultiple => {
                 while !self.ids.is_empty() {
-                    self.queue.settle(&self.ids, SettleOp::Ack, &mut self.out);
+                    self.queue.settle(&self.ids, Vec::new(), SettleOp::Ack, &mut self.out);
                     self.ids.clear();
                     delivered += self.take_deliveries();
                 }

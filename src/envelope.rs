@@ -83,6 +83,9 @@ pub enum Envelope {
         op: SettleOp,
         /// Which.
         ids: Vec<MsgId>,
+        /// For an op other than an ack, the messages the channel held (see
+        /// `Delivery::message_kept`), in the order of `ids`.
+        messages: Vec<Option<Message>>,
     },
     /// A no-ack delivery whose consumer was gone on arrival: put it back.
     ReturnUndelivered {

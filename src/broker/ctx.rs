@@ -491,21 +491,27 @@ impl ShardCtx {
     }
 
     /// Settles deliveries of a queue, wherever it lives.
-    pub fn settle(&mut self, queue: QueueRef, op: SettleOp, ids: Vec<MsgId>) {
+    pub fn settle(&mut self, queue: QueueRef, op: SettleOp, ids: Vec<MsgId>, messages: Vec<Option<Message>>) {
         if queue.shard != self.shard {
-            self.mesh.stage(queue.shard, Envelope::Settle { queue: queue.id, op, ids });
+            self.mesh.stage(queue.shard, Envelope::Settle { queue: queue.id, op, ids, messages });
             return;
         }
-        self.settle_local(queue.id, op, &ids);
+        self.settle_local(queue.id, op, &ids, messages);
     }
 
     /// Settles deliveries of a local queue.
-    pub fn settle_local(&mut self, queue: QueueId, op: SettleOp, ids: &[MsgId]) {
+    pub fn settle_local(
+        &mut self,
+        queue: QueueId,
+        op: SettleOp,
+        ids: &[MsgId],
+        messages: Vec<Option<Message>>,
+    ) {
         if self.settle_stream(queue, op, ids) {
             return;
         }
         if let Some(q) = queue_at(&mut self.queues, &mut self.journaled, self.clock, queue) {
-            q.settle(ids, op, &mut self.deliveries);
+            q.settle(ids, messages, op, &mut self.deliveries);
             q.report_stats();
             // Rejected, or (quorum queues) past the delivery limit.
             let dead_letters = q.has_dead_letters();

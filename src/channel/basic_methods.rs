@@ -279,7 +279,7 @@ impl Channel {
     /// basic.recover: every unacked delivery goes back to its queue.
     fn requeue_unacked(&mut self, shared: &mut ConnShared, ctx: &mut ShardCtx) {
         let unacked: Vec<_> = self.unacked.drain(..).collect();
-        self.settle_entries(&unacked, SettleOp::Requeue, ctx);
+        self.settle_entries(unacked, SettleOp::Requeue, ctx);
         self.release_over_prefetch(shared, ctx);
     }
 }

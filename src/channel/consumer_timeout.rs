@@ -30,7 +30,7 @@ impl Channel {
     pub(super) fn track_unacked(
         &mut self,
         tag: u64,
-        delivery: &Delivery,
+        delivery: Delivery,
         timeout_ms: u64,
         ctx: &mut ShardCtx,
     ) {
@@ -38,6 +38,7 @@ impl Channel {
             tag,
             queue: delivery.queue,
             msg_id: delivery.msg_id,
+            message: (!delivery.message_kept).then_some(delivery.message),
             delivered_at_ms: ctx.clock_ms(),
             timeout_ms,
         });

@@ -171,7 +171,7 @@ impl Channel {
             return Err(not_transactional());
         };
         for (entries, op) in tx.settles {
-            self.settle_entries(&entries, op, ctx);
+            self.settle_entries(entries, op, ctx);
         }
         // Routed as confirmed publishes: commit-ok waits until every
         // queue has the message, and stored queues have it on disk.
@@ -410,7 +410,7 @@ impl Channel {
         );
         shared.out.content(channel, message.header(), message.body(), shared.frame_max);
         if !delivery.no_ack {
-            self.track_unacked(tag, &delivery, self.get_timeout_ms, ctx);
+            self.track_unacked(tag, delivery, self.get_timeout_ms, ctx);
         }
     }
 

@@ -76,11 +76,14 @@ struct ChannelConsumer {
 }
 
 /// A delivery waiting for its ack.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 struct Unacked {
     tag: u64,
     queue: QueueRef,
     msg_id: MsgId,
+    /// The message, where its queue did not keep it
+    /// (`Delivery::message_kept`): handed back with a requeue or reject.
+    message: Option<Message>,
     /// When it was written (the shard's clock, ms) and its consumer timeout
     /// (ms, 0: none).
     delivered_at_ms: u64,
@@ -395,7 +398,7 @@ impl Channel {
             unacked.extend(tx.settles.into_iter().flat_map(|(entries, _)| entries));
             unacked.sort_unstable_by_key(|u| u.tag);
         }
-        self.settle_entries(&unacked, SettleOp::Requeue, ctx);
+        self.settle_entries(unacked, SettleOp::Requeue, ctx);
         self.disarm_consumer_timeout(ctx);
         self.content = None;
         self.awaiting = None;
@@ -431,7 +434,7 @@ impl Channel {
 
     fn write_delivery(&mut self, delivery: Delivery, shared: &mut ConnShared, ctx: &mut ShardCtx) {
         let Some(consumer) = self.consumers.iter_mut().find(|c| c.id == delivery.consumer.consumer) else {
-            return;
+            return undeliverable(delivery, ctx);
         };
         let tag = self.next_tag;
         self.next_tag += 1;
@@ -453,7 +456,7 @@ impl Channel {
         consumer.credit_owed_bytes += message.body_len();
         if !delivery.no_ack {
             let timeout_ms = consumer.timeout_ms;
-            self.track_unacked(tag, &delivery, timeout_ms, ctx);
+            self.track_unacked(tag, delivery, timeout_ms, ctx);
         }
     }
 
@@ -697,7 +700,8 @@ pub fn undeliverable(delivery: Delivery, ctx: &mut ShardCtx) {
     if delivery.no_ack {
         ctx.return_undelivered(delivery);
     } else {
-        ctx.settle(delivery.queue, SettleOp::Undelivered, vec![delivery.msg_id]);
+        let message = (!delivery.message_kept).then_some(delivery.message);
+        ctx.settle(delivery.queue, SettleOp::Undelivered, vec![delivery.msg_id], vec![message]);
     }
 }
 

@@ -5,7 +5,8 @@ use std::ops::Range;
 
 use crate::amqp::spec;
 use crate::broker::ShardCtx;
-use crate::ids::MsgId;
+use crate::ids::{MsgId, QueueRef};
+use crate::message::Message;
 use crate::queue::SettleOp;
 
 use super::{Channel, ChannelError, Unacked};
@@ -27,17 +28,14 @@ impl Channel {
             // Checked now, applied at commit (as RabbitMQ does).
             tx.settles.push((self.unacked.drain(range).collect(), op));
         } else {
-            // Settled from the list where they are, one settle per run of
-            // one queue's entries, in delivery order; then dropped.
-            let mut entries = self.unacked.range(range.clone()).peekable();
-            while let Some(first) = entries.next() {
-                let mut ids = Vec::with_capacity(entries.len() + 1);
-                ids.push(first.msg_id);
-                ids.extend(
-                    std::iter::from_fn(|| entries.next_if(|u| u.queue == first.queue)).map(|u| u.msg_id),
-                );
-                ctx.settle(first.queue, op, ids);
-            }
+            // Settled from the list where they are, then dropped (an ack's
+            // messages with them).
+            let keep_messages = op != SettleOp::Ack;
+            let entries = self.unacked.range_mut(range.clone()).map(|u| {
+                let message = if keep_messages { u.message.take() } else { None };
+                (u.queue, u.msg_id, message)
+            });
+            settle_runs(op, entries, ctx);
             self.unacked.drain(range);
         }
         self.arm_consumer_timeout(ctx);
@@ -65,11 +63,34 @@ impl Channel {
         self.unacked.make_contiguous().sort_unstable_by_key(|u| u.tag);
     }
 
-    /// Sends one settle per run of entries of the same queue, in delivery order.
-    pub(super) fn settle_entries(&mut self, entries: &[Unacked], op: SettleOp, ctx: &mut ShardCtx) {
-        for run in entries.chunk_by(|a, b| a.queue == b.queue) {
-            let ids: Vec<MsgId> = run.iter().map(|u| u.msg_id).collect();
-            ctx.settle(run[0].queue, op, ids);
+    /// Settles `entries` (taken out of the unacked list) with their queues.
+    pub(super) fn settle_entries(&mut self, entries: Vec<Unacked>, op: SettleOp, ctx: &mut ShardCtx) {
+        settle_runs(op, entries.into_iter().map(|u| (u.queue, u.msg_id, u.message)), ctx);
+    }
+}
+
+/// Sends one settle per run of entries of the same queue, in delivery order;
+/// with an op other than an ack, the messages the channel held go along.
+fn settle_runs(
+    op: SettleOp,
+    entries: impl Iterator<Item = (QueueRef, MsgId, Option<Message>)>,
+    ctx: &mut ShardCtx,
+) {
+    let with_messages = op != SettleOp::Ack;
+    let mut entries = entries.peekable();
+    while let Some((queue, id, message)) = entries.next() {
+        let mut ids = Vec::with_capacity(entries.size_hint().0 + 1);
+        let mut messages = Vec::new();
+        ids.push(id);
+        if with_messages {
+            messages.push(message);
         }
+        while let Some((_, id, message)) = entries.next_if(|e| e.0 == queue) {
+            ids.push(id);
+            if with_messages {
+                messages.push(message);
+            }
+        }
+        ctx.settle(queue, op, ids, messages);
     }
 }

@@ -2,6 +2,7 @@
 //! their credit and channel-wide grants, and the loop that hands ready
 //! messages to the next consumer with credit.
 
+use super::quorum::keeps_unacked;
 use super::{
     AfterRemove, ConsumerKey, ConsumerSpec, ConsumerState, Delivery, Queue, QueueRefusal, Ready, Unacked,
     NEVER,
@@ -132,15 +133,21 @@ impl Queue {
         let no_ack = consumer.spec.no_ack;
         self.counters.count_deliver(no_ack, ready.redelivered);
         self.journal.deliver(ready.id.0, ready.loc, no_ack);
+        let mut message_kept = false;
         let message = if no_ack {
             ready.message
         } else {
+            message_kept = keeps_unacked(self.quorum, ready.loc);
             consumer.unacked += 1;
-            self.unacked_bytes += ready.message.body_len();
+            let body_bytes = ready.message.body_len();
+            self.unacked_bytes += body_bytes;
             self.unacked.insert(
                 ready.id,
                 Unacked {
-                    message: ready.message.clone(),
+                    // Most often `None`: a clone here and its drop at the
+                    // ack were two atomic operations per message.
+                    message: message_kept.then(|| ready.message.clone()),
+                    body_bytes,
                     consumer: key,
                     expires_at_ms: ready.expires_at_ms,
                     priority: ready.priority,
@@ -157,6 +164,7 @@ impl Queue {
             consumer: key,
             redelivered: ready.redelivered,
             no_ack,
+            message_kept,
             message,
         });
     }

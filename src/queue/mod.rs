@@ -95,6 +95,10 @@ pub struct Delivery {
     pub redelivered: bool,
     /// The consumer is no-ack: nothing to settle.
     pub no_ack: bool,
+    /// With an ack to come, the queue keeps its own reference to the message
+    /// until then; if not (and not `no_ack`), the channel holds it and hands
+    /// it back with a requeue, a reject or a return ([`Queue::settle`]).
+    pub message_kept: bool,
     /// The message.
     pub message: Message,
 }
@@ -177,7 +181,10 @@ const NEVER: u64 = u64::MAX;
 
 #[derive(Debug)]
 struct Unacked {
-    message: Message,
+    /// `None`: the channel holds it (see [`Delivery::message_kept`]).
+    message: Option<Message>,
+    /// Its body's size, for `unacked_bytes`.
+    body_bytes: u64,
     consumer: ConsumerKey,
     /// Kept so a requeued message expires when it would have.
     expires_at_ms: u64,
@@ -509,35 +516,51 @@ impl Queue {
 
     /// Settles deliveries of one consumer. Unknown ids are ignored: the channel
     /// validated the delivery tags, and a requeue may race a purge.
-    pub fn settle(&mut self, ids: &[MsgId], op: SettleOp, out: &mut Vec<Delivery>) {
+    /// `messages`: for an op other than an ack, the messages the channel held
+    /// for these ids (`None` where the queue kept its own), in their order.
+    pub fn settle(
+        &mut self,
+        ids: &[MsgId],
+        mut messages: Vec<Option<Message>>,
+        op: SettleOp,
+        out: &mut Vec<Delivery>,
+    ) {
         let mut back: Vec<Ready> = Vec::new();
-        for &id in ids {
+        for (i, &id) in ids.iter().enumerate() {
             let Some(entry) = self.unacked.remove(id) else {
                 continue;
             };
-            self.unacked_bytes -= entry.message.body_len();
+            self.unacked_bytes -= entry.body_bytes;
             if let Some(c) = self.consumers.iter_mut().find(|c| c.spec.key == entry.consumer) {
                 c.unacked = c.unacked.saturating_sub(1);
             }
+            if op == SettleOp::Ack {
+                self.counters.ack += 1;
+                self.journal.settle(id.0, entry.loc);
+                continue;
+            }
+            let Some(message) = entry.message.or_else(|| messages.get_mut(i).and_then(Option::take)) else {
+                // Every channel hands back what it held; settled as an ack.
+                debug_assert!(false, "message {} settled without its message", id.0);
+                self.journal.settle(id.0, entry.loc);
+                continue;
+            };
             match op {
-                SettleOp::Ack => {
-                    self.counters.ack += 1;
-                    self.journal.settle(id.0, entry.loc);
-                }
+                SettleOp::Ack => {} // settled above
                 SettleOp::Discard => {
-                    self.reject_dead(id, entry.message, (entry.loc, entry.expires_at_ms), "rejected");
+                    self.reject_dead(id, message, (entry.loc, entry.expires_at_ms), "rejected");
                 }
                 SettleOp::Requeue => back.push(Ready {
                     delivery_count: match self.returned_count(entry.delivery_count) {
                         Some(count) => count,
                         None => {
                             let at = (entry.loc, entry.expires_at_ms);
-                            self.reject_dead(id, entry.message, at, "delivery_limit");
+                            self.reject_dead(id, message, at, "delivery_limit");
                             continue;
                         }
                     },
                     id,
-                    message: entry.message,
+                    message,
                     redelivered: true,
                     expires_at_ms: entry.expires_at_ms,
                     priority: entry.priority,
@@ -546,7 +569,7 @@ impl Queue {
                 SettleOp::Undelivered => back.push(Ready {
                     delivery_count: entry.delivery_count,
                     id,
-                    message: entry.message,
+                    message,
                     redelivered: false,
                     expires_at_ms: entry.expires_at_ms,
                     priority: entry.priority,
@@ -601,12 +624,15 @@ impl Queue {
         self.dispatched += 1;
         self.counters.count_get(no_ack, ready.redelivered);
         self.journal.deliver(ready.id.0, ready.loc, no_ack);
+        let message_kept = !no_ack && quorum::keeps_unacked(self.quorum, ready.loc);
         if !no_ack {
-            self.unacked_bytes += ready.message.body_len();
+            let body_bytes = ready.message.body_len();
+            self.unacked_bytes += body_bytes;
             self.unacked.insert(
                 ready.id,
                 Unacked {
-                    message: ready.message.clone(),
+                    message: message_kept.then(|| ready.message.clone()),
+                    body_bytes,
                     consumer: taker,
                     expires_at_ms: ready.expires_at_ms,
                     priority: ready.priority,
@@ -621,6 +647,7 @@ impl Queue {
             consumer: taker,
             redelivered: ready.redelivered,
             no_ack,
+            message_kept,
             message: self.as_delivered(ready.message, ready.delivery_count, true),
         };
         Some((delivery, self.message_count()))

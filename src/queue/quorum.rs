@@ -28,6 +28,7 @@
 use crate::amqp::field::{FieldTable, FieldValue, ShortStr};
 use crate::amqp::properties::ContentHeader;
 use crate::message::Message;
+use crate::storage::{Loc, NO_LOC};
 
 use super::Queue;
 
@@ -76,4 +77,14 @@ pub(super) fn with_delivery_count(message: &Message, count: u32) -> Message {
     }
     header.properties.headers = Some(sorted);
     message.with_header(&header)
+}
+
+/// Whether a queue keeps its own reference to a message it delivers with an
+/// ack to come; otherwise the channel holds the message until it settles
+/// ([`super::Delivery::message_kept`]). Kept: a stored message (compaction
+/// may copy it while it is unacked) and a quorum queue's (its delivery is a
+/// copy with `x-delivery-count`).
+#[inline]
+pub(super) fn keeps_unacked(quorum: bool, loc: Loc) -> bool {
+    quorum || loc != NO_LOC
 }

@@ -328,6 +328,8 @@ impl StreamState {
             consumer: c.spec.key,
             redelivered: false,
             no_ack: false,
+            // A stream keeps its records; the channel's copy is not needed back.
+            message_kept: true,
             message,
         });
     }

@@ -253,7 +253,12 @@ impl Queue {
             }
         }
         for (id, u) in self.unacked.iter_mut().filter(|(_, u)| moving(u.loc)) {
-            match copy(id.0, &u.message, u.expires_at_ms, u.loc, true) {
+            // A stored message is always kept (`keeps_unacked`).
+            let Some(message) = &u.message else {
+                debug_assert!(false, "stored unacked message {} not kept", id.0);
+                continue;
+            };
+            match copy(id.0, message, u.expires_at_ms, u.loc, true) {
                 Some(at) => u.loc = at,
                 None => return,
             }

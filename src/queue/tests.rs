@@ -78,7 +78,8 @@ fn reject_one(q: &mut Queue) {
         consumer: 0,
     };
     let (delivery, _) = q.get(taker, false).expect("a message");
-    q.settle(&[delivery.msg_id], SettleOp::Discard, &mut out);
+    let held = (!delivery.message_kept).then_some(delivery.message);
+    q.settle(&[delivery.msg_id], vec![held], SettleOp::Discard, &mut out);
 }
 
 #[test]

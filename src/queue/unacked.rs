@@ -170,12 +170,13 @@ mod tests {
     fn entry(loc: u64) -> Unacked {
         let conn = ConnId { shard: ShardId(0), slot: 0, generation: 0 };
         Unacked {
-            message: Message::new(MessageParts {
+            message: Some(Message::new(MessageParts {
                 exchange: ShortStr::from_static(""),
                 routing_key: ShortStr::from_static("q"),
                 header: bytes::Bytes::new(),
                 body: Body::One(bytes::Bytes::from_static(b"x")),
-            }),
+            })),
+            body_bytes: 1,
             consumer: ConsumerKey { channel: ChannelRef { conn, channel: 1 }, consumer: 1 },
             expires_at_ms: 0,
             priority: 0,

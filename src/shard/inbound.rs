@@ -24,7 +24,7 @@ impl Shard {
         match envelope {
             // For the queue's owner.
             Envelope::Publish { queue, message, confirm } => self.publish_from(from, queue, message, confirm),
-            Envelope::Settle { queue, op, ids } => self.ctx.settle_local(queue, op, &ids),
+            Envelope::Settle { queue, op, ids, messages } => self.ctx.settle_local(queue, op, &ids, messages),
             Envelope::ReturnUndelivered { queue, msg_id, message, redelivered } => {
                 self.ctx.return_undelivered_local(queue, msg_id, message, redelivered)
             }
