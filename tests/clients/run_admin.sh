@@ -14,8 +14,10 @@
 #
 # RABBITMQADMIN_V1 (default /usr/bin/rabbitmqadmin) and RABBITMQADMIN_V2
 # (default target/tools/bin/rabbitmqadmin, installed there with
-# `cargo install rabbitmqadmin --version $ADMIN_V2_VERSION --locked` when
-# missing) select the tools; ADMIN_TOOLS="v1 v2" selects which run.
+# `cargo install rabbitmqadmin --version $ADMIN_V2_VERSION --locked --debug`
+# when missing: its release profile, with LTO and one codegen unit, took
+# about 5 minutes of CI's 30, the debug build 2.5) select the tools;
+# ADMIN_TOOLS="v1 v2" selects which run.
 #
 # Each tool, in a vhost of its own: vhost, user and permission declare/list;
 # exchange, queue, binding declare/list; publish through the exchange and get
@@ -321,7 +323,7 @@ v2_ready() {
   [ -x "$V2" ] && return 0
   [ -n "${RABBITMQADMIN_V2:-}" ] && { echo "RABBITMQADMIN_V2=$V2 is not executable" >&2; return 1; }
   echo "installing rabbitmqadmin $ADMIN_V2_VERSION into $TARGET_DIR/tools (log: $LOGDIR/v2-install.log)" >&2
-  cargo install rabbitmqadmin --version "$ADMIN_V2_VERSION" --locked --root "$TARGET_DIR/tools" \
+  cargo install rabbitmqadmin --version "$ADMIN_V2_VERSION" --locked --debug --root "$TARGET_DIR/tools" \
     >"$LOGDIR/v2-install.log" 2>&1
 }
 
