@@ -34,11 +34,12 @@ impl Channel {
         timeout_ms: u64,
         ctx: &mut ShardCtx,
     ) {
+        let (queue, msg_id) = (delivery.queue, delivery.msg_id);
         self.unacked.push_back(Unacked {
             tag,
-            queue: delivery.queue,
-            msg_id: delivery.msg_id,
-            message: (!delivery.message_kept).then_some(delivery.message),
+            queue,
+            msg_id,
+            message: delivery.into_held_message(),
             delivered_at_ms: ctx.clock_ms(),
             timeout_ms,
         });

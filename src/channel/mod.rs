@@ -700,8 +700,8 @@ pub fn undeliverable(delivery: Delivery, ctx: &mut ShardCtx) {
     if delivery.no_ack {
         ctx.return_undelivered(delivery);
     } else {
-        let message = (!delivery.message_kept).then_some(delivery.message);
-        ctx.settle(delivery.queue, SettleOp::Undelivered, vec![delivery.msg_id], vec![message]);
+        let (queue, msg_id) = (delivery.queue, delivery.msg_id);
+        ctx.settle(queue, SettleOp::Undelivered, vec![msg_id], vec![delivery.into_held_message()]);
     }
 }
 

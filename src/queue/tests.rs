@@ -78,8 +78,8 @@ fn reject_one(q: &mut Queue) {
         consumer: 0,
     };
     let (delivery, _) = q.get(taker, false).expect("a message");
-    let held = (!delivery.message_kept).then_some(delivery.message);
-    q.settle(&[delivery.msg_id], vec![held], SettleOp::Discard, &mut out);
+    let id = delivery.msg_id;
+    q.settle(&[id], vec![delivery.into_held_message()], SettleOp::Discard, &mut out);
 }
 
 #[test]

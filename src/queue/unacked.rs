@@ -25,14 +25,23 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 
 use crate::ids::MsgId;
+use crate::message::Message;
 
-use super::{IdHasher, Unacked};
+use super::{Delivery, IdHasher, Unacked};
 
 /// Empty slots an insert may add before its id (ids skipped by no-ack
 /// deliveries, expiry, priorities); further ahead it goes to `others`.
 pub const GAP_SLOTS_MAX: u64 = 64;
 /// A window up to this many slots is never thinned.
 pub const SLOTS_MIN: usize = 1024;
+
+impl Delivery {
+    /// Its message, if the channel must hold it until the delivery settles
+    /// (the queue did not keep it, [`Delivery::message_kept`]).
+    pub fn into_held_message(self) -> Option<Message> {
+        (!self.message_kept).then_some(self.message)
+    }
+}
 
 /// The unacked deliveries of one queue.
 #[derive(Debug, Default)]
