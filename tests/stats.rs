@@ -10,9 +10,6 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
 use common::*;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions,
@@ -20,37 +17,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
-use lepus::stats::{ChannelStats, MessageCounters, QueueStats, ShardStats};
-
-/// Snapshots every 100 ms, so the tests wait little.
-fn fast_stats(config: &mut lepus::Config) {
-    config.stats_interval_ms = 100;
-}
-
-fn unix_now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
-/// The snapshot of `shard` first taken after now (its clock may read up to
-/// a millisecond behind the system's, hence the margin).
-async fn fresh_snapshot(b: &Broker, shard: usize) -> Arc<ShardStats> {
-    let board = Arc::clone(b.server().expect("in-process broker").stats_board());
-    let mark = unix_now_ms() + 1;
-    within("a snapshot newer than the actions", async move {
-        loop {
-            let stats = Arc::clone(&board.load()[shard]);
-            if stats.taken_at_ms > mark {
-                return stats;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-}
-
-fn queue_named<'a>(stats: &'a ShardStats, name: &str) -> &'a QueueStats {
-    stats.queues.iter().find(|q| q.name == name).unwrap_or_else(|| panic!("queue {name} in {stats:#?}"))
-}
+use lepus::stats::{ChannelStats, MessageCounters, ShardStats};
 
 fn channel_numbered(stats: &ShardStats, number: u16) -> &ChannelStats {
     let mut found = stats.channels.iter().filter(|c| c.number == number);

@@ -333,6 +333,41 @@ pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
 }
 
 // ---------------------------------------------------------------------------
+// Statistics snapshots (in-process Lepus: the shards' board)
+// ---------------------------------------------------------------------------
+
+/// Snapshots every 100 ms, so the tests wait little (for
+/// [`start_broker_with`]).
+pub fn fast_stats(config: &mut lepus::Config) {
+    config.stats_interval_ms = 100;
+}
+
+pub fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The snapshot of `shard` first taken after now (its clock may read up to
+/// a millisecond behind the system's, hence the margin).
+pub async fn fresh_snapshot(b: &Broker, shard: usize) -> std::sync::Arc<lepus::stats::ShardStats> {
+    let board = std::sync::Arc::clone(b.server().expect("in-process broker").stats_board());
+    let mark = unix_now_ms() + 1;
+    within("a snapshot newer than the actions", async move {
+        loop {
+            let stats = std::sync::Arc::clone(&board.load()[shard]);
+            if stats.taken_at_ms > mark {
+                return stats;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+}
+
+pub fn queue_named<'a>(stats: &'a lepus::stats::ShardStats, name: &str) -> &'a lepus::stats::QueueStats {
+    stats.queues.iter().find(|q| q.name == name).unwrap_or_else(|| panic!("queue {name} in {stats:#?}"))
+}
+
+// ---------------------------------------------------------------------------
 // Real clients
 // ---------------------------------------------------------------------------
 
