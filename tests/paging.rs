@@ -1,6 +1,7 @@
 //! Backlogs beyond a queue's memory window: messages past the window go to
 //! the message log only and come back in order, for transient and persistent
-//! messages alike; counts, purges and length limits see the whole backlog.
+//! messages alike; counts, purges and length limits see the whole backlog;
+//! large bodies fill the window by bytes, and paging in stays within them.
 
 mod common;
 
@@ -20,6 +21,17 @@ async fn declare(ch: &lapin::Channel, queue: &str, durable: bool, args: FieldTab
 
 /// Publishes `n` messages numbered from 0 and waits for every confirm.
 async fn publish_numbered(ch: &lapin::Channel, queue: &str, n: usize, persistent: bool) {
+    publish_numbered_sized(ch, queue, n, persistent, 0).await;
+}
+
+/// The same, each body padded with spaces to at least `body_bytes`.
+async fn publish_numbered_sized(
+    ch: &lapin::Channel,
+    queue: &str,
+    n: usize,
+    persistent: bool,
+    body_bytes: usize,
+) {
     ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm.select");
     let props = if persistent {
         BasicProperties::default().with_delivery_mode(2)
@@ -27,7 +39,8 @@ async fn publish_numbered(ch: &lapin::Channel, queue: &str, n: usize, persistent
         BasicProperties::default()
     };
     for i in 0..n {
-        ch.basic_publish("", queue, BasicPublishOptions::default(), i.to_string().as_bytes(), props.clone())
+        let body = format!("{i:<body_bytes$}");
+        ch.basic_publish("", queue, BasicPublishOptions::default(), body.as_bytes(), props.clone())
             .await
             .expect("publish");
     }
@@ -46,7 +59,7 @@ async fn consume_numbered(ch: &lapin::Channel, queue: &str, n: usize) -> Vec<usi
     while got.len() < n {
         let d = next_delivery(&mut consumer).await;
         let text = String::from_utf8(d.data.clone()).expect("utf8");
-        got.push(text.parse::<usize>().expect("a number"));
+        got.push(text.trim_end().parse::<usize>().expect("a number"));
         if got.len() % 100 == 0 || got.len() == n {
             d.ack(BasicAckOptions { multiple: true }).await.expect("ack");
         }
@@ -102,4 +115,49 @@ async fn purge_and_length_limits_count_the_paged_messages() {
     assert_eq!(queue_len(&conn, &limited).await as usize, max, "drop-head keeps the newest {max}");
     let got = consume_numbered(&conn.create_channel().await.expect("channel"), &limited, max).await;
     assert!(got.iter().copied().eq(3000..max + 3000), "the oldest went first");
+}
+
+/// Bodies of the byte-window test: the window holds fewer of them than
+/// [`RAM_WINDOW_MESSAGES`](lepus::queue::RAM_WINDOW_MESSAGES).
+const LARGE_BODY_BYTES: usize = 4096;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_page_by_bytes_and_come_back_within_the_byte_window() {
+    if external() {
+        return;
+    }
+    let broker = start_broker_with(fast_stats);
+    let (conn, ch) = lapin_channel(&broker).await;
+    let queue = unique("paging-bytes");
+    declare(&ch, &queue, false, FieldTable::default()).await;
+    let window = lepus::queue::RAM_WINDOW_BYTES as usize / LARGE_BODY_BYTES;
+    assert!(window < lepus::queue::RAM_WINDOW_MESSAGES / 4, "bytes fill the window first");
+    let n = 3 * window;
+    publish_numbered_sized(&ch, &queue, n, false, LARGE_BODY_BYTES).await;
+    let shard = broker.queue_shard(&queue).expect("the queue is placed");
+    let stats = fresh_snapshot(&broker, shard).await;
+    let q = queue_named(&stats, &queue);
+    assert_eq!(q.messages_ready as usize, n);
+    assert_eq!(q.messages_ram as usize, window, "the byte window is full, the rest paged");
+
+    // Take the window's worth and hold the next deliveries unacked: the
+    // queue has paged in again by then, and no more than the window (and one
+    // read of the log) may be back in memory.
+    let consumer_ch = conn.create_channel().await.expect("channel");
+    let got = consume_numbered(&consumer_ch, &queue, window).await;
+    assert!(got.iter().copied().eq(0..window));
+    // A reply on the consuming channel: the broker has taken every ack.
+    consumer_ch.basic_qos(500, BasicQosOptions::default()).await.expect("qos");
+    let stats = fresh_snapshot(&broker, shard).await;
+    let q = queue_named(&stats, &queue);
+    let read_max = lepus::broker::stored::PAGE_IN_READ_BYTES as usize / LARGE_BODY_BYTES + 1;
+    assert!(
+        q.messages_ram as usize >= window / 2 && q.messages_ram as usize <= window + read_max,
+        "{} messages in memory after paging in ({window} fill the window)",
+        q.messages_ram
+    );
+    assert_eq!(q.messages_ready as usize + q.messages_unacknowledged as usize, n - window);
+    drop(consumer_ch.close(200, "done").await);
+    let got = consume_numbered(&conn.create_channel().await.expect("channel"), &queue, n - window).await;
+    assert!(got.iter().copied().eq(window..n), "the rest once, in order");
 }

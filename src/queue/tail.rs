@@ -155,10 +155,14 @@ impl Queue {
         self.ready.is_empty() && self.tail.count > 0
     }
 
-    /// Room in the memory window, in messages (all of them for a priority queue).
+    /// Room in the memory window, in messages (all of them for a priority
+    /// queue); none once the window's bytes are full, however few messages
+    /// hold them.
     pub fn page_in_room(&self) -> usize {
         if self.ready.max_priority() > 0 {
             usize::MAX
+        } else if self.ready_bytes >= RAM_WINDOW_BYTES {
+            0
         } else {
             RAM_WINDOW_MESSAGES.saturating_sub(self.ready.len())
         }
