@@ -5,6 +5,7 @@ Go broker, pinned with taskset, on a fresh config and database directory)
 and lepus-perf's byte relay; each can also be killed, stopped gracefully
 and restarted on its data, for the restart scenario."""
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -106,6 +107,30 @@ class Lepus(Broker):
         if getattr(self, "data_dir", None):
             shutil.rmtree(self.data_dir, ignore_errors=True)
             self.data_dir = None
+
+
+class LepusUring(Lepus):
+    """Lepus on its io_uring backend, to compare with mio (the default) in every table."""
+    name = "lepus-uring"
+
+    def __init__(self, opts, log_dir):
+        super().__init__(opts, log_dir)
+        self.cmd += ["--io-backend", "io-uring"]
+
+    def start(self, tag):
+        """Starts it, and fails the run if a shard fell back to mio (a kernel that refuses
+        io_uring), so that the column never shows mio under io_uring's name."""
+        super().start(tag)
+        deadline = time.monotonic() + 10
+        while True:
+            text = re.sub(r"\x1b\[[0-9;]*m", "", self.log_path.read_text(errors="replace"))
+            backends = re.findall(r"shard io backend.*io_backend=(\S+)", text)
+            if backends or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        if not backends or any(b != "io-uring" for b in backends):
+            self.stop()
+            raise RuntimeError(f"not on io_uring: the shards' log says {backends or 'nothing'} (see its log)")
 
 
 class Relay(Lepus):

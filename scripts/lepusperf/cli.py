@@ -17,9 +17,10 @@ def perf_main():
     ap = argparse.ArgumentParser(description=suite.__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=suite.__doc__)
     ap.add_argument("--scenarios", help="comma-separated names (or file numbers); default: all")
-    ap.add_argument("--brokers", default="lepus,rabbitmq,garagemq,relay",
-                    help="comma-separated subset of lepus,rabbitmq,garagemq,relay (each only runs where a scenario "
-                         "lists it: the relay where it can stand in for a broker)")
+    ap.add_argument("--brokers", default="lepus,lepus-uring,rabbitmq,garagemq,relay",
+                    help="comma-separated subset of lepus,lepus-uring,rabbitmq,garagemq,relay (each only runs where "
+                         "a scenario lists it: the relay where it can stand in for a broker, lepus-uring, Lepus "
+                         "on its io_uring backend, wherever Lepus runs)")
     ap.add_argument("--duration", type=int, help="seconds per run for every perf scenario (overrides the files)")
     ap.add_argument("--messages", type=int, help="messages for the backlog and restart scenarios (overrides the "
                     "files; for RabbitMQ capped by a scenario's rabbitmq_messages)")

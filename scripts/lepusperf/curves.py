@@ -27,11 +27,11 @@ import sys
 import time
 from pathlib import Path
 
-from .brokers import GarageMQ, Lepus, RabbitMQ, Relay, ensure_garagemq
+from .brokers import GarageMQ, Lepus, LepusUring, RabbitMQ, Relay, ensure_garagemq
 from .generator import Generator, generator_cmd, metrics_from_json
 from .plots import svg_lines
 from .proc import ROOT, proc_stat
-from .report import BROKER_TITLE, BROKERS, fmt, fmt_spread, log, si, spread
+from .report import BROKER_TITLE, BROKERS, engine, fmt, fmt_spread, log, si, spread
 from .throughput import cpu_us_per_msg, load_figures
 
 SIZES = [16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576]
@@ -107,7 +107,7 @@ def run(opts):
     pts = points(opts)
     per_point = opts.duration + 2.5
     start = {"lepus": 2, "rabbitmq": 20, "garagemq": 2, "relay": 2}
-    total = sum(start[b] + len(pts) * per_point for b in brokers_order) * opts.repeat
+    total = sum(start[engine(b)] + len(pts) * per_point for b in brokers_order) * opts.repeat
     if opts.list or opts.dry_run:
         for curve, x, args in pts:
             print(f"{curve:8} {x:>8}  lepus-perf {shlex.join(args)} -z {opts.duration}")
@@ -129,7 +129,7 @@ def run(opts):
     log_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"lepus-perf-curves-{started.strftime('%Y%m%d-%H%M%S')}"
     log_dir.mkdir(parents=True)
     opts.log_dir = log_dir
-    classes = {"lepus": Lepus, "rabbitmq": RabbitMQ, "garagemq": GarageMQ, "relay": Relay}
+    classes = {"lepus": Lepus, "lepus-uring": LepusUring, "rabbitmq": RabbitMQ, "garagemq": GarageMQ, "relay": Relay}
     brokers = {b: classes[b](opts, log_dir) for b in brokers_order}
     log(f"{len(pts)} points x {len(brokers_order)} brokers x {opts.repeat}, ~{total / 60:.0f} min; logs in {log_dir}")
     results = {}  # (curve, x) -> broker -> [result]

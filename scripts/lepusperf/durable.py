@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from .generator import PROGRESS, generator_cmd, metrics_from_json
-from .report import BROKER_TITLE, fmt, log, mb, runs_table, si
+from .report import BROKER_TITLE, engine, fmt, log, mb, runs_table, si
 from .scenarios import messages_for
 from .throughput import cpu_us_per_msg, load_figures
 from .wire import PROTOCOL_HEADER
@@ -282,7 +282,7 @@ def restart_once(s, broker, opts, tag, gen, stop_mode, n, res):
             r["drain_per_s"] = j2["received"] / (end - first / 1e9)
     r["received"] = j2.get("received")
     r["drain_rss_peak_kb"] = sm2.rss_peak_kb()
-    if broker.name == "lepus":
+    if engine(broker.name) == "lepus":
         r.update(lepus_recovery(broker.log_path))
     if j2.get("received") != n:
         r["notes"] = [f"received {j2.get('received')} of {n}"]

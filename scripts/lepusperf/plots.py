@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .report import BROKER_TITLE, BROKERS, si
 
-COLORS = {"lepus": "#1b9e77", "rabbitmq": "#d95f02", "garagemq": "#e7298a", "relay": "#7570b3"}
+COLORS = {"lepus": "#1b9e77", "lepus-uring": "#66a61e", "rabbitmq": "#d95f02", "garagemq": "#e7298a", "relay": "#7570b3"}
 
 
 def svg_hbars(path, title, unit, groups, series, values, log_scale=True, targets=None):

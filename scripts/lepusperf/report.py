@@ -5,8 +5,17 @@ import statistics
 import sys
 import time
 
-BROKERS = ("lepus", "rabbitmq", "garagemq", "relay")
-BROKER_TITLE = {"lepus": "Lepus", "rabbitmq": "RabbitMQ", "garagemq": "garagemq", "relay": "relay"}
+BROKERS = ("lepus", "lepus-uring", "rabbitmq", "garagemq", "relay")
+BROKER_TITLE = {"lepus": "Lepus", "lepus-uring": "Lepus io_uring", "rabbitmq": "RabbitMQ", "garagemq": "garagemq",
+                "relay": "relay"}
+# lepus-uring is Lepus on its io_uring backend (`--io-backend io-uring`): it runs wherever a
+# scenario lists lepus, and is Lepus for every per-broker setting (start time, rates).
+URING = "lepus-uring"
+
+
+def engine(broker):
+    """The broker whose settings `broker` shares: lepus for lepus-uring."""
+    return "lepus" if broker == URING else broker
 
 # headline metric -> (label, unit, higher is better)
 METRICS = {

@@ -7,7 +7,7 @@ from pathlib import Path
 import tomllib
 
 from .proc import ROOT
-from .report import BROKER_TITLE, BROKERS, METRICS, fmt
+from .report import BROKER_TITLE, BROKERS, METRICS, URING, engine, fmt
 
 SCENARIO_DIR = ROOT / "perf" / "scenarios"
 KINDS = ("perf", "backlog", "restart", "idle_connections", "delayed")
@@ -42,6 +42,8 @@ def load_scenarios():
         for b in s["brokers"]:
             if b not in BROKERS:
                 raise ScenarioError(f"{path}: unknown broker {b}")
+        if "lepus" in s["brokers"] and URING not in s["brokers"]:
+            s["brokers"].insert(s["brokers"].index("lepus") + 1, URING)
         extra = set(s.get("target", {})) - TARGET_KEYS
         if extra:
             raise ScenarioError(f"{path}: unknown target keys {sorted(extra)}")
@@ -71,6 +73,7 @@ def select(scenarios, wanted):
 
 def estimate_s(s, broker, opts):
     """Rough wall time of one run, broker start and stop included."""
+    broker = engine(broker)
     start = {"lepus": 1.5, "rabbitmq": 18.0, "garagemq": 1.5, "relay": 1.0}[broker]
     if s["kind"] == "perf":
         setup = 5.0 if broker == "rabbitmq" else 1.0

@@ -1,5 +1,6 @@
-"""Runs the benchmark scenarios of perf/scenarios/ against Lepus, RabbitMQ,
-garagemq and (where a scenario asks for it) lepus-perf's byte relay, one
+"""Runs the benchmark scenarios of perf/scenarios/ against Lepus (on mio, and on
+io_uring as `lepus-uring`), RabbitMQ, garagemq and (where a scenario asks for
+it) lepus-perf's byte relay, one
 broker at a time, broker and generator pinned to different cores, each
 (scenario, broker) --repeat times (3 by default) in round robin, and writes
 perf/results/<date>.md (machine, exact commands, medians and spreads, broker
@@ -30,7 +31,7 @@ import time
 from pathlib import Path
 
 from . import delayed, durable, idle, throughput
-from .brokers import GarageMQ, Lepus, RabbitMQ, Relay, ensure_garagemq
+from .brokers import GarageMQ, Lepus, LepusUring, RabbitMQ, Relay, ensure_garagemq
 from .generator import Generator, generator_cmd
 from .plots import make_plots
 from .proc import ROOT
@@ -323,7 +324,7 @@ def run(opts):
             print(f"{s['name']:26} {s['kind']:17} {','.join(bs):22} ~{est / 60:5.1f} min  {s['description'][:70]}")
             if opts.dry_run:
                 for b in bs:
-                    port = {"lepus": opts.lepus_port, "rabbitmq": opts.rabbit_port, "relay": opts.relay_port,
+                    port = {"lepus": opts.lepus_port, "lepus-uring": opts.lepus_port, "rabbitmq": opts.rabbit_port, "relay": opts.relay_port,
                             "garagemq": opts.garagemq_port}[b]
                     fake = type("B", (), {"port": port})
                     n = messages_for(s, b, opts) if "messages" in s else None
@@ -367,7 +368,7 @@ def run(opts):
 
     info = machine_info(opts)
     log(f"{len(plan)} runs x {opts.repeat}, estimated {total / 60:.0f} min; logs in {log_dir}")
-    brokers = {"lepus": Lepus(opts, log_dir), "rabbitmq": RabbitMQ(opts, log_dir), "relay": Relay(opts, log_dir),
+    brokers = {"lepus": Lepus(opts, log_dir), "lepus-uring": LepusUring(opts, log_dir), "rabbitmq": RabbitMQ(opts, log_dir), "relay": Relay(opts, log_dir),
                "garagemq": GarageMQ(opts, log_dir)}
     results = {}
     current = None
