@@ -109,6 +109,10 @@ stage "TLS client matrix (pika, amqplib, Go, Java, openssl s_client, raw sockets
 # Starts its own brokers with generated certificates and [tls] configs.
 LEPUS_BIN="${CARGO_TARGET_DIR:-target}/debug/lepus" bash tests/clients/run_tls.sh lepus
 
+# Every JVM of the Java clients leaves /tmp/hsperfdata_<user> behind, empty
+# once they have exited: removed if so.
+rmdir --ignore-fail-on-non-empty "/tmp/hsperfdata_$(id -un)" 2>/dev/null || true
+
 stage "rabbitmqadmin v1 and v2 against lepus"
 LEPUS_BIN="${CARGO_TARGET_DIR:-target}/debug/lepus" bash tests/clients/run_admin.sh lepus
 

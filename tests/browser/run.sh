@@ -98,7 +98,9 @@ log "Lepus $LEPUS_BIN: AMQP 127.0.0.1:$AMQP_PORT, management $UI_URL"
 
 # ---------------------------------------------------------------- the test
 rm -rf "$UI_SCREENSHOTS"
-"$VENV/bin/python" -u "$ROOT/tests/browser/ui_test.py" | tee "$DATA/test.log"
+# Chromium's profile directory goes under $DATA, which goes at the end.
+mkdir -p "$DATA/tmp"
+TMPDIR="$DATA/tmp" "$VENV/bin/python" -u "$ROOT/tests/browser/ui_test.py" | tee "$DATA/test.log"
 STATUS=${PIPESTATUS[0]}
 if [ "$STATUS" != 0 ]; then
   echo "---- broker log (last 40 lines) ----"
