@@ -27,10 +27,6 @@ use serde_json::Value;
 /// interval is 5 s; Lepus's in these tests is 100 ms).
 const STATS_WAIT: Duration = Duration::from_secs(20);
 
-fn fast_stats(config: &mut lepus::Config) {
-    config.stats_interval_ms = 100;
-}
-
 fn broker() -> Broker {
     if external() {
         start_broker()

@@ -23,10 +23,6 @@ const PROMTOOL: &str = "/usr/bin/promtool";
 /// Series the dashboard queries that Lepus does not have.
 const NOT_KEPT: &[&str] = &[];
 
-fn fast_stats(config: &mut lepus::Config) {
-    config.stats_interval_ms = 100;
-}
-
 fn scrape(url: &str) -> (u16, String, String) {
     tokio::task::block_in_place(|| match ureq::get(url).call() {
         Ok(r) => {
