@@ -215,6 +215,10 @@ pub fn send_some(fd: RawFd, data: &[u8], flags: libc::c_int) -> io::Result<usize
 pub fn send_all(fd: RawFd, mut data: &[u8]) -> io::Result<()> {
     while !data.is_empty() {
         let n = send_some(fd, data, 0)?;
+        if n == 0 {
+            // A non-blocking socket is full: wait until it has room.
+            poll_fd(fd, libc::POLLOUT, Duration::from_millis(100))?;
+        }
         data = &data[n..];
     }
     Ok(())

@@ -129,6 +129,8 @@ struct Session {
     relay: RelayOut,
     /// Queues this connection consumes from (relay), unregistered at the end.
     consuming: Vec<Vec<u8>>,
+    /// `connection.start` was sent.
+    started: bool,
 }
 
 struct ConsumerState {
@@ -143,26 +145,9 @@ struct ConsumerState {
 }
 
 fn handle(stream: TcpStream, kind: Kind, shared: &Shared) -> Result<()> {
-    let mut s = Session {
-        fd: stream.as_raw_fd(),
-        stream: stream.try_clone()?,
-        rbuf: BytesMut::with_capacity(crate::conn::READ_BUFFER_BYTES),
-        out: BytesMut::with_capacity(64 * 1024),
-        confirm: false,
-        published: 0,
-        acked_published: 0,
-        consumer: None,
-        prefetch: 0,
-        closed: false,
-        relay: RelayOut::default(),
-        consuming: Vec::new(),
-    };
+    let mut s = Session::new(stream.try_clone()?);
     let result = serve_session(&stream, &mut s, kind, shared);
-    if let Ok(mut targets) = shared.targets.lock() {
-        for q in &s.consuming {
-            targets.remove(q);
-        }
-    }
+    s.unregister(shared);
     result
 }
 
@@ -175,25 +160,7 @@ fn serve_session(stream: &TcpStream, s: &mut Session, kind: Kind, shared: &Share
         return Err("bad protocol header".into());
     }
     s.rbuf.advance(8);
-    let capabilities: FieldTable = ["publisher_confirms", "basic.nack", "consumer_cancel_notify"]
-        .iter()
-        .map(|k| (ShortStr::from_static(k), FieldValue::Bool(true)))
-        .collect();
-    let props: FieldTable = vec![
-        (ShortStr::from_static("product"), FieldValue::LongStr(LongStr::copy_from_str("lepus-perf fake"))),
-        (ShortStr::from_static("capabilities"), FieldValue::Table(capabilities)),
-    ]
-    .into();
-    s.reply(
-        0,
-        Method::ConnectionStart(spec::ConnectionStart {
-            version_major: 0,
-            version_minor: 9,
-            server_properties: props,
-            mechanisms: LongStr::copy_from_str("PLAIN"),
-            locales: LongStr::copy_from_str("en_US"),
-        }),
-    );
+    s.start();
     s.flush()?;
     while !s.closed {
         if s.consumer.is_some() {
@@ -219,6 +186,60 @@ fn serve_session(stream: &TcpStream, s: &mut Session, kind: Kind, shared: &Share
 }
 
 impl Session {
+    fn new(stream: TcpStream) -> Session {
+        Session {
+            fd: stream.as_raw_fd(),
+            stream,
+            rbuf: BytesMut::with_capacity(crate::conn::READ_BUFFER_BYTES),
+            out: BytesMut::with_capacity(64 * 1024),
+            confirm: false,
+            published: 0,
+            acked_published: 0,
+            consumer: None,
+            prefetch: 0,
+            closed: false,
+            relay: RelayOut::default(),
+            consuming: Vec::new(),
+            started: false,
+        }
+    }
+
+    /// Relay: the queues this connection consumed from lose their consumer.
+    fn unregister(&self, shared: &Shared) {
+        if let Ok(mut targets) = shared.targets.lock() {
+            for q in &self.consuming {
+                targets.remove(q);
+            }
+        }
+    }
+
+    /// Answers the protocol header with `connection.start`.
+    fn start(&mut self) {
+        self.started = true;
+        let capabilities: FieldTable = ["publisher_confirms", "basic.nack", "consumer_cancel_notify"]
+            .iter()
+            .map(|k| (ShortStr::from_static(k), FieldValue::Bool(true)))
+            .collect();
+        let props: FieldTable = vec![
+            (
+                ShortStr::from_static("product"),
+                FieldValue::LongStr(LongStr::copy_from_str("lepus-perf fake")),
+            ),
+            (ShortStr::from_static("capabilities"), FieldValue::Table(capabilities)),
+        ]
+        .into();
+        self.reply(
+            0,
+            Method::ConnectionStart(spec::ConnectionStart {
+                version_major: 0,
+                version_minor: 9,
+                server_properties: props,
+                mechanisms: LongStr::copy_from_str("PLAIN"),
+                locales: LongStr::copy_from_str("en_US"),
+            }),
+        );
+    }
+
     fn reply(&mut self, channel: u16, m: Method) {
         frame::write_method_frame(&mut self.out, channel, &m);
     }
@@ -504,4 +525,96 @@ fn deliver_template(
         batch.extend_from_slice(&out);
     }
     ConsumerState { batch, template_len, tag_at, ts_at, per_batch, no_ack, next_tag: 1, acked: 0 }
+}
+
+/// Bytes a one-thread relay reads from one connection before it turns to
+/// the next ready one (a broker's per-connection read budget).
+const LOOP_READ_BYTES_PER_TURN: usize = 256 * 1024;
+
+/// The relay on one thread: every socket non-blocking in one epoll, read in
+/// turns of at most [`LOOP_READ_BYTES_PER_TURN`], as a single-threaded
+/// broker does its I/O. Sends that find the socket full wait for it.
+pub fn serve_one_thread(listen: SocketAddr) -> Result<()> {
+    use mio::unix::SourceFd;
+    use mio::{Events, Interest, Poll, Token};
+    const LISTENER: Token = Token(usize::MAX);
+    let listener = TcpListener::bind(listen)?;
+    listener.set_nonblocking(true)?;
+    eprintln!("lepus-perf relay (one thread): listening on {listen}");
+    let mut poll = Poll::new()?;
+    poll.registry().register(&mut SourceFd(&listener.as_raw_fd()), LISTENER, Interest::READABLE)?;
+    let shared = Shared {
+        published: AtomicU64::new(0),
+        delivered: AtomicU64::new(0),
+        targets: Mutex::new(HashMap::new()),
+    };
+    let mut sessions: slab::Slab<Session> = slab::Slab::new();
+    let mut ready: Vec<usize> = Vec::new();
+    let mut events = Events::with_capacity(256);
+    loop {
+        let timeout = if ready.is_empty() { None } else { Some(Duration::ZERO) };
+        if let Err(e) = poll.poll(&mut events, timeout) {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e.into());
+            }
+        }
+        for ev in &events {
+            if ev.token() == LISTENER {
+                while let Ok((stream, _)) = listener.accept() {
+                    stream.set_nonblocking(true)?;
+                    stream.set_nodelay(true)?;
+                    let key = sessions.insert(Session::new(stream));
+                    let fd = sessions[key].fd;
+                    poll.registry().register(&mut SourceFd(&fd), Token(key), Interest::READABLE)?;
+                }
+            } else if !ready.contains(&ev.token().0) {
+                ready.push(ev.token().0);
+            }
+        }
+        let turn = std::mem::take(&mut ready);
+        for key in turn {
+            let Some(s) = sessions.get_mut(key) else { continue };
+            let mut read = 0;
+            let mut result = Ok(());
+            while read < LOOP_READ_BYTES_PER_TURN {
+                match recv_into(s.fd, &mut s.rbuf, libc::MSG_DONTWAIT) {
+                    Ok(0) => break,
+                    Ok(n) => read += n,
+                    Err(e) => {
+                        result = Err(e.into());
+                        break;
+                    }
+                }
+            }
+            let more = read >= LOOP_READ_BYTES_PER_TURN;
+            if result.is_ok() {
+                result = s.serve_read(&shared);
+            }
+            if result.is_err() || s.closed {
+                let s = sessions.remove(key);
+                poll.registry().deregister(&mut SourceFd(&s.fd))?;
+                s.unregister(&shared);
+            } else if more {
+                ready.push(key);
+            }
+        }
+    }
+}
+
+impl Session {
+    /// One-thread relay: handles what was read (the protocol header first).
+    fn serve_read(&mut self, shared: &Shared) -> Result<()> {
+        if !self.started {
+            if self.rbuf.len() < 8 {
+                return Ok(());
+            }
+            if self.rbuf[..8] != frame::PROTOCOL_HEADER {
+                return Err("bad protocol header".into());
+            }
+            self.rbuf.advance(8);
+            self.start();
+        }
+        self.process(Kind::Relay, shared)?;
+        self.flush()
+    }
 }

@@ -67,6 +67,10 @@ enum Mode {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:5701")]
         listen: SocketAddr,
+        /// Serve every connection from one thread and one epoll, as a single-threaded broker does
+        /// its I/O, instead of a thread per connection.
+        #[arg(long)]
+        one_thread: bool,
     },
     /// Fake broker that floods every consumer with deliveries as fast as it can (generator
     /// ceiling, consumer side).
@@ -227,7 +231,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.mode {
         Some(Mode::Sink { listen }) => fake::serve(listen, fake::Kind::Sink).map(|_| ExitCode::SUCCESS),
-        Some(Mode::Relay { listen }) => fake::serve(listen, fake::Kind::Relay).map(|_| ExitCode::SUCCESS),
+        Some(Mode::Relay { listen, one_thread: false }) => {
+            fake::serve(listen, fake::Kind::Relay).map(|_| ExitCode::SUCCESS)
+        }
+        Some(Mode::Relay { listen, one_thread: true }) => {
+            fake::serve_one_thread(listen).map(|_| ExitCode::SUCCESS)
+        }
         Some(Mode::Source { listen, size }) => {
             fake::serve(listen, fake::Kind::Source { body_size: size as usize }).map(|_| ExitCode::SUCCESS)
         }
