@@ -43,6 +43,9 @@ def perf_main():
                     help="flag a run during which the broker's and generator's cores lost more than this %% of a "
                          "core to steal time (default 5)")
     ap.add_argument("--out", help="markdown file to write (default perf/results/<date>.md; plots next to it)")
+    ap.add_argument("--tcp-congestion", metavar="NAME",
+                    help="TCP congestion control for every socket of the run (sets "
+                         "net.ipv4.tcp_congestion_control, root only, restored at the end); default: the machine's")
     ap.add_argument("--broker-cpus", default="0", help="taskset core list for the broker (default 0)")
     ap.add_argument("--generator-cpus", default="1", help="taskset core list for lepus-perf (default 1)")
     ap.add_argument("--lepus-port", type=int, default=5711)

@@ -18,6 +18,7 @@ stopped by scripts/rabbitmq.sh. Each (scenario, broker) run gets a freshly
 started broker, so no queue, exchange or memory is left over from the one
 before. See perf/README.md.
 """
+import atexit
 import datetime
 import json
 import os
@@ -146,7 +147,34 @@ def machine_info(opts):
         "rabbit_fs": out(["df", "--output=fstype", str(Path(opts.rabbit_dir).parent)]).split()[-1:] or ["?"],
         "thp": open("/sys/kernel/mm/transparent_hugepage/enabled").read().strip()
         if os.path.exists("/sys/kernel/mm/transparent_hugepage/enabled") else "?",
+        "tcp_congestion": read_sysctl(TCP_CONGESTION) or "?",
     }
+
+
+TCP_CONGESTION = "/proc/sys/net/ipv4/tcp_congestion_control"
+
+
+def read_sysctl(path):
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+def set_tcp_congestion(name):
+    """Makes `name` the congestion control of every new socket, the generator's and the
+    brokers'; returns the one it replaces (None if nothing changed)."""
+    old = read_sysctl(TCP_CONGESTION)
+    if old is None or old == name:
+        return None
+    allowed = (read_sysctl("/proc/sys/net/ipv4/tcp_available_congestion_control") or "").split()
+    if name not in allowed:
+        sys.exit(f"perf.py: congestion control {name!r} is not available here (available: {' '.join(allowed)})")
+    try:
+        Path(TCP_CONGESTION).write_text(name)
+    except OSError as e:
+        sys.exit(f"perf.py: cannot set {TCP_CONGESTION} (root needed): {e}")
+    return old
 
 
 def write_markdown(opts, path, scenarios, results, info, plots, started, elapsed, build_cmd):
@@ -160,7 +188,9 @@ def write_markdown(opts, path, scenarios, results, info, plots, started, elapsed
     L.append("## Machine")
     L.append("")
     L.append(f"- CPU: `{info['cpu']}`, `nproc` {info['nproc']}; kernel `{info['kernel']}`; "
-             f"{info['mem_gib']:.0f} GiB RAM; loopback TCP")
+             f"{info['mem_gib']:.0f} GiB RAM; loopback TCP, congestion control `{info['tcp_congestion']}`"
+             + (f" (set by `--tcp-congestion`; the machine's is `{info['tcp_congestion_was']}`)"
+                if info.get("tcp_congestion_was") else ""))
     L.append(f"- broker pinned to core(s) {opts.broker_cpus}, generator (`lepus-perf`) to core(s) "
              f"{opts.generator_cpus}; load average before / after: {' '.join(info['loadavg'])} / "
              f"{' '.join(info['loadavg_end'])}")
@@ -366,7 +396,11 @@ def run(opts):
     if "garagemq" in [b for _, b in plan]:
         ensure_garagemq()
 
+    restore_congestion = set_tcp_congestion(opts.tcp_congestion) if opts.tcp_congestion else None
+    if restore_congestion:
+        atexit.register(Path(TCP_CONGESTION).write_text, restore_congestion)
     info = machine_info(opts)
+    info["tcp_congestion_was"] = restore_congestion
     log(f"{len(plan)} runs x {opts.repeat}, estimated {total / 60:.0f} min; logs in {log_dir}")
     brokers = {"lepus": Lepus(opts, log_dir), "lepus-uring": LepusUring(opts, log_dir), "rabbitmq": RabbitMQ(opts, log_dir), "relay": Relay(opts, log_dir),
                "garagemq": GarageMQ(opts, log_dir)}
