@@ -344,6 +344,11 @@ def run(opts):
     for b in wanted_brokers:
         if b not in BROKERS:
             sys.exit(f"perf.py: unknown broker {b}")
+    if any(a == "--io-backend" or a.startswith("--io-backend=") for a in shlex.split(opts.lepus_args)):
+        # lepus is mio and lepus-uring io_uring by name; a backend given here would
+        # either be refused twice by lepus-uring's command line or mislabel a column.
+        sys.exit("perf.py: --lepus-args may not choose --io-backend: the brokers lepus (mio) and "
+                 "lepus-uring (io_uring) do")
     opts.wanted_brokers = wanted_brokers
     plan = [(s, b) for s in scenarios for b in BROKERS if b in wanted_brokers and b in s["brokers"]]
     total = sum(estimate_s(s, b, opts) for s, b in plan) * opts.repeat
