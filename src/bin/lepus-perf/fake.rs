@@ -59,6 +59,30 @@ struct Shared {
     targets: Targets,
 }
 
+impl Shared {
+    /// Fresh counters, printed every second by a thread of their own.
+    fn reporting() -> Result<Arc<Shared>> {
+        let shared = Arc::new(Shared {
+            published: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            targets: Mutex::new(HashMap::new()),
+        });
+        let sh = Arc::clone(&shared);
+        thread::Builder::new().name("fake-report".into()).spawn(move || {
+            let (mut lp, mut ld) = (0, 0);
+            loop {
+                thread::sleep(Duration::from_secs(1));
+                let (np, nd) = (sh.published.load(Ordering::Relaxed), sh.delivered.load(Ordering::Relaxed));
+                if np != lp || nd != ld {
+                    eprintln!("fake broker: received {} msg/s, delivered {} msg/s", np - lp, nd - ld);
+                }
+                (lp, ld) = (np, nd);
+            }
+        })?;
+        Ok(shared)
+    }
+}
+
 /// Relay state of a producer connection: the target of the last routing
 /// key, and the deliveries of this read batch awaiting their tags.
 #[derive(Default)]
@@ -81,25 +105,7 @@ const BATCH_BYTES: usize = 64 * 1024;
 pub fn serve(listen: SocketAddr, kind: Kind) -> Result<()> {
     let listener = TcpListener::bind(listen)?;
     eprintln!("lepus-perf {kind:?}: listening on {listen}");
-    let shared = Arc::new(Shared {
-        published: AtomicU64::new(0),
-        delivered: AtomicU64::new(0),
-        targets: Mutex::new(HashMap::new()),
-    });
-    {
-        let sh = Arc::clone(&shared);
-        thread::Builder::new().name("fake-report".into()).spawn(move || {
-            let (mut lp, mut ld) = (0, 0);
-            loop {
-                thread::sleep(Duration::from_secs(1));
-                let (np, nd) = (sh.published.load(Ordering::Relaxed), sh.delivered.load(Ordering::Relaxed));
-                if np != lp || nd != ld {
-                    eprintln!("fake broker: received {} msg/s, delivered {} msg/s", np - lp, nd - ld);
-                }
-                (lp, ld) = (np, nd);
-            }
-        })?;
-    }
+    let shared = Shared::reporting()?;
     for stream in listener.incoming() {
         let stream = stream?;
         let sh = Arc::clone(&shared);
@@ -543,11 +549,7 @@ pub fn serve_one_thread(listen: SocketAddr) -> Result<()> {
     eprintln!("lepus-perf relay (one thread): listening on {listen}");
     let mut poll = Poll::new()?;
     poll.registry().register(&mut SourceFd(&listener.as_raw_fd()), LISTENER, Interest::READABLE)?;
-    let shared = Shared {
-        published: AtomicU64::new(0),
-        delivered: AtomicU64::new(0),
-        targets: Mutex::new(HashMap::new()),
-    };
+    let shared = Shared::reporting()?;
     let mut sessions: slab::Slab<Session> = slab::Slab::new();
     let mut ready: Vec<usize> = Vec::new();
     let mut events = Events::with_capacity(256);
