@@ -292,3 +292,7 @@ class RabbitMQ(Broker):
                 self.restarting.communicate()
             self.restarting = None
             self.restart_log.close()
+
+
+# Each broker name of perf.py and --curves, and the class that runs it.
+CLASSES = {"lepus": Lepus, "lepus-uring": LepusUring, "rabbitmq": RabbitMQ, "garagemq": GarageMQ, "relay": Relay}

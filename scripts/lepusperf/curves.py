@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from .brokers import GarageMQ, Lepus, LepusUring, RabbitMQ, Relay, ensure_garagemq
+from .brokers import CLASSES, ensure_garagemq
 from .generator import Generator, generator_cmd, metrics_from_json
 from .plots import svg_lines
 from .proc import ROOT, proc_stat
@@ -129,8 +129,7 @@ def run(opts):
     log_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"lepus-perf-curves-{started.strftime('%Y%m%d-%H%M%S')}"
     log_dir.mkdir(parents=True)
     opts.log_dir = log_dir
-    classes = {"lepus": Lepus, "lepus-uring": LepusUring, "rabbitmq": RabbitMQ, "garagemq": GarageMQ, "relay": Relay}
-    brokers = {b: classes[b](opts, log_dir) for b in brokers_order}
+    brokers = {b: CLASSES[b](opts, log_dir) for b in brokers_order}
     log(f"{len(pts)} points x {len(brokers_order)} brokers x {opts.repeat}, ~{total / 60:.0f} min; logs in {log_dir}")
     results = {}  # (curve, x) -> broker -> [result]
     commands = {}

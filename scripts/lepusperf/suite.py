@@ -32,11 +32,11 @@ import time
 from pathlib import Path
 
 from . import delayed, durable, idle, throughput
-from .brokers import GarageMQ, Lepus, LepusUring, RabbitMQ, Relay, ensure_garagemq
+from .brokers import CLASSES, ensure_garagemq
 from .generator import Generator, generator_cmd
 from .plots import make_plots
 from .proc import ROOT
-from .report import BROKER_TITLE, BROKERS, METRICS, fmt, fmt_spread, log, median_run, spread
+from .report import BROKER_TITLE, BROKERS, METRICS, engine, fmt, fmt_spread, log, median_run, spread
 from .scenarios import KINDS, ScenarioError, estimate_s, evaluate, load_scenarios, messages_for, select
 
 # Each kind of scenario: how one run goes (a function of (scenario, generator,
@@ -359,8 +359,8 @@ def run(opts):
             print(f"{s['name']:26} {s['kind']:17} {','.join(bs):22} ~{est / 60:5.1f} min  {s['description'][:70]}")
             if opts.dry_run:
                 for b in bs:
-                    port = {"lepus": opts.lepus_port, "lepus-uring": opts.lepus_port, "rabbitmq": opts.rabbit_port, "relay": opts.relay_port,
-                            "garagemq": opts.garagemq_port}[b]
+                    port = {"lepus": opts.lepus_port, "rabbitmq": opts.rabbit_port, "relay": opts.relay_port,
+                            "garagemq": opts.garagemq_port}[engine(b)]
                     fake = type("B", (), {"port": port})
                     n = messages_for(s, b, opts) if "messages" in s else None
                     extra = {"args": ["-z", str(opts.duration or s.get("duration"))], "publish_args": ["-C", str(n)],
@@ -407,8 +407,7 @@ def run(opts):
     info = machine_info(opts)
     info["tcp_congestion_was"] = restore_congestion
     log(f"{len(plan)} runs x {opts.repeat}, estimated {total / 60:.0f} min; logs in {log_dir}")
-    brokers = {"lepus": Lepus(opts, log_dir), "lepus-uring": LepusUring(opts, log_dir), "rabbitmq": RabbitMQ(opts, log_dir), "relay": Relay(opts, log_dir),
-               "garagemq": GarageMQ(opts, log_dir)}
+    brokers = {b: cls(opts, log_dir) for b, cls in CLASSES.items()}
     results = {}
     current = None
 
